@@ -1,0 +1,134 @@
+# mats-c - model merging by Matching Models in Task Subspaces, in C.
+# `make help` lists the targets. The build is flat: lib/*.c -> build/lib/libmats.a,
+# stages/*.c and tools/*.c -> build/bin/<name>, tests/test_*.c -> build/tests/<name>.
+MAKEFLAGS += -rR --no-print-directory
+.DELETE_ON_ERROR:
+.SUFFIXES:
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+CC      ?= cc
+ifeq ($(origin CC),default)
+CC      := cc
+endif
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+# -ffile-prefix-map keeps the clone's path out of the binaries: a stage's
+# digest is part of every cache key (DESIGN section 5), so the same sources
+# must give the same bytes in any directory.
+MC_CFLAGS := -std=c11 -Wall -Wextra -MMD -MP -fno-strict-aliasing -D_GNU_SOURCE \
+             -ffile-prefix-map=$(CURDIR)=. -Ilib $(shell pkg-config --cflags openblas 2>/dev/null)
+LDLIBS  := -lopenblas -lmsgpackc -lxxhash -lz -llzma -lm -lpthread
+GPU     ?= 0
+
+# --- dependencies ---------------------------------------------------------------
+# Installed by scripts/install-deps.sh through a stamp, re-run when a needed
+# header, library or tool is missing.
+DEPS_STAMP := build/.deps-ok
+DEPS_FILES := /usr/include/msgpack.h /usr/include/xxhash.h /usr/include/lzma.h \
+              /usr/include/zlib.h /usr/bin/xxh128sum /usr/bin/spm_train \
+              /usr/include/x86_64-linux-gnu/cblas.h
+$(DEPS_STAMP): scripts/install-deps.sh | build/
+	@missing=0; for f in $(DEPS_FILES); do [ -e $$f ] || missing=1; done; \
+	 if [ $$missing = 1 ] || [ ! -e $@ ]; then bash scripts/install-deps.sh; fi
+	@touch $@
+deps: ; @bash scripts/install-deps.sh && mkdir -p build && touch $(DEPS_STAMP)
+ifneq ($(MAKECMDGOALS),deps)
+ifneq ($(filter-out $(DEPS_FILES),$(wildcard $(DEPS_FILES))) $(words $(wildcard $(DEPS_FILES))),$(words $(DEPS_FILES)))
+$(shell rm -f $(DEPS_STAMP))
+endif
+endif
+
+# --- flags file: rebuild everything when flags change (git's GIT-CFLAGS) -------
+FLAGS_FILE := build/flags
+FLAGS_NOW := $(CC) $(CFLAGS) $(MC_CFLAGS) $(LDLIBS) GPU=$(GPU)
+$(FLAGS_FILE): FORCE | build/
+	@echo '$(FLAGS_NOW)' > $@.tmp; if cmp -s $@ $@.tmp; then rm $@.tmp; else mv $@.tmp $@; fi
+
+# --- sources ---------------------------------------------------------------------
+LIB_SRC    := $(sort $(wildcard lib/*.c))
+LIB_OBJ    := $(LIB_SRC:lib/%.c=build/obj/lib/%.o)
+STAGE_SRC  := $(sort $(wildcard stages/*.c))
+TOOL_SRC   := $(sort $(wildcard tools/*.c))
+TEST_SRC   := $(sort $(wildcard tests/test_*.c))
+STAGES     := $(STAGE_SRC:stages/%.c=build/bin/%)
+TOOLS      := $(TOOL_SRC:tools/%.c=build/bin/%)
+TESTS      := $(TEST_SRC:tests/%.c=build/tests/%)
+CU_SRC     := $(sort $(wildcard lib/*.cu))
+
+NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+ifeq ($(GPU),1)
+ifeq ($(NVCC),)
+$(error GPU=1 asks for the CUDA backend but nvcc was not found: install the CUDA toolkit or build without GPU=1)
+endif
+CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
+CU_OBJ     := $(CU_SRC:lib/%.cu=build/obj/lib/%.cu.o)
+NVCCFLAGS  := -O2 -std=c++17 -Ilib -gencode arch=compute_90,code=sm_90 \
+              -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall,-Wextra \
+              -Xcompiler -ffile-prefix-map=$(CURDIR)=.
+MC_CFLAGS  += -DMC_GPU=1 -I$(CUDA_HOME)/include
+LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+endif
+
+all: $(DEPS_STAMP) $(STAGES) $(TOOLS)
+	@echo "built: $(notdir $(STAGES) $(TOOLS))$(if $(filter 1,$(GPU)), (with CUDA backend))"
+
+build/ build/bin/ build/tests/ build/obj/lib/ build/obj/stages/ build/obj/tools/ build/obj/tests/:
+	@mkdir -p $@
+
+build/obj/lib/%.o: lib/%.c $(FLAGS_FILE) | build/obj/lib/ $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(MC_CFLAGS) -c $< -o $@
+build/obj/lib/%.cu.o: lib/%.cu $(FLAGS_FILE) | build/obj/lib/
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+build/obj/stages/%.o: stages/%.c $(FLAGS_FILE) | build/obj/stages/ $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(MC_CFLAGS) -c $< -o $@
+build/obj/tools/%.o: tools/%.c $(FLAGS_FILE) | build/obj/tools/ $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(MC_CFLAGS) -c $< -o $@
+build/obj/tests/%.o: tests/%.c $(FLAGS_FILE) | build/obj/tests/ $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(MC_CFLAGS) -Itests -c $< -o $@
+
+build/lib/libmats.a: $(LIB_OBJ) $(CU_OBJ)
+	@mkdir -p $(@D)
+	@rm -f $@ && ar rcD $@ $^
+
+build/bin/%: build/obj/stages/%.o build/lib/libmats.a | build/bin/
+	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
+build/bin/%: build/obj/tools/%.o build/lib/libmats.a | build/bin/
+	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
+build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
+	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
+
+-include $(wildcard build/obj/*/*.d)
+
+# --- tests -----------------------------------------------------------------------
+# tests/run.sh runs every build/tests/test_* binary and tests/test_*.sh script,
+# counts their "ok"/"FAIL" lines and closes with "N passed, N failed".
+test: all $(TESTS)
+	@bash tests/run.sh $(TESTS) $(sort $(wildcard tests/test_*.sh))
+
+# --- fuzzing ---------------------------------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+build/fuzz/fuzz_art: tests/fuzz/fuzz_art.c $(LIB_SRC) $(wildcard lib/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -D_GNU_SOURCE -o $@ \
+	  tests/fuzz/fuzz_art.c lib/art.c lib/val.c lib/common.c -lmsgpackc -lxxhash
+fuzz: build/fuzz/fuzz_art all
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build
+
+help:
+	@sed -n 's/^## //p' Makefile recipes/*.mk 2>/dev/null | sort -u
+
+## all            build every stage and tool into build/bin/ (GPU=1 adds the CUDA backend)
+## deps           install the Debian packages the project needs (scripts/install-deps.sh)
+## test           build and run every test; closes with "N passed, N failed"
+## fuzz           fuzz the artifact reader for FUZZ_SECONDS (default 60) seconds
+## clean          remove build/
+
+.PHONY: all deps test fuzz clean help FORCE
+FORCE:
+
+include $(sort $(wildcard recipes/*.mk))

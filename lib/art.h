@@ -1,0 +1,129 @@
+/* art.h - mats-c artifacts: one msgpack map per file, checksummed.
+ *
+ * File layout (DESIGN.md section 4, fixed), byte by byte:
+ *
+ *   86                      fixmap with 6 entries
+ *   a4 "mats"   01          format version 1 (positive fixint)
+ *   a4 "kind"   <str>       vocab, tokens, model, ia3, fisher_diag, ...
+ *   a3 "key"    <str>       32 lowercase hex digits, or ""
+ *   a4 "meta"   <map>       str keys -> any msgpack value
+ *   a7 "tensors" <array>    of maps {name: str, dtype: str, shape: [uint..], data: bin}
+ *   a4 "xxh3"   c4 10 <16>  XXH3-128 of every byte before this "xxh3" key,
+ *                           canonical (big-endian) order
+ *
+ * The last 23 bytes of every artifact are therefore
+ *   a4 78 78 68 33 c4 10 <16 digest bytes>
+ * and the checksum covers bytes [0, size - 23).
+ *
+ * Tensor data is little-endian, row-major, exactly prod(shape)*sizeof(dtype)
+ * bytes. Readers keep `data` pointing into the file's buffer: it is not
+ * aligned, so copy it out with art_tensor_copy()/art_tensor_f32().
+ *
+ * Writers stream: meta first, then each tensor's header and data in chunks,
+ * hashing as they write to FILE.tmp.<pid>; art_writer_close() fsyncs and
+ * renames over FILE. A writer that is never closed (killed, or aborted with
+ * art_writer_abort) leaves nothing at FILE.
+ */
+#ifndef MC_ART_H
+#define MC_ART_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "val.h"
+
+#define ART_VERSION 1
+#define ART_MAX_DIMS 8
+#define ART_TRAILER 23
+
+typedef enum {
+    ART_F32 = 0,
+    ART_F64 = 1,
+    ART_I32 = 2,
+    ART_I64 = 3,
+    ART_U8 = 4,
+} art_dtype;
+
+const char *art_dtype_name(art_dtype t);
+size_t art_dtype_size(art_dtype t);
+/* Parse a dtype name of length n; -1 if unknown. */
+int art_dtype_parse(const char *s, size_t n);
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct art_writer art_writer;
+
+/* Start writing `path` (through path.tmp.<pid>). `key` is 32 hex digits or
+ * "" / NULL. `meta` must be a VAL_MAP or NULL (written as an empty map); the
+ * writer does not take ownership. `n_tensors` is the exact number of tensors
+ * that will follow. Returns NULL and sets mc_error() on failure. */
+art_writer *art_writer_open(const char *path, const char *kind, const char *key,
+                            const mc_val *meta, size_t n_tensors);
+
+/* Write one whole tensor. shape has ndim entries. -1 on error. */
+int art_writer_tensor(art_writer *w, const char *name, art_dtype dtype, int ndim,
+                      const int64_t *shape, const void *data);
+
+/* Streaming form: begin, then any number of data chunks whose sizes add up to
+ * exactly prod(shape)*sizeof(dtype), then the next begin or close. */
+int art_writer_tensor_begin(art_writer *w, const char *name, art_dtype dtype, int ndim,
+                            const int64_t *shape);
+int art_writer_tensor_data(art_writer *w, const void *data, size_t nbytes);
+
+/* Finish: write the checksum, fsync, rename to the final path, free w.
+ * On failure the temporary file is removed and -1 returned. */
+int art_writer_close(art_writer *w);
+
+/* Give up: remove the temporary file and free w. */
+void art_writer_abort(art_writer *w);
+
+/* ---------------------------------------------------------------- reading */
+
+typedef struct {
+    char *name;                 /* NUL-terminated copy */
+    art_dtype dtype;
+    int ndim;
+    int64_t shape[ART_MAX_DIMS];
+    int64_t numel;
+    size_t nbytes;
+    const unsigned char *data;  /* into the file buffer; unaligned */
+} art_tensor;
+
+typedef struct {
+    char *path;
+    char kind[64];
+    char key[33];
+    mc_val *meta;               /* VAL_MAP, owned */
+    size_t n_tensors;
+    art_tensor *tensors;
+    unsigned char digest[16];
+    /* private */
+    unsigned char *buf;
+    size_t len;
+    int mapped;
+} art_file;
+
+/* Read and verify `path`. want_kind: required kind, or NULL for any.
+ * Returns a new art_file (free with art_close) or NULL with mc_error() set to
+ * a one-line message naming the file. */
+art_file *art_open(const char *path, const char *want_kind);
+
+/* Same checks on a buffer in memory (copied); `name` is used in messages. */
+art_file *art_open_buffer(const void *buf, size_t len, const char *name, const char *want_kind);
+
+void art_close(art_file *a);
+
+/* Find a tensor by name; NULL if absent. */
+const art_tensor *art_find(const art_file *a, const char *name);
+
+/* Copy a tensor's data into dst (nbytes bytes). */
+void art_tensor_copy(const art_tensor *t, void *dst);
+
+/* A new malloc'd float array holding the tensor converted to f32 (from any
+ * dtype). Caller frees. */
+float *art_tensor_f32(const art_tensor *t);
+
+/* Format a 16-byte digest as 32 lowercase hex + NUL. */
+void art_hex(const unsigned char d[16], char out[33]);
+
+#endif

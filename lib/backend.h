@@ -1,0 +1,44 @@
+/* backend.h - the one math interface every stage goes through (DESIGN.md
+ * section 7). The CPU backend (backend_cpu.c) uses OpenBLAS; a CUDA backend
+ * with the same entry points lives in backend_cuda.cu (built with GPU=1).
+ *
+ * All matrices are row-major float32. be_gemm computes
+ *   C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C
+ * with op(X) = X or X^T, leading dimensions as in cblas row-major.
+ *
+ * Stages never call BLAS directly. New entry points are added at the end of
+ * each group; existing ones keep their signatures.
+ */
+#ifndef MC_BACKEND_H
+#define MC_BACKEND_H
+
+#include <stddef.h>
+
+/* Threads used by the math library (0 = leave as configured). */
+void be_init(int threads);
+int be_threads(void);
+
+void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+
+/* C (n x n) = alpha * A^T A + beta * C where A is (k x n) (trans=1), or
+ * alpha * A A^T + beta * C where A is (n x k) (trans=0). Only the upper
+ * triangle is computed by BLAS; be_syrk fills in the lower one too. */
+void be_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+             int ldc);
+
+/* Double-precision helpers for solves (merge). */
+void be_dgemm(int transA, int transB, int m, int n, int k, double alpha, const double *A, int lda,
+              const double *B, int ldb, double beta, double *C, int ldc);
+/* Cholesky factorisation of a symmetric positive-definite n x n matrix in
+ * place (upper triangle, row-major). Returns 0, or the order i>0 of the
+ * leading minor that is not positive definite. */
+int be_dpotrf(int n, double *A, int lda);
+/* Solve A X = B for nrhs right-hand sides given be_dpotrf's factor; B is
+ * n x nrhs row-major, overwritten by X. */
+void be_dpotrs(int n, int nrhs, const double *A, int lda, double *B, int ldb);
+
+float be_dot(long n, const float *x, const float *y);
+void be_axpy(long n, float a, const float *x, float *y);
+
+#endif

@@ -1,0 +1,74 @@
+/* backend_cpu.c - the CPU backend of backend.h on OpenBLAS (CBLAS + the
+ * LAPACK routines OpenBLAS ships). */
+#include "backend.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+
+/* LAPACK (Fortran, column-major) as exported by libopenblas. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+extern void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a,
+                    const int *lda, double *b, const int *ldb, int *info);
+
+void be_init(int threads) {
+    if (threads <= 0) {
+        const char *s = getenv("MATS_THREADS");
+        if (s && *s) threads = atoi(s);
+    }
+    if (threads > 0) openblas_set_num_threads(threads);
+}
+
+int be_threads(void) { return openblas_get_num_threads(); }
+
+void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void be_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+             int ldc) {
+    cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, k, alpha, A, lda,
+                beta, C, ldc);
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++) C[(size_t)i * ldc + j] = C[(size_t)j * ldc + i];
+}
+
+void be_dgemm(int transA, int transB, int m, int n, int k, double alpha, const double *A, int lda,
+              const double *B, int ldb, double beta, double *C, int ldc) {
+    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* A row-major symmetric matrix read column-major is the same matrix; the
+ * row-major upper triangle is LAPACK's lower triangle. */
+int be_dpotrf(int n, double *A, int lda) {
+    int info = 0;
+    dpotrf_("L", &n, A, &lda, &info);
+    return info;
+}
+
+/* B is n x nrhs row-major = nrhs x n column-major, i.e. B^T. Solving
+ * A X = B is X^T = B^T A^{-1}; rather than transposing we solve column by
+ * column on a transposed copy. */
+void be_dpotrs(int n, int nrhs, const double *A, int lda, double *B, int ldb) {
+    double *t = malloc(sizeof(double) * (size_t)n * nrhs);
+    if (!t) abort();
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nrhs; j++) t[(size_t)j * n + i] = B[(size_t)i * ldb + j];
+    int info = 0;
+    dpotrs_("L", &n, &nrhs, A, &lda, t, &n, &info);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nrhs; j++) B[(size_t)i * ldb + j] = t[(size_t)j * n + i];
+    free(t);
+}
+
+float be_dot(long n, const float *x, const float *y) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return (float)s;
+}
+
+void be_axpy(long n, float a, const float *x, float *y) {
+    for (long i = 0; i < n; i++) y[i] += a * x[i];
+}

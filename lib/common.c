@@ -1,0 +1,126 @@
+/* common.c - see common.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const char *progname = "mats";
+static char errbuf[1024];
+
+void mc_set_progname(const char *argv0) {
+    const char *s = strrchr(argv0, '/');
+    progname = s ? s + 1 : argv0;
+}
+
+const char *mc_progname(void) { return progname; }
+
+void die(const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "%s: ", progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+const char *mc_error(void) { return errbuf; }
+
+int mc_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void oom(size_t n, const char *file, int line) {
+    fprintf(stderr, "%s: out of memory allocating %zu bytes at %s:%d\n", progname, n, file, line);
+    exit(1);
+}
+
+void *mc_malloc_(size_t n, const char *file, int line) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n, file, line);
+    return p;
+}
+
+void *mc_calloc_(size_t n, size_t sz, const char *file, int line) {
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) oom(n * sz, file, line);
+    return p;
+}
+
+void *mc_realloc_(void *p, size_t n, const char *file, int line) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n, file, line);
+    return q;
+}
+
+char *mc_strdup_(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    char *p = mc_malloc_(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}
+
+int mc_read_file(const char *path, unsigned char **out, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return mc_fail("%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = mallocCheck(cap);
+    for (;;) {
+        if (n == cap) buf = reallocCheck(buf, cap *= 2);
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return mc_fail("%s: read error", path);
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+double mc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+size_t mc_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = strtoull(line + 6, NULL, 10);
+    fclose(f);
+    return kb * 1024;
+}
+
+int mc_mkdir_parents(const char *path) {
+    char *p = strdupCheck(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            int e = errno;
+            mc_fail("%s: cannot create directory: %s", p, strerror(e));
+            free(p);
+            return -1;
+        }
+        *s = '/';
+    }
+    free(p);
+    return 0;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install the Debian packages mats-c needs. Idempotent: packages already
+# present are skipped; the rest are named and installed with apt-get.
+# Usage: scripts/install-deps.sh [--data] [--reference]
+#   (no flag)    build and test dependencies
+#   --data       also the packages that ship the built-in benchmark's text
+#   --reference  also python3-torch and friends (regenerating test fixtures
+#                and the PyTorch peers of the benchmarks)
+set -euo pipefail
+
+build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
+            zlib1g-dev liblzma-dev sentencepiece clang gnuplot-nox)
+data_pkgs=(wordnet-base fortunes dict-gcide sword-text-kjv sword-text-web
+           r-cran-modeldata r-cran-janeaustenr npm)
+ref_pkgs=(python3-torch python3-numpy python3-scipy)
+
+want=("${build_pkgs[@]}")
+for a in "$@"; do
+    case "$a" in
+        --data) want+=("${data_pkgs[@]}") ;;
+        --reference) want+=("${ref_pkgs[@]}") ;;
+        --all) want+=("${data_pkgs[@]}" "${ref_pkgs[@]}") ;;
+        *) echo "install-deps.sh: unknown option '$a' (use --data, --reference or --all)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#want[@]} packages present"
+    exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo
+    else
+        echo "install-deps: need root to install ${missing[*]}: run 'sudo scripts/install-deps.sh $*' or install them with apt-get" >&2
+        exit 1
+    fi
+else SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists when they are missing or older than a day.
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -qq || { echo "install-deps: apt-get update failed" >&2; exit 1; }
+fi
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/mats-install-deps.log 2>&1; then
+    tail -n 20 /tmp/mats-install-deps.log >&2
+    echo "install-deps: apt-get install failed for ${missing[*]} (log: /tmp/mats-install-deps.log)" >&2
+    exit 1
+fi
+echo "install-deps: installed ${missing[*]}"

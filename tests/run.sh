@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every test program given on the command line; count "ok NAME" and
+# "FAIL NAME" lines; a program that exits non-zero without printing a FAIL
+# line counts as one failure. Closes with "N passed, N failed".
+set -u
+pass=0 fail=0
+failed=()
+for t in "$@"; do
+    [ -e "$t" ] || continue
+    log=$(mktemp)
+    start=$(date +%s.%N)
+    if [[ $t == *.sh ]]; then bash "$t" >"$log" 2>&1; rc=$?; else "./$t" >"$log" 2>&1; rc=$?; fi
+    secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+    p=$(grep -c '^ok ' "$log"); f=$(grep -c '^FAIL ' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $t (exit $rc)" >>"$log"; fi
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $t (ran no test)" >>"$log"; fi
+    pass=$((pass + p)); fail=$((fail + f))
+    if [ "$f" -gt 0 ]; then
+        failed+=("$t"); echo "--- $t: $p passed, $f failed (${secs}s)"; cat "$log"
+    else
+        echo "--- $t: $p passed (${secs}s)"
+    fi
+    rm -f "$log"
+done
+[ ${#failed[@]} -gt 0 ] && echo "failing: ${failed[*]}"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

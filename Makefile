@@ -3,6 +3,7 @@
 # stages/*.c and tools/*.c -> build/bin/<name>, tests/test_*.c -> build/tests/<name>.
 MAKEFLAGS += -rR --no-print-directory
 .DELETE_ON_ERROR:
+.SECONDARY:
 .SUFFIXES:
 SHELL := /bin/bash
 .DEFAULT_GOAL := all

@@ -317,6 +317,39 @@ void gpu_scale(long n, float a, float *x) {
     launchCheck();
 }
 
+__global__ static void fill_kernel(float *x, long n, float v) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        x[i] = v;
+}
+
+void gpu_fill(float *x, long n, float value) {
+    if (n <= 0) return;
+    fill_kernel<<<gpu_blocks(n, 256), 256, 0, gpu_stream()>>>(x, n, value);
+    launchCheck();
+}
+
+__device__ static inline uint64_t mix64(uint64_t z) { /* splitmix64 finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Box-Muller on two 24-bit uniforms from one hash of (seed, i). */
+__global__ static void fill_normal_kernel(float *x, long n, float std, uint64_t seed) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
+        float u1 = ((float)(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+        float u2 = (float)((h >> 16) & 0xffffff) * (1.0f / 16777216.0f);
+        x[i] = std * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+    }
+}
+
+void gpu_fill_normal(float *x, long n, float std, uint64_t seed) {
+    if (n <= 0) return;
+    fill_normal_kernel<<<gpu_blocks(n, 256), 256, 0, gpu_stream()>>>(x, n, std, seed);
+    launchCheck();
+}
+
 /* ------------------------------------------------------------ statistics */
 
 void gpu_gram_accumulate(float *C, const float *X, int k, int n, int ldx, float alpha) {

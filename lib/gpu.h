@@ -35,6 +35,8 @@
 extern "C" {
 #endif
 
+#include "optim.h"
+
 /* ------------------------------------------------------------ device */
 
 /* 1 if a CUDA device can be used (the runtime finds at least one), else 0.
@@ -93,6 +95,11 @@ void gpu_axpy(long n, float a, const float *x, float *y);
 /* x *= a */
 void gpu_scale(long n, float a, float *x);
 
+/* x (n) = value ; x (n) = std * N(0,1) from a counter-based hash of (seed, i)
+ * (same values for the same seed on every device; not the CPU's t5_rng). */
+void gpu_fill(float *x, long n, float value);
+void gpu_fill_normal(float *x, long n, float std, uint64_t seed);
+
 /* ------------------------------------------------------------ T5 ops (ops.h) */
 
 void gpu_embed_forward(float *out, const int *ids, const float *table, int N, int D);
@@ -134,30 +141,31 @@ void gpu_add_inplace(float *y, const float *x, long n);
 
 /* ------------------------------------------------------------ optimizers */
 
-/* AdamW (Loshchilov & Hutter, as torch.optim.AdamW): for each i
- *   g = grad[i] * grad_scale
+/* AdamW with the arithmetic of optim.c (torch.optim.AdamW): for each i
+ *   g = grad[i] * grad_scale ; p *= 1 - lr wd (if wd != 0)
  *   m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
- *   p -= lr * wd * p                                   (decoupled decay)
- *   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+ *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
  * t is the 1-based step number. */
 void gpu_adamw_step(float *p, float *m, float *v, const float *grad, long n, float lr, float b1,
                     float b2, float eps, float wd, float grad_scale, int t);
 
-/* Adafactor (Shazeer & Stern 2018, as HF transformers' Adafactor with
- * scale_parameter=False, relative_step=False, warmup_init=False, beta1=None)
- * for one tensor of `rows` x `cols` (a vector: rows = 1, unfactored, with
- * v (cols) its full second moment; vr/vc unused). Matrices keep the factored
- * moments vr (rows) and vc (cols):
- *   rho = 1 - t^decay_rate (decay_rate -0.8)
- *   g2 = g^2 + eps1
+/* Adafactor (HF transformers, relative_step=False, beta1=None), as optim.c,
+ * for one tensor of rows x cols. Matrices (vr != NULL) keep factored moments
+ * vr (rows) and vc (cols); vectors (vr == NULL, rows = 1) keep v (cols):
+ *   rho = 1 - t^decay_rate ; g2 = g^2 + eps1
  *   vr = rho vr + (1-rho) mean_cols(g2) ; vc = rho vc + (1-rho) mean_rows(g2)
- *   u = g / sqrt(vr_i vc_j / mean(vr))
- *   u /= max(1, rms(u) / clip)
- *   p -= lr wd p (when wd != 0) ; p -= lr u
- * `work` holds rows*cols floats (the update before clipping). */
+ *   u = g / sqrt(vr_r / mean(vr)) / sqrt(vc_c)      (vector: u = g / sqrt(v))
+ *   lr' = lr max(eps2, rms(p)) if scale_parameter
+ *   p -= lr' wd p (wd != 0) ; p -= lr' u / max(1, rms(u) / clip)
+ * `work` holds rows*cols floats. */
 void gpu_adafactor_step(float *p, float *vr, float *vc, float *v, float *work, const float *grad,
                         int rows, int cols, float lr, float eps1, float clip, float decay_rate,
-                        float wd, int t);
+                        float wd, int scale_parameter, float eps2, int t);
+
+/* opt_step of optim.h on the device: params, grads (o->n floats) and state
+ * (o->n_state floats, optim.c's layout) are device buffers; scratch holds
+ * the largest tensor (Adafactor). o->step advances as in opt_step. */
+void gpu_opt_step(optim *o, float *params, const float *grads, float *state, float *scratch);
 
 /* ------------------------------------------------------------ statistics */
 

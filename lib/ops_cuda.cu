@@ -484,28 +484,32 @@ void gpu_add_inplace(float *y, const float *x, long n) {
 
 /* ------------------------------------------------------------ AdamW */
 
+/* The arithmetic of optim.c's adamw_step (torch.optim.AdamW, single-tensor
+ * path), element by element. */
 __global__ static void adamw_kernel(float *p, float *m, float *v, const float *grad, long n,
-                                    float lr, float b1, float b2, float eps, float wd,
-                                    float grad_scale, float bc1, float bc2) {
+                                    float b1, float b2, float eps, float decay, int use_decay,
+                                    float grad_scale, float step_size, float bc2_sqrt) {
     GRID_LOOP(i, n) {
-        float g = grad[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * g;
-        float vi = b2 * v[i] + (1.0f - b2) * g * g;
+        float gi = grad[i] * grad_scale;
+        float pi = p[i];
+        if (use_decay) pi *= decay;
+        float mi = m[i] * b1 + (1.0f - b1) * gi;
+        float vi = v[i] * b2 + (1.0f - b2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        float pi = p[i];
-        pi -= lr * wd * pi;
-        pi -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
-        p[i] = pi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
     }
 }
 
 void gpu_adamw_step(float *p, float *m, float *v, const float *grad, long n, float lr, float b1,
                     float b2, float eps, float wd, float grad_scale, int t) {
     if (n <= 0) return;
-    float bc1 = (float)(1.0 - pow((double)b1, t)), bc2 = (float)(1.0 - pow((double)b2, t));
+    double bc1 = 1.0 - pow((double)b1, (double)t);
+    double bc2 = 1.0 - pow((double)b2, (double)t);
+    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     adamw_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(
-        p, m, v, grad, n, lr, b1, b2, eps, wd, grad_scale, bc1, bc2);
+        p, m, v, grad, n, b1, b2, eps, 1.0f - lr * wd, wd != 0.0f, grad_scale, step_size, bc2_sqrt);
     launchCheck();
 }
 
@@ -564,44 +568,53 @@ __global__ static void af_vec_kernel(float *u, float *v, const float *g, long n,
     GRID_LOOP(i, n) {
         float vi = rho * v[i] + (1.0f - rho) * (g[i] * g[i] + eps1);
         v[i] = vi;
-        u[i] = g[i] * rsqrtf(vi);
+        u[i] = g[i] / sqrtf(vi);
     }
 }
 
-/* matrix case: u = g * rsqrt(vr_r / mean(vr)) * rsqrt(vc_c); sums[0] = sum vr */
+/* matrix case: u = g / sqrt(vr_r / mean(vr)) / sqrt(vc_c); sums[0] = sum vr */
 __global__ static void af_mat_kernel(float *u, const float *g, const float *vr, const float *vc,
                                      const float *sums, int rows, int cols) {
     float mean_vr = sums[0] / rows;
     GRID_LOOP(i, (long)rows * cols) {
         long r = i / cols, c = i % cols;
-        u[i] = g[i] * rsqrtf(vr[r] / mean_vr) * rsqrtf(vc[c]);
+        float rf = 1.0f / sqrtf(vr[r] / mean_vr);
+        u[i] = rf / sqrtf(vc[c]) * g[i];
     }
 }
 
-/* p -= lr wd p ; p -= lr u / max(1, rms(u) / clip); sums[1] = sum u^2 */
+/* lr' = lr * max(eps2, rms(p)) when scale (sums[2] = sum p^2);
+ * p -= lr' wd p ; p -= lr' u / max(1, rms(u) / clip) (sums[1] = sum u^2) */
 __global__ static void af_apply_kernel(float *p, const float *u, const float *sums, long n, float lr,
-                                       float clip, float wd) {
-    float rms = sqrtf(sums[1] / n);
-    float den = fmaxf(1.0f, rms / clip);
+                                       float clip, float wd, int scale, float eps2) {
+    if (scale) lr *= fmaxf(sqrtf(sums[2] / n), eps2);
+    float ur = sqrtf(sums[1] / n) / clip;
+    float div = fmaxf(ur, 1.0f);
     GRID_LOOP(i, n) {
         float pi = p[i];
-        if (wd != 0.0f) pi -= lr * wd * pi;
-        p[i] = pi - lr * (u[i] / den);
+        if (wd != 0.0f) pi -= pi * wd * lr;
+        p[i] = pi - lr * (u[i] / div);
     }
 }
 
-static float *af_scratch; /* device: AF_BLOCKS partials + 2 sums */
+static float *af_scratch; /* device: AF_BLOCKS partials + 3 sums; lives until exit */
 
 void gpu_adafactor_step(float *p, float *vr, float *vc, float *v, float *work, const float *grad,
                         int rows, int cols, float lr, float eps1, float clip, float decay_rate,
-                        float wd, int t) {
+                        float wd, int scale_parameter, float eps2, int t) {
     long n = (long)rows * cols;
     if (n <= 0) return;
     cudaStream_t s = gpu_stream();
-    if (!af_scratch) af_scratch = (float *)gpu_malloc(sizeof(float) * (AF_BLOCKS + 2));
+    if (!af_scratch) af_scratch = (float *)gpu_malloc(sizeof(float) * (AF_BLOCKS + 3));
     float *partials = af_scratch, *sums = af_scratch + AF_BLOCKS;
     float rho = 1.0f - powf((float)t, decay_rate);
-    if (rows <= 1) {
+    if (scale_parameter) {
+        af_partial_kernel<<<AF_BLOCKS, 256, 0, s>>>(partials, p, n, 1);
+        launchCheck();
+        af_finish_kernel<<<1, 32, 0, s>>>(sums + 2, partials);
+        launchCheck();
+    }
+    if (!vr) {
         af_vec_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, s>>>(work, v, grad, n, rho, eps1);
         launchCheck();
     } else {
@@ -621,6 +634,28 @@ void gpu_adafactor_step(float *p, float *vr, float *vc, float *v, float *work, c
     launchCheck();
     af_finish_kernel<<<1, 32, 0, s>>>(sums + 1, partials);
     launchCheck();
-    af_apply_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, s>>>(p, work, sums, n, lr, clip, wd);
+    af_apply_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, s>>>(p, work, sums, n, lr, clip, wd,
+                                                                     scale_parameter, eps2);
     launchCheck();
+}
+
+/* ------------------------------------------------------------ optim.h on the device */
+
+void gpu_opt_step(optim *o, float *params, const float *grads, float *state, float *scratch) {
+    o->step++;
+    if (o->kind == OPT_ADAMW) {
+        gpu_adamw_step(params, state, state + o->n, grads, (long)o->n, o->lr, o->beta1, o->beta2,
+                       o->eps, o->weight_decay, 1.0f, (int)o->step);
+        return;
+    }
+    for (int i = 0; i < o->n_tensors; i++) {
+        const t5_tensor *t = &o->tensors[i];
+        float *st = state + o->state_off[i];
+        int mat = t->ndim == 2;
+        int rows = mat ? (int)t->shape[0] : 1, cols = mat ? (int)t->shape[1] : (int)t->numel;
+        gpu_adafactor_step(params + t->offset, mat ? st : NULL, mat ? st + rows : NULL,
+                           mat ? NULL : st, scratch, grads + t->offset, rows, cols, o->lr, o->eps1,
+                           o->clip_threshold, o->decay_rate, o->weight_decay, o->scale_parameter,
+                           o->eps2, (int)o->step);
+    }
 }

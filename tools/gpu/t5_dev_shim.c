@@ -45,8 +45,13 @@ void *dv_malloc_(size_t n, const char *file, int line) {
 void *dv_calloc_(size_t n, size_t sz, const char *file, int line) {
     (void)file, (void)line;
     void *p = dv_managed(n * sz);
-    gpu_sync();
-    memset(p, 0, n * sz);
+    if (n * sz >= (1u << 20)) {
+        gpu_memset0(p, n * sz); /* large blocks are zeroed where they will live */
+        gpu_sync();
+    } else {
+        gpu_sync();
+        memset(p, 0, n * sz);
+    }
     return p;
 }
 

@@ -21,7 +21,7 @@ ifeq ($(GPU),1)
 GPU_CHECK     := build/gpu/gpu_check
 GPU_CHECK_OBJ := build/obj/gpu/gpu_check.o build/obj/gpu/t5_dev_shim.o build/gpu/t5_dev.o
 GPU_SHIM_SYMS := mc_malloc_=dv_malloc_ mc_calloc_=dv_calloc_ free=dv_free memset=dv_memset \
-                 memcpy=dv_memcpy
+                 memcpy=dv_memcpy __memset_chk=dv_memset_chk __memcpy_chk=dv_memcpy_chk
 
 all: $(GPU_CHECK)
 
@@ -34,7 +34,10 @@ build/gpu/t5_dev.o: build/obj/lib/t5.o
 	@syms="$$(nm -g --defined-only $< | awk '$$3 ~ /^t5_/ {printf " --redefine-sym %s=t5dev_%s", $$3, substr($$3, 4)}')"; \
 	 syms="$$syms $$(nm -u $< | awk '$$2 ~ /^op_/ {printf " --redefine-sym %s=dv_%s", $$2, $$2}')"; \
 	 for s in $(GPU_SHIM_SYMS); do syms="$$syms --redefine-sym $$s"; done; \
-	 objcopy $$syms $< $@.tmp && mv $@.tmp $@
+	 objcopy $$syms $< $@.tmp; \
+	 left="$$(nm -u $@.tmp | awk '$$2 ~ /^(op_|mc_malloc_|mc_calloc_|mc_realloc_|mc_strdup_|malloc|calloc|realloc|free|memset|memcpy|memmove|__mem)/ {print $$2}')"; \
+	 if [ -n "$$left" ]; then echo "$@: lib/t5.c calls $$left, which tools/gpu/t5_dev_shim.c does not redirect; add it there and to GPU_SHIM_SYMS" >&2; rm -f $@.tmp; exit 1; fi; \
+	 mv $@.tmp $@
 
 $(GPU_CHECK): $(GPU_CHECK_OBJ) build/lib/libmats.a
 	$(CC) $(CFLAGS) -o $@ $(GPU_CHECK_OBJ) build/lib/libmats.a $(LDLIBS)

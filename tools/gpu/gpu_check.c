@@ -139,9 +139,8 @@ static void check_syrk(void) {
             int sym = 1;
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < i; j++) sym &= h[(size_t)i * n + j] == h[(size_t)j * n + i];
-            row(name, nmse(C, h, (long)n * n), mode == GPU_MATH_FP32 ? 1e-10 : 1e-5,
-                sym ? "symmetric" : "NOT SYMMETRIC");
-            if (!sym) n_fail++;
+            row(name, sym ? nmse(C, h, (long)n * n) : INFINITY, mode == GPU_MATH_FP32 ? 1e-10 : 1e-5,
+                sym ? "exactly symmetric" : "NOT SYMMETRIC");
             free(h), free(A), free(C);
             gpu_free(dA), gpu_free(dC);
         }
@@ -292,7 +291,9 @@ static void check_relpos_attention(void) {
     float *gbias = rnd(H * TTl, 1), *dgbias = TODEV(gbias, H * TTl);
     op_relpos_bias_backward(table, gbias, bk, H, T, T);
     gpu_relpos_bias_backward(dtable, dgbias, dbk, H, T, T);
-    cmp("relpos_bias_backward", table, dtable, (long)NB * H, 1e-11);
+    /* the CPU adds up to Tq*Tk terms per entry one by one in float: its own
+     * rounding is ~eps*sqrt(16384), hence the wider tolerance */
+    cmp("relpos_bias_backward", table, dtable, (long)NB * H, 1e-9);
 
     /* attention: encoder (bias + padding mask), decoder (causal + bias), cross (mask + kv_index) */
     long nq = (long)B * T * HK;

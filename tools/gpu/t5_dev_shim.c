@@ -80,6 +80,17 @@ void *dv_memcpy(void *d, const void *s, size_t n) {
     return memcpy(d, s, n);
 }
 
+/* Fortified builds (Ubuntu's default _FORTIFY_SOURCE) may call these. */
+void *dv_memset_chk(void *p, int c, size_t n, size_t destlen) {
+    if (n > destlen) die("t5_dev: memset of %zu bytes into %zu", n, destlen);
+    return dv_memset(p, c, n);
+}
+
+void *dv_memcpy_chk(void *d, const void *s, size_t n, size_t destlen) {
+    if (n > destlen) die("t5_dev: memcpy of %zu bytes into %zu", n, destlen);
+    return dv_memcpy(d, s, n);
+}
+
 #define AFTER() \
     do {        \
         if (dv_sync_each) gpu_sync(); \

@@ -209,6 +209,7 @@ static void check_embed_norm_linear(void) {
     cmp("rmsnorm_forward rstd", rs, drs, N, 1e-12);
     float *dx_h = rnd((long)N * D, 0.1f), *ddx = TODEV(dx_h, (long)N * D);
     op_rmsnorm_backward(dx_h, dw_h, g, out, w, rs, N, D);
+    gpu_upload(drs, rs, sizeof(float) * N);
     gpu_rmsnorm_backward(ddx, ddw, dg, dout, dw, drs, N, D);
     cmp("rmsnorm_backward dx", dx_h, ddx, (long)N * D, 1e-11);
     cmp("rmsnorm_backward dw", dw_h, ddw, D, 1e-11);
@@ -217,6 +218,9 @@ static void check_embed_norm_linear(void) {
     int I = D, O = TF;
     float *W = rnd((long)O * I, 0.05f), *dW = TODEV(W, (long)O * I);
     float *lo = mallocCheck(sizeof(float) * N * O), *dlo = gpu_malloc(sizeof(float) * N * O);
+    /* every op below gets the CPU's inputs uploaded, so a row measures that
+     * op alone, not the rounding of the ops before it */
+    gpu_upload(dy, y, sizeof(float) * N * D);
     op_linear_forward(lo, y, W, N, I, O);
     gpu_linear_forward(dlo, dy, dW, N, I, O);
     cmp("linear_forward", lo, dlo, (long)N * O, 1e-10);
@@ -231,6 +235,7 @@ static void check_embed_norm_linear(void) {
     /* IA3 on the linear's output */
     float *s = rnd(O, 1), *ds_h = rnd(O, 0.1f), *dsd = TODEV(s, O), *dds = TODEV(ds_h, O);
     float *io = mallocCheck(sizeof(float) * N * O), *dio = gpu_malloc(sizeof(float) * N * O);
+    gpu_upload(dlo, lo, sizeof(float) * N * O);
     op_ia3_forward(io, lo, s, N, O);
     gpu_ia3_forward(dio, dlo, dsd, N, O);
     cmp("ia3_forward", io, dio, (long)N * O, 1e-12);
@@ -243,6 +248,7 @@ static void check_embed_norm_linear(void) {
     /* gated GELU on (lo, io) */
     long n = (long)N * O;
     float *gg = mallocCheck(sizeof(float) * n), *dgg = gpu_malloc(sizeof(float) * n);
+    gpu_upload(dio, io, sizeof(float) * n);
     op_gated_gelu_forward(gg, lo, io, n);
     gpu_gated_gelu_forward(dgg, dlo, dio, n);
     cmp("gated_gelu_forward", gg, dgg, n, 1e-12);
@@ -253,6 +259,7 @@ static void check_embed_norm_linear(void) {
     cmp("gated_gelu_backward dh1", h1g, dh1g, n, 1e-12);
 
     float *acc = rnd(n, 1), *dacc = TODEV(acc, n);
+    gpu_upload(dgg, gg, sizeof(float) * n);
     op_add_inplace(acc, gg, n);
     gpu_add_inplace(dacc, dgg, n);
     cmp("add_inplace", acc, dacc, n, 1e-13);
@@ -342,6 +349,7 @@ static void check_relpos_attention(void) {
     float *dgq = TODEV(gq, nq), *dgk = TODEV(gk, nq), *dgv = TODEV(gv, nq), *dgb = TODEV(gb, H * TTl);
     float *scr = mallocCheck(sizeof(float) * np), *dscr = gpu_malloc(sizeof(float) * np);
     op_attention_backward(gq, gk, gv, gb, scr, go, q, k, v, P, B, T, T, H, K);
+    gpu_upload(dP, P, sizeof(float) * np);
     gpu_attention_backward(dgq, dgk, dgv, dgb, dscr, dgo, dq_, dk_, dv_, dP, B, T, T, H, K);
     cmp("attention_backward dq", gq, dgq, nq, 1e-10);
     cmp("attention_backward dk", gk, dgk, nq, 1e-10);
@@ -374,6 +382,7 @@ static void check_crossentropy(void) {
     cmp("crossentropy_forward lse", lse, dlse, N, 1e-12);
     float *g = mallocCheck(sizeof(float) * n), *dg = gpu_malloc(sizeof(float) * n);
     op_crossentropy_backward(g, lg, lse, tg, w, N, V);
+    gpu_upload(dlse, lse, sizeof(float) * N);
     gpu_crossentropy_backward(dg, dlg, dlse, dtg, dw, N, V);
     cmp("crossentropy_backward", g, dg, n, 1e-11);
     free(lg), free(tg), free(w), free(loss), free(lse), free(g);

@@ -251,12 +251,12 @@ static void check_embed_norm_linear(void) {
     gpu_upload(dio, io, sizeof(float) * n);
     op_gated_gelu_forward(gg, lo, io, n);
     gpu_gated_gelu_forward(dgg, dlo, dio, n);
-    cmp("gated_gelu_forward", gg, dgg, n, 1e-12);
+    cmp("gated_gelu_forward", gg, dgg, n, 1e-11); /* tanhf: CUDA vs glibc ulps */
     float *h0g = rnd(n, 0.1f), *h1g = rnd(n, 0.1f), *dh0g = TODEV(h0g, n), *dh1g = TODEV(h1g, n);
     op_gated_gelu_backward(h0g, h1g, go, lo, io, n);
     gpu_gated_gelu_backward(dh0g, dh1g, dgo, dlo, dio, n);
-    cmp("gated_gelu_backward dh0", h0g, dh0g, n, 1e-12);
-    cmp("gated_gelu_backward dh1", h1g, dh1g, n, 1e-12);
+    cmp("gated_gelu_backward dh0", h0g, dh0g, n, 1e-11);
+    cmp("gated_gelu_backward dh1", h1g, dh1g, n, 1e-11);
 
     float *acc = rnd(n, 1), *dacc = TODEV(acc, n);
     gpu_upload(dgg, gg, sizeof(float) * n);

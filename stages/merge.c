@@ -931,8 +931,7 @@ static void run_solvers(const char *key) {
         val_set_int(sm, "tensors", st.tensors);
         val_set_int(sm, "iterations_min", st.iters_min);
         val_set_int(sm, "iterations_max", st.iters_max);
-        val_set_float(sm, "seconds", st.seconds);
-        val_set_float(sm, "seconds_per_iteration", per_iter);
+        /* no timings in meta: same inputs give the same bytes */
         val_set_str(sm, "worst_tensor", st.worst);
         val_set_float(sm, "worst_relative_residual", st.worst_rel);
         fprintf(stderr,

@@ -312,7 +312,7 @@ static void test_batch_fill(void) {
 }
 
 int main(void) {
-    be_init(1);
+    be_init(2); /* exercise the threaded loops of ops.c */
     F = fx_load(FIXTURE);
     C = fx_config(F);
     fx_entry *e = fx_get(F, "enc_ids"), *t = fx_get(F, "targets");

@@ -408,6 +408,16 @@ void gpu_kfac_set(gpu_kfac *K, int i, const float *A_host, const float *G_host, 
     gpu_sync();
 }
 
+void gpu_kfac_upload_cat(gpu_kfac *K, const float *Acat_host, const float *Gcat_host) {
+    int N = K->N, out = K->out, in = K->in;
+    /* column block i of Acat (row pitch N*in) -> the i-th stacked in x in block */
+    for (int i = 0; i < N; i++)
+        cudaCheck(cudaMemcpy2DAsync(K->A + (size_t)i * in * in, sizeof(float) * in, Acat_host + (size_t)i * in,
+                                    sizeof(float) * (size_t)N * in, sizeof(float) * in, in,
+                                    cudaMemcpyHostToDevice, gpu_stream()));
+    gpu_upload(K->Gcat, Gcat_host, sizeof(float) * (size_t)out * N * out);
+}
+
 void gpu_kfac_free(gpu_kfac *K) {
     gpu_free(K->A);
     gpu_free(K->Gcat);

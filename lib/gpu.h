@@ -194,6 +194,9 @@ void gpu_kfac_init(gpu_kfac *K, int N, int out, int in);
 /* Upload pair i (A, G: HOST, row-major) with the off-diagonal scale lambda
  * applied on the device: M~ = lambda M + (1 - lambda) diag(M). */
 void gpu_kfac_set(gpu_kfac *K, int i, const float *A_host, const float *G_host, float lambda);
+/* Upload all pairs at once from merge.h's concatenated HOST layout (already
+ * lambda-scaled): Acat (in x N*in) = [A_1 ... A_N], Gcat (out x N*out). */
+void gpu_kfac_upload_cat(gpu_kfac *K, const float *Acat_host, const float *Gcat_host);
 void gpu_kfac_free(gpu_kfac *K);
 /* Y = sum_i G_i W A_i (device pointers). */
 void gpu_kfac_apply(const gpu_kfac *K, const float *W, float *Y);

@@ -49,3 +49,16 @@ gpu-check:
 	@bash scripts/gpu-check.sh
 
 .PHONY: gpu-check
+
+ifeq ($(GPU),1)
+# build/gpu/merge_gpu: stages/merge.c's object with its K-FAC operator on the
+# GPU (tools/gpu/merge_dev_shim.c); gpu-check.sh compares it with build/bin/merge.
+all: build/gpu/merge_gpu
+
+build/gpu/merge_dev.o: build/obj/stages/merge.o
+	@mkdir -p $(@D)
+	objcopy --redefine-sym mrg_op_kfac=dv_mrg_op_kfac --redefine-sym mrg_kfac_free=dv_mrg_kfac_free $< $@
+
+build/gpu/merge_gpu: build/gpu/merge_dev.o build/obj/gpu/merge_dev_shim.o build/lib/libmats.a
+	$(CC) $(CFLAGS) -o $@ build/gpu/merge_dev.o build/obj/gpu/merge_dev_shim.o build/lib/libmats.a $(LDLIBS)
+endif

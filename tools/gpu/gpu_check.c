@@ -691,6 +691,26 @@ static t5_model *check_t5_step(const char *confdir) {
     }
     row("t5-base step: worst tensor grad nmse", worst, 1e-5, mc->tensors[wi].name);
 
+    /* The same step with tensor-core products (information, not a check):
+     * how far TF32 / BF16 move the loss and the gradients. fp32 grads are
+     * recomputed afterwards for the AdamW comparison. */
+    for (int mode = GPU_MATH_TF32; mode <= GPU_MATH_BF16; mode++) {
+        gpu_set_math(mode);
+        float l = t5dev_forward(mg, &gb.b);
+        t5dev_zero_grad(mg);
+        t5dev_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
+        gpu_sync();
+        printf("  t5-base step %s (information): loss %.7f, rel %.2e; grad norm rel %.2e; grads nmse %.2e\n",
+               gpu_math_name(mode), l, fabs(l - loss_c) / fabs(loss_c),
+               fabs(norm2(mg->grads, mg->n_params) - gn_c) / gn_c,
+               nmse(mc->grads, mg->grads, (long)mc->n_params));
+    }
+    gpu_set_math(GPU_MATH_FP32);
+    t5dev_forward(mg, &gb.b);
+    t5dev_zero_grad(mg);
+    t5dev_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
+    gpu_sync();
+
     /* AdamW on both: the updates (near-zero gradients make lr*sign(g)
      * steps, so a few entries may differ by 2 lr: a looser tolerance) */
     float *p0 = mallocCheck(sizeof(float) * mc->n_params);
@@ -925,7 +945,7 @@ static void timing_train(t5_model *m, const char *model, int ia3, int B, int Te,
     for (int i = 0; i < o->n_tensors; i++)
         if (o->tensors[i].numel > maxn) maxn = o->tensors[i].numel;
     float *scr = gpu_malloc(sizeof(float) * maxn);
-    for (int mode = GPU_MATH_FP32; mode <= GPU_MATH_TF32; mode++) {
+    for (int mode = GPU_MATH_FP32; mode <= GPU_MATH_BF16; mode++) {
         gpu_set_math(mode);
         float loss = 0;
         double t0 = 0;
@@ -996,7 +1016,8 @@ int main(int argc, char **argv) {
         timing_stats();
         timing_cg();
         if (do_t5) {
-            printf("\n  training step (forward, backward, optimizer), fp32 then tf32 products\n");
+            printf("\n  training step (forward, backward, optimizer) with fp32, tf32, bf16 products;\n"
+                   "  one batch repeated, so the loss falls from step to step\n");
             timing_train(base, "t5-base", 0, 32, 128, 32, 3);
             base = NULL;
             timing_train(quick_model(confdir, "t5-large", 1), "t5-large", 1, 32, 128, 32, 3);

@@ -74,7 +74,7 @@ void gpu_free(void *p);
 void gpu_upload(void *dst, const void *host_src, size_t bytes);
 void gpu_download(void *host_dst, const void *src, size_t bytes);
 void gpu_copy(void *dst, const void *src, size_t bytes);
-void gpu_memset0(void *p, size_t bytes);
+void gpu_memset0(void *p, size_t bytes);  /* also the mirror of ops.h's ops_zero */
 
 /* ------------------------------------------------------------ BLAS (backend.h) */
 

@@ -96,6 +96,18 @@ void *dv_memcpy_chk(void *d, const void *s, size_t n, size_t destlen) {
         if (dv_sync_each) gpu_sync(); \
     } while (0)
 
+/* ops.h's parallel zeroing (of the activation-gradient block): on the
+ * device, queued like a kernel, so the block never travels to the host. */
+void dv_ops_zero(float *x, long n) {
+    if (n >= 1024 && is_managed(x)) {
+        gpu_memset0(x, sizeof(float) * (size_t)n);
+        AFTER();
+        return;
+    }
+    gpu_sync();
+    ops_zero(x, n);
+}
+
 void dv_op_embed_forward(float *out, const int *ids, const float *table, int N, int D) {
     gpu_embed_forward(out, ids, table, N, D);
     AFTER();

@@ -23,6 +23,7 @@
  */
 #include "gpu_impl.cuh"
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <string.h>
 
@@ -150,12 +151,9 @@ const char *gpu_math_name(int mode) {
     return mode == GPU_MATH_TF32 ? "tf32" : mode == GPU_MATH_BF16 ? "bf16" : "fp32";
 }
 
+/* fp32 and tf32 run on the FP32 operands; bf16 converts them first (below). */
 static cublasComputeType_t compute_type(void) {
-    switch (G.math) {
-    case GPU_MATH_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case GPU_MATH_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
-    default: return CUBLAS_COMPUTE_32F;
-    }
+    return G.math == GPU_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 
 /* ------------------------------------------------------------ memory */
@@ -203,23 +201,65 @@ void gpu_memset0(void *p, size_t bytes) {
 
 static cublasOperation_t op_of(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+/* BF16 mode: the operands are rounded to bfloat16 into two staging buffers
+ * (grown on demand, kept until exit) and multiplied by cuBLAS with FP32
+ * accumulation and FP32 output (CUBLAS_COMPUTE_32F, A/B CUDA_R_16BF). The
+ * FAST_16BF compute type on FP32 operands gave bit-identical results to
+ * FAST_TF32 on an H100 with cuBLAS 13.0, so it is not used. */
+static __nv_bfloat16 *bf_buf[2];
+static long bf_cap[2];
+
+__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* Elements spanned by `batch` row-major rows x cols matrices of leading
+ * dimension ld, `stride` apart: only these are read (never past the end). */
+static long span(int rows, int cols, int ld, long stride, int batch) {
+    long s = (long)(rows - 1) * ld + cols;
+    if (batch > 1 && stride > 0) s += stride * (batch - 1);
+    return s;
+}
+
+static const __nv_bfloat16 *to_bf16(int slot, const float *src, long n) {
+    if (n > bf_cap[slot]) {
+        cudaCheck(cudaStreamSynchronize(G.stream)); /* the old buffer may be in use */
+        cudaCheck(cudaFree(bf_buf[slot]));
+        cudaCheck(cudaMalloc(&bf_buf[slot], sizeof(__nv_bfloat16) * (size_t)n));
+        bf_cap[slot] = n;
+    }
+    to_bf16_kernel<<<gpu_blocks(n, 256), 256, 0, G.stream>>>(bf_buf[slot], src, n);
+    launchCheck();
+    return bf_buf[slot];
+}
+
 void gpu_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
-    if (m <= 0 || n <= 0) return;
-    /* see the top of this file: operands and m/n swapped, flags kept */
-    cublasCheck(cublasGemmEx(gpu_cublas(), op_of(transB), op_of(transA), n, m, k, &alpha, B,
-                             CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
-                             compute_type(), CUBLAS_GEMM_DEFAULT));
+    gpu_gemm_sbatched(transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
 void gpu_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, const float *A,
                        int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                        float *C, int ldc, long strideC, int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
-    cublasCheck(cublasGemmStridedBatchedEx(gpu_cublas(), op_of(transB), op_of(transA), n, m, k,
-                                           &alpha, B, CUDA_R_32F, ldb, strideB, A, CUDA_R_32F, lda,
-                                           strideA, &beta, C, CUDA_R_32F, ldc, strideC, batch,
-                                           compute_type(), CUBLAS_GEMM_DEFAULT));
+    cublasHandle_t h = gpu_cublas();
+    const void *a = A, *b = B;
+    cudaDataType_t ab = CUDA_R_32F;
+    if (G.math == GPU_MATH_BF16 && k > 0) {
+        a = to_bf16(0, A, span(transA ? k : m, transA ? m : k, lda, strideA, batch));
+        b = to_bf16(1, B, span(transB ? n : k, transB ? k : n, ldb, strideB, batch));
+        ab = CUDA_R_16BF;
+    }
+    /* see the top of this file: operands and m/n swapped, flags kept */
+    if (batch == 1)
+        cublasCheck(cublasGemmEx(h, op_of(transB), op_of(transA), n, m, k, &alpha, b, ab, ldb, a, ab,
+                                 lda, &beta, C, CUDA_R_32F, ldc, compute_type(), CUBLAS_GEMM_DEFAULT));
+    else
+        cublasCheck(cublasGemmStridedBatchedEx(h, op_of(transB), op_of(transA), n, m, k, &alpha, b,
+                                               ab, ldb, strideB, a, ab, lda, strideA, &beta, C,
+                                               CUDA_R_32F, ldc, strideC, batch, compute_type(),
+                                               CUBLAS_GEMM_DEFAULT));
 }
 
 /* Copy the row-major upper triangle onto the lower one. */

@@ -19,11 +19,11 @@
  * skipped), device pointers. The few host-side arguments are marked.
  *
  * Precision. Matrix products run in FP32 by default. gpu_set_math selects
- * TF32 tensor cores or BF16 tensor cores with FP32 inputs, outputs and
- * accumulation (cuBLAS compute types CUBLAS_COMPUTE_32F_FAST_TF32 and
- * CUBLAS_COMPUTE_32F_FAST_16BF): inputs are rounded to the narrow format
- * inside the product only, so no buffer changes type. Everything else
- * (kernels, reductions) is FP32 with FP32 or FP64 accumulators.
+ * TF32 tensor cores (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32 on the FP32
+ * buffers) or BF16: the operands are rounded to bfloat16 into staging
+ * buffers and multiplied with FP32 accumulation into the FP32 output. No
+ * caller buffer changes type. Everything else (kernels, reductions) is FP32
+ * with FP32 or FP64 accumulators.
  */
 #ifndef MC_GPU_H
 #define MC_GPU_H

@@ -26,7 +26,7 @@ CACHE  := $(MATS_CACHE)
 export MATS_CACHE
 EXP_CONF := configs/experiments/$(EXP).conf
 
-WF_VARS = EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
@@ -265,5 +265,66 @@ wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
-.PHONY: wf-individual wf-multitask wf-merge
+# ------------------------------------------------------------------ sweeps
+# Validation evals over the lambda grid, the best lambda per method and seed
+# (build/bin/report --argmax), then a sub-make for the test evals at the best
+# lambdas (it reads the choices back from $(WF_DIR)/best-MODE-*.txt).
+# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
+methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
+SWEEP_METHODS = $(call methods_for_mode,$(WF_METHODS))
+val_eval = $(A_eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation)
+SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(call val_eval,$(m),$(l),$(s)))))
+BEST_FILE = $(WF_DIR)/best-$(MODE)-$(SWEEP_NAME).txt
+SWEEP_NAME = $(if $(filter wf-sweep%,$(MAKECMDGOALS)),$(METHOD),all)
+
+wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
+	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
+	@mv $(BEST_FILE).tmp $(BEST_FILE)
+
+ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
+BEST := $(shell cat $(BEST_FILE) 2>/dev/null | tr ' ' ':')
+best_tests = $(foreach b,$(BEST),$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test))
+best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(subst :, ,$(b)))	test	$(word 3,$(subst :, ,$(b)))	$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test)$(nl))
+val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
+endif
+
+wf-sweep: wf-best
+	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
+wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
+	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
+	  --title "$(EXP): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
+	@cat $(WF_DIR)/sweep-$(MODE)-$(METHOD).md
+	@echo "plots: $(WF_DIR)/sweep-$(MODE)-$(METHOD)-*.png"
+
+# ------------------------------------------------------------------ report
+# Per mode: every method's sweep, then the manifest part; wf-report joins the
+# parts of both modes into reports/results.md with plots.
+wf-report-part: wf-best
+	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
+wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
+wf-report: | $(WF_DIR)/
+	@mkdir -p reports
+	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP): every merge method, IA3 and full fine-tuning"
+	@cat reports/results.md
+
+# ------------------------------------------------------------------ explain
+# The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key
+# (scripts/run-stage.sh); explain compares it with the key text now.
+export MATS_SLOTS := $(CACHE)/slots/$(EXP)
+wf-explain:
+	@if [ -z "$(SLOT)" ]; then echo "make explain SLOT=<slot>; slots of this configuration (EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD)):"; \
+	   printf '  %s\n' $(SLOTS); exit 0; fi
+	@$(if $(filter $(SLOT),$(SLOTS)),,echo "make explain: no slot '$(SLOT)' in this configuration; 'make explain' lists them" >&2; exit 1)
+	@build/bin/key $(KA_$(SLOT)) --text > $(CACHE)/.explain.now
+	@bash scripts/explain.sh "$(SLOT)" "$(A_$(SLOT))" $(CACHE)/.explain.now "$(MATS_SLOTS)/$(SLOT).key"
+
+# ------------------------------------------------------------------ gc
+# Every artifact path this configuration can reach, for scripts/cache-gc.sh.
+cache-gc-list:
+	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
+
+.PHONY: wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
 endif

@@ -73,7 +73,7 @@ static void test_table(void) {
     int32_t la[5] = {0, 0, 0, 1, 2}, lb[4] = {1, 1, 0, 0};
     write_tokens("a.msgpack", "alpha", la, 5);
     write_tokens("b.msgpack", "beta", lb, 4);
-    char man[400], out[400], cmd[1200];
+    char man[400], out[400], cmd[2400];
     snprintf(man, sizeof man, "%s/manifest.tsv", dir);
     snprintf(out, sizeof out, "%s/results.md", dir);
     FILE *f = fopen(man, "w");
@@ -110,7 +110,7 @@ static void test_per_task_lines_combine(void) {
     write_metrics1("b1.msgpack", "beta", 0.5);
     write_metrics1("a2.msgpack", "alpha", 0.7);
     write_metrics1("b2.msgpack", "beta", 0.5);
-    char man[400], out[400], cmd[1200];
+    char man[400], out[400], cmd[2400];
     snprintf(man, sizeof man, "%s/m2.tsv", dir);
     snprintf(out, sizeof out, "%s/r2.md", dir);
     FILE *f = fopen(man, "w");
@@ -124,6 +124,14 @@ static void test_per_task_lines_combine(void) {
     char *md = slurp(out);
     /* seed averages 70 and 60: 65 ± 7.1 */
     CHECK(md && strstr(md, "| individual | 80.0 ± 14.1 | 50.0 ± 0.0 | **65.0 ± 7.1** | – | – |"), "row:\n%s", md ? md : "");
+    free(md);
+    /* argmax over lambda: the highest average, the first on ties */
+    snprintf(cmd, sizeof cmd, "build/bin/report --argmax 0.1=%s/b1.msgpack 0.2=%s/a2.msgpack 0.3=%s/a1.msgpack 0.4=%s/a1.msgpack > %s/best.txt",
+             dir, dir, dir, dir, dir);
+    CHECK(system(cmd) == 0, "argmax failed");
+    snprintf(out, sizeof out, "%s/best.txt", dir);
+    md = slurp(out);
+    CHECK(md && !strcmp(md, "0.3\n"), "argmax printed '%s'", md ? md : "");
     free(md);
 }
 

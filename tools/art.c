@@ -4,6 +4,18 @@
  *   art verify FILE...        check every file; one line each; exit 1 if any is bad
  *   art diff A B [--tol X]    max abs / rel difference per tensor; with --tol,
  *                             exit 1 when any difference exceeds X (relative)
+ *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--key HEX]
+ *                             a Hugging Face T5 checkpoint directory (config.json,
+ *                             model.safetensors or shards + index, spiece.model)
+ *                             -> `model` artifact (+ `vocab` artifact)
+ *   art import-hf ADAPTER_DIR --base MODEL.msgpack -o A.msgpack [--key HEX]
+ *                             a PEFT IA3 adapter (adapter_config.json,
+ *                             adapter_model.safetensors) -> `ia3` artifact
+ *   art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter]
+ *                 [--dtype f32|bf16|f16] [--vocab VOCAB.msgpack] [--no-tied] DIR
+ *                             -> DIR/config.json, DIR/model.safetensors (and
+ *                             DIR/ia3-adapter/ with --adapter), loadable by
+ *                             transformers' T5ForConditionalGeneration (lib/hf.h)
  */
 #include <math.h>
 #include <stdio.h>
@@ -12,12 +24,17 @@
 
 #include "art.h"
 #include "common.h"
+#include "hf.h"
 
 static void usage(void) {
     fprintf(stderr,
             "usage: art show FILE [--all]\n"
             "       art verify FILE...\n"
-            "       art diff A B [--tol X]\n");
+            "       art diff A B [--tol X]\n"
+            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--key HEX]\n"
+            "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
+            "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
+            "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n");
     exit(2);
 }
 
@@ -156,12 +173,81 @@ static int cmd_diff(int argc, char **argv) {
     return 0;
 }
 
+static int is_hex32(const char *s) {
+    if (strlen(s) != 32) return 0;
+    for (int i = 0; i < 32; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+static int cmd_import_hf(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL, *vocab = NULL, *key = NULL, *base = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(a, "--vocab") && i + 1 < argc) vocab = argv[++i];
+        else if (!strcmp(a, "--key") && i + 1 < argc) key = argv[++i];
+        else if (!strcmp(a, "--base") && i + 1 < argc) base = argv[++i];
+        else if (a[0] == '-') die("import-hf: unknown option %s", a);
+        else if (!dir) dir = a;
+        else die("import-hf: one checkpoint directory, got %s and %s", dir, a);
+    }
+    if (!dir || !out) usage();
+    if (key && !is_hex32(key)) die("import-hf: --key %s: 32 lowercase hex digits expected", key);
+    char adapter[4200];
+    snprintf(adapter, sizeof adapter, "%s/adapter_config.json", dir);
+    FILE *f = fopen(adapter, "rb");
+    if (f) {
+        fclose(f);
+        if (!base) die("%s: a PEFT adapter: give its base model with --base MODEL.msgpack", dir);
+        if (vocab) die("%s: a PEFT adapter has no tokenizer: drop --vocab", dir);
+        if (hf_import_ia3(dir, base, out, key) < 0) die("%s", mc_error());
+        fprintf(stderr, "import-hf: IA3 adapter %s -> %s\n", dir, out);
+        return 0;
+    }
+    if (base) die("%s: --base is for PEFT IA3 adapters, and there is no adapter_config.json here", dir);
+    hf_import_opts o = {key, vocab, 1};
+    if (hf_import(dir, out, &o) < 0) die("%s", mc_error());
+    return 0;
+}
+
+static int cmd_export_hf(int argc, char **argv) {
+    const char *model = NULL, *dir = NULL;
+    hf_export_opts o = {0};
+    o.dtype = ST_F32;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--ia3") && i + 1 < argc) o.ia3 = argv[++i];
+        else if (!strcmp(a, "--fold")) o.ia3_mode = HF_IA3_FOLD;
+        else if (!strcmp(a, "--adapter")) o.ia3_mode = HF_IA3_ADAPTER;
+        else if (!strcmp(a, "--vocab") && i + 1 < argc) o.vocab = argv[++i];
+        else if (!strcmp(a, "--no-tied")) o.no_tied = 1;
+        else if (!strcmp(a, "--dtype") && i + 1 < argc) {
+            int d = st_dtype_parse(argv[++i]);
+            if (d < 0) die("export-hf: --dtype %s: use f32, bf16 or f16", argv[i]);
+            o.dtype = (st_dtype)d;
+        } else if (a[0] == '-') die("export-hf: unknown option %s", a);
+        else if (!model) model = a;
+        else if (!dir) dir = a;
+        else die("export-hf: unexpected argument %s", a);
+    }
+    if (!model || !dir) usage();
+    if (o.ia3_mode && !o.ia3) die("export-hf: --fold and --adapter need --ia3 A.msgpack");
+    if (o.ia3 && !o.ia3_mode) die("export-hf: --ia3 needs --fold (scale k, v, wi_1 in place) or --adapter (PEFT IA3 files)");
+    if (hf_export(model, dir, &o) < 0) die("%s", mc_error());
+    fprintf(stderr, "export-hf: %s%s%s -> %s (%s)\n", model, o.ia3 ? " + " : "", o.ia3 ? o.ia3 : "", dir,
+            st_dtype_name(o.dtype));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     if (argc < 2) usage();
     if (!strcmp(argv[1], "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(argv[1], "diff")) return cmd_diff(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "import-hf")) return cmd_import_hf(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export-hf")) return cmd_export_hf(argc - 2, argv + 2);
     fprintf(stderr, "art: unknown command '%s'\n", argv[1]);
     usage();
     return 2;

@@ -765,7 +765,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
 /* ----------------------------------------------------------------- linears */
 
 int t5_n_linears(const t5_model *m) {
-    return 1 + 6 * m->c.num_layers + 10 * m->c.num_decoder_layers;
+    return 1 + 7 * m->c.num_layers + 11 * m->c.num_decoder_layers;
 }
 
 int t5_linears(const t5_model *m, t5_linear *out) {

@@ -405,21 +405,16 @@ static void jw(json_buf *b, const mc_val *v, int indent, int level) {
     case VAL_MAP: {
         int map = v->type == VAL_MAP;
         jb_puts(b, map ? "{" : "[");
-        /* arrays of scalars stay on one line, as short shape lists read best */
-        int flat = !map;
-        for (size_t i = 0; flat && i < v->v.c.n; i++)
-            if (v->v.c.items[i]->type == VAL_ARRAY || v->v.c.items[i]->type == VAL_MAP) flat = 0;
-        int ind = flat ? 0 : indent;
         for (size_t i = 0; i < v->v.c.n; i++) {
-            if (i) jb_puts(b, indent > 0 && flat ? ", " : ",");
-            nl(b, ind, level + 1);
+            if (i) jb_puts(b, ",");
+            nl(b, indent, level + 1);
             if (map) {
                 jb_str(b, v->v.c.keys[i], strlen(v->v.c.keys[i]));
                 jb_puts(b, indent > 0 ? ": " : ":");
             }
             jw(b, v->v.c.items[i], indent, level + 1);
         }
-        if (v->v.c.n) nl(b, ind, level);
+        if (v->v.c.n) nl(b, indent, level);
         jb_puts(b, map ? "}" : "]");
         break;
     }

@@ -51,8 +51,9 @@ void jb_str(json_buf *b, const char *s, size_t n);
 void jb_double(json_buf *b, double d);
 
 /* Serialise a tree. indent 0: compact ("{"a":1,"b":[2,3]}"); indent > 0:
- * one member per line, nested `indent` spaces, as Python's json.dump with
- * indent does. VAL_BIN is written as a string. */
+ * one member or element per line, nested `indent` spaces, byte for byte as
+ * Python's json.dumps(v, indent=N) (floats as Python's repr for ordinary
+ * magnitudes). VAL_BIN is written as a string. */
 void json_write(json_buf *b, const mc_val *v, int indent);
 
 #endif

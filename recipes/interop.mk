@@ -1,0 +1,18 @@
+# recipes/interop.mk - Hugging Face checkpoints in and out (issue 10; lib/hf.h,
+# `art import-hf`, `art export-hf`) and the fixtures of its tests.
+
+## hf-fixtures    regenerate tests/fixtures/hf/ from the PyTorch reference (needs python3-torch, spm_train)
+hf-fixtures: | $(DEPS_STAMP)
+	/usr/bin/python3 tests/reference/hf_ref.py
+
+## import-hf      HF=DIR OUT=MODEL.msgpack: import a T5 checkpoint directory (writes OUT and OUT's .vocab.msgpack when DIR has spiece.model)
+import-hf: build/bin/art
+	@[ -n "$(HF)" ] && [ -n "$(OUT)" ] || { echo "usage: make import-hf HF=checkpoint-dir OUT=model.msgpack"; exit 1; }
+	build/bin/art import-hf $(HF) -o $(OUT) $(if $(wildcard $(HF)/spiece.model),--vocab $(OUT:.msgpack=).vocab.msgpack)
+
+## export-hf      MODEL=M.msgpack OUT=DIR [IA3=A.msgpack IA3_MODE=fold|adapter] [DTYPE=f32|bf16|f16]: write a transformers checkpoint
+export-hf: build/bin/art
+	@[ -n "$(MODEL)" ] && [ -n "$(OUT)" ] || { echo "usage: make export-hf MODEL=model.msgpack OUT=dir [IA3=a.msgpack IA3_MODE=fold|adapter] [DTYPE=bf16]"; exit 1; }
+	build/bin/art export-hf $(MODEL) $(if $(IA3),--ia3 $(IA3) --$(or $(IA3_MODE),fold)) --dtype $(or $(DTYPE),f32) $(OUT)
+
+.PHONY: hf-fixtures import-hf export-hf

@@ -47,7 +47,7 @@ OUT = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
 CFG = dict(vocab_size=64, d_model=16, d_kv=4, num_heads=2, d_ff=24, num_layers=2,
            num_decoder_layers=1, relative_attention_num_buckets=8,
            relative_attention_max_distance=16, layer_norm_epsilon=1e-6)
-N_PIECES, EXTRA_IDS = 40, 24
+N_PIECES, EXTRA_IDS = 40, 24  # spm_train may keep fewer pieces (36 here)
 
 
 # ---------------------------------------------------------------- safetensors by hand
@@ -135,10 +135,11 @@ def make_spiece(path):
         inp = os.path.join(d, 'text.txt')
         with open(inp, 'w') as f:
             f.write(text)
-        subprocess.run(['spm_train', f'--input={inp}', f'--model_prefix={d}/sp', f'--vocab_size={N_PIECES}',
+        # relative paths: the trainer spec inside the .model records them
+        subprocess.run(['spm_train', '--input=text.txt', '--model_prefix=sp', f'--vocab_size={N_PIECES}',
                         '--model_type=unigram', '--pad_id=0', '--eos_id=1', '--unk_id=2', '--bos_id=-1',
-                        '--character_coverage=1.0', '--num_threads=1', '--normalization_rule_name=identity', '--hard_vocab_limit=false'],
-                       check=True, capture_output=True)
+                        '--character_coverage=1.0', '--num_threads=1', '--normalization_rule_name=identity', '--random_seed=1', '--hard_vocab_limit=false'],
+                       check=True, capture_output=True, cwd=d)
         with open(f'{d}/sp.model', 'rb') as f:
             write(path, f.read())
 

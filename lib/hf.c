@@ -376,6 +376,13 @@ mc_val *hf_config_to_meta(const hf_config *c) {
     return m;
 }
 
+int hf_config_same(const hf_config *a, const hf_config *b) {
+    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv && a->d_ff == b->d_ff &&
+           a->num_heads == b->num_heads && a->num_layers == b->num_layers &&
+           a->num_decoder_layers == b->num_decoder_layers && a->num_buckets == b->num_buckets &&
+           a->max_distance == b->max_distance && (float)a->eps == (float)b->eps;
+}
+
 mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
     /* keys sorted, as transformers writes them */
     mc_val *m = val_map();
@@ -660,6 +667,20 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     }
     if (!(cj = json_parse_file(cpath))) goto done;
     if (hf_config_from_json(&c, cj, cpath) < 0) goto done;
+    if (o->like) {
+        art_file *lk = art_open(o->like, "model");
+        hf_config lc;
+        int same = lk && hf_config_from_meta(&lc, val_get(lk->meta, "config"), o->like) == 0;
+        if (same && !hf_config_same(&c, &lc)) {
+            mc_fail("%s: describes another model than %s (d_model %" PRId64 " vs %" PRId64 ", vocab_size %" PRId64
+                    " vs %" PRId64 ", layers %" PRId64 "/%" PRId64 " vs %" PRId64 "/%" PRId64 "): "
+                    "task models must be fine-tunes of the base", cpath, o->like, c.d_model, lc.d_model,
+                    c.vocab_size, lc.vocab_size, c.num_layers, c.num_decoder_layers, lc.num_layers, lc.num_decoder_layers);
+            same = 0;
+        }
+        art_close(lk);
+        if (!same) goto done;
+    }
     if (ckpt_open(&ck, dir, weights, sizeof weights) < 0) goto done;
 
     int np = hf_t5_params(&c, &par);

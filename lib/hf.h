@@ -125,6 +125,8 @@ int hf_config_from_json(hf_config *c, const mc_val *json, const char *path);
 int hf_config_from_meta(hf_config *c, const mc_val *config, const char *path);
 /* meta.config of a model artifact (DESIGN section 4 fields + model_type). */
 mc_val *hf_config_to_meta(const hf_config *c);
+/* 1 if the two configs describe the same parameter shapes and eps. */
+int hf_config_same(const hf_config *a, const hf_config *b);
 /* A config.json for T5ForConditionalGeneration. */
 mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype);
 
@@ -143,6 +145,8 @@ typedef struct {
     const char *key;        /* artifact key; NULL: XXH3-128 of the input files (see hf.c) */
     const char *vocab_out;  /* write spiece.model as a `vocab` artifact here; NULL: none */
     int verbose;            /* one line per file on stderr */
+    const char *like;       /* a model artifact whose meta.config this checkpoint must match
+                               (task models of one experiment share the base's shapes); NULL: any */
 } hf_import_opts;
 
 /* DIR (checkpoint directory) -> `model` artifact at out. -1 with mc_error(). */

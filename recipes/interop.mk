@@ -16,3 +16,15 @@ export-hf: build/bin/art
 	build/bin/art export-hf $(MODEL) $(if $(IA3),--ia3 $(IA3) --$(or $(IA3_MODE),fold)) --dtype $(or $(DTYPE),f32) $(OUT)
 
 .PHONY: hf-fixtures import-hf export-hf
+
+# --- experiments on your own checkpoints (configs/experiments/hf-example.conf) ---
+# HF_IMPORT_DIR: where the imported artifacts of EXP go (re-imported only when a
+# source file is newer; their keys derive from the source bytes).
+HF_EXP_FILE   ?= $(if $(filter %.conf,$(EXP)),$(EXP),configs/experiments/$(EXP).conf)
+HF_IMPORT_DIR ?= $(or $(MATS_CACHE),cache)/import/$(basename $(notdir $(HF_EXP_FILE)))
+
+## hf-import      EXP=name: import the base, tokenizer and task checkpoints an `exp.source = hf` experiment names
+hf-import: build/bin/art build/bin/key
+	@bash scripts/hf-import.sh $(HF_EXP_FILE) $(HF_IMPORT_DIR)
+
+.PHONY: hf-import

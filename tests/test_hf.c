@@ -207,7 +207,7 @@ static void test_param_table_matches_t5(void) {
 
 static int import(const char *dir, const char *name, char *out, size_t n) {
     tpath(out, n, name);
-    hf_import_opts o = {NULL, NULL, 0};
+    hf_import_opts o = {NULL, NULL, 0, NULL};
     int r = hf_import(dir, out, &o);
     CHECK(r == 0, "import %s: %s", dir, mc_error());
     return r;
@@ -445,7 +445,7 @@ static void make_ckpt(const char *dir, const char *header, const void *data, siz
 static void expect_import_error(const char *dir, const char *file_in_msg, const char *want) {
     char out[300];
     tpath(out, sizeof out, "bad.msgpack");
-    hf_import_opts o = {NULL, NULL, 0};
+    hf_import_opts o = {NULL, NULL, 0, NULL};
     int r = hf_import(dir, out, &o);
     CHECK(r < 0, "%s: accepted", dir);
     if (r == 0) return;

@@ -97,3 +97,43 @@ $ART import-hf $F/tiny-ia3-peft -o "$T/y.msgpack" 2>"$T/err" >/dev/null; rc=$?
 $ART export-hf "$T/bf16.msgpack" --ia3 "$T/ia3.msgpack" --fold "$T/o" 2>"$T/err" >/dev/null; rc=$?
 [ $rc -eq 1 ] && grep -q "belong to another base model" "$T/err" && ok hf_cli_ia3_wrong_base ||
     fail hf_cli_ia3_wrong_base "rc=$rc $(cat "$T/err")"
+
+# make hf-import: an `exp.source = hf` experiment's base, tokenizer and task models
+mkdir -p "$T/data"
+for s in train validation test; do echo '{"input": "a b", "choices": ["x", "y"], "label": 0}' > "$T/data/$s.jsonl"; done
+FA=$PWD/$F
+expfile() { # MODE MODEL_ONE MODEL_TWO
+    printf '%s\n' "exp.source = hf" "exp.mode = $1" "exp.base = $FA/tiny-f32" "exp.tasks = one,two" \
+        "exp.task.one.model = $2" "exp.task.two.model = $3"
+    for t in one two; do for s in train validation test; do echo "exp.task.$t.$s = $T/data/$s.jsonl"; done; done
+}
+expfile full "$FA/tiny-bf16" "$FA/tiny-f16-sharded" > "$T/full.conf"
+if make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >"$T/out" 2>"$T/err"; then
+    k=$($ART key "$T/imp/task-two.msgpack")
+    kb=$($ART key "$T/f16.msgpack")
+    [ "$k" = "$kb" ] && [ "$(wc -l <"$T/imp/tasks.txt")" -eq 2 ] && grep -q "^vocab" "$T/out" &&
+        ok hf_import_experiment || fail hf_import_experiment "keys $k vs $kb; $(cat "$T/out")"
+    make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >/dev/null 2>"$T/err"
+    [ ! -s "$T/err" ] && ok hf_import_experiment_nothing_twice || fail hf_import_experiment_nothing_twice "$(cat "$T/err")"
+else
+    fail hf_import_experiment "$(cat "$T/err")"
+fi
+expfile ia3 "$FA/tiny-ia3-peft" "$FA/tiny-ia3-peft" > "$T/ia3.conf"
+if make -s hf-import EXP="$T/ia3.conf" HF_IMPORT_DIR="$T/imp3" >"$T/out" 2>"$T/err"; then
+    cmp -s <($ART show "$T/imp3/task-one.msgpack" | sed -n '/^tensors/,$p') <($ART show "$T/ia3.msgpack" | sed -n '/^tensors/,$p') &&
+        grep -q "\"base\": \"$($ART key "$T/imp3/base.msgpack")\"" <($ART show "$T/imp3/task-one.msgpack") &&
+        ok hf_import_experiment_ia3 || fail hf_import_experiment_ia3 "ia3 artifact differs"
+else
+    fail hf_import_experiment_ia3 "$(cat "$T/err")"
+fi
+# a task model shaped unlike the base; a missing JSONL file
+mkdir -p "$T/wide"; cp $F/tiny-f32/model.safetensors "$T/wide/"
+sed 's/"d_model": 16/"d_model": 32/' $F/tiny-f32/config.json > "$T/wide/config.json"
+expfile full "$FA/tiny-bf16" "$T/wide" > "$T/wide.conf"
+make -s hf-import EXP="$T/wide.conf" HF_IMPORT_DIR="$T/impw" >/dev/null 2>"$T/err"; rc=$?
+[ $rc -ne 0 ] && grep -q "wide/config.json: describes another model than .*base.msgpack (d_model 32 vs 16" "$T/err" &&
+    ok hf_import_experiment_shapes || fail hf_import_experiment_shapes "rc=$rc $(cat "$T/err")"
+expfile full "$FA/tiny-bf16" "$FA/tiny-bf16" | sed "s|exp.task.two.test = .*|exp.task.two.test = $T/nope.jsonl|" > "$T/nojsonl.conf"
+make -s hf-import EXP="$T/nojsonl.conf" HF_IMPORT_DIR="$T/impn" >/dev/null 2>"$T/err"; rc=$?
+[ $rc -ne 0 ] && grep -q "exp.task.two.test = .*nope.jsonl: no such file" "$T/err" &&
+    ok hf_import_experiment_missing_file || fail hf_import_experiment_missing_file "rc=$rc $(cat "$T/err")"

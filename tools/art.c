@@ -4,10 +4,16 @@
  *   art verify FILE...        check every file; one line each; exit 1 if any is bad
  *   art diff A B [--tol X]    max abs / rel difference per tensor; with --tol,
  *                             exit 1 when any difference exceeds X (relative)
- *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--key HEX]
+ *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--like BASE.msgpack] [--key HEX]
  *                             a Hugging Face T5 checkpoint directory (config.json,
  *                             model.safetensors or shards + index, spiece.model)
- *                             -> `model` artifact (+ `vocab` artifact)
+ *                             -> `model` artifact (+ `vocab` artifact); --like:
+ *                             refuse a checkpoint shaped unlike BASE
+ *   art key FILE...           the key each (verified) artifact was written under
+ *   art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]
+ *                             a SentencePiece model -> `vocab` artifact (N sentinel
+ *                             ids after its pieces; default 100 unless it has
+ *                             <extra_id_0>)
  *   art import-hf ADAPTER_DIR --base MODEL.msgpack -o A.msgpack [--key HEX]
  *                             a PEFT IA3 adapter (adapter_config.json,
  *                             adapter_model.safetensors) -> `ia3` artifact
@@ -31,10 +37,12 @@ static void usage(void) {
             "usage: art show FILE [--all]\n"
             "       art verify FILE...\n"
             "       art diff A B [--tol X]\n"
-            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--key HEX]\n"
+            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--like BASE.msgpack] [--key HEX]\n"
             "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
             "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
-            "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n");
+            "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n"
+            "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
+            "       art key FILE...\n");
     exit(2);
 }
 
@@ -181,13 +189,14 @@ static int is_hex32(const char *s) {
 }
 
 static int cmd_import_hf(int argc, char **argv) {
-    const char *dir = NULL, *out = NULL, *vocab = NULL, *key = NULL, *base = NULL;
+    const char *dir = NULL, *out = NULL, *vocab = NULL, *key = NULL, *base = NULL, *like = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--vocab") && i + 1 < argc) vocab = argv[++i];
         else if (!strcmp(a, "--key") && i + 1 < argc) key = argv[++i];
         else if (!strcmp(a, "--base") && i + 1 < argc) base = argv[++i];
+        else if (!strcmp(a, "--like") && i + 1 < argc) like = argv[++i];
         else if (a[0] == '-') die("import-hf: unknown option %s", a);
         else if (!dir) dir = a;
         else die("import-hf: one checkpoint directory, got %s and %s", dir, a);
@@ -205,9 +214,35 @@ static int cmd_import_hf(int argc, char **argv) {
         fprintf(stderr, "import-hf: IA3 adapter %s -> %s\n", dir, out);
         return 0;
     }
-    if (base) die("%s: --base is for PEFT IA3 adapters, and there is no adapter_config.json here", dir);
-    hf_import_opts o = {key, vocab, 1};
+    if (base) die("%s: --base is for PEFT IA3 adapters, and there is no adapter_config.json here (--like BASE checks a full fine-tune's shapes)", dir);
+    hf_import_opts o = {key, vocab, 1, like};
     if (hf_import(dir, out, &o) < 0) die("%s", mc_error());
+    return 0;
+}
+
+static int cmd_key(int argc, char **argv) {
+    if (argc < 1) usage();
+    for (int i = 0; i < argc; i++) {
+        art_file *a = art_open(argv[i], NULL);
+        if (!a) die("%s", mc_error());
+        printf("%s\n", a->key);
+        art_close(a);
+    }
+    return 0;
+}
+
+static int cmd_import_spm(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    int extra = -1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--extra-ids") && i + 1 < argc) extra = atoi(argv[++i]);
+        else if (argv[i][0] == '-') die("import-spm: unknown option %s", argv[i]);
+        else in = argv[i];
+    }
+    if (!in || !out || extra < -1) usage();
+    if (hf_write_vocab(in, out, extra, 0) < 0) die("%s", mc_error());
+    fprintf(stderr, "import-spm: %s -> %s\n", in, out);
     return 0;
 }
 
@@ -248,6 +283,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "diff")) return cmd_diff(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-hf")) return cmd_import_hf(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export-hf")) return cmd_export_hf(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
     fprintf(stderr, "art: unknown command '%s'\n", argv[1]);
     usage();
     return 2;

@@ -16,6 +16,16 @@
 #include "json.h"
 #include "key.h"
 
+/* Messages quote names and values read from files, which may hold control
+ * bytes (JSON escapes): rewrite the last error as one printable line. */
+static int one_line_error(void) {
+    char m[1024];
+    snprintf(m, sizeof m, "%s", mc_error());
+    for (char *q = m; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+    return mc_fail("%s", m);
+}
+
 /* ------------------------------------------------------------ conversions */
 
 static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -242,6 +252,7 @@ st_file *st_open(const char *path) {
     val_free(hdr);
     return f;
 fail:
+    one_line_error();
     free(order);
     val_free(hdr);
     st_close(f);
@@ -799,6 +810,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     }
     r = 0;
 done:
+    if (r < 0) one_line_error();
     if (w) art_writer_abort(w);
     free(buf);
     val_free(meta);
@@ -1153,6 +1165,7 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
     }
     r = 0;
 done:
+    if (r < 0) one_line_error();
     val_free(cfg);
     free(p);
     free(adir);
@@ -1273,6 +1286,7 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
     if (art_writer_close(w) < 0) goto done;
     r = 0;
 done:
+    if (r < 0) one_line_error();
     for (int k = 0; vec && k < np; k++) free(vec[k]);
     free(vec);
     free(vn);

@@ -34,6 +34,9 @@ static mc_val *jp_fail(jparser *j, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    /* quoted input can hold control bytes: keep the message one line */
+    for (char *q = why; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
     mc_fail("%s: JSON error at line %ld, column %ld: %s", j->name, line, col, why);
     return NULL;
 }
@@ -132,10 +135,12 @@ static int jp_string(jparser *j, json_buf *b) {
             put_utf8(b, cp);
             break;
         }
-        default:
+        default: {
+            char w[16];
             j->p--;
-            jp_fail(j, "invalid escape \\%c", e);
+            jp_fail(j, "invalid escape: backslash before %s", jp_what(j, w));
             return -1;
+        }
         }
     }
 }

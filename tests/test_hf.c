@@ -685,6 +685,21 @@ static int compare_scores(const char *metrics, const char *variant) {
     float *want = ref_scores(v, variant, &n), *got = art_tensor_f32(cs);
     if (cs->numel != n) die("%s: %lld choice scores, the reference has %d", metrics, (long long)cs->numel, n);
     int ok = t_close(variant, got, want, n, 1e-5, 1e-4);
+    /* predictions: the argmax of the reference's scores of each example */
+    const art_tensor *pr = art_find(m, "prediction");
+    const mc_val *sv = val_get(val_get(v, "scores"), variant);
+    if (!pr || pr->numel != (int64_t)sv->v.c.n) die("%s: prediction missing or of the wrong length", metrics);
+    int32_t *pred = mallocCheck(sv->v.c.n * sizeof *pred);
+    art_tensor_copy(pr, pred);
+    for (size_t e = 0, k = 0; e < sv->v.c.n; e++) {
+        const mc_val *row = sv->v.c.items[e];
+        int best = 0;
+        for (size_t c = 0; c < row->v.c.n; c++)
+            if (row->v.c.items[c]->v.f > row->v.c.items[best]->v.f) best = (int)c;
+        if (pred[e] != best) { printf("  example %zu: prediction %d, reference argmax %d\n", e, pred[e], best); ok = 0; }
+        k += row->v.c.n;
+    }
+    free(pred);
     free(want);
     free(got);
     art_close(m);

@@ -65,15 +65,19 @@ else
     fail hf_roundtrip_ia3_adapter "$(cat "$T/err")"
 fi
 
-# the eval stage on an imported model gives the reference's scores
+# the eval stage on imported models (F32, BF16, F16 sharded, and the base +
+# the imported PEFT IA3 adapter) gives the reference's scores and predictions
 if [ -x build/bin/eval ]; then
-    build/tests/test_hf --write-tokens "$T/tokens.msgpack" &&
-    if q build/bin/eval --model "$T/bf16.msgpack" --data "$T/tokens.msgpack" -o "$T/metrics.msgpack"; then
-        res=$(build/tests/test_hf --compare-scores "$T/metrics.msgpack" bf16 2>&1) && ok hf_eval_scores ||
-            fail hf_eval_scores "$res"
-    else
-        fail hf_eval_scores "eval failed: $(cat "$T/err")"
-    fi
+    build/tests/test_hf --write-tokens "$T/tokens.msgpack"
+    for v in f32:f32.msgpack: bf16:bf16.msgpack: f16:f16.msgpack: f32_ia3:f32.msgpack:ia3.msgpack; do
+        IFS=: read -r variant model ia3 <<<"$v"
+        if q build/bin/eval --model "$T/$model" ${ia3:+--ia3 "$T/$ia3"} --data "$T/tokens.msgpack" -o "$T/metrics-$variant.msgpack"; then
+            res=$(build/tests/test_hf --compare-scores "$T/metrics-$variant.msgpack" "$variant" 2>&1) &&
+                ok "hf_eval_scores_$variant" || fail "hf_eval_scores_$variant" "$res"
+        else
+            fail "hf_eval_scores_$variant" "eval failed: $(cat "$T/err")"
+        fi
+    done
 else
     echo "skip hf_eval_scores: build/bin/eval not built in this tree (test_hf checks the scores through lib/t5)"
 fi

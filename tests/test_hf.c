@@ -408,6 +408,50 @@ static void test_scores_ia3_peft_and_folded(void) {
     art_close(v);
 }
 
+/* A model written by lib/t5 (what train and merge write) exports and comes
+ * back with the same tensors and config; with a key, IA3 vectors whose
+ * meta.base names it export against it. */
+static void test_t5_model_roundtrip(void) {
+    t5_config tc = {.vocab_size = 40, .d_model = 8, .d_kv = 3, .d_ff = 12, .num_heads = 2, .num_layers = 1,
+                    .num_decoder_layers = 2, .num_buckets = 6, .max_distance = 10, .eps = 1e-6f};
+    t5_model *m = t5_new(&tc, 0, 1);
+    t5_init_random(m, 7);
+    for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f + 0.01f * (float)(i % 17);
+    char p[300], ia[300], dir[300], back[300];
+    tpath(p, sizeof p, "t5.msgpack");
+    tpath(ia, sizeof ia, "t5-ia3.msgpack");
+    tpath(dir, sizeof dir, "t5-export");
+    tpath(back, sizeof back, "t5-back.msgpack");
+    const char *key = "00112233445566778899aabbccddeeff";
+    CHECK(t5_save_model(m, p, key, NULL) == 0, "%s", mc_error());
+    CHECK(t5_save_ia3(m, ia, "", key, NULL) == 0, "%s", mc_error());
+    hf_export_opts o = {ia, HF_IA3_ADAPTER, ST_F32, NULL, 0};
+    CHECK(hf_export(p, dir, &o) == 0, "export: %s", mc_error());
+    hf_import_opts io = {NULL, NULL, 0, p};
+    CHECK(hf_import(dir, back, &io) == 0, "import: %s", mc_error());
+    char k2[33];
+    t5_model *b = t5_load_model(back, 0, 0, k2);
+    CHECK(b != NULL, "t5_load_model on the re-import: %s", mc_error());
+    if (b) {
+        CHECK(t5_config_equal(&m->c, &b->c), "config changed in the round trip");
+        CHECK(b->n_params == m->n_params && !memcmp(b->params, m->params, m->n_params * sizeof(float)),
+              "parameters changed in the round trip");
+        t5_free(b);
+    }
+    /* the adapter comes back as the same vectors */
+    char adir[400], ia2[300];
+    snprintf(adir, sizeof adir, "%s/ia3-adapter", dir);
+    tpath(ia2, sizeof ia2, "t5-ia3-back.msgpack");
+    CHECK(hf_import_ia3(adir, p, ia2, NULL) == 0, "import adapter: %s", mc_error());
+    t5_model *c = t5_load_model(p, 0, 1, k2);
+    if (c) {
+        CHECK(t5_load_ia3(c, ia2, k2) == 0, "%s", mc_error());
+        CHECK(!memcmp(c->ia3, m->ia3, m->n_ia3 * sizeof(float)), "IA3 vectors changed in the round trip");
+        t5_free(c);
+    }
+    t5_free(m);
+}
+
 /* ------------------------------------------------------------------ malformed */
 
 static void write_bytes(const char *path, const void *p, size_t n) {
@@ -723,6 +767,7 @@ int main(int argc, char **argv) {
     RUN(test_scores_bf16);
     RUN(test_scores_f16_sharded);
     RUN(test_scores_ia3_peft_and_folded);
+    RUN(test_t5_model_roundtrip);
     RUN(test_malformed);
     RUN(test_malformed_configs);
     RUN(test_malformed_dirs);

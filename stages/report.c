@@ -16,6 +16,11 @@
  *   PATH    a `metrics` artifact; for ROW "majority", the test `tokens`
  *           artifacts of the tasks (the majority class's share of each)
  *
+ *   report --argmax LAMBDA=METRICS [LAMBDA=METRICS...]
+ *
+ * prints the LAMBDA whose metrics artifact has the highest meta.average (the
+ * first one on ties): the lambda chosen on validation.
+ *
  * Writes OUT.md (one Markdown table per group, like the paper's) and, unless
  * --no-plots, gnuplot scripts, data and PNGs beside it: OUT-lambda-GROUP.png
  * (validation average against lambda, one line per method) and
@@ -143,6 +148,23 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     const char *manifest = NULL, *out = NULL, *title = "Results";
     int plots = 1;
+    if (argc > 2 && !strcmp(argv[1], "--argmax")) {
+        double best = -1;
+        const char *arg = NULL;
+        for (int i = 2; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (!eq) die("--argmax: '%s' is not LAMBDA=METRICS", argv[i]);
+            art_file *a = art_open(eq + 1, "metrics");
+            if (!a) die("%s", mc_error());
+            const mc_val *v = val_get(a->meta, "average");
+            if (!v || (v->type != VAL_FLOAT && v->type != VAL_INT)) die("%s: no meta.average", eq + 1);
+            double x = val_get_float(a->meta, "average", 0);
+            if (x > best) { best = x; arg = argv[i]; }
+            art_close(a);
+        }
+        printf("%.*s\n", (int)(strchr(arg, '=') - arg), arg);
+        return 0;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--manifest") && i + 1 < argc) manifest = argv[++i];
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
@@ -184,6 +206,24 @@ int main(int argc, char **argv) {
     }
     fclose(mf);
     if (nr == 0) die("%s: no results listed", manifest);
+    /* Lines of the same group, row, seed, split and lambda are one result:
+     * e.g. the individual models, one metrics file per task. */
+    int nm = 0;
+    for (int i = 0; i < nr; i++) {
+        int j = 0;
+        while (j < nm && !(!strcmp(rs[j].group, rs[i].group) && !strcmp(rs[j].row, rs[i].row) &&
+                           !strcmp(rs[j].seed, rs[i].seed) && !strcmp(rs[j].split, rs[i].split) &&
+                           ((isnan(rs[j].lambda) && isnan(rs[i].lambda)) || rs[j].lambda == rs[i].lambda)))
+            j++;
+        if (j == nm) { if (j != i) rs[j] = rs[i]; nm++; continue; }
+        for (int t = 0; t < MAXT; t++)
+            if (!isnan(rs[i].acc[t])) {
+                if (!isnan(rs[j].acc[t])) die("%s: task '%s' listed twice for %s %s seed %s %s", manifest, tasks[t], rs[i].group, rs[i].row, rs[i].seed, rs[i].split);
+                rs[j].acc[t] = rs[i].acc[t];
+            }
+        if (rs[i].single >= 0) rs[j].single = (rs[j].single < 0 ? 0 : rs[j].single) + rs[i].single;
+    }
+    nr = nm;
     for (int i = 0; i < nr; i++) rs[i].avg = row_avg(&rs[i]);
 
     FILE *md = fopen(out, "w");

@@ -5,6 +5,8 @@
  *   key --file PATH...        XXH3-128 of files, as xxh128sum prints it
  *   key --config FILE... [--set k=v]... --get KEY...
  *                             print config values, one per line ("" if unset)
+ *   key --config FILE... [--set k=v]... --list PREFIX
+ *                             print "REST=VALUE" for every key PREFIXREST, sorted
  *
  * --binary-digest HEX gives the binary's digest directly (Make computes it
  * once per binary with --file).
@@ -28,7 +30,8 @@ static void usage(void) {
             "usage: key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]\n"
             "           [--set k=v]... [--input ROLE=HEX|ROLE=@ARTIFACT]... [--text]\n"
             "       key --file PATH...\n"
-            "       key --config FILE... [--set k=v]... --get KEY...\n");
+            "       key --config FILE... [--set k=v]... --get KEY...\n"
+            "       key --config FILE... [--set k=v]... --list PREFIX\n");
     exit(2);
 }
 
@@ -60,6 +63,7 @@ int main(int argc, char **argv) {
     }
     const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL;
     int get = 0;
+    const char *list = NULL;
     int text = 0;
     mc_cfg *cfg = cfg_new();
     mc_key *k = NULL;
@@ -72,6 +76,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--binary") && more) binary = argv[++i];
         else if (!strcmp(a, "--binary-digest") && more) digest = argv[++i];
         else if (!strcmp(a, "--get")) { get = i + 1; break; }
+        else if (!strcmp(a, "--list") && more) list = argv[++i];
         else if (!strcmp(a, "--ns") && more) ns = argv[++i];
         else if (!strcmp(a, "--config") && more) {
             if (cfg_load(cfg, argv[++i]) != 0) die("%s", mc_error());
@@ -90,6 +95,15 @@ int main(int argc, char **argv) {
             const char *v = cfg_peek(cfg, argv[i]);
             puts(v ? v : "");
         }
+        cfg_free(cfg);
+        free(inputs);
+        return 0;
+    }
+    if (list) {
+        size_t n = strlen(list);
+        for (size_t i = 0; i < cfg_count(cfg); i++)
+            if (!strncmp(cfg_key_at(cfg, i), list, n) && cfg_key_at(cfg, i)[n])
+                printf("%s=%s\n", cfg_key_at(cfg, i) + n, cfg_value_at(cfg, i));
         cfg_free(cfg);
         free(inputs);
         return 0;

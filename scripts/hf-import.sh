@@ -7,7 +7,16 @@
 #   OUT_DIR/task-T.msgpack      task T's model: a `model` artifact (exp.mode full,
 #                               checked to have the base's shapes) or an `ia3`
 #                               artifact whose meta.base is the base's key (exp.mode ia3)
+#   OUT_DIR/task-T.msgpack ...
+#   OUT_DIR/multitask.msgpack   optional (exp.multitask_model), imported like a task model
 #   OUT_DIR/tasks.txt           one line per task: NAME MODEL TRAIN VALIDATION TEST
+#   OUT_DIR/imports.mk          the same as Make variables for the workflow, in
+#                               its slot names (seed 1 = the given checkpoints):
+#                                 HF_MODE HF_TASKS HF_VOCAB K_HF_VOCAB
+#                                 A_pretrain K_pretrain
+#                                 A_ft-MODE-T-s1 K_ft-MODE-T-s1
+#                                 A_mt-MODE-s1 K_mt-MODE-s1 (with exp.multitask_model)
+#                                 HF_JSONL_T_SPLIT K_HF_JSONL_T_SPLIT (xxh128 of the file)
 #
 # An artifact is re-imported only when a file of its source is newer (Make's
 # rule); its key is derived from the source bytes, so the stages downstream
@@ -60,6 +69,24 @@ fi
 echo "vocab $out/vocab.msgpack  $(keyof "$out/vocab.msgpack")"
 
 : > "$out/tasks.txt.tmp"
+mk="$out/imports.mk.tmp"
+{
+    echo "# written by scripts/hf-import.sh from $conf"
+    echo "HF_MODE := $mode"
+    echo "HF_TASKS := $tasks"
+    echo "HF_VOCAB := $out/vocab.msgpack"
+    echo "K_HF_VOCAB := $(keyof "$out/vocab.msgpack")"
+    echo "A_pretrain := $out/base.msgpack"
+    echo "K_pretrain := $(keyof "$out/base.msgpack")"
+} > "$mk"
+import_task() { # NAME DIR ARTIFACT
+    if [ "$mode" = full ]; then
+        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" -o "$3" --like "$out/base.msgpack"
+    else
+        [ -f "$2/adapter_config.json" ] || die "$1 = $2: exp.mode is ia3 but there is no adapter_config.json"
+        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" --base "$out/base.msgpack" -o "$3"
+    fi
+}
 for t in $tasks; do
     [[ $t =~ ^[A-Za-z0-9_-]+$ ]] || die "exp.tasks: task name '$t' (letters, digits, _ and - only)"
     m=$(get "exp.task.$t.model")
@@ -71,13 +98,24 @@ for t in $tasks; do
         [ -f "$f" ] || die "exp.task.$t.$split = $f: no such file"
     done
     a="$out/task-$t.msgpack"
-    if [ "$mode" = full ]; then
-        fresh "$a" "$m" "$out/base.msgpack" || "$ART" import-hf "$m" -o "$a" --like "$out/base.msgpack"
-    else
-        [ -f "$m/adapter_config.json" ] || die "exp.task.$t.model = $m: exp.mode is ia3 but there is no adapter_config.json"
-        fresh "$a" "$m" "$out/base.msgpack" || "$ART" import-hf "$m" --base "$out/base.msgpack" -o "$a"
-    fi
-    echo "task  $t  $a  $(keyof "$a")"
+    import_task "exp.task.$t.model" "$m" "$a"
+    k=$(keyof "$a")
+    echo "task  $t  $a  $k"
     echo "$t $a $(get "exp.task.$t.train") $(get "exp.task.$t.validation") $(get "exp.task.$t.test")" >> "$out/tasks.txt.tmp"
+    { echo "A_ft-$mode-$t-s1 := $a"; echo "K_ft-$mode-$t-s1 := $k"; } >> "$mk"
+    for split in train validation test; do
+        f=$(get "exp.task.$t.$split")
+        echo "HF_JSONL_${t}_$split := $f"
+        echo "K_HF_JSONL_${t}_$split := $("$KEY" --file "$f" | cut -d' ' -f1)"
+    done >> "$mk"
 done
+mt=$(get exp.multitask_model)
+if [ -n "$mt" ]; then
+    [ -d "$mt" ] || die "exp.multitask_model = $mt: not a directory"
+    import_task exp.multitask_model "$mt" "$out/multitask.msgpack"
+    k=$(keyof "$out/multitask.msgpack")
+    echo "multitask  $out/multitask.msgpack  $k"
+    { echo "A_mt-$mode-s1 := $out/multitask.msgpack"; echo "K_mt-$mode-s1 := $k"; } >> "$mk"
+fi
 mv "$out/tasks.txt.tmp" "$out/tasks.txt"
+mv "$mk" "$out/imports.mk"

@@ -141,3 +141,25 @@ expfile full "$FA/tiny-bf16" "$FA/tiny-bf16" | sed "s|exp.task.two.test = .*|exp
 make -s hf-import EXP="$T/nojsonl.conf" HF_IMPORT_DIR="$T/impn" >/dev/null 2>"$T/err"; rc=$?
 [ $rc -ne 0 ] && grep -q "exp.task.two.test = .*nope.jsonl: no such file" "$T/err" &&
     ok hf_import_experiment_missing_file || fail hf_import_experiment_missing_file "rc=$rc $(cat "$T/err")"
+# imports.mk: the workflow's slot variables for the imported artifacts
+if [ -f "$T/imp/imports.mk" ] && grep -qx "K_pretrain := $($ART key "$T/imp/base.msgpack")" "$T/imp/imports.mk" &&
+   grep -qx "A_ft-full-two-s1 := $T/imp/task-two.msgpack" "$T/imp/imports.mk" &&
+   grep -qx "K_HF_JSONL_one_test := $(build/bin/key --file "$T/data/test.jsonl" | cut -d' ' -f1)" "$T/imp/imports.mk"; then
+    ok hf_import_experiment_makefile; else fail hf_import_experiment_makefile "imports.mk missing or wrong"; fi
+
+# the point of it all: imported checkpoints merge, and the merged model goes
+# back out as a checkpoint that comes in again unchanged and evaluates
+if [ -x build/bin/merge ] && [ -x build/bin/eval ]; then
+    if q build/bin/merge --method ties --lambda 0.7 --pretrained "$T/imp/base.msgpack" \
+           --models "$T/imp/task-one.msgpack,$T/imp/task-two.msgpack" -o "$T/merged.msgpack" &&
+       q $ART export-hf "$T/merged.msgpack" --dtype f32 "$T/merged-hf" &&
+       q $ART import-hf "$T/merged-hf" -o "$T/merged-back.msgpack" &&
+       q build/bin/eval --model "$T/merged-back.msgpack" --data "$T/tokens.msgpack" -o "$T/merged-metrics.msgpack"; then
+        $ART diff "$T/merged.msgpack" "$T/merged-back.msgpack" --tol 0 >/dev/null && ok hf_merge_export_reimport ||
+            fail hf_merge_export_reimport "the re-imported merge differs"
+    else
+        fail hf_merge_export_reimport "$(cat "$T/err")"
+    fi
+else
+    echo "skip hf_merge_export_reimport: build/bin/merge or build/bin/eval not built in this tree"
+fi

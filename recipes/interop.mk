@@ -5,10 +5,10 @@
 hf-fixtures: | $(DEPS_STAMP)
 	/usr/bin/python3 tests/reference/hf_ref.py
 
-## import-hf      HF=DIR OUT=MODEL.msgpack: import a T5 checkpoint directory (writes OUT and OUT's .vocab.msgpack when DIR has spiece.model)
+## import-hf      HF=DIR OUT=MODEL.msgpack: import a T5 checkpoint directory (and its spiece.model as MODEL.vocab.msgpack)
 import-hf: build/bin/art
 	@[ -n "$(HF)" ] && [ -n "$(OUT)" ] || { echo "usage: make import-hf HF=checkpoint-dir OUT=model.msgpack"; exit 1; }
-	build/bin/art import-hf $(HF) -o $(OUT) $(if $(wildcard $(HF)/spiece.model),--vocab $(OUT:.msgpack=).vocab.msgpack)
+	build/bin/art import-hf $(HF) -o $(OUT)
 
 ## export-hf      MODEL=M.msgpack OUT=DIR [IA3=A.msgpack IA3_MODE=fold|adapter] [DTYPE=f32|bf16|f16]: write a transformers checkpoint
 export-hf: build/bin/art

@@ -56,7 +56,7 @@ fresh() {
 }
 keyof() { "$ART" key "$1"; }
 
-if ! fresh "$out/base.msgpack" "$base"; then "$ART" import-hf "$base" -o "$out/base.msgpack"; fi
+if ! fresh "$out/base.msgpack" "$base"; then "$ART" import-hf "$base" -o "$out/base.msgpack" --no-vocab; fi
 echo "base  $out/base.msgpack  $(keyof "$out/base.msgpack")"
 if ! fresh "$out/vocab.msgpack" "$tok" "$base/tokenizer_config.json"; then
     extra=()
@@ -81,7 +81,7 @@ mk="$out/imports.mk.tmp"
 } > "$mk"
 import_task() { # NAME DIR ARTIFACT
     if [ "$mode" = full ]; then
-        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" -o "$3" --like "$out/base.msgpack"
+        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" -o "$3" --like "$out/base.msgpack" --no-vocab
     else
         [ -f "$2/adapter_config.json" ] || die "$1 = $2: exp.mode is ia3 but there is no adapter_config.json"
         fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" --base "$out/base.msgpack" -o "$3"

@@ -29,6 +29,10 @@ if q $ART import-hf $F/tiny-f32 -o "$T/f32.msgpack" --vocab "$T/vocab.msgpack" &
     # and back: the same artifact, byte for byte (the key derives from the input bytes)
     q $ART import-hf "$T/out32" -o "$T/f32b.msgpack" && cmp -s "$T/f32.msgpack" "$T/f32b.msgpack" &&
         ok hf_reimport_same_artifact || fail hf_reimport_same_artifact "$(cat "$T/err")"
+    # without --vocab the tokenizer lands beside the model
+    $ART verify "$T/f32b.vocab.msgpack" 2>/dev/null | grep -q "(vocab, 1 tensors)" &&
+        cmp -s "$T/f32b.vocab.msgpack" "$T/vocab.msgpack" && ok hf_vocab_beside_model ||
+        fail hf_vocab_beside_model "no identical f32b.vocab.msgpack"
 else
     fail hf_roundtrip_f32_bytes "$(cat "$T/err")"
 fi

@@ -4,10 +4,11 @@
  *   art verify FILE...        check every file; one line each; exit 1 if any is bad
  *   art diff A B [--tol X]    max abs / rel difference per tensor; with --tol,
  *                             exit 1 when any difference exceeds X (relative)
- *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--like BASE.msgpack] [--key HEX]
+ *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]
  *                             a Hugging Face T5 checkpoint directory (config.json,
  *                             model.safetensors or shards + index, spiece.model)
- *                             -> `model` artifact (+ `vocab` artifact); --like:
+ *                             -> `model` artifact, and when DIR has spiece.model a
+ *                             `vocab` artifact (default MODEL.vocab.msgpack); --like:
  *                             refuse a checkpoint shaped unlike BASE
  *   art key FILE...           the key each (verified) artifact was written under
  *   art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]
@@ -37,7 +38,7 @@ static void usage(void) {
             "usage: art show FILE [--all]\n"
             "       art verify FILE...\n"
             "       art diff A B [--tol X]\n"
-            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack] [--like BASE.msgpack] [--key HEX]\n"
+            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]\n"
             "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
             "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
             "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n"
@@ -190,6 +191,7 @@ static int is_hex32(const char *s) {
 
 static int cmd_import_hf(int argc, char **argv) {
     const char *dir = NULL, *out = NULL, *vocab = NULL, *key = NULL, *base = NULL, *like = NULL;
+    int no_vocab = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
@@ -197,6 +199,7 @@ static int cmd_import_hf(int argc, char **argv) {
         else if (!strcmp(a, "--key") && i + 1 < argc) key = argv[++i];
         else if (!strcmp(a, "--base") && i + 1 < argc) base = argv[++i];
         else if (!strcmp(a, "--like") && i + 1 < argc) like = argv[++i];
+        else if (!strcmp(a, "--no-vocab")) no_vocab = 1;
         else if (a[0] == '-') die("import-hf: unknown option %s", a);
         else if (!dir) dir = a;
         else die("import-hf: one checkpoint directory, got %s and %s", dir, a);
@@ -215,6 +218,19 @@ static int cmd_import_hf(int argc, char **argv) {
         return 0;
     }
     if (base) die("%s: --base is for PEFT IA3 adapters, and there is no adapter_config.json here (--like BASE checks a full fine-tune's shapes)", dir);
+    /* the tokenizer goes beside the model unless told otherwise:
+     * MODEL.msgpack -> MODEL.vocab.msgpack */
+    char vpath[4200];
+    if (vocab && no_vocab) die("import-hf: --vocab and --no-vocab contradict each other");
+    snprintf(adapter, sizeof adapter, "%s/spiece.model", dir);
+    f = fopen(adapter, "rb");
+    if (f) fclose(f);
+    if (!vocab && !no_vocab && f) {
+        size_t n = strlen(out);
+        if (n > 8 && !strcmp(out + n - 8, ".msgpack")) n -= 8;
+        snprintf(vpath, sizeof vpath, "%.*s.vocab.msgpack", (int)n, out);
+        vocab = vpath;
+    }
     hf_import_opts o = {key, vocab, 1, like};
     if (hf_import(dir, out, &o) < 0) die("%s", mc_error());
     return 0;

@@ -15,7 +15,12 @@ export-hf: build/bin/art
 	@[ -n "$(MODEL)" ] && [ -n "$(OUT)" ] || { echo "usage: make export-hf MODEL=model.msgpack OUT=dir [IA3=a.msgpack IA3_MODE=fold|adapter] [DTYPE=bf16]"; exit 1; }
 	build/bin/art export-hf $(MODEL) $(if $(IA3),--ia3 $(IA3) --$(or $(IA3_MODE),fold)) --dtype $(or $(DTYPE),f32) $(OUT)
 
-.PHONY: hf-fixtures import-hf export-hf
+## hf-check       DIR=exported-dir [SCORES=f32|bf16|f16|f32_ia3]: check an export-hf directory as transformers would load it (python3-torch)
+hf-check:
+	@[ -n "$(DIR)" ] || { echo "usage: make hf-check DIR=exported-dir [SCORES=variant]"; exit 1; }
+	/usr/bin/python3 tests/reference/hf_check.py $(DIR) $(if $(SCORES),--scores $(SCORES))
+
+.PHONY: hf-fixtures import-hf export-hf hf-check
 
 # --- experiments on your own checkpoints (configs/experiments/hf-example.conf) ---
 # HF_IMPORT_DIR: where the imported artifacts of EXP go (re-imported only when a

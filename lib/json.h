@@ -52,8 +52,9 @@ void jb_double(json_buf *b, double d);
 
 /* Serialise a tree. indent 0: compact ("{"a":1,"b":[2,3]}"); indent > 0:
  * one member or element per line, nested `indent` spaces, byte for byte as
- * Python's json.dumps(v, indent=N) (floats as Python's repr for ordinary
- * magnitudes). VAL_BIN is written as a string. */
+ * Python's json.dumps(v, indent=N) for ASCII text and floats of ordinary
+ * magnitude (Python escapes non-ASCII as \uXXXX; this writer keeps UTF-8).
+ * VAL_BIN is written as a string. */
 void json_write(json_buf *b, const mc_val *v, int indent);
 
 #endif

@@ -687,7 +687,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     const int ia3 = m->ia3 != NULL, full = m->grads != NULL;
     t5_params *Gp = full ? &m->g : NULL;
 
-    memset(m->grad_mem, 0, acts_layout(m, da, m->grad_mem, B, Te, Bd, Td) * sizeof(float));
+    ops_zero(m->grad_mem, (long)acts_layout(m, da, m->grad_mem, B, Te, Bd, Td));
 
     /* loss weights */
     for (int r = 0; r < Bd; r++) {

@@ -7,8 +7,8 @@ fixtures-t5:
 ## bench-train    training tokens/s, ms/step and sgemm-peak fraction of t5-mini (full, IA3), beside PyTorch
 BENCH_THREADS ?= 2
 BENCH_STEPS ?= 3
-bench-train: build/bin/bench_train
-	MATS_THREADS=$(BENCH_THREADS) build/bin/bench_train --config configs/models/t5-mini.conf --steps $(BENCH_STEPS)
+bench-train: build/bin/train
+	MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS)
 	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
 	  cd tests/reference && /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
 	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS); \

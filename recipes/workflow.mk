@@ -32,9 +32,12 @@ wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
 	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
 
-# The data of the experiment (recipes/data.mk), then the workflow sub-make.
+# The data of the experiment: the built-in benchmark (recipes/data.mk), or,
+# for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
+EXP_SOURCE = $(shell build/bin/key --config $(EXP_CONF) --get exp.source 2>/dev/null)
 wf-data: all wf-check
-	@$(MAKE) data DATA_CONF=$(EXP_CONF) MATS_CACHE=$(MATS_CACHE)
+	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
+	 else $(MAKE) data DATA_CONF=$(EXP_CONF) MATS_CACHE=$(MATS_CACHE); fi
 
 ## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table
 merge: wf-data
@@ -69,9 +72,22 @@ exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
 EXP_DIR := $(dir $(EXP_CONF))
 comma := ,
 split_list = $(subst $(comma), ,$(1))
+HF := $(filter hf,$(call exp_get,exp.source))
+ifneq ($(HF),)
+# Checkpoints imported by `make hf-import` (scripts/hf-import.sh): the base,
+# one fine-tuned model per task (seed 1), the tokenizer and the JSONL tasks.
+HF_IMPORTS := $(CACHE)/import/$(EXP)/imports.mk
+include $(HF_IMPORTS)
+ifneq ($(HF_MODE),$(MODE))
+$(error $(EXP_CONF) sets exp.mode = $(HF_MODE): run with MODE=$(HF_MODE))
+endif
+SEEDS := 1
+TASKS := $(call split_list,$(HF_TASKS))
+else
 SEEDS      := $(call split_list,$(call exp_get,exp.seeds))
 SEEDS      := $(or $(SEEDS),1)
 TASKS      := $(call split_list,$(call exp_get,data.tasks))
+endif
 PRE_CONF   := $(EXP_DIR)$(call exp_get,exp.pretrain)
 FT_CONF    := $(EXP_DIR)$(call exp_get,exp.finetune.$(MODE))
 MT_CONF    := $(EXP_DIR)$(call exp_get,exp.multitask.$(MODE))
@@ -105,12 +121,21 @@ $$(A_$(1)): | $(foreach p,$(7),$$(A_$(p)))
 endef
 slot = $(eval $(call slot_template,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
 
+ifneq ($(HF),)
+# JSONL tasks tokenized with the imported tokenizer.
+$(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,,\
+  vocab=$(K_HF_VOCAB) jsonl=$(K_HF_JSONL_$(t)_$(s)),,\
+  build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
+else
 # Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
 $(foreach t,$(TASKS),$(foreach s,train validation test,\
   $(eval K_tok-$(t)-$(s) := $(DATA_TK_$(t)_$(s)))$(eval A_tok-$(t)-$(s) := $(DATA_TOKENS_$(t)_$(s)))))
 K_tok-corpus := $(DATA_TK_corpus)
 A_tok-corpus := $(DATA_CORPUS_TOKENS)
 
+endif
+
+ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
 $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
   data=$(K_tok-corpus),,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
@@ -125,6 +150,7 @@ $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)trai
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
 ifeq ($(MODE),ia3)
@@ -143,7 +169,9 @@ $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
   build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_pretrain) \
     --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
 endef
+ifeq ($(HF),)
 $(foreach s,$(SEEDS),$(eval $(call mt_template,$(s))))
+endif
 
 # ------------------------------------------------------------------ evaluation
 # $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
@@ -155,7 +183,7 @@ endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-ft-$(MODE)-$(t)-s$(s)-$(sp),ft-$(MODE)-$(t)-s$(s),$(sp),$(t)))))
-$(foreach s,$(SEEDS),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS))))
+$(foreach s,$(SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
 
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
@@ -230,7 +258,7 @@ define nl
 endef
 majority_line = $(MODE)	majority	-	test	-	$(call join,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
 ind_lines = $(foreach s,$(SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
-mt_lines = $(foreach s,$(SEEDS),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl))
+mt_lines = $(foreach s,$(SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
 INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
 MULTITASK_EVALS = $(foreach s,$(SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
 

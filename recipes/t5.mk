@@ -1,8 +1,9 @@
 # recipes/t5.mk - T5 model targets: reference fixtures and the training benchmark.
 
-## fixtures-t5    regenerate tests/fixtures/t5_micro.bin with the PyTorch reference (python3-torch)
+## fixtures-t5    regenerate tests/fixtures/t5_{micro,stats}.bin with the PyTorch reference (python3-torch)
 fixtures-t5:
-	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin
+	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
+	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin
 
 ## bench-train    training tokens/s, ms/step and sgemm-peak fraction of t5-mini (full, IA3), beside PyTorch
 BENCH_THREADS ?= 2

@@ -110,7 +110,7 @@ static int n_ia3_tensors(void) {
 
 static void test_fisher_full(void) {
     for (int tr = 0; tr < 2; tr++) {
-        char cmd[1024], out[300], pre[64];
+        char cmd[2048], out[300], pre[64];
         snprintf(out, sizeof out, "%s/fd%d.msgpack", dir, tr);
         snprintf(cmd, sizeof cmd, "build/bin/fisher --model %s --data %s --type diagonal %s --seed 5 "
                  "--set fisher.batch_size=3 -o %s", model_path, data_path, tr ? "--true" : "", out);
@@ -123,7 +123,7 @@ static void test_fisher_full(void) {
 static void test_fisher_ia3(void) {
     for (int tr = 0; tr < 2; tr++)
         for (int blk = 0; blk < 2; blk++) {
-            char cmd[1024], out[300], pre[64];
+            char cmd[2048], out[300], pre[64];
             snprintf(out, sizeof out, "%s/fi%d%d.msgpack", dir, tr, blk);
             snprintf(cmd, sizeof cmd, "build/bin/fisher --model %s --ia3 %s --data %s --type %s %s --seed 5 "
                      "--set fisher.batch_size=3 -o %s", model_path, ia3_path, data_path,
@@ -145,7 +145,7 @@ static void test_true_differs(void) {
 }
 
 static void test_gram(void) {
-    char cmd[1024], out[300];
+    char cmd[2048], out[300];
     snprintf(out, sizeof out, "%s/g.msgpack", dir);
     snprintf(cmd, sizeof cmd, "build/bin/gram --model %s --data %s --set gram.batch_size=3 -o %s", model_path,
              data_path, out);
@@ -164,7 +164,7 @@ static void test_gram(void) {
 }
 
 static void test_bad_input(void) {
-    char cmd[1024], out[300];
+    char cmd[2048], out[300];
     snprintf(out, sizeof out, "%s/x.msgpack", dir);
     snprintf(cmd, sizeof cmd, "build/bin/fisher --model %s --data %s --type blockwise -o %s 2>/dev/null", model_path,
              data_path, out);

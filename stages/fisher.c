@@ -62,6 +62,7 @@ int fisher_sample_choice(const float *scores, int nc, uint64_t seed, int64_t idx
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    double t_start = mc_now();
     const char *model = NULL, *ia3 = NULL, *data = NULL, *type = NULL, *out = NULL, *key_arg = NULL;
     int truef = 0;
     long examples = 1000, seed = 0;
@@ -230,9 +231,10 @@ int main(int argc, char **argv) {
         }
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
-    fprintf(stderr, "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s)\n", mc_progname(), out,
+    fprintf(stderr, "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s; %.1f s, peak memory %.0f MiB)\n",
+            mc_progname(), out,
             truef ? "true" : "empirical", block ? "blockwise" : "diagonal", ia3 ? "IA3 vectors" : "all parameters",
-            (long long)n, data);
+            (long long)n, data, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     if (blocks) {
         for (int i = 0; i < m->n_ia3_tensors; i++) free(blocks[i]);

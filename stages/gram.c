@@ -36,6 +36,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    double t_start = mc_now();
     const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
     long examples = 1000;
     mc_cfg *cfg = cfg_new();
@@ -155,8 +156,8 @@ int main(int argc, char **argv) {
         }
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
-    fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens)\n",
-            mc_progname(), out, ng, (long long)n, n_enc, n_dec);
+    fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens; %.1f s, peak memory %.0f MiB)\n",
+            mc_progname(), out, ng, (long long)n, n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     st_gram_free(g, ng);
     free(scratch), free(ins), free(outs), free(nins), free(nouts);

@@ -667,7 +667,7 @@ static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
 }
 
 void t5_zero_grad(t5_model *m) {
-    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) ops_zero(m->grads, (long)m->n_params);
     if (m->ia3_grads) memset(m->ia3_grads, 0, m->n_ia3 * sizeof(float));
 }
 

@@ -41,4 +41,9 @@ void be_dpotrs(int n, int nrhs, const double *A, int lda, double *B, int ldb);
 float be_dot(long n, const float *x, const float *y);
 void be_axpy(long n, float a, const float *x, float *y);
 
+/* Merge (appended): solve A X = B for nrhs right-hand sides given
+ * be_dpotrf's factor, with B supplied transposed: Bt is nrhs x n row-major
+ * (row j = right-hand side j), overwritten by X^T. No copies. */
+void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt);
+
 #endif

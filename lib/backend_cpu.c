@@ -72,3 +72,11 @@ float be_dot(long n, const float *x, const float *y) {
 void be_axpy(long n, float a, const float *x, float *y) {
     for (long i = 0; i < n; i++) y[i] += a * x[i];
 }
+
+/* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
+ * column-major order with ldb = ldbt: LAPACK's native layout. */
+void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt) {
+    int info = 0;
+    if (n <= 0 || nrhs <= 0) return;
+    dpotrs_("L", &n, &nrhs, A, &lda, Bt, &ldbt, &info);
+}

@@ -8,17 +8,20 @@
 # 2. mats seconds per CG iteration and GFLOP/s, beside the scipy/torch peer
 #    (tests/reference/merge_peer.py) on the same artifacts, and the
 #    backend's measured sgemm peak.
+#    Because the machine is shared, also best-of-REPEAT timings of C and
+#    peer on the block-0 linears, interleaved with sgemm peak measurements.
 # 3. Plain vs Kronecker-preconditioned CG: iterations to reach the residual
-#    of 100 plain iterations, on the linears of block 0 (bench_merge kfac).
+#    of 100 plain iterations, on the linears of block 0 (bench_merge precond).
 # 4. Peak RSS of the streaming methods on N models of t5-base size.
 #
 # Knobs (environment): BENCH_MERGE_DIR (build/bench-merge), BENCH_MERGE_N (8),
-# BENCH_MERGE_ITERS (5), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
+# BENCH_MERGE_ITERS (5), BENCH_MERGE_REPEAT (3), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
 # ~9 GB), MATS_THREADS. Generated inputs are kept and reused.
 set -euo pipefail
 DIR=${BENCH_MERGE_DIR:-build/bench-merge}
 N=${BENCH_MERGE_N:-8}
 ITERS=${BENCH_MERGE_ITERS:-5}
+REPEAT=${BENCH_MERGE_REPEAT:-3}
 BASE=${BENCH_MERGE_BASE:-1}
 B=build/bin
 PY=/usr/bin/python3
@@ -73,14 +76,23 @@ run_method cg_regmean "$S" --method cg_regmean --lambda 0.9 $CG $M $G
 run_method mats "$S" --method mats --lambda 0.9 $CG $M $G
 run_method mats_kron "$S" --method mats --lambda 0.9 --precondition kron $CG $M $G
 
-echo "-- mats per CG iteration (all linears but lm_head), C stage:"
-grep -h "merge: cg:" "$S/mats.log" | sed 's/^/   /'
-$B/bench_merge sgemm | tail -1 | sed 's/^/   /'
-echo "-- peer: scipy cg over the K-FAC operator in torch, as the MaTS code computes it:"
+echo "-- mats per CG iteration, whole model (144 linears; lm_head is averaged), one run each:"
+grep -h "merge: cg:" "$S/mats.log" | sed 's/^/   C stage: /'
 $PY tests/reference/merge_peer.py --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 \
     --iterations "$ITERS" --compare "$S/out_mats.msgpack" | sed 's/^/   /'
-echo "-- Kronecker preconditioner: iterations to the residual of 100 plain iterations (block 0 linears, lambda 0.9)"
-$B/bench_merge kfac --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
+# The machine is shared: the robust comparison is best-of-R on the block-0
+# linears (every linear shape of the model), C and peer interleaved, with
+# the sgemm peak measured in between.
+echo "-- best of $REPEAT, block-0 linears (all 7 shapes), interleaved C / peer / sgemm, twice:"
+for round in 1 2; do
+    $B/bench_merge speed --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
+        --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [$round] /"
+    $PY tests/reference/merge_peer.py --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 \
+        --filter .block.0. --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [$round] /"
+    $B/bench_merge sgemm | tail -1 | sed "s/^/   [$round] /"
+done
+echo "-- Kronecker preconditioner: iterations to the residual of 100 plain iterations (block-0 linears, lambda 0.9)"
+$B/bench_merge precond --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
     --iterations 100 | sed 's/^/   /'
 
 if [ "$BASE" = 1 ]; then

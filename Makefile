@@ -3,6 +3,7 @@
 # stages/*.c and tools/*.c -> build/bin/<name>, tests/test_*.c -> build/tests/<name>.
 MAKEFLAGS += -rR --no-print-directory
 .DELETE_ON_ERROR:
+.SECONDARY:
 .SUFFIXES:
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
@@ -33,10 +34,8 @@ $(DEPS_STAMP): scripts/install-deps.sh | build/
 	 if [ $$missing = 1 ] || [ ! -e $@ ]; then bash scripts/install-deps.sh; fi
 	@touch $@
 deps: ; @bash scripts/install-deps.sh && mkdir -p build && touch $(DEPS_STAMP)
-ifneq ($(MAKECMDGOALS),deps)
-ifneq ($(filter-out $(DEPS_FILES),$(wildcard $(DEPS_FILES))) $(words $(wildcard $(DEPS_FILES))),$(words $(DEPS_FILES)))
+ifneq ($(words $(wildcard $(DEPS_FILES))),$(words $(DEPS_FILES)))
 $(shell rm -f $(DEPS_STAMP))
-endif
 endif
 
 # --- flags file: rebuild everything when flags change (git's GIT-CFLAGS) -------

@@ -26,6 +26,8 @@ done
 
 missing=()
 for p in "${want[@]}"; do
+    # npm may come from Node.js's own packages rather than Debian's npm.
+    if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi

@@ -1,0 +1,603 @@
+/* art.c - artifact writer and reader; the format is documented in art.h. */
+#include "art.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common.h"
+
+static const unsigned char TRAILER_PREFIX[7] = {0xa4, 'x', 'x', 'h', '3', 0xc4, 0x10};
+
+static const char *const DTYPE_NAMES[] = {"f32", "f64", "i32", "i64", "u8"};
+static const size_t DTYPE_SIZES[] = {4, 8, 4, 8, 1};
+
+const char *art_dtype_name(art_dtype t) { return (unsigned)t < 5 ? DTYPE_NAMES[t] : "?"; }
+size_t art_dtype_size(art_dtype t) { return (unsigned)t < 5 ? DTYPE_SIZES[t] : 0; }
+
+int art_dtype_parse(const char *s, size_t n) {
+    for (int i = 0; i < 5; i++)
+        if (strlen(DTYPE_NAMES[i]) == n && memcmp(DTYPE_NAMES[i], s, n) == 0) return i;
+    return -1;
+}
+
+void art_hex(const unsigned char d[16], char out[33]) {
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hx[d[i] >> 4];
+        out[2 * i + 1] = hx[d[i] & 15];
+    }
+    out[32] = 0;
+}
+
+static int is_key_hex(const char *s, size_t n) {
+    if (n == 0) return 1;
+    if (n != 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* ================================================================ writer */
+
+struct art_writer {
+    char *path, *tmp;
+    FILE *f;
+    XXH3_state_t *xx;
+    msgpack_packer pk;
+    unsigned char *buf;
+    size_t used, cap;
+    int err;                /* errno of the first write error */
+    size_t n_tensors, written;
+    size_t remaining;       /* data bytes still owed by the current tensor */
+};
+
+static void wflush(art_writer *w) {
+    if (w->used && !w->err) {
+        XXH3_128bits_update(w->xx, w->buf, w->used);
+        if (fwrite(w->buf, 1, w->used, w->f) != w->used) w->err = errno ? errno : EIO;
+    }
+    w->used = 0;
+}
+
+static int wcallback(void *data, const char *p, size_t n) {
+    art_writer *w = data;
+    if (n >= w->cap) {
+        wflush(w);
+        if (!w->err) {
+            XXH3_128bits_update(w->xx, p, n);
+            if (fwrite(p, 1, n, w->f) != n) w->err = errno ? errno : EIO;
+        }
+        return 0;
+    }
+    if (w->used + n > w->cap) wflush(w);
+    memcpy(w->buf + w->used, p, n);
+    w->used += n;
+    return 0;
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s) {
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_val(msgpack_packer *pk, const mc_val *v) {
+    switch (v->type) {
+    case VAL_NIL: msgpack_pack_nil(pk); break;
+    case VAL_BOOL: v->v.b ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
+    case VAL_INT: msgpack_pack_int64(pk, v->v.i); break;
+    case VAL_UINT: msgpack_pack_uint64(pk, v->v.u); break;
+    case VAL_FLOAT: msgpack_pack_double(pk, v->v.f); break;
+    case VAL_STR:
+        msgpack_pack_str(pk, v->v.str.len);
+        msgpack_pack_str_body(pk, v->v.str.s, v->v.str.len);
+        break;
+    case VAL_BIN:
+        msgpack_pack_bin(pk, v->v.str.len);
+        msgpack_pack_bin_body(pk, v->v.str.s, v->v.str.len);
+        break;
+    case VAL_ARRAY:
+        msgpack_pack_array(pk, v->v.c.n);
+        for (size_t i = 0; i < v->v.c.n; i++) pack_val(pk, v->v.c.items[i]);
+        break;
+    case VAL_MAP:
+        msgpack_pack_map(pk, v->v.c.n);
+        for (size_t i = 0; i < v->v.c.n; i++) {
+            pack_cstr(pk, v->v.c.keys[i]);
+            pack_val(pk, v->v.c.items[i]);
+        }
+        break;
+    }
+}
+
+art_writer *art_writer_open(const char *path, const char *kind, const char *key,
+                            const mc_val *meta, size_t n_tensors) {
+    if (!key) key = "";
+    if (!is_key_hex(key, strlen(key))) {
+        mc_fail("%s: key '%s' is not 32 lowercase hex digits", path, key);
+        return NULL;
+    }
+    if (meta && meta->type != VAL_MAP) {
+        mc_fail("%s: meta must be a map", path);
+        return NULL;
+    }
+    if (mc_mkdir_parents(path) != 0) return NULL;
+    art_writer *w = callocCheck(1, sizeof *w);
+    w->path = strdupCheck(path);
+    size_t tl = strlen(path) + 32;
+    w->tmp = mallocCheck(tl);
+    snprintf(w->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    w->f = fopen(w->tmp, "wb");
+    if (!w->f) {
+        mc_fail("%s: cannot create: %s", w->tmp, strerror(errno));
+        free(w->tmp);
+        free(w->path);
+        free(w);
+        return NULL;
+    }
+    w->xx = XXH3_createState();
+    XXH3_128bits_reset(w->xx);
+    w->cap = 1 << 20;
+    w->buf = mallocCheck(w->cap);
+    w->n_tensors = n_tensors;
+    msgpack_packer_init(&w->pk, w, wcallback);
+
+    msgpack_pack_map(&w->pk, 6);
+    pack_cstr(&w->pk, "mats");
+    msgpack_pack_uint32(&w->pk, ART_VERSION);
+    pack_cstr(&w->pk, "kind");
+    pack_cstr(&w->pk, kind);
+    pack_cstr(&w->pk, "key");
+    pack_cstr(&w->pk, key);
+    pack_cstr(&w->pk, "meta");
+    if (meta) pack_val(&w->pk, meta);
+    else msgpack_pack_map(&w->pk, 0);
+    pack_cstr(&w->pk, "tensors");
+    msgpack_pack_array(&w->pk, n_tensors);
+    return w;
+}
+
+int art_writer_tensor_begin(art_writer *w, const char *name, art_dtype dtype, int ndim,
+                            const int64_t *shape) {
+    if (w->remaining) return mc_fail("%s: tensor before the previous one's data was complete", w->path);
+    if (w->written == w->n_tensors)
+        return mc_fail("%s: more tensors than the %zu announced", w->path, w->n_tensors);
+    if (ndim < 0 || ndim > ART_MAX_DIMS || art_dtype_size(dtype) == 0)
+        return mc_fail("%s: tensor '%s': bad dtype or rank", w->path, name);
+    size_t n = art_dtype_size(dtype);
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return mc_fail("%s: tensor '%s': negative dimension", w->path, name);
+        n *= (size_t)shape[i];
+    }
+    msgpack_pack_map(&w->pk, 4);
+    pack_cstr(&w->pk, "name");
+    pack_cstr(&w->pk, name);
+    pack_cstr(&w->pk, "dtype");
+    pack_cstr(&w->pk, art_dtype_name(dtype));
+    pack_cstr(&w->pk, "shape");
+    msgpack_pack_array(&w->pk, ndim);
+    for (int i = 0; i < ndim; i++) msgpack_pack_uint64(&w->pk, (uint64_t)shape[i]);
+    pack_cstr(&w->pk, "data");
+    msgpack_pack_bin(&w->pk, n);
+    w->remaining = n;
+    w->written++;
+    return 0;
+}
+
+int art_writer_tensor_data(art_writer *w, const void *data, size_t nbytes) {
+    if (nbytes > w->remaining)
+        return mc_fail("%s: %zu bytes of tensor data given where %zu remain", w->path, nbytes, w->remaining);
+    msgpack_pack_bin_body(&w->pk, data, nbytes);
+    w->remaining -= nbytes;
+    return 0;
+}
+
+int art_writer_tensor(art_writer *w, const char *name, art_dtype dtype, int ndim,
+                      const int64_t *shape, const void *data) {
+    if (art_writer_tensor_begin(w, name, dtype, ndim, shape) != 0) return -1;
+    return art_writer_tensor_data(w, data, w->remaining);
+}
+
+static void writer_free(art_writer *w) {
+    if (w->f) fclose(w->f);
+    XXH3_freeState(w->xx);
+    free(w->buf);
+    free(w->tmp);
+    free(w->path);
+    free(w);
+}
+
+void art_writer_abort(art_writer *w) {
+    if (!w) return;
+    unlink(w->tmp);
+    writer_free(w);
+}
+
+int art_writer_close(art_writer *w) {
+    if (w->remaining || w->written != w->n_tensors) {
+        mc_fail("%s: %zu of %zu tensors written, %zu data bytes missing", w->path, w->written,
+                w->n_tensors, w->remaining);
+        goto fail;
+    }
+    wflush(w);
+    XXH128_hash_t h = XXH3_128bits_digest(w->xx);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    /* The trailer is not part of the hash: write it directly. */
+    if (!w->err && (fwrite(TRAILER_PREFIX, 1, 7, w->f) != 7 || fwrite(c.digest, 1, 16, w->f) != 16))
+        w->err = errno ? errno : EIO;
+    if (!w->err && fflush(w->f) != 0) w->err = errno;
+    if (!w->err && fsync(fileno(w->f)) != 0) w->err = errno;
+    if (w->err) {
+        mc_fail("%s: write failed: %s", w->tmp, strerror(w->err));
+        goto fail;
+    }
+    if (fclose(w->f) != 0) {
+        w->f = NULL;
+        mc_fail("%s: close failed: %s", w->tmp, strerror(errno));
+        goto fail;
+    }
+    w->f = NULL;
+    if (rename(w->tmp, w->path) != 0) {
+        mc_fail("%s: cannot rename into place: %s", w->path, strerror(errno));
+        goto fail;
+    }
+    writer_free(w);
+    return 0;
+fail:
+    art_writer_abort(w);
+    return -1;
+}
+
+/* ================================================================ reader */
+
+static int bad(art_file *a, const char *why) {
+    return mc_fail("%s: %s", a->path, why);
+}
+
+static int obj_is_str(const msgpack_object *o, const char *s) {
+    size_t n = strlen(s);
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n && memcmp(o->via.str.ptr, s, n) == 0;
+}
+
+static mc_val *to_val(const msgpack_object *o, int depth, int *err) {
+    if (depth > 64) { *err = 1; return val_nil(); }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return val_nil();
+    case MSGPACK_OBJECT_BOOLEAN: return val_bool(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        if (o->via.u64 > (uint64_t)INT64_MAX) {
+            mc_val *v = val_int(0);
+            v->type = VAL_UINT;
+            v->v.u = o->via.u64;
+            return v;
+        }
+        return val_int((int64_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return val_int(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return val_float(o->via.f64);
+    case MSGPACK_OBJECT_STR: return val_strn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return val_bin(o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_EXT: return val_bin(o->via.ext.ptr, o->via.ext.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        mc_val *a = val_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            val_push(a, to_val(&o->via.array.ptr[i], depth + 1, err));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        mc_val *m = val_map();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR) { *err = 1; continue; }
+            char *k = mallocCheck(kv->key.via.str.size + 1);
+            memcpy(k, kv->key.via.str.ptr, kv->key.via.str.size);
+            k[kv->key.via.str.size] = 0;
+            val_set(m, k, to_val(&kv->val, depth + 1, err));
+            free(k);
+        }
+        return m;
+    }
+    }
+    *err = 1;
+    return val_nil();
+}
+
+static int parse_tensor(art_file *a, const msgpack_object *o, art_tensor *t) {
+    if (o->type != MSGPACK_OBJECT_MAP) return bad(a, "a tensor entry is not a map");
+    const msgpack_object *name = NULL, *dtype = NULL, *shape = NULL, *data = NULL;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (obj_is_str(&kv->key, "name")) name = &kv->val;
+        else if (obj_is_str(&kv->key, "dtype")) dtype = &kv->val;
+        else if (obj_is_str(&kv->key, "shape")) shape = &kv->val;
+        else if (obj_is_str(&kv->key, "data")) data = &kv->val;
+    }
+    if (!name || name->type != MSGPACK_OBJECT_STR) return bad(a, "a tensor has no string 'name'");
+    t->name = mallocCheck(name->via.str.size + 1);
+    memcpy(t->name, name->via.str.ptr, name->via.str.size);
+    t->name[name->via.str.size] = 0;
+    if (strlen(t->name) != name->via.str.size)
+        return mc_fail("%s: a tensor name contains a NUL byte", a->path);
+    if (!dtype || dtype->type != MSGPACK_OBJECT_STR)
+        return mc_fail("%s: tensor '%s' has no string 'dtype'", a->path, t->name);
+    int dt = art_dtype_parse(dtype->via.str.ptr, dtype->via.str.size);
+    if (dt < 0) return mc_fail("%s: tensor '%s' has an unknown dtype", a->path, t->name);
+    t->dtype = (art_dtype)dt;
+    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size > ART_MAX_DIMS)
+        return mc_fail("%s: tensor '%s' has no valid 'shape' (array of at most %d uints)", a->path,
+                       t->name, ART_MAX_DIMS);
+    t->ndim = (int)shape->via.array.size;
+    uint64_t numel = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        const msgpack_object *d = &shape->via.array.ptr[i];
+        if (d->type != MSGPACK_OBJECT_POSITIVE_INTEGER || d->via.u64 > ((uint64_t)1 << 40))
+            return mc_fail("%s: tensor '%s': bad dimension %d", a->path, t->name, i);
+        t->shape[i] = (int64_t)d->via.u64;
+        if (d->via.u64 && numel > ((uint64_t)1 << 50) / d->via.u64)
+            return mc_fail("%s: tensor '%s': shape too large", a->path, t->name);
+        numel *= d->via.u64;
+    }
+    t->numel = (int64_t)numel;
+    t->nbytes = (size_t)numel * art_dtype_size(t->dtype);
+    if (!data || data->type != MSGPACK_OBJECT_BIN)
+        return mc_fail("%s: tensor '%s' has no binary 'data'", a->path, t->name);
+    if (data->via.bin.size != t->nbytes)
+        return mc_fail("%s: tensor '%s': %u data bytes for shape needing %zu", a->path, t->name,
+                       data->via.bin.size, t->nbytes);
+    t->data = (const unsigned char *)data->via.bin.ptr;
+    return 0;
+}
+
+static int name_cmp(const void *x, const void *y) {
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Walk the msgpack encoding of buf without building anything and check that
+ * it is exactly one complete value and that no container announces more
+ * elements than bytes remain. msgpack-c allocates a container's element array
+ * from its announced count before reading the elements, so this check keeps
+ * a crafted count from asking for gigabytes. Returns 0 if plausible. */
+static int mp_plausible(const unsigned char *b, size_t len) {
+    enum { MAXD = 64 };
+    uint64_t todo[MAXD];
+    int depth = 0;
+    size_t p = 0;
+    todo[0] = 1;
+#define NEED(n) do { if ((uint64_t)(n) > len - p) return -1; } while (0)
+#define BE(k) ({ uint64_t v_ = 0; NEED(k); for (int i_ = 0; i_ < (k); i_++) v_ = v_ << 8 | b[p++]; v_; })
+    for (;;) {
+        while (todo[depth] == 0) {
+            if (depth == 0) return p == len ? 0 : -1;
+            depth--;
+        }
+        todo[depth]--;
+        NEED(1);
+        unsigned c = b[p++];
+        uint64_t skip = 0, count = 0;
+        int container = 0;
+        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) continue;
+        if (c >= 0x80 && c <= 0x8f) { count = 2 * (c & 15); container = 1; }
+        else if (c >= 0x90 && c <= 0x9f) { count = c & 15; container = 1; }
+        else if (c >= 0xa0 && c <= 0xbf) skip = c & 31;
+        else switch (c) {
+        case 0xc4: case 0xd9: skip = BE(1); break;
+        case 0xc5: case 0xda: skip = BE(2); break;
+        case 0xc6: case 0xdb: skip = BE(4); break;
+        case 0xc7: skip = BE(1) + 1; break;
+        case 0xc8: skip = BE(2) + 1; break;
+        case 0xc9: skip = BE(4) + 1; break;
+        case 0xca: skip = 4; break;
+        case 0xcb: skip = 8; break;
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xce: case 0xd2: skip = 4; break;
+        case 0xcf: case 0xd3: skip = 8; break;
+        case 0xd4: skip = 2; break;
+        case 0xd5: skip = 3; break;
+        case 0xd6: skip = 5; break;
+        case 0xd7: skip = 9; break;
+        case 0xd8: skip = 17; break;
+        case 0xdc: count = BE(2); container = 1; break;
+        case 0xdd: count = BE(4); container = 1; break;
+        case 0xde: count = 2 * BE(2); container = 1; break;
+        case 0xdf: count = 2 * BE(4); container = 1; break;
+        default: return -1; /* 0xc1 is never used */
+        }
+        if (container) {
+            NEED(count);
+            if (depth + 1 >= MAXD) return -1;
+            todo[++depth] = count;
+        } else {
+            NEED(skip);
+            p += skip;
+        }
+    }
+#undef NEED
+#undef BE
+}
+
+/* Parse and check everything after the checksum was verified. */
+static int art_parse(art_file *a, const char *want_kind) {
+    static const char *const order[6] = {"mats", "kind", "key", "meta", "tensors", "xxh3"};
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = -1;
+    if (mp_plausible(a->buf, a->len) != 0) {
+        bad(a, "not a valid msgpack document (corrupt artifact)");
+        goto done;
+    }
+    msgpack_unpack_return r = msgpack_unpack_next(&up, (const char *)a->buf, a->len, &off);
+    if (r != MSGPACK_UNPACK_SUCCESS || off != a->len) {
+        bad(a, "not a valid msgpack document (corrupt artifact)");
+        goto done;
+    }
+    const msgpack_object *root = &up.data;
+    if (root->type != MSGPACK_OBJECT_MAP) { bad(a, "top level is not a map"); goto done; }
+    const msgpack_object *field[6] = {0};
+    int last = -1;
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object_kv *kv = &root->via.map.ptr[i];
+        for (int j = 0; j < 6; j++)
+            if (obj_is_str(&kv->key, order[j])) {
+                if (field[j] || j < last) { bad(a, "top-level keys repeated or out of order"); goto done; }
+                field[j] = &kv->val;
+                last = j;
+            }
+    }
+    for (int j = 0; j < 6; j++)
+        if (!field[j]) { mc_fail("%s: missing top-level key '%s'", a->path, order[j]); goto done; }
+    if (field[0]->type != MSGPACK_OBJECT_POSITIVE_INTEGER || field[0]->via.u64 != ART_VERSION) {
+        mc_fail("%s: unknown artifact format version (this mats-c reads version %d); HINT: rebuild it with this version of the stage that wrote it",
+                a->path, ART_VERSION);
+        goto done;
+    }
+    if (field[1]->type != MSGPACK_OBJECT_STR || field[1]->via.str.size >= sizeof a->kind ||
+        field[1]->via.str.size == 0) { bad(a, "'kind' is not a short string"); goto done; }
+    memcpy(a->kind, field[1]->via.str.ptr, field[1]->via.str.size);
+    a->kind[field[1]->via.str.size] = 0;
+    if (field[2]->type != MSGPACK_OBJECT_STR || !is_key_hex(field[2]->via.str.ptr, field[2]->via.str.size)) {
+        bad(a, "'key' is not 32 lowercase hex digits or empty");
+        goto done;
+    }
+    memcpy(a->key, field[2]->via.str.ptr, field[2]->via.str.size);
+    a->key[field[2]->via.str.size] = 0;
+    if (field[3]->type != MSGPACK_OBJECT_MAP) { bad(a, "'meta' is not a map"); goto done; }
+    int verr = 0;
+    a->meta = to_val(field[3], 0, &verr);
+    if (verr) { bad(a, "'meta' has a non-string key or is nested too deeply"); goto done; }
+    if (field[4]->type != MSGPACK_OBJECT_ARRAY) { bad(a, "'tensors' is not an array"); goto done; }
+    a->n_tensors = field[4]->via.array.size;
+    a->tensors = callocCheck(a->n_tensors ? a->n_tensors : 1, sizeof(art_tensor));
+    for (size_t i = 0; i < a->n_tensors; i++)
+        if (parse_tensor(a, &field[4]->via.array.ptr[i], &a->tensors[i]) != 0) goto done;
+    if (a->n_tensors > 1) {
+        char **names = mallocCheck(a->n_tensors * sizeof(char *));
+        for (size_t i = 0; i < a->n_tensors; i++) names[i] = a->tensors[i].name;
+        qsort(names, a->n_tensors, sizeof(char *), name_cmp);
+        for (size_t i = 1; i < a->n_tensors; i++)
+            if (strcmp(names[i - 1], names[i]) == 0) {
+                mc_fail("%s: tensor name '%s' appears twice", a->path, names[i]);
+                free(names);
+                goto done;
+            }
+        free(names);
+    }
+    if (want_kind && strcmp(want_kind, a->kind) != 0) {
+        mc_fail("%s: is a '%s' artifact where a '%s' artifact is needed; HINT: check which file was passed",
+                a->path, a->kind, want_kind);
+        goto done;
+    }
+    rc = 0;
+done:
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+/* Verify the trailer and the checksum of a->buf. */
+static int art_verify(art_file *a) {
+    if (a->len < ART_TRAILER + 1)
+        return bad(a, "too short to be an artifact (truncated or not a mats file)");
+    const unsigned char *tr = a->buf + a->len - ART_TRAILER;
+    if (memcmp(tr, TRAILER_PREFIX, 7) != 0)
+        return bad(a, "no checksum trailer: the file is truncated, corrupt or not a mats artifact; delete it and rerun the stage that wrote it");
+    XXH128_hash_t h = XXH3_128bits(a->buf, a->len - ART_TRAILER);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    if (memcmp(c.digest, tr + 7, 16) != 0)
+        return bad(a, "checksum mismatch: the file is corrupt or was modified; delete it and rerun the stage that wrote it");
+    memcpy(a->digest, tr + 7, 16);
+    return 0;
+}
+
+art_file *art_open(const char *path, const char *want_kind) {
+    art_file *a = callocCheck(1, sizeof *a);
+    a->path = strdupCheck(path);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        mc_fail("%s: cannot open: %s", path, strerror(errno));
+        art_close(a);
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        mc_fail("%s: not a regular file", path);
+        close(fd);
+        art_close(a);
+        return NULL;
+    }
+    a->len = (size_t)st.st_size;
+    if (a->len > 0) {
+        void *p = mmap(NULL, a->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            mc_fail("%s: cannot map: %s", path, strerror(errno));
+            close(fd);
+            art_close(a);
+            return NULL;
+        }
+        a->buf = p;
+        a->mapped = 1;
+    }
+    close(fd);
+    if (art_verify(a) != 0 || art_parse(a, want_kind) != 0) {
+        art_close(a);
+        return NULL;
+    }
+    return a;
+}
+
+art_file *art_open_buffer(const void *buf, size_t len, const char *name, const char *want_kind) {
+    art_file *a = callocCheck(1, sizeof *a);
+    a->path = strdupCheck(name);
+    a->buf = mallocCheck(len);
+    if (len) memcpy(a->buf, buf, len);
+    a->len = len;
+    if (art_verify(a) != 0 || art_parse(a, want_kind) != 0) {
+        art_close(a);
+        return NULL;
+    }
+    return a;
+}
+
+void art_close(art_file *a) {
+    if (!a) return;
+    for (size_t i = 0; i < a->n_tensors; i++) free(a->tensors[i].name);
+    free(a->tensors);
+    val_free(a->meta);
+    if (a->mapped) munmap(a->buf, a->len);
+    else free(a->buf);
+    free(a->path);
+    free(a);
+}
+
+const art_tensor *art_find(const art_file *a, const char *name) {
+    for (size_t i = 0; i < a->n_tensors; i++)
+        if (strcmp(a->tensors[i].name, name) == 0) return &a->tensors[i];
+    return NULL;
+}
+
+void art_tensor_copy(const art_tensor *t, void *dst) { memcpy(dst, t->data, t->nbytes); }
+
+float *art_tensor_f32(const art_tensor *t) {
+    float *out = mallocCheck((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    const unsigned char *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        switch (t->dtype) {
+        case ART_F32: memcpy(&out[i], p + 4 * i, 4); break;
+        case ART_F64: { double d; memcpy(&d, p + 8 * i, 8); out[i] = (float)d; break; }
+        case ART_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); out[i] = (float)v; break; }
+        case ART_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); out[i] = (float)v; break; }
+        case ART_U8: out[i] = p[i]; break;
+        }
+    }
+    return out;
+}

@@ -1,0 +1,105 @@
+/* key.c - see key.h. */
+#include "key.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "art.h"
+#include "common.h"
+
+typedef struct { char *a, *b; } pair;
+
+struct mc_key {
+    char *stage;
+    char binary[33];
+    pair *cfg, *in;
+    size_t ncfg, nin, capcfg, capin;
+    char *text;
+};
+
+mc_key *key_new(const char *stage) {
+    mc_key *k = callocCheck(1, sizeof *k);
+    k->stage = strdupCheck(stage);
+    return k;
+}
+
+void key_free(mc_key *k) {
+    if (!k) return;
+    for (size_t i = 0; i < k->ncfg; i++) { free(k->cfg[i].a); free(k->cfg[i].b); }
+    for (size_t i = 0; i < k->nin; i++) { free(k->in[i].a); free(k->in[i].b); }
+    free(k->cfg);
+    free(k->in);
+    free(k->text);
+    free(k->stage);
+    free(k);
+}
+
+static void add(pair **v, size_t *n, size_t *cap, const char *a, const char *b) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*v)[i].a, a) == 0) {
+            free((*v)[i].b);
+            (*v)[i].b = strdupCheck(b);
+            return;
+        }
+    if (*n == *cap) *v = reallocCheck(*v, (*cap = *cap ? 2 * *cap : 16) * sizeof(pair));
+    (*v)[*n].a = strdupCheck(a);
+    (*v)[(*n)++].b = strdupCheck(b);
+}
+
+int key_file_hex(const char *path, char out[33]) {
+    unsigned char *buf;
+    size_t len;
+    if (mc_read_file(path, &buf, &len) != 0) return -1;
+    key_buf_hex(buf, len, out);
+    free(buf);
+    return 0;
+}
+
+void key_buf_hex(const void *p, size_t n, char out[33]) {
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(p, n));
+    art_hex(c.digest, out);
+}
+
+int key_binary_file(mc_key *k, const char *path) { return key_file_hex(path, k->binary); }
+
+void key_binary_hex(mc_key *k, const char *hex) { snprintf(k->binary, sizeof k->binary, "%s", hex); }
+
+void key_config(mc_key *k, const char *name, const char *value) {
+    add(&k->cfg, &k->ncfg, &k->capcfg, name, value);
+}
+
+int key_input(mc_key *k, const char *role, const char *hex) {
+    size_t n = strlen(hex);
+    int ok = n == 32;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
+    if (!ok) return mc_fail("input '%s': '%s' is not a 32-hex-digit key", role, hex);
+    add(&k->in, &k->nin, &k->capin, role, hex);
+    return 0;
+}
+
+static int pair_cmp(const void *x, const void *y) {
+    return strcmp(((const pair *)x)->a, ((const pair *)y)->a);
+}
+
+const char *key_text(mc_key *k) {
+    qsort(k->cfg, k->ncfg, sizeof(pair), pair_cmp);
+    qsort(k->in, k->nin, sizeof(pair), pair_cmp);
+    size_t len = strlen(k->stage) + 64;
+    for (size_t i = 0; i < k->ncfg; i++) len += strlen(k->cfg[i].a) + strlen(k->cfg[i].b) + 10;
+    for (size_t i = 0; i < k->nin; i++) len += strlen(k->in[i].a) + strlen(k->in[i].b) + 10;
+    free(k->text);
+    k->text = mallocCheck(len);
+    char *p = k->text;
+    p += sprintf(p, "stage %s\nbinary %s\n", k->stage, k->binary[0] ? k->binary : "-");
+    for (size_t i = 0; i < k->ncfg; i++) p += sprintf(p, "config %s=%s\n", k->cfg[i].a, k->cfg[i].b);
+    for (size_t i = 0; i < k->nin; i++) p += sprintf(p, "input %s %s\n", k->in[i].a, k->in[i].b);
+    return k->text;
+}
+
+void key_digest(mc_key *k, char out[33]) {
+    const char *t = key_text(k);
+    key_buf_hex(t, strlen(t), out);
+}

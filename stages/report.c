@@ -184,6 +184,24 @@ int main(int argc, char **argv) {
     }
     fclose(mf);
     if (nr == 0) die("%s: no results listed", manifest);
+    /* Lines of the same group, row, seed, split and lambda are one result:
+     * e.g. the individual models, one metrics file per task. */
+    int nm = 0;
+    for (int i = 0; i < nr; i++) {
+        int j = 0;
+        while (j < nm && !(!strcmp(rs[j].group, rs[i].group) && !strcmp(rs[j].row, rs[i].row) &&
+                           !strcmp(rs[j].seed, rs[i].seed) && !strcmp(rs[j].split, rs[i].split) &&
+                           ((isnan(rs[j].lambda) && isnan(rs[i].lambda)) || rs[j].lambda == rs[i].lambda)))
+            j++;
+        if (j == nm) { if (j != i) rs[j] = rs[i]; nm++; continue; }
+        for (int t = 0; t < MAXT; t++)
+            if (!isnan(rs[i].acc[t])) {
+                if (!isnan(rs[j].acc[t])) die("%s: task '%s' listed twice for %s %s seed %s %s", manifest, tasks[t], rs[i].group, rs[i].row, rs[i].seed, rs[i].split);
+                rs[j].acc[t] = rs[i].acc[t];
+            }
+        if (rs[i].single >= 0) rs[j].single = (rs[j].single < 0 ? 0 : rs[j].single) + rs[i].single;
+    }
+    nr = nm;
     for (int i = 0; i < nr; i++) rs[i].avg = row_avg(&rs[i]);
 
     FILE *md = fopen(out, "w");

@@ -27,6 +27,17 @@ static void write_metrics(const char *name, double a, double b, const int32_t *p
     val_free(m);
 }
 
+static void write_metrics1(const char *name, const char *task, double a) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    mc_val *m = val_map();
+    val_set_float(val_set_map(m, "accuracy"), task, a);
+    val_set_float(m, "average", a);
+    art_writer *w = art_writer_open(p, "metrics", "", m, 0);
+    if (art_writer_close(w) != 0) die("%s", mc_error());
+    val_free(m);
+}
+
 static void write_tokens(const char *name, const char *task, const int32_t *labels, int n) {
     char p[400];
     snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -92,6 +103,30 @@ static void test_table(void) {
     free(md);
 }
 
+/* One metrics file per task and seed (the individual models) combine into
+ * one result per seed: the average is over tasks first, then over seeds. */
+static void test_per_task_lines_combine(void) {
+    write_metrics1("a1.msgpack", "alpha", 0.9);
+    write_metrics1("b1.msgpack", "beta", 0.5);
+    write_metrics1("a2.msgpack", "alpha", 0.7);
+    write_metrics1("b2.msgpack", "beta", 0.5);
+    char man[400], out[400], cmd[1200];
+    snprintf(man, sizeof man, "%s/m2.tsv", dir);
+    snprintf(out, sizeof out, "%s/r2.md", dir);
+    FILE *f = fopen(man, "w");
+    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/a1.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/b1.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/a2.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/b2.msgpack\n", dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s --no-plots 2>/dev/null", man, out);
+    CHECK(system(cmd) == 0, "report failed");
+    char *md = slurp(out);
+    /* seed averages 70 and 60: 65 ± 7.1 */
+    CHECK(md && strstr(md, "| individual | 80.0 ± 14.1 | 50.0 ± 0.0 | **65.0 ± 7.1** | – | – |"), "row:\n%s", md ? md : "");
+    free(md);
+}
+
 static void test_bad_manifest(void) {
     char man[400], cmd[1200];
     snprintf(man, sizeof man, "%s/bad.tsv", dir);
@@ -111,6 +146,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/mats-test-report.%ld", (long)getpid());
     mkdir(dir, 0777);
     RUN(test_table);
+    RUN(test_per_task_lines_combine);
     RUN(test_bad_manifest);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

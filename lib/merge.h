@@ -1,0 +1,186 @@
+/* merge.h - the numerical core of the merge stage (stages/merge.c).
+ *
+ * Everything here works on plain float / double buffers; artifact handling
+ * lives in the stage. Matrix products go through backend.h.
+ *
+ * Conventions
+ *  - A linear weight W is [out, in] row-major, as stored in artifacts. The
+ *    MaTS reference code works on V = W^T; we keep W and write every system
+ *    in W-space, which needs no transposes:
+ *        RegMean:  V -> (sum_i A_i) V          is  W -> W (sum_i A_i)
+ *        K-FAC:    V -> sum_i A_i V G_i        is  W -> sum_i G_i W A_i
+ *    (A_i input Gram [in,in], G_i output-gradient Gram [out,out], both
+ *    symmetric.)
+ *  - lambda scaling of a Gram / Fisher block: M~ = lambda M + (1-lambda) diag(M).
+ *  - CG vectors are float32; dot products accumulate in double.
+ */
+#ifndef MC_MERGE_H
+#define MC_MERGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ small kernels */
+
+/* M (n x n, row-major) <- lambda M + (1 - lambda) diag(M), in place. */
+void mrg_scale_offdiag(float *M, int n, float lambda);
+
+/* 1 if all n values are finite, else 0 and *bad = first bad index. */
+int mrg_all_finite(const float *x, long n, long *bad);
+
+/* Order-preserving map of |x| to uint32: the IEEE bits of |x| (finite x). */
+static inline uint32_t mrg_absbits(float x) {
+    union { float f; uint32_t u; } v = {x};
+    return v.u & 0x7fffffffu;
+}
+static inline float mrg_bits_float(uint32_t u) {
+    union { uint32_t u; float f; } v = {u};
+    return v.f;
+}
+
+/* ------------------------------------------------------------ TIES selection
+ *
+ * The global magnitude threshold of one task vector, found with two
+ * histogram passes over its entries (streamed tensor by tensor) instead of
+ * holding the vector: pass 1 counts the high 16 bits of |x|, pass 2 the low
+ * 16 bits of the entries in the chosen high bin. The result is the exact
+ * rank-th smallest |x| (1-based), as torch.kthvalue gives it. */
+typedef struct {
+    uint64_t hi[65536];
+    uint64_t lo[65536];
+    uint64_t total;     /* entries seen in pass 1 */
+    uint64_t rank;      /* wanted 1-based rank among the smallest */
+    uint64_t below;     /* entries in high bins below the chosen one */
+    int pass;           /* 1, 2, then 3 = done */
+    uint32_t hibin;
+    float value;        /* the answer once pass == 3 */
+} mrg_select;
+
+void mrg_select_init(mrg_select *s);
+/* Feed entries: in pass 1 every entry, in pass 2 the same entries again. */
+void mrg_select_feed(mrg_select *s, const float *x, long n);
+/* Close pass 1 (choose the high bin for `rank`) or pass 2 (the value). */
+void mrg_select_next(mrg_select *s, uint64_t rank);
+
+/* TIES threshold rank for d entries keeping `percent` %: the reference
+ * keeps |x| >= kthvalue(d - floor(d * percent/100)); returns that 1-based
+ * rank, or 0 meaning "keep everything". */
+uint64_t mrg_ties_rank(uint64_t d, double percent);
+
+/* ------------------------------------------------------------ DARE random mask
+ *
+ * Counter-based: keep(seed, model, tensor, i) depends only on its
+ * arguments, so passes over the data in any order give the same mask. */
+uint64_t mrg_hash_name(const char *s);
+/* 1 with probability 1 - p (keep), 0 with probability p (drop). */
+int mrg_dare_keep(uint64_t seed, uint64_t model, uint64_t tensor_hash, uint64_t i, double p);
+
+/* ------------------------------------------------------------ breadcrumbs
+ *
+ * Per tensor: keep entries whose magnitude lies in [lo, hi], where lo is the
+ * (floor(n*bottom/100)+1)-th smallest |x| and hi the (floor(n*top/100)+1)-th
+ * largest; others are set to 0. `work` holds n floats. */
+void mrg_breadcrumbs(float *x, long n, double top_percent, double bottom_percent, float *work);
+
+/* ------------------------------------------------------------ SPD solves */
+
+/* Solve S X = B (S n x n symmetric, B n x nrhs; X overwrites B) by Cholesky
+ * in double. If S is not positive definite, retry with S + r I and
+ * B + r * prior (a ridge pulling towards `prior`, n x nrhs; zero if NULL),
+ * r = 1e-6, 1e-5, ..., 1 times the mean diagonal of S (1 if that is not
+ * positive). S is overwritten by the factor. Returns the ridge used (0 if
+ * none), or -1 if even the largest ridge failed. */
+double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior);
+
+/* ------------------------------------------------------------ operators */
+
+typedef struct mrg_op mrg_op;
+struct mrg_op {
+    long n;                                                  /* unknowns */
+    void (*apply)(const mrg_op *op, const float *x, float *y);  /* y = A x */
+    void *ctx;
+};
+
+/* y = x */
+void mrg_op_identity(mrg_op *op, long n);
+/* y = d .* x; d must outlive op. */
+void mrg_op_diag(mrg_op *op, long n, const float *d);
+
+/* W (rows x k) -> W S with S (k x k) symmetric. rows = 1 gives S x for a
+ * vector (IA3 Fisher blocks). S must outlive op. */
+typedef struct {
+    int rows, k;
+    const float *S;
+} mrg_rmul;
+void mrg_op_rmul(mrg_op *op, mrg_rmul *ctx, int rows, int k, const float *S);
+
+/* K-FAC operator W (out x in) -> sum_i G_i W A_i over N pairs.
+ * Fast path: two GEMMs per application,
+ *   Q      = W [A_1 ... A_N]                 (out x N*in)
+ *   Qstack = [Q_1; ...; Q_N]                 (N*out x in, a block copy)
+ *   Y      = [G_1 ... G_N] Qstack            (out x in)
+ * so BLAS sees k = in and k = N*out instead of 2N small products. */
+typedef struct {
+    int N, out, in;
+    float *Acat;     /* in x N*in: [A_1 ... A_N] */
+    float *Gcat;     /* out x N*out: [G_1 ... G_N] */
+    float *Q;        /* out x N*in work */
+    float *Qs;       /* N*out x in work */
+} mrg_kfac;
+
+/* Allocate for N pairs of the given shape; fill with mrg_kfac_set. */
+void mrg_kfac_init(mrg_kfac *K, int N, int out, int in);
+/* Copy pair i: A (in x in) and G (out x out), each lambda-scaled here. */
+void mrg_kfac_set(mrg_kfac *K, int i, const float *A, const float *G, float lambda);
+void mrg_kfac_free(mrg_kfac *K);
+void mrg_op_kfac(mrg_op *op, mrg_kfac *K);
+/* Y = sum_i G_i W A_i computed pair by pair (2N GEMMs), as the MaTS code
+ * does: the reference the fast path is tested against. */
+void mrg_kfac_apply_naive(const mrg_kfac *K, const float *W, float *Y);
+/* b = sum_i G_i W_i A_i for the N models' weights W_i (out x in each). */
+void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b);
+/* Flops of one application (2 N out in (in + out)). */
+double mrg_kfac_flops(const mrg_kfac *K);
+
+/* Kronecker preconditioner for the K-FAC system: P = N (Gbar (x) Abar) with
+ * Gbar, Abar the means of the (scaled) Grams; P^-1 R = Gbar^-1 R Abar^-1 / N
+ * through two Cholesky solves in double. */
+typedef struct {
+    int N, out, in;
+    double *Lg, *La;   /* Cholesky factors */
+    double *t1, *t2;   /* out*in work each */
+    double ridge_g, ridge_a;
+} mrg_kron;
+/* -1 if a mean Gram is not positive definite even with a ridge. */
+int mrg_kron_init(mrg_kron *P, const mrg_kfac *K);
+void mrg_kron_apply(const mrg_kron *P, const float *R, float *Z);
+void mrg_kron_free(mrg_kron *P);
+
+/* ------------------------------------------------------------ CG */
+
+typedef enum {
+    MRG_CG_MAXITER = 0,     /* ran all iterations */
+    MRG_CG_CONVERGED = 1,   /* ||r|| <= tol ||b|| */
+    MRG_CG_BREAKDOWN = 2,   /* p^T A p <= 0 or a non-finite step: stopped, x kept */
+} mrg_cg_status;
+
+typedef struct {
+    int iterations;
+    double b_norm;
+    double initial_residual;   /* ||b - A x0|| */
+    double final_residual;     /* ||b - A x|| recomputed at the end */
+    mrg_cg_status status;
+    double seconds;
+} mrg_cg_result;
+
+/* Preconditioner callback: z = M^-1 r. */
+typedef void (*mrg_precond_fn)(const void *ctx, const float *r, float *z);
+
+/* Conjugate gradient on op x = b from x (in: x0, out: solution), at most
+ * maxit iterations, stopping once ||r|| <= tol * ||b|| (tol = 0: never
+ * early, except at an exactly zero residual), or at `target` absolute
+ * residual when target > 0. pc may be NULL. Work: 4n floats (allocated). */
+void mrg_cg(const mrg_op *op, const float *b, float *x, int maxit, double tol, double target,
+            mrg_precond_fn pc, const void *pc_ctx, mrg_cg_result *res);
+
+#endif

@@ -1,0 +1,310 @@
+/* merge_cg.c - linear operators, SPD solves and conjugate gradient for the
+ * merge stage (see merge.h for the conventions). */
+#include "merge.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+
+/* ------------------------------------------------------------ SPD solves */
+
+double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior) {
+    size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;
+    double *S0 = mallocCheck(sizeof(double) * nn);
+    double *B0 = mallocCheck(sizeof(double) * (nb ? nb : 1));
+    memcpy(S0, S, sizeof(double) * nn);
+    memcpy(B0, B, sizeof(double) * nb);
+    double mean_diag = 0;
+    for (int i = 0; i < n; i++) mean_diag += S0[(size_t)i * n + i];
+    mean_diag /= n > 0 ? n : 1;
+    if (!(mean_diag > 0) || !isfinite(mean_diag)) mean_diag = 1;
+
+    double ridge = 0;
+    int ok = be_dpotrf(n, S, n) == 0;
+    for (double f = 1e-6; !ok && f <= 1.0 + 1e-12; f *= 10) {
+        ridge = f * mean_diag;
+        memcpy(S, S0, sizeof(double) * nn);
+        for (int i = 0; i < n; i++) S[(size_t)i * n + i] += ridge;
+        ok = be_dpotrf(n, S, n) == 0;
+    }
+    if (!ok) {
+        free(S0);
+        free(B0);
+        return -1;
+    }
+    if (ridge > 0) {
+        memcpy(B, B0, sizeof(double) * nb);
+        if (prior)
+            for (size_t j = 0; j < nb; j++) B[j] += ridge * prior[j];
+    }
+    if (nrhs > 0) be_dpotrs(n, nrhs, S, n, B, nrhs);
+    free(S0);
+    free(B0);
+    return ridge;
+}
+
+/* ------------------------------------------------------------ operators */
+
+static void apply_identity(const mrg_op *op, const float *x, float *y) {
+    memcpy(y, x, sizeof(float) * (size_t)op->n);
+}
+
+void mrg_op_identity(mrg_op *op, long n) {
+    op->n = n;
+    op->apply = apply_identity;
+    op->ctx = NULL;
+}
+
+static void apply_diag(const mrg_op *op, const float *x, float *y) {
+    const float *d = op->ctx;
+    for (long i = 0; i < op->n; i++) y[i] = d[i] * x[i];
+}
+
+void mrg_op_diag(mrg_op *op, long n, const float *d) {
+    op->n = n;
+    op->apply = apply_diag;
+    op->ctx = (void *)d;
+}
+
+static void apply_rmul(const mrg_op *op, const float *x, float *y) {
+    const mrg_rmul *c = op->ctx;
+    /* Y (rows x k) = X (rows x k) S (k x k) */
+    be_gemm(0, 0, c->rows, c->k, c->k, 1.0f, x, c->k, c->S, c->k, 0.0f, y, c->k);
+}
+
+void mrg_op_rmul(mrg_op *op, mrg_rmul *ctx, int rows, int k, const float *S) {
+    ctx->rows = rows;
+    ctx->k = k;
+    ctx->S = S;
+    op->n = (long)rows * k;
+    op->apply = apply_rmul;
+    op->ctx = ctx;
+}
+
+/* ------------------------------------------------------------ K-FAC */
+
+void mrg_kfac_init(mrg_kfac *K, int N, int out, int in) {
+    K->N = N;
+    K->out = out;
+    K->in = in;
+    K->Acat = mallocCheck(sizeof(float) * (size_t)in * N * in);
+    K->Gcat = mallocCheck(sizeof(float) * (size_t)out * N * out);
+    K->Q = mallocCheck(sizeof(float) * (size_t)out * N * in);
+    K->Qs = mallocCheck(sizeof(float) * (size_t)out * N * in);
+}
+
+void mrg_kfac_set(mrg_kfac *K, int i, const float *A, const float *G, float lambda) {
+    int N = K->N, in = K->in, out = K->out;
+    /* Row r of A goes to columns [i*in, (i+1)*in) of row r of Acat. */
+    for (int r = 0; r < in; r++) {
+        float *dst = K->Acat + (size_t)r * N * in + (size_t)i * in;
+        const float *src = A + (size_t)r * in;
+        for (int c = 0; c < in; c++) dst[c] = r == c ? src[c] : lambda * src[c];
+    }
+    for (int r = 0; r < out; r++) {
+        float *dst = K->Gcat + (size_t)r * N * out + (size_t)i * out;
+        const float *src = G + (size_t)r * out;
+        for (int c = 0; c < out; c++) dst[c] = r == c ? src[c] : lambda * src[c];
+    }
+}
+
+void mrg_kfac_free(mrg_kfac *K) {
+    free(K->Acat);
+    free(K->Gcat);
+    free(K->Q);
+    free(K->Qs);
+    memset(K, 0, sizeof *K);
+}
+
+double mrg_kfac_flops(const mrg_kfac *K) {
+    return 2.0 * K->N * (double)K->out * K->in * ((double)K->in + K->out);
+}
+
+/* Q's column block i (out x in, row stride N*in) -> rows [i*out,(i+1)*out) of Qs. */
+static void kfac_stack(const mrg_kfac *K) {
+    int N = K->N, out = K->out, in = K->in;
+    for (int i = 0; i < N; i++)
+        for (int r = 0; r < out; r++)
+            memcpy(K->Qs + ((size_t)i * out + r) * in, K->Q + (size_t)r * N * in + (size_t)i * in,
+                   sizeof(float) * (size_t)in);
+}
+
+static void apply_kfac(const mrg_op *op, const float *W, float *Y) {
+    const mrg_kfac *K = op->ctx;
+    int N = K->N, out = K->out, in = K->in;
+    /* Q (out x N*in) = W (out x in) Acat (in x N*in) */
+    be_gemm(0, 0, out, N * in, in, 1.0f, W, in, K->Acat, N * in, 0.0f, K->Q, N * in);
+    kfac_stack(K);
+    /* Y (out x in) = Gcat (out x N*out) Qs (N*out x in) */
+    be_gemm(0, 0, out, in, N * out, 1.0f, K->Gcat, N * out, K->Qs, in, 0.0f, Y, in);
+}
+
+void mrg_op_kfac(mrg_op *op, mrg_kfac *K) {
+    op->n = (long)K->out * K->in;
+    op->apply = apply_kfac;
+    op->ctx = K;
+}
+
+void mrg_kfac_apply_naive(const mrg_kfac *K, const float *W, float *Y) {
+    int N = K->N, out = K->out, in = K->in;
+    float *T = mallocCheck(sizeof(float) * (size_t)out * in);
+    for (int i = 0; i < N; i++) {
+        /* T = G_i W; Y += T A_i */
+        be_gemm(0, 0, out, in, out, 1.0f, K->Gcat + (size_t)i * out, N * out, W, in, 0.0f, T, in);
+        be_gemm(0, 0, out, in, in, 1.0f, T, in, K->Acat + (size_t)i * in, N * in, i ? 1.0f : 0.0f,
+                Y, in);
+    }
+    free(T);
+}
+
+void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b) {
+    int N = K->N, out = K->out, in = K->in;
+    /* Q block i = W_i A_i, then b = Gcat Qs as in apply_kfac. */
+    for (int i = 0; i < N; i++)
+        be_gemm(0, 0, out, in, in, 1.0f, W[i], in, K->Acat + (size_t)i * in, N * in, 0.0f,
+                K->Q + (size_t)i * in, N * in);
+    kfac_stack(K);
+    be_gemm(0, 0, out, in, N * out, 1.0f, K->Gcat, N * out, K->Qs, in, 0.0f, b, in);
+}
+
+/* ------------------------------------------------------------ Kronecker preconditioner */
+
+int mrg_kron_init(mrg_kron *P, const mrg_kfac *K) {
+    int N = K->N, out = K->out, in = K->in;
+    memset(P, 0, sizeof *P);
+    P->N = N;
+    P->out = out;
+    P->in = in;
+    P->Lg = callocCheck((size_t)out * out, sizeof(double));
+    P->La = callocCheck((size_t)in * in, sizeof(double));
+    for (int i = 0; i < N; i++) {
+        for (int r = 0; r < out; r++)
+            for (int c = 0; c < out; c++)
+                P->Lg[(size_t)r * out + c] += K->Gcat[(size_t)r * N * out + (size_t)i * out + c];
+        for (int r = 0; r < in; r++)
+            for (int c = 0; c < in; c++)
+                P->La[(size_t)r * in + c] += K->Acat[(size_t)r * N * in + (size_t)i * in + c];
+    }
+    for (size_t j = 0; j < (size_t)out * out; j++) P->Lg[j] /= N;
+    for (size_t j = 0; j < (size_t)in * in; j++) P->La[j] /= N;
+    /* Factor with an empty right-hand side: mrg_spd_solve's ridge logic. */
+    double dummy = 0;
+    P->ridge_g = mrg_spd_solve(out, 0, P->Lg, &dummy, NULL);
+    P->ridge_a = mrg_spd_solve(in, 0, P->La, &dummy, NULL);
+    P->t1 = mallocCheck(sizeof(double) * (size_t)out * in);
+    P->t2 = mallocCheck(sizeof(double) * (size_t)out * in);
+    if (P->ridge_g < 0 || P->ridge_a < 0) return -1;
+    return 0;
+}
+
+void mrg_kron_apply(const mrg_kron *P, const float *R, float *Z) {
+    int out = P->out, in = P->in;
+    size_t n = (size_t)out * in;
+    for (size_t j = 0; j < n; j++) P->t1[j] = R[j];
+    be_dpotrs(out, in, P->Lg, out, P->t1, in); /* t1 = Gbar^-1 R   (out x in) */
+    for (int r = 0; r < out; r++)              /* t2 = t1^T        (in x out) */
+        for (int c = 0; c < in; c++) P->t2[(size_t)c * out + r] = P->t1[(size_t)r * in + c];
+    be_dpotrs(in, out, P->La, in, P->t2, out); /* t2 = Abar^-1 t1^T = (t1 Abar^-1)^T */
+    double s = 1.0 / P->N;
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++) Z[(size_t)r * in + c] = (float)(s * P->t2[(size_t)c * out + r]);
+}
+
+void mrg_kron_free(mrg_kron *P) {
+    free(P->Lg);
+    free(P->La);
+    free(P->t1);
+    free(P->t2);
+    memset(P, 0, sizeof *P);
+}
+
+/* ------------------------------------------------------------ CG */
+
+static double dot(long n, const float *x, const float *y) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return s;
+}
+
+static double residual(const mrg_op *op, const float *b, const float *x, float *r) {
+    op->apply(op, x, r);
+    double s = 0;
+    for (long i = 0; i < op->n; i++) {
+        r[i] = b[i] - r[i];
+        s += (double)r[i] * r[i];
+    }
+    return sqrt(s);
+}
+
+void mrg_cg(const mrg_op *op, const float *b, float *x, int maxit, double tol, double target,
+            mrg_precond_fn pc, const void *pc_ctx, mrg_cg_result *res) {
+    long n = op->n;
+    double t0 = mc_now();
+    float *r = mallocCheck(sizeof(float) * (size_t)n);
+    float *p = mallocCheck(sizeof(float) * (size_t)n);
+    float *q = mallocCheck(sizeof(float) * (size_t)n);
+    float *z = pc ? mallocCheck(sizeof(float) * (size_t)n) : r;
+
+    memset(res, 0, sizeof *res);
+    res->b_norm = sqrt(dot(n, b, b));
+    double rnorm = residual(op, b, x, r);
+    res->initial_residual = rnorm;
+    double stop = tol * res->b_norm;
+    if (target > 0 && target > stop) stop = target;
+    res->status = MRG_CG_MAXITER;
+
+    if (pc) pc(pc_ctx, r, z);
+    memcpy(p, z, sizeof(float) * (size_t)n);
+    double rz = pc ? dot(n, r, z) : rnorm * rnorm;
+    int it = 0;
+    for (; it < maxit; it++) {
+        if (rnorm <= stop || rnorm == 0) {
+            res->status = MRG_CG_CONVERGED;
+            break;
+        }
+        op->apply(op, p, q);
+        double pq = dot(n, p, q);
+        double alpha = rz / pq;
+        if (!(pq > 0) || !isfinite(alpha)) {
+            res->status = MRG_CG_BREAKDOWN;
+            break;
+        }
+        float a = (float)alpha;
+        double rr = 0;
+        for (long i = 0; i < n; i++) {
+            x[i] += a * p[i];
+            r[i] -= a * q[i];
+            rr += (double)r[i] * r[i];
+        }
+        rnorm = sqrt(rr);
+        double rz_new;
+        if (pc) {
+            pc(pc_ctx, r, z);
+            rz_new = dot(n, r, z);
+        } else {
+            rz_new = rr;
+        }
+        double beta = rz_new / rz;
+        if (!isfinite(beta) || !(rz_new > 0)) {
+            /* r (or M^-1 r) vanished: x is the solution to working precision. */
+            it++;
+            res->status = rz_new == 0 ? MRG_CG_CONVERGED : MRG_CG_BREAKDOWN;
+            break;
+        }
+        float be = (float)beta;
+        for (long i = 0; i < n; i++) p[i] = z[i] + be * p[i];
+        rz = rz_new;
+    }
+    if (it == maxit && res->status == MRG_CG_MAXITER && (rnorm <= stop || rnorm == 0))
+        res->status = MRG_CG_CONVERGED;
+    res->iterations = it;
+    res->final_residual = residual(op, b, x, q);
+    res->seconds = mc_now() - t0;
+    free(r);
+    free(p);
+    free(q);
+    if (pc) free(z);
+}

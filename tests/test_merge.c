@@ -1,0 +1,758 @@
+/* test_merge.c - the merge stage and its numerical core.
+ *
+ * Part 1 tests lib/merge*.c directly: selection, DARE mask, breadcrumbs,
+ * the K-FAC operator (fast path against the pair-by-pair reference and a
+ * triple loop), CG against Cholesky, the Kronecker preconditioner, the
+ * ridge of singular solves, and CG's scale invariance.
+ *
+ * Part 2 writes the inputs of tests/reference/merge_fixture.txt (made by
+ * the PyTorch reference merge_ref.py) as artifacts, runs build/bin/merge
+ * for every method and compares with the reference outputs; then hand-built
+ * TIES cases (ties at the threshold, zero signs), DARE properties, a
+ * singular RegMean system, the scipy-legacy-tolerance quirk, meta contents,
+ * determinism and bad inputs.
+ */
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "harness.h"
+#include "merge.h"
+
+static char dir[256], root[1024];
+static const char *PRE_KEY = "0123456789abcdef0123456789abcdef";
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t rs = 88172645463325252ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 11) * 0x1.0p-53 * 2 - 1);
+}
+
+static void rand_pd(float *M, int n, float ridge) {
+    int m = 2 * n;
+    float *Z = mallocCheck(sizeof(float) * n * m);
+    for (int i = 0; i < n * m; i++) Z[i] = frand();
+    be_syrk(0, n, m, 1.0f / m, Z, m, 0.0f, M, n);
+    for (int i = 0; i < n; i++) M[i * n + i] += ridge;
+    free(Z);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* ------------------------------------------------------------ part 1: library */
+
+static void test_scale_offdiag(void) {
+    float M[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    mrg_scale_offdiag(M, 3, 0.25f);
+    float want[9] = {1, 0.5f, 0.75f, 1, 5, 1.5f, 1.75f, 2, 9};
+    t_close("scaled", M, want, 9, 0, 0);
+}
+
+static void test_select_matches_sort(void) {
+    enum { n = 5000 };
+    static float x[n], s[n];
+    for (int trial = 0; trial < 3; trial++) {
+        for (int i = 0; i < n; i++) {
+            x[i] = frand();
+            if (trial == 1) x[i] = (float)(int)(x[i] * 5); /* many ties, zeros */
+            if (trial == 2 && i % 3 == 0) x[i] = 0;
+        }
+        for (int i = 0; i < n; i++) s[i] = fabsf(x[i]);
+        qsort(s, n, sizeof(float), cmp_float);
+        uint64_t ranks[] = {1, 2, 17, n / 2, n - 1, n};
+        for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; r++) {
+            mrg_select sel;
+            mrg_select_init(&sel);
+            mrg_select_feed(&sel, x, 1234); /* fed in two chunks */
+            mrg_select_feed(&sel, x + 1234, n - 1234);
+            mrg_select_next(&sel, ranks[r]);
+            mrg_select_feed(&sel, x, n);
+            mrg_select_next(&sel, ranks[r]);
+            CHECK(sel.value == s[ranks[r] - 1], "trial %d rank %llu: %g vs sorted %g", trial,
+                  (unsigned long long)ranks[r], sel.value, s[ranks[r] - 1]);
+        }
+    }
+}
+
+static void test_ties_rank(void) {
+    CHECK(mrg_ties_rank(86, 40) == 52, "86 at 40%%: %llu", (unsigned long long)mrg_ties_rank(86, 40));
+    CHECK(mrg_ties_rank(86, 100) == 0, "100%% keeps all");
+    CHECK(mrg_ties_rank(86, 0) == 86, "0%% -> the max");
+    CHECK(mrg_ties_rank(5, 20) == 4, "5 at 20%%");
+}
+
+static void test_dare_mask(void) {
+    long kept = 0, n = 200000;
+    for (long i = 0; i < n; i++) kept += mrg_dare_keep(7, 1, 99, (uint64_t)i, 0.3);
+    double frac = (double)kept / n, sd = sqrt(0.3 * 0.7 / n);
+    CHECK(fabs(frac - 0.7) < 6 * sd, "kept fraction %.4f, want 0.7 +- %.4f", frac, 6 * sd);
+    int same = 1, diff_seed = 0, diff_model = 0;
+    for (long i = 0; i < 1000; i++) {
+        same &= mrg_dare_keep(7, 1, 99, i, 0.5) == mrg_dare_keep(7, 1, 99, i, 0.5);
+        diff_seed += mrg_dare_keep(7, 1, 99, i, 0.5) != mrg_dare_keep(8, 1, 99, i, 0.5);
+        diff_model += mrg_dare_keep(7, 1, 99, i, 0.5) != mrg_dare_keep(7, 2, 99, i, 0.5);
+    }
+    CHECK(same, "mask not deterministic");
+    CHECK(diff_seed > 400 && diff_model > 400, "masks of other seeds/models too similar: %d %d", diff_seed,
+          diff_model);
+    for (long i = 0; i < 1000; i++) CHECK(mrg_dare_keep(3, 0, 0, i, 0.0), "p=0 dropped %ld", i);
+}
+
+static void test_breadcrumbs_hand(void) {
+    float x[10] = {5, -1, 3, 0.5f, -4, 2, 0, 6, -2, 1}, w[10];
+    /* |x| sorted: 0 .5 1 1 2 2 3 4 5 6; bottom 30% -> lo = 1 (4th smallest),
+     * top 10% -> hi = 5 (2nd largest). */
+    mrg_breadcrumbs(x, 10, 10, 30, w);
+    float want[10] = {5, -1, 3, 0, -4, 2, 0, 0, -2, 1};
+    t_close("breadcrumbs", x, want, 10, 0, 0);
+    float y[4] = {1, 2, 3, 4};
+    mrg_breadcrumbs(y, 4, 50, 50, w);
+    float zero[4] = {0};
+    t_close("breadcrumbs all dropped", y, zero, 4, 0, 0);
+}
+
+/* The K-FAC fast path against the pair-by-pair path and a double triple loop. */
+static void test_kfac_apply(void) {
+    int N = 3, out = 5, in = 7;
+    mrg_kfac K;
+    mrg_kfac_init(&K, N, out, in);
+    float *A[3], *G[3], *Wi[3];
+    for (int i = 0; i < N; i++) {
+        A[i] = mallocCheck(sizeof(float) * in * in);
+        G[i] = mallocCheck(sizeof(float) * out * out);
+        Wi[i] = mallocCheck(sizeof(float) * out * in);
+        rand_pd(A[i], in, 0.1f);
+        rand_pd(G[i], out, 0.1f);
+        for (int j = 0; j < out * in; j++) Wi[i][j] = frand();
+        mrg_kfac_set(&K, i, A[i], G[i], 0.6f);
+        mrg_scale_offdiag(A[i], in, 0.6f);
+        mrg_scale_offdiag(G[i], out, 0.6f);
+    }
+    float W[35], Y[35], Yn[35], Yr[35], b[35], br[35];
+    for (int j = 0; j < out * in; j++) W[j] = frand();
+    mrg_op op;
+    mrg_op_kfac(&op, &K);
+    op.apply(&op, W, Y);
+    mrg_kfac_apply_naive(&K, W, Yn);
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++) {
+            double s = 0, sb = 0;
+            for (int i = 0; i < N; i++)
+                for (int p = 0; p < out; p++)
+                    for (int q = 0; q < in; q++) {
+                        s += (double)G[i][r * out + p] * W[p * in + q] * A[i][q * in + c];
+                        sb += (double)G[i][r * out + p] * Wi[i][p * in + q] * A[i][q * in + c];
+                    }
+            Yr[r * in + c] = (float)s;
+            br[r * in + c] = (float)sb;
+        }
+    t_close("kfac fast vs loop", Y, Yr, out * in, 1e-5, 1e-6);
+    t_close("kfac naive vs loop", Yn, Yr, out * in, 1e-5, 1e-6);
+    mrg_kfac_rhs(&K, (const float *const *)Wi, b);
+    t_close("kfac rhs vs loop", b, br, out * in, 1e-5, 1e-6);
+    CHECK(mrg_kfac_flops(&K) == 2.0 * 3 * 5 * 7 * 12, "flops %g", mrg_kfac_flops(&K));
+
+    /* CG on the K-FAC system reaches the dense solution; the Kronecker
+     * preconditioner gets there in fewer iterations. */
+    float x[35] = {0}, xp[35] = {0};
+    mrg_cg_result r1, r2;
+    mrg_cg(&op, b, x, 500, 1e-7, 0, NULL, NULL, &r1);
+    mrg_kron P;
+    CHECK(mrg_kron_init(&P, &K) == 0, "kron init");
+    mrg_cg(&op, b, xp, 500, 1e-7, 0, (mrg_precond_fn)mrg_kron_apply, &P, &r2);
+    CHECK(r1.status == MRG_CG_CONVERGED && r2.status == MRG_CG_CONVERGED, "status %d %d", r1.status,
+          r2.status);
+    CHECK(r2.iterations < r1.iterations, "preconditioned %d vs plain %d iterations", r2.iterations,
+          r1.iterations);
+    /* dense: solve (sum G_i kron A_i) vec(W) = vec(b) */
+    int n = out * in;
+    double *M = callocCheck((size_t)n * n, sizeof(double)), *bd = mallocCheck(sizeof(double) * n);
+    for (int i = 0; i < N; i++)
+        for (int r = 0; r < out; r++)
+            for (int c = 0; c < in; c++)
+                for (int p = 0; p < out; p++)
+                    for (int q = 0; q < in; q++)
+                        M[(size_t)(r * in + c) * n + p * in + q] += (double)G[i][r * out + p] * A[i][q * in + c];
+    for (int j = 0; j < n; j++) bd[j] = b[j];
+    CHECK(mrg_spd_solve(n, 1, M, bd, NULL) == 0, "dense K-FAC system not PD");
+    float xd[35];
+    for (int j = 0; j < n; j++) xd[j] = (float)bd[j];
+    t_close("cg kfac vs dense", x, xd, n, 1e-4, 1e-5);
+    t_close("pcg kfac vs dense", xp, xd, n, 1e-4, 1e-5);
+
+    /* P^-1 inverts P exactly when all pairs are the same. */
+    mrg_kfac K2;
+    mrg_kfac_init(&K2, 2, out, in);
+    mrg_kfac_set(&K2, 0, A[0], G[0], 1.0f);
+    mrg_kfac_set(&K2, 1, A[0], G[0], 1.0f);
+    mrg_kron P2;
+    mrg_kron_init(&P2, &K2);
+    mrg_op op2;
+    mrg_op_kfac(&op2, &K2);
+    op2.apply(&op2, W, Y);
+    mrg_kron_apply(&P2, Y, Yn);
+    t_close("kron inverse", Yn, W, n, 1e-4, 1e-5);
+    float x2[35] = {0};
+    mrg_cg(&op2, Y, x2, 50, 1e-6, 0, (mrg_precond_fn)mrg_kron_apply, &P2, &r2);
+    CHECK(r2.iterations <= 2, "exact preconditioner took %d iterations", r2.iterations);
+
+    mrg_kron_free(&P);
+    mrg_kron_free(&P2);
+    mrg_kfac_free(&K);
+    mrg_kfac_free(&K2);
+    for (int i = 0; i < N; i++) free(A[i]), free(G[i]), free(Wi[i]);
+    free(M);
+    free(bd);
+}
+
+static void test_cg_rmul_vs_cholesky(void) {
+    int rows = 4, k = 9;
+    float S[81], b[36], x[36];
+    rand_pd(S, k, 0.05f);
+    for (int j = 0; j < 36; j++) b[j] = frand(), x[j] = 0;
+    mrg_rmul c;
+    mrg_op op;
+    mrg_op_rmul(&op, &c, rows, k, S);
+    mrg_cg_result r;
+    mrg_cg(&op, b, x, 200, 1e-7, 0, NULL, NULL, &r);
+    double Sd[81], Bd[36];
+    for (int j = 0; j < 81; j++) Sd[j] = S[j];
+    for (int rr = 0; rr < rows; rr++)
+        for (int cc = 0; cc < k; cc++) Bd[cc * rows + rr] = b[rr * k + cc];
+    mrg_spd_solve(k, rows, Sd, Bd, NULL);
+    float want[36];
+    for (int rr = 0; rr < rows; rr++)
+        for (int cc = 0; cc < k; cc++) want[rr * k + cc] = (float)Bd[cc * rows + rr];
+    t_close("cg vs cholesky", x, want, 36, 1e-4, 1e-5);
+    CHECK(r.final_residual <= 1e-6 * r.b_norm * 10, "final residual %g, |b| %g", r.final_residual, r.b_norm);
+
+    /* Past convergence: many iterations with tol 0 stay finite and accurate. */
+    for (int j = 0; j < 36; j++) x[j] = 0;
+    mrg_cg(&op, b, x, 5000, 0, 0, NULL, NULL, &r);
+    long bad;
+    CHECK(mrg_all_finite(x, 36, &bad), "non-finite after 5000 iterations at %ld", bad);
+    t_close("cg long run", x, want, 36, 1e-4, 1e-5);
+    /* b = 0 from a nonzero start goes to 0. */
+    float zero[36] = {0};
+    for (int j = 0; j < 36; j++) x[j] = frand();
+    mrg_cg(&op, zero, x, 1000, 1e-6, 0, NULL, NULL, &r);
+    CHECK(mrg_all_finite(x, 36, &bad), "b=0 non-finite");
+    t_close("cg b=0", x, zero, 36, 0, 1e-4);
+    /* Identity: one step. */
+    mrg_op id;
+    mrg_op_identity(&id, 36);
+    for (int j = 0; j < 36; j++) x[j] = 0;
+    mrg_cg(&id, b, x, 100, 1e-6, 0, NULL, NULL, &r);
+    CHECK(r.iterations == 1 && r.status == MRG_CG_CONVERGED, "identity: %d iterations", r.iterations);
+    t_close("cg identity", x, b, 36, 1e-6, 0);
+}
+
+/* The scipy-legacy quirk: an absolute tolerance returns x0 unchanged when
+ * the statistics are small. Ours is relative, so scaling the system by
+ * 1e-12 changes nothing. */
+static void test_cg_scale_invariant(void) {
+    int k = 8;
+    float S[64], St[64], b[8], bt[8], x[8], xt[8];
+    rand_pd(S, k, 0.05f);
+    for (int j = 0; j < 64; j++) St[j] = S[j] * 1e-12f;
+    for (int j = 0; j < k; j++) b[j] = frand(), bt[j] = b[j] * 1e-12f, x[j] = xt[j] = 0.1f;
+    mrg_rmul c1, c2;
+    mrg_op o1, o2;
+    mrg_op_rmul(&o1, &c1, 1, k, S);
+    mrg_op_rmul(&o2, &c2, 1, k, St);
+    mrg_cg_result r1, r2;
+    mrg_cg(&o1, b, x, 100, 1e-6, 0, NULL, NULL, &r1);
+    mrg_cg(&o2, bt, xt, 100, 1e-6, 0, NULL, NULL, &r2);
+    CHECK(r2.iterations > 0 && r2.iterations == r1.iterations, "iterations %d (scaled) vs %d", r2.iterations,
+          r1.iterations);
+    t_close("scaled system", xt, x, k, 1e-4, 1e-6);
+}
+
+static void test_spd_ridge(void) {
+    /* Row/column 1 is zero (an input never seen): ridge, and the unknowns
+     * of that row take the prior. */
+    double S[9] = {2, 0, 0.5, 0, 0, 0, 0.5, 0, 1};
+    double B[6] = {1, 2, 0, 0, 3, 1}; /* 3 x 2 */
+    double P[6] = {9, 9, 7, -7, 9, 9};
+    double r = mrg_spd_solve(3, 2, S, B, P);
+    CHECK(r > 0 && r < 1e-4, "ridge %g", r);
+    CHECK(fabs(B[2] - 7) < 1e-9 && fabs(B[3] + 7) < 1e-9, "dead row -> prior: %g %g", B[2], B[3]);
+    /* the live part solves [[2,.5],[.5,1]] x = rhs up to the tiny ridge */
+    double x0 = (1 * 1 - 0.5 * 3) / 1.75, x2 = (2 * 3 - 0.5 * 1) / 1.75;
+    CHECK(fabs(B[0] - x0) < 1e-4 && fabs(B[4] - x2) < 1e-4, "live part %g %g vs %g %g", B[0], B[4], x0, x2);
+    double S2[4] = {2, 1, 1, 2}, B2[2] = {3, 3};
+    CHECK(mrg_spd_solve(2, 1, S2, B2, NULL) == 0, "PD needs no ridge");
+    CHECK(fabs(B2[0] - 1) < 1e-12 && fabs(B2[1] - 1) < 1e-12, "solve %g %g", B2[0], B2[1]);
+}
+
+/* ------------------------------------------------------------ part 2: fixture + stage */
+
+typedef struct {
+    char group[48], name[128];
+    int ndim;
+    int64_t shape[2];
+    long n;
+    float *x;
+} ftensor;
+
+static ftensor *FX;
+static int NFX;
+
+static int load_fixture(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[512];
+    int cap = 0;
+    while (fscanf(f, "%511s", line) == 1) {
+        if (line[0] == '#') {
+            if (!fgets(line, sizeof line, f)) break;
+            continue;
+        }
+        if (strcmp(line, "tensor")) return -1;
+        if (NFX == cap) FX = reallocCheck(FX, sizeof(ftensor) * (cap = cap ? 2 * cap : 64));
+        ftensor *t = &FX[NFX++];
+        memset(t, 0, sizeof *t);
+        if (fscanf(f, "%47s %127s %d", t->group, t->name, &t->ndim) != 3) return -1;
+        t->n = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            long long s;
+            if (fscanf(f, "%lld", &s) != 1) return -1;
+            t->shape[d] = s;
+            t->n *= s;
+        }
+        t->x = mallocCheck(sizeof(float) * t->n);
+        for (long i = 0; i < t->n; i++) {
+            double v;
+            if (fscanf(f, "%lf", &v) != 1) return -1;
+            t->x[i] = (float)v;
+        }
+    }
+    fclose(f);
+    return NFX > 0 ? 0 : -1;
+}
+
+static const ftensor *fx_find(const char *group, const char *name) {
+    for (int i = 0; i < NFX; i++)
+        if (!strcmp(FX[i].group, group) && !strcmp(FX[i].name, name)) return &FX[i];
+    return NULL;
+}
+
+/* Write every fixture tensor of `group` as one artifact. `scale` multiplies
+ * the data; `zero_idx` >= 0 zeroes that row and column of tensor `zname`. */
+static void write_group(const char *file, const char *group, const char *kind, const char *key,
+                        const char *base, float scale, const char *zname, int zero_idx) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    int n = 0;
+    for (int i = 0; i < NFX; i++) n += !strcmp(FX[i].group, group);
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "test");
+    if (base) val_set_str(meta, "base", base);
+    if (!strcmp(kind, "model")) val_set_int(val_set_map(meta, "config"), "d_model", 4);
+    art_writer *w = art_writer_open(p, kind, key, meta, (size_t)n);
+    val_free(meta);
+    if (!w) {
+        CHECK(0, "%s", mc_error());
+        return;
+    }
+    for (int i = 0; i < NFX; i++) {
+        if (strcmp(FX[i].group, group)) continue;
+        float *x = mallocCheck(sizeof(float) * FX[i].n);
+        for (long j = 0; j < FX[i].n; j++) x[j] = FX[i].x[j] * scale;
+        if (zname && !strcmp(FX[i].name, zname)) {
+            int d = (int)FX[i].shape[0];
+            for (int j = 0; j < d; j++) x[zero_idx * d + j] = x[j * d + zero_idx] = 0;
+        }
+        art_writer_tensor(w, FX[i].name, ART_F32, FX[i].ndim, FX[i].shape, x);
+        free(x);
+    }
+    CHECK(art_writer_close(w) == 0, "%s", mc_error());
+}
+
+/* Run build/bin/merge with args (paths relative to dir); returns exit status
+ * and leaves stderr in dir/stderr.txt. */
+static int run_merge(const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && %s/build/bin/merge %s 2>stderr.txt >/dev/null", dir, root, args);
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
+}
+
+static char *stderr_text(void) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/stderr.txt", dir);
+    unsigned char *buf;
+    size_t len;
+    if (mc_read_file(p, &buf, &len) < 0) return strdupCheck("");
+    buf = reallocCheck(buf, len + 1);
+    buf[len] = 0;
+    return (char *)buf;
+}
+
+static art_file *open_out(const char *file) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    art_file *a = art_open(p, NULL);
+    CHECK(a != NULL, "%s", mc_error());
+    return a;
+}
+
+/* Compare every tensor of `file` with fixture group `expect`. */
+static void compare(const char *file, const char *expect, double rtol, double atol) {
+    art_file *a = open_out(file);
+    if (!a) return;
+    int seen = 0;
+    for (int i = 0; i < NFX; i++) {
+        if (strcmp(FX[i].group, expect)) continue;
+        seen++;
+        const art_tensor *t = art_find(a, FX[i].name);
+        CHECK(t != NULL, "%s lacks %s", file, FX[i].name);
+        if (!t) continue;
+        CHECK(t->numel == FX[i].n && t->ndim == FX[i].ndim, "%s: shape of %s", file, FX[i].name);
+        float *x = art_tensor_f32(t);
+        char label[300];
+        snprintf(label, sizeof label, "%s %s", expect, FX[i].name);
+        t_close(label, x, FX[i].x, FX[i].n, rtol, atol);
+        free(x);
+    }
+    CHECK(seen > 0 && (size_t)seen == a->n_tensors, "%s: %zu tensors, fixture %d", file, a->n_tensors, seen);
+    art_close(a);
+}
+
+#define MODELS "--pretrained pre.msgpack --models m0.msgpack,m1.msgpack,m2.msgpack"
+#define GRAMS "--gram g0.msgpack,g1.msgpack,g2.msgpack"
+#define FISHERS "--fisher f0.msgpack,f1.msgpack,f2.msgpack"
+#define IA3S "--pretrained pre.msgpack --models i0.msgpack,i1.msgpack,i2.msgpack"
+#define CGX "--iterations 3000 --cg-tol 1e-9"
+
+static void setup_artifacts(void) {
+    write_group("pre.msgpack", "pre", "model", PRE_KEY, NULL, 1, NULL, -1);
+    const char *keys[3] = {"11111111111111111111111111111111", "22222222222222222222222222222222",
+                           "33333333333333333333333333333333"};
+    for (int i = 0; i < 3; i++) {
+        char f[64], g[64];
+        snprintf(g, sizeof g, "model.%d", i), snprintf(f, sizeof f, "m%d.msgpack", i);
+        write_group(f, g, "model", keys[i], NULL, 1, NULL, -1);
+        snprintf(g, sizeof g, "gram.%d", i), snprintf(f, sizeof f, "g%d.msgpack", i);
+        write_group(f, g, "gram", "", NULL, 1, NULL, -1);
+        snprintf(f, sizeof f, "gs%d.msgpack", i);
+        write_group(f, g, "gram", "", NULL, 1e-12f, NULL, -1);
+        snprintf(f, sizeof f, "gz%d.msgpack", i);
+        write_group(f, g, "gram", "", NULL, 1, "encoder.block.0.layer.0.SelfAttention.q.input_gram", 1);
+        snprintf(g, sizeof g, "fisher.%d", i), snprintf(f, sizeof f, "f%d.msgpack", i);
+        write_group(f, g, "fisher_diag", "", NULL, 1, NULL, -1);
+        snprintf(g, sizeof g, "ia3.%d", i), snprintf(f, sizeof f, "i%d.msgpack", i);
+        write_group(f, g, "ia3", keys[i], PRE_KEY, 1, NULL, -1);
+        snprintf(g, sizeof g, "fblock.%d", i), snprintf(f, sizeof f, "fb%d.msgpack", i);
+        write_group(f, g, "fisher_block", "", NULL, 1, NULL, -1);
+    }
+}
+
+static void test_closed_forms(void) {
+    CHECK(run_merge("--method average " MODELS " -o average.msgpack") == 0, "average failed");
+    compare("average.msgpack", "expect.average", 1e-6, 1e-6);
+    CHECK(run_merge("--method task_arithmetic --lambda 0.7 " MODELS " -o ta.msgpack") == 0, "ta failed");
+    compare("ta.msgpack", "expect.task_arithmetic", 1e-5, 1e-6);
+    CHECK(run_merge("--method ties --topk-percent 40 --lambda 0.9 " MODELS " -o ties.msgpack") == 0, "ties");
+    compare("ties.msgpack", "expect.ties", 1e-5, 1e-6);
+    CHECK(run_merge("--method fisher " MODELS " " FISHERS " -o fisher.msgpack") == 0, "fisher failed");
+    compare("fisher.msgpack", "expect.fisher", 1e-5, 1e-6);
+    CHECK(run_merge("--method regmean --lambda 0.8 " MODELS " " GRAMS " -o regmean.msgpack") == 0, "regmean");
+    compare("regmean.msgpack", "expect.regmean", 1e-4, 1e-5);
+    CHECK(run_merge("--method breadcrumbs --lambda 0.6 --breadcrumbs-top 10 --breadcrumbs-bottom 30 " MODELS
+                    " -o bc.msgpack") == 0, "breadcrumbs failed");
+    compare("bc.msgpack", "expect.breadcrumbs", 1e-5, 1e-6);
+}
+
+/* CG methods reach the closed forms within 1e-4 relative. */
+static void test_cg_converges(void) {
+    CHECK(run_merge("--method cg_average " CGX " " MODELS " --init pretrained -o cga.msgpack") == 0, "cg_average");
+    compare("cga.msgpack", "expect.average", 1e-5, 1e-6);
+    CHECK(run_merge("--method cg_fisher " CGX " " MODELS " " FISHERS " -o cgf.msgpack") == 0, "cg_fisher");
+    compare("cgf.msgpack", "expect.fisher", 1e-4, 1e-5);
+    /* lm_head included: the original leaves it at the pretrained value. */
+    CHECK(run_merge("--method cg_regmean --lambda 0.8 " CGX " " MODELS " " GRAMS " -o cgr.msgpack") == 0, "cg_regmean");
+    compare("cgr.msgpack", "expect.regmean", 1e-4, 1e-5);
+    CHECK(run_merge("--method mats --lambda 0.8 " CGX " " MODELS " " GRAMS " -o mats.msgpack") == 0, "mats");
+    compare("mats.msgpack", "expect.mats", 1e-4, 1e-5);
+    CHECK(run_merge("--method mats --lambda 0.8 --precondition kron " CGX " " MODELS " " GRAMS
+                    " --init task_arithmetic --init-lambda 0.3 -o matsk.msgpack") == 0, "mats kron");
+    compare("matsk.msgpack", "expect.mats", 1e-4, 1e-5);
+    /* --init FILE: from the regmean merge */
+    CHECK(run_merge("--method mats --lambda 0.8 " CGX " " MODELS " " GRAMS " --init regmean.msgpack -o matsf.msgpack") == 0,
+          "mats from file");
+    compare("matsf.msgpack", "expect.mats", 1e-4, 1e-5);
+}
+
+static void test_ia3(void) {
+    CHECK(run_merge("--method mats --lambda 0.7 " CGX " " IA3S " --fisher fb0.msgpack,fb1.msgpack,fb2.msgpack -o imats.msgpack") == 0,
+          "ia3 mats");
+    compare("imats.msgpack", "expect.ia3_mats", 1e-4, 1e-5);
+    CHECK(run_merge("--method ties --topk-percent 50 " IA3S " -o ities.msgpack") == 0, "ia3 ties");
+    compare("ities.msgpack", "expect.ia3_ties", 1e-5, 1e-6);
+    CHECK(run_merge("--method task_arithmetic --lambda 0.5 " IA3S " -o ita.msgpack") == 0, "ia3 ta");
+    compare("ita.msgpack", "expect.ia3_task_arithmetic", 1e-5, 1e-6);
+    art_file *a = open_out("imats.msgpack");
+    if (a) {
+        CHECK(!strcmp(a->kind, "ia3"), "kind %s", a->kind);
+        CHECK(!strcmp(val_get_str(a->meta, "base", ""), PRE_KEY), "meta.base %s", val_get_str(a->meta, "base", "?"));
+        art_close(a);
+    }
+    /* the base model must be the one the ia3 vectors adapt */
+    write_group("pre2.msgpack", "pre", "model", "fedcba9876543210fedcba9876543210", NULL, 1, NULL, -1);
+    CHECK(run_merge("--method average --pretrained pre2.msgpack --models i0.msgpack,i1.msgpack -o x.msgpack") != 0,
+          "base mismatch accepted");
+    char *e = stderr_text();
+    CHECK(strstr(e, "i0.msgpack") && strstr(e, "pre2.msgpack"), "message: %s", e);
+    free(e);
+    CHECK(run_merge("--method regmean " IA3S " " GRAMS " -o x.msgpack") != 0, "regmean on ia3 accepted");
+}
+
+/* One tensor "t" per artifact: a model whose only parameter is t. */
+static void write_vec(const char *file, const char *key, const float *x, int n) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    art_writer *w = art_writer_open(p, "model", key, NULL, 1);
+    int64_t sh[1] = {n};
+    art_writer_tensor(w, "encoder.final_layer_norm.weight", ART_F32, 1, sh, x);
+    CHECK(art_writer_close(w) == 0, "%s", mc_error());
+}
+
+static void merged_vec(const char *file, float *x, int n) {
+    art_file *a = open_out(file);
+    if (!a) return;
+    const art_tensor *t = art_find(a, "encoder.final_layer_norm.weight");
+    CHECK(t && t->numel == n, "bad output");
+    if (t) art_tensor_copy(t, x);
+    art_close(a);
+}
+
+static void test_ties_hand(void) {
+    float z[5] = {0};
+    write_vec("z.msgpack", "", z, 4);
+    /* zero sign resolved by the majority (+): [1,1,2,0] */
+    float a[4] = {1, -1, 2, 0}, b[4] = {-1, 1, 0, 0}, x[5];
+    write_vec("a.msgpack", "", a, 4);
+    write_vec("b.msgpack", "", b, 4);
+    CHECK(run_merge("--method ties --topk-percent 100 --pretrained z.msgpack --models a.msgpack,b.msgpack -o t1.msgpack") == 0, "t1");
+    merged_vec("t1.msgpack", x, 4);
+    float w1[4] = {1, 1, 2, 0};
+    t_close("ties majority", x, w1, 4, 0, 0);
+    /* majority itself tied (0): torch.where(sign > 0, x > 0, x < 0) keeps negatives */
+    float c[4] = {1, -1, 0, 0}, d[4] = {-1, 1, 0, 0};
+    write_vec("c.msgpack", "", c, 4);
+    write_vec("d.msgpack", "", d, 4);
+    CHECK(run_merge("--method ties --topk-percent 100 --pretrained z.msgpack --models c.msgpack,d.msgpack -o t2.msgpack") == 0, "t2");
+    merged_vec("t2.msgpack", x, 4);
+    float w2[4] = {-1, -1, 0, 0};
+    t_close("ties zero majority", x, w2, 4, 0, 0);
+    /* magnitude ties at the threshold are all kept: top 20% of 5 -> rank 4 */
+    write_vec("z5.msgpack", "", z, 5);
+    float e[5] = {3, -3, 3, 1, 0.5f}, f[5] = {-0.1f, 0, 0, 0, 0};
+    write_vec("e.msgpack", "", e, 5);
+    write_vec("f.msgpack", "", f, 5);
+    CHECK(run_merge("--method ties --topk-percent 20 --pretrained z5.msgpack --models e.msgpack,f.msgpack -o t3.msgpack") == 0, "t3");
+    merged_vec("t3.msgpack", x, 5);
+    float w3[5] = {3, -3, 3, 0, 0};
+    t_close("ties threshold ties", x, w3, 5, 0, 0);
+}
+
+static void test_dare(void) {
+    /* drop rate 0: dare_linear = task arithmetic, dare_ties = ties at 100% */
+    CHECK(run_merge("--method dare_linear --drop-rate 0 --lambda 0.7 " MODELS " -o dl0.msgpack") == 0, "dl0");
+    compare("dl0.msgpack", "expect.task_arithmetic", 1e-5, 1e-6);
+    CHECK(run_merge("--method dare_ties --drop-rate 0 --lambda 0.9 " MODELS " -o dt0.msgpack") == 0, "dt0");
+    CHECK(run_merge("--method ties --topk-percent 100 --lambda 0.9 " MODELS " -o t100.msgpack") == 0, "t100");
+    art_file *p = open_out("dt0.msgpack"), *q = open_out("t100.msgpack");
+    if (p && q)
+        for (size_t j = 0; j < p->n_tensors; j++) {
+            float *x = art_tensor_f32(&p->tensors[j]), *y = art_tensor_f32(art_find(q, p->tensors[j].name));
+            t_close(p->tensors[j].name, x, y, p->tensors[j].numel, 1e-6, 1e-7);
+            free(x), free(y);
+        }
+    art_close(p), art_close(q);
+    /* one model, p = 0.5, lambda 1: every entry is pre or pre + 2 tau */
+    CHECK(run_merge("--method dare_linear --drop-rate 0.5 --seed 5 --pretrained pre.msgpack --models m0.msgpack -o d1.msgpack") == 0, "d1");
+    CHECK(run_merge("--method dare_linear --drop-rate 0.5 --seed 5 --pretrained pre.msgpack --models m0.msgpack -o d2.msgpack") == 0, "d2");
+    CHECK(run_merge("--method dare_linear --drop-rate 0.5 --seed 6 --pretrained pre.msgpack --models m0.msgpack -o d3.msgpack") == 0, "d3");
+    art_file *a = open_out("d1.msgpack"), *b = open_out("d2.msgpack"), *c = open_out("d3.msgpack");
+    if (!a || !b || !c) return;
+    CHECK(!memcmp(a->digest, b->digest, 16), "same seed, different bytes");
+    CHECK(memcmp(a->digest, c->digest, 16), "another seed, same bytes");
+    long kept = 0, total = 0, odd = 0;
+    for (size_t j = 0; j < a->n_tensors; j++) {
+        const art_tensor *t = &a->tensors[j];
+        float *x = art_tensor_f32(t);
+        const ftensor *pre = fx_find("pre", t->name), *m = fx_find("model.0", t->name);
+        for (long e = 0; e < t->numel; e++) {
+            float tau = m->x[e] - pre->x[e];
+            if (fabsf(x[e] - pre->x[e]) < 1e-6f) continue;
+            if (fabsf(x[e] - (pre->x[e] + 2 * tau)) < 1e-5f) kept++;
+            else odd++;
+        }
+        total += t->numel;
+        free(x);
+    }
+    CHECK(odd == 0, "%ld entries neither dropped nor rescaled", odd);
+    CHECK(kept > total / 4 && kept < 3 * total / 4, "kept %ld of %ld at p=0.5", kept, total);
+    art_close(a), art_close(b), art_close(c);
+}
+
+/* A dead input (zero row/column of every input Gram): RegMean adds a ridge
+ * towards the average and says so; CG stays finite. */
+static void test_regmean_singular(void) {
+    const char *q = "encoder.block.0.layer.0.SelfAttention.q.weight";
+    CHECK(run_merge("--method regmean --lambda 0.8 " MODELS " --gram gz0.msgpack,gz1.msgpack,gz2.msgpack -o rz.msgpack") == 0,
+          "singular regmean failed");
+    char *e = stderr_text();
+    CHECK(strstr(e, "singular") && strstr(e, q), "stderr: %s", e);
+    free(e);
+    CHECK(run_merge("--method cg_regmean --lambda 0.8 " MODELS " --gram gz0.msgpack,gz1.msgpack,gz2.msgpack -o cz.msgpack") == 0,
+          "singular cg_regmean failed");
+    art_file *a = open_out("rz.msgpack"), *c = open_out("cz.msgpack");
+    if (!a || !c) return;
+    const mc_val *ridge = val_get(a->meta, "ridge");
+    CHECK(ridge && val_get_float(ridge, q, 0) > 0, "meta.ridge missing");
+    const ftensor *avg = fx_find("expect.average", q);
+    float *x = art_tensor_f32(art_find(a, q)), *y = art_tensor_f32(art_find(c, q));
+    long bad;
+    CHECK(mrg_all_finite(x, avg->n, &bad) && mrg_all_finite(y, avg->n, &bad), "non-finite");
+    int out = (int)avg->shape[0], in = (int)avg->shape[1];
+    float xc[8], yc[8], ac[8];
+    for (int r = 0; r < out; r++) xc[r] = x[r * in + 1], yc[r] = y[r * in + 1], ac[r] = avg->x[r * in + 1];
+    t_close("dead column regmean = average", xc, ac, out, 1e-4, 1e-5);
+    t_close("dead column cg_regmean = init", yc, ac, out, 1e-4, 1e-5);
+    t_close("regmean vs cg_regmean, singular", y, x, avg->n, 1e-3, 1e-4);
+    free(x), free(y);
+    art_close(a), art_close(c);
+}
+
+/* Grams scaled by 1e-12: scipy's legacy absolute tolerance would return
+ * the initial guess; ours is relative, so the merge is unchanged. */
+static void test_small_statistics(void) {
+    CHECK(run_merge("--method cg_regmean --lambda 0.8 " CGX " " MODELS " --gram gs0.msgpack,gs1.msgpack,gs2.msgpack -o cgs.msgpack") == 0,
+          "scaled cg_regmean failed");
+    compare("cgs.msgpack", "expect.regmean", 1e-4, 1e-5);
+}
+
+static void test_meta_and_determinism(void) {
+    CHECK(run_merge("--method mats --lambda 0.8 --iterations 5 " MODELS " " GRAMS " -o meta1.msgpack") == 0, "m1");
+    CHECK(run_merge("--method mats --lambda 0.8 --iterations 5 " MODELS " " GRAMS " -o meta2.msgpack") == 0, "m2");
+    art_file *a = open_out("meta1.msgpack"), *b = open_out("meta2.msgpack");
+    if (!a || !b) return;
+    CHECK(!memcmp(a->digest, b->digest, 16), "two runs differ");
+    CHECK(!strcmp(val_get_str(a->meta, "method", ""), "mats"), "meta.method");
+    CHECK(val_get_float(a->meta, "lambda", 0) == 0.8, "meta.lambda");
+    CHECK(val_path(a->meta, "config.d_model") != NULL, "meta.config dropped");
+    const mc_val *models = val_path(a->meta, "inputs.models");
+    CHECK(models && models->type == VAL_ARRAY && models->v.c.n == 3 &&
+          !strcmp(models->v.c.items[1]->v.str.s, "22222222222222222222222222222222"), "inputs.models");
+    CHECK(!strcmp(val_path(a->meta, "inputs.pretrained") ? val_path(a->meta, "inputs.pretrained")->v.str.s : "", PRE_KEY),
+          "inputs.pretrained");
+    const mc_val *cg = val_get(a->meta, "cg");
+    const mc_val *q = val_get(cg, "encoder.block.0.layer.0.SelfAttention.q.weight");
+    CHECK(q && val_get_int(q, "iterations", -1) == 5 && val_get_float(q, "final_residual", -1) >= 0 &&
+          val_get_float(q, "final_residual", -1) < val_get_float(q, "initial_residual", -1),
+          "cg residuals in meta");
+    CHECK(val_get(cg, "lm_head.weight") == NULL, "mats must average lm_head, not solve it");
+    CHECK(strlen(a->key) == 32, "key '%s'", a->key);
+    art_close(a), art_close(b);
+}
+
+static void test_bad_inputs(void) {
+    /* a model with a different shape for one tensor */
+    const char *bad_name = "encoder.block.0.layer.0.SelfAttention.o.weight";
+    char p[400];
+    snprintf(p, sizeof p, "%s/bad.msgpack", dir);
+    art_writer *w = art_writer_open(p, "model", "", NULL, 6);
+    for (int i = 0; i < NFX; i++) {
+        if (strcmp(FX[i].group, "model.0")) continue;
+        int64_t sh[2] = {FX[i].shape[0], FX[i].shape[1]};
+        if (!strcmp(FX[i].name, bad_name)) sh[0] = 3, sh[1] = 4;
+        art_writer_tensor(w, FX[i].name, ART_F32, FX[i].ndim, sh, FX[i].x);
+    }
+    art_writer_close(w);
+    CHECK(run_merge("--method average --pretrained pre.msgpack --models m0.msgpack,bad.msgpack -o x.msgpack") != 0,
+          "shape mismatch accepted");
+    char *e = stderr_text();
+    CHECK(strstr(e, bad_name) && strstr(e, "bad.msgpack") && !strchr(strchr(e, '\n') ? strchr(e, '\n') + 1 : "", '\n'),
+          "one line naming tensor and file: %s", e);
+    free(e);
+    /* a NaN */
+    snprintf(p, sizeof p, "%s/nan.msgpack", dir);
+    w = art_writer_open(p, "model", "", NULL, 6);
+    for (int i = 0; i < NFX; i++) {
+        if (strcmp(FX[i].group, "model.0")) continue;
+        float *x = mallocCheck(sizeof(float) * FX[i].n);
+        memcpy(x, FX[i].x, sizeof(float) * FX[i].n);
+        if (!strcmp(FX[i].name, "lm_head.weight")) x[3] = NAN;
+        art_writer_tensor(w, FX[i].name, ART_F32, FX[i].ndim, FX[i].shape, x);
+        free(x);
+    }
+    art_writer_close(w);
+    CHECK(run_merge("--method average --pretrained pre.msgpack --models m0.msgpack,nan.msgpack -o x.msgpack") != 0,
+          "NaN accepted");
+    e = stderr_text();
+    CHECK(strstr(e, "lm_head.weight") && strstr(e, "nan.msgpack"), "message: %s", e);
+    free(e);
+    CHECK(run_merge("--method mats " MODELS " -o x.msgpack") != 0, "mats without grams accepted");
+    CHECK(run_merge("--method mats " MODELS " --gram g0.msgpack,g1.msgpack -o x.msgpack") != 0, "2 grams for 3 models");
+    CHECK(run_merge("--method nope " MODELS " -o x.msgpack") != 0, "unknown method accepted");
+    CHECK(run_merge("--method ties --topk-percent 120 " MODELS " -o x.msgpack") != 0, "topk 120 accepted");
+    CHECK(run_merge("--method average " MODELS " --lambda x -o x.msgpack") != 0, "lambda x accepted");
+    CHECK(run_merge("--method cg_regmean " MODELS " --gram g0.msgpack,g1.msgpack,f2.msgpack -o x.msgpack") != 0,
+          "fisher given as gram accepted");
+    snprintf(p, sizeof p, "%s/x.msgpack", dir);
+    CHECK(access(p, F_OK) != 0, "a failed merge left %s", p);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/test_merge.XXXXXX");
+    if (!mkdtemp(dir)) die("mkdtemp failed");
+    if (!getcwd(root, sizeof root)) die("getcwd failed");
+    be_init(1);
+    RUN(test_scale_offdiag);
+    RUN(test_select_matches_sort);
+    RUN(test_ties_rank);
+    RUN(test_dare_mask);
+    RUN(test_breadcrumbs_hand);
+    RUN(test_kfac_apply);
+    RUN(test_cg_rmul_vs_cholesky);
+    RUN(test_cg_scale_invariant);
+    RUN(test_spd_ridge);
+    if (load_fixture("tests/reference/merge_fixture.txt") < 0) {
+        printf("FAIL cannot read tests/reference/merge_fixture.txt (run from the repository root)\n");
+        return 1;
+    }
+    if (access("build/bin/merge", X_OK) != 0) {
+        printf("FAIL build/bin/merge is missing: run make first\n");
+        return 1;
+    }
+    setup_artifacts();
+    RUN(test_closed_forms);
+    RUN(test_cg_converges);
+    RUN(test_ia3);
+    RUN(test_ties_hand);
+    RUN(test_dare);
+    RUN(test_regmean_singular);
+    RUN(test_small_statistics);
+    RUN(test_meta_and_determinism);
+    RUN(test_bad_inputs);
+    if (t_fail == 0) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    }
+    return t_done();
+}

@@ -1,0 +1,340 @@
+/* mkrandom.c - write random artifacts of T5 shapes for tests and benchmarks:
+ * `model`, `ia3`, `gram`, `fisher_diag`, `fisher_block`, with
+ * positive-definite statistics.
+ *
+ *   mkrandom --kind model [--preset tiny|small|base] [--seed S] -o PRE.msgpack
+ *   mkrandom --kind model --like PRE.msgpack --scale 0.01 --seed S -o A.msgpack
+ *   mkrandom --kind ia3 --base PRE.msgpack [--scale 0.1] --seed S -o IA3.msgpack
+ *   mkrandom --kind gram --like A.msgpack --seed S -o GA.msgpack
+ *   mkrandom --kind fisher_diag --like A.msgpack|IA3.msgpack --seed S -o FA.msgpack
+ *   mkrandom --kind fisher_block --like IA3.msgpack --seed S -o FA.msgpack
+ *
+ * Presets: tiny (tests), small (t5-v1.1-small: d_model 512, d_ff 1024,
+ * 6 heads of 64, 8+8 layers, vocab 32128) and base (768, 2048, 12x64,
+ * 12+12). --vocab N overrides the vocabulary size.
+ *
+ * Statistics: a Gram is Z Z^T / m + 1e-3 mean(diag) I with Z (d x m,
+ * m = 2d) Gaussian whose rows are scaled by exp(spread * g), g ~ N(0,1)
+ * (--spread, default 0.5), so it is positive definite with a spread of
+ * eigenvalues. Diagonal Fishers are exp(N(-9, 1)) (positive, Fisher-like
+ * magnitudes). Keys are the XXH3-128 of the generating command's values.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "key.h"
+#include "val.h"
+
+/* ------------------------------------------------------------ RNG (xoshiro256**) */
+
+static uint64_t S[4];
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t next_u64(void) {
+    uint64_t r = rotl(S[1] * 5, 7) * 9, t = S[1] << 17;
+    S[2] ^= S[0];
+    S[3] ^= S[1];
+    S[1] ^= S[2];
+    S[0] ^= S[3];
+    S[2] ^= t;
+    S[3] = rotl(S[3], 45);
+    return r;
+}
+static void seed_rng(uint64_t seed, const char *salt) {
+    uint64_t x = seed ^ 0x9e3779b97f4a7c15ull;
+    for (const char *p = salt; *p; p++) x = (x ^ (unsigned char)*p) * 0x100000001b3ull;
+    for (int i = 0; i < 4; i++) {
+        x += 0x9e3779b97f4a7c15ull;
+        uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        S[i] = z ^ (z >> 31);
+    }
+}
+static double uniform(void) { return ((next_u64() >> 11) + 0.5) * 0x1.0p-53; }
+static void gauss(float *x, long n, double mean, double sd) {
+    for (long i = 0; i < n; i += 2) {
+        double u = uniform(), v = uniform();
+        double r = sqrt(-2.0 * log(u));
+        x[i] = (float)(mean + sd * r * cos(2 * M_PI * v));
+        if (i + 1 < n) x[i + 1] = (float)(mean + sd * r * sin(2 * M_PI * v));
+    }
+}
+
+/* ------------------------------------------------------------ T5 shapes */
+
+typedef struct {
+    int vocab, d_model, d_kv, d_ff, heads, layers, dec_layers, buckets;
+} cfg_t;
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[2];
+} spec_t;
+
+static spec_t *SPECS;
+static int NSPEC, CAPSPEC;
+
+static void add(int ndim, int64_t a, int64_t b, const char *fmt, ...) MC_PRINTF(4, 5);
+static void add(int ndim, int64_t a, int64_t b, const char *fmt, ...) {
+    if (NSPEC == CAPSPEC) SPECS = reallocCheck(SPECS, sizeof(spec_t) * (CAPSPEC = CAPSPEC ? 2 * CAPSPEC : 64));
+    spec_t *s = &SPECS[NSPEC++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof s->name, fmt, ap);
+    va_end(ap);
+    s->ndim = ndim;
+    s->shape[0] = a;
+    s->shape[1] = b;
+}
+
+static void t5_specs(const cfg_t *c) {
+    int inner = c->d_kv * c->heads, d = c->d_model;
+    add(2, c->vocab, d, "shared.weight");
+    const char *stacks[2] = {"encoder", "decoder"};
+    for (int s = 0; s < 2; s++) {
+        int L = s ? c->dec_layers : c->layers;
+        for (int i = 0; i < L; i++) {
+            const char *st = stacks[s];
+            const char *att = "SelfAttention";
+            add(2, inner, d, "%s.block.%d.layer.0.%s.q.weight", st, i, att);
+            add(2, inner, d, "%s.block.%d.layer.0.%s.k.weight", st, i, att);
+            add(2, inner, d, "%s.block.%d.layer.0.%s.v.weight", st, i, att);
+            add(2, d, inner, "%s.block.%d.layer.0.%s.o.weight", st, i, att);
+            if (i == 0) add(2, c->buckets, c->heads, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
+            add(1, d, 0, "%s.block.%d.layer.0.layer_norm.weight", st, i);
+            int ff = 1;
+            if (s) {
+                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.q.weight", i);
+                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.k.weight", i);
+                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.v.weight", i);
+                add(2, d, inner, "decoder.block.%d.layer.1.EncDecAttention.o.weight", i);
+                add(1, d, 0, "decoder.block.%d.layer.1.layer_norm.weight", i);
+                ff = 2;
+            }
+            add(2, c->d_ff, d, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", st, i, ff);
+            add(2, c->d_ff, d, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", st, i, ff);
+            add(2, d, c->d_ff, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", st, i, ff);
+            add(1, d, 0, "%s.block.%d.layer.%d.layer_norm.weight", st, i, ff);
+        }
+        add(1, d, 0, "%s.final_layer_norm.weight", stacks[s]);
+    }
+    add(2, c->vocab, d, "lm_head.weight");
+}
+
+static mc_val *config_meta(const cfg_t *c) {
+    mc_val *m = val_map();
+    val_set_int(m, "vocab_size", c->vocab);
+    val_set_int(m, "d_model", c->d_model);
+    val_set_int(m, "d_kv", c->d_kv);
+    val_set_int(m, "d_ff", c->d_ff);
+    val_set_int(m, "num_heads", c->heads);
+    val_set_int(m, "num_layers", c->layers);
+    val_set_int(m, "num_decoder_layers", c->dec_layers);
+    val_set_int(m, "relative_attention_num_buckets", c->buckets);
+    val_set_int(m, "relative_attention_max_distance", 128);
+    val_set_float(m, "layer_norm_epsilon", 1e-6);
+    val_set_str(m, "feed_forward_proj", "gated-gelu");
+    val_set(m, "tie_word_embeddings", val_bool(0));
+    return m;
+}
+
+static int is_linear(const char *name, int ndim) {
+    size_t n = strlen(name);
+    return ndim == 2 && n > 7 && !strcmp(name + n - 7, ".weight") && strcmp(name, "shared.weight") &&
+           !strstr(name, "relative_attention_bias");
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* A d x d positive-definite Gram. */
+static void random_gram(float *G, int d, double spread) {
+    int m = 2 * d;
+    float *Z = mallocCheck(sizeof(float) * (size_t)d * m);
+    gauss(Z, (long)d * m, 0, 1);
+    for (int r = 0; r < d; r++) {
+        float g;
+        gauss(&g, 1, 0, 1);
+        float s = (float)exp(spread * g);
+        for (int c = 0; c < m; c++) Z[(size_t)r * m + c] *= s;
+    }
+    be_syrk(0, d, m, 1.0f / m, Z, m, 0.0f, G, d);
+    double md = 0;
+    for (int i = 0; i < d; i++) md += G[(size_t)i * d + i];
+    md /= d;
+    for (int i = 0; i < d; i++) G[(size_t)i * d + i] += (float)(1e-3 * md);
+    free(Z);
+}
+
+/* ------------------------------------------------------------ main */
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    const char *kind = NULL, *preset = "tiny", *like = NULL, *base = NULL, *out = NULL;
+    double scale = 0.01, spread = 0.5;
+    long seed = 0, vocab = -1;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc) die("%s needs a value", argv[i]);
+        const char *a = argv[i], *v = argv[++i];
+        if (!strcmp(a, "--kind")) kind = v;
+        else if (!strcmp(a, "--preset")) preset = v;
+        else if (!strcmp(a, "--like")) like = v;
+        else if (!strcmp(a, "--base")) base = v;
+        else if (!strcmp(a, "--scale")) scale = atof(v);
+        else if (!strcmp(a, "--spread")) spread = atof(v);
+        else if (!strcmp(a, "--seed")) seed = atol(v);
+        else if (!strcmp(a, "--vocab")) vocab = atol(v);
+        else if (!strcmp(a, "-o")) out = v;
+        else die("unknown option '%s'", a);
+    }
+    if (!kind || !out) die("usage: mkrandom --kind model|ia3|gram|fisher_diag|fisher_block [...] -o OUT");
+    be_init(0);
+
+    cfg_t c;
+    if (!strcmp(preset, "tiny")) c = (cfg_t){64, 16, 4, 24, 2, 2, 2, 8};
+    else if (!strcmp(preset, "small")) c = (cfg_t){32128, 512, 64, 1024, 6, 8, 8, 32};
+    else if (!strcmp(preset, "base")) c = (cfg_t){32128, 768, 64, 2048, 12, 12, 12, 32};
+    else die("unknown --preset '%s': tiny, small or base", preset);
+    if (vocab > 0) c.vocab = (int)vocab;
+
+    art_file *L = like ? art_open(like, NULL) : NULL;
+    if (like && !L) die("%s", mc_error());
+    art_file *B = base ? art_open(base, "model") : NULL;
+    if (base && !B) die("%s", mc_error());
+
+    char text[1024], key[33];
+    snprintf(text, sizeof text, "mkrandom kind=%s preset=%s vocab=%d seed=%ld scale=%.9g spread=%.9g like=%s base=%s",
+             kind, preset, c.vocab, seed, scale, spread, L ? L->key : "-", B ? B->key : "-");
+    key_buf_hex(text, strlen(text), key);
+    seed_rng((uint64_t)seed, kind);
+
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "mkrandom");
+    val_set_str(meta, "generator", text);
+    art_writer *w = NULL;
+
+    if (!strcmp(kind, "model")) {
+        if (L && strcmp(L->kind, "model")) die("--like %s is not a model", like);
+        if (L) {
+            const mc_val *cfg = val_get(L->meta, "config");
+            if (cfg) val_set(meta, "config", val_clone(cfg));
+        } else {
+            val_set(meta, "config", config_meta(&c));
+            t5_specs(&c);
+        }
+        size_t nt = L ? L->n_tensors : (size_t)NSPEC;
+        w = art_writer_open(out, "model", key, meta, nt);
+        if (!w) die("%s", mc_error());
+        for (size_t j = 0; j < nt; j++) {
+            if (L) {
+                const art_tensor *t = &L->tensors[j];
+                float *x = art_tensor_f32(t);
+                float *e = mallocCheck(sizeof(float) * (size_t)t->numel);
+                gauss(e, t->numel, 0, scale);
+                for (int64_t i = 0; i < t->numel; i++) x[i] += e[i];
+                if (art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, x) < 0) die("%s", mc_error());
+                free(x);
+                free(e);
+            } else {
+                const spec_t *s = &SPECS[j];
+                long n = s->ndim == 2 ? (long)(s->shape[0] * s->shape[1]) : (long)s->shape[0];
+                float *x = mallocCheck(sizeof(float) * (size_t)n);
+                if (s->ndim == 1) for (long i = 0; i < n; i++) x[i] = 1.0f;
+                else gauss(x, n, 0, 1.0 / sqrt((double)s->shape[1]));
+                if (art_writer_tensor(w, s->name, ART_F32, s->ndim, s->shape, x) < 0) die("%s", mc_error());
+                free(x);
+            }
+        }
+    } else if (!strcmp(kind, "ia3")) {
+        if (!B) die("--kind ia3 needs --base MODEL (its key goes into meta.base)");
+        val_set_str(meta, "base", B->key);
+        size_t nv = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t j = 0; j < B->n_tensors; j++) {
+                const art_tensor *t = &B->tensors[j];
+                const char *nm = t->name;
+                size_t n = strlen(nm);
+                int hit = t->ndim == 2 && n > 9 &&
+                          (!strcmp(nm + n - 9, ".k.weight") || !strcmp(nm + n - 9, ".v.weight") ||
+                           (n > 12 && !strcmp(nm + n - 12, ".wi_1.weight")));
+                if (!hit) continue;
+                if (pass == 0) { nv++; continue; }
+                char name[256];
+                snprintf(name, sizeof name, "%.*s.ia3_vector", (int)(n - 7), nm);
+                float *x = mallocCheck(sizeof(float) * (size_t)t->shape[0]);
+                gauss(x, t->shape[0], 1.0, scale);
+                int64_t sh[1] = {t->shape[0]};
+                if (art_writer_tensor(w, name, ART_F32, 1, sh, x) < 0) die("%s", mc_error());
+                free(x);
+            }
+            if (pass == 0) {
+                w = art_writer_open(out, "ia3", key, meta, nv);
+                if (!w) die("%s", mc_error());
+            }
+        }
+    } else if (!strcmp(kind, "gram")) {
+        if (!L || strcmp(L->kind, "model")) die("--kind gram needs --like MODEL");
+        val_set_int(meta, "n_examples", 1000);
+        size_t nt = 0;
+        for (size_t j = 0; j < L->n_tensors; j++)
+            if (is_linear(L->tensors[j].name, L->tensors[j].ndim))
+                nt += strcmp(L->tensors[j].name, "lm_head.weight") ? 2 : 1;
+        w = art_writer_open(out, "gram", key, meta, nt);
+        if (!w) die("%s", mc_error());
+        for (size_t j = 0; j < L->n_tensors; j++) {
+            const art_tensor *t = &L->tensors[j];
+            if (!is_linear(t->name, t->ndim)) continue;
+            for (int which = 0; which < 2; which++) {
+                if (which == 1 && !strcmp(t->name, "lm_head.weight")) continue;
+                int d = (int)(which ? t->shape[0] : t->shape[1]);
+                char name[256];
+                snprintf(name, sizeof name, "%.*s.%s", (int)(strlen(t->name) - 7), t->name,
+                         which ? "output_grad_gram" : "input_gram");
+                float *G = mallocCheck(sizeof(float) * (size_t)d * d);
+                random_gram(G, d, spread);
+                int64_t sh[2] = {d, d};
+                if (art_writer_tensor(w, name, ART_F32, 2, sh, G) < 0) die("%s", mc_error());
+                free(G);
+            }
+        }
+    } else if (!strcmp(kind, "fisher_diag") || !strcmp(kind, "fisher_block")) {
+        int block = !strcmp(kind, "fisher_block");
+        if (!L) die("--kind %s needs --like MODEL_OR_IA3", kind);
+        if (block && strcmp(L->kind, "ia3")) die("--kind fisher_block needs --like IA3");
+        val_set_str(meta, "fisher", "empirical");
+        val_set_int(meta, "n_examples", 1000);
+        val_set_str(meta, "split", "train");
+        w = art_writer_open(out, kind, key, meta, L->n_tensors);
+        if (!w) die("%s", mc_error());
+        for (size_t j = 0; j < L->n_tensors; j++) {
+            const art_tensor *t = &L->tensors[j];
+            if (block) {
+                int d = (int)t->shape[0];
+                float *G = mallocCheck(sizeof(float) * (size_t)d * d);
+                random_gram(G, d, spread);
+                int64_t sh[2] = {d, d};
+                if (art_writer_tensor(w, t->name, ART_F32, 2, sh, G) < 0) die("%s", mc_error());
+                free(G);
+            } else {
+                float *x = mallocCheck(sizeof(float) * (size_t)t->numel);
+                gauss(x, t->numel, -9, 1);
+                for (int64_t i = 0; i < t->numel; i++) x[i] = expf(x[i]);
+                if (art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, x) < 0) die("%s", mc_error());
+                free(x);
+            }
+        }
+    } else {
+        die("unknown --kind '%s'", kind);
+    }
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+    val_free(meta);
+    if (L) art_close(L);
+    if (B) art_close(B);
+    return 0;
+}

@@ -581,14 +581,15 @@ static int64_t corpus_to_text(const char *corpus, const char *path, char key_out
     return n;
 }
 
-static int run_cmd(char *const argv[], const char *log) {
+static int run_cmd(char *const argv[], const char *dir, const char *log) {
     pid_t pid = fork();
     if (pid < 0) die("fork: %s", strerror(errno));
     if (pid == 0) {
-        if (log) {
+        if (log) {   /* before chdir: log may be a relative path */
             FILE *f = freopen(log, "w", stderr);
             if (f) dup2(fileno(f), 1);
         }
+        if (dir && chdir(dir)) _exit(126);
         execvp(argv[0], argv);
         _exit(127);
     }
@@ -604,6 +605,7 @@ static void train_vocab(const char *corpus, const char *out, mc_cfg *cfg) {
     long iss = cfg_int(cfg, "vocab.input_sentence_size", 200000, 0, 1L << 40);
     long seed = cfg_int(cfg, "vocab.seed", 1, 0, 4294967294L);
     int bf = cfg_bool(cfg, "vocab.byte_fallback", 0);
+    long thr = cfg_int(cfg, "vocab.threads", 2, 1, 256);
     const char *const ns[] = { "vocab", NULL };
     if (cfg_check_unknown(cfg, ns)) die("%s", mc_error());
     if (size - sent < 200) die("vocab.size = %ld leaves fewer than 200 pieces after %ld sentinels", size, sent);
@@ -611,31 +613,35 @@ static void train_vocab(const char *corpus, const char *out, mc_cfg *cfg) {
     snprintf(tmpl, sizeof tmpl, "%s.spm.%d", out, (int)getpid());
     if (mc_mkdir_parents(out)) die("%s", mc_error());
     if (mkdir(tmpl, 0777) && errno != EEXIST) die("%s: mkdir: %s", tmpl, strerror(errno));
-    char txt[4200], prefix[4200], model[4300], log[4300];
+    char txt[4200], model[4300], log[4300];
     snprintf(txt, sizeof txt, "%s/corpus.txt", tmpl);
-    snprintf(prefix, sizeof prefix, "%s/spm", tmpl);
     snprintf(model, sizeof model, "%s/spm.model", tmpl);
     snprintf(log, sizeof log, "%s/spm_train.log", tmpl);
     char corpus_key[33];
     int64_t lines = corpus_to_text(corpus, txt, corpus_key);
-    char a_in[4300], a_pre[4300], a_vs[64], a_cov[64], a_iss[64], a_seed[64], a_bf[64];
-    snprintf(a_in, sizeof a_in, "--input=%s", txt);
-    snprintf(a_pre, sizeof a_pre, "--model_prefix=%s", prefix);
+    char a_in[4300], a_pre[4300], a_vs[64], a_cov[64], a_iss[64], a_seed[64], a_bf[64], a_thr[64];
+    snprintf(a_thr, sizeof a_thr, "--num_threads=%ld", thr);
+    /* spm_train records --input and --model_prefix in the model: run it in
+     * the temporary directory with fixed relative names, so the model bytes
+     * do not depend on the output path. */
+    snprintf(a_in, sizeof a_in, "--input=corpus.txt");
+    snprintf(a_pre, sizeof a_pre, "--model_prefix=spm");
     snprintf(a_vs, sizeof a_vs, "--vocab_size=%ld", size - sent);
     snprintf(a_cov, sizeof a_cov, "--character_coverage=%g", cov);
     snprintf(a_iss, sizeof a_iss, "--input_sentence_size=%ld", iss);
     snprintf(a_seed, sizeof a_seed, "--random_seed=%ld", seed);
     snprintf(a_bf, sizeof a_bf, "--byte_fallback=%s", bf ? "true" : "false");
-    /* One thread: the EM sums are then in a fixed order, so the same corpus
-     * and seed give the same model bytes. */
+    /* spm_train splits the EM work into fixed per-thread shards and sums them
+     * in thread order, so a fixed thread count (vocab.threads) and seed give
+     * the same model bytes. */
     char *argv[] = { "spm_train", a_in, a_pre, a_vs, "--model_type=unigram", "--pad_id=0",
                      "--eos_id=1", "--unk_id=2", "--bos_id=-1", a_cov, a_iss,
-                     "--shuffle_input_sentence=true", a_seed, a_bf, "--num_threads=1",
+                     "--shuffle_input_sentence=true", a_seed, a_bf, a_thr,
                      "--minloglevel=1", NULL };
     fprintf(stderr, "tokenize: spm_train on %lld lines, %ld pieces + %ld sentinels\n",
             (long long)lines, size - sent, sent);
     double t0 = mc_now();
-    int rc = run_cmd(argv, log);
+    int rc = run_cmd(argv, tmpl, log);
     if (rc == 127) die("spm_train not found: install the Debian package sentencepiece (scripts/install-deps.sh)");
     if (rc) die("spm_train failed (exit %d); its log: %s", rc, log);
     unsigned char *mb;

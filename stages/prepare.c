@@ -4,6 +4,11 @@
  *   prepare [--config FILE]... [--set k=v]... -o DIR     build every part
  *   prepare [--config FILE]... [--set k=v]... --keys     print "PART KEY" lines
  *   prepare --dump FILE.msgpack                          examples/corpus as text
+ *   prepare --card OUT.md [--vocab V] [--corpus C] [--corpus-tokens CT] E:T...
+ *
+ * --dump prints a corpus one line per line, and examples as "I<TAB>input",
+ * then "C<TAB>choice" per choice ("G" for the gold one), then "S<TAB>unit"
+ * per source text.
  *
  * Parts are TASK.SPLIT for every task in data.tasks and split in train,
  * validation, test, plus `corpus`. Each part is written to DIR/KEY.msgpack,
@@ -952,6 +957,9 @@ static void write_corpus(ctx *c, const heldout *h, const char *key, const char *
 
 /* ------------------------------------------------------------ dump */
 
+static int64_t *get_i64(const art_file *a, const char *name, int64_t *n);
+static int32_t *get_i32(const art_file *a, const char *name, int64_t *n);
+
 static void dump(const char *path) {
     art_file *a = art_open(path, NULL);
     if (!a) die("%s", mc_error());
@@ -971,8 +979,15 @@ static void dump(const char *path) {
         int64_t *io = mallocCheck(t[1]->nbytes), *so = mallocCheck(t[3]->nbytes);
         art_tensor_copy(t[1], io);
         art_tensor_copy(t[3], so);
+        int64_t nco, nec;
+        int64_t *co = get_i64(a, "choice_offsets", &nco), *ec = get_i64(a, "example_choices", &nec);
+        int32_t *lb = get_i32(a, "label", &nec);
+        const art_tensor *ct = art_find(a, "choice_text");
         for (int64_t i = 0; i + 1 < t[1]->numel; i++) {
             printf("I\t%.*s\n", (int)(io[i + 1] - io[i]), (const char *)t[0]->data + io[i]);
+            for (int64_t c = ec[i]; c < ec[i + 1]; c++)
+                printf("%s\t%.*s\n", c - ec[i] == lb[i] ? "G" : "C", (int)(co[c + 1] - co[c]),
+                       (const char *)ct->data + co[c]);
             const char *s = (const char *)t[2]->data + so[i];
             int64_t n = so[i + 1] - so[i], b = 0;
             for (int64_t j = 0; j <= n; j++)
@@ -980,6 +995,9 @@ static void dump(const char *path) {
         }
         free(io);
         free(so);
+        free(co);
+        free(ec);
+        free(lb);
     } else {
         die("%s: kind '%s' is neither examples nor corpus", path, a->kind);
     }

@@ -7,6 +7,7 @@
  *   tokenize --vocab V --encode                 stdin lines -> ids (as spm_encode)
  *   tokenize --vocab V --export-model -o X.model            the .model bytes
  *   tokenize --vocab V --bench --corpus C.msgpack           speed vs spm_encode
+ *   tokenize --dump T.msgpack             rows as "I ids..." and "C ids..." lines
  *   common: [--config FILE]... [--set k=v]...   (tokenize.*, vocab.*)
  *
  * V is a `vocab` artifact or any SentencePiece unigram `.model` file (such as
@@ -488,7 +489,11 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
                     idr_row(&rc, w.ids, w.n_ids, v->eos, (size_t)lim->max_choice, &trunc_c);
                     nch++;
                     jws(&j);
-                    if (j.p < le && *j.p == ',') { j.p++; jws(&j); }
+                    if (j.p < le && *j.p == ',') {
+                        j.p++;
+                        jws(&j);
+                        if (j.p < le && *j.p == ']') jfail(&j, "trailing ',' in \"choices\"");
+                    }
                     else if (j.p >= le || *j.p != ']') jfail(&j, "expected ',' or ']' in \"choices\"");
                 }
                 if (j.p >= le) jfail(&j, "unterminated \"choices\" array");
@@ -783,6 +788,41 @@ static void bench(const vocab *v, const char *vpath, const char *corpus) {
     if (!same) exit(1);
 }
 
+
+/* ------------------------------------------------------------ dump */
+
+/* Print a tokens artifact: "I id id ..." per input row, then "C id ..." per
+ * choice of that row (corpus artifacts: "I" rows only). */
+static void dump_tokens(const char *path) {
+    art_file *a = art_open(path, "tokens");
+    if (!a) die("%s", mc_error());
+    const art_tensor *ii = art_find(a, "input_ids"), *io = art_find(a, "input_offsets");
+    const art_tensor *ci = art_find(a, "choice_ids"), *co = art_find(a, "choice_offsets");
+    const art_tensor *ec = art_find(a, "example_choices");
+    if (!ii || !io) die("%s: no input_ids / input_offsets", path);
+    int32_t *ids = mallocCheck(ii->nbytes + 4), *cids = ci ? mallocCheck(ci->nbytes + 4) : NULL;
+    int64_t *off = mallocCheck(io->nbytes), *coff = co ? mallocCheck(co->nbytes) : NULL;
+    int64_t *exc = ec ? mallocCheck(ec->nbytes) : NULL;
+    art_tensor_copy(ii, ids);
+    art_tensor_copy(io, off);
+    if (ci && co && ec) { art_tensor_copy(ci, cids); art_tensor_copy(co, coff); art_tensor_copy(ec, exc); }
+    static char obuf[1 << 16];
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    for (int64_t r = 0; r + 1 < io->numel; r++) {
+        fputc('I', stdout);
+        for (int64_t j = off[r]; j < off[r + 1]; j++) printf(" %d", ids[j]);
+        fputc('\n', stdout);
+        if (!exc) continue;
+        for (int64_t c = exc[r]; c < exc[r + 1]; c++) {
+            fputc('C', stdout);
+            for (int64_t j = coff[c]; j < coff[c + 1]; j++) printf(" %d", cids[j]);
+            fputc('\n', stdout);
+        }
+    }
+    free(ids); free(cids); free(off); free(coff); free(exc);
+    art_close(a);
+}
+
 /* ------------------------------------------------------------ main */
 
 static void usage(void) {
@@ -818,6 +858,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--encode")) enc = 1;
         else if (!strcmp(a, "--export-model")) exp = 1;
         else if (!strcmp(a, "--bench")) bch = 1;
+        else if (!strcmp(a, "--dump") && more) { dump_tokens(argv[++i]); return 0; }
         else usage();
     }
     if (train) {

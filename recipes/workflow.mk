@@ -24,7 +24,9 @@ MODE   ?= ia3
 MATS_CACHE ?= cache
 CACHE  := $(MATS_CACHE)
 export MATS_CACHE
-EXP_CONF := configs/experiments/$(EXP).conf
+# EXP names configs/experiments/EXP.conf, or is a path to a .conf file.
+EXP_CONF := $(if $(filter %.conf,$(EXP)),$(EXP),configs/experiments/$(EXP).conf)
+EXP_NAME := $(basename $(notdir $(EXP_CONF)))
 
 WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
 
@@ -34,7 +36,7 @@ wf-check:
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
-DATA_CARD_EXP = $(if $(filter default,$(EXP)),reports/data.md,reports/data-$(EXP).md)
+DATA_CARD_EXP = $(if $(filter default,$(EXP_NAME)),reports/data.md,reports/data-$(EXP_NAME).md)
 EXP_SOURCE = $(shell build/bin/key --config $(EXP_CONF) --get exp.source 2>/dev/null)
 # The data packages are installed once (a stamp); the data artifacts
 # themselves are built by the workflow sub-make through recipes/data.mk.
@@ -83,7 +85,7 @@ HF := $(filter hf,$(call exp_get,exp.source))
 ifneq ($(HF),)
 # Checkpoints imported by `make hf-import` (scripts/hf-import.sh): the base,
 # one fine-tuned model per task (seed 1), the tokenizer and the JSONL tasks.
-HF_IMPORTS := $(CACHE)/import/$(EXP)/imports.mk
+HF_IMPORTS := $(CACHE)/import/$(EXP_NAME)/imports.mk
 include $(HF_IMPORTS)
 ifneq ($(HF_MODE),$(MODE))
 $(error $(EXP_CONF) sets exp.mode = $(HF_MODE): run with MODE=$(HF_MODE))
@@ -95,9 +97,11 @@ SEEDS      := $(call split_list,$(call exp_get,exp.seeds))
 SEEDS      := $(or $(SEEDS),1)
 TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
-PRE_CONF   := $(EXP_DIR)$(call exp_get,exp.pretrain)
-FT_CONF    := $(EXP_DIR)$(call exp_get,exp.finetune.$(MODE))
-MT_CONF    := $(EXP_DIR)$(call exp_get,exp.multitask.$(MODE))
+# phase configs: paths relative to the file that names them
+exp_path = $(shell build/bin/key --config $(EXP_CONF) --get-path $(1))
+PRE_CONF   := $(call exp_path,exp.pretrain)
+FT_CONF    := $(call exp_path,exp.finetune.$(MODE))
+MT_CONF    := $(call exp_path,exp.multitask.$(MODE))
 STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
 STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
 TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
@@ -161,7 +165,7 @@ endif
 ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
 $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
-  data=$(K_tok-corpus),,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+  data=$(K_tok-corpus),tok-corpus,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
 $(resolve)
 
 # ------------------------------------------------------------------ fine-tunes
@@ -170,7 +174,7 @@ task_sets = $(shell build/bin/key --config $(EXP_CONF) --list task.$(1).)
 define ft_template
 $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\
-  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain,\
+  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain tok-$(1)-train tok-$(1)-validation,\
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
@@ -190,7 +194,7 @@ endif
 define mt_template
 $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(1),\
-  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain,\
+  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain $(foreach t,$(TASKS),tok-$(t)-train tok-$(t)-validation),\
   build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_pretrain) \
     --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
 endef
@@ -294,20 +298,20 @@ MULTITASK_EVALS = $(foreach s,$(SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
 # The individual rows combine one metrics file per task: the report stage
 # reads each file's tasks, so per-seed rows are assembled from single-task
 # files (one line per task and seed).
-WF_DIR := $(CACHE)/runs/$(EXP)
+WF_DIR := $(CACHE)/runs/$(EXP_NAME)
 $(WF_DIR)/:
 	@mkdir -p $@
 
 wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP): individual $(MODE) models" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>/dev/null
 	@cat $(WF_DIR)/individual-$(MODE).md
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP): multitask $(MODE) model" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model" 2>/dev/null
 	@cat $(WF_DIR)/multitask-$(MODE).md
 
 # make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
@@ -318,7 +322,7 @@ MERGE_EVALS = $(foreach s,$(SEEDS),$(foreach sp,validation test,$(A_eval-merge-$
 wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
-	  --title "$(EXP): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
@@ -350,7 +354,7 @@ wf-sweep: wf-best
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
-	  --title "$(EXP): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
 	@cat $(WF_DIR)/sweep-$(MODE)-$(METHOD).md
 	@echo "plots: $(WF_DIR)/sweep-$(MODE)-$(METHOD)-*.png"
 
@@ -364,13 +368,13 @@ wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
 	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
-	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP): every merge method, IA3 and full fine-tuning"
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
 	@cat reports/results.md
 
 # ------------------------------------------------------------------ explain
 # The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key
 # (scripts/run-stage.sh); explain compares it with the key text now.
-export MATS_SLOTS := $(CACHE)/slots/$(EXP)
+export MATS_SLOTS := $(CACHE)/slots/$(EXP_NAME)
 wf-explain:
 	@if [ -z "$(SLOT)" ]; then echo "make explain SLOT=<slot>; slots of this configuration (EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD)):"; \
 	   printf '  %s\n' $(SLOTS); exit 0; fi

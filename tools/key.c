@@ -7,6 +7,9 @@
  *                             several of the above in one process (Make)
  *   key --config FILE... [--set k=v]... --get KEY...
  *                             print config values, one per line ("" if unset)
+ *   key --config FILE... [--set k=v]... --get-path KEY...
+ *                             the same, a relative value taken relative to
+ *                             the directory of the file that set it
  *   key --config FILE... [--set k=v]... --list PREFIX
  *                             print "REST=VALUE" for every key PREFIXREST, sorted
  *
@@ -84,7 +87,7 @@ static int job(int argc, char **argv) {
         return 0;
     }
     const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL;
-    int get = 0;
+    int get = 0, paths = 0;
     const char *list = NULL;
     int text = 0;
     mc_cfg *cfg = cfg_new();
@@ -98,6 +101,7 @@ static int job(int argc, char **argv) {
         else if (!strcmp(a, "--binary") && more) binary = argv[++i];
         else if (!strcmp(a, "--binary-digest") && more) digest = argv[++i];
         else if (!strcmp(a, "--get")) { get = i + 1; break; }
+        else if (!strcmp(a, "--get-path")) { get = i + 1; paths = 1; break; }
         else if (!strcmp(a, "--list") && more) list = argv[++i];
         else if (!strcmp(a, "--ns") && more) ns = argv[++i];
         else if (!strcmp(a, "--config") && more) {
@@ -115,6 +119,12 @@ static int job(int argc, char **argv) {
         if (get >= argc) usage();
         for (int i = get; i < argc; i++) {
             const char *v = cfg_peek(cfg, argv[i]);
+            const char *w = cfg_where(cfg, argv[i]);
+            if (paths && v && *v && *v != '/' && w && strcmp(w, "--set") != 0) {
+                const char *colon = strrchr(w, ':'), *slash = NULL;
+                for (const char *p = w; p < colon; p++) if (*p == '/') slash = p;
+                if (slash) printf("%.*s/", (int)(slash - w), w);
+            }
             puts(v ? v : "");
         }
         cfg_free(cfg);

@@ -53,4 +53,9 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                       float *C, int ldc, long strideC, int batch);
 
+/* Merge (appended): solve A X = B for nrhs right-hand sides given
+ * be_dpotrf's factor, with B supplied transposed: Bt is nrhs x n row-major
+ * (row j = right-hand side j), overwritten by X^T. No copies. */
+void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt);
+
 #endif

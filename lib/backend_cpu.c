@@ -83,3 +83,11 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                     transB ? CblasTrans : CblasNoTrans, m, n, k, alpha, A + i * strideA, lda,
                     B + i * strideB, ldb, beta, C + i * strideC, ldc);
 }
+
+/* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
+ * column-major order with ldb = ldbt: LAPACK's native layout. */
+void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt) {
+    int info = 0;
+    if (n <= 0 || nrhs <= 0) return;
+    dpotrs_("L", &n, &nrhs, A, &lda, Bt, &ldbt, &info);
+}

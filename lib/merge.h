@@ -74,6 +74,11 @@ uint64_t mrg_ties_rank(uint64_t d, double percent);
 uint64_t mrg_hash_name(const char *s);
 /* 1 with probability 1 - p (keep), 0 with probability p (drop). */
 int mrg_dare_keep(uint64_t seed, uint64_t model, uint64_t tensor_hash, uint64_t i, double p);
+/* The same in two steps: the per-(seed, model, tensor) stream once, then
+ * one hash per entry. mrg_dare_keep(s,m,t,i,p) ==
+ * mrg_dare_keep_at(mrg_dare_stream(s,m,t), i, p). */
+uint64_t mrg_dare_stream(uint64_t seed, uint64_t model, uint64_t tensor_hash);
+int mrg_dare_keep_at(uint64_t stream, uint64_t i, double p);
 
 /* ------------------------------------------------------------ breadcrumbs
  *
@@ -91,6 +96,9 @@ void mrg_breadcrumbs(float *x, long n, double top_percent, double bottom_percent
  * positive). S is overwritten by the factor. Returns the ridge used (0 if
  * none), or -1 if even the largest ridge failed. */
 double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior);
+/* The same with B and prior given transposed (nrhs x n row-major: one
+ * right-hand side per row); X^T overwrites Bt. RegMean's W-space layout. */
+double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *prior_t);
 
 /* ------------------------------------------------------------ operators */
 
@@ -143,12 +151,15 @@ void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b);
 double mrg_kfac_flops(const mrg_kfac *K);
 
 /* Kronecker preconditioner for the K-FAC system: P = N (Gbar (x) Abar) with
- * Gbar, Abar the means of the (scaled) Grams; P^-1 R = Gbar^-1 R Abar^-1 / N
- * through two Cholesky solves in double. */
+ * Gbar, Abar the means of the (scaled) Grams, so that
+ *   P^-1 R = Gbar^-1 R Abar^-1 / N.
+ * The two inverses are formed once per tensor from Cholesky factors
+ * (double; a ridge if a mean is singular); each application is then two
+ * GEMMs, 1/N of the operator's flops. */
 typedef struct {
     int N, out, in;
-    double *Lg, *La;   /* Cholesky factors */
-    double *t1, *t2;   /* out*in work each */
+    float *Ginv, *Ainv; /* out x out, in x in */
+    float *T;           /* out x in work */
     double ridge_g, ridge_a;
 } mrg_kron;
 /* -1 if a mean Gram is not positive definite even with a ridge. */

@@ -11,17 +11,16 @@
 
 /* ------------------------------------------------------------ SPD solves */
 
-double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior) {
-    size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;
-    double *S0 = mallocCheck(sizeof(double) * nn);
-    double *B0 = mallocCheck(sizeof(double) * (nb ? nb : 1));
+/* Factor S in place (ridge logic of mrg_spd_solve); returns the ridge or
+ * -1. S0 receives a copy of the original. */
+static double spd_factor(int n, double *S) {
+    size_t nn = (size_t)n * n;
+    double *S0 = mallocCheck(sizeof(double) * (nn ? nn : 1));
     memcpy(S0, S, sizeof(double) * nn);
-    memcpy(B0, B, sizeof(double) * nb);
     double mean_diag = 0;
     for (int i = 0; i < n; i++) mean_diag += S0[(size_t)i * n + i];
     mean_diag /= n > 0 ? n : 1;
     if (!(mean_diag > 0) || !isfinite(mean_diag)) mean_diag = 1;
-
     double ridge = 0;
     int ok = be_dpotrf(n, S, n) == 0;
     for (double f = 1e-6; !ok && f <= 1.0 + 1e-12; f *= 10) {
@@ -30,19 +29,27 @@ double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior)
         for (int i = 0; i < n; i++) S[(size_t)i * n + i] += ridge;
         ok = be_dpotrf(n, S, n) == 0;
     }
-    if (!ok) {
-        free(S0);
-        free(B0);
-        return -1;
-    }
-    if (ridge > 0) {
-        memcpy(B, B0, sizeof(double) * nb);
-        if (prior)
-            for (size_t j = 0; j < nb; j++) B[j] += ridge * prior[j];
-    }
-    if (nrhs > 0) be_dpotrs(n, nrhs, S, n, B, nrhs);
     free(S0);
-    free(B0);
+    return ok ? ridge : -1;
+}
+
+double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior) {
+    double ridge = spd_factor(n, S);
+    if (ridge < 0) return -1;
+    size_t nb = (size_t)n * nrhs;
+    if (ridge > 0 && prior)
+        for (size_t j = 0; j < nb; j++) B[j] += ridge * prior[j];
+    if (nrhs > 0) be_dpotrs(n, nrhs, S, n, B, nrhs);
+    return ridge;
+}
+
+double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *prior_t) {
+    double ridge = spd_factor(n, S);
+    if (ridge < 0) return -1;
+    size_t nb = (size_t)n * nrhs;
+    if (ridge > 0 && prior_t)
+        for (size_t j = 0; j < nb; j++) Bt[j] += ridge * prior_t[j];
+    be_dpotrs_t(n, nrhs, S, n, Bt, n);
     return ridge;
 }
 
@@ -172,52 +179,58 @@ void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b) {
 
 /* ------------------------------------------------------------ Kronecker preconditioner */
 
+/* The inverse of the symmetric n x n mean `M` (double, overwritten) as
+ * float, from its Cholesky factor: solve M X = I. Returns the ridge. */
+static double spd_inverse(int n, double *M, float *inv) {
+    double ridge = spd_factor(n, M);
+    if (ridge < 0) return -1;
+    double *I = callocCheck((size_t)n * n, sizeof(double));
+    for (int i = 0; i < n; i++) I[(size_t)i * n + i] = 1;
+    be_dpotrs_t(n, n, M, n, I, n); /* X^T = X: the inverse is symmetric */
+    for (size_t j = 0; j < (size_t)n * n; j++) inv[j] = (float)I[j];
+    free(I);
+    return ridge;
+}
+
 int mrg_kron_init(mrg_kron *P, const mrg_kfac *K) {
     int N = K->N, out = K->out, in = K->in;
     memset(P, 0, sizeof *P);
     P->N = N;
     P->out = out;
     P->in = in;
-    P->Lg = callocCheck((size_t)out * out, sizeof(double));
-    P->La = callocCheck((size_t)in * in, sizeof(double));
+    double *Gm = callocCheck((size_t)out * out, sizeof(double));
+    double *Am = callocCheck((size_t)in * in, sizeof(double));
     for (int i = 0; i < N; i++) {
         for (int r = 0; r < out; r++)
             for (int c = 0; c < out; c++)
-                P->Lg[(size_t)r * out + c] += K->Gcat[(size_t)r * N * out + (size_t)i * out + c];
+                Gm[(size_t)r * out + c] += K->Gcat[(size_t)r * N * out + (size_t)i * out + c];
         for (int r = 0; r < in; r++)
             for (int c = 0; c < in; c++)
-                P->La[(size_t)r * in + c] += K->Acat[(size_t)r * N * in + (size_t)i * in + c];
+                Am[(size_t)r * in + c] += K->Acat[(size_t)r * N * in + (size_t)i * in + c];
     }
-    for (size_t j = 0; j < (size_t)out * out; j++) P->Lg[j] /= N;
-    for (size_t j = 0; j < (size_t)in * in; j++) P->La[j] /= N;
-    /* Factor with an empty right-hand side: mrg_spd_solve's ridge logic. */
-    double dummy = 0;
-    P->ridge_g = mrg_spd_solve(out, 0, P->Lg, &dummy, NULL);
-    P->ridge_a = mrg_spd_solve(in, 0, P->La, &dummy, NULL);
-    P->t1 = mallocCheck(sizeof(double) * (size_t)out * in);
-    P->t2 = mallocCheck(sizeof(double) * (size_t)out * in);
-    if (P->ridge_g < 0 || P->ridge_a < 0) return -1;
-    return 0;
+    for (size_t j = 0; j < (size_t)out * out; j++) Gm[j] /= N;
+    for (size_t j = 0; j < (size_t)in * in; j++) Am[j] /= N;
+    P->Ginv = mallocCheck(sizeof(float) * (size_t)out * out);
+    P->Ainv = mallocCheck(sizeof(float) * (size_t)in * in);
+    P->T = mallocCheck(sizeof(float) * (size_t)out * in);
+    P->ridge_g = spd_inverse(out, Gm, P->Ginv);
+    P->ridge_a = spd_inverse(in, Am, P->Ainv);
+    free(Gm);
+    free(Am);
+    return P->ridge_g < 0 || P->ridge_a < 0 ? -1 : 0;
 }
 
 void mrg_kron_apply(const mrg_kron *P, const float *R, float *Z) {
     int out = P->out, in = P->in;
-    size_t n = (size_t)out * in;
-    for (size_t j = 0; j < n; j++) P->t1[j] = R[j];
-    be_dpotrs(out, in, P->Lg, out, P->t1, in); /* t1 = Gbar^-1 R   (out x in) */
-    for (int r = 0; r < out; r++)              /* t2 = t1^T        (in x out) */
-        for (int c = 0; c < in; c++) P->t2[(size_t)c * out + r] = P->t1[(size_t)r * in + c];
-    be_dpotrs(in, out, P->La, in, P->t2, out); /* t2 = Abar^-1 t1^T = (t1 Abar^-1)^T */
-    double s = 1.0 / P->N;
-    for (int r = 0; r < out; r++)
-        for (int c = 0; c < in; c++) Z[(size_t)r * in + c] = (float)(s * P->t2[(size_t)c * out + r]);
+    /* T = Gbar^-1 R (out x in); Z = T Abar^-1 / N */
+    be_gemm(0, 0, out, in, out, 1.0f, P->Ginv, out, R, in, 0.0f, P->T, in);
+    be_gemm(0, 0, out, in, in, 1.0f / P->N, P->T, in, P->Ainv, in, 0.0f, Z, in);
 }
 
 void mrg_kron_free(mrg_kron *P) {
-    free(P->Lg);
-    free(P->La);
-    free(P->t1);
-    free(P->t2);
+    free(P->Ginv);
+    free(P->Ainv);
+    free(P->T);
     memset(P, 0, sizeof *P);
 }
 

@@ -87,10 +87,17 @@ uint64_t mrg_hash_name(const char *s) {
     return h;
 }
 
-int mrg_dare_keep(uint64_t seed, uint64_t model, uint64_t tensor_hash, uint64_t i, double p) {
-    uint64_t h = splitmix64(splitmix64(splitmix64(seed ^ 0x6a09e667f3bcc909ull) ^ model) ^ tensor_hash);
-    double u = (double)(splitmix64(h ^ i) >> 11) * 0x1.0p-53;
+uint64_t mrg_dare_stream(uint64_t seed, uint64_t model, uint64_t tensor_hash) {
+    return splitmix64(splitmix64(splitmix64(seed ^ 0x6a09e667f3bcc909ull) ^ model) ^ tensor_hash);
+}
+
+int mrg_dare_keep_at(uint64_t stream, uint64_t i, double p) {
+    double u = (double)(splitmix64(stream ^ i) >> 11) * 0x1.0p-53;
     return u >= p;
+}
+
+int mrg_dare_keep(uint64_t seed, uint64_t model, uint64_t tensor_hash, uint64_t i, double p) {
+    return mrg_dare_keep_at(mrg_dare_stream(seed, model, tensor_hash), i, p);
 }
 
 /* ------------------------------------------------------------ breadcrumbs */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "ops.h"
 
 optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors) {
     optim *o = callocCheck(1, sizeof *o);
@@ -47,23 +48,35 @@ void opt_free(optim *o) {
 
 /* torch.optim.AdamW (non-fused, single tensor path):
  *   p *= 1 - lr*wd ; m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
- *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
+ *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ * Elementwise, so it runs on the ops thread pool. */
+typedef struct {
+    float *p, *m, *v;
+    const float *g;
+    float b1, b2, step_size, bc2_sqrt, eps, decay;
+    int wd;
+} adamw_ctx;
+
+static void adamw_range(void *ctx, long lo, long hi) {
+    adamw_ctx *c = ctx;
+    for (long i = lo; i < hi; i++) {
+        float gi = c->g[i];
+        if (c->wd) c->p[i] *= c->decay;
+        c->m[i] = c->m[i] * c->b1 + (1.0f - c->b1) * gi;
+        c->v[i] = c->v[i] * c->b2 + (1.0f - c->b2) * gi * gi;
+        float denom = sqrtf(c->v[i]) / c->bc2_sqrt + c->eps;
+        c->p[i] -= c->step_size * (c->m[i] / denom);
+    }
+}
+
 static void adamw_step(optim *o, float *p, const float *g) {
     o->step++;
-    float *m = o->state, *v = o->state + o->n;
     double bc1 = 1.0 - pow(o->beta1, (double)o->step);
     double bc2 = 1.0 - pow(o->beta2, (double)o->step);
-    float step_size = (float)(o->lr / bc1);
-    float bc2_sqrt = (float)sqrt(bc2);
-    float b1 = o->beta1, b2 = o->beta2, decay = 1.0f - o->lr * o->weight_decay;
-    for (size_t i = 0; i < o->n; i++) {
-        float gi = g[i];
-        if (o->weight_decay != 0.0f) p[i] *= decay;
-        m[i] = m[i] * b1 + (1.0f - b1) * gi;
-        v[i] = v[i] * b2 + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(v[i]) / bc2_sqrt + o->eps;
-        p[i] -= step_size * (m[i] / denom);
-    }
+    adamw_ctx c = {.p = p, .m = o->state, .v = o->state + o->n, .g = g, .b1 = o->beta1, .b2 = o->beta2,
+                   .step_size = (float)(o->lr / bc1), .bc2_sqrt = (float)sqrt(bc2), .eps = o->eps,
+                   .decay = 1.0f - o->lr * o->weight_decay, .wd = o->weight_decay != 0.0f};
+    ops_parallel_for((long)o->n, 1 << 14, adamw_range, &c);
 }
 
 static double rms(const float *x, size_t n) {

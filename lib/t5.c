@@ -667,7 +667,7 @@ static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
 }
 
 void t5_zero_grad(t5_model *m) {
-    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) ops_zero(m->grads, (long)m->n_params);
     if (m->ia3_grads) memset(m->ia3_grads, 0, m->n_ia3 * sizeof(float));
 }
 
@@ -687,7 +687,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     const int ia3 = m->ia3 != NULL, full = m->grads != NULL;
     t5_params *Gp = full ? &m->g : NULL;
 
-    memset(m->grad_mem, 0, acts_layout(m, da, m->grad_mem, B, Te, Bd, Td) * sizeof(float));
+    ops_zero(m->grad_mem, (long)acts_layout(m, da, m->grad_mem, B, Te, Bd, Td));
 
     /* loss weights */
     for (int r = 0; r < Bd; r++) {
@@ -734,7 +734,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
                             ba->ca_rstd, Nd, D);
         /* self-attention */
         const float *x = l ? a->dec[l - 1].out : a->dec_emb;
-        float *dx = l ? da->dec[l - 1].out : (full ? da->dec_emb : NULL);
+        float *dx = l ? da->dec[l - 1].out : (full || m->all_act_grads ? da->dec_emb : NULL);
         self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->dec_bias, Bd, Td);
     }
     if (full) {
@@ -753,7 +753,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         t5_block_ia3 *IG = ia3 ? &m->iag.enc[l] : NULL;
         ffn_backward(m, dba, ba, P, G, IA, IG, ba->x1, dba->x1, Ne);
         const float *x = l ? a->enc[l - 1].out : a->enc_emb;
-        float *dx = l ? da->enc[l - 1].out : (full ? da->enc_emb : NULL);
+        float *dx = l ? da->enc[l - 1].out : (full || m->all_act_grads ? da->enc_emb : NULL);
         self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->enc_bias, B, Te);
     }
     if (full) {

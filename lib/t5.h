@@ -196,6 +196,8 @@ typedef struct {
     int *enc_buckets, *dec_buckets; /* (Te,Te), (Td,Td) for the current lengths */
     uint8_t *enc_mask;          /* (B,Te) */
     float *tok_loss, *lse, *tok_w; /* (Nd) */
+    int all_act_grads;          /* backward fills every activation gradient (down to the
+                                   embeddings) even without parameter gradients */
     t5_batch last;              /* dims of the last forward */
     float last_loss;
     int n_real_targets;

@@ -414,10 +414,9 @@ static float *sparse_tv(int i, const art_tensor *t, const float *pre, const floa
                 if (mrg_absbits(x[j]) < tb) x[j] = 0;
         }
     } else if (O.method == M_DARE_TIES || O.method == M_DARE_LINEAR) {
-        uint64_t th = mrg_hash_name(t->name);
+        uint64_t st = mrg_dare_stream(O.seed, (uint64_t)i, mrg_hash_name(t->name));
         float sc = (float)(1.0 / (1.0 - O.drop_rate));
-        for (long j = 0; j < n; j++)
-            x[j] = mrg_dare_keep(O.seed, (uint64_t)i, th, (uint64_t)j, O.drop_rate) ? x[j] * sc : 0.0f;
+        for (long j = 0; j < n; j++) x[j] = mrg_dare_keep_at(st, (uint64_t)j, O.drop_rate) ? x[j] * sc : 0.0f;
     } else if (O.method == M_BREADCRUMBS) {
         mrg_breadcrumbs(x, n, O.bc_top, O.bc_bottom, work);
     }
@@ -588,6 +587,8 @@ static void run_streaming(const char *key) {
     float *thr = NULL;
     int ties_like = O.method == M_TIES || O.method == M_DARE_TIES;
     int64_t majority = 0;
+    int8_t *signs = NULL;
+    size_t sign_off = 0;
     if (O.method == M_TIES) {
         thr = ties_thresholds();
         mc_val *a = val_set_array(meta, "ties_thresholds");
@@ -598,15 +599,29 @@ static void run_streaming(const char *key) {
         if ((size_t)m0->tensors[j].numel > maxn) maxn = (size_t)m0->tensors[j].numel;
     if (ties_like) {
         /* Majority sign over all entries, for entries whose elected sign is 0. */
+        /* The elected signs are kept (one byte per parameter, a quarter of
+         * a model) so the merge pass reads every model once. */
         float *sum = mallocCheck(sizeof(float) * (maxn ? maxn : 1));
+        size_t total = 0;
+        for (size_t j = 0; j < m0->n_tensors; j++) total += (size_t)m0->tensors[j].numel;
+        signs = mallocCheck(total ? total : 1);
         int64_t pos = 0, neg = 0;
-        for (size_t j = 0; j < m0->n_tensors; j++) {
+        mc_progress pr;
+        progress_init(&pr, "elect signs", (int64_t)m0->n_tensors, "tensors");
+        for (size_t j = 0, off = 0; j < m0->n_tensors; j++) {
             const art_tensor *t = &m0->tensors[j];
             float *pre = load_pre(t);
             elect_signs(t, pre, thr, sum);
-            for (long e = 0; e < t->numel; e++) pos += sum[e] > 0, neg += sum[e] < 0;
+            for (long e = 0; e < t->numel; e++) {
+                int sg = (sum[e] > 0) - (sum[e] < 0);
+                signs[off + e] = (int8_t)sg;
+                pos += sg > 0, neg += sg < 0;
+            }
+            off += (size_t)t->numel;
             free(pre);
+            progress_update(&pr, (int64_t)j + 1, NULL);
         }
+        progress_finish(&pr, NULL);
         free(sum);
         majority = (pos > neg) - (pos < neg);
         val_set_int(meta, "majority_sign", majority);
@@ -644,11 +659,11 @@ static void run_streaming(const char *key) {
         case M_TIES:
         case M_DARE_TIES: {
             float *pre = load_pre(t);
-            elect_signs(t, pre, thr, acc); /* acc = sum of sparse tvs */
-            for (long e = 0; e < n; e++) {
-                float s = (float)((acc[e] > 0) - (acc[e] < 0));
-                acc[e] = s == 0 ? (float)majority : s;
+            for (long e = 0; e < n; e++) { /* acc = elected sign, zeros resolved */
+                int8_t sg = signs[sign_off + e];
+                acc[e] = sg ? (float)sg : (float)majority;
             }
+            sign_off += (size_t)n;
             /* Disjoint mean: entries agreeing with the elected sign. A sign
              * of 0 (all signs tied, majority tied) selects negatives, as
              * torch.where(sign > 0, x > 0, x < 0) does. */
@@ -694,6 +709,7 @@ static void run_streaming(const char *key) {
     free(acc);
     free(aux);
     free(thr);
+    free(signs);
     val_free(meta);
 }
 
@@ -819,28 +835,27 @@ static void run_solvers(const char *key) {
             char *sn = kind == T_LINEAR ? stat_name(t->name, "input_gram") : strdupCheck(t->name);
             float *S = callocCheck((size_t)k * k, sizeof(float));
             float *b = callocCheck((size_t)n, sizeof(float));
-            float **W = mallocCheck(sizeof(float *) * O.n);
+            float *avg = O.method == M_REGMEAN ? callocCheck((size_t)n, sizeof(float)) : NULL;
             for (int i = 0; i < O.n; i++) {
                 const art_file *st_file = kind == T_LINEAR ? GRAM[i] : FISH[i];
                 float *M = load_scaled(st_file, sn, k);
-                W[i] = load_model(i, t->name);
+                float *Wi = load_model(i, t->name);
                 for (size_t e = 0; e < (size_t)k * k; e++) S[e] += M[e];
-                be_gemm(0, 0, rows, k, k, 1.0f, W[i], k, M, k, 1.0f, b, k); /* b += W_i M_i */
+                be_gemm(0, 0, rows, k, k, 1.0f, Wi, k, M, k, 1.0f, b, k); /* b += W_i M_i */
+                if (avg)
+                    for (long e = 0; e < n; e++) avg[e] += Wi[e] / O.n;
                 free(M);
+                free(Wi);
             }
             if (O.method == M_REGMEAN) {
-                /* (sum M~) W^T = sum M~ W_i^T, in double, ridge towards the average. */
+                /* (sum M~) W^T = sum M~ W_i^T, in double; a singular system
+                 * gets a ridge pulling towards the average of the models. */
                 double *Sd = mallocCheck(sizeof(double) * (size_t)k * k);
                 double *Bd = mallocCheck(sizeof(double) * (size_t)n);
-                double *Pd = callocCheck((size_t)n, sizeof(double));
+                double *Pd = mallocCheck(sizeof(double) * (size_t)n);
                 for (size_t e = 0; e < (size_t)k * k; e++) Sd[e] = S[e];
-                for (int r = 0; r < rows; r++)
-                    for (int c = 0; c < k; c++) Bd[(size_t)c * rows + r] = b[(size_t)r * k + c];
-                for (int i = 0; i < O.n; i++)
-                    for (int r = 0; r < rows; r++)
-                        for (int c = 0; c < k; c++)
-                            Pd[(size_t)c * rows + r] += W[i][(size_t)r * k + c] / O.n;
-                double ridge = mrg_spd_solve(k, rows, Sd, Bd, Pd);
+                for (long e = 0; e < n; e++) Bd[e] = b[e], Pd[e] = avg[e];
+                double ridge = mrg_spd_solve_t(k, rows, Sd, Bd, Pd);
                 if (ridge < 0)
                     die("regmean: the summed Gram of '%s' is not positive semi-definite even with a "
                         "ridge of its mean diagonal: the Grams are broken", t->name);
@@ -850,9 +865,8 @@ static void run_solvers(const char *key) {
                     fprintf(stderr, "merge: regmean: summed Gram of %s is singular; solved with a ridge "
                             "%.3g (towards the average of the models)\n", t->name, ridge);
                 }
-                float *x = mallocCheck(sizeof(float) * (size_t)n);
-                for (int r = 0; r < rows; r++)
-                    for (int c = 0; c < k; c++) x[(size_t)r * k + c] = (float)Bd[(size_t)c * rows + r];
+                float *x = avg; /* reuse */
+                for (long e = 0; e < n; e++) x[e] = (float)Bd[e];
                 free(Sd);
                 free(Bd);
                 free(Pd);
@@ -866,8 +880,6 @@ static void run_solvers(const char *key) {
                 record_cg(cgmeta, &st, t->name, &cr);
                 res[j] = x;
             }
-            for (int i = 0; i < O.n; i++) free(W[i]);
-            free(W);
             free(S);
             free(b);
             free(sn);

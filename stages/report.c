@@ -16,6 +16,11 @@
  *   PATH    a `metrics` artifact; for ROW "majority", the test `tokens`
  *           artifacts of the tasks (the majority class's share of each)
  *
+ *   report --argmax LAMBDA=METRICS [LAMBDA=METRICS...]
+ *
+ * prints the LAMBDA whose metrics artifact has the highest meta.average (the
+ * first one on ties): the lambda chosen on validation.
+ *
  * Writes OUT.md (one Markdown table per group, like the paper's) and, unless
  * --no-plots, gnuplot scripts, data and PNGs beside it: OUT-lambda-GROUP.png
  * (validation average against lambda, one line per method) and
@@ -52,9 +57,9 @@ static int task_index(const char *t) {
 }
 
 /* Count tasks whose predictions are all one value, using the optional
- * meta.examples map (task -> count, in --data order). */
+ * meta.n_examples map (task -> count, in --data order) that eval writes. */
 static int single_class_tasks(const art_file *a) {
-    const mc_val *ex = val_get(a->meta, "examples");
+    const mc_val *ex = val_get(a->meta, "n_examples");
     const art_tensor *p = art_find(a, "prediction");
     if (!ex || ex->type != VAL_MAP || !p || p->dtype != ART_I32) return -1;
     int32_t *pred = mallocCheck(p->nbytes + 4);
@@ -143,6 +148,23 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     const char *manifest = NULL, *out = NULL, *title = "Results";
     int plots = 1;
+    if (argc > 2 && !strcmp(argv[1], "--argmax")) {
+        double best = -1;
+        const char *arg = NULL;
+        for (int i = 2; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (!eq) die("--argmax: '%s' is not LAMBDA=METRICS", argv[i]);
+            art_file *a = art_open(eq + 1, "metrics");
+            if (!a) die("%s", mc_error());
+            const mc_val *v = val_get(a->meta, "average");
+            if (!v || (v->type != VAL_FLOAT && v->type != VAL_INT)) die("%s: no meta.average", eq + 1);
+            double x = val_get_float(a->meta, "average", 0);
+            if (x > best) { best = x; arg = argv[i]; }
+            art_close(a);
+        }
+        printf("%.*s\n", (int)(strchr(arg, '=') - arg), arg);
+        return 0;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--manifest") && i + 1 < argc) manifest = argv[++i];
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
@@ -166,7 +188,12 @@ int main(int argc, char **argv) {
         if (!line[strspn(line, " \t")]) continue;
         char *f[6];
         int nf = 0;
-        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) f[nf++] = s;
+        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) {
+            while (*s == ' ') s++;
+            char *e = s + strlen(s);
+            while (e > s && e[-1] == ' ') *--e = 0;
+            f[nf++] = s;
+        }
         if (nf != 6) die("%s:%d: expected 6 tab-separated fields (group row seed split lambda path)", manifest, lineno);
         if (nr == cap) rs = reallocCheck(rs, (cap = cap ? 2 * cap : 64) * sizeof(result));
         result *r = &rs[nr++];

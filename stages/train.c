@@ -207,9 +207,9 @@ static double validate(t5_model *m, tok_set **vs, int nv, const train_opts *o, t
         int mb = tb->maxB, cnt = 0;
         const int *ins[1024], *outs[1024];
         int nins[1024], nouts[1024];
-        for (int64_t j = 0; j < n; j += mb) {
+        for (int64_t j = 0; j < n;) {
             int k = 0;
-            for (; k < mb && j + k < n; k++) {
+            for (; k < mb && k < 1024 && j + k < n; k++) {
                 /* fixed: chunk j+k, epoch 0 order, noise from the seed */
                 span_example(vstream, j + k, m->c.vocab_size, o->density, o->mean_span,
                              in + k * (o->max_in + 1), &nins[k], tg + k * (o->max_tgt + 1), &nouts[k]);
@@ -219,6 +219,7 @@ static double validate(t5_model *m, tok_set **vs, int nv, const train_opts *o, t
             tok_batch_fill(tb, k, ins, nins, k, outs, nouts, NULL, 0, 0);
             s += t5_forward(m, &tb->b);
             cnt++;
+            j += k;
         }
         return cnt ? -s / cnt : 0;
     }
@@ -539,7 +540,7 @@ int main(int argc, char **argv) {
             int nc = (int)(vsets[v]->ex_choices[i + 1] - vsets[v]->ex_choices[i]);
             if (nc > max_choices) max_choices = nc;
         }
-    int vbd = mb * 4 > max_choices ? mb * 4 : max_choices;
+    int vbd = mb > max_choices ? mb : max_choices;
     tok_batch_init(&vtb, mb, (int)o.max_in, vbd, (int)o.max_tgt);
     t5_alloc_acts(m, mb, (int)o.max_in, nv ? vbd : mb, (int)o.max_tgt, 1);
 

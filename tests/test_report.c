@@ -17,7 +17,7 @@ static void write_metrics(const char *name, double a, double b, const int32_t *p
     val_set_float(acc, "alpha", a);
     val_set_float(acc, "beta", b);
     val_set_float(m, "average", (a + b) / 2);
-    mc_val *ex = val_set_map(m, "examples");
+    mc_val *ex = val_set_map(m, "n_examples");
     val_set_int(ex, "alpha", n / 2);
     val_set_int(ex, "beta", n - n / 2);
     art_writer *w = art_writer_open(p, "metrics", "", m, 1);
@@ -73,14 +73,14 @@ static void test_table(void) {
     int32_t la[5] = {0, 0, 0, 1, 2}, lb[4] = {1, 1, 0, 0};
     write_tokens("a.msgpack", "alpha", la, 5);
     write_tokens("b.msgpack", "beta", lb, 4);
-    char man[400], out[400], cmd[1200];
+    char man[400], out[400], cmd[2400];
     snprintf(man, sizeof man, "%s/manifest.tsv", dir);
     snprintf(out, sizeof out, "%s/results.md", dir);
     FILE *f = fopen(man, "w");
     fprintf(f, "# group row seed split lambda path\n");
     fprintf(f, "ia3\tmajority\t-\ttest\t-\t%s/a.msgpack,%s/b.msgpack\n", dir, dir);
     fprintf(f, "ia3\tindividual\t1\ttest\t-\t%s/i1.msgpack\n", dir);
-    fprintf(f, "ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir);
+    fprintf(f, " ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir); /* spaces around fields are ignored */
     fprintf(f, "ia3\tties\t1\tvalidation\t0\t%s/t1v0.msgpack\n", dir);
     fprintf(f, "ia3\tties\t1\tvalidation\t1\t%s/t1v1.msgpack\n", dir);
     fprintf(f, "ia3\tties\t1\ttest\t1\t%s/t1.msgpack\n", dir);
@@ -110,7 +110,7 @@ static void test_per_task_lines_combine(void) {
     write_metrics1("b1.msgpack", "beta", 0.5);
     write_metrics1("a2.msgpack", "alpha", 0.7);
     write_metrics1("b2.msgpack", "beta", 0.5);
-    char man[400], out[400], cmd[1200];
+    char man[400], out[400], cmd[2400];
     snprintf(man, sizeof man, "%s/m2.tsv", dir);
     snprintf(out, sizeof out, "%s/r2.md", dir);
     FILE *f = fopen(man, "w");
@@ -124,6 +124,14 @@ static void test_per_task_lines_combine(void) {
     char *md = slurp(out);
     /* seed averages 70 and 60: 65 ± 7.1 */
     CHECK(md && strstr(md, "| individual | 80.0 ± 14.1 | 50.0 ± 0.0 | **65.0 ± 7.1** | – | – |"), "row:\n%s", md ? md : "");
+    free(md);
+    /* argmax over lambda: the highest average, the first on ties */
+    snprintf(cmd, sizeof cmd, "build/bin/report --argmax 0.1=%s/b1.msgpack 0.2=%s/a2.msgpack 0.3=%s/a1.msgpack 0.4=%s/a1.msgpack > %s/best.txt",
+             dir, dir, dir, dir, dir);
+    CHECK(system(cmd) == 0, "argmax failed");
+    snprintf(out, sizeof out, "%s/best.txt", dir);
+    md = slurp(out);
+    CHECK(md && !strcmp(md, "0.3\n"), "argmax printed '%s'", md ? md : "");
     free(md);
 }
 

@@ -139,6 +139,24 @@ static void test_adamw_steps(void) {
     t5_free(m);
 }
 
+static void test_adafactor_steps(void) {
+    t5_model *m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAFACTOR, 1e-2f, m->n_params, m->tensors, m->n_tensors);
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adafactor_losses");
+    for (int s = 0; s < 10; s++) printf("  step %d loss %.6f reference %.6f\n", s, losses[s], ref[s]);
+    CHECK(losses[9] < losses[0] - 0.1f, "loss did not go down: %f -> %f", losses[0], losses[9]);
+    t_close("adafactor losses", losses, ref, 10, 2e-5, 0);
+    opt_free(o);
+    t5_free(m);
+}
+
 /* Central differences in float32 on the largest-gradient entries of a few
  * tensors; the loss is recomputed from scratch each time. */
 static void test_finite_differences(void) {
@@ -312,7 +330,7 @@ static void test_batch_fill(void) {
 }
 
 int main(void) {
-    be_init(1);
+    be_init(2); /* exercise the threaded loops of ops.c */
     F = fx_load(FIXTURE);
     C = fx_config(F);
     fx_entry *e = fx_get(F, "enc_ids"), *t = fx_get(F, "targets");
@@ -325,6 +343,7 @@ int main(void) {
     RUN(test_backward_full);
     RUN(test_ia3);
     RUN(test_adamw_steps);
+    RUN(test_adafactor_steps);
     RUN(test_finite_differences);
     RUN(test_linears_xg);
     RUN(test_rank);

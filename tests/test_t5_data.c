@@ -3,6 +3,8 @@
  *   test_t5_data            check tok_load on freshly written artifacts
  *   test_t5_data --write DIR  write DIR/{train,valid,test,corpus,other}.msgpack
  *                           for tests/test_t5_stages.sh
+ *   test_t5_data --write-bench DIR  DIR/bench.msgpack (1000 t5-mini-sized
+ *                           examples) for make bench-stats
  *
  * The task ("has7"): input = 4..16 random ids in [3,100) + EOS; the answer is
  * "yes" (ids 11 1) when id 7 occurs in the input, else "no" (ids 10 1); half
@@ -186,7 +188,57 @@ static void test_bad_kind(void) {
     CHECK(s == NULL && strstr(mc_error(), "bad.msgpack"), "error names the file: %s", mc_error());
 }
 
+/* bench.msgpack for make bench-stats: n examples, inputs of 64..128 ids
+ * below `vocab`, two choices of 2..4 tokens. */
+static int write_bench(const char *path, int n, int vocab) {
+    t5_rng r;
+    t5_rng_seed(&r, 11);
+    int64_t *in = mallocCheck(sizeof(int64_t) * n * 129), *ioff = mallocCheck(sizeof(int64_t) * (n + 1));
+    int64_t *ch = mallocCheck(sizeof(int64_t) * n * 2 * 4), *coff = mallocCheck(sizeof(int64_t) * (2 * n + 1));
+    int64_t *ec = mallocCheck(sizeof(int64_t) * (n + 1));
+    int32_t *lab = mallocCheck(sizeof(int32_t) * n);
+    int64_t p = 0, q = 0, k = 0;
+    ioff[0] = coff[0] = ec[0] = 0;
+    for (int i = 0; i < n; i++) {
+        int len = 63 + (int)t5_rng_below(&r, 65);
+        for (int t = 0; t < len; t++) in[p++] = 3 + (int64_t)t5_rng_below(&r, vocab - 103);
+        in[p++] = T5_EOS;
+        ioff[i + 1] = p;
+        for (int c = 0; c < 2; c++) {
+            int lc = 1 + (int)t5_rng_below(&r, 3);
+            for (int t = 0; t < lc; t++) ch[q++] = 3 + (int64_t)t5_rng_below(&r, vocab - 103);
+            ch[q++] = T5_EOS;
+            coff[++k] = q;
+        }
+        ec[i + 1] = 2 * (i + 1);
+        lab[i] = (int)t5_rng_below(&r, 2);
+    }
+    mc_val *meta = val_map();
+    val_set_str(meta, "task", "bench");
+    val_set_str(meta, "split", "train");
+    art_writer *w = art_writer_open(path, "tokens", "", meta, 6);
+    val_free(meta);
+    if (!w) return -1;
+    int64_t s1[1] = {p}, s2[1] = {n + 1}, s3[1] = {q}, s4[1] = {2 * n + 1}, s6[1] = {n};
+    int rc = art_writer_tensor(w, "input_ids", ART_I64, 1, s1, in) | art_writer_tensor(w, "input_offsets", ART_I64, 1, s2, ioff) |
+             art_writer_tensor(w, "choice_ids", ART_I64, 1, s3, ch) | art_writer_tensor(w, "choice_offsets", ART_I64, 1, s4, coff) |
+             art_writer_tensor(w, "example_choices", ART_I64, 1, s2, ec) | art_writer_tensor(w, "label", ART_I32, 1, s6, lab);
+    free(in), free(ioff), free(ch), free(coff), free(ec), free(lab);
+    if (rc < 0) {
+        art_writer_abort(w);
+        return -1;
+    }
+    return art_writer_close(w);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--write-bench")) {
+        char p[1024];
+        mkdir(argv[2], 0777);
+        snprintf(p, sizeof p, "%s/bench.msgpack", argv[2]);
+        if (write_bench(p, 1000, 8000) < 0) die("%s", mc_error());
+        return 0;
+    }
     if (argc == 3 && !strcmp(argv[1], "--write")) {
         mkdir(argv[2], 0777);
         if (write_all(argv[2]) < 0) die("%s", mc_error());

@@ -25,7 +25,7 @@ typedef struct {
     fx_entry *e;
 } fx_file;
 
-static fx_file *fx_load(const char *path) {
+static inline fx_file *fx_load(const char *path) {
     unsigned char *buf;
     size_t len;
     if (mc_read_file(path, &buf, &len) < 0) die("%s (regenerate with make fixtures-t5)", mc_error());
@@ -65,23 +65,23 @@ static fx_file *fx_load(const char *path) {
     return f;
 }
 
-static fx_entry *fx_get(fx_file *f, const char *name) {
+static inline fx_entry *fx_get(fx_file *f, const char *name) {
     for (int i = 0; i < f->n; i++)
         if (strcmp(f->e[i].name, name) == 0) return &f->e[i];
     die("fixture entry %s missing (regenerate with make fixtures-t5)", name);
 }
 
-static float *fx_f32(fx_file *f, const char *name) { return (float *)fx_get(f, name)->data; }
-static int *fx_i32(fx_file *f, const char *name) { return (int *)fx_get(f, name)->data; }
+static inline float *fx_f32(fx_file *f, const char *name) { return (float *)fx_get(f, name)->data; }
+static inline int *fx_i32(fx_file *f, const char *name) { return (int *)fx_get(f, name)->data; }
 
-static void fx_free(fx_file *f) {
+static inline void fx_free(fx_file *f) {
     for (int i = 0; i < f->n; i++) free(f->e[i].data);
     free(f->e);
     free(f);
 }
 
 /* The micro config as written by the reference. */
-static t5_config fx_config(fx_file *f) {
+static inline t5_config fx_config(fx_file *f) {
     int *c = fx_i32(f, "config");
     t5_config cfg = {.vocab_size = c[0], .d_model = c[1], .d_kv = c[2], .d_ff = c[3], .num_heads = c[4],
                      .num_layers = c[5], .num_decoder_layers = c[6], .num_buckets = c[7],
@@ -91,7 +91,7 @@ static t5_config fx_config(fx_file *f) {
 
 /* Copy every param/<name> entry into m's parameters (all must be present);
  * with ia3, also ia3/<name>. */
-static void fx_fill_model(fx_file *f, t5_model *m, int ia3) {
+static inline void fx_fill_model(fx_file *f, t5_model *m, int ia3) {
     char nm[160];
     for (int i = 0; i < m->n_tensors; i++) {
         const t5_tensor *t = &m->tensors[i];

@@ -97,6 +97,37 @@ def main(out_path):
         losses.append(loss.item())
     put('adamw_losses', losses, 0)
 
+    # ten Adafactor steps (HF transformers semantics with a fixed lr, written
+    # out here from the algorithm: factored second moments for matrices,
+    # decay rate -0.8, update clipping at RMS 1, no momentum)
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    state = {}
+    losses = []
+    for step in range(1, 11):
+        for v in P.values():
+            v.grad = None
+        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            beta2t = 1.0 - step ** -0.8
+            for k, p in P.items():
+                g = p.grad
+                upd = g * g + 1e-30
+                if g.dim() >= 2:
+                    row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
+                    row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
+                    col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
+                    u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
+                else:
+                    v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
+                    v2.mul_(beta2t).add_(upd * (1 - beta2t))
+                    u = v2.rsqrt() * g
+                rms = u.norm() / u.numel() ** 0.5
+                u = u / max(1.0, rms.item())
+                p.sub_(1e-2 * u)
+    put('adafactor_losses', losses, 0)
+
     # rank classification: 3 examples, 2-3 choices each, scored one by one
     inputs, choices, ex_choices, labels, scores = [], [], [0], [], []
     for n_in, lens, label in ((6, (3, 2), 1), (11, (2, 4, 3), 2), (4, (5, 2), 0)):

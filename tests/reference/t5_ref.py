@@ -11,6 +11,19 @@ import torch
 import torch.nn.functional as F
 
 
+# When REC is a dict, every linear layer records (input, raw output) under
+# its weight's name, the output with retain_grad(), for the Gram statistics.
+REC = None
+
+
+def lin(x, P, name):
+    y = x @ P[name].t()
+    if REC is not None:
+        y.retain_grad()
+        REC[name] = (x, y)
+    return y
+
+
 def micro_config():
     return dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=2,
                 num_decoder_layers=2, relative_attention_num_buckets=32,
@@ -140,9 +153,9 @@ def attention(P, IA, pre, cfg, xq, xkv, bias, keep):
     B, Tq, _ = xq.shape
     Tk = xkv.shape[1]
     H, K = cfg['num_heads'], cfg['d_kv']
-    q = xq @ P[pre + 'q.weight'].t()
-    k = xkv @ P[pre + 'k.weight'].t()
-    v = xkv @ P[pre + 'v.weight'].t()
+    q = lin(xq, P, pre + 'q.weight')
+    k = lin(xkv, P, pre + 'k.weight')
+    v = lin(xkv, P, pre + 'v.weight')
     if IA is not None:
         k = k * IA[pre + 'k.ia3_vector']
         v = v * IA[pre + 'v.ia3_vector']
@@ -155,15 +168,15 @@ def attention(P, IA, pre, cfg, xq, xkv, bias, keep):
     s = s.masked_fill(~keep, float('-inf'))
     p = torch.softmax(s, dim=-1)
     o = (p @ v).transpose(1, 2).reshape(B, Tq, H * K)
-    return o @ P[pre + 'o.weight'].t()
+    return lin(o, P, pre + 'o.weight')
 
 
 def ffn(P, IA, pre, x):
-    h0 = x @ P[pre + 'wi_0.weight'].t()
-    h1 = x @ P[pre + 'wi_1.weight'].t()
+    h0 = lin(x, P, pre + 'wi_0.weight')
+    h1 = lin(x, P, pre + 'wi_1.weight')
     if IA is not None:
         h1 = h1 * IA[pre + 'wi_1.ia3_vector']
-    return (gelu_new(h0) * h1) @ P[pre + 'wo.weight'].t()
+    return lin(gelu_new(h0) * h1, P, pre + 'wo.weight')
 
 
 def position_bias(P, stack, cfg, Tq, Tk, bidirectional):
@@ -202,7 +215,7 @@ def forward(P, cfg, enc_ids, dec_ids, IA=None):
         h = rmsnorm(y, P[p + '2.layer_norm.weight'], eps)
         y = y + ffn(P, IA, p + '2.DenseReluDense.', h)
     y = rmsnorm(y, P['decoder.final_layer_norm.weight'], eps)
-    return y @ P['lm_head.weight'].t()
+    return lin(y, P, 'lm_head.weight')
 
 
 def shift_right(targets):

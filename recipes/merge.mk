@@ -1,0 +1,7 @@
+# recipes/merge.mk - the merge stage's benchmark (issue 6).
+
+## bench-merge    time every merge method on 8 random t5-small models, mats vs a scipy/torch peer, RSS on t5-base
+bench-merge: all build/bin/bench_merge
+	@bash tests/reference/merge_bench.sh
+
+.PHONY: bench-merge

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# test_merge.sh - the merge stage on artifacts written by build/bin/mkrandom:
+# streaming methods keep peak RSS within three models plus one tensor for 8
+# models; every method runs end to end on random full and IA3 inputs.
+set -u
+B=build/bin
+T=$(mktemp -d /tmp/test_merge_sh.XXXXXX)
+fails=0
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
+
+# 8 models with two large tensors (shared, lm_head: 100000 x 16 f32 = 6.1 MiB each)
+$B/mkrandom --kind model --preset tiny --vocab 100000 -o "$T/pre.msgpack" || exit 1
+models=""
+for i in 0 1 2 3 4 5 6 7; do
+    $B/mkrandom --kind model --like "$T/pre.msgpack" --scale 0.02 --seed $((i + 1)) -o "$T/m$i.msgpack" || exit 1
+    models+="${models:+,}$T/m$i.msgpack"
+done
+msize=$(stat -c %s "$T/m0.msgpack")
+tensor=$((100000 * 16 * 4))
+# three models + one tensor + 24 MiB for the process itself (libraries, buffers)
+limit_kib=$(((3 * msize + tensor) / 1024 + 24 * 1024))
+for m in average task_arithmetic ties dare_ties dare_linear breadcrumbs; do
+    if ! /usr/bin/time -f "RSS %M" $B/merge --method $m --pretrained "$T/pre.msgpack" --models "$models" \
+        -o "$T/out.msgpack" 2>"$T/log" >/dev/null; then
+        fail "stream_$m" "merge failed: $(tail -1 "$T/log")"; continue
+    fi
+    rss=$(awk '/^RSS/ {print $2}' "$T/log")
+    if [ "$rss" -le "$limit_kib" ]; then ok "stream_$m  # peak RSS $rss KiB, limit $limit_kib KiB"
+    else fail "stream_$m" "peak RSS ${rss} KiB > ${limit_kib} KiB (8 models of $((msize / 1024)) KiB)"; fi
+done
+
+# every method end to end on random full models with statistics
+$B/mkrandom --kind model --preset tiny -o "$T/p.msgpack"
+for i in 0 1 2; do
+    $B/mkrandom --kind model --like "$T/p.msgpack" --scale 0.05 --seed $((i + 1)) -o "$T/a$i.msgpack"
+    $B/mkrandom --kind gram --like "$T/a$i.msgpack" --seed $((i + 1)) -o "$T/g$i.msgpack"
+    $B/mkrandom --kind fisher_diag --like "$T/a$i.msgpack" --seed $((i + 1)) -o "$T/f$i.msgpack"
+    $B/mkrandom --kind ia3 --base "$T/p.msgpack" --scale 0.1 --seed $((i + 1)) -o "$T/i$i.msgpack"
+    $B/mkrandom --kind fisher_block --like "$T/i$i.msgpack" --seed $((i + 1)) -o "$T/b$i.msgpack"
+    $B/mkrandom --kind fisher_diag --like "$T/i$i.msgpack" --seed $((i + 1)) -o "$T/d$i.msgpack"
+done
+A="--pretrained $T/p.msgpack --models $T/a0.msgpack,$T/a1.msgpack,$T/a2.msgpack"
+I="--pretrained $T/p.msgpack --models $T/i0.msgpack,$T/i1.msgpack,$T/i2.msgpack"
+G="--gram $T/g0.msgpack,$T/g1.msgpack,$T/g2.msgpack"
+F="--fisher $T/f0.msgpack,$T/f1.msgpack,$T/f2.msgpack"
+run() { # name args...
+    local n=$1; shift
+    if $B/merge "$@" -o "$T/$n.msgpack" 2>"$T/$n.log" >/dev/null && $B/art verify "$T/$n.msgpack" >/dev/null; then ok "e2e_$n"
+    else fail "e2e_$n" "$(tail -1 "$T/$n.log")"; fi
+}
+for m in average task_arithmetic ties dare_ties dare_linear breadcrumbs cg_average; do run "$m" --method $m $A; done
+run fisher --method fisher $A $F
+run cg_fisher --method cg_fisher $A $F
+run regmean --method regmean --lambda 0.9 $A $G
+run cg_regmean --method cg_regmean --lambda 0.9 $A $G
+run mats --method mats --lambda 0.9 $A $G
+run mats_kron --method mats --lambda 0.9 --precondition kron $A $G
+run mats_init_file --method mats --init "$T/regmean.msgpack" $A $G
+run ia3_mats --method mats --lambda 0.9 $I --fisher $T/b0.msgpack,$T/b1.msgpack,$T/b2.msgpack
+run ia3_fisher --method fisher $I --fisher $T/d0.msgpack,$T/d1.msgpack,$T/d2.msgpack
+run ia3_ties --method ties $I
+# the kron preconditioner needs fewer iterations than plain CG on these
+it_plain=$(grep -o 'iterations [0-9]*\.\.[0-9]* (mean [0-9.]*' "$T/mats.log" | grep -o 'mean [0-9.]*' | cut -d' ' -f2)
+it_kron=$(grep -o 'iterations [0-9]*\.\.[0-9]* (mean [0-9.]*' "$T/mats_kron.log" | grep -o 'mean [0-9.]*' | cut -d' ' -f2)
+if awk -v a="$it_kron" -v b="$it_plain" 'BEGIN{exit !(a < b)}'; then ok "kron_fewer_iterations  # mean $it_kron vs $it_plain"
+else fail kron_fewer_iterations "kron mean $it_kron vs plain $it_plain"; fi
+# the output's meta names the method and keeps the config; ia3 keeps meta.base
+if $B/art show "$T/mats.msgpack" | grep -q '"method": *"mats"' && $B/art show "$T/mats.msgpack" | grep -q d_model; then ok meta_mats
+else fail meta_mats "$($B/art show "$T/mats.msgpack" | head -5)"; fi
+$B/merge --help >/dev/null 2>&1 && ok help || fail help "merge --help failed"
+
+[ $fails -eq 0 ] && rm -rf "$T"
+exit $((fails > 0))

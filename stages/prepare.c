@@ -1103,7 +1103,8 @@ static void card(int argc, char **argv, int first) {
         fprintf(f, ".\n\n");
         art_close(c);
     }
-    fprintf(f, "Majority: share of the most frequent label in the split. Train-majority accuracy: "
+    fprintf(f, "Labels: counts per source example (train: under template 0). "
+               "Majority: share of the most frequent label in the split. Train-majority accuracy: "
                "accuracy on the split of always answering the train split's most frequent label "
                "(for cloze the gold position is uniform over 4). Train rows are examples x "
                "templates; validation and test rows cycle the templates.\n\n");
@@ -1123,8 +1124,14 @@ static void card(int argc, char **argv, int first) {
         int64_t *ec = get_i64(e, "example_choices", &n);
         int maxc = 0;
         for (int64_t i = 0; i < nl; i++) if (ec[i + 1] - ec[i] > maxc) maxc = (int)(ec[i + 1] - ec[i]);
+        /* labels per source example: train rows repeat each example once per template */
+        int64_t ntp_;
+        int32_t *tpl = get_i32(e, "template", &ntp_);
+        int is_train = !strcmp(split, "train");
         int64_t *cnt = callocCheck((size_t)maxc + 1, sizeof *cnt);
-        for (int64_t i = 0; i < nl; i++) cnt[label[i]]++;
+        int64_t ncount = 0;
+        for (int64_t i = 0; i < nl; i++)
+            if (!is_train || tpl[i] == 0) { cnt[label[i]]++; ncount++; }
         int32_t major = 0;
         for (int k = 1; k < maxc; k++) if (cnt[k] > cnt[major]) major = k;
         if (strcmp(cur, task)) {
@@ -1143,8 +1150,11 @@ static void card(int argc, char **argv, int first) {
         fprintf(f, "| %s | %lld | %lld | ", split, (long long)val_get_int(e->meta, "n_source_examples", 0), (long long)nl);
         for (int k = 0; k < maxc; k++) fprintf(f, "%s%lld", k ? " / " : "", (long long)cnt[k]);
         int64_t hit = 0;
-        for (int64_t i = 0; i < nl; i++) hit += label[i] == train_major;
-        fprintf(f, " | %.3f | %.3f | ", nl ? (double)cnt[major] / (double)nl : 0, nl ? (double)hit / (double)nl : 0);
+        for (int64_t i = 0; i < nl; i++)
+            if (!is_train || tpl[i] == 0) hit += label[i] == train_major;
+        fprintf(f, " | %.3f | %.3f | ", ncount ? (double)cnt[major] / (double)ncount : 0,
+                ncount ? (double)hit / (double)ncount : 0);
+        free(tpl);
         if (t) {
             int64_t ni, nc;
             int64_t *io = get_i64(t, "input_offsets", &ni), *co = get_i64(t, "choice_offsets", &nc);

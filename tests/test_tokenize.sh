@@ -3,7 +3,7 @@
 # Debian's spm_encode: identical ids on every task input and choice, on a
 # 10,000-line corpus sample, on hostile bytes, with a byte-fallback model;
 # the tokens artifacts (EOS, truncation, layout); the vocab artifact's ids;
-# JSON Lines input and its one-line errors.
+# JSON Lines input and its one-line errors; the vocabulary is reproducible.
 set -u
 cd "$(dirname "$0")/.."
 FX_NAME=tokenize_fixture
@@ -136,3 +136,8 @@ EOF
 head -c 1000 "$FX_MODEL" > "$T/cut.model"
 err=$(build/bin/tokenize --vocab "$T/cut.model" --encode < /dev/null 2>&1)
 [ $? -ne 0 ] && [ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "cut.model" <<<"$err" && ok damaged_model_error || fail damaged_model_error "$err"
+
+# 10. the vocabulary is the same bytes when trained again (spm_train with a
+#     fixed thread count and seed, run under fixed file names)
+build/bin/tokenize --config configs/data.conf "${FX_VSETS[@]}" --train-vocab --corpus "$FX_CORPUS" -o "$T/v2.msgpack" 2>/dev/null
+cmp -s "$T/v2.msgpack" "$FX_VOCAB" && ok vocab_same_bytes_every_run || fail vocab_same_bytes_every_run "retrained vocab differs"

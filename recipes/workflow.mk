@@ -28,7 +28,7 @@ export MATS_CACHE
 EXP_CONF := $(if $(filter %.conf,$(EXP)),$(EXP),configs/experiments/$(EXP).conf)
 EXP_NAME := $(basename $(notdir $(EXP_CONF)))
 
-WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
@@ -93,8 +93,11 @@ endif
 SEEDS := 1
 TASKS := $(call split_list,$(HF_TASKS))
 else
-SEEDS      := $(call split_list,$(call exp_get,exp.seeds))
-SEEDS      := $(or $(SEEDS),1)
+ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+SEEDS      := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.seeds)),1)
+else
+SEEDS      := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.merge_seeds)),$(call split_list,$(call exp_get,exp.seeds)),1)
+endif
 TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
 # phase configs: paths relative to the file that names them

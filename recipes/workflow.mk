@@ -90,13 +90,13 @@ include $(HF_IMPORTS)
 ifneq ($(HF_MODE),$(MODE))
 $(error $(EXP_CONF) sets exp.mode = $(HF_MODE): run with MODE=$(HF_MODE))
 endif
-SEEDS := 1
+WF_SEEDS := 1
 TASKS := $(call split_list,$(HF_TASKS))
 else
 ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
-SEEDS      := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.seeds)),1)
+WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.seeds)),1)
 else
-SEEDS      := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.merge_seeds)),$(call split_list,$(call exp_get,exp.seeds)),1)
+WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.merge_seeds)),$(call split_list,$(call exp_get,exp.seeds)),1)
 endif
 TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
@@ -180,7 +180,7 @@ $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)trai
   init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain tok-$(1)-train tok-$(1)-validation,\
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
 $(resolve)
 endif
 
@@ -202,7 +202,7 @@ $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
     --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
 endef
 ifeq ($(HF),)
-$(foreach s,$(SEEDS),$(eval $(call mt_template,$(s))))
+$(foreach s,$(WF_SEEDS),$(eval $(call mt_template,$(s))))
 endif
 
 # ------------------------------------------------------------------ evaluation
@@ -213,10 +213,10 @@ $(call slot,$(1),eval,$(EXP_CONF),eval,,$(call model_in,$(2)) $(foreach t,$(4),d
   build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
 endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-ft-$(MODE)-$(t)-s$(s)-$(sp),ft-$(MODE)-$(t)-s$(s),$(sp),$(t)))))
 $(resolve)
-$(foreach s,$(SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
+$(foreach s,$(WF_SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
 
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
@@ -230,7 +230,7 @@ $(call slot,gram-$(MODE)-$(1)-s$(2),gram,,gram,gram.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
   build/bin/gram $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
 endef
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),\
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\
   $(if $(filter ia3,$(MODE)),$(eval $(call fisher_template,$(t),blockwise,$(s))),$(eval $(call gram_template,$(t),$(s))))))
 $(resolve)
@@ -279,9 +279,9 @@ else
 LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
 lambdas_of = $(call lambda_for,$(1),$(or $(LAMBDA),$(LAMBDA_DEFAULT)))
 endif
-$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
 $(resolve)
-$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
 $(resolve)
 
@@ -293,10 +293,10 @@ define nl
 
 endef
 majority_line = $(MODE)	majority	-	test	-	$(call commas,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
-ind_lines = $(foreach s,$(SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
-mt_lines = $(foreach s,$(SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
-INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
-MULTITASK_EVALS = $(foreach s,$(SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
+ind_lines = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
+mt_lines = $(foreach s,$(WF_SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
+INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
+MULTITASK_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
 
 # The individual rows combine one metrics file per task: the report stage
 # reads each file's tasks, so per-seed rows are assembled from single-task
@@ -320,14 +320,14 @@ wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 # make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
 # validation and test, beside the majority, individual and multitask rows.
 MERGE_L := $(call lambdas_of,$(METHOD))
-merge_lines = $(foreach s,$(SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
-MERGE_EVALS = $(foreach s,$(SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
+merge_lines = $(foreach s,$(WF_SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
+MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
 wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
 	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
-	@echo "merged artifacts: $(foreach s,$(SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
+	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
 # ------------------------------------------------------------------ sweeps
 # Validation evals over the lambda grid, the best lambda per method and seed
@@ -337,19 +337,19 @@ wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
 SWEEP_METHODS = $(call methods_for_mode,$(WF_METHODS))
 val_eval = $(A_eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation)
-SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(call val_eval,$(m),$(l),$(s)))))
+SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(call val_eval,$(m),$(l),$(s)))))
 BEST_FILE = $(WF_DIR)/best-$(MODE)-$(SWEEP_NAME).txt
 SWEEP_NAME = $(if $(filter wf-sweep%,$(MAKECMDGOALS)),$(METHOD),all)
 
 wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
-	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
+	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(WF_SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
 	@mv $(BEST_FILE).tmp $(BEST_FILE)
 
 ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
 BEST := $(shell cat $(BEST_FILE) 2>/dev/null | tr ' ' ':')
 best_tests = $(foreach b,$(BEST),$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test))
 best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(subst :, ,$(b)))	test	$(word 3,$(subst :, ,$(b)))	$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test)$(nl))
-val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
+val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
 endif
 
 wf-sweep: wf-best

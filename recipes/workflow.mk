@@ -60,7 +60,7 @@ individual: wf-data
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
-## report         every method for IA3 and full fine-tuning: reports/results.md and plots
+## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
 report: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) MODE=ia3 wf-report-part
 	@$(MAKE) WF=1 $(WF_VARS) MODE=full wf-report-part
@@ -268,12 +268,17 @@ $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.
 endef
 
 # Which merges this run defines (defining costs a key each: only what is asked).
-ifneq ($(filter wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
-WF_METHODS := $(or $(METHODS),$(METHOD))
+# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
+methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
+ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+WF_METHODS := $(call methods_for_mode,$(or $(METHODS),$(METHOD)))
 else
+ifeq ($(call methods_for_mode,$(METHOD)),)
+$(error METHOD=$(METHOD) needs the Gram matrices of linear layers, which IA3 models do not change: use MODE=full)
+endif
 WF_METHODS := $(METHOD)
 endif
-ifneq ($(filter wf-sweep wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(LAMBDA_GRID),1)
 else
 LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
@@ -333,8 +338,6 @@ wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 # Validation evals over the lambda grid, the best lambda per method and seed
 # (build/bin/report --argmax), then a sub-make for the test evals at the best
 # lambdas (it reads the choices back from $(WF_DIR)/best-MODE-*.txt).
-# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
-methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
 SWEEP_METHODS = $(call methods_for_mode,$(WF_METHODS))
 val_eval = $(A_eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation)
 SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(call val_eval,$(m),$(l),$(s)))))
@@ -368,11 +371,12 @@ wf-report-part: wf-best
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
+RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/results-$(EXP_NAME).md)
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
 	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
-	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
-	@cat reports/results.md
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
+	@cat $(RESULTS_MD)
 
 # ------------------------------------------------------------------ explain
 # The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key

@@ -327,7 +327,7 @@ int main(int argc, char **argv) {
                 snprintf(gp, sizeof gp, "%.*s-lambda-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
                 FILE *s = fopen(gp, "w");
                 if (!s) die("%s: cannot write", gp);
-                fprintf(s, "set terminal pngcairo size 900,560\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
+                fprintf(s, "set terminal pngcairo size 900,560 noenhanced\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
                            "set xlabel 'lambda'\nset ylabel 'average validation accuracy (%%)'\nset key outside right\nset grid\nplot ",
                         png, groups[g]);
                 for (int m = 0; m < nm; m++)
@@ -373,7 +373,7 @@ int main(int argc, char **argv) {
                 snprintf(gp, sizeof gp, "%.*s-tasks-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
                 FILE *s = fopen(gp, "w");
                 if (!s) die("%s: cannot write", gp);
-                fprintf(s, "set terminal pngcairo size 1100,560\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
+                fprintf(s, "set terminal pngcairo size 1100,560 noenhanced\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
                            "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
                            "set ylabel 'test accuracy (%%)'\nset yrange [0:100]\nset key outside right\nset grid ytics\nset xtics rotate by -30\n"
                            "plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)\n",

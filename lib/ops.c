@@ -18,6 +18,69 @@
 #include "backend.h"
 #include "common.h"
 
+/* ------------------------------------------------------------ vector exp */
+
+/* exp over 4 floats with SSE2 (baseline on x86-64): x = n ln2 + f with
+ * |f| <= ln2/2 (Cody-Waite split of ln2), e^f by its degree-7 Taylor
+ * polynomial (truncation error below 2e-7 relative), 2^n through the
+ * exponent bits. Inputs are clamped to [-87.3, 88.3], so exp(-inf) gives
+ * about 1e-38, not 0: callers zero masked entries themselves. Every element
+ * of every array goes through exp4 (tails are padded), so results never
+ * depend on how the work was split between threads. Elsewhere: expf. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define VEXP 1
+static inline __m128 exp4(__m128 x) {
+    x = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-87.3f)), _mm_set1_ps(88.3f));
+    __m128i n = _mm_cvtps_epi32(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)));
+    __m128 nf = _mm_cvtepi32_ps(n);
+    __m128 f = _mm_sub_ps(x, _mm_mul_ps(nf, _mm_set1_ps(0.693359375f)));
+    f = _mm_sub_ps(f, _mm_mul_ps(nf, _mm_set1_ps(-2.12194440e-4f)));
+    __m128 p = _mm_set1_ps(1.0f / 5040.0f);
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 720.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 120.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 24.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 6.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(0.5f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
+    __m128i e = _mm_slli_epi32(_mm_add_epi32(n, _mm_set1_epi32(127)), 23);
+    return _mm_mul_ps(p, _mm_castsi128_ps(e));
+}
+#else
+#define VEXP 0
+#endif
+
+/* y[i] = a * exp(x[i] - s) for i < n (y may alias x); returns the sum of y. */
+static float vexp(float *y, const float *x, long n, float s, float a) {
+    float sum = 0;
+#if VEXP
+    __m128 vs = _mm_set1_ps(s), va = _mm_set1_ps(a), acc = _mm_setzero_ps();
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128 e = _mm_mul_ps(va, exp4(_mm_sub_ps(_mm_loadu_ps(x + i), vs)));
+        _mm_storeu_ps(y + i, e);
+        acc = _mm_add_ps(acc, e);
+    }
+    if (i < n) {
+        float t[4] = {s, s, s, s};
+        for (long j = i; j < n; j++) t[j - i] = x[j];
+        _mm_storeu_ps(t, _mm_mul_ps(va, exp4(_mm_sub_ps(_mm_loadu_ps(t), vs))));
+        for (long j = i; j < n; j++) y[j] = t[j - i], sum += t[j - i];
+    }
+    float t[4];
+    _mm_storeu_ps(t, acc);
+    sum += (t[0] + t[1]) + (t[2] + t[3]);
+#else
+    for (long i = 0; i < n; i++) {
+        float e = a * expf(x[i] - s);
+        y[i] = e;
+        sum += e;
+    }
+#endif
+    return sum;
+}
+
 /* ------------------------------------------------------------ thread pool */
 
 #define OPS_MAX_THREADS 16
@@ -279,18 +342,57 @@ typedef struct {
     const float *h0, *h1, *dout;
 } gelu_ctx;
 
-static void gelu_fwd_range(void *p, long lo, long hi) {
-    gelu_ctx *c = p;
-    for (long i = lo; i < hi; i++) c->out[i] = op_gelu_new(c->h0[i]) * c->h1[i];
+#if VEXP
+/* gelu_new pieces on 4 lanes: t = tanh(C (x + A x^3)) = 1 - 2/(exp(2u)+1) */
+static inline __m128 tanh_gelu4(__m128 x) {
+    __m128 u = _mm_mul_ps(_mm_set1_ps(GELU_C),
+                          _mm_add_ps(x, _mm_mul_ps(_mm_set1_ps(GELU_A), _mm_mul_ps(x, _mm_mul_ps(x, x)))));
+    __m128 e = exp4(_mm_add_ps(u, u)), one = _mm_set1_ps(1.0f);
+    return _mm_sub_ps(one, _mm_div_ps(_mm_set1_ps(2.0f), _mm_add_ps(e, one)));
 }
 
-void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
-    gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
-    ops_parallel_for(n, 4096, gelu_fwd_range, &c);
+/* k <= 4 elements starting at i: forward */
+static inline void gelu_fwd4(gelu_ctx *c, long i, int k) {
+    float x[4] = {0}, h[4] = {0}, o[4];
+    for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j];
+    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
+    __m128 t = tanh_gelu4(vx);
+    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), _mm_add_ps(one, t));
+    _mm_storeu_ps(o, _mm_mul_ps(g, _mm_loadu_ps(h)));
+    for (int j = 0; j < k; j++) c->out[i + j] = o[j];
+}
+
+static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
+    float x[4] = {0}, h[4] = {0}, d[4] = {0}, a0[4], a1[4];
+    for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j], d[j] = c->dout[i + j];
+    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
+    __m128 t = tanh_gelu4(vx), opt = _mm_add_ps(one, t);
+    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), opt);
+    __m128 poly = _mm_add_ps(one, _mm_mul_ps(_mm_set1_ps(3.0f * GELU_A), _mm_mul_ps(vx, vx)));
+    __m128 dg = _mm_add_ps(_mm_mul_ps(half, opt),
+                           _mm_mul_ps(_mm_mul_ps(_mm_mul_ps(half, vx), _mm_sub_ps(one, _mm_mul_ps(t, t))),
+                                      _mm_mul_ps(_mm_set1_ps(GELU_C), poly)));
+    __m128 vd = _mm_loadu_ps(d);
+    _mm_storeu_ps(a0, _mm_mul_ps(_mm_mul_ps(vd, _mm_loadu_ps(h)), dg));
+    _mm_storeu_ps(a1, _mm_mul_ps(vd, g));
+    for (int j = 0; j < k; j++) c->dh0[i + j] += a0[j], c->dh1[i + j] += a1[j];
+}
+#endif
+
+static void gelu_fwd_range(void *p, long lo, long hi) {
+    gelu_ctx *c = p;
+#if VEXP
+    for (long i = lo; i < hi; i += 4) gelu_fwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
+#else
+    for (long i = lo; i < hi; i++) c->out[i] = op_gelu_new(c->h0[i]) * c->h1[i];
+#endif
 }
 
 static void gelu_bwd_range(void *p, long lo, long hi) {
     gelu_ctx *c = p;
+#if VEXP
+    for (long i = lo; i < hi; i += 4) gelu_bwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
+#else
     for (long i = lo; i < hi; i++) {
         float x = c->h0[i];
         float t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
@@ -299,12 +401,35 @@ static void gelu_bwd_range(void *p, long lo, long hi) {
         c->dh0[i] += c->dout[i] * c->h1[i] * dg;
         c->dh1[i] += c->dout[i] * g;
     }
+#endif
+}
+
+/* The pool splits groups of 4 elements, so thread ranges start at multiples
+ * of 4 and every element takes the same path whatever the thread count. */
+typedef struct {
+    gelu_ctx *c;
+    long n;
+    int bwd;
+} gelu_blocks;
+
+static void gelu_group_range(void *p, long lo, long hi) {
+    gelu_blocks *gb = p;
+    long a = lo * 4, b = hi * 4 < gb->n ? hi * 4 : gb->n;
+    if (gb->bwd) gelu_bwd_range(gb->c, a, b);
+    else gelu_fwd_range(gb->c, a, b);
+}
+
+void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
+    gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
+    gelu_blocks gb = {&c, n, 0};
+    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
                             const float *h1, long n) {
     gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout};
-    ops_parallel_for(n, 4096, gelu_bwd_range, &c);
+    gelu_blocks gb = {&c, n, 1};
+    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 /* HF T5Attention._relative_position_bucket: half the buckets for each sign
@@ -372,23 +497,29 @@ static void softmax_rows(void *p, long lo, long hi) {
         const uint8_t *mask = c->key_mask ? c->key_mask + (size_t)bk * Tk : NULL;
         int jmax = c->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
         float mx = -INFINITY;
+        int any_masked = jmax < Tk;
         for (int j = 0; j < jmax; j++) {
-            if (mask && !mask[j]) continue;
+            if (mask && !mask[j]) {
+                any_masked = 1;
+                continue;
+            }
             float s = row[j] + (brow ? brow[j] : 0.0f);
             row[j] = s;
             if (s > mx) mx = s;
         }
-        float sum = 0;
-        for (int j = 0; j < Tk; j++) {
-            if (j >= jmax || (mask && !mask[j])) {
-                row[j] = 0;
-                continue;
-            }
-            float e = expf(row[j] - mx);
-            row[j] = e;
-            sum += e;
+        if (mx == -INFINITY) { /* every key masked */
+            memset(row, 0, sizeof(float) * Tk);
+            continue;
         }
-        float inv = sum > 0 ? 1.0f / sum : 0.0f;
+        float sum = vexp(row, row, jmax, mx, 1.0f);
+        if (any_masked) { /* masked entries were exponentiated too: zero them */
+            sum = 0;
+            for (int j = 0; j < Tk; j++) {
+                if (j >= jmax || (mask && !mask[j])) row[j] = 0;
+                sum += row[j];
+            }
+        }
+        float inv = 1.0f / sum;
         for (int j = 0; j < jmax; j++) row[j] *= inv;
     }
 }
@@ -479,8 +610,11 @@ static void ce_fwd_rows(void *p, long lo, long hi) {
         float mx = -INFINITY;
         for (int i = 0; i < V; i++)
             if (l[i] > mx) mx = l[i];
+        /* only the sum of the exponentials is needed: vexp them chunk by
+         * chunk into a stack buffer */
         double s = 0;
-        for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        float buf[256];
+        for (int i = 0; i < V; i += 256) s += vexp(buf, l + i, V - i < 256 ? V - i : 256, mx, 1.0f);
         float z = mx + (float)log(s);
         c->lse[n] = z;
         c->loss[n] = c->targets[n] > 0 ? z - l[c->targets[n]] : 0.0f;
@@ -506,7 +640,7 @@ static void ce_bwd_rows(void *p, long lo, long hi) {
         }
         const float *l = c->logits + (size_t)n * V;
         float z = c->lse_in[n];
-        for (int i = 0; i < V; i++) d[i] = w * expf(l[i] - z);
+        vexp(d, l, V, z, w);
         d[t] -= w;
     }
 }

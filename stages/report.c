@@ -57,9 +57,9 @@ static int task_index(const char *t) {
 }
 
 /* Count tasks whose predictions are all one value, using the optional
- * meta.examples map (task -> count, in --data order). */
+ * meta.n_examples map (task -> count, in --data order) that eval writes. */
 static int single_class_tasks(const art_file *a) {
-    const mc_val *ex = val_get(a->meta, "examples");
+    const mc_val *ex = val_get(a->meta, "n_examples");
     const art_tensor *p = art_find(a, "prediction");
     if (!ex || ex->type != VAL_MAP || !p || p->dtype != ART_I32) return -1;
     int32_t *pred = mallocCheck(p->nbytes + 4);
@@ -188,7 +188,12 @@ int main(int argc, char **argv) {
         if (!line[strspn(line, " \t")]) continue;
         char *f[6];
         int nf = 0;
-        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) f[nf++] = s;
+        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) {
+            while (*s == ' ') s++;
+            char *e = s + strlen(s);
+            while (e > s && e[-1] == ' ') *--e = 0;
+            f[nf++] = s;
+        }
         if (nf != 6) die("%s:%d: expected 6 tab-separated fields (group row seed split lambda path)", manifest, lineno);
         if (nr == cap) rs = reallocCheck(rs, (cap = cap ? 2 * cap : 64) * sizeof(result));
         result *r = &rs[nr++];

@@ -202,6 +202,7 @@ typedef struct {
     int D;
     long N;
     float eps;
+    int acc;
 } rms_ctx;
 
 static void rms_fwd_rows(void *p, long lo, long hi) {
@@ -242,7 +243,10 @@ static void rms_bwd_chunks(void *p, long lo, long hi) {
             float k = dot * r * r * r / D;
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * D;
-                for (int i = 0; i < D; i++) dxn[i] += r * c->w[i] * dn[i] - xn[i] * k;
+                if (c->acc)
+                    for (int i = 0; i < D; i++) dxn[i] += r * c->w[i] * dn[i] - xn[i] * k;
+                else
+                    for (int i = 0; i < D; i++) dxn[i] = r * c->w[i] * dn[i] - xn[i] * k;
             }
             if (pw)
                 for (int i = 0; i < D; i++) pw[i] += dn[i] * xn[i] * r;
@@ -251,9 +255,9 @@ static void rms_bwd_chunks(void *p, long lo, long hi) {
 }
 
 void op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                         const float *rstd, int N, int D) {
+                         const float *rstd, int N, int D, int acc) {
     long nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D};
+    rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D, .acc = acc};
     c.partial = dw ? get_scratch((size_t)nch * D) : NULL;
     ops_parallel_for(nch, 1, rms_bwd_chunks, &c);
     if (dw) sum_chunks(dw, c.partial, nch, D);
@@ -273,8 +277,8 @@ void op_linear_forward_naive(float *out, const float *x, const float *w, int N, 
 }
 
 void op_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                        int N, int I, int O) {
-    if (dx) be_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, dx, I);
+                        int N, int I, int O, int acc) {
+    if (dx) be_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, acc ? 1.0f : 0.0f, dx, I);
     if (dw) be_gemm(1, 0, O, I, N, 1.0f, dout, O, x, I, 1.0f, dw, I);
 }
 
@@ -283,6 +287,7 @@ typedef struct {
     const float *x, *s, *dout;
     int C;
     long N;
+    int acc;
 } ia3_ctx;
 
 static void ia3_fwd_rows(void *p, long lo, long hi) {
@@ -310,7 +315,10 @@ static void ia3_bwd_chunks(void *p, long lo, long hi) {
             const float *dn = c->dout + (size_t)n * C, *xn = c->x + (size_t)n * C;
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * C;
-                for (int i = 0; i < C; i++) dxn[i] += dn[i] * c->s[i];
+                if (c->acc)
+                    for (int i = 0; i < C; i++) dxn[i] += dn[i] * c->s[i];
+                else
+                    for (int i = 0; i < C; i++) dxn[i] = dn[i] * c->s[i];
             }
             if (ps)
                 for (int i = 0; i < C; i++) ps[i] += dn[i] * xn[i];
@@ -319,9 +327,9 @@ static void ia3_bwd_chunks(void *p, long lo, long hi) {
 }
 
 void op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                     int N, int C) {
+                     int N, int C, int acc) {
     long nch = ((long)N + ROW_CHUNK - 1) / ROW_CHUNK;
-    ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N};
+    ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N, .acc = acc};
     c.partial = ds ? get_scratch((size_t)nch * C) : NULL;
     ops_parallel_for(nch, 1, ia3_bwd_chunks, &c);
     if (ds) sum_chunks(ds, c.partial, nch, C);
@@ -340,6 +348,7 @@ float op_gelu_new(float x) { return 0.5f * x * (1.0f + fast_tanh(GELU_C * (x + G
 typedef struct {
     float *out, *dh0, *dh1;
     const float *h0, *h1, *dout;
+    int acc;
 } gelu_ctx;
 
 #if VEXP
@@ -375,7 +384,10 @@ static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
     __m128 vd = _mm_loadu_ps(d);
     _mm_storeu_ps(a0, _mm_mul_ps(_mm_mul_ps(vd, _mm_loadu_ps(h)), dg));
     _mm_storeu_ps(a1, _mm_mul_ps(vd, g));
-    for (int j = 0; j < k; j++) c->dh0[i + j] += a0[j], c->dh1[i + j] += a1[j];
+    if (c->acc)
+        for (int j = 0; j < k; j++) c->dh0[i + j] += a0[j], c->dh1[i + j] += a1[j];
+    else
+        for (int j = 0; j < k; j++) c->dh0[i + j] = a0[j], c->dh1[i + j] = a1[j];
 }
 #endif
 
@@ -398,8 +410,13 @@ static void gelu_bwd_range(void *p, long lo, long hi) {
         float t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
         float g = 0.5f * x * (1.0f + t);
         float dg = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
-        c->dh0[i] += c->dout[i] * c->h1[i] * dg;
-        c->dh1[i] += c->dout[i] * g;
+        if (c->acc) {
+            c->dh0[i] += c->dout[i] * c->h1[i] * dg;
+            c->dh1[i] += c->dout[i] * g;
+        } else {
+            c->dh0[i] = c->dout[i] * c->h1[i] * dg;
+            c->dh1[i] = c->dout[i] * g;
+        }
     }
 #endif
 }
@@ -426,8 +443,8 @@ void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n)
 }
 
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                            const float *h1, long n) {
-    gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout};
+                            const float *h1, long n, int acc) {
+    gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout, .acc = acc};
     gelu_blocks gb = {&c, n, 1};
     ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
@@ -571,16 +588,17 @@ static void dbias_range(void *p, long lo, long hi) {
 
 void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                            const float *dout, const float *q, const float *k, const float *v,
-                           const float *probs, int B, int Tq, int Tk, int H, int K) {
+                           const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
     int HK = H * K;
     long TT = (long)Tq * Tk;
+    float beta = acc ? 1.0f : 0.0f; /* every (b, head) block of dq, dk, dv is written once */
     for (int b = 0; b < B; b++) {
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         const float *pb = probs + (size_t)b * H * TT;
         /* dP_h = dO_h V_h^T ; dV_h += P_h^T dO_h */
         be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, dout + oq, HK, K, v + ok, HK, K, 0.0f,
                          scratch + (size_t)b * H * TT, Tk, TT, H);
-        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, 1.0f, dv + ok, HK, K, H);
+        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, beta, dv + ok, HK, K, H);
     }
     att_ctx c = {.probs = (float *)probs, .scratch = scratch, .dbias = dbias, .B = B, .Tq = Tq,
                  .Tk = Tk, .H = H};
@@ -590,8 +608,8 @@ void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float 
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         const float *sb = scratch + (size_t)b * H * TT;
         /* dQ_h += dS_h K_h ; dK_h += dS_h^T Q_h */
-        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, 1.0f, dq + oq, HK, K, H);
-        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, 1.0f, dk + ok, HK, K, H);
+        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, beta, dq + oq, HK, K, H);
+        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, beta, dk + ok, HK, K, H);
     }
 }
 
@@ -659,4 +677,14 @@ static void add_range(void *p, long lo, long hi) {
 void op_add_inplace(float *y, const float *x, long n) {
     ce_ctx c = {.y = y, .x = x};
     ops_parallel_for(n, 1 << 14, add_range, &c);
+}
+
+static void copy_range(void *p, long lo, long hi) {
+    ce_ctx *c = p;
+    memcpy(c->y + lo, c->x + lo, sizeof(float) * (hi - lo));
+}
+
+void ops_copy(float *y, const float *x, long n) {
+    ce_ctx c = {.y = y, .x = x};
+    ops_parallel_for(n, 1 << 15, copy_range, &c);
 }

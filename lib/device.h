@@ -20,6 +20,11 @@
  * memory functions. On the CPU table "device memory" is host memory and
  * upload / download are memcpy, so code written against the table runs
  * unchanged on both. See README "GPU backend" for how t5.c can adopt it.
+ *
+ * Backward entries follow ops.h: parameter gradients (dw, ds, dtable, dbias)
+ * are accumulated; activation gradients (dx, dq, dk, dv, dh0, dh1) are
+ * accumulated when `acc` is 1 and overwritten when it is 0. ops.h's
+ * ops_zero and ops_copy are the byte-sized `zero` and `copy` entries here.
  */
 #ifndef MC_DEVICE_H
 #define MC_DEVICE_H
@@ -75,16 +80,16 @@ typedef struct mc_ops {
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int D,
                             float eps);
     void (*rmsnorm_backward)(float *dx, float *dw, const float *dout, const float *x,
-                             const float *w, const float *rstd, int N, int D);
+                             const float *w, const float *rstd, int N, int D, int acc);
     void (*linear_forward)(float *out, const float *x, const float *w, int N, int I, int O);
     void (*linear_backward)(float *dx, float *dw, const float *dout, const float *x,
-                            const float *w, int N, int I, int O);
+                            const float *w, int N, int I, int O, int acc);
     void (*ia3_forward)(float *out, const float *x, const float *s, int N, int C);
     void (*ia3_backward)(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                         int N, int C);
+                         int N, int C, int acc);
     void (*gated_gelu_forward)(float *out, const float *h0, const float *h1, long n);
     void (*gated_gelu_backward)(float *dh0, float *dh1, const float *dout, const float *h0,
-                                const float *h1, long n);
+                                const float *h1, long n, int acc);
     void (*relpos_buckets)(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,
                            int max_distance);
     void (*relpos_bias_forward)(float *bias, const float *table, const int *buckets, int H,
@@ -98,7 +103,8 @@ typedef struct mc_ops {
                               int K);
     void (*attention_backward)(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                                const float *dout, const float *q, const float *k, const float *v,
-                               const float *probs, int B, int Tq, int Tk, int H, int K);
+                               const float *probs, int B, int Tq, int Tk, int H, int K,
+                               int acc);
     void (*crossentropy_forward)(float *loss, float *lse, const float *logits, const int *targets,
                                  int N, int V);
     void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,

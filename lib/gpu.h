@@ -15,8 +15,12 @@
  * which returns -1 with mc_error() set.
  *
  * Ops. gpu_<op> mirrors op_<op> of ops.h one to one: same arguments in the
- * same order, same semantics (accumulating backwards, NULL gradient outputs
- * skipped), device pointers. The few host-side arguments are marked.
+ * same order, same semantics, device pointers. Backwards accumulate (+=)
+ * into parameter gradients (dw, ds, dtable, dbias); activation gradients
+ * (dx, dq, dk, dv, dh0, dh1) are accumulated when the last argument `acc`
+ * is 1 and overwritten when it is 0 (the old contents are never read, so
+ * they may be garbage, even NaN). NULL gradient outputs are skipped. The
+ * few host-side arguments are marked.
  *
  * Precision. Matrix products run in FP32 by default. gpu_set_math selects
  * TF32 tensor cores (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32 on the FP32
@@ -73,7 +77,7 @@ void gpu_free(void *p);
 /* Copies (synchronous with respect to the host for downloads). */
 void gpu_upload(void *dst, const void *host_src, size_t bytes);
 void gpu_download(void *host_dst, const void *src, size_t bytes);
-void gpu_copy(void *dst, const void *src, size_t bytes);
+void gpu_copy(void *dst, const void *src, size_t bytes); /* ops_copy's mirror, in bytes */
 void gpu_memset0(void *p, size_t bytes);  /* also the mirror of ops.h's ops_zero */
 
 /* ------------------------------------------------------------ BLAS (backend.h) */
@@ -107,16 +111,16 @@ void gpu_embed_backward(float *dtable, const float *dout, const int *ids, int N,
 void gpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
                          float eps);
 void gpu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                          const float *rstd, int N, int D);
+                          const float *rstd, int N, int D, int acc);
 void gpu_linear_forward(float *out, const float *x, const float *w, int N, int I, int O);
 void gpu_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                         int N, int I, int O);
+                         int N, int I, int O, int acc);
 void gpu_ia3_forward(float *out, const float *x, const float *s, int N, int C);
 void gpu_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                      int N, int C);
+                      int N, int C, int acc);
 void gpu_gated_gelu_forward(float *out, const float *h0, const float *h1, long n);
 void gpu_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                             const float *h1, long n);
+                             const float *h1, long n, int acc);
 /* buckets: device (Tq,Tk); computed on the host with op_relpos_bucket (so
  * bucket boundaries match the CPU bit for bit) and uploaded. */
 void gpu_relpos_buckets(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,
@@ -132,7 +136,7 @@ void gpu_attention_forward(float *out, float *probs, const float *q, const float
                            const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K);
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                             const float *dout, const float *q, const float *k, const float *v,
-                            const float *probs, int B, int Tq, int Tk, int H, int K);
+                            const float *probs, int B, int Tq, int Tk, int H, int K, int acc);
 void gpu_crossentropy_forward(float *loss, float *lse, const float *logits, const int *targets,
                               int N, int V);
 void gpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,

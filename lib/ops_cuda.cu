@@ -9,6 +9,10 @@
  * dw, IA3 ds) use a column kernel with a fixed order, so gradients are the
  * same bytes on every run. Only embedding backward scatters with atomics
  * (token ids repeat), so its sums may differ in the last bit between runs.
+ *
+ * Backwards take ops.h's `acc`: activation gradients are added to (acc 1)
+ * or written over (acc 0, the old values are never read: kernels store,
+ * GEMMs run with beta 0); parameter gradients are always added to.
  */
 #include "gpu_impl.cuh"
 
@@ -156,7 +160,7 @@ void gpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
 }
 
 __global__ static void rmsnorm_bwd_kernel(float *dx, const float *dout, const float *x,
-                                          const float *w, const float *rstd, int D) {
+                                          const float *w, const float *rstd, int D, int acc) {
     int n = blockIdx.x;
     const float *xn = x + (size_t)n * D, *dn = dout + (size_t)n * D;
     float r = rstd[n];
@@ -165,14 +169,17 @@ __global__ static void rmsnorm_bwd_kernel(float *dx, const float *dout, const fl
     dot = block_sum(dot);
     float c = dot * r * r * r / D;
     float *dxn = dx + (size_t)n * D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) dxn[i] += r * w[i] * dn[i] - xn[i] * c;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float g = r * w[i] * dn[i] - xn[i] * c;
+        dxn[i] = acc ? dxn[i] + g : g;
+    }
 }
 
 void gpu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                          const float *rstd, int N, int D) {
+                          const float *rstd, int N, int D, int acc) {
     if (N <= 0) return;
     if (dx) {
-        rmsnorm_bwd_kernel<<<N, row_threads(D), 0, gpu_stream()>>>(dx, dout, x, w, rstd, D);
+        rmsnorm_bwd_kernel<<<N, row_threads(D), 0, gpu_stream()>>>(dx, dout, x, w, rstd, D, acc);
         launchCheck();
     }
     if (dw) colsum_prod(dw, dout, x, rstd, N, D);
@@ -185,8 +192,8 @@ void gpu_linear_forward(float *out, const float *x, const float *w, int N, int I
 }
 
 void gpu_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                         int N, int I, int O) {
-    if (dx) gpu_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, dx, I);
+                         int N, int I, int O, int acc) {
+    if (dx) gpu_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, acc ? 1.0f : 0.0f, dx, I);
     if (dw) gpu_gemm(1, 0, O, I, N, 1.0f, dout, O, x, I, 1.0f, dw, I);
 }
 
@@ -202,15 +209,19 @@ void gpu_ia3_forward(float *out, const float *x, const float *s, int N, int C) {
     launchCheck();
 }
 
-__global__ static void ia3_bwd_dx_kernel(float *dx, const float *dout, const float *s, int N, int C) {
-    GRID_LOOP(idx, (long)N * C) dx[idx] += dout[idx] * s[idx % C];
+__global__ static void ia3_bwd_dx_kernel(float *dx, const float *dout, const float *s, int N, int C,
+                                         int acc) {
+    GRID_LOOP(idx, (long)N * C) {
+        float g = dout[idx] * s[idx % C];
+        dx[idx] = acc ? dx[idx] + g : g;
+    }
 }
 
 void gpu_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                      int N, int C) {
+                      int N, int C, int acc) {
     if ((long)N * C <= 0) return;
     if (dx) {
-        ia3_bwd_dx_kernel<<<gpu_blocks((long)N * C, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(dx, dout, s, N, C);
+        ia3_bwd_dx_kernel<<<gpu_blocks((long)N * C, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(dx, dout, s, N, C, acc);
         launchCheck();
     }
     if (ds) colsum_prod(ds, dout, x, NULL, N, C);
@@ -235,21 +246,22 @@ void gpu_gated_gelu_forward(float *out, const float *h0, const float *h1, long n
 }
 
 __global__ static void gated_gelu_bwd_kernel(float *dh0, float *dh1, const float *dout,
-                                             const float *h0, const float *h1, long n) {
+                                             const float *h0, const float *h1, long n, int acc) {
     GRID_LOOP(i, n) {
         float x = h0[i];
         float t = tanhf(GELU_C * (x + GELU_A * x * x * x));
         float g = 0.5f * x * (1.0f + t);
         float dg = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
-        dh0[i] += dout[i] * h1[i] * dg;
-        dh1[i] += dout[i] * g;
+        float g0 = dout[i] * h1[i] * dg, g1 = dout[i] * g;
+        dh0[i] = acc ? dh0[i] + g0 : g0;
+        dh1[i] = acc ? dh1[i] + g1 : g1;
     }
 }
 
 void gpu_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                             const float *h1, long n) {
+                             const float *h1, long n, int acc) {
     if (n <= 0) return;
-    gated_gelu_bwd_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(dh0, dh1, dout, h0, h1, n);
+    gated_gelu_bwd_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(dh0, dh1, dout, h0, h1, n, acc);
     launchCheck();
 }
 
@@ -393,16 +405,17 @@ __global__ static void sum_batches_kernel(float *dbias, const float *dS, int B, 
 
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                             const float *dout, const float *q, const float *k, const float *v,
-                            const float *probs, int B, int Tq, int Tk, int H, int K) {
+                            const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
     int HK = H * K;
     long TT = (long)Tq * Tk;
+    float beta = acc ? 1.0f : 0.0f; /* each (b, head) block of dq, dk, dv is written by one GEMM */
     for (int b = 0; b < B; b++) {
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         const float *pb = probs + (size_t)b * H * TT;
         float *sb = scratch + (size_t)b * H * TT;
-        /* dP_h = dO_h V_h^T ; dV_h += P_h^T dO_h */
+        /* dP_h = dO_h V_h^T ; dV_h (+)= P_h^T dO_h */
         gpu_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, dout + oq, HK, K, v + ok, HK, K, 0.0f, sb, Tk, TT, H);
-        if (dv) gpu_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, 1.0f, dv + ok, HK, K, H);
+        if (dv) gpu_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, beta, dv + ok, HK, K, H);
     }
     long rows = (long)B * H * Tq;
     const int warps = 8;
@@ -417,9 +430,9 @@ void gpu_attention_backward(float *dq, float *dk, float *dv, float *dbias, float
     for (int b = 0; b < B; b++) {
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         float *sb = scratch + (size_t)b * H * TT;
-        /* dQ_h += dS_h K_h ; dK_h += dS_h^T Q_h */
-        if (dq) gpu_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, 1.0f, dq + oq, HK, K, H);
-        if (dk) gpu_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, 1.0f, dk + ok, HK, K, H);
+        /* dQ_h (+)= dS_h K_h ; dK_h (+)= dS_h^T Q_h */
+        if (dq) gpu_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, beta, dq + oq, HK, K, H);
+        if (dk) gpu_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, beta, dk + ok, HK, K, H);
     }
 }
 

@@ -61,10 +61,11 @@ individual: wf-data
 multitask: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
+# (an experiment on imported checkpoints has one mode: its exp.mode)
+REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(shell build/bin/key --config $(EXP_CONF) --get exp.mode),ia3 full)
 report: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) MODE=ia3 wf-report-part
-	@$(MAKE) WF=1 $(WF_VARS) MODE=full wf-report-part
-	@$(MAKE) WF=1 $(WF_VARS) wf-report
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part &&) true
+	@$(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(REPORT_MODES)" wf-report
 ## explain        SLOT=<slot> (or TARGET=): why that run would rerun, in words; `make explain` lists slots
 explain: all wf-check
 	@$(MAKE) --no-print-directory WF=1 $(WF_VARS) wf-explain SLOT=$(or $(SLOT),$(TARGET))
@@ -114,7 +115,7 @@ METHODS    := $(call split_list,$(call exp_get,exp.methods))
 # flags ('_' -> '-'); each enters the keys of the methods it affects only.
 MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
 
-STAGE_BINS := train eval merge fisher gram
+STAGE_BINS := train eval merge fisher gram tokenize
 $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
 
 # $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
@@ -152,8 +153,8 @@ resolve = $(if $(PENDING),$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
-$(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,,\
-  vocab=$(K_HF_VOCAB) jsonl=$(K_HF_JSONL_$(t)_$(s)),,\
+$(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,tokenize.task=$(t) tokenize.split=$(s),\
+  vocab=$(K_HF_VOCAB) data=$(K_HF_JSONL_$(t)_$(s)),,\
   build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
 $(resolve)
 else
@@ -374,7 +375,7 @@ wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR
 RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/results-$(EXP_NAME).md)
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
-	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
+	@cat $(foreach m,$(or $(REPORT_MODES),ia3 full),$(WF_DIR)/report-$(m).tsv) > $(WF_DIR)/report.tsv
 	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
 	@cat $(RESULTS_MD)
 

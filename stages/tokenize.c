@@ -72,9 +72,12 @@ static void vocab_load(vocab *v, const char *path, int sentinels) {
     if (has_msgpack_magic(path)) {
         art_file *a = art_open(path, "vocab");
         if (!a) die("%s", mc_error());
+        /* tokenize --train-vocab names the tensor `model`; art import-hf
+         * and import-spm name it after the file, `spiece.model`. */
         const art_tensor *t = art_find(a, "model");
+        if (!t) t = art_find(a, "spiece.model");
         if (!t || t->dtype != ART_U8)
-            die("%s: vocab artifact has no u8 tensor 'model': rebuild it with tokenize --train-vocab", path);
+            die("%s: vocab artifact has no u8 tensor 'model' or 'spiece.model': rebuild it with tokenize --train-vocab or art import-spm", path);
         unsigned char *buf = mallocCheck(t->nbytes + 1);
         art_tensor_copy(t, buf);
         v->m = spm_load_buffer(buf, t->nbytes, path);
@@ -159,8 +162,15 @@ static void textrag_get(const art_file *a, const char *tname, const char *oname,
 
 /* ------------------------------------------------------------ keys */
 
+/* --key HEX: the key the workflow computed (recorded as given). */
+static const char *key_override;
+
 static void stage_key(const char *stage, mc_cfg *cfg, const char *ns, const char *const *roles,
                       const char *const *hexes, int n, char out[33]) {
+    if (key_override) {
+        snprintf(out, 33, "%s", key_override);
+        return;
+    }
     char bin[33];
     if (key_file_hex("/proc/self/exe", bin)) die("%s", mc_error());
     mc_key *k = key_new(stage);
@@ -827,7 +837,7 @@ static void dump_tokens(const char *path) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: tokenize --vocab V (--data E.msgpack | --corpus C.msgpack | --jsonl F --task T [--split S]) -o OUT\n"
+            "usage: tokenize --vocab V (--data E.msgpack | --corpus C.msgpack | --jsonl F --task T [--split S]) [--key HEX] -o OUT\n"
             "       tokenize --train-vocab --corpus C.msgpack -o V.msgpack\n"
             "       tokenize --vocab V --encode | --export-model -o X.model | --bench --corpus C\n"
             "       options: [--config FILE]... [--set k=v]... [--sentinels N]\n");
@@ -850,6 +860,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--data") && more) data = argv[++i];
         else if (!strcmp(a, "--corpus") && more) corpus = argv[++i];
         else if (!strcmp(a, "--jsonl") && more) jsonl = argv[++i];
+        else if (!strcmp(a, "--key") && more) {
+            key_override = argv[++i];
+            size_t kn = strlen(key_override);
+            int ok = kn == 32;
+            for (size_t q = 0; ok && q < kn; q++)
+                ok = (key_override[q] >= '0' && key_override[q] <= '9') || (key_override[q] >= 'a' && key_override[q] <= 'f');
+            if (!ok) die("--key '%s' is not 32 lowercase hex digits", key_override);
+        }
         else if (!strcmp(a, "--task") && more) task = argv[++i];
         else if (!strcmp(a, "--split") && more) split = argv[++i];
         else if (!strcmp(a, "--sentinels") && more) sentinels = atol(argv[++i]);

@@ -11,6 +11,32 @@
 #include "ops.h"
 #include "t5_dev.h"
 
+/* Each forwarder below is declared with the type of the ops.h function it
+ * stands in for, so a signature change in ops.h (such as the `acc` flag of
+ * the backwards) is a compile error here rather than a call through a
+ * mismatched prototype in t5_dev.o. */
+#define DV_SAME_TYPE(f) __typeof__(f) dv_##f
+DV_SAME_TYPE(ops_zero);
+DV_SAME_TYPE(ops_copy);
+DV_SAME_TYPE(op_embed_forward);
+DV_SAME_TYPE(op_embed_backward);
+DV_SAME_TYPE(op_rmsnorm_forward);
+DV_SAME_TYPE(op_rmsnorm_backward);
+DV_SAME_TYPE(op_linear_forward);
+DV_SAME_TYPE(op_linear_backward);
+DV_SAME_TYPE(op_ia3_forward);
+DV_SAME_TYPE(op_ia3_backward);
+DV_SAME_TYPE(op_gated_gelu_forward);
+DV_SAME_TYPE(op_gated_gelu_backward);
+DV_SAME_TYPE(op_relpos_buckets);
+DV_SAME_TYPE(op_relpos_bias_forward);
+DV_SAME_TYPE(op_relpos_bias_backward);
+DV_SAME_TYPE(op_attention_forward);
+DV_SAME_TYPE(op_attention_backward);
+DV_SAME_TYPE(op_crossentropy_forward);
+DV_SAME_TYPE(op_crossentropy_backward);
+DV_SAME_TYPE(op_add_inplace);
+
 int dv_sync_each = 1;
 
 void dv_init(void) {
@@ -108,6 +134,18 @@ void dv_ops_zero(float *x, long n) {
     ops_zero(x, n);
 }
 
+/* ops.h's parallel copy (the residual gradient handed down a layer in the
+ * backward pass): device to device when both buffers are managed. */
+void dv_ops_copy(float *y, const float *x, long n) {
+    if (n >= 1024 && is_managed(y) && is_managed(x)) {
+        gpu_copy(y, x, sizeof(float) * (size_t)n);
+        AFTER();
+        return;
+    }
+    gpu_sync();
+    ops_copy(y, x, n);
+}
+
 void dv_op_embed_forward(float *out, const int *ids, const float *table, int N, int D) {
     gpu_embed_forward(out, ids, table, N, D);
     AFTER();
@@ -122,8 +160,8 @@ void dv_op_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
     AFTER();
 }
 void dv_op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x,
-                            const float *w, const float *rstd, int N, int D) {
-    gpu_rmsnorm_backward(dx, dw, dout, x, w, rstd, N, D);
+                            const float *w, const float *rstd, int N, int D, int acc) {
+    gpu_rmsnorm_backward(dx, dw, dout, x, w, rstd, N, D, acc);
     AFTER();
 }
 void dv_op_linear_forward(float *out, const float *x, const float *w, int N, int I, int O) {
@@ -131,8 +169,8 @@ void dv_op_linear_forward(float *out, const float *x, const float *w, int N, int
     AFTER();
 }
 void dv_op_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                           int N, int I, int O) {
-    gpu_linear_backward(dx, dw, dout, x, w, N, I, O);
+                           int N, int I, int O, int acc) {
+    gpu_linear_backward(dx, dw, dout, x, w, N, I, O, acc);
     AFTER();
 }
 void dv_op_ia3_forward(float *out, const float *x, const float *s, int N, int C) {
@@ -140,8 +178,8 @@ void dv_op_ia3_forward(float *out, const float *x, const float *s, int N, int C)
     AFTER();
 }
 void dv_op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                        int N, int C) {
-    gpu_ia3_backward(dx, ds, dout, x, s, N, C);
+                        int N, int C, int acc) {
+    gpu_ia3_backward(dx, ds, dout, x, s, N, C, acc);
     AFTER();
 }
 void dv_op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
@@ -149,8 +187,8 @@ void dv_op_gated_gelu_forward(float *out, const float *h0, const float *h1, long
     AFTER();
 }
 void dv_op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                               const float *h1, long n) {
-    gpu_gated_gelu_backward(dh0, dh1, dout, h0, h1, n);
+                               const float *h1, long n, int acc) {
+    gpu_gated_gelu_backward(dh0, dh1, dout, h0, h1, n, acc);
     AFTER();
 }
 /* Buckets are made on the host (op_relpos_bucket) straight into managed memory. */
@@ -177,8 +215,8 @@ void dv_op_attention_forward(float *out, float *probs, const float *q, const flo
 }
 void dv_op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                               const float *dout, const float *q, const float *k, const float *v,
-                              const float *probs, int B, int Tq, int Tk, int H, int K) {
-    gpu_attention_backward(dq, dk, dv, dbias, scratch, dout, q, k, v, probs, B, Tq, Tk, H, K);
+                              const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
+    gpu_attention_backward(dq, dk, dv, dbias, scratch, dout, q, k, v, probs, B, Tq, Tk, H, K, acc);
     AFTER();
 }
 /* The model sums the per-token losses on the host right after this one. */

@@ -7,6 +7,7 @@
 
 #include "art.h"
 #include "common.h"
+#include "config.h"
 
 typedef struct { char *a, *b; } pair;
 
@@ -71,11 +72,7 @@ void key_config(mc_key *k, const char *name, const char *value) {
 }
 
 int key_input(mc_key *k, const char *role, const char *hex) {
-    size_t n = strlen(hex);
-    int ok = n == 32;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
-    if (!ok) return mc_fail("input '%s': '%s' is not a 32-hex-digit key", role, hex);
+    if (!key_is_hex(hex)) return mc_fail("input '%s': '%s' is not a 32-hex-digit key", role, hex);
     add(&k->in, &k->nin, &k->capin, role, hex);
     return 0;
 }
@@ -102,4 +99,28 @@ const char *key_text(mc_key *k) {
 void key_digest(mc_key *k, char out[33]) {
     const char *t = key_text(k);
     key_buf_hex(t, strlen(t), out);
+}
+
+mc_key *key_new_self(const char *stage, const struct mc_cfg *cfg, const char *const *namespaces) {
+    mc_key *k = key_new(stage);
+    if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
+    for (size_t i = 0; cfg && i < cfg_count(cfg); i++) {
+        const char *name = cfg_key_at(cfg, i);
+        const char *dot = strchr(name, '.');
+        size_t n = dot ? (size_t)(dot - name) : strlen(name);
+        for (int j = 0; namespaces[j]; j++)
+            if (strlen(namespaces[j]) == n && !strncmp(namespaces[j], name, n)) {
+                key_config(k, name, cfg_value_at(cfg, i));
+                break;
+            }
+    }
+    return k;
+}
+
+int key_is_hex(const char *s) {
+    size_t n = strlen(s);
+    if (n != 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
 }

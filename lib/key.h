@@ -33,6 +33,17 @@ const char *key_text(mc_key *k);
 /* The key: 32 lowercase hex + NUL. */
 void key_digest(mc_key *k, char out[33]);
 
+/* The key of the running stage binary: key_new(stage) with the digest of
+ * /proc/self/exe and every entry of `cfg` whose namespace (the part before
+ * the first '.') is in `namespaces` (NULL-ended). What the stages compute
+ * when no --key is given; the same as `key --stage ... --ns ...`. Dies on
+ * an unreadable binary. */
+struct mc_cfg;
+mc_key *key_new_self(const char *stage, const struct mc_cfg *cfg, const char *const *namespaces);
+
+/* 1 if s is exactly 32 lowercase hex digits. */
+int key_is_hex(const char *s);
+
 /* XXH3-128 of a file / buffer, as 32 lowercase hex. */
 int key_file_hex(const char *path, char out[33]);
 void key_buf_hex(const void *p, size_t n, char out[33]);

@@ -19,8 +19,11 @@ ifeq ($(GPU),1)
 # t5_dev.o is lib/t5.c's object with its op_* / ops_* calls and its allocator
 # renamed to the shim in tools/gpu/t5_dev_shim.c (see tools/gpu/t5_dev.h). A
 # new ops.h function called by t5.c shows up as an undefined dv_<name> at link
-# time: add it to the shim. Direct BLAS (be_*) or allocation calls that the
-# shim does not redirect stop the build here.
+# time: add it to the shim, with a DV_SAME_TYPE line there so that the
+# compiler holds the forwarder to ops.h's signature (a changed signature, such
+# as the backwards' `acc` flag, is then a compile error in the shim). Direct
+# BLAS (be_*) or allocation calls that the shim does not redirect stop the
+# build here.
 GPU_CHECK     := build/gpu/gpu_check
 GPU_CHECK_OBJ := build/obj/gpu/gpu_check.o build/obj/gpu/t5_dev_shim.o build/gpu/t5_dev.o
 GPU_SHIM_SYMS := mc_malloc_=dv_malloc_ mc_calloc_=dv_calloc_ free=dv_free memset=dv_memset \

@@ -118,10 +118,7 @@ int main(int argc, char **argv) {
     if (key_arg) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
-        mc_key *k = key_new("eval");
-        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
-        for (size_t i = 0; i < cfg_count(cfg); i++)
-            if (!strncmp(cfg_key_at(cfg, i), "eval.", 5)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        mc_key *k = key_new_self("eval", cfg, (const char *[]){"eval", NULL});
         char role[32];
         if (*model_key) key_input(k, "model", model_key);
         if (*ia3_key) key_input(k, "ia3", ia3_key);

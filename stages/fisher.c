@@ -131,10 +131,7 @@ int main(int argc, char **argv) {
     if (key_arg) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
-        mc_key *k = key_new("fisher");
-        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
-        for (size_t i = 0; i < cfg_count(cfg); i++)
-            if (!strncmp(cfg_key_at(cfg, i), "fisher.", 7)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        mc_key *k = key_new_self("fisher", cfg, (const char *[]){"fisher", NULL});
         char v[64];
         key_config(k, "fisher.type", type);
         key_config(k, "fisher.true", truef ? "1" : "0");

@@ -81,10 +81,7 @@ int main(int argc, char **argv) {
     if (key_arg) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
-        mc_key *k = key_new("gram");
-        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
-        for (size_t i = 0; i < cfg_count(cfg); i++)
-            if (!strncmp(cfg_key_at(cfg, i), "gram.", 5)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        mc_key *k = key_new_self("gram", cfg, (const char *[]){"gram", NULL});
         char v[32];
         snprintf(v, sizeof v, "%ld", (long)n);
         key_config(k, "gram.examples", v);

@@ -171,15 +171,7 @@ static void stage_key(const char *stage, mc_cfg *cfg, const char *ns, const char
         snprintf(out, 33, "%s", key_override);
         return;
     }
-    char bin[33];
-    if (key_file_hex("/proc/self/exe", bin)) die("%s", mc_error());
-    mc_key *k = key_new(stage);
-    key_binary_hex(k, bin);
-    size_t nl = strlen(ns);
-    for (size_t i = 0; i < cfg_count(cfg); i++) {
-        const char *kk = cfg_key_at(cfg, i);
-        if (!strncmp(kk, ns, nl) && kk[nl] == '.') key_config(k, kk, cfg_value_at(cfg, i));
-    }
+    mc_key *k = key_new_self(stage, cfg, (const char *[]){ns, NULL});
     for (int i = 0; i < n; i++)
         if (key_input(k, roles[i], hexes[i])) die("input %s: key '%s' is not 32 hex digits", roles[i], hexes[i]);
     key_digest(k, out);
@@ -862,11 +854,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--jsonl") && more) jsonl = argv[++i];
         else if (!strcmp(a, "--key") && more) {
             key_override = argv[++i];
-            size_t kn = strlen(key_override);
-            int ok = kn == 32;
-            for (size_t q = 0; ok && q < kn; q++)
-                ok = (key_override[q] >= '0' && key_override[q] <= '9') || (key_override[q] >= 'a' && key_override[q] <= 'f');
-            if (!ok) die("--key '%s' is not 32 lowercase hex digits", key_override);
+            if (!key_is_hex(key_override)) die("--key '%s' is not 32 lowercase hex digits", key_override);
         }
         else if (!strcmp(a, "--task") && more) task = argv[++i];
         else if (!strcmp(a, "--split") && more) split = argv[++i];

@@ -502,12 +502,7 @@ int main(int argc, char **argv) {
     if (key_arg) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
-        mc_key *k = key_new("train");
-        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
-        for (size_t i = 0; i < cfg_count(cfg); i++) {
-            const char *kk = cfg_key_at(cfg, i);
-            if (!strncmp(kk, "train.", 6) || !strncmp(kk, "model.", 6)) key_config(k, kk, cfg_value_at(cfg, i));
-        }
+        mc_key *k = key_new_self("train", cfg, (const char *[]){"train", "model", NULL});
         char role[32];
         for (int i = 0; i < nd; i++) {
             snprintf(role, sizeof role, "data.%d", i);

@@ -144,10 +144,7 @@ static int job(int argc, char **argv) {
     k = key_new(stage);
     if (binary && key_binary_file(k, binary) != 0) die("%s", mc_error());
     if (digest) {
-        size_t n = strlen(digest);
-        int ok = n == 32;
-        for (size_t j = 0; ok && j < n; j++) ok = (digest[j] >= '0' && digest[j] <= '9') || (digest[j] >= 'a' && digest[j] <= 'f');
-        if (!ok) die("--binary-digest '%s' is not 32 lowercase hex digits", digest);
+        if (!key_is_hex(digest)) die("--binary-digest '%s' is not 32 lowercase hex digits", digest);
         key_binary_hex(k, digest);
     }
     for (size_t i = 0; i < cfg_count(cfg); i++)

@@ -76,6 +76,71 @@ static void cmp(const char *name, const float *ref, const float *dev, long n, do
     free(h);
 }
 
+/* Gradient outputs of a backward check. ops.h's backwards add into
+ * parameter gradients always and into activation gradients when acc is 1;
+ * with acc 0 they overwrite them. Each backward runs three times, every
+ * time from the same nonzero prefill `init` on both devices:
+ *   run 0: acc 1;  run 1: acc 0;  run 2: acc 0 with the device's activation
+ *   gradients filled with NaN, which an overwrite must never read.
+ * apart() then makes sure the CPU results of runs 0 and 1 differ by far more
+ * than the tolerance, so the rows really tell += from =. */
+static const char *const run_tag[3] = {"acc=1", "acc=0", "acc=0 NaN"};
+enum { N_RUNS = 3 };
+static int run_acc(int run) { return run == 0; }
+
+typedef struct {
+    const char *name; /* "linear_backward dx" */
+    long n;
+    double tol;
+    int param;      /* 1: a parameter gradient (always +=) */
+    float *init;    /* host prefill */
+    float *h, *d;   /* the CPU's and the GPU's output */
+    float *h_acc1;  /* the CPU's run-0 output (activation gradients) */
+} grad_buf;
+
+static void grad_init(grad_buf *g, const char *name, long n, double tol, int param, float scale) {
+    g->name = name, g->n = n, g->tol = tol, g->param = param;
+    g->init = rnd(n, scale);
+    g->h = mallocCheck(sizeof(float) * (size_t)(n ? n : 1));
+    g->d = gpu_malloc(sizeof(float) * (size_t)n);
+    g->h_acc1 = param ? NULL : mallocCheck(sizeof(float) * (size_t)(n ? n : 1));
+}
+
+static void grad_prefill(grad_buf *g, int run) {
+    memcpy(g->h, g->init, sizeof(float) * (size_t)g->n);
+    if (run == 2 && !g->param) gpu_fill(g->d, g->n, NAN);
+    else gpu_upload(g->d, g->init, sizeof(float) * (size_t)g->n);
+}
+
+/* Smaller of the two normalised errors that a GPU doing += where = was
+ * asked (or the reverse) would show; it must be at least 1e4 tol. */
+static void apart(const grad_buf *g) {
+    double a = nmse(g->h, g->h_acc1, g->n), b = nmse(g->h_acc1, g->h, g->n);
+    double d = a < b ? a : b, need = 1e4 * g->tol;
+    if (need < 1e-6) need = 1e-6;
+    int ok = isfinite(d) && d >= need;
+    ok ? n_pass++ : n_fail++;
+    char nm[80];
+    snprintf(nm, sizeof nm, "%s acc 1 vs 0", g->name);
+    printf("  %-34s %11.3e %10.1e  %s  (cpu, must be >= : the prefill separates += from =)\n", nm, d,
+           need, ok ? "ok" : "FAIL");
+    fflush(stdout);
+}
+
+static void grad_check(grad_buf *g, int run) {
+    char nm[80];
+    snprintf(nm, sizeof nm, "%s %s", g->name, run_tag[run]);
+    cmp(nm, g->h, g->d, g->n, g->tol);
+    if (g->param) return;
+    if (run == 0) memcpy(g->h_acc1, g->h, sizeof(float) * (size_t)g->n);
+    if (run == 1) apart(g);
+}
+
+static void grad_free(grad_buf *g) {
+    free(g->init), free(g->h), free(g->h_acc1);
+    gpu_free(g->d);
+}
+
 /* ------------------------------------------------------------ part 1: BLAS */
 
 static void check_gemm(void) {
@@ -199,20 +264,26 @@ static void check_embed_norm_linear(void) {
     cmp("embed_backward (atomics)", table, dtab, (long)V * D, 1e-12);
 
     /* RMSNorm: x from the embedding, accumulating backward */
-    float *w = rnd(D, 1), *dw_h = rnd(D, 0.1f);
-    float *dw = TODEV(w, D), *ddw = TODEV(dw_h, D);
+    float *w = rnd(D, 1), *dw = TODEV(w, D);
     float *y = mallocCheck(sizeof(float) * N * D), *rs = mallocCheck(sizeof(float) * N);
     float *dy = gpu_malloc(sizeof(float) * N * D), *drs = gpu_malloc(sizeof(float) * N);
     op_rmsnorm_forward(y, rs, out, w, N, D, 1e-6f);
     gpu_rmsnorm_forward(dy, drs, dout, dw, N, D, 1e-6f);
     cmp("rmsnorm_forward out", y, dy, (long)N * D, 1e-12);
     cmp("rmsnorm_forward rstd", rs, drs, N, 1e-12);
-    float *dx_h = rnd((long)N * D, 0.1f), *ddx = TODEV(dx_h, (long)N * D);
-    op_rmsnorm_backward(dx_h, dw_h, g, out, w, rs, N, D);
     gpu_upload(drs, rs, sizeof(float) * N);
-    gpu_rmsnorm_backward(ddx, ddw, dg, dout, dw, drs, N, D);
-    cmp("rmsnorm_backward dx", dx_h, ddx, (long)N * D, 1e-11);
-    cmp("rmsnorm_backward dw", dw_h, ddw, D, 1e-11);
+    {
+        grad_buf gx, gw;
+        grad_init(&gx, "rmsnorm_backward dx", (long)N * D, 1e-11, 0, 1.0f);
+        grad_init(&gw, "rmsnorm_backward dw", D, 1e-11, 1, 0.1f);
+        for (int run = 0; run < N_RUNS; run++) {
+            grad_prefill(&gx, run), grad_prefill(&gw, run);
+            op_rmsnorm_backward(gx.h, gw.h, g, out, w, rs, N, D, run_acc(run));
+            gpu_rmsnorm_backward(gx.d, gw.d, dg, dout, dw, drs, N, D, run_acc(run));
+            grad_check(&gx, run), grad_check(&gw, run);
+        }
+        grad_free(&gx), grad_free(&gw);
+    }
 
     /* linear D -> F and back */
     int I = D, O = TF;
@@ -225,25 +296,38 @@ static void check_embed_norm_linear(void) {
     gpu_linear_forward(dlo, dy, dW, N, I, O);
     cmp("linear_forward", lo, dlo, (long)N * O, 1e-10);
     float *go = rnd((long)N * O, 1), *dgo = TODEV(go, (long)N * O);
-    float *gW = rnd((long)O * I, 0.1f), *dgW = TODEV(gW, (long)O * I);
-    float *gx = rnd((long)N * I, 0.1f), *dgx = TODEV(gx, (long)N * I);
-    op_linear_backward(gx, gW, go, y, W, N, I, O);
-    gpu_linear_backward(dgx, dgW, dgo, dy, dW, N, I, O);
-    cmp("linear_backward dx", gx, dgx, (long)N * I, 1e-10);
-    cmp("linear_backward dw", gW, dgW, (long)O * I, 1e-10);
+    {
+        grad_buf gx, gw;
+        grad_init(&gx, "linear_backward dx", (long)N * I, 1e-10, 0, 1.0f);
+        grad_init(&gw, "linear_backward dw", (long)O * I, 1e-10, 1, 0.1f);
+        for (int run = 0; run < N_RUNS; run++) {
+            grad_prefill(&gx, run), grad_prefill(&gw, run);
+            op_linear_backward(gx.h, gw.h, go, y, W, N, I, O, run_acc(run));
+            gpu_linear_backward(gx.d, gw.d, dgo, dy, dW, N, I, O, run_acc(run));
+            grad_check(&gx, run), grad_check(&gw, run);
+        }
+        grad_free(&gx), grad_free(&gw);
+    }
 
     /* IA3 on the linear's output */
-    float *s = rnd(O, 1), *ds_h = rnd(O, 0.1f), *dsd = TODEV(s, O), *dds = TODEV(ds_h, O);
+    float *s = rnd(O, 1), *dsd = TODEV(s, O);
     float *io = mallocCheck(sizeof(float) * N * O), *dio = gpu_malloc(sizeof(float) * N * O);
     gpu_upload(dlo, lo, sizeof(float) * N * O);
     op_ia3_forward(io, lo, s, N, O);
     gpu_ia3_forward(dio, dlo, dsd, N, O);
     cmp("ia3_forward", io, dio, (long)N * O, 1e-12);
-    float *ix = rnd((long)N * O, 0.1f), *dix = TODEV(ix, (long)N * O);
-    op_ia3_backward(ix, ds_h, go, lo, s, N, O);
-    gpu_ia3_backward(dix, dds, dgo, dlo, dsd, N, O);
-    cmp("ia3_backward dx", ix, dix, (long)N * O, 1e-12);
-    cmp("ia3_backward ds", ds_h, dds, O, 1e-11);
+    {
+        grad_buf gx, gs;
+        grad_init(&gx, "ia3_backward dx", (long)N * O, 1e-12, 0, 1.0f);
+        grad_init(&gs, "ia3_backward ds", O, 1e-11, 1, 0.1f);
+        for (int run = 0; run < N_RUNS; run++) {
+            grad_prefill(&gx, run), grad_prefill(&gs, run);
+            op_ia3_backward(gx.h, gs.h, go, lo, s, N, O, run_acc(run));
+            gpu_ia3_backward(gx.d, gs.d, dgo, dlo, dsd, N, O, run_acc(run));
+            grad_check(&gx, run), grad_check(&gs, run);
+        }
+        grad_free(&gx), grad_free(&gs);
+    }
 
     /* gated GELU on (lo, io) */
     long n = (long)N * O;
@@ -252,11 +336,18 @@ static void check_embed_norm_linear(void) {
     op_gated_gelu_forward(gg, lo, io, n);
     gpu_gated_gelu_forward(dgg, dlo, dio, n);
     cmp("gated_gelu_forward", gg, dgg, n, 1e-11); /* tanhf: CUDA vs glibc ulps */
-    float *h0g = rnd(n, 0.1f), *h1g = rnd(n, 0.1f), *dh0g = TODEV(h0g, n), *dh1g = TODEV(h1g, n);
-    op_gated_gelu_backward(h0g, h1g, go, lo, io, n);
-    gpu_gated_gelu_backward(dh0g, dh1g, dgo, dlo, dio, n);
-    cmp("gated_gelu_backward dh0", h0g, dh0g, n, 1e-11);
-    cmp("gated_gelu_backward dh1", h1g, dh1g, n, 1e-11);
+    {
+        grad_buf g0, g1;
+        grad_init(&g0, "gated_gelu_backward dh0", n, 1e-11, 0, 1.0f);
+        grad_init(&g1, "gated_gelu_backward dh1", n, 1e-11, 0, 1.0f);
+        for (int run = 0; run < N_RUNS; run++) {
+            grad_prefill(&g0, run), grad_prefill(&g1, run);
+            op_gated_gelu_backward(g0.h, g1.h, go, lo, io, n, run_acc(run));
+            gpu_gated_gelu_backward(g0.d, g1.d, dgo, dlo, dio, n, run_acc(run));
+            grad_check(&g0, run), grad_check(&g1, run);
+        }
+        grad_free(&g0), grad_free(&g1);
+    }
 
     float *acc = rnd(n, 1), *dacc = TODEV(acc, n);
     gpu_upload(dgg, gg, sizeof(float) * n);
@@ -264,11 +355,10 @@ static void check_embed_norm_linear(void) {
     gpu_add_inplace(dacc, dgg, n);
     cmp("add_inplace", acc, dacc, n, 1e-13);
 
-    free(ids), free(table), free(out), free(g), free(w), free(dw_h), free(y), free(rs), free(dx_h);
-    free(W), free(lo), free(go), free(gW), free(gx), free(s), free(ds_h), free(io), free(ix);
-    free(gg), free(h0g), free(h1g), free(acc);
-    void *dv[] = {did, dtab, dout, dg, dw, ddw, dy, drs, ddx, dW, dlo, dgo, dgW, dgx, dsd, dds,
-                  dio, dix, dgg, dh0g, dh1g, dacc};
+    free(ids), free(table), free(out), free(g), free(w), free(y), free(rs);
+    free(W), free(lo), free(go), free(s), free(io);
+    free(gg), free(acc);
+    void *dv[] = {did, dtab, dout, dg, dw, dy, drs, dW, dlo, dgo, dsd, dio, dgg, dacc};
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(dv[i]);
 }
 
@@ -345,20 +435,30 @@ static void check_relpos_attention(void) {
     op_attention_forward(out, P, q, k, v, bias, mask, NULL, 0, B, T, T, H, K);
     gpu_attention_forward(dout, dP, dq_, dk_, dv_, dbias, dmask, NULL, 0, B, T, T, H, K);
     float *go = rnd(nq, 1), *dgo = TODEV(go, nq);
-    float *gq = rnd(nq, 0.1f), *gk = rnd(nq, 0.1f), *gv = rnd(nq, 0.1f), *gb = rnd(H * TTl, 0.1f);
-    float *dgq = TODEV(gq, nq), *dgk = TODEV(gk, nq), *dgv = TODEV(gv, nq), *dgb = TODEV(gb, H * TTl);
     float *scr = mallocCheck(sizeof(float) * np), *dscr = gpu_malloc(sizeof(float) * np);
-    op_attention_backward(gq, gk, gv, gb, scr, go, q, k, v, P, B, T, T, H, K);
     gpu_upload(dP, P, sizeof(float) * np);
-    gpu_attention_backward(dgq, dgk, dgv, dgb, dscr, dgo, dq_, dk_, dv_, dP, B, T, T, H, K);
-    cmp("attention_backward dq", gq, dgq, nq, 1e-10);
-    cmp("attention_backward dk", gk, dgk, nq, 1e-10);
-    cmp("attention_backward dv", gv, dgv, nq, 1e-10);
-    cmp("attention_backward dbias", gb, dgb, H * TTl, 1e-10);
+    {
+        grad_buf gq, gk, gv, gb;
+        grad_init(&gq, "attention_backward dq", nq, 1e-10, 0, 1.0f);
+        grad_init(&gk, "attention_backward dk", nq, 1e-10, 0, 1.0f);
+        grad_init(&gv, "attention_backward dv", nq, 1e-10, 0, 1.0f);
+        grad_init(&gb, "attention_backward dbias", H * TTl, 1e-10, 1, 0.1f);
+        for (int run = 0; run < N_RUNS; run++) {
+            grad_prefill(&gq, run), grad_prefill(&gk, run), grad_prefill(&gv, run);
+            grad_prefill(&gb, run);
+            op_attention_backward(gq.h, gk.h, gv.h, gb.h, scr, go, q, k, v, P, B, T, T, H, K,
+                                  run_acc(run));
+            gpu_attention_backward(gq.d, gk.d, gv.d, gb.d, dscr, dgo, dq_, dk_, dv_, dP, B, T, T, H,
+                                   K, run_acc(run));
+            grad_check(&gq, run), grad_check(&gk, run), grad_check(&gv, run);
+            grad_check(&gb, run);
+        }
+        grad_free(&gq), grad_free(&gk), grad_free(&gv), grad_free(&gb);
+    }
 
     free(bk), free(table), free(bias), free(gbias), free(q), free(k), free(v), free(mask);
-    free(out), free(P), free(go), free(gq), free(gk), free(gv), free(gb), free(scr);
-    void *dv[] = {dbk, dtable, dbias, dgbias, dq_, dk_, dv_, dmask, dout, dP, dgo, dgq, dgk, dgv, dgb, dscr};
+    free(out), free(P), free(go), free(scr);
+    void *dv[] = {dbk, dtable, dbias, dgbias, dq_, dk_, dv_, dmask, dout, dP, dgo, dscr};
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(dv[i]);
 }
 
@@ -789,12 +889,12 @@ static void timing_ops(void) {
     double t;
     TIME(t, 20, gpu_rmsnorm_forward(y, rs, x, w, N, D, 1e-6f));
     printf("    %-48s %8.3f ms  %7.0f GB/s\n", "rmsnorm_forward 8192 x 1024", t * 1e3, 2.0 * N * D * 4 / t / 1e9);
-    TIME(t, 20, gpu_rmsnorm_backward(z, w, y, x, w, rs, N, D));
+    TIME(t, 20, gpu_rmsnorm_backward(z, w, y, x, w, rs, N, D, 1));
     printf("    %-48s %8.3f ms  %7.0f GB/s\n", "rmsnorm_backward 8192 x 1024 (dx, dw)", t * 1e3, 4.0 * N * D * 4 / t / 1e9);
     long n = (long)N * F;
     TIME(t, 20, gpu_gated_gelu_forward(z, x, y, n));
     printf("    %-48s %8.3f ms  %7.0f GB/s\n", "gated_gelu_forward 8192 x 2816", t * 1e3, 3.0 * n * 4 / t / 1e9);
-    TIME(t, 20, gpu_gated_gelu_backward(x, y, z, x, y, n));
+    TIME(t, 20, gpu_gated_gelu_backward(x, y, z, x, y, n, 0));
     printf("    %-48s %8.3f ms  %7.0f GB/s\n", "gated_gelu_backward 8192 x 2816", t * 1e3, 7.0 * n * 4 / t / 1e9);
     gpu_free(x), gpu_free(y), gpu_free(z), gpu_free(w), gpu_free(rs);
 
@@ -808,7 +908,7 @@ static void timing_ops(void) {
     double fl = 4.0 * B * H * (double)T * T * K;
     TIME(t, 5, gpu_attention_forward(o, P, q, q, q, bias, NULL, NULL, 0, B, T, T, H, K));
     printf("    %-48s %8.3f ms  %7.1f TFLOP/s\n", "attention_forward B16 T512 H16 K64", t * 1e3, fl / t / 1e12);
-    TIME(t, 5, gpu_attention_backward(g, g, g, bias, S, o, q, q, q, P, B, T, T, H, K));
+    TIME(t, 5, gpu_attention_backward(g, g, g, bias, S, o, q, q, q, P, B, T, T, H, K, 0));
     printf("    %-48s %8.3f ms  %7.1f TFLOP/s\n", "attention_backward (dq dk dv dbias)", t * 1e3, 2 * fl / t / 1e12);
     gpu_free(q), gpu_free(o), gpu_free(P), gpu_free(S), gpu_free(g), gpu_free(bias);
 

@@ -1,8 +1,9 @@
 /* t5_dev.h - lib/t5.c, unmodified, running on the GPU (for gpu_check only).
  *
  * recipes/gpu.mk makes build/gpu/t5_dev.o from build/obj/lib/t5.o with
- * objcopy --redefine-sym: every t5_X becomes t5dev_X, every op_X call becomes
- * dv_op_X (t5_dev_shim.c: the gpu_X kernels), and the allocator and
+ * objcopy --redefine-sym: every t5_X becomes t5dev_X, every op_X / ops_X call
+ * becomes dv_op_X / dv_ops_X (t5_dev_shim.c: the gpu_X kernels, and device
+ * zeroing and copying for ops_zero / ops_copy), and the allocator and
  * memset/memcpy/free calls go to the shim, which hands out CUDA managed
  * memory. So the same compiled model code runs its ops on the device while
  * its few host loops (masks, loss weights, loss sums) still read and write

@@ -73,6 +73,17 @@ void be_axpy(long n, float a, const float *x, float *y) {
     for (long i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* ---- appended by the T5 issue ---------------------------------------------- */
+
+void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, const float *A,
+                      int lda, long strideA, const float *B, int ldb, long strideB, float beta,
+                      float *C, int ldc, long strideC, int batch) {
+    for (int i = 0; i < batch; i++)
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans, m, n, k, alpha, A + i * strideA, lda,
+                    B + i * strideB, ldb, beta, C + i * strideC, ldc);
+}
+
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
  * column-major order with ldb = ldbt: LAPACK's native layout. */
 void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt) {

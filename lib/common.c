@@ -32,10 +32,14 @@ void die(const char *fmt, ...) {
 const char *mc_error(void) { return errbuf; }
 
 int mc_fail(const char *fmt, ...) {
+    /* Format into a local buffer first: callers may pass mc_error() itself
+     * as an argument ("%s: %s", path, mc_error()). */
+    char tmp[sizeof errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(errbuf, tmp, sizeof errbuf);
     return -1;
 }
 

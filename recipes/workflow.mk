@@ -1,11 +1,358 @@
-# recipes/workflow.mk - the everyday entry points (issue 7 fills these in).
+# recipes/workflow.mk - the everyday entry points: keyed chains of stages.
+#
+#   make merge METHOD=ties [LAMBDA=x] [MODE=ia3|full] [EXP=default|smoke]
+#   make sweep METHOD=ties [MODE=...]   lambda grid on validation, best on test
+#   make individual | multitask | report | explain SLOT=... | cache-gc
+#
+# How it works. The top-level targets build the binaries and the data
+# (recipes/data.mk), then run a sub-make with WF=1. That sub-make computes the
+# key of every stage run it needs (build/bin/key over the stage binary's
+# digest, the config entries of the stage's namespaces, and the keys of its
+# inputs: DESIGN section 5) before anything runs, and has one rule per run:
+# $(CACHE)/<stage>/<key>.msgpack with its inputs as order-only prerequisites.
+# A run whose artifact exists is a cache hit; anything that changes a key
+# changes the file name, so only the runs downstream of a change rerun.
+#
+# Slots name the runs for people: pretrain, ft-ia3-sentiment-s1,
+# mt-ia3-s1, fisher-ia3-sentiment-s1, merge-ia3-ties-l0.3-s1,
+# eval-merge-ia3-ties-l0.3-s1-test, ... `make explain SLOT=name` says why a
+# slot would rerun.
+
 METHOD ?= ties
-EXP ?= default
+EXP    ?= default
+MODE   ?= ia3
+MATS_CACHE ?= cache
+CACHE  := $(MATS_CACHE)
+export MATS_CACHE
+EXP_CONF := configs/experiments/$(EXP).conf
 
-## merge          merge the task models with METHOD=<method> and evaluate (EXP=default|smoke)
-merge: | $(DEPS_STAMP)
-	@bash scripts/install-deps.sh --data
-	@missing=""; for s in prepare tokenize train eval merge; do [ -x build/bin/$$s ] || missing="$$missing $$s"; done; \
-	 if [ -n "$$missing" ]; then echo "make merge: not built yet: the stages$$missing do not exist in this version (dependencies are installed)"; exit 1; fi
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
 
-.PHONY: merge
+wf-check:
+	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
+	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
+
+# The data of the experiment: the built-in benchmark (recipes/data.mk), or,
+# for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
+EXP_SOURCE = $(shell build/bin/key --config $(EXP_CONF) --get exp.source 2>/dev/null)
+wf-data: all wf-check
+	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
+	 else $(MAKE) data DATA_CONF=$(EXP_CONF) MATS_CACHE=$(MATS_CACHE); fi
+
+## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table
+merge: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) wf-merge
+## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test
+sweep: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) wf-sweep
+## individual     fine-tune every task model (every seed) and evaluate each on its task
+individual: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) wf-individual
+## multitask      train and evaluate the multitask model(s) of MODE
+multitask: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
+## report         every method for IA3 and full fine-tuning: reports/results.md and plots
+report: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) MODE=ia3 wf-report-part
+	@$(MAKE) WF=1 $(WF_VARS) MODE=full wf-report-part
+	@$(MAKE) WF=1 $(WF_VARS) wf-report
+## explain        SLOT=<slot> (or TARGET=): why that run would rerun, in words; `make explain` lists slots
+explain: all wf-check
+	@$(MAKE) --no-print-directory WF=1 $(WF_VARS) wf-explain SLOT=$(or $(SLOT),$(TARGET))
+## cache-gc       delete cached artifacts that no current experiment configuration reaches
+cache-gc: all
+	@bash scripts/cache-gc.sh
+
+.PHONY: merge sweep individual multitask report explain cache-gc wf-check wf-data
+
+ifeq ($(WF),1)
+# ------------------------------------------------------------------ keys
+# Reading the experiment: exp.* keys name phase configs and options.
+exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
+EXP_DIR := $(dir $(EXP_CONF))
+comma := ,
+split_list = $(subst $(comma), ,$(1))
+HF := $(filter hf,$(call exp_get,exp.source))
+ifneq ($(HF),)
+# Checkpoints imported by `make hf-import` (scripts/hf-import.sh): the base,
+# one fine-tuned model per task (seed 1), the tokenizer and the JSONL tasks.
+HF_IMPORTS := $(CACHE)/import/$(EXP)/imports.mk
+include $(HF_IMPORTS)
+ifneq ($(HF_MODE),$(MODE))
+$(error $(EXP_CONF) sets exp.mode = $(HF_MODE): run with MODE=$(HF_MODE))
+endif
+SEEDS := 1
+TASKS := $(call split_list,$(HF_TASKS))
+else
+SEEDS      := $(call split_list,$(call exp_get,exp.seeds))
+SEEDS      := $(or $(SEEDS),1)
+TASKS      := $(call split_list,$(call exp_get,data.tasks))
+endif
+PRE_CONF   := $(EXP_DIR)$(call exp_get,exp.pretrain)
+FT_CONF    := $(EXP_DIR)$(call exp_get,exp.finetune.$(MODE))
+MT_CONF    := $(EXP_DIR)$(call exp_get,exp.multitask.$(MODE))
+STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
+STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
+TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
+LAMBDA_GRID := $(call split_list,$(or $(call exp_get,exp.lambda_grid),0$(comma)0.1$(comma)0.2$(comma)0.3$(comma)0.4$(comma)0.5$(comma)0.6$(comma)0.7$(comma)0.8$(comma)0.9$(comma)1))
+METHODS    := $(call split_list,$(call exp_get,exp.methods))
+# merge.<option> = value entries of the experiment become merge's --<option>
+# flags ('_' -> '-'); each enters the keys of the methods it affects only.
+MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
+
+STAGE_BINS := train eval merge fisher gram
+$(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
+
+# $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
+key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(foreach i,$(5),--input $(i))
+
+# $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)
+# defines KA_/K_/A_SLOT and the rule; COMMAND may use $$@ for the output.
+define slot_template
+KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(6))
+K_$(1) := $$(shell build/bin/key $$(KA_$(1)))
+A_$(1) := $(CACHE)/$(2)/$$(K_$(1)).msgpack
+SLOTS += $(1)
+$$(A_$(1)): | $(foreach p,$(7),$$(A_$(p)))
+	@mkdir -p $$(@D)
+	@build/bin/key $$(KA_$(1)) --text > $$@.keytext
+	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $(8) --key $$(K_$(1)) -o $$@
+	@rm -f $$@.keytext
+endef
+slot = $(eval $(call slot_template,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+
+ifneq ($(HF),)
+# JSONL tasks tokenized with the imported tokenizer.
+$(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,,\
+  vocab=$(K_HF_VOCAB) jsonl=$(K_HF_JSONL_$(t)_$(s)),,\
+  build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
+else
+# Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
+$(foreach t,$(TASKS),$(foreach s,train validation test,\
+  $(eval K_tok-$(t)-$(s) := $(DATA_TK_$(t)_$(s)))$(eval A_tok-$(t)-$(s) := $(DATA_TOKENS_$(t)_$(s)))))
+K_tok-corpus := $(DATA_TK_corpus)
+A_tok-corpus := $(DATA_CORPUS_TOKENS)
+
+endif
+
+ifeq ($(HF),)
+# ------------------------------------------------------------------ pretrain
+$(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
+  data=$(K_tok-corpus),,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+
+# ------------------------------------------------------------------ fine-tunes
+# Per-task overrides: task.<task>.<key> = value in the experiment config.
+task_sets = $(shell build/bin/key --config $(EXP_CONF) --list task.$(1).)
+define ft_template
+$(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
+  train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\
+  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain,\
+  build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
+endef
+$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+endif
+
+# model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
+ifeq ($(MODE),ia3)
+model_of = --model $(A_pretrain) --ia3 $(A_$(1))
+model_in = model=$(K_pretrain) ia3=$(K_$(1))
+else
+model_of = --model $(A_$(1))
+model_in = model=$(K_$(1))
+endif
+
+# ------------------------------------------------------------------ multitask
+define mt_template
+$(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
+  train.objective=seq2seq train.mode=$(MODE) train.seed=$(1),\
+  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain,\
+  build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_pretrain) \
+    --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
+endef
+ifeq ($(HF),)
+$(foreach s,$(SEEDS),$(eval $(call mt_template,$(s))))
+endif
+
+# ------------------------------------------------------------------ evaluation
+# $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
+join = $(subst $(eval) ,$(comma),$(strip $(1)))
+define eval_template
+$(call slot,$(1),eval,$(EXP_CONF),eval,,$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
+  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call join,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
+endef
+eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
+$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
+  $(call eval_slot,eval-ft-$(MODE)-$(t)-s$(s)-$(sp),ft-$(MODE)-$(t)-s$(s),$(sp),$(t)))))
+$(foreach s,$(SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
+
+# ------------------------------------------------------------------ statistics
+FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
+define fisher_template
+$(call slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,,fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
+  $(call model_in,ft-$(MODE)-$(1)-s$(3)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(3) tok-$(1)-$(STATS_SPLIT),\
+  build/bin/fisher $(call model_of,ft-$(MODE)-$(1)-s$(3)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --type $(2) $(FISHER_FLAGS))
+endef
+define gram_template
+$(call slot,gram-$(MODE)-$(1)-s$(2),gram,,gram,gram.examples=$(STATS_N),\
+  $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
+  build/bin/gram $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
+endef
+$(foreach t,$(TASKS),$(foreach s,$(SEEDS),\
+  $(eval $(call fisher_template,$(t),diagonal,$(s)))\
+  $(if $(filter ia3,$(MODE)),$(eval $(call fisher_template,$(t),blockwise,$(s))),$(eval $(call gram_template,$(t),$(s))))))
+
+# ------------------------------------------------------------------ merges
+# Which statistics a method needs, by mode.
+needs_fisher_diag := fisher cg_fisher
+stats_of = $(strip \
+  $(if $(filter $(1),$(needs_fisher_diag)),fisher-diagonal)\
+  $(if $(filter mats,$(1)),$(if $(filter ia3,$(MODE)),fisher-blockwise,gram))\
+  $(if $(filter regmean cg_regmean,$(1)),gram))
+stat_flag = $(if $(filter gram,$(1)),--gram,--fisher)
+stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3))
+uses_lambda := task_arithmetic ties regmean cg_regmean mats dare_ties dare_linear breadcrumbs
+opts_ties := topk_percent
+opts_dare_ties := topk_percent drop_rate seed
+opts_dare_linear := drop_rate seed
+opts_breadcrumbs := breadcrumbs_top breadcrumbs_bottom
+opts_cg := iterations init init_lambda cg_tol precondition
+opts_of = $(opts_$(1)) $(if $(filter cg_% mats,$(1)),$(opts_cg))
+# the merge.* entries that method $(1) reads, as name=value
+merge_sets = $(foreach o,$(MERGE_OPTS),$(if $(filter $(call opts_of,$(1)),$(firstword $(subst =, ,$(o)))),$(o)))
+merge_flags = $(foreach o,$(call merge_sets,$(1)),--$(subst _,-,$(firstword $(subst =, ,$(o)))) $(word 2,$(subst =, ,$(o))))
+# methods that ignore lambda are always run (and keyed) at 1
+lambda_for = $(if $(filter $(1),$(uses_lambda)),$(2),1)
+define merge_template
+# $(1) method $(2) lambda $(3) seed
+$(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.lambda=$(2) $(addprefix merge.,$(call merge_sets,$(1))),\
+  pretrained=$(K_pretrain) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
+    $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(K_$(call stat_slot,$(t),$(st),$(3))))),\
+  pretrain $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
+  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call join,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
+    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call join,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
+    $(call merge_flags,$(1)))
+$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation,merge-$(MODE)-$(1)-l$(2)-s$(3),validation,$(TASKS))
+$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-test,merge-$(MODE)-$(1)-l$(2)-s$(3),test,$(TASKS))
+endef
+
+# Which merges this run defines (defining costs a key each: only what is asked).
+ifneq ($(filter wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
+WF_METHODS := $(or $(METHODS),$(METHOD))
+else
+WF_METHODS := $(METHOD)
+endif
+ifneq ($(filter wf-sweep wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
+lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(LAMBDA_GRID),1)
+else
+LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
+lambdas_of = $(call lambda_for,$(1),$(or $(LAMBDA),$(LAMBDA_DEFAULT)))
+endif
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
+
+# ------------------------------------------------------------------ tables
+# Manifest lines for build/bin/report (see stages/report.c).
+tab := $(eval) $(eval)
+define nl
+
+
+endef
+majority_line = $(MODE)	majority	-	test	-	$(call join,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
+ind_lines = $(foreach s,$(SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
+mt_lines = $(foreach s,$(SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
+INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
+MULTITASK_EVALS = $(foreach s,$(SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
+
+# The individual rows combine one metrics file per task: the report stage
+# reads each file's tasks, so per-seed rows are assembled from single-task
+# files (one line per task and seed).
+WF_DIR := $(CACHE)/runs/$(EXP)
+$(WF_DIR)/:
+	@mkdir -p $@
+
+wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
+	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
+	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
+	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP): individual $(MODE) models" 2>/dev/null
+	@cat $(WF_DIR)/individual-$(MODE).md
+
+wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
+	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
+	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
+	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP): multitask $(MODE) model" 2>/dev/null
+	@cat $(WF_DIR)/multitask-$(MODE).md
+
+# make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
+# validation and test, beside the majority, individual and multitask rows.
+MERGE_L := $(call lambdas_of,$(METHOD))
+merge_lines = $(foreach s,$(SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
+MERGE_EVALS = $(foreach s,$(SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
+wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
+	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
+	  --title "$(EXP): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
+	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
+	@echo "merged artifacts: $(foreach s,$(SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
+
+# ------------------------------------------------------------------ sweeps
+# Validation evals over the lambda grid, the best lambda per method and seed
+# (build/bin/report --argmax), then a sub-make for the test evals at the best
+# lambdas (it reads the choices back from $(WF_DIR)/best-MODE-*.txt).
+# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
+methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
+SWEEP_METHODS = $(call methods_for_mode,$(WF_METHODS))
+val_eval = $(A_eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation)
+SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(call val_eval,$(m),$(l),$(s)))))
+BEST_FILE = $(WF_DIR)/best-$(MODE)-$(SWEEP_NAME).txt
+SWEEP_NAME = $(if $(filter wf-sweep%,$(MAKECMDGOALS)),$(METHOD),all)
+
+wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
+	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
+	@mv $(BEST_FILE).tmp $(BEST_FILE)
+
+ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
+BEST := $(shell cat $(BEST_FILE) 2>/dev/null | tr ' ' ':')
+best_tests = $(foreach b,$(BEST),$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test))
+best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(subst :, ,$(b)))	test	$(word 3,$(subst :, ,$(b)))	$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test)$(nl))
+val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
+endif
+
+wf-sweep: wf-best
+	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
+wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
+	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
+	  --title "$(EXP): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
+	@cat $(WF_DIR)/sweep-$(MODE)-$(METHOD).md
+	@echo "plots: $(WF_DIR)/sweep-$(MODE)-$(METHOD)-*.png"
+
+# ------------------------------------------------------------------ report
+# Per mode: every method's sweep, then the manifest part; wf-report joins the
+# parts of both modes into reports/results.md with plots.
+wf-report-part: wf-best
+	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
+wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
+wf-report: | $(WF_DIR)/
+	@mkdir -p reports
+	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP): every merge method, IA3 and full fine-tuning"
+	@cat reports/results.md
+
+# ------------------------------------------------------------------ explain
+# The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key
+# (scripts/run-stage.sh); explain compares it with the key text now.
+export MATS_SLOTS := $(CACHE)/slots/$(EXP)
+wf-explain:
+	@if [ -z "$(SLOT)" ]; then echo "make explain SLOT=<slot>; slots of this configuration (EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD)):"; \
+	   printf '  %s\n' $(SLOTS); exit 0; fi
+	@$(if $(filter $(SLOT),$(SLOTS)),,echo "make explain: no slot '$(SLOT)' in this configuration; 'make explain' lists them" >&2; exit 1)
+	@build/bin/key $(KA_$(SLOT)) --text > $(CACHE)/.explain.now
+	@bash scripts/explain.sh "$(SLOT)" "$(A_$(SLOT))" $(CACHE)/.explain.now "$(MATS_SLOTS)/$(SLOT).key"
+
+# ------------------------------------------------------------------ gc
+# Every artifact path this configuration can reach, for scripts/cache-gc.sh.
+cache-gc-list:
+	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
+
+.PHONY: wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
+endif

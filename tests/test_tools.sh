@@ -23,6 +23,12 @@ k2=$(build/bin/key --stage train --config "$T/k.conf" --ns a,b --set a.z=3 --inp
 fk=$(build/bin/key --file "$T/a.msgpack" | cut -d' ' -f1); fx=$(xxh128sum "$T/a.msgpack" | cut -d' ' -f1)
 [ "$fk" == "$fx" ] && ok key_file || fail key_file "$fk vs $fx"
 
+bd=$(build/bin/key --file build/bin/key | cut -d' ' -f1)
+ka=$(build/bin/key --stage s --binary build/bin/key --set a.x=1 --ns a); kb=$(build/bin/key --stage s --binary-digest "$bd" --set a.x=1 --ns a)
+[ "$ka" == "$kb" ] && ok key_binary_digest || fail key_binary_digest "$ka vs $kb"
+g=$(build/bin/key --config "$T/k.conf" --set b.y=5 --get a.x b.y c.none | tr '\n' ' ')
+[ "$g" == "1 5  " ] && ok key_get || fail key_get "got '$g'"
+
 # art show
 out=$(build/bin/art show "$T/a.msgpack")
 if grep -q '^kind    model' <<<"$out" && grep -q 'w.f32 *f32 *\[2, 3\]' <<<"$out" && grep -q '"d_model": 32' <<<"$out"; then

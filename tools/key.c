@@ -3,6 +3,13 @@
  *   key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]
  *       [--set k=v]... [--input ROLE=HEX | ROLE=@ARTIFACT]... [--text]
  *   key --file PATH...        XXH3-128 of files, as xxh128sum prints it
+ *   key --config FILE... [--set k=v]... --get KEY...
+ *                             print config values, one per line ("" if unset)
+ *   key --config FILE... [--set k=v]... --list PREFIX
+ *                             print "REST=VALUE" for every key PREFIXREST, sorted
+ *
+ * --binary-digest HEX gives the binary's digest directly (Make computes it
+ * once per binary with --file).
  *
  * Config entries come from the --config files (with includes) and --set
  * overrides; only those whose namespace (the part before the first '.') is in
@@ -22,7 +29,9 @@ static void usage(void) {
     fprintf(stderr,
             "usage: key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]\n"
             "           [--set k=v]... [--input ROLE=HEX|ROLE=@ARTIFACT]... [--text]\n"
-            "       key --file PATH...\n");
+            "       key --file PATH...\n"
+            "       key --config FILE... [--set k=v]... --get KEY...\n"
+            "       key --config FILE... [--set k=v]... --list PREFIX\n");
     exit(2);
 }
 
@@ -52,7 +61,9 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    const char *stage = NULL, *binary = NULL, *ns = NULL;
+    const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL;
+    int get = 0;
+    const char *list = NULL;
     int text = 0;
     mc_cfg *cfg = cfg_new();
     mc_key *k = NULL;
@@ -63,6 +74,9 @@ int main(int argc, char **argv) {
         int more = i + 1 < argc;
         if (!strcmp(a, "--stage") && more) stage = argv[++i];
         else if (!strcmp(a, "--binary") && more) binary = argv[++i];
+        else if (!strcmp(a, "--binary-digest") && more) digest = argv[++i];
+        else if (!strcmp(a, "--get")) { get = i + 1; break; }
+        else if (!strcmp(a, "--list") && more) list = argv[++i];
         else if (!strcmp(a, "--ns") && more) ns = argv[++i];
         else if (!strcmp(a, "--config") && more) {
             if (cfg_load(cfg, argv[++i]) != 0) die("%s", mc_error());
@@ -75,9 +89,35 @@ int main(int argc, char **argv) {
             usage();
         }
     }
+    if (get) {
+        if (get >= argc) usage();
+        for (int i = get; i < argc; i++) {
+            const char *v = cfg_peek(cfg, argv[i]);
+            puts(v ? v : "");
+        }
+        cfg_free(cfg);
+        free(inputs);
+        return 0;
+    }
+    if (list) {
+        size_t n = strlen(list);
+        for (size_t i = 0; i < cfg_count(cfg); i++)
+            if (!strncmp(cfg_key_at(cfg, i), list, n) && cfg_key_at(cfg, i)[n])
+                printf("%s=%s\n", cfg_key_at(cfg, i) + n, cfg_value_at(cfg, i));
+        cfg_free(cfg);
+        free(inputs);
+        return 0;
+    }
     if (!stage) usage();
     k = key_new(stage);
     if (binary && key_binary_file(k, binary) != 0) die("%s", mc_error());
+    if (digest) {
+        size_t n = strlen(digest);
+        int ok = n == 32;
+        for (size_t j = 0; ok && j < n; j++) ok = (digest[j] >= '0' && digest[j] <= '9') || (digest[j] >= 'a' && digest[j] <= 'f');
+        if (!ok) die("--binary-digest '%s' is not 32 lowercase hex digits", digest);
+        key_binary_hex(k, digest);
+    }
     for (size_t i = 0; i < cfg_count(cfg); i++)
         if (in_ns(cfg_key_at(cfg, i), ns)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
     for (int i = 0; i < ninputs; i++) {

@@ -1,0 +1,1301 @@
+/* hf.c - see hf.h. */
+#include "hf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "json.h"
+#include "key.h"
+
+/* Messages quote names and values read from files, which may hold control
+ * bytes (JSON escapes): rewrite the last error as one printable line. */
+static int one_line_error(void) {
+    char m[1024];
+    snprintf(m, sizeof m, "%s", mc_error());
+    for (char *q = m; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+    return mc_fail("%s", m);
+}
+
+/* ------------------------------------------------------------ conversions */
+
+static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float hf_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+float hf_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    if (e == 0x1f) /* inf, or NaN made quiet as the F16C instructions do */
+        return u2f(sign | 0x7f800000 | (m ? 0x400000 | (m << 13) : 0));
+    if (e == 0) {
+        if (m == 0) return u2f(sign);
+        /* subnormal: m * 2^-24; normalise */
+        int ex = -14;
+        while (!(m & 0x400)) { m <<= 1; ex--; }
+        m &= 0x3ff;
+        return u2f(sign | (uint32_t)(ex + 127) << 23 | m << 13);
+    }
+    return u2f(sign | (e - 15 + 127) << 23 | m << 13);
+}
+
+uint16_t hf_f32_to_bf16(float f) {
+    uint32_t x = f2u(f);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+uint16_t hf_f32_to_f16(float f) {
+    uint32_t x = f2u(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    x &= 0x7fffffff;
+    if (x >= 0x7f800000) return sign | (x > 0x7f800000 ? (uint16_t)(0x7e00 | ((x >> 13) & 0x3ff)) : 0x7c00);
+    if (x >= 0x477ff000) return sign | 0x7c00; /* rounds past 65504 */
+    if (x < 0x38800000) {                       /* below 2^-14: subnormal or zero */
+        if (x <= 0x33000000) return sign;       /* <= 2^-25 rounds (ties to even) to 0 */
+        uint32_t e = x >> 23, m = (x & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e;               /* m * 2^(e-150) in units of 2^-24 */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return sign | (uint16_t)q;
+    }
+    uint32_t h = ((x >> 23) - 112) << 10 | ((x >> 13) & 0x3ff);
+    uint32_t rem = x & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return sign | (uint16_t)h;
+}
+
+/* ------------------------------------------------------------ safetensors */
+
+static const struct { const char *name; size_t size; st_dtype d; } st_types[] = {
+    {"F32", 4, ST_F32},     {"F16", 2, ST_F16},     {"BF16", 2, ST_BF16},   {"F64", 8, ST_OTHER},
+    {"I64", 8, ST_OTHER},   {"I32", 4, ST_OTHER},   {"I16", 2, ST_OTHER},   {"I8", 1, ST_OTHER},
+    {"U64", 8, ST_OTHER},   {"U32", 4, ST_OTHER},   {"U16", 2, ST_OTHER},   {"U8", 1, ST_OTHER},
+    {"BOOL", 1, ST_OTHER},  {"F8_E4M3", 1, ST_OTHER}, {"F8_E5M2", 1, ST_OTHER},
+};
+
+const char *st_dtype_name(st_dtype d) {
+    return d == ST_F32 ? "F32" : d == ST_F16 ? "F16" : d == ST_BF16 ? "BF16" : "?";
+}
+
+int st_dtype_parse(const char *s) {
+    if (!strcasecmp(s, "f32") || !strcmp(s, "float32")) return ST_F32;
+    if (!strcasecmp(s, "f16") || !strcasecmp(s, "fp16") || !strcmp(s, "float16")) return ST_F16;
+    if (!strcasecmp(s, "bf16") || !strcmp(s, "bfloat16")) return ST_BF16;
+    return -1;
+}
+
+#define ST_MAX_HEADER (100u << 20) /* the safetensors library's limit */
+
+void st_close(st_file *f) {
+    if (!f) return;
+    for (size_t i = 0; i < f->n; i++) free(f->t[i].name);
+    free(f->t);
+    val_free(f->metadata);
+    if (f->map) munmap(f->map, f->size);
+    free(f->path);
+    free(f);
+}
+
+static int cmp_begin(const void *a, const void *b) {
+    const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+/* A JSON integer >= 0. */
+static int get_u64(const mc_val *v, uint64_t *out) {
+    if (!v) return -1;
+    if (v->type == VAL_INT && v->v.i >= 0) { *out = (uint64_t)v->v.i; return 0; }
+    if (v->type == VAL_UINT) { *out = v->v.u; return 0; }
+    return -1;
+}
+
+st_file *st_open(const char *path) {
+    st_file *f = callocCheck(1, sizeof *f);
+    f->path = strdupCheck(path);
+    st_tensor **order = NULL;
+    mc_val *hdr = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { mc_fail("%s: cannot open: %s", path, strerror(errno)); goto fail; }
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        mc_fail("%s: not a regular file", path);
+        close(fd);
+        goto fail;
+    }
+    f->size = (size_t)sb.st_size;
+    if (f->size < 8) {
+        mc_fail("%s: %zu bytes is too short for a safetensors file (8-byte header length first)", path, f->size);
+        close(fd);
+        goto fail;
+    }
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (f->map == MAP_FAILED) {
+        f->map = NULL;
+        mc_fail("%s: cannot map: %s", path, strerror(errno));
+        goto fail;
+    }
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | f->map[i];
+    f->header_len = hl;
+    if (hl > f->size - 8) {
+        mc_fail("%s: header length %" PRIu64 " exceeds the file's %zu bytes: truncated, or not a safetensors file",
+                path, hl, f->size);
+        goto fail;
+    }
+    if (hl > ST_MAX_HEADER || hl < 2) {
+        mc_fail("%s: implausible header length %" PRIu64 ": not a safetensors file", path, hl);
+        goto fail;
+    }
+    char hname[1100];
+    snprintf(hname, sizeof hname, "%s (safetensors header)", path);
+    hdr = json_parse((const char *)f->map + 8, (size_t)hl, hname);
+    if (!hdr) goto fail;
+    if (hdr->type != VAL_MAP) { mc_fail("%s: the safetensors header is not a JSON object", path); goto fail; }
+    size_t data_len = f->size - 8 - (size_t)hl;
+    const unsigned char *data = f->map + 8 + hl;
+    f->t = callocCheck(hdr->v.c.n ? hdr->v.c.n : 1, sizeof *f->t);
+    for (size_t i = 0; i < hdr->v.c.n; i++) {
+        const char *name = hdr->v.c.keys[i];
+        const mc_val *e = hdr->v.c.items[i];
+        if (!strcmp(name, "__metadata__")) {
+            if (e->type != VAL_MAP) { mc_fail("%s: __metadata__ is not a JSON object", path); goto fail; }
+            f->metadata = val_clone(e);
+            continue;
+        }
+        st_tensor *t = &f->t[f->n];
+        t->name = strdupCheck(name);
+        f->n++;
+        if (e->type != VAL_MAP) { mc_fail("%s: header entry %s is not a JSON object", path, name); goto fail; }
+        const mc_val *dt = val_get(e, "dtype"), *sh = val_get(e, "shape"), *off = val_get(e, "data_offsets");
+        if (!dt || dt->type != VAL_STR) { mc_fail("%s: tensor %s: \"dtype\" missing or not a string", path, name); goto fail; }
+        size_t k = 0, nk = sizeof st_types / sizeof st_types[0];
+        while (k < nk && strcmp(st_types[k].name, dt->v.str.s)) k++;
+        if (k == nk) {
+            mc_fail("%s: tensor %s: unknown dtype \"%.20s\" (safetensors knows F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL ...)",
+                    path, name, dt->v.str.s);
+            goto fail;
+        }
+        snprintf(t->dtype_name, sizeof t->dtype_name, "%s", st_types[k].name);
+        t->dtype = st_types[k].d;
+        t->esize = st_types[k].size;
+        if (!sh || sh->type != VAL_ARRAY || sh->v.c.n > ART_MAX_DIMS) {
+            mc_fail("%s: tensor %s: \"shape\" missing, not an array, or more than %d dimensions", path, name, ART_MAX_DIMS);
+            goto fail;
+        }
+        t->ndim = (int)sh->v.c.n;
+        t->numel = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            uint64_t s;
+            if (get_u64(sh->v.c.items[d], &s) < 0 || s > (uint64_t)INT64_MAX) {
+                mc_fail("%s: tensor %s: shape entry %d is not a non-negative integer", path, name, d);
+                goto fail;
+            }
+            t->shape[d] = (int64_t)s;
+            if (s && (uint64_t)t->numel > (uint64_t)INT64_MAX / 8 / s) {
+                mc_fail("%s: tensor %s: shape too large", path, name);
+                goto fail;
+            }
+            t->numel *= (int64_t)s;
+        }
+        uint64_t b, en;
+        if (!off || off->type != VAL_ARRAY || off->v.c.n != 2 || get_u64(off->v.c.items[0], &b) < 0 ||
+            get_u64(off->v.c.items[1], &en) < 0) {
+            mc_fail("%s: tensor %s: \"data_offsets\" must be [begin, end], two non-negative integers", path, name);
+            goto fail;
+        }
+        if (b > en || en > data_len) {
+            mc_fail("%s: tensor %s: data_offsets [%" PRIu64 ", %" PRIu64 "] outside the %zu data bytes (truncated file?)",
+                    path, name, b, en, data_len);
+            goto fail;
+        }
+        if (en - b != (uint64_t)t->numel * t->esize) {
+            mc_fail("%s: tensor %s: data_offsets span %" PRIu64 " bytes but shape and dtype %s need %" PRIu64,
+                    path, name, en - b, t->dtype_name, (uint64_t)t->numel * t->esize);
+            goto fail;
+        }
+        t->begin = b;
+        t->end = en;
+        t->data = data + b;
+    }
+    /* the tensors must tile the data section exactly, as the library requires */
+    order = mallocCheck((f->n ? f->n : 1) * sizeof *order);
+    for (size_t i = 0; i < f->n; i++) order[i] = &f->t[i];
+    qsort(order, f->n, sizeof *order, cmp_begin);
+    uint64_t pos = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        if (order[i]->begin != pos) {
+            mc_fail("%s: tensor %s starts at data byte %" PRIu64 " but the previous tensor ends at %" PRIu64
+                    " (overlapping or missing data)", path, order[i]->name, order[i]->begin, pos);
+            goto fail;
+        }
+        pos = order[i]->end;
+    }
+    if (pos != data_len) {
+        mc_fail("%s: %zu data bytes but the tensors cover %" PRIu64 " (the file has trailing bytes)", path,
+                data_len, pos);
+        goto fail;
+    }
+    free(order);
+    val_free(hdr);
+    return f;
+fail:
+    one_line_error();
+    free(order);
+    val_free(hdr);
+    st_close(f);
+    return NULL;
+}
+
+const st_tensor *st_find(const st_file *f, const char *name) {
+    for (size_t i = 0; i < f->n; i++)
+        if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    return NULL;
+}
+
+void st_read_f32(const st_tensor *t, int64_t start, int64_t n, float *dst) {
+    const unsigned char *p = t->data + (size_t)start * t->esize;
+    switch (t->dtype) {
+    case ST_F32: memcpy(dst, p, (size_t)n * 4); break;
+    case ST_BF16:
+        for (int64_t i = 0; i < n; i++) dst[i] = hf_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        break;
+    case ST_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = hf_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        break;
+    default: fprintf(stderr, "st_read_f32: dtype %s\n", t->dtype_name); abort();
+    }
+}
+
+/* ------------------------------------------------------------ config */
+
+static const char *CONFIG_INTS[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", NULL};
+
+static int json_int(const mc_val *j, const char *key, int64_t def, int64_t *out, const char *path, int required) {
+    const mc_val *v = val_get(j, key);
+    if (!v || v->type == VAL_NIL) {
+        if (required) return mc_fail("%s: \"%s\" missing (a T5 config.json has it)", path, key);
+        *out = def;
+        return 0;
+    }
+    if (v->type != VAL_INT || v->v.i <= 0 || v->v.i > (1 << 30))
+        return mc_fail("%s: \"%s\" must be a positive integer", path, key);
+    *out = v->v.i;
+    return 0;
+}
+
+static int config_check(hf_config *c, const char *path) {
+    if (c->num_buckets < 2 || c->max_distance < 2)
+        return mc_fail("%s: relative_attention_num_buckets and _max_distance must be at least 2", path);
+    if (c->num_decoder_layers <= 0) return mc_fail("%s: num_decoder_layers must be positive", path);
+    if (!(c->eps > 0 && c->eps < 1)) return mc_fail("%s: layer_norm_epsilon must be in (0, 1)", path);
+    return 0;
+}
+
+int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
+    memset(c, 0, sizeof *c);
+    if (!j || j->type != VAL_MAP) return mc_fail("%s: not a JSON object", path);
+    const char *mt = val_get_str(j, "model_type", "t5");
+    if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
+        return mc_fail("%s: model_type \"%s\": only T5 (t5, mt5) checkpoints can be imported", path, mt);
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+    int64_t *f[] = {&c->vocab_size, &c->d_model, &c->d_kv, &c->d_ff, &c->num_heads, &c->num_layers};
+    for (int i = 0; CONFIG_INTS[i]; i++)
+        if (json_int(j, CONFIG_INTS[i], 0, f[i], path, 1) < 0) return -1;
+    if (json_int(j, "num_decoder_layers", c->num_layers, &c->num_decoder_layers, path, 0) < 0 ||
+        json_int(j, "relative_attention_num_buckets", 32, &c->num_buckets, path, 0) < 0 ||
+        json_int(j, "relative_attention_max_distance", 128, &c->max_distance, path, 0) < 0)
+        return -1;
+    const mc_val *e = val_get(j, "layer_norm_epsilon");
+    c->eps = 1e-6;
+    if (e && e->type != VAL_NIL) {
+        if (e->type != VAL_FLOAT && e->type != VAL_INT) return mc_fail("%s: \"layer_norm_epsilon\" must be a number", path);
+        c->eps = e->type == VAL_FLOAT ? e->v.f : (double)e->v.i;
+    }
+    /* HF: feed_forward_proj defaults to "relu"; "gated-gelu" means gated
+     * gelu_new (tanh approximation), "gated-gelu_new" says so explicitly. */
+    const char *ff = val_get_str(j, "feed_forward_proj", "relu");
+    if (strcmp(ff, "gated-gelu") && strcmp(ff, "gated-gelu_new"))
+        return mc_fail("%s: feed_forward_proj \"%s\": only T5 v1.1's \"gated-gelu\" is implemented "
+                       "(original T5 uses \"relu\")", path, ff);
+    const mc_val *tie = val_get(j, "tie_word_embeddings");
+    if (!tie || tie->type != VAL_BOOL || tie->v.b)
+        return mc_fail("%s: tie_word_embeddings is %s: only untied T5 v1.1 models (tie_word_embeddings: false) "
+                       "are implemented", path, tie ? "true" : "absent (HF's default: true)");
+    const struct { const char *k; int64_t want; } ids[] = {
+        {"pad_token_id", 0}, {"eos_token_id", 1}, {"decoder_start_token_id", 0}};
+    for (int i = 0; i < 3; i++) {
+        const mc_val *v = val_get(j, ids[i].k);
+        if (v && v->type != VAL_NIL && (v->type != VAL_INT || v->v.i != ids[i].want))
+            return mc_fail("%s: \"%s\" must be %" PRId64 " (the C model uses T5's pad 0 / eos 1)", path, ids[i].k,
+                           ids[i].want);
+    }
+    const mc_val *ed = val_get(j, "is_encoder_decoder");
+    if (ed && ed->type == VAL_BOOL && !ed->v.b) return mc_fail("%s: is_encoder_decoder is false", path);
+    return config_check(c, path);
+}
+
+int hf_config_from_meta(hf_config *c, const mc_val *m, const char *path) {
+    memset(c, 0, sizeof *c);
+    if (!m || m->type != VAL_MAP) return mc_fail("%s: meta.config missing or not a map (not a model artifact?)", path);
+    int64_t *f[] = {&c->vocab_size, &c->d_model, &c->d_kv, &c->d_ff, &c->num_heads, &c->num_layers};
+    for (int i = 0; CONFIG_INTS[i]; i++) {
+        const mc_val *v = val_get(m, CONFIG_INTS[i]);
+        if (!v || v->type != VAL_INT || v->v.i <= 0)
+            return mc_fail("%s: meta.config.%s missing or not a positive integer", path, CONFIG_INTS[i]);
+        *f[i] = v->v.i;
+    }
+    c->num_decoder_layers = val_get_int(m, "num_decoder_layers", c->num_layers);
+    c->num_buckets = val_get_int(m, "relative_attention_num_buckets", 32);
+    c->max_distance = val_get_int(m, "relative_attention_max_distance", 128);
+    c->eps = val_get_float(m, "layer_norm_epsilon", 1e-6);
+    snprintf(c->model_type, sizeof c->model_type, "%s", val_get_str(m, "model_type", "t5"));
+    const char *ff = val_get_str(m, "feed_forward_proj", "gated-gelu");
+    if (strcmp(ff, "gated-gelu")) return mc_fail("%s: meta.config.feed_forward_proj = %s: only gated-gelu", path, ff);
+    const mc_val *tie = val_get(m, "tie_word_embeddings");
+    if (tie && tie->type == VAL_BOOL && tie->v.b) return mc_fail("%s: meta.config.tie_word_embeddings is true", path);
+    return config_check(c, path);
+}
+
+mc_val *hf_config_to_meta(const hf_config *c) {
+    mc_val *m = val_map();
+    val_set_int(m, "vocab_size", c->vocab_size);
+    val_set_int(m, "d_model", c->d_model);
+    val_set_int(m, "d_kv", c->d_kv);
+    val_set_int(m, "d_ff", c->d_ff);
+    val_set_int(m, "num_heads", c->num_heads);
+    val_set_int(m, "num_layers", c->num_layers);
+    val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
+    val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
+    val_set_int(m, "relative_attention_max_distance", c->max_distance);
+    val_set_float(m, "layer_norm_epsilon", c->eps);
+    val_set_str(m, "feed_forward_proj", "gated-gelu");
+    val_set(m, "tie_word_embeddings", val_bool(0));
+    val_set_str(m, "model_type", c->model_type[0] ? c->model_type : "t5");
+    return m;
+}
+
+int hf_config_same(const hf_config *a, const hf_config *b) {
+    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv && a->d_ff == b->d_ff &&
+           a->num_heads == b->num_heads && a->num_layers == b->num_layers &&
+           a->num_decoder_layers == b->num_decoder_layers && a->num_buckets == b->num_buckets &&
+           a->max_distance == b->max_distance && (float)a->eps == (float)b->eps;
+}
+
+mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
+    /* keys sorted, as transformers writes them */
+    mc_val *m = val_map();
+    int mt5 = !strcmp(c->model_type, "mt5");
+    mc_val *arch = val_set_array(m, "architectures");
+    val_push(arch, val_str(mt5 ? "MT5ForConditionalGeneration" : "T5ForConditionalGeneration"));
+    val_set_int(m, "d_ff", c->d_ff);
+    val_set_int(m, "d_kv", c->d_kv);
+    val_set_int(m, "d_model", c->d_model);
+    val_set_int(m, "decoder_start_token_id", 0);
+    val_set_str(m, "dense_act_fn", "gelu_new");
+    val_set_float(m, "dropout_rate", 0.1);
+    val_set_int(m, "eos_token_id", 1);
+    val_set_str(m, "feed_forward_proj", "gated-gelu");
+    val_set_float(m, "initializer_factor", 1.0);
+    val_set(m, "is_encoder_decoder", val_bool(1));
+    val_set(m, "is_gated_act", val_bool(1));
+    val_set_float(m, "layer_norm_epsilon", c->eps);
+    val_set_str(m, "model_type", mt5 ? "mt5" : "t5");
+    val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
+    val_set_int(m, "num_heads", c->num_heads);
+    val_set_int(m, "num_layers", c->num_layers);
+    val_set_int(m, "pad_token_id", 0);
+    val_set_int(m, "relative_attention_max_distance", c->max_distance);
+    val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
+    val_set(m, "tie_word_embeddings", val_bool(0));
+    val_set_str(m, "torch_dtype", torch_dtype);
+    val_set(m, "use_cache", val_bool(1));
+    val_set_int(m, "vocab_size", c->vocab_size);
+    return m;
+}
+
+/* ------------------------------------------------------------ parameter table */
+
+int hf_t5_params(const hf_config *c, hf_param **out) {
+    int cap = 8 + 16 * (int)(c->num_layers + c->num_decoder_layers), n = 0;
+    hf_param *p = callocCheck((size_t)cap, sizeof *p);
+    int64_t D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
+#define ADD(d0, d1, ...)                                                        \
+    do {                                                                        \
+        snprintf(p[n].name, sizeof p[n].name, __VA_ARGS__);                     \
+        p[n].ndim = (d1) > 0 ? 2 : 1;                                           \
+        p[n].shape[0] = (d0);                                                   \
+        p[n].shape[1] = (d1) > 0 ? (d1) : 0;                                    \
+        n++;                                                                    \
+    } while (0)
+    ADD(V, D, "shared.weight");
+    for (int s = 0; s < 2; s++) {
+        const char *st = s ? "decoder" : "encoder";
+        int L = (int)(s ? c->num_decoder_layers : c->num_layers);
+        for (int l = 0; l < L; l++) {
+            const char *qkv = "qkv";
+            for (int i = 0; i < 3; i++) ADD(HK, D, "%s.block.%d.layer.0.SelfAttention.%c.weight", st, l, qkv[i]);
+            ADD(D, HK, "%s.block.%d.layer.0.SelfAttention.o.weight", st, l);
+            if (l == 0) ADD(c->num_buckets, c->num_heads, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
+            ADD(D, 0, "%s.block.%d.layer.0.layer_norm.weight", st, l);
+            int f = 1;
+            if (s) {
+                for (int i = 0; i < 3; i++) ADD(HK, D, "%s.block.%d.layer.1.EncDecAttention.%c.weight", st, l, qkv[i]);
+                ADD(D, HK, "%s.block.%d.layer.1.EncDecAttention.o.weight", st, l);
+                ADD(D, 0, "%s.block.%d.layer.1.layer_norm.weight", st, l);
+                f = 2;
+            }
+            ADD(F, D, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", st, l, f);
+            ADD(F, D, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", st, l, f);
+            ADD(D, F, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", st, l, f);
+            ADD(D, 0, "%s.block.%d.layer.%d.layer_norm.weight", st, l, f);
+        }
+        ADD(D, 0, "%s.final_layer_norm.weight", st);
+    }
+    ADD(V, D, "lm_head.weight");
+#undef ADD
+    *out = p;
+    return n;
+}
+
+/* Does this weight carry an IA3 vector (k, v of any attention; wi_1)? */
+static int has_ia3(const char *w) {
+    size_t n = strlen(w);
+    const char *ends[] = {"Attention.k.weight", "Attention.v.weight", "DenseReluDense.wi_1.weight"};
+    for (int i = 0; i < 3; i++) {
+        size_t m = strlen(ends[i]);
+        if (n >= m && !strcmp(w + n - m, ends[i])) return 1;
+    }
+    return 0;
+}
+
+static void shape_text(int ndim, const int64_t *shape, char *out, size_t n) {
+    size_t p = (size_t)snprintf(out, n, "[");
+    for (int i = 0; i < ndim && p < n; i++)
+        p += (size_t)snprintf(out + p, n - p, "%s%" PRId64, i ? ", " : "", shape[i]);
+    if (p < n) snprintf(out + p, n - p, "]");
+}
+
+/* ------------------------------------------------------------ files */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = mallocCheck(n);
+    snprintf(p, n, "%s%s%s", dir, (*dir && dir[strlen(dir) - 1] == '/') ? "" : "/", name);
+    return p;
+}
+
+static int file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
+static int write_atomic(const char *path, const void *data, size_t n) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return mc_fail("%s: cannot create: %s", tmp, strerror(errno));
+    int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mc_fail("%s: write failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static int write_json_file(const char *path, const mc_val *v) {
+    json_buf b = {0};
+    json_write(&b, v, 2);
+    jb_puts(&b, "\n");
+    int r = write_atomic(path, b.s, b.len);
+    jb_free(&b);
+    return r;
+}
+
+/* ------------------------------------------------------------ import */
+
+typedef struct {
+    const char *name;       /* into the st_file */
+    st_file *file;
+    const st_tensor *t;
+} src_tensor;
+
+typedef struct {
+    st_file **files;
+    size_t n_files;
+    src_tensor *src;
+    size_t n_src;
+} checkpoint;
+
+static void ckpt_free(checkpoint *c) {
+    for (size_t i = 0; i < c->n_files; i++) st_close(c->files[i]);
+    free(c->files);
+    free(c->src);
+    memset(c, 0, sizeof *c);
+}
+
+static const src_tensor *ckpt_find(const checkpoint *c, const char *name) {
+    for (size_t i = 0; i < c->n_src; i++)
+        if (!strcmp(c->src[i].name, name)) return &c->src[i];
+    return NULL;
+}
+
+static int ckpt_add_file(checkpoint *c, const char *path) {
+    st_file *f = st_open(path);
+    if (!f) return -1;
+    c->files = reallocCheck(c->files, (c->n_files + 1) * sizeof *c->files);
+    c->files[c->n_files++] = f;
+    c->src = reallocCheck(c->src, (c->n_src + f->n) * sizeof *c->src);
+    for (size_t i = 0; i < f->n; i++) {
+        const src_tensor *dup = ckpt_find(c, f->t[i].name);
+        if (dup) return mc_fail("%s: tensor %s is also in %s", path, f->t[i].name, dup->file->path);
+        c->src[c->n_src++] = (src_tensor){f->t[i].name, f, &f->t[i]};
+    }
+    return 0;
+}
+
+/* Open model.safetensors, or the shards an index names. `weights` names
+ * what was read, for messages. */
+static int ckpt_open(checkpoint *c, const char *dir, char *weights, size_t wn) {
+    char *single = path_join(dir, "model.safetensors"), *index = path_join(dir, "model.safetensors.index.json");
+    int r = -1;
+    mc_val *ix = NULL;
+    if (file_exists(single)) {
+        snprintf(weights, wn, "%s", single);
+        r = ckpt_add_file(c, single);
+        goto done;
+    }
+    if (!file_exists(index)) {
+        char *bin = path_join(dir, "pytorch_model.bin");
+        if (file_exists(bin))
+            mc_fail("%s: only pytorch_model.bin, no model.safetensors: convert it first, e.g. with transformers: "
+                    "T5ForConditionalGeneration.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True)", dir);
+        else
+            mc_fail("%s: no model.safetensors or model.safetensors.index.json (is this a Hugging Face checkpoint directory?)", dir);
+        free(bin);
+        goto done;
+    }
+    snprintf(weights, wn, "%s", index);
+    ix = json_parse_file(index);
+    if (!ix) goto done;
+    const mc_val *wm = val_get(ix, "weight_map");
+    if (!wm || wm->type != VAL_MAP || wm->v.c.n == 0) {
+        mc_fail("%s: \"weight_map\" missing, empty or not an object", index);
+        goto done;
+    }
+    /* open each shard once, in the order they first appear */
+    for (size_t i = 0; i < wm->v.c.n; i++) {
+        const mc_val *fv = wm->v.c.items[i];
+        if (fv->type != VAL_STR || !fv->v.str.len || strchr(fv->v.str.s, '/') || fv->v.str.s[0] == '.') {
+            mc_fail("%s: weight_map entry for %s must name a file in the same directory", index, wm->v.c.keys[i]);
+            goto done;
+        }
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++) seen = !strcmp(wm->v.c.items[k]->v.str.s, fv->v.str.s);
+        if (seen) continue;
+        char *sp = path_join(dir, fv->v.str.s);
+        int ok = ckpt_add_file(c, sp);
+        free(sp);
+        if (ok < 0) goto done;
+    }
+    for (size_t i = 0; i < wm->v.c.n; i++) {
+        const src_tensor *s = ckpt_find(c, wm->v.c.keys[i]);
+        const char *want = wm->v.c.items[i]->v.str.s;
+        const char *base = s ? strrchr(s->file->path, '/') : NULL;
+        base = base ? base + 1 : s ? s->file->path : NULL;
+        if (!s || strcmp(base, want)) {
+            char *sp = path_join(dir, want);
+            mc_fail("%s: tensor %s, which %s lists for this file, is not in it", sp, wm->v.c.keys[i], index);
+            free(sp);
+            goto done;
+        }
+    }
+    r = 0;
+done:
+    val_free(ix);
+    free(single);
+    free(index);
+    return r;
+}
+
+/* Compare two tensors' values after conversion to f32 (bitwise; -0 != +0 is
+ * tolerated as HF compares values). 1 if equal. */
+static int same_values(const st_tensor *a, const st_tensor *b) {
+    if (a->numel != b->numel) return 0;
+    enum { CH = 1 << 14 };
+    float *x = mallocCheck(CH * sizeof *x), *y = mallocCheck(CH * sizeof *y);
+    int eq = 1;
+    for (int64_t s = 0; s < a->numel && eq; s += CH) {
+        int64_t n = a->numel - s < CH ? a->numel - s : CH;
+        st_read_f32(a, s, n, x);
+        st_read_f32(b, s, n, y);
+        for (int64_t i = 0; i < n && eq; i++) eq = x[i] == y[i] || (x[i] != x[i] && y[i] != y[i]);
+    }
+    free(x);
+    free(y);
+    return eq;
+}
+
+static int convertible(const st_tensor *t, const char *path) {
+    if (t->dtype == ST_OTHER)
+        return mc_fail("%s: tensor %s has dtype %s: only F32, F16 and BF16 parameters can be imported", path,
+                       t->name, t->dtype_name);
+    return 0;
+}
+
+int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
+    hf_import_opts dflt = {0};
+    if (!o) o = &dflt;
+    checkpoint ck = {0};
+    hf_param *par = NULL;
+    mc_val *cj = NULL, *meta = NULL;
+    art_writer *w = NULL;
+    float *buf = NULL;
+    int r = -1;
+    char *cpath = path_join(dir, "config.json");
+    char weights[4200];
+    hf_config c;
+
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        mc_fail("%s: not a directory (give the checkpoint directory holding config.json and model.safetensors)", dir);
+        goto done;
+    }
+    if (!(cj = json_parse_file(cpath))) goto done;
+    if (hf_config_from_json(&c, cj, cpath) < 0) goto done;
+    if (o->like) {
+        art_file *lk = art_open(o->like, "model");
+        hf_config lc;
+        int same = lk && hf_config_from_meta(&lc, val_get(lk->meta, "config"), o->like) == 0;
+        if (same && !hf_config_same(&c, &lc)) {
+            mc_fail("%s: describes another model than %s (d_model %" PRId64 " vs %" PRId64 ", vocab_size %" PRId64
+                    " vs %" PRId64 ", layers %" PRId64 "/%" PRId64 " vs %" PRId64 "/%" PRId64 "): "
+                    "task models must be fine-tunes of the base", cpath, o->like, c.d_model, lc.d_model,
+                    c.vocab_size, lc.vocab_size, c.num_layers, c.num_decoder_layers, lc.num_layers, lc.num_decoder_layers);
+            same = 0;
+        }
+        art_close(lk);
+        if (!same) goto done;
+    }
+    if (ckpt_open(&ck, dir, weights, sizeof weights) < 0) goto done;
+
+    int np = hf_t5_params(&c, &par);
+    /* every file tensor must be a parameter, a tied copy or the ignored key */
+    static const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
+    static const char *ignored = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight";
+    for (size_t i = 0; i < ck.n_src; i++) {
+        const char *nm = ck.src[i].name;
+        int known = !strcmp(nm, tied[0]) || !strcmp(nm, tied[1]) || !strcmp(nm, ignored);
+        for (int k = 0; k < np && !known; k++) known = !strcmp(par[k].name, nm);
+        if (!known) {
+            mc_fail("%s: unexpected tensor %s: not a parameter of the T5 v1.1 model config.json describes "
+                    "(num_layers %" PRId64 ", num_decoder_layers %" PRId64 ")",
+                    ck.src[i].file->path, nm, c.num_layers, c.num_decoder_layers);
+            goto done;
+        }
+    }
+    const char *dtype_seen = NULL;
+    for (int k = 0; k < np; k++) {
+        const src_tensor *s = ckpt_find(&ck, par[k].name);
+        if (!s) {
+            mc_fail("%s: tensor %s missing", weights, par[k].name);
+            goto done;
+        }
+        if (convertible(s->t, s->file->path) < 0) goto done;
+        int ok = s->t->ndim == par[k].ndim;
+        for (int d = 0; ok && d < par[k].ndim; d++) ok = s->t->shape[d] == par[k].shape[d];
+        if (!ok) {
+            char a[64], b[64];
+            shape_text(s->t->ndim, s->t->shape, a, sizeof a);
+            shape_text(par[k].ndim, par[k].shape, b, sizeof b);
+            mc_fail("%s: tensor %s has shape %s but config.json implies %s", s->file->path, par[k].name, a, b);
+            goto done;
+        }
+        const char *dn = st_dtype_name(s->t->dtype);
+        dtype_seen = !dtype_seen || !strcmp(dtype_seen, dn) ? dn : "mixed";
+    }
+    const src_tensor *sh = ckpt_find(&ck, "shared.weight");
+    for (int i = 0; i < 2; i++) {
+        const src_tensor *s = ckpt_find(&ck, tied[i]);
+        if (!s) continue;
+        if (convertible(s->t, s->file->path) < 0) goto done;
+        if (!same_values(s->t, sh->t)) {
+            mc_fail("%s: %s differs from shared.weight, but HF T5 ties them (one tensor): the checkpoint is inconsistent",
+                    s->file->path, tied[i]);
+            goto done;
+        }
+    }
+
+    /* key: given, or XXH3-128 over the names and digests of the inputs */
+    char key[33] = "";
+    if (o->key) {
+        snprintf(key, sizeof key, "%s", o->key);
+    } else {
+        mc_key *k = key_new("import-hf");
+        char hex[33];
+        unsigned char *cb;
+        size_t cl;
+        if (mc_read_file(cpath, &cb, &cl) < 0) { key_free(k); goto done; }
+        key_buf_hex(cb, cl, hex);
+        free(cb);
+        key_config(k, "config.json", hex);
+        for (size_t i = 0; i < ck.n_files; i++) {
+            const char *base = strrchr(ck.files[i]->path, '/');
+            key_buf_hex(ck.files[i]->map, ck.files[i]->size, hex);
+            key_config(k, base ? base + 1 : ck.files[i]->path, hex);
+        }
+        key_digest(k, key);
+        key_free(k);
+    }
+
+    meta = val_map();
+    val_set(meta, "config", hf_config_to_meta(&c));
+    val_set_str(meta, "source", "hf");
+    val_set_str(meta, "hf_dtype", dtype_seen ? dtype_seen : "F32");
+    if (!(w = art_writer_open(out, "model", key, meta, (size_t)np))) goto done;
+    enum { CH = 1 << 16 };
+    buf = mallocCheck(CH * sizeof *buf);
+    for (int k = 0; k < np; k++) {
+        const st_tensor *t = ckpt_find(&ck, par[k].name)->t;
+        if (art_writer_tensor_begin(w, par[k].name, ART_F32, par[k].ndim, par[k].shape) < 0) goto done;
+        for (int64_t s = 0; s < t->numel; s += CH) {
+            int64_t n = t->numel - s < CH ? t->numel - s : CH;
+            st_read_f32(t, s, n, buf);
+            if (art_writer_tensor_data(w, buf, (size_t)n * sizeof *buf) < 0) goto done;
+        }
+    }
+    art_writer *wc = w;
+    w = NULL;
+    if (art_writer_close(wc) < 0) goto done;
+    if (o->verbose)
+        fprintf(stderr, "import-hf: %s (%s, %zu file%s, %d tensors) -> %s\n", dir, dtype_seen ? dtype_seen : "F32",
+                ck.n_files, ck.n_files == 1 ? "" : "s", np, out);
+
+    if (o->vocab_out) {
+        char *spm = path_join(dir, "spiece.model");
+        if (!file_exists(spm)) {
+            mc_fail("%s: no spiece.model, so no vocab artifact can be written (drop --vocab, or copy the tokenizer's spiece.model there)", dir);
+            free(spm);
+            goto done;
+        }
+        int extra = -1;
+        char *tc = path_join(dir, "tokenizer_config.json");
+        if (file_exists(tc)) {
+            mc_val *tj = json_parse_file(tc);
+            if (!tj) { free(tc); free(spm); goto done; }
+            const mc_val *e = val_get(tj, "extra_ids");
+            if (e && e->type == VAL_INT && e->v.i >= 0) extra = (int)e->v.i;
+            val_free(tj);
+        }
+        free(tc);
+        int vr = hf_write_vocab(spm, o->vocab_out, extra, c.vocab_size);
+        free(spm);
+        if (vr < 0) goto done;
+        if (o->verbose) fprintf(stderr, "import-hf: spiece.model -> %s\n", o->vocab_out);
+    }
+    r = 0;
+done:
+    if (r < 0) one_line_error();
+    if (w) art_writer_abort(w);
+    free(buf);
+    val_free(meta);
+    val_free(cj);
+    free(par);
+    ckpt_free(&ck);
+    free(cpath);
+    return r;
+}
+
+/* ------------------------------------------------------------ vocab */
+
+static int pb_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+    uint64_t x = 0;
+    for (int s = 0; s < 64; s += 7) {
+        if (*p >= end) return -1;
+        unsigned char b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << s;
+        if (!(b & 0x80)) { *v = x; return 0; }
+    }
+    return -1;
+}
+
+/* Walk one protobuf message: for each field call back; -1 on malformed. */
+typedef int (*pb_fn)(void *ctx, uint64_t field, int wt, const unsigned char *p, uint64_t len);
+static int pb_walk(const unsigned char *p, const unsigned char *end, pb_fn fn, void *ctx) {
+    while (p < end) {
+        uint64_t key, v;
+        if (pb_varint(&p, end, &key) < 0) return -1;
+        int wt = (int)(key & 7);
+        const unsigned char *s = p;
+        uint64_t len = 0;
+        switch (wt) {
+        case 0: if (pb_varint(&p, end, &v) < 0) return -1; len = v; break;
+        case 1: if (end - p < 8) return -1; p += 8; len = 8; break;
+        case 2: if (pb_varint(&p, end, &len) < 0 || len > (uint64_t)(end - p)) return -1; s = p; p += len; break;
+        case 5: if (end - p < 4) return -1; p += 4; len = 4; break;
+        default: return -1;
+        }
+        if (fn && fn(ctx, key >> 3, wt, s, len) < 0) return -1;
+    }
+    return 0;
+}
+
+typedef struct { int64_t n; int has_sentinel; } spm_scan;
+
+static int piece_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
+    if (f == 1 && wt == 2 && len == 12 && !memcmp(p, "<extra_id_0>", 12)) ((spm_scan *)ctx)->has_sentinel = 1;
+    return 0;
+}
+
+static int model_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
+    if (f != 1) return 0;
+    if (wt != 2) return -1;
+    ((spm_scan *)ctx)->n++;
+    return pb_walk(p, p + len, piece_field, ctx);
+}
+
+int hf_write_vocab(const char *spm_path, const char *out, int extra_ids, int64_t model_vocab) {
+    unsigned char *b;
+    size_t n;
+    if (mc_read_file(spm_path, &b, &n) < 0) return -1;
+    spm_scan sc = {0, 0};
+    if (pb_walk(b, b + n, model_field, &sc) < 0 || sc.n == 0) {
+        free(b);
+        return mc_fail("%s: not a SentencePiece model (malformed protobuf or no pieces)", spm_path);
+    }
+    if (extra_ids < 0) extra_ids = sc.has_sentinel ? 0 : 100;
+    if (model_vocab > 0 && sc.n + extra_ids > model_vocab) {
+        free(b);
+        return mc_fail("%s: %" PRId64 " pieces + %d extra ids exceed the model's vocab_size %" PRId64
+                       " (wrong tokenizer for this model?)", spm_path, sc.n, extra_ids, model_vocab);
+    }
+    mc_val *meta = val_map();
+    val_set_str(meta, "source", "hf");
+    val_set_int(meta, "vocab_size", sc.n + extra_ids);
+    val_set_int(meta, "n_pieces", sc.n);
+    val_set_int(meta, "extra_ids", extra_ids);
+    if (model_vocab > 0) val_set_int(meta, "model_vocab_size", model_vocab);
+    val_set_int(meta, "pad_id", 0);
+    val_set_int(meta, "eos_id", 1);
+    val_set_int(meta, "unk_id", 2);
+    char key[33];
+    key_buf_hex(b, n, key);
+    int64_t shape[1] = {(int64_t)n};
+    art_writer *w = art_writer_open(out, "vocab", key, meta, 1);
+    val_free(meta);
+    int r = -1;
+    if (w) {
+        if (art_writer_tensor(w, "spiece.model", ART_U8, 1, shape, b) < 0) art_writer_abort(w);
+        else r = art_writer_close(w);
+    }
+    free(b);
+    return r;
+}
+
+/* ------------------------------------------------------------ export */
+
+typedef struct {
+    char name[192];
+    int ndim;
+    int64_t shape[2];
+    const float *src;       /* f32 values (aligned copy or NULL) */
+    const art_tensor *at;   /* or straight from the artifact (f32, unaligned) */
+    const float *rowscale;  /* multiply row i by rowscale[i] (IA3 folding) */
+    int64_t numel;
+} out_tensor;
+
+static int cmp_out(const void *a, const void *b) {
+    return strcmp(((const out_tensor *)a)->name, ((const out_tensor *)b)->name);
+}
+
+/* Write a safetensors file in the canonical form (hf.h). */
+static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
+    qsort(ts, n, sizeof *ts, cmp_out);
+    size_t es = dt == ST_F32 ? 4 : 2;
+    json_buf h = {0};
+    jb_puts(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    uint64_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        jb_puts(&h, ",");
+        jb_str(&h, ts[i].name, strlen(ts[i].name));
+        jb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(dt));
+        for (int d = 0; d < ts[i].ndim; d++) jb_printf(&h, "%s%" PRId64, d ? "," : "", ts[i].shape[d]);
+        uint64_t nb = (uint64_t)ts[i].numel * es;
+        jb_printf(&h, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + nb);
+        off += nb;
+    }
+    jb_puts(&h, "}");
+    while (h.len % 8) jb_puts(&h, " ");
+
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) { jb_free(&h); return mc_fail("%s: cannot create: %s", tmp, strerror(errno)); }
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.s, 1, h.len, f) == h.len;
+    jb_free(&h);
+    enum { CH = 1 << 16 };
+    float *x = mallocCheck(CH * sizeof *x);
+    uint16_t *y = mallocCheck(CH * sizeof *y);
+    for (size_t i = 0; i < n && ok; i++) {
+        const out_tensor *t = &ts[i];
+        int64_t cols = t->ndim == 2 ? t->shape[1] : t->numel;
+        for (int64_t s = 0; s < t->numel && ok; s += CH) {
+            int64_t m = t->numel - s < CH ? t->numel - s : CH;
+            if (t->src) memcpy(x, t->src + s, (size_t)m * 4);
+            else memcpy(x, t->at->data + (size_t)s * 4, (size_t)m * 4);
+            if (t->rowscale)
+                for (int64_t j = 0; j < m; j++) x[j] *= t->rowscale[(s + j) / cols];
+            if (dt == ST_F32) {
+                ok = fwrite(x, 4, (size_t)m, f) == (size_t)m;
+            } else {
+                for (int64_t j = 0; j < m; j++) y[j] = dt == ST_BF16 ? hf_f32_to_bf16(x[j]) : hf_f32_to_f16(x[j]);
+                ok = fwrite(y, 2, (size_t)m, f) == (size_t)m;
+            }
+        }
+    }
+    free(x);
+    free(y);
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mc_fail("%s: write failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* f32 data of an artifact tensor: NULL when it can be read in place (f32),
+ * else a converted copy the caller frees. */
+static float *f32_copy_if_needed(const art_tensor *t) {
+    return t->dtype == ART_F32 ? NULL : art_tensor_f32(t);
+}
+
+int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
+    hf_export_opts dflt = {0};
+    if (!o) o = &dflt;
+    int r = -1, np = 0;
+    hf_param *par = NULL;
+    art_file *m = NULL, *ia = NULL, *vo = NULL;
+    out_tensor *ot = NULL, *ad = NULL;
+    float **owned = NULL;
+    size_t n_owned = 0, n_ot = 0, n_ad = 0;
+    float **scale = NULL;
+    char *p = NULL, *adir = NULL;
+    mc_val *cfg = NULL;
+    hf_config c;
+
+    if (!(m = art_open(model, "model"))) goto done;
+    if (hf_config_from_meta(&c, val_get(m->meta, "config"), model) < 0) goto done;
+    np = hf_t5_params(&c, &par);
+    if (o->ia3) {
+        if (o->ia3_mode != HF_IA3_FOLD && o->ia3_mode != HF_IA3_ADAPTER) {
+            mc_fail("%s: say how to export the IA3 vectors: --fold or --adapter", o->ia3);
+            goto done;
+        }
+        if (!(ia = art_open(o->ia3, "ia3"))) goto done;
+        const char *base = val_get_str(ia->meta, "base", "");
+        if (*base && m->key[0] && strcmp(base, m->key)) {
+            mc_fail("%s: meta.base = %s but %s has key %s: these IA3 vectors belong to another base model", o->ia3,
+                    base, model, m->key);
+            goto done;
+        }
+    }
+    if (o->vocab && !(vo = art_open(o->vocab, "vocab"))) goto done;
+
+    owned = callocCheck((size_t)np + 2, sizeof *owned);
+    scale = callocCheck((size_t)np, sizeof *scale);
+    ot = callocCheck((size_t)np + 2, sizeof *ot);
+    const art_tensor *shared = NULL;
+    for (int k = 0; k < np; k++) {
+        const art_tensor *t = art_find(m, par[k].name);
+        if (!t) { mc_fail("%s: tensor %s missing (is this a T5 v1.1 model artifact?)", model, par[k].name); goto done; }
+        int ok = t->ndim == par[k].ndim;
+        for (int d = 0; ok && d < t->ndim; d++) ok = t->shape[d] == par[k].shape[d];
+        if (!ok) {
+            char a[64], b[64];
+            shape_text(t->ndim, t->shape, a, sizeof a);
+            shape_text(par[k].ndim, par[k].shape, b, sizeof b);
+            mc_fail("%s: tensor %s has shape %s but meta.config implies %s", model, par[k].name, a, b);
+            goto done;
+        }
+        out_tensor *x = &ot[n_ot++];
+        snprintf(x->name, sizeof x->name, "%s", par[k].name);
+        x->ndim = par[k].ndim;
+        memcpy(x->shape, par[k].shape, sizeof x->shape);
+        x->numel = t->numel;
+        x->at = t;
+        if ((x->src = owned[n_owned] = f32_copy_if_needed(t))) n_owned++;
+        if (!strcmp(par[k].name, "shared.weight")) shared = t;
+    }
+    /* IA3 vectors: check every one names a k, v or wi_1 weight of this model */
+    if (ia) {
+        ad = callocCheck(ia->n_tensors ? ia->n_tensors : 1, sizeof *ad);
+        for (size_t i = 0; i < ia->n_tensors; i++) {
+            const art_tensor *v = &ia->tensors[i];
+            size_t L = strlen(v->name);
+            char wname[128];
+            if (L < 11 || strcmp(v->name + L - 11, ".ia3_vector") || L - 11 + 8 >= sizeof wname) {
+                mc_fail("%s: tensor %s is not an IA3 vector (NAME.ia3_vector)", o->ia3, v->name);
+                goto done;
+            }
+            snprintf(wname, sizeof wname, "%.*s.weight", (int)(L - 11), v->name);
+            int k = 0;
+            while (k < np && strcmp(par[k].name, wname)) k++;
+            if (k == np || !has_ia3(wname)) {
+                mc_fail("%s: %s scales %s, which is not a k, v or wi_1 weight of %s", o->ia3, v->name, wname, model);
+                goto done;
+            }
+            if (v->numel != par[k].shape[0]) {
+                mc_fail("%s: %s has %" PRId64 " entries but %s has %" PRId64 " output rows", o->ia3, v->name, v->numel,
+                        wname, par[k].shape[0]);
+                goto done;
+            }
+            if (scale[k]) { mc_fail("%s: two vectors for %s", o->ia3, wname); goto done; }
+            scale[k] = art_tensor_f32(v);
+            if (o->ia3_mode == HF_IA3_FOLD) {
+                ot[k].rowscale = scale[k];
+            } else {
+                /* PEFT: k / v scale outputs ([out, 1]); wi_1's vector is the
+                 * input scale of wo ([1, d_ff]) - see hf.h */
+                out_tensor *x = &ad[n_ad++];
+                int ff = strstr(wname, "DenseReluDense.wi_1") != NULL;
+                char mod[128];
+                snprintf(mod, sizeof mod, "%.*s", (int)(strlen(wname) - 7), wname);
+                if (ff) {
+                    char *q = strstr(mod, "wi_1");
+                    memcpy(q, "wo", 2);
+                    memmove(q + 2, q + 4, strlen(q + 4) + 1);
+                }
+                snprintf(x->name, sizeof x->name, "base_model.model.%s.ia3_l", mod);
+                x->ndim = 2;
+                x->shape[0] = ff ? 1 : v->numel;
+                x->shape[1] = ff ? v->numel : 1;
+                x->numel = v->numel;
+                x->src = scale[k];
+            }
+        }
+    }
+    if (!o->no_tied) {
+        const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
+        for (int i = 0; i < 2; i++) {
+            out_tensor *x = &ot[n_ot++];
+            *x = ot[0]; /* shared.weight is first in the table */
+            snprintf(x->name, sizeof x->name, "%s", tied[i]);
+            x->at = shared;
+        }
+    }
+
+    if (mc_mkdir_parents(dir) < 0) goto done;
+    if (mkdir(dir, 0777) < 0 && errno != EEXIST) { mc_fail("%s: cannot create: %s", dir, strerror(errno)); goto done; }
+    const char *torch_dtype = o->dtype == ST_F32 ? "float32" : o->dtype == ST_BF16 ? "bfloat16" : "float16";
+    p = path_join(dir, "model.safetensors");
+    if (st_write(p, ot, n_ot, o->dtype) < 0) goto done;
+    free(p);
+    p = path_join(dir, "config.json");
+    cfg = hf_config_to_json(&c, torch_dtype);
+    if (write_json_file(p, cfg) < 0) goto done;
+    val_free(cfg);
+    cfg = NULL;
+
+    if (ia && o->ia3_mode == HF_IA3_ADAPTER) {
+        adir = path_join(dir, "ia3-adapter");
+        if (mkdir(adir, 0777) < 0 && errno != EEXIST) { mc_fail("%s: cannot create: %s", adir, strerror(errno)); goto done; }
+        free(p);
+        p = path_join(adir, "adapter_model.safetensors");
+        if (st_write(p, ad, n_ad, o->dtype) < 0) goto done;
+        cfg = val_map();
+        val_set(cfg, "auto_mapping", val_nil());
+        val_set_str(cfg, "base_model_name_or_path", dir);
+        val_set(cfg, "fan_in_fan_out", val_bool(0));
+        mc_val *ffm = val_set_array(cfg, "feedforward_modules");
+        val_push(ffm, val_str("wo"));
+        val_set(cfg, "inference_mode", val_bool(1));
+        val_set(cfg, "init_ia3_weights", val_bool(1));
+        val_set(cfg, "modules_to_save", val_nil());
+        val_set_str(cfg, "peft_type", "IA3");
+        val_set(cfg, "revision", val_nil());
+        mc_val *tm = val_set_array(cfg, "target_modules");
+        val_push(tm, val_str("k"));
+        val_push(tm, val_str("v"));
+        val_push(tm, val_str("wo"));
+        val_set_str(cfg, "task_type", "SEQ_2_SEQ_LM");
+        free(p);
+        p = path_join(adir, "adapter_config.json");
+        if (write_json_file(p, cfg) < 0) goto done;
+    }
+    if (vo) {
+        const art_tensor *sp = art_find(vo, "spiece.model");
+        if (!sp || sp->dtype != ART_U8) { mc_fail("%s: no u8 tensor spiece.model", o->vocab); goto done; }
+        free(p);
+        p = path_join(dir, "spiece.model");
+        unsigned char *bytes = mallocCheck(sp->nbytes ? sp->nbytes : 1);
+        art_tensor_copy(sp, bytes);
+        int wr = write_atomic(p, bytes, sp->nbytes);
+        free(bytes);
+        if (wr < 0) goto done;
+        val_free(cfg);
+        cfg = val_map();
+        val_set_str(cfg, "eos_token", "</s>");
+        val_set_int(cfg, "extra_ids", val_get_int(vo->meta, "extra_ids", 0));
+        val_set_int(cfg, "model_max_length", 512);
+        val_set_str(cfg, "pad_token", "<pad>");
+        val_set_str(cfg, "tokenizer_class", "T5Tokenizer");
+        val_set_str(cfg, "unk_token", "<unk>");
+        free(p);
+        p = path_join(dir, "tokenizer_config.json");
+        if (write_json_file(p, cfg) < 0) goto done;
+    }
+    r = 0;
+done:
+    if (r < 0) one_line_error();
+    val_free(cfg);
+    free(p);
+    free(adir);
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    free(owned);
+    for (int k = 0; k < np && scale; k++) free(scale[k]);
+    free(scale);
+    free(ot);
+    free(ad);
+    free(par);
+    art_close(m);
+    art_close(ia);
+    art_close(vo);
+    return r;
+}
+
+/* ------------------------------------------------------------ PEFT IA3 import */
+
+int hf_import_ia3(const char *dir, const char *base_model, const char *out, const char *key) {
+    int r = -1, np = 0;
+    char *cp = path_join(dir, "adapter_config.json"), *wp = path_join(dir, "adapter_model.safetensors");
+    mc_val *cj = NULL, *meta = NULL;
+    st_file *sf = NULL;
+    art_file *bm = NULL;
+    hf_param *par = NULL;
+    float **vec = NULL;
+    int *vn = NULL;
+    hf_config c;
+
+    if (!(cj = json_parse_file(cp))) goto done;
+    const char *pt = val_get_str(cj, "peft_type", "");
+    if (strcmp(pt, "IA3")) { mc_fail("%s: peft_type \"%s\": only IA3 adapters can be imported", cp, pt); goto done; }
+    const mc_val *tm = val_get(cj, "target_modules"), *ffm = val_get(cj, "feedforward_modules");
+    if (!tm || tm->type != VAL_ARRAY) {
+        mc_fail("%s: target_modules must be a list of module names (k, v, wo)", cp);
+        goto done;
+    }
+    for (size_t i = 0; i < tm->v.c.n; i++) {
+        const mc_val *t = tm->v.c.items[i];
+        const char *s = t->type == VAL_STR ? t->v.str.s : "?";
+        int is_ff = 0;
+        for (size_t k = 0; ffm && ffm->type == VAL_ARRAY && k < ffm->v.c.n; k++)
+            if (ffm->v.c.items[k]->type == VAL_STR && !strcmp(ffm->v.c.items[k]->v.str.s, s)) is_ff = 1;
+        int ok = ((!strcmp(s, "k") || !strcmp(s, "v")) && !is_ff) || (!strcmp(s, "wo") && is_ff);
+        if (!ok) {
+            mc_fail("%s: target module \"%s\"%s: MaTS's IA3 scales the outputs of k and v and the input of wo "
+                    "(feedforward) only", cp, s, is_ff ? " (feedforward)" : "");
+            goto done;
+        }
+    }
+    if (!(bm = art_open(base_model, "model"))) goto done;
+    if (hf_config_from_meta(&c, val_get(bm->meta, "config"), base_model) < 0) goto done;
+    np = hf_t5_params(&c, &par);
+    if (!(sf = st_open(wp))) goto done;
+    vec = callocCheck((size_t)np, sizeof *vec);
+    vn = callocCheck((size_t)np, sizeof *vn);
+    const char *pre = "base_model.model.";
+    size_t pl = strlen(pre);
+    for (size_t i = 0; i < sf->n; i++) {
+        const st_tensor *t = &sf->t[i];
+        size_t L = strlen(t->name);
+        char wname[160];
+        if (L < pl + 7 || strncmp(t->name, pre, pl) || strcmp(t->name + L - 6, ".ia3_l")) {
+            mc_fail("%s: unexpected tensor %s (PEFT IA3 names are base_model.model.MODULE.ia3_l)", wp, t->name);
+            goto done;
+        }
+        snprintf(wname, sizeof wname, "%.*s.weight", (int)(L - pl - 6), t->name + pl);
+        char *wo = strstr(wname, "DenseReluDense.wo.weight");
+        if (wo) memcpy(wo, "DenseReluDense.wi_1.weight", strlen("DenseReluDense.wi_1.weight") + 1);
+        int k = 0;
+        while (k < np && strcmp(par[k].name, wname)) k++;
+        if (k == np || !has_ia3(wname)) {
+            mc_fail("%s: %s does not scale a k, v or wo module of %s", wp, t->name, base_model);
+            goto done;
+        }
+        if (convertible(t, wp) < 0) goto done;
+        int64_t want = par[k].shape[0];
+        int shape_ok = t->numel == want && (t->ndim == 1 || (t->ndim == 2 && (t->shape[0] == 1 || t->shape[1] == 1)));
+        if (!shape_ok) {
+            char a[64];
+            shape_text(t->ndim, t->shape, a, sizeof a);
+            mc_fail("%s: %s has shape %s, expected %" PRId64 " entries", wp, t->name, a, want);
+            goto done;
+        }
+        vec[k] = mallocCheck((size_t)want * sizeof **vec);
+        st_read_f32(t, 0, want, vec[k]);
+    }
+    meta = val_map();
+    val_set_str(meta, "base", bm->key);
+    val_set(meta, "config", hf_config_to_meta(&c));
+    val_set_str(meta, "source", "hf-peft");
+    int nv = 0;
+    for (int k = 0; k < np; k++) nv += has_ia3(par[k].name);
+    char kbuf[33];
+    if (!key) {
+        mc_key *kk = key_new("import-hf-ia3");
+        char hex[33];
+        key_buf_hex(sf->map, sf->size, hex);
+        key_config(kk, "adapter_model.safetensors", hex);
+        key_input(kk, "base", bm->key[0] ? bm->key : "00000000000000000000000000000000");
+        key_digest(kk, kbuf);
+        key_free(kk);
+        key = kbuf;
+    }
+    art_writer *w = art_writer_open(out, "ia3", key, meta, (size_t)nv);
+    if (!w) goto done;
+    for (int k = 0; k < np; k++) {
+        if (!has_ia3(par[k].name)) continue;
+        char vname[128];
+        snprintf(vname, sizeof vname, "%.*s.ia3_vector", (int)(strlen(par[k].name) - 7), par[k].name);
+        int64_t n = par[k].shape[0];
+        if (!vec[k]) {
+            vec[k] = mallocCheck((size_t)n * sizeof **vec);
+            for (int64_t i = 0; i < n; i++) vec[k][i] = 1.0f;
+        }
+        if (art_writer_tensor(w, vname, ART_F32, 1, &n, vec[k]) < 0) { art_writer_abort(w); goto done; }
+    }
+    if (art_writer_close(w) < 0) goto done;
+    r = 0;
+done:
+    if (r < 0) one_line_error();
+    for (int k = 0; vec && k < np; k++) free(vec[k]);
+    free(vec);
+    free(vn);
+    free(par);
+    val_free(meta);
+    val_free(cj);
+    st_close(sf);
+    art_close(bm);
+    free(cp);
+    free(wp);
+    return r;
+}

@@ -1,0 +1,528 @@
+/* ops.c - the T5 layer functions of ops.h: C loops plus be_gemm calls.
+ *
+ * The loops run on a small pool of threads (as many as the BLAS uses, see
+ * ops_parallel_for): with two cores, leaving the elementwise work on one
+ * thread while the BLAS threads idle cost about a third of a training step.
+ * Work is split so that every output element is computed by exactly the
+ * same arithmetic whatever the thread count; reductions across rows (the
+ * gradients of norm weights and IA3 vectors) go through fixed chunks of
+ * rows summed in chunk order, so results do not depend on the threads. */
+#include "ops.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+
+/* ------------------------------------------------------------ thread pool */
+
+#define OPS_MAX_THREADS 16
+
+static struct {
+    int n; /* threads including the caller; 0 = not started */
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    long gen;
+    int pending;
+    ops_range_fn fn;
+    void *ctx;
+    long items;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
+          .done = PTHREAD_COND_INITIALIZER};
+
+static void part(long n, int parts, int i, long *lo, long *hi) {
+    *lo = (long)((__int128)n * i / parts);
+    *hi = (long)((__int128)n * (i + 1) / parts);
+}
+
+static void *pool_worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&pool.mu);
+        while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);
+        seen = pool.gen;
+        ops_range_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        long n = pool.items;
+        pthread_mutex_unlock(&pool.mu);
+        long lo, hi;
+        part(n, pool.n, id, &lo, &hi);
+        if (lo < hi) fn(ctx, lo, hi);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    return NULL;
+}
+
+static void pool_start(void) {
+    int n = be_threads();
+    const char *e = getenv("MATS_OPS_THREADS");
+    if (e && *e) n = atoi(e);
+    if (n < 1) n = 1;
+    if (n > OPS_MAX_THREADS) n = OPS_MAX_THREADS;
+    pool.n = n;
+    for (int i = 1; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, pool_worker, (void *)(intptr_t)i) != 0) {
+            pool.n = i; /* run with what we have */
+            break;
+        }
+        pthread_detach(t);
+    }
+}
+
+void ops_parallel_for(long n, long grain, ops_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (!pool.n) pool_start();
+    if (pool.n == 1 || n < 2 * (grain > 0 ? grain : 1)) {
+        fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&pool.mu);
+    pool.fn = fn, pool.ctx = ctx, pool.items = n, pool.pending = pool.n - 1;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mu);
+    long lo, hi;
+    part(n, pool.n, 0, &lo, &hi);
+    fn(ctx, lo, hi);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+static void zero_range(void *ctx, long lo, long hi) { memset((float *)ctx + lo, 0, sizeof(float) * (hi - lo)); }
+
+void ops_zero(float *x, long n) { ops_parallel_for(n, 1 << 16, zero_range, x); }
+
+/* Scratch for per-chunk partial sums (grows, never shrinks). */
+#define ROW_CHUNK 64
+static float *scratch;
+static size_t scratch_cap;
+
+static float *get_scratch(size_t n) {
+    if (n > scratch_cap) {
+        free(scratch);
+        scratch = mallocCheck(sizeof(float) * n);
+        scratch_cap = n;
+    }
+    return scratch;
+}
+
+/* dst (D) += sum over chunks of part (nch, D), in chunk order */
+static void sum_chunks(float *dst, const float *partial, long nch, int D) {
+    for (long c = 0; c < nch; c++)
+        for (int i = 0; i < D; i++) dst[i] += partial[c * D + i];
+}
+
+void op_embed_forward(float *out, const int *ids, const float *table, int N, int D) {
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * D, table + (size_t)ids[n] * D, sizeof(float) * D);
+}
+
+void op_embed_backward(float *dtable, const float *dout, const int *ids, int N, int D) {
+    for (int n = 0; n < N; n++) {
+        float *dt = dtable + (size_t)ids[n] * D;
+        const float *d = dout + (size_t)n * D;
+        for (int i = 0; i < D; i++) dt[i] += d[i];
+    }
+}
+
+typedef struct {
+    float *out, *rstd, *dx, *partial;
+    const float *x, *w, *dout, *rs;
+    int D;
+    long N;
+    float eps;
+} rms_ctx;
+
+static void rms_fwd_rows(void *p, long lo, long hi) {
+    rms_ctx *c = p;
+    int D = c->D;
+    for (long n = lo; n < hi; n++) {
+        const float *xn = c->x + (size_t)n * D;
+        float *on = c->out + (size_t)n * D;
+        float ss = 0;
+        for (int i = 0; i < D; i++) ss += xn[i] * xn[i];
+        float r = 1.0f / sqrtf(ss / D + c->eps);
+        c->rstd[n] = r;
+        for (int i = 0; i < D; i++) on[i] = xn[i] * r * c->w[i];
+    }
+}
+
+void op_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
+                        float eps) {
+    rms_ctx c = {.out = out, .rstd = rstd, .x = x, .w = w, .D = D, .eps = eps};
+    ops_parallel_for(N, 16, rms_fwd_rows, &c);
+}
+
+/* chunk ch covers rows [ch*ROW_CHUNK, ...); partial dw of the chunk in
+ * c->partial + ch*D */
+static void rms_bwd_chunks(void *p, long lo, long hi) {
+    rms_ctx *c = p;
+    int D = c->D;
+    long N = c->N;
+    for (long ch = lo; ch < hi; ch++) {
+        float *pw = c->partial ? c->partial + ch * D : NULL;
+        if (pw) memset(pw, 0, sizeof(float) * D);
+        long r1 = (ch + 1) * ROW_CHUNK < N ? (ch + 1) * ROW_CHUNK : N;
+        for (long n = ch * ROW_CHUNK; n < r1; n++) {
+            const float *xn = c->x + (size_t)n * D, *dn = c->dout + (size_t)n * D;
+            float r = c->rs[n];
+            float dot = 0;
+            for (int i = 0; i < D; i++) dot += dn[i] * c->w[i] * xn[i];
+            float k = dot * r * r * r / D;
+            if (c->dx) {
+                float *dxn = c->dx + (size_t)n * D;
+                for (int i = 0; i < D; i++) dxn[i] += r * c->w[i] * dn[i] - xn[i] * k;
+            }
+            if (pw)
+                for (int i = 0; i < D; i++) pw[i] += dn[i] * xn[i] * r;
+        }
+    }
+}
+
+void op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int N, int D) {
+    long nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D};
+    c.partial = dw ? get_scratch((size_t)nch * D) : NULL;
+    ops_parallel_for(nch, 1, rms_bwd_chunks, &c);
+    if (dw) sum_chunks(dw, c.partial, nch, D);
+}
+
+void op_linear_forward(float *out, const float *x, const float *w, int N, int I, int O) {
+    be_gemm(0, 1, N, O, I, 1.0f, x, I, w, I, 0.0f, out, O);
+}
+
+void op_linear_forward_naive(float *out, const float *x, const float *w, int N, int I, int O) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++) {
+            double s = 0;
+            for (int i = 0; i < I; i++) s += (double)x[(size_t)n * I + i] * w[(size_t)o * I + i];
+            out[(size_t)n * O + o] = (float)s;
+        }
+}
+
+void op_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                        int N, int I, int O) {
+    if (dx) be_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, dx, I);
+    if (dw) be_gemm(1, 0, O, I, N, 1.0f, dout, O, x, I, 1.0f, dw, I);
+}
+
+typedef struct {
+    float *out, *dx, *partial;
+    const float *x, *s, *dout;
+    int C;
+    long N;
+} ia3_ctx;
+
+static void ia3_fwd_rows(void *p, long lo, long hi) {
+    ia3_ctx *c = p;
+    for (long n = lo; n < hi; n++) {
+        const float *xn = c->x + (size_t)n * c->C;
+        float *on = c->out + (size_t)n * c->C;
+        for (int i = 0; i < c->C; i++) on[i] = xn[i] * c->s[i];
+    }
+}
+
+void op_ia3_forward(float *out, const float *x, const float *s, int N, int C) {
+    ia3_ctx c = {.out = out, .x = x, .s = s, .C = C, .N = N};
+    ops_parallel_for(N, 16, ia3_fwd_rows, &c);
+}
+
+static void ia3_bwd_chunks(void *p, long lo, long hi) {
+    ia3_ctx *c = p;
+    int C = c->C;
+    for (long ch = lo; ch < hi; ch++) {
+        float *ps = c->partial ? c->partial + ch * C : NULL;
+        if (ps) memset(ps, 0, sizeof(float) * C);
+        long r1 = (ch + 1) * ROW_CHUNK < c->N ? (ch + 1) * ROW_CHUNK : c->N;
+        for (long n = ch * ROW_CHUNK; n < r1; n++) {
+            const float *dn = c->dout + (size_t)n * C, *xn = c->x + (size_t)n * C;
+            if (c->dx) {
+                float *dxn = c->dx + (size_t)n * C;
+                for (int i = 0; i < C; i++) dxn[i] += dn[i] * c->s[i];
+            }
+            if (ps)
+                for (int i = 0; i < C; i++) ps[i] += dn[i] * xn[i];
+        }
+    }
+}
+
+void op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
+                     int N, int C) {
+    long nch = ((long)N + ROW_CHUNK - 1) / ROW_CHUNK;
+    ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N};
+    c.partial = ds ? get_scratch((size_t)nch * C) : NULL;
+    ops_parallel_for(nch, 1, ia3_bwd_chunks, &c);
+    if (ds) sum_chunks(ds, c.partial, nch, C);
+}
+
+#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_A 0.044715f
+
+/* tanh through expf: 1 - 2/(exp(2u)+1). glibc's tanhf goes through expm1f
+ * and costs several times more; the absolute error here stays near float
+ * rounding (1e-7), which is all gelu_new needs (it uses 1 + tanh). */
+static inline float fast_tanh(float u) { return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f); }
+
+float op_gelu_new(float x) { return 0.5f * x * (1.0f + fast_tanh(GELU_C * (x + GELU_A * x * x * x))); }
+
+typedef struct {
+    float *out, *dh0, *dh1;
+    const float *h0, *h1, *dout;
+} gelu_ctx;
+
+static void gelu_fwd_range(void *p, long lo, long hi) {
+    gelu_ctx *c = p;
+    for (long i = lo; i < hi; i++) c->out[i] = op_gelu_new(c->h0[i]) * c->h1[i];
+}
+
+void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
+    gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
+    ops_parallel_for(n, 4096, gelu_fwd_range, &c);
+}
+
+static void gelu_bwd_range(void *p, long lo, long hi) {
+    gelu_ctx *c = p;
+    for (long i = lo; i < hi; i++) {
+        float x = c->h0[i];
+        float t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
+        float g = 0.5f * x * (1.0f + t);
+        float dg = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
+        c->dh0[i] += c->dout[i] * c->h1[i] * dg;
+        c->dh1[i] += c->dout[i] * g;
+    }
+}
+
+void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
+                            const float *h1, long n) {
+    gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout};
+    ops_parallel_for(n, 4096, gelu_bwd_range, &c);
+}
+
+/* HF T5Attention._relative_position_bucket: half the buckets for each sign
+ * when bidirectional; in the causal case only keys before the query count
+ * (rp = -min(rp, 0)). Positions below max_exact = nb/2 get their own bucket;
+ * larger ones are binned logarithmically up to max_distance. PyTorch
+ * evaluates the log in float32, then truncates; we do the same so bucket
+ * boundaries agree exactly. */
+int op_relpos_bucket(int rp, int bidirectional, int num_buckets, int max_distance) {
+    int bucket = 0, nb = num_buckets;
+    if (bidirectional) {
+        nb /= 2;
+        if (rp > 0) bucket += nb;
+        rp = rp < 0 ? -rp : rp;
+    } else {
+        rp = rp < 0 ? -rp : 0;
+    }
+    int max_exact = nb / 2;
+    if (rp < max_exact) return bucket + rp;
+    float l = logf((float)rp / (float)max_exact) / (float)log((double)max_distance / max_exact);
+    int large = max_exact + (int)(l * (float)(nb - max_exact));
+    if (large > nb - 1) large = nb - 1;
+    return bucket + large;
+}
+
+void op_relpos_buckets(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,
+                       int max_distance) {
+    for (int i = 0; i < Tq; i++)
+        for (int j = 0; j < Tk; j++)
+            buckets[i * Tk + j] = op_relpos_bucket(j - i, bidirectional, num_buckets, max_distance);
+}
+
+void op_relpos_bias_forward(float *bias, const float *table, const int *buckets, int H, int Tq,
+                            int Tk) {
+    for (int h = 0; h < H; h++)
+        for (int ij = 0; ij < Tq * Tk; ij++) bias[(size_t)h * Tq * Tk + ij] = table[buckets[ij] * H + h];
+}
+
+void op_relpos_bias_backward(float *dtable, const float *dbias, const int *buckets, int H, int Tq,
+                             int Tk) {
+    for (int h = 0; h < H; h++)
+        for (int ij = 0; ij < Tq * Tk; ij++) dtable[buckets[ij] * H + h] += dbias[(size_t)h * Tq * Tk + ij];
+}
+
+typedef struct {
+    float *probs, *scratch, *dbias;
+    const float *bias;
+    const uint8_t *key_mask;
+    const int *kv_index;
+    int causal, B, Tq, Tk, H;
+} att_ctx;
+
+/* softmax of rows r in [lo,hi) of probs viewed as (B*H*Tq, Tk) */
+static void softmax_rows(void *p, long lo, long hi) {
+    att_ctx *c = p;
+    int Tq = c->Tq, Tk = c->Tk, H = c->H;
+    long TT = (long)Tq * Tk;
+    for (long r = lo; r < hi; r++) {
+        int i = (int)(r % Tq);
+        int h = (int)((r / Tq) % H);
+        int b = (int)(r / ((long)Tq * H));
+        int bk = c->kv_index ? c->kv_index[b] : b;
+        float *row = c->probs + r * Tk;
+        const float *brow = c->bias ? c->bias + h * TT + (size_t)i * Tk : NULL;
+        const uint8_t *mask = c->key_mask ? c->key_mask + (size_t)bk * Tk : NULL;
+        int jmax = c->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
+        float mx = -INFINITY;
+        for (int j = 0; j < jmax; j++) {
+            if (mask && !mask[j]) continue;
+            float s = row[j] + (brow ? brow[j] : 0.0f);
+            row[j] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int j = 0; j < Tk; j++) {
+            if (j >= jmax || (mask && !mask[j])) {
+                row[j] = 0;
+                continue;
+            }
+            float e = expf(row[j] - mx);
+            row[j] = e;
+            sum += e;
+        }
+        float inv = sum > 0 ? 1.0f / sum : 0.0f;
+        for (int j = 0; j < jmax; j++) row[j] *= inv;
+    }
+}
+
+void op_attention_forward(float *out, float *probs, const float *q, const float *k,
+                          const float *v, const float *bias, const uint8_t *key_mask,
+                          const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K) {
+    int HK = H * K;
+    long TT = (long)Tq * Tk;
+    /* scores (H: Tq,Tk) = Q_h K_h^T for every row b */
+    for (int b = 0; b < B; b++) {
+        int bk = kv_index ? kv_index[b] : b;
+        be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, q + (size_t)b * Tq * HK, HK, K,
+                         k + (size_t)bk * Tk * HK, HK, K, 0.0f, probs + (size_t)b * H * TT, Tk, TT, H);
+    }
+    att_ctx c = {.probs = probs, .bias = bias, .key_mask = key_mask, .kv_index = kv_index,
+                 .causal = causal, .B = B, .Tq = Tq, .Tk = Tk, .H = H};
+    ops_parallel_for((long)B * H * Tq, 8, softmax_rows, &c);
+    /* out_h (Tq,K) = P_h V_h */
+    for (int b = 0; b < B; b++) {
+        int bk = kv_index ? kv_index[b] : b;
+        be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, probs + (size_t)b * H * TT, Tk, TT,
+                         v + (size_t)bk * Tk * HK, HK, K, 0.0f, out + (size_t)b * Tq * HK, HK, K, H);
+    }
+}
+
+/* dS = P * (dP - sum_j P dP), rows of (B*H*Tq, Tk) */
+static void dscore_rows(void *p, long lo, long hi) {
+    att_ctx *c = p;
+    int Tk = c->Tk;
+    for (long r = lo; r < hi; r++) {
+        const float *pr = c->probs + r * Tk;
+        float *d = c->scratch + r * Tk;
+        float dot = 0;
+        for (int j = 0; j < Tk; j++) dot += pr[j] * d[j];
+        for (int j = 0; j < Tk; j++) d[j] = pr[j] * (d[j] - dot);
+    }
+}
+
+/* dbias (H,Tq,Tk) += sum over b of dS[b], element ranges of H*Tq*Tk */
+static void dbias_range(void *p, long lo, long hi) {
+    att_ctx *c = p;
+    long HTT = (long)c->H * c->Tq * c->Tk;
+    for (int b = 0; b < c->B; b++) {
+        const float *sb = c->scratch + (size_t)b * HTT;
+        for (long i = lo; i < hi; i++) c->dbias[i] += sb[i];
+    }
+}
+
+void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
+                           const float *dout, const float *q, const float *k, const float *v,
+                           const float *probs, int B, int Tq, int Tk, int H, int K) {
+    int HK = H * K;
+    long TT = (long)Tq * Tk;
+    for (int b = 0; b < B; b++) {
+        size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
+        const float *pb = probs + (size_t)b * H * TT;
+        /* dP_h = dO_h V_h^T ; dV_h += P_h^T dO_h */
+        be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, dout + oq, HK, K, v + ok, HK, K, 0.0f,
+                         scratch + (size_t)b * H * TT, Tk, TT, H);
+        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, 1.0f, dv + ok, HK, K, H);
+    }
+    att_ctx c = {.probs = (float *)probs, .scratch = scratch, .dbias = dbias, .B = B, .Tq = Tq,
+                 .Tk = Tk, .H = H};
+    ops_parallel_for((long)B * H * Tq, 8, dscore_rows, &c);
+    if (dbias) ops_parallel_for((long)H * TT, 1024, dbias_range, &c);
+    for (int b = 0; b < B; b++) {
+        size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
+        const float *sb = scratch + (size_t)b * H * TT;
+        /* dQ_h += dS_h K_h ; dK_h += dS_h^T Q_h */
+        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, 1.0f, dq + oq, HK, K, H);
+        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, 1.0f, dk + ok, HK, K, H);
+    }
+}
+
+typedef struct {
+    float *loss, *lse, *dlogits, *y;
+    const float *logits, *weight, *x, *lse_in;
+    const int *targets;
+    int V;
+} ce_ctx;
+
+static void ce_fwd_rows(void *p, long lo, long hi) {
+    ce_ctx *c = p;
+    int V = c->V;
+    for (long n = lo; n < hi; n++) {
+        const float *l = c->logits + (size_t)n * V;
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++)
+            if (l[i] > mx) mx = l[i];
+        double s = 0;
+        for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        float z = mx + (float)log(s);
+        c->lse[n] = z;
+        c->loss[n] = c->targets[n] > 0 ? z - l[c->targets[n]] : 0.0f;
+    }
+}
+
+void op_crossentropy_forward(float *loss, float *lse, const float *logits, const int *targets,
+                             int N, int V) {
+    ce_ctx c = {.loss = loss, .lse = lse, .logits = logits, .targets = targets, .V = V};
+    ops_parallel_for(N, 1, ce_fwd_rows, &c);
+}
+
+static void ce_bwd_rows(void *p, long lo, long hi) {
+    ce_ctx *c = p;
+    int V = c->V;
+    for (long n = lo; n < hi; n++) {
+        float *d = c->dlogits + (size_t)n * V;
+        float w = c->weight[n];
+        int t = c->targets[n];
+        if (w == 0.0f || t <= 0) {
+            memset(d, 0, sizeof(float) * V);
+            continue;
+        }
+        const float *l = c->logits + (size_t)n * V;
+        float z = c->lse_in[n];
+        for (int i = 0; i < V; i++) d[i] = w * expf(l[i] - z);
+        d[t] -= w;
+    }
+}
+
+void op_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
+                              const int *targets, const float *weight, int N, int V) {
+    ce_ctx c = {.dlogits = dlogits, .logits = logits, .lse_in = lse, .targets = targets, .weight = weight, .V = V};
+    ops_parallel_for(N, 1, ce_bwd_rows, &c);
+}
+
+static void add_range(void *p, long lo, long hi) {
+    ce_ctx *c = p;
+    for (long i = lo; i < hi; i++) c->y[i] += c->x[i];
+}
+
+void op_add_inplace(float *y, const float *x, long n) {
+    ce_ctx c = {.y = y, .x = x};
+    ops_parallel_for(n, 1 << 14, add_range, &c);
+}

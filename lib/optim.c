@@ -1,0 +1,153 @@
+/* optim.c - AdamW and Adafactor (see optim.h). */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "ops.h"
+
+optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors) {
+    optim *o = callocCheck(1, sizeof *o);
+    o->kind = kind;
+    o->lr = lr;
+    o->beta1 = 0.9f, o->beta2 = 0.999f, o->eps = 1e-8f, o->weight_decay = 0.0f;
+    o->decay_rate = -0.8f, o->clip_threshold = 1.0f, o->eps1 = 1e-30f, o->eps2 = 1e-3f;
+    o->n = n;
+    o->tensors = tensors;
+    o->n_tensors = n_tensors;
+    if (kind == OPT_ADAMW) {
+        o->n_state = 2 * n;
+    } else {
+        o->state_off = mallocCheck(sizeof(size_t) * (n_tensors + 1));
+        size_t off = 0;
+        for (int i = 0; i < n_tensors; i++) {
+            o->state_off[i] = off;
+            const t5_tensor *t = &tensors[i];
+            off += t->ndim == 2 ? (size_t)(t->shape[0] + t->shape[1]) : t->numel;
+        }
+        o->state_off[n_tensors] = off;
+        o->n_state = off;
+        size_t maxn = 1;
+        for (int i = 0; i < n_tensors; i++)
+            if (tensors[i].numel > maxn) maxn = tensors[i].numel;
+        o->scratch = mallocCheck(sizeof(float) * maxn);
+    }
+    o->state = callocCheck(o->n_state ? o->n_state : 1, sizeof(float));
+    return o;
+}
+
+void opt_free(optim *o) {
+    if (!o) return;
+    free(o->state);
+    free(o->state_off);
+    free(o->scratch);
+    free(o);
+}
+
+/* torch.optim.AdamW (non-fused, single tensor path):
+ *   p *= 1 - lr*wd ; m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
+ *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ * Elementwise, so it runs on the ops thread pool. */
+typedef struct {
+    float *p, *m, *v;
+    const float *g;
+    float b1, b2, step_size, bc2_sqrt, eps, decay;
+    int wd;
+} adamw_ctx;
+
+static void adamw_range(void *ctx, long lo, long hi) {
+    adamw_ctx *c = ctx;
+    for (long i = lo; i < hi; i++) {
+        float gi = c->g[i];
+        if (c->wd) c->p[i] *= c->decay;
+        c->m[i] = c->m[i] * c->b1 + (1.0f - c->b1) * gi;
+        c->v[i] = c->v[i] * c->b2 + (1.0f - c->b2) * gi * gi;
+        float denom = sqrtf(c->v[i]) / c->bc2_sqrt + c->eps;
+        c->p[i] -= c->step_size * (c->m[i] / denom);
+    }
+}
+
+static void adamw_step(optim *o, float *p, const float *g) {
+    o->step++;
+    double bc1 = 1.0 - pow(o->beta1, (double)o->step);
+    double bc2 = 1.0 - pow(o->beta2, (double)o->step);
+    adamw_ctx c = {.p = p, .m = o->state, .v = o->state + o->n, .g = g, .b1 = o->beta1, .b2 = o->beta2,
+                   .step_size = (float)(o->lr / bc1), .bc2_sqrt = (float)sqrt(bc2), .eps = o->eps,
+                   .decay = 1.0f - o->lr * o->weight_decay, .wd = o->weight_decay != 0.0f};
+    ops_parallel_for((long)o->n, 1 << 14, adamw_range, &c);
+}
+
+static double rms(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / (n ? n : 1));
+}
+
+/* HF transformers Adafactor with relative_step=False, beta1=None. */
+static void adafactor_step(optim *o, float *params, const float *grads) {
+    o->step++;
+    float beta2t = 1.0f - powf((float)o->step, o->decay_rate);
+    float *u = o->scratch;
+    for (int i = 0; i < o->n_tensors; i++) {
+        const t5_tensor *t = &o->tensors[i];
+        float *p = params + t->offset;
+        const float *g = grads + t->offset;
+        float *st = o->state + o->state_off[i];
+        size_t n = t->numel;
+        float lr = o->lr;
+        if (o->scale_parameter) {
+            double r = rms(p, n);
+            lr *= (float)(r > o->eps2 ? r : o->eps2);
+        }
+        if (t->ndim == 2) {
+            size_t R = t->shape[0], C = t->shape[1];
+            float *row = st, *col = st + R;
+            for (size_t r = 0; r < R; r++) {
+                double s = 0;
+                for (size_t c = 0; c < C; c++) s += (double)g[r * C + c] * g[r * C + c] + o->eps1;
+                row[r] = beta2t * row[r] + (1.0f - beta2t) * (float)(s / C);
+            }
+            for (size_t c = 0; c < C; c++) {
+                double s = 0;
+                for (size_t r = 0; r < R; r++) s += (double)g[r * C + c] * g[r * C + c] + o->eps1;
+                col[c] = beta2t * col[c] + (1.0f - beta2t) * (float)(s / R);
+            }
+            double rm = 0;
+            for (size_t r = 0; r < R; r++) rm += row[r];
+            rm /= R;
+            for (size_t r = 0; r < R; r++) {
+                float rf = 1.0f / sqrtf((float)(row[r] / rm));
+                for (size_t c = 0; c < C; c++) u[r * C + c] = rf / sqrtf(col[c]) * g[r * C + c];
+            }
+        } else {
+            for (size_t j = 0; j < n; j++) {
+                st[j] = beta2t * st[j] + (1.0f - beta2t) * (g[j] * g[j] + o->eps1);
+                u[j] = g[j] / sqrtf(st[j]);
+            }
+        }
+        double ur = rms(u, n) / o->clip_threshold;
+        float div = (float)(ur > 1.0 ? ur : 1.0);
+        for (size_t j = 0; j < n; j++) {
+            if (o->weight_decay != 0.0f) p[j] -= p[j] * o->weight_decay * lr;
+            p[j] -= lr * (u[j] / div);
+        }
+    }
+}
+
+void opt_step(optim *o, float *params, const float *grads) {
+    if (o->kind == OPT_ADAMW) adamw_step(o, params, grads);
+    else adafactor_step(o, params, grads);
+}
+
+float opt_clip_grad_norm(float *grads, size_t n, float max_norm) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];
+    float norm = (float)sqrt(s);
+    if (max_norm > 0 && norm > max_norm) {
+        float c = max_norm / (norm + 1e-6f);
+        for (size_t i = 0; i < n; i++) grads[i] *= c;
+    }
+    return norm;
+}

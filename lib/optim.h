@@ -1,0 +1,50 @@
+/* optim.h - optimizers over one flat float block described by a tensor table.
+ *
+ * AdamW as the MaTS code uses it (torch.optim.AdamW with eps 1e-8, no
+ * weight decay, constant learning rate, bias correction) and Adafactor as
+ * HF transformers implements it with a fixed learning rate (no momentum,
+ * factored second moments for matrices, update clipping at RMS 1.0, decay
+ * rate -0.8, optional parameter scaling). fp32 master weights throughout.
+ *
+ * The state (o->state, o->n_state floats, and o->step) is everything a
+ * checkpoint needs to resume bit for bit.
+ */
+#ifndef MC_OPTIM_H
+#define MC_OPTIM_H
+
+#include <stddef.h>
+
+#include "t5.h"
+
+enum { OPT_ADAMW = 0, OPT_ADAFACTOR = 1 };
+
+typedef struct {
+    int kind;
+    float lr;
+    float beta1, beta2, eps, weight_decay;      /* AdamW */
+    float decay_rate, clip_threshold, eps1, eps2; /* Adafactor */
+    int scale_parameter;
+    long step;
+    size_t n;                  /* parameters */
+    size_t n_state;
+    float *state;              /* AdamW: m (n) then v (n); Adafactor: per tensor row+col or full */
+    int n_tensors;
+    const t5_tensor *tensors;  /* not owned */
+    size_t *state_off;         /* Adafactor: per tensor offset into state */
+    float *scratch;            /* Adafactor: one tensor's update */
+} optim;
+
+/* New optimizer with default hyper-parameters for `kind` and learning rate
+ * lr over n floats laid out as `tensors` (shapes decide Adafactor's
+ * factoring). Caller frees with opt_free. */
+optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors);
+void opt_free(optim *o);
+
+/* One update of params with grads (both n floats). */
+void opt_step(optim *o, float *params, const float *grads);
+
+/* Global L2 norm of grads; when max_norm > 0 and the norm exceeds it,
+ * scale grads down to max_norm (torch.nn.utils.clip_grad_norm_). */
+float opt_clip_grad_norm(float *grads, size_t n, float max_norm);
+
+#endif

@@ -1,0 +1,240 @@
+/* stats.c - per-example Fisher and Gram statistics (see stats.h). */
+#include "stats.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+
+/* rows of example b in a stream */
+static void rows_of(const t5_batch *bt, int stream, int b, long *r0, int *T) {
+    *T = stream == T5_ENC ? bt->Te : bt->Td;
+    *r0 = (long)b * *T;
+}
+
+/* per-example norm weight gradient: out (D) = sum_t dout*x*rstd over rows */
+static void norm_grad(float *out, const float *dout, const float *x, const float *rstd, long r0,
+                      int T, int D) {
+    memset(out, 0, sizeof(float) * D);
+    for (long t = r0; t < r0 + T; t++) {
+        const float *d = dout + t * D, *xx = x + t * D;
+        float r = rstd[t];
+        for (int i = 0; i < D; i++) out[i] += d[i] * xx[i] * r;
+    }
+}
+
+static void relb_grad(float *out, const float *dscores_b, const int *buckets, int H, int T) {
+    long TT = (long)T * T;
+    for (int h = 0; h < H; h++)
+        for (long ij = 0; ij < TT; ij++) out[buckets[ij] * H + h] += dscores_b[h * TT + ij];
+}
+
+void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
+    const t5_config *c = &m->c;
+    const t5_batch *bt = &m->last;
+    const t5_acts *a = &m->a, *da = &m->da;
+    int D = c->d_model, H = c->num_heads;
+    int nl = t5_n_linears(m);
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(m, L);
+#define OFF(ptr) (scratch + ((ptr) - m->params))
+    for (int b = 0; b < bt->B; b++) {
+        long re, rd;
+        int Te, Td;
+        rows_of(bt, T5_ENC, b, &re, &Te);
+        rows_of(bt, T5_DEC, b, &rd, &Td);
+        /* linears: G = g^T x over the example's rows */
+        for (int i = 0; i < nl; i++) {
+            long r0 = L[i].stream == T5_ENC ? re : rd;
+            int T = L[i].stream == T5_ENC ? Te : Td;
+            be_gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
+                    L[i].x + r0 * L[i].in, L[i].in, 0.0f, OFF(L[i].w), L[i].in);
+        }
+        /* norms */
+        for (int l = 0; l < c->num_layers; l++) {
+            const float *x = l ? a->enc[l - 1].out : a->enc_emb;
+            norm_grad(OFF(m->p.enc[l].sa_ln), da->enc[l].sa_lnx, x, a->enc[l].sa_rstd, re, Te, D);
+            norm_grad(OFF(m->p.enc[l].ff_ln), da->enc[l].ff_lnx, a->enc[l].x1, a->enc[l].ff_rstd, re, Te, D);
+        }
+        norm_grad(OFF(m->p.enc_ln), da->enc_out, a->enc[c->num_layers - 1].out, a->enc_rstd, re, Te, D);
+        for (int l = 0; l < c->num_decoder_layers; l++) {
+            const float *x = l ? a->dec[l - 1].out : a->dec_emb;
+            norm_grad(OFF(m->p.dec[l].sa_ln), da->dec[l].sa_lnx, x, a->dec[l].sa_rstd, rd, Td, D);
+            norm_grad(OFF(m->p.dec[l].ca_ln), da->dec[l].ca_lnx, a->dec[l].x1, a->dec[l].ca_rstd, rd, Td, D);
+            norm_grad(OFF(m->p.dec[l].ff_ln), da->dec[l].ff_lnx, a->dec[l].x2, a->dec[l].ff_rstd, rd, Td, D);
+        }
+        norm_grad(OFF(m->p.dec_ln), da->dec_out, a->dec[c->num_decoder_layers - 1].out, a->dec_rstd, rd, Td, D);
+        /* relative position tables: this example's dScores of every layer */
+        float *re_t = OFF(m->p.enc_relb), *rd_t = OFF(m->p.dec_relb);
+        memset(re_t, 0, sizeof(float) * c->num_buckets * H);
+        memset(rd_t, 0, sizeof(float) * c->num_buckets * H);
+        for (int l = 0; l < c->num_layers; l++)
+            relb_grad(re_t, da->enc[l].probs + (size_t)b * H * Te * Te, m->enc_buckets, H, Te);
+        for (int l = 0; l < c->num_decoder_layers; l++)
+            relb_grad(rd_t, da->dec[l].probs + (size_t)b * H * Td * Td, m->dec_buckets, H, Td);
+        /* shared embedding: rows of the ids this example uses (encoder and
+         * decoder inputs); zero only those rows before and after */
+        float *sh = OFF(m->p.shared);
+        for (int t = 0; t < Te; t++) memset(sh + (size_t)bt->enc_ids[re + t] * D, 0, sizeof(float) * D);
+        for (int t = 0; t < Td; t++) memset(sh + (size_t)bt->dec_ids[rd + t] * D, 0, sizeof(float) * D);
+        for (int t = 0; t < Te; t++) {
+            float *row = sh + (size_t)bt->enc_ids[re + t] * D;
+            const float *d = da->enc_emb + (re + t) * D;
+            for (int i = 0; i < D; i++) row[i] += d[i];
+        }
+        for (int t = 0; t < Td; t++) {
+            float *row = sh + (size_t)bt->dec_ids[rd + t] * D;
+            const float *d = da->dec_emb + (rd + t) * D;
+            for (int i = 0; i < D; i++) row[i] += d[i];
+        }
+        /* square and add: every tensor except shared is fully written above */
+        for (int ti = 0; ti < m->n_tensors; ti++) {
+            const t5_tensor *t = &m->tensors[ti];
+            if (scratch + t->offset == sh) continue;
+            float *s = scratch + t->offset, *ac = acc + t->offset;
+            for (size_t j = 0; j < t->numel; j++) ac[j] += s[j] * s[j];
+        }
+        /* shared: only the touched rows (each once: square after all adds) */
+        for (int pass = 0; pass < 2; pass++) {
+            int T = pass ? Td : Te;
+            const int *ids = pass ? bt->dec_ids + rd : bt->enc_ids + re;
+            for (int t = 0; t < T; t++) {
+                float *row = sh + (size_t)ids[t] * D, *ac = acc + (sh - scratch) + (size_t)ids[t] * D;
+                if (row[0] != row[0]) continue; /* NaN marks a row already squared */
+                for (int i = 0; i < D; i++) ac[i] += row[i] * row[i];
+                row[0] = __builtin_nanf("");
+            }
+        }
+    }
+#undef OFF
+    free(L);
+}
+
+/* IA3 sites: (raw output y, gradient wrt scaled output, stream, vector) */
+typedef struct {
+    const float *y, *dys;
+    int stream, C;
+    size_t off; /* into the IA3 block */
+} ia3_site;
+
+static int ia3_sites(const t5_model *m, ia3_site *s) {
+    const t5_config *c = &m->c;
+    int HK = c->num_heads * c->d_kv, F = c->d_ff, n = 0;
+    const t5_acts *a = &m->a, *da = &m->da;
+#define S(Y, DY, ST, CC, V) s[n++] = (ia3_site){Y, DY, ST, CC, (size_t)((V) - m->ia3)}
+    for (int l = 0; l < c->num_layers; l++) {
+        S(a->enc[l].k, da->enc[l].ks, T5_ENC, HK, m->ia.enc[l].sa_k);
+        S(a->enc[l].v, da->enc[l].vs, T5_ENC, HK, m->ia.enc[l].sa_v);
+        S(a->enc[l].h1, da->enc[l].h1s, T5_ENC, F, m->ia.enc[l].wi1);
+    }
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        S(a->dec[l].k, da->dec[l].ks, T5_DEC, HK, m->ia.dec[l].sa_k);
+        S(a->dec[l].v, da->dec[l].vs, T5_DEC, HK, m->ia.dec[l].sa_v);
+        S(a->dec[l].ck, da->dec[l].cks, T5_ENC, HK, m->ia.dec[l].ca_k);
+        S(a->dec[l].cv, da->dec[l].cvs, T5_ENC, HK, m->ia.dec[l].ca_v);
+        S(a->dec[l].h1, da->dec[l].h1s, T5_DEC, F, m->ia.dec[l].wi1);
+    }
+#undef S
+    return n;
+}
+
+void st_ia3_example_grads(const t5_model *m, float *E) {
+    const t5_batch *bt = &m->last;
+    ia3_site s[5 * 256];
+    if (m->c.num_layers + m->c.num_decoder_layers > 256) die("st_ia3_example_grads: too many layers");
+    int ns = ia3_sites(m, s);
+    for (int b = 0; b < bt->B; b++) {
+        float *e = E + (size_t)b * m->n_ia3;
+        for (int k = 0; k < ns; k++) {
+            long r0;
+            int T;
+            rows_of(bt, s[k].stream, b, &r0, &T);
+            float *out = e + s[k].off;
+            int C = s[k].C;
+            memset(out, 0, sizeof(float) * C);
+            for (long t = r0; t < r0 + T; t++) {
+                const float *y = s[k].y + t * C, *d = s[k].dys + t * C;
+                for (int i = 0; i < C; i++) out[i] += d[i] * y[i];
+            }
+        }
+    }
+}
+
+void st_diag_accum(const float *E, int B, size_t n, float *acc) {
+    for (int b = 0; b < B; b++) {
+        const float *e = E + (size_t)b * n;
+        for (size_t i = 0; i < n; i++) acc[i] += e[i] * e[i];
+    }
+}
+
+void st_ia3_block_accum(const t5_model *m, const float *E, int B, float **blocks) {
+    for (int i = 0; i < m->n_ia3_tensors; i++) {
+        const t5_tensor *t = &m->ia3_tensors[i];
+        int d = (int)t->numel;
+        be_syrk(1, d, B, 1.0f, E + t->offset, (int)m->n_ia3, 1.0f, blocks[i], d);
+    }
+}
+
+st_gram *st_gram_new(const t5_model *m, int *n) {
+    int nl = t5_n_linears(m);
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(m, L);
+    st_gram *g = callocCheck(nl, sizeof *g);
+    for (int i = 0; i < nl; i++) {
+        snprintf(g[i].name, sizeof g[i].name, "%s", L[i].name);
+        g[i].in = L[i].in, g[i].out = L[i].out, g[i].stream = L[i].stream;
+        g[i].in_gram = callocCheck((size_t)L[i].in * L[i].in, sizeof(float));
+        if (strcmp(L[i].name, "lm_head.weight") != 0)
+            g[i].out_gram = callocCheck((size_t)L[i].out * L[i].out, sizeof(float));
+    }
+    free(L);
+    *n = nl;
+    return g;
+}
+
+void st_gram_free(st_gram *g, int n) {
+    for (int i = 0; i < n; i++) free(g[i].in_gram), free(g[i].out_gram);
+    free(g);
+}
+
+size_t st_gram_scratch_floats(const t5_model *m) {
+    const t5_config *c = &m->c;
+    size_t rows = (size_t)m->maxB * m->maxTe;
+    if ((size_t)m->maxBd * m->maxTd > rows) rows = (size_t)m->maxBd * m->maxTd;
+    size_t w = c->d_model;
+    if ((size_t)c->d_ff > w) w = c->d_ff;
+    if ((size_t)c->num_heads * c->d_kv > w) w = (size_t)c->num_heads * c->d_kv;
+    return rows * w;
+}
+
+/* copy the real rows of src (rows x w) into dst; returns their count */
+static int compact(float *dst, const float *src, const int *ids, long rows, int w) {
+    int k = 0;
+    for (long r = 0; r < rows; r++)
+        if (ids[r] != T5_PAD) memcpy(dst + (size_t)k++ * w, src + (size_t)r * w, sizeof(float) * w);
+    return k;
+}
+
+void st_gram_accum(const t5_model *m, st_gram *g, int n, float *scratch, long *n_enc, long *n_dec) {
+    const t5_batch *bt = &m->last;
+    int nl = t5_n_linears(m);
+    if (n != nl) die("st_gram_accum: %d accumulators for %d linears", n, nl);
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(m, L);
+    long Ne = (long)bt->B * bt->Te, Nd = (long)bt->Bd * bt->Td;
+    for (int i = 0; i < nl; i++) {
+        int enc = L[i].stream == T5_ENC;
+        const int *ids = enc ? bt->enc_ids : bt->targets;
+        long rows = enc ? Ne : Nd;
+        int k = compact(scratch, L[i].x, ids, rows, L[i].in);
+        be_syrk(1, L[i].in, k, 1.0f, scratch, L[i].in, 1.0f, g[i].in_gram, L[i].in);
+        if (g[i].out_gram) {
+            k = compact(scratch, L[i].g, ids, rows, L[i].out);
+            be_syrk(1, L[i].out, k, 1.0f, scratch, L[i].out, 1.0f, g[i].out_gram, L[i].out);
+        }
+    }
+    for (long r = 0; r < Ne; r++) *n_enc += bt->enc_ids[r] != T5_PAD;
+    for (long r = 0; r < Nd; r++) *n_dec += bt->targets[r] != T5_PAD;
+    free(L);
+}

@@ -1,0 +1,58 @@
+/* stats.h - per-example statistics of the T5 for Fisher merging, RegMean
+ * and MaTS (DESIGN.md section 4: fisher_diag, fisher_block, gram).
+ *
+ * All functions read the activations and activation gradients kept by the
+ * last t5_forward + t5_backward(m, b, T5_LOSS_EXAMPLE_MEAN, 1.0) on a batch:
+ * with that loss (the sum over rows of each row's mean token loss), the
+ * gradient at the tokens of row b is exactly the gradient of example b's own
+ * loss, because the examples of a batch never interact. So one batched
+ * backward yields every per-example statistic:
+ *   - a linear layer's per-example weight gradient is sum_t g_t x_t^T over
+ *     the example's tokens (one GEMM over its rows);
+ *   - a norm weight's is sum_t dy_t * x_t * rstd_t; the relative-position
+ *     table's is the example's dScores scattered by bucket, over all layers;
+ *     the shared embedding's is its rows' gradients scattered by id;
+ *   - an IA3 vector's is sum_t dy_scaled_t * y_raw_t;
+ *   - Gram matrices are SYRK updates over the batch's real (non-pad) rows.
+ * Pad tokens contribute nothing: their gradients are exactly zero and Gram
+ * updates skip their rows.
+ */
+#ifndef MC_STATS_H
+#define MC_STATS_H
+
+#include <stddef.h>
+
+#include "t5.h"
+
+/* Per-example gradients of every parameter, squared, added to acc
+ * (n_params floats, the layout of m->params). scratch: n_params floats.
+ * The model must have been built with all_act_grads = 1. */
+void st_fisher_diag_full(t5_model *m, float *acc, float *scratch);
+
+/* Per-example IA3 gradients of the last batch: E (B, n_ia3), row b the
+ * gradient of example b's loss with respect to all IA3 vectors. */
+void st_ia3_example_grads(const t5_model *m, float *E);
+/* acc (n) += sum over rows of E (B, n) squared. */
+void st_diag_accum(const float *E, int B, size_t n, float *acc);
+/* blocks[i] (d_i, d_i) += sum over rows b of e_b e_b^T restricted to IA3
+ * tensor i (SYRK over the batch). */
+void st_ia3_block_accum(const t5_model *m, const float *E, int B, float **blocks);
+
+/* Gram accumulators of one linear layer. */
+typedef struct {
+    char name[96];              /* the weight's name, "X.weight" */
+    int in, out, stream;
+    float *in_gram;             /* (in, in) sum over real tokens of x x^T */
+    float *out_gram;            /* (out, out) sum of g g^T; NULL for lm_head */
+} st_gram;
+
+/* Allocate zeroed accumulators for every linear of m (count in *n). */
+st_gram *st_gram_new(const t5_model *m, int *n);
+void st_gram_free(st_gram *g, int n);
+/* Add the last batch's real tokens; counts of real encoder / decoder tokens
+ * are added to *n_enc, *n_dec. scratch: rows x max(in,out) floats for the
+ * largest stream of the batch (st_gram_scratch_floats). */
+void st_gram_accum(const t5_model *m, st_gram *g, int n, float *scratch, long *n_enc, long *n_dec);
+size_t st_gram_scratch_floats(const t5_model *m);
+
+#endif

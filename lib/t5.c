@@ -1,0 +1,928 @@
+/* t5.c - T5 v1.1 model: tables, init, forward, backward, artifacts. */
+#include "t5.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "ops.h"
+
+/* ------------------------------------------------------------------ config */
+
+int t5_config_check(const t5_config *c) {
+    if (c->vocab_size < 8 || c->d_model < 1 || c->d_kv < 1 || c->d_ff < 1 || c->num_heads < 1 ||
+        c->num_layers < 1 || c->num_decoder_layers < 1 || c->num_buckets < 2 ||
+        c->max_distance < 2 || !(c->eps > 0))
+        return mc_fail("model config out of range (vocab_size %d, d_model %d, d_kv %d, d_ff %d, "
+                       "num_heads %d, layers %d+%d, buckets %d, max_distance %d)",
+                       c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers,
+                       c->num_decoder_layers, c->num_buckets, c->max_distance);
+    return 0;
+}
+
+int t5_config_equal(const t5_config *a, const t5_config *b) {
+    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv &&
+           a->d_ff == b->d_ff && a->num_heads == b->num_heads && a->num_layers == b->num_layers &&
+           a->num_decoder_layers == b->num_decoder_layers && a->num_buckets == b->num_buckets &&
+           a->max_distance == b->max_distance && a->eps == b->eps;
+}
+
+int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
+    long v;
+    double d;
+    const char *s;
+    int t;
+#define GETI(field, key, def)                                                   \
+    if (cfg_get_int(cfg, key, def, 1, 1L << 30, &v) < 0) return -1;            \
+    c->field = (int)v;
+    GETI(vocab_size, "model.vocab_size", -1);
+    GETI(d_model, "model.d_model", -1);
+    GETI(d_kv, "model.d_kv", -1);
+    GETI(d_ff, "model.d_ff", -1);
+    GETI(num_heads, "model.num_heads", -1);
+    GETI(num_layers, "model.num_layers", -1);
+    GETI(num_decoder_layers, "model.num_decoder_layers", c->num_layers);
+    GETI(num_buckets, "model.relative_attention_num_buckets", 32);
+    GETI(max_distance, "model.relative_attention_max_distance", 128);
+#undef GETI
+    if (cfg_get_float(cfg, "model.layer_norm_epsilon", 1e-6, 1e-12, 1.0, &d) < 0) return -1;
+    c->eps = (float)d;
+    if (cfg_get_str(cfg, "model.feed_forward_proj", "gated-gelu", &s) < 0) return -1;
+    if (strcmp(s, "gated-gelu") != 0)
+        return mc_fail("%s: model.feed_forward_proj = %s: only gated-gelu (T5 v1.1) is implemented",
+                       cfg_where(cfg, "model.feed_forward_proj"), s);
+    if (cfg_get_bool(cfg, "model.tie_word_embeddings", 0, &t) < 0) return -1;
+    if (t)
+        return mc_fail("%s: model.tie_word_embeddings = true: T5 v1.1 unties lm_head; set it to false",
+                       cfg_where(cfg, "model.tie_word_embeddings"));
+    if (c->vocab_size < 0 || c->d_model < 0)
+        return mc_fail("model config incomplete: model.vocab_size, model.d_model, model.d_kv, "
+                       "model.d_ff, model.num_heads, model.num_layers are required (include a "
+                       "configs/models/*.conf)");
+    return t5_config_check(c);
+}
+
+int t5_config_from_val(t5_config *c, const mc_val *v) {
+    if (!v || v->type != VAL_MAP) return mc_fail("meta.config missing or not a map");
+    const char *need[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", NULL};
+    for (int i = 0; need[i]; i++)
+        if (!val_get(v, need[i])) return mc_fail("meta.config.%s missing", need[i]);
+    c->vocab_size = (int)val_get_int(v, "vocab_size", 0);
+    c->d_model = (int)val_get_int(v, "d_model", 0);
+    c->d_kv = (int)val_get_int(v, "d_kv", 0);
+    c->d_ff = (int)val_get_int(v, "d_ff", 0);
+    c->num_heads = (int)val_get_int(v, "num_heads", 0);
+    c->num_layers = (int)val_get_int(v, "num_layers", 0);
+    c->num_decoder_layers = (int)val_get_int(v, "num_decoder_layers", c->num_layers);
+    c->num_buckets = (int)val_get_int(v, "relative_attention_num_buckets", 32);
+    c->max_distance = (int)val_get_int(v, "relative_attention_max_distance", 128);
+    c->eps = (float)val_get_float(v, "layer_norm_epsilon", 1e-6);
+    const char *ff = val_get_str(v, "feed_forward_proj", "gated-gelu");
+    if (strcmp(ff, "gated-gelu") != 0)
+        return mc_fail("meta.config.feed_forward_proj = %s: only gated-gelu (T5 v1.1) is implemented", ff);
+    const mc_val *tie = val_get(v, "tie_word_embeddings");
+    if (tie && tie->type == VAL_BOOL && tie->v.b)
+        return mc_fail("meta.config.tie_word_embeddings = true: only untied T5 v1.1 is implemented");
+    return t5_config_check(c);
+}
+
+mc_val *t5_config_to_val(const t5_config *c) {
+    mc_val *m = val_map();
+    val_set_int(m, "vocab_size", c->vocab_size);
+    val_set_int(m, "d_model", c->d_model);
+    val_set_int(m, "d_kv", c->d_kv);
+    val_set_int(m, "d_ff", c->d_ff);
+    val_set_int(m, "num_heads", c->num_heads);
+    val_set_int(m, "num_layers", c->num_layers);
+    val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
+    val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
+    val_set_int(m, "relative_attention_max_distance", c->max_distance);
+    val_set_float(m, "layer_norm_epsilon", c->eps);
+    val_set_str(m, "feed_forward_proj", "gated-gelu");
+    val_set(m, "tie_word_embeddings", val_bool(0));
+    val_set_str(m, "model_type", "t5");
+    return m;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+/* Walk the parameters in their fixed order. With `tab` non-NULL, record
+ * names and shapes; with P non-NULL, point P's fields into base. Returns the
+ * total number of floats. */
+typedef struct {
+    t5_tensor *tab;
+    int n;
+    size_t off;
+    float *base;
+} walker;
+
+static float *w_add(walker *w, const char *name, int64_t d0, int64_t d1) {
+    size_t numel = (size_t)d0 * (d1 > 0 ? d1 : 1);
+    if (w->tab) {
+        t5_tensor *t = &w->tab[w->n];
+        snprintf(t->name, sizeof t->name, "%s", name);
+        t->ndim = d1 > 0 ? 2 : 1;
+        t->shape[0] = d0;
+        t->shape[1] = d1 > 0 ? d1 : 0;
+        t->offset = w->off;
+        t->numel = numel;
+    }
+    float *p = w->base ? w->base + w->off : NULL;
+    w->n++;
+    w->off += numel;
+    return p;
+}
+
+static size_t param_layout(const t5_config *c, t5_params *P, float *base, t5_tensor *tab, int *n) {
+    walker w = {tab, 0, 0, base};
+    t5_params dummy;
+    if (!P) {
+        P = &dummy;
+        P->enc = P->dec = NULL;
+    }
+    int D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
+    char nm[96];
+    t5_block_params scratch;
+    P->shared = w_add(&w, "shared.weight", V, D);
+    for (int s = 0; s < 2; s++) {
+        const char *st = s ? "decoder" : "encoder";
+        int L = s ? c->num_decoder_layers : c->num_layers;
+        for (int l = 0; l < L; l++) {
+            t5_block_params *b = (s ? P->dec : P->enc) ? &(s ? P->dec : P->enc)[l] : &scratch;
+            memset(b, 0, sizeof *b);
+#define A(field, fmt, d0, d1)                                                   \
+    snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l);                         \
+    b->field = w_add(&w, nm, d0, d1);
+            A(sa_q, "layer.0.SelfAttention.q.weight", HK, D);
+            A(sa_k, "layer.0.SelfAttention.k.weight", HK, D);
+            A(sa_v, "layer.0.SelfAttention.v.weight", HK, D);
+            A(sa_o, "layer.0.SelfAttention.o.weight", D, HK);
+            if (l == 0) {
+                snprintf(nm, sizeof nm, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
+                float *rb = w_add(&w, nm, c->num_buckets, c->num_heads);
+                if (s) P->dec_relb = rb;
+                else P->enc_relb = rb;
+            }
+            A(sa_ln, "layer.0.layer_norm.weight", D, 0);
+            if (s) {
+                A(ca_q, "layer.1.EncDecAttention.q.weight", HK, D);
+                A(ca_k, "layer.1.EncDecAttention.k.weight", HK, D);
+                A(ca_v, "layer.1.EncDecAttention.v.weight", HK, D);
+                A(ca_o, "layer.1.EncDecAttention.o.weight", D, HK);
+                A(ca_ln, "layer.1.layer_norm.weight", D, 0);
+                A(wi0, "layer.2.DenseReluDense.wi_0.weight", F, D);
+                A(wi1, "layer.2.DenseReluDense.wi_1.weight", F, D);
+                A(wo, "layer.2.DenseReluDense.wo.weight", D, F);
+                A(ff_ln, "layer.2.layer_norm.weight", D, 0);
+            } else {
+                A(wi0, "layer.1.DenseReluDense.wi_0.weight", F, D);
+                A(wi1, "layer.1.DenseReluDense.wi_1.weight", F, D);
+                A(wo, "layer.1.DenseReluDense.wo.weight", D, F);
+                A(ff_ln, "layer.1.layer_norm.weight", D, 0);
+            }
+#undef A
+        }
+        snprintf(nm, sizeof nm, "%s.final_layer_norm.weight", st);
+        float *ln = w_add(&w, nm, D, 0);
+        if (s) P->dec_ln = ln;
+        else P->enc_ln = ln;
+    }
+    P->lm_head = w_add(&w, "lm_head.weight", V, D);
+    if (n) *n = w.n;
+    return w.off;
+}
+
+static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *tab, int *n) {
+    walker w = {tab, 0, 0, base};
+    int HK = c->num_heads * c->d_kv, F = c->d_ff;
+    char nm[96];
+    t5_block_ia3 scratch;
+    for (int s = 0; s < 2; s++) {
+        const char *st = s ? "decoder" : "encoder";
+        int L = s ? c->num_decoder_layers : c->num_layers;
+        for (int l = 0; l < L; l++) {
+            t5_block_ia3 *b = (P && (s ? P->dec : P->enc)) ? &(s ? P->dec : P->enc)[l] : &scratch;
+            memset(b, 0, sizeof *b);
+#define A(field, fmt, d0)                                                       \
+    snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l);                         \
+    b->field = w_add(&w, nm, d0, 0);
+            A(sa_k, "layer.0.SelfAttention.k.ia3_vector", HK);
+            A(sa_v, "layer.0.SelfAttention.v.ia3_vector", HK);
+            if (s) {
+                A(ca_k, "layer.1.EncDecAttention.k.ia3_vector", HK);
+                A(ca_v, "layer.1.EncDecAttention.v.ia3_vector", HK);
+                A(wi1, "layer.2.DenseReluDense.wi_1.ia3_vector", F);
+            } else {
+                A(wi1, "layer.1.DenseReluDense.wi_1.ia3_vector", F);
+            }
+#undef A
+        }
+    }
+    if (n) *n = w.n;
+    return w.off;
+}
+
+t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3) {
+    t5_model *m = callocCheck(1, sizeof *m);
+    m->c = *c;
+    int n = 0;
+    m->n_params = param_layout(c, NULL, NULL, NULL, &n);
+    m->n_tensors = n;
+    m->tensors = callocCheck(n, sizeof *m->tensors);
+    m->params = callocCheck(m->n_params, sizeof(float));
+    m->p.enc = callocCheck(c->num_layers, sizeof(t5_block_params));
+    m->p.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_params));
+    param_layout(c, &m->p, m->params, m->tensors, NULL);
+    if (with_grads) {
+        m->grads = callocCheck(m->n_params, sizeof(float));
+        m->g.enc = callocCheck(c->num_layers, sizeof(t5_block_params));
+        m->g.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_params));
+        param_layout(c, &m->g, m->grads, NULL, NULL);
+    }
+    if (with_ia3) {
+        m->n_ia3 = ia3_layout(c, NULL, NULL, NULL, &n);
+        m->n_ia3_tensors = n;
+        m->ia3_tensors = callocCheck(n, sizeof *m->ia3_tensors);
+        m->ia3 = mallocCheck(m->n_ia3 * sizeof(float));
+        for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f;
+        m->ia3_grads = callocCheck(m->n_ia3, sizeof(float));
+        m->ia.enc = callocCheck(c->num_layers, sizeof(t5_block_ia3));
+        m->ia.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_ia3));
+        m->iag.enc = callocCheck(c->num_layers, sizeof(t5_block_ia3));
+        m->iag.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_ia3));
+        ia3_layout(c, &m->ia, m->ia3, m->ia3_tensors, NULL);
+        ia3_layout(c, &m->iag, m->ia3_grads, NULL, NULL);
+    }
+    return m;
+}
+
+void t5_free(t5_model *m) {
+    if (!m) return;
+    free(m->params);
+    free(m->grads);
+    free(m->tensors);
+    free(m->p.enc);
+    free(m->p.dec);
+    free(m->g.enc);
+    free(m->g.dec);
+    free(m->ia3);
+    free(m->ia3_grads);
+    free(m->ia3_tensors);
+    free(m->ia.enc);
+    free(m->ia.dec);
+    free(m->iag.enc);
+    free(m->iag.dec);
+    free(m->act_mem);
+    free(m->grad_mem);
+    free(m->a.enc);
+    free(m->a.dec);
+    free(m->da.enc);
+    free(m->da.dec);
+    free(m->enc_buckets);
+    free(m->dec_buckets);
+    free(m->enc_mask);
+    free(m->tok_loss);
+    free(m->lse);
+    free(m->tok_w);
+    free(m);
+}
+
+float *t5_param(const t5_model *m, const char *name, const t5_tensor **info) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) {
+            if (info) *info = &m->tensors[i];
+            return m->params + m->tensors[i].offset;
+        }
+    return NULL;
+}
+
+float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info) {
+    for (int i = 0; i < m->n_ia3_tensors; i++)
+        if (strcmp(m->ia3_tensors[i].name, name) == 0) {
+            if (info) *info = &m->ia3_tensors[i];
+            return m->ia3 + m->ia3_tensors[i].offset;
+        }
+    return NULL;
+}
+
+/* --------------------------------------------------------------------- rng */
+
+uint64_t t5_hash64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void t5_rng_seed(t5_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) {
+        seed = t5_hash64(seed);
+        r->s[i] = seed;
+    }
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t t5_rng_next(t5_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+double t5_rng_uniform(t5_rng *r) { return (t5_rng_next(r) >> 11) * 0x1.0p-53; }
+
+float t5_rng_normal(t5_rng *r) {
+    double u1 = t5_rng_uniform(r), u2 = t5_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+uint64_t t5_rng_below(t5_rng *r, uint64_t n) {
+    if (n <= 1) return 0;
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
+    do x = t5_rng_next(r);
+    while (x >= lim);
+    return x % n;
+}
+
+/* -------------------------------------------------------------------- init */
+
+/* HF T5PreTrainedModel._init_weights with factor 1.0:
+ *   shared                N(0, 1)
+ *   q                     N(0, (d_model * d_kv)^-1/2)
+ *   k, v                  N(0, d_model^-1/2)
+ *   o                     N(0, (heads * d_kv)^-1/2)
+ *   wi_0, wi_1            N(0, d_model^-1/2)
+ *   wo                    N(0, d_ff^-1/2)
+ *   relative_attention_bias N(0, d_model^-1/2)
+ *   layer norms           1
+ * and one departure: lm_head N(0, d_model^-1/2) instead of HF's N(0, 1).
+ * The decoder's final RMSNorm gives rows of rms 1, so HF's std 1 makes
+ * logits of std sqrt(d_model) and a first loss near 40 for d_model 256
+ * (issue 8); std d_model^-1/2 gives logits of std 1 and a first loss near
+ * ln(vocab), the scale original T5 reaches by rescaling tied embeddings by
+ * d_model^-1/2. Each tensor draws from its own stream seeded by
+ * (seed, tensor index), so the values do not depend on the order of calls. */
+void t5_init_random(t5_model *m, uint64_t seed) {
+    const t5_config *c = &m->c;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const t5_tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        const char *nm = t->name;
+        double std;
+        size_t ln = strlen(nm);
+#define ENDS(s) (ln >= strlen(s) && strcmp(nm + ln - strlen(s), s) == 0)
+        if (ENDS("layer_norm.weight")) {
+            for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
+            continue;
+        } else if (strcmp(nm, "shared.weight") == 0) std = 1.0;
+        else if (strcmp(nm, "lm_head.weight") == 0) std = pow(c->d_model, -0.5);
+        else if (ENDS(".q.weight")) std = pow((double)c->d_model * c->d_kv, -0.5);
+        else if (ENDS(".k.weight") || ENDS(".v.weight")) std = pow(c->d_model, -0.5);
+        else if (ENDS(".o.weight")) std = pow((double)c->num_heads * c->d_kv, -0.5);
+        else if (ENDS("wi_0.weight") || ENDS("wi_1.weight")) std = pow(c->d_model, -0.5);
+        else if (ENDS("wo.weight")) std = pow(c->d_ff, -0.5);
+        else if (ENDS("relative_attention_bias.weight")) std = pow(c->d_model, -0.5);
+        else die("t5_init_random: no init rule for %s", nm);
+#undef ENDS
+        t5_rng r;
+        t5_rng_seed(&r, seed * 1000003ULL + (uint64_t)i);
+        for (size_t j = 0; j < t->numel; j++) p[j] = (float)(std * t5_rng_normal(&r));
+    }
+    if (m->ia3)
+        for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f;
+}
+
+/* ------------------------------------------------------------- activations */
+
+static float *take(size_t *off, float *base, size_t n) {
+    float *p = base ? base + *off : NULL;
+    *off += n;
+    return p;
+}
+
+static size_t acts_layout(const t5_model *m, t5_acts *A, float *base, int B, int Te, int Bd, int Td) {
+    const t5_config *c = &m->c;
+    size_t D = c->d_model, HK = (size_t)c->num_heads * c->d_kv, F = c->d_ff, H = c->num_heads;
+    size_t Ne = (size_t)B * Te, Nd = (size_t)Bd * Td;
+    int ia3 = m->ia3 != NULL;
+    size_t off = 0;
+    A->enc_emb = take(&off, base, Ne * D);
+    A->enc_out = take(&off, base, Ne * D);
+    A->enc_rstd = take(&off, base, Ne);
+    A->dec_emb = take(&off, base, Nd * D);
+    A->dec_out = take(&off, base, Nd * D);
+    A->dec_rstd = take(&off, base, Nd);
+    A->logits = take(&off, base, Nd * c->vocab_size);
+    A->enc_bias = take(&off, base, H * Te * Te);
+    A->dec_bias = take(&off, base, H * Td * Td);
+    for (int s = 0; s < 2; s++) {
+        int L = s ? c->num_decoder_layers : c->num_layers;
+        size_t N = s ? Nd : Ne, T = s ? Td : Te, Bs = s ? Bd : B;
+        for (int l = 0; l < L; l++) {
+            t5_block_acts *b = &(s ? A->dec : A->enc)[l];
+            memset(b, 0, sizeof *b);
+            b->sa_lnx = take(&off, base, N * D);
+            b->sa_rstd = take(&off, base, N);
+            b->q = take(&off, base, N * HK);
+            b->k = take(&off, base, N * HK);
+            b->v = take(&off, base, N * HK);
+            b->ks = ia3 ? take(&off, base, N * HK) : b->k;
+            b->vs = ia3 ? take(&off, base, N * HK) : b->v;
+            b->probs = take(&off, base, Bs * H * T * T);
+            b->att = take(&off, base, N * HK);
+            b->x1 = take(&off, base, N * D);
+            if (s) {
+                b->ca_lnx = take(&off, base, Nd * D);
+                b->ca_rstd = take(&off, base, Nd);
+                b->cq = take(&off, base, Nd * HK);
+                b->ck = take(&off, base, Ne * HK);
+                b->cv = take(&off, base, Ne * HK);
+                b->cks = ia3 ? take(&off, base, Ne * HK) : b->ck;
+                b->cvs = ia3 ? take(&off, base, Ne * HK) : b->cv;
+                b->cprobs = take(&off, base, Bd * H * Td * Te);
+                b->catt = take(&off, base, Nd * HK);
+                b->x2 = take(&off, base, Nd * D);
+            }
+            b->ff_lnx = take(&off, base, N * D);
+            b->ff_rstd = take(&off, base, N);
+            b->h0 = take(&off, base, N * F);
+            b->h1 = take(&off, base, N * F);
+            b->h1s = ia3 ? take(&off, base, N * F) : b->h1;
+            b->hg = take(&off, base, N * F);
+            b->out = take(&off, base, N * D);
+        }
+    }
+    return off;
+}
+
+void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int with_grads) {
+    if (m->act_mem && maxB <= m->maxB && maxTe <= m->maxTe && maxBd <= m->maxBd &&
+        maxTd <= m->maxTd && (!with_grads || m->grad_mem))
+        return;
+    if (m->act_mem) { /* grow to cover both the old and new sizes */
+        if (m->maxB > maxB) maxB = m->maxB;
+        if (m->maxTe > maxTe) maxTe = m->maxTe;
+        if (m->maxBd > maxBd) maxBd = m->maxBd;
+        if (m->maxTd > maxTd) maxTd = m->maxTd;
+        with_grads |= m->grad_mem != NULL;
+    }
+    free(m->act_mem);
+    free(m->grad_mem);
+    m->grad_mem = NULL;
+    const t5_config *c = &m->c;
+    if (!m->a.enc) {
+        m->a.enc = callocCheck(c->num_layers, sizeof(t5_block_acts));
+        m->a.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_acts));
+        m->da.enc = callocCheck(c->num_layers, sizeof(t5_block_acts));
+        m->da.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_acts));
+    }
+    m->maxB = maxB, m->maxTe = maxTe, m->maxBd = maxBd, m->maxTd = maxTd;
+    m->act_floats = acts_layout(m, &m->a, NULL, maxB, maxTe, maxBd, maxTd);
+    m->act_mem = mallocCheck(m->act_floats * sizeof(float));
+    acts_layout(m, &m->a, m->act_mem, maxB, maxTe, maxBd, maxTd);
+    if (with_grads) {
+        m->grad_floats = m->act_floats;
+        m->grad_mem = callocCheck(m->grad_floats, sizeof(float));
+        acts_layout(m, &m->da, m->grad_mem, maxB, maxTe, maxBd, maxTd);
+    }
+    free(m->enc_buckets);
+    free(m->dec_buckets);
+    free(m->enc_mask);
+    free(m->tok_loss);
+    free(m->lse);
+    free(m->tok_w);
+    m->enc_buckets = mallocCheck(sizeof(int) * maxTe * maxTe);
+    m->dec_buckets = mallocCheck(sizeof(int) * maxTd * maxTd);
+    m->enc_mask = mallocCheck((size_t)maxB * maxTe);
+    m->tok_loss = mallocCheck(sizeof(float) * maxBd * maxTd);
+    m->lse = mallocCheck(sizeof(float) * maxBd * maxTd);
+    m->tok_w = mallocCheck(sizeof(float) * maxBd * maxTd);
+}
+
+/* ----------------------------------------------------------------- forward */
+
+/* Self-attention + FFN part shared by encoder and decoder blocks. */
+static void self_attn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
+                              const t5_block_ia3 *IA, const float *x, const float *bias,
+                              const uint8_t *mask, int causal, int B, int T) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
+    op_rmsnorm_forward(a->sa_lnx, a->sa_rstd, x, P->sa_ln, N, D, c->eps);
+    op_linear_forward(a->q, a->sa_lnx, P->sa_q, N, D, HK);
+    op_linear_forward(a->k, a->sa_lnx, P->sa_k, N, D, HK);
+    op_linear_forward(a->v, a->sa_lnx, P->sa_v, N, D, HK);
+    if (IA) {
+        op_ia3_forward(a->ks, a->k, IA->sa_k, N, HK);
+        op_ia3_forward(a->vs, a->v, IA->sa_v, N, HK);
+    }
+    op_attention_forward(a->att, a->probs, a->q, a->ks, a->vs, bias, mask, NULL, causal, B, T, T, H, K);
+    op_linear_forward(a->x1, a->att, P->sa_o, N, HK, D);
+    op_add_inplace(a->x1, x, (long)N * D);
+}
+
+static void ffn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
+                        const t5_block_ia3 *IA, const float *x, int N) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, F = c->d_ff;
+    op_rmsnorm_forward(a->ff_lnx, a->ff_rstd, x, P->ff_ln, N, D, c->eps);
+    op_linear_forward(a->h0, a->ff_lnx, P->wi0, N, D, F);
+    op_linear_forward(a->h1, a->ff_lnx, P->wi1, N, D, F);
+    if (IA) op_ia3_forward(a->h1s, a->h1, IA->wi1, N, F);
+    op_gated_gelu_forward(a->hg, a->h0, a->h1s, (long)N * F);
+    op_linear_forward(a->out, a->hg, P->wo, N, F, D);
+    op_add_inplace(a->out, x, (long)N * D);
+}
+
+float t5_forward(t5_model *m, const t5_batch *b) {
+    const t5_config *c = &m->c;
+    if (!m->act_mem || b->B > m->maxB || b->Te > m->maxTe || b->Bd > m->maxBd || b->Td > m->maxTd)
+        t5_alloc_acts(m, b->B, b->Te, b->Bd, b->Td, 0);
+    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, V = c->vocab_size;
+    int B = b->B, Te = b->Te, Bd = b->Bd, Td = b->Td, Ne = B * Te, Nd = Bd * Td;
+    /* re-derive the activation pointers for these dims: buffers are packed
+     * for the current batch inside blocks sized for the largest one */
+    acts_layout(m, &m->a, m->act_mem, B, Te, Bd, Td);
+    if (m->grad_mem) acts_layout(m, &m->da, m->grad_mem, B, Te, Bd, Td);
+    m->last = *b;
+    t5_acts *a = &m->a;
+    const int ia3 = m->ia3 != NULL;
+
+    for (int n = 0; n < Ne; n++) m->enc_mask[n] = b->enc_ids[n] != T5_PAD;
+    op_relpos_buckets(m->enc_buckets, Te, Te, 1, c->num_buckets, c->max_distance);
+    op_relpos_buckets(m->dec_buckets, Td, Td, 0, c->num_buckets, c->max_distance);
+    op_relpos_bias_forward(a->enc_bias, m->p.enc_relb, m->enc_buckets, H, Te, Te);
+    op_relpos_bias_forward(a->dec_bias, m->p.dec_relb, m->dec_buckets, H, Td, Td);
+
+    /* encoder */
+    op_embed_forward(a->enc_emb, b->enc_ids, m->p.shared, Ne, D);
+    const float *x = a->enc_emb;
+    for (int l = 0; l < c->num_layers; l++) {
+        t5_block_acts *ba = &a->enc[l];
+        const t5_block_ia3 *IA = ia3 ? &m->ia.enc[l] : NULL;
+        self_attn_forward(m, ba, &m->p.enc[l], IA, x, a->enc_bias, m->enc_mask, 0, B, Te);
+        ffn_forward(m, ba, &m->p.enc[l], IA, ba->x1, Ne);
+        x = ba->out;
+    }
+    op_rmsnorm_forward(a->enc_out, a->enc_rstd, x, m->p.enc_ln, Ne, D, c->eps);
+
+    /* decoder */
+    op_embed_forward(a->dec_emb, b->dec_ids, m->p.shared, Nd, D);
+    x = a->dec_emb;
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        t5_block_acts *ba = &a->dec[l];
+        const t5_block_params *P = &m->p.dec[l];
+        const t5_block_ia3 *IA = ia3 ? &m->ia.dec[l] : NULL;
+        self_attn_forward(m, ba, P, IA, x, a->dec_bias, NULL, 1, Bd, Td);
+        op_rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
+        op_linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
+        op_linear_forward(ba->ck, a->enc_out, P->ca_k, Ne, D, HK);
+        op_linear_forward(ba->cv, a->enc_out, P->ca_v, Ne, D, HK);
+        if (IA) {
+            op_ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
+            op_ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
+        }
+        op_attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->enc_mask,
+                             b->dec_enc, 0, Bd, Td, Te, H, K);
+        op_linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
+        op_add_inplace(ba->x2, ba->x1, (long)Nd * D);
+        ffn_forward(m, ba, P, IA, ba->x2, Nd);
+        x = ba->out;
+    }
+    op_rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
+    op_linear_forward(a->logits, a->dec_out, m->p.lm_head, Nd, D, V);
+
+    m->last_loss = 0;
+    m->n_real_targets = 0;
+    if (b->targets) {
+        op_crossentropy_forward(m->tok_loss, m->lse, a->logits, b->targets, Nd, V);
+        double s = 0;
+        int cnt = 0;
+        for (int n = 0; n < Nd; n++)
+            if (b->targets[n] > 0) s += m->tok_loss[n], cnt++;
+        m->n_real_targets = cnt;
+        m->last_loss = cnt ? (float)(s / cnt) : 0.0f;
+    }
+    return m->last_loss;
+}
+
+void t5_row_logprob(const t5_model *m, float *scores) {
+    const t5_batch *b = &m->last;
+    for (int r = 0; r < b->Bd; r++) {
+        double s = 0;
+        for (int t = 0; t < b->Td; t++)
+            if (b->targets[r * b->Td + t] > 0) s += m->tok_loss[r * b->Td + t];
+        scores[r] = (float)-s;
+    }
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* Backward of self_attn_forward: given da->x1 (complete), accumulate into dx
+ * (the gradient of the block input; NULL = not needed). */
+static void self_attn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
+                               const t5_block_params *P, t5_block_params *G,
+                               const t5_block_ia3 *IA, t5_block_ia3 *IG, const float *x,
+                               float *dx, float *dbias, int B, int T) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
+    if (dx) op_add_inplace(dx, da->x1, (long)N * D);
+    op_linear_backward(da->att, G ? G->sa_o : NULL, da->x1, a->att, P->sa_o, N, HK, D);
+    op_attention_backward(da->q, da->ks, da->vs, dbias, da->probs, da->att, a->q, a->ks, a->vs,
+                          a->probs, B, T, T, H, K);
+    if (IA) {
+        op_ia3_backward(da->k, IG->sa_k, da->ks, a->k, IA->sa_k, N, HK);
+        op_ia3_backward(da->v, IG->sa_v, da->vs, a->v, IA->sa_v, N, HK);
+    }
+    if (!dx && !G) return; /* block 0 with a frozen base: nothing below needs it */
+    op_linear_backward(da->sa_lnx, G ? G->sa_q : NULL, da->q, a->sa_lnx, P->sa_q, N, D, HK);
+    op_linear_backward(da->sa_lnx, G ? G->sa_k : NULL, da->k, a->sa_lnx, P->sa_k, N, D, HK);
+    op_linear_backward(da->sa_lnx, G ? G->sa_v : NULL, da->v, a->sa_lnx, P->sa_v, N, D, HK);
+    op_rmsnorm_backward(dx, G ? G->sa_ln : NULL, da->sa_lnx, x, P->sa_ln, a->sa_rstd, N, D);
+}
+
+/* Backward of ffn_forward: given da->out, accumulate into dx (the gradient of
+ * the FFN input, complete only after the caller adds the rest). */
+static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
+                         const t5_block_params *P, t5_block_params *G, const t5_block_ia3 *IA,
+                         t5_block_ia3 *IG, const float *x, float *dx, int N) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, F = c->d_ff;
+    op_add_inplace(dx, da->out, (long)N * D);
+    op_linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D);
+    op_gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F);
+    if (IA) op_ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F);
+    op_linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F);
+    op_linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F);
+    op_rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D);
+}
+
+void t5_zero_grad(t5_model *m) {
+    if (m->grads) ops_zero(m->grads, (long)m->n_params);
+    if (m->ia3_grads) memset(m->ia3_grads, 0, m->n_ia3 * sizeof(float));
+}
+
+void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
+    const t5_config *c = &m->c;
+    if (b->dec_enc) die("t5_backward: decoder rows sharing encoder rows (dec_enc) are not supported");
+    if (!b->targets) die("t5_backward: batch has no targets");
+    if (!m->grad_mem) {
+        die("t5_backward: activation gradients were not allocated before the forward pass "
+            "(call t5_alloc_acts with with_grads=1)");
+    }
+    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, V = c->vocab_size;
+    int B = b->B, Te = b->Te, Bd = b->Bd, Td = b->Td, Ne = B * Te, Nd = Bd * Td;
+    (void)K;
+    const t5_acts *a = &m->a;
+    t5_acts *da = &m->da;
+    const int ia3 = m->ia3 != NULL, full = m->grads != NULL;
+    t5_params *Gp = full ? &m->g : NULL;
+
+    ops_zero(m->grad_mem, (long)acts_layout(m, da, m->grad_mem, B, Te, Bd, Td));
+
+    /* loss weights */
+    for (int r = 0; r < Bd; r++) {
+        int cnt = 0;
+        for (int t = 0; t < Td; t++) cnt += b->targets[r * Td + t] > 0;
+        for (int t = 0; t < Td; t++) {
+            int n = r * Td + t;
+            float w = 0;
+            if (b->targets[n] > 0) {
+                if (loss_mode == T5_LOSS_EXAMPLE_MEAN) w = scale / cnt;
+                else w = m->n_real_targets ? scale / m->n_real_targets : 0.0f;
+            }
+            m->tok_w[n] = w;
+        }
+    }
+    op_crossentropy_backward(da->logits, a->logits, m->lse, b->targets, m->tok_w, Nd, V);
+    op_linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out,
+                       m->p.lm_head, Nd, D, V);
+    int Ld = c->num_decoder_layers, Le = c->num_layers;
+    op_rmsnorm_backward(da->dec[Ld - 1].out, full ? m->g.dec_ln : NULL, da->dec_out,
+                        a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D);
+
+    for (int l = Ld - 1; l >= 0; l--) {
+        t5_block_acts *dba = &da->dec[l];
+        const t5_block_acts *ba = &a->dec[l];
+        const t5_block_params *P = &m->p.dec[l];
+        t5_block_params *G = full ? &Gp->dec[l] : NULL;
+        const t5_block_ia3 *IA = ia3 ? &m->ia.dec[l] : NULL;
+        t5_block_ia3 *IG = ia3 ? &m->iag.dec[l] : NULL;
+        ffn_backward(m, dba, ba, P, G, IA, IG, ba->x2, dba->x2, Nd);
+        /* cross-attention: x2 = x1 + o(catt) */
+        op_add_inplace(dba->x1, dba->x2, (long)Nd * D);
+        op_linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D);
+        op_attention_backward(dba->cq, dba->cks, dba->cvs, NULL, dba->cprobs, dba->catt, ba->cq,
+                              ba->cks, ba->cvs, ba->cprobs, Bd, Td, Te, H, c->d_kv);
+        if (IA) {
+            op_ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK);
+            op_ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK);
+        }
+        op_linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
+        op_linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK);
+        op_linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK);
+        op_rmsnorm_backward(dba->x1, G ? G->ca_ln : NULL, dba->ca_lnx, ba->x1, P->ca_ln,
+                            ba->ca_rstd, Nd, D);
+        /* self-attention */
+        const float *x = l ? a->dec[l - 1].out : a->dec_emb;
+        float *dx = l ? da->dec[l - 1].out : (full || m->all_act_grads ? da->dec_emb : NULL);
+        self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->dec_bias, Bd, Td);
+    }
+    if (full) {
+        op_embed_backward(m->g.shared, da->dec_emb, b->dec_ids, Nd, D);
+        op_relpos_bias_backward(m->g.dec_relb, da->dec_bias, m->dec_buckets, H, Td, Td);
+    }
+
+    op_rmsnorm_backward(da->enc[Le - 1].out, full ? m->g.enc_ln : NULL, da->enc_out,
+                        a->enc[Le - 1].out, m->p.enc_ln, a->enc_rstd, Ne, D);
+    for (int l = Le - 1; l >= 0; l--) {
+        t5_block_acts *dba = &da->enc[l];
+        const t5_block_acts *ba = &a->enc[l];
+        const t5_block_params *P = &m->p.enc[l];
+        t5_block_params *G = full ? &Gp->enc[l] : NULL;
+        const t5_block_ia3 *IA = ia3 ? &m->ia.enc[l] : NULL;
+        t5_block_ia3 *IG = ia3 ? &m->iag.enc[l] : NULL;
+        ffn_backward(m, dba, ba, P, G, IA, IG, ba->x1, dba->x1, Ne);
+        const float *x = l ? a->enc[l - 1].out : a->enc_emb;
+        float *dx = l ? da->enc[l - 1].out : (full || m->all_act_grads ? da->enc_emb : NULL);
+        self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->enc_bias, B, Te);
+    }
+    if (full) {
+        op_embed_backward(m->g.shared, da->enc_emb, b->enc_ids, Ne, D);
+        op_relpos_bias_backward(m->g.enc_relb, da->enc_bias, m->enc_buckets, H, Te, Te);
+    }
+}
+
+/* ----------------------------------------------------------------- linears */
+
+int t5_n_linears(const t5_model *m) {
+    return 1 + 7 * m->c.num_layers + 11 * m->c.num_decoder_layers;
+}
+
+int t5_linears(const t5_model *m, t5_linear *out) {
+    int n = 0;
+    const t5_config *c = &m->c;
+    int D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff;
+    const t5_acts *a = &m->a, *da = m->grad_mem ? &m->da : NULL;
+    char nm[96];
+#define L(wp, gp, IN, OUT, ST, X, Gd, fmt, ...)                                  \
+    do {                                                                         \
+        if (out) {                                                               \
+            t5_linear *o = &out[n];                                              \
+            snprintf(nm, sizeof nm, fmt, __VA_ARGS__);                           \
+            snprintf(o->name, sizeof o->name, "%s", nm);                         \
+            o->w = (wp);                                                         \
+            o->dw = m->grads ? (gp) : NULL;                                      \
+            o->in = IN, o->out = OUT, o->stream = ST;                            \
+            o->x = (X);                                                          \
+            o->g = da ? (Gd) : NULL;                                             \
+        }                                                                        \
+        n++;                                                                     \
+    } while (0)
+    for (int s = 0; s < 2; s++) {
+        const char *st = s ? "decoder" : "encoder";
+        int Lc = s ? c->num_decoder_layers : c->num_layers;
+        for (int l = 0; l < Lc; l++) {
+            const t5_block_params *P = s ? &m->p.dec[l] : &m->p.enc[l];
+            const t5_block_params *G = m->grads ? (s ? &m->g.dec[l] : &m->g.enc[l]) : NULL;
+            const t5_block_acts *ba = s ? &a->dec[l] : &a->enc[l];
+            const t5_block_acts *dba = da ? (s ? &da->dec[l] : &da->enc[l]) : NULL;
+            int S = s ? T5_DEC : T5_ENC;
+            const char *f = s ? "2" : "1";
+            L(P->sa_q, G->sa_q, D, HK, S, ba->sa_lnx, dba->q, "%s.block.%d.layer.0.SelfAttention.q.weight", st, l);
+            L(P->sa_k, G->sa_k, D, HK, S, ba->sa_lnx, dba->k, "%s.block.%d.layer.0.SelfAttention.k.weight", st, l);
+            L(P->sa_v, G->sa_v, D, HK, S, ba->sa_lnx, dba->v, "%s.block.%d.layer.0.SelfAttention.v.weight", st, l);
+            L(P->sa_o, G->sa_o, HK, D, S, ba->att, dba->x1, "%s.block.%d.layer.0.SelfAttention.o.weight", st, l);
+            if (s) {
+                L(P->ca_q, G->ca_q, D, HK, T5_DEC, ba->ca_lnx, dba->cq, "%s.block.%d.layer.1.EncDecAttention.q.weight", st, l);
+                L(P->ca_k, G->ca_k, D, HK, T5_ENC, a->enc_out, dba->ck, "%s.block.%d.layer.1.EncDecAttention.k.weight", st, l);
+                L(P->ca_v, G->ca_v, D, HK, T5_ENC, a->enc_out, dba->cv, "%s.block.%d.layer.1.EncDecAttention.v.weight", st, l);
+                L(P->ca_o, G->ca_o, HK, D, T5_DEC, ba->catt, dba->x2, "%s.block.%d.layer.1.EncDecAttention.o.weight", st, l);
+            }
+            L(P->wi0, G->wi0, D, F, S, ba->ff_lnx, dba->h0, "%s.block.%d.layer.%s.DenseReluDense.wi_0.weight", st, l, f);
+            L(P->wi1, G->wi1, D, F, S, ba->ff_lnx, dba->h1, "%s.block.%d.layer.%s.DenseReluDense.wi_1.weight", st, l, f);
+            L(P->wo, G->wo, F, D, S, ba->hg, dba->out, "%s.block.%d.layer.%s.DenseReluDense.wo.weight", st, l, f);
+        }
+    }
+    L(m->p.lm_head, m->g.lm_head, D, c->vocab_size, T5_DEC, a->dec_out, da->logits, "%s", "lm_head.weight");
+#undef L
+    return n;
+}
+
+/* --------------------------------------------------------------- artifacts */
+
+t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key_out[33]) {
+    art_file *f = art_open(path, "model");
+    if (!f) return NULL;
+    t5_config c;
+    if (t5_config_from_val(&c, val_get(f->meta, "config")) < 0) {
+        mc_fail("%s: %s", path, mc_error());
+        art_close(f);
+        return NULL;
+    }
+    t5_model *m = t5_new(&c, with_grads, with_ia3);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const t5_tensor *t = &m->tensors[i];
+        const art_tensor *at = art_find(f, t->name);
+        if (!at) {
+            mc_fail("%s: tensor %s missing (is this a T5 v1.1 model artifact?)", path, t->name);
+            goto fail;
+        }
+        int ok = at->ndim == t->ndim && at->shape[0] == t->shape[0] &&
+                 (t->ndim == 1 || at->shape[1] == t->shape[1]);
+        if (!ok) {
+            mc_fail("%s: tensor %s has shape [%lld%s%lld], the config implies [%lld%s%lld]", path,
+                    t->name, (long long)at->shape[0], at->ndim > 1 ? "," : "",
+                    at->ndim > 1 ? (long long)at->shape[1] : 0LL, (long long)t->shape[0],
+                    t->ndim > 1 ? "," : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL);
+            goto fail;
+        }
+        if (at->dtype == ART_F32) {
+            art_tensor_copy(at, m->params + t->offset);
+        } else {
+            float *tmp = art_tensor_f32(at);
+            memcpy(m->params + t->offset, tmp, t->numel * sizeof(float));
+            free(tmp);
+        }
+    }
+    if (key_out) snprintf(key_out, 33, "%s", f->key);
+    art_close(f);
+    return m;
+fail:
+    art_close(f);
+    t5_free(m);
+    return NULL;
+}
+
+int t5_load_ia3(t5_model *m, const char *path, const char *want_base_key) {
+    if (!m->ia3) return mc_fail("%s: model has no IA3 vectors", path);
+    art_file *f = art_open(path, "ia3");
+    if (!f) return -1;
+    const char *base = val_get_str(f->meta, "base", "");
+    if (want_base_key && *want_base_key && *base && strcmp(base, want_base_key) != 0) {
+        mc_fail("%s: meta.base = %s but the model's key is %s: these IA3 vectors were trained on "
+                "another base model", path, base, want_base_key);
+        art_close(f);
+        return -1;
+    }
+    for (int i = 0; i < m->n_ia3_tensors; i++) {
+        const t5_tensor *t = &m->ia3_tensors[i];
+        const art_tensor *at = art_find(f, t->name);
+        if (!at || at->numel != (int64_t)t->numel) {
+            mc_fail("%s: IA3 vector %s %s", path, t->name, at ? "has the wrong size" : "missing");
+            art_close(f);
+            return -1;
+        }
+        float *tmp = art_tensor_f32(at);
+        memcpy(m->ia3 + t->offset, tmp, t->numel * sizeof(float));
+        free(tmp);
+    }
+    art_close(f);
+    return 0;
+}
+
+static int write_tensors(art_writer *w, const t5_tensor *tab, int n, const float *base) {
+    for (int i = 0; i < n; i++) {
+        const t5_tensor *t = &tab[i];
+        if (art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, base + t->offset) < 0) return -1;
+    }
+    return 0;
+}
+
+int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta) {
+    mc_val *mm = meta ? val_clone(meta) : val_map();
+    val_set(mm, "config", t5_config_to_val(&m->c));
+    art_writer *w = art_writer_open(path, "model", key, mm, m->n_tensors);
+    val_free(mm);
+    if (!w) return -1;
+    if (write_tensors(w, m->tensors, m->n_tensors, m->params) < 0) {
+        art_writer_abort(w);
+        return -1;
+    }
+    return art_writer_close(w);
+}
+
+int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char *base_key,
+                const mc_val *meta) {
+    if (!m->ia3) return mc_fail("t5_save_ia3: model has no IA3 vectors");
+    mc_val *mm = meta ? val_clone(meta) : val_map();
+    val_set_str(mm, "base", base_key ? base_key : "");
+    val_set(mm, "config", t5_config_to_val(&m->c));
+    art_writer *w = art_writer_open(path, "ia3", key, mm, m->n_ia3_tensors);
+    val_free(mm);
+    if (!w) return -1;
+    if (write_tensors(w, m->ia3_tensors, m->n_ia3_tensors, m->ia3) < 0) {
+        art_writer_abort(w);
+        return -1;
+    }
+    return art_writer_close(w);
+}

@@ -1,0 +1,273 @@
+/* t5.h - T5 v1.1 (lm-adapt) encoder-decoder in C: parameters, IA3 vectors,
+ * forward and backward (DESIGN.md section 3).
+ *
+ * Memory layout (llm.c style)
+ *   - All parameters live in one float block `params`, described by a table
+ *     of named tensors (HF names, DESIGN section 3) in a fixed order and
+ *     reachable through the pointer table `p` (t5_params, shapes in
+ *     comments). `grads` (when allocated) has the same layout, so optimizers
+ *     and statistics are flat loops over `n_params` floats.
+ *   - IA3 vectors live in a second block `ia3` with its own table `ia`
+ *     (and `ia3_grads` / `iag`), names `X.ia3_vector` for X.weight of every
+ *     k and v projection (self and cross) and every wi_1.
+ *   - Activations of the last forward and the gradients of the last backward
+ *     live in two blocks sized once by t5_alloc_acts for the largest batch;
+ *     every intermediate of every layer is kept, addressable by layer.
+ *
+ * Batches. Encoder rows b in [0,B) of length Te, decoder rows in [0,Bd) of
+ * length Td, ids row-major. Token n of the encoder stream is b*Te + t, of the
+ * decoder stream b*Td + t. Pad id 0: an encoder token is real iff
+ * enc_ids[n] != 0, a decoder token iff targets[n] != 0. In training Bd == B
+ * and decoder row b belongs to example b; eval scores several choices of one
+ * input by pointing decoder rows at encoder rows (dec_enc).
+ *
+ * Masks: encoder self-attention and cross-attention ignore padded keys; the
+ * decoder self-attention is causal only (padded target positions come after
+ * EOS, so they never influence real ones), exactly as HF with
+ * attention_mask given and decoder_attention_mask absent.
+ *
+ * Loss: per-token cross-entropy over non-pad targets. t5_backward seeds
+ * dlogits with one weight per decoder token: T5_LOSS_MEAN (the mean over all
+ * real target tokens of the batch, HF's loss) or T5_LOSS_EXAMPLE_MEAN (the
+ * sum over decoder rows of that row's mean token loss: the gradient of row b
+ * alone is the per-example gradient of MaTS's Fisher), each times `scale`.
+ *
+ * Linear layers for statistics (Fisher / Gram, issue 5). After t5_forward
+ * and t5_backward on a batch, t5_linears() lists every linear layer with:
+ *   name   "encoder.block.0.layer.0.SelfAttention.q.weight", ..., "lm_head.weight"
+ *   w, dw  weight (out,in) and its gradient (dw NULL without grads)
+ *   in, out
+ *   stream T5_ENC or T5_DEC: the token set of the rows of x and g (cross-
+ *          attention k and v read encoder outputs, so they are T5_ENC)
+ *   x      (ntok, in): the input of the linear in the last forward
+ *   g      (ntok, out): dLoss/d(output of the linear) in the last backward,
+ *          with the loss weights given to t5_backward; the raw output, i.e.
+ *          before any IA3 scaling. For lm_head g = dlogits.
+ * The per-example weight gradient of linear L for example b is
+ * sum over the tokens t of b of g[t]^T x[t] (rows b*T .. b*T+T-1).
+ * IA3 gradients per example come from the kept activations too: for the
+ * vector s scaling the raw output y of a linear, ds = sum over the example's
+ * tokens of dy_scaled[t] * y[t], with y = a.enc[l].k (raw) and dy_scaled =
+ * da.enc[l].ks (gradient wrt the scaled output), likewise v, ck, cv, h1.
+ */
+#ifndef MC_T5_H
+#define MC_T5_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "art.h"
+#include "config.h"
+#include "val.h"
+
+#define T5_PAD 0
+#define T5_EOS 1
+#define T5_UNK 2
+/* <extra_id_k> is vocab_size - 1 - k. */
+#define T5_SENTINEL(vocab, k) ((vocab) - 1 - (k))
+
+typedef struct {
+    int vocab_size, d_model, d_kv, d_ff, num_heads;
+    int num_layers, num_decoder_layers;
+    int num_buckets, max_distance; /* relative_attention_num_buckets / _max_distance */
+    float eps;                     /* layer_norm_epsilon */
+} t5_config;
+
+/* Read model.* keys (HF config.json names) from a config; dies on errors
+ * through the config getters' messages. */
+int t5_config_from_cfg(t5_config *c, mc_cfg *cfg);
+/* From / to a model artifact's meta.config (HF names). */
+int t5_config_from_val(t5_config *c, const mc_val *config);
+mc_val *t5_config_to_val(const t5_config *c);
+/* Check ranges; -1 with mc_error(). */
+int t5_config_check(const t5_config *c);
+int t5_config_equal(const t5_config *a, const t5_config *b);
+
+/* Parameters of one block. Encoder blocks leave the ca_* fields NULL. */
+typedef struct {
+    float *sa_ln;               /* (D)      layer.0.layer_norm */
+    float *sa_q, *sa_k, *sa_v;  /* (HK,D)   layer.0.SelfAttention.{q,k,v} */
+    float *sa_o;                /* (D,HK)   layer.0.SelfAttention.o */
+    float *ca_ln;               /* (D)      layer.1.layer_norm (decoder) */
+    float *ca_q, *ca_k, *ca_v;  /* (HK,D)   layer.1.EncDecAttention.{q,k,v} */
+    float *ca_o;                /* (D,HK) */
+    float *ff_ln;               /* (D)      layer.{1,2}.layer_norm */
+    float *wi0, *wi1;           /* (F,D)    DenseReluDense.wi_0, wi_1 */
+    float *wo;                  /* (D,F)    DenseReluDense.wo */
+} t5_block_params;
+
+typedef struct {
+    float *shared;              /* (V,D) */
+    float *enc_relb;            /* (NB,H) encoder.block.0...relative_attention_bias */
+    float *enc_ln;              /* (D)    encoder.final_layer_norm */
+    float *dec_relb;            /* (NB,H) */
+    float *dec_ln;              /* (D)    decoder.final_layer_norm */
+    float *lm_head;             /* (V,D) */
+    t5_block_params *enc;       /* [num_layers] */
+    t5_block_params *dec;       /* [num_decoder_layers] */
+} t5_params;
+
+/* IA3 vectors of one block (encoder blocks: ca_* NULL). */
+typedef struct {
+    float *sa_k, *sa_v;         /* (HK) */
+    float *ca_k, *ca_v;         /* (HK) decoder only */
+    float *wi1;                 /* (F) */
+} t5_block_ia3;
+
+typedef struct {
+    t5_block_ia3 *enc, *dec;
+} t5_ia3;
+
+/* A named tensor of a block: offset into the block, shape. */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t offset, numel;
+} t5_tensor;
+
+/* Activations of one block (and, in the gradient block, their gradients:
+ * the same field holds dLoss/d(that activation)). ks/vs alias k/v when the
+ * model has no IA3 vectors, and h1s aliases h1. Sizes: N = B*T of the block's
+ * stream, Ne = encoder tokens, Nd = decoder tokens. */
+typedef struct {
+    float *sa_lnx, *sa_rstd;    /* (N,D), (N)  rmsnorm out / 1/rms */
+    float *q, *k, *v;           /* (N,HK)  raw projections */
+    float *ks, *vs;             /* (N,HK)  after IA3 */
+    float *probs;               /* (B,H,T,T) softmax; in grads: dScores */
+    float *att;                 /* (N,HK)  attention output = input of o */
+    float *x1;                  /* (N,D)   residual after self-attention */
+    float *ca_lnx, *ca_rstd;    /* (Nd,D), (Nd) decoder */
+    float *cq;                  /* (Nd,HK) */
+    float *ck, *cv;             /* (Ne_enc,HK) from the encoder output */
+    float *cks, *cvs;           /* (Ne_enc,HK) after IA3 */
+    float *cprobs;              /* (Bd,H,Td,Te) */
+    float *catt;                /* (Nd,HK) */
+    float *x2;                  /* (Nd,D)  residual after cross-attention */
+    float *ff_lnx, *ff_rstd;    /* (N,D), (N) */
+    float *h0, *h1, *h1s;       /* (N,F)   wi_0 out, wi_1 out, after IA3 */
+    float *hg;                  /* (N,F)   gelu(h0)*h1s = input of wo */
+    float *out;                 /* (N,D)   block output */
+} t5_block_acts;
+
+typedef struct {
+    float *enc_emb;             /* (Ne,D) */
+    float *enc_out, *enc_rstd;  /* (Ne,D) final-normed encoder output, (Ne) */
+    float *dec_emb;             /* (Nd,D) */
+    float *dec_out, *dec_rstd;  /* (Nd,D), (Nd) */
+    float *logits;              /* (Nd,V); in grads: dlogits */
+    float *enc_bias, *dec_bias; /* (H,Te,Te), (H,Td,Td) position bias; grads: dbias */
+    t5_block_acts *enc, *dec;
+} t5_acts;
+
+typedef struct {
+    int B, Te;                  /* encoder rows, length */
+    int Bd, Td;                 /* decoder rows, length */
+    const int *enc_ids;         /* (B,Te) */
+    const int *dec_ids;         /* (Bd,Td) decoder input: target shifted right */
+    const int *targets;         /* (Bd,Td) 0 = pad; NULL for no loss */
+    const int *dec_enc;         /* (Bd) encoder row of each decoder row; NULL = identity */
+} t5_batch;
+
+enum { T5_LOSS_MEAN = 0, T5_LOSS_EXAMPLE_MEAN = 1 };
+enum { T5_ENC = 0, T5_DEC = 1 };
+
+typedef struct {
+    t5_config c;
+
+    size_t n_params;
+    float *params;              /* owned */
+    float *grads;               /* owned; NULL when the base is frozen */
+    t5_params p, g;
+    int n_tensors;
+    t5_tensor *tensors;
+
+    size_t n_ia3;               /* 0 when the model has no IA3 vectors */
+    float *ia3, *ia3_grads;
+    t5_ia3 ia, iag;
+    int n_ia3_tensors;
+    t5_tensor *ia3_tensors;
+
+    /* activations (t5_alloc_acts) */
+    int maxB, maxTe, maxBd, maxTd;
+    float *act_mem, *grad_mem;
+    size_t act_floats, grad_floats;
+    t5_acts a, da;
+    int *enc_buckets, *dec_buckets; /* (Te,Te), (Td,Td) for the current lengths */
+    uint8_t *enc_mask;          /* (B,Te) */
+    float *tok_loss, *lse, *tok_w; /* (Nd) */
+    int all_act_grads;          /* backward fills every activation gradient (down to the
+                                   embeddings) even without parameter gradients */
+    t5_batch last;              /* dims of the last forward */
+    float last_loss;
+    int n_real_targets;
+} t5_model;
+
+/* New model with zeroed parameters. with_grads: allocate parameter
+ * gradients (full fine-tuning); with_ia3: add IA3 vectors set to 1.0 and
+ * their gradients. Caller frees with t5_free. */
+t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3);
+void t5_free(t5_model *m);
+
+/* Random init (documented in t5.c): HF's T5 scheme except lm_head, which is
+ * drawn with std d_model^-0.5 instead of 1.0. Deterministic in seed. */
+void t5_init_random(t5_model *m, uint64_t seed);
+
+/* Size activation blocks for batches up to these dims (grads only if the
+ * model will run backward). Called again with larger dims it reallocates. */
+void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int with_grads);
+
+/* Forward pass. Returns the mean loss over non-pad targets (0 if targets is
+ * NULL or there are none); per-token losses in m->tok_loss. */
+float t5_forward(t5_model *m, const t5_batch *b);
+/* Backward of the last forward (same batch). Accumulates into m->grads and
+ * m->ia3_grads (whichever exist). loss_mode: T5_LOSS_MEAN or
+ * T5_LOSS_EXAMPLE_MEAN; scale multiplies the loss (e.g. 1/accumulation
+ * steps). dec_enc must be NULL. */
+void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale);
+void t5_zero_grad(t5_model *m);
+
+/* Sum of log-probabilities of the targets of each decoder row of the last
+ * forward: scores (Bd). */
+void t5_row_logprob(const t5_model *m, float *scores);
+
+/* Linear layers (see the top of this file). Returns the count; fills `out`
+ * when non-NULL (capacity t5_n_linears(m)). */
+typedef struct {
+    char name[96];
+    float *w, *dw;
+    int in, out;
+    int stream;
+    const float *x;
+    const float *g;
+} t5_linear;
+int t5_n_linears(const t5_model *m);
+int t5_linears(const t5_model *m, t5_linear *out);
+
+/* Tensor lookup by name in the parameter / IA3 tables: pointer into the
+ * block or NULL. */
+float *t5_param(const t5_model *m, const char *name, const t5_tensor **info);
+float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info);
+
+/* Artifacts. t5_load_model reads a `model` artifact (every tensor of the
+ * table must be present with the right shape). t5_load_ia3 copies an `ia3`
+ * artifact's vectors into m (which must have IA3). */
+t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key_out[33]);
+int t5_load_ia3(t5_model *m, const char *path, const char *want_base_key);
+/* Write the model (kind "model", meta.config + extra meta entries copied
+ * from `meta` if non-NULL). */
+int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta);
+/* Write only the IA3 vectors (kind "ia3", meta.base = base_key). */
+int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char *base_key,
+                const mc_val *meta);
+
+/* Small deterministic RNG (splitmix64 seeding xoshiro256**). */
+typedef struct { uint64_t s[4]; } t5_rng;
+void t5_rng_seed(t5_rng *r, uint64_t seed);
+uint64_t t5_rng_next(t5_rng *r);
+double t5_rng_uniform(t5_rng *r);            /* [0,1) */
+float t5_rng_normal(t5_rng *r);
+uint64_t t5_rng_below(t5_rng *r, uint64_t n); /* [0,n) */
+uint64_t t5_hash64(uint64_t x);               /* splitmix64 finaliser */
+
+#endif

@@ -1,0 +1,43 @@
+# recipes/t5.mk - T5 model targets: reference fixtures and the training benchmark.
+
+## fixtures-t5    regenerate tests/fixtures/t5_{micro,stats}.bin with the PyTorch reference (python3-torch)
+fixtures-t5:
+	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
+	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin
+
+## bench-train    training tokens/s, ms/step and sgemm-peak fraction of t5-mini (full, IA3), beside PyTorch
+BENCH_THREADS ?= 2
+BENCH_STEPS ?= 3
+bench-train: build/bin/train
+	MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS)
+	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
+	  cd tests/reference && /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
+	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS); \
+	else echo "bench-train: python3-torch not installed; no PyTorch comparison (scripts/install-deps.sh --reference)"; fi
+
+.PHONY: fixtures-t5 bench-train
+
+## bench-stats    diagonal / blockwise Fisher and Gram on 1000 t5-mini examples, beside PyTorch's per-example loop
+BENCH_STATS_DIR := build/bench-stats
+BENCH_STATS_TORCH_EXAMPLES ?= 20
+bench-stats: build/bin/train build/bin/fisher build/bin/gram build/tests/test_t5_data
+	@mkdir -p $(BENCH_STATS_DIR)
+	@build/tests/test_t5_data --write-bench $(BENCH_STATS_DIR)
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --set train.steps=1 \
+	  --set train.batch_size=4 --data $(BENCH_STATS_DIR)/bench.msgpack -o $(BENCH_STATS_DIR)/mini.msgpack 2>/dev/null
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --mode ia3 --set train.steps=1 \
+	  --set train.batch_size=4 --init $(BENCH_STATS_DIR)/mini.msgpack --data $(BENCH_STATS_DIR)/bench.msgpack \
+	  -o $(BENCH_STATS_DIR)/ia3.msgpack 2>/dev/null
+	@echo "bench-stats: C, $(BENCH_THREADS) threads, 1000 examples (inputs 64..128 tokens), t5-mini:"
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/fisher --model $(BENCH_STATS_DIR)/mini.msgpack --data $(BENCH_STATS_DIR)/bench.msgpack \
+	  --type diagonal -o $(BENCH_STATS_DIR)/fd.msgpack 2>&1 | tail -1
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/fisher --model $(BENCH_STATS_DIR)/mini.msgpack --ia3 $(BENCH_STATS_DIR)/ia3.msgpack \
+	  --data $(BENCH_STATS_DIR)/bench.msgpack --type blockwise -o $(BENCH_STATS_DIR)/fb.msgpack 2>&1 | tail -1
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/gram --model $(BENCH_STATS_DIR)/mini.msgpack --data $(BENCH_STATS_DIR)/bench.msgpack \
+	  -o $(BENCH_STATS_DIR)/g.msgpack 2>&1 | tail -1
+	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
+	  cd tests/reference && /usr/bin/python3 bench_stats.py --config ../../configs/models/t5-mini.conf \
+	    --threads $(BENCH_THREADS) --examples $(BENCH_STATS_TORCH_EXAMPLES); \
+	else echo "bench-stats: python3-torch not installed; no PyTorch comparison"; fi
+
+.PHONY: bench-stats

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# run-stage.sh SLOT OUT KEYTEXT -- COMMAND...
+#
+# Run one stage of the workflow: print a start line, run COMMAND with its
+# output also logged to OUT's .log, print an end line with the elapsed time.
+# KEYTEXT is a file holding the canonical key text; it is kept beside the
+# artifact (OUT with .key) and as the slot's last-built key (for make explain).
+# Every run is appended to $MATS_RUN_LOG when set (the workflow tests read it).
+set -u
+slot=$1 out=$2 keytext=$3
+shift 3
+[ "${1:-}" = "--" ] && shift
+stage=$(basename "$(dirname "$out")")
+base=${out%.msgpack}
+mkdir -p "$(dirname "$out")"
+start=$(date +%s.%N)
+printf '[%s] start %-28s %s/%s\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2
+set -o pipefail
+"$@" 2>&1 | tee "$base.log" >&2
+rc=$?
+secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+if [ $rc -ne 0 ] || [ ! -s "$out" ]; then
+    printf '[%s] FAILED %-27s after %ss (exit %d); log: %s.log\n' "$(date +%H:%M:%S)" "$slot" "$secs" "$rc" "$base" >&2
+    rm -f "$out"
+    exit 1
+fi
+cp "$keytext" "$base.key"
+if [ -n "${MATS_SLOTS:-}" ]; then mkdir -p "$MATS_SLOTS"; cp "$keytext" "$MATS_SLOTS/$slot.key"; fi
+[ -n "${MATS_RUN_LOG:-}" ] && echo "$stage $slot $(basename "$base")" >> "$MATS_RUN_LOG"
+printf '[%s] done  %-28s in %ss\n' "$(date +%H:%M:%S)" "$slot" "$secs" >&2

@@ -1,0 +1,209 @@
+/* eval - rank classification (DESIGN.md sections 4 and 6).
+ *
+ *   eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]
+ *        [--config EXP.conf] [--set eval.k=v]... [--key HEX] -o METRICS.msgpack
+ *
+ * Each choice is scored by its summed log-likelihood given the input (every
+ * target token including EOS, no length normalisation); the prediction is
+ * the argmax (the first on ties). Each input is encoded once and all its
+ * choices are scored in one batched decoder pass (decoder rows point at
+ * their example's encoder row). Writes a `metrics` artifact: meta.accuracy
+ * (task -> accuracy), meta.average, meta.n_examples (task -> count), tensors
+ * choice_scores (f32, concatenated in --data order) and prediction (i32);
+ * prints a per-task table on stdout.
+ *
+ * Config (all optional): eval.batch_size (examples per encoder pass, 32),
+ * eval.batch_choices (decoder rows per pass, 256), eval.max_input_len (512),
+ * eval.max_target_len (128). Longer sequences are cut keeping their EOS.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "key.h"
+#include "progress.h"
+#include "t5.h"
+#include "tokens.h"
+
+static void usage(void) {
+    fprintf(stderr, "usage: eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]\n"
+                    "            [--config EXP.conf] [--set eval.k=v]... [--key HEX] -o METRICS.msgpack\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    mc_cfg *cfg = cfg_new();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
+        if (!strcmp(a, "--model")) model = NEXT();
+        else if (!strcmp(a, "--ia3")) ia3 = NEXT();
+        else if (!strcmp(a, "--data")) data = NEXT();
+        else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "-o")) out = NEXT();
+        else if (!strcmp(a, "--config")) {
+            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "--set")) {
+            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        else die("unknown option '%s' (see eval --help)", a);
+#undef NEXT
+    }
+    if (!model || !data || !out) usage();
+    const char *threads = getenv("MATS_THREADS");
+    be_init(threads && *threads ? 0 : 2);
+    long bs = cfg_int(cfg, "eval.batch_size", 32, 1, 1 << 20);
+    long bc = cfg_int(cfg, "eval.batch_choices", 256, 1, 1 << 20);
+    long max_in = cfg_int(cfg, "eval.max_input_len", 512, 4, 1 << 16);
+    long max_tgt = cfg_int(cfg, "eval.max_target_len", 128, 2, 1 << 16);
+    if (cfg_check_unknown(cfg, (const char *[]){"eval", NULL}) < 0) die("%s", mc_error());
+
+    char model_key[33] = "", ia3_key[33] = "";
+    t5_model *m = t5_load_model(model, 0, ia3 != NULL, model_key);
+    if (!m) die("%s", mc_error());
+    if (ia3) {
+        if (t5_load_ia3(m, ia3, model_key) < 0) die("%s", mc_error());
+        /* the artifact's own key; an unkeyed artifact is identified by its bytes */
+        art_file *f = art_open(ia3, "ia3");
+        if (!f) die("%s", mc_error());
+        snprintf(ia3_key, sizeof ia3_key, "%s", f->key);
+        art_close(f);
+        if (!*ia3_key && key_file_hex(ia3, ia3_key) < 0) die("%s", mc_error());
+    }
+
+    /* data */
+    int nd = 0, cap = 4;
+    char **paths = mallocCheck(sizeof(char *) * cap);
+    for (const char *p = data; *p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len) {
+            if (nd == cap) paths = reallocCheck(paths, sizeof(char *) * (cap *= 2));
+            paths[nd] = mallocCheck(len + 1);
+            memcpy(paths[nd], p, len);
+            paths[nd][len] = 0;
+            nd++;
+        }
+        if (!c) break;
+        p = c + 1;
+    }
+    if (nd == 0) die("--data: empty list");
+    tok_set **sets = mallocCheck(sizeof(tok_set *) * nd);
+    int64_t total_ex = 0, total_ch = 0;
+    int max_choices = 1;
+    for (int i = 0; i < nd; i++) {
+        if (!(sets[i] = tok_load(paths[i], 1))) die("%s", mc_error());
+        tok_set *s = sets[i];
+        if (s->n < 1) die("%s: no examples", s->path);
+        if (s->max_id >= m->c.vocab_size)
+            die("%s: token id %d is outside the model's vocabulary of %d (another tokenizer?)", s->path,
+                s->max_id, m->c.vocab_size);
+        if (!*s->task) snprintf(s->task, sizeof s->task, "%s", paths[i]);
+        total_ex += s->n;
+        total_ch += s->n_choices;
+        for (int64_t e = 0; e < s->n; e++) {
+            int nc = (int)(s->ex_choices[e + 1] - s->ex_choices[e]);
+            if (nc > max_choices) max_choices = nc;
+        }
+    }
+    if (bc < max_choices) bc = max_choices;
+
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new("eval");
+        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
+        for (size_t i = 0; i < cfg_count(cfg); i++)
+            if (!strncmp(cfg_key_at(cfg, i), "eval.", 5)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        char role[32];
+        if (*model_key) key_input(k, "model", model_key);
+        if (*ia3_key) key_input(k, "ia3", ia3_key);
+        for (int i = 0; i < nd; i++) {
+            snprintf(role, sizeof role, "data.%d", i);
+            if (*sets[i]->key) key_input(k, role, sets[i]->key);
+        }
+        key_digest(k, run_key);
+        key_free(k);
+    }
+
+    tok_batch tb;
+    tok_batch_init(&tb, (int)bs, (int)max_in, (int)bc, (int)max_tgt);
+    t5_alloc_acts(m, (int)bs, (int)max_in, (int)bc, (int)max_tgt, 0);
+    float *scores = mallocCheck(sizeof(float) * (total_ch + 1));
+    int *pred = mallocCheck(sizeof(int) * (total_ex + 1));
+    double *acc = mallocCheck(sizeof(double) * nd);
+    mc_progress pr;
+    progress_init(&pr, "eval", total_ex, "examples");
+    int64_t eo = 0, co = 0;
+    for (int i = 0; i < nd; i++) {
+        tok_set *s = sets[i];
+        int64_t right = 0;
+        for (int64_t e = 0; e < s->n; e += bs) {
+            int64_t cnt = s->n - e < bs ? s->n - e : bs;
+            /* tok_rank indexes scores by the set's own choice numbers */
+            tok_rank(m, s, e, cnt, &tb, scores + co, pred + eo + e);
+            progress_update(&pr, eo + e + cnt, NULL);
+        }
+        for (int64_t e = 0; e < s->n; e++) right += pred[eo + e] == s->label[e];
+        acc[i] = (double)right / s->n;
+        eo += s->n;
+        co += s->n_choices;
+    }
+    progress_finish(&pr, NULL);
+
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "eval");
+    mc_val *am = val_set_map(meta, "accuracy"), *nm = val_set_map(meta, "n_examples");
+    double avg = 0;
+    for (int i = 0; i < nd; i++) {
+        val_set_float(am, sets[i]->task, acc[i]);
+        val_set_int(nm, sets[i]->task, sets[i]->n);
+        avg += acc[i];
+    }
+    avg /= nd;
+    val_set_float(meta, "average", avg);
+    mc_val *inputs = val_set_map(meta, "inputs");
+    val_set_str(inputs, "model", model_key);
+    if (ia3) val_set_str(inputs, "ia3", ia3_key);
+    mc_val *dl = val_set_array(inputs, "data");
+    for (int i = 0; i < nd; i++) val_push(dl, val_str(sets[i]->key));
+    art_writer *w = art_writer_open(out, "metrics", run_key, meta, 2);
+    val_free(meta);
+    if (!w) die("%s", mc_error());
+    int64_t sc[1] = {total_ch}, sp[1] = {total_ex};
+    if (art_writer_tensor(w, "choice_scores", ART_F32, 1, sc, scores) < 0 ||
+        art_writer_tensor(w, "prediction", ART_I32, 1, sp, pred) < 0) {
+        art_writer_abort(w);
+        die("%s", mc_error());
+    }
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+
+    printf("%-24s %9s %9s %9s\n", "task", "examples", "accuracy", "majority");
+    for (int i = 0; i < nd; i++) {
+        tok_set *s = sets[i];
+        /* majority: the most frequent gold label index */
+        int64_t best = 0;
+        int64_t *cnt = callocCheck(max_choices, sizeof(int64_t));
+        for (int64_t e = 0; e < s->n; e++) cnt[s->label[e]]++;
+        for (int c = 0; c < max_choices; c++)
+            if (cnt[c] > best) best = cnt[c];
+        free(cnt);
+        printf("%-24s %9lld %9.4f %9.4f\n", s->task, (long long)s->n, acc[i], (double)best / s->n);
+    }
+    printf("%-24s %9lld %9.4f\n", "average", (long long)total_ex, avg);
+
+    free(scores), free(pred), free(acc);
+    tok_batch_free(&tb);
+    for (int i = 0; i < nd; i++) tok_free(sets[i]), free(paths[i]);
+    free(sets), free(paths);
+    t5_free(m);
+    cfg_free(cfg);
+    return 0;
+}

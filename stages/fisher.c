@@ -1,0 +1,250 @@
+/* fisher - diagonal Fisher of a full model or of IA3 vectors, and the
+ * blockwise (one dense [d,d] block per IA3 vector) Fisher of IA3 vectors
+ * (DESIGN.md sections 4 and 6).
+ *
+ *   fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise
+ *          [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...
+ *          [--key HEX] -o F.msgpack
+ *
+ * For each of the first N examples (default 1000) of T: the gradient of the
+ * example's loss (the mean cross-entropy over its target's tokens, EOS
+ * included) with respect to the parameters (or the IA3 vectors with --ia3);
+ * the target is the gold choice (empirical Fisher) or, with --true, a choice
+ * sampled from the model's own distribution over the answer choices
+ * (softmax of the rank-classification scores) with a uniform drawn from
+ * hash(seed, example index). diagonal: the mean over examples of the squared
+ * gradient; blockwise: the mean of g g^T per IA3 vector.
+ *
+ * Batched: one forward and one backward per batch of examples with the
+ * per-example loss (lib/stats.h), no batch-of-one loop.
+ *
+ * Config: fisher.batch_size (16), fisher.max_input_len (512),
+ * fisher.max_target_len (128).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "key.h"
+#include "progress.h"
+#include "stats.h"
+#include "t5.h"
+#include "tokens.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise\n"
+            "              [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...\n"
+            "              [--key HEX] -o F.msgpack\n");
+    exit(2);
+}
+
+/* The sampled choice of example `idx` for the true Fisher: softmax over the
+ * choices' summed log-likelihoods, inverse CDF at u = hash(seed, idx). */
+int fisher_sample_choice(const float *scores, int nc, uint64_t seed, int64_t idx) {
+    double mx = -INFINITY, z = 0;
+    for (int c = 0; c < nc; c++)
+        if (scores[c] > mx) mx = scores[c];
+    for (int c = 0; c < nc; c++) z += exp(scores[c] - mx);
+    uint64_t h = t5_hash64(seed * 1000003ULL + (uint64_t)idx);
+    double u = (h >> 11) * 0x1.0p-53 * z, cum = 0;
+    for (int c = 0; c < nc; c++) {
+        cum += exp(scores[c] - mx);
+        if (u < cum) return c;
+    }
+    return nc - 1;
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    double t_start = mc_now();
+    const char *model = NULL, *ia3 = NULL, *data = NULL, *type = NULL, *out = NULL, *key_arg = NULL;
+    int truef = 0;
+    long examples = 1000, seed = 0;
+    mc_cfg *cfg = cfg_new();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
+        if (!strcmp(a, "--model")) model = NEXT();
+        else if (!strcmp(a, "--ia3")) ia3 = NEXT();
+        else if (!strcmp(a, "--data")) data = NEXT();
+        else if (!strcmp(a, "--type")) type = NEXT();
+        else if (!strcmp(a, "--true")) truef = 1;
+        else if (!strcmp(a, "--examples")) {
+            char *e;
+            examples = strtol(NEXT(), &e, 10);
+            if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
+        } else if (!strcmp(a, "--seed")) seed = atol(NEXT());
+        else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "-o")) out = NEXT();
+        else if (!strcmp(a, "--config")) {
+            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "--set")) {
+            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        else die("unknown option '%s' (see fisher --help)", a);
+#undef NEXT
+    }
+    if (!model || !data || !type || !out) usage();
+    int block = 0;
+    if (!strcmp(type, "blockwise")) block = 1;
+    else if (strcmp(type, "diagonal") != 0) die("--type %s: use diagonal or blockwise", type);
+    if (block && !ia3)
+        die("--type blockwise is the Fisher of IA3 vectors: give --ia3 A.msgpack (full models: --type diagonal)");
+    const char *threads = getenv("MATS_THREADS");
+    be_init(threads && *threads ? 0 : 2);
+    long bs = cfg_int(cfg, "fisher.batch_size", 16, 1, 1 << 16);
+    long max_in = cfg_int(cfg, "fisher.max_input_len", 512, 4, 1 << 16);
+    long max_tgt = cfg_int(cfg, "fisher.max_target_len", 128, 2, 1 << 16);
+    if (cfg_check_unknown(cfg, (const char *[]){"fisher", NULL}) < 0) die("%s", mc_error());
+
+    char model_key[33] = "", ia3_key[33] = "";
+    t5_model *m = t5_load_model(model, 0, ia3 != NULL, model_key);
+    if (!m) die("%s", mc_error());
+    if (ia3) {
+        if (t5_load_ia3(m, ia3, model_key) < 0) die("%s", mc_error());
+        art_file *f = art_open(ia3, "ia3");
+        if (!f) die("%s", mc_error());
+        snprintf(ia3_key, sizeof ia3_key, "%s", f->key);
+        art_close(f);
+        if (!*ia3_key && key_file_hex(ia3, ia3_key) < 0) die("%s", mc_error());
+    }
+    m->all_act_grads = !ia3;
+    tok_set *s = tok_load(data, 1);
+    if (!s) die("%s", mc_error());
+    if (s->n < 1) die("%s: no examples (empty split?)", data);
+    if (s->max_id >= m->c.vocab_size)
+        die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
+    int64_t n = examples < s->n ? examples : s->n;
+    int max_choices = 1;
+    for (int64_t e = 0; e < n; e++) {
+        int nc = (int)(s->ex_choices[e + 1] - s->ex_choices[e]);
+        if (nc > max_choices) max_choices = nc;
+    }
+
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new("fisher");
+        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
+        for (size_t i = 0; i < cfg_count(cfg); i++)
+            if (!strncmp(cfg_key_at(cfg, i), "fisher.", 7)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        char v[64];
+        key_config(k, "fisher.type", type);
+        key_config(k, "fisher.true", truef ? "1" : "0");
+        snprintf(v, sizeof v, "%ld", (long)n);
+        key_config(k, "fisher.examples", v);
+        snprintf(v, sizeof v, "%ld", seed);
+        key_config(k, "fisher.seed", v);
+        if (*model_key) key_input(k, "model", model_key);
+        if (*ia3_key) key_input(k, "ia3", ia3_key);
+        if (*s->key) key_input(k, "data", s->key);
+        key_digest(k, run_key);
+        key_free(k);
+    }
+
+    int rbd = (int)bs * max_choices;
+    tok_batch tb, rtb;
+    tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
+    tok_batch_init(&rtb, (int)bs, (int)max_in, rbd, (int)max_tgt);
+    t5_alloc_acts(m, (int)bs, (int)max_in, truef ? rbd : (int)bs, (int)max_tgt, 1);
+    size_t nw = ia3 ? m->n_ia3 : m->n_params;
+    float *acc = callocCheck(nw, sizeof(float));
+    float *scratch = ia3 ? mallocCheck(sizeof(float) * bs * m->n_ia3) : callocCheck(m->n_params, sizeof(float));
+    float **blocks = NULL;
+    if (block) {
+        blocks = mallocCheck(sizeof(float *) * m->n_ia3_tensors);
+        for (int i = 0; i < m->n_ia3_tensors; i++)
+            blocks[i] = callocCheck(m->ia3_tensors[i].numel * m->ia3_tensors[i].numel, sizeof(float));
+    }
+    float *scores = mallocCheck(sizeof(float) * (s->n_choices + 1));
+    int *pred = mallocCheck(sizeof(int) * (bs + 1));
+    const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
+    int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
+    mc_progress pr;
+    progress_init(&pr, "fisher", n, "examples");
+    for (int64_t e0 = 0; e0 < n; e0 += bs) {
+        int B = (int)(n - e0 < bs ? n - e0 : bs);
+        if (truef) tok_rank(m, s, e0, B, &rtb, scores, pred);
+        for (int i = 0; i < B; i++) {
+            int64_t e = e0 + i, c0 = s->ex_choices[e];
+            int nc = (int)(s->ex_choices[e + 1] - c0);
+            int c = truef ? fisher_sample_choice(scores + c0, nc, (uint64_t)seed, e) : s->label[e];
+            ins[i] = tok_input(s, e);
+            nins[i] = tok_input_len(s, e);
+            outs[i] = tok_choice(s, c0 + c);
+            nouts[i] = tok_choice_len(s, c0 + c);
+        }
+        tok_batch_fill(&tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
+        t5_forward(m, &tb.b);
+        t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
+        if (!ia3) {
+            st_fisher_diag_full(m, acc, scratch);
+        } else {
+            st_ia3_example_grads(m, scratch);
+            if (block) st_ia3_block_accum(m, scratch, B, blocks);
+            else st_diag_accum(scratch, B, m->n_ia3, acc);
+        }
+        progress_update(&pr, e0 + B, NULL);
+    }
+    progress_finish(&pr, NULL);
+
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "fisher");
+    val_set_str(meta, "fisher", truef ? "true" : "empirical");
+    val_set_str(meta, "type", block ? "blockwise" : "diagonal");
+    val_set_int(meta, "n_examples", n);
+    val_set_str(meta, "split", s->split);
+    val_set_str(meta, "task", s->task);
+    val_set_int(meta, "seed", seed);
+    mc_val *inp = val_set_map(meta, "inputs");
+    val_set_str(inp, "model", model_key);
+    if (ia3) val_set_str(inp, "ia3", ia3_key);
+    val_set_str(inp, "data", s->key);
+    const t5_tensor *tab = ia3 ? m->ia3_tensors : m->tensors;
+    int nt = ia3 ? m->n_ia3_tensors : m->n_tensors;
+    art_writer *w = art_writer_open(out, block ? "fisher_block" : "fisher_diag", run_key, meta, nt);
+    val_free(meta);
+    if (!w) die("%s", mc_error());
+    float inv = 1.0f / (float)n;
+    for (int i = 0; i < nt; i++) {
+        const t5_tensor *t = &tab[i];
+        int rc;
+        if (block) {
+            size_t d = t->numel;
+            for (size_t j = 0; j < d * d; j++) blocks[i][j] *= inv;
+            int64_t sh[2] = {(int64_t)d, (int64_t)d};
+            rc = art_writer_tensor(w, t->name, ART_F32, 2, sh, blocks[i]);
+        } else {
+            for (size_t j = 0; j < t->numel; j++) acc[t->offset + j] *= inv;
+            rc = art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, acc + t->offset);
+        }
+        if (rc < 0) {
+            art_writer_abort(w);
+            die("%s", mc_error());
+        }
+    }
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+    fprintf(stderr, "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s; %.1f s, peak memory %.0f MiB)\n",
+            mc_progname(), out,
+            truef ? "true" : "empirical", block ? "blockwise" : "diagonal", ia3 ? "IA3 vectors" : "all parameters",
+            (long long)n, data, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+
+    if (blocks) {
+        for (int i = 0; i < m->n_ia3_tensors; i++) free(blocks[i]);
+        free(blocks);
+    }
+    free(acc), free(scratch), free(scores), free(pred), free(ins), free(outs), free(nins), free(nouts);
+    tok_batch_free(&tb);
+    tok_batch_free(&rtb);
+    tok_free(s);
+    t5_free(m);
+    cfg_free(cfg);
+    return 0;
+}

@@ -1,0 +1,169 @@
+/* gram - input and output-gradient Gram matrices of every linear layer of a
+ * full model (DESIGN.md sections 4 and 6), for RegMean and MaTS.
+ *
+ *   gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]
+ *        [--set gram.k=v]... [--key HEX] -o G.msgpack
+ *
+ * For every linear X.weight: X.input_gram [in,in] = mean over real (non-pad)
+ * tokens of x x^T, and (all but lm_head) X.output_grad_gram [out,out] = mean
+ * over real tokens of g g^T, g the gradient of the example's loss (mean
+ * cross-entropy over its gold target's tokens, EOS included) with respect to
+ * the linear's output. Encoder linears and the cross-attention k and v (which
+ * read encoder outputs) average over encoder tokens, the others over decoder
+ * (target) tokens. SYRK updates over each batch's real rows (lib/stats.h).
+ *
+ * Config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "key.h"
+#include "progress.h"
+#include "stats.h"
+#include "t5.h"
+#include "tokens.h"
+
+static void usage(void) {
+    fprintf(stderr, "usage: gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]\n"
+                    "            [--set gram.k=v]... [--key HEX] -o G.msgpack\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    double t_start = mc_now();
+    const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    long examples = 1000;
+    mc_cfg *cfg = cfg_new();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
+        if (!strcmp(a, "--model")) model = NEXT();
+        else if (!strcmp(a, "--data")) data = NEXT();
+        else if (!strcmp(a, "--examples")) {
+            char *e;
+            examples = strtol(NEXT(), &e, 10);
+            if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
+        } else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "-o")) out = NEXT();
+        else if (!strcmp(a, "--config")) {
+            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "--set")) {
+            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        else die("unknown option '%s' (see gram --help)", a);
+#undef NEXT
+    }
+    if (!model || !data || !out) usage();
+    const char *threads = getenv("MATS_THREADS");
+    be_init(threads && *threads ? 0 : 2);
+    long bs = cfg_int(cfg, "gram.batch_size", 16, 1, 1 << 16);
+    long max_in = cfg_int(cfg, "gram.max_input_len", 512, 4, 1 << 16);
+    long max_tgt = cfg_int(cfg, "gram.max_target_len", 128, 2, 1 << 16);
+    if (cfg_check_unknown(cfg, (const char *[]){"gram", NULL}) < 0) die("%s", mc_error());
+
+    char model_key[33] = "";
+    t5_model *m = t5_load_model(model, 0, 0, model_key);
+    if (!m) die("%s", mc_error());
+    tok_set *s = tok_load(data, 1);
+    if (!s) die("%s", mc_error());
+    if (s->n < 1) die("%s: no examples (empty split?)", data);
+    if (s->max_id >= m->c.vocab_size)
+        die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
+    int64_t n = examples < s->n ? examples : s->n;
+
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new("gram");
+        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
+        for (size_t i = 0; i < cfg_count(cfg); i++)
+            if (!strncmp(cfg_key_at(cfg, i), "gram.", 5)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
+        char v[32];
+        snprintf(v, sizeof v, "%ld", (long)n);
+        key_config(k, "gram.examples", v);
+        if (*model_key) key_input(k, "model", model_key);
+        if (*s->key) key_input(k, "data", s->key);
+        key_digest(k, run_key);
+        key_free(k);
+    }
+
+    tok_batch tb;
+    tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
+    t5_alloc_acts(m, (int)bs, (int)max_in, (int)bs, (int)max_tgt, 1);
+    int ng = 0;
+    st_gram *g = st_gram_new(m, &ng);
+    float *scratch = mallocCheck(sizeof(float) * st_gram_scratch_floats(m));
+    const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
+    int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
+    long n_enc = 0, n_dec = 0;
+    mc_progress pr;
+    progress_init(&pr, "gram", n, "examples");
+    for (int64_t e0 = 0; e0 < n; e0 += bs) {
+        int B = (int)(n - e0 < bs ? n - e0 : bs);
+        for (int i = 0; i < B; i++) {
+            int64_t e = e0 + i, c = s->ex_choices[e] + s->label[e];
+            ins[i] = tok_input(s, e);
+            nins[i] = tok_input_len(s, e);
+            outs[i] = tok_choice(s, c);
+            nouts[i] = tok_choice_len(s, c);
+        }
+        tok_batch_fill(&tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
+        t5_forward(m, &tb.b);
+        t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
+        st_gram_accum(m, g, ng, scratch, &n_enc, &n_dec);
+        progress_update(&pr, e0 + B, NULL);
+    }
+    progress_finish(&pr, NULL);
+
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "gram");
+    val_set_int(meta, "n_examples", n);
+    val_set_int(meta, "n_encoder_tokens", n_enc);
+    val_set_int(meta, "n_decoder_tokens", n_dec);
+    val_set_str(meta, "split", s->split);
+    val_set_str(meta, "task", s->task);
+    mc_val *inp = val_set_map(meta, "inputs");
+    val_set_str(inp, "model", model_key);
+    val_set_str(inp, "data", s->key);
+    int nt = 0;
+    for (int i = 0; i < ng; i++) nt += g[i].out_gram ? 2 : 1;
+    art_writer *w = art_writer_open(out, "gram", run_key, meta, nt);
+    val_free(meta);
+    if (!w) die("%s", mc_error());
+    char name[128];
+    for (int i = 0; i < ng; i++) {
+        float inv = 1.0f / (float)(g[i].stream == T5_ENC ? n_enc : n_dec);
+        size_t base = strlen(g[i].name) - strlen(".weight");
+        int64_t si[2] = {g[i].in, g[i].in}, so[2] = {g[i].out, g[i].out};
+        for (long j = 0; j < (long)g[i].in * g[i].in; j++) g[i].in_gram[j] *= inv;
+        snprintf(name, sizeof name, "%.*s.input_gram", (int)base, g[i].name);
+        int rc = art_writer_tensor(w, name, ART_F32, 2, si, g[i].in_gram);
+        if (rc == 0 && g[i].out_gram) {
+            for (long j = 0; j < (long)g[i].out * g[i].out; j++) g[i].out_gram[j] *= inv;
+            snprintf(name, sizeof name, "%.*s.output_grad_gram", (int)base, g[i].name);
+            rc = art_writer_tensor(w, name, ART_F32, 2, so, g[i].out_gram);
+        }
+        if (rc < 0) {
+            art_writer_abort(w);
+            die("%s", mc_error());
+        }
+    }
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+    fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens; %.1f s, peak memory %.0f MiB)\n",
+            mc_progname(), out, ng, (long long)n, n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+
+    st_gram_free(g, ng);
+    free(scratch), free(ins), free(outs), free(nins), free(nouts);
+    tok_batch_free(&tb);
+    tok_free(s);
+    t5_free(m);
+    cfg_free(cfg);
+    return 0;
+}

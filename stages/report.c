@@ -1,0 +1,387 @@
+/* report - tables and plots from metrics artifacts.
+ *
+ *   report --manifest FILE -o OUT.md [--title TEXT] [--no-plots]
+ *
+ * The manifest (written by the workflow, recipes/report.mk) is a text file of
+ * tab-separated lines; '#' starts a comment:
+ *
+ *   GROUP  ROW  SEED  SPLIT  LAMBDA  PATH[,PATH...]
+ *
+ *   GROUP   a table section, e.g. "ia3" or "full"
+ *   ROW     "majority", "individual", "multitask" or a merge method name
+ *   SEED    the fine-tuning seed (rows are averaged over seeds: mean ± std)
+ *   SPLIT   "test" rows fill the table; "validation" rows with a LAMBDA are
+ *           the points of the validation-accuracy-against-lambda plot
+ *   LAMBDA  the merge lambda, or "-"
+ *   PATH    a `metrics` artifact; for ROW "majority", the test `tokens`
+ *           artifacts of the tasks (the majority class's share of each)
+ *
+ *   report --argmax LAMBDA=METRICS [LAMBDA=METRICS...]
+ *
+ * prints the LAMBDA whose metrics artifact has the highest meta.average (the
+ * first one on ties): the lambda chosen on validation.
+ *
+ * Writes OUT.md (one Markdown table per group, like the paper's) and, unless
+ * --no-plots, gnuplot scripts, data and PNGs beside it: OUT-lambda-GROUP.png
+ * (validation average against lambda, one line per method) and
+ * OUT-tasks-GROUP.png (test accuracy per task for the rows of the table).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "art.h"
+#include "common.h"
+
+#define MAXT 64
+
+typedef struct {
+    char group[32], row[64], split[16];
+    char seed[16];
+    double lambda;      /* NAN when "-" */
+    double acc[MAXT];   /* NAN where the task is absent */
+    double avg;
+    int single;         /* tasks predicted as a single class (-1 unknown) */
+} result;
+
+static char tasks[MAXT][64];
+static int ntasks;
+
+static int task_index(const char *t) {
+    for (int i = 0; i < ntasks; i++)
+        if (!strcmp(tasks[i], t)) return i;
+    if (ntasks == MAXT) die("more than %d tasks", MAXT);
+    snprintf(tasks[ntasks], sizeof tasks[0], "%s", t);
+    return ntasks++;
+}
+
+/* Count tasks whose predictions are all one value, using the optional
+ * meta.examples map (task -> count, in --data order). */
+static int single_class_tasks(const art_file *a) {
+    const mc_val *ex = val_get(a->meta, "examples");
+    const art_tensor *p = art_find(a, "prediction");
+    if (!ex || ex->type != VAL_MAP || !p || p->dtype != ART_I32) return -1;
+    int32_t *pred = mallocCheck(p->nbytes + 4);
+    art_tensor_copy(p, pred);
+    int64_t off = 0;
+    int single = 0;
+    for (size_t i = 0; i < ex->v.c.n; i++) {
+        int64_t n = ex->v.c.items[i]->type == VAL_INT ? ex->v.c.items[i]->v.i : 0;
+        if (n <= 0 || off + n > p->numel) { free(pred); return -1; }
+        int same = 1;
+        for (int64_t j = off + 1; j < off + n; j++) same &= pred[j] == pred[off];
+        single += same && n > 1;
+        off += n;
+    }
+    free(pred);
+    return single;
+}
+
+static void load_metrics(result *r, const char *path) {
+    art_file *a = art_open(path, "metrics");
+    if (!a) die("%s", mc_error());
+    const mc_val *acc = val_get(a->meta, "accuracy");
+    if (!acc || acc->type != VAL_MAP || acc->v.c.n == 0)
+        die("%s: metrics artifact has no meta.accuracy map", path);
+    for (size_t i = 0; i < acc->v.c.n; i++) {
+        const mc_val *v = acc->v.c.items[i];
+        double x = v->type == VAL_FLOAT ? v->v.f : v->type == VAL_INT ? (double)v->v.i : NAN;
+        if (!(x >= 0 && x <= 1)) die("%s: accuracy of task '%s' is not in [0, 1]", path, acc->v.c.keys[i]);
+        r->acc[task_index(acc->v.c.keys[i])] = x;
+    }
+    r->single = single_class_tasks(a);
+    art_close(a);
+}
+
+/* Majority-class accuracy of each test tokens artifact. */
+static void load_majority(result *r, char *paths) {
+    for (char *p = strtok(paths, ","); p; p = strtok(NULL, ",")) {
+        art_file *a = art_open(p, "tokens");
+        if (!a) die("%s", mc_error());
+        const art_tensor *lab = art_find(a, "label");
+        const art_tensor *off = art_find(a, "example_choices");
+        const char *task = val_get_str(a->meta, "task", NULL);
+        if (!lab || lab->dtype != ART_I32 || !task || !off)
+            die("%s: a tokens artifact needs 'label', 'example_choices' and meta.task", p);
+        int32_t *l = mallocCheck(lab->nbytes + 4);
+        art_tensor_copy(lab, l);
+        int64_t cnt[256] = {0}, best = 0;
+        for (int64_t i = 0; i < lab->numel; i++)
+            if (l[i] >= 0 && l[i] < 256 && ++cnt[l[i]] > best) best = cnt[l[i]];
+        if (lab->numel == 0) die("%s: no examples", p);
+        r->acc[task_index(task)] = (double)best / lab->numel;
+        free(l);
+        art_close(a);
+    }
+    r->single = -1;
+}
+
+static double row_avg(const result *r) {
+    double s = 0;
+    int n = 0;
+    for (int t = 0; t < ntasks; t++)
+        if (!isnan(r->acc[t])) { s += r->acc[t]; n++; }
+    return n ? s / n : NAN;
+}
+
+typedef struct { double mean, sd; int n; } stat;
+
+static stat summarize(const double *x, int n) {
+    stat s = {0, 0, 0};
+    for (int i = 0; i < n; i++) if (!isnan(x[i])) { s.mean += x[i]; s.n++; }
+    if (!s.n) { s.mean = NAN; return s; }
+    s.mean /= s.n;
+    for (int i = 0; i < n; i++) if (!isnan(x[i])) s.sd += (x[i] - s.mean) * (x[i] - s.mean);
+    s.sd = s.n > 1 ? sqrt(s.sd / (s.n - 1)) : 0;
+    return s;
+}
+
+static void cell(FILE *f, stat s, int bold) {
+    const char *b = bold ? "**" : "";
+    if (isnan(s.mean)) fprintf(f, " – |");
+    else if (s.n > 1) fprintf(f, " %s%.1f ± %.1f%s |", b, 100 * s.mean, 100 * s.sd, b);
+    else fprintf(f, " %s%.1f%s |", b, 100 * s.mean, b);
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    const char *manifest = NULL, *out = NULL, *title = "Results";
+    int plots = 1;
+    if (argc > 2 && !strcmp(argv[1], "--argmax")) {
+        double best = -1;
+        const char *arg = NULL;
+        for (int i = 2; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (!eq) die("--argmax: '%s' is not LAMBDA=METRICS", argv[i]);
+            art_file *a = art_open(eq + 1, "metrics");
+            if (!a) die("%s", mc_error());
+            const mc_val *v = val_get(a->meta, "average");
+            if (!v || (v->type != VAL_FLOAT && v->type != VAL_INT)) die("%s: no meta.average", eq + 1);
+            double x = val_get_float(a->meta, "average", 0);
+            if (x > best) { best = x; arg = argv[i]; }
+            art_close(a);
+        }
+        printf("%.*s\n", (int)(strchr(arg, '=') - arg), arg);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--manifest") && i + 1 < argc) manifest = argv[++i];
+        else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--title") && i + 1 < argc) title = argv[++i];
+        else if (!strcmp(argv[i], "--no-plots")) plots = 0;
+        else die("unknown option '%s'; usage: report --manifest FILE -o OUT.md [--title T] [--no-plots]", argv[i]);
+    }
+    if (!manifest || !out) die("usage: report --manifest FILE -o OUT.md [--title T] [--no-plots]");
+    double t0 = mc_now();
+    fprintf(stderr, "report: reading %s\n", manifest);
+    FILE *mf = fopen(manifest, "r");
+    if (!mf) die("%s: cannot open the manifest", manifest);
+    result *rs = NULL;
+    int nr = 0, cap = 0, lineno = 0;
+    char line[16384];
+    while (fgets(line, sizeof line, mf)) {
+        lineno++;
+        char *h = strchr(line, '#');
+        if (h) *h = 0;
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[strspn(line, " \t")]) continue;
+        char *f[6];
+        int nf = 0;
+        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) f[nf++] = s;
+        if (nf != 6) die("%s:%d: expected 6 tab-separated fields (group row seed split lambda path)", manifest, lineno);
+        if (nr == cap) rs = reallocCheck(rs, (cap = cap ? 2 * cap : 64) * sizeof(result));
+        result *r = &rs[nr++];
+        memset(r, 0, sizeof *r);
+        for (int t = 0; t < MAXT; t++) r->acc[t] = NAN;
+        snprintf(r->group, sizeof r->group, "%s", f[0]);
+        snprintf(r->row, sizeof r->row, "%s", f[1]);
+        snprintf(r->seed, sizeof r->seed, "%s", f[2]);
+        snprintf(r->split, sizeof r->split, "%s", f[3]);
+        if (strcmp(r->split, "test") && strcmp(r->split, "validation"))
+            die("%s:%d: split must be test or validation, not '%s'", manifest, lineno, r->split);
+        r->lambda = strcmp(f[4], "-") ? atof(f[4]) : NAN;
+        if (!strcmp(r->row, "majority")) load_majority(r, f[5]);
+        else load_metrics(r, f[5]);
+    }
+    fclose(mf);
+    if (nr == 0) die("%s: no results listed", manifest);
+    /* Lines of the same group, row, seed, split and lambda are one result:
+     * e.g. the individual models, one metrics file per task. */
+    int nm = 0;
+    for (int i = 0; i < nr; i++) {
+        int j = 0;
+        while (j < nm && !(!strcmp(rs[j].group, rs[i].group) && !strcmp(rs[j].row, rs[i].row) &&
+                           !strcmp(rs[j].seed, rs[i].seed) && !strcmp(rs[j].split, rs[i].split) &&
+                           ((isnan(rs[j].lambda) && isnan(rs[i].lambda)) || rs[j].lambda == rs[i].lambda)))
+            j++;
+        if (j == nm) { if (j != i) rs[j] = rs[i]; nm++; continue; }
+        for (int t = 0; t < MAXT; t++)
+            if (!isnan(rs[i].acc[t])) {
+                if (!isnan(rs[j].acc[t])) die("%s: task '%s' listed twice for %s %s seed %s %s", manifest, tasks[t], rs[i].group, rs[i].row, rs[i].seed, rs[i].split);
+                rs[j].acc[t] = rs[i].acc[t];
+            }
+        if (rs[i].single >= 0) rs[j].single = (rs[j].single < 0 ? 0 : rs[j].single) + rs[i].single;
+    }
+    nr = nm;
+    for (int i = 0; i < nr; i++) rs[i].avg = row_avg(&rs[i]);
+
+    FILE *md = fopen(out, "w");
+    if (!md) die("%s: cannot write", out);
+    fprintf(md, "# %s\n\nTest accuracy (%%), mean ± std over fine-tuning seeds. λ: the merge λ chosen on "
+                "validation (mean over seeds). 1-class: tasks on which a model predicted a single class "
+                "(worst seed).\n",
+            title);
+    /* groups and rows in order of first appearance */
+    char groups[16][32];
+    int ng = 0;
+    for (int i = 0; i < nr; i++) {
+        int k = 0;
+        while (k < ng && strcmp(groups[k], rs[i].group)) k++;
+        if (k == ng && ng < 16) snprintf(groups[ng++], 32, "%s", rs[i].group);
+    }
+    for (int g = 0; g < ng; g++) {
+        fprintf(md, "\n## %s\n\n| method |", groups[g]);
+        for (int t = 0; t < ntasks; t++) fprintf(md, " %s |", tasks[t]);
+        fprintf(md, " **average** | λ | 1-class |\n|---|");
+        for (int t = 0; t <= ntasks + 2; t++) fprintf(md, "---|");
+        fprintf(md, "\n");
+        char done[128][64];
+        int nd = 0;
+        for (int i = 0; i < nr; i++) {
+            result *r = &rs[i];
+            if (strcmp(r->group, groups[g]) || strcmp(r->split, "test")) continue;
+            int seen = 0;
+            for (int d = 0; d < nd; d++) seen |= !strcmp(done[d], r->row);
+            if (seen || nd == 128) continue;
+            snprintf(done[nd++], 64, "%s", r->row);
+            double xs[256], lam[256];
+            int n = 0, worst = -1;
+            fprintf(md, "| %s |", r->row);
+            for (int t = 0; t <= ntasks; t++) {
+                n = 0;
+                for (int j = 0; j < nr && n < 256; j++)
+                    if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, r->row) && !strcmp(rs[j].split, "test")) {
+                        xs[n] = t < ntasks ? rs[j].acc[t] : rs[j].avg;
+                        lam[n] = rs[j].lambda;
+                        if (rs[j].single > worst) worst = rs[j].single;
+                        n++;
+                    }
+                cell(md, summarize(xs, n), t == ntasks);
+            }
+            stat ls = summarize(lam, n);
+            if (isnan(ls.mean)) fprintf(md, " – |");
+            else fprintf(md, " %.2g |", ls.mean);
+            if (worst < 0) fprintf(md, " – |\n");
+            else fprintf(md, " %d |\n", worst);
+        }
+    }
+
+    if (plots) {
+        for (int g = 0; g < ng; g++) {
+            /* lambda curves: method -> lambda -> mean validation average */
+            char dat[1024], gp[1024], png[1024];
+            snprintf(dat, sizeof dat, "%.*s-lambda-%s.dat", (int)(strlen(out) - 3), out, groups[g]);
+            snprintf(png, sizeof png, "%.*s-lambda-%s.png", (int)(strlen(out) - 3), out, groups[g]);
+            FILE *d = fopen(dat, "w");
+            if (!d) die("%s: cannot write", dat);
+            char methods[64][64];
+            int nm = 0;
+            for (int i = 0; i < nr; i++) {
+                result *r = &rs[i];
+                if (strcmp(r->group, groups[g]) || strcmp(r->split, "validation") || isnan(r->lambda)) continue;
+                int k = 0;
+                while (k < nm && strcmp(methods[k], r->row)) k++;
+                if (k < nm || nm == 64) continue;
+                snprintf(methods[nm++], 64, "%s", r->row);
+                fprintf(d, "# %s\n", r->row);
+                double lams[64];
+                int nl = 0;
+                for (int j = 0; j < nr; j++)
+                    if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, r->row) &&
+                        !strcmp(rs[j].split, "validation") && !isnan(rs[j].lambda)) {
+                        int s = 0;
+                        while (s < nl && lams[s] != rs[j].lambda) s++;
+                        if (s == nl && nl < 64) lams[nl++] = rs[j].lambda;
+                    }
+                for (int a = 1; a < nl; a++)
+                    for (int b = a; b > 0 && lams[b - 1] > lams[b]; b--) { double t = lams[b]; lams[b] = lams[b - 1]; lams[b - 1] = t; }
+                for (int s = 0; s < nl; s++) {
+                    double xs[256];
+                    int n = 0;
+                    for (int j = 0; j < nr && n < 256; j++)
+                        if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, r->row) &&
+                            !strcmp(rs[j].split, "validation") && rs[j].lambda == lams[s]) xs[n++] = rs[j].avg;
+                    stat st = summarize(xs, n);
+                    fprintf(d, "%g %g %g\n", lams[s], 100 * st.mean, 100 * st.sd);
+                }
+                fprintf(d, "\n\n");
+            }
+            fclose(d);
+            if (nm) {
+                snprintf(gp, sizeof gp, "%.*s-lambda-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
+                FILE *s = fopen(gp, "w");
+                if (!s) die("%s: cannot write", gp);
+                fprintf(s, "set terminal pngcairo size 900,560\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
+                           "set xlabel 'lambda'\nset ylabel 'average validation accuracy (%%)'\nset key outside right\nset grid\nplot ",
+                        png, groups[g]);
+                for (int m = 0; m < nm; m++)
+                    fprintf(s, "%s'%s' index %d using 1:2 with linespoints title '%s'", m ? ", " : "", dat, m, methods[m]);
+                fprintf(s, "\n");
+                fclose(s);
+                char cmd[2200];
+                snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
+                if (system(cmd) != 0) die("gnuplot failed on %s (is gnuplot installed? scripts/install-deps.sh)", gp);
+                fprintf(md, "\n![validation accuracy against lambda, %s](%s)\n", groups[g], strrchr(png, '/') ? strrchr(png, '/') + 1 : png);
+            }
+            /* per-task bars of the table's rows (means over seeds) */
+            snprintf(dat, sizeof dat, "%.*s-tasks-%s.dat", (int)(strlen(out) - 3), out, groups[g]);
+            snprintf(png, sizeof png, "%.*s-tasks-%s.png", (int)(strlen(out) - 3), out, groups[g]);
+            d = fopen(dat, "w");
+            if (!d) die("%s: cannot write", dat);
+            char rows[64][64];
+            int nrow = 0;
+            for (int i = 0; i < nr; i++) {
+                if (strcmp(rs[i].group, groups[g]) || strcmp(rs[i].split, "test")) continue;
+                int k = 0;
+                while (k < nrow && strcmp(rows[k], rs[i].row)) k++;
+                if (k == nrow && nrow < 64) snprintf(rows[nrow++], 64, "%s", rs[i].row);
+            }
+            fprintf(d, "task");
+            for (int k = 0; k < nrow; k++) fprintf(d, " %s", rows[k]);
+            fprintf(d, "\n");
+            for (int t = 0; t < ntasks; t++) {
+                fprintf(d, "%s", tasks[t]);
+                for (int k = 0; k < nrow; k++) {
+                    double xs[256];
+                    int n = 0;
+                    for (int j = 0; j < nr && n < 256; j++)
+                        if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, rows[k]) && !strcmp(rs[j].split, "test"))
+                            xs[n++] = rs[j].acc[t];
+                    stat st = summarize(xs, n);
+                    fprintf(d, " %g", isnan(st.mean) ? 0 : 100 * st.mean);
+                }
+                fprintf(d, "\n");
+            }
+            fclose(d);
+            if (nrow) {
+                snprintf(gp, sizeof gp, "%.*s-tasks-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
+                FILE *s = fopen(gp, "w");
+                if (!s) die("%s: cannot write", gp);
+                fprintf(s, "set terminal pngcairo size 1100,560\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
+                           "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+                           "set ylabel 'test accuracy (%%)'\nset yrange [0:100]\nset key outside right\nset grid ytics\nset xtics rotate by -30\n"
+                           "plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)\n",
+                        png, groups[g], nrow + 1, dat);
+                fclose(s);
+                char cmd[2200];
+                snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
+                if (system(cmd) != 0) die("gnuplot failed on %s", gp);
+                fprintf(md, "\n![test accuracy per task, %s](%s)\n", groups[g], strrchr(png, '/') ? strrchr(png, '/') + 1 : png);
+            }
+        }
+    }
+    if (fclose(md) != 0) die("%s: write failed", out);
+    fprintf(stderr, "report: wrote %s (%d results, %d tasks) in %.1fs\n", out, nr, ntasks, mc_now() - t0);
+    return 0;
+}

@@ -1,0 +1,673 @@
+/* train - pretrain or fine-tune the T5 (full or IA3), single task or a
+ * multitask mixture, with validation, early stopping and resumable
+ * checkpoints.
+ *
+ *   train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]
+ *         [--mode full|ia3] --data A.msgpack[,B.msgpack...] [--valid V.msgpack[,...]]
+ *         [--init MODEL.msgpack] [--seed N] [--key HEX] -o OUT.msgpack
+ *   train --config EXP.conf [--set k=v]... --bench STEPS
+ *
+ * --objective, --mode and --seed are shorthands for --set train.objective=,
+ * train.mode=, train.seed= (so they enter the cache key like any config
+ * value). Several --data files train on their examples-proportional mixture
+ * (rate of task t = min(n_t, train.mixture_cap)). --init is required for
+ * IA3 and optional for full training (random init otherwise, see
+ * t5_init_random). Output: a `model` artifact (full) or an `ia3` artifact
+ * whose meta.base is the --init model's key.
+ *
+ * Resume: every train.ckpt_every steps the state (trainable weights,
+ * optimizer state, best weights, counters) goes to OUT.ckpt through the
+ * atomic artifact writer. Rerun with the same arguments, train continues from
+ * it and writes the same bytes as an uninterrupted run. The checkpoint is
+ * removed once OUT is written.
+ *
+ * --bench STEPS: time STEPS training steps of the configured model on random
+ * full-length batches (train.batch_size x train.max_input_len inputs,
+ * train.max_target_len targets), full and IA3, and the sgemm peak; writes
+ * nothing.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "art.h"
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "key.h"
+#include "optim.h"
+#include "progress.h"
+#include "t5.h"
+#include "tokens.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]\n"
+            "             [--mode full|ia3] --data A.msgpack[,B...] [--valid V.msgpack[,...]]\n"
+            "             [--init MODEL.msgpack] [--seed N] [--key HEX] -o OUT.msgpack\n"
+            "       train --config EXP.conf [--set k=v]... --bench STEPS\n");
+    exit(2);
+}
+
+/* Split "a,b,c" into a NULL-terminated array of new strings. */
+static char **split_list(const char *s, int *n) {
+    int cap = 4, k = 0;
+    char **out = mallocCheck(sizeof(char *) * cap);
+    const char *p = s;
+    while (*p) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len) {
+            if (k + 2 > cap) out = reallocCheck(out, sizeof(char *) * (cap *= 2));
+            out[k] = mallocCheck(len + 1);
+            memcpy(out[k], p, len);
+            out[k][len] = 0;
+            k++;
+        }
+        if (!c) break;
+        p = c + 1;
+    }
+    out[k] = NULL;
+    *n = k;
+    return out;
+}
+
+typedef struct {
+    int objective; /* 0 seq2seq, 1 span_corruption */
+    int mode;      /* 0 full, 1 ia3 */
+    long seed, steps, batch, accum, max_in, max_tgt, eval_every, patience, ckpt_every, valid_examples;
+    long mixture_cap;
+    int optimizer;
+    double lr, clip, density, mean_span;
+} train_opts;
+
+/* ---------------------------------------------------------------- data streams */
+
+typedef struct {
+    /* seq2seq */
+    int n_sets;
+    tok_set **sets;
+    double *cum_rate;   /* cumulative mixture rates, n_sets */
+    int64_t *perm;      /* single task: the current epoch's order */
+    int64_t perm_epoch;
+    /* span corruption */
+    int *stream;        /* concatenated corpus tokens (EOS dropped) */
+    int64_t stream_len, n_chunks;
+    int raw_len;
+    uint64_t seed;
+} data_stream;
+
+static void shuffle(int64_t *perm, int64_t n, uint64_t seed) {
+    t5_rng r;
+    t5_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)t5_rng_below(&r, (uint64_t)i + 1);
+        int64_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+}
+
+/* Example j of the infinite training stream. seq2seq: (task, index) with the
+ * gold choice as target. One task: epochs without replacement, each a fresh
+ * shuffle seeded by (seed, epoch). Several tasks: the task of example j is
+ * drawn from the mixture rates and the example uniformly within it, both from
+ * hash(seed, j), so the stream is a pure function of j and resuming needs no
+ * sampler state. */
+static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) {
+    if (d->n_sets == 1) {
+        int64_t n = d->sets[0]->n, e = j / n;
+        if (e != d->perm_epoch) {
+            shuffle(d->perm, n, t5_hash64(d->seed * 7919ULL + (uint64_t)e));
+            d->perm_epoch = e;
+        }
+        *task = 0;
+        *idx = d->perm[j % n];
+        return;
+    }
+    uint64_t h = t5_hash64(d->seed ^ t5_hash64((uint64_t)j * 2 + 1));
+    double u = (h >> 11) * 0x1.0p-53 * d->cum_rate[d->n_sets - 1];
+    int t = 0;
+    while (t < d->n_sets - 1 && u >= d->cum_rate[t]) t++;
+    *task = t;
+    *idx = (int64_t)(t5_hash64(h + 0x51ed27ULL) % (uint64_t)d->sets[t]->n);
+}
+
+/* Span corruption: chunk j % n_chunks of the epoch's shuffled order, noise
+ * drawn from hash(seed, j). */
+static void span_example(data_stream *d, int64_t j, int vocab, double density, double mean_span,
+                         int *in, int *nin, int *tg, int *ntg) {
+    int64_t e = j / d->n_chunks;
+    if (e != d->perm_epoch) {
+        shuffle(d->perm, d->n_chunks, t5_hash64(d->seed * 7919ULL + (uint64_t)e));
+        d->perm_epoch = e;
+    }
+    int64_t c = d->perm[j % d->n_chunks];
+    tok_span_corrupt(d->stream + c * d->raw_len, d->raw_len, t5_hash64(d->seed ^ (uint64_t)j * 0x9e37ULL),
+                     density, mean_span, vocab, in, nin, tg, ntg);
+}
+
+static void build_stream(data_stream *d, tok_set **sets, int n_sets, const train_opts *o) {
+    memset(d, 0, sizeof *d);
+    d->sets = sets;
+    d->n_sets = n_sets;
+    d->seed = (uint64_t)o->seed;
+    d->perm_epoch = -1;
+    if (o->objective == 1) {
+        int64_t total = 0;
+        for (int s = 0; s < n_sets; s++) total += sets[s]->input_off[sets[s]->n];
+        d->stream = mallocCheck(sizeof(int) * (total ? total : 1));
+        for (int s = 0; s < n_sets; s++)
+            for (int64_t i = 0; i < sets[s]->n; i++) {
+                int len = tok_input_len(sets[s], i);
+                const int *x = tok_input(sets[s], i);
+                if (len > 0 && x[len - 1] == T5_EOS) len--;
+                memcpy(d->stream + d->stream_len, x, sizeof(int) * len);
+                d->stream_len += len;
+            }
+        d->raw_len = tok_span_raw_length((int)o->max_in, (int)o->max_tgt, o->density, o->mean_span);
+        d->n_chunks = d->stream_len / d->raw_len;
+        if (d->n_chunks < 1)
+            die("the corpus has %lld tokens, fewer than one span-corruption chunk of %d: give more text",
+                (long long)d->stream_len, d->raw_len);
+        d->perm = mallocCheck(sizeof(int64_t) * d->n_chunks);
+    } else {
+        d->cum_rate = mallocCheck(sizeof(double) * n_sets);
+        double c = 0;
+        int64_t maxn = 1;
+        for (int s = 0; s < n_sets; s++) {
+            if (sets[s]->n < 1) die("%s: no examples", sets[s]->path);
+            c += (double)(sets[s]->n < o->mixture_cap ? sets[s]->n : o->mixture_cap);
+            d->cum_rate[s] = c;
+            if (sets[s]->n > maxn) maxn = sets[s]->n;
+        }
+        d->perm = mallocCheck(sizeof(int64_t) * maxn);
+    }
+}
+
+static void free_stream(data_stream *d) {
+    free(d->cum_rate);
+    free(d->perm);
+    free(d->stream);
+}
+
+/* ----------------------------------------------------------------- validation */
+
+/* seq2seq: mean rank-classification accuracy over the valid sets (higher is
+ * better). span corruption: minus the mean loss over the first chunks of the
+ * valid corpus. */
+static double validate(t5_model *m, tok_set **vs, int nv, const train_opts *o, tok_batch *vtb,
+                       data_stream *vstream, tok_batch *tb, int *in, int *tg) {
+    if (o->objective == 1) {
+        int64_t n = o->valid_examples > 0 ? o->valid_examples : 256;
+        if (n > vstream->n_chunks) n = vstream->n_chunks;
+        double s = 0;
+        int mb = tb->maxB, cnt = 0;
+        const int *ins[1024], *outs[1024];
+        int nins[1024], nouts[1024];
+        for (int64_t j = 0; j < n;) {
+            int k = 0;
+            for (; k < mb && k < 1024 && j + k < n; k++) {
+                /* fixed: chunk j+k, epoch 0 order, noise from the seed */
+                span_example(vstream, j + k, m->c.vocab_size, o->density, o->mean_span,
+                             in + k * (o->max_in + 1), &nins[k], tg + k * (o->max_tgt + 1), &nouts[k]);
+                ins[k] = in + k * (o->max_in + 1);
+                outs[k] = tg + k * (o->max_tgt + 1);
+            }
+            tok_batch_fill(tb, k, ins, nins, k, outs, nouts, NULL, 0, 0);
+            s += t5_forward(m, &tb->b);
+            cnt++;
+            j += k;
+        }
+        return cnt ? -s / cnt : 0;
+    }
+    double acc = 0;
+    for (int v = 0; v < nv; v++) {
+        tok_set *s = vs[v];
+        int64_t n = o->valid_examples > 0 && o->valid_examples < s->n ? o->valid_examples : s->n;
+        float *scores = mallocCheck(sizeof(float) * (s->n_choices + 1));
+        int *pred = mallocCheck(sizeof(int) * (n + 1));
+        tok_rank(m, s, 0, n, vtb, scores, pred);
+        int64_t right = 0;
+        for (int64_t i = 0; i < n; i++) right += pred[i] == s->label[i];
+        acc += (double)right / n;
+        free(scores);
+        free(pred);
+    }
+    return nv ? acc / nv : 0;
+}
+
+/* ---------------------------------------------------------------- checkpoint */
+
+typedef struct {
+    long step;          /* optimizer steps done */
+    long best_step;
+    double best_score;
+    long bad;           /* validations without improvement */
+    int stopped;
+    double ema;         /* smoothed training loss */
+} train_state;
+
+static int write_ckpt(const char *path, const char *run_key, const train_state *st, const float *w,
+                      size_t n, const optim *o, const float *best) {
+    mc_val *meta = val_map();
+    val_set_str(meta, "run", run_key);
+    val_set_int(meta, "step", st->step);
+    val_set_int(meta, "best_step", st->best_step);
+    val_set_float(meta, "best_score", st->best_score);
+    val_set_int(meta, "bad", st->bad);
+    val_set_int(meta, "stopped", st->stopped);
+    val_set_int(meta, "opt_step", o->step);
+    val_set_float(meta, "ema", st->ema);
+    art_writer *aw = art_writer_open(path, "train_checkpoint", "", meta, best ? 3 : 2);
+    val_free(meta);
+    if (!aw) return -1;
+    int64_t sh[1] = {(int64_t)n}, so[1] = {(int64_t)o->n_state};
+    if (art_writer_tensor(aw, "weights", ART_F32, 1, sh, w) < 0 ||
+        art_writer_tensor(aw, "optimizer", ART_F32, 1, so, o->state) < 0 ||
+        (best && art_writer_tensor(aw, "best", ART_F32, 1, sh, best) < 0)) {
+        art_writer_abort(aw);
+        return -1;
+    }
+    return art_writer_close(aw);
+}
+
+/* Returns 1 if resumed, 0 if there is no checkpoint (or one of another run,
+ * which is reported and ignored). */
+static int read_ckpt(const char *path, const char *run_key, train_state *st, float *w, size_t n,
+                     optim *o, float *best) {
+    if (access(path, F_OK) != 0) return 0;
+    art_file *f = art_open(path, "train_checkpoint");
+    if (!f) {
+        fprintf(stderr, "%s: ignoring unreadable checkpoint: %s\n", mc_progname(), mc_error());
+        return 0;
+    }
+    const char *run = val_get_str(f->meta, "run", "");
+    if (strcmp(run, run_key) != 0) {
+        fprintf(stderr, "%s: %s belongs to another run (%s, this run is %s): starting afresh\n",
+                mc_progname(), path, run, run_key);
+        art_close(f);
+        return 0;
+    }
+    const art_tensor *tw = art_find(f, "weights"), *to = art_find(f, "optimizer"), *tb = art_find(f, "best");
+    if (!tw || tw->numel != (int64_t)n || !to || to->numel != (int64_t)o->n_state || (best && !tb) ||
+        (tb && tb->numel != (int64_t)n))
+        die("%s: checkpoint does not match this model/optimizer; delete it to start afresh", path);
+    art_tensor_copy(tw, w);
+    art_tensor_copy(to, o->state);
+    if (best) art_tensor_copy(tb, best);
+    st->step = val_get_int(f->meta, "step", 0);
+    st->best_step = val_get_int(f->meta, "best_step", -1);
+    st->best_score = val_get_float(f->meta, "best_score", -INFINITY);
+    st->bad = val_get_int(f->meta, "bad", 0);
+    st->stopped = (int)val_get_int(f->meta, "stopped", 0);
+    o->step = val_get_int(f->meta, "opt_step", 0);
+    st->ema = val_get_float(f->meta, "ema", 0);
+    art_close(f);
+    return 1;
+}
+
+/* ---------------------------------------------------------------------- bench */
+
+static double gemm_flops_forward(const t5_config *c, double B, double Te, double Td) {
+    double D = c->d_model, HK = (double)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
+    double Ne = B * Te, Nd = B * Td, H = c->num_heads, K = c->d_kv;
+    double enc = c->num_layers * (2 * Ne * D * HK * 4 + 2 * Ne * D * F * 3 + 4 * B * H * Te * Te * K);
+    double dec = c->num_decoder_layers *
+                 (2 * Nd * D * HK * 4 + 2 * Nd * D * HK * 2 + 2 * Ne * D * HK * 2 +
+                  2 * Nd * D * F * 3 + 4 * B * H * Td * Td * K + 4 * B * H * Td * Te * K);
+    return enc + dec + 2 * Nd * D * V;
+}
+
+static double sgemm_peak(void) {
+    int n = 1536;
+    float *a = mallocCheck(sizeof(float) * n * n), *b = mallocCheck(sizeof(float) * n * n),
+          *c = mallocCheck(sizeof(float) * n * n);
+    for (long i = 0; i < (long)n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
+    be_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = mc_now();
+        be_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * n * n / (mc_now() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    free(a), free(b), free(c);
+    return best;
+}
+
+static int bench(const t5_config *c, const train_opts *o, long steps) {
+    int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
+    double peak = sgemm_peak();
+    printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
+           c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
+           c->vocab_size, B, Te, Td, be_threads());
+    printf("bench-train: measured cblas_sgemm peak (%dx%dx%d): %.1f GFLOP/s\n", 1536, 1536, 1536, peak);
+    int *enc = mallocCheck(sizeof(int) * B * Te), *tgt = mallocCheck(sizeof(int) * B * Td),
+        *dec = mallocCheck(sizeof(int) * B * Td);
+    t5_rng r;
+    t5_rng_seed(&r, 1);
+    for (int i = 0; i < B * Te; i++) enc[i] = 3 + (int)t5_rng_below(&r, c->vocab_size - 3);
+    for (int i = 0; i < B * Td; i++) tgt[i] = 3 + (int)t5_rng_below(&r, c->vocab_size - 3);
+    for (int b = 0; b < B; b++) {
+        enc[b * Te + Te - 1] = T5_EOS;
+        tgt[b * Td + Td - 1] = T5_EOS;
+        dec[b * Td] = 0;
+        for (int t = 1; t < Td; t++) dec[b * Td + t] = tgt[b * Td + t - 1];
+    }
+    t5_batch bt = {.B = B, .Te = Te, .Bd = B, .Td = Td, .enc_ids = enc, .dec_ids = dec, .targets = tgt};
+    double fwd = gemm_flops_forward(c, B, Te, Td);
+    for (int mode = 0; mode < 2; mode++) {
+        t5_model *m = t5_new(c, mode == 0, mode == 1);
+        t5_init_random(m, 1);
+        t5_alloc_acts(m, B, Te, B, Td, 1);
+        optim *opt = mode == 0 ? opt_new(OPT_ADAMW, 1e-4f, m->n_params, m->tensors, m->n_tensors)
+                               : opt_new(OPT_ADAMW, 1e-3f, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors);
+        double tf = 0, tb = 0, to = 0, t_all = 0, loss = 0;
+        for (long s = -1; s < steps; s++) { /* one warm-up step */
+            double t0 = mc_now();
+            t5_zero_grad(m);
+            loss = t5_forward(m, &bt);
+            double t1 = mc_now();
+            t5_backward(m, &bt, T5_LOSS_MEAN, 1.0f);
+            double t2 = mc_now();
+            if (mode == 0) opt_step(opt, m->params, m->grads);
+            else opt_step(opt, m->ia3, m->ia3_grads);
+            double t3 = mc_now();
+            if (s >= 0) tf += t1 - t0, tb += t2 - t1, to += t3 - t2, t_all += t3 - t0;
+        }
+        double per = t_all / steps;
+        /* full: forward + 2x backward GEMMs; IA3: no weight gradients (~1x) */
+        double flops = fwd * (mode == 0 ? 3.0 : 2.0);
+        printf("bench-train: C %-4s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.1f GFLOP/s = %.0f%% of sgemm peak, loss %.3f\n",
+               mode ? "IA3" : "full", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
+               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9, 100 * flops / per / 1e9 / peak, loss);
+        opt_free(opt);
+        t5_free(m);
+    }
+    printf("bench-train: C peak resident memory %.0f MiB\n", mc_peak_rss() / 1048576.0);
+    free(enc), free(tgt), free(dec);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ main */
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    const char *out = NULL, *data = NULL, *valid = NULL, *init = NULL, *key_arg = NULL;
+    long bench_steps = 0;
+    mc_cfg *cfg = cfg_new();
+    int have_config = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
+        if (!strcmp(a, "--config")) {
+            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
+            have_config = 1;
+        } else if (!strcmp(a, "--set")) {
+            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "--objective") || !strcmp(a, "--mode") || !strcmp(a, "--seed")) {
+            char kv[256];
+            snprintf(kv, sizeof kv, "train.%s=%s", a + 2, NEXT());
+            if (cfg_set(cfg, kv) < 0) die("%s", mc_error());
+        } else if (!strcmp(a, "--data")) data = NEXT();
+        else if (!strcmp(a, "--valid")) valid = NEXT();
+        else if (!strcmp(a, "--init")) init = NEXT();
+        else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "--bench")) bench_steps = atol(NEXT());
+        else if (!strcmp(a, "-o")) out = NEXT();
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        else die("unknown option '%s' (see train --help)", a);
+#undef NEXT
+    }
+    (void)have_config;
+    const char *threads = getenv("MATS_THREADS");
+    be_init(threads && *threads ? 0 : 2);
+
+    train_opts o;
+    const char *objs[] = {"seq2seq", "span_corruption", NULL}, *modes[] = {"full", "ia3", NULL};
+    const char *opts[] = {"adamw", "adafactor", NULL};
+    o.objective = cfg_enum(cfg, "train.objective", "seq2seq", objs);
+    o.mode = cfg_enum(cfg, "train.mode", "full", modes);
+    o.seed = cfg_int(cfg, "train.seed", 0, 0, 1L << 40);
+    o.steps = cfg_int(cfg, "train.steps", 1000, 1, 1L << 40);
+    o.batch = cfg_int(cfg, "train.batch_size", 32, 1, 1 << 20);
+    o.accum = cfg_int(cfg, "train.grad_accum", 1, 1, 1 << 20);
+    o.max_in = cfg_int(cfg, "train.max_input_len", 128, 4, 1 << 16);
+    o.max_tgt = cfg_int(cfg, "train.max_target_len", 32, 2, 1 << 16);
+    o.optimizer = cfg_enum(cfg, "train.optimizer", "adamw", opts);
+    o.lr = cfg_float(cfg, "train.lr", o.mode == 1 ? 3e-3 : 1e-4, 0, 10);
+    o.clip = cfg_float(cfg, "train.clip", 0, 0, 1e9);
+    o.eval_every = cfg_int(cfg, "train.eval_every", 0, 0, 1L << 40);
+    o.patience = cfg_int(cfg, "train.patience", 0, 0, 1L << 40);
+    o.valid_examples = cfg_int(cfg, "train.valid_examples", 0, 0, 1L << 40);
+    o.ckpt_every = cfg_int(cfg, "train.ckpt_every", 200, 0, 1L << 40);
+    o.mixture_cap = cfg_int(cfg, "train.mixture_cap", 500000, 1, 1L << 40);
+    o.density = cfg_float(cfg, "train.span_noise_density", 0.15, 0.01, 0.9);
+    o.mean_span = cfg_float(cfg, "train.span_mean_length", 3.0, 1.0, 100.0);
+    if (o.batch % o.accum != 0)
+        die("%s: train.batch_size = %ld is not a multiple of train.grad_accum = %ld",
+            cfg_where(cfg, "train.batch_size") ? cfg_where(cfg, "train.batch_size") : "config",
+            o.batch, o.accum);
+
+    t5_config mc;
+    int have_model_cfg = cfg_peek(cfg, "model.d_model") != NULL;
+    if (have_model_cfg && t5_config_from_cfg(&mc, cfg) < 0) die("%s", mc_error());
+    if (cfg_check_unknown(cfg, (const char *[]){"model", "train", NULL}) < 0) die("%s", mc_error());
+
+    if (bench_steps > 0) {
+        if (!have_model_cfg) die("--bench needs a model config (model.* keys, e.g. --config configs/models/t5-mini.conf)");
+        return bench(&mc, &o, bench_steps);
+    }
+    if (!out) die("no output: give -o OUT.msgpack");
+    if (!data) die("no training data: give --data A.msgpack[,B.msgpack...]");
+    if (o.mode == 1 && !init) die("--mode ia3 trains IA3 vectors on a base model: give --init MODEL.msgpack");
+
+    /* model */
+    char init_key[33] = "";
+    t5_model *m;
+    if (init) {
+        m = t5_load_model(init, o.mode == 0, o.mode == 1, init_key);
+        if (!m) die("%s", mc_error());
+        if (have_model_cfg && !t5_config_equal(&m->c, &mc))
+            die("%s: its meta.config differs from the model.* keys of the config; drop the model "
+                "include or use a matching --init", init);
+    } else {
+        if (!have_model_cfg)
+            die("no model: give --init MODEL.msgpack or model.* keys (include configs/models/NAME.conf)");
+        m = t5_new(&mc, 1, 0);
+        t5_init_random(m, (uint64_t)o.seed);
+    }
+
+    /* data */
+    int nd = 0, nv = 0;
+    char **dpaths = split_list(data, &nd), **vpaths = valid ? split_list(valid, &nv) : NULL;
+    if (nd == 0) die("--data: empty list");
+    tok_set **sets = mallocCheck(sizeof(tok_set *) * nd), **vsets = mallocCheck(sizeof(tok_set *) * (nv + 1));
+    for (int i = 0; i < nd; i++)
+        if (!(sets[i] = tok_load(dpaths[i], o.objective == 0))) die("%s", mc_error());
+    for (int i = 0; i < nv; i++)
+        if (!(vsets[i] = tok_load(vpaths[i], o.objective == 0))) die("%s", mc_error());
+    for (int i = 0; i < nd + nv; i++) {
+        tok_set *s = i < nd ? sets[i] : vsets[i - nd];
+        if (s->max_id >= m->c.vocab_size)
+            die("%s: token id %d is outside the model's vocabulary of %d (another tokenizer?)", s->path,
+                s->max_id, m->c.vocab_size);
+    }
+
+    /* run identity: the cache key */
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new("train");
+        if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
+        for (size_t i = 0; i < cfg_count(cfg); i++) {
+            const char *kk = cfg_key_at(cfg, i);
+            if (!strncmp(kk, "train.", 6) || !strncmp(kk, "model.", 6)) key_config(k, kk, cfg_value_at(cfg, i));
+        }
+        char role[32];
+        for (int i = 0; i < nd; i++) {
+            snprintf(role, sizeof role, "data.%d", i);
+            if (*sets[i]->key && key_input(k, role, sets[i]->key) < 0) die("%s", mc_error());
+        }
+        for (int i = 0; i < nv; i++) {
+            snprintf(role, sizeof role, "valid.%d", i);
+            if (*vsets[i]->key && key_input(k, role, vsets[i]->key) < 0) die("%s", mc_error());
+        }
+        if (*init_key && key_input(k, "init", init_key) < 0) die("%s", mc_error());
+        key_digest(k, run_key);
+        key_free(k);
+    }
+
+    data_stream ds, vds;
+    build_stream(&ds, sets, nd, &o);
+    if (o.objective == 1 && nv) {
+        build_stream(&vds, vsets, nv, &o);
+        vds.seed = 12345; /* fixed validation noise */
+    } else {
+        memset(&vds, 0, sizeof vds);
+    }
+
+    int mb = (int)(o.batch / o.accum);
+    tok_batch tb, vtb;
+    tok_batch_init(&tb, mb, (int)o.max_in, mb, (int)o.max_tgt);
+    int max_choices = 1;
+    for (int v = 0; v < nv; v++)
+        for (int64_t i = 0; i < vsets[v]->n && o.objective == 0; i++) {
+            int nc = (int)(vsets[v]->ex_choices[i + 1] - vsets[v]->ex_choices[i]);
+            if (nc > max_choices) max_choices = nc;
+        }
+    int vbd = mb > max_choices ? mb : max_choices;
+    tok_batch_init(&vtb, mb, (int)o.max_in, vbd, (int)o.max_tgt);
+    t5_alloc_acts(m, mb, (int)o.max_in, nv ? vbd : mb, (int)o.max_tgt, 1);
+
+    float *w = o.mode ? m->ia3 : m->params, *g = o.mode ? m->ia3_grads : m->grads;
+    size_t nw = o.mode ? m->n_ia3 : m->n_params;
+    optim *opt = o.mode ? opt_new(o.optimizer, (float)o.lr, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors)
+                        : opt_new(o.optimizer, (float)o.lr, m->n_params, m->tensors, m->n_tensors);
+    int use_valid = nv > 0 && o.eval_every > 0;
+    float *best = use_valid ? mallocCheck(sizeof(float) * nw) : NULL;
+    if (best) memcpy(best, w, sizeof(float) * nw);
+    train_state st = {.step = 0, .best_step = -1, .best_score = -INFINITY, .bad = 0, .stopped = 0};
+
+    size_t plen = strlen(out) + 8;
+    char *ckpt = mallocCheck(plen);
+    snprintf(ckpt, plen, "%s.ckpt", out);
+    if (read_ckpt(ckpt, run_key, &st, w, nw, opt, best))
+        fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
+
+    /* per-microbatch scratch (allocated once) */
+    int *in = mallocCheck(sizeof(int) * mb * (o.max_in + 1)), *tg = mallocCheck(sizeof(int) * mb * (o.max_tgt + 1));
+    int *vin = mallocCheck(sizeof(int) * 1024 * (o.max_in + 1)), *vtg = mallocCheck(sizeof(int) * 1024 * (o.max_tgt + 1));
+    const int **ins = mallocCheck(sizeof(int *) * mb), **outs = mallocCheck(sizeof(int *) * mb);
+    int *nins = mallocCheck(sizeof(int) * mb), *nouts = mallocCheck(sizeof(int) * mb);
+
+    fprintf(stderr, "%s: %s %s, %ld steps of %ld examples (%ld x %d), %s lr %g, %zu trainable floats, run %s\n",
+            mc_progname(), o.objective ? "span_corruption" : "seq2seq", o.mode ? "ia3" : "full", o.steps,
+            o.batch, o.accum, mb, o.optimizer ? "adafactor" : "adamw", o.lr, nw, run_key);
+    mc_progress pr;
+    progress_init(&pr, "train", o.steps, "steps");
+    double t_start = mc_now(), tokens = 0;
+    char extra[160];
+    while (st.step < o.steps && !st.stopped) {
+        t5_zero_grad(m);
+        double loss = 0;
+        for (long a = 0; a < o.accum; a++) {
+            for (int i = 0; i < mb; i++) {
+                int64_t j = st.step * o.batch + a * mb + i;
+                if (o.objective == 1) {
+                    span_example(&ds, j, m->c.vocab_size, o.density, o.mean_span, in + i * (o.max_in + 1),
+                                 &nins[i], tg + i * (o.max_tgt + 1), &nouts[i]);
+                    ins[i] = in + i * (o.max_in + 1);
+                    outs[i] = tg + i * (o.max_tgt + 1);
+                } else {
+                    int t;
+                    int64_t idx;
+                    seq2seq_example(&ds, j, &t, &idx);
+                    tok_set *s = sets[t];
+                    ins[i] = tok_input(s, idx);
+                    nins[i] = tok_input_len(s, idx);
+                    int64_t c = s->ex_choices[idx] + s->label[idx];
+                    outs[i] = tok_choice(s, c);
+                    nouts[i] = tok_choice_len(s, c);
+                }
+            }
+            tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);
+            float l = t5_forward(m, &tb.b);
+            if (!isfinite(l))
+                die("step %ld: loss is %f: training diverged (lower train.lr or set train.clip)", st.step, l);
+            t5_backward(m, &tb.b, T5_LOSS_MEAN, 1.0f / (float)o.accum);
+            loss += l / o.accum;
+            tokens += (double)tb.b.B * (tb.b.Te + tb.b.Td);
+        }
+        if (o.clip > 0) opt_clip_grad_norm(g, nw, (float)o.clip);
+        opt_step(opt, w, g);
+        st.step++;
+        st.ema = st.step == 1 ? loss : 0.95 * st.ema + 0.05 * loss;
+        if (use_valid && st.step % o.eval_every == 0) {
+            double score = validate(m, vsets, nv, &o, &vtb, &vds, &tb, vin, vtg);
+            if (score > st.best_score) {
+                st.best_score = score, st.best_step = st.step, st.bad = 0;
+                memcpy(best, w, sizeof(float) * nw);
+            } else if (o.patience > 0 && ++st.bad >= o.patience) {
+                st.stopped = 1;
+            }
+            fprintf(stderr, "%s: step %ld: validation %s %.4f (best %.4f at step %ld)%s\n", mc_progname(),
+                    st.step, o.objective ? "-loss" : "accuracy", score, st.best_score, st.best_step,
+                    st.stopped ? ": early stop" : "");
+        }
+        if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped)
+            if (write_ckpt(ckpt, run_key, &st, w, nw, opt, best) < 0) die("%s", mc_error());
+        double el = mc_now() - t_start;
+        snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));
+        progress_update(&pr, st.step, extra);
+    }
+    progress_finish(&pr, extra);
+
+    /* output: the best weights when validating, else the last */
+    if (best && st.best_step >= 0) memcpy(w, best, sizeof(float) * nw);
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "train");
+    val_set_str(meta, "objective", o.objective ? "span_corruption" : "seq2seq");
+    val_set_str(meta, "mode", o.mode ? "ia3" : "full");
+    val_set_int(meta, "seed", o.seed);
+    val_set_int(meta, "steps", st.step);
+    val_set_float(meta, "final_loss", st.ema);
+    if (use_valid) {
+        val_set_int(meta, "best_step", st.best_step);
+        val_set_float(meta, "best_validation", st.best_score);
+    }
+    mc_val *inputs = val_set_map(meta, "inputs");
+    mc_val *dl = val_set_array(inputs, "data");
+    for (int i = 0; i < nd; i++) val_push(dl, val_str(sets[i]->key));
+    if (nv) {
+        mc_val *vl = val_set_array(inputs, "valid");
+        for (int i = 0; i < nv; i++) val_push(vl, val_str(vsets[i]->key));
+    }
+    if (*init_key) val_set_str(inputs, "init", init_key);
+    mc_val *tasks = val_set_array(meta, "tasks");
+    for (int i = 0; i < nd; i++) val_push(tasks, val_str(sets[i]->task));
+    int rc = o.mode ? t5_save_ia3(m, out, run_key, init_key, meta) : t5_save_model(m, out, run_key, meta);
+    if (rc < 0) die("%s", mc_error());
+    val_free(meta);
+    unlink(ckpt);
+    fprintf(stderr, "%s: wrote %s (%ld steps, loss %.4f%s)\n", mc_progname(), out, st.step, st.ema,
+            use_valid ? ", best validation weights" : "");
+
+    free(in), free(tg), free(vin), free(vtg), free(ins), free(outs), free(nins), free(nouts), free(ckpt);
+    free(best);
+    opt_free(opt);
+    tok_batch_free(&tb);
+    tok_batch_free(&vtb);
+    free_stream(&ds);
+    free_stream(&vds);
+    for (int i = 0; i < nd; i++) tok_free(sets[i]), free(dpaths[i]);
+    for (int i = 0; i < nv; i++) tok_free(vsets[i]), free(vpaths[i]);
+    free(sets), free(vsets), free(dpaths), free(vpaths);
+    t5_free(m);
+    cfg_free(cfg);
+    return 0;
+}

@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+"""Fixtures for the Hugging Face interop tests (lib/hf.c, `art import-hf`,
+`art export-hf`): a tiny T5 v1.1 written as HF checkpoint directories, by hand
+(no `safetensors` or `transformers` package: an 8-byte little-endian header
+length, a JSON header, raw little-endian data), plus the rank-classification
+scores the PyTorch T5 of t5_ref.py gives on a few examples.
+
+Writes tests/fixtures/hf/:
+  tiny-f32/             config.json (the fields export-hf writes), model.safetensors
+                        (F32, with the tied encoder/decoder.embed_tokens copies),
+                        spiece.model (trained by spm_train), tokenizer_config.json
+  tiny-bf16/            a config.json as transformers writes it for t5-v1_1 (extra
+                        fields, nested objects), model.safetensors in BF16, no tied
+                        copies
+  tiny-f16-sharded/     F16 in two shards + model.safetensors.index.json, with the
+                        unused decoder EncDecAttention relative_attention_bias
+                        (present in old conversions; HF ignores it)
+  tiny-ia3-peft/        a PEFT IA3 adapter: adapter_config.json and
+                        adapter_model.safetensors (k, v: [out, 1]; wo: [1, d_ff])
+  convert.safetensors   BF16 / F16 bit patterns (specials + random) with torch's
+                        f32 values, and f32 values with torch's BF16 / F16 rounding
+  scores.json           examples (ids) and the summed log-likelihood of every choice
+                        (EOS included) under the f32 model, its BF16 and F16
+                        roundings, and the f32 model with the IA3 vectors
+
+The safetensors layout is the canonical one the `safetensors` library writes:
+tensors sorted by name, "__metadata__" first, compact JSON padded with spaces
+to a multiple of 8.
+
+Run: /usr/bin/python3 tests/reference/hf_ref.py   (make hf-fixtures)
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import t5_ref  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+OUT = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
+
+CFG = dict(vocab_size=64, d_model=16, d_kv=4, num_heads=2, d_ff=24, num_layers=2,
+           num_decoder_layers=1, relative_attention_num_buckets=8,
+           relative_attention_max_distance=16, layer_norm_epsilon=1e-6)
+N_PIECES, EXTRA_IDS = 40, 24  # spm_train may keep fewer pieces (36 here)
+
+
+# ---------------------------------------------------------------- safetensors by hand
+
+def tensor_bytes(t, dtype):
+    t = t.contiguous()
+    if dtype == 'F32':
+        return t.to(torch.float32).numpy().tobytes()
+    if dtype == 'F16':
+        return t.to(torch.float16).view(torch.int16).numpy().astype('<i2').tobytes()
+    if dtype == 'BF16':
+        return t.to(torch.bfloat16).view(torch.int16).numpy().astype('<i2').tobytes()
+    if dtype == 'RAW16':  # int16 bit patterns written as-is
+        return t.to(torch.int16).numpy().astype('<i2').tobytes()
+    raise ValueError(dtype)
+
+
+def safetensors_bytes(tensors):
+    """tensors: {name: (dtype, tensor)}; dtype RAW16 is written under the name
+    given by the tensor's 'as' entry: (('BF16', 'RAW16'), bits)."""
+    header = {'__metadata__': {'format': 'pt'}}
+    blobs, off = [], 0
+    for name in sorted(tensors):
+        dtype, t = tensors[name]
+        store = dtype
+        if isinstance(dtype, tuple):
+            dtype, store = dtype
+        b = tensor_bytes(t, store)
+        header[name] = {'dtype': dtype, 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    return struct.pack('<Q', len(h)) + h + b''.join(blobs)
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+def write_json(path, obj):
+    write(path, (json.dumps(obj, indent=2) + '\n').encode())
+
+
+# ---------------------------------------------------------------- configs
+
+def export_config(cfg, torch_dtype):
+    """Exactly the fields and order `art export-hf` writes (HF T5Config names)."""
+    return {
+        'architectures': ['T5ForConditionalGeneration'],
+        'd_ff': cfg['d_ff'], 'd_kv': cfg['d_kv'], 'd_model': cfg['d_model'],
+        'decoder_start_token_id': 0, 'dense_act_fn': 'gelu_new', 'dropout_rate': 0.1,
+        'eos_token_id': 1, 'feed_forward_proj': 'gated-gelu', 'initializer_factor': 1.0,
+        'is_encoder_decoder': True, 'is_gated_act': True,
+        'layer_norm_epsilon': cfg['layer_norm_epsilon'], 'model_type': 't5',
+        'num_decoder_layers': cfg['num_decoder_layers'], 'num_heads': cfg['num_heads'],
+        'num_layers': cfg['num_layers'], 'pad_token_id': 0,
+        'relative_attention_max_distance': cfg['relative_attention_max_distance'],
+        'relative_attention_num_buckets': cfg['relative_attention_num_buckets'],
+        'tie_word_embeddings': False, 'torch_dtype': torch_dtype, 'use_cache': True,
+        'vocab_size': cfg['vocab_size'],
+    }
+
+
+def hub_style_config(cfg):
+    """Like google/t5-v1_1-* config.json: extra fields the importer must skip."""
+    c = export_config(cfg, 'bfloat16')
+    del c['dense_act_fn'], c['is_gated_act']
+    c.update({'_name_or_path': 'tiny/t5-v1_1', 'gradient_checkpointing': False, 'n_positions': 512,
+              'output_past': True, 'transformers_version': '4.38.0.dev0',
+              'task_specific_params': {'summarization': {'prefix': 'summarize: ', 'max_length': 200,
+                                                         'length_penalty': 2.0, 'early_stopping': True}},
+              'note': 'unicode \u00e9\u4e2d and escapes \\ " \t /'})
+    return c
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def make_spiece(path):
+    text = ('the cat sat on the mat and the dog sat on the log while a bird sang '
+            'in the tall green tree near the old stone wall by the quiet river\n') * 40
+    with tempfile.TemporaryDirectory() as d:
+        inp = os.path.join(d, 'text.txt')
+        with open(inp, 'w') as f:
+            f.write(text)
+        # relative paths: the trainer spec inside the .model records them
+        subprocess.run(['spm_train', '--input=text.txt', '--model_prefix=sp', f'--vocab_size={N_PIECES}',
+                        '--model_type=unigram', '--pad_id=0', '--eos_id=1', '--unk_id=2', '--bos_id=-1',
+                        '--character_coverage=1.0', '--num_threads=1', '--normalization_rule_name=identity', '--random_seed=1', '--hard_vocab_limit=false'],
+                       check=True, capture_output=True, cwd=d)
+        with open(f'{d}/sp.model', 'rb') as f:
+            write(path, f.read())
+
+
+# ---------------------------------------------------------------- conversions
+
+def convert_fixture(gen):
+    bf_special = [0x0000, 0x8000, 0x0001, 0x8001, 0x007f, 0x0080, 0x3f80, 0xbf80, 0x7f7f, 0xff7f,
+                  0x7f80, 0xff80, 0x7fc0, 0xffc0, 0x7f81, 0x7fff]
+    f16_special = [0x0000, 0x8000, 0x0001, 0x8001, 0x0200, 0x03ff, 0x0400, 0x3c00, 0xbc00, 0x7bff,
+                   0xfbff, 0x7c00, 0xfc00, 0x7e00, 0xfe00, 0x7c01, 0x7dff, 0x7fff]
+    rnd = torch.randint(0, 65536, (2000,), generator=gen)
+    bf = torch.tensor(bf_special + rnd.tolist(), dtype=torch.int32)
+    fh = torch.tensor(f16_special + torch.randint(0, 65536, (2000,), generator=gen).tolist(), dtype=torch.int32)
+    bf16 = (bf - 65536 * (bf >= 32768)).to(torch.int16)   # same bits as int16
+    f16 = (fh - 65536 * (fh >= 32768)).to(torch.int16)
+    bf_f32 = bf16.view(torch.bfloat16).to(torch.float32)
+    f16_f32 = f16.view(torch.float16).to(torch.float32)
+
+    # f32 -> bf16 / f16 rounding: random values over many magnitudes, exact
+    # ties (both parities), the f16 overflow edge, f16 subnormal ties, zeros
+    vals = (torch.randn(3000, generator=gen, dtype=torch.float64) *
+            torch.pow(2.0, torch.randint(-30, 20, (3000,), generator=gen).double())).float()
+    bits = []
+    for hi in (0x3f80, 0x3f81, 0x4049, 0xc2f7, 0x0080, 0x7f7f):
+        bits += [(hi << 16) | 0x8000, (hi << 16) | 0x7fff, (hi << 16) | 0x8001]
+    for m in (0x1000, 0x3000, 0x0fff, 0x1001):      # f16 normal ties around 1.0
+        bits.append(0x3f800000 | m)
+    special = torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32).tolist()
+    special += [0.0, -0.0, 1.0, -1.0, 65504.0, 65519.0, 65519.996, 65520.0, 65536.0, 1e6, -1e6,
+                2.0 ** -14, 2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -25, 5 * 2.0 ** -26, 2.0 ** -26,
+                1.5 * 2.0 ** -24, 2.0 ** -24 * 1023.5, 3.4e38, -3.4e38, 1e-40, -1e-40,
+                float('inf'), float('-inf'), float('nan')]
+    src = torch.cat([torch.tensor(special, dtype=torch.float32), vals])
+    return {
+        'bf16_bits': (('BF16', 'RAW16'), bf16), 'bf16_as_f32': ('F32', bf_f32),
+        'f16_bits': (('F16', 'RAW16'), f16), 'f16_as_f32': ('F32', f16_f32),
+        'f32_src': ('F32', src), 'f32_to_bf16': ('BF16', src), 'f32_to_f16': ('F16', src),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    gen = torch.Generator().manual_seed(20261126)
+    P = t5_ref.random_params(CFG, gen)
+    IA = {n: 1.0 + 0.3 * torch.randn(s, generator=gen) for n, s in t5_ref.ia3_shapes(CFG).items()}
+    shared = P['shared.weight']
+
+    # tiny-f32: canonical, with the tied copies; config as export-hf writes it
+    d = os.path.join(OUT, 'tiny-f32')
+    t = {n: ('F32', v) for n, v in P.items()}
+    t['encoder.embed_tokens.weight'] = ('F32', shared)
+    t['decoder.embed_tokens.weight'] = ('F32', shared)
+    write(os.path.join(d, 'model.safetensors'), safetensors_bytes(t))
+    write_json(os.path.join(d, 'config.json'), export_config(CFG, 'float32'))
+    make_spiece(os.path.join(d, 'spiece.model'))
+    write_json(os.path.join(d, 'tokenizer_config.json'),
+               {'eos_token': '</s>', 'extra_ids': EXTRA_IDS, 'model_max_length': 512, 'pad_token': '<pad>',
+                'tokenizer_class': 'T5Tokenizer', 'unk_token': '<unk>'})
+
+    # tiny-bf16: hub-style config, no tied copies
+    d = os.path.join(OUT, 'tiny-bf16')
+    write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('BF16', v) for n, v in P.items()}))
+    write_json(os.path.join(d, 'config.json'), hub_style_config(CFG))
+
+    # tiny-f16-sharded: two shards, index, the ignored key
+    d = os.path.join(OUT, 'tiny-f16-sharded')
+    names = sorted(P) + ['decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight']
+    extra = torch.randn(CFG['relative_attention_num_buckets'], CFG['num_heads'], generator=gen)
+    allp = dict(P)
+    allp[names[-1]] = extra
+    half = len(names) // 2
+    files = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']
+    weight_map, total = {}, 0
+    for i, part in enumerate((names[:half], names[half:])):
+        write(os.path.join(d, files[i]), safetensors_bytes({n: ('F16', allp[n]) for n in part}))
+        for n in part:
+            weight_map[n] = files[i]
+            total += 2 * allp[n].numel()
+    write_json(os.path.join(d, 'model.safetensors.index.json'),
+               {'metadata': {'total_size': total}, 'weight_map': dict(sorted(weight_map.items()))})
+    c = export_config(CFG, 'float16')
+    write_json(os.path.join(d, 'config.json'), c)
+
+    # tiny-ia3-peft: PEFT's IA3 layout (wi_1's vector is wo's input scale)
+    d = os.path.join(OUT, 'tiny-ia3-peft')
+    ad = {}
+    for n, v in IA.items():
+        mod = n[:-len('.ia3_vector')]
+        if mod.endswith('DenseReluDense.wi_1'):
+            ad['base_model.model.' + mod[:-len('wi_1')] + 'wo.ia3_l'] = ('F32', v.view(1, -1))
+        else:
+            ad['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
+    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(ad))
+    write_json(os.path.join(d, 'adapter_config.json'), {
+        'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
+        'feedforward_modules': ['wo'], 'inference_mode': True, 'init_ia3_weights': True,
+        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': ['k', 'v', 'wo'],
+        'task_type': 'SEQ_2_SEQ_LM'})
+
+    write(os.path.join(OUT, 'convert.safetensors'), safetensors_bytes(convert_fixture(gen)))
+
+    # scores: examples of varying lengths, 2-4 choices each, every sequence ends with EOS
+    examples = []
+    for i in range(6):
+        te = int(torch.randint(3, 12, (1,), generator=gen))
+        inp = torch.randint(3, CFG['vocab_size'], (te,), generator=gen).tolist() + [1]
+        nc = 2 + i % 3
+        choices = [torch.randint(3, CFG['vocab_size'], (int(torch.randint(1, 5, (1,), generator=gen)),),
+                                 generator=gen).tolist() + [1] for _ in range(nc)]
+        examples.append({'input': inp, 'choices': choices, 'label': i % nc})
+
+    def scores(params, ia=None):
+        p64 = {n: v.double() for n, v in params.items()}
+        ia64 = {n: v.double() for n, v in ia.items()} if ia else None
+        with torch.no_grad():
+            return [[float(t5_ref.choice_logprob(p64, CFG, ex['input'], ch, ia64)) for ch in ex['choices']]
+                    for ex in examples]
+
+    rounded = lambda dt: {n: v.to(dt).float() for n, v in P.items()}  # noqa: E731
+    out = {'config': CFG, 'examples': examples,
+           'scores': {'f32': scores(P), 'bf16': scores(rounded(torch.bfloat16)),
+                      'f16': scores(rounded(torch.float16)), 'f32_ia3': scores(P, IA)}}
+    write_json(os.path.join(OUT, 'scores.json'), out)
+    print(f'wrote {OUT}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,165 @@
+"""Write tests/fixtures/t5_micro.bin: reference values for the C T5 tests.
+
+Run with Debian's python3-torch: `make fixtures-t5` (= /usr/bin/python3
+tests/reference/make_fixtures.py tests/fixtures/t5_micro.bin).
+
+File format (read by tests/fixture.h): magic "MCFX1\\n", u32 count, then per
+entry: u16 name length, name, u8 dtype (0 f32, 1 i32), u8 ndim, ndim x i64
+shape, little-endian data.
+"""
+import struct
+import sys
+
+import numpy as np
+import torch
+
+import t5_ref as R
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+
+
+def main(out_path):
+    cfg = R.micro_config()
+    gen = torch.Generator().manual_seed(1234)
+    V = cfg['vocab_size']
+    entries = []
+
+    def put(name, arr, dtype):
+        a = np.ascontiguousarray(np.asarray(arr, dtype=np.float32 if dtype == 0 else np.int32))
+        entries.append((name, dtype, a))
+
+    put('config', [V, cfg['d_model'], cfg['d_kv'], cfg['d_ff'], cfg['num_heads'], cfg['num_layers'],
+                   cfg['num_decoder_layers'], cfg['relative_attention_num_buckets'],
+                   cfg['relative_attention_max_distance']], 1)
+
+    # relative-position buckets over a wide range, for two bucket settings
+    rel = torch.arange(-300, 301)
+    for nb, md in ((32, 128), (16, 40)):
+        for bi in (1, 0):
+            put(f'buckets/{nb}/{md}/{bi}', R.rel_bucket(rel, bool(bi), nb, md).numpy(), 1)
+
+    # a batch with padding: encoder lengths 20, 13, 7; target lengths 9, 5, 3
+    B, Te, Td = 3, 20, 9
+    enc = torch.zeros(B, Te, dtype=torch.long)
+    tgt = torch.zeros(B, Td, dtype=torch.long)
+    for b, (le, lt) in enumerate(((20, 9), (13, 5), (7, 3))):
+        enc[b, :le - 1] = torch.randint(3, V, (le - 1,), generator=gen)
+        enc[b, le - 1] = 1
+        tgt[b, :lt - 1] = torch.randint(3, V, (lt - 1,), generator=gen)
+        tgt[b, lt - 1] = 1
+    dec = R.shift_right(tgt)
+    put('enc_ids', enc.numpy(), 1)
+    put('targets', tgt.numpy(), 1)
+    put('dec_ids', dec.numpy(), 1)
+
+    P0 = R.random_params(cfg, gen)
+    for k, v in P0.items():
+        put('param/' + k, v.numpy(), 0)
+
+    # full model: logits, loss, every gradient
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    logits = R.forward(P, cfg, enc, dec)
+    loss = R.loss_fn(logits, tgt)
+    loss.backward()
+    put('logits', logits.detach().numpy(), 0)
+    put('loss', [loss.item()], 0)
+    for k, v in P.items():
+        put('grad/' + k, v.grad.numpy(), 0)
+
+    # IA3: vectors around 1, base frozen
+    IA0 = {k: (1.0 + 0.2 * torch.randn(s, generator=gen)).float() for k, s in R.ia3_shapes(cfg).items()}
+    for k, v in IA0.items():
+        put('ia3/' + k, v.numpy(), 0)
+    IA = {k: v.clone().requires_grad_(True) for k, v in IA0.items()}
+    logits = R.forward(P0, cfg, enc, dec, IA)
+    loss = R.loss_fn(logits, tgt)
+    loss.backward()
+    put('ia3_logits', logits.detach().numpy(), 0)
+    put('ia3_loss', [loss.item()], 0)
+    for k, v in IA.items():
+        put('ia3grad/' + k, v.grad.numpy(), 0)
+    # per-example-mean loss (the Fisher's per-example objective, summed)
+    IA = {k: v.clone().requires_grad_(True) for k, v in IA0.items()}
+    R.example_mean_loss(R.forward(P0, cfg, enc, dec, IA), tgt).backward()
+    for k, v in IA.items():
+        put('ia3grad_ex/' + k, v.grad.numpy(), 0)
+
+    # ten AdamW steps (MaTS: eps 1e-8, no weight decay, constant lr) on this batch
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    opt = torch.optim.AdamW(list(P.values()), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    put('adamw_losses', losses, 0)
+
+    # ten Adafactor steps (HF transformers semantics with a fixed lr, written
+    # out here from the algorithm: factored second moments for matrices,
+    # decay rate -0.8, update clipping at RMS 1, no momentum)
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    state = {}
+    losses = []
+    for step in range(1, 11):
+        for v in P.values():
+            v.grad = None
+        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            beta2t = 1.0 - step ** -0.8
+            for k, p in P.items():
+                g = p.grad
+                upd = g * g + 1e-30
+                if g.dim() >= 2:
+                    row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
+                    row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
+                    col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
+                    u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
+                else:
+                    v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
+                    v2.mul_(beta2t).add_(upd * (1 - beta2t))
+                    u = v2.rsqrt() * g
+                rms = u.norm() / u.numel() ** 0.5
+                u = u / max(1.0, rms.item())
+                p.sub_(1e-2 * u)
+    put('adafactor_losses', losses, 0)
+
+    # rank classification: 3 examples, 2-3 choices each, scored one by one
+    inputs, choices, ex_choices, labels, scores = [], [], [0], [], []
+    for n_in, lens, label in ((6, (3, 2), 1), (11, (2, 4, 3), 2), (4, (5, 2), 0)):
+        inp = torch.randint(3, V, (n_in - 1,), generator=gen).tolist() + [1]
+        inputs.append(inp)
+        for lc in lens:
+            ch = torch.randint(3, V, (lc - 1,), generator=gen).tolist() + [1]
+            choices.append(ch)
+            with torch.no_grad():
+                scores.append(R.choice_logprob(P0, cfg, inp, ch).item())
+        ex_choices.append(ex_choices[-1] + len(lens))
+        labels.append(label)
+    put('rank/input_ids', sum(inputs, []), 1)
+    put('rank/input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
+    put('rank/choice_ids', sum(choices, []), 1)
+    put('rank/choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
+    put('rank/example_choices', ex_choices, 1)
+    put('rank/label', labels, 1)
+    put('rank/scores', scores, 0)
+
+    with open(out_path + '.tmp', 'wb') as f:
+        f.write(b'MCFX1\n')
+        f.write(struct.pack('<I', len(entries)))
+        for name, dtype, a in entries:
+            nb = name.encode()
+            f.write(struct.pack('<H', len(nb)) + nb + struct.pack('<BB', dtype, a.ndim))
+            f.write(struct.pack('<%dq' % a.ndim, *a.shape))
+            f.write(a.astype('<f4' if dtype == 0 else '<i4').tobytes())
+    import os
+    os.replace(out_path + '.tmp', out_path)
+    print(f'wrote {out_path}: {len(entries)} entries')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1] if len(sys.argv) > 1 else 'tests/fixtures/t5_micro.bin')

@@ -1,0 +1,163 @@
+/* test_report.c - the report stage: mean ± std over seeds, majority rows from
+ * tokens artifacts, lambda curves and single-class detection. */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "art.h"
+#include "common.h"
+#include "harness.h"
+
+static char dir[256];
+
+static void write_metrics(const char *name, double a, double b, const int32_t *pred, int n) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    mc_val *m = val_map();
+    mc_val *acc = val_set_map(m, "accuracy");
+    val_set_float(acc, "alpha", a);
+    val_set_float(acc, "beta", b);
+    val_set_float(m, "average", (a + b) / 2);
+    mc_val *ex = val_set_map(m, "examples");
+    val_set_int(ex, "alpha", n / 2);
+    val_set_int(ex, "beta", n - n / 2);
+    art_writer *w = art_writer_open(p, "metrics", "", m, 1);
+    int64_t s[1] = {n};
+    art_writer_tensor(w, "prediction", ART_I32, 1, s, pred);
+    if (art_writer_close(w) != 0) die("%s", mc_error());
+    val_free(m);
+}
+
+static void write_metrics1(const char *name, const char *task, double a) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    mc_val *m = val_map();
+    val_set_float(val_set_map(m, "accuracy"), task, a);
+    val_set_float(m, "average", a);
+    art_writer *w = art_writer_open(p, "metrics", "", m, 0);
+    if (art_writer_close(w) != 0) die("%s", mc_error());
+    val_free(m);
+}
+
+static void write_tokens(const char *name, const char *task, const int32_t *labels, int n) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    mc_val *m = val_map();
+    val_set_str(m, "task", task);
+    val_set_str(m, "split", "test");
+    art_writer *w = art_writer_open(p, "tokens", "", m, 2);
+    int64_t s[1] = {n}, s1[1] = {n + 1};
+    int64_t off[16];
+    for (int i = 0; i <= n; i++) off[i] = 2 * i;
+    art_writer_tensor(w, "example_choices", ART_I64, 1, s1, off);
+    art_writer_tensor(w, "label", ART_I32, 1, s, labels);
+    if (art_writer_close(w) != 0) die("%s", mc_error());
+    val_free(m);
+}
+
+static char *slurp(const char *p) {
+    unsigned char *b;
+    size_t n;
+    if (mc_read_file(p, &b, &n) != 0) return NULL;
+    b = realloc(b, n + 1);
+    b[n] = 0;
+    return (char *)b;
+}
+
+static void test_table(void) {
+    int32_t mixed[4] = {0, 1, 1, 0}, single[4] = {0, 0, 1, 1}; /* single: each task one class */
+    write_metrics("i1.msgpack", 0.8, 0.6, mixed, 4);
+    write_metrics("i2.msgpack", 0.6, 0.6, mixed, 4);
+    write_metrics("t1v0.msgpack", 0.5, 0.5, mixed, 4);
+    write_metrics("t1v1.msgpack", 0.7, 0.5, mixed, 4);
+    write_metrics("t1.msgpack", 0.7, 0.5, single, 4);
+    int32_t la[5] = {0, 0, 0, 1, 2}, lb[4] = {1, 1, 0, 0};
+    write_tokens("a.msgpack", "alpha", la, 5);
+    write_tokens("b.msgpack", "beta", lb, 4);
+    char man[400], out[400], cmd[2400];
+    snprintf(man, sizeof man, "%s/manifest.tsv", dir);
+    snprintf(out, sizeof out, "%s/results.md", dir);
+    FILE *f = fopen(man, "w");
+    fprintf(f, "# group row seed split lambda path\n");
+    fprintf(f, "ia3\tmajority\t-\ttest\t-\t%s/a.msgpack,%s/b.msgpack\n", dir, dir);
+    fprintf(f, "ia3\tindividual\t1\ttest\t-\t%s/i1.msgpack\n", dir);
+    fprintf(f, "ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir);
+    fprintf(f, "ia3\tties\t1\tvalidation\t0\t%s/t1v0.msgpack\n", dir);
+    fprintf(f, "ia3\tties\t1\tvalidation\t1\t%s/t1v1.msgpack\n", dir);
+    fprintf(f, "ia3\tties\t1\ttest\t1\t%s/t1.msgpack\n", dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s 2>/dev/null", man, out);
+    CHECK(system(cmd) == 0, "report failed");
+    char *md = slurp(out);
+    CHECK(md != NULL, "no output");
+    if (!md) return;
+    CHECK(strstr(md, "| method | alpha | beta | **average** | λ | 1-class |") != NULL, "header:\n%s", md);
+    CHECK(strstr(md, "| majority | 60.0 | 50.0 | **55.0** | – | – |") != NULL, "majority row:\n%s", md);
+    /* individual alpha: 80, 60 -> 70 ± 14.1; beta 60 ± 0; average 70, 60 -> 65 ± 7.1 */
+    CHECK(strstr(md, "| individual | 70.0 ± 14.1 | 60.0 ± 0.0 | **65.0 ± 7.1** | – | 0 |") != NULL, "individual row:\n%s", md);
+    CHECK(strstr(md, "| ties | 70.0 | 50.0 | **60.0** | 1 | 2 |") != NULL, "ties row:\n%s", md);
+    char png[500];
+    snprintf(png, sizeof png, "%s/results-lambda-ia3.png", dir);
+    CHECK(access(png, F_OK) == 0, "no lambda plot");
+    snprintf(png, sizeof png, "%s/results-tasks-ia3.png", dir);
+    CHECK(access(png, F_OK) == 0, "no task plot");
+    free(md);
+}
+
+/* One metrics file per task and seed (the individual models) combine into
+ * one result per seed: the average is over tasks first, then over seeds. */
+static void test_per_task_lines_combine(void) {
+    write_metrics1("a1.msgpack", "alpha", 0.9);
+    write_metrics1("b1.msgpack", "beta", 0.5);
+    write_metrics1("a2.msgpack", "alpha", 0.7);
+    write_metrics1("b2.msgpack", "beta", 0.5);
+    char man[400], out[400], cmd[2400];
+    snprintf(man, sizeof man, "%s/m2.tsv", dir);
+    snprintf(out, sizeof out, "%s/r2.md", dir);
+    FILE *f = fopen(man, "w");
+    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/a1.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/b1.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/a2.msgpack\n", dir);
+    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/b2.msgpack\n", dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s --no-plots 2>/dev/null", man, out);
+    CHECK(system(cmd) == 0, "report failed");
+    char *md = slurp(out);
+    /* seed averages 70 and 60: 65 ± 7.1 */
+    CHECK(md && strstr(md, "| individual | 80.0 ± 14.1 | 50.0 ± 0.0 | **65.0 ± 7.1** | – | – |"), "row:\n%s", md ? md : "");
+    free(md);
+    /* argmax over lambda: the highest average, the first on ties */
+    snprintf(cmd, sizeof cmd, "build/bin/report --argmax 0.1=%s/b1.msgpack 0.2=%s/a2.msgpack 0.3=%s/a1.msgpack 0.4=%s/a1.msgpack > %s/best.txt",
+             dir, dir, dir, dir, dir);
+    CHECK(system(cmd) == 0, "argmax failed");
+    snprintf(out, sizeof out, "%s/best.txt", dir);
+    md = slurp(out);
+    CHECK(md && !strcmp(md, "0.3\n"), "argmax printed '%s'", md ? md : "");
+    free(md);
+}
+
+static void test_bad_manifest(void) {
+    char man[400], cmd[1200];
+    snprintf(man, sizeof man, "%s/bad.tsv", dir);
+    FILE *f = fopen(man, "w");
+    fprintf(f, "ia3\tties\t1\ttest\n");
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s/x.md 2>%s/err.txt", man, dir, dir);
+    CHECK(system(cmd) != 0, "bad manifest accepted");
+    char ep[400];
+    snprintf(ep, sizeof ep, "%s/err.txt", dir);
+    char *e = slurp(ep);
+    CHECK(e && strstr(e, "bad.tsv:1"), "message: %s", e ? e : "");
+    free(e);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/mats-test-report.%ld", (long)getpid());
+    mkdir(dir, 0777);
+    RUN(test_table);
+    RUN(test_per_task_lines_combine);
+    RUN(test_bad_manifest);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) return 1;
+    return t_done();
+}

@@ -1,0 +1,354 @@
+/* test_t5.c - the C T5 against the PyTorch reference fixtures
+ * (tests/fixtures/t5_micro.bin, from tests/reference/make_fixtures.py), plus
+ * finite differences and properties of the batch / span helpers. */
+#include <math.h>
+
+#include "backend.h"
+#include "harness.h"
+#include "ops.h"
+#include "optim.h"
+#include "t5.h"
+#include "test_t5_fixture.h"
+#include "tokens.h"
+
+#define FIXTURE "tests/fixtures/t5_micro.bin"
+
+static fx_file *F;
+static t5_config C;
+static t5_batch Bt;
+
+static float maxabs(const float *x, long n) {
+    float m = 0;
+    for (long i = 0; i < n; i++)
+        if (fabsf(x[i]) > m) m = fabsf(x[i]);
+    return m;
+}
+
+static void test_buckets(void) {
+    int nbs[2] = {32, 16}, mds[2] = {128, 40};
+    char nm[64];
+    for (int s = 0; s < 2; s++)
+        for (int bi = 1; bi >= 0; bi--) {
+            snprintf(nm, sizeof nm, "buckets/%d/%d/%d", nbs[s], mds[s], bi);
+            int *ref = fx_i32(F, nm);
+            int bad = 0;
+            for (int rp = -300; rp <= 300; rp++) {
+                int b = op_relpos_bucket(rp, bi, nbs[s], mds[s]);
+                if (b != ref[rp + 300]) {
+                    if (bad < 5) printf("  %s rp %d: %d vs reference %d\n", nm, rp, b, ref[rp + 300]);
+                    bad++;
+                }
+            }
+            CHECK(bad == 0, "%s: %d buckets differ", nm, bad);
+        }
+}
+
+static void test_linear_naive(void) {
+    int N = 37, I = 29, O = 23;
+    float *x = mallocCheck(sizeof(float) * N * I), *w = mallocCheck(sizeof(float) * O * I);
+    float *a = mallocCheck(sizeof(float) * N * O), *b = mallocCheck(sizeof(float) * N * O);
+    t5_rng r;
+    t5_rng_seed(&r, 5);
+    for (int i = 0; i < N * I; i++) x[i] = t5_rng_normal(&r);
+    for (int i = 0; i < O * I; i++) w[i] = t5_rng_normal(&r);
+    op_linear_forward(a, x, w, N, I, O);
+    op_linear_forward_naive(b, x, w, N, I, O);
+    t_close("linear blas vs naive", a, b, (long)N * O, 1e-5, 1e-5);
+    free(x), free(w), free(a), free(b);
+}
+
+static t5_model *micro(int grads, int ia3) {
+    t5_model *m = t5_new(&C, grads, ia3);
+    fx_fill_model(F, m, ia3);
+    t5_alloc_acts(m, Bt.B, Bt.Te, Bt.Bd, Bt.Td, 1);
+    return m;
+}
+
+static void test_forward_full(void) {
+    t5_model *m = micro(1, 0);
+    float loss = t5_forward(m, &Bt);
+    long n = (long)Bt.Bd * Bt.Td * C.vocab_size;
+    t_close("logits", m->a.logits, fx_f32(F, "logits"), n, 1e-4, 1e-5 * maxabs(fx_f32(F, "logits"), n));
+    t_close("loss", &loss, fx_f32(F, "loss"), 1, 1e-5, 0);
+    t5_free(m);
+}
+
+static void test_backward_full(void) {
+    t5_model *m = micro(1, 0);
+    t5_zero_grad(m);
+    t5_forward(m, &Bt);
+    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    char nm[160];
+    double worst = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const t5_tensor *t = &m->tensors[i];
+        snprintf(nm, sizeof nm, "grad/%s", t->name);
+        const float *ref = fx_f32(F, nm), *g = m->grads + t->offset;
+        float scale = maxabs(ref, t->numel);
+        double e = 0;
+        for (size_t j = 0; j < t->numel; j++) {
+            double d = fabs(g[j] - ref[j]) / (scale + 1e-30);
+            if (d > e) e = d;
+        }
+        if (e > worst) worst = e;
+        /* elementwise: |a-b| <= 1e-4 |b| + 2e-5 max|b| */
+        if (e > 2e-5) t_close(nm, g, ref, t->numel, 1e-4, 2e-5 * scale);
+    }
+    printf("  %d gradient tensors: max error relative to each tensor's max |grad|: %.3g\n",
+           m->n_tensors, worst);
+    CHECK(worst < 2e-5, "worst normalised gradient error %.3g", worst);
+    t5_free(m);
+}
+
+static void test_ia3(void) {
+    t5_model *m = micro(0, 1);
+    t5_zero_grad(m);
+    float loss = t5_forward(m, &Bt);
+    long n = (long)Bt.Bd * Bt.Td * C.vocab_size;
+    t_close("ia3 logits", m->a.logits, fx_f32(F, "ia3_logits"), n, 1e-4, 1e-5 * maxabs(fx_f32(F, "ia3_logits"), n));
+    t_close("ia3 loss", &loss, fx_f32(F, "ia3_loss"), 1, 1e-5, 0);
+    for (int mode = 0; mode < 2; mode++) {
+        t5_zero_grad(m);
+        t5_backward(m, &Bt, mode ? T5_LOSS_EXAMPLE_MEAN : T5_LOSS_MEAN, 1.0f);
+        char nm[160];
+        for (int i = 0; i < m->n_ia3_tensors; i++) {
+            const t5_tensor *t = &m->ia3_tensors[i];
+            snprintf(nm, sizeof nm, "%s/%s", mode ? "ia3grad_ex" : "ia3grad", t->name);
+            const float *ref = fx_f32(F, nm);
+            t_close(nm, m->ia3_grads + t->offset, ref, t->numel, 1e-4, 2e-5 * maxabs(ref, t->numel));
+        }
+    }
+    t5_free(m);
+}
+
+static void test_adamw_steps(void) {
+    t5_model *m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAMW, 3e-3f, m->n_params, m->tensors, m->n_tensors);
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adamw_losses");
+    for (int s = 0; s < 10; s++) printf("  step %d loss %.6f reference %.6f\n", s, losses[s], ref[s]);
+    CHECK(losses[9] < losses[0] - 0.1f, "loss did not go down: %f -> %f", losses[0], losses[9]);
+    t_close("adamw losses", losses, ref, 10, 2e-5, 0);
+    opt_free(o);
+    t5_free(m);
+}
+
+static void test_adafactor_steps(void) {
+    t5_model *m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAFACTOR, 1e-2f, m->n_params, m->tensors, m->n_tensors);
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adafactor_losses");
+    for (int s = 0; s < 10; s++) printf("  step %d loss %.6f reference %.6f\n", s, losses[s], ref[s]);
+    CHECK(losses[9] < losses[0] - 0.1f, "loss did not go down: %f -> %f", losses[0], losses[9]);
+    t_close("adafactor losses", losses, ref, 10, 2e-5, 0);
+    opt_free(o);
+    t5_free(m);
+}
+
+/* Central differences in float32 on the largest-gradient entries of a few
+ * tensors; the loss is recomputed from scratch each time. */
+static void test_finite_differences(void) {
+    t5_model *m = micro(1, 1);
+    /* perturb IA3 away from the fixture values too */
+    t5_zero_grad(m);
+    t5_forward(m, &Bt);
+    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    const char *names[] = {"shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight",
+                           "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                           "decoder.block.1.layer.1.EncDecAttention.k.weight",
+                           "decoder.block.0.layer.2.DenseReluDense.wi_0.weight",
+                           "encoder.final_layer_norm.weight", "lm_head.weight", NULL};
+    int checked = 0, bad = 0;
+    double worst = 0;
+    for (int k = 0; names[k]; k++) {
+        const t5_tensor *t;
+        float *p = t5_param(m, names[k], &t);
+        CHECK(p != NULL, "no tensor %s", names[k]);
+        if (!p) continue;
+        const float *g = m->grads + t->offset;
+        size_t best = 0;
+        for (size_t j = 0; j < t->numel; j++)
+            if (fabsf(g[j]) > fabsf(g[best])) best = j;
+        float h = 1e-2f * (fabsf(p[best]) > 0.1f ? fabsf(p[best]) : 0.1f), orig = p[best];
+        p[best] = orig + h;
+        double lp = t5_forward(m, &Bt);
+        p[best] = orig - h;
+        double lm = t5_forward(m, &Bt);
+        p[best] = orig;
+        double fd = (lp - lm) / (2 * h), an = g[best];
+        double err = fabs(fd - an) / (fabs(an) + 1e-4);
+        if (err > worst) worst = err;
+        checked++;
+        if (err > 2e-2) {
+            bad++;
+            printf("  %s[%zu]: analytic %.6g, finite difference %.6g\n", names[k], best, an, fd);
+        }
+    }
+    /* an IA3 vector */
+    const t5_tensor *t;
+    float *s = t5_ia3_param(m, "decoder.block.1.layer.2.DenseReluDense.wi_1.ia3_vector", &t);
+    const float *gs = m->ia3_grads + t->offset;
+    size_t best = 0;
+    for (size_t j = 0; j < t->numel; j++)
+        if (fabsf(gs[j]) > fabsf(gs[best])) best = j;
+    float orig = s[best], h = 1e-2f;
+    s[best] = orig + h;
+    double lp = t5_forward(m, &Bt);
+    s[best] = orig - h;
+    double lm = t5_forward(m, &Bt);
+    s[best] = orig;
+    double fd = (lp - lm) / (2 * h), err = fabs(fd - gs[best]) / (fabs(gs[best]) + 1e-4);
+    if (err > worst) worst = err;
+    checked++;
+    if (err > 2e-2) bad++, printf("  ia3 wi_1: analytic %.6g, finite difference %.6g\n", gs[best], fd);
+    printf("  %d finite differences, max relative error %.3g\n", checked, worst);
+    CHECK(bad == 0, "%d finite-difference mismatches", bad);
+    t5_free(m);
+}
+
+/* Per-example weight gradients from the kept x and g (what the Gram/Fisher
+ * stage uses) add up to the batch gradient. */
+static void test_linears_xg(void) {
+    t5_model *m = micro(1, 0);
+    t5_zero_grad(m);
+    t5_forward(m, &Bt);
+    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    int n = t5_n_linears(m);
+    t5_linear *L = callocCheck(n, sizeof *L);
+    CHECK(t5_linears(m, L) == n, "count");
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        int ntok = L[i].stream == T5_ENC ? Bt.B * Bt.Te : Bt.Bd * Bt.Td;
+        float *dw = callocCheck((size_t)L[i].in * L[i].out, sizeof(float));
+        be_gemm(1, 0, L[i].out, L[i].in, ntok, 1.0f, L[i].g, L[i].out, L[i].x, L[i].in, 0.0f, dw, L[i].in);
+        long cnt = (long)L[i].in * L[i].out;
+        float sc = maxabs(L[i].dw, cnt);
+        double e = 0;
+        for (long j = 0; j < cnt; j++) e = fmax(e, fabs(dw[j] - L[i].dw[j]) / (sc + 1e-30));
+        if (e < 1e-5) ok++;
+        else printf("  %s: sum g^T x differs from dw by %.3g\n", L[i].name, e);
+        free(dw);
+    }
+    CHECK(ok == n, "%d of %d linears consistent", ok, n);
+    CHECK(strcmp(L[n - 1].name, "lm_head.weight") == 0, "last linear %s", L[n - 1].name);
+    free(L);
+    t5_free(m);
+}
+
+static void test_rank(void) {
+    t5_model *m = t5_new(&C, 0, 0);
+    fx_fill_model(F, m, 0);
+    tok_set s = {0};
+    s.path = "fixture";
+    fx_entry *e = fx_get(F, "rank/input_offsets");
+    s.n = e->numel - 1;
+    s.input_ids = fx_i32(F, "rank/input_ids");
+    s.choice_ids = fx_i32(F, "rank/choice_ids");
+    s.label = fx_i32(F, "rank/label");
+    int64_t io[16], co[32], ec[16];
+    for (int64_t i = 0; i <= s.n; i++) io[i] = fx_i32(F, "rank/input_offsets")[i];
+    fx_entry *ce = fx_get(F, "rank/choice_offsets");
+    s.n_choices = ce->numel - 1;
+    for (int64_t i = 0; i <= s.n_choices; i++) co[i] = ((int *)ce->data)[i];
+    for (int64_t i = 0; i <= s.n; i++) ec[i] = fx_i32(F, "rank/example_choices")[i];
+    s.input_off = io, s.choice_off = co, s.ex_choices = ec;
+    const float *ref = fx_f32(F, "rank/scores");
+    /* two batch shapes: everything at once, and 4 decoder rows (splits) */
+    for (int v = 0; v < 2; v++) {
+        tok_batch tb;
+        tok_batch_init(&tb, v ? 2 : 8, 64, v ? 4 : 16, 16);
+        float scores[32];
+        int pred[16];
+        tok_rank(m, &s, 0, s.n, &tb, scores, pred);
+        t_close(v ? "rank scores (split batches)" : "rank scores", scores, ref, s.n_choices, 1e-4, 1e-5);
+        for (int64_t i = 0; i < s.n; i++) {
+            int best = 0;
+            for (int64_t c = ec[i]; c < ec[i + 1]; c++)
+                if (ref[c] > ref[ec[i] + best]) best = (int)(c - ec[i]);
+            CHECK(pred[i] == best, "example %lld: prediction %d, reference %d", (long long)i, pred[i], best);
+        }
+        tok_batch_free(&tb);
+    }
+    t5_free(m);
+}
+
+static void test_span_corruption(void) {
+    int toks[200], in[256], tg[256], nin, ntg;
+    for (int i = 0; i < 200; i++) toks[i] = 3 + i % 90;
+    int L = tok_span_raw_length(128, 32, 0.15, 3.0);
+    CHECK(L > 100 && L <= 200, "raw length %d", L);
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        tok_span_corrupt(toks, L, seed, 0.15, 3.0, 128, in, &nin, tg, &ntg);
+        CHECK(nin <= 128 && ntg <= 32, "lengths %d %d", nin, ntg);
+        CHECK(in[nin - 1] == T5_EOS && tg[ntg - 1] == T5_EOS, "EOS");
+        /* reconstruct: replace sentinel k in the input by target span k */
+        int rec[256], r = 0, spans = 0;
+        for (int i = 0; i < nin - 1; i++) {
+            if (in[i] > 100) { /* sentinels are 127, 126, ...; tokens 3..92 */
+                int k = 127 - in[i];
+                CHECK(k == spans, "sentinel order %d %d", k, spans);
+                int j = 0;
+                while (tg[j] != in[i]) j++;
+                for (j++; j < ntg - 1 && tg[j] <= 100; j++) rec[r++] = tg[j];
+                spans++;
+            } else {
+                rec[r++] = in[i];
+            }
+        }
+        CHECK(r == L && memcmp(rec, toks, sizeof(int) * L) == 0, "reconstruction (seed %llu, %d of %d)",
+              (unsigned long long)seed, r, L);
+        int noise = ntg - 1 - spans;
+        CHECK(abs(noise - (int)lround(L * 0.15)) == 0, "noise tokens %d", noise);
+    }
+}
+
+static void test_batch_fill(void) {
+    tok_batch tb;
+    tok_batch_init(&tb, 2, 4, 2, 3);
+    int a[] = {5, 6, 7, 8, 9, 1}, b[] = {5, 1}, c[] = {7, 8, 1}, d[] = {9, 9, 9, 1};
+    const int *ins[] = {a, b}, *outs[] = {c, d};
+    int nins[] = {6, 2}, nouts[] = {3, 4};
+    tok_batch_fill(&tb, 2, ins, nins, 2, outs, nouts, NULL, 0, 0);
+    int enc[] = {5, 6, 7, 1, 5, 1, 0, 0}, tgt[] = {7, 8, 1, 9, 9, 1}, dec[] = {0, 7, 8, 0, 9, 9};
+    CHECK(tb.b.Te == 4 && tb.b.Td == 3, "dims %d %d", tb.b.Te, tb.b.Td);
+    CHECK(memcmp(tb.enc, enc, sizeof enc) == 0, "encoder rows cut/padded");
+    CHECK(memcmp(tb.tgt, tgt, sizeof tgt) == 0, "targets");
+    CHECK(memcmp(tb.dec, dec, sizeof dec) == 0, "decoder inputs shifted right");
+    tok_batch_free(&tb);
+}
+
+int main(void) {
+    be_init(2); /* exercise the threaded loops of ops.c */
+    F = fx_load(FIXTURE);
+    C = fx_config(F);
+    fx_entry *e = fx_get(F, "enc_ids"), *t = fx_get(F, "targets");
+    Bt = (t5_batch){.B = (int)e->shape[0], .Te = (int)e->shape[1], .Bd = (int)t->shape[0],
+                    .Td = (int)t->shape[1], .enc_ids = fx_i32(F, "enc_ids"),
+                    .dec_ids = fx_i32(F, "dec_ids"), .targets = fx_i32(F, "targets")};
+    RUN(test_buckets);
+    RUN(test_linear_naive);
+    RUN(test_forward_full);
+    RUN(test_backward_full);
+    RUN(test_ia3);
+    RUN(test_adamw_steps);
+    RUN(test_adafactor_steps);
+    RUN(test_finite_differences);
+    RUN(test_linears_xg);
+    RUN(test_rank);
+    RUN(test_span_corruption);
+    RUN(test_batch_fill);
+    fx_free(F);
+    return t_done();
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# train and eval end to end on synthetic tokens artifacts (t5-micro):
+# fine-tuning learns, multitask, span-corruption pretraining, IA3 on top,
+# resume after a kill gives the same bytes, bad input fails with one line.
+set -u
+cd "$(dirname "$0")/.."
+T=$(mktemp -d /tmp/test_t5_stages.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1${2:+: $2}"; }
+build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
+export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
+cat > "$T/exp.conf" <<CONF
+include $PWD/configs/models/t5-micro.conf
+train.steps = 150
+train.batch_size = 16
+train.lr = 3e-3
+train.max_input_len = 32
+train.max_target_len = 8
+CONF
+acc() { build/bin/art show "$1" | awk -v t="\"$2\":" '$1 == t { sub(",", "", $2); print $2; exit }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'; }
+
+# 1. full fine-tuning with validation / early stopping
+if build/bin/train --config "$T/exp.conf" --set train.eval_every=50 --set train.patience=2 \
+     --data "$T/train.msgpack" --valid "$T/valid.msgpack" -o "$T/full.msgpack" 2>"$T/log1" &&
+   build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack" -o "$T/m1.msgpack" >"$T/table1" 2>&1 &&
+   a=$(acc "$T/m1.msgpack" has7) && ge "$a" 0.9; then
+    ok train_full_learns
+else fail train_full_learns "accuracy ${a:-?} (majority 0.56)"; cat "$T/log1" "$T/table1" 2>/dev/null; fi
+
+# 2. multitask mixture: both tasks learned by one model
+if build/bin/train --config "$T/exp.conf" --set train.steps=300 \
+     --data "$T/train.msgpack,$T/other.msgpack" -o "$T/multi.msgpack" 2>"$T/log2" &&
+   build/bin/eval --model "$T/multi.msgpack" --data "$T/test.msgpack,$T/other_test.msgpack" -o "$T/m2.msgpack" >"$T/table2" 2>&1 &&
+   a=$(acc "$T/m2.msgpack" has7) && b=$(acc "$T/m2.msgpack" has9or5) && ge "$a" 0.85 && ge "$b" 0.7; then
+    ok train_multitask
+else fail train_multitask "has7 ${a:-?} has9or5 ${b:-?}"; cat "$T/log2" "$T/table2" 2>/dev/null; fi
+
+# 3. span-corruption pretraining, then IA3 on that base
+if build/bin/train --config "$T/exp.conf" --objective span_corruption --set train.steps=120 \
+     --set train.max_target_len=16 --data "$T/corpus.msgpack" -o "$T/base.msgpack" 2>"$T/log3" &&
+   l=$(build/bin/art show "$T/base.msgpack" | awk '$1 == "\"final_loss\":" { sub(",", "", $2); print $2 }') &&
+   awk -v l="$l" 'BEGIN { exit !(l < 3.5) }'; then
+    ok pretrain_span_corruption
+else fail pretrain_span_corruption "final loss ${l:-?} (ln 128 = 4.85)"; cat "$T/log3"; fi
+base_key=$(build/bin/art show "$T/base.msgpack" | awk '$1 == "key" { print $2 }')
+if build/bin/train --config "$T/exp.conf" --mode ia3 --set train.lr=3e-2 --set train.steps=200 \
+     --init "$T/base.msgpack" --data "$T/train.msgpack" -o "$T/ia3.msgpack" 2>"$T/log4" &&
+   build/bin/art show "$T/ia3.msgpack" | grep -q "\"base\": \"$base_key\"" &&
+   build/bin/eval --model "$T/base.msgpack" --ia3 "$T/ia3.msgpack" --data "$T/test.msgpack" -o "$T/m4.msgpack" >"$T/table4" 2>&1 &&
+   build/bin/eval --model "$T/base.msgpack" --data "$T/test.msgpack" -o "$T/m5.msgpack" >/dev/null 2>&1 &&
+   a=$(acc "$T/m4.msgpack" has7) && b=$(acc "$T/m5.msgpack" has7) && ge "$a" "$(awk -v b="$b" 'BEGIN{print b + 0.1}')"; then
+    ok train_ia3
+else fail train_ia3 "ia3 ${a:-?} vs base ${b:-?}"; cat "$T/log4" "$T/table4" 2>/dev/null; fi
+if ! build/bin/eval --model "$T/full.msgpack" --ia3 "$T/ia3.msgpack" --data "$T/test.msgpack" -o "$T/m6.msgpack" 2>"$T/err6" >/dev/null &&
+   [ "$(wc -l <"$T/err6")" -eq 1 ] && grep -q "another base" "$T/err6"; then
+    ok eval_ia3_wrong_base
+else fail eval_ia3_wrong_base "$(cat "$T/err6")"; fi
+
+# 4. resume after SIGKILL: same bytes as an uninterrupted run
+args=(--config "$T/exp.conf" --set train.steps=400 --set train.ckpt_every=10 --set train.eval_every=100
+      --data "$T/train.msgpack" --valid "$T/valid.msgpack")
+build/bin/train "${args[@]}" -o "$T/a.msgpack" 2>/dev/null
+build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>/dev/null &
+pid=$!
+for _ in $(seq 1 2000); do [ -e "$T/b.msgpack.ckpt" ] && break; sleep 0.005; done
+sleep 0.3
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+had_ckpt=0; [ -e "$T/b.msgpack.ckpt" ] && had_ckpt=1
+build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>"$T/log7"
+if [ $had_ckpt = 1 ] && [ ! -e "$T/b.msgpack.ckpt" ] && grep -q "resuming" "$T/log7" && cmp -s "$T/a.msgpack" "$T/b.msgpack"; then
+    ok train_resume_same_bytes
+else fail train_resume_same_bytes "checkpoint at kill: $had_ckpt; $(grep resuming "$T/log7")"; cmp "$T/a.msgpack" "$T/b.msgpack"; fi
+
+# 5. bad input: one line, non-zero exit
+check_err() { # name, expected words, command...
+    local name=$1 want=$2; shift 2
+    if "$@" >/dev/null 2>"$T/err"; then fail "$name" "exit 0"; return; fi
+    if [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "$want" "$T/err"; then ok "$name"; else fail "$name" "$(cat "$T/err")"; fi
+}
+check_err_last() { # the run had started (a header line), the error is the last line
+    local name=$1 want=$2; shift 2
+    if "$@" >/dev/null 2>"$T/err"; then fail "$name" "exit 0"; return; fi
+    if tail -1 "$T/err" | grep -q "$want"; then ok "$name"; else fail "$name" "$(cat "$T/err")"; fi
+}
+check_err train_missing_data "nope.msgpack" build/bin/train --config "$T/exp.conf" --data "$T/nope.msgpack" -o "$T/x.msgpack"
+check_err train_corpus_as_task "corpus" build/bin/train --config "$T/exp.conf" --data "$T/corpus.msgpack" -o "$T/x.msgpack"
+check_err train_ia3_needs_init "init" build/bin/train --config "$T/exp.conf" --mode ia3 --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err train_unknown_key "train.stepz" build/bin/train --config "$T/exp.conf" --set train.stepz=3 --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err_last train_nan_stops "diverged" build/bin/train --config "$T/exp.conf" --init "$T/nan_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err eval_vocab_mismatch "vocabulary" build/bin/eval --model "$T/full.msgpack" --data "$T/bigvocab.msgpack" -o "$T/x.msgpack"
+check_err eval_bad_option "eval.batch_size" build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack" -o "$T/x.msgpack" --set eval.batch_size=0

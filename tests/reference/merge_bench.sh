@@ -91,6 +91,12 @@ for round in 1 2; do
         --filter .block.0. --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [$round] /"
     $B/bench_merge sgemm | tail -1 | sed "s/^/   [$round] /"
 done
+echo "-- the same with one thread each (per-core efficiency, least sensitive to other load):"
+MATS_THREADS=1 $B/bench_merge speed --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
+    --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [1t] /"
+$PY tests/reference/merge_peer.py --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 \
+    --filter .block.0. --iterations "$ITERS" --repeat "$REPEAT" --threads 1 | sed "s/^/   [1t] /"
+MATS_THREADS=1 $B/bench_merge sgemm | tail -1 | sed "s/^/   [1t] /"
 echo "-- Kronecker preconditioner: iterations to the residual of 100 plain iterations (block-0 linears, lambda 0.9)"
 $B/bench_merge precond --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
     --iterations 100 | sed 's/^/   /'

@@ -115,6 +115,9 @@ build/fuzz/fuzz_art: tests/fuzz/fuzz_art.c $(LIB_SRC) $(wildcard lib/*.h) | $(DE
 fuzz: build/fuzz/fuzz_art all
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+## bench          every benchmark: bench-train, bench-stats, bench-merge, bench-tokenize
+bench: bench-train bench-stats bench-merge bench-tokenize
+
 clean:
 	rm -rf build
 
@@ -127,7 +130,7 @@ help:
 ## fuzz           fuzz the artifact reader for FUZZ_SECONDS (default 60) seconds
 ## clean          remove build/
 
-.PHONY: all deps test fuzz clean help FORCE
+.PHONY: all deps test fuzz bench clean help FORCE
 FORCE:
 
 include $(sort $(wildcard recipes/*.mk))

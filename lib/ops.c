@@ -18,6 +18,69 @@
 #include "backend.h"
 #include "common.h"
 
+/* ------------------------------------------------------------ vector exp */
+
+/* exp over 4 floats with SSE2 (baseline on x86-64): x = n ln2 + f with
+ * |f| <= ln2/2 (Cody-Waite split of ln2), e^f by its degree-7 Taylor
+ * polynomial (truncation error below 2e-7 relative), 2^n through the
+ * exponent bits. Inputs are clamped to [-87.3, 88.3], so exp(-inf) gives
+ * about 1e-38, not 0: callers zero masked entries themselves. Every element
+ * of every array goes through exp4 (tails are padded), so results never
+ * depend on how the work was split between threads. Elsewhere: expf. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define VEXP 1
+static inline __m128 exp4(__m128 x) {
+    x = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-87.3f)), _mm_set1_ps(88.3f));
+    __m128i n = _mm_cvtps_epi32(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)));
+    __m128 nf = _mm_cvtepi32_ps(n);
+    __m128 f = _mm_sub_ps(x, _mm_mul_ps(nf, _mm_set1_ps(0.693359375f)));
+    f = _mm_sub_ps(f, _mm_mul_ps(nf, _mm_set1_ps(-2.12194440e-4f)));
+    __m128 p = _mm_set1_ps(1.0f / 5040.0f);
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 720.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 120.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 24.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 6.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(0.5f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
+    __m128i e = _mm_slli_epi32(_mm_add_epi32(n, _mm_set1_epi32(127)), 23);
+    return _mm_mul_ps(p, _mm_castsi128_ps(e));
+}
+#else
+#define VEXP 0
+#endif
+
+/* y[i] = a * exp(x[i] - s) for i < n (y may alias x); returns the sum of y. */
+static float vexp(float *y, const float *x, long n, float s, float a) {
+    float sum = 0;
+#if VEXP
+    __m128 vs = _mm_set1_ps(s), va = _mm_set1_ps(a), acc = _mm_setzero_ps();
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128 e = _mm_mul_ps(va, exp4(_mm_sub_ps(_mm_loadu_ps(x + i), vs)));
+        _mm_storeu_ps(y + i, e);
+        acc = _mm_add_ps(acc, e);
+    }
+    if (i < n) {
+        float t[4] = {s, s, s, s};
+        for (long j = i; j < n; j++) t[j - i] = x[j];
+        _mm_storeu_ps(t, _mm_mul_ps(va, exp4(_mm_sub_ps(_mm_loadu_ps(t), vs))));
+        for (long j = i; j < n; j++) y[j] = t[j - i], sum += t[j - i];
+    }
+    float t[4];
+    _mm_storeu_ps(t, acc);
+    sum += (t[0] + t[1]) + (t[2] + t[3]);
+#else
+    for (long i = 0; i < n; i++) {
+        float e = a * expf(x[i] - s);
+        y[i] = e;
+        sum += e;
+    }
+#endif
+    return sum;
+}
+
 /* ------------------------------------------------------------ thread pool */
 
 #define OPS_MAX_THREADS 16
@@ -139,6 +202,7 @@ typedef struct {
     int D;
     long N;
     float eps;
+    int acc;
 } rms_ctx;
 
 static void rms_fwd_rows(void *p, long lo, long hi) {
@@ -179,7 +243,10 @@ static void rms_bwd_chunks(void *p, long lo, long hi) {
             float k = dot * r * r * r / D;
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * D;
-                for (int i = 0; i < D; i++) dxn[i] += r * c->w[i] * dn[i] - xn[i] * k;
+                if (c->acc)
+                    for (int i = 0; i < D; i++) dxn[i] += r * c->w[i] * dn[i] - xn[i] * k;
+                else
+                    for (int i = 0; i < D; i++) dxn[i] = r * c->w[i] * dn[i] - xn[i] * k;
             }
             if (pw)
                 for (int i = 0; i < D; i++) pw[i] += dn[i] * xn[i] * r;
@@ -188,9 +255,9 @@ static void rms_bwd_chunks(void *p, long lo, long hi) {
 }
 
 void op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                         const float *rstd, int N, int D) {
+                         const float *rstd, int N, int D, int acc) {
     long nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D};
+    rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D, .acc = acc};
     c.partial = dw ? get_scratch((size_t)nch * D) : NULL;
     ops_parallel_for(nch, 1, rms_bwd_chunks, &c);
     if (dw) sum_chunks(dw, c.partial, nch, D);
@@ -210,8 +277,8 @@ void op_linear_forward_naive(float *out, const float *x, const float *w, int N, 
 }
 
 void op_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                        int N, int I, int O) {
-    if (dx) be_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, dx, I);
+                        int N, int I, int O, int acc) {
+    if (dx) be_gemm(0, 0, N, I, O, 1.0f, dout, O, w, I, acc ? 1.0f : 0.0f, dx, I);
     if (dw) be_gemm(1, 0, O, I, N, 1.0f, dout, O, x, I, 1.0f, dw, I);
 }
 
@@ -220,6 +287,7 @@ typedef struct {
     const float *x, *s, *dout;
     int C;
     long N;
+    int acc;
 } ia3_ctx;
 
 static void ia3_fwd_rows(void *p, long lo, long hi) {
@@ -247,7 +315,10 @@ static void ia3_bwd_chunks(void *p, long lo, long hi) {
             const float *dn = c->dout + (size_t)n * C, *xn = c->x + (size_t)n * C;
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * C;
-                for (int i = 0; i < C; i++) dxn[i] += dn[i] * c->s[i];
+                if (c->acc)
+                    for (int i = 0; i < C; i++) dxn[i] += dn[i] * c->s[i];
+                else
+                    for (int i = 0; i < C; i++) dxn[i] = dn[i] * c->s[i];
             }
             if (ps)
                 for (int i = 0; i < C; i++) ps[i] += dn[i] * xn[i];
@@ -256,9 +327,9 @@ static void ia3_bwd_chunks(void *p, long lo, long hi) {
 }
 
 void op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                     int N, int C) {
+                     int N, int C, int acc) {
     long nch = ((long)N + ROW_CHUNK - 1) / ROW_CHUNK;
-    ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N};
+    ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N, .acc = acc};
     c.partial = ds ? get_scratch((size_t)nch * C) : NULL;
     ops_parallel_for(nch, 1, ia3_bwd_chunks, &c);
     if (ds) sum_chunks(ds, c.partial, nch, C);
@@ -277,34 +348,105 @@ float op_gelu_new(float x) { return 0.5f * x * (1.0f + fast_tanh(GELU_C * (x + G
 typedef struct {
     float *out, *dh0, *dh1;
     const float *h0, *h1, *dout;
+    int acc;
 } gelu_ctx;
+
+#if VEXP
+/* gelu_new pieces on 4 lanes: t = tanh(C (x + A x^3)) = 1 - 2/(exp(2u)+1) */
+static inline __m128 tanh_gelu4(__m128 x) {
+    __m128 u = _mm_mul_ps(_mm_set1_ps(GELU_C),
+                          _mm_add_ps(x, _mm_mul_ps(_mm_set1_ps(GELU_A), _mm_mul_ps(x, _mm_mul_ps(x, x)))));
+    __m128 e = exp4(_mm_add_ps(u, u)), one = _mm_set1_ps(1.0f);
+    return _mm_sub_ps(one, _mm_div_ps(_mm_set1_ps(2.0f), _mm_add_ps(e, one)));
+}
+
+/* k <= 4 elements starting at i: forward */
+static inline void gelu_fwd4(gelu_ctx *c, long i, int k) {
+    float x[4] = {0}, h[4] = {0}, o[4];
+    for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j];
+    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
+    __m128 t = tanh_gelu4(vx);
+    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), _mm_add_ps(one, t));
+    _mm_storeu_ps(o, _mm_mul_ps(g, _mm_loadu_ps(h)));
+    for (int j = 0; j < k; j++) c->out[i + j] = o[j];
+}
+
+static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
+    float x[4] = {0}, h[4] = {0}, d[4] = {0}, a0[4], a1[4];
+    for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j], d[j] = c->dout[i + j];
+    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
+    __m128 t = tanh_gelu4(vx), opt = _mm_add_ps(one, t);
+    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), opt);
+    __m128 poly = _mm_add_ps(one, _mm_mul_ps(_mm_set1_ps(3.0f * GELU_A), _mm_mul_ps(vx, vx)));
+    __m128 dg = _mm_add_ps(_mm_mul_ps(half, opt),
+                           _mm_mul_ps(_mm_mul_ps(_mm_mul_ps(half, vx), _mm_sub_ps(one, _mm_mul_ps(t, t))),
+                                      _mm_mul_ps(_mm_set1_ps(GELU_C), poly)));
+    __m128 vd = _mm_loadu_ps(d);
+    _mm_storeu_ps(a0, _mm_mul_ps(_mm_mul_ps(vd, _mm_loadu_ps(h)), dg));
+    _mm_storeu_ps(a1, _mm_mul_ps(vd, g));
+    if (c->acc)
+        for (int j = 0; j < k; j++) c->dh0[i + j] += a0[j], c->dh1[i + j] += a1[j];
+    else
+        for (int j = 0; j < k; j++) c->dh0[i + j] = a0[j], c->dh1[i + j] = a1[j];
+}
+#endif
 
 static void gelu_fwd_range(void *p, long lo, long hi) {
     gelu_ctx *c = p;
+#if VEXP
+    for (long i = lo; i < hi; i += 4) gelu_fwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
+#else
     for (long i = lo; i < hi; i++) c->out[i] = op_gelu_new(c->h0[i]) * c->h1[i];
-}
-
-void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
-    gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
-    ops_parallel_for(n, 4096, gelu_fwd_range, &c);
+#endif
 }
 
 static void gelu_bwd_range(void *p, long lo, long hi) {
     gelu_ctx *c = p;
+#if VEXP
+    for (long i = lo; i < hi; i += 4) gelu_bwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
+#else
     for (long i = lo; i < hi; i++) {
         float x = c->h0[i];
         float t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
         float g = 0.5f * x * (1.0f + t);
         float dg = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
-        c->dh0[i] += c->dout[i] * c->h1[i] * dg;
-        c->dh1[i] += c->dout[i] * g;
+        if (c->acc) {
+            c->dh0[i] += c->dout[i] * c->h1[i] * dg;
+            c->dh1[i] += c->dout[i] * g;
+        } else {
+            c->dh0[i] = c->dout[i] * c->h1[i] * dg;
+            c->dh1[i] = c->dout[i] * g;
+        }
     }
+#endif
+}
+
+/* The pool splits groups of 4 elements, so thread ranges start at multiples
+ * of 4 and every element takes the same path whatever the thread count. */
+typedef struct {
+    gelu_ctx *c;
+    long n;
+    int bwd;
+} gelu_blocks;
+
+static void gelu_group_range(void *p, long lo, long hi) {
+    gelu_blocks *gb = p;
+    long a = lo * 4, b = hi * 4 < gb->n ? hi * 4 : gb->n;
+    if (gb->bwd) gelu_bwd_range(gb->c, a, b);
+    else gelu_fwd_range(gb->c, a, b);
+}
+
+void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
+    gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
+    gelu_blocks gb = {&c, n, 0};
+    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                            const float *h1, long n) {
-    gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout};
-    ops_parallel_for(n, 4096, gelu_bwd_range, &c);
+                            const float *h1, long n, int acc) {
+    gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout, .acc = acc};
+    gelu_blocks gb = {&c, n, 1};
+    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 /* HF T5Attention._relative_position_bucket: half the buckets for each sign
@@ -372,23 +514,29 @@ static void softmax_rows(void *p, long lo, long hi) {
         const uint8_t *mask = c->key_mask ? c->key_mask + (size_t)bk * Tk : NULL;
         int jmax = c->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
         float mx = -INFINITY;
+        int any_masked = jmax < Tk;
         for (int j = 0; j < jmax; j++) {
-            if (mask && !mask[j]) continue;
+            if (mask && !mask[j]) {
+                any_masked = 1;
+                continue;
+            }
             float s = row[j] + (brow ? brow[j] : 0.0f);
             row[j] = s;
             if (s > mx) mx = s;
         }
-        float sum = 0;
-        for (int j = 0; j < Tk; j++) {
-            if (j >= jmax || (mask && !mask[j])) {
-                row[j] = 0;
-                continue;
-            }
-            float e = expf(row[j] - mx);
-            row[j] = e;
-            sum += e;
+        if (mx == -INFINITY) { /* every key masked */
+            memset(row, 0, sizeof(float) * Tk);
+            continue;
         }
-        float inv = sum > 0 ? 1.0f / sum : 0.0f;
+        float sum = vexp(row, row, jmax, mx, 1.0f);
+        if (any_masked) { /* masked entries were exponentiated too: zero them */
+            sum = 0;
+            for (int j = 0; j < Tk; j++) {
+                if (j >= jmax || (mask && !mask[j])) row[j] = 0;
+                sum += row[j];
+            }
+        }
+        float inv = 1.0f / sum;
         for (int j = 0; j < jmax; j++) row[j] *= inv;
     }
 }
@@ -440,16 +588,17 @@ static void dbias_range(void *p, long lo, long hi) {
 
 void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                            const float *dout, const float *q, const float *k, const float *v,
-                           const float *probs, int B, int Tq, int Tk, int H, int K) {
+                           const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
     int HK = H * K;
     long TT = (long)Tq * Tk;
+    float beta = acc ? 1.0f : 0.0f; /* every (b, head) block of dq, dk, dv is written once */
     for (int b = 0; b < B; b++) {
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         const float *pb = probs + (size_t)b * H * TT;
         /* dP_h = dO_h V_h^T ; dV_h += P_h^T dO_h */
         be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, dout + oq, HK, K, v + ok, HK, K, 0.0f,
                          scratch + (size_t)b * H * TT, Tk, TT, H);
-        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, 1.0f, dv + ok, HK, K, H);
+        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, beta, dv + ok, HK, K, H);
     }
     att_ctx c = {.probs = (float *)probs, .scratch = scratch, .dbias = dbias, .B = B, .Tq = Tq,
                  .Tk = Tk, .H = H};
@@ -459,8 +608,8 @@ void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float 
         size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
         const float *sb = scratch + (size_t)b * H * TT;
         /* dQ_h += dS_h K_h ; dK_h += dS_h^T Q_h */
-        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, 1.0f, dq + oq, HK, K, H);
-        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, 1.0f, dk + ok, HK, K, H);
+        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, beta, dq + oq, HK, K, H);
+        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, beta, dk + ok, HK, K, H);
     }
 }
 
@@ -479,8 +628,11 @@ static void ce_fwd_rows(void *p, long lo, long hi) {
         float mx = -INFINITY;
         for (int i = 0; i < V; i++)
             if (l[i] > mx) mx = l[i];
+        /* only the sum of the exponentials is needed: vexp them chunk by
+         * chunk into a stack buffer */
         double s = 0;
-        for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        float buf[256];
+        for (int i = 0; i < V; i += 256) s += vexp(buf, l + i, V - i < 256 ? V - i : 256, mx, 1.0f);
         float z = mx + (float)log(s);
         c->lse[n] = z;
         c->loss[n] = c->targets[n] > 0 ? z - l[c->targets[n]] : 0.0f;
@@ -506,7 +658,7 @@ static void ce_bwd_rows(void *p, long lo, long hi) {
         }
         const float *l = c->logits + (size_t)n * V;
         float z = c->lse_in[n];
-        for (int i = 0; i < V; i++) d[i] = w * expf(l[i] - z);
+        vexp(d, l, V, z, w);
         d[t] -= w;
     }
 }
@@ -525,4 +677,14 @@ static void add_range(void *p, long lo, long hi) {
 void op_add_inplace(float *y, const float *x, long n) {
     ce_ctx c = {.y = y, .x = x};
     ops_parallel_for(n, 1 << 14, add_range, &c);
+}
+
+static void copy_range(void *p, long lo, long hi) {
+    ce_ctx *c = p;
+    memcpy(c->y + lo, c->x + lo, sizeof(float) * (hi - lo));
+}
+
+void ops_copy(float *y, const float *x, long n) {
+    ce_ctx c = {.y = y, .x = x};
+    ops_parallel_for(n, 1 << 15, copy_range, &c);
 }

@@ -2,9 +2,13 @@
  *
  * Every op works on plain row-major float buffers with explicit dimensions;
  * arguments are ordered outputs, inputs, dimensions (llm.c style). Backward
- * functions ACCUMULATE (+=) into their gradient outputs, so callers zero
- * gradient buffers once per step. A gradient output may be NULL when the
- * caller does not need it (e.g. weight gradients of a frozen base).
+ * functions ACCUMULATE (+=) into parameter gradients (dw, ds, dtable), so
+ * callers zero those once per step. Activation gradients (dx, dq, ...) are
+ * accumulated when `acc` is 1 and overwritten when it is 0: the first op
+ * that writes a buffer in a backward pass overwrites it, which spares
+ * zeroing the whole activation-gradient block (hundreds of MB) every step.
+ * A gradient output may be NULL when the caller does not need it (e.g.
+ * weight gradients of a frozen base).
  *
  * Shapes in comments: N = tokens (B*T), D = d_model, O/I = out/in features,
  * H = heads, K = d_kv, Tq/Tk = query/key lengths, V = vocabulary.
@@ -35,32 +39,32 @@ void op_embed_backward(float *dtable, const float *dout, const int *ids, int N, 
  * out (N,D), rstd (N) saved for backward, x (N,D), w (D). */
 void op_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
                         float eps);
-/* dx (N,D) +=, dw (D) += (dw may be NULL). */
+/* dx (N,D) (+)=, dw (D) += (dw may be NULL). */
 void op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                         const float *rstd, int N, int D);
+                         const float *rstd, int N, int D, int acc);
 
 /* out (N,O) = x (N,I) W^T, W (O,I). No bias (T5 has none). */
 void op_linear_forward(float *out, const float *x, const float *w, int N, int I, int O);
-/* dx (N,I) += dout W ; dw (O,I) += dout^T x. Either may be NULL. */
+/* dx (N,I) (+)= dout W ; dw (O,I) += dout^T x. Either may be NULL. */
 void op_linear_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                        int N, int I, int O);
+                        int N, int I, int O, int acc);
 /* Naive reference of op_linear_forward (tests compare the BLAS path to it). */
 void op_linear_forward_naive(float *out, const float *x, const float *w, int N, int I, int O);
 
 /* IA3: out (N,C) = x (N,C) * s (C) (per column). out may alias x only in
  * forward when the caller does not need x again. */
 void op_ia3_forward(float *out, const float *x, const float *s, int N, int C);
-/* dx (N,C) += dout * s ; ds (C) += sum_n dout * x. Either may be NULL. */
+/* dx (N,C) (+)= dout * s ; ds (C) += sum_n dout * x. Either may be NULL. */
 void op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, const float *s,
-                     int N, int C);
+                     int N, int C, int acc);
 
 /* gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 float op_gelu_new(float x);
 /* Gated GELU of T5 v1.1: out (N,F) = gelu_new(h0) * h1, all (N,F) flat n = N*F. */
 void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n);
-/* dh0 +=, dh1 += (n = N*F). */
+/* dh0 (+)=, dh1 (+)= (n = N*F). */
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
-                            const float *h1, long n);
+                            const float *h1, long n, int acc);
 
 /* HF's _relative_position_bucket for relative position rp = key - query,
  * computed in float32 like PyTorch does. */
@@ -87,12 +91,12 @@ void op_relpos_bias_backward(float *dtable, const float *dbias, const int *bucke
 void op_attention_forward(float *out, float *probs, const float *q, const float *k,
                           const float *v, const float *bias, const uint8_t *key_mask,
                           const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K);
-/* dq (B*Tq,H*K) +=, dk, dv (Bk*Tk,H*K) +=, dbias (H,Tq,Tk) += (NULL: skip).
+/* dq (B*Tq,H*K) (+)=, dk, dv (Bk*Tk,H*K) (+)=, dbias (H,Tq,Tk) += (NULL: skip).
  * scratch (B,H,Tq,Tk) is overwritten. kv_index must be NULL here (the
  * training path never shares encoder rows). */
 void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                            const float *dout, const float *q, const float *k, const float *v,
-                           const float *probs, int B, int Tq, int Tk, int H, int K);
+                           const float *probs, int B, int Tq, int Tk, int H, int K, int acc);
 
 /* Cross-entropy: loss (N) = logsumexp(logits[n]) - logits[n, target[n]] for
  * target[n] > 0 (pad = 0 gives loss 0). logits (N,V). lse (N) saved. */
@@ -106,5 +110,7 @@ void op_crossentropy_backward(float *dlogits, const float *logits, const float *
 
 /* y (n) += x (n). */
 void op_add_inplace(float *y, const float *x, long n);
+/* y (n) = x (n), in parallel. */
+void ops_copy(float *y, const float *x, long n);
 
 #endif

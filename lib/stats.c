@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "ops.h"
 
 /* rows of example b in a stream */
 static void rows_of(const t5_batch *bt, int stream, int b, long *r0, int *T) {
@@ -30,6 +31,43 @@ static void relb_grad(float *out, const float *dscores_b, const int *buckets, in
         for (long ij = 0; ij < TT; ij++) out[buckets[ij] * H + h] += dscores_b[h * TT + ij];
 }
 
+typedef struct {
+    float *acc;
+    const float *g;
+} sq_ctx;
+
+static void sq_range(void *p, long lo, long hi) {
+    sq_ctx *c = p;
+    for (long i = lo; i < hi; i++) c->acc[i] += c->g[i] * c->g[i];
+}
+
+/* Fused per-example square for linears whose example has few rows (the
+ * decoder side: targets of a few tokens): acc[o,i] += (sum_t g[t,o] x[t,i])^2
+ * without materialising the gradient. */
+#define FUSE_MAX_T 8
+#define FUSE_MAX_IN 8192
+typedef struct {
+    float *acc;
+    const float *g, *x;
+    int in, out, T;
+} fsq_ctx;
+
+static void fsq_rows(void *p, long lo, long hi) {
+    fsq_ctx *c = p;
+    float v[FUSE_MAX_IN];
+    for (long o = lo; o < hi; o++) {
+        float *a = c->acc + o * c->in;
+        for (int i = 0; i < c->in; i++) v[i] = 0;
+        for (int t = 0; t < c->T; t++) {
+            float gt = c->g[(size_t)t * c->out + o];
+            if (gt == 0.0f) continue;
+            const float *xt = c->x + (size_t)t * c->in;
+            for (int i = 0; i < c->in; i++) v[i] += gt * xt[i];
+        }
+        for (int i = 0; i < c->in; i++) a[i] += v[i] * v[i];
+    }
+}
+
 void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
     const t5_config *c = &m->c;
     const t5_batch *bt = &m->last;
@@ -38,16 +76,44 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
     int nl = t5_n_linears(m);
     t5_linear *L = mallocCheck(sizeof *L * nl);
     t5_linears(m, L);
+    if (m->tensors[0].offset != 0 || m->params + m->tensors[0].offset != m->p.shared)
+        die("st_fisher_diag_full: shared.weight is expected first in the table");
+    /* which tensors are squared from scratch: all but shared and the fused
+     * linears; as maximal runs of consecutive floats */
+    char *fused = callocCheck(m->n_tensors, 1);
+    int *lin_fused = callocCheck(nl, sizeof(int));
+    for (int i = 0; i < nl; i++) {
+        int T = L[i].stream == T5_ENC ? bt->Te : bt->Td;
+        if (T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN) {
+            lin_fused[i] = 1;
+            for (int ti = 0; ti < m->n_tensors; ti++)
+                if (m->params + m->tensors[ti].offset == L[i].w) fused[ti] = 1;
+        }
+    }
+    size_t *run_lo = mallocCheck(sizeof(size_t) * (m->n_tensors + 1)), *run_hi = mallocCheck(sizeof(size_t) * (m->n_tensors + 1));
+    int nrun = 0;
+    for (int ti = 1; ti < m->n_tensors; ti++) {
+        if (fused[ti]) continue;
+        size_t lo = m->tensors[ti].offset, hi = lo + m->tensors[ti].numel;
+        if (nrun && run_hi[nrun - 1] == lo) run_hi[nrun - 1] = hi;
+        else run_lo[nrun] = lo, run_hi[nrun] = hi, nrun++;
+    }
 #define OFF(ptr) (scratch + ((ptr) - m->params))
     for (int b = 0; b < bt->B; b++) {
         long re, rd;
         int Te, Td;
         rows_of(bt, T5_ENC, b, &re, &Te);
         rows_of(bt, T5_DEC, b, &rd, &Td);
-        /* linears: G = g^T x over the example's rows */
+        /* linears: G = g^T x over the example's rows (fused: squared at once) */
         for (int i = 0; i < nl; i++) {
             long r0 = L[i].stream == T5_ENC ? re : rd;
             int T = L[i].stream == T5_ENC ? Te : Td;
+            if (lin_fused[i]) {
+                fsq_ctx fc = {acc + (L[i].w - m->params), L[i].g + r0 * L[i].out, L[i].x + r0 * L[i].in,
+                              L[i].in, L[i].out, T};
+                ops_parallel_for(L[i].out, 1024, fsq_rows, &fc); /* only lm_head-sized ones split */
+                continue;
+            }
             be_gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
                     L[i].x + r0 * L[i].in, L[i].in, 0.0f, OFF(L[i].w), L[i].in);
         }
@@ -88,12 +154,10 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
             const float *d = da->dec_emb + (rd + t) * D;
             for (int i = 0; i < D; i++) row[i] += d[i];
         }
-        /* square and add: every tensor except shared is fully written above */
-        for (int ti = 0; ti < m->n_tensors; ti++) {
-            const t5_tensor *t = &m->tensors[ti];
-            if (scratch + t->offset == sh) continue;
-            float *s = scratch + t->offset, *ac = acc + t->offset;
-            for (size_t j = 0; j < t->numel; j++) ac[j] += s[j] * s[j];
+        /* square and add the tensors written to scratch above */
+        for (int r = 0; r < nrun; r++) {
+            sq_ctx sc = {acc + run_lo[r], scratch + run_lo[r]};
+            ops_parallel_for((long)(run_hi[r] - run_lo[r]), 1 << 14, sq_range, &sc);
         }
         /* shared: only the touched rows (each once: square after all adds) */
         for (int pass = 0; pass < 2; pass++) {
@@ -109,6 +173,10 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
     }
 #undef OFF
     free(L);
+    free(fused);
+    free(lin_fused);
+    free(run_lo);
+    free(run_hi);
 }
 
 /* IA3 sites: (raw output y, gradient wrt scaled output, stream, vector) */

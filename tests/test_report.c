@@ -17,7 +17,7 @@ static void write_metrics(const char *name, double a, double b, const int32_t *p
     val_set_float(acc, "alpha", a);
     val_set_float(acc, "beta", b);
     val_set_float(m, "average", (a + b) / 2);
-    mc_val *ex = val_set_map(m, "examples");
+    mc_val *ex = val_set_map(m, "n_examples");
     val_set_int(ex, "alpha", n / 2);
     val_set_int(ex, "beta", n - n / 2);
     art_writer *w = art_writer_open(p, "metrics", "", m, 1);
@@ -80,7 +80,7 @@ static void test_table(void) {
     fprintf(f, "# group row seed split lambda path\n");
     fprintf(f, "ia3\tmajority\t-\ttest\t-\t%s/a.msgpack,%s/b.msgpack\n", dir, dir);
     fprintf(f, "ia3\tindividual\t1\ttest\t-\t%s/i1.msgpack\n", dir);
-    fprintf(f, "ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir);
+    fprintf(f, " ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir); /* spaces around fields are ignored */
     fprintf(f, "ia3\tties\t1\tvalidation\t0\t%s/t1v0.msgpack\n", dir);
     fprintf(f, "ia3\tties\t1\tvalidation\t1\t%s/t1v1.msgpack\n", dir);
     fprintf(f, "ia3\tties\t1\ttest\t1\t%s/t1.msgpack\n", dir);

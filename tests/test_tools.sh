@@ -29,6 +29,14 @@ ka=$(build/bin/key --stage s --binary build/bin/key --set a.x=1 --ns a); kb=$(bu
 g=$(build/bin/key --config "$T/k.conf" --set b.y=5 --get a.x b.y c.none | tr '\n' ' ')
 [ "$g" == "1 5  " ] && ok key_get || fail key_get "got '$g'"
 
+b=$(build/bin/key --batch --stage s --binary build/bin/key --set a.x=1 --ns a :: --stage t --set a.x=2 --ns a :: --config "$T/k.conf" --get a.x | tr '\n' ' ')
+want="$ka $(build/bin/key --stage t --set a.x=2 --ns a) 1 "
+[ "$b" == "$want" ] && ok key_batch || fail key_batch "got '$b' want '$want'"
+
+mkdir -p "$T/sub"; printf 'exp.p = x/y.conf\nexp.q = /abs.conf\n' > "$T/sub/e.conf"; echo "include sub/e.conf" > "$T/top.conf"
+g=$(build/bin/key --config "$T/top.conf" --get-path exp.p exp.q | tr '\n' ' ')
+[ "$g" == "$T/sub/x/y.conf /abs.conf " ] && ok key_get_path || fail key_get_path "got '$g'"
+
 # art show
 out=$(build/bin/art show "$T/a.msgpack")
 if grep -q '^kind    model' <<<"$out" && grep -q 'w.f32 *f32 *\[2, 3\]' <<<"$out" && grep -q '"d_model": 32' <<<"$out"; then

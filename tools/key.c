@@ -3,8 +3,13 @@
  *   key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]
  *       [--set k=v]... [--input ROLE=HEX | ROLE=@ARTIFACT]... [--text]
  *   key --file PATH...        XXH3-128 of files, as xxh128sum prints it
+ *   key --batch JOB :: JOB :: ...
+ *                             several of the above in one process (Make)
  *   key --config FILE... [--set k=v]... --get KEY...
  *                             print config values, one per line ("" if unset)
+ *   key --config FILE... [--set k=v]... --get-path KEY...
+ *                             the same, a relative value taken relative to
+ *                             the directory of the file that set it
  *   key --config FILE... [--set k=v]... --list PREFIX
  *                             print "REST=VALUE" for every key PREFIXREST, sorted
  *
@@ -50,8 +55,28 @@ static int in_ns(const char *key, const char *ns) {
     return 0;
 }
 
+static int job(int argc, char **argv);
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    if (argc > 1 && strcmp(argv[1], "--batch") == 0) {
+        /* key --batch ARGS... :: ARGS... : one key (or text) per job, in
+         * order; what Make uses to compute many keys with one process. */
+        int start = 2;
+        for (int i = 2; i <= argc; i++)
+            if (i == argc || strcmp(argv[i], "::") == 0) {
+                if (i > start) {
+                    argv[start - 1] = argv[0];
+                    job(i - start + 1, argv + start - 1);
+                }
+                start = i + 1;
+            }
+        return 0;
+    }
+    return job(argc, argv);
+}
+
+static int job(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--file") == 0) {
         if (argc < 3) usage();
         for (int i = 2; i < argc; i++) {
@@ -62,7 +87,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL;
-    int get = 0;
+    int get = 0, paths = 0;
     const char *list = NULL;
     int text = 0;
     mc_cfg *cfg = cfg_new();
@@ -76,6 +101,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--binary") && more) binary = argv[++i];
         else if (!strcmp(a, "--binary-digest") && more) digest = argv[++i];
         else if (!strcmp(a, "--get")) { get = i + 1; break; }
+        else if (!strcmp(a, "--get-path")) { get = i + 1; paths = 1; break; }
         else if (!strcmp(a, "--list") && more) list = argv[++i];
         else if (!strcmp(a, "--ns") && more) ns = argv[++i];
         else if (!strcmp(a, "--config") && more) {
@@ -93,6 +119,12 @@ int main(int argc, char **argv) {
         if (get >= argc) usage();
         for (int i = get; i < argc; i++) {
             const char *v = cfg_peek(cfg, argv[i]);
+            const char *w = cfg_where(cfg, argv[i]);
+            if (paths && v && *v && *v != '/' && w && strcmp(w, "--set") != 0) {
+                const char *colon = strrchr(w, ':'), *slash = NULL;
+                for (const char *p = w; p < colon; p++) if (*p == '/') slash = p;
+                if (slash) printf("%.*s/", (int)(slash - w), w);
+            }
             puts(v ? v : "");
         }
         cfg_free(cfg);

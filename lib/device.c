@@ -1,0 +1,195 @@
+/* device.c - DEVICE=cpu|cuda selection and the mc_ops dispatch tables (see
+ * device.h). Builds without CUDA; the cuda table exists only with MC_GPU. */
+#include "device.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "ops.h"
+#ifdef MC_GPU
+#include "gpu.h"
+#endif
+
+int dev_built_with_cuda(void) {
+#ifdef MC_GPU
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int dev_parse(const char *name, const char *where) {
+    if (name && !strcmp(name, "cpu")) return MC_DEV_CPU;
+    if (name && !strcmp(name, "cuda")) return MC_DEV_CUDA;
+    return mc_fail("%s: device '%s' is not one of cpu, cuda", where ? where : "DEVICE",
+                   name ? name : "");
+}
+
+int dev_open(int dev, const char *math) {
+    if (dev == MC_DEV_CPU) return 0;
+    if (dev != MC_DEV_CUDA) return mc_fail("unknown device %d", dev);
+#ifdef MC_GPU
+    int mode = GPU_MATH_FP32;
+    if (math && *math && (mode = gpu_math_parse(math)) < 0)
+        return mc_fail("gpu_math '%s' is not one of fp32, tf32, bf16", math);
+    if (!gpu_available())
+        return mc_fail("DEVICE=cuda but no CUDA device is present (driver or GPU missing); use "
+                       "DEVICE=cpu");
+    if (gpu_init(-1) < 0) return -1;
+    gpu_set_math(mode);
+    return 0;
+#else
+    (void)math;
+    return mc_fail("DEVICE=cuda but this binary was built without the CUDA backend; rebuild with "
+                   "`make GPU=1` or use DEVICE=cpu");
+#endif
+}
+
+int dev_select(mc_cfg *cfg, const char *key) {
+    const char *name = "cpu", *where = "default";
+    char where_buf[256];
+    if (cfg && key) {
+        if (cfg_get_str(cfg, key, "cpu", &name) < 0) return -1;
+        const char *w = cfg_where(cfg, key);
+        if (w) {
+            snprintf(where_buf, sizeof where_buf, "%s: %s", w, key);
+            where = where_buf;
+        }
+    }
+    const char *env = getenv("DEVICE");
+    if (env && *env) {
+        name = env;
+        where = "DEVICE";
+    }
+    int dev = dev_parse(name, where);
+    if (dev < 0) return -1;
+
+    const char *math = NULL;
+    if (cfg && key) {
+        char mkey[256];
+        const char *dot = strrchr(key, '.');
+        size_t pre = dot ? (size_t)(dot - key) : 0;
+        if (pre + sizeof ".gpu_math" > sizeof mkey) return mc_fail("config key too long: %s", key);
+        memcpy(mkey, key, pre);
+        strcpy(mkey + pre, pre ? ".gpu_math" : "gpu_math");
+        if (cfg_get_str(cfg, mkey, "fp32", &math) < 0) return -1;
+    }
+    const char *menv = getenv("MATS_GPU_MATH");
+    if (menv && *menv) math = menv;
+    if (dev_open(dev, math) < 0) return -1;
+    return dev;
+}
+
+int dev_resolve(mc_cfg *cfg, const char *key) {
+    int dev = dev_select(cfg, key);
+    if (dev < 0) die("%s", mc_error());
+    return dev;
+}
+
+const char *dev_describe(int dev) {
+    static char buf[320];
+    if (dev != MC_DEV_CUDA) return "cpu";
+#ifdef MC_GPU
+    snprintf(buf, sizeof buf, "cuda (%s, %s)", gpu_device_name(), gpu_math_name(gpu_math()));
+#else
+    snprintf(buf, sizeof buf, "cuda (not built)");
+#endif
+    return buf;
+}
+
+/* ------------------------------------------------------------ CPU table */
+
+static void *cpu_alloc(size_t bytes) { return bytes ? callocCheck(1, bytes) : NULL; }
+static void cpu_release(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void cpu_sync(void) {}
+
+static const mc_ops cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .gemm = be_gemm,
+    .gemm_sbatched = be_gemm_sbatched,
+    .syrk = be_syrk,
+    .embed_forward = op_embed_forward,
+    .embed_backward = op_embed_backward,
+    .rmsnorm_forward = op_rmsnorm_forward,
+    .rmsnorm_backward = op_rmsnorm_backward,
+    .linear_forward = op_linear_forward,
+    .linear_backward = op_linear_backward,
+    .ia3_forward = op_ia3_forward,
+    .ia3_backward = op_ia3_backward,
+    .gated_gelu_forward = op_gated_gelu_forward,
+    .gated_gelu_backward = op_gated_gelu_backward,
+    .relpos_buckets = op_relpos_buckets,
+    .relpos_bias_forward = op_relpos_bias_forward,
+    .relpos_bias_backward = op_relpos_bias_backward,
+    .attention_forward = op_attention_forward,
+    .attention_backward = op_attention_backward,
+    .crossentropy_forward = op_crossentropy_forward,
+    .crossentropy_backward = op_crossentropy_backward,
+    .add_inplace = op_add_inplace,
+};
+
+/* ------------------------------------------------------------ CUDA table */
+
+#ifdef MC_GPU
+static void *cuda_alloc(size_t bytes) {
+    void *p = gpu_malloc(bytes);
+    gpu_memset0(p, bytes);
+    return p;
+}
+
+static const mc_ops cuda_ops = {
+    .name = "cuda",
+    .alloc = cuda_alloc,
+    .release = gpu_free,
+    .upload = gpu_upload,
+    .download = gpu_download,
+    .copy = gpu_copy,
+    .zero = gpu_memset0,
+    .sync = gpu_sync,
+    .gemm = gpu_gemm,
+    .gemm_sbatched = gpu_gemm_sbatched,
+    .syrk = gpu_syrk,
+    .embed_forward = gpu_embed_forward,
+    .embed_backward = gpu_embed_backward,
+    .rmsnorm_forward = gpu_rmsnorm_forward,
+    .rmsnorm_backward = gpu_rmsnorm_backward,
+    .linear_forward = gpu_linear_forward,
+    .linear_backward = gpu_linear_backward,
+    .ia3_forward = gpu_ia3_forward,
+    .ia3_backward = gpu_ia3_backward,
+    .gated_gelu_forward = gpu_gated_gelu_forward,
+    .gated_gelu_backward = gpu_gated_gelu_backward,
+    .relpos_buckets = gpu_relpos_buckets,
+    .relpos_bias_forward = gpu_relpos_bias_forward,
+    .relpos_bias_backward = gpu_relpos_bias_backward,
+    .attention_forward = gpu_attention_forward,
+    .attention_backward = gpu_attention_backward,
+    .crossentropy_forward = gpu_crossentropy_forward,
+    .crossentropy_backward = gpu_crossentropy_backward,
+    .add_inplace = gpu_add_inplace,
+};
+#endif
+
+const mc_ops *dev_ops(int dev) {
+    if (dev == MC_DEV_CPU) return &cpu_ops;
+#ifdef MC_GPU
+    if (dev == MC_DEV_CUDA) return &cuda_ops;
+#endif
+    die("dev_ops: device %d is not available in this build", dev);
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The workflow on the smoke experiment (issue 7): a cold `make merge` builds
+# everything; a warm one runs no stage; changing lambda, a Fisher option or
+# one task's training option reruns only what depends on it, and reverting
+# runs nothing; -j2 gives the same bytes as -j1; make killed at a random
+# moment and rerun completes with the same bytes and no partial artifact.
+# The stages that ran are read from $MATS_RUN_LOG (scripts/run-stage.sh).
+set -u
+cd "$(dirname "$0")/.."
+REPO=$PWD
+T=$(mktemp -d /tmp/mats-wf.XXXXXX); trap 'rm -rf "$T"' EXIT
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; }
+EXPF=$T/wftest.conf
+echo "include $REPO/configs/experiments/smoke.conf" > "$EXPF"
+
+# run CACHE ARGS...: make merge with the stage log in $T/ran
+run() {
+    local cache=$1; shift
+    : > "$T/ran"
+    MATS_RUN_LOG=$T/ran MATS_CACHE=$cache make --no-print-directory merge EXP="$EXPF" "$@" > "$T/out" 2>&1
+}
+ran_stages() { cut -d' ' -f1 "$T/ran" | sort -u | tr '\n' ' '; }
+ran_slots() { cut -d' ' -f2 "$T/ran" | sort -u | tr '\n' ' '; }
+
+A=$T/a
+if run "$A" METHOD=ties; then
+    st=$(ran_stages)
+    if [[ $st == *prepare* && $st == *train* && $st == *eval* && $st == *merge* ]] && grep -q '| ties |' "$T/out"; then
+        ok cold_merge_builds_everything; else fail cold_merge_builds_everything "ran: $st"; tail -30 "$T/out"; fi
+else fail cold_merge_builds_everything "make failed"; tail -40 "$T/out"; exit 1; fi
+
+s=$(date +%s.%N); run "$A" METHOD=ties; e=$(date +%s.%N)
+secs=$(awk -v a="$s" -v b="$e" 'BEGIN{printf "%.2f", b-a}')
+[ ! -s "$T/ran" ] && ok "warm_merge_runs_no_stage (${secs}s)" || fail warm_merge_runs_no_stage "ran: $(ran_slots)"
+
+run "$A" METHOD=ties LAMBDA=0.5
+st=$(ran_stages)
+[ "$st" == "eval merge " ] && ok lambda_reruns_merge_and_eval_only || fail lambda_reruns_merge_and_eval_only "ran: $st"
+run "$A" METHOD=ties
+[ ! -s "$T/ran" ] && ok lambda_revert_runs_nothing || fail lambda_revert_runs_nothing "ran: $(ran_slots)"
+
+run "$A" METHOD=fisher
+st=$(ran_stages)
+[ "$st" == "eval fisher merge " ] && ok fisher_method_adds_fisher_merge_eval || fail fisher_method_adds_fisher_merge_eval "ran: $st"
+cp "$EXPF" "$T/exp.orig"
+echo "exp.stats.true_fisher = 1" >> "$EXPF"
+run "$A" METHOD=fisher
+st=$(ran_stages)
+[ "$st" == "eval fisher merge " ] && ok fisher_option_reruns_fisher_and_downstream || fail fisher_option_reruns_fisher_and_downstream "ran: $st"
+cp "$T/exp.orig" "$EXPF"
+run "$A" METHOD=fisher
+[ ! -s "$T/ran" ] && ok fisher_revert_runs_nothing || fail fisher_revert_runs_nothing "ran: $(ran_slots)"
+
+echo "task.topic.train.lr = 2e-3" >> "$EXPF"
+run "$A" METHOD=ties
+sl=$(ran_slots)
+bad=$(tr ' ' '\n' <<<"$sl" | grep -E 'sentiment-s|^pretrain|^mt-|^eval-mt|^prepare|^tok|^vocab' | tr '\n' ' ')
+if [[ $sl == *ft-ia3-topic-s1* && $sl == *merge-ia3-ties* && -z $bad ]]; then ok task_option_reruns_that_task_only
+else fail task_option_reruns_that_task_only "ran: $sl; should not have: $bad"; fi
+cp "$T/exp.orig" "$EXPF"
+run "$A" METHOD=ties
+[ ! -s "$T/ran" ] && ok task_revert_runs_nothing || fail task_revert_runs_nothing "ran: $(ran_slots)"
+
+# -j2 in a fresh cache gives the same bytes as the -j1 cache
+B=$T/b
+run "$B" METHOD=ties -j2 || { fail j2_same_bytes "make -j2 failed"; tail -20 "$T/out"; }
+diffs=0 n=0
+for f in $(cd "$B" && ls */*.msgpack); do
+    n=$((n + 1)); cmp -s "$A/$f" "$B/$f" || { diffs=$((diffs + 1)); echo "  differs or missing: $f"; }
+done
+[ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j2_same_bytes_as_j1 ($n artifacts)" || fail j2_same_bytes_as_j1 "$diffs of $n differ"
+
+# killed at a random moment, then rerun
+C=$T/c
+for attempt in 1 2; do
+    delay=$(awk -v s=$RANDOM 'BEGIN{srand(s); printf "%.1f", 1 + rand() * 6}')
+    ( MATS_CACHE=$C setsid make --no-print-directory merge EXP="$EXPF" METHOD=ties > "$T/killed.log" 2>&1 & echo $! > "$T/pid"; wait ) &
+    sleep "$delay"
+    kill -9 -- -"$(cat "$T/pid")" 2>/dev/null
+    wait 2>/dev/null
+    echo "  killed make after ${delay}s"
+done
+run "$C" METHOD=ties || { fail kill_rerun "rerun failed"; tail -20 "$T/out"; }
+bad=0 n=0
+for f in $(cd "$C" && ls */*.msgpack); do
+    n=$((n + 1))
+    build/bin/art verify "$C/$f" >/dev/null 2>&1 || { bad=$((bad + 1)); echo "  corrupt: $f"; }
+    cmp -s "$A/$f" "$C/$f" || { bad=$((bad + 1)); echo "  differs: $f"; }
+done
+[ $bad -eq 0 ] && [ $n -gt 10 ] && ok "killed_and_rerun_same_bytes ($n artifacts)" || fail killed_and_rerun_same_bytes "$bad problems"
+
+# explain: a changed task option is named in words (3e-3 was never built)
+echo "task.topic.train.lr = 3e-3" >> "$EXPF"
+ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+cp "$T/exp.orig" "$EXPF"
+grep -q "config changed: train.lr=" <<<"$ex" && ok explain_names_the_change || fail explain_names_the_change "$ex"
+ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "$ex"

@@ -11,8 +11,9 @@
 
 /* ------------------------------------------------------------ SPD solves */
 
-/* Factor S in place (ridge logic of mrg_spd_solve); returns the ridge or
- * -1. S0 receives a copy of the original. */
+/* Cholesky-factor S in place, adding the smallest ridge r I of the ladder
+ * in merge.h that makes it positive definite; returns r (0 if none was
+ * needed) or -1. */
 static double spd_factor(int n, double *S) {
     size_t nn = (size_t)n * n;
     double *S0 = mallocCheck(sizeof(double) * (nn ? nn : 1));

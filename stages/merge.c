@@ -9,7 +9,8 @@
  * handed back to the kernel (madvise), and the output goes through the
  * streaming writer. TIES finds each task vector's global magnitude
  * threshold with two histogram passes (mrg_select) instead of holding the
- * task vectors. CG methods and regmean keep the merged model in memory
+ * task vectors, and keeps the elected signs as one byte per parameter (a
+ * quarter of a model) so the merge pass reads each model once. CG methods and regmean keep the merged model in memory
  * because their per-tensor residuals go into the output's meta, which the
  * writer puts before the tensors.
  *
@@ -752,7 +753,7 @@ static float *load_scaled(const art_file *a, const char *name, int n) {
 }
 
 typedef struct {
-    double seconds, applies_per_tensor_sum;
+    double seconds;
     long applies, tensors, iters_min, iters_max, iters_sum;
     double worst_rel;
     const char *worst;
@@ -773,7 +774,11 @@ static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_
     st->iters_sum += r->iterations;
     st->tensors++;
     double rel = r->b_norm > 0 ? r->final_residual / r->b_norm : r->final_residual;
-    if (rel > st->worst_rel || !st->worst) st->worst_rel = rel, st->worst = strdupCheck(name);
+    if (rel > st->worst_rel || !st->worst) {
+        free((void *)st->worst);
+        st->worst_rel = rel;
+        st->worst = strdupCheck(name);
+    }
 }
 
 static void run_solvers(const char *key) {

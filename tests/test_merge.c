@@ -479,7 +479,9 @@ static void test_closed_forms(void) {
 static void test_cg_converges(void) {
     CHECK(run_merge("--method cg_average " CGX " " MODELS " --init pretrained -o cga.msgpack") == 0, "cg_average");
     compare("cga.msgpack", "expect.average", 1e-5, 1e-6);
-    CHECK(run_merge("--method cg_fisher " CGX " " MODELS " " FISHERS " -o cgf.msgpack") == 0, "cg_fisher");
+    /* from the pretrained model: the all-zero Fisher entry must still move
+     * (to the average, through the 1e-8 clamp); unclamped it would stay. */
+    CHECK(run_merge("--method cg_fisher " CGX " " MODELS " " FISHERS " --init pretrained -o cgf.msgpack") == 0, "cg_fisher");
     compare("cgf.msgpack", "expect.fisher", 1e-4, 1e-5);
     /* lm_head included: the original leaves it at the pretrained value. */
     CHECK(run_merge("--method cg_regmean --lambda 0.8 " CGX " " MODELS " " GRAMS " -o cgr.msgpack") == 0, "cg_regmean");

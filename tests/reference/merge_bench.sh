@@ -15,7 +15,8 @@
 # 4. Peak RSS of the streaming methods on N models of t5-base size.
 #
 # Knobs (environment): BENCH_MERGE_DIR (build/bench-merge), BENCH_MERGE_N (8),
-# BENCH_MERGE_ITERS (5), BENCH_MERGE_REPEAT (3), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
+# BENCH_MERGE_PRESET (small; tiny for a smoke run), BENCH_MERGE_ITERS (5),
+# BENCH_MERGE_REPEAT (3), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
 # ~9 GB), MATS_THREADS. Generated inputs are kept and reused.
 set -euo pipefail
 DIR=${BENCH_MERGE_DIR:-build/bench-merge}
@@ -52,15 +53,15 @@ run_method() {
 }
 
 echo "== merge benchmark: $N models, threads ${MATS_THREADS:-default}, $(date -u +%FT%TZ)"
-S=$DIR/small
+S=$DIR/${BENCH_MERGE_PRESET:-small}
 echo "-- generating t5-small inputs in $S (kept for reuse)"
-gen_set small "$S" 1
+gen_set "${BENCH_MERGE_PRESET:-small}" "$S" 1
 M="--pretrained $S/pre.msgpack --models $(list "$S" m)"
 G="--gram $(list "$S" g)"
 F="--fisher $(list "$S" f)"
 CG="--iterations $ITERS --cg-tol 0"
 msize=$(stat -c %s "$S/m0.msgpack")
-echo "-- t5-small, one model = $((msize / 1048576)) MiB; CG methods run $ITERS iterations"
+echo "-- ${BENCH_MERGE_PRESET:-small}, one model = $((msize / 1048576)) MiB; CG methods run $ITERS iterations"
 printf "%-22s %11s %14s\n" method wall "peak RSS"
 run_method average "$S" --method average $M
 run_method task_arithmetic "$S" --method task_arithmetic --lambda 0.3 $M
@@ -91,6 +92,12 @@ for round in 1 2; do
         --filter .block.0. --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [$round] /"
     $B/bench_merge sgemm | tail -1 | sed "s/^/   [$round] /"
 done
+echo "-- the same with one thread each (per-core efficiency, least sensitive to other load):"
+MATS_THREADS=1 $B/bench_merge speed --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
+    --iterations "$ITERS" --repeat "$REPEAT" | sed "s/^/   [1t] /"
+$PY tests/reference/merge_peer.py --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 \
+    --filter .block.0. --iterations "$ITERS" --repeat "$REPEAT" --threads 1 | sed "s/^/   [1t] /"
+MATS_THREADS=1 $B/bench_merge sgemm | tail -1 | sed "s/^/   [1t] /"
 echo "-- Kronecker preconditioner: iterations to the residual of 100 plain iterations (block-0 linears, lambda 0.9)"
 $B/bench_merge precond --models "$(list "$S" m)" --gram "$(list "$S" g)" --lambda 0.9 --filter .block.0. \
     --iterations 100 | sed 's/^/   /'

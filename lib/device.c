@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "key.h"
 #include "ops.h"
 #ifdef MC_GPU
 #include "gpu.h"
@@ -89,6 +90,28 @@ int dev_resolve(mc_cfg *cfg, const char *key) {
     return dev;
 }
 
+void dev_option(const char *name) {
+    if (dev_parse(name, "--device") < 0) die("%s", mc_error());
+    setenv("DEVICE", name, 1);
+}
+
+void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev) {
+    if (dev != MC_DEV_CUDA) return;
+    const char *have = cfg ? cfg_peek(cfg, key) : NULL;
+    if (!have || strcmp(have, "cuda") != 0) key_config(k, key, "cuda");
+#ifdef MC_GPU
+    char mkey[256];
+    const char *dot = strrchr(key, '.');
+    size_t pre = dot ? (size_t)(dot - key) : 0;
+    if (pre + sizeof ".gpu_math" > sizeof mkey) return;
+    memcpy(mkey, key, pre);
+    strcpy(mkey + pre, pre ? ".gpu_math" : "gpu_math");
+    const char *math = gpu_math_name(gpu_math());
+    const char *cm = cfg ? cfg_peek(cfg, mkey) : NULL;
+    if (strcmp(math, "fp32") != 0 && (!cm || strcmp(cm, math) != 0)) key_config(k, mkey, math);
+#endif
+}
+
 const char *dev_describe(int dev) {
     static char buf[320];
     if (dev != MC_DEV_CUDA) return "cpu";
@@ -104,11 +127,23 @@ const char *dev_describe(int dev) {
 
 static void *cpu_alloc(size_t bytes) { return bytes ? callocCheck(1, bytes) : NULL; }
 static void cpu_release(void *p) { free(p); }
+/* float-sized, non-overlapping blocks take ops.h's parallel copy and zero
+ * (the model's gradient blocks and residual copies); the bytes are the same */
+static int float_block(const void *p, size_t bytes) {
+    return bytes % sizeof(float) == 0 && (uintptr_t)p % sizeof(float) == 0;
+}
 static void cpu_copy(void *dst, const void *src, size_t bytes) {
-    if (bytes) memmove(dst, src, bytes);
+    if (!bytes) return;
+    const char *d = dst, *s = src;
+    if (float_block(dst, bytes) && float_block(src, bytes) && (d + bytes <= s || s + bytes <= d))
+        ops_copy(dst, src, (long)(bytes / sizeof(float)));
+    else
+        memmove(dst, src, bytes);
 }
 static void cpu_zero(void *p, size_t bytes) {
-    if (bytes) memset(p, 0, bytes);
+    if (!bytes) return;
+    if (float_block(p, bytes)) ops_zero(p, (long)(bytes / sizeof(float)));
+    else memset(p, 0, bytes);
 }
 static void cpu_sync(void) {}
 

@@ -53,6 +53,17 @@ int dev_select(mc_cfg *cfg, const char *key);
 /* dev_select that dies with the message. */
 int dev_resolve(mc_cfg *cfg, const char *key);
 
+/* A stage's --device option: checks the name (dies with one line naming
+ * the option) and makes it win over DEVICE and the config by setting
+ * DEVICE for this process. */
+void dev_option(const char *name);
+
+/* The device's part of a stage's key: for cuda, `key`=cuda (e.g.
+ * train.device=cuda) and the matching gpu_math entry unless the config
+ * holds them already; nothing on the CPU, so CPU keys do not change. */
+struct mc_key;
+void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev);
+
 /* "cpu" or "cuda (NVIDIA H100 80GB HBM3, tf32)"; owned by the library. */
 const char *dev_describe(int dev);
 

@@ -6,7 +6,11 @@
 #include <string.h>
 
 #include "common.h"
+#include "device.h"
 #include "ops.h"
+#ifdef MC_GPU
+#include "gpu.h"
+#endif
 
 optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors) {
     optim *o = callocCheck(1, sizeof *o);
@@ -40,6 +44,10 @@ optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_ten
 
 void opt_free(optim *o) {
     if (!o) return;
+    if (o->ops) {
+        o->ops->release(o->dstate);
+        o->ops->release(o->dscratch);
+    }
     free(o->state);
     free(o->state_off);
     free(o->scratch);
@@ -136,7 +144,38 @@ static void adafactor_step(optim *o, float *params, const float *grads) {
     }
 }
 
+void opt_to_device(optim *o, const mc_ops *ops) {
+    if (ops == dev_ops(MC_DEV_CPU) || ops == o->ops) return;
+    if (o->ops) die("opt_to_device: the optimizer is on %s already", o->ops->name);
+#ifndef MC_GPU
+    die("opt_to_device: %s optimizer steps need the CUDA backend (make GPU=1)", ops->name);
+#endif
+    o->ops = ops;
+    o->dstate = ops->alloc(sizeof(float) * (o->n_state ? o->n_state : 1));
+    if (o->scratch) {
+        size_t maxn = 1;
+        for (int i = 0; i < o->n_tensors; i++)
+            if (o->tensors[i].numel > maxn) maxn = o->tensors[i].numel;
+        o->dscratch = ops->alloc(sizeof(float) * maxn);
+    }
+    opt_sync_device(o);
+}
+
+void opt_sync_host(optim *o) {
+    if (o->ops) o->ops->download(o->state, o->dstate, sizeof(float) * o->n_state);
+}
+
+void opt_sync_device(optim *o) {
+    if (o->ops) o->ops->upload(o->dstate, o->state, sizeof(float) * o->n_state);
+}
+
 void opt_step(optim *o, float *params, const float *grads) {
+    if (o->ops) {
+#ifdef MC_GPU
+        gpu_opt_step(o, params, grads, o->dstate, o->dscratch);
+        return;
+#endif
+    }
     if (o->kind == OPT_ADAMW) adamw_step(o, params, grads);
     else adafactor_step(o, params, grads);
 }
@@ -150,4 +189,15 @@ float opt_clip_grad_norm(float *grads, size_t n, float max_norm) {
         for (size_t i = 0; i < n; i++) grads[i] *= c;
     }
     return norm;
+}
+
+float opt_clip_grad_norm_on(const mc_ops *ops, float *grads, size_t n, float max_norm) {
+    if (!ops || ops == dev_ops(MC_DEV_CPU)) return opt_clip_grad_norm(grads, n, max_norm);
+#ifdef MC_GPU
+    float norm = (float)sqrt(gpu_dot((long)n, grads, grads));
+    if (max_norm > 0 && norm > max_norm) gpu_scale((long)n, max_norm / (norm + 1e-6f), grads);
+    return norm;
+#else
+    die("opt_clip_grad_norm_on: %s needs the CUDA backend (make GPU=1)", ops->name);
+#endif
 }

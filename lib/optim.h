@@ -32,6 +32,11 @@ typedef struct {
     const t5_tensor *tensors;  /* not owned */
     size_t *state_off;         /* Adafactor: per tensor offset into state */
     float *scratch;            /* Adafactor: one tensor's update */
+    /* opt_to_device: the state and scratch on the device of `ops`, where
+     * opt_step then runs (gpu_opt_step); `state` above is the host copy
+     * that checkpoints read and write (opt_sync_host / opt_sync_device). */
+    const struct mc_ops *ops;
+    float *dstate, *dscratch;
 } optim;
 
 /* New optimizer with default hyper-parameters for `kind` and learning rate
@@ -42,6 +47,19 @@ void opt_free(optim *o);
 
 /* One update of params with grads (both n floats). */
 void opt_step(optim *o, float *params, const float *grads);
+
+struct mc_ops;
+/* Keep the state on the device of `ops` (device.h) from now on: params and
+ * grads given to opt_step are then that device's memory. A no-op for the
+ * CPU table. Uploads the current host state. */
+void opt_to_device(optim *o, const struct mc_ops *ops);
+/* Host state <- device state (before writing a checkpoint) and the reverse
+ * (after reading one). No-ops on the CPU. */
+void opt_sync_host(optim *o);
+void opt_sync_device(optim *o);
+
+/* opt_clip_grad_norm for grads in memory of `ops` (NULL: the CPU). */
+float opt_clip_grad_norm_on(const struct mc_ops *ops, float *grads, size_t n, float max_norm);
 
 /* Global L2 norm of grads; when max_norm > 0 and the norm exceeds it,
  * scale grads down to max_norm (torch.nn.utils.clip_grad_norm_). */

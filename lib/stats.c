@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "device.h"
 #include "ops.h"
 
 /* rows of example b in a stream */
@@ -252,9 +253,10 @@ st_gram *st_gram_new(const t5_model *m, int *n) {
     for (int i = 0; i < nl; i++) {
         snprintf(g[i].name, sizeof g[i].name, "%s", L[i].name);
         g[i].in = L[i].in, g[i].out = L[i].out, g[i].stream = L[i].stream;
-        g[i].in_gram = callocCheck((size_t)L[i].in * L[i].in, sizeof(float));
+        g[i].ops = m->ops;
+        g[i].in_gram = m->ops->alloc(sizeof(float) * L[i].in * L[i].in);
         if (strcmp(L[i].name, "lm_head.weight") != 0)
-            g[i].out_gram = callocCheck((size_t)L[i].out * L[i].out, sizeof(float));
+            g[i].out_gram = m->ops->alloc(sizeof(float) * L[i].out * L[i].out);
     }
     free(L);
     *n = nl;
@@ -262,8 +264,26 @@ st_gram *st_gram_new(const t5_model *m, int *n) {
 }
 
 void st_gram_free(st_gram *g, int n) {
-    for (int i = 0; i < n; i++) free(g[i].in_gram), free(g[i].out_gram);
+    for (int i = 0; i < n; i++) g[i].ops->release(g[i].in_gram), g[i].ops->release(g[i].out_gram);
     free(g);
+}
+
+static float *to_host(const mc_ops *o, float *d, size_t n) {
+    if (!d) return NULL;
+    float *h = mallocCheck(sizeof(float) * n);
+    o->download(h, d, sizeof(float) * n);
+    o->release(d);
+    return h;
+}
+
+void st_gram_to_host(st_gram *g, int n) {
+    const mc_ops *cpu = dev_ops(MC_DEV_CPU);
+    for (int i = 0; i < n; i++) {
+        if (g[i].ops == cpu) continue;
+        g[i].in_gram = to_host(g[i].ops, g[i].in_gram, (size_t)g[i].in * g[i].in);
+        g[i].out_gram = to_host(g[i].ops, g[i].out_gram, (size_t)g[i].out * g[i].out);
+        g[i].ops = cpu;
+    }
 }
 
 size_t st_gram_scratch_floats(const t5_model *m) {
@@ -276,11 +296,22 @@ size_t st_gram_scratch_floats(const t5_model *m) {
     return rows * w;
 }
 
-/* copy the real rows of src (rows x w) into dst; returns their count */
-static int compact(float *dst, const float *src, const int *ids, long rows, int w) {
+/* copy the real rows of src (rows x w) into dst, one copy per run of
+ * consecutive real rows (ids are host, src and dst memory of `o`); returns
+ * their count */
+static int compact(const mc_ops *o, float *dst, const float *src, const int *ids, long rows, int w) {
     int k = 0;
-    for (long r = 0; r < rows; r++)
-        if (ids[r] != T5_PAD) memcpy(dst + (size_t)k++ * w, src + (size_t)r * w, sizeof(float) * w);
+    for (long r = 0; r < rows;) {
+        if (ids[r] == T5_PAD) {
+            r++;
+            continue;
+        }
+        long r1 = r;
+        while (r1 < rows && ids[r1] != T5_PAD) r1++;
+        o->copy(dst + (size_t)k * w, src + (size_t)r * w, sizeof(float) * w * (size_t)(r1 - r));
+        k += (int)(r1 - r);
+        r = r1;
+    }
     return k;
 }
 
@@ -295,11 +326,12 @@ void st_gram_accum(const t5_model *m, st_gram *g, int n, float *scratch, long *n
         int enc = L[i].stream == T5_ENC;
         const int *ids = enc ? bt->enc_ids : bt->targets;
         long rows = enc ? Ne : Nd;
-        int k = compact(scratch, L[i].x, ids, rows, L[i].in);
-        be_syrk(1, L[i].in, k, 1.0f, scratch, L[i].in, 1.0f, g[i].in_gram, L[i].in);
+        if (g[i].ops != m->ops) die("st_gram_accum: accumulators and model on different devices");
+        int k = compact(m->ops, scratch, L[i].x, ids, rows, L[i].in);
+        m->ops->syrk(1, L[i].in, k, 1.0f, scratch, L[i].in, 1.0f, g[i].in_gram, L[i].in);
         if (g[i].out_gram) {
-            k = compact(scratch, L[i].g, ids, rows, L[i].out);
-            be_syrk(1, L[i].out, k, 1.0f, scratch, L[i].out, 1.0f, g[i].out_gram, L[i].out);
+            k = compact(m->ops, scratch, L[i].g, ids, rows, L[i].out);
+            m->ops->syrk(1, L[i].out, k, 1.0f, scratch, L[i].out, 1.0f, g[i].out_gram, L[i].out);
         }
     }
     for (long r = 0; r < Ne; r++) *n_enc += bt->enc_ids[r] != T5_PAD;

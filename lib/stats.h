@@ -44,14 +44,20 @@ typedef struct {
     int in, out, stream;
     float *in_gram;             /* (in, in) sum over real tokens of x x^T */
     float *out_gram;            /* (out, out) sum of g g^T; NULL for lm_head */
+    const struct mc_ops *ops;   /* device of the two matrices (the model's) */
 } st_gram;
 
-/* Allocate zeroed accumulators for every linear of m (count in *n). */
+/* Allocate zeroed accumulators for every linear of m (count in *n), in the
+ * memory of m's device: on cuda the whole accumulation (row compaction and
+ * SYRK) runs there. */
 st_gram *st_gram_new(const t5_model *m, int *n);
 void st_gram_free(st_gram *g, int n);
+/* Bring device accumulators to host memory (a no-op on the CPU). */
+void st_gram_to_host(st_gram *g, int n);
 /* Add the last batch's real tokens; counts of real encoder / decoder tokens
  * are added to *n_enc, *n_dec. scratch: rows x max(in,out) floats for the
- * largest stream of the batch (st_gram_scratch_floats). */
+ * largest stream of the batch (st_gram_scratch_floats), memory of m's
+ * device. */
 void st_gram_accum(const t5_model *m, st_gram *g, int n, float *scratch, long *n_enc, long *n_dec);
 size_t st_gram_scratch_floats(const t5_model *m);
 

@@ -8,7 +8,13 @@
 
 #include "backend.h"
 #include "common.h"
+#include "device.h"
 #include "ops.h"
+
+/* every op, zeroing and copy of model memory goes through the model's table */
+#define OPS (m->ops)
+#define FZERO(p, n) OPS->zero((p), sizeof(float) * (size_t)(n))
+#define FCOPY(d, s, n) OPS->copy((d), (s), sizeof(float) * (size_t)(n))
 
 /* ------------------------------------------------------------------ config */
 
@@ -228,6 +234,7 @@ static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *
 t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3) {
     t5_model *m = callocCheck(1, sizeof *m);
     m->c = *c;
+    m->ops = dev_ops(MC_DEV_CPU);
     int n = 0;
     m->n_params = param_layout(c, NULL, NULL, NULL, &n);
     m->n_tensors = n;
@@ -259,35 +266,87 @@ t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3) {
     return m;
 }
 
+static void free_acts(t5_model *m) {
+    const mc_ops *o = m->ops;
+    o->release(m->act_mem);
+    o->release(m->grad_mem);
+    o->release(m->lse);
+    if (!t5_on_host(m)) {
+        o->release(m->d_enc_buckets);
+        o->release(m->d_dec_buckets);
+        o->release(m->d_enc_mask);
+        o->release(m->d_tok_loss);
+        o->release(m->d_tok_w);
+        o->release(m->d_ids);
+    }
+    free(m->enc_buckets);
+    free(m->dec_buckets);
+    free(m->enc_mask);
+    free(m->tok_loss);
+    free(m->tok_w);
+    m->act_mem = m->grad_mem = m->lse = m->d_tok_loss = m->d_tok_w = NULL;
+    m->enc_buckets = m->dec_buckets = m->d_enc_buckets = m->d_dec_buckets = m->d_ids = NULL;
+    m->enc_mask = m->d_enc_mask = NULL;
+    m->tok_loss = m->tok_w = NULL;
+}
+
 void t5_free(t5_model *m) {
     if (!m) return;
-    free(m->params);
-    free(m->grads);
+    free_acts(m);
+    m->ops->release(m->params);
+    m->ops->release(m->grads);
     free(m->tensors);
     free(m->p.enc);
     free(m->p.dec);
     free(m->g.enc);
     free(m->g.dec);
-    free(m->ia3);
-    free(m->ia3_grads);
+    m->ops->release(m->ia3);
+    m->ops->release(m->ia3_grads);
     free(m->ia3_tensors);
     free(m->ia.enc);
     free(m->ia.dec);
     free(m->iag.enc);
     free(m->iag.dec);
-    free(m->act_mem);
-    free(m->grad_mem);
     free(m->a.enc);
     free(m->a.dec);
     free(m->da.enc);
     free(m->da.dec);
-    free(m->enc_buckets);
-    free(m->dec_buckets);
-    free(m->enc_mask);
-    free(m->tok_loss);
-    free(m->lse);
-    free(m->tok_w);
     free(m);
+}
+
+int t5_on_host(const t5_model *m) { return m->ops == dev_ops(MC_DEV_CPU); }
+
+void t5_download(const t5_model *m, float *host, const float *src, size_t n) {
+    m->ops->download(host, src, n * sizeof(float));
+}
+
+void t5_upload(const t5_model *m, float *dst, const float *host, size_t n) {
+    m->ops->upload(dst, host, n * sizeof(float));
+}
+
+static float *move_block(const mc_ops *o, float *host, size_t n) {
+    if (!host) return NULL;
+    float *d = o->alloc(n * sizeof(float));
+    o->upload(d, host, n * sizeof(float));
+    free(host);
+    return d;
+}
+
+void t5_to_device(t5_model *m, const mc_ops *ops) {
+    if (ops == m->ops) return;
+    if (!t5_on_host(m)) die("t5_to_device: the model is on %s already", m->ops->name);
+    if (m->act_mem) die("t5_to_device: move the model before t5_alloc_acts");
+    m->params = move_block(ops, m->params, m->n_params);
+    m->grads = move_block(ops, m->grads, m->n_params);
+    m->ia3 = move_block(ops, m->ia3, m->n_ia3);
+    m->ia3_grads = move_block(ops, m->ia3_grads, m->n_ia3);
+    m->ops = ops;
+    param_layout(&m->c, &m->p, m->params, NULL, NULL);
+    if (m->grads) param_layout(&m->c, &m->g, m->grads, NULL, NULL);
+    if (m->ia3) {
+        ia3_layout(&m->c, &m->ia, m->ia3, NULL, NULL);
+        ia3_layout(&m->c, &m->iag, m->ia3_grads, NULL, NULL);
+    }
 }
 
 float *t5_param(const t5_model *m, const char *name, const t5_tensor **info) {
@@ -374,9 +433,11 @@ uint64_t t5_rng_below(t5_rng *r, uint64_t n) {
  * (seed, tensor index), so the values do not depend on the order of calls. */
 void t5_init_random(t5_model *m, uint64_t seed) {
     const t5_config *c = &m->c;
+    int host = t5_on_host(m);
+    float *base = host ? m->params : mallocCheck(sizeof(float) * m->n_params);
     for (int i = 0; i < m->n_tensors; i++) {
         const t5_tensor *t = &m->tensors[i];
-        float *p = m->params + t->offset;
+        float *p = base + t->offset;
         const char *nm = t->name;
         double std;
         size_t ln = strlen(nm);
@@ -398,8 +459,18 @@ void t5_init_random(t5_model *m, uint64_t seed) {
         t5_rng_seed(&r, seed * 1000003ULL + (uint64_t)i);
         for (size_t j = 0; j < t->numel; j++) p[j] = (float)(std * t5_rng_normal(&r));
     }
-    if (m->ia3)
-        for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f;
+    if (!host) {
+        t5_upload(m, m->params, base, m->n_params);
+        free(base);
+    }
+    if (m->ia3) {
+        float *ones = host ? m->ia3 : mallocCheck(sizeof(float) * m->n_ia3);
+        for (size_t i = 0; i < m->n_ia3; i++) ones[i] = 1.0f;
+        if (!host) {
+            t5_upload(m, m->ia3, ones, m->n_ia3);
+            free(ones);
+        }
+    }
 }
 
 /* ------------------------------------------------------------- activations */
@@ -476,9 +547,8 @@ void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int w
         if (m->maxTd > maxTd) maxTd = m->maxTd;
         with_grads |= m->grad_mem != NULL;
     }
-    free(m->act_mem);
-    free(m->grad_mem);
-    m->grad_mem = NULL;
+    free_acts(m);
+    const mc_ops *o = m->ops;
     const t5_config *c = &m->c;
     if (!m->a.enc) {
         m->a.enc = callocCheck(c->num_layers, sizeof(t5_block_acts));
@@ -488,25 +558,79 @@ void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int w
     }
     m->maxB = maxB, m->maxTe = maxTe, m->maxBd = maxBd, m->maxTd = maxTd;
     m->act_floats = acts_layout(m, &m->a, NULL, maxB, maxTe, maxBd, maxTd);
-    m->act_mem = mallocCheck(m->act_floats * sizeof(float));
+    m->act_mem = o->alloc(m->act_floats * sizeof(float));
     acts_layout(m, &m->a, m->act_mem, maxB, maxTe, maxBd, maxTd);
     if (with_grads) {
         m->grad_floats = m->act_floats;
-        m->grad_mem = callocCheck(m->grad_floats, sizeof(float));
+        m->grad_mem = o->alloc(m->grad_floats * sizeof(float));
         acts_layout(m, &m->da, m->grad_mem, maxB, maxTe, maxBd, maxTd);
     }
-    free(m->enc_buckets);
-    free(m->dec_buckets);
-    free(m->enc_mask);
-    free(m->tok_loss);
-    free(m->lse);
-    free(m->tok_w);
+    size_t ne = (size_t)maxB * maxTe, nd = (size_t)maxBd * maxTd;
     m->enc_buckets = mallocCheck(sizeof(int) * maxTe * maxTe);
     m->dec_buckets = mallocCheck(sizeof(int) * maxTd * maxTd);
-    m->enc_mask = mallocCheck((size_t)maxB * maxTe);
-    m->tok_loss = mallocCheck(sizeof(float) * maxBd * maxTd);
-    m->lse = mallocCheck(sizeof(float) * maxBd * maxTd);
-    m->tok_w = mallocCheck(sizeof(float) * maxBd * maxTd);
+    m->enc_mask = mallocCheck(ne);
+    m->tok_loss = mallocCheck(sizeof(float) * nd);
+    m->tok_w = mallocCheck(sizeof(float) * nd);
+    m->lse = o->alloc(sizeof(float) * nd);
+    if (t5_on_host(m)) {
+        m->d_enc_buckets = m->enc_buckets, m->d_dec_buckets = m->dec_buckets;
+        m->d_enc_mask = m->enc_mask;
+        m->d_tok_loss = m->tok_loss, m->d_tok_w = m->tok_w;
+        m->d_ids = NULL;
+    } else {
+        m->d_enc_buckets = o->alloc(sizeof(int) * maxTe * maxTe);
+        m->d_dec_buckets = o->alloc(sizeof(int) * maxTd * maxTd);
+        m->d_enc_mask = o->alloc(ne);
+        m->d_tok_loss = o->alloc(sizeof(float) * nd);
+        m->d_tok_w = o->alloc(sizeof(float) * nd);
+        m->d_ids = o->alloc(sizeof(int) * (ne + 2 * nd));
+    }
+}
+
+void t5_host_view(const t5_model *m, t5_model **view) {
+    if (t5_on_host(m)) {
+        *view = (t5_model *)m;
+        return;
+    }
+    t5_model *v = *view;
+    if (!v) {
+        v = callocCheck(1, sizeof *v);
+        v->a.enc = callocCheck(m->c.num_layers, sizeof(t5_block_acts));
+        v->a.dec = callocCheck(m->c.num_decoder_layers, sizeof(t5_block_acts));
+        v->da.enc = callocCheck(m->c.num_layers, sizeof(t5_block_acts));
+        v->da.dec = callocCheck(m->c.num_decoder_layers, sizeof(t5_block_acts));
+        v->act_mem = mallocCheck(sizeof(float) * m->act_floats);
+        v->grad_mem = m->grad_mem ? mallocCheck(sizeof(float) * m->grad_floats) : NULL;
+        *view = v;
+    }
+    /* keep the view's own blocks and tables, take everything else from m */
+    t5_acts a = v->a, da = v->da;
+    float *act = v->act_mem, *grad = v->grad_mem;
+    *v = *m;
+    v->a = a, v->da = da, v->act_mem = act, v->grad_mem = grad;
+    const t5_batch *b = &m->last;
+    size_t used = acts_layout(m, &v->a, v->act_mem, b->B, b->Te, b->Bd, b->Td);
+    t5_download(m, v->act_mem, m->act_mem, used);
+    if (m->grad_mem) {
+        acts_layout(m, &v->da, v->grad_mem, b->B, b->Te, b->Bd, b->Td);
+        t5_download(m, v->grad_mem, m->grad_mem, used);
+    }
+    /* host arrays (buckets, mask, losses) are m's own host arrays */
+    v->d_enc_buckets = m->enc_buckets, v->d_dec_buckets = m->dec_buckets;
+    v->d_enc_mask = m->enc_mask, v->d_tok_loss = m->tok_loss, v->d_tok_w = m->tok_w;
+    v->lse = NULL, v->d_ids = NULL;
+    v->ops = dev_ops(MC_DEV_CPU);
+}
+
+void t5_host_view_free(const t5_model *m, t5_model *view) {
+    if (!view || view == m) return;
+    free(view->act_mem);
+    free(view->grad_mem);
+    free(view->a.enc);
+    free(view->a.dec);
+    free(view->da.enc);
+    free(view->da.dec);
+    free(view);
 }
 
 /* ----------------------------------------------------------------- forward */
@@ -517,30 +641,30 @@ static void self_attn_forward(t5_model *m, t5_block_acts *a, const t5_block_para
                               const uint8_t *mask, int causal, int B, int T) {
     const t5_config *c = &m->c;
     int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
-    op_rmsnorm_forward(a->sa_lnx, a->sa_rstd, x, P->sa_ln, N, D, c->eps);
-    op_linear_forward(a->q, a->sa_lnx, P->sa_q, N, D, HK);
-    op_linear_forward(a->k, a->sa_lnx, P->sa_k, N, D, HK);
-    op_linear_forward(a->v, a->sa_lnx, P->sa_v, N, D, HK);
+    OPS->rmsnorm_forward(a->sa_lnx, a->sa_rstd, x, P->sa_ln, N, D, c->eps);
+    OPS->linear_forward(a->q, a->sa_lnx, P->sa_q, N, D, HK);
+    OPS->linear_forward(a->k, a->sa_lnx, P->sa_k, N, D, HK);
+    OPS->linear_forward(a->v, a->sa_lnx, P->sa_v, N, D, HK);
     if (IA) {
-        op_ia3_forward(a->ks, a->k, IA->sa_k, N, HK);
-        op_ia3_forward(a->vs, a->v, IA->sa_v, N, HK);
+        OPS->ia3_forward(a->ks, a->k, IA->sa_k, N, HK);
+        OPS->ia3_forward(a->vs, a->v, IA->sa_v, N, HK);
     }
-    op_attention_forward(a->att, a->probs, a->q, a->ks, a->vs, bias, mask, NULL, causal, B, T, T, H, K);
-    op_linear_forward(a->x1, a->att, P->sa_o, N, HK, D);
-    op_add_inplace(a->x1, x, (long)N * D);
+    OPS->attention_forward(a->att, a->probs, a->q, a->ks, a->vs, bias, mask, NULL, causal, B, T, T, H, K);
+    OPS->linear_forward(a->x1, a->att, P->sa_o, N, HK, D);
+    OPS->add_inplace(a->x1, x, (long)N * D);
 }
 
 static void ffn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
                         const t5_block_ia3 *IA, const float *x, int N) {
     const t5_config *c = &m->c;
     int D = c->d_model, F = c->d_ff;
-    op_rmsnorm_forward(a->ff_lnx, a->ff_rstd, x, P->ff_ln, N, D, c->eps);
-    op_linear_forward(a->h0, a->ff_lnx, P->wi0, N, D, F);
-    op_linear_forward(a->h1, a->ff_lnx, P->wi1, N, D, F);
-    if (IA) op_ia3_forward(a->h1s, a->h1, IA->wi1, N, F);
-    op_gated_gelu_forward(a->hg, a->h0, a->h1s, (long)N * F);
-    op_linear_forward(a->out, a->hg, P->wo, N, F, D);
-    op_add_inplace(a->out, x, (long)N * D);
+    OPS->rmsnorm_forward(a->ff_lnx, a->ff_rstd, x, P->ff_ln, N, D, c->eps);
+    OPS->linear_forward(a->h0, a->ff_lnx, P->wi0, N, D, F);
+    OPS->linear_forward(a->h1, a->ff_lnx, P->wi1, N, D, F);
+    if (IA) OPS->ia3_forward(a->h1s, a->h1, IA->wi1, N, F);
+    OPS->gated_gelu_forward(a->hg, a->h0, a->h1s, (long)N * F);
+    OPS->linear_forward(a->out, a->hg, P->wo, N, F, D);
+    OPS->add_inplace(a->out, x, (long)N * D);
 }
 
 float t5_forward(t5_model *m, const t5_batch *b) {
@@ -557,54 +681,68 @@ float t5_forward(t5_model *m, const t5_batch *b) {
     t5_acts *a = &m->a;
     const int ia3 = m->ia3 != NULL;
 
+    /* host side: padding mask and position buckets, uploaded with the ids
+     * when the model lives on a device */
     for (int n = 0; n < Ne; n++) m->enc_mask[n] = b->enc_ids[n] != T5_PAD;
     op_relpos_buckets(m->enc_buckets, Te, Te, 1, c->num_buckets, c->max_distance);
     op_relpos_buckets(m->dec_buckets, Td, Td, 0, c->num_buckets, c->max_distance);
-    op_relpos_bias_forward(a->enc_bias, m->p.enc_relb, m->enc_buckets, H, Te, Te);
-    op_relpos_bias_forward(a->dec_bias, m->p.dec_relb, m->dec_buckets, H, Td, Td);
+    const int *enc_ids = b->enc_ids, *dec_ids = b->dec_ids, *targets = b->targets;
+    if (!t5_on_host(m)) {
+        int *d = m->d_ids;
+        OPS->upload(d, b->enc_ids, sizeof(int) * Ne);
+        OPS->upload(d + Ne, b->dec_ids, sizeof(int) * Nd);
+        if (targets) OPS->upload(d + Ne + Nd, b->targets, sizeof(int) * Nd);
+        enc_ids = d, dec_ids = d + Ne, targets = targets ? d + Ne + Nd : NULL;
+        OPS->upload(m->d_enc_mask, m->enc_mask, (size_t)Ne);
+        OPS->upload(m->d_enc_buckets, m->enc_buckets, sizeof(int) * Te * Te);
+        OPS->upload(m->d_dec_buckets, m->dec_buckets, sizeof(int) * Td * Td);
+    }
+    OPS->relpos_bias_forward(a->enc_bias, m->p.enc_relb, m->d_enc_buckets, H, Te, Te);
+    OPS->relpos_bias_forward(a->dec_bias, m->p.dec_relb, m->d_dec_buckets, H, Td, Td);
 
     /* encoder */
-    op_embed_forward(a->enc_emb, b->enc_ids, m->p.shared, Ne, D);
+    OPS->embed_forward(a->enc_emb, enc_ids, m->p.shared, Ne, D);
     const float *x = a->enc_emb;
     for (int l = 0; l < c->num_layers; l++) {
         t5_block_acts *ba = &a->enc[l];
         const t5_block_ia3 *IA = ia3 ? &m->ia.enc[l] : NULL;
-        self_attn_forward(m, ba, &m->p.enc[l], IA, x, a->enc_bias, m->enc_mask, 0, B, Te);
+        self_attn_forward(m, ba, &m->p.enc[l], IA, x, a->enc_bias, m->d_enc_mask, 0, B, Te);
         ffn_forward(m, ba, &m->p.enc[l], IA, ba->x1, Ne);
         x = ba->out;
     }
-    op_rmsnorm_forward(a->enc_out, a->enc_rstd, x, m->p.enc_ln, Ne, D, c->eps);
+    OPS->rmsnorm_forward(a->enc_out, a->enc_rstd, x, m->p.enc_ln, Ne, D, c->eps);
 
     /* decoder */
-    op_embed_forward(a->dec_emb, b->dec_ids, m->p.shared, Nd, D);
+    OPS->embed_forward(a->dec_emb, dec_ids, m->p.shared, Nd, D);
     x = a->dec_emb;
     for (int l = 0; l < c->num_decoder_layers; l++) {
         t5_block_acts *ba = &a->dec[l];
         const t5_block_params *P = &m->p.dec[l];
         const t5_block_ia3 *IA = ia3 ? &m->ia.dec[l] : NULL;
         self_attn_forward(m, ba, P, IA, x, a->dec_bias, NULL, 1, Bd, Td);
-        op_rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
-        op_linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
-        op_linear_forward(ba->ck, a->enc_out, P->ca_k, Ne, D, HK);
-        op_linear_forward(ba->cv, a->enc_out, P->ca_v, Ne, D, HK);
+        OPS->rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
+        OPS->linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
+        OPS->linear_forward(ba->ck, a->enc_out, P->ca_k, Ne, D, HK);
+        OPS->linear_forward(ba->cv, a->enc_out, P->ca_v, Ne, D, HK);
         if (IA) {
-            op_ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
-            op_ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
+            OPS->ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
+            OPS->ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
         }
-        op_attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->enc_mask,
+        OPS->attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->d_enc_mask,
                              b->dec_enc, 0, Bd, Td, Te, H, K);
-        op_linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
-        op_add_inplace(ba->x2, ba->x1, (long)Nd * D);
+        OPS->linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
+        OPS->add_inplace(ba->x2, ba->x1, (long)Nd * D);
         ffn_forward(m, ba, P, IA, ba->x2, Nd);
         x = ba->out;
     }
-    op_rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
-    op_linear_forward(a->logits, a->dec_out, m->p.lm_head, Nd, D, V);
+    OPS->rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
+    OPS->linear_forward(a->logits, a->dec_out, m->p.lm_head, Nd, D, V);
 
     m->last_loss = 0;
     m->n_real_targets = 0;
     if (b->targets) {
-        op_crossentropy_forward(m->tok_loss, m->lse, a->logits, b->targets, Nd, V);
+        OPS->crossentropy_forward(m->d_tok_loss, m->lse, a->logits, targets, Nd, V);
+        if (!t5_on_host(m)) OPS->download(m->tok_loss, m->d_tok_loss, sizeof(float) * Nd);
         double s = 0;
         int cnt = 0;
         for (int n = 0; n < Nd; n++)
@@ -638,19 +776,19 @@ static void self_attn_backward(t5_model *m, t5_block_acts *da, const t5_block_ac
                                float *dx, float *dbias, int B, int T) {
     const t5_config *c = &m->c;
     int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
-    if (dx) ops_copy(dx, da->x1, (long)N * D);
-    op_linear_backward(da->att, G ? G->sa_o : NULL, da->x1, a->att, P->sa_o, N, HK, D, 0);
-    op_attention_backward(da->q, da->ks, da->vs, dbias, da->probs, da->att, a->q, a->ks, a->vs,
+    if (dx) FCOPY(dx, da->x1, (long)N * D);
+    OPS->linear_backward(da->att, G ? G->sa_o : NULL, da->x1, a->att, P->sa_o, N, HK, D, 0);
+    OPS->attention_backward(da->q, da->ks, da->vs, dbias, da->probs, da->att, a->q, a->ks, a->vs,
                           a->probs, B, T, T, H, K, 0);
     if (IA) {
-        op_ia3_backward(da->k, IG->sa_k, da->ks, a->k, IA->sa_k, N, HK, 0);
-        op_ia3_backward(da->v, IG->sa_v, da->vs, a->v, IA->sa_v, N, HK, 0);
+        OPS->ia3_backward(da->k, IG->sa_k, da->ks, a->k, IA->sa_k, N, HK, 0);
+        OPS->ia3_backward(da->v, IG->sa_v, da->vs, a->v, IA->sa_v, N, HK, 0);
     }
     if (!dx && !G) return; /* block 0 with a frozen base: nothing below needs it */
-    op_linear_backward(da->sa_lnx, G ? G->sa_q : NULL, da->q, a->sa_lnx, P->sa_q, N, D, HK, 0);
-    op_linear_backward(da->sa_lnx, G ? G->sa_k : NULL, da->k, a->sa_lnx, P->sa_k, N, D, HK, 1);
-    op_linear_backward(da->sa_lnx, G ? G->sa_v : NULL, da->v, a->sa_lnx, P->sa_v, N, D, HK, 1);
-    op_rmsnorm_backward(dx, G ? G->sa_ln : NULL, da->sa_lnx, x, P->sa_ln, a->sa_rstd, N, D, 1);
+    OPS->linear_backward(da->sa_lnx, G ? G->sa_q : NULL, da->q, a->sa_lnx, P->sa_q, N, D, HK, 0);
+    OPS->linear_backward(da->sa_lnx, G ? G->sa_k : NULL, da->k, a->sa_lnx, P->sa_k, N, D, HK, 1);
+    OPS->linear_backward(da->sa_lnx, G ? G->sa_v : NULL, da->v, a->sa_lnx, P->sa_v, N, D, HK, 1);
+    OPS->rmsnorm_backward(dx, G ? G->sa_ln : NULL, da->sa_lnx, x, P->sa_ln, a->sa_rstd, N, D, 1);
 }
 
 /* Backward of ffn_forward: given da->out (complete), write dx, the gradient
@@ -660,18 +798,18 @@ static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
                          t5_block_ia3 *IG, const float *x, float *dx, int N) {
     const t5_config *c = &m->c;
     int D = c->d_model, F = c->d_ff;
-    ops_copy(dx, da->out, (long)N * D);
-    op_linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D, 0);
-    op_gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F, 0);
-    if (IA) op_ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F, 0);
-    op_linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
-    op_linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F, 1);
-    op_rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D, 1);
+    FCOPY(dx, da->out, (long)N * D);
+    OPS->linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D, 0);
+    OPS->gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F, 0);
+    if (IA) OPS->ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F, 0);
+    OPS->linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
+    OPS->linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F, 1);
+    OPS->rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D, 1);
 }
 
 void t5_zero_grad(t5_model *m) {
-    if (m->grads) ops_zero(m->grads, (long)m->n_params);
-    if (m->ia3_grads) memset(m->ia3_grads, 0, m->n_ia3 * sizeof(float));
+    if (m->grads) FZERO(m->grads, m->n_params);
+    if (m->ia3_grads) FZERO(m->ia3_grads, m->n_ia3);
 }
 
 void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
@@ -694,8 +832,13 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
      * buffer overwrites it (ops.h); only the position-bias gradients, which
      * every layer adds to, start at zero */
     acts_layout(m, da, m->grad_mem, B, Te, Bd, Td);
-    ops_zero(da->enc_bias, (long)H * Te * Te);
-    ops_zero(da->dec_bias, (long)H * Td * Td);
+    FZERO(da->enc_bias, (long)H * Te * Te);
+    FZERO(da->dec_bias, (long)H * Td * Td);
+    /* the batch's ids on the model's device (uploaded by t5_forward) */
+    int host = t5_on_host(m);
+    const int *enc_ids = host ? b->enc_ids : m->d_ids;
+    const int *dec_ids = host ? b->dec_ids : m->d_ids + Ne;
+    const int *targets = host ? b->targets : m->d_ids + Ne + Nd;
 
     /* loss weights */
     for (int r = 0; r < Bd; r++) {
@@ -711,11 +854,12 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
             m->tok_w[n] = w;
         }
     }
-    op_crossentropy_backward(da->logits, a->logits, m->lse, b->targets, m->tok_w, Nd, V);
-    op_linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out,
+    if (!host) OPS->upload(m->d_tok_w, m->tok_w, sizeof(float) * Nd);
+    OPS->crossentropy_backward(da->logits, a->logits, m->lse, targets, m->d_tok_w, Nd, V);
+    OPS->linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out,
                        m->p.lm_head, Nd, D, V, 0);
     int Ld = c->num_decoder_layers, Le = c->num_layers;
-    op_rmsnorm_backward(da->dec[Ld - 1].out, full ? m->g.dec_ln : NULL, da->dec_out,
+    OPS->rmsnorm_backward(da->dec[Ld - 1].out, full ? m->g.dec_ln : NULL, da->dec_out,
                         a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D, 0);
 
     for (int l = Ld - 1; l >= 0; l--) {
@@ -727,20 +871,20 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         t5_block_ia3 *IG = ia3 ? &m->iag.dec[l] : NULL;
         ffn_backward(m, dba, ba, P, G, IA, IG, ba->x2, dba->x2, Nd);
         /* cross-attention: x2 = x1 + o(catt) */
-        ops_copy(dba->x1, dba->x2, (long)Nd * D);
-        op_linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D, 0);
-        op_attention_backward(dba->cq, dba->cks, dba->cvs, NULL, dba->cprobs, dba->catt, ba->cq,
+        FCOPY(dba->x1, dba->x2, (long)Nd * D);
+        OPS->linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D, 0);
+        OPS->attention_backward(dba->cq, dba->cks, dba->cvs, NULL, dba->cprobs, dba->catt, ba->cq,
                               ba->cks, ba->cvs, ba->cprobs, Bd, Td, Te, H, c->d_kv, 0);
         if (IA) {
-            op_ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK, 0);
-            op_ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK, 0);
+            OPS->ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK, 0);
+            OPS->ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK, 0);
         }
-        op_linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK, 0);
+        OPS->linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK, 0);
         /* the encoder output's gradient collects every decoder layer's k and v */
-        op_linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK,
+        OPS->linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK,
                            l != Ld - 1);
-        op_linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK, 1);
-        op_rmsnorm_backward(dba->x1, G ? G->ca_ln : NULL, dba->ca_lnx, ba->x1, P->ca_ln,
+        OPS->linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK, 1);
+        OPS->rmsnorm_backward(dba->x1, G ? G->ca_ln : NULL, dba->ca_lnx, ba->x1, P->ca_ln,
                             ba->ca_rstd, Nd, D, 1);
         /* self-attention */
         const float *x = l ? a->dec[l - 1].out : a->dec_emb;
@@ -748,11 +892,11 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->dec_bias, Bd, Td);
     }
     if (full) {
-        op_embed_backward(m->g.shared, da->dec_emb, b->dec_ids, Nd, D);
-        op_relpos_bias_backward(m->g.dec_relb, da->dec_bias, m->dec_buckets, H, Td, Td);
+        OPS->embed_backward(m->g.shared, da->dec_emb, dec_ids, Nd, D);
+        OPS->relpos_bias_backward(m->g.dec_relb, da->dec_bias, m->d_dec_buckets, H, Td, Td);
     }
 
-    op_rmsnorm_backward(da->enc[Le - 1].out, full ? m->g.enc_ln : NULL, da->enc_out,
+    OPS->rmsnorm_backward(da->enc[Le - 1].out, full ? m->g.enc_ln : NULL, da->enc_out,
                         a->enc[Le - 1].out, m->p.enc_ln, a->enc_rstd, Ne, D, 0);
     for (int l = Le - 1; l >= 0; l--) {
         t5_block_acts *dba = &da->enc[l];
@@ -767,8 +911,8 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->enc_bias, B, Te);
     }
     if (full) {
-        op_embed_backward(m->g.shared, da->enc_emb, b->enc_ids, Ne, D);
-        op_relpos_bias_backward(m->g.enc_relb, da->enc_bias, m->enc_buckets, H, Te, Te);
+        OPS->embed_backward(m->g.shared, da->enc_emb, enc_ids, Ne, D);
+        OPS->relpos_bias_backward(m->g.enc_relb, da->enc_bias, m->d_enc_buckets, H, Te, Te);
     }
 }
 
@@ -893,11 +1037,20 @@ int t5_load_ia3(t5_model *m, const char *path, const char *want_base_key) {
             return -1;
         }
         float *tmp = art_tensor_f32(at);
-        memcpy(m->ia3 + t->offset, tmp, t->numel * sizeof(float));
+        t5_upload(m, m->ia3 + t->offset, tmp, t->numel);
         free(tmp);
     }
     art_close(f);
     return 0;
+}
+
+/* model memory readable on the host: the block itself on the CPU, else a
+ * downloaded copy (the caller frees it when it differs) */
+static float *host_copy(const t5_model *m, float *p, size_t n) {
+    if (t5_on_host(m)) return p;
+    float *h = mallocCheck(sizeof(float) * n);
+    t5_download(m, h, p, n);
+    return h;
 }
 
 static int write_tensors(art_writer *w, const t5_tensor *tab, int n, const float *base) {
@@ -914,7 +1067,10 @@ int t5_save_model(const t5_model *m, const char *path, const char *key, const mc
     art_writer *w = art_writer_open(path, "model", key, mm, m->n_tensors);
     val_free(mm);
     if (!w) return -1;
-    if (write_tensors(w, m->tensors, m->n_tensors, m->params) < 0) {
+    float *hp = host_copy(m, m->params, m->n_params);
+    int rc = write_tensors(w, m->tensors, m->n_tensors, hp);
+    if (hp != m->params) free(hp);
+    if (rc < 0) {
         art_writer_abort(w);
         return -1;
     }
@@ -930,7 +1086,10 @@ int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char
     art_writer *w = art_writer_open(path, "ia3", key, mm, m->n_ia3_tensors);
     val_free(mm);
     if (!w) return -1;
-    if (write_tensors(w, m->ia3_tensors, m->n_ia3_tensors, m->ia3) < 0) {
+    float *hp = host_copy(m, m->ia3, m->n_ia3);
+    int rc = write_tensors(w, m->ia3_tensors, m->n_ia3_tensors, hp);
+    if (hp != m->ia3) free(hp);
+    if (rc < 0) {
         art_writer_abort(w);
         return -1;
     }

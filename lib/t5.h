@@ -172,8 +172,18 @@ typedef struct {
 enum { T5_LOSS_MEAN = 0, T5_LOSS_EXAMPLE_MEAN = 1 };
 enum { T5_ENC = 0, T5_DEC = 1 };
 
+struct mc_ops;
+
 typedef struct {
     t5_config c;
+    /* Where the model lives (device.h): every parameter, gradient and
+     * activation block below is memory of this device and every op runs
+     * through its table. t5_new / t5_load_model give the CPU table;
+     * t5_to_device moves a model. The host-side arrays enc_buckets,
+     * enc_mask, tok_loss and tok_w (masks, buckets and loss weights are made
+     * on the host) are host memory on every device; d_* are their device
+     * copies (the same pointers on the CPU). */
+    const struct mc_ops *ops;
 
     size_t n_params;
     float *params;              /* owned */
@@ -193,9 +203,14 @@ typedef struct {
     float *act_mem, *grad_mem;
     size_t act_floats, grad_floats;
     t5_acts a, da;
-    int *enc_buckets, *dec_buckets; /* (Te,Te), (Td,Td) for the current lengths */
-    uint8_t *enc_mask;          /* (B,Te) */
-    float *tok_loss, *lse, *tok_w; /* (Nd) */
+    int *enc_buckets, *dec_buckets; /* (Te,Te), (Td,Td) for the current lengths; host */
+    uint8_t *enc_mask;          /* (B,Te) host */
+    float *tok_loss, *tok_w;    /* (Nd) host */
+    float *lse;                 /* (Nd) model memory */
+    int *d_enc_buckets, *d_dec_buckets;
+    uint8_t *d_enc_mask;
+    float *d_tok_loss, *d_tok_w;
+    int *d_ids;                 /* device: the batch's enc ids, dec ids, targets (NULL on CPU) */
     int all_act_grads;          /* backward fills every activation gradient (down to the
                                    embeddings) even without parameter gradients */
     t5_batch last;              /* dims of the last forward */
@@ -208,6 +223,27 @@ typedef struct {
  * their gradients. Caller frees with t5_free. */
 t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3);
 void t5_free(t5_model *m);
+
+/* Move a model (made by t5_new or t5_load_model, before t5_alloc_acts) to
+ * the device of `ops` (device.h's dev_ops). Afterwards m->params, grads,
+ * ia3, ia3_grads, the activation blocks and every pointer of the tables p,
+ * g, ia, iag and of t5_linears / t5_param are device memory: read them with
+ * t5_download. t5_forward / t5_backward / t5_row_logprob keep taking and
+ * giving host data (batch ids, losses). A no-op for the model's own ops. */
+void t5_to_device(t5_model *m, const struct mc_ops *ops);
+/* 1 if the model's memory is host memory (the CPU table). */
+int t5_on_host(const t5_model *m);
+/* n floats between model memory and the host (memcpy on the CPU). */
+void t5_download(const t5_model *m, float *host, const float *src, size_t n);
+void t5_upload(const t5_model *m, float *dst, const float *host, size_t n);
+/* Host copy of the activations and activation gradients of the last
+ * forward / backward, for the host-side statistics of stats.h: *view is a
+ * shallow copy of m (allocated on the first call, refreshed on later ones)
+ * whose a / da point into host blocks; its parameter pointers stay m's
+ * (stats use them only as offsets). On a host model *view is m itself.
+ * Free with t5_host_view_free. */
+void t5_host_view(const t5_model *m, t5_model **view);
+void t5_host_view_free(const t5_model *m, t5_model *view);
 
 /* Random init (documented in t5.c): HF's T5 scheme except lm_head, which is
  * drawn with std d_model^-0.5 instead of 1.0. Deterministic in seed. */

@@ -26,12 +26,13 @@
 #include "config.h"
 #include "key.h"
 #include "progress.h"
+#include "device.h"
 #include "t5.h"
 #include "tokens.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]\n"
-                    "            [--config EXP.conf] [--set eval.k=v]... [--key HEX] -o METRICS.msgpack\n");
+                    "            [--config EXP.conf] [--set eval.k=v]... [--device cpu|cuda] [--key HEX] -o METRICS.msgpack\n");
     exit(2);
 }
 
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ia3")) ia3 = NEXT();
         else if (!strcmp(a, "--data")) data = NEXT();
         else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "--device")) dev_option(NEXT());
         else if (!strcmp(a, "-o")) out = NEXT();
         else if (!strcmp(a, "--config")) {
             if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
@@ -62,6 +64,8 @@ int main(int argc, char **argv) {
     long bc = cfg_int(cfg, "eval.batch_choices", 256, 1, 1 << 20);
     long max_in = cfg_int(cfg, "eval.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "eval.max_target_len", 128, 2, 1 << 16);
+    int dev = dev_resolve(cfg, "eval.device");
+    const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"eval", NULL}) < 0) die("%s", mc_error());
 
     char model_key[33] = "", ia3_key[33] = "";
@@ -126,12 +130,14 @@ int main(int argc, char **argv) {
             snprintf(role, sizeof role, "data.%d", i);
             if (*sets[i]->key) key_input(k, role, sets[i]->key);
         }
+        dev_key(k, cfg, "eval.device", dev);
         key_digest(k, run_key);
         key_free(k);
     }
 
     tok_batch tb;
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bc, (int)max_tgt);
+    t5_to_device(m, ops);
     t5_alloc_acts(m, (int)bs, (int)max_in, (int)bc, (int)max_tgt, 0);
     float *scores = mallocCheck(sizeof(float) * (total_ch + 1));
     int *pred = mallocCheck(sizeof(int) * (total_ex + 1));

@@ -33,6 +33,7 @@
 #include "key.h"
 #include "progress.h"
 #include "stats.h"
+#include "device.h"
 #include "t5.h"
 #include "tokens.h"
 
@@ -40,7 +41,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise\n"
             "              [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...\n"
-            "              [--key HEX] -o F.msgpack\n");
+            "              [--device cpu|cuda] [--key HEX] -o F.msgpack\n");
     exit(2);
 }
 
@@ -81,6 +82,7 @@ int main(int argc, char **argv) {
             if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
         } else if (!strcmp(a, "--seed")) seed = atol(NEXT());
         else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "--device")) dev_option(NEXT());
         else if (!strcmp(a, "-o")) out = NEXT();
         else if (!strcmp(a, "--config")) {
             if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
@@ -101,6 +103,8 @@ int main(int argc, char **argv) {
     long bs = cfg_int(cfg, "fisher.batch_size", 16, 1, 1 << 16);
     long max_in = cfg_int(cfg, "fisher.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "fisher.max_target_len", 128, 2, 1 << 16);
+    int dev = dev_resolve(cfg, "fisher.device");
+    const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"fisher", NULL}) < 0) die("%s", mc_error());
 
     char model_key[33] = "", ia3_key[33] = "";
@@ -142,6 +146,7 @@ int main(int argc, char **argv) {
         if (*model_key) key_input(k, "model", model_key);
         if (*ia3_key) key_input(k, "ia3", ia3_key);
         if (*s->key) key_input(k, "data", s->key);
+        dev_key(k, cfg, "fisher.device", dev);
         key_digest(k, run_key);
         key_free(k);
     }
@@ -150,7 +155,11 @@ int main(int argc, char **argv) {
     tok_batch tb, rtb;
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
     tok_batch_init(&rtb, (int)bs, (int)max_in, rbd, (int)max_tgt);
+    /* on cuda the forward and backward run on the device; the per-example
+     * statistics read a host copy of the activations (t5_host_view) */
+    t5_to_device(m, ops);
     t5_alloc_acts(m, (int)bs, (int)max_in, truef ? rbd : (int)bs, (int)max_tgt, 1);
+    t5_model *hv = NULL;
     size_t nw = ia3 ? m->n_ia3 : m->n_params;
     float *acc = callocCheck(nw, sizeof(float));
     float *scratch = ia3 ? mallocCheck(sizeof(float) * bs * m->n_ia3) : callocCheck(m->n_params, sizeof(float));
@@ -181,11 +190,12 @@ int main(int argc, char **argv) {
         tok_batch_fill(&tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
+        t5_host_view(m, &hv);
         if (!ia3) {
-            st_fisher_diag_full(m, acc, scratch);
+            st_fisher_diag_full(hv, acc, scratch);
         } else {
-            st_ia3_example_grads(m, scratch);
-            if (block) st_ia3_block_accum(m, scratch, B, blocks);
+            st_ia3_example_grads(hv, scratch);
+            if (block) st_ia3_block_accum(hv, scratch, B, blocks);
             else st_diag_accum(scratch, B, m->n_ia3, acc);
         }
         progress_update(&pr, e0 + B, NULL);
@@ -241,6 +251,7 @@ int main(int argc, char **argv) {
     tok_batch_free(&tb);
     tok_batch_free(&rtb);
     tok_free(s);
+    t5_host_view_free(m, hv);
     t5_free(m);
     cfg_free(cfg);
     return 0;

@@ -25,12 +25,13 @@
 #include "key.h"
 #include "progress.h"
 #include "stats.h"
+#include "device.h"
 #include "t5.h"
 #include "tokens.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]\n"
-                    "            [--set gram.k=v]... [--key HEX] -o G.msgpack\n");
+                    "            [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack\n");
     exit(2);
 }
 
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
             examples = strtol(NEXT(), &e, 10);
             if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
         } else if (!strcmp(a, "--key")) key_arg = NEXT();
+        else if (!strcmp(a, "--device")) dev_option(NEXT());
         else if (!strcmp(a, "-o")) out = NEXT();
         else if (!strcmp(a, "--config")) {
             if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
@@ -65,6 +67,8 @@ int main(int argc, char **argv) {
     long bs = cfg_int(cfg, "gram.batch_size", 16, 1, 1 << 16);
     long max_in = cfg_int(cfg, "gram.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "gram.max_target_len", 128, 2, 1 << 16);
+    int dev = dev_resolve(cfg, "gram.device");
+    const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"gram", NULL}) < 0) die("%s", mc_error());
 
     char model_key[33] = "";
@@ -87,16 +91,18 @@ int main(int argc, char **argv) {
         key_config(k, "gram.examples", v);
         if (*model_key) key_input(k, "model", model_key);
         if (*s->key) key_input(k, "data", s->key);
+        dev_key(k, cfg, "gram.device", dev);
         key_digest(k, run_key);
         key_free(k);
     }
 
     tok_batch tb;
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
+    t5_to_device(m, ops);
     t5_alloc_acts(m, (int)bs, (int)max_in, (int)bs, (int)max_tgt, 1);
     int ng = 0;
     st_gram *g = st_gram_new(m, &ng);
-    float *scratch = mallocCheck(sizeof(float) * st_gram_scratch_floats(m));
+    float *scratch = ops->alloc(sizeof(float) * st_gram_scratch_floats(m));
     const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
     int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
     long n_enc = 0, n_dec = 0;
@@ -118,6 +124,7 @@ int main(int argc, char **argv) {
         progress_update(&pr, e0 + B, NULL);
     }
     progress_finish(&pr, NULL);
+    st_gram_to_host(g, ng);
 
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "gram");
@@ -157,7 +164,8 @@ int main(int argc, char **argv) {
             mc_progname(), out, ng, (long long)n, n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     st_gram_free(g, ng);
-    free(scratch), free(ins), free(outs), free(nins), free(nouts);
+    ops->release(scratch);
+    free(ins), free(outs), free(nins), free(nouts);
     tok_batch_free(&tb);
     tok_free(s);
     t5_free(m);

@@ -37,6 +37,7 @@
 #include "common.h"
 #include "config.h"
 #include "key.h"
+#include "device.h"
 #include "optim.h"
 #include "progress.h"
 #include "t5.h"
@@ -46,8 +47,9 @@ static void usage(void) {
     fprintf(stderr,
             "usage: train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]\n"
             "             [--mode full|ia3] --data A.msgpack[,B...] [--valid V.msgpack[,...]]\n"
-            "             [--init MODEL.msgpack] [--seed N] [--key HEX] -o OUT.msgpack\n"
-            "       train --config EXP.conf [--set k=v]... --bench STEPS\n");
+            "             [--init MODEL.msgpack] [--seed N] [--device cpu|cuda] [--key HEX] -o OUT.msgpack\n"
+            "       train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS\n"
+            "--device (or train.device, or DEVICE): where the model trains; cuda needs make GPU=1\n");
     exit(2);
 }
 
@@ -338,7 +340,7 @@ static double sgemm_peak(void) {
     return best;
 }
 
-static int bench(const t5_config *c, const train_opts *o, long steps) {
+static int bench(const t5_config *c, const train_opts *o, long steps, const mc_ops *ops) {
     int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
     double peak = sgemm_peak();
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
@@ -362,9 +364,11 @@ static int bench(const t5_config *c, const train_opts *o, long steps) {
     for (int mode = 0; mode < 2; mode++) {
         t5_model *m = t5_new(c, mode == 0, mode == 1);
         t5_init_random(m, 1);
+        t5_to_device(m, ops);
         t5_alloc_acts(m, B, Te, B, Td, 1);
         optim *opt = mode == 0 ? opt_new(OPT_ADAMW, 1e-4f, m->n_params, m->tensors, m->n_tensors)
                                : opt_new(OPT_ADAMW, 1e-3f, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors);
+        opt_to_device(opt, ops);
         double tf = 0, tb = 0, to = 0, t_all = 0, loss = 0;
         for (long s = -1; s < steps; s++) { /* one warm-up step */
             double t0 = mc_now();
@@ -372,9 +376,11 @@ static int bench(const t5_config *c, const train_opts *o, long steps) {
             loss = t5_forward(m, &bt);
             double t1 = mc_now();
             t5_backward(m, &bt, T5_LOSS_MEAN, 1.0f);
+            ops->sync();
             double t2 = mc_now();
             if (mode == 0) opt_step(opt, m->params, m->grads);
             else opt_step(opt, m->ia3, m->ia3_grads);
+            ops->sync();
             double t3 = mc_now();
             if (s >= 0) tf += t1 - t0, tb += t2 - t1, to += t3 - t2, t_all += t3 - t0;
         }
@@ -417,6 +423,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--init")) init = NEXT();
         else if (!strcmp(a, "--key")) key_arg = NEXT();
         else if (!strcmp(a, "--bench")) bench_steps = atol(NEXT());
+        else if (!strcmp(a, "--device")) dev_option(NEXT());
         else if (!strcmp(a, "-o")) out = NEXT();
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
         else die("unknown option '%s' (see train --help)", a);
@@ -455,11 +462,14 @@ int main(int argc, char **argv) {
     t5_config mc;
     int have_model_cfg = cfg_peek(cfg, "model.d_model") != NULL;
     if (have_model_cfg && t5_config_from_cfg(&mc, cfg) < 0) die("%s", mc_error());
+    int dev = dev_resolve(cfg, "train.device");
+    const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"model", "train", NULL}) < 0) die("%s", mc_error());
 
     if (bench_steps > 0) {
         if (!have_model_cfg) die("--bench needs a model config (model.* keys, e.g. --config configs/models/t5-mini.conf)");
-        return bench(&mc, &o, bench_steps);
+        if (dev != MC_DEV_CPU) printf("bench-train: device %s\n", dev_describe(dev));
+        return bench(&mc, &o, bench_steps, ops);
     }
     if (!out) die("no output: give -o OUT.msgpack");
     if (!data) die("no training data: give --data A.msgpack[,B.msgpack...]");
@@ -513,6 +523,7 @@ int main(int argc, char **argv) {
             if (*vsets[i]->key && key_input(k, role, vsets[i]->key) < 0) die("%s", mc_error());
         }
         if (*init_key && key_input(k, "init", init_key) < 0) die("%s", mc_error());
+        dev_key(k, cfg, "train.device", dev);
         key_digest(k, run_key);
         key_free(k);
     }
@@ -537,22 +548,32 @@ int main(int argc, char **argv) {
         }
     int vbd = mb > max_choices ? mb : max_choices;
     tok_batch_init(&vtb, mb, (int)o.max_in, vbd, (int)o.max_tgt);
+    t5_to_device(m, ops);
     t5_alloc_acts(m, mb, (int)o.max_in, nv ? vbd : mb, (int)o.max_tgt, 1);
 
+    /* w, g: model memory (the device's on cuda); hw: the host copy that
+     * checkpoints and the best weights go through (w itself on the CPU) */
     float *w = o.mode ? m->ia3 : m->params, *g = o.mode ? m->ia3_grads : m->grads;
     size_t nw = o.mode ? m->n_ia3 : m->n_params;
+    int host = t5_on_host(m);
+    float *hw = host ? w : mallocCheck(sizeof(float) * nw);
     optim *opt = o.mode ? opt_new(o.optimizer, (float)o.lr, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors)
                         : opt_new(o.optimizer, (float)o.lr, m->n_params, m->tensors, m->n_tensors);
+    opt_to_device(opt, ops);
     int use_valid = nv > 0 && o.eval_every > 0;
     float *best = use_valid ? mallocCheck(sizeof(float) * nw) : NULL;
-    if (best) memcpy(best, w, sizeof(float) * nw);
+    if (best) t5_download(m, best, w, nw);
     train_state st = {.step = 0, .best_step = -1, .best_score = -INFINITY, .bad = 0, .stopped = 0};
 
     size_t plen = strlen(out) + 8;
     char *ckpt = mallocCheck(plen);
     snprintf(ckpt, plen, "%s.ckpt", out);
-    if (read_ckpt(ckpt, run_key, &st, w, nw, opt, best))
+    if (read_ckpt(ckpt, run_key, &st, hw, nw, opt, best)) {
+        if (!host) t5_upload(m, w, hw, nw);
+        opt_sync_device(opt);
         fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
+    }
+    if (dev != MC_DEV_CPU) fprintf(stderr, "%s: device %s\n", mc_progname(), dev_describe(dev));
 
     /* per-microbatch scratch (allocated once) */
     int *in = mallocCheck(sizeof(int) * mb * (o.max_in + 1)), *tg = mallocCheck(sizeof(int) * mb * (o.max_tgt + 1));
@@ -598,7 +619,7 @@ int main(int argc, char **argv) {
             loss += l / o.accum;
             tokens += (double)tb.b.B * (tb.b.Te + tb.b.Td);
         }
-        if (o.clip > 0) opt_clip_grad_norm(g, nw, (float)o.clip);
+        if (o.clip > 0) opt_clip_grad_norm_on(ops, g, nw, (float)o.clip);
         opt_step(opt, w, g);
         st.step++;
         st.ema = st.step == 1 ? loss : 0.95 * st.ema + 0.05 * loss;
@@ -606,7 +627,7 @@ int main(int argc, char **argv) {
             double score = validate(m, vsets, nv, &o, &vtb, &vds, &tb, vin, vtg);
             if (score > st.best_score) {
                 st.best_score = score, st.best_step = st.step, st.bad = 0;
-                memcpy(best, w, sizeof(float) * nw);
+                t5_download(m, best, w, nw);
             } else if (o.patience > 0 && ++st.bad >= o.patience) {
                 st.stopped = 1;
             }
@@ -614,8 +635,11 @@ int main(int argc, char **argv) {
                     st.step, o.objective ? "-loss" : "accuracy", score, st.best_score, st.best_step,
                     st.stopped ? ": early stop" : "");
         }
-        if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped)
-            if (write_ckpt(ckpt, run_key, &st, w, nw, opt, best) < 0) die("%s", mc_error());
+        if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) {
+            if (!host) t5_download(m, hw, w, nw);
+            opt_sync_host(opt);
+            if (write_ckpt(ckpt, run_key, &st, hw, nw, opt, best) < 0) die("%s", mc_error());
+        }
         double el = mc_now() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));
         progress_update(&pr, st.step, extra);
@@ -623,7 +647,7 @@ int main(int argc, char **argv) {
     progress_finish(&pr, extra);
 
     /* output: the best weights when validating, else the last */
-    if (best && st.best_step >= 0) memcpy(w, best, sizeof(float) * nw);
+    if (best && st.best_step >= 0) t5_upload(m, w, best, nw);
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "train");
     val_set_str(meta, "objective", o.objective ? "span_corruption" : "seq2seq");
@@ -654,6 +678,7 @@ int main(int argc, char **argv) {
 
     free(in), free(tg), free(vin), free(vtg), free(ins), free(outs), free(nins), free(nouts), free(ckpt);
     free(best);
+    if (hw != w) free(hw);
     opt_free(opt);
     tok_batch_free(&tb);
     tok_batch_free(&vtb);

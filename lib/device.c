@@ -37,15 +37,16 @@ int dev_open(int dev, const char *math) {
     if (math && *math && (mode = gpu_math_parse(math)) < 0)
         return mc_fail("gpu_math '%s' is not one of fp32, tf32, bf16", math);
     if (!gpu_available())
-        return mc_fail("DEVICE=cuda but no CUDA device is present (driver or GPU missing); use "
-                       "DEVICE=cpu");
+        return mc_fail("device cuda asked for (--device, DEVICE or a .device key) but no CUDA device "
+                       "is present (driver or GPU missing); use --device cpu or DEVICE=cpu");
     if (gpu_init(-1) < 0) return -1;
     gpu_set_math(mode);
     return 0;
 #else
     (void)math;
-    return mc_fail("DEVICE=cuda but this binary was built without the CUDA backend; rebuild with "
-                   "`make GPU=1` or use DEVICE=cpu");
+    return mc_fail("device cuda asked for (--device, DEVICE or a .device key) but this binary was "
+                   "built without the CUDA backend: rebuild with `make GPU=1`, or use --device cpu "
+                   "or DEVICE=cpu");
 #endif
 }
 

@@ -2,12 +2,18 @@
 # scripts/gpu-check.sh - check the CUDA backend on a machine with an NVIDIA GPU
 # (issue 9):
 #   1. build/gpu/gpu_check: every GPU op against the CPU op (normalised error
-#      and tolerance per op), one t5-base training step (lib/t5.c with its
-#      ops on the GPU) against the CPU, then timings: GEMM, ops, Fisher/Gram,
-#      CG per iteration on t5-large-sized K-FAC statistics, training tokens/s;
+#      and tolerance per op), one t5-base training step (lib/t5.c moved to
+#      the GPU with t5_to_device) against the CPU, then timings: GEMM, ops,
+#      Fisher/Gram, CG per iteration on t5-large-sized K-FAC statistics,
+#      training tokens/s;
 #   2. a `mats` merge of random t5-small-shaped artifacts with the merge
-#      stage on the CPU (build/bin/merge) and with its K-FAC operator on the
-#      GPU (build/gpu/merge_gpu), compared with `art diff`.
+#      stage on the CPU and with --device cuda (its K-FAC operator on the
+#      GPU), compared with `art diff`;
+#   3. the real stages with --device cuda against --device cpu on the same
+#      inputs (t5-mini, synthetic tokens): train (full, AdamW; IA3,
+#      Adafactor), eval, fisher (diagonal full; blockwise IA3), gram, and a
+#      mats merge of two trained models with their Grams; a table of the
+#      largest relative difference per artifact (`art diff --tol`).
 # Exits 0 when everything passes, 1 when something fails, 2 without a GPU.
 #
 #   bash scripts/gpu-check.sh [--no-t5] [--no-timing]     (options go to gpu_check)
@@ -20,8 +26,8 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     echo "gpu-check: no NVIDIA GPU visible (nvidia-smi finds none); run it on a machine with one" >&2
     exit 2
 fi
-for b in build/gpu/gpu_check build/gpu/merge_gpu build/bin/merge build/bin/mkrandom build/bin/art; do
-    [ -x $b ] || { make GPU=1 all >&2 || exit 1; break; }
+for b in build/gpu/gpu_check build/bin/merge build/bin/mkrandom build/bin/art build/tests/test_t5_data; do
+    [ -x $b ] || { make GPU=1 all build/tests/test_t5_data >&2 || exit 1; break; }
 done
 T=${GPU_CHECK_TIMEOUT:-200}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
@@ -46,10 +52,10 @@ for s in 2 3 4; do
 done
 args=(--method mats --pretrained "$tmp/pre.msgpack" --models "$models" --gram "$grams"
       --lambda 0.9 --iterations 20 --cg-tol 0)
-run() { # label binary out [env]
-    local label=$1 bin=$2 out=$3 t0 t1
+run() { # label device out [env]
+    local label=$1 dev=$2 out=$3 t0 t1
     t0=$(date +%s.%N)
-    if ! timeout "$T" env ${4:-MATS_GPU_MATH=fp32} "$bin" "${args[@]}" -o "$out" 2>"$tmp/log"; then
+    if ! timeout "$T" env ${4:-MATS_GPU_MATH=fp32} $B/merge --device "$dev" "${args[@]}" -o "$out" 2>"$tmp/log"; then
         cat "$tmp/log"; echo "  $label: FAIL (merge exited non-zero)"; return 1
     fi
     t1=$(date +%s.%N)
@@ -57,9 +63,9 @@ run() { # label binary out [env]
         "$(grep -o '[0-9.]*s in CG, [0-9.]*s per iteration, K-FAC [0-9.]* GFLOP/s' "$tmp/log")" \
         "$(grep -o 'worst relative residual [0-9.e+-]*' "$tmp/log")"
 }
-run "cpu (OpenBLAS)" $B/merge "$tmp/cpu.msgpack" || rc=1
-run "gpu fp32" build/gpu/merge_gpu "$tmp/gpu.msgpack" || rc=1
-run "gpu tf32" build/gpu/merge_gpu "$tmp/tf32.msgpack" MATS_GPU_MATH=tf32 || rc=1
+run "cpu (OpenBLAS)" cpu "$tmp/cpu.msgpack" || rc=1
+run "gpu fp32" cuda "$tmp/gpu.msgpack" || rc=1
+run "gpu tf32" cuda "$tmp/tf32.msgpack" MATS_GPU_MATH=tf32 || rc=1
 if [ -e "$tmp/cpu.msgpack" ] && [ -e "$tmp/gpu.msgpack" ]; then
     d=$($B/art diff "$tmp/cpu.msgpack" "$tmp/gpu.msgpack" --tol 1e-4 2>&1); drc=$?
     echo "  gpu fp32 vs cpu: $(printf '%s\n' "$d" | grep '^max rel difference')  (tolerance 1e-4)  $([ $drc = 0 ] && echo ok || echo FAIL)"
@@ -69,6 +75,72 @@ if [ -e "$tmp/cpu.msgpack" ] && [ -e "$tmp/tf32.msgpack" ]; then
     d=$($B/art diff "$tmp/cpu.msgpack" "$tmp/tf32.msgpack" 2>&1)
     echo "  gpu tf32 vs cpu: $(printf '%s\n' "$d" | grep '^max rel difference')  (information)"
 fi
+
+echo
+echo "stages with --device cuda against --device cpu (t5-mini, synthetic tokens, fp32; every"
+echo "stage reads the same CPU-made inputs, so each row is that stage's own difference)"
+D=$tmp/stages
+mkdir -p "$D"
+build/tests/test_t5_data --write "$D" >/dev/null 2>&1 || { echo "gpu-check: test_t5_data --write failed"; exit 1; }
+cat > "$D/exp.conf" <<CONF
+include $PWD/configs/models/t5-mini.conf
+train.steps = 4
+train.batch_size = 8
+train.lr = 1e-4
+train.max_input_len = 32
+train.max_target_len = 8
+train.ckpt_every = 0
+CONF
+export MATS_PROGRESS_SECONDS=1000 MATS_GPU_MATH=fp32
+K=0123456789abcdef0123456789abcdef
+printf '  %-26s %8s %8s %12s %9s  %s\n' "stage" "cpu s" "cuda s" "max rel diff" "tolerance" "result"
+stage() { # label tolerance output-name command... (run with --device cpu and cuda)
+    local label=$1 tol=$2 name=$3 dev t0 t1 tc tg d res
+    shift 3
+    for dev in cpu cuda; do
+        t0=$(date +%s.%N)
+        if ! timeout "$T" "$@" --device $dev --key $K -o "$D/$name.$dev.msgpack" >"$D/$name.$dev.out" 2>"$D/$name.$dev.log"; then
+            tail -3 "$D/$name.$dev.log"
+            printf '  %-26s %s\n' "$label" "FAIL (--device $dev exited non-zero)"
+            rc=1
+            return 1
+        fi
+        t1=$(date +%s.%N)
+        [ $dev = cpu ] && tc=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') ||
+            tg=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+    done
+    if [ "$tol" = same ]; then # eval: the metrics (accuracy table) must match
+        d=$(grep -c . "$D/$name.cpu.out")
+        if diff -q "$D/$name.cpu.out" "$D/$name.cuda.out" >/dev/null; then res=ok; else res=FAIL; rc=1; diff "$D/$name.cpu.out" "$D/$name.cuda.out" | head -6; fi
+        printf '  %-26s %8s %8s %12s %9s  %s\n' "$label" "$tc" "$tg" "table" "identical" "$res"
+        return 0
+    fi
+    d=$($B/art diff "$D/$name.cuda.msgpack" "$D/$name.cpu.msgpack" --tol "$tol" 2>&1) && res=ok || { res=FAIL; rc=1; }
+    printf '  %-26s %8s %8s %12s %9s  %s\n' "$label" "$tc" "$tg" \
+        "$(printf '%s\n' "$d" | awk '/^max rel difference/ {print $4}')" "$tol" "$res"
+}
+C="--config $D/exp.conf"
+# inputs made once on the CPU
+$B/train $C --data "$D/train.msgpack" --device cpu -o "$D/full.msgpack" 2>/dev/null &&
+$B/train $C --set train.seed=1 --data "$D/other.msgpack" --device cpu -o "$D/full2.msgpack" 2>/dev/null &&
+$B/train $C --mode ia3 --set train.optimizer=adafactor --set train.lr=3e-3 --init "$D/full.msgpack" \
+    --data "$D/train.msgpack" --device cpu -o "$D/ia3.msgpack" 2>/dev/null ||
+    { echo "gpu-check: making the CPU inputs failed"; exit 1; }
+stage "train full adamw 4 steps" 1e-3 train_full $B/train $C --set train.clip=1 --data "$D/train.msgpack"
+stage "train ia3 adafactor" 1e-3 train_ia3 $B/train $C --mode ia3 --set train.optimizer=adafactor \
+    --set train.lr=3e-3 --init "$D/full.msgpack" --data "$D/train.msgpack"
+stage "eval full + ia3" same eval $B/eval --model "$D/full.msgpack" --ia3 "$D/ia3.msgpack" \
+    --data "$D/test.msgpack,$D/other_test.msgpack"
+stage "fisher diagonal full" 1e-3 fisher_full $B/fisher --model "$D/full.msgpack" \
+    --data "$D/train.msgpack" --type diagonal --examples 64
+stage "fisher blockwise ia3" 1e-3 fisher_block $B/fisher --model "$D/full.msgpack" --ia3 "$D/ia3.msgpack" \
+    --data "$D/train.msgpack" --type blockwise --examples 64
+stage "gram" 1e-4 gram $B/gram --model "$D/full.msgpack" --data "$D/train.msgpack" --examples 64
+$B/gram --model "$D/full2.msgpack" --data "$D/other.msgpack" --examples 64 --device cpu \
+    -o "$D/gram2.cpu.msgpack" 2>/dev/null || { echo "gpu-check: gram of the second model failed"; rc=1; }
+stage "mats merge (K-FAC CG)" 1e-3 mats $B/merge --method mats --pretrained "$D/full.msgpack" \
+    --models "$D/full.msgpack,$D/full2.msgpack" --gram "$D/gram.cpu.msgpack,$D/gram2.cpu.msgpack" \
+    --iterations 50
 echo
 [ $rc = 0 ] && echo "gpu-check: all passed" || echo "gpu-check: FAILED"
 exit $rc

@@ -34,6 +34,10 @@
 #include "common.h"
 #include "key.h"
 #include "merge.h"
+#include "device.h"
+#ifdef MC_GPU
+#include "gpu.h"
+#endif
 #include "progress.h"
 #include "val.h"
 
@@ -78,6 +82,9 @@ static opts_t O = {
 /* Inputs. */
 static art_file *PRE, **MODELS, **FISH, **GRAM, *INIT;
 static int IS_IA3;
+/* --device / DEVICE: cuda runs the K-FAC operator of mats on full models on
+ * the GPU (everything else stays on the CPU) */
+static int DEV = MC_DEV_CPU;
 
 /* ------------------------------------------------------------ helpers */
 
@@ -101,6 +108,8 @@ static void usage(void) {
 "  --breadcrumbs-top T  breadcrumbs: drop the top T%% magnitudes per tensor; 1\n"
 "  --breadcrumbs-bottom B  breadcrumbs: drop the bottom B%% magnitudes per tensor; 90\n"
 "  --threads N          BLAS threads (default: MATS_THREADS or OpenBLAS's choice)\n"
+"  --device cpu|cuda    mats on full models: the K-FAC operator on the GPU (make GPU=1);\n"
+"                       default: DEVICE or cpu\n"
 "  --key HEX            cache key to record (default: computed from inputs and options)\n");
 }
 
@@ -526,6 +535,7 @@ static void compute_key(char out[33]) {
         }
     }
     if (INIT) key_input(k, "init", INIT->key[0] ? INIT->key : "00000000000000000000000000000000");
+    dev_key(k, NULL, "merge.device", DEV);
     key_digest(k, out);
     key_free(k);
 }
@@ -759,6 +769,13 @@ typedef struct {
     const char *worst;
 } cg_stats;
 
+#ifdef MC_GPU
+/* mrg_op apply of the K-FAC operator on the device (host x and y) */
+static void kfac_apply_dev(const mrg_op *op, const float *x, float *y) {
+    gpu_kfac_apply_host((const gpu_kfac *)op->ctx, x, y);
+}
+#endif
+
 static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_cg_result *r) {
     mc_val *e = val_set_map(cgmeta, name);
     val_set_int(e, "iterations", r->iterations);
@@ -909,7 +926,15 @@ static void run_solvers(const char *key) {
             free(W);
             float *x = cg_init(t);
             mrg_op op;
-            mrg_op_kfac(&op, &K);
+#ifdef MC_GPU
+            gpu_kfac GK;
+            if (DEV == MC_DEV_CUDA) { /* the statistics go up once; CG applies on the device */
+                gpu_kfac_init(&GK, K.N, K.out, K.in);
+                gpu_kfac_upload_cat(&GK, K.Acat, K.Gcat);
+                op.n = (long)out * in, op.apply = kfac_apply_dev, op.ctx = &GK;
+            } else
+#endif
+                mrg_op_kfac(&op, &K);
             if (O.precond) {
                 mrg_kron P;
                 if (mrg_kron_init(&P, &K) < 0)
@@ -923,6 +948,9 @@ static void run_solvers(const char *key) {
             }
             record_cg(cgmeta, &st, t->name, &cr);
             kfac_flops += mrg_kfac_flops(&K) * (cr.iterations + 2);
+#ifdef MC_GPU
+            if (DEV == MC_DEV_CUDA) gpu_kfac_free(&GK);
+#endif
             mrg_kfac_free(&K);
             free(b);
             free(an);
@@ -1002,6 +1030,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--breadcrumbs-bottom")) O.bc_bottom = parse_num(a, v);
         else if (!strcmp(a, "--threads")) O.threads = (int)parse_num(a, v);
         else if (!strcmp(a, "--key")) O.key = v;
+        else if (!strcmp(a, "--device")) dev_option(v);
         else die("unknown option '%s' (see --help)", a);
     }
     if (!method) die("--method is required (see --help)");
@@ -1023,6 +1052,7 @@ int main(int argc, char **argv) {
     if (O.precond && !strcmp(O.precond, "none")) O.precond = NULL;
     if (O.precond && O.method != M_MATS) die("--precondition kron applies to --method mats only");
     be_init(O.threads);
+    DEV = dev_resolve(NULL, NULL);
 
     O.models = split_list(models, &O.n);
     if (fishers) O.fishers = split_list(fishers, &O.nf);

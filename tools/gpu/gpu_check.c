@@ -7,7 +7,7 @@
  * Part 1, one row per op: the normalised error of the GPU result against the
  * CPU result on the same inputs, nmse = sum (cpu - gpu)^2 / sum cpu^2 (as
  * ggml's test-backend-ops), and the op's tolerance. Part 2: one training step
- * of t5-base (lib/t5.c itself, its ops on the GPU, see t5_dev.h) against the
+ * of t5-base (lib/t5.c moved to the GPU with t5_to_device) against the
  * CPU: loss, gradient norm, gradient nmse, and the parameters after AdamW.
  * Part 3: timings. Exit status 1 if any row fails.
  */
@@ -23,8 +23,22 @@
 #include "gpu.h"
 #include "ops.h"
 #include "optim.h"
+#include "device.h"
 #include "t5.h"
-#include "t5_dev.h"
+
+/* a model made on the host, moved to the device */
+static t5_model *dev_model(const t5_config *c, int with_grads, int with_ia3) {
+    t5_model *m = t5_new(c, with_grads, with_ia3);
+    t5_to_device(m, dev_ops(MC_DEV_CUDA));
+    return m;
+}
+
+/* host copy of n floats of device memory (caller frees) */
+static float *dl(const float *d, size_t n) {
+    float *h = mallocCheck(sizeof(float) * (n ? n : 1));
+    gpu_download(h, d, sizeof(float) * n);
+    return h;
+}
 
 static int n_pass, n_fail;
 
@@ -700,7 +714,7 @@ static int load_model_conf(t5_config *c, const char *dir, const char *name) {
 }
 
 /* A batch of B rows: inputs of random length up to Te, targets up to Td,
- * each ending with EOS, padded with 0. Arrays from alloc (host or managed). */
+ * each ending with EOS, padded with 0. Host arrays from alloc. */
 typedef struct {
     t5_batch b;
     int *enc, *dec, *tgt;
@@ -752,13 +766,13 @@ static t5_model *check_t5_step(const char *confdir) {
     int B = 4, Te = 128, Td = 32;
     batch_buf hb, gb;
     make_batch(&hb, B, Te, Td, c.vocab_size, host_alloc);
-    copy_batch(&gb, &hb, dv_managed);
+    copy_batch(&gb, &hb, host_alloc);
 
     double t0 = mc_now();
     t5_model *mc = t5_new(&c, 1, 0);
     t5_init_random(mc, 7);
     double t_init = mc_now() - t0;
-    t5_model *mg = t5dev_new(&c, 1, 0);
+    t5_model *mg = dev_model(&c, 1, 0);
     gpu_upload(mg->params, mc->params, sizeof(float) * mc->n_params);
 
     t0 = mc_now();
@@ -768,25 +782,26 @@ static t5_model *check_t5_step(const char *confdir) {
     t5_backward(mc, &hb.b, T5_LOSS_MEAN, 1.0f);
     double t_cpu = mc_now() - t0;
 
-    t5dev_alloc_acts(mg, B, Te, B, Td, 1);
-    float loss_g = t5dev_forward(mg, &gb.b);
-    t5dev_zero_grad(mg);
-    t5dev_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
+    t5_alloc_acts(mg, B, Te, B, Td, 1);
+    float loss_g = t5_forward(mg, &gb.b);
+    t5_zero_grad(mg);
+    t5_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
     gpu_sync();
+    float *hg = dl(mg->grads, mg->n_params);
 
     char note[160];
     snprintf(note, sizeof note, "loss cpu %.7f gpu %.7f (cpu: init %.1f s, fwd+bwd %.2f s)", loss_c,
              loss_g, t_init, t_cpu);
     row("t5-base step: loss (rel)", fabs(loss_g - loss_c) / fabs(loss_c), 1e-5, note);
-    double gn_c = norm2(mc->grads, mc->n_params), gn_g = norm2(mg->grads, mg->n_params);
+    double gn_c = norm2(mc->grads, mc->n_params), gn_g = norm2(hg, mg->n_params);
     snprintf(note, sizeof note, "grad norm cpu %.7f gpu %.7f", gn_c, gn_g);
     row("t5-base step: grad norm (rel)", fabs(gn_g - gn_c) / gn_c, 1e-5, note);
-    row("t5-base step: all grads nmse", nmse(mc->grads, mg->grads, (long)mc->n_params), 1e-6, NULL);
+    row("t5-base step: all grads nmse", nmse(mc->grads, hg, (long)mc->n_params), 1e-6, NULL);
     double worst = -1;
     int wi = 0;
     for (int i = 0; i < mc->n_tensors; i++) { /* the worst tensor, for the record */
         const t5_tensor *t = &mc->tensors[i];
-        double e = nmse(mc->grads + t->offset, mg->grads + t->offset, (long)t->numel);
+        double e = nmse(mc->grads + t->offset, hg + t->offset, (long)t->numel);
         if (!(e <= worst)) worst = e, wi = i;
     }
     row("t5-base step: worst tensor grad nmse", worst, 1e-5, mc->tensors[wi].name);
@@ -796,20 +811,22 @@ static t5_model *check_t5_step(const char *confdir) {
      * recomputed afterwards for the AdamW comparison. */
     for (int mode = GPU_MATH_TF32; mode <= GPU_MATH_BF16; mode++) {
         gpu_set_math(mode);
-        float l = t5dev_forward(mg, &gb.b);
-        t5dev_zero_grad(mg);
-        t5dev_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
+        float l = t5_forward(mg, &gb.b);
+        t5_zero_grad(mg);
+        t5_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
         gpu_sync();
+        gpu_download(hg, mg->grads, sizeof(float) * mg->n_params);
         printf("  t5-base step %s (information): loss %.7f, rel %.2e; grad norm rel %.2e; grads nmse %.2e\n",
                gpu_math_name(mode), l, fabs(l - loss_c) / fabs(loss_c),
-               fabs(norm2(mg->grads, mg->n_params) - gn_c) / gn_c,
-               nmse(mc->grads, mg->grads, (long)mc->n_params));
+               fabs(norm2(hg, mg->n_params) - gn_c) / gn_c,
+               nmse(mc->grads, hg, (long)mc->n_params));
     }
     gpu_set_math(GPU_MATH_FP32);
-    t5dev_forward(mg, &gb.b);
-    t5dev_zero_grad(mg);
-    t5dev_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
+    t5_forward(mg, &gb.b);
+    t5_zero_grad(mg);
+    t5_backward(mg, &gb.b, T5_LOSS_MEAN, 1.0f);
     gpu_sync();
+    free(hg);
 
     /* AdamW on both: the updates (near-zero gradients make lr*sign(g)
      * steps, so a few entries may differ by 2 lr: a looser tolerance) */
@@ -837,7 +854,7 @@ static t5_model *check_t5_step(const char *confdir) {
     gpu_free(st);
     t5_free(mc);
     free(hb.enc), free(hb.dec), free(hb.tgt);
-    dv_free(gb.enc), dv_free(gb.dec), dv_free(gb.tgt);
+    free(gb.enc), free(gb.dec), free(gb.tgt);
     return mg;
 }
 
@@ -1015,7 +1032,7 @@ static t5_model *quick_model(const char *confdir, const char *name, int ia3) {
         printf("    %s: %s\n", name, mc_error());
         return NULL;
     }
-    t5_model *m = t5dev_new(&c, !ia3, ia3);
+    t5_model *m = dev_model(&c, !ia3, ia3);
     for (int i = 0; i < m->n_tensors; i++) {
         const t5_tensor *t = &m->tensors[i];
         size_t ln = strlen(t->name);
@@ -1029,12 +1046,12 @@ static t5_model *quick_model(const char *confdir, const char *name, int ia3) {
     return m;
 }
 
-/* Training tokens/s of lib/t5.c on the device (t5_dev.h); frees m. */
+/* Training tokens/s of lib/t5.c on the device (t5_to_device); frees m. */
 static void timing_train(t5_model *m, const char *model, int ia3, int B, int Te, int Td, int steps) {
     if (!m) return;
     batch_buf gb;
-    make_batch(&gb, B, Te, Td, m->c.vocab_size, dv_managed);
-    t5dev_alloc_acts(m, B, Te, B, Td, 1);
+    make_batch(&gb, B, Te, Td, m->c.vocab_size, host_alloc);
+    t5_alloc_acts(m, B, Te, B, Td, 1);
     float *P = ia3 ? m->ia3 : m->params, *G = ia3 ? m->ia3_grads : m->grads;
     size_t n = ia3 ? m->n_ia3 : m->n_params;
     optim *o = ia3 ? opt_new(OPT_ADAFACTOR, 3e-3f, n, m->ia3_tensors, m->n_ia3_tensors)
@@ -1049,14 +1066,14 @@ static void timing_train(t5_model *m, const char *model, int ia3, int B, int Te,
         gpu_set_math(mode);
         float loss = 0;
         double t0 = 0;
-        for (int s = 0; s <= steps; s++) { /* step 0 warms up (page migration) */
-            if (s == 1) {
+        for (int s = 0; s <= steps; s++) {
+            if (s == 1) { /* step 0 warms up */
                 gpu_sync();
                 t0 = mc_now();
             }
-            loss = t5dev_forward(m, &gb.b);
-            t5dev_zero_grad(m);
-            t5dev_backward(m, &gb.b, T5_LOSS_MEAN, 1.0f);
+            loss = t5_forward(m, &gb.b);
+            t5_zero_grad(m);
+            t5_backward(m, &gb.b, T5_LOSS_MEAN, 1.0f);
             gpu_opt_step(o, P, G, st, scr);
         }
         gpu_sync();
@@ -1070,8 +1087,8 @@ static void timing_train(t5_model *m, const char *model, int ia3, int B, int Te,
     gpu_set_math(GPU_MATH_FP32);
     opt_free(o);
     gpu_free(st), gpu_free(scr);
-    t5dev_free(m);
-    dv_free(gb.enc), dv_free(gb.dec), dv_free(gb.tgt);
+    t5_free(m);
+    free(gb.enc), free(gb.dec), free(gb.tgt);
 }
 
 int main(int argc, char **argv) {
@@ -1087,7 +1104,6 @@ int main(int argc, char **argv) {
     }
     if (gpu_init(-1) < 0) die("%s", mc_error());
     be_init(0);
-    dv_init();
     double t_start = mc_now();
     printf("gpu-check: %s, %.1f GiB; CPU reference: OpenBLAS, %d threads\n", gpu_device_name(),
            gpu_device_memory() / 1073741824.0, be_threads());
@@ -1104,7 +1120,7 @@ int main(int argc, char **argv) {
     check_merge_ops();
     if (do_t5) {
         printf("\n  t5-base training step, lib/t5.c on the GPU vs the CPU (random init, B=4 Te=128 "
-               "Td=32; %s)\n", dv_sync_each ? "sync after each op" : "managed memory, concurrent access");
+               "Td=32)\n");
         base = check_t5_step(confdir);
     }
     printf("\n  %d passed, %d failed (%.1f s)\n", n_pass, n_fail, mc_now() - t_start);
@@ -1124,7 +1140,7 @@ int main(int argc, char **argv) {
         }
         printf("\n  total %.1f s\n", mc_now() - t_start);
     }
-    if (base) t5dev_free(base);
+    if (base) t5_free(base);
     gpu_shutdown();
     return n_fail ? 1 : 0;
 }

@@ -599,17 +599,29 @@ void t5_host_view(const t5_model *m, t5_model **view) {
         v->a.dec = callocCheck(m->c.num_decoder_layers, sizeof(t5_block_acts));
         v->da.enc = callocCheck(m->c.num_layers, sizeof(t5_block_acts));
         v->da.dec = callocCheck(m->c.num_decoder_layers, sizeof(t5_block_acts));
-        v->act_mem = mallocCheck(sizeof(float) * m->act_floats);
-        v->grad_mem = m->grad_mem ? mallocCheck(sizeof(float) * m->grad_floats) : NULL;
         *view = v;
     }
-    /* keep the view's own blocks and tables, take everything else from m */
+    /* the view's own blocks (act_floats / grad_floats: their capacities,
+     * grown with m's) and tables; everything else comes from m */
+    const t5_batch *b = &m->last;
+    size_t used = acts_layout(m, &v->a, NULL, b->B, b->Te, b->Bd, b->Td);
+    if (v->act_floats < used) {
+        free(v->act_mem);
+        v->act_mem = mallocCheck(sizeof(float) * used);
+        v->act_floats = used;
+    }
+    if (m->grad_mem && v->grad_floats < used) {
+        free(v->grad_mem);
+        v->grad_mem = mallocCheck(sizeof(float) * used);
+        v->grad_floats = used;
+    }
     t5_acts a = v->a, da = v->da;
     float *act = v->act_mem, *grad = v->grad_mem;
+    size_t cap_a = v->act_floats, cap_g = v->grad_floats;
     *v = *m;
-    v->a = a, v->da = da, v->act_mem = act, v->grad_mem = grad;
-    const t5_batch *b = &m->last;
-    size_t used = acts_layout(m, &v->a, v->act_mem, b->B, b->Te, b->Bd, b->Td);
+    v->a = a, v->da = da, v->act_mem = act, v->grad_mem = m->grad_mem ? grad : NULL;
+    v->act_floats = cap_a, v->grad_floats = cap_g;
+    acts_layout(m, &v->a, v->act_mem, b->B, b->Te, b->Bd, b->Td);
     t5_download(m, v->act_mem, m->act_mem, used);
     if (m->grad_mem) {
         acts_layout(m, &v->da, v->grad_mem, b->B, b->Te, b->Bd, b->Td);

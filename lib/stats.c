@@ -8,6 +8,9 @@
 #include "common.h"
 #include "device.h"
 #include "ops.h"
+#ifdef MC_GPU
+#include "gpu.h"
+#endif
 
 /* rows of example b in a stream */
 static void rows_of(const t5_batch *bt, int stream, int b, long *r0, int *T) {
@@ -69,7 +72,9 @@ static void fsq_rows(void *p, long lo, long hi) {
     }
 }
 
-void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
+/* linears = 0: everything but the linear layers' weights (left to
+ * st_fisher_linears_dev) */
+static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
     const t5_config *c = &m->c;
     const t5_batch *bt = &m->last;
     const t5_acts *a = &m->a, *da = &m->da;
@@ -85,7 +90,7 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
     int *lin_fused = callocCheck(nl, sizeof(int));
     for (int i = 0; i < nl; i++) {
         int T = L[i].stream == T5_ENC ? bt->Te : bt->Td;
-        if (T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN) {
+        if (!linears || (T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN)) {
             lin_fused[i] = 1;
             for (int ti = 0; ti < m->n_tensors; ti++)
                 if (m->params + m->tensors[ti].offset == L[i].w) fused[ti] = 1;
@@ -109,6 +114,7 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
         for (int i = 0; i < nl; i++) {
             long r0 = L[i].stream == T5_ENC ? re : rd;
             int T = L[i].stream == T5_ENC ? Te : Td;
+            if (!linears) continue;
             if (lin_fused[i]) {
                 fsq_ctx fc = {acc + (L[i].w - m->params), L[i].g + r0 * L[i].out, L[i].x + r0 * L[i].in,
                               L[i].in, L[i].out, T};
@@ -178,6 +184,45 @@ void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) {
     free(lin_fused);
     free(run_lo);
     free(run_hi);
+}
+
+void st_fisher_diag_full(t5_model *m, float *acc, float *scratch) { fisher_diag(m, acc, scratch, 1); }
+
+void st_fisher_diag_nonlinear(t5_model *m, float *acc, float *scratch) {
+    fisher_diag(m, acc, scratch, 0);
+}
+
+void st_fisher_linears_dev(const t5_model *m, float *acc, float *scratch) {
+#ifdef MC_GPU
+    const t5_batch *bt = &m->last;
+    int nl = t5_n_linears(m);
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(m, L);
+    for (int b = 0; b < bt->B; b++)
+        for (int i = 0; i < nl; i++) {
+            long r0;
+            int T;
+            rows_of(bt, L[i].stream, b, &r0, &T);
+            m->ops->gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
+                         L[i].x + r0 * L[i].in, L[i].in, 0.0f, scratch, L[i].in);
+            gpu_sq_accumulate(acc + (L[i].w - m->params), scratch, (long)L[i].out * L[i].in, 1.0f);
+        }
+    free(L);
+#else
+    (void)acc, (void)scratch;
+    die("st_fisher_linears_dev: %s needs the CUDA backend (make GPU=1)", m->ops->name);
+#endif
+}
+
+size_t st_fisher_linear_scratch_floats(const t5_model *m) {
+    int nl = t5_n_linears(m);
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(m, L);
+    size_t mx = 1;
+    for (int i = 0; i < nl; i++)
+        if ((size_t)L[i].out * L[i].in > mx) mx = (size_t)L[i].out * L[i].in;
+    free(L);
+    return mx;
 }
 
 /* IA3 sites: (raw output y, gradient wrt scaled output, stream, vector) */

@@ -29,6 +29,17 @@
  * The model must have been built with all_act_grads = 1. */
 void st_fisher_diag_full(t5_model *m, float *acc, float *scratch);
 
+/* The same split in two for a model on the GPU: the linear layers' weights
+ * (nearly all parameters) on the device, one GEMM and one squaring kernel
+ * per example and linear, into acc (n_params floats, device memory) with
+ * scratch (st_fisher_linear_scratch_floats, device); everything else (norm
+ * weights, position tables, shared embedding) on the host from
+ * t5_host_view's copy, into a host acc whose linear entries it leaves
+ * untouched. Needs the CUDA backend. */
+void st_fisher_linears_dev(const t5_model *m, float *acc, float *scratch);
+size_t st_fisher_linear_scratch_floats(const t5_model *m);
+void st_fisher_diag_nonlinear(t5_model *m, float *acc, float *scratch);
+
 /* Per-example IA3 gradients of the last batch: E (B, n_ia3), row b the
  * gradient of example b's loss with respect to all IA3 vectors. */
 void st_ia3_example_grads(const t5_model *m, float *E);

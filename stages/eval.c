@@ -24,9 +24,9 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "device.h"
 #include "key.h"
 #include "progress.h"
-#include "device.h"
 #include "t5.h"
 #include "tokens.h"
 

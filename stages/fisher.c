@@ -30,12 +30,27 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "device.h"
+#ifdef MC_GPU
+#include "gpu.h"
+#endif
 #include "key.h"
 #include "progress.h"
 #include "stats.h"
-#include "device.h"
 #include "t5.h"
 #include "tokens.h"
+
+static size_t nw_of(const t5_model *m, const char *ia3) { return ia3 ? m->n_ia3 : m->n_params; }
+
+/* acc (n) += sum over the B rows of E (B, n) squared, on the device */
+static void dev_sq_accum(float *acc, const float *E, int B, size_t n) {
+#ifdef MC_GPU
+    for (int b = 0; b < B; b++) gpu_sq_accumulate(acc, E + (size_t)b * n, (long)n, 1.0f);
+#else
+    (void)acc, (void)E, (void)B, (void)n;
+    die("fisher: device accumulation needs the CUDA backend (make GPU=1)");
+#endif
+}
 
 static void usage(void) {
     fprintf(stderr,
@@ -155,11 +170,27 @@ int main(int argc, char **argv) {
     tok_batch tb, rtb;
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
     tok_batch_init(&rtb, (int)bs, (int)max_in, rbd, (int)max_tgt);
-    /* on cuda the forward and backward run on the device; the per-example
-     * statistics read a host copy of the activations (t5_host_view) */
+    /* On cuda the forward and backward run on the device, and so do the
+     * accumulations: the linear layers' per-example gradients and squares
+     * (st_fisher_linears_dev), the IA3 squares and blocks (SYRK). What is
+     * computed on the host (the per-example gradients of the norm weights,
+     * position tables and embedding, and of the IA3 vectors) reads a host
+     * copy of the activations (t5_host_view). */
     t5_to_device(m, ops);
     t5_alloc_acts(m, (int)bs, (int)max_in, truef ? rbd : (int)bs, (int)max_tgt, 1);
     t5_model *hv = NULL;
+    int host = t5_on_host(m);
+    float *dacc = NULL, *dscr = NULL, *dE = NULL, **dblocks = NULL;
+    if (!host) {
+        dacc = ops->alloc(sizeof(float) * nw_of(m, ia3));
+        if (!ia3) dscr = ops->alloc(sizeof(float) * st_fisher_linear_scratch_floats(m));
+        else dE = ops->alloc(sizeof(float) * bs * m->n_ia3);
+        if (block) {
+            dblocks = mallocCheck(sizeof(float *) * m->n_ia3_tensors);
+            for (int i = 0; i < m->n_ia3_tensors; i++)
+                dblocks[i] = ops->alloc(sizeof(float) * m->ia3_tensors[i].numel * m->ia3_tensors[i].numel);
+        }
+    }
     size_t nw = ia3 ? m->n_ia3 : m->n_params;
     float *acc = callocCheck(nw, sizeof(float));
     float *scratch = ia3 ? mallocCheck(sizeof(float) * bs * m->n_ia3) : callocCheck(m->n_params, sizeof(float));
@@ -191,16 +222,44 @@ int main(int argc, char **argv) {
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         t5_host_view(m, &hv);
-        if (!ia3) {
-            st_fisher_diag_full(hv, acc, scratch);
+        if (host && !ia3) {
+            st_fisher_diag_full(m, acc, scratch);
+        } else if (host) {
+            st_ia3_example_grads(m, scratch);
+            if (block) st_ia3_block_accum(m, scratch, B, blocks);
+            else st_diag_accum(scratch, B, m->n_ia3, acc);
+        } else if (!ia3) {
+            st_fisher_linears_dev(m, dacc, dscr);
+            st_fisher_diag_nonlinear(hv, acc, scratch);
         } else {
             st_ia3_example_grads(hv, scratch);
-            if (block) st_ia3_block_accum(hv, scratch, B, blocks);
-            else st_diag_accum(scratch, B, m->n_ia3, acc);
+            ops->upload(dE, scratch, sizeof(float) * B * m->n_ia3);
+            for (int i = 0; block && i < m->n_ia3_tensors; i++) {
+                int d = (int)m->ia3_tensors[i].numel;
+                ops->syrk(1, d, B, 1.0f, dE + m->ia3_tensors[i].offset, (int)m->n_ia3, 1.0f, dblocks[i], d);
+            }
+            if (!block) dev_sq_accum(dacc, dE, B, m->n_ia3);
         }
         progress_update(&pr, e0 + B, NULL);
     }
     progress_finish(&pr, NULL);
+    if (!host) { /* device sums into the host accumulators */
+        if (block) {
+            for (int i = 0; i < m->n_ia3_tensors; i++) {
+                size_t dd = m->ia3_tensors[i].numel * m->ia3_tensors[i].numel;
+                ops->download(blocks[i], dblocks[i], sizeof(float) * dd);
+                ops->release(dblocks[i]);
+            }
+            free(dblocks);
+        } else {
+            size_t nacc = nw_of(m, ia3);
+            float *t = mallocCheck(sizeof(float) * nacc);
+            ops->download(t, dacc, sizeof(float) * nacc);
+            for (size_t i = 0; i < nacc; i++) acc[i] += t[i];
+            free(t);
+        }
+        ops->release(dacc), ops->release(dscr), ops->release(dE);
+    }
 
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "fisher");

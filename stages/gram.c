@@ -22,10 +22,10 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "device.h"
 #include "key.h"
 #include "progress.h"
 #include "stats.h"
-#include "device.h"
 #include "t5.h"
 #include "tokens.h"
 

@@ -158,6 +158,25 @@ static void test_stats(void) {
         st_fisher_diag_full(view, fb, sb);
     }
     CHECK(same(fa, fb, a->n_params), "diagonal Fisher of all parameters equal");
+    /* the split used on the GPU: everything but the linears on the host */
+    float *fn = callocCheck(a->n_params, sizeof(float)), *f1 = callocCheck(a->n_params, sizeof(float));
+    st_fisher_diag_nonlinear(view, fn, sb);
+    st_fisher_diag_full(view, f1, sb);
+    int nl = t5_n_linears(a), bad = 0, nonzero = 0;
+    t5_linear *L = mallocCheck(sizeof *L * nl);
+    t5_linears(a, L);
+    for (int ti = 0; ti < a->n_tensors; ti++) {
+        const t5_tensor *t = &a->tensors[ti];
+        int lin = 0;
+        for (int i = 0; i < nl; i++) lin |= L[i].w == a->params + t->offset;
+        for (size_t j = 0; j < t->numel; j++) {
+            float want = lin ? 0.0f : f1[t->offset + j];
+            bad += fn[t->offset + j] != want;
+            nonzero += !lin && want != 0;
+        }
+    }
+    CHECK(!bad && nonzero > 0, "non-linear split: %d entries differ (%d non-linear nonzero)", bad, nonzero);
+    free(L), free(fn), free(f1);
 
     /* Gram in device memory */
     int na = 0, nb = 0;

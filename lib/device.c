@@ -109,7 +109,7 @@ void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev) {
     strcpy(mkey + pre, pre ? ".gpu_math" : "gpu_math");
     const char *math = gpu_math_name(gpu_math());
     const char *cm = cfg ? cfg_peek(cfg, mkey) : NULL;
-    if (strcmp(math, "fp32") != 0 && (!cm || strcmp(cm, math) != 0)) key_config(k, mkey, math);
+    if (strcmp(math, cm ? cm : "fp32") != 0) key_config(k, mkey, math); /* e.g. MATS_GPU_MATH */
 #endif
 }
 

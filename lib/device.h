@@ -19,7 +19,9 @@
  * op_* / gpu_* directly: the same signatures as ops.h and backend.h, plus
  * memory functions. On the CPU table "device memory" is host memory and
  * upload / download are memcpy, so code written against the table runs
- * unchanged on both. See README "GPU backend" for how t5.c can adopt it.
+ * unchanged on both: t5_model holds one (t5.h: t5_to_device), and so do
+ * the optimizer (optim.h: opt_to_device) and the Gram accumulators
+ * (stats.h), which is how train, eval, fisher and gram run on cuda.
  *
  * Backward entries follow ops.h: parameter gradients (dw, ds, dtable, dbias)
  * are accumulated; activation gradients (dx, dq, dk, dv, dh0, dh1) are
@@ -59,8 +61,9 @@ int dev_resolve(mc_cfg *cfg, const char *key);
 void dev_option(const char *name);
 
 /* The device's part of a stage's key: for cuda, `key`=cuda (e.g.
- * train.device=cuda) and the matching gpu_math entry unless the config
- * holds them already; nothing on the CPU, so CPU keys do not change. */
+ * train.device=cuda) unless the config holds it already, and the matching
+ * gpu_math entry when the precision in use differs from the config's (as
+ * with MATS_GPU_MATH); nothing on the CPU, so CPU keys do not change. */
 struct mc_key;
 void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev);
 

@@ -109,13 +109,13 @@ stage() { # label tolerance output-name command... (run with --device cpu and cu
         [ $dev = cpu ] && tc=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') ||
             tg=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
     done
-    if [ "$tol" = same ]; then # eval: the metrics (accuracy table) must match
-        d=$(grep -c . "$D/$name.cpu.out")
-        if diff -q "$D/$name.cpu.out" "$D/$name.cuda.out" >/dev/null; then res=ok; else res=FAIL; rc=1; diff "$D/$name.cpu.out" "$D/$name.cuda.out" | head -6; fi
-        printf '  %-26s %8s %8s %12s %9s  %s\n' "$label" "$tc" "$tg" "table" "identical" "$res"
-        return 0
-    fi
     d=$($B/art diff "$D/$name.cuda.msgpack" "$D/$name.cpu.msgpack" --tol "$tol" 2>&1) && res=ok || { res=FAIL; rc=1; }
+    # eval also prints its accuracy table: the same on both devices
+    if [ $name = eval ] && ! diff -q "$D/$name.cpu.out" "$D/$name.cuda.out" >/dev/null; then
+        diff "$D/$name.cpu.out" "$D/$name.cuda.out" | head -6
+        res="FAIL (accuracy table differs)"
+        rc=1
+    fi
     printf '  %-26s %8s %8s %12s %9s  %s\n' "$label" "$tc" "$tg" \
         "$(printf '%s\n' "$d" | awk '/^max rel difference/ {print $4}')" "$tol" "$res"
 }
@@ -126,10 +126,14 @@ $B/train $C --set train.seed=1 --data "$D/other.msgpack" --device cpu -o "$D/ful
 $B/train $C --mode ia3 --set train.optimizer=adafactor --set train.lr=3e-3 --init "$D/full.msgpack" \
     --data "$D/train.msgpack" --device cpu -o "$D/ia3.msgpack" 2>/dev/null ||
     { echo "gpu-check: making the CPU inputs failed"; exit 1; }
-stage "train full adamw 4 steps" 1e-3 train_full $B/train $C --set train.clip=1 --data "$D/train.msgpack"
-stage "train ia3 adafactor" 1e-3 train_ia3 $B/train $C --mode ia3 --set train.optimizer=adafactor \
-    --set train.lr=3e-3 --init "$D/full.msgpack" --data "$D/train.msgpack"
-stage "eval full + ia3" same eval $B/eval --model "$D/full.msgpack" --ia3 "$D/ia3.msgpack" \
+# AdamW's first steps and Adafactor on vectors move each entry by about
+# lr * sign(g): an entry whose gradient is zero up to rounding may step the
+# other way on the other device, 2 lr apart (2e-4 here, against tensors
+# whose largest entry is 0.1 or more), hence 5e-3 for the training rows
+stage "train full adamw 4 steps" 5e-3 train_full $B/train $C --set train.clip=1 --data "$D/train.msgpack"
+stage "train ia3 adafactor" 5e-3 train_ia3 $B/train $C --mode ia3 --set train.optimizer=adafactor \
+    --set train.lr=1e-4 --init "$D/full.msgpack" --data "$D/train.msgpack"
+stage "eval full + ia3" 1e-4 eval $B/eval --model "$D/full.msgpack" --ia3 "$D/ia3.msgpack" \
     --data "$D/test.msgpack,$D/other_test.msgpack"
 stage "fisher diagonal full" 1e-3 fisher_full $B/fisher --model "$D/full.msgpack" \
     --data "$D/train.msgpack" --type diagonal --examples 64

@@ -1,7 +1,7 @@
 /* eval - rank classification (DESIGN.md sections 4 and 6).
  *
  *   eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]
- *        [--config EXP.conf] [--set eval.k=v]... [--key HEX] -o METRICS.msgpack
+ *        [--config EXP.conf] [--set eval.k=v]... [--device cpu|cuda] [--key HEX] -o METRICS.msgpack
  *
  * Each choice is scored by its summed log-likelihood given the input (every
  * target token including EOS, no length normalisation); the prediction is
@@ -15,6 +15,11 @@
  * Config (all optional): eval.batch_size (examples per encoder pass, 32),
  * eval.batch_choices (decoder rows per pass, 256), eval.max_input_len (512),
  * eval.max_target_len (128). Longer sequences are cut keeping their EOS.
+ *
+ * --device cpu|cuda (else DEVICE, else eval.device, else cpu): where the
+ * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
+ * otherwise); it enters the run's key as eval.device=cuda, so CPU keys are
+ * unchanged. The scores come back to the host per batch.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  *
  *   fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise
  *          [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...
- *          [--key HEX] -o F.msgpack
+ *          [--device cpu|cuda] [--key HEX] -o F.msgpack
  *
  * For each of the first N examples (default 1000) of T: the gradient of the
  * example's loss (the mean cross-entropy over its target's tokens, EOS
@@ -20,6 +20,14 @@
  *
  * Config: fisher.batch_size (16), fisher.max_input_len (512),
  * fisher.max_target_len (128).
+ *
+ * --device cpu|cuda (else DEVICE, else fisher.device, else cpu): where the
+ * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
+ * otherwise); it enters the run's key as fisher.device=cuda, so CPU keys are
+ * unchanged. On cuda the forward and backward and the
+ * accumulation of the linear layers' Fisher and of the IA3 Fisher run on
+ * the GPU; the per-example gradients of norms, position tables, embedding
+ * and IA3 vectors are formed on the host from a copy of the activations.
  */
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * full model (DESIGN.md sections 4 and 6), for RegMean and MaTS.
  *
  *   gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]
- *        [--set gram.k=v]... [--key HEX] -o G.msgpack
+ *        [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack
  *
  * For every linear X.weight: X.input_gram [in,in] = mean over real (non-pad)
  * tokens of x x^T, and (all but lm_head) X.output_grad_gram [out,out] = mean
@@ -13,6 +13,12 @@
  * (target) tokens. SYRK updates over each batch's real rows (lib/stats.h).
  *
  * Config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128).
+ *
+ * --device cpu|cuda (else DEVICE, else gram.device, else cpu): where the
+ * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
+ * otherwise); it enters the run's key as gram.device=cuda, so CPU keys are
+ * unchanged. On cuda the whole accumulation (row
+ * compaction and SYRK) runs on the GPU; the Grams come back once at the end.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  *
  *   train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]
  *         [--mode full|ia3] --data A.msgpack[,B.msgpack...] [--valid V.msgpack[,...]]
- *         [--init MODEL.msgpack] [--seed N] [--key HEX] -o OUT.msgpack
- *   train --config EXP.conf [--set k=v]... --bench STEPS
+ *         [--init MODEL.msgpack] [--seed N] [--device cpu|cuda] [--key HEX] -o OUT.msgpack
+ *   train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS
  *
  * --objective, --mode and --seed are shorthands for --set train.objective=,
  * train.mode=, train.seed= (so they enter the cache key like any config
@@ -25,6 +25,13 @@
  * full-length batches (train.batch_size x train.max_input_len inputs,
  * train.max_target_len targets), full and IA3, and the sgemm peak; writes
  * nothing.
+ *
+ * --device cpu|cuda (else DEVICE, else train.device, else cpu): where the
+ * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
+ * otherwise); it enters the run's key as train.device=cuda, so CPU keys are
+ * unchanged. On cuda the weights, gradients, activations
+ * and optimizer state live on the GPU (the optimizer step runs there);
+ * checkpoints and the output are written from host copies.
  */
 #include <math.h>
 #include <stdio.h>

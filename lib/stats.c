@@ -286,8 +286,18 @@ void st_ia3_block_accum(const t5_model *m, const float *E, int B, float **blocks
     for (int i = 0; i < m->n_ia3_tensors; i++) {
         const t5_tensor *t = &m->ia3_tensors[i];
         int d = (int)t->numel;
-        be_syrk(1, d, B, 1.0f, E + t->offset, (int)m->n_ia3, 1.0f, blocks[i], d);
+        m->ops->syrk(1, d, B, 1.0f, E + t->offset, (int)m->n_ia3, 1.0f, blocks[i], d);
     }
+}
+
+void st_diag_accum_dev(const t5_model *m, const float *E, int B, size_t n, float *acc) {
+#ifdef MC_GPU
+    (void)m;
+    for (int b = 0; b < B; b++) gpu_sq_accumulate(acc, E + (size_t)b * n, (long)n, 1.0f);
+#else
+    (void)E, (void)B, (void)n, (void)acc;
+    die("st_diag_accum_dev: %s needs the CUDA backend (make GPU=1)", m->ops->name);
+#endif
 }
 
 st_gram *st_gram_new(const t5_model *m, int *n) {

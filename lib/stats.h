@@ -46,8 +46,12 @@ void st_ia3_example_grads(const t5_model *m, float *E);
 /* acc (n) += sum over rows of E (B, n) squared. */
 void st_diag_accum(const float *E, int B, size_t n, float *acc);
 /* blocks[i] (d_i, d_i) += sum over rows b of e_b e_b^T restricted to IA3
- * tensor i (SYRK over the batch). */
+ * tensor i (SYRK over the batch). E and blocks are memory of m's device
+ * (on cuda: E uploaded, the SYRKs on the GPU). */
 void st_ia3_block_accum(const t5_model *m, const float *E, int B, float **blocks);
+/* st_diag_accum on the GPU: E and acc device memory (m gives the device).
+ * Needs the CUDA backend. */
+void st_diag_accum_dev(const t5_model *m, const float *E, int B, size_t n, float *acc);
 
 /* Gram accumulators of one linear layer. */
 typedef struct {

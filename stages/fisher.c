@@ -39,9 +39,6 @@
 #include "common.h"
 #include "config.h"
 #include "device.h"
-#ifdef MC_GPU
-#include "gpu.h"
-#endif
 #include "key.h"
 #include "progress.h"
 #include "stats.h"
@@ -49,16 +46,6 @@
 #include "tokens.h"
 
 static size_t nw_of(const t5_model *m, const char *ia3) { return ia3 ? m->n_ia3 : m->n_params; }
-
-/* acc (n) += sum over the B rows of E (B, n) squared, on the device */
-static void dev_sq_accum(float *acc, const float *E, int B, size_t n) {
-#ifdef MC_GPU
-    for (int b = 0; b < B; b++) gpu_sq_accumulate(acc, E + (size_t)b * n, (long)n, 1.0f);
-#else
-    (void)acc, (void)E, (void)B, (void)n;
-    die("fisher: device accumulation needs the CUDA backend (make GPU=1)");
-#endif
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -242,11 +229,8 @@ int main(int argc, char **argv) {
         } else {
             st_ia3_example_grads(hv, scratch);
             ops->upload(dE, scratch, sizeof(float) * B * m->n_ia3);
-            for (int i = 0; block && i < m->n_ia3_tensors; i++) {
-                int d = (int)m->ia3_tensors[i].numel;
-                ops->syrk(1, d, B, 1.0f, dE + m->ia3_tensors[i].offset, (int)m->n_ia3, 1.0f, dblocks[i], d);
-            }
-            if (!block) dev_sq_accum(dacc, dE, B, m->n_ia3);
+            if (block) st_ia3_block_accum(m, dE, B, dblocks);
+            else st_diag_accum_dev(m, dE, B, m->n_ia3, dacc);
         }
         progress_update(&pr, e0 + B, NULL);
     }

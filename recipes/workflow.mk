@@ -76,6 +76,10 @@ cache-gc: all
 .PHONY: merge sweep individual multitask report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
+define nl
+
+
+endef
 # ------------------------------------------------------------------ keys
 # Reading the experiment: exp.* keys name phase configs and options.
 exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
@@ -145,11 +149,13 @@ $(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack: | $(foreach p,$(PRE_$(1)),$$(A_$(p)))
 	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(1)) --key $(K_$(1)) -o $$@
 	@rm -f $$@.keytext
 endef
+# The jobs go through a file: a level can be larger than one command line.
+KEY_BATCH := $(shell mktemp /tmp/mats-keys.XXXXXX)
 define resolve_body
-RESOLVED := $(shell build/bin/key --batch $(foreach s,$(PENDING),$(KA_$(s)) ::))
+RESOLVED := $(shell build/bin/key --batch-file $(KEY_BATCH))
 $$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
 endef
-resolve = $(if $(PENDING),$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
+resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
@@ -290,14 +296,11 @@ $(resolve)
 $(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
 $(resolve)
+$(shell rm -f $(KEY_BATCH))
 
 # ------------------------------------------------------------------ tables
 # Manifest lines for build/bin/report (see stages/report.c).
 tab := $(eval) $(eval)
-define nl
-
-
-endef
 majority_line = $(MODE)	majority	-	test	-	$(call commas,$(foreach t,$(TASKS),$(A_tok-$(t)-test)))
 ind_lines = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)	test	-	$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)$(nl)))
 mt_lines = $(foreach s,$(WF_SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))

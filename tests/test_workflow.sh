@@ -97,3 +97,10 @@ cp "$T/exp.orig" "$EXPF"
 grep -q "config changed: train.lr=" <<<"$ex" && ok explain_names_the_change || fail explain_names_the_change "$ex"
 ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
 grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "$ex"
+
+# cache-gc: an artifact no configuration reaches goes, reachable ones stay
+mkdir -p "$A/merge"; cp "$(ls "$A"/merge/*.msgpack | head -1)" "$A/merge/00000000000000000000000000000000.msgpack"
+gc=$(MATS_CACHE=$A make --no-print-directory cache-gc 2>&1)
+run "$A" METHOD=ties
+if [ ! -e "$A/merge/00000000000000000000000000000000.msgpack" ] && [ ! -s "$T/ran" ]; then ok cache_gc_keeps_reachable_deletes_stale
+else fail cache_gc_keeps_reachable_deletes_stale "$gc; ran after gc: $(ran_slots)"; fi

@@ -5,6 +5,7 @@
  *   key --file PATH...        XXH3-128 of files, as xxh128sum prints it
  *   key --batch JOB :: JOB :: ...
  *                             several of the above in one process (Make)
+ *   key --batch-file FILE     the same with one job per line of FILE
  *   key --config FILE... [--set k=v]... --get KEY...
  *                             print config values, one per line ("" if unset)
  *   key --config FILE... [--set k=v]... --get-path KEY...
@@ -59,6 +60,28 @@ static int job(int argc, char **argv);
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    if (argc == 3 && strcmp(argv[1], "--batch-file") == 0) {
+        /* key --batch-file FILE: one job per line, arguments separated by
+         * blanks (so no argument may contain one); for batches larger than
+         * one command line may be. */
+        unsigned char *buf;
+        size_t len;
+        if (mc_read_file(argv[2], &buf, &len) != 0) die("%s", mc_error());
+        char *text = reallocCheck(buf, len + 1);
+        text[len] = 0;
+        char **av = mallocCheck(sizeof(char *) * (len / 2 + 2));
+        for (char *line = text, *next; line; line = next) {
+            next = strchr(line, '\n');
+            if (next) *next++ = 0;
+            int ac = 0;
+            av[ac++] = argv[0];
+            for (char *tok = strtok(line, " \t\r"); tok; tok = strtok(NULL, " \t\r")) av[ac++] = tok;
+            if (ac > 1) job(ac, av);
+        }
+        free(av);
+        free(text);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "--batch") == 0) {
         /* key --batch ARGS... :: ARGS... : one key (or text) per job, in
          * order; what Make uses to compute many keys with one process. */

@@ -123,7 +123,12 @@ STAGE_BINS := train eval merge fisher gram tokenize
 $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
 
 # $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
-key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(foreach i,$(5),--input $(i))
+# Runs on the GPU (DEVICE=cuda, exported to the stages by recipes/gpu.mk) are
+# keyed apart from CPU runs: <stage>.device=cuda (and the product precision
+# when MATS_GPU_MATH is set) enter the keys of the stages that run on it.
+GPU_STAGES := train eval fisher gram merge
+device_sets = $(if $(and $(filter cuda,$(DEVICE)),$(filter $(1),$(GPU_STAGES))),--set $(1).device=cuda $(if $(MATS_GPU_MATH),--set $(1).gpu_math=$(MATS_GPU_MATH)))
+key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(call device_sets,$(1)) $(foreach i,$(5),--input $(i))
 
 # $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)
 # declares a run; $(resolve) then computes the keys of every declared run

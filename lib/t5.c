@@ -1,5 +1,6 @@
 /* t5.c - T5 v1.1 model: tables, init, forward, backward, artifacts. */
 #include "t5.h"
+#include "key.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -1030,9 +1031,20 @@ fail:
 }
 
 int t5_load_ia3(t5_model *m, const char *path, const char *want_base_key) {
+    return t5_load_ia3_key(m, path, want_base_key, NULL);
+}
+
+int t5_load_ia3_key(t5_model *m, const char *path, const char *want_base_key, char key_out[33]) {
     if (!m->ia3) return mc_fail("%s: model has no IA3 vectors", path);
     art_file *f = art_open(path, "ia3");
     if (!f) return -1;
+    if (key_out) {
+        snprintf(key_out, 33, "%s", f->key);
+        if (!*key_out && key_file_hex(path, key_out) < 0) {
+            art_close(f);
+            return -1;
+        }
+    }
     const char *base = val_get_str(f->meta, "base", "");
     if (want_base_key && *want_base_key && *base && strcmp(base, want_base_key) != 0) {
         mc_fail("%s: meta.base = %s but the model's key is %s: these IA3 vectors were trained on "

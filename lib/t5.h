@@ -290,6 +290,9 @@ float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info)
  * artifact's vectors into m (which must have IA3). */
 t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key_out[33]);
 int t5_load_ia3(t5_model *m, const char *path, const char *want_base_key);
+/* The same, also giving the ia3 artifact's key in key_out (an unkeyed
+ * artifact is identified by the XXH3-128 of its bytes). */
+int t5_load_ia3_key(t5_model *m, const char *path, const char *want_base_key, char key_out[33]);
 /* Write the model (kind "model", meta.config + extra meta entries copied
  * from `meta` if non-NULL). */
 int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta);

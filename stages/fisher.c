@@ -121,12 +121,7 @@ int main(int argc, char **argv) {
     t5_model *m = t5_load_model(model, 0, ia3 != NULL, model_key);
     if (!m) die("%s", mc_error());
     if (ia3) {
-        if (t5_load_ia3(m, ia3, model_key) < 0) die("%s", mc_error());
-        art_file *f = art_open(ia3, "ia3");
-        if (!f) die("%s", mc_error());
-        snprintf(ia3_key, sizeof ia3_key, "%s", f->key);
-        art_close(f);
-        if (!*ia3_key && key_file_hex(ia3, ia3_key) < 0) die("%s", mc_error());
+        if (t5_load_ia3_key(m, ia3, model_key, ia3_key) < 0) die("%s", mc_error());
     }
     m->all_act_grads = !ia3;
     tok_set *s = tok_load(data, 1);

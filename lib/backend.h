@@ -16,6 +16,8 @@
 
 /* Threads used by the math library (0 = leave as configured). */
 void be_init(int threads);
+/* MATS_THREADS when set, else `fallback` threads (the stages use 2). */
+void be_init_default(int fallback);
 int be_threads(void);
 
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,

@@ -18,6 +18,11 @@ void be_init(int threads) {
     if (threads > 0) openblas_set_num_threads(threads);
 }
 
+void be_init_default(int fallback) {
+    const char *s = getenv("MATS_THREADS");
+    be_init(s && *s ? 0 : fallback);
+}
+
 int be_threads(void) { return openblas_get_num_threads(); }
 
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,

@@ -1,6 +1,7 @@
 /* device.c - DEVICE=cpu|cuda selection and the mc_ops dispatch tables (see
  * device.h). Builds without CUDA; the cuda table exists only with MC_GPU. */
 #include "device.h"
+#include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,4 +229,23 @@ const mc_ops *dev_ops(int dev) {
     if (dev == MC_DEV_CUDA) return &cuda_ops;
 #endif
     die("dev_ops: device %d is not available in this build", dev);
+}
+
+int stage_common_option(int argc, char **argv, int *i, struct mc_cfg *cfg, const char **key,
+                        const char **out, void (*usage)(void)) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+    int takes = !strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--key") ||
+                !strcmp(a, "--device") || !strcmp(a, "-o");
+    if (!takes) return 0;
+    if (*i + 1 >= argc) usage();
+    const char *v = argv[++*i];
+    if (!strcmp(a, "--config")) {
+        if (cfg_load(cfg, v) < 0) die("%s", mc_error());
+    } else if (!strcmp(a, "--set")) {
+        if (cfg_set(cfg, v) < 0) die("%s", mc_error());
+    } else if (!strcmp(a, "--key")) *key = v;
+    else if (!strcmp(a, "--device")) dev_option(v);
+    else *out = v;
+    return 1;
 }

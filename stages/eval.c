@@ -51,20 +51,12 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--model")) model = NEXT();
         else if (!strcmp(a, "--ia3")) ia3 = NEXT();
         else if (!strcmp(a, "--data")) data = NEXT();
-        else if (!strcmp(a, "--key")) key_arg = NEXT();
-        else if (!strcmp(a, "--device")) dev_option(NEXT());
-        else if (!strcmp(a, "-o")) out = NEXT();
-        else if (!strcmp(a, "--config")) {
-            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--set")) {
-            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
-        else die("unknown option '%s' (see eval --help)", a);
+        else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
+            die("unknown option '%s' (see eval --help)", a);
 #undef NEXT
     }
     if (!model || !data || !out) usage();
-    const char *threads = getenv("MATS_THREADS");
-    be_init(threads && *threads ? 0 : 2);
+    be_init_default(2);
     long bs = cfg_int(cfg, "eval.batch_size", 32, 1, 1 << 20);
     long bc = cfg_int(cfg, "eval.batch_choices", 256, 1, 1 << 20);
     long max_in = cfg_int(cfg, "eval.max_input_len", 512, 4, 1 << 16);

@@ -91,15 +91,8 @@ int main(int argc, char **argv) {
             examples = strtol(NEXT(), &e, 10);
             if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
         } else if (!strcmp(a, "--seed")) seed = atol(NEXT());
-        else if (!strcmp(a, "--key")) key_arg = NEXT();
-        else if (!strcmp(a, "--device")) dev_option(NEXT());
-        else if (!strcmp(a, "-o")) out = NEXT();
-        else if (!strcmp(a, "--config")) {
-            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--set")) {
-            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
-        else die("unknown option '%s' (see fisher --help)", a);
+        else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
+            die("unknown option '%s' (see fisher --help)", a);
 #undef NEXT
     }
     if (!model || !data || !type || !out) usage();
@@ -108,8 +101,7 @@ int main(int argc, char **argv) {
     else if (strcmp(type, "diagonal") != 0) die("--type %s: use diagonal or blockwise", type);
     if (block && !ia3)
         die("--type blockwise is the Fisher of IA3 vectors: give --ia3 A.msgpack (full models: --type diagonal)");
-    const char *threads = getenv("MATS_THREADS");
-    be_init(threads && *threads ? 0 : 2);
+    be_init_default(2);
     long bs = cfg_int(cfg, "fisher.batch_size", 16, 1, 1 << 16);
     long max_in = cfg_int(cfg, "fisher.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "fisher.max_target_len", 128, 2, 1 << 16);

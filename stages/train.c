@@ -437,8 +437,7 @@ int main(int argc, char **argv) {
 #undef NEXT
     }
     (void)have_config;
-    const char *threads = getenv("MATS_THREADS");
-    be_init(threads && *threads ? 0 : 2);
+    be_init_default(2);
 
     train_opts o;
     const char *objs[] = {"seq2seq", "span_corruption", NULL}, *modes[] = {"full", "ia3", NULL};

@@ -60,6 +60,9 @@ individual: wf-data
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
+## pretrain       build the experiment's base model (span corruption) and print its path
+pretrain: wf-data
+	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
 # (an experiment on imported checkpoints has one mode: its exp.mode)
 REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(shell build/bin/key --config $(EXP_CONF) --get exp.mode),ia3 full)
@@ -73,7 +76,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: merge sweep individual multitask report explain cache-gc wf-check wf-data
+.PHONY: merge sweep individual multitask pretrain wf-pretrain report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
 define nl
@@ -220,9 +223,13 @@ endif
 # ------------------------------------------------------------------ evaluation
 # $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
 commas = $(subst $(eval) ,$(comma),$(strip $(1)))
+# exp.eval.validation_examples = N: validation evals score the first N
+# examples of each task (the λ choice of sweeps); test evals score all.
+EVAL_VALID_N := $(call exp_get,exp.eval.validation_examples)
+eval_sets = $(if $(and $(filter validation,$(1)),$(EVAL_VALID_N)),eval.max_examples=$(EVAL_VALID_N))
 define eval_template
-$(call slot,$(1),eval,$(EXP_CONF),eval,,$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
-  build/bin/eval --config $(EXP_CONF) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
+$(call slot,$(1),eval,$(EXP_CONF),eval,$(call eval_sets,$(3)),$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
+  build/bin/eval --config $(EXP_CONF) $(addprefix --set ,$(call eval_sets,$(3))) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
 endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
@@ -324,6 +331,9 @@ wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
 	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>/dev/null
 	@cat $(WF_DIR)/individual-$(MODE).md
+
+wf-pretrain: $(A_pretrain)
+	@echo "pretrain: $(A_pretrain)"
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv

@@ -14,7 +14,10 @@
  *
  * Config (all optional): eval.batch_size (examples per encoder pass, 32),
  * eval.batch_choices (decoder rows per pass, 256), eval.max_input_len (512),
- * eval.max_target_len (128). Longer sequences are cut keeping their EOS.
+ * eval.max_target_len (128), eval.max_examples (score only the first N
+ * examples of each set; 0, the default, all). Longer sequences are cut
+ * keeping their EOS. Examples are batched in order of input length (ties by
+ * position), so a batch pads little; the outputs are in the sets' order.
  *
  * --device cpu|cuda (else DEVICE, else eval.device, else cpu): where the
  * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
@@ -32,6 +35,7 @@
 #include "device.h"
 #include "key.h"
 #include "progress.h"
+#include "rank.h"
 #include "t5.h"
 #include "tokens.h"
 
@@ -61,6 +65,7 @@ int main(int argc, char **argv) {
     long bc = cfg_int(cfg, "eval.batch_choices", 256, 1, 1 << 20);
     long max_in = cfg_int(cfg, "eval.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "eval.max_target_len", 128, 2, 1 << 16);
+    long max_ex = cfg_int(cfg, "eval.max_examples", 0, 0, 1L << 40);
     int dev = dev_resolve(cfg, "eval.device");
     const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"eval", NULL}) < 0) die("%s", mc_error());
@@ -100,6 +105,10 @@ int main(int argc, char **argv) {
             die("%s: token id %d is outside the model's vocabulary of %d (another tokenizer?)", s->path,
                 s->max_id, m->c.vocab_size);
         if (!*s->task) snprintf(s->task, sizeof s->task, "%s", paths[i]);
+        if (max_ex > 0 && s->n > max_ex) {
+            s->n = max_ex;
+            s->n_choices = s->ex_choices[max_ex];
+        }
         total_ex += s->n;
         total_ch += s->n_choices;
         for (int64_t e = 0; e < s->n; e++) {
@@ -139,12 +148,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nd; i++) {
         tok_set *s = sets[i];
         int64_t right = 0;
+        int64_t *order = tok_length_order(s);
         for (int64_t e = 0; e < s->n; e += bs) {
             int64_t cnt = s->n - e < bs ? s->n - e : bs;
-            /* tok_rank indexes scores by the set's own choice numbers */
-            tok_rank(m, s, e, cnt, &tb, scores + co, pred + eo + e);
+            /* scores by the set's own choice numbers, predictions by example */
+            tok_rank_order(m, s, order, e, cnt, &tb, scores + co, pred + eo);
             progress_update(&pr, eo + e + cnt, NULL);
         }
+        free(order);
         for (int64_t e = 0; e < s->n; e++) right += pred[eo + e] == s->label[e];
         acc[i] = (double)right / s->n;
         eo += s->n;

@@ -58,6 +58,23 @@ if ! build/bin/eval --model "$T/full.msgpack" --ia3 "$T/ia3.msgpack" --data "$T/
     ok eval_ia3_wrong_base
 else fail eval_ia3_wrong_base "$(cat "$T/err6")"; fi
 
+# eval batches examples by input length: one example per batch (no
+# padding, no sorting) gives the same predictions and scores up to rounding
+if build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack" --set eval.batch_size=1 \
+     -o "$T/m1b.msgpack" >/dev/null 2>&1 &&
+   build/bin/art diff "$T/m1.msgpack" "$T/m1b.msgpack" >"$T/diff1" 2>&1;
+   awk '$1 == "prediction" && $2 == 0 { p = 1 } $1 == "choice_scores" && $3 + 0 < 1e-5 { s = 1 }
+        END { exit !(p && s) }' "$T/diff1"; then
+    ok eval_length_order
+else fail eval_length_order "$(cat "$T/diff1")"; fi
+# eval.max_examples: only the first N examples of each set
+if build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack,$T/other_test.msgpack" --set eval.max_examples=7 \
+     -o "$T/m7.msgpack" >/dev/null 2>&1 &&
+   build/bin/art show "$T/m7.msgpack" >"$T/show7" &&
+   grep -Eq '"has7": 7,?$' "$T/show7" && grep -Eq 'prediction +i32 +\[14\]' "$T/show7"; then
+    ok eval_max_examples
+else fail eval_max_examples "$(cat "$T/show7" 2>/dev/null | head -30)"; fi
+
 # 4. resume after SIGKILL: same bytes as an uninterrupted run
 args=(--config "$T/exp.conf" --set train.steps=400 --set train.ckpt_every=10 --set train.eval_every=100
       --data "$T/train.msgpack" --valid "$T/valid.msgpack")

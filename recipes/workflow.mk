@@ -60,7 +60,7 @@ individual: wf-data
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
-## pretrain       build the experiment's base model (span corruption) and print its path
+## pretrain       build the experiment's base model (span corruption, then exp.base_phase if set) and print its path
 pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
@@ -110,7 +110,12 @@ TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
 # phase configs: paths relative to the file that names them
 exp_path = $(shell build/bin/key --config $(EXP_CONF) --get-path $(1))
+commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 PRE_CONF   := $(call exp_path,exp.pretrain)
+BASE_CONF  := $(if $(call exp_get,exp.base_phase),$(call exp_path,exp.base_phase))
+BASE_TASKS := $(call split_list,$(or $(call exp_get,exp.base_tasks),source$(comma)order$(comma)continuation))
+# the slot the task models start from and merge around (see "base" below)
+BASE       := pretrain
 FT_CONF    := $(call exp_path,exp.finetune.$(MODE))
 MT_CONF    := $(call exp_path,exp.multitask.$(MODE))
 STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
@@ -122,7 +127,7 @@ METHODS    := $(call split_list,$(call exp_get,exp.methods))
 # flags ('_' -> '-'); each enters the keys of the methods it affects only.
 MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
 
-STAGE_BINS := train eval merge fisher gram tokenize
+STAGE_BINS := train eval merge fisher gram tokenize auxtask
 $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
 
 # $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
@@ -186,14 +191,39 @@ $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.obje
   data=$(K_tok-corpus),tok-corpus,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
 $(resolve)
 
+# ------------------------------------------------------------------ base
+# exp.base_phase (a train.* config) adds a supervised phase after span
+# corruption, T0-style: the multitask mixture of the auxtask tasks of
+# exp.base_tasks, made from the corpus (disjoint from the benchmark tasks).
+# The task models start from, and merge around, that base; without
+# exp.base_phase the base is the pretrained model.
+ifneq ($(BASE_CONF),)
+K_prep-corpus := $(DATA_PK_corpus)
+A_prep-corpus := $(DATA_CORPUS)
+K_vocab := $(DATA_VK)
+A_vocab := $(DATA_VOCAB)
+$(foreach t,$(BASE_TASKS),$(call slot,aux-$(t),auxtask,$(EXP_CONF),auxtask,auxtask.task=$(t),corpus=$(K_prep-corpus),prep-corpus,\
+  build/bin/auxtask --config $(EXP_CONF) --corpus $(A_prep-corpus) --task $(t)))
+$(resolve)
+$(foreach t,$(BASE_TASKS),$(call slot,tok-aux-$(t),tokenize,$(EXP_CONF),tokenize,,data=$(K_aux-$(t)) vocab=$(K_vocab),aux-$(t) vocab,\
+  build/bin/tokenize --config $(EXP_CONF) --vocab $(A_vocab) --data $(A_aux-$(t))))
+$(resolve)
+$(call slot,base,train,$(EXP_CONF) $(BASE_CONF),model$(comma)train,train.objective=seq2seq train.mode=full,\
+  init=$(K_pretrain) $(foreach t,$(BASE_TASKS),data.$(t)=$(K_tok-aux-$(t))),pretrain $(foreach t,$(BASE_TASKS),tok-aux-$(t)),\
+  build/bin/train --config $(EXP_CONF) --config $(BASE_CONF) --objective seq2seq --mode full --init $(A_pretrain) \
+    --data $(call commas,$(foreach t,$(BASE_TASKS),$(A_tok-aux-$(t)))))
+$(resolve)
+BASE := base
+endif
+
 # ------------------------------------------------------------------ fine-tunes
 # Per-task overrides: task.<task>.<key> = value in the experiment config.
 task_sets = $(shell build/bin/key --config $(EXP_CONF) --list task.$(1).)
 define ft_template
 $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\
-  init=$(K_pretrain) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),pretrain tok-$(1)-train tok-$(1)-validation,\
-  build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_pretrain) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
+  init=$(K_$(BASE)) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),$(BASE) tok-$(1)-train tok-$(1)-validation,\
+  build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_$(BASE)) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
 $(resolve)
@@ -201,8 +231,8 @@ endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
 ifeq ($(MODE),ia3)
-model_of = --model $(A_pretrain) --ia3 $(A_$(1))
-model_in = model=$(K_pretrain) ia3=$(K_$(1))
+model_of = --model $(A_$(BASE)) --ia3 $(A_$(1))
+model_in = model=$(K_$(BASE)) ia3=$(K_$(1))
 else
 model_of = --model $(A_$(1))
 model_in = model=$(K_$(1))
@@ -212,8 +242,8 @@ endif
 define mt_template
 $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(1),\
-  init=$(K_pretrain) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),pretrain $(foreach t,$(TASKS),tok-$(t)-train tok-$(t)-validation),\
-  build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_pretrain) \
+  init=$(K_$(BASE)) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),$(BASE) $(foreach t,$(TASKS),tok-$(t)-train tok-$(t)-validation),\
+  build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_$(BASE)) \
     --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
 endef
 ifeq ($(HF),)
@@ -278,10 +308,10 @@ lambda_for = $(if $(filter $(1),$(uses_lambda)),$(2),1)
 define merge_template
 # $(1) method $(2) lambda $(3) seed
 $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.lambda=$(2) $(addprefix merge.,$(call merge_sets,$(1))),\
-  pretrained=$(K_pretrain) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
+  pretrained=$(K_$(BASE)) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
     $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(K_$(call stat_slot,$(t),$(st),$(3))))),\
-  pretrain $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
-  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_pretrain) --models $(call commas,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
+  $(BASE) $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
+  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_$(BASE)) --models $(call commas,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
     $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call commas,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
     $(call merge_flags,$(1)))
 endef
@@ -332,8 +362,9 @@ wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>/dev/null
 	@cat $(WF_DIR)/individual-$(MODE).md
 
-wf-pretrain: $(A_pretrain)
+wf-pretrain: $(A_$(BASE))
 	@echo "pretrain: $(A_pretrain)"
+	@$(if $(filter base,$(BASE)),echo "base: $(A_base)")
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv

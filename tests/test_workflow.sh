@@ -26,7 +26,9 @@ ran_slots() { cut -d' ' -f2 "$T/ran" | sort -u | tr '\n' ' '; }
 A=$T/a
 if run "$A" METHOD=ties; then
     st=$(ran_stages)
-    if [[ $st == *prepare* && $st == *train* && $st == *eval* && $st == *merge* ]] && grep -q '| ties |' "$T/out"; then
+    sl=$(ran_slots)
+    if [[ $st == *prepare* && $st == *train* && $st == *eval* && $st == *merge* && $st == *auxtask* ]] &&
+       [[ $sl == *aux-continuation* && $sl == *tok-aux-order* && " $sl" == *" base "* ]] && grep -q '| ties |' "$T/out"; then
         ok cold_merge_builds_everything; else fail cold_merge_builds_everything "ran: $st"; tail -30 "$T/out"; fi
 else fail cold_merge_builds_everything "make failed"; tail -40 "$T/out"; exit 1; fi
 
@@ -55,12 +57,25 @@ run "$A" METHOD=fisher
 echo "task.topic.train.lr = 2e-3" >> "$EXPF"
 run "$A" METHOD=ties
 sl=$(ran_slots)
-bad=$(tr ' ' '\n' <<<"$sl" | grep -E 'sentiment-s|^pretrain|^mt-|^eval-mt|^prepare|^tok|^vocab' | tr '\n' ' ')
+bad=$(tr ' ' '\n' <<<"$sl" | grep -E 'sentiment-s|^pretrain|^base$|^aux|^mt-|^eval-mt|^prepare|^tok|^vocab' | tr '\n' ' ')
 if [[ $sl == *ft-ia3-topic-s1* && $sl == *merge-ia3-ties* && -z $bad ]]; then ok task_option_reruns_that_task_only
 else fail task_option_reruns_that_task_only "ran: $sl; should not have: $bad"; fi
 cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=ties
 [ ! -s "$T/ran" ] && ok task_revert_runs_nothing || fail task_revert_runs_nothing "ran: $(ran_slots)"
+
+# an auxtask option reruns the auxiliary tasks, the base's supervised phase
+# and everything after it, not the data or the span-corruption pretraining
+echo "auxtask.examples = 40" >> "$EXPF"
+run "$A" METHOD=ties
+sl=$(ran_slots)
+bad=$(tr ' ' '\n' <<<"$sl" | grep -E '^pretrain|^prepare|^tok-(topic|sentiment|corpus)|^vocab' | tr '\n' ' ')
+if [[ $sl == *aux-source* && $sl == *tok-aux-source* && " $sl" == *" base "* && $sl == *ft-ia3-topic-s1* && -z $bad ]]; then
+    ok auxtask_option_reruns_base_and_after
+else fail auxtask_option_reruns_base_and_after "ran: $sl; should not have: $bad"; fi
+cp "$T/exp.orig" "$EXPF"
+run "$A" METHOD=ties
+[ ! -s "$T/ran" ] && ok auxtask_revert_runs_nothing || fail auxtask_revert_runs_nothing "ran: $(ran_slots)"
 
 # -j2 in a fresh cache gives the same bytes as the -j1 cache
 B=$T/b

@@ -1,12 +1,14 @@
-/* rank.c - rank classification in a caller's order (eval batches examples
- * of similar input length together, which pads little). */
+/* rank.c - rank classification (tokens.h tok_rank, rank.h tok_rank_order:
+ * eval batches examples of similar input length together, which pads
+ * little). */
 #include <stdlib.h>
 
 #include "common.h"
 #include "rank.h"
 
-void tok_rank_order(t5_model *m, const tok_set *s, const int64_t *order, int64_t first, int64_t count,
-                    tok_batch *tb, float *scores, int *pred) {
+/* pred[ex - pred_base] for example ex */
+static void rank_run(t5_model *m, const tok_set *s, const int64_t *order, int64_t first, int64_t count,
+                     tok_batch *tb, float *scores, int *pred, int64_t pred_base) {
     const int **ins = mallocCheck(sizeof(int *) * tb->maxB);
     int *nins = mallocCheck(sizeof(int) * tb->maxB);
     const int **outs = mallocCheck(sizeof(int *) * tb->maxBd);
@@ -46,7 +48,7 @@ void tok_rank_order(t5_model *m, const tok_set *s, const int64_t *order, int64_t
             int best = 0;
             for (int64_t c = a; c < b; c++)
                 if (scores[c] > scores[a + best]) best = (int)(c - a);
-            pred[ex] = best;
+            pred[ex - pred_base] = best;
         }
         i += ne;
     }
@@ -57,6 +59,16 @@ void tok_rank_order(t5_model *m, const tok_set *s, const int64_t *order, int64_t
     free(map);
     free(cid);
     free(row);
+}
+
+void tok_rank(t5_model *m, const tok_set *s, int64_t first, int64_t count, tok_batch *tb,
+              float *scores, int *pred) {
+    rank_run(m, s, NULL, first, count, tb, scores, pred, first);
+}
+
+void tok_rank_order(t5_model *m, const tok_set *s, const int64_t *order, int64_t first, int64_t count,
+                    tok_batch *tb, float *scores, int *pred) {
+    rank_run(m, s, order, first, count, tb, scores, pred, 0);
 }
 
 static const tok_set *order_set; /* qsort has no context argument in C11 */

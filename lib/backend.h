@@ -19,6 +19,9 @@ void be_init(int threads);
 /* MATS_THREADS when set, else `fallback` threads (the stages use 2). */
 void be_init_default(int fallback);
 int be_threads(void);
+/* Flush denormal floats to zero in the calling thread (x86 FTZ and DAZ; a
+ * no-op elsewhere). be_init does it for the process's threads. */
+void be_flush_denormals(void);
 
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);

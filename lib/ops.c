@@ -105,6 +105,7 @@ static void part(long n, int parts, int i, long *lo, long *hi) {
 static void *pool_worker(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = 0;
+    be_flush_denormals();
     for (;;) {
         pthread_mutex_lock(&pool.mu);
         while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);

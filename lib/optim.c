@@ -42,6 +42,20 @@ optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_ten
     return o;
 }
 
+double opt_schedule(int sched, long step, long warmup, long total) {
+    double t = (double)step;
+    if (warmup > 0 && step < warmup) return (t + 1.0) / (double)warmup; /* every schedule warms up linearly */
+    double span = (double)(total - warmup), done = t - (double)warmup;
+    double frac = span > 0 ? done / span : 1.0;
+    if (frac > 1.0) frac = 1.0;
+    switch (sched) {
+    case SCHED_LINEAR: return 1.0 - frac;
+    case SCHED_COSINE: return 0.5 * (1.0 + cos(M_PI * frac));
+    case SCHED_RSQRT: return sqrt((double)(warmup > 0 ? warmup : 1) / (t + 1.0));
+    default: return 1.0;
+    }
+}
+
 void opt_free(optim *o) {
     if (!o) return;
     if (o->ops) {

@@ -18,6 +18,9 @@
 
 enum { OPT_ADAMW = 0, OPT_ADAFACTOR = 1 };
 
+/* Learning-rate schedules (train.schedule): the factor on the base lr. */
+enum { SCHED_CONSTANT = 0, SCHED_LINEAR = 1, SCHED_COSINE = 2, SCHED_RSQRT = 3 };
+
 typedef struct {
     int kind;
     float lr;
@@ -44,6 +47,14 @@ typedef struct {
  * factoring). Caller frees with opt_free. */
 optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors);
 void opt_free(optim *o);
+
+/* The factor on the base learning rate for update number `step` (0-based)
+ * of `total`: a linear warmup from 1/warmup to 1 over the first `warmup`
+ * updates, then constant (SCHED_CONSTANT), linear to 0 at `total`
+ * (SCHED_LINEAR), half a cosine to 0 at `total` (SCHED_COSINE), or
+ * sqrt(warmup / (step + 1)) (SCHED_RSQRT, T5's inverse square root; warmup
+ * 0 counts as 1). */
+double opt_schedule(int sched, long step, long warmup, long total);
 
 /* One update of params with grads (both n floats). */
 void opt_step(optim *o, float *params, const float *grads);

@@ -88,8 +88,9 @@ typedef struct {
     int mode;      /* 0 full, 1 ia3 */
     long seed, steps, batch, accum, max_in, max_tgt, eval_every, patience, ckpt_every, valid_examples;
     long mixture_cap;
-    int optimizer;
-    double lr, clip, density, mean_span;
+    int optimizer, schedule, scale_parameter;
+    long warmup;
+    double lr, clip, density, mean_span, weight_decay;
 } train_opts;
 
 /* ---------------------------------------------------------------- data streams */
@@ -452,6 +453,11 @@ int main(int argc, char **argv) {
     o.max_tgt = cfg_int(cfg, "train.max_target_len", 32, 2, 1 << 16);
     o.optimizer = cfg_enum(cfg, "train.optimizer", "adamw", opts);
     o.lr = cfg_float(cfg, "train.lr", o.mode == 1 ? 3e-3 : 1e-4, 0, 10);
+    const char *scheds[] = {"constant", "linear", "cosine", "rsqrt", NULL};
+    o.schedule = cfg_enum(cfg, "train.schedule", "constant", scheds);
+    o.warmup = cfg_int(cfg, "train.warmup_steps", 0, 0, 1L << 40);
+    o.weight_decay = cfg_float(cfg, "train.weight_decay", 0, 0, 10);
+    o.scale_parameter = (int)cfg_int(cfg, "train.scale_parameter", 0, 0, 1);
     o.clip = cfg_float(cfg, "train.clip", 0, 0, 1e9);
     o.eval_every = cfg_int(cfg, "train.eval_every", 0, 0, 1L << 40);
     o.patience = cfg_int(cfg, "train.patience", 0, 0, 1L << 40);
@@ -565,6 +571,8 @@ int main(int argc, char **argv) {
     float *hw = host ? w : mallocCheck(sizeof(float) * nw);
     optim *opt = o.mode ? opt_new(o.optimizer, (float)o.lr, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors)
                         : opt_new(o.optimizer, (float)o.lr, m->n_params, m->tensors, m->n_tensors);
+    opt->weight_decay = (float)o.weight_decay;
+    opt->scale_parameter = o.scale_parameter;
     opt_to_device(opt, ops);
     int use_valid = nv > 0 && o.eval_every > 0;
     float *best = use_valid ? mallocCheck(sizeof(float) * nw) : NULL;
@@ -587,9 +595,10 @@ int main(int argc, char **argv) {
     const int **ins = mallocCheck(sizeof(int *) * mb), **outs = mallocCheck(sizeof(int *) * mb);
     int *nins = mallocCheck(sizeof(int) * mb), *nouts = mallocCheck(sizeof(int) * mb);
 
-    fprintf(stderr, "%s: %s %s, %ld steps of %ld examples (%ld x %d), %s lr %g, %zu trainable floats, run %s\n",
+    fprintf(stderr, "%s: %s %s, %ld steps of %ld examples (%ld x %d), %s lr %g (%s, warmup %ld), %zu trainable floats, run %s\n",
             mc_progname(), o.objective ? "span_corruption" : "seq2seq", o.mode ? "ia3" : "full", o.steps,
-            o.batch, o.accum, mb, o.optimizer ? "adafactor" : "adamw", o.lr, nw, run_key);
+            o.batch, o.accum, mb, o.optimizer ? "adafactor" : "adamw", o.lr, scheds[o.schedule], o.warmup, nw,
+            run_key);
     mc_progress pr;
     progress_init(&pr, "train", o.steps, "steps");
     double t_start = mc_now(), tokens = 0;
@@ -626,6 +635,7 @@ int main(int argc, char **argv) {
             tokens += (double)tb.b.B * (tb.b.Te + tb.b.Td);
         }
         if (o.clip > 0) opt_clip_grad_norm_on(ops, g, nw, (float)o.clip);
+        opt->lr = (float)(o.lr * opt_schedule(o.schedule, st.step, o.warmup, o.steps));
         opt_step(opt, w, g);
         st.step++;
         st.ema = st.step == 1 ? loss : 0.95 * st.ema + 0.05 * loss;

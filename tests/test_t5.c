@@ -157,6 +157,71 @@ static void test_adafactor_steps(void) {
     t5_free(m);
 }
 
+/* AdamW with decoupled weight decay under warmup + cosine (train.schedule
+ * = cosine, train.warmup_steps = 3 over 10 steps), against torch's AdamW
+ * driven by LambdaLR; the final embedding checks the decay itself. */
+static void test_adamw_wd_cosine_steps(void) {
+    t5_model *m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAMW, 3e-3f, m->n_params, m->tensors, m->n_tensors);
+    o->weight_decay = 0.1f;
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        o->lr = (float)(3e-3 * opt_schedule(SCHED_COSINE, s, 3, 10));
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adamw_wd_cosine_losses");
+    for (int s = 0; s < 10; s++) printf("  step %d loss %.6f reference %.6f\n", s, losses[s], ref[s]);
+    t_close("adamw wd cosine losses", losses, ref, 10, 2e-5, 0);
+    const t5_tensor *t = NULL;
+    const float *w = t5_param(m, "shared.weight", &t);
+    CHECK(w != NULL, "no shared.weight");
+    if (w) {
+        const float *rw = fx_f32(F, "adamw_wd_cosine_final/shared.weight");
+        t_close("adamw wd cosine shared.weight", w, rw, t->numel, 1e-4, 1e-5 * maxabs(rw, t->numel));
+    }
+    opt_free(o);
+    t5_free(m);
+}
+
+/* Adafactor with parameter scaling and weight decay (train.scale_parameter
+ * = 1, train.weight_decay), against the reference written out in torch. */
+static void test_adafactor_scaled_steps(void) {
+    t5_model *m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAFACTOR, 1e-2f, m->n_params, m->tensors, m->n_tensors);
+    o->scale_parameter = 1;
+    o->weight_decay = 0.01f;
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adafactor_scaled_losses");
+    for (int s = 0; s < 10; s++) printf("  step %d loss %.6f reference %.6f\n", s, losses[s], ref[s]);
+    t_close("adafactor scaled losses", losses, ref, 10, 2e-5, 0);
+    opt_free(o);
+    t5_free(m);
+}
+
+/* The schedule factors at their defining points. */
+static void test_schedule(void) {
+    CHECK(opt_schedule(SCHED_CONSTANT, 0, 0, 10) == 1.0 && opt_schedule(SCHED_CONSTANT, 9, 0, 10) == 1.0,
+          "constant is not 1");
+    CHECK(fabs(opt_schedule(SCHED_CONSTANT, 0, 4, 10) - 0.25) < 1e-12, "warmup step 0 is not 1/4");
+    CHECK(fabs(opt_schedule(SCHED_LINEAR, 3, 4, 10) - 1.0) < 1e-12, "linear warmup does not reach 1");
+    CHECK(fabs(opt_schedule(SCHED_LINEAR, 4, 4, 10) - 1.0) < 1e-12, "linear does not start at 1 after warmup");
+    CHECK(fabs(opt_schedule(SCHED_LINEAR, 7, 4, 10) - 0.5) < 1e-12, "linear midpoint is not 1/2");
+    CHECK(fabs(opt_schedule(SCHED_COSINE, 7, 4, 10) - 0.5) < 1e-12, "cosine midpoint is not 1/2");
+    CHECK(fabs(opt_schedule(SCHED_COSINE, 5, 4, 10) - 0.5 * (1 + cos(M_PI / 6))) < 1e-12, "cosine at 1/6");
+    CHECK(opt_schedule(SCHED_COSINE, 20, 4, 10) == 0.0, "cosine past the end is not 0");
+    CHECK(fabs(opt_schedule(SCHED_RSQRT, 15, 4, 100) - 0.5) < 1e-12, "rsqrt at 4x warmup is not 1/2");
+    CHECK(fabs(opt_schedule(SCHED_RSQRT, 0, 0, 100) - 1.0) < 1e-12, "rsqrt without warmup does not start at 1");
+}
+
 /* Central differences in float32 on the largest-gradient entries of a few
  * tensors; the loss is recomputed from scratch each time. */
 static void test_finite_differences(void) {
@@ -344,6 +409,9 @@ int main(void) {
     RUN(test_ia3);
     RUN(test_adamw_steps);
     RUN(test_adafactor_steps);
+    RUN(test_adamw_wd_cosine_steps);
+    RUN(test_adafactor_scaled_steps);
+    RUN(test_schedule);
     RUN(test_finite_differences);
     RUN(test_linears_xg);
     RUN(test_rank);

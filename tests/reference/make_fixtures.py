@@ -7,6 +7,7 @@ File format (read by tests/fixture.h): magic "MCFX1\\n", u32 count, then per
 entry: u16 name length, name, u8 dtype (0 f32, 1 i32), u8 ndim, ndim x i64
 shape, little-endian data.
 """
+import math
 import struct
 import sys
 
@@ -127,6 +128,59 @@ def main(out_path):
                 u = u / max(1.0, rms.item())
                 p.sub_(1e-2 * u)
     put('adafactor_losses', losses, 0)
+
+    # ten AdamW steps with decoupled weight decay 0.1 under a 3-step linear
+    # warmup then a cosine to zero at step 10, driven by torch's own LambdaLR
+    # (the factor written out from the formula, independently of the C code)
+    def warmup_cosine(t, warm=3, total=10):
+        if t < warm:
+            return (t + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm)))
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    opt = torch.optim.AdamW(list(P.values()), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    put('adamw_wd_cosine_losses', losses, 0)
+    put('adamw_wd_cosine_final/shared.weight', P['shared.weight'].detach().numpy(), 0)
+
+    # ten Adafactor steps with parameter scaling (lr times max(1e-3, RMS(p)),
+    # the RMS taken before the update) and weight decay 0.01, as HF does it
+    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    state = {}
+    losses = []
+    for step in range(1, 11):
+        for v in P.values():
+            v.grad = None
+        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            beta2t = 1.0 - step ** -0.8
+            for k, p in P.items():
+                g = p.grad
+                lr = 1e-2 * max(1e-3, (p.norm() / p.numel() ** 0.5).item())
+                upd = g * g + 1e-30
+                if g.dim() >= 2:
+                    row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
+                    row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
+                    col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
+                    u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
+                else:
+                    v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
+                    v2.mul_(beta2t).add_(upd * (1 - beta2t))
+                    u = v2.rsqrt() * g
+                rms = u.norm() / u.numel() ** 0.5
+                u = u / max(1.0, rms.item())
+                p.add_(p, alpha=-0.01 * lr)
+                p.sub_(lr * u)
+    put('adafactor_scaled_losses', losses, 0)
 
     # rank classification: 3 examples, 2-3 choices each, scored one by one
     inputs, choices, ex_choices, labels, scores = [], [], [0], [], []

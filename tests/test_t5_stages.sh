@@ -75,8 +75,11 @@ if build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack,$T/other_tes
     ok eval_max_examples
 else fail eval_max_examples "$(cat "$T/show7" 2>/dev/null | head -30)"; fi
 
-# 4. resume after SIGKILL: same bytes as an uninterrupted run
+# 4. resume after SIGKILL: same bytes as an uninterrupted run (under a
+# warmup + cosine schedule with weight decay, so the schedule's position
+# must resume too)
 args=(--config "$T/exp.conf" --set train.steps=400 --set train.ckpt_every=10 --set train.eval_every=100
+      --set train.schedule=cosine --set train.warmup_steps=40 --set train.weight_decay=0.01
       --data "$T/train.msgpack" --valid "$T/valid.msgpack")
 build/bin/train "${args[@]}" -o "$T/a.msgpack" 2>/dev/null
 build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>/dev/null &
@@ -89,6 +92,13 @@ build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>"$T/log7"
 if [ $had_ckpt = 1 ] && [ ! -e "$T/b.msgpack.ckpt" ] && grep -q "resuming" "$T/log7" && cmp -s "$T/a.msgpack" "$T/b.msgpack"; then
     ok train_resume_same_bytes
 else fail train_resume_same_bytes "checkpoint at kill: $had_ckpt; $(grep resuming "$T/log7")"; cmp "$T/a.msgpack" "$T/b.msgpack"; fi
+
+# the schedule and the decay act: the weights differ from a constant-lr run's
+if build/bin/train "${args[@]:0:8}" --data "$T/train.msgpack" --valid "$T/valid.msgpack" -o "$T/c.msgpack" 2>/dev/null &&
+   ! build/bin/art diff "$T/a.msgpack" "$T/c.msgpack" --tol 1e-3 >/dev/null 2>&1 &&
+   grep -q "cosine, warmup 40" "$T/log7"; then
+    ok train_schedule_acts
+else fail train_schedule_acts "$(head -1 "$T/log7")"; fi
 
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
@@ -105,6 +115,7 @@ check_err train_missing_data "nope.msgpack" build/bin/train --config "$T/exp.con
 check_err train_corpus_as_task "corpus" build/bin/train --config "$T/exp.conf" --data "$T/corpus.msgpack" -o "$T/x.msgpack"
 check_err train_ia3_needs_init "init" build/bin/train --config "$T/exp.conf" --mode ia3 --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_unknown_key "train.stepz" build/bin/train --config "$T/exp.conf" --set train.stepz=3 --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err train_unknown_schedule "train.schedule" build/bin/train --config "$T/exp.conf" --set train.schedule=warm --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err_last train_nan_stops "diverged" build/bin/train --config "$T/exp.conf" --init "$T/nan_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err eval_vocab_mismatch "vocabulary" build/bin/eval --model "$T/full.msgpack" --data "$T/bigvocab.msgpack" -o "$T/x.msgpack"
 check_err eval_bad_option "eval.batch_size" build/bin/eval --model "$T/full.msgpack" --data "$T/test.msgpack" -o "$T/x.msgpack" --set eval.batch_size=0

@@ -86,48 +86,66 @@ def main(out_path):
     for k, v in IA.items():
         put('ia3grad_ex/' + k, v.grad.numpy(), 0)
 
-    # ten AdamW steps (MaTS: eps 1e-8, no weight decay, constant lr) on this batch
-    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
-    opt = torch.optim.AdamW(list(P.values()), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    losses = []
-    for _ in range(10):
-        opt.zero_grad()
-        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    put('adamw_losses', losses, 0)
+    def torch_steps(P, opt, sched=None):
+        """ten steps of a torch optimizer on the batch; the losses before each"""
+        losses = []
+        for _ in range(10):
+            opt.zero_grad()
+            loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.item())
+        return losses
 
-    # ten Adafactor steps (HF transformers semantics with a fixed lr, written
-    # out here from the algorithm: factored second moments for matrices,
-    # decay rate -0.8, update clipping at RMS 1, no momentum)
-    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
-    state = {}
-    losses = []
-    for step in range(1, 11):
-        for v in P.values():
-            v.grad = None
-        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
-        loss.backward()
-        losses.append(loss.item())
-        with torch.no_grad():
-            beta2t = 1.0 - step ** -0.8
-            for k, p in P.items():
-                g = p.grad
-                upd = g * g + 1e-30
-                if g.dim() >= 2:
-                    row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
-                    row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
-                    col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
-                    u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
-                else:
-                    v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
-                    v2.mul_(beta2t).add_(upd * (1 - beta2t))
-                    u = v2.rsqrt() * g
-                rms = u.norm() / u.numel() ** 0.5
-                u = u / max(1.0, rms.item())
-                p.sub_(1e-2 * u)
-    put('adafactor_losses', losses, 0)
+    def adafactor_steps(P, scale_parameter, weight_decay):
+        """ten Adafactor steps (HF transformers semantics with a fixed lr 1e-2,
+        written out here from the algorithm: factored second moments for
+        matrices, decay rate -0.8, update clipping at RMS 1, no momentum;
+        with scale_parameter the lr is times max(1e-3, RMS(p)) taken before
+        the update, and weight decay is p -= wd * lr * p as HF does it)"""
+        state = {}
+        losses = []
+        for step in range(1, 11):
+            for v in P.values():
+                v.grad = None
+            loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
+            loss.backward()
+            losses.append(loss.item())
+            with torch.no_grad():
+                beta2t = 1.0 - step ** -0.8
+                for k, p in P.items():
+                    g = p.grad
+                    lr = 1e-2
+                    if scale_parameter:
+                        lr *= max(1e-3, (p.norm() / p.numel() ** 0.5).item())
+                    upd = g * g + 1e-30
+                    if g.dim() >= 2:
+                        row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
+                        row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
+                        col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
+                        u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
+                    else:
+                        v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
+                        v2.mul_(beta2t).add_(upd * (1 - beta2t))
+                        u = v2.rsqrt() * g
+                    rms = u.norm() / u.numel() ** 0.5
+                    u = u / max(1.0, rms.item())
+                    if weight_decay:
+                        p.add_(p, alpha=-weight_decay * lr)
+                    p.sub_(lr * u)
+        return losses
+
+    def fresh():
+        return {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+
+    # ten AdamW steps (MaTS: eps 1e-8, no weight decay, constant lr) on this batch
+    P = fresh()
+    opt = torch.optim.AdamW(list(P.values()), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    put('adamw_losses', torch_steps(P, opt), 0)
+
+    put('adafactor_losses', adafactor_steps(fresh(), False, 0.0), 0)
 
     # ten AdamW steps with decoupled weight decay 0.1 under a 3-step linear
     # warmup then a cosine to zero at step 10, driven by torch's own LambdaLR
@@ -136,51 +154,12 @@ def main(out_path):
         if t < warm:
             return (t + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm)))
-    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
+    P = fresh()
     opt = torch.optim.AdamW(list(P.values()), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
-    losses = []
-    for _ in range(10):
-        opt.zero_grad()
-        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    put('adamw_wd_cosine_losses', losses, 0)
+    put('adamw_wd_cosine_losses', torch_steps(P, opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)), 0)
     put('adamw_wd_cosine_final/shared.weight', P['shared.weight'].detach().numpy(), 0)
 
-    # ten Adafactor steps with parameter scaling (lr times max(1e-3, RMS(p)),
-    # the RMS taken before the update) and weight decay 0.01, as HF does it
-    P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
-    state = {}
-    losses = []
-    for step in range(1, 11):
-        for v in P.values():
-            v.grad = None
-        loss = R.loss_fn(R.forward(P, cfg, enc, dec), tgt)
-        loss.backward()
-        losses.append(loss.item())
-        with torch.no_grad():
-            beta2t = 1.0 - step ** -0.8
-            for k, p in P.items():
-                g = p.grad
-                lr = 1e-2 * max(1e-3, (p.norm() / p.numel() ** 0.5).item())
-                upd = g * g + 1e-30
-                if g.dim() >= 2:
-                    row, col = state.setdefault(k, [torch.zeros(g.shape[0]), torch.zeros(g.shape[1])])
-                    row.mul_(beta2t).add_(upd.mean(-1) * (1 - beta2t))
-                    col.mul_(beta2t).add_(upd.mean(-2) * (1 - beta2t))
-                    u = (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :] * g
-                else:
-                    v2 = state.setdefault(k, [torch.zeros_like(g)])[0]
-                    v2.mul_(beta2t).add_(upd * (1 - beta2t))
-                    u = v2.rsqrt() * g
-                rms = u.norm() / u.numel() ** 0.5
-                u = u / max(1.0, rms.item())
-                p.add_(p, alpha=-0.01 * lr)
-                p.sub_(lr * u)
-    put('adafactor_scaled_losses', losses, 0)
+    put('adafactor_scaled_losses', adafactor_steps(fresh(), True, 0.01), 0)
 
     # rank classification: 3 examples, 2-3 choices each, scored one by one
     inputs, choices, ex_choices, labels, scores = [], [], [0], [], []

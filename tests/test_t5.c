@@ -139,30 +139,27 @@ static void steps_vs_ref(t5_model *m, optim *o, const char *ref_name, int sched,
     t_close(ref_name, losses, ref, 10, 2e-5, 0);
 }
 
-static void test_adamw_steps(void) {
+/* One optimizer configuration from the micro model's weights: ten steps
+ * against the reference losses `ref_name`. */
+static t5_model *optimizer_case(int kind, float lr, float wd, int scale, const char *ref_name, int sched) {
     t5_model *m = micro(1, 0);
-    optim *o = opt_new(OPT_ADAMW, 3e-3f, m->n_params, m->tensors, m->n_tensors);
-    steps_vs_ref(m, o, "adamw_losses", -1, 0);
+    optim *o = opt_new(kind, lr, m->n_params, m->tensors, m->n_tensors);
+    o->weight_decay = wd;
+    o->scale_parameter = scale;
+    steps_vs_ref(m, o, ref_name, sched, lr);
     opt_free(o);
-    t5_free(m);
+    return m;
 }
 
-static void test_adafactor_steps(void) {
-    t5_model *m = micro(1, 0);
-    optim *o = opt_new(OPT_ADAFACTOR, 1e-2f, m->n_params, m->tensors, m->n_tensors);
-    steps_vs_ref(m, o, "adafactor_losses", -1, 0);
-    opt_free(o);
-    t5_free(m);
-}
+static void test_adamw_steps(void) { t5_free(optimizer_case(OPT_ADAMW, 3e-3f, 0, 0, "adamw_losses", -1)); }
+
+static void test_adafactor_steps(void) { t5_free(optimizer_case(OPT_ADAFACTOR, 1e-2f, 0, 0, "adafactor_losses", -1)); }
 
 /* AdamW with decoupled weight decay under warmup + cosine (train.schedule
  * = cosine, train.warmup_steps = 3 over 10 steps), against torch's AdamW
  * driven by LambdaLR; the final embedding checks the decay itself. */
 static void test_adamw_wd_cosine_steps(void) {
-    t5_model *m = micro(1, 0);
-    optim *o = opt_new(OPT_ADAMW, 3e-3f, m->n_params, m->tensors, m->n_tensors);
-    o->weight_decay = 0.1f;
-    steps_vs_ref(m, o, "adamw_wd_cosine_losses", SCHED_COSINE, 3e-3);
+    t5_model *m = optimizer_case(OPT_ADAMW, 3e-3f, 0.1f, 0, "adamw_wd_cosine_losses", SCHED_COSINE);
     const t5_tensor *t = NULL;
     const float *w = t5_param(m, "shared.weight", &t);
     CHECK(w != NULL, "no shared.weight");
@@ -170,20 +167,13 @@ static void test_adamw_wd_cosine_steps(void) {
         const float *rw = fx_f32(F, "adamw_wd_cosine_final/shared.weight");
         t_close("adamw wd cosine shared.weight", w, rw, t->numel, 1e-4, 1e-5 * maxabs(rw, t->numel));
     }
-    opt_free(o);
     t5_free(m);
 }
 
 /* Adafactor with parameter scaling and weight decay (train.scale_parameter
  * = 1, train.weight_decay), against the reference written out in torch. */
 static void test_adafactor_scaled_steps(void) {
-    t5_model *m = micro(1, 0);
-    optim *o = opt_new(OPT_ADAFACTOR, 1e-2f, m->n_params, m->tensors, m->n_tensors);
-    o->scale_parameter = 1;
-    o->weight_decay = 0.01f;
-    steps_vs_ref(m, o, "adafactor_scaled_losses", -1, 0);
-    opt_free(o);
-    t5_free(m);
+    t5_free(optimizer_case(OPT_ADAFACTOR, 1e-2f, 0.01f, 1, "adafactor_scaled_losses", -1));
 }
 
 /* The schedule factors at their defining points. */

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, cg
 
+import peer_threads
+
 
 class Bin:
     __slots__ = ("off", "n")
@@ -129,7 +131,6 @@ def main():
     ap.add_argument("--filter", default="", help="only linears whose name contains this")
     ap.add_argument("--repeat", type=int, default=1, help="best of R runs per linear")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     models = [Artifact(p) for p in args.models.split(",")]
     grams = [Artifact(p) for p in args.gram.split(",")]
     ours = Artifact(args.compare) if args.compare else None
@@ -164,7 +165,8 @@ def main():
 
         op = LinearOperator((shape.numel(), shape.numel()), matvec=matvec, dtype=np.float32)
         best = best_cpu = None
-        for _ in range(args.repeat):
+        for split, _ in ((sp, r) for sp in peer_threads.splits(args.threads) for r in range(args.repeat)):
+            peer_threads.use(split)
             calls[0] = 0
             t0, c0 = time.perf_counter(), time.process_time()
             x, info = cg(op, b.numpy(), x0=x0.copy(), maxiter=args.iterations, tol=0.0, atol=0.0)
@@ -185,7 +187,8 @@ def main():
             rel = float((c - peer_w).abs().max() / peer_w.abs().max())
             worst = max(worst, (rel, name))
     print(f"peer: {len(linears)} linears matching '{args.filter}', {N} models, {args.iterations} "
-          f"iterations, best of {args.repeat}, torch threads {torch.get_num_threads()}")
+          f"iterations, best of {args.repeat} in each split of {args.threads} cores "
+          f"({'; '.join(sp[0] for sp in peer_threads.splits(args.threads))})")
     print(f"peer_seconds_per_iteration {per_iter:.4f}")
     print(f"peer_kfac_gflops {tot_flops / tot_time * 1e-9:.1f}")
     print(f"peer_cpu_seconds_per_iteration {cpu_per_iter:.4f} "

@@ -1020,6 +1020,13 @@ t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key
             memcpy(m->params + t->offset, tmp, t->numel * sizeof(float));
             free(tmp);
         }
+        const float *x = m->params + t->offset;
+        for (size_t j = 0; j < t->numel; j++)
+            if (!isfinite(x[j])) {
+                mc_fail("%s: tensor %s holds %s at element %zu: not a usable model (retrain or re-merge it)",
+                        path, t->name, isnan(x[j]) ? "a NaN" : "an infinite value", j);
+                goto fail;
+            }
     }
     if (key_out) snprintf(key_out, 33, "%s", f->key);
     art_close(f);
@@ -1061,6 +1068,14 @@ int t5_load_ia3_key(t5_model *m, const char *path, const char *want_base_key, ch
             return -1;
         }
         float *tmp = art_tensor_f32(at);
+        for (size_t j = 0; j < t->numel; j++)
+            if (!isfinite(tmp[j])) {
+                mc_fail("%s: IA3 vector %s holds %s at element %zu: not usable (retrain it)", path, t->name,
+                        isnan(tmp[j]) ? "a NaN" : "an infinite value", j);
+                free(tmp);
+                art_close(f);
+                return -1;
+            }
         t5_upload(m, m->ia3 + t->offset, tmp, t->numel);
         free(tmp);
     }

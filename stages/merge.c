@@ -1009,7 +1009,15 @@ int main(int argc, char **argv) {
             usage();
             return 0;
         }
-        if (i + 1 >= argc) die("%s needs a value (see --help)", a);
+        static const char *const known[] = { "--method", "--pretrained", "--models", "--fisher", "--gram", "-o",
+                                             "--lambda", "--topk-percent", "--iterations", "--init", "--init-lambda",
+                                             "--cg-tol", "--precondition", "--drop-rate", "--seed",
+                                             "--breadcrumbs-top", "--breadcrumbs-bottom", "--threads", "--key",
+                                             "--device", NULL };
+        int k = 0;
+        while (known[k] && strcmp(a, known[k])) k++;
+        if (!known[k]) die("unknown option '%s' (see merge --help)", a);
+        if (i + 1 >= argc) die("%s needs a value (see merge --help)", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--pretrained")) O.pretrained = v;
@@ -1031,7 +1039,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) O.threads = (int)parse_num(a, v);
         else if (!strcmp(a, "--key")) O.key = v;
         else if (!strcmp(a, "--device")) dev_option(v);
-        else die("unknown option '%s' (see --help)", a);
+        else die("unknown option '%s' (see merge --help)", a);
     }
     if (!method) die("--method is required (see --help)");
     int found = 0;

@@ -1205,11 +1205,11 @@ static void card(int argc, char **argv, int first) {
 
 /* ------------------------------------------------------------ main */
 
-static void usage(void) {
-    fprintf(stderr, "usage: prepare [--config FILE]... [--set k=v]... (-o DIR | --keys)\n"
+static void usage(FILE *to, int rc) {
+    fprintf(to, "usage: prepare [--config FILE]... [--set k=v]... (-o DIR | --keys)\n"
                     "       prepare --dump FILE.msgpack\n"
                     "       prepare --card OUT.md [--vocab V] [--corpus C] [--corpus-tokens CT] E.msgpack:T.msgpack...\n");
-    exit(2);
+    exit(rc);
 }
 
 int main(int argc, char **argv) {
@@ -1217,7 +1217,12 @@ int main(int argc, char **argv) {
     mc_cfg *cfg = cfg_new();
     const char *outdir = NULL;
     int keys_only = 0;
+    if (argc < 2) usage(stderr, 2);
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage(stdout, 0);
+        static const char *const valued[] = { "--config", "--set", "-o", "--card", "--dump", NULL };
+        for (int k = 0; valued[k]; k++)
+            if (!strcmp(argv[i], valued[k]) && i + 1 >= argc) die("%s needs a value (see prepare --help)", argv[i]);
         if (!strcmp(argv[i], "--config") && i + 1 < argc) {
             if (cfg_load(cfg, argv[++i])) die("%s", mc_error());
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
@@ -1233,10 +1238,10 @@ int main(int argc, char **argv) {
             dump(argv[++i]);
             return 0;
         } else {
-            usage();
+            die("unknown option '%s' (see prepare --help)", argv[i]);
         }
     }
-    if (!outdir && !keys_only) usage();
+    if (!outdir && !keys_only) die("give -o DIR (or --keys to print the keys only; see prepare --help)");
     if (cfg_peek(cfg, "data.part"))
         die("%s: data.part is reserved (it names each output in the cache key)", cfg_where(cfg, "data.part"));
     char bin_hex[33];

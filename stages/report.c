@@ -174,7 +174,6 @@ int main(int argc, char **argv) {
     }
     if (!manifest || !out) die("usage: report --manifest FILE -o OUT.md [--title T] [--no-plots]");
     double t0 = mc_now();
-    fprintf(stderr, "report: reading %s\n", manifest);
     FILE *mf = fopen(manifest, "r");
     if (!mf) die("%s: cannot open the manifest", manifest);
     result *rs = NULL;

@@ -827,13 +827,18 @@ static void dump_tokens(const char *path) {
 
 /* ------------------------------------------------------------ main */
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(FILE *to, int rc) {
+    fprintf(to,
             "usage: tokenize --vocab V (--data E.msgpack | --corpus C.msgpack | --jsonl F --task T [--split S]) [--key HEX] -o OUT\n"
             "       tokenize --train-vocab --corpus C.msgpack -o V.msgpack\n"
             "       tokenize --vocab V --encode | --export-model -o X.model | --bench --corpus C\n"
             "       options: [--config FILE]... [--set k=v]... [--sentinels N]\n");
-    exit(2);
+    exit(rc);
+}
+
+/* A missing required option: one line, not the usage text. */
+static void need(const char *what, const char *mode) {
+    die("%s needs %s (see tokenize --help)", mode, what);
 }
 
 int main(int argc, char **argv) {
@@ -843,9 +848,15 @@ int main(int argc, char **argv) {
                *split = "test", *out = NULL;
     int train = 0, enc = 0, exp = 0, bch = 0;
     long sentinels = -1;
+    if (argc < 2) usage(stderr, 2);
+    static const char *const valued[] = { "--config", "--set", "--vocab", "--data", "--corpus", "--jsonl", "--key",
+                                           "--task", "--split", "--sentinels", "-o", "--dump", NULL };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage(stdout, 0);
+        for (int k = 0; valued[k]; k++)
+            if (!strcmp(a, valued[k]) && !more) die("%s needs a value (see tokenize --help)", a);
         if (!strcmp(a, "--config") && more) { if (cfg_load(cfg, argv[++i])) die("%s", mc_error()); }
         else if (!strcmp(a, "--set") && more) { if (cfg_set(cfg, argv[++i])) die("%s", mc_error()); }
         else if (!strcmp(a, "--vocab") && more) vpath = argv[++i];
@@ -865,17 +876,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--export-model")) exp = 1;
         else if (!strcmp(a, "--bench")) bch = 1;
         else if (!strcmp(a, "--dump") && more) { dump_tokens(argv[++i]); return 0; }
-        else usage();
+        else die("unknown option '%s' (see tokenize --help)", a);
     }
     if (train) {
-        if (!corpus || !out) usage();
+        if (!corpus) need("--corpus C.msgpack", "--train-vocab");
+        if (!out) need("-o V.msgpack", "--train-vocab");
         train_vocab(corpus, out, cfg);
         cfg_free(cfg);
         return 0;
     }
-    if (!vpath) usage();
+    if (!vpath) die("--vocab V.msgpack is required (see tokenize --help)");
     if (exp) {
-        if (!out) usage();
+        if (!out) need("-o X.model", "--export-model");
         export_model(vpath, out);
         return 0;
     }
@@ -884,7 +896,7 @@ int main(int argc, char **argv) {
     vocab_load(&v, vpath, (int)sentinels);
     if (enc) { encode_stdin(&v); spm_free(v.m); return 0; }
     if (bch) {
-        if (!corpus) usage();
+        if (!corpus) need("--corpus C.msgpack", "--bench");
         bench(&v, vpath, corpus);
         spm_free(v.m);
         return 0;
@@ -894,13 +906,13 @@ int main(int argc, char **argv) {
     lim.max_choice = cfg_int(cfg, "tokenize.max_choice", 16, 2, 1 << 24);
     const char *const ns[] = { "tokenize", NULL };
     if (cfg_check_unknown(cfg, ns)) die("%s", mc_error());
-    if (!out) usage();
+    if (!out) die("-o OUT is required (see tokenize --help)");
     if (data) tokenize_examples(&v, &lim, data, out, cfg);
     else if (corpus) tokenize_corpus(&v, &lim, corpus, out, cfg);
     else if (jsonl) {
         if (!task) die("--jsonl needs --task NAME (it becomes meta.task)");
         tokenize_jsonl(&v, &lim, jsonl, task, split, out, cfg);
-    } else usage();
+    } else die("nothing to tokenize: give --data, --corpus or --jsonl (see tokenize --help)");
     spm_free(v.m);
     cfg_free(cfg);
     return 0;

@@ -43,7 +43,8 @@ if awk -F'\t' '
         if ((gold == "yes") != same) { print "gold " gold " but in order = " same ": " inp; bad++ }
         yes += gold == "yes"; total++
     }
-    END { if (yes < total * 0.4 || yes > total * 0.6) { print "yes " yes " of " total; bad++ } exit bad > 0 }' "$T/order.txt" > "$T/order.err"; then
+    END { if (total != 600) { print total " examples checked, not 600"; bad++ }
+          if (yes < total * 0.4 || yes > total * 0.6) { print "yes " yes " of " total; bad++ } exit bad > 0 }' "$T/order.txt" > "$T/order.err"; then
     ok auxtask_order_gold_right
 else fail auxtask_order_gold_right "$(head -3 "$T/order.err")"; fi
 
@@ -57,8 +58,9 @@ if awk -F'\t' '
         n = split($2, w, " "); s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? " " : "") w[i]
         if (index(s, inp " " gold) != 1) { print "not a continuation: [" inp "] + [" gold "]"; bad++ }
         if (nc != 4) { print nc " choices"; bad++ }
+        total++
     }
-    END { exit bad > 0 }' "$T/continuation.txt" > "$T/cont.err"; then
+    END { if (total != 600) { print total " examples checked, not 600"; bad++ } exit bad > 0 }' "$T/continuation.txt" > "$T/cont.err"; then
     ok auxtask_continuation_gold_right
 else fail auxtask_continuation_gold_right "$(head -3 "$T/cont.err")"; fi
 

@@ -134,8 +134,19 @@ static void test_keys(void) {
     key_input(k2, "data", "ffffffffffffffffffffffffffffffff");
     digest(k2, other);
     CHECK(strcmp(base, other) != 0, "stage did not change the key");
-    key_binary_hex(k2, "00112233445566778899aabbccddeefe");
     CHECK(key_input(k2, "x", "nothex") != 0, "bad input key accepted");
+    key_free(k2);
+    /* the same stage, config and inputs from another binary: another key */
+    k2 = key_new("train");
+    key_binary_hex(k2, "00112233445566778899aabbccddeefe");
+    key_config(k2, "train.lr", "0.001");
+    key_config(k2, "model.d_model", "32");
+    key_input(k2, "data", "ffffffffffffffffffffffffffffffff");
+    digest(k2, other);
+    CHECK(strcmp(base, other) != 0, "binary did not change the key");
+    key_binary_hex(k2, "00112233445566778899aabbccddeeff");
+    digest(k2, other);
+    CHECK(!strcmp(base, other), "the base binary did not restore the key");
     key_free(k2);
     key_free(k);
 }

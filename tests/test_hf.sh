@@ -119,7 +119,7 @@ expfile full "$FA/tiny-bf16" "$FA/tiny-f16-sharded" > "$T/full.conf"
 if make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >"$T/out" 2>"$T/err"; then
     k=$($ART key "$T/imp/task-two.msgpack")
     kb=$($ART key "$T/f16.msgpack")
-    [ "$k" = "$kb" ] && [ "$(wc -l <"$T/imp/tasks.txt")" -eq 2 ] && grep -q "^vocab" "$T/out" &&
+    [ -n "$k" ] && [ "$k" = "$kb" ] && [ "$(wc -l <"$T/imp/tasks.txt")" -eq 2 ] && grep -q "^vocab" "$T/out" &&
         ok hf_import_experiment || fail hf_import_experiment "keys $k vs $kb; $(cat "$T/out")"
     make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >/dev/null 2>"$T/err"
     [ ! -s "$T/err" ] && ok hf_import_experiment_nothing_twice || fail hf_import_experiment_nothing_twice "$(cat "$T/err")"

@@ -25,13 +25,18 @@ done
 [ -z "$bad" ] && ok split_sizes || fail split_sizes "short:$bad"
 
 # 2. leakage: units (S lines) of validation/test vs train units and corpus lines
-build/bin/prepare --dump "$FX_CORPUS" > "$T/corpus.txt"
+dumps_ok=1
+build/bin/prepare --dump "$FX_CORPUS" > "$T/corpus.txt" || dumps_ok=0
 : > "$T/held"; : > "$T/train"; : > "$T/val"; : > "$T/test"
 for t in $FX_TASKS; do
-    build/bin/prepare --dump "$(fx_part "$t" train)" | sed -n 's/^S\t//p' >> "$T/train"
-    build/bin/prepare --dump "$(fx_part "$t" validation)" | sed -n 's/^S\t//p' >> "$T/val"
-    build/bin/prepare --dump "$(fx_part "$t" test)" | sed -n 's/^S\t//p' >> "$T/test"
+    for sp in train:train validation:val test:test; do
+        build/bin/prepare --dump "$(fx_part "$t" "${sp%%:*}")" > "$T/dump" || dumps_ok=0
+        sed -n 's/^S\t//p' "$T/dump" >> "$T/${sp##*:}"
+    done
 done
+# every dump ran and the corpus and train texts are there to search
+[ $dumps_ok = 1 ] && [ "$(wc -l < "$T/corpus.txt")" -gt 1000 ] && [ "$(wc -l < "$T/train")" -gt 1000 ] ||
+    fail leakage_dumps "a --dump failed or came back short (corpus $(wc -l < "$T/corpus.txt"), train $(wc -l < "$T/train") lines)"
 sort -u "$T/val" "$T/test" > "$T/held"
 awk 'length($0) >= 24' "$T/held" > "$T/held_long"
 awk 'length($0) < 24' "$T/held" > "$T/held_short"
@@ -58,14 +63,14 @@ while read -r part key; do cmp -s "$T/a/$key.msgpack" "$T/b/$key.msgpack" || sam
 [ $same = 1 ] && [ -s "$T/a.keys" ] && ok same_bytes_every_run || fail same_bytes_every_run "outputs differ"
 k1=$(grep '^topic.test ' "$T/a.keys" | cut -d' ' -f2)
 k2=$(build/bin/key --stage prepare --binary build/bin/prepare "${FX_SETS[@]}" --set data.tasks=topic,category --ns data --set data.part=topic.test)
-[ "$k1" == "$k2" ] && ok keys_match_key_tool || fail keys_match_key_tool "$k1 vs $k2"
+[ -n "$k1" ] && [ "$k1" == "$k2" ] && ok keys_match_key_tool || fail keys_match_key_tool "$k1 vs $k2"
 k3=$(build/bin/prepare "${FX_SETS[@]}" --set data.tasks=topic,category --set data.seed=99 --keys | grep '^topic.test ' | cut -d' ' -f2)
-[ "$k3" != "$k1" ] && ok seed_changes_key || fail seed_changes_key "same key"
+[ -n "$k3" ] && [ -n "$k1" ] && [ "$k3" != "$k1" ] && ok seed_changes_key || fail seed_changes_key "same key"
 # a different seed gives a different split
-build/bin/prepare "${FX_SETS[@]}" --set data.tasks=topic --set data.seed=99 -o "$T/c" > "$T/c.keys" 2>/dev/null
+build/bin/prepare "${FX_SETS[@]}" --set data.tasks=topic --set data.seed=99 -o "$T/c" > "$T/c.keys" 2>"$T/c.err"
 kc=$(grep '^topic.test ' "$T/c.keys" | cut -d' ' -f2)
-if ! cmp -s <(build/bin/prepare --dump "$T/a/$k1.msgpack") <(build/bin/prepare --dump "$T/c/$kc.msgpack"); then ok seed_changes_split
-else fail seed_changes_split "identical test split"; fi
+if [ -n "$kc" ] && [ -s "$T/c/$kc.msgpack" ] && [ -n "$k1" ] && [ -s "$T/a/$k1.msgpack" ] && ! cmp -s <(build/bin/prepare --dump "$T/a/$k1.msgpack") <(build/bin/prepare --dump "$T/c/$kc.msgpack"); then ok seed_changes_split
+else fail seed_changes_split "identical test split, or prepare failed: $(tail -2 "$T/c.err")"; fi
 
 # 4. one-line errors
 err_case() {   # NAME EXPECT_IN_MESSAGE ARGS...

@@ -117,13 +117,18 @@ static int write_corpus(const char *path, int n, uint64_t seed) {
     return art_writer_close(w);
 }
 
-static int write_nan_model(const char *path) {
+/* A t5-micro-like model with lm_head element 5 set to `bad`: NaN (loaders
+ * must reject it) or a huge finite value (the logits overflow, so training
+ * from it must stop on a non-finite loss). */
+static int write_bad_model(const char *path, float bad) {
     t5_config c = {.vocab_size = 128, .d_model = 32, .d_kv = 8, .d_ff = 64, .num_heads = 4,
                    .num_layers = 2, .num_decoder_layers = 2, .num_buckets = 32, .max_distance = 128,
                    .eps = 1e-6f};
     t5_model *m = t5_new(&c, 0, 0);
     t5_init_random(m, 3);
-    m->p.lm_head[5] = NAN;
+    if (isnan(bad)) m->p.lm_head[5] = bad;
+    else
+        for (int i = 0; i < c.d_model; i++) m->p.lm_head[i] = bad; /* a whole row: its logit overflows */
     int rc = t5_save_model(m, path, "", NULL);
     t5_free(m);
     return rc;
@@ -140,7 +145,8 @@ static int write_all(const char *dir) {
     W("other", write_task(p, "has9or5", "train", 300, 4, 1));
     W("other_test", write_task(p, "has9or5", "test", 60, 5, 1));
     W("bigvocab", write_task(p, "big", "test", 10, 7, 2));
-    W("nan_model", write_nan_model(p));
+    W("nan_model", write_bad_model(p, NAN));
+    W("huge_model", write_bad_model(p, 3e37f));
     W("corpus", write_corpus(p, 300, 6));
 #undef W
     return 0;

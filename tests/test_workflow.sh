@@ -19,6 +19,11 @@ run() {
     local cache=$1; shift
     : > "$T/ran"
     MATS_RUN_LOG=$T/ran MATS_CACHE=$cache make --no-print-directory merge EXP="$EXPF" "$@" > "$T/out" 2>&1
+    RC=$?
+    # a run that reached the end printed its table (a stage log left empty
+    # by a make that failed early must not count as "nothing ran")
+    [ $RC -eq 0 ] && ! grep -q '^| method |' "$T/out" && RC=99
+    return $RC
 }
 ran_stages() { cut -d' ' -f1 "$T/ran" | sort -u | tr '\n' ' '; }
 ran_slots() { cut -d' ' -f2 "$T/ran" | sort -u | tr '\n' ' '; }
@@ -29,40 +34,40 @@ if run "$A" METHOD=ties; then
     sl=$(ran_slots)
     if [[ $st == *prepare* && $st == *train* && $st == *eval* && $st == *merge* && $st == *auxtask* ]] &&
        [[ $sl == *aux-continuation* && $sl == *tok-aux-order* && " $sl" == *" base "* ]] && grep -q '| ties |' "$T/out"; then
-        ok cold_merge_builds_everything; else fail cold_merge_builds_everything "ran: $st"; tail -30 "$T/out"; fi
+        ok cold_merge_builds_everything; else fail cold_merge_builds_everything "rc $RC; ran: $st"; tail -30 "$T/out"; fi
 else fail cold_merge_builds_everything "make failed"; tail -40 "$T/out"; exit 1; fi
 
 s=$(date +%s.%N); run "$A" METHOD=ties; e=$(date +%s.%N)
 secs=$(awk -v a="$s" -v b="$e" 'BEGIN{printf "%.2f", b-a}')
-[ ! -s "$T/ran" ] && ok "warm_merge_runs_no_stage (${secs}s)" || fail warm_merge_runs_no_stage "ran: $(ran_slots)"
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok "warm_merge_runs_no_stage (${secs}s)" || fail warm_merge_runs_no_stage "rc $RC; ran: $(ran_slots)"
 
 run "$A" METHOD=ties LAMBDA=0.5
 st=$(ran_stages)
-[ "$st" == "eval merge " ] && ok lambda_reruns_merge_and_eval_only || fail lambda_reruns_merge_and_eval_only "ran: $st"
+[ $RC -eq 0 ] && [ "$st" == "eval merge " ] && ok lambda_reruns_merge_and_eval_only || fail lambda_reruns_merge_and_eval_only "rc $RC; ran: $st"
 run "$A" METHOD=ties
-[ ! -s "$T/ran" ] && ok lambda_revert_runs_nothing || fail lambda_revert_runs_nothing "ran: $(ran_slots)"
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok lambda_revert_runs_nothing || fail lambda_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
 run "$A" METHOD=fisher
 st=$(ran_stages)
-[ "$st" == "eval fisher merge " ] && ok fisher_method_adds_fisher_merge_eval || fail fisher_method_adds_fisher_merge_eval "ran: $st"
+[ $RC -eq 0 ] && [ "$st" == "eval fisher merge " ] && ok fisher_method_adds_fisher_merge_eval || fail fisher_method_adds_fisher_merge_eval "rc $RC; ran: $st"
 cp "$EXPF" "$T/exp.orig"
 echo "exp.stats.true_fisher = 1" >> "$EXPF"
 run "$A" METHOD=fisher
 st=$(ran_stages)
-[ "$st" == "eval fisher merge " ] && ok fisher_option_reruns_fisher_and_downstream || fail fisher_option_reruns_fisher_and_downstream "ran: $st"
+[ $RC -eq 0 ] && [ "$st" == "eval fisher merge " ] && ok fisher_option_reruns_fisher_and_downstream || fail fisher_option_reruns_fisher_and_downstream "rc $RC; ran: $st"
 cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=fisher
-[ ! -s "$T/ran" ] && ok fisher_revert_runs_nothing || fail fisher_revert_runs_nothing "ran: $(ran_slots)"
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok fisher_revert_runs_nothing || fail fisher_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
 echo "task.topic.train.lr = 2e-3" >> "$EXPF"
 run "$A" METHOD=ties
 sl=$(ran_slots)
 bad=$(tr ' ' '\n' <<<"$sl" | grep -E 'sentiment-s|^pretrain|^base$|^aux|^mt-|^eval-mt|^prepare|^tok|^vocab' | tr '\n' ' ')
-if [[ $sl == *ft-ia3-topic-s1* && $sl == *merge-ia3-ties* && -z $bad ]]; then ok task_option_reruns_that_task_only
+if [[ $RC -eq 0 && $sl == *ft-ia3-topic-s1* && $sl == *merge-ia3-ties* && -z $bad ]]; then ok task_option_reruns_that_task_only
 else fail task_option_reruns_that_task_only "ran: $sl; should not have: $bad"; fi
 cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=ties
-[ ! -s "$T/ran" ] && ok task_revert_runs_nothing || fail task_revert_runs_nothing "ran: $(ran_slots)"
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok task_revert_runs_nothing || fail task_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
 # an auxtask option reruns the auxiliary tasks, the base's supervised phase
 # and everything after it, not the data or the span-corruption pretraining
@@ -70,12 +75,12 @@ echo "auxtask.examples = 40" >> "$EXPF"
 run "$A" METHOD=ties
 sl=$(ran_slots)
 bad=$(tr ' ' '\n' <<<"$sl" | grep -E '^pretrain|^prepare|^tok-(topic|sentiment|corpus)|^vocab' | tr '\n' ' ')
-if [[ $sl == *aux-source* && $sl == *tok-aux-source* && " $sl" == *" base "* && $sl == *ft-ia3-topic-s1* && -z $bad ]]; then
+if [[ $RC -eq 0 && $sl == *aux-source* && $sl == *tok-aux-source* && " $sl" == *" base "* && $sl == *ft-ia3-topic-s1* && -z $bad ]]; then
     ok auxtask_option_reruns_base_and_after
 else fail auxtask_option_reruns_base_and_after "ran: $sl; should not have: $bad"; fi
 cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=ties
-[ ! -s "$T/ran" ] && ok auxtask_revert_runs_nothing || fail auxtask_revert_runs_nothing "ran: $(ran_slots)"
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok auxtask_revert_runs_nothing || fail auxtask_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
 # -j2 in a fresh cache gives the same bytes as the -j1 cache
 B=$T/b
@@ -86,24 +91,30 @@ for f in $(cd "$B" && ls */*.msgpack); do
 done
 [ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j2_same_bytes_as_j1 ($n artifacts)" || fail j2_same_bytes_as_j1 "$diffs of $n differ"
 
-# killed at a random moment, then rerun
+# killed at a random moment, then rerun; the moment comes from a printed
+# seed (rerun with MATS_KILL_SEED to reproduce); an attempt whose make had
+# already finished interrupts nothing and does not count
 C=$T/c
-for attempt in 1 2; do
-    delay=$(awk -v s=$RANDOM 'BEGIN{srand(s); printf "%.1f", 1 + rand() * 6}')
+seed=${MATS_KILL_SEED:-$RANDOM}
+killed=0
+for attempt in 1 2 3 4; do
+    delay=$(awk -v s="$seed" -v a=$attempt 'BEGIN{srand(s + a); printf "%.1f", 1 + rand() * 6}')
     ( MATS_CACHE=$C setsid make --no-print-directory merge EXP="$EXPF" METHOD=ties > "$T/killed.log" 2>&1 & echo $! > "$T/pid"; wait ) &
     sleep "$delay"
-    kill -9 -- -"$(cat "$T/pid")" 2>/dev/null
+    if kill -9 -- -"$(cat "$T/pid")" 2>/dev/null; then killed=$((killed + 1)); echo "  killed make after ${delay}s (seed $seed)"
+    else echo "  make had finished before ${delay}s (seed $seed)"; fi
     wait 2>/dev/null
-    echo "  killed make after ${delay}s"
+    [ $killed -ge 2 ] && break
 done
-run "$C" METHOD=ties || { fail kill_rerun "rerun failed"; tail -20 "$T/out"; }
+run "$C" METHOD=ties || { fail kill_rerun "rerun failed (rc $RC)"; tail -20 "$T/out"; }
 bad=0 n=0
 for f in $(cd "$C" && ls */*.msgpack); do
     n=$((n + 1))
     build/bin/art verify "$C/$f" >/dev/null 2>&1 || { bad=$((bad + 1)); echo "  corrupt: $f"; }
     cmp -s "$A/$f" "$C/$f" || { bad=$((bad + 1)); echo "  differs: $f"; }
 done
-[ $bad -eq 0 ] && [ $n -gt 10 ] && ok "killed_and_rerun_same_bytes ($n artifacts)" || fail killed_and_rerun_same_bytes "$bad problems"
+[ $killed -ge 1 ] && [ $RC -eq 0 ] && [ $bad -eq 0 ] && [ $n -gt 10 ] && ok "killed_and_rerun_same_bytes ($killed kills, $n artifacts)" ||
+    fail killed_and_rerun_same_bytes "$killed kills, rc $RC, $bad problems"
 
 # explain: a changed task option is named in words (3e-3 was never built)
 echo "task.topic.train.lr = 3e-3" >> "$EXPF"
@@ -117,5 +128,5 @@ grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "
 mkdir -p "$A/merge"; cp "$(ls "$A"/merge/*.msgpack | head -1)" "$A/merge/00000000000000000000000000000000.msgpack"
 gc=$(MATS_CACHE=$A make --no-print-directory cache-gc 2>&1)
 run "$A" METHOD=ties
-if [ ! -e "$A/merge/00000000000000000000000000000000.msgpack" ] && [ ! -s "$T/ran" ]; then ok cache_gc_keeps_reachable_deletes_stale
+if [ $RC -eq 0 ] && [ ! -e "$A/merge/00000000000000000000000000000000.msgpack" ] && [ ! -s "$T/ran" ]; then ok cache_gc_keeps_reachable_deletes_stale
 else fail cache_gc_keeps_reachable_deletes_stale "$gc; ran after gc: $(ran_slots)"; fi

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Bad input to every stage: an unknown option, a missing input file, a
+# corrupt or truncated artifact, an artifact of the wrong kind, a NaN. Each
+# must exit with status 1 (not a crash), print exactly one line on stderr,
+# name the offending option or file in it, and leave no output behind.
+set -u
+cd "$(dirname "$0")/.."
+T=$(mktemp -d /tmp/test_errors.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1${2:+: $2}"; }
+export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
+B=build/bin
+build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
+M=$T/model.msgpack
+$B/train --config configs/models/t5-micro.conf --set train.steps=1 --set train.batch_size=4 \
+    --data "$T/train.msgpack" -o "$M" 2>"$T/log" || { fail model "$(tail -2 "$T/log")"; exit 1; }
+size=$(stat -c %s "$M")
+# corrupt: one byte flipped in the middle; truncated: the first half
+cp "$M" "$T/flip.msgpack"
+printf '\x5a' | dd of="$T/flip.msgpack" bs=1 seek=$((size / 2)) conv=notrunc status=none
+head -c $((size / 2)) "$M" > "$T/trunc.msgpack"
+$B/mkrandom --kind gram --like "$M" --seed 1 -o "$T/gram.msgpack" 2>/dev/null || { fail gram "mkrandom"; exit 1; }
+printf 'ia3\tties\t1\ttest\t1\t%s/missing-metrics.msgpack\n' "$T" > "$T/manifest.tsv"
+
+# expect NAME WORD COMMAND...: status 1, one stderr line containing WORD, no $T/out.*
+expect() {
+    local name=$1 word=$2; shift 2
+    rm -f "$T"/out.*
+    "$@" >/dev/null 2>"$T/err"
+    local rc=$? n
+    n=$(grep -c . "$T/err")
+    if [ $rc -eq 1 ] && [ "$n" -eq 1 ] && grep -qF -- "$word" "$T/err" && [ -z "$(ls "$T"/out.* 2>/dev/null)" ]; then
+        ok "$name"
+    else
+        fail "$name" "exit $rc, $n lines, want one naming '$word': $(head -3 "$T/err" | tr '\n' '|')"
+    fi
+}
+
+for s in train eval fisher gram merge tokenize report prepare auxtask; do
+    expect "${s}_unknown_option" "--bogus" $B/$s --bogus
+done
+D="--data $T/train.msgpack"
+expect train_missing_data nope.msgpack $B/train --config configs/models/t5-micro.conf --data "$T/nope.msgpack" -o "$T/out.msgpack"
+expect train_corrupt_init flip.msgpack $B/train --config configs/models/t5-micro.conf --init "$T/flip.msgpack" $D -o "$T/out.msgpack"
+expect eval_missing_model nope.msgpack $B/eval --model "$T/nope.msgpack" --data "$T/test.msgpack" -o "$T/out.msgpack"
+expect eval_corrupt_model flip.msgpack $B/eval --model "$T/flip.msgpack" --data "$T/test.msgpack" -o "$T/out.msgpack"
+expect eval_truncated_model trunc.msgpack $B/eval --model "$T/trunc.msgpack" --data "$T/test.msgpack" -o "$T/out.msgpack"
+expect eval_nan_model nan_model.msgpack $B/eval --model "$T/nan_model.msgpack" --data "$T/test.msgpack" -o "$T/out.msgpack"
+expect eval_model_as_data model.msgpack $B/eval --model "$M" --data "$M" -o "$T/out.msgpack"
+expect fisher_missing_model nope.msgpack $B/fisher --model "$T/nope.msgpack" $D --type diagonal -o "$T/out.msgpack"
+expect fisher_corrupt_model flip.msgpack $B/fisher --model "$T/flip.msgpack" $D --type diagonal -o "$T/out.msgpack"
+expect fisher_nan_model nan_model.msgpack $B/fisher --model "$T/nan_model.msgpack" $D --type diagonal -o "$T/out.msgpack"
+expect gram_missing_data nope.msgpack $B/gram --model "$M" --data "$T/nope.msgpack" -o "$T/out.msgpack"
+expect gram_truncated_model trunc.msgpack $B/gram --model "$T/trunc.msgpack" $D -o "$T/out.msgpack"
+expect gram_nan_model nan_model.msgpack $B/gram --model "$T/nan_model.msgpack" $D -o "$T/out.msgpack"
+expect merge_missing_model nope.msgpack $B/merge --method average --pretrained "$M" --models "$M,$T/nope.msgpack" -o "$T/out.msgpack"
+expect merge_corrupt_model flip.msgpack $B/merge --method average --pretrained "$M" --models "$M,$T/flip.msgpack" -o "$T/out.msgpack"
+expect merge_truncated_gram trunc.msgpack $B/merge --method regmean --pretrained "$M" --models "$M,$M" \
+    --gram "$T/gram.msgpack,$T/trunc.msgpack" -o "$T/out.msgpack"
+expect tokenize_missing_vocab nope.msgpack $B/tokenize --vocab "$T/nope.msgpack" --data "$T/train.msgpack" -o "$T/out.msgpack"
+expect tokenize_model_as_vocab model.msgpack $B/tokenize --vocab "$M" --data "$T/train.msgpack" -o "$T/out.msgpack"
+expect report_missing_metrics missing-metrics.msgpack $B/report --manifest "$T/manifest.tsv" -o "$T/out.md" --no-plots
+expect auxtask_corrupt_corpus flip.msgpack $B/auxtask --corpus "$T/flip.msgpack" --task order -o "$T/out.msgpack"
+expect prepare_missing_config nope.conf $B/prepare --config "$T/nope.conf" -o "$T/out.d"

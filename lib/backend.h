@@ -46,7 +46,7 @@ void be_dpotrs(int n, int nrhs, const double *A, int lda, double *B, int ldb);
 float be_dot(long n, const float *x, const float *y);
 void be_axpy(long n, float a, const float *x, float *y);
 
-/* ---- appended by the T5 issue ---------------------------------------------- */
+/* ---- strided batches and LAPACK solves ------------------------------ */
 
 /* Strided batched GEMM: for i in [0, batch):
  *   C_i = alpha * op(A_i) * op(B_i) + beta * C_i
@@ -58,7 +58,7 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                       float *C, int ldc, long strideC, int batch);
 
-/* Merge (appended): solve A X = B for nrhs right-hand sides given
+/* Merge: solve A X = B for nrhs right-hand sides given
  * be_dpotrf's factor, with B supplied transposed: Bt is nrhs x n row-major
  * (row j = right-hand side j), overwritten by X^T. No copies. */
 void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt);

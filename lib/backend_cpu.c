@@ -101,7 +101,7 @@ void be_axpy(long n, float a, const float *x, float *y) {
     for (long i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* ---- appended by the T5 issue ---------------------------------------------- */
+/* ---- strided batches and LAPACK solves ------------------------------ */
 
 void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, const float *A,
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,

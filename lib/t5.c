@@ -428,7 +428,7 @@ uint64_t t5_rng_below(t5_rng *r, uint64_t n) {
  * and one departure: lm_head N(0, d_model^-1/2) instead of HF's N(0, 1).
  * The decoder's final RMSNorm gives rows of rms 1, so HF's std 1 makes
  * logits of std sqrt(d_model) and a first loss near 40 for d_model 256
- * (issue 8); std d_model^-1/2 gives logits of std 1 and a first loss near
+ * (measured on t5-mini); std d_model^-1/2 gives logits of std 1 and a first loss near
  * ln(vocab), the scale original T5 reaches by rescaling tied embeddings by
  * d_model^-1/2. Each tensor draws from its own stream seeded by
  * (seed, tensor index), so the values do not depend on the order of calls. */

@@ -32,7 +32,7 @@
  * sum over decoder rows of that row's mean token loss: the gradient of row b
  * alone is the per-example gradient of MaTS's Fisher), each times `scale`.
  *
- * Linear layers for statistics (Fisher / Gram, issue 5). After t5_forward
+ * Linear layers for statistics (Fisher / Gram). After t5_forward
  * and t5_backward on a batch, t5_linears() lists every linear layer with:
  *   name   "encoder.block.0.layer.0.SelfAttention.q.weight", ..., "lm_head.weight"
  *   w, dw  weight (out,in) and its gradient (dw NULL without grads)

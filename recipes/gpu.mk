@@ -1,5 +1,5 @@
 # recipes/gpu.mk - the CUDA backend's check program and the DEVICE variable
-# (issue 9). Included by the Makefile; everything here is inert without GPU=1.
+# Included by the Makefile; everything here is inert without GPU=1.
 
 # DEVICE=cpu|cuda picks the backend of every stage (lib/device.h): exported
 # so that stages see it; it wins over the `<stage>.device` config keys.

@@ -1,4 +1,4 @@
-# recipes/interop.mk - Hugging Face checkpoints in and out (issue 10; lib/hf.h,
+# recipes/interop.mk - Hugging Face checkpoints in and out (lib/hf.h,
 # `art import-hf`, `art export-hf`) and the fixtures of its tests.
 
 ## hf-fixtures    regenerate tests/fixtures/hf/ from the PyTorch reference (needs python3-torch, spm_train)

@@ -1,4 +1,4 @@
-# recipes/merge.mk - the merge stage's benchmark (issue 6).
+# recipes/merge.mk - the merge stage's benchmark.
 
 ## bench-merge    time every merge method on 8 random t5-small models, mats vs a scipy/torch peer, RSS on t5-base
 bench-merge: all build/bin/bench_merge

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh - check the CUDA backend on a machine with an NVIDIA GPU
-# (issue 9):
+# (what it runs):
 #   1. build/gpu/gpu_check: every GPU op against the CPU op (normalised error
 #      and tolerance per op), one t5-base training step (lib/t5.c moved to
 #      the GPU with t5_to_device) against the CPU, then timings: GEMM, ops,

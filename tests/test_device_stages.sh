@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_device_stages.sh - the stages' device choice (issue 9): --device,
+# test_device_stages.sh - the stages' device choice: --device,
 # <stage>.device and DEVICE reach train, eval, fisher, gram and merge; cuda
 # that cannot be had (a build without GPU=1, or no GPU) fails with one line
 # saying what to do; --device cpu changes neither the key nor the bytes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_gpu_build.sh - the CUDA backend keeps compiling and linking (issue 9):
+# test_gpu_build.sh - the CUDA backend keeps compiling and linking:
 # where nvcc exists, build a copy of the sources with `make GPU=1` (every
 # stage, tool and build/gpu/gpu_check) and fail on any compiler warning.
 # Runs in a temporary copy so the main build/ keeps its flags. No GPU needed.

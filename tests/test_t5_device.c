@@ -1,5 +1,5 @@
 /* test_t5_device.c - the device paths of lib/t5.c, lib/stats.c and
- * lib/optim.c run on the CPU (issue 9).
+ * lib/optim.c run on the CPU.
  *
  * A "fake device" is the CPU table of device.h under another identity: its
  * memory is host memory and its ops are the CPU ops, but t5_on_host() is 0

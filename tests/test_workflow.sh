@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The workflow on the smoke experiment (issue 7): a cold `make merge` builds
+# The workflow on the smoke experiment: a cold `make merge` builds
 # everything; a warm one runs no stage; changing lambda, a Fisher option or
 # one task's training option reruns only what depends on it, and reverting
 # runs nothing; -j2 gives the same bytes as -j1; make killed at a random

@@ -1,5 +1,5 @@
-/* gpu_check.c - the CUDA backend against the CPU backend, then timings
- * (issue 9, item 4). Built by recipes/gpu.mk with GPU=1 only; run through
+/* gpu_check.c - the CUDA backend against the CPU backend, then timings.
+ * Built by recipes/gpu.mk with GPU=1 only; run through
  * scripts/gpu-check.sh.
  *
  *   build/gpu/gpu_check [--no-t5] [--no-timing] [--configs DIR]

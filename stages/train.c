@@ -19,7 +19,9 @@
  * optimizer state, best weights, counters) goes to OUT.ckpt through the
  * atomic artifact writer. Rerun with the same arguments, train continues from
  * it and writes the same bytes as an uninterrupted run. The checkpoint is
- * removed once OUT is written.
+ * removed once OUT is written. For the tests, MATS_TEST_KILL_AFTER_CKPT=N
+ * makes train SIGKILL itself right after writing the checkpoint of step N
+ * (a kill at a known moment).
  *
  * --bench STEPS: time STEPS training steps of the configured model on random
  * full-length batches (train.batch_size x train.max_input_len inputs,
@@ -34,6 +36,7 @@
  * checkpoints and the output are written from host copies.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -580,6 +583,8 @@ int main(int argc, char **argv) {
     train_state st = {.step = 0, .best_step = -1, .best_score = -INFINITY, .bad = 0, .stopped = 0};
 
     size_t plen = strlen(out) + 8;
+    const char *ka = getenv("MATS_TEST_KILL_AFTER_CKPT");
+    long kill_after = ka && *ka ? atol(ka) : 0;
     char *ckpt = mallocCheck(plen);
     snprintf(ckpt, plen, "%s.ckpt", out);
     if (read_ckpt(ckpt, run_key, &st, hw, nw, opt, best)) {
@@ -655,6 +660,7 @@ int main(int argc, char **argv) {
             if (!host) t5_download(m, hw, w, nw);
             opt_sync_host(opt);
             if (write_ckpt(ckpt, run_key, &st, hw, nw, opt, best) < 0) die("%s", mc_error());
+            if (kill_after > 0 && st.step == kill_after) raise(SIGKILL);
         }
         double el = mc_now() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));

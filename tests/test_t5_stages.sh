@@ -89,24 +89,35 @@ else fail eval_max_examples "$(cat "$T/show7" 2>/dev/null | head -30)"; fi
 args=(--config "$T/exp.conf" --set train.steps=400 --set train.ckpt_every=10 --set train.eval_every=100
       --set train.schedule=cosine --set train.warmup_steps=40 --set train.weight_decay=0.01
       --data "$T/train.msgpack" --valid "$T/valid.msgpack")
-build/bin/train "${args[@]}" -o "$T/a.msgpack" 2>/dev/null
-build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>/dev/null &
-pid=$!
-for _ in $(seq 1 2000); do [ -e "$T/b.msgpack.ckpt" ] && break; sleep 0.005; done
-sleep 0.3
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-had_ckpt=0; [ -e "$T/b.msgpack.ckpt" ] && had_ckpt=1
-build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>"$T/log7"
-if [ $had_ckpt = 1 ] && [ ! -e "$T/b.msgpack.ckpt" ] && grep -q "resuming" "$T/log7" && cmp -s "$T/a.msgpack" "$T/b.msgpack"; then
-    ok train_resume_same_bytes
-else fail train_resume_same_bytes "checkpoint at kill: $had_ckpt; $(grep resuming "$T/log7")"; cmp "$T/a.msgpack" "$T/b.msgpack"; fi
+build/bin/train "${args[@]}" -o "$T/a.msgpack" 2>"$T/log6" || fail train_resume_uninterrupted "$(tail -1 "$T/log6")"
+# killed right after the checkpoint of step 150 (a test hook in train), then
+# rerun; and once more at a random checkpoint (seed printed)
+had_ckpt=0
+for at in 150 $((10 * (1 + ${MATS_KILL_SEED:-$RANDOM} % 39))); do
+    rm -f "$T/b.msgpack" "$T/b.msgpack.ckpt"
+    MATS_TEST_KILL_AFTER_CKPT=$at build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>/dev/null &
+    wait $! 2>/dev/null
+    rc=$?
+    [ $rc -eq 137 ] && [ -e "$T/b.msgpack.ckpt" ] && [ ! -e "$T/b.msgpack" ] && had_ckpt=$((had_ckpt + 1))
+    build/bin/train "${args[@]}" -o "$T/b.msgpack" 2>"$T/log7"
+    if [ -s "$T/a.msgpack" ] && [ ! -e "$T/b.msgpack.ckpt" ] && grep -q "resuming .* from step $at\$" "$T/log7" &&
+       cmp -s "$T/a.msgpack" "$T/b.msgpack"; then
+        ok "train_resume_same_bytes (killed at step $at)"
+    else fail train_resume_same_bytes "killed at $at (exit $rc); $(grep resuming "$T/log7")"; cmp "$T/a.msgpack" "$T/b.msgpack"; fi
+done
+[ $had_ckpt -eq 2 ] || fail train_kill_hook "the kill hook left no checkpoint ($had_ckpt of 2)"
 
-# the schedule and the decay act: the weights differ from a constant-lr run's
-if build/bin/train "${args[@]:0:8}" --data "$T/train.msgpack" --valid "$T/valid.msgpack" -o "$T/c.msgpack" 2>/dev/null &&
-   ! build/bin/art diff "$T/a.msgpack" "$T/c.msgpack" --tol 1e-3 >/dev/null 2>&1 &&
-   grep -q "cosine, warmup 40" "$T/log7"; then
-    ok train_schedule_acts
-else fail train_schedule_acts "$(head -1 "$T/log7")"; fi
+# the schedule and the decay each act: the weights differ from those of a
+# constant-lr run without decay (art diff runs, then exceeds the tolerance)
+differs() { build/bin/art diff "$1" "$2" >/dev/null 2>&1 && ! build/bin/art diff "$1" "$2" --tol 1e-3 >/dev/null 2>&1; }
+base=(--config "$T/exp.conf" --set train.steps=400 --set train.ckpt_every=0 --set train.eval_every=100
+      --data "$T/train.msgpack" --valid "$T/valid.msgpack")
+if build/bin/train "${base[@]}" -o "$T/c.msgpack" 2>/dev/null &&
+   build/bin/train "${base[@]}" --set train.schedule=cosine --set train.warmup_steps=40 -o "$T/d.msgpack" 2>"$T/log8" &&
+   build/bin/train "${base[@]}" --set train.weight_decay=0.01 -o "$T/e.msgpack" 2>/dev/null &&
+   differs "$T/c.msgpack" "$T/d.msgpack" && differs "$T/c.msgpack" "$T/e.msgpack" && grep -q "cosine, warmup 40" "$T/log8"; then
+    ok train_schedule_and_decay_act
+else fail train_schedule_and_decay_act "$(head -1 "$T/log8")"; fi
 
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...

@@ -191,6 +191,29 @@ static void test_schedule(void) {
     CHECK(fabs(opt_schedule(SCHED_RSQRT, 0, 0, 100) - 1.0) < 1e-12, "rsqrt without warmup does not start at 1");
 }
 
+/* Gradient clipping as torch.nn.utils.clip_grad_norm_: scale by
+ * max_norm / (norm + 1e-6) when the global norm exceeds max_norm, else leave
+ * the gradient alone; the returned norm is the one before clipping. */
+static void test_clip(void) {
+    float g[2] = {3, 4};
+    float n = opt_clip_grad_norm(g, 2, 10);
+    CHECK(n == 5.0f && g[0] == 3 && g[1] == 4, "under the limit: norm %g, g %g %g", n, g[0], g[1]);
+    n = opt_clip_grad_norm(g, 2, 1);
+    double c = 1.0 / (5.0 + 1e-6);
+    CHECK(n == 5.0f && fabs(g[0] - 3 * c) < 1e-7 && fabs(g[1] - 4 * c) < 1e-7, "clipped to 1: %g %g", g[0], g[1]);
+    enum { N = 100003 };
+    float *x = mallocCheck(sizeof(float) * N), *y = mallocCheck(sizeof(float) * N);
+    double s = 0;
+    for (int i = 0; i < N; i++) x[i] = y[i] = (float)sin(0.37 * i) * (1 + i % 7), s += (double)x[i] * x[i];
+    n = opt_clip_grad_norm(y, N, 2.5f);
+    double after = 0, cos_num = 0;
+    for (int i = 0; i < N; i++) after += (double)y[i] * y[i], cos_num += (double)x[i] * y[i];
+    CHECK(fabs(n - sqrt(s)) < 1e-6 * sqrt(s), "norm %g vs %g", n, sqrt(s));
+    CHECK(fabs(sqrt(after) - 2.5) < 1e-5, "norm after clipping %g, want 2.5", sqrt(after));
+    CHECK(fabs(cos_num / (sqrt(s) * sqrt(after)) - 1) < 1e-6, "direction changed");
+    free(x), free(y);
+}
+
 /* Central differences in float32 on the largest-gradient entries of a few
  * tensors; the loss is recomputed from scratch each time. */
 static void test_finite_differences(void) {
@@ -381,6 +404,7 @@ int main(void) {
     RUN(test_adamw_wd_cosine_steps);
     RUN(test_adafactor_scaled_steps);
     RUN(test_schedule);
+    RUN(test_clip);
     RUN(test_finite_differences);
     RUN(test_linears_xg);
     RUN(test_rank);

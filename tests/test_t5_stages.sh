@@ -119,6 +119,37 @@ if build/bin/train "${base[@]}" -o "$T/c.msgpack" 2>/dev/null &&
     ok train_schedule_and_decay_act
 else fail train_schedule_and_decay_act "$(head -1 "$T/log8")"; fi
 
+# early stopping keeps the best weights: the run stops after `patience`
+# evaluations without improvement, and its output is exactly the weights of
+# a run that trains to its best step (constant lr; validation draws nothing)
+pa=(--config "$T/exp.conf" --set train.ckpt_every=0 --data "$T/train.msgpack")
+if build/bin/train "${pa[@]}" --set train.steps=1000 --set train.eval_every=20 --set train.patience=2 \
+       --valid "$T/valid.msgpack" -o "$T/p.msgpack" 2>"$T/logp" &&
+   bs=$(build/bin/art show "$T/p.msgpack" | awk '$1 == "\"best_step\":" { sub(",", "", $2); print $2 }') &&
+   st=$(build/bin/art show "$T/p.msgpack" | awk '$1 == "\"steps\":" { sub(",", "", $2); print $2 }') &&
+   [ -n "$bs" ] && [ -n "$st" ] && [ "$bs" -gt 0 ] && [ "$st" -lt 1000 ] && [ "$bs" -lt "$st" ] &&
+   grep -q "early stop" "$T/logp" &&
+   build/bin/train "${pa[@]}" --set train.steps="$bs" -o "$T/pb.msgpack" 2>/dev/null &&
+   build/bin/train "${pa[@]}" --set train.steps="$st" -o "$T/ps.msgpack" 2>/dev/null &&
+   build/bin/art diff "$T/p.msgpack" "$T/pb.msgpack" --tol 0 >/dev/null 2>&1 && differs "$T/p.msgpack" "$T/ps.msgpack"; then
+    ok "train_early_stop_keeps_best (best step $bs, stopped at $st)"
+else fail train_early_stop_keeps_best "best_step ${bs:-?} steps ${st:-?}; $(grep -c 'early stop' "$T/logp") early-stop lines"; fi
+
+# gradient accumulation: batch 16 in one pass, in 2 and in 4 micro-batches
+# give the same weights to float rounding (each example has the same number
+# of target tokens, so the micro-batch means average to the batch mean);
+# batch 8 (other examples) does not
+ga=(--config "$T/exp.conf" --set train.steps=30 --set train.ckpt_every=0 --data "$T/train.msgpack")
+if build/bin/train "${ga[@]}" -o "$T/g1.msgpack" 2>/dev/null &&
+   build/bin/train "${ga[@]}" --set train.grad_accum=2 -o "$T/g2.msgpack" 2>/dev/null &&
+   build/bin/train "${ga[@]}" --set train.grad_accum=4 -o "$T/g4.msgpack" 2>/dev/null &&
+   build/bin/train "${ga[@]}" --set train.batch_size=8 -o "$T/g8.msgpack" 2>/dev/null &&
+   build/bin/art diff "$T/g1.msgpack" "$T/g2.msgpack" --tol 1e-3 >"$T/gd2" 2>&1 &&
+   build/bin/art diff "$T/g1.msgpack" "$T/g4.msgpack" --tol 1e-3 >"$T/gd4" 2>&1 &&
+   ! build/bin/art diff "$T/g1.msgpack" "$T/g8.msgpack" --tol 1e-3 >/dev/null 2>&1; then
+    ok "train_grad_accum_same_weights ($(tail -1 "$T/gd2" | grep -o 'difference [^ ]*'), $(tail -1 "$T/gd4" | grep -o 'difference [^ ]*'))"
+else fail train_grad_accum_same_weights "$(tail -1 "$T/gd2" 2>/dev/null); $(tail -1 "$T/gd4" 2>/dev/null)"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

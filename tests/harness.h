@@ -4,8 +4,10 @@
  *   int main(void) { RUN(test_roundtrip); return t_done(); }
  *
  * Each RUN prints "ok NAME" or "FAIL NAME" (after the failing checks, each
- * with file:line); t_done() prints "# N passed, N failed" and returns the exit
- * status. tests/run.sh counts the ok/FAIL lines of every test program.
+ * with file:line), or "skip NAME: reason" when the test called T_SKIP (it
+ * could not run here, e.g. no GPU); t_done() prints "# N passed, N failed"
+ * and returns the exit status. tests/run.sh counts the ok/FAIL/skip lines of
+ * every test program.
  */
 #ifndef MC_HARNESS_H
 #define MC_HARNESS_H
@@ -16,6 +18,14 @@
 #include <string.h>
 
 static int t_failed_checks, t_pass, t_fail;
+static const char *t_skip_reason;
+
+/* Leave the current test: it cannot run on this machine (not a pass). */
+#define T_SKIP(reason)                                                          \
+    do {                                                                        \
+        t_skip_reason = (reason);                                               \
+        return;                                                                 \
+    } while (0)
 
 #define CHECK(cond, ...)                                                        \
     do {                                                                        \
@@ -30,9 +40,11 @@ static int t_failed_checks, t_pass, t_fail;
 #define RUN(fn)                                                                 \
     do {                                                                        \
         int before_ = t_failed_checks;                                          \
+        t_skip_reason = NULL;                                                   \
         fn();                                                                   \
-        if (t_failed_checks == before_) { t_pass++; printf("ok %s\n", #fn); }   \
-        else { t_fail++; printf("FAIL %s\n", #fn); }                            \
+        if (t_failed_checks != before_) { t_fail++; printf("FAIL %s\n", #fn); } \
+        else if (t_skip_reason) printf("skip %s: %s\n", #fn, t_skip_reason);    \
+        else { t_pass++; printf("ok %s\n", #fn); }                              \
         fflush(stdout);                                                         \
     } while (0)
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Run every test program given on the command line; count "ok NAME" and
-# "FAIL NAME" lines; a program that exits non-zero without printing a FAIL
-# line counts as one failure. Closes with "N passed, N failed".
+# Run every test program given on the command line; count "ok NAME",
+# "FAIL NAME" and "skip NAME: reason" lines (a test that cannot run here, not
+# a pass); a program that exits non-zero without printing a FAIL line counts
+# as one failure. Lists the skips, then closes with "N passed, N failed".
 set -u
 pass=0 fail=0
-failed=()
+failed=() skipped=()
 for t in "$@"; do
     [ -e "$t" ] || continue
     log=$(mktemp)
@@ -12,8 +13,9 @@ for t in "$@"; do
     if [[ $t == *.sh ]]; then bash "$t" >"$log" 2>&1; rc=$?; else "./$t" >"$log" 2>&1; rc=$?; fi
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
     p=$(grep -c '^ok ' "$log"); f=$(grep -c '^FAIL ' "$log")
+    while IFS= read -r l; do skipped+=("${l#skip }"); done < <(grep '^skip ' "$log")
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $t (exit $rc)" >>"$log"; fi
-    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $t (ran no test)" >>"$log"; fi
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ] && ! grep -q '^skip ' "$log"; then f=1; echo "FAIL $t (ran no test)" >>"$log"; fi
     pass=$((pass + p)); fail=$((fail + f))
     if [ "$f" -gt 0 ]; then
         failed+=("$t"); echo "--- $t: $p passed, $f failed (${secs}s)"; cat "$log"
@@ -22,6 +24,7 @@ for t in "$@"; do
     fi
     rm -f "$log"
 done
+for s in "${skipped[@]}"; do echo "skipped: $s"; done
 [ ${#failed[@]} -gt 0 ] && echo "failing: ${failed[*]}"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

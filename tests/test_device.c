@@ -343,10 +343,7 @@ static void test_cpu_table_acc(void) { check_table_acc(dev_ops(MC_DEV_CPU), 0); 
 
 /* The same on the CUDA table where this binary has it and a GPU is present. */
 static void test_cuda_table_acc(void) {
-    if (!cuda_expected()) {
-        printf("  (no CUDA backend or no GPU: skipped)\n");
-        return;
-    }
+    if (!cuda_expected()) T_SKIP("no CUDA backend or no GPU");
     unsetenv("MATS_GPU_MATH");
     CHECK(dev_open(MC_DEV_CUDA, "fp32") == 0, "cuda opens: %s", mc_error());
     check_table_acc(dev_ops(MC_DEV_CUDA), 1);

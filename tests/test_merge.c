@@ -584,6 +584,11 @@ static void test_dare(void) {
             free(x), free(y);
         }
     art_close(p), art_close(q);
+    /* p = 0.3, seed 11: the reference re-implements the drop mask's hash */
+    CHECK(run_merge("--method dare_linear --drop-rate 0.3 --seed 11 --lambda 0.7 " MODELS " -o dl3.msgpack") == 0, "dl3");
+    compare("dl3.msgpack", "expect.dare_linear", 1e-5, 1e-6);
+    CHECK(run_merge("--method dare_ties --drop-rate 0.3 --seed 11 --lambda 0.9 " MODELS " -o dt3.msgpack") == 0, "dt3");
+    compare("dt3.msgpack", "expect.dare_ties", 1e-5, 1e-6);
     /* one model, p = 0.5, lambda 1: every entry is pre or pre + 2 tau */
     CHECK(run_merge("--method dare_linear --drop-rate 0.5 --seed 5 --pretrained pre.msgpack --models m0.msgpack -o d1.msgpack") == 0, "d1");
     CHECK(run_merge("--method dare_linear --drop-rate 0.5 --seed 5 --pretrained pre.msgpack --models m0.msgpack -o d2.msgpack") == 0, "d2");

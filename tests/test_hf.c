@@ -735,13 +735,24 @@ static int compare_scores(const char *metrics, const char *variant) {
     if (!pr || pr->numel != (int64_t)sv->v.c.n) die("%s: prediction missing or of the wrong length", metrics);
     int32_t *pred = mallocCheck(sv->v.c.n * sizeof *pred);
     art_tensor_copy(pr, pred);
+    int right = 0;
     for (size_t e = 0, k = 0; e < sv->v.c.n; e++) {
         const mc_val *row = sv->v.c.items[e];
         int best = 0;
         for (size_t c = 0; c < row->v.c.n; c++)
             if (row->v.c.items[c]->v.f > row->v.c.items[best]->v.f) best = (int)c;
         if (pred[e] != best) { printf("  example %zu: prediction %d, reference argmax %d\n", e, pred[e], best); ok = 0; }
+        right += best == (int)val_get_int(val_get(v, "examples")->v.c.items[e], "label", -1);
         k += row->v.c.n;
+    }
+    /* accuracy and average: the fraction of examples whose reference argmax
+     * is the label (one task, so both are that fraction) */
+    double want_acc = (double)right / (double)sv->v.c.n;
+    double acc = val_get_float(val_get(m->meta, "accuracy"), "hf_tiny", -1), avg = val_get_float(m->meta, "average", -1);
+    if (fabs(acc - want_acc) > 1e-9 || fabs(avg - want_acc) > 1e-9) {
+        printf("  accuracy %g, average %g; the reference's argmax is right on %d of %zu (%g)\n", acc, avg, right,
+               sv->v.c.n, want_acc);
+        ok = 0;
     }
     free(pred);
     free(want);

@@ -21,14 +21,6 @@ MC_CFLAGS := -std=c11 -Wall -Wextra -MMD -MP -fno-strict-aliasing -D_GNU_SOURCE 
              -ffile-prefix-map=$(CURDIR)=. -Ilib $(shell pkg-config --cflags openblas 2>/dev/null)
 LDLIBS  := -lopenblas -lmsgpackc -lxxhash -lz -llzma -lm -lpthread
 GPU     ?= 0
-# OpenBLAS's pthreads build keeps its idle threads spinning on sched_yield
-# for 2^28 cycles after each GEMM, and between GEMMs the ops thread pool
-# (lib/ops.c) needs those cores: 2^20 cycles made t5-mini training 12-17%
-# faster and eval 16% (README "Performance"). OpenBLAS reads the variable
-# when it loads, so it is exported to every stage make runs (and to the
-# PyTorch peers, which use the same OpenBLAS); results do not change.
-OPENBLAS_THREAD_TIMEOUT ?= 20
-export OPENBLAS_THREAD_TIMEOUT
 
 # --- dependencies ---------------------------------------------------------------
 # Installed by scripts/install-deps.sh through a stamp, re-run when a needed

@@ -28,11 +28,26 @@ void be_flush_denormals(void) {
 }
 
 extern void blas_thread_shutdown_(void) __attribute__((weak));
+extern void openblas_read_env(void) __attribute__((weak));
+
+/* OpenBLAS's pthreads build keeps idle threads spinning on sched_yield for
+ * 2^28 cycles after each GEMM, and between GEMMs the ops pool (lib/ops.c)
+ * needs those cores: 2^20 made t5-mini training 12-17% faster and eval 16%
+ * (README "Performance"). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it
+ * loads, before main; unless the user set it, be_init sets 20, has OpenBLAS
+ * read its environment again, and the restart below applies it. */
+#define MC_BLAS_THREAD_TIMEOUT "20"
 
 void be_init(int threads) {
     be_flush_denormals();
     static int restarted;
-    if (!restarted && blas_thread_shutdown_) blas_thread_shutdown_();
+    if (!restarted) {
+        if (openblas_read_env && !getenv("OPENBLAS_THREAD_TIMEOUT")) {
+            setenv("OPENBLAS_THREAD_TIMEOUT", MC_BLAS_THREAD_TIMEOUT, 0);
+            openblas_read_env();
+        }
+        if (blas_thread_shutdown_) blas_thread_shutdown_();
+    }
     restarted = 1;
     if (threads <= 0) {
         const char *s = getenv("MATS_THREADS");

@@ -604,6 +604,18 @@ int main(int argc, char **argv) {
             mc_progname(), o.objective ? "span_corruption" : "seq2seq", o.mode ? "ia3" : "full", o.steps,
             o.batch, o.accum, mb, o.optimizer ? "adafactor" : "adamw", o.lr, scheds[o.schedule], o.warmup, nw,
             run_key);
+    if (!o.objective && nd > 1) { /* the multitask mixture, one line */
+        char mix[2048];
+        size_t len = 0;
+        double total = ds.cum_rate[nd - 1];
+        for (int s = 0; s < nd && len < sizeof mix; s++) {
+            double r = ds.cum_rate[s] - (s ? ds.cum_rate[s - 1] : 0);
+            len += (size_t)snprintf(mix + len, sizeof mix - len, "%s%s %.1f%% (%lld)", s ? ", " : "",
+                                    sets[s]->task[0] ? sets[s]->task : sets[s]->path, 100 * r / total,
+                                    (long long)sets[s]->n);
+        }
+        fprintf(stderr, "%s: mixture (examples-proportional, cap %ld): %s\n", mc_progname(), o.mixture_cap, mix);
+    }
     mc_progress pr;
     progress_init(&pr, "train", o.steps, "steps");
     double t_start = mc_now(), tokens = 0;
@@ -667,6 +679,23 @@ int main(int argc, char **argv) {
         progress_update(&pr, st.step, extra);
     }
     progress_finish(&pr, extra);
+    if (!o.objective && nd > 1) { /* what the mixture drew over the whole run (a pure function of j) */
+        int64_t *cnt = callocCheck((size_t)nd, sizeof(int64_t)), total = st.step * o.batch;
+        for (int64_t j = 0; j < total; j++) {
+            int t;
+            int64_t idx;
+            seq2seq_example(&ds, j, &t, &idx);
+            cnt[t]++;
+        }
+        char drawn[2048];
+        size_t len = 0;
+        for (int s = 0; s < nd && len < sizeof drawn; s++)
+            len += (size_t)snprintf(drawn + len, sizeof drawn - len, "%s%s %.1f%%", s ? ", " : "",
+                                    sets[s]->task[0] ? sets[s]->task : sets[s]->path,
+                                    total ? 100.0 * (double)cnt[s] / (double)total : 0.0);
+        fprintf(stderr, "%s: drawn over %lld examples: %s\n", mc_progname(), (long long)total, drawn);
+        free(cnt);
+    }
 
     /* output: the best weights when validating, else the last */
     if (best && st.best_step >= 0) t5_upload(m, w, best, nw);

@@ -150,6 +150,19 @@ if build/bin/train "${ga[@]}" -o "$T/g1.msgpack" 2>/dev/null &&
     ok "train_grad_accum_same_weights ($(tail -1 "$T/gd2" | grep -o 'difference [^ ]*'), $(tail -1 "$T/gd4" | grep -o 'difference [^ ]*'))"
 else fail train_grad_accum_same_weights "$(tail -1 "$T/gd2" 2>/dev/null); $(tail -1 "$T/gd4" 2>/dev/null)"; fi
 
+# the multitask mixture: examples-proportional (400 : 300 -> 57.1 %), and
+# train.mixture_cap = 100 caps both sets to equal rates; the examples drawn
+# over the run follow the rates (2400 draws: 3 standard errors is 3 points)
+drawn() { sed -n 's/.*drawn over 2400 examples: has7 \([0-9.]*\)%.*/\1/p' "$1"; }
+mx=(--config "$T/exp.conf" --set train.steps=150 --set train.ckpt_every=0 --data "$T/train.msgpack,$T/other.msgpack")
+if build/bin/train "${mx[@]}" -o "$T/mx1.msgpack" 2>"$T/logm1" &&
+   build/bin/train "${mx[@]}" --set train.mixture_cap=100 -o "$T/mx2.msgpack" 2>"$T/logm2" &&
+   d1=$(drawn "$T/logm1") && d2=$(drawn "$T/logm2") && [ -n "$d1" ] && [ -n "$d2" ] &&
+   grep -q "has7 57.1% (400), has9or5 42.9% (300)" "$T/logm1" && grep -q "has7 50.0% (400), has9or5 50.0% (300)" "$T/logm2" &&
+   awk -v a="$d1" -v b="$d2" 'BEGIN { exit !(a > 54.1 && a < 60.1 && b > 47 && b < 53) }'; then
+    ok "train_mixture_rates (drew has7 ${d1}% uncapped, ${d2}% capped)"
+else fail train_mixture_rates "drew ${d1:-?} / ${d2:-?}; $(grep mixture "$T/logm1" "$T/logm2")"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

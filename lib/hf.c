@@ -297,8 +297,9 @@ static int json_int(const mc_val *j, const char *key, int64_t def, int64_t *out,
 }
 
 static int config_check(hf_config *c, const char *path) {
-    if (c->num_buckets < 2 || c->max_distance < 2)
-        return mc_fail("%s: relative_attention_num_buckets and _max_distance must be at least 2", path);
+    if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 2)
+        return mc_fail("%s: relative_attention_num_buckets = %d and _max_distance = %d: need at least 4 buckets "
+                       "and a max distance above half the buckets", path, (int)c->num_buckets, (int)c->max_distance);
     if (c->num_decoder_layers <= 0) return mc_fail("%s: num_decoder_layers must be positive", path);
     if (!(c->eps > 0 && c->eps < 1)) return mc_fail("%s: layer_norm_epsilon must be in (0, 1)", path);
     return 0;

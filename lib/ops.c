@@ -470,6 +470,7 @@ int op_relpos_bucket(int rp, int bidirectional, int num_buckets, int max_distanc
     float l = logf((float)rp / (float)max_exact) / (float)log((double)max_distance / max_exact);
     int large = max_exact + (int)(l * (float)(nb - max_exact));
     if (large > nb - 1) large = nb - 1;
+    if (large < max_exact) large = max_exact; /* t5_config_check keeps l >= 0; never index below */
     return bucket + large;
 }
 

@@ -27,6 +27,12 @@ int t5_config_check(const t5_config *c) {
                        "num_heads %d, layers %d+%d, buckets %d, max_distance %d)",
                        c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers,
                        c->num_decoder_layers, c->num_buckets, c->max_distance);
+    /* the relative-position buckets (op_relpos_bucket) need an exact range
+     * of at least one position and a log range above it */
+    if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 2)
+        return mc_fail("model config: relative_attention_num_buckets = %d and _max_distance = %d: need at "
+                       "least 4 buckets and a max distance above half the buckets (T5: 32 and 128)",
+                       c->num_buckets, c->max_distance);
     return 0;
 }
 

@@ -206,6 +206,36 @@ static void free_stream(data_stream *d) {
     free(d->stream);
 }
 
+/* Micro-batch of mb examples starting at stream index j0: fills the input
+ * and target pointers (span corruption writes into in / tg) and returns the
+ * number of real target tokens tok_batch_fill will put in (a target longer
+ * than maxTd is cut to maxTd, keeping its EOS). */
+static long fill_micro(data_stream *ds, tok_set **sets, const train_opts *o, int vocab, int64_t j0, int mb,
+                       int maxTd, int *in, int *tg, const int **ins, int *nins, const int **outs, int *nouts) {
+    long n_tg = 0;
+    for (int i = 0; i < mb; i++) {
+        int64_t j = j0 + i;
+        if (o->objective == 1) {
+            span_example(ds, j, vocab, o->density, o->mean_span, in + i * (o->max_in + 1), &nins[i],
+                         tg + i * (o->max_tgt + 1), &nouts[i]);
+            ins[i] = in + i * (o->max_in + 1);
+            outs[i] = tg + i * (o->max_tgt + 1);
+        } else {
+            int t;
+            int64_t idx;
+            seq2seq_example(ds, j, &t, &idx);
+            tok_set *s = sets[t];
+            ins[i] = tok_input(s, idx);
+            nins[i] = tok_input_len(s, idx);
+            int64_t c = s->ex_choices[idx] + s->label[idx];
+            outs[i] = tok_choice(s, c);
+            nouts[i] = tok_choice_len(s, c);
+        }
+        n_tg += nouts[i] < maxTd ? nouts[i] : maxTd;
+    }
+    return n_tg;
+}
+
 /* ----------------------------------------------------------------- validation */
 
 /* seq2seq: mean rank-classification accuracy over the valid sets (higher is
@@ -623,32 +653,29 @@ int main(int argc, char **argv) {
     while (st.step < o.steps && !st.stopped) {
         t5_zero_grad(m);
         double loss = 0;
+        /* The step's loss is the mean over all its real target tokens, as
+         * one pass over the whole batch would take it: with micro-batches,
+         * each one's mean is weighted by its share of those tokens (counted
+         * first; with one micro-batch the weight is exactly 1). */
+        long step_tg = 0;
+        if (o.accum > 1)
+            for (long a = 0; a < o.accum; a++)
+                step_tg += fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + a * mb, mb, tb.maxTd, in, tg,
+                                      ins, nins, outs, nouts);
         for (long a = 0; a < o.accum; a++) {
-            for (int i = 0; i < mb; i++) {
-                int64_t j = st.step * o.batch + a * mb + i;
-                if (o.objective == 1) {
-                    span_example(&ds, j, m->c.vocab_size, o.density, o.mean_span, in + i * (o.max_in + 1),
-                                 &nins[i], tg + i * (o.max_tgt + 1), &nouts[i]);
-                    ins[i] = in + i * (o.max_in + 1);
-                    outs[i] = tg + i * (o.max_tgt + 1);
-                } else {
-                    int t;
-                    int64_t idx;
-                    seq2seq_example(&ds, j, &t, &idx);
-                    tok_set *s = sets[t];
-                    ins[i] = tok_input(s, idx);
-                    nins[i] = tok_input_len(s, idx);
-                    int64_t c = s->ex_choices[idx] + s->label[idx];
-                    outs[i] = tok_choice(s, c);
-                    nouts[i] = tok_choice_len(s, c);
-                }
-            }
+            long micro_tg = fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + a * mb, mb, tb.maxTd, in,
+                                       tg, ins, nins, outs, nouts);
+            if (o.accum == 1) step_tg = micro_tg;
             tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);
             float l = t5_forward(m, &tb.b);
             if (!isfinite(l))
                 die("step %ld: loss is %f: training diverged (lower train.lr or set train.clip)", st.step, l);
-            t5_backward(m, &tb.b, T5_LOSS_MEAN, 1.0f / (float)o.accum);
-            loss += l / o.accum;
+            if (m->n_real_targets != micro_tg)
+                die("internal error: step %ld: %d real targets in the batch, %ld counted", st.step, m->n_real_targets,
+                    micro_tg);
+            float share = (float)micro_tg / (float)step_tg;
+            t5_backward(m, &tb.b, T5_LOSS_MEAN, share);
+            loss += (double)l * share;
             tokens += (double)tb.b.B * (tb.b.Te + tb.b.Td);
         }
         if (o.clip > 0) opt_clip_grad_norm_on(ops, g, nw, (float)o.clip);

@@ -63,3 +63,6 @@ expect tokenize_model_as_vocab model.msgpack $B/tokenize --vocab "$M" --data "$T
 expect report_missing_metrics missing-metrics.msgpack $B/report --manifest "$T/manifest.tsv" -o "$T/out.md" --no-plots
 expect auxtask_corrupt_corpus flip.msgpack $B/auxtask --corpus "$T/flip.msgpack" --task order -o "$T/out.msgpack"
 expect prepare_missing_config nope.conf $B/prepare --config "$T/nope.conf" -o "$T/out.d"
+# relative-position buckets that would index outside the bias table
+expect train_bad_buckets "relative_attention_num_buckets = 32 and _max_distance = 8" $B/train --config configs/models/t5-micro.conf \
+    --set model.relative_attention_max_distance=8 --data "$T/train.msgpack" -o "$T/out.msgpack"

@@ -33,7 +33,8 @@ static int write_task(const char *path, const char *task, const char *split, int
     int64_t *in = mallocCheck(sizeof(int64_t) * n * 20), *ioff = mallocCheck(sizeof(int64_t) * (n + 1));
     int nc = kind == 0 ? 2 : 3;
     if (kind == 2) nc = 3;
-    int64_t *ch = mallocCheck(sizeof(int64_t) * n * nc * 2), *coff = mallocCheck(sizeof(int64_t) * (n * nc + 1));
+    int64_t *ch = mallocCheck(sizeof(int64_t) * n * nc * 4), *coff = mallocCheck(sizeof(int64_t) * (n * nc + 1));
+    int64_t cp = 0; /* choice tokens written */
     int64_t *ec = mallocCheck(sizeof(int64_t) * (n + 1));
     int32_t *lab = mallocCheck(sizeof(int32_t) * n);
     int64_t p = 0, q = 0;
@@ -63,10 +64,11 @@ static int write_task(const char *path, const char *task, const char *split, int
         in[p++] = T5_EOS;
         ioff[i + 1] = p;
         for (int c = 0; c < nc; c++) {
-            ch[q * 2] = (kind == 0 ? 10 : 12) + c;
-            ch[q * 2 + 1] = T5_EOS;
+            /* kind 3: choice c is c + 1 copies of its id, so targets differ in length */
+            for (int k = 0; k < (kind == 3 ? c + 1 : 1); k++) ch[cp++] = (kind == 0 ? 10 : 12) + c;
+            ch[cp++] = T5_EOS;
             q++;
-            coff[q] = q * 2;
+            coff[q] = cp;
         }
         ec[i + 1] = (int64_t)(i + 1) * nc;
         lab[i] = label;
@@ -77,7 +79,7 @@ static int write_task(const char *path, const char *task, const char *split, int
     art_writer *w = art_writer_open(path, "tokens", "", meta, 6);
     val_free(meta);
     if (!w) return -1;
-    int64_t s1[1] = {p}, s2[1] = {n + 1}, s3[1] = {q * 2}, s4[1] = {q + 1}, s5[1] = {n + 1}, s6[1] = {n};
+    int64_t s1[1] = {p}, s2[1] = {n + 1}, s3[1] = {cp}, s4[1] = {q + 1}, s5[1] = {n + 1}, s6[1] = {n};
     int rc = art_writer_tensor(w, "input_ids", ART_I64, 1, s1, in) | art_writer_tensor(w, "input_offsets", ART_I64, 1, s2, ioff) |
              art_writer_tensor(w, "choice_ids", ART_I64, 1, s3, ch) | art_writer_tensor(w, "choice_offsets", ART_I64, 1, s4, coff) |
              art_writer_tensor(w, "example_choices", ART_I64, 1, s5, ec) | art_writer_tensor(w, "label", ART_I32, 1, s6, lab);
@@ -144,6 +146,7 @@ static int write_all(const char *dir) {
     W("test", write_task(p, "has7", "test", 100, 3, 0));
     W("other", write_task(p, "has9or5", "train", 300, 4, 1));
     W("other_test", write_task(p, "has9or5", "test", 60, 5, 1));
+    W("ragged", write_task(p, "ragged", "train", 300, 8, 3)); /* has9or5 with targets of 2, 3 and 4 tokens */
     W("bigvocab", write_task(p, "big", "test", 10, 7, 2));
     W("nan_model", write_bad_model(p, NAN));
     W("huge_model", write_bad_model(p, 3e37f));

@@ -136,16 +136,17 @@ if build/bin/train "${pa[@]}" --set train.steps=1000 --set train.eval_every=20 -
 else fail train_early_stop_keeps_best "best_step ${bs:-?} steps ${st:-?}; $(grep -c 'early stop' "$T/logp") early-stop lines"; fi
 
 # gradient accumulation: batch 16 in one pass, in 2 and in 4 micro-batches
-# give the same weights to float rounding (each example has the same number
-# of target tokens, so the micro-batch means average to the batch mean);
-# batch 8 (other examples) does not
-ga=(--config "$T/exp.conf" --set train.steps=30 --set train.ckpt_every=0 --data "$T/train.msgpack")
+# give the same weights to float rounding, on targets of 2, 3 and 4 tokens
+# (so micro-batches hold different numbers of target tokens and a plain mean
+# of their means would differ: 6-8% before train weighted them); batch 8
+# (other examples) does not
+ga=(--config "$T/exp.conf" --set train.steps=30 --set train.ckpt_every=0 --data "$T/ragged.msgpack")
 if build/bin/train "${ga[@]}" -o "$T/g1.msgpack" 2>/dev/null &&
    build/bin/train "${ga[@]}" --set train.grad_accum=2 -o "$T/g2.msgpack" 2>/dev/null &&
    build/bin/train "${ga[@]}" --set train.grad_accum=4 -o "$T/g4.msgpack" 2>/dev/null &&
    build/bin/train "${ga[@]}" --set train.batch_size=8 -o "$T/g8.msgpack" 2>/dev/null &&
-   build/bin/art diff "$T/g1.msgpack" "$T/g2.msgpack" --tol 1e-3 >"$T/gd2" 2>&1 &&
-   build/bin/art diff "$T/g1.msgpack" "$T/g4.msgpack" --tol 1e-3 >"$T/gd4" 2>&1 &&
+   build/bin/art diff "$T/g1.msgpack" "$T/g2.msgpack" --tol 1e-4 >"$T/gd2" 2>&1 &&
+   build/bin/art diff "$T/g1.msgpack" "$T/g4.msgpack" --tol 1e-4 >"$T/gd4" 2>&1 &&
    ! build/bin/art diff "$T/g1.msgpack" "$T/g8.msgpack" --tol 1e-3 >/dev/null 2>&1; then
     ok "train_grad_accum_same_weights ($(tail -1 "$T/gd2" | grep -o 'difference [^ ]*'), $(tail -1 "$T/gd4" | grep -o 'difference [^ ]*'))"
 else fail train_grad_accum_same_weights "$(tail -1 "$T/gd2" 2>/dev/null); $(tail -1 "$T/gd4" 2>/dev/null)"; fi

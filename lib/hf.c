@@ -1,5 +1,6 @@
 /* hf.c - see hf.h. */
 #include "hf.h"
+#include "spm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -879,6 +880,13 @@ int hf_write_vocab(const char *spm_path, const char *out, int extra_ids, int64_t
         free(b);
         return mc_fail("%s: not a SentencePiece model (malformed protobuf or no pieces)", spm_path);
     }
+    spm_model *sm = spm_load_buffer(b, n, spm_path);
+    if (!sm || spm_check_t5_ids(sm, spm_path) < 0) {
+        if (sm) spm_free(sm);
+        free(b);
+        return -1;
+    }
+    spm_free(sm);
     if (extra_ids < 0) extra_ids = sc.has_sentinel ? 0 : 100;
     if (model_vocab > 0 && sc.n + extra_ids > model_vocab) {
         free(b);

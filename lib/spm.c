@@ -494,6 +494,14 @@ int spm_pad_id(const spm_model *m) { return m->pad_id; }
 int spm_bos_id(const spm_model *m) { return m->bos_id; }
 int spm_byte_fallback(const spm_model *m) { return m->byte_fallback; }
 
+int spm_check_t5_ids(const spm_model *m, const char *name) {
+    if (m->pad_id != 0 || m->eos_id != 1 || m->unk_id != 2)
+        return mc_fail("%s: special ids pad %d, eos %d, unk %d; T5 needs pad 0, eos 1, unk 2 (train it with "
+                       "--pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1, as tokenize --train-vocab does)",
+                       name, m->pad_id, m->eos_id, m->unk_id);
+    return 0;
+}
+
 int spm_piece_id(const spm_model *m, const char *piece) {
     int32_t node = 0;
     if (!m->all.n_nodes) return -1;

@@ -58,6 +58,11 @@ int spm_eos_id(const spm_model *m);
 int spm_pad_id(const spm_model *m);
 int spm_bos_id(const spm_model *m);
 int spm_byte_fallback(const spm_model *m);
+/* T5's special ids: pad 0, eos 1, unk 2. The model code (lib/t5.c) treats
+ * id 0 as padding and 1 as EOS, so a model laid out otherwise (spm_train's
+ * default is unk 0, bos 1, eos 2) would have its unknown pieces masked as
+ * padding: -1 (mc_fail naming `name`) unless the ids are T5's. */
+int spm_check_t5_ids(const spm_model *m, const char *name);
 /* Id of a piece, or -1 when absent. */
 int spm_piece_id(const spm_model *m, const char *piece);
 

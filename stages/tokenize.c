@@ -95,9 +95,7 @@ static void vocab_load(vocab *v, const char *path, int sentinels) {
     }
     v->eos = spm_eos_id(v->m);
     v->pad = spm_pad_id(v->m);
-    if (v->eos < 0)
-        die("%s: the model has no eos piece (eos_id -1): sequences must end with EOS; train it "
-            "with --eos_id", path);
+    if (spm_check_t5_ids(v->m, path) < 0) die("%s", mc_error());
 }
 
 /* ------------------------------------------------------------ id buffers */

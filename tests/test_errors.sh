@@ -66,3 +66,12 @@ expect prepare_missing_config nope.conf $B/prepare --config "$T/nope.conf" -o "$
 # relative-position buckets that would index outside the bias table
 expect train_bad_buckets "relative_attention_num_buckets = 32 and _max_distance = 8" $B/train --config configs/models/t5-micro.conf \
     --set model.relative_attention_max_distance=8 --data "$T/train.msgpack" -o "$T/out.msgpack"
+# a SentencePiece model with spm_train's default ids (unk 0, eos 2): id 0
+# would be taken for padding
+for i in $(seq 1 200); do echo "the quick brown fox jumps over the lazy dog, line $i"; done > "$T/spm.txt"
+if spm_train --input="$T/spm.txt" --model_prefix="$T/spmdef" --vocab_size=60 --model_type=unigram >/dev/null 2>&1; then
+    echo '{"input": "a b", "choices": ["x", "y"], "label": 0}' > "$T/one.jsonl"
+    expect tokenize_non_t5_ids "spmdef.model: special ids pad -1, eos 2, unk 0" $B/tokenize --vocab "$T/spmdef.model" \
+        --jsonl "$T/one.jsonl" --task t -o "$T/out.msgpack"
+    expect import_spm_non_t5_ids "spmdef.model: special ids" build/bin/art import-spm "$T/spmdef.model" -o "$T/out.msgpack"
+else fail spm_train "could not train a SentencePiece model"; fi

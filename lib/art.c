@@ -118,6 +118,28 @@ static void pack_val(msgpack_packer *pk, const mc_val *v) {
     }
 }
 
+/* Writers not yet closed or aborted: die() removes their temporary files
+ * (a stage that dies mid-write leaves nothing behind). */
+#define MAX_OPEN_WRITERS 16
+static art_writer *open_writers[MAX_OPEN_WRITERS];
+
+static void writers_cleanup(void) {
+    for (int i = 0; i < MAX_OPEN_WRITERS; i++)
+        if (open_writers[i]) {
+            unlink(open_writers[i]->tmp);
+            open_writers[i] = NULL;
+        }
+}
+
+static void writer_track(art_writer *w, int on) {
+    for (int i = 0; i < MAX_OPEN_WRITERS; i++)
+        if (on ? !open_writers[i] : open_writers[i] == w) {
+            open_writers[i] = on ? w : NULL;
+            break;
+        }
+    if (on) mc_at_die(writers_cleanup);
+}
+
 art_writer *art_writer_open(const char *path, const char *kind, const char *key,
                             const mc_val *meta, size_t n_tensors) {
     if (!key) key = "";
@@ -143,6 +165,7 @@ art_writer *art_writer_open(const char *path, const char *kind, const char *key,
         free(w);
         return NULL;
     }
+    writer_track(w, 1);
     w->xx = XXH3_createState();
     XXH3_128bits_reset(w->xx);
     w->cap = 1 << 20;
@@ -207,6 +230,7 @@ int art_writer_tensor(art_writer *w, const char *name, art_dtype dtype, int ndim
 }
 
 static void writer_free(art_writer *w) {
+    writer_track(w, 0);
     if (w->f) fclose(w->f);
     XXH3_freeState(w->xx);
     free(w->buf);

@@ -18,8 +18,18 @@ void mc_set_progname(const char *argv0) {
 
 const char *mc_progname(void) { return progname; }
 
+static void (*die_hooks[8])(void);
+static int n_die_hooks;
+
+void mc_at_die(void (*fn)(void)) {
+    for (int i = 0; i < n_die_hooks; i++)
+        if (die_hooks[i] == fn) return;
+    if (n_die_hooks < 8) die_hooks[n_die_hooks++] = fn;
+}
+
 void die(const char *fmt, ...) {
     va_list ap;
+    for (int i = n_die_hooks - 1; i >= 0; i--) die_hooks[i]();
     fflush(stdout);
     fprintf(stderr, "%s: ", progname);
     va_start(ap, fmt);

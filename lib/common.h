@@ -29,6 +29,9 @@ const char *mc_progname(void);
 
 /* Print "PROG: message" on stderr and exit(1). */
 MC_NORETURN void die(const char *fmt, ...) MC_PRINTF(1, 2);
+/* Run `fn` when die() is about to exit (at most 8 hooks; the artifact writer
+ * removes the temporary files of writers still open). */
+void mc_at_die(void (*fn)(void));
 
 /* Last library error (one line, no trailing newline). Owned by the library;
  * valid until the next failing call. */

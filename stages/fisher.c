@@ -261,13 +261,18 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nt; i++) {
         const t5_tensor *t = &tab[i];
         int rc;
+        const float *x = block ? blocks[i] : acc + t->offset;
+        size_t nx = block ? t->numel * t->numel : t->numel;
+        for (size_t j = 0; j < nx; j++) {
+            (block ? blocks[i] : acc + t->offset)[j] *= inv;
+            if (!isfinite(x[j]))
+                die("the Fisher of %s is not finite (element %zu): the gradients overflowed on %s; "
+                    "nothing written", t->name, j, data);
+        }
         if (block) {
-            size_t d = t->numel;
-            for (size_t j = 0; j < d * d; j++) blocks[i][j] *= inv;
-            int64_t sh[2] = {(int64_t)d, (int64_t)d};
+            int64_t sh[2] = {(int64_t)t->numel, (int64_t)t->numel};
             rc = art_writer_tensor(w, t->name, ART_F32, 2, sh, blocks[i]);
         } else {
-            for (size_t j = 0; j < t->numel; j++) acc[t->offset + j] *= inv;
             rc = art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, acc + t->offset);
         }
         if (rc < 0) {

@@ -37,6 +37,21 @@ expect() {
     fi
 }
 
+# expect_last NAME WORD COMMAND...: for a failure after the run started (its
+# header or progress lines come first): status 1, the last stderr line
+# contains WORD, no $T/out.* (no temporary file either)
+expect_last() {
+    local name=$1 word=$2; shift 2
+    rm -f "$T"/out.*
+    "$@" >/dev/null 2>"$T/err"
+    local rc=$?
+    if [ $rc -eq 1 ] && tail -1 "$T/err" | grep -qF -- "$word" && [ -z "$(ls "$T"/out.* 2>/dev/null)" ]; then
+        ok "$name"
+    else
+        fail "$name" "exit $rc, want a last line naming '$word' and no output: $(tail -2 "$T/err" | tr '\n' '|') $(ls "$T"/out.* 2>/dev/null)"
+    fi
+}
+
 for s in train eval fisher gram merge tokenize report prepare auxtask; do
     expect "${s}_unknown_option" "--bogus" $B/$s --bogus
 done
@@ -75,3 +90,9 @@ if spm_train --input="$T/spm.txt" --model_prefix="$T/spmdef" --vocab_size=60 --m
         --jsonl "$T/one.jsonl" --task t -o "$T/out.msgpack"
     expect import_spm_non_t5_ids "spmdef.model: special ids" build/bin/art import-spm "$T/spmdef.model" -o "$T/out.msgpack"
 else fail spm_train "could not train a SentencePiece model"; fi
+# a merge that meets a NaN after it has opened its output leaves no
+# temporary file; Fisher and Gram of a model whose logits overflow write nothing
+expect_last merge_nan_midway nan_model.msgpack $B/merge --method average --pretrained "$T/huge_model.msgpack" \
+    --models "$T/huge_model.msgpack,$T/nan_model.msgpack" -o "$T/out.msgpack"
+expect_last fisher_overflow "not finite" $B/fisher --model "$T/huge_model.msgpack" $D --type diagonal -o "$T/out.msgpack"
+expect_last gram_overflow "not finite" $B/gram --model "$T/huge_model.msgpack" $D -o "$T/out.msgpack"

@@ -279,8 +279,13 @@ int main(int argc, char **argv) {
                 } else {
                     int nw2;
                     int64_t other;
+                    int tries = 0;
                     do other = pick_line(&c, &r, kind, min_words, ws2, wl2, (int)max_words, &nw2);
-                    while (other == line);
+                    while (other == line && ++tries < 1000);
+                    if (other == line)
+                        die("the corpus has one line of %s with %d words or more: the continuation task needs "
+                            "others for its wrong choices (more text, or a smaller auxtask.choice_words)",
+                            KINDS[kind], min_words);
                     const char *s2 = c.text + c.off[other];
                     put_words(&ch, s2, ws2, wl2, NULL, nw2 / 2, nw2 / 2 + (int)choice_words);
                 }

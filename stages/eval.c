@@ -105,6 +105,10 @@ int main(int argc, char **argv) {
             die("%s: token id %d is outside the model's vocabulary of %d (another tokenizer?)", s->path,
                 s->max_id, m->c.vocab_size);
         if (!*s->task) snprintf(s->task, sizeof s->task, "%s", paths[i]);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(sets[k]->task, s->task))
+                die("%s and %s are both task '%s': the metrics are per task, so give each task once",
+                    sets[k]->path, s->path, s->task);
         if (max_ex > 0 && s->n > max_ex) {
             s->n = max_ex;
             s->n_choices = s->ex_choices[max_ex];

@@ -500,11 +500,16 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
                 j.p++;
                 have_ch = 1;
             } else if (!strcmp(key.p, "label")) {
-                char *e;
-                errno = 0;
-                lab = strtol(j.p, &e, 10);
-                if (e == j.p || errno || (e < le && (*e == '.' || *e == 'e' || *e == 'E')))
+                /* parsed within the line (the buffer holds no NUL after it) */
+                const char *e = j.p;
+                int neg = e < le && *e == '-';
+                e += neg;
+                long v = 0;
+                const char *digits = e;
+                while (e < le && *e >= '0' && *e <= '9' && v < 100000000) v = v * 10 + (*e++ - '0');
+                if (e == digits || (e < le && ((*e >= '0' && *e <= '9') || *e == '.' || *e == 'e' || *e == 'E')))
                     jfail(&j, "\"label\" is not an integer");
+                lab = neg ? -v : v;
                 j.p = e;
                 have_lab = 1;
             } else {

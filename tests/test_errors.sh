@@ -96,3 +96,4 @@ expect_last merge_nan_midway nan_model.msgpack $B/merge --method average --pretr
     --models "$T/huge_model.msgpack,$T/nan_model.msgpack" -o "$T/out.msgpack"
 expect_last fisher_overflow "not finite" $B/fisher --model "$T/huge_model.msgpack" $D --type diagonal -o "$T/out.msgpack"
 expect_last gram_overflow "not finite" $B/gram --model "$T/huge_model.msgpack" $D -o "$T/out.msgpack"
+expect eval_same_task_twice "both task 'has7'" $B/eval --model "$M" --data "$T/test.msgpack,$T/train.msgpack" -o "$T/out.msgpack"

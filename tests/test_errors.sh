@@ -90,6 +90,16 @@ if spm_train --input="$T/spm.txt" --model_prefix="$T/spmdef" --vocab_size=60 --m
         --jsonl "$T/one.jsonl" --task t -o "$T/out.msgpack"
     expect import_spm_non_t5_ids "spmdef.model: special ids" build/bin/art import-spm "$T/spmdef.model" -o "$T/out.msgpack"
 else fail spm_train "could not train a SentencePiece model"; fi
+# JSONL tasks: a label that is not an integer index
+if spm_train --input="$T/spm.txt" --model_prefix="$T/spmt5" --vocab_size=60 --model_type=unigram \
+       --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1 >/dev/null 2>&1; then
+    printf '{"input": "a b", "choices": ["x", "y"], "label": 1.5}\n' > "$T/float.jsonl"
+    printf '{"input": "a b", "choices": ["x", "y"], "label": 2}\n' > "$T/range.jsonl"
+    printf '{"input": "a b", "choices": ["x", "y"], "label": 1' > "$T/cut.jsonl"
+    expect jsonl_label_float "is not an integer" $B/tokenize --vocab "$T/spmt5.model" --jsonl "$T/float.jsonl" --task t -o "$T/out.msgpack"
+    expect jsonl_label_range "is not an index" $B/tokenize --vocab "$T/spmt5.model" --jsonl "$T/range.jsonl" --task t -o "$T/out.msgpack"
+    expect jsonl_truncated cut.jsonl $B/tokenize --vocab "$T/spmt5.model" --jsonl "$T/cut.jsonl" --task t -o "$T/out.msgpack"
+else fail spm_train_t5 "could not train a SentencePiece model with T5 ids"; fi
 # a merge that meets a NaN after it has opened its output leaves no
 # temporary file; Fisher and Gram of a model whose logits overflow write nothing
 expect_last merge_nan_midway nan_model.msgpack $B/merge --method average --pretrained "$T/huge_model.msgpack" \

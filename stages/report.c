@@ -232,9 +232,10 @@ int main(int argc, char **argv) {
 
     FILE *md = fopen(out, "w");
     if (!md) die("%s: cannot write", out);
-    fprintf(md, "# %s\n\nTest accuracy (%%), mean ± std over fine-tuning seeds. λ: the merge λ chosen on "
-                "validation (mean over seeds). 1-class: tasks on which a model predicted a single class "
-                "(worst seed).\n",
+    fprintf(md, "# %s\n\nTest accuracy (%%), mean ± std over fine-tuning seeds. Of gap: how much of the "
+                "way from the majority row's average to the individual row's a row goes, (average - majority) "
+                "/ (individual - majority), from the mean averages. λ: the merge λ chosen on validation (mean "
+                "over seeds). 1-class: tasks on which a model predicted a single class (worst seed).\n",
             title);
     /* groups and rows in order of first appearance */
     char groups[16][32];
@@ -247,9 +248,20 @@ int main(int argc, char **argv) {
     for (int g = 0; g < ng; g++) {
         fprintf(md, "\n## %s\n\n| method |", groups[g]);
         for (int t = 0; t < ntasks; t++) fprintf(md, " %s |", tasks[t]);
-        fprintf(md, " **average** | λ | 1-class |\n|---|");
-        for (int t = 0; t <= ntasks + 2; t++) fprintf(md, "---|");
+        fprintf(md, " **average** | of gap | λ | 1-class |\n|---|");
+        for (int t = 0; t <= ntasks + 3; t++) fprintf(md, "---|");
         fprintf(md, "\n");
+        /* the mean test averages of the majority and individual rows */
+        double ends[2] = {NAN, NAN};
+        for (int e = 0; e < 2; e++) {
+            double xs[256];
+            int n = 0;
+            for (int j = 0; j < nr && n < 256; j++)
+                if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].split, "test") &&
+                    !strcmp(rs[j].row, e ? "individual" : "majority"))
+                    xs[n++] = rs[j].avg;
+            ends[e] = summarize(xs, n).mean;
+        }
         char done[128][64];
         int nd = 0;
         for (int i = 0; i < nr; i++) {
@@ -261,6 +273,7 @@ int main(int argc, char **argv) {
             snprintf(done[nd++], 64, "%s", r->row);
             double xs[256], lam[256];
             int n = 0, worst = -1;
+            stat avg_st = {NAN, NAN, 0};
             fprintf(md, "| %s |", r->row);
             for (int t = 0; t <= ntasks; t++) {
                 n = 0;
@@ -271,8 +284,15 @@ int main(int argc, char **argv) {
                         if (rs[j].single > worst) worst = rs[j].single;
                         n++;
                     }
-                cell(md, summarize(xs, n), t == ntasks);
+                stat st = summarize(xs, n);
+                cell(md, st, t == ntasks);
+                if (t == ntasks) avg_st = st;
             }
+            int is_end = !strcmp(r->row, "majority") || !strcmp(r->row, "individual");
+            if (is_end || isnan(ends[0]) || isnan(ends[1]) || !(ends[1] != ends[0]) || isnan(avg_st.mean))
+                fprintf(md, " – |");
+            else
+                fprintf(md, " %.0f%% |", 100 * (avg_st.mean - ends[0]) / (ends[1] - ends[0]));
             stat ls = summarize(lam, n);
             if (isnan(ls.mean)) fprintf(md, " – |");
             else fprintf(md, " %.2g |", ls.mean);

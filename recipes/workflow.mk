@@ -270,14 +270,14 @@ $(foreach s,$(WF_SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
 define fisher_template
-$(call slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,,fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
+$(call slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,$(EXP_CONF),fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(3)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(3) tok-$(1)-$(STATS_SPLIT),\
-  build/bin/fisher $(call model_of,ft-$(MODE)-$(1)-s$(3)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --type $(2) $(FISHER_FLAGS))
+  build/bin/fisher --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(3)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --type $(2) $(FISHER_FLAGS))
 endef
 define gram_template
-$(call slot,gram-$(MODE)-$(1)-s$(2),gram,,gram,gram.examples=$(STATS_N),\
+$(call slot,gram-$(MODE)-$(1)-s$(2),gram,$(EXP_CONF),gram,gram.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
-  build/bin/gram $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
+  build/bin/gram --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\

@@ -55,6 +55,12 @@ echo "exp.stats.true_fisher = 1" >> "$EXPF"
 run "$A" METHOD=fisher
 st=$(ran_stages)
 [ $RC -eq 0 ] && [ "$st" == "eval fisher merge " ] && ok fisher_option_reruns_fisher_and_downstream || fail fisher_option_reruns_fisher_and_downstream "rc $RC; ran: $st"
+# a fisher.* key of the experiment reaches the Fisher stage and its key
+cp "$T/exp.orig" "$EXPF"
+echo "fisher.batch_size = 4" >> "$EXPF"
+run "$A" METHOD=fisher
+st=$(ran_stages)
+[ $RC -eq 0 ] && [ "$st" == "eval fisher merge " ] && ok fisher_config_key_reruns_fisher || fail fisher_config_key_reruns_fisher "rc $RC; ran: $st"
 cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=fisher
 [ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok fisher_revert_runs_nothing || fail fisher_revert_runs_nothing "rc $RC; ran: $(ran_slots)"

@@ -66,9 +66,13 @@ pretrain: wf-data
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
 # (an experiment on imported checkpoints has one mode: its exp.mode)
 REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(shell build/bin/key --config $(EXP_CONF) --get exp.mode),ia3 full)
+# After each mode's part the results file is written with the modes done so
+# far, so the IA3 table is there while the full half (hours) still runs.
+modes_upto = $(call modes_upto_,$(1),,$(REPORT_MODES))
+modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1)),$(call modes_upto_,$(1),$(2) $(firstword $(3)),$(wordlist 2,99,$(3)))))
 report: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part &&) true
-	@$(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(REPORT_MODES)" wf-report
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
+	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
 ## explain        SLOT=<slot> (or TARGET=): why that run would rerun, in words; `make explain` lists slots
 explain: all wf-check
 	@$(MAKE) --no-print-directory WF=1 $(WF_VARS) wf-explain SLOT=$(or $(SLOT),$(TARGET))
@@ -425,7 +429,8 @@ RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/resu
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
 	@cat $(foreach m,$(or $(REPORT_MODES),ia3 full),$(WF_DIR)/report-$(m).tsv) > $(WF_DIR)/report.tsv
-	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) --title "$(EXP_NAME): every merge method, IA3 and full fine-tuning"
+	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) \
+	  --title "$(EXP_NAME): every merge method, $(if $(filter 2,$(words $(or $(REPORT_MODES),ia3 full))),IA3 and full fine-tuning,$(or $(REPORT_MODES),ia3 full) only)"
 	@cat $(RESULTS_MD)
 
 # ------------------------------------------------------------------ explain

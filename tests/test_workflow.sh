@@ -130,6 +130,17 @@ grep -q "config changed: train.lr=" <<<"$ex" && ok explain_names_the_change || f
 ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
 grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "$ex"
 
+# make report: every method of both modes in one table, written once after
+# the IA3 half (IA3 only) and again with both
+if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&1 &&
+   grep -q "^# wftest: every merge method, ia3 only" "$T/rep.out" &&
+   grep -q "^# wftest: every merge method, IA3 and full fine-tuning" reports/results-wftest.md &&
+   grep -q "^## ia3" reports/results-wftest.md && grep -q "^## full" reports/results-wftest.md &&
+   [ "$(grep -c '^| mats |' reports/results-wftest.md)" -eq 2 ] && [ "$(grep -c '^| regmean |' reports/results-wftest.md)" -eq 1 ]; then
+    ok report_both_modes_partial_first
+else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
+rm -f reports/results-wftest.md reports/results-wftest-*
+
 # cache-gc: an artifact no configuration reaches goes, reachable ones stay
 mkdir -p "$A/merge"; cp "$(ls "$A"/merge/*.msgpack | head -1)" "$A/merge/00000000000000000000000000000000.msgpack"
 gc=$(MATS_CACHE=$A make --no-print-directory cache-gc 2>&1)

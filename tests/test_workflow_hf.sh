@@ -7,7 +7,7 @@
 set -u
 cd "$(dirname "$0")/.."
 REPO=$PWD
-T=$(mktemp -d /tmp/mats-wfhf.XXXXXX); trap 'rm -rf "$T"' EXIT
+T=$(mktemp -d /tmp/mats-wfhf.XXXXXX); trap 'rm -rf "$T" reports/results-hf.md reports/results-hf-*' EXIT
 ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; }
 for t in a b; do for s in train validation test; do

@@ -713,13 +713,23 @@ static void test_bad_inputs(void) {
     e = stderr_text();
     CHECK(strstr(e, "lm_head.weight") && strstr(e, "nan.msgpack"), "message: %s", e);
     free(e);
-    CHECK(run_merge("--method mats " MODELS " -o x.msgpack") != 0, "mats without grams accepted");
-    CHECK(run_merge("--method mats " MODELS " --gram g0.msgpack,g1.msgpack -o x.msgpack") != 0, "2 grams for 3 models");
-    CHECK(run_merge("--method nope " MODELS " -o x.msgpack") != 0, "unknown method accepted");
-    CHECK(run_merge("--method ties --topk-percent 120 " MODELS " -o x.msgpack") != 0, "topk 120 accepted");
-    CHECK(run_merge("--method average " MODELS " --lambda x -o x.msgpack") != 0, "lambda x accepted");
-    CHECK(run_merge("--method cg_regmean " MODELS " --gram g0.msgpack,g1.msgpack,f2.msgpack -o x.msgpack") != 0,
-          "fisher given as gram accepted");
+    /* each: exit status 1 (not a crash), one line on stderr naming the thing */
+    static const struct { const char *args, *word; } bad[] = {
+        {"--method mats " MODELS " -o x.msgpack", "gram"},
+        {"--method mats " MODELS " --gram g0.msgpack,g1.msgpack -o x.msgpack", "gram"},
+        {"--method nope " MODELS " -o x.msgpack", "nope"},
+        {"--method ties --topk-percent 120 " MODELS " -o x.msgpack", "120"},
+        {"--method average " MODELS " --lambda x -o x.msgpack", "--lambda"},
+        {"--method cg_regmean " MODELS " --gram g0.msgpack,g1.msgpack,f2.msgpack -o x.msgpack", "f2.msgpack"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run_merge(bad[i].args);
+        char *msg = stderr_text();
+        const char *nl = msg ? strchr(msg, '\n') : NULL;
+        CHECK(rc == 1 && msg && strstr(msg, bad[i].word) && nl && !nl[1], "merge %s: exit %d, stderr '%s' (want one line naming '%s')",
+              bad[i].args, rc, msg ? msg : "", bad[i].word);
+        free(msg);
+    }
     snprintf(p, sizeof p, "%s/x.msgpack", dir);
     CHECK(access(p, F_OK) != 0, "a failed merge left %s", p);
 }

@@ -146,7 +146,8 @@ static void test_bad_manifest(void) {
     char ep[400];
     snprintf(ep, sizeof ep, "%s/err.txt", dir);
     char *e = slurp(ep);
-    CHECK(e && strstr(e, "bad.tsv:1"), "message: %s", e ? e : "");
+    const char *nl = e ? strchr(e, '\n') : NULL;
+    CHECK(e && strstr(e, "bad.tsv:1") && nl && !nl[1], "want one line naming bad.tsv:1: %s", e ? e : "");
     free(e);
 }
 

@@ -16,9 +16,13 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 # -ffile-prefix-map keeps the clone's path out of the binaries: a stage's
 # digest is part of every cache key (DESIGN section 5), so the same sources
-# must give the same bytes in any directory.
+# must give the same bytes in any directory. For the same reason no flag may
+# depend on what is installed when make parses this file (a pkg-config call
+# gave a different -I before and after the first dependency install, hence
+# other debug paths, other digests and an orphaned cache): cblas.h is the
+# Debian alternative /usr/include/x86_64-linux-gnu/cblas.h (DEPS_FILES).
 MC_CFLAGS := -std=c11 -Wall -Wextra -MMD -MP -fno-strict-aliasing -D_GNU_SOURCE \
-             -ffile-prefix-map=$(CURDIR)=. -Ilib $(shell pkg-config --cflags openblas 2>/dev/null)
+             -ffile-prefix-map=$(CURDIR)=. -Ilib
 LDLIBS  := -lopenblas -lmsgpackc -lxxhash -lz -llzma -lm -lpthread
 GPU     ?= 0
 

@@ -20,6 +20,7 @@ bench-train: build/bin/train
 ## bench-stats    diagonal / blockwise Fisher and Gram on 1000 t5-mini examples, beside PyTorch's per-example loop
 BENCH_STATS_DIR := build/bench-stats
 BENCH_STATS_TORCH_EXAMPLES ?= 20
+bench-stats: SHELL := /bin/bash -o pipefail
 bench-stats: build/bin/train build/bin/fisher build/bin/gram build/tests/test_t5_data
 	@mkdir -p $(BENCH_STATS_DIR)
 	@build/tests/test_t5_data --write-bench $(BENCH_STATS_DIR)

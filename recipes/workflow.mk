@@ -27,6 +27,10 @@ export MATS_CACHE
 # EXP names configs/experiments/EXP.conf, or is a path to a .conf file.
 EXP_CONF := $(if $(filter %.conf,$(EXP)),$(EXP),configs/experiments/$(EXP).conf)
 EXP_NAME := $(basename $(notdir $(EXP_CONF)))
+# make splits words on white space: a path with a space would split too (and
+# cache-gc would then match nothing and delete everything)
+$(if $(word 2,$(MATS_CACHE)),$(error MATS_CACHE '$(MATS_CACHE)' contains white space, which make cannot carry: use a path without it))
+$(if $(word 2,$(EXP)),$(error EXP '$(EXP)' contains white space, which make cannot carry: use a path without it))
 
 WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
 
@@ -363,7 +367,7 @@ $(WF_DIR)/:
 wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
 	@cat $(WF_DIR)/individual-$(MODE).md
 
 wf-pretrain: $(A_$(BASE))
@@ -373,7 +377,7 @@ wf-pretrain: $(A_$(BASE))
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model" 2>/dev/null
+	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
 	@cat $(WF_DIR)/multitask-$(MODE).md
 
 # make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
@@ -384,7 +388,7 @@ MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merg
 wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
-	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>/dev/null
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
@@ -399,7 +403,8 @@ BEST_FILE = $(WF_DIR)/best-$(MODE)-$(SWEEP_NAME).txt
 SWEEP_NAME = $(if $(filter wf-sweep%,$(MAKECMDGOALS)),$(METHOD),all)
 
 wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
-	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(WF_SEEDS),echo "$(m) $(s) $$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))))";)) } > $(BEST_FILE).tmp
+	@{ $(foreach m,$(SWEEP_METHODS),$(foreach s,$(WF_SEEDS),best=$$(build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s)))) && echo "$(m) $(s) $$best" &&)) true; } > $(BEST_FILE).tmp \
+	  || { rm -f $(BEST_FILE).tmp; exit 1; }
 	@mv $(BEST_FILE).tmp $(BEST_FILE)
 
 ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
@@ -441,8 +446,9 @@ wf-explain:
 	@if [ -z "$(SLOT)" ]; then echo "make explain SLOT=<slot>; slots of this configuration (EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD)):"; \
 	   printf '  %s\n' $(SLOTS); exit 0; fi
 	@$(if $(filter $(SLOT),$(SLOTS)),,echo "make explain: no slot '$(SLOT)' in this configuration; 'make explain' lists them" >&2; exit 1)
-	@build/bin/key $(KA_$(SLOT)) --text > $(CACHE)/.explain.now
-	@bash scripts/explain.sh "$(SLOT)" "$(A_$(SLOT))" $(CACHE)/.explain.now "$(MATS_SLOTS)/$(SLOT).key"
+	@mkdir -p $(CACHE)
+	@now=$$(mktemp $(CACHE)/.explain.XXXXXX) && build/bin/key $(KA_$(SLOT)) --text > $$now && \
+	  bash scripts/explain.sh "$(SLOT)" "$(A_$(SLOT))" $$now "$(MATS_SLOTS)/$(SLOT).key"; rc=$$?; rm -f $$now; exit $$rc
 
 # ------------------------------------------------------------------ gc
 # Every artifact path this configuration can reach, for scripts/cache-gc.sh.

@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${MATS_CACHE:-cache}
+case "$cache" in *[[:space:]]*)
+    echo "cache-gc: MATS_CACHE '$cache' contains white space, which make cannot carry: use a path without it" >&2
+    exit 1 ;;
+esac
 [ -d "$cache" ] || { echo "cache-gc: no cache at $cache"; exit 0; }
 keep=$(mktemp); trap 'rm -f "$keep"' EXIT
 for conf in configs/experiments/*.conf; do
@@ -19,8 +23,12 @@ for conf in configs/experiments/*.conf; do
         modes=$(build/bin/key --config "$conf" --get exp.mode)
     fi
     for mode in $modes; do
-        if ! make --no-print-directory WF=1 DATA_KEYS=1 DATA_CONF="$conf" EXP="$exp" MODE="$mode" MATS_CACHE="$cache" \
-                cache-gc-list >>"$keep" 2>"$keep.err"; then
+        # the listing sees only the experiment's own configuration: no
+        # variables of the calling make (SEEDS=1 would drop seeds 2 and 3)
+        if ! env -u SEEDS -u METHOD -u LAMBDA -u MODE -u METHODS -u DEVICE -u MATS_GPU_MATH \
+                MAKEFLAGS= MFLAGS= MAKELEVEL= MAKEOVERRIDES= \
+                make --no-print-directory WF=1 DATA_KEYS=1 DATA_CONF="$conf" EXP="$exp" MODE="$mode" MATS_CACHE="$cache" \
+                cache-gc-list >>"$keep" 2>"$keep.err" || [ -s "$keep.err" ]; then
             echo "cache-gc: could not list what experiment $exp ($mode) reaches, so nothing was deleted: $(tail -1 "$keep.err")" >&2
             rm -f "$keep.err"
             exit 1
@@ -30,12 +38,21 @@ done
 rm -f "$keep.err"
 sort -u -o "$keep" "$keep"
 n=0 bytes=0
-for f in "$cache"/*/*.msgpack "$cache"/*/*.tmp.*; do
+for f in "$cache"/*/*.msgpack "$cache"/*/*.tmp.* "$cache"/*/*.msgpack.ckpt; do
     [ -e "$f" ] || continue
     case "$f" in "$cache"/download/*|"$cache"/runs/*|"$cache"/slots/*|"$cache"/test-data/*|"$cache"/import/*) continue ;; esac
-    if [[ $f == *.tmp.* ]] || ! grep -qxF "$f" "$keep"; then
-        s=$(stat -c %s "$f"); bytes=$((bytes + s)); n=$((n + 1))
-        rm -f "$f" "${f%.msgpack}.log" "${f%.msgpack}.key" "${f%.msgpack}.ckpt"
+    if [[ $f == *.tmp.* ]]; then
+        # a writer's temporary file (FILE.tmp.<pid>): only once its process is gone
+        pid=${f##*.tmp.}
+        [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && continue
+    elif [[ $f == *.ckpt ]]; then
+        # a training checkpoint: kept while its run is still reachable
+        grep -qxF "${f%.ckpt}" "$keep" && continue
+    elif grep -qxF "$f" "$keep"; then
+        continue
     fi
+    s=$(stat -c %s "$f"); bytes=$((bytes + s)); n=$((n + 1))
+    rm -f "$f"
+    [[ $f == *.msgpack ]] && rm -f "${f%.msgpack}.log" "${f%.msgpack}.key" "$f.ckpt" "$f.keytext"
 done
 echo "cache-gc: deleted $n files, $((bytes / 1048576)) MiB; kept $(wc -l <"$keep") reachable artifacts"

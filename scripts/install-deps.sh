@@ -9,7 +9,9 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
-            zlib1g-dev liblzma-dev sentencepiece clang gnuplot-nox)
+            zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox)
+# libclang-rt-dev: libFuzzer and the sanitizer runtimes of make fuzz (only a
+# Recommends of clang, which --no-install-recommends skips)
 data_pkgs=(wordnet-base fortunes dict-gcide sword-text-kjv sword-text-web
            r-cran-modeldata r-cran-janeaustenr npm)
 ref_pkgs=(python3-torch python3-numpy python3-scipy)
@@ -50,9 +52,11 @@ export DEBIAN_FRONTEND=noninteractive
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
     $SUDO apt-get update -qq || { echo "install-deps: apt-get update failed" >&2; exit 1; }
 fi
-if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/mats-install-deps.log 2>&1; then
-    tail -n 20 /tmp/mats-install-deps.log >&2
-    echo "install-deps: apt-get install failed for ${missing[*]} (log: /tmp/mats-install-deps.log)" >&2
+log=$(mktemp /tmp/mats-install-deps.XXXXXX.log)
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "install-deps: apt-get install failed for ${missing[*]} (log: $log)" >&2
     exit 1
 fi
+rm -f "$log"
 echo "install-deps: installed ${missing[*]}"

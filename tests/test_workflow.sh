@@ -141,6 +141,13 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
 rm -f reports/results-wftest.md reports/results-wftest-*
 
+# a cache path with white space is refused, by make and by cache-gc (it
+# would split into two words and cache-gc would keep nothing)
+e1=$(MATS_CACHE="$T/a b" make --no-print-directory merge EXP="$EXPF" 2>&1 >/dev/null); r1=$?
+e2=$(MATS_CACHE="$T/a b" bash scripts/cache-gc.sh 2>&1 >/dev/null); r2=$?
+if [ $r1 -ne 0 ] && [ $r2 -ne 0 ] && grep -q "white space" <<<"$e1" && grep -q "white space" <<<"$e2"; then ok cache_path_with_space_refused
+else fail cache_path_with_space_refused "make: $r1 $e1; cache-gc: $r2 $e2"; fi
+
 # cache-gc: an artifact no configuration reaches goes, reachable ones stay
 mkdir -p "$A/merge"; cp "$(ls "$A"/merge/*.msgpack | head -1)" "$A/merge/00000000000000000000000000000000.msgpack"
 gc=$(MATS_CACHE=$A make --no-print-directory cache-gc 2>&1)

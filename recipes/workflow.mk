@@ -68,8 +68,9 @@ multitask: wf-data
 pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
-# (an experiment on imported checkpoints has one mode: its exp.mode)
-REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(shell build/bin/key --config $(EXP_CONF) --get exp.mode),ia3 full)
+# (an experiment on imported checkpoints has one mode: its exp.mode, full
+# when unset, as scripts/hf-import.sh reads it)
+REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(or $(shell build/bin/key --config $(EXP_CONF) --get exp.mode),full),ia3 full)
 # After each mode's part the results file is written with the modes done so
 # far, so the IA3 table is there while the full half (hours) still runs.
 modes_upto = $(call modes_upto_,$(1),,$(REPORT_MODES))

@@ -20,7 +20,7 @@ for conf in configs/experiments/*.conf; do
         # an experiment on imported checkpoints: nothing of it can be cached
         # before `make hf-import` wrote its imports.mk
         [ -f "$cache/import/$exp/imports.mk" ] || continue
-        modes=$(build/bin/key --config "$conf" --get exp.mode)
+        modes=$(build/bin/key --config "$conf" --get exp.mode); modes=${modes:-full}  # as hf-import.sh
     fi
     for mode in $modes; do
         # the listing sees only the experiment's own configuration: no

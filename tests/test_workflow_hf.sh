@@ -47,6 +47,13 @@ if MATS_RUN_LOG=$T/ran make --no-print-directory merge METHOD=mats MODE=full EXP
 else fail hf_warm_runs_nothing "ran: $(cat "$T/ran"); $(tail -3 "$T/out")"; fi
 if make --no-print-directory report EXP="$T/hf.conf" > "$T/out" 2>&1 && grep -q '| mats |' "$T/out" && grep -q '| ties |' "$T/out"; then
     ok hf_report_one_mode; else fail hf_report_one_mode "$(tail -5 "$T/out")"; fi
+# without exp.mode the experiment is full (as hf-import reads it), and the
+# report covers that mode
+grep -v '^exp.mode' "$T/hf.conf" > "$T/hfnomode.conf"
+if make --no-print-directory report EXP="$T/hfnomode.conf" > "$T/out2" 2>&1 && grep -q '^## full' reports/results-hfnomode.md &&
+   grep -q '| mats |' reports/results-hfnomode.md; then ok hf_report_mode_defaults_to_full
+else fail hf_report_mode_defaults_to_full "$(tail -3 "$T/out2")"; fi
+rm -f reports/results-hfnomode.md reports/results-hfnomode-*
 err=$(make --no-print-directory merge METHOD=mats MODE=ia3 EXP="$T/hf.conf" 2>&1 >/dev/null); rc=$?
 # one line on stderr (make's own "*** [...] Error 2" lines from the
 # sub-makes aside)

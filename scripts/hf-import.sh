@@ -44,19 +44,31 @@ tasks=$(get exp.tasks | tr ',' ' ')
 [ -n "$tasks" ] || die "exp.tasks missing: a comma-separated list of task names"
 mkdir -p "$out"
 
-# fresh ART SOURCE...: ART exists and no file of the sources is newer
-fresh() {
-    local a=$1; shift
-    [ -e "$a" ] || return 1
+# srcdesc SOURCE...: what an import was made from: each source's resolved
+# path and its files' names, sizes and modification times, and the mode
+srcdesc() {
+    echo "mode $mode"
     local s
     for s in "$@"; do
-        if [ -d "$s" ]; then [ -z "$(find "$s" -maxdepth 1 -type f -newer "$a" -print -quit)" ] || return 1
-        else [ ! "$s" -nt "$a" ] || return 1; fi
+        echo "source $(readlink -f "$s")"
+        if [ -d "$s" ]; then find "$s" -maxdepth 1 -type f -printf '%f %s %T@\n' | sort
+        elif [ -e "$s" ]; then stat -c '%s %Y' "$s"; fi
     done
 }
+# fresh ART SOURCE...: ART exists and was imported from these same sources
+# (ART.src records them: another checkpoint, even an older one, re-imports)
+fresh() {
+    local a=$1; shift
+    [ -e "$a" ] && [ -e "$a.src" ] && [ "$(cat "$a.src")" = "$(srcdesc "$@")" ]
+}
+# record ART SOURCE...: after a successful import
+record() { local a=$1; shift; srcdesc "$@" > "$a.src"; }
 keyof() { "$ART" key "$1"; }
 
-if ! fresh "$out/base.msgpack" "$base"; then "$ART" import-hf "$base" -o "$out/base.msgpack" --no-vocab; fi
+if ! fresh "$out/base.msgpack" "$base"; then
+    "$ART" import-hf "$base" -o "$out/base.msgpack" --no-vocab || exit 1
+    record "$out/base.msgpack" "$base"
+fi
 echo "base  $out/base.msgpack  $(keyof "$out/base.msgpack")"
 if ! fresh "$out/vocab.msgpack" "$tok" "$base/tokenizer_config.json"; then
     extra=()
@@ -64,7 +76,8 @@ if ! fresh "$out/vocab.msgpack" "$tok" "$base/tokenizer_config.json"; then
         n=$(grep -o '"extra_ids": *[0-9]*' "$base/tokenizer_config.json" | grep -o '[0-9]*$' || true)
         [ -n "$n" ] && extra=(--extra-ids "$n")
     fi
-    "$ART" import-spm "$tok" -o "$out/vocab.msgpack" "${extra[@]}"
+    "$ART" import-spm "$tok" -o "$out/vocab.msgpack" "${extra[@]}" || exit 1
+    record "$out/vocab.msgpack" "$tok" "$base/tokenizer_config.json"
 fi
 echo "vocab $out/vocab.msgpack  $(keyof "$out/vocab.msgpack")"
 
@@ -81,10 +94,12 @@ mk="$out/imports.mk.tmp"
 } > "$mk"
 import_task() { # NAME DIR ARTIFACT
     if [ "$mode" = full ]; then
-        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" -o "$3" --like "$out/base.msgpack" --no-vocab
+        fresh "$3" "$2" "$out/base.msgpack" ||
+            { "$ART" import-hf "$2" -o "$3" --like "$out/base.msgpack" --no-vocab || exit 1; record "$3" "$2" "$out/base.msgpack"; }
     else
         [ -f "$2/adapter_config.json" ] || die "$1 = $2: exp.mode is ia3 but there is no adapter_config.json"
-        fresh "$3" "$2" "$out/base.msgpack" || "$ART" import-hf "$2" --base "$out/base.msgpack" -o "$3"
+        fresh "$3" "$2" "$out/base.msgpack" ||
+            { "$ART" import-hf "$2" --base "$out/base.msgpack" -o "$3" || exit 1; record "$3" "$2" "$out/base.msgpack"; }
     fi
 }
 for t in $tasks; do

@@ -123,6 +123,12 @@ if make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >"$T/out" 2>"$T/e
         ok hf_import_experiment || fail hf_import_experiment "keys $k vs $kb; $(cat "$T/out")"
     make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >/dev/null 2>"$T/err"
     [ ! -s "$T/err" ] && ok hf_import_experiment_nothing_twice || fail hf_import_experiment_nothing_twice "$(cat "$T/err")"
+    # another checkpoint for task two, not newer than the import: re-imported
+    expfile full "$FA/tiny-bf16" "$FA/tiny-bf16" > "$T/full.conf"
+    kbf=$($ART key "$T/bf16.msgpack")
+    if make -s hf-import EXP="$T/full.conf" HF_IMPORT_DIR="$T/imp" >/dev/null 2>"$T/err" &&
+       k2=$($ART key "$T/imp/task-two.msgpack") && [ -n "$kbf" ] && [ "$k2" = "$kbf" ]; then ok hf_import_notices_another_checkpoint
+    else fail hf_import_notices_another_checkpoint "task two key ${k2:-?}, the bf16 checkpoint's ${kbf:-?}"; fi
 else
     fail hf_import_experiment "$(cat "$T/err")"
 fi

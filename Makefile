@@ -46,7 +46,7 @@ endif
 FLAGS_FILE := build/flags
 FLAGS_NOW := $(CC) $(CFLAGS) $(MC_CFLAGS) $(LDLIBS) GPU=$(GPU)
 $(FLAGS_FILE): FORCE | build/
-	@echo '$(FLAGS_NOW)' > $@.tmp; if cmp -s $@ $@.tmp; then rm $@.tmp; else mv $@.tmp $@; fi
+	@t=$@.tmp.$$$$; echo '$(FLAGS_NOW)' > $$t; if cmp -s $@ $$t; then rm -f $$t; else mv -f $$t $@; fi
 
 # --- sources ---------------------------------------------------------------------
 LIB_SRC    := $(sort $(wildcard lib/*.c))

@@ -55,4 +55,9 @@ for f in "$cache"/*/*.msgpack "$cache"/*/*.tmp.* "$cache"/*/*.msgpack.ckpt; do
     rm -f "$f"
     [[ $f == *.msgpack ]] && rm -f "${f%.msgpack}.log" "${f%.msgpack}.key" "$f.ckpt" "$f.keytext"
 done
+# stage locks (scripts/run-stage.sh) left by a killed make: those nobody holds
+for f in "$cache"/*/*.lock; do
+    [ -e "$f" ] || continue
+    flock -n "$f" true 2>/dev/null && rm -f "$f"
+done
 echo "cache-gc: deleted $n files, $((bytes / 1048576)) MiB; kept $(wc -l <"$keep") reachable artifacts"

@@ -13,6 +13,18 @@ shift 3
 stage=$(basename "$(dirname "$out")")
 base=${out%.msgpack}
 mkdir -p "$(dirname "$out")"
+# Two makes that need the same artifact (make -j2 merge sweep, two
+# terminals) run its stage once: the second waits for the first and then
+# finds the artifact built.
+# (The lock file goes when its holder ends; a make that still waits on it
+# then finds the artifact, or, after a failure, runs the stage itself.)
+exec 9>"$out.lock"
+flock 9
+trap 'rm -f "$out.lock"' EXIT
+if [ -s "$out" ]; then
+    printf '[%s] hit   %-28s %s/%s (built by another make)\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2
+    exit 0
+fi
 start=$(date +%s.%N)
 printf '[%s] start %-28s %s/%s\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2
 set -o pipefail

@@ -97,6 +97,18 @@ for f in $(cd "$B" && ls */*.msgpack); do
 done
 [ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j2_same_bytes_as_j1 ($n artifacts)" || fail j2_same_bytes_as_j1 "$diffs of $n differ"
 
+# two makes at once on a cold cache (two terminals, or make -j2 merge sweep):
+# every stage runs once; the second waits for it and uses the artifact
+D=$T/d
+: > "$T/ran2"
+( MATS_RUN_LOG=$T/ran2 MATS_CACHE=$D make --no-print-directory merge EXP="$EXPF" METHOD=ties > "$T/c1" 2>&1 ) & p1=$!
+( MATS_RUN_LOG=$T/ran2 MATS_CACHE=$D make --no-print-directory merge EXP="$EXPF" METHOD=average > "$T/c2" 2>&1 ) & p2=$!
+wait $p1; r1=$?; wait $p2; r2=$?
+runs=$(wc -l < "$T/ran2"); distinct=$(cut -d' ' -f3 "$T/ran2" | sort -u | wc -l)
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ "$runs" -gt 10 ] && [ "$runs" -eq "$distinct" ] && [ -z "$(find "$D" -name '*.lock')" ]; then
+    ok "concurrent_makes_run_each_stage_once ($runs stages, $(cat "$T/c1" "$T/c2" | grep -c 'built by another') waited)"
+else fail concurrent_makes_run_each_stage_once "rc $r1/$r2, $runs runs of $distinct artifacts"; fi
+
 # killed at a random moment, then rerun; the moment comes from a printed
 # seed (rerun with MATS_KILL_SEED to reproduce); an attempt whose make had
 # already finished interrupts nothing and does not count

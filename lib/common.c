@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +26,12 @@ void mc_at_die(void (*fn)(void)) {
     for (int i = 0; i < n_die_hooks; i++)
         if (die_hooks[i] == fn) return;
     if (n_die_hooks < 8) die_hooks[n_die_hooks++] = fn;
+}
+
+long mc_nonfinite_at(const float *x, long n) {
+    for (long i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
 }
 
 void die(const char *fmt, ...) {

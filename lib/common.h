@@ -32,6 +32,8 @@ MC_NORETURN void die(const char *fmt, ...) MC_PRINTF(1, 2);
 /* Run `fn` when die() is about to exit (at most 8 hooks; the artifact writer
  * removes the temporary files of writers still open). */
 void mc_at_die(void (*fn)(void));
+/* Index of the first NaN or infinity in x[0..n), or -1 when all are finite. */
+long mc_nonfinite_at(const float *x, long n);
 
 /* Last library error (one line, no trailing newline). Owned by the library;
  * valid until the next failing call. */

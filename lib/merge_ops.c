@@ -1,6 +1,7 @@
 /* merge_ops.c - elementwise pieces of the merge methods: lambda scaling of
  * Grams, TIES threshold selection, the DARE mask, breadcrumbs trimming. */
 #include "merge.h"
+#include "common.h"
 
 #include <math.h>
 #include <string.h>
@@ -12,12 +13,9 @@ void mrg_scale_offdiag(float *M, int n, float lambda) {
 }
 
 int mrg_all_finite(const float *x, long n, long *bad) {
-    for (long i = 0; i < n; i++)
-        if (!isfinite(x[i])) {
-            if (bad) *bad = i;
-            return 0;
-        }
-    return 1;
+    long i = mc_nonfinite_at(x, n);
+    if (i >= 0 && bad) *bad = i;
+    return i < 0;
 }
 
 /* ------------------------------------------------------------ selection */

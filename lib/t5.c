@@ -1027,12 +1027,12 @@ t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key
             free(tmp);
         }
         const float *x = m->params + t->offset;
-        for (size_t j = 0; j < t->numel; j++)
-            if (!isfinite(x[j])) {
-                mc_fail("%s: tensor %s holds %s at element %zu: not a usable model (retrain or re-merge it)",
-                        path, t->name, isnan(x[j]) ? "a NaN" : "an infinite value", j);
-                goto fail;
-            }
+        long j = mc_nonfinite_at(x, (long)t->numel);
+        if (j >= 0) {
+            mc_fail("%s: tensor %s holds %s at element %ld: not a usable model (retrain or re-merge it)", path,
+                    t->name, isnan(x[j]) ? "a NaN" : "an infinite value", j);
+            goto fail;
+        }
     }
     if (key_out) snprintf(key_out, 33, "%s", f->key);
     art_close(f);
@@ -1074,14 +1074,14 @@ int t5_load_ia3_key(t5_model *m, const char *path, const char *want_base_key, ch
             return -1;
         }
         float *tmp = art_tensor_f32(at);
-        for (size_t j = 0; j < t->numel; j++)
-            if (!isfinite(tmp[j])) {
-                mc_fail("%s: IA3 vector %s holds %s at element %zu: not usable (retrain it)", path, t->name,
-                        isnan(tmp[j]) ? "a NaN" : "an infinite value", j);
-                free(tmp);
-                art_close(f);
-                return -1;
-            }
+        long j = mc_nonfinite_at(tmp, (long)t->numel);
+        if (j >= 0) {
+            mc_fail("%s: IA3 vector %s holds %s at element %ld: not usable (retrain it)", path, t->name,
+                    isnan(tmp[j]) ? "a NaN" : "an infinite value", j);
+            free(tmp);
+            art_close(f);
+            return -1;
+        }
         t5_upload(m, m->ia3 + t->offset, tmp, t->numel);
         free(tmp);
     }

@@ -365,10 +365,12 @@ WF_DIR := $(CACHE)/runs/$(EXP_NAME)
 $(WF_DIR)/:
 	@mkdir -p $@
 
+# build/bin/report with its progress lines kept back, shown only if it fails
+quiet_report = bash scripts/quiet.sh build/bin/report
 wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
+	@$(quiet_report) --manifest $(WF_DIR)/individual-$(MODE).tsv -o $(WF_DIR)/individual-$(MODE).md --no-plots --title "$(EXP_NAME): individual $(MODE) models"
 	@cat $(WF_DIR)/individual-$(MODE).md
 
 wf-pretrain: $(A_$(BASE))
@@ -378,7 +380,7 @@ wf-pretrain: $(A_$(BASE))
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
-	@build/bin/report --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
+	@$(quiet_report) --manifest $(WF_DIR)/multitask-$(MODE).tsv -o $(WF_DIR)/multitask-$(MODE).md --no-plots --title "$(EXP_NAME): multitask $(MODE) model"
 	@cat $(WF_DIR)/multitask-$(MODE).md
 
 # make merge: the merged model(s) of METHOD at LAMBDA (one per seed) on
@@ -388,8 +390,8 @@ merge_lines = $(foreach s,$(WF_SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A
 MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
 wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
-	@build/bin/report --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
-	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))" 2>$(WF_DIR)/report.err.$$$$ || { cat $(WF_DIR)/report.err.$$$$ >&2; rm -f $(WF_DIR)/report.err.$$$$; exit 1; }; rm -f $(WF_DIR)/report.err.$$$$
+	@$(quiet_report) --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
+	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))"
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 

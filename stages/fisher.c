@@ -261,14 +261,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nt; i++) {
         const t5_tensor *t = &tab[i];
         int rc;
-        const float *x = block ? blocks[i] : acc + t->offset;
-        size_t nx = block ? t->numel * t->numel : t->numel;
-        for (size_t j = 0; j < nx; j++) {
-            (block ? blocks[i] : acc + t->offset)[j] *= inv;
-            if (!isfinite(x[j]))
-                die("the Fisher of %s is not finite (element %zu): the gradients overflowed on %s; "
-                    "nothing written", t->name, j, data);
-        }
+        float *x = block ? blocks[i] : acc + t->offset;
+        long nx = (long)(block ? t->numel * t->numel : t->numel), bad;
+        for (long j = 0; j < nx; j++) x[j] *= inv;
+        if ((bad = mc_nonfinite_at(x, nx)) >= 0)
+            die("the Fisher of %s is not finite (element %ld): the gradients overflowed on %s; nothing written",
+                t->name, bad, data);
         if (block) {
             int64_t sh[2] = {(int64_t)t->numel, (int64_t)t->numel};
             rc = art_writer_tensor(w, t->name, ART_F32, 2, sh, blocks[i]);

@@ -20,7 +20,6 @@
  * unchanged. On cuda the whole accumulation (row
  * compaction and SYRK) runs on the GPU; the Grams come back once at the end.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +39,15 @@ static void usage(void) {
     fprintf(stderr, "usage: gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]\n"
                     "            [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack\n");
     exit(2);
+}
+
+/* x *= inv; a non-finite Gram is not written (one line naming it) */
+static void scale_finite(float *x, long n, float inv, const char *what, const char *name, const char *data) {
+    for (long j = 0; j < n; j++) x[j] *= inv;
+    long bad = mc_nonfinite_at(x, n);
+    if (bad >= 0)
+        die("the %s of %s is not finite (element %ld): the model overflowed on %s; nothing written", what, name,
+            bad, data);
 }
 
 int main(int argc, char **argv) {
@@ -145,21 +153,11 @@ int main(int argc, char **argv) {
         float inv = 1.0f / (float)(g[i].stream == T5_ENC ? n_enc : n_dec);
         size_t base = strlen(g[i].name) - strlen(".weight");
         int64_t si[2] = {g[i].in, g[i].in}, so[2] = {g[i].out, g[i].out};
-        for (long j = 0; j < (long)g[i].in * g[i].in; j++) {
-            g[i].in_gram[j] *= inv;
-            if (!isfinite(g[i].in_gram[j]))
-                die("the input Gram of %s is not finite (element %ld): the activations overflowed on %s; "
-                    "nothing written", g[i].name, j, data);
-        }
+        scale_finite(g[i].in_gram, (long)g[i].in * g[i].in, inv, "input Gram", g[i].name, data);
         snprintf(name, sizeof name, "%.*s.input_gram", (int)base, g[i].name);
         int rc = art_writer_tensor(w, name, ART_F32, 2, si, g[i].in_gram);
         if (rc == 0 && g[i].out_gram) {
-            for (long j = 0; j < (long)g[i].out * g[i].out; j++) {
-                g[i].out_gram[j] *= inv;
-                if (!isfinite(g[i].out_gram[j]))
-                    die("the output-gradient Gram of %s is not finite (element %ld): the gradients overflowed "
-                        "on %s; nothing written", g[i].name, j, data);
-            }
+            scale_finite(g[i].out_gram, (long)g[i].out * g[i].out, inv, "output-gradient Gram", g[i].name, data);
             snprintf(name, sizeof name, "%.*s.output_grad_gram", (int)base, g[i].name);
             rc = art_writer_tensor(w, name, ART_F32, 2, so, g[i].out_gram);
         }

@@ -62,5 +62,9 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
  * be_dpotrf's factor, with B supplied transposed: Bt is nrhs x n row-major
  * (row j = right-hand side j), overwritten by X^T. No copies. */
 void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt);
+/* Eigenvalues (ascending, into w) and eigenvectors of the symmetric n x n
+ * A (row-major), in place: on return row j of A is the unit eigenvector of
+ * w[j]. Returns 0, or LAPACK's info when it failed to converge. */
+int be_dsyevd(int n, double *A, int lda, double *w);
 
 #endif

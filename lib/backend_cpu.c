@@ -12,6 +12,9 @@
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 extern void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a,
                     const int *lda, double *b, const int *ldb, int *info);
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+                    double *w, double *work, const int *lwork, int *iwork, const int *liwork,
+                    int *info);
 
 /* Denormal floats (below 1.2e-38) cost x86 cores about a hundred cycles per
  * operation. A trained model's attention puts many probabilities there, and
@@ -133,4 +136,23 @@ void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt
     int info = 0;
     if (n <= 0 || nrhs <= 0) return;
     dpotrs_("L", &n, &nrhs, A, &lda, Bt, &ldbt, &info);
+}
+
+/* Column-major eigenvectors (column j = vector j) read row-major are rows:
+ * on return row j of A is the eigenvector of w[j]. */
+int be_dsyevd(int n, double *A, int lda, double *w) {
+    int info = 0, lwork = -1, liwork = -1, iw = 0;
+    double wq = 0;
+    if (n <= 0) return 0;
+    dsyevd_("V", "L", &n, A, &lda, w, &wq, &lwork, &iw, &liwork, &info);
+    if (info != 0) return info;
+    lwork = (int)wq;
+    liwork = iw;
+    double *work = malloc(sizeof(double) * (size_t)(lwork > 1 ? lwork : 1));
+    int *iwork = malloc(sizeof(int) * (size_t)(liwork > 1 ? liwork : 1));
+    if (!work || !iwork) abort();
+    dsyevd_("V", "L", &n, A, &lda, w, work, &lwork, iwork, &liwork, &info);
+    free(work);
+    free(iwork);
+    return info;
 }

@@ -152,17 +152,22 @@ double mrg_kfac_flops(const mrg_kfac *K);
 
 /* Kronecker preconditioner for the K-FAC system: P = N (Gbar (x) Abar) with
  * Gbar, Abar the means of the (scaled) Grams, so that
- *   P^-1 R = Gbar^-1 R Abar^-1 / N.
- * The two inverses are formed once per tensor from Cholesky factors
- * (double; a ridge if a mean is singular); each application is then two
- * GEMMs, 1/N of the operator's flops. */
+ *   P^+ R = Gbar^+ R Abar^+ / N.
+ * Each factor is a truncated pseudo-inverse formed once per tensor from the
+ * mean's eigendecomposition (double): eigenvalues below MRG_KRON_RCOND of
+ * the largest are dropped. Directions the preconditioner drops stay where
+ * the initial point put them (as plain CG leaves the system's null space),
+ * and the float factors stay positive semidefinite with condition number
+ * at most 1/MRG_KRON_RCOND. Each application is two GEMMs, 1/N of the
+ * operator's flops. */
+#define MRG_KRON_RCOND 1e-3
 typedef struct {
     int N, out, in;
     float *Ginv, *Ainv; /* out x out, in x in */
     float *T;           /* out x in work */
-    double ridge_g, ridge_a;
+    int rank_g, rank_a; /* eigenvalues kept in each factor */
 } mrg_kron;
-/* -1 if a mean Gram is not positive definite even with a ridge. */
+/* -1 if the eigensolver failed on a mean Gram. */
 int mrg_kron_init(mrg_kron *P, const mrg_kfac *K);
 void mrg_kron_apply(const mrg_kron *P, const float *R, float *Z);
 void mrg_kron_free(mrg_kron *P);
@@ -172,7 +177,9 @@ void mrg_kron_free(mrg_kron *P);
 typedef enum {
     MRG_CG_MAXITER = 0,     /* ran all iterations */
     MRG_CG_CONVERGED = 1,   /* ||r|| <= tol ||b|| */
-    MRG_CG_BREAKDOWN = 2,   /* p^T A p <= 0 or a non-finite step: stopped, x kept */
+    MRG_CG_BREAKDOWN = 2,   /* p^T A p <= 0 or a non-finite step: stopped */
+    MRG_CG_STALLED = 3,     /* the preconditioned residual vanished with ||r|| above
+                               tol: what is left of r lies where the preconditioner is 0 */
 } mrg_cg_status;
 
 typedef struct {
@@ -181,6 +188,7 @@ typedef struct {
     double initial_residual;   /* ||b - A x0|| */
     double final_residual;     /* ||b - A x|| recomputed at the end */
     mrg_cg_status status;
+    int reverted;              /* broke down worse than x0: x is x0 again */
     double seconds;
 } mrg_cg_result;
 
@@ -190,7 +198,9 @@ typedef void (*mrg_precond_fn)(const void *ctx, const float *r, float *z);
 /* Conjugate gradient on op x = b from x (in: x0, out: solution), at most
  * maxit iterations, stopping once ||r|| <= tol * ||b|| (tol = 0: never
  * early, except at an exactly zero residual), or at `target` absolute
- * residual when target > 0. pc may be NULL. Work: 4n floats (allocated). */
+ * residual when target > 0. pc may be NULL. If it breaks down with a
+ * final residual larger than the initial one, x is put back to x0 and
+ * `reverted` set. Work: 5n floats (allocated). */
 void mrg_cg(const mrg_op *op, const float *b, float *x, int maxit, double tol, double target,
             mrg_precond_fn pc, const void *pc_ctx, mrg_cg_result *res);
 

@@ -767,6 +767,8 @@ typedef struct {
     long applies, tensors, iters_min, iters_max, iters_sum;
     double worst_rel;
     const char *worst;
+    long breakdowns;
+    const char *first_breakdown;
 } cg_stats;
 
 #ifdef MC_GPU
@@ -783,7 +785,11 @@ static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_
     val_set_float(e, "initial_residual", r->initial_residual);
     val_set_float(e, "final_residual", r->final_residual);
     val_set_str(e, "status", r->status == MRG_CG_CONVERGED ? "converged"
-                             : r->status == MRG_CG_BREAKDOWN ? "breakdown" : "max_iterations");
+                             : r->status == MRG_CG_BREAKDOWN ? "breakdown"
+                             : r->status == MRG_CG_STALLED   ? "stalled"
+                                                             : "max_iterations");
+    if (r->reverted) val_set_int(e, "reverted", 1);
+    if (r->status == MRG_CG_BREAKDOWN && st->breakdowns++ == 0) st->first_breakdown = strdupCheck(name);
     st->seconds += r->seconds;
     st->applies += r->iterations + 2;
     if (st->tensors == 0 || r->iterations < st->iters_min) st->iters_min = r->iterations;
@@ -938,7 +944,8 @@ static void run_solvers(const char *key) {
             if (O.precond) {
                 mrg_kron P;
                 if (mrg_kron_init(&P, &K) < 0)
-                    die("mats: the mean Grams of '%s' are not positive definite even with a ridge",
+                    die("mats: the eigensolver failed on the mean Grams of '%s' (non-finite "
+                        "statistics?): check the gram artifacts or drop --precondition",
                         t->name);
                 pc_ctx pc = {&P};
                 mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, pc_kron, &pc, &cr);
@@ -985,7 +992,16 @@ static void run_solvers(const char *key) {
                 st.tensors, st.iters_min, st.iters_max, (double)st.iters_sum / st.tensors, st.worst_rel,
                 st.worst, st.seconds, per_iter, kfac_flops > 0 ? "" : "\n");
         if (kfac_flops > 0) fprintf(stderr, ", K-FAC %.1f GFLOP/s\n", kfac_flops / st.seconds * 1e-9);
+        if (st.breakdowns) {
+            val_set_int(sm, "breakdowns", st.breakdowns);
+            fprintf(stderr,
+                    "merge: warning: CG broke down on %ld of %ld tensors (first: %s; each keeps its "
+                    "last iterate, or its initial point where that was better); the statistics are "
+                    "nearly singular: a smaller --lambda makes them better conditioned\n",
+                    st.breakdowns, st.tensors, st.first_breakdown);
+        }
         free((void *)st.worst);
+        free((void *)st.first_breakdown);
     }
     out_t o = open_out(meta, key);
     for (size_t j = 0; j < nt; j++) {

@@ -216,6 +216,125 @@ static void test_kfac_apply(void) {
     free(bd);
 }
 
+/* be_dsyevd: ascending eigenvalues, rows of A are unit eigenvectors. */
+static void test_dsyevd(void) {
+    int n = 6;
+    double A[36], V[36], w[6];
+    float F[36];
+    rand_pd(F, n, 0.05f);
+    for (int j = 0; j < n * n; j++) A[j] = V[j] = F[j];
+    CHECK(be_dsyevd(n, V, n, w) == 0, "dsyevd failed");
+    double worst = 0;
+    for (int j = 0; j < n; j++) {
+        if (j) CHECK(w[j - 1] <= w[j], "eigenvalues not ascending at %d", j);
+        double nn = 0;
+        for (int r = 0; r < n; r++) {
+            double s = 0;
+            for (int c = 0; c < n; c++) s += A[r * n + c] * V[j * n + c];
+            double e = fabs(s - w[j] * V[j * n + r]);
+            if (e > worst) worst = e;
+            nn += V[j * n + r] * V[j * n + r];
+        }
+        CHECK(fabs(nn - 1) < 1e-12, "eigenvector %d has norm^2 %g", j, nn);
+    }
+    CHECK(worst < 1e-12, "|A v - w v| = %g", worst);
+}
+
+/* Preconditioned CG on a singular K-FAC system, as real Grams make them:
+ * every A_i has the same 3-dimensional range in R^8. The system's null
+ * space is W N = 0 for N spanning the rest; plain CG never moves there, and
+ * the Kronecker preconditioner must not either (an inverse with a small
+ * ridge multiplied the rounding noise there by 1/ridge^2 and broke down on
+ * real statistics). Both must reach the same solution. */
+static void test_kron_singular(void) {
+    enum { N = 2, out = 6, in = 8, rk = 3 };
+    /* orthonormal B (in x rk) by Gram-Schmidt */
+    double B[in][rk];
+    for (int k = 0; k < rk; k++) {
+        for (int r = 0; r < in; r++) B[r][k] = frand();
+        for (int j = 0; j < k; j++) {
+            double d = 0;
+            for (int r = 0; r < in; r++) d += B[r][k] * B[r][j];
+            for (int r = 0; r < in; r++) B[r][k] -= d * B[r][j];
+        }
+        double nn = 0;
+        for (int r = 0; r < in; r++) nn += B[r][k] * B[r][k];
+        for (int r = 0; r < in; r++) B[r][k] /= sqrt(nn);
+    }
+    mrg_kfac K;
+    mrg_kfac_init(&K, N, out, in);
+    float *Wi[N];
+    for (int i = 0; i < N; i++) {
+        float A[in * in], G[out * out], C[rk * rk];
+        rand_pd(C, rk, 0.2f);
+        rand_pd(G, out, 0.2f);
+        for (int r = 0; r < in; r++) /* A = B C B^T */
+            for (int c = 0; c < in; c++) {
+                double s = 0;
+                for (int p = 0; p < rk; p++)
+                    for (int q = 0; q < rk; q++) s += B[r][p] * C[p * rk + q] * B[c][q];
+                A[r * in + c] = (float)s;
+            }
+        mrg_kfac_set(&K, i, A, G, 1.0f);
+        Wi[i] = mallocCheck(sizeof(float) * out * in);
+        for (int j = 0; j < out * in; j++) Wi[i][j] = frand();
+    }
+    float b[out * in], x0[out * in], xc[out * in], xp[out * in];
+    mrg_kfac_rhs(&K, (const float *const *)Wi, b);
+    for (int j = 0; j < out * in; j++) x0[j] = xc[j] = xp[j] = frand();
+    mrg_op op;
+    mrg_op_kfac(&op, &K);
+    mrg_kron P;
+    CHECK(mrg_kron_init(&P, &K) == 0, "kron init");
+    CHECK(P.rank_a == rk && P.rank_g == out, "kept %d of A's and %d of G's eigenvalues, want %d and %d",
+          P.rank_a, P.rank_g, rk, out);
+    mrg_cg_result rc, rp;
+    mrg_cg(&op, b, xc, 500, 1e-6, 0, NULL, NULL, &rc);
+    mrg_cg(&op, b, xp, 500, 1e-6, 0, (mrg_precond_fn)mrg_kron_apply, &P, &rp);
+    CHECK(rc.status == MRG_CG_CONVERGED, "plain CG status %d", rc.status);
+    CHECK(rp.status == MRG_CG_CONVERGED && !rp.reverted, "preconditioned CG status %d", rp.status);
+    CHECK(rp.iterations < rc.iterations, "preconditioned %d vs plain %d iterations", rp.iterations,
+          rc.iterations);
+    /* the null-space part of x - x0: (x - x0)(I - B B^T) */
+    double nul[2] = {0, 0}, mov[2] = {0, 0};
+    float *xs[2] = {xc, xp};
+    for (int v = 0; v < 2; v++)
+        for (int r = 0; r < out; r++)
+            for (int c = 0; c < in; c++) {
+                double s = 0;
+                for (int q = 0; q < in; q++) {
+                    double proj = 0;
+                    for (int k = 0; k < rk; k++) proj += B[q][k] * B[c][k];
+                    s += (xs[v][r * in + q] - x0[r * in + q]) * ((q == c) - proj);
+                }
+                nul[v] += s * s;
+                mov[v] += (double)(xs[v][r * in + c] - x0[r * in + c]) * (xs[v][r * in + c] - x0[r * in + c]);
+            }
+    printf("  null-space share of the step: plain %.2e, kron %.2e (iterations %d, %d)\n",
+           sqrt(nul[0] / mov[0]), sqrt(nul[1] / mov[1]), rc.iterations, rp.iterations);
+    CHECK(sqrt(nul[0] / mov[0]) < 1e-4, "plain CG moved into the null space: %g", sqrt(nul[0] / mov[0]));
+    CHECK(sqrt(nul[1] / mov[1]) < 1e-4, "kron PCG moved into the null space: %g", sqrt(nul[1] / mov[1]));
+    t_close("kron pcg vs plain cg (singular)", xp, xc, out * in, 1e-3, 1e-4);
+    mrg_kron_free(&P);
+    mrg_kfac_free(&K);
+    for (int i = 0; i < N; i++) free(Wi[i]);
+}
+
+/* A breakdown that leaves x worse than it started puts x0 back. */
+static void test_cg_breakdown_reverts(void) {
+    /* diag(1, -0.5) from 0 with b = (1, 1): the first step goes to (4, 4),
+     * residual (-3, 3); the next direction has p^T A p = -36 < 0. */
+    float d[2] = {1, -0.5f}, b[2] = {1, 1}, x[2] = {0, 0};
+    mrg_op op;
+    mrg_op_diag(&op, 2, d);
+    mrg_cg_result r;
+    mrg_cg(&op, b, x, 10, 1e-6, 0, NULL, NULL, &r);
+    CHECK(r.status == MRG_CG_BREAKDOWN, "status %d", r.status);
+    CHECK(r.reverted && x[0] == 0 && x[1] == 0, "reverted %d x = (%g, %g)", r.reverted, x[0], x[1]);
+    CHECK(r.final_residual == r.initial_residual, "final %g initial %g", r.final_residual,
+          r.initial_residual);
+}
+
 static void test_cg_rmul_vs_cholesky(void) {
     int rows = 4, k = 9;
     float S[81], b[36], x[36];
@@ -745,6 +864,9 @@ int main(void) {
     RUN(test_dare_mask);
     RUN(test_breadcrumbs_hand);
     RUN(test_kfac_apply);
+    RUN(test_dsyevd);
+    RUN(test_kron_singular);
+    RUN(test_cg_breakdown_reverts);
     RUN(test_cg_rmul_vs_cholesky);
     RUN(test_cg_scale_invariant);
     RUN(test_spd_ridge);

@@ -184,10 +184,11 @@ void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b) {
  * (double, overwritten) as float: V f(L) V^T from M's eigendecomposition,
  * f(l) = 1/l for l >= MRG_KRON_RCOND lmax and 0 below.
  *
- * Real Grams are often of low rank or nearly so (the first decoder layer
- * may see a handful of distinct inputs). An inverse with a tiny ridge is
- * not positive definite once rounded to float and multiplies the rounding
- * noise of the residual in the (nearly) null directions by up to 1/ridge^2:
+ * Grams of few or repetitive examples are of low rank or nearly so (the
+ * first decoder layer may see a handful of distinct inputs). An inverse
+ * with a tiny ridge is not positive definite once rounded to float and
+ * multiplies the rounding noise of the residual in the (nearly) null
+ * directions by up to 1/ridge^2:
  * preconditioned CG broke down on 40 of 72 tensors of two t5-mini models
  * and, where it did not, filled the merged weights with values 10^5 times
  * their size along directions no input excites. The truncated

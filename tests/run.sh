@@ -4,6 +4,9 @@
 # a pass); a program that exits non-zero without printing a FAIL line counts
 # as one failure. Lists the skips, then closes with "N passed, N failed".
 set -u
+# Tests run their own makes: independent of how this one was called (-jN's
+# jobserver, GPU=1 on its command line)
+unset MAKEFLAGS MFLAGS MAKELEVEL GPU
 pass=0 fail=0
 failed=() skipped=()
 for t in "$@"; do

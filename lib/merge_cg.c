@@ -301,7 +301,6 @@ void mrg_cg(const mrg_op *op, const float *b, float *x, int maxit, double tol, d
     if (pc) pc(pc_ctx, r, z);
     memcpy(p, z, sizeof(float) * (size_t)n);
     double rz = pc ? dot(n, r, z) : rnorm * rnorm;
-    double rz0 = rz;
     int it = 0;
     for (; it < maxit; it++) {
         if (rnorm <= stop || rnorm == 0) {
@@ -331,14 +330,19 @@ void mrg_cg(const mrg_op *op, const float *b, float *x, int maxit, double tol, d
             rz_new = rr;
         }
         double beta = rz_new / rz;
-        if (!isfinite(beta) || !(rz_new > (pc ? 1e-14 * rz0 : 0))) {
+        /* Preconditioned, once what is left of r lies where the truncated
+         * preconditioner is 0, z = M^+ r is rounding noise and r^T z falls
+         * to about 1e-7 |r||z| (either sign); while CG makes progress the
+         * cosine of r and z stays above 1/cond(M) (>= 1e-6 here). */
+        double small = pc ? 1e-5 * rnorm * sqrt(dot(n, z, z)) : 0;
+        if (!isfinite(beta) || !(rz_new > small)) {
             /* r (or M^-1 r) vanished: x is the solution to working
              * precision; or, preconditioned with r still above the
              * tolerance, the rest of r is where the preconditioner is 0. */
             it++;
-            res->status = !isfinite(beta) || rz_new < 0 ? MRG_CG_BREAKDOWN
-                          : rnorm <= stop || !pc         ? MRG_CG_CONVERGED
-                                                         : MRG_CG_STALLED;
+            res->status = !isfinite(beta) || rz_new < -small ? MRG_CG_BREAKDOWN
+                          : rnorm <= stop || !pc              ? MRG_CG_CONVERGED
+                                                              : MRG_CG_STALLED;
             break;
         }
         float be = (float)beta;

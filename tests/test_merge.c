@@ -320,6 +320,33 @@ static void test_kron_singular(void) {
     for (int i = 0; i < N; i++) free(Wi[i]);
 }
 
+/* What is left of the residual where the truncated preconditioner is 0:
+ * "stalled", not a breakdown; those directions stay at x0. */
+static void test_kron_stalled(void) {
+    float A[9] = {1, 0, 0, 0, 0.5f, 0, 0, 0, 1e-5f}, G[4] = {1, 0, 0, 2};
+    float W[6] = {1, 2, 3, -1, 0.5f, 2}, b[6], x[6] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+    mrg_kfac K;
+    mrg_kfac_init(&K, 1, 2, 3);
+    mrg_kfac_set(&K, 0, A, G, 1.0f);
+    const float *Ws[1] = {W};
+    mrg_kfac_rhs(&K, Ws, b);
+    mrg_op op;
+    mrg_op_kfac(&op, &K);
+    mrg_kron P;
+    CHECK(mrg_kron_init(&P, &K) == 0 && P.rank_a == 2 && P.rank_g == 2, "kept %d and %d", P.rank_a,
+          P.rank_g);
+    mrg_cg_result r;
+    mrg_cg(&op, b, x, 20, 1e-9, 0, (mrg_precond_fn)mrg_kron_apply, &P, &r);
+    CHECK(r.status == MRG_CG_STALLED && !r.reverted, "status %d reverted %d after %d iterations", r.status,
+          r.reverted, r.iterations);
+    CHECK(fabsf(x[2] - 0.3f) < 1e-6f && fabsf(x[5] - 0.6f) < 1e-6f, "dropped column moved: %g %g", x[2],
+          x[5]);
+    for (int j = 0; j < 6; j++)
+        if (j % 3 != 2) CHECK(fabsf(x[j] - W[j]) < 1e-4f, "x[%d] = %g, want %g", j, x[j], W[j]);
+    mrg_kron_free(&P);
+    mrg_kfac_free(&K);
+}
+
 /* A breakdown that leaves x worse than it started puts x0 back. */
 static void test_cg_breakdown_reverts(void) {
     /* diag(1, -0.5) from 0 with b = (1, 1): the first step goes to (4, 4),
@@ -866,6 +893,7 @@ int main(void) {
     RUN(test_kfac_apply);
     RUN(test_dsyevd);
     RUN(test_kron_singular);
+    RUN(test_kron_stalled);
     RUN(test_cg_breakdown_reverts);
     RUN(test_cg_rmul_vs_cholesky);
     RUN(test_cg_scale_invariant);

@@ -188,12 +188,12 @@ void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b) {
  * first decoder layer may see a handful of distinct inputs). An inverse
  * with a tiny ridge is not positive definite once rounded to float and
  * multiplies the rounding noise of the residual in the (nearly) null
- * directions by up to 1/ridge^2:
- * preconditioned CG broke down on 40 of 72 tensors of two t5-mini models
- * and, where it did not, filled the merged weights with values 10^5 times
- * their size along directions no input excites. The truncated
- * pseudo-inverse leaves those directions at the initial point. Returns the
- * number of eigenvalues kept, or -1 if the eigensolver failed. */
+ * directions by up to 1/ridge^2: preconditioned CG broke down on 40 of 72
+ * tensors of two t5-mini models and, where it did not, filled the merged
+ * weights with values 10^5 times their size along directions no input
+ * excites. The truncated pseudo-inverse leaves those directions at the
+ * initial point. Returns the number of eigenvalues kept, or -1 if the
+ * eigensolver failed. */
 static int psd_pinv(int n, double *M, float *inv) {
     double *w = mallocCheck(sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (be_dsyevd(n, M, n, w) != 0) {

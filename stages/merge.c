@@ -789,7 +789,10 @@ static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_
                              : r->status == MRG_CG_STALLED   ? "stalled"
                                                              : "max_iterations");
     if (r->reverted) val_set_int(e, "reverted", 1);
-    if (r->status == MRG_CG_BREAKDOWN && st->breakdowns++ == 0) st->first_breakdown = strdupCheck(name);
+    if (r->status == MRG_CG_BREAKDOWN) {
+        if (st->breakdowns == 0) st->first_breakdown = strdupCheck(name);
+        st->breakdowns++;
+    }
     st->seconds += r->seconds;
     st->applies += r->iterations + 2;
     if (st->tensors == 0 || r->iterations < st->iters_min) st->iters_min = r->iterations;
@@ -996,8 +999,8 @@ static void run_solvers(const char *key) {
             val_set_int(sm, "breakdowns", st.breakdowns);
             fprintf(stderr,
                     "merge: warning: CG broke down on %ld of %ld tensors (first: %s; each keeps its "
-                    "last iterate, or its initial point where that was better); the statistics are "
-                    "nearly singular: a smaller --lambda makes them better conditioned\n",
+                    "last iterate, or its initial point where that was better): the statistics are "
+                    "nearly singular; each tensor's residuals are in the output's meta.cg\n",
                     st.breakdowns, st.tensors, st.first_breakdown);
         }
         free((void *)st.worst);

@@ -67,4 +67,18 @@ void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt
  * w[j]. Returns 0, or LAPACK's info when it failed to converge. */
 int be_dsyevd(int n, double *A, int lda, double *w);
 
+/* ---- CPU product precision ----------------------------------------- */
+
+/* be_gemm and be_gemm_sbatched on the CPU: float32 through OpenBLAS
+ * (BE_MATH_FP32, the default), or inputs rounded to bfloat16 and products
+ * accumulated in float32 on Intel AMX (BE_MATH_BF16, lib/amx.h), chosen by
+ * `<stage>.cpu_math` or MATS_CPU_MATH (device.h). be_syrk, be_dgemm and the
+ * solves stay in full precision. be_set_cpu_math returns 0, or -1 with a
+ * one-line mc_error() when bf16 is asked for on a CPU without AMX. */
+enum { BE_MATH_FP32 = 0, BE_MATH_BF16 = 1 };
+int be_math_parse(const char *name); /* "fp32" / "bf16" -> BE_MATH_*, else -1 */
+const char *be_math_name(int mode);
+int be_set_cpu_math(int mode);
+int be_cpu_math(void);
+
 #endif

@@ -2,8 +2,12 @@
  * LAPACK routines OpenBLAS ships). */
 #include "backend.h"
 
+#include "amx.h"
+#include "common.h"
+
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -66,8 +70,33 @@ void be_init_default(int fallback) {
 
 int be_threads(void) { return openblas_get_num_threads(); }
 
+/* be_gemm and be_gemm_sbatched in float32 (OpenBLAS) or with bfloat16
+ * inputs on the AMX tile unit (amx.c) */
+static int cpu_math = BE_MATH_FP32;
+
+int be_math_parse(const char *name) {
+    if (name && !strcmp(name, "fp32")) return BE_MATH_FP32;
+    if (name && !strcmp(name, "bf16")) return BE_MATH_BF16;
+    return -1;
+}
+
+const char *be_math_name(int mode) { return mode == BE_MATH_BF16 ? "bf16" : "fp32"; }
+
+int be_set_cpu_math(int mode) {
+    if (mode == BE_MATH_BF16 && !amx_available())
+        return mc_fail("cpu_math bf16 needs AMX: %s; use cpu_math fp32", amx_unavailable_reason());
+    cpu_math = mode == BE_MATH_BF16 ? BE_MATH_BF16 : BE_MATH_FP32;
+    return 0;
+}
+
+int be_cpu_math(void) { return cpu_math; }
+
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {
+    if (cpu_math == BE_MATH_BF16) {
+        amx_gemm_batched(transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -124,6 +153,11 @@ void be_axpy(long n, float a, const float *x, float *y) {
 void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, const float *A,
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                       float *C, int ldc, long strideC, int batch) {
+    if (cpu_math == BE_MATH_BF16) {
+        amx_gemm_batched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
+                         ldc, strideC, batch);
+        return;
+    }
     for (int i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                     transB ? CblasTrans : CblasNoTrans, m, n, k, alpha, A + i * strideA, lda,

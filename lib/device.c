@@ -51,6 +51,41 @@ int dev_open(int dev, const char *math) {
 #endif
 }
 
+/* "<stage>.NAME" from "<stage>.device" (or NAME alone for a bare key) */
+static int sibling_key(char *out, size_t cap, const char *key, const char *name) {
+    const char *dot = strrchr(key, '.');
+    size_t pre = dot ? (size_t)(dot - key) : 0;
+    if (pre + 1 + strlen(name) + 1 > cap) return mc_fail("config key too long: %s", key);
+    memcpy(out, key, pre);
+    snprintf(out + pre, cap - pre, pre ? ".%s" : "%s", name);
+    return 0;
+}
+
+/* The CPU's product precision: MATS_CPU_MATH, else <stage>.cpu_math, else
+ * fp32. Only stages with a config (train, eval, fisher, gram) read it. */
+static int cpu_math_select(mc_cfg *cfg, const char *key) {
+    char mkey[256];
+    const char *math = "fp32", *where = NULL;
+    char where_buf[320];
+    if (sibling_key(mkey, sizeof mkey, key, "cpu_math") < 0) return -1;
+    if (cfg_get_str(cfg, mkey, "fp32", &math) < 0) return -1;
+    const char *w = cfg_where(cfg, mkey);
+    if (w) {
+        snprintf(where_buf, sizeof where_buf, "%s: %s", w, mkey);
+        where = where_buf;
+    }
+    const char *env = getenv("MATS_CPU_MATH");
+    if (env && *env) math = env, where = "MATS_CPU_MATH";
+    int mode = be_math_parse(math);
+    if (mode < 0) return mc_fail("%s: cpu_math '%s' is not one of fp32, bf16", where ? where : mkey, math);
+    if (be_set_cpu_math(mode) < 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", mc_error());
+        return mc_fail("%s: %s", where ? where : mkey, why);
+    }
+    return 0;
+}
+
 int dev_select(mc_cfg *cfg, const char *key) {
     const char *name = "cpu", *where = "default";
     char where_buf[256];
@@ -83,6 +118,7 @@ int dev_select(mc_cfg *cfg, const char *key) {
     const char *menv = getenv("MATS_GPU_MATH");
     if (menv && *menv) math = menv;
     if (dev_open(dev, math) < 0) return -1;
+    if (dev == MC_DEV_CPU && cfg && key && cpu_math_select(cfg, key) < 0) return -1;
     return dev;
 }
 
@@ -98,6 +134,15 @@ void dev_option(const char *name) {
 }
 
 void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev) {
+    if (dev == MC_DEV_CPU) {
+        /* the precision in use when it differs from the config's (MATS_CPU_MATH) */
+        char mkey[256];
+        if (sibling_key(mkey, sizeof mkey, key, "cpu_math") < 0) return;
+        const char *math = be_math_name(be_cpu_math());
+        const char *cm = cfg ? cfg_peek(cfg, mkey) : NULL;
+        if (strcmp(math, cm ? cm : "fp32") != 0) key_config(k, mkey, math);
+        return;
+    }
     if (dev != MC_DEV_CUDA) return;
     const char *have = cfg ? cfg_peek(cfg, key) : NULL;
     if (!have || strcmp(have, "cuda") != 0) key_config(k, key, "cuda");

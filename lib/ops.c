@@ -102,11 +102,26 @@ static void part(long n, int parts, int i, long *lo, long *hi) {
     *hi = (long)((__int128)n * (i + 1) / parts);
 }
 
+/* Between two parallel loops a worker, and the caller waiting for one, spin
+ * for a few microseconds before sleeping on the condition variable: most
+ * loops follow one another closely (the AMX products run three in a row), and
+ * a sleep and wake-up costs a context switch each. */
+#ifndef POOL_SPINS
+#define POOL_SPINS 2000
+#endif
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 static void *pool_worker(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = 0;
     be_flush_denormals();
     for (;;) {
+        for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen; s++) cpu_relax();
         pthread_mutex_lock(&pool.mu);
         while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);
         seen = pool.gen;
@@ -118,7 +133,7 @@ static void *pool_worker(void *arg) {
         part(n, pool.n, id, &lo, &hi);
         if (lo < hi) fn(ctx, lo, hi);
         pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool.done);
         pthread_mutex_unlock(&pool.mu);
     }
     return NULL;
@@ -150,12 +165,13 @@ void ops_parallel_for(long n, long grain, ops_range_fn fn, void *ctx) {
     }
     pthread_mutex_lock(&pool.mu);
     pool.fn = fn, pool.ctx = ctx, pool.items = n, pool.pending = pool.n - 1;
-    pool.gen++;
+    __atomic_add_fetch(&pool.gen, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.mu);
     long lo, hi;
     part(n, pool.n, 0, &lo, &hi);
     fn(ctx, lo, hi);
+    for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; s++) cpu_relax();
     pthread_mutex_lock(&pool.mu);
     while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);

@@ -364,7 +364,8 @@ static double gemm_flops_forward(const t5_config *c, double B, double Te, double
     return enc + dec + 2 * Nd * D * V;
 }
 
-static double sgemm_peak(void) {
+/* the product's peak as the stage runs it: cblas_sgemm, or AMX in bf16 */
+static double gemm_peak(void) {
     int n = 1536;
     float *a = mallocCheck(sizeof(float) * n * n), *b = mallocCheck(sizeof(float) * n * n),
           *c = mallocCheck(sizeof(float) * n * n);
@@ -383,11 +384,14 @@ static double sgemm_peak(void) {
 
 static int bench(const t5_config *c, const train_opts *o, long steps, const mc_ops *ops) {
     int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
-    double peak = sgemm_peak();
+    double peak = gemm_peak();
+    int bf16 = be_cpu_math() == BE_MATH_BF16 && ops == dev_ops(MC_DEV_CPU);
+    const char *peak_name = bf16 ? "AMX bf16 GEMM" : "sgemm";
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
            c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
            c->vocab_size, B, Te, Td, be_threads());
-    printf("bench-train: measured cblas_sgemm peak (%dx%dx%d): %.1f GFLOP/s\n", 1536, 1536, 1536, peak);
+    printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", bf16 ? "AMX bf16 GEMM" : "cblas_sgemm",
+           1536, 1536, 1536, peak);
     int *enc = mallocCheck(sizeof(int) * B * Te), *tgt = mallocCheck(sizeof(int) * B * Td),
         *dec = mallocCheck(sizeof(int) * B * Td);
     t5_rng r;
@@ -428,9 +432,9 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         double per = t_all / steps;
         /* full: forward + 2x backward GEMMs; IA3: no weight gradients (~1x) */
         double flops = fwd * (mode == 0 ? 3.0 : 2.0);
-        printf("bench-train: C %-4s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.1f GFLOP/s = %.0f%% of sgemm peak, loss %.3f\n",
-               mode ? "IA3" : "full", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
-               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9, 100 * flops / per / 1e9 / peak, loss);
+        printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
+               mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
+               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9, 100 * flops / per / 1e9 / peak, peak_name, loss);
         opt_free(opt);
         t5_free(m);
     }

@@ -1,0 +1,338 @@
+/* amx.c - BF16 matrix products on Intel AMX (see amx.h).
+ *
+ * C = alpha * op(A) op(B) + beta * C, float32 in and out, with the product
+ * taken in bfloat16 (inputs rounded to nearest even) and accumulated in
+ * float32 by the AMX tile unit (TDPBF16PS). Per call:
+ *
+ *   1. pack op(A) (m x k) into bf16 rows of Kp = k rounded up to 32,
+ *      m rounded up to 32, zeros in the padding;
+ *   2. pack op(B) (k x n) into the tile unit's pair layout ("VNNI"):
+ *      element (kk, j) at ((kk / 2) * Np + j) * 2 + kk % 2, n rounded up
+ *      to Np, a multiple of 32;
+ *   3. for every 32 x 32 block of C: four accumulator tiles (2 x 2 of
+ *      16 x 16 floats), two A tiles (16 rows x 32 k), two B tiles
+ *      (16 k-pairs x 16 columns), k in steps of 32; then the block is
+ *      scaled into C.
+ *
+ * Packing and blocks run on the ops pool (ops.h), with the tile
+ * configuration loaded in each worker. Every element of C is one fixed
+ * sequence of tile operations whichever thread computes it, so the bytes do
+ * not depend on the thread count. */
+#include "amx.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "common.h"
+#include "ops.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define MC_HAVE_AMX_CODE 1
+#endif
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+int amx_available(void) {
+    static int state = -1;
+    if (state >= 0) return state;
+    state = 0;
+#ifdef MC_HAVE_AMX_CODE
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
+    int avx512bf16 = 0;
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512bf16 = (a >> 5) & 1;
+    int avx512f = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) avx512f = (b >> 16) & 1;
+    if (!tile || !bf16 || !avx512bf16 || !avx512f) return 0;
+    /* Linux hands out the tile state only on request (once per process). */
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return 0;
+    state = 1;
+#endif
+    return state;
+}
+
+const char *amx_unavailable_reason(void) {
+    return "this CPU or kernel offers no AMX-BF16 tile unit (Intel Sapphire Rapids or newer, "
+           "Linux 5.16 or newer)";
+}
+
+#ifdef MC_HAVE_AMX_CODE
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+
+static uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct {
+    /* sources: op(X) is rows x cols; X[r][c] at x + b * stride + r * ld + c
+     * (not transposed) or x + b * stride + c * ld + r (transposed) */
+    const float *a, *b;
+    int ta, tb, lda, ldb;
+    long sa, sb;
+    int m, n, k, batch;
+    int Mp, Np, Kp;
+    uint16_t *pa, *pb; /* packed: batch x Mp x Kp ; batch x Kp/2 x Np x 2 */
+    float alpha, beta;
+    float *c;
+    int ldc;
+    long sc;
+    int mb, nb; /* blocks of 32 per matrix, rows and columns */
+} amx_job;
+
+/* op(A) = A: one packed row, r in [0, batch * Mp) */
+TARGET static void pack_a_rows(void *p, long lo, long hi) {
+    amx_job *j = p;
+    for (long r = lo; r < hi; r++) {
+        int bi = (int)(r / j->Mp), i = (int)(r % j->Mp);
+        uint16_t *dst = j->pa + (size_t)r * j->Kp;
+        if (i >= j->m) {
+            memset(dst, 0, sizeof(uint16_t) * j->Kp);
+            continue;
+        }
+        const float *src = j->a + bi * j->sa + (size_t)i * j->lda;
+        int kk = 0;
+        for (; kk + 32 <= j->k; kk += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kk + 16), _mm512_loadu_ps(src + kk));
+            _mm512_storeu_si512((void *)(dst + kk), (__m512i)v);
+        }
+        for (; kk < j->k; kk++) dst[kk] = bf16_round(src[kk]);
+        for (; kk < j->Kp; kk++) dst[kk] = 0;
+    }
+}
+
+/* op(A) = A^T (A stored k x m): 16 packed rows at a time, r in
+ * [0, batch * Mp / 16). Two stored rows kk, kk+1 give 16 pairs, one per
+ * packed row: a 32-bit scatter. */
+TARGET static void pack_at_blocks(void *p, long lo, long hi) {
+    amx_job *j = p;
+    int per = j->Mp / 16;
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(j->Kp / 2));
+    for (long r = lo; r < hi; r++) {
+        int bi = (int)(r / per), i0 = (int)(r % per) * 16;
+        int valid = j->m - i0 < 16 ? (j->m - i0 > 0 ? j->m - i0 : 0) : 16;
+        __mmask16 mask = (__mmask16)((1u << valid) - 1u);
+        const float *src = j->a + bi * j->sa + i0;
+        uint32_t *dst = (uint32_t *)(j->pa + ((size_t)bi * j->Mp + i0) * j->Kp);
+        for (int kk = 0; kk < j->Kp; kk += 2) {
+            __m512 x0 = kk < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)kk * j->lda) : _mm512_setzero_ps();
+            __m512 x1 = kk + 1 < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)(kk + 1) * j->lda) : _mm512_setzero_ps();
+            /* lanes 0-15: x0, 16-31: x1; then word t = (x0[t], x1[t]) */
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+            __m512i pairs = _mm512_permutexvar_epi16(
+                _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
+                v);
+            _mm512_i32scatter_epi32(dst + kk / 2, rows, pairs, 4);
+        }
+    }
+}
+
+/* op(B) = B: one k-pair row of packed B, r in [0, batch * Kp/2) */
+TARGET static void pack_b_rows(void *p, long lo, long hi) {
+    amx_job *j = p;
+    int half = j->Kp / 2;
+    for (long r = lo; r < hi; r++) {
+        int bi = (int)(r / half), kp = (int)(r % half);
+        uint16_t *dst = j->pb + (size_t)r * j->Np * 2;
+        const float *src = j->b + bi * j->sb;
+        int k0 = 2 * kp, k1 = 2 * kp + 1;
+        int v0 = k0 < j->k, v1 = k1 < j->k;
+        int jj = 0;
+        if (v1) {
+            /* rows k0 and k1 of B (k x n) are contiguous: interleave them */
+            const float *r0 = src + (size_t)k0 * j->ldb, *r1 = src + (size_t)k1 * j->ldb;
+            const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                                    39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+            const __m512i hi_idx = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24,
+                                                    55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+            for (; jj + 32 <= j->n; jj += 32) {
+                __m512i x0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r0 + jj + 16), _mm512_loadu_ps(r0 + jj));
+                __m512i x1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1 + jj + 16), _mm512_loadu_ps(r1 + jj));
+                _mm512_storeu_si512((void *)(dst + 2 * jj), _mm512_permutex2var_epi16(x0, lo_idx, x1));
+                _mm512_storeu_si512((void *)(dst + 2 * jj + 32), _mm512_permutex2var_epi16(x0, hi_idx, x1));
+            }
+        }
+        for (; jj < j->n; jj++) {
+            dst[2 * jj] = v0 ? bf16_round(src[(size_t)k0 * j->ldb + jj]) : 0;
+            dst[2 * jj + 1] = v1 ? bf16_round(src[(size_t)k1 * j->ldb + jj]) : 0;
+        }
+        memset(dst + 2 * j->n, 0, sizeof(uint16_t) * 2 * (size_t)(j->Np - j->n));
+    }
+}
+
+/* op(B) = B^T (B stored n x k): one column j of the packed layout, r in
+ * [0, batch * Np). Stored row j read as bf16 is the column's k-pairs in
+ * order: 16 pairs (32-bit words) go to 16 packed rows by a scatter. */
+TARGET static void pack_bt_cols(void *p, long lo, long hi) {
+    amx_job *j = p;
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(j->Np));
+    for (long r = lo; r < hi; r++) {
+        int bi = (int)(r / j->Np), jj = (int)(r % j->Np);
+        uint32_t *dst = (uint32_t *)(j->pb + (size_t)bi * j->Kp * j->Np) + jj;
+        const float *src = j->b + bi * j->sb + (size_t)jj * j->ldb;
+        for (int kk = 0; kk < j->Kp; kk += 32) {
+            __m512i v = _mm512_setzero_si512();
+            if (jj < j->n && kk < j->k) {
+                int left = j->k - kk;
+                __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1u);
+                __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
+                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + kk + 16),
+                                                 _mm512_maskz_loadu_ps(m0, src + kk));
+            }
+            _mm512_i32scatter_epi32(dst + (size_t)(kk / 2) * j->Np, rows, v, 4);
+        }
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* 32 x 32 blocks of C: t in [0, batch * mb * nb) */
+TARGET static void block_range(void *p, long lo, long hi) {
+    amx_job *j = p;
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    float out[32 * 32];
+    long per = (long)j->mb * j->nb;
+    for (long t = lo; t < hi; t++) {
+        int bi = (int)(t / per);
+        int ib = (int)(t % per / j->nb), jb = (int)(t % j->nb);
+        int i0 = ib * 32, j0 = jb * 32;
+        const uint16_t *pa = j->pa + ((size_t)bi * j->Mp + i0) * j->Kp;
+        const uint16_t *pb = j->pb + (size_t)bi * j->Kp * j->Np + (size_t)j0 * 2;
+        long sa = (long)j->Kp * 2, sb = (long)j->Np * 4;
+        int ie = j->m - i0 < 32 ? j->m - i0 : 32, je = j->n - j0 < 32 ? j->n - j0 : 32;
+        float *c = j->c + bi * j->sc + (size_t)i0 * j->ldc + j0;
+        long sc = (long)j->ldc * 4;
+        /* a whole block with alpha 1 and beta 0 or 1: accumulate in C itself */
+        int direct = ie == 32 && je == 32 && j->alpha == 1.0f && (j->beta == 0.0f || j->beta == 1.0f);
+        if (direct && j->beta == 1.0f) {
+            _tile_loadd(0, c, sc);
+            _tile_loadd(1, c + 16, sc);
+            _tile_loadd(2, c + (size_t)16 * j->ldc, sc);
+            _tile_loadd(3, c + (size_t)16 * j->ldc + 16, sc);
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        for (int ks = 0; ks < j->Kp; ks += 32) {
+            _tile_loadd(4, pa + ks, sa);
+            _tile_loadd(5, pa + (size_t)16 * j->Kp + ks, sa);
+            const uint16_t *b = pb + (size_t)(ks / 2) * j->Np * 2;
+            _tile_loadd(6, b, sb);
+            _tile_loadd(7, b + 32, sb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        if (direct) {
+            _tile_stored(0, c, sc);
+            _tile_stored(1, c + 16, sc);
+            _tile_stored(2, c + (size_t)16 * j->ldc, sc);
+            _tile_stored(3, c + (size_t)16 * j->ldc + 16, sc);
+            continue;
+        }
+        _tile_stored(0, out, 128);
+        _tile_stored(1, out + 16, 128);
+        _tile_stored(2, out + 16 * 32, 128);
+        _tile_stored(3, out + 16 * 32 + 16, 128);
+        __m512 va = _mm512_set1_ps(j->alpha), vb = _mm512_set1_ps(j->beta);
+        for (int i = 0; i < ie; i++) {
+            float *cr = c + (size_t)i * j->ldc;
+            const float *o = out + i * 32;
+            for (int q = 0; q < je; q += 16) {
+                __mmask16 mk = je - q >= 16 ? 0xffff : (__mmask16)((1u << (je - q)) - 1u);
+                __m512 r = _mm512_mul_ps(va, _mm512_loadu_ps(o + q));
+                if (j->beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, cr + q), r);
+                _mm512_mask_storeu_ps(cr + q, mk, r);
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* packing buffers, grown as needed (the stages call the backend from one thread) */
+static uint16_t *buf_a, *buf_b;
+static size_t cap_a, cap_b;
+
+static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*p);
+        *p = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
+        if (!*p) die("out of memory: %zu bytes for an AMX packing buffer", n * sizeof(uint16_t));
+        *cap = n;
+    }
+    return *p;
+}
+
+void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                      long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                      long sc, int batch) {
+    if (m <= 0 || n <= 0 || batch <= 0) return;
+    amx_job j = {.a = A, .b = B, .ta = ta, .tb = tb, .lda = lda, .ldb = ldb, .sa = sa, .sb = sb,
+                 .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha, .beta = beta, .c = C,
+                 .ldc = ldc, .sc = sc};
+    j.Mp = (m + 31) / 32 * 32;
+    j.Np = (n + 31) / 32 * 32;
+    j.Kp = (k + 31) / 32 * 32;
+    if (j.Kp == 0) j.Kp = 32; /* k = 0: zero tiles, C = beta * C */
+    j.mb = j.Mp / 32;
+    j.nb = j.Np / 32;
+    j.pa = grow(&buf_a, &cap_a, (size_t)batch * j.Mp * j.Kp);
+    j.pb = grow(&buf_b, &cap_b, (size_t)batch * j.Kp * j.Np);
+    long work_a = (long)m * k, work_b = (long)k * n;
+    long ra = (long)batch * j.Mp, rb = (long)batch * (j.Kp / 2);
+    if (ta) {
+        ra = (long)batch * (j.Mp / 16);
+        if (work_a * batch < 32768) pack_at_blocks(&j, 0, ra); else ops_parallel_for(ra, 2, pack_at_blocks, &j);
+    } else {
+        if (work_a * batch < 32768) pack_a_rows(&j, 0, ra); else ops_parallel_for(ra, 16, pack_a_rows, &j);
+    }
+    if (tb) {
+        rb = (long)batch * j.Np;
+        if (work_b * batch < 32768) pack_bt_cols(&j, 0, rb); else ops_parallel_for(rb, 16, pack_bt_cols, &j);
+    } else {
+        if (work_b * batch < 32768) pack_b_rows(&j, 0, rb); else ops_parallel_for(rb, 8, pack_b_rows, &j);
+    }
+    long blocks = (long)batch * j.mb * j.nb;
+    if (blocks * j.Kp < 4096) block_range(&j, 0, blocks);
+    else ops_parallel_for(blocks, 1, block_range, &j);
+}
+
+#else
+
+void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                      long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                      long sc, int batch) {
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)sa;
+    (void)B, (void)ldb, (void)sb, (void)beta, (void)C, (void)ldc, (void)sc, (void)batch;
+    die("AMX products are not built for this architecture");
+}
+
+#endif

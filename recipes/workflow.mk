@@ -143,8 +143,11 @@ $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(f
 # Runs on the GPU (DEVICE=cuda, exported to the stages by recipes/gpu.mk) are
 # keyed apart from CPU runs: <stage>.device=cuda (and the product precision
 # when MATS_GPU_MATH is set) enter the keys of the stages that run on it.
+# On the CPU, MATS_CPU_MATH (bf16: AMX products) enters the keys of the
+# stages that read it (as <stage>.cpu_math in the experiment would).
 GPU_STAGES := train eval fisher gram merge
-device_sets = $(if $(and $(filter cuda,$(DEVICE)),$(filter $(1),$(GPU_STAGES))),--set $(1).device=cuda $(if $(MATS_GPU_MATH),--set $(1).gpu_math=$(MATS_GPU_MATH)))
+CPU_MATH_STAGES := train eval fisher gram
+device_sets = $(if $(and $(filter cuda,$(DEVICE)),$(filter $(1),$(GPU_STAGES))),--set $(1).device=cuda $(if $(MATS_GPU_MATH),--set $(1).gpu_math=$(MATS_GPU_MATH)),$(if $(and $(filter-out fp32,$(MATS_CPU_MATH)),$(filter $(1),$(CPU_MATH_STAGES))),--set $(1).cpu_math=$(MATS_CPU_MATH)))
 key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(call device_sets,$(1)) $(foreach i,$(5),--input $(i))
 
 # $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)

@@ -6,7 +6,7 @@
 set -u
 # Tests run their own makes: independent of how this one was called (-jN's
 # jobserver, GPU=1 on its command line)
-unset MAKEFLAGS MFLAGS MAKELEVEL GPU
+unset MAKEFLAGS MFLAGS MAKELEVEL GPU MATS_CPU_MATH
 pass=0 fail=0
 failed=() skipped=()
 for t in "$@"; do

@@ -386,6 +386,60 @@ static void test_batch_fill(void) {
     tok_batch_free(&tb);
 }
 
+/* max |a - b| / max |b| */
+static double norm_err(const float *a, const float *b, long n) {
+    double e = 0, s = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > e) e = d;
+        if (fabs(b[i]) > s) s = fabs(b[i]);
+    }
+    return e / (s + 1e-30);
+}
+
+/* cpu_math bf16 (AMX): the same model, loss, gradients and ten AdamW steps
+ * within bfloat16's rounding of the float32 reference (8 significant bits:
+ * 2^-9 = 2e-3 relative per input), and measurably not float32 */
+static void test_bf16_products(void) {
+    if (be_set_cpu_math(BE_MATH_BF16) < 0) T_SKIP(mc_error());
+    t5_model *m = micro(1, 0);
+    t5_zero_grad(m);
+    float loss = t5_forward(m, &Bt);
+    long n = (long)Bt.Bd * Bt.Td * C.vocab_size;
+    double el = norm_err(m->a.logits, fx_f32(F, "logits"), n);
+    printf("  bf16 logits: max error %.3g of max |logit|; loss %.6f reference %.6f\n", el, loss,
+           fx_f32(F, "loss")[0]);
+    CHECK(el < 2e-2 && el > 1e-5, "bf16 logits error %.3g not in (1e-5, 2e-2)", el);
+    CHECK(fabs(loss - fx_f32(F, "loss")[0]) < 1e-2 * fabs(fx_f32(F, "loss")[0]), "bf16 loss %f", loss);
+    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    double worst = 0;
+    char nm[160];
+    for (int i = 0; i < m->n_tensors; i++) {
+        const t5_tensor *t = &m->tensors[i];
+        snprintf(nm, sizeof nm, "grad/%s", t->name);
+        double e = norm_err(m->grads + t->offset, fx_f32(F, nm), (long)t->numel);
+        if (e > worst) worst = e;
+    }
+    printf("  bf16 gradients: worst tensor error %.3g of its max |grad|\n", worst);
+    CHECK(worst < 5e-2 && worst > 1e-5, "bf16 gradient error %.3g not in (1e-5, 5e-2)", worst);
+    t5_free(m);
+    m = micro(1, 0);
+    optim *o = opt_new(OPT_ADAMW, 3e-3f, m->n_params, m->tensors, m->n_tensors);
+    float losses[10];
+    for (int s = 0; s < 10; s++) {
+        t5_zero_grad(m);
+        losses[s] = t5_forward(m, &Bt);
+        t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+        opt_step(o, m->params, m->grads);
+    }
+    const float *ref = fx_f32(F, "adamw_losses");
+    printf("  bf16 AdamW: step 9 loss %.6f reference %.6f\n", losses[9], ref[9]);
+    t_close("bf16 adamw_losses", losses, ref, 10, 1e-2, 0);
+    opt_free(o);
+    t5_free(m);
+    be_set_cpu_math(BE_MATH_FP32);
+}
+
 int main(void) {
     be_init(2); /* exercise the threaded loops of ops.c */
     F = fx_load(FIXTURE);
@@ -410,6 +464,7 @@ int main(void) {
     RUN(test_rank);
     RUN(test_span_corruption);
     RUN(test_batch_fill);
+    RUN(test_bf16_products);
     fx_free(F);
     return t_done();
 }

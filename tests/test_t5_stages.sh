@@ -164,6 +164,28 @@ if build/bin/train "${mx[@]}" -o "$T/mx1.msgpack" 2>"$T/logm1" &&
     ok "train_mixture_rates (drew has7 ${d1}% uncapped, ${d2}% capped)"
 else fail train_mixture_rates "drew ${d1:-?} / ${d2:-?}; $(grep mixture "$T/logm1" "$T/logm2")"; fi
 
+# 4b. cpu_math = bf16 (AMX products): learns as float32 does, the same bytes
+# on one thread and on two, MATS_CPU_MATH equal to the config key, and a
+# key apart from float32's
+if grep -qw amx_bf16 /proc/cpuinfo; then
+    bf=(--config "$T/exp.conf" --data "$T/train.msgpack")
+    if MATS_THREADS=1 build/bin/train "${bf[@]}" --set train.cpu_math=bf16 -o "$T/bf1.msgpack" 2>"$T/logb1" &&
+       MATS_THREADS=2 build/bin/train "${bf[@]}" --set train.cpu_math=bf16 -o "$T/bf2.msgpack" 2>"$T/logb2" &&
+       MATS_THREADS=2 MATS_CPU_MATH=bf16 build/bin/train "${bf[@]}" -o "$T/bf3.msgpack" 2>"$T/logb3" &&
+       build/bin/train "${bf[@]}" -o "$T/fp.msgpack" 2>"$T/logb4" &&
+       build/bin/eval --model "$T/bf2.msgpack" --data "$T/test.msgpack" -o "$T/mb.msgpack" >"$T/tableb" 2>&1 &&
+       a=$(acc "$T/mb.msgpack" has7) && ge "$a" 0.9; then
+        kb=$(build/bin/art show "$T/bf2.msgpack" | awk '$1 == "key" { print $2 }')
+        ke=$(build/bin/art show "$T/bf3.msgpack" | awk '$1 == "key" { print $2 }')
+        kf=$(build/bin/art show "$T/fp.msgpack" | awk '$1 == "key" { print $2 }')
+        if ! cmp -s "$T/bf1.msgpack" "$T/bf2.msgpack"; then fail train_bf16 "1 and 2 threads gave different bytes"
+        elif [ -z "$kb" ] || [ "$kb" = "$kf" ]; then fail train_bf16 "bf16 key '$kb' equals float32's"
+        elif cmp -s "$T/bf2.msgpack" "$T/fp.msgpack"; then fail train_bf16 "bf16 run gave float32's bytes"
+        elif [ "$kb" != "$ke" ]; then fail train_bf16 "MATS_CPU_MATH key $ke differs from the config's $kb"
+        else ok "train_bf16 (has7 accuracy $a, same bytes on 1 and 2 threads)"; fi
+    else fail train_bf16 "accuracy ${a:-?}"; cat "$T/logb1" "$T/logb2" "$T/logb3" "$T/tableb" 2>/dev/null; fi
+else echo "skip train_bf16: no AMX-BF16 on this CPU"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2
@@ -179,6 +201,7 @@ check_err train_missing_data "nope.msgpack" build/bin/train --config "$T/exp.con
 check_err train_corpus_as_task "corpus" build/bin/train --config "$T/exp.conf" --data "$T/corpus.msgpack" -o "$T/x.msgpack"
 check_err train_ia3_needs_init "init" build/bin/train --config "$T/exp.conf" --mode ia3 --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_unknown_key "train.stepz" build/bin/train --config "$T/exp.conf" --set train.stepz=3 --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err train_bad_cpu_math "cpu_math 'bf17' is not one of fp32, bf16" build/bin/train --config "$T/exp.conf" --set train.cpu_math=bf17 --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_unknown_schedule "train.schedule" build/bin/train --config "$T/exp.conf" --set train.schedule=warm --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err_last train_nan_stops "diverged" build/bin/train --config "$T/exp.conf" --init "$T/huge_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_nan_init_rejected "nan_model.msgpack: tensor lm_head.weight holds a NaN" build/bin/train --config "$T/exp.conf" --init "$T/nan_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"

@@ -141,6 +141,11 @@ cp "$T/exp.orig" "$EXPF"
 grep -q "config changed: train.lr=" <<<"$ex" && ok explain_names_the_change || fail explain_names_the_change "$ex"
 ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
 grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "$ex"
+# MATS_CPU_MATH=bf16 keys the model stages apart; fp32 is the default's key
+ex=$(MATS_CACHE=$A MATS_CPU_MATH=bf16 make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+ex2=$(MATS_CACHE=$A MATS_CPU_MATH=fp32 make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+grep -q "train.cpu_math=bf16" <<<"$ex" && grep -q "cache hit" <<<"$ex2" && ok cpu_math_keys_apart ||
+    fail cpu_math_keys_apart "$ex / $ex2"
 
 # make report: every method of both modes in one table, written once after
 # the IA3 half (IA3 only) and again with both

@@ -5,14 +5,19 @@ fixtures-t5:
 	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
 	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin
 
-## bench-train    training tokens/s, ms/step and sgemm-peak fraction of t5-mini (full, IA3), beside PyTorch
+## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch
 BENCH_THREADS ?= 2
 BENCH_STEPS ?= 3
+bench-train: SHELL := /bin/bash -o pipefail
 bench-train: build/bin/train
-	MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS)
-	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
+	MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=fp32 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS)
+	@if grep -qw amx_bf16 /proc/cpuinfo; then \
+	  MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=bf16 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS) | \
+	    grep -v 'T5 d_model'; bf16=--bf16; \
+	else echo "bench-train: no AMX-BF16 on this CPU; no bf16 figures"; bf16=; fi; \
+	if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
 	  cd tests/reference && /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
-	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS); \
+	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS) $$bf16; \
 	else echo "bench-train: python3-torch not installed; no PyTorch comparison (scripts/install-deps.sh --reference)"; fi
 
 .PHONY: fixtures-t5 bench-train

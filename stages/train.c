@@ -627,6 +627,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
     }
     if (dev != MC_DEV_CPU) fprintf(stderr, "%s: device %s\n", mc_progname(), dev_describe(dev));
+    else if (be_cpu_math() == BE_MATH_BF16)
+        fprintf(stderr, "%s: cpu_math bf16: model products with bfloat16 inputs on AMX\n", mc_progname());
 
     /* per-microbatch scratch (allocated once) */
     int *in = mallocCheck(sizeof(int) * mb * (o.max_in + 1)), *tg = mallocCheck(sizeof(int) * mb * (o.max_tgt + 1));

@@ -5,7 +5,7 @@ torch's threads and OpenBLAS's in every way peer_threads.py knows; each
 split is printed and the best one is the peer's figure.
 
   /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
-      --threads 2 --steps 3 [--batch 32 --input 128 --target 32]
+      --threads 2 --steps 3 [--batch 32 --input 128 --target 32] [--bf16]
 """
 import argparse
 import resource
@@ -17,9 +17,10 @@ import peer_threads
 import t5_ref as R
 
 
-def step_time(P0, cfg, enc, dec, tgt, mode, steps):
+def step_time(P0, cfg, enc, dec, tgt, mode, steps, bf16=False):
     """Mean seconds of one AdamW step (forward, backward, update) after a
-    warm-up step, and the last loss."""
+    warm-up step, and the last loss; bf16: the forward under
+    torch.autocast('cpu', bfloat16), PyTorch's mixed precision."""
     if mode == 'full':
         P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
         IA = None
@@ -33,7 +34,8 @@ def step_time(P0, cfg, enc, dec, tgt, mode, steps):
     for s in range(steps + 1):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = R.loss_fn(R.forward(P, cfg, enc, dec, IA), tgt)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            loss = R.loss_fn(R.forward(P, cfg, enc, dec, IA), tgt)
         loss.backward()
         opt.step()
         if s > 0:
@@ -49,6 +51,7 @@ def main():
     ap.add_argument('--batch', type=int, default=32)
     ap.add_argument('--input', type=int, default=128)
     ap.add_argument('--target', type=int, default=32)
+    ap.add_argument('--bf16', action='store_true', help='also time the step under bfloat16 autocast')
     a = ap.parse_args()
     cfg = R.read_conf(a.config)
     gen = torch.Generator().manual_seed(1)
@@ -61,17 +64,19 @@ def main():
     dec = R.shift_right(tgt)
     P0 = R.random_params(cfg, gen, ln_noise=0.0, relb_std=cfg['d_model'] ** -0.5)
     print(f'bench-train: PyTorch {torch.__version__}, {a.threads} cores')
-    for mode in ('full', 'IA3'):
-        best = None
-        for split in peer_threads.splits(a.threads):
-            peer_threads.use(split)
-            per, loss = step_time(P0, cfg, enc, dec, tgt, mode, a.steps)
-            print(f'bench-train: PyTorch {mode:4s} ({split[0]}): {B * (Te + Td) / per:7.0f} tokens/s, '
-                  f'{per * 1e3:7.1f} ms/step, loss {loss:.3f}')
-            if best is None or per < best[0]:
-                best = (per, split[0])
-        print(f'bench-train: PyTorch {mode:4s}: {B * (Te + Td) / best[0]:7.0f} tokens/s (input+target), '
-              f'{best[0] * 1e3:7.1f} ms/step, best split {best[1]}')
+    for prec in (('fp32', 'bf16') if a.bf16 else ('fp32',)):
+        tag = '' if prec == 'fp32' else ' bf16 autocast'
+        for mode in ('full', 'IA3'):
+            best = None
+            for split in peer_threads.splits(a.threads):
+                peer_threads.use(split)
+                per, loss = step_time(P0, cfg, enc, dec, tgt, mode, a.steps, prec == 'bf16')
+                print(f'bench-train: PyTorch {mode:4s}{tag} ({split[0]}): {B * (Te + Td) / per:7.0f} tokens/s, '
+                      f'{per * 1e3:7.1f} ms/step, loss {loss:.3f}')
+                if best is None or per < best[0]:
+                    best = (per, split[0])
+            print(f'bench-train: PyTorch {mode:4s}{tag}: {B * (Te + Td) / best[0]:7.0f} tokens/s (input+target), '
+                  f'{best[0] * 1e3:7.1f} ms/step, best split {best[1]}')
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f'bench-train: PyTorch peak resident memory {rss:.0f} MiB')
 

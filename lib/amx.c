@@ -82,8 +82,8 @@ typedef struct {
     int ta, tb, lda, ldb;
     long sa, sb;
     int m, n, k, batch;
-    int Mp, Np, Kp;
-    uint16_t *pa, *pb; /* packed: batch x Mp x Kp ; batch x Kp/2 x Np x 2 */
+    int Mp, Np, Kp, kt; /* padded sizes; kt = Kp / 32 tiles along k */
+    uint16_t *pa, *pb;  /* packed, tile by tile (see A_TILE, B_TILE) */
     float alpha, beta;
     float *c;
     int ldc;
@@ -91,24 +91,33 @@ typedef struct {
     int mb, nb; /* blocks of 32 per matrix, rows and columns */
 } amx_job;
 
+/* Both operands are packed as 1 KiB tiles, each contiguous (64-byte rows),
+ * in the order the kernel reads them: for rows i0..i0+15 of op(A) (or
+ * columns j0..j0+15 of op(B)) the kt tiles along k follow each other.
+ *   A tile (i/16, kk/32): 16 rows x 32 bf16, element (i%16, kk%32)
+ *   B tile (j/16, kk/32): 16 k-pairs x 16 columns x 2, element
+ *     ((kk%32)/2, j%16, kk%2) - the tile unit's pair layout */
+#define A_TILE(j, bi, i16, k32) ((j)->pa + ((size_t)(bi) * ((j)->Mp / 16) + (i16)) * (j)->kt * 512 + (size_t)(k32) * 512)
+#define B_TILE(j, bi, j16, k32) ((j)->pb + ((size_t)(bi) * ((j)->Np / 16) + (j16)) * (j)->kt * 512 + (size_t)(k32) * 512)
+
 /* op(A) = A: one packed row, r in [0, batch * Mp) */
 TARGET static void pack_a_rows(void *p, long lo, long hi) {
     amx_job *j = p;
     for (long r = lo; r < hi; r++) {
         int bi = (int)(r / j->Mp), i = (int)(r % j->Mp);
-        uint16_t *dst = j->pa + (size_t)r * j->Kp;
-        if (i >= j->m) {
-            memset(dst, 0, sizeof(uint16_t) * j->Kp);
-            continue;
-        }
         const float *src = j->a + bi * j->sa + (size_t)i * j->lda;
-        int kk = 0;
-        for (; kk + 32 <= j->k; kk += 32) {
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kk + 16), _mm512_loadu_ps(src + kk));
-            _mm512_storeu_si512((void *)(dst + kk), (__m512i)v);
+        for (int t = 0; t < j->kt; t++) {
+            uint16_t *dst = A_TILE(j, bi, i / 16, t) + (i % 16) * 32;
+            int kk = t * 32, left = i < j->m ? j->k - kk : 0;
+            if (left >= 32) {
+                __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kk + 16), _mm512_loadu_ps(src + kk));
+                _mm512_storeu_si512((void *)dst, (__m512i)v);
+            } else {
+                int q = 0;
+                for (; q < left; q++) dst[q] = bf16_round(src[kk + q]);
+                for (; q < 32; q++) dst[q] = 0;
+            }
         }
-        for (; kk < j->k; kk++) dst[kk] = bf16_round(src[kk]);
-        for (; kk < j->Kp; kk++) dst[kk] = 0;
     }
 }
 
@@ -119,72 +128,70 @@ TARGET static void pack_at_blocks(void *p, long lo, long hi) {
     amx_job *j = p;
     int per = j->Mp / 16;
     const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(j->Kp / 2));
+                                            _mm512_set1_epi32(16));
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                           22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (long r = lo; r < hi; r++) {
-        int bi = (int)(r / per), i0 = (int)(r % per) * 16;
+        int bi = (int)(r / per), i16 = (int)(r % per), i0 = i16 * 16;
         int valid = j->m - i0 < 16 ? (j->m - i0 > 0 ? j->m - i0 : 0) : 16;
         __mmask16 mask = (__mmask16)((1u << valid) - 1u);
         const float *src = j->a + bi * j->sa + i0;
-        uint32_t *dst = (uint32_t *)(j->pa + ((size_t)bi * j->Mp + i0) * j->Kp);
         for (int kk = 0; kk < j->Kp; kk += 2) {
             __m512 x0 = kk < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)kk * j->lda) : _mm512_setzero_ps();
             __m512 x1 = kk + 1 < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)(kk + 1) * j->lda) : _mm512_setzero_ps();
             /* lanes 0-15: x0, 16-31: x1; then word t = (x0[t], x1[t]) */
-            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
-            __m512i pairs = _mm512_permutexvar_epi16(
-                _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                                 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
-                v);
-            _mm512_i32scatter_epi32(dst + kk / 2, rows, pairs, 4);
+            __m512i pairs = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            uint32_t *dst = (uint32_t *)A_TILE(j, bi, i16, kk / 32) + (kk % 32) / 2;
+            _mm512_i32scatter_epi32(dst, rows, pairs, 4);
         }
     }
 }
 
-/* op(B) = B: one k-pair row of packed B, r in [0, batch * Kp/2) */
+/* op(B) = B: one k-pair row, r in [0, batch * Kp/2): rows k0 = 2 kp and
+ * k1 = k0 + 1 of B interleaved, 16 columns (one 64-byte tile row) at a time */
 TARGET static void pack_b_rows(void *p, long lo, long hi) {
     amx_job *j = p;
     int half = j->Kp / 2;
+    const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi_idx = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24,
+                                            55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
     for (long r = lo; r < hi; r++) {
         int bi = (int)(r / half), kp = (int)(r % half);
-        uint16_t *dst = j->pb + (size_t)r * j->Np * 2;
         const float *src = j->b + bi * j->sb;
         int k0 = 2 * kp, k1 = 2 * kp + 1;
         int v0 = k0 < j->k, v1 = k1 < j->k;
+        const float *r0 = src + (size_t)k0 * j->ldb, *r1 = src + (size_t)k1 * j->ldb;
         int jj = 0;
-        if (v1) {
-            /* rows k0 and k1 of B (k x n) are contiguous: interleave them */
-            const float *r0 = src + (size_t)k0 * j->ldb, *r1 = src + (size_t)k1 * j->ldb;
-            const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                                    39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-            const __m512i hi_idx = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24,
-                                                    55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+        if (v1)
             for (; jj + 32 <= j->n; jj += 32) {
                 __m512i x0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r0 + jj + 16), _mm512_loadu_ps(r0 + jj));
                 __m512i x1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1 + jj + 16), _mm512_loadu_ps(r1 + jj));
-                _mm512_storeu_si512((void *)(dst + 2 * jj), _mm512_permutex2var_epi16(x0, lo_idx, x1));
-                _mm512_storeu_si512((void *)(dst + 2 * jj + 32), _mm512_permutex2var_epi16(x0, hi_idx, x1));
+                uint16_t *d0 = B_TILE(j, bi, jj / 16, kp / 16) + (kp % 16) * 32;
+                uint16_t *d1 = B_TILE(j, bi, jj / 16 + 1, kp / 16) + (kp % 16) * 32;
+                _mm512_storeu_si512((void *)d0, _mm512_permutex2var_epi16(x0, lo_idx, x1));
+                _mm512_storeu_si512((void *)d1, _mm512_permutex2var_epi16(x0, hi_idx, x1));
             }
+        for (; jj < j->Np; jj++) {
+            uint16_t *d = B_TILE(j, bi, jj / 16, kp / 16) + (kp % 16) * 32 + (jj % 16) * 2;
+            d[0] = v0 && jj < j->n ? bf16_round(r0[jj]) : 0;
+            d[1] = v1 && jj < j->n ? bf16_round(r1[jj]) : 0;
         }
-        for (; jj < j->n; jj++) {
-            dst[2 * jj] = v0 ? bf16_round(src[(size_t)k0 * j->ldb + jj]) : 0;
-            dst[2 * jj + 1] = v1 ? bf16_round(src[(size_t)k1 * j->ldb + jj]) : 0;
-        }
-        memset(dst + 2 * j->n, 0, sizeof(uint16_t) * 2 * (size_t)(j->Np - j->n));
     }
 }
 
-/* op(B) = B^T (B stored n x k): one column j of the packed layout, r in
+/* op(B) = B^T (B stored n x k): one column j of op(B), r in
  * [0, batch * Np). Stored row j read as bf16 is the column's k-pairs in
- * order: 16 pairs (32-bit words) go to 16 packed rows by a scatter. */
+ * order: 16 pairs (32-bit words) go to the 16 rows of a tile by a scatter. */
 TARGET static void pack_bt_cols(void *p, long lo, long hi) {
     amx_job *j = p;
     const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(j->Np));
+                                            _mm512_set1_epi32(16));
     for (long r = lo; r < hi; r++) {
         int bi = (int)(r / j->Np), jj = (int)(r % j->Np);
-        uint32_t *dst = (uint32_t *)(j->pb + (size_t)bi * j->Kp * j->Np) + jj;
         const float *src = j->b + bi * j->sb + (size_t)jj * j->ldb;
-        for (int kk = 0; kk < j->Kp; kk += 32) {
+        for (int t = 0; t < j->kt; t++) {
+            int kk = t * 32;
             __m512i v = _mm512_setzero_si512();
             if (jj < j->n && kk < j->k) {
                 int left = j->k - kk;
@@ -193,7 +200,8 @@ TARGET static void pack_bt_cols(void *p, long lo, long hi) {
                 v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + kk + 16),
                                                  _mm512_maskz_loadu_ps(m0, src + kk));
             }
-            _mm512_i32scatter_epi32(dst + (size_t)(kk / 2) * j->Np, rows, v, 4);
+            uint32_t *dst = (uint32_t *)B_TILE(j, bi, jj / 16, t) + jj % 16;
+            _mm512_i32scatter_epi32(dst, rows, v, 4);
         }
     }
 }
@@ -221,9 +229,8 @@ TARGET static void block_range(void *p, long lo, long hi) {
         int bi = (int)(t / per);
         int ib = (int)(t % per / j->nb), jb = (int)(t % j->nb);
         int i0 = ib * 32, j0 = jb * 32;
-        const uint16_t *pa = j->pa + ((size_t)bi * j->Mp + i0) * j->Kp;
-        const uint16_t *pb = j->pb + (size_t)bi * j->Kp * j->Np + (size_t)j0 * 2;
-        long sa = (long)j->Kp * 2, sb = (long)j->Np * 4;
+        const uint16_t *a0 = A_TILE(j, bi, 2 * ib, 0), *a1 = A_TILE(j, bi, 2 * ib + 1, 0);
+        const uint16_t *b0 = B_TILE(j, bi, 2 * jb, 0), *b1 = B_TILE(j, bi, 2 * jb + 1, 0);
         int ie = j->m - i0 < 32 ? j->m - i0 : 32, je = j->n - j0 < 32 ? j->n - j0 : 32;
         float *c = j->c + bi * j->sc + (size_t)i0 * j->ldc + j0;
         long sc = (long)j->ldc * 4;
@@ -240,12 +247,11 @@ TARGET static void block_range(void *p, long lo, long hi) {
             _tile_zero(2);
             _tile_zero(3);
         }
-        for (int ks = 0; ks < j->Kp; ks += 32) {
-            _tile_loadd(4, pa + ks, sa);
-            _tile_loadd(5, pa + (size_t)16 * j->Kp + ks, sa);
-            const uint16_t *b = pb + (size_t)(ks / 2) * j->Np * 2;
-            _tile_loadd(6, b, sb);
-            _tile_loadd(7, b + 32, sb);
+        for (int q = 0; q < j->kt; q++) {
+            _tile_loadd(4, a0 + (size_t)q * 512, 64);
+            _tile_loadd(6, b0 + (size_t)q * 512, 64);
+            _tile_loadd(5, a1 + (size_t)q * 512, 64);
+            _tile_loadd(7, b1 + (size_t)q * 512, 64);
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
@@ -277,9 +283,10 @@ TARGET static void block_range(void *p, long lo, long hi) {
     _tile_release();
 }
 
-/* packing buffers, grown as needed (the stages call the backend from one thread) */
-static uint16_t *buf_a, *buf_b;
-static size_t cap_a, cap_b;
+/* packing buffers, one pair per thread (amx_gemm_local runs on the ops
+ * pool's workers), grown as needed */
+static __thread uint16_t *buf_a, *buf_b;
+static __thread size_t cap_a, cap_b;
 
 static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
     if (n > *cap) {
@@ -291,9 +298,10 @@ static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
     return *p;
 }
 
-void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                      long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
-                      long sc, int batch) {
+/* the product on the ops pool (local = 0) or on the calling thread alone */
+static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                 long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc,
+                 int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
     amx_job j = {.a = A, .b = B, .ta = ta, .tb = tb, .lda = lda, .ldb = ldb, .sa = sa, .sb = sb,
                  .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha, .beta = beta, .c = C,
@@ -302,11 +310,12 @@ void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const fl
     j.Np = (n + 31) / 32 * 32;
     j.Kp = (k + 31) / 32 * 32;
     if (j.Kp == 0) j.Kp = 32; /* k = 0: zero tiles, C = beta * C */
+    j.kt = j.Kp / 32;
     j.mb = j.Mp / 32;
     j.nb = j.Np / 32;
     j.pa = grow(&buf_a, &cap_a, (size_t)batch * j.Mp * j.Kp);
     j.pb = grow(&buf_b, &cap_b, (size_t)batch * j.Kp * j.Np);
-    long work_a = (long)m * k, work_b = (long)k * n;
+    long work_a = local ? 0 : (long)m * k, work_b = local ? 0 : (long)k * n;
     long ra = (long)batch * j.Mp, rb = (long)batch * (j.Kp / 2);
     if (ta) {
         ra = (long)batch * (j.Mp / 16);
@@ -321,8 +330,20 @@ void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const fl
         if (work_b * batch < 32768) pack_b_rows(&j, 0, rb); else ops_parallel_for(rb, 8, pack_b_rows, &j);
     }
     long blocks = (long)batch * j.mb * j.nb;
-    if (blocks * j.Kp < 4096) block_range(&j, 0, blocks);
+    if (local || blocks * j.Kp < 4096) block_range(&j, 0, blocks);
     else ops_parallel_for(blocks, 1, block_range, &j);
+}
+
+void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                      long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                      long sc, int batch) {
+    gemm(0, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+}
+
+void amx_gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                    long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                    long sc, int batch) {
+    gemm(1, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 }
 
 #else
@@ -333,6 +354,12 @@ void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const fl
     (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)sa;
     (void)B, (void)ldb, (void)sb, (void)beta, (void)C, (void)ldc, (void)sc, (void)batch;
     die("AMX products are not built for this architecture");
+}
+
+void amx_gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                    long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                    long sc, int batch) {
+    amx_gemm_batched(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 }
 
 #endif

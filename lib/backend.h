@@ -80,5 +80,12 @@ int be_math_parse(const char *name); /* "fp32" / "bf16" -> BE_MATH_*, else -1 */
 const char *be_math_name(int mode);
 int be_set_cpu_math(int mode);
 int be_cpu_math(void);
+/* be_gemm_sbatched on the calling thread alone, callable from several
+ * threads at once (the ops pool's workers, each its own products). With
+ * bf16 the same bytes as be_gemm_sbatched; ops.c uses it there to run the
+ * attention's many small per-row products in parallel. */
+void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float alpha,
+                            const float *A, int lda, long strideA, const float *B, int ldb,
+                            long strideB, float beta, float *C, int ldc, long strideC, int batch);
 
 #endif

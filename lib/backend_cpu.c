@@ -164,6 +164,18 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                     B + i * strideB, ldb, beta, C + i * strideC, ldc);
 }
 
+void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float alpha,
+                            const float *A, int lda, long strideA, const float *B, int ldb,
+                            long strideB, float beta, float *C, int ldc, long strideC, int batch) {
+    if (cpu_math == BE_MATH_BF16) {
+        amx_gemm_local(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
+                       ldc, strideC, batch);
+        return;
+    }
+    be_gemm_sbatched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
+                     strideC, batch);
+}
+
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
  * column-major order with ldb = ldbt: LAPACK's native layout. */
 void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt) {

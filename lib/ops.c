@@ -514,7 +514,11 @@ typedef struct {
     const float *bias;
     const uint8_t *key_mask;
     const int *kv_index;
-    int causal, B, Tq, Tk, H;
+    int causal, B, Tq, Tk, H, K;
+    /* the products: inputs, outputs, beta of the gradient outputs */
+    const float *q, *k, *v, *dout;
+    float *out, *dq, *dk, *dv;
+    float beta;
 } att_ctx;
 
 /* softmax of rows r in [lo,hi) of probs viewed as (B*H*Tq, Tk) */
@@ -559,26 +563,64 @@ static void softmax_rows(void *p, long lo, long hi) {
     }
 }
 
+/* the per-row products of the attention: with bf16 products (AMX) the rows
+ * run in parallel on the pool, each on one thread (be_gemm_sbatched_local);
+ * in float32 one row at a time, the BLAS using every thread (splitting
+ * rows over the pool with a one-thread BLAS was slower there) */
+typedef void (*att_row_fn)(const att_ctx *c, int b,
+                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
+                                        const float *, int, long, float, float *, int, long, int));
+
+typedef struct {
+    const att_ctx *c;
+    att_row_fn fn;
+} att_rows_job;
+
+static void att_rows_range(void *p, long lo, long hi) {
+    att_rows_job *j = p;
+    for (long b = lo; b < hi; b++) j->fn(j->c, (int)b, be_gemm_sbatched_local);
+}
+
+static void att_rows(const att_ctx *c, att_row_fn fn) {
+    if (be_cpu_math() == BE_MATH_BF16) {
+        att_rows_job j = {c, fn};
+        ops_parallel_for(c->B, 1, att_rows_range, &j);
+    } else {
+        for (int b = 0; b < c->B; b++) fn(c, b, be_gemm_sbatched);
+    }
+}
+
+/* scores (H: Tq,Tk) = Q_h K_h^T of row b */
+static void att_scores_row(const att_ctx *c, int b,
+                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
+                                        const float *, int, long, float, float *, int, long, int)) {
+    int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
+    long TT = (long)Tq * Tk;
+    int bk = c->kv_index ? c->kv_index[b] : b;
+    gemm(0, 1, Tq, Tk, K, 1.0f, c->q + (size_t)b * Tq * HK, HK, K, c->k + (size_t)bk * Tk * HK, HK, K, 0.0f,
+         c->probs + (size_t)b * c->H * TT, Tk, TT, c->H);
+}
+
+/* out_h (Tq,K) = P_h V_h of row b */
+static void att_context_row(const att_ctx *c, int b,
+                            void (*gemm)(int, int, int, int, int, float, const float *, int, long,
+                                         const float *, int, long, float, float *, int, long, int)) {
+    int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
+    long TT = (long)Tq * Tk;
+    int bk = c->kv_index ? c->kv_index[b] : b;
+    gemm(0, 0, Tq, K, Tk, 1.0f, c->probs + (size_t)b * c->H * TT, Tk, TT, c->v + (size_t)bk * Tk * HK, HK, K,
+         0.0f, c->out + (size_t)b * Tq * HK, HK, K, c->H);
+}
+
 void op_attention_forward(float *out, float *probs, const float *q, const float *k,
                           const float *v, const float *bias, const uint8_t *key_mask,
                           const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K) {
-    int HK = H * K;
-    long TT = (long)Tq * Tk;
-    /* scores (H: Tq,Tk) = Q_h K_h^T for every row b */
-    for (int b = 0; b < B; b++) {
-        int bk = kv_index ? kv_index[b] : b;
-        be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, q + (size_t)b * Tq * HK, HK, K,
-                         k + (size_t)bk * Tk * HK, HK, K, 0.0f, probs + (size_t)b * H * TT, Tk, TT, H);
-    }
     att_ctx c = {.probs = probs, .bias = bias, .key_mask = key_mask, .kv_index = kv_index,
-                 .causal = causal, .B = B, .Tq = Tq, .Tk = Tk, .H = H};
+                 .causal = causal, .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
+                 .v = v, .out = out};
+    att_rows(&c, att_scores_row);
     ops_parallel_for((long)B * H * Tq, 8, softmax_rows, &c);
-    /* out_h (Tq,K) = P_h V_h */
-    for (int b = 0; b < B; b++) {
-        int bk = kv_index ? kv_index[b] : b;
-        be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, probs + (size_t)b * H * TT, Tk, TT,
-                         v + (size_t)bk * Tk * HK, HK, K, 0.0f, out + (size_t)b * Tq * HK, HK, K, H);
-    }
+    att_rows(&c, att_context_row);
 }
 
 /* dS = P * (dP - sum_j P dP), rows of (B*H*Tq, Tk) */
@@ -604,31 +646,42 @@ static void dbias_range(void *p, long lo, long hi) {
     }
 }
 
+/* dP_h = dO_h V_h^T ; dV_h (+)= P_h^T dO_h, row b */
+static void att_dprobs_row(const att_ctx *c, int b,
+                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
+                                        const float *, int, long, float, float *, int, long, int)) {
+    int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
+    long TT = (long)Tq * Tk;
+    size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
+    const float *pb = c->probs + (size_t)b * c->H * TT;
+    gemm(0, 1, Tq, Tk, K, 1.0f, c->dout + oq, HK, K, c->v + ok, HK, K, 0.0f, c->scratch + (size_t)b * c->H * TT,
+         Tk, TT, c->H);
+    if (c->dv) gemm(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, c->dout + oq, HK, K, c->beta, c->dv + ok, HK, K, c->H);
+}
+
+/* dQ_h (+)= dS_h K_h ; dK_h (+)= dS_h^T Q_h, row b */
+static void att_dqk_row(const att_ctx *c, int b,
+                        void (*gemm)(int, int, int, int, int, float, const float *, int, long,
+                                     const float *, int, long, float, float *, int, long, int)) {
+    int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
+    long TT = (long)Tq * Tk;
+    size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
+    const float *sb = c->scratch + (size_t)b * c->H * TT;
+    if (c->dq) gemm(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, c->k + ok, HK, K, c->beta, c->dq + oq, HK, K, c->H);
+    if (c->dk) gemm(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, c->q + oq, HK, K, c->beta, c->dk + ok, HK, K, c->H);
+}
+
 void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                            const float *dout, const float *q, const float *k, const float *v,
                            const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
-    int HK = H * K;
-    long TT = (long)Tq * Tk;
-    float beta = acc ? 1.0f : 0.0f; /* every (b, head) block of dq, dk, dv is written once */
-    for (int b = 0; b < B; b++) {
-        size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
-        const float *pb = probs + (size_t)b * H * TT;
-        /* dP_h = dO_h V_h^T ; dV_h += P_h^T dO_h */
-        be_gemm_sbatched(0, 1, Tq, Tk, K, 1.0f, dout + oq, HK, K, v + ok, HK, K, 0.0f,
-                         scratch + (size_t)b * H * TT, Tk, TT, H);
-        if (dv) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, pb, Tk, TT, dout + oq, HK, K, beta, dv + ok, HK, K, H);
-    }
+    /* every (b, head) block of dq, dk, dv is written once */
     att_ctx c = {.probs = (float *)probs, .scratch = scratch, .dbias = dbias, .B = B, .Tq = Tq,
-                 .Tk = Tk, .H = H};
+                 .Tk = Tk, .H = H, .K = K, .q = q, .k = k, .v = v, .dout = dout, .dq = dq, .dk = dk,
+                 .dv = dv, .beta = acc ? 1.0f : 0.0f};
+    att_rows(&c, att_dprobs_row);
     ops_parallel_for((long)B * H * Tq, 8, dscore_rows, &c);
-    if (dbias) ops_parallel_for((long)H * TT, 1024, dbias_range, &c);
-    for (int b = 0; b < B; b++) {
-        size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
-        const float *sb = scratch + (size_t)b * H * TT;
-        /* dQ_h += dS_h K_h ; dK_h += dS_h^T Q_h */
-        if (dq) be_gemm_sbatched(0, 0, Tq, K, Tk, 1.0f, sb, Tk, TT, k + ok, HK, K, beta, dq + oq, HK, K, H);
-        if (dk) be_gemm_sbatched(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, q + oq, HK, K, beta, dk + ok, HK, K, H);
-    }
+    if (dbias) ops_parallel_for((long)H * Tq * Tk, 1024, dbias_range, &c);
+    att_rows(&c, att_dqk_row);
 }
 
 typedef struct {

@@ -303,6 +303,7 @@ static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, co
                  long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc,
                  int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
+    if (!amx_available()) die("AMX products asked for, but %s", amx_unavailable_reason());
     amx_job j = {.a = A, .b = B, .ta = ta, .tb = tb, .lda = lda, .ldb = ldb, .sa = sa, .sb = sb,
                  .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha, .beta = beta, .c = C,
                  .ldc = ldc, .sc = sc};

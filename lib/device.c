@@ -61,62 +61,58 @@ static int sibling_key(char *out, size_t cap, const char *key, const char *name)
     return 0;
 }
 
+/* `key` from the config (default `def`), or from the environment variable
+ * `env` when set; *where names the source for messages ("FILE: key",
+ * the variable, or `fallback`). */
+static int setting(mc_cfg *cfg, const char *key, const char *def, const char *env, const char **value,
+                   const char **where, char *buf, size_t cap, const char *fallback) {
+    *value = def;
+    *where = fallback;
+    if (cfg && key) {
+        if (cfg_get_str(cfg, key, def, value) < 0) return -1;
+        const char *w = cfg_where(cfg, key);
+        if (w) {
+            snprintf(buf, cap, "%s: %s", w, key);
+            *where = buf;
+        }
+    }
+    const char *e = getenv(env);
+    if (e && *e) *value = e, *where = env;
+    return 0;
+}
+
 /* The CPU's product precision: MATS_CPU_MATH, else <stage>.cpu_math, else
  * fp32. Only stages with a config (train, eval, fisher, gram) read it. */
 static int cpu_math_select(mc_cfg *cfg, const char *key) {
-    char mkey[256];
-    const char *math = "fp32", *where = NULL;
-    char where_buf[320];
+    char mkey[256], where_buf[320];
+    const char *math, *where;
     if (sibling_key(mkey, sizeof mkey, key, "cpu_math") < 0) return -1;
-    if (cfg_get_str(cfg, mkey, "fp32", &math) < 0) return -1;
-    const char *w = cfg_where(cfg, mkey);
-    if (w) {
-        snprintf(where_buf, sizeof where_buf, "%s: %s", w, mkey);
-        where = where_buf;
-    }
-    const char *env = getenv("MATS_CPU_MATH");
-    if (env && *env) math = env, where = "MATS_CPU_MATH";
+    if (setting(cfg, mkey, "fp32", "MATS_CPU_MATH", &math, &where, where_buf, sizeof where_buf, mkey) < 0)
+        return -1;
     int mode = be_math_parse(math);
-    if (mode < 0) return mc_fail("%s: cpu_math '%s' is not one of fp32, bf16", where ? where : mkey, math);
+    if (mode < 0) return mc_fail("%s: cpu_math '%s' is not one of fp32, bf16", where, math);
     if (be_set_cpu_math(mode) < 0) {
         char why[512];
         snprintf(why, sizeof why, "%s", mc_error());
-        return mc_fail("%s: %s", where ? where : mkey, why);
+        return mc_fail("%s: %s", where, why);
     }
     return 0;
 }
 
 int dev_select(mc_cfg *cfg, const char *key) {
-    const char *name = "cpu", *where = "default";
-    char where_buf[256];
-    if (cfg && key) {
-        if (cfg_get_str(cfg, key, "cpu", &name) < 0) return -1;
-        const char *w = cfg_where(cfg, key);
-        if (w) {
-            snprintf(where_buf, sizeof where_buf, "%s: %s", w, key);
-            where = where_buf;
-        }
-    }
-    const char *env = getenv("DEVICE");
-    if (env && *env) {
-        name = env;
-        where = "DEVICE";
-    }
+    const char *name, *where;
+    char where_buf[320];
+    if (setting(cfg, key, "cpu", "DEVICE", &name, &where, where_buf, sizeof where_buf, "default") < 0)
+        return -1;
     int dev = dev_parse(name, where);
     if (dev < 0) return -1;
 
-    const char *math = NULL;
-    if (cfg && key) {
-        char mkey[256];
-        const char *dot = strrchr(key, '.');
-        size_t pre = dot ? (size_t)(dot - key) : 0;
-        if (pre + sizeof ".gpu_math" > sizeof mkey) return mc_fail("config key too long: %s", key);
-        memcpy(mkey, key, pre);
-        strcpy(mkey + pre, pre ? ".gpu_math" : "gpu_math");
-        if (cfg_get_str(cfg, mkey, "fp32", &math) < 0) return -1;
-    }
-    const char *menv = getenv("MATS_GPU_MATH");
-    if (menv && *menv) math = menv;
+    char mkey[256];
+    const char *math, *mwhere;
+    if (key && sibling_key(mkey, sizeof mkey, key, "gpu_math") < 0) return -1;
+    if (setting(cfg, key ? mkey : NULL, "fp32", "MATS_GPU_MATH", &math, &mwhere, where_buf, sizeof where_buf,
+                "default") < 0)
+        return -1;
     if (dev_open(dev, math) < 0) return -1;
     if (dev == MC_DEV_CPU && cfg && key && cpu_math_select(cfg, key) < 0) return -1;
     return dev;
@@ -148,11 +144,7 @@ void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev) {
     if (!have || strcmp(have, "cuda") != 0) key_config(k, key, "cuda");
 #ifdef MC_GPU
     char mkey[256];
-    const char *dot = strrchr(key, '.');
-    size_t pre = dot ? (size_t)(dot - key) : 0;
-    if (pre + sizeof ".gpu_math" > sizeof mkey) return;
-    memcpy(mkey, key, pre);
-    strcpy(mkey + pre, pre ? ".gpu_math" : "gpu_math");
+    if (sibling_key(mkey, sizeof mkey, key, "gpu_math") < 0) return;
     const char *math = gpu_math_name(gpu_math());
     const char *cm = cfg ? cfg_peek(cfg, mkey) : NULL;
     if (strcmp(math, cm ? cm : "fp32") != 0) key_config(k, mkey, math); /* e.g. MATS_GPU_MATH */

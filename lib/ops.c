@@ -567,9 +567,9 @@ static void softmax_rows(void *p, long lo, long hi) {
  * run in parallel on the pool, each on one thread (be_gemm_sbatched_local);
  * in float32 one row at a time, the BLAS using every thread (splitting
  * rows over the pool with a one-thread BLAS was slower there) */
-typedef void (*att_row_fn)(const att_ctx *c, int b,
-                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
-                                        const float *, int, long, float, float *, int, long, int));
+typedef void (*sbatched_fn)(int, int, int, int, int, float, const float *, int, long, const float *,
+                            int, long, float, float *, int, long, int);
+typedef void (*att_row_fn)(const att_ctx *c, int b, sbatched_fn gemm);
 
 typedef struct {
     const att_ctx *c;
@@ -591,9 +591,7 @@ static void att_rows(const att_ctx *c, att_row_fn fn) {
 }
 
 /* scores (H: Tq,Tk) = Q_h K_h^T of row b */
-static void att_scores_row(const att_ctx *c, int b,
-                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
-                                        const float *, int, long, float, float *, int, long, int)) {
+static void att_scores_row(const att_ctx *c, int b, sbatched_fn gemm) {
     int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
     long TT = (long)Tq * Tk;
     int bk = c->kv_index ? c->kv_index[b] : b;
@@ -602,9 +600,7 @@ static void att_scores_row(const att_ctx *c, int b,
 }
 
 /* out_h (Tq,K) = P_h V_h of row b */
-static void att_context_row(const att_ctx *c, int b,
-                            void (*gemm)(int, int, int, int, int, float, const float *, int, long,
-                                         const float *, int, long, float, float *, int, long, int)) {
+static void att_context_row(const att_ctx *c, int b, sbatched_fn gemm) {
     int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
     long TT = (long)Tq * Tk;
     int bk = c->kv_index ? c->kv_index[b] : b;
@@ -647,9 +643,7 @@ static void dbias_range(void *p, long lo, long hi) {
 }
 
 /* dP_h = dO_h V_h^T ; dV_h (+)= P_h^T dO_h, row b */
-static void att_dprobs_row(const att_ctx *c, int b,
-                           void (*gemm)(int, int, int, int, int, float, const float *, int, long,
-                                        const float *, int, long, float, float *, int, long, int)) {
+static void att_dprobs_row(const att_ctx *c, int b, sbatched_fn gemm) {
     int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
     long TT = (long)Tq * Tk;
     size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;
@@ -660,9 +654,7 @@ static void att_dprobs_row(const att_ctx *c, int b,
 }
 
 /* dQ_h (+)= dS_h K_h ; dK_h (+)= dS_h^T Q_h, row b */
-static void att_dqk_row(const att_ctx *c, int b,
-                        void (*gemm)(int, int, int, int, int, float, const float *, int, long,
-                                     const float *, int, long, float, float *, int, long, int)) {
+static void att_dqk_row(const att_ctx *c, int b, sbatched_fn gemm) {
     int HK = c->H * c->K, Tq = c->Tq, Tk = c->Tk, K = c->K;
     long TT = (long)Tq * Tk;
     size_t oq = (size_t)b * Tq * HK, ok = (size_t)b * Tk * HK;

@@ -229,8 +229,11 @@ BASE := base
 endif
 
 # ------------------------------------------------------------------ fine-tunes
-# Per-task overrides: task.<task>.<key> = value in the experiment config.
-task_sets = $(shell build/bin/key --config $(EXP_CONF) --list task.$(1).)
+# Per-task overrides: task.<task>.<key> = value in the experiment config,
+# for both modes; task.<task>.<mode>.<key> = value for one mode (ia3, full),
+# applied after the former. Read once per task.
+$(foreach t,$(TASKS),$(eval TASK_SETS_$(t) := $(filter-out ia3.% full.%,$(shell build/bin/key --config $(EXP_CONF) --list task.$(t).)) $(shell build/bin/key --config $(EXP_CONF) --list task.$(t).$(MODE).)))
+task_sets = $(strip $(TASK_SETS_$(1)))
 define ft_template
 $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\

@@ -141,6 +141,15 @@ cp "$T/exp.orig" "$EXPF"
 grep -q "config changed: train.lr=" <<<"$ex" && ok explain_names_the_change || fail explain_names_the_change "$ex"
 ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
 grep -q "cache hit" <<<"$ex" && ok explain_cache_hit || fail explain_cache_hit "$ex"
+# task.<task>.<mode>.<key>: an override for the other mode leaves the IA3
+# model alone, one for IA3 changes it
+echo "task.topic.full.train.lr = 3e-3" >> "$EXPF"
+ex=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+echo "task.topic.ia3.train.lr = 3e-3" >> "$EXPF"
+ex2=$(MATS_CACHE=$A make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
+cp "$T/exp.orig" "$EXPF"
+grep -q "cache hit" <<<"$ex" && grep -q "config changed: train.lr=" <<<"$ex2" && ok task_mode_override ||
+    fail task_mode_override "$ex / $ex2"
 # MATS_CPU_MATH=bf16 keys the model stages apart; fp32 is the default's key
 ex=$(MATS_CACHE=$A MATS_CPU_MATH=bf16 make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)
 ex2=$(MATS_CACHE=$A MATS_CPU_MATH=fp32 make --no-print-directory explain EXP="$EXPF" SLOT=ft-ia3-topic-s1 2>&1)

@@ -298,6 +298,13 @@ static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
     return *p;
 }
 
+/* one packing pass over `items`: on the calling thread when local or when
+ * the matrix is small (`elems` floats), else on the ops pool */
+static void pack(int local, long elems, long items, long grain, ops_range_fn fn, amx_job *j) {
+    if (local || elems < 32768) fn(j, 0, items);
+    else ops_parallel_for(items, grain, fn, j);
+}
+
 /* the product on the ops pool (local = 0) or on the calling thread alone */
 static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
                  long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc,
@@ -316,20 +323,12 @@ static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, co
     j.nb = j.Np / 32;
     j.pa = grow(&buf_a, &cap_a, (size_t)batch * j.Mp * j.Kp);
     j.pb = grow(&buf_b, &cap_b, (size_t)batch * j.Kp * j.Np);
-    long work_a = local ? 0 : (long)m * k, work_b = local ? 0 : (long)k * n;
-    long ra = (long)batch * j.Mp, rb = (long)batch * (j.Kp / 2);
-    if (ta) {
-        ra = (long)batch * (j.Mp / 16);
-        if (work_a * batch < 32768) pack_at_blocks(&j, 0, ra); else ops_parallel_for(ra, 2, pack_at_blocks, &j);
-    } else {
-        if (work_a * batch < 32768) pack_a_rows(&j, 0, ra); else ops_parallel_for(ra, 16, pack_a_rows, &j);
-    }
-    if (tb) {
-        rb = (long)batch * j.Np;
-        if (work_b * batch < 32768) pack_bt_cols(&j, 0, rb); else ops_parallel_for(rb, 16, pack_bt_cols, &j);
-    } else {
-        if (work_b * batch < 32768) pack_b_rows(&j, 0, rb); else ops_parallel_for(rb, 8, pack_b_rows, &j);
-    }
+    /* op(A): rows, or blocks of 16 rows when transposed; op(B): k-pair
+     * rows, or columns when transposed */
+    pack(local, (long)m * k * batch, ta ? (long)batch * (j.Mp / 16) : (long)batch * j.Mp, ta ? 2 : 16,
+         ta ? pack_at_blocks : pack_a_rows, &j);
+    pack(local, (long)k * n * batch, tb ? (long)batch * j.Np : (long)batch * (j.Kp / 2), tb ? 16 : 8,
+         tb ? pack_bt_cols : pack_b_rows, &j);
     long blocks = (long)batch * j.mb * j.nb;
     if (local || blocks * j.Kp < 4096) block_range(&j, 0, blocks);
     else ops_parallel_for(blocks, 1, block_range, &j);

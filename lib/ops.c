@@ -106,9 +106,7 @@ static void part(long n, int parts, int i, long *lo, long *hi) {
  * for a few microseconds before sleeping on the condition variable: most
  * loops follow one another closely (the AMX products run three in a row), and
  * a sleep and wake-up costs a context switch each. */
-#ifndef POOL_SPINS
 #define POOL_SPINS 2000
-#endif
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

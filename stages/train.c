@@ -386,12 +386,11 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
     int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
     double peak = gemm_peak();
     int bf16 = be_cpu_math() == BE_MATH_BF16 && ops == dev_ops(MC_DEV_CPU);
-    const char *peak_name = bf16 ? "AMX bf16 GEMM" : "sgemm";
+    const char *peak_name = bf16 ? "AMX bf16 GEMM" : "cblas_sgemm";
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
            c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
            c->vocab_size, B, Te, Td, be_threads());
-    printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", bf16 ? "AMX bf16 GEMM" : "cblas_sgemm",
-           1536, 1536, 1536, peak);
+    printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", peak_name, 1536, 1536, 1536, peak);
     int *enc = mallocCheck(sizeof(int) * B * Te), *tgt = mallocCheck(sizeof(int) * B * Td),
         *dec = mallocCheck(sizeof(int) * B * Td);
     t5_rng r;

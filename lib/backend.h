@@ -82,10 +82,15 @@ int be_set_cpu_math(int mode);
 int be_cpu_math(void);
 /* be_gemm_sbatched on the calling thread alone, callable from several
  * threads at once (the ops pool's workers, each its own products). With
- * bf16 the same bytes as be_gemm_sbatched; ops.c uses it there to run the
- * attention's many small per-row products in parallel. */
+ * bf16 the same bytes as be_gemm_sbatched; in float32 our own AVX-512
+ * kernel (lib/f32gemm.h) where the CPU has it, else the BLAS. ops.c uses it
+ * to run the attention's many small per-row products in parallel. */
 void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float alpha,
                             const float *A, int lda, long strideA, const float *B, int ldb,
                             long strideB, float beta, float *C, int ldc, long strideC, int batch);
+/* 1 when be_gemm_sbatched_local runs one of our own kernels (bf16 on AMX,
+ * or float32 with AVX-512), so that running products in parallel pays; 0
+ * when it would be the BLAS. */
+int be_gemm_local_parallel(void);
 
 #endif

@@ -3,6 +3,7 @@
 #include "backend.h"
 
 #include "amx.h"
+#include "f32gemm.h"
 #include "common.h"
 
 #include <cblas.h>
@@ -172,9 +173,16 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
                        ldc, strideC, batch);
         return;
     }
+    if (f32gemm_available()) {
+        f32gemm_local(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
+                      strideC, batch);
+        return;
+    }
     be_gemm_sbatched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                      strideC, batch);
 }
+
+int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_available(); }
 
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
  * column-major order with ldb = ldbt: LAPACK's native layout. */

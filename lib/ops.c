@@ -561,10 +561,11 @@ static void softmax_rows(void *p, long lo, long hi) {
     }
 }
 
-/* the per-row products of the attention: with bf16 products (AMX) the rows
- * run in parallel on the pool, each on one thread (be_gemm_sbatched_local);
- * in float32 one row at a time, the BLAS using every thread (splitting
- * rows over the pool with a one-thread BLAS was slower there) */
+/* the per-row products of the attention: the rows run in parallel on the
+ * pool, each on one thread (be_gemm_sbatched_local: AMX in bf16, our
+ * AVX-512 kernel in float32); without either, one row at a time, the BLAS
+ * using every thread (splitting rows over the pool with a one-thread BLAS
+ * was slower) */
 typedef void (*sbatched_fn)(int, int, int, int, int, float, const float *, int, long, const float *,
                             int, long, float, float *, int, long, int);
 typedef void (*att_row_fn)(const att_ctx *c, int b, sbatched_fn gemm);
@@ -580,7 +581,7 @@ static void att_rows_range(void *p, long lo, long hi) {
 }
 
 static void att_rows(const att_ctx *c, att_row_fn fn) {
-    if (be_cpu_math() == BE_MATH_BF16) {
+    if (be_gemm_local_parallel()) {
         att_rows_job j = {c, fn};
         ops_parallel_for(c->B, 1, att_rows_range, &j);
     } else {

@@ -1,0 +1,148 @@
+/* f32gemm.c - small float32 products on one thread with AVX-512 (see
+ * f32gemm.h).
+ *
+ * For each product: op(B) is packed 32 columns at a time into a panel of
+ * k rows x 32 floats (zeros past n); op(A) is read where it lies, eight
+ * rows at a time, one float broadcast per row and k step. The kernel keeps
+ * an 8 x 32 block of C in 16 registers:
+ *
+ *   for kk in 0..k-1:  c[r][0..31] += op(A)[i0 + r][kk] * panel[kk][0..31]
+ *
+ * then writes alpha * c + beta * C over the valid rows and columns. Rows
+ * past m repeat the last row (computed, not stored). */
+#include "f32gemm.h"
+
+#include <stdlib.h>
+
+#include "common.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MC_HAVE_F32GEMM_CODE 1
+#endif
+
+int f32gemm_available(void) {
+#ifdef MC_HAVE_F32GEMM_CODE
+    static int state = -1;
+    if (state < 0) {
+        __builtin_cpu_init();
+        state = __builtin_cpu_supports("avx512f") ? 1 : 0; /* checks the OS saves zmm too */
+    }
+    return state;
+#else
+    return 0;
+#endif
+}
+
+#ifdef MC_HAVE_F32GEMM_CODE
+
+#define TARGET __attribute__((target("avx512f")))
+#define MR 8
+#define NR 32
+
+static __thread float *panel;
+static __thread size_t panel_cap;
+
+static float *panel_for(int k) {
+    size_t n = (size_t)(k > 0 ? k : 1) * NR;
+    if (n > panel_cap) {
+        free(panel);
+        panel = aligned_alloc(64, n * sizeof(float));
+        if (!panel) die("out of memory: %zu bytes for a product panel", n * sizeof(float));
+        panel_cap = n;
+    }
+    return panel;
+}
+
+static __mmask16 lanes(int w) { return w >= 16 ? 0xffff : w <= 0 ? 0 : (__mmask16)((1u << w) - 1u); }
+
+/* panel[kk][jj] = op(B)[kk][j0 + jj] for jj < w, else 0 */
+TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, int w, float *p) {
+    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    if (!tb) {
+        for (int kk = 0; kk < k; kk++) {
+            const float *s = B + (size_t)kk * ldb + j0;
+            _mm512_store_ps(p + (size_t)kk * NR, _mm512_maskz_loadu_ps(m0, s));
+            _mm512_store_ps(p + (size_t)kk * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+        }
+        return;
+    }
+    /* op(B) = B^T: column j0 + jj of op(B) is stored row j0 + jj */
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(ldb));
+    const float *s0 = B + (size_t)j0 * ldb, *s1 = s0 + (size_t)16 * ldb;
+    for (int kk = 0; kk < k; kk++) {
+        _mm512_store_ps(p + (size_t)kk * NR, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, s0 + kk, 4));
+        _mm512_store_ps(p + (size_t)kk * NR + 16,
+                        m1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, s1 + kk, 4) : _mm512_setzero_ps());
+    }
+}
+
+#define ROW_FMA(r)                                        \
+    {                                                     \
+        __m512 a = _mm512_set1_ps(p##r[o]);              \
+        c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0);        \
+        c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1);        \
+    }
+#define ROW_OUT(r)                                                       \
+    if (r < rows) {                                                      \
+        float *cr = C + (size_t)(r) * ldc;                               \
+        __m512 x0 = _mm512_mul_ps(va, c##r##0), x1 = _mm512_mul_ps(va, c##r##1); \
+        if (beta != 0.0f) {                                              \
+            x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), x0); \
+            x1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), x1); \
+        }                                                                \
+        _mm512_mask_storeu_ps(cr, m0, x0);                               \
+        _mm512_mask_storeu_ps(cr + 16, m1, x1);                          \
+    }
+
+/* rows (<= MR) x w (<= NR) block of C at C; row r of op(A) starts at ar[r]
+ * and steps by sk along k */
+TARGET static void block(const float *const *ar, long sk, int k, const float *p, float alpha, float beta,
+                         float *C, int ldc, int rows, int w) {
+    const float *p0 = ar[0], *p1 = ar[1], *p2 = ar[2], *p3 = ar[3], *p4 = ar[4], *p5 = ar[5], *p6 = ar[6], *p7 = ar[7];
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    long o = 0;
+    for (int kk = 0; kk < k; kk++, o += sk, p += NR) {
+        __m512 b0 = _mm512_load_ps(p), b1 = _mm512_load_ps(p + 16);
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5) ROW_FMA(6) ROW_FMA(7)
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    ROW_OUT(0) ROW_OUT(1) ROW_OUT(2) ROW_OUT(3) ROW_OUT(4) ROW_OUT(5) ROW_OUT(6) ROW_OUT(7)
+}
+
+void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                   const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    if (m <= 0 || n <= 0 || batch <= 0) return;
+    if (!f32gemm_available()) die("f32gemm_local called on a CPU without AVX-512F");
+    float *p = panel_for(k);
+    long sk = ta ? lda : 1; /* op(A)[i][kk] = A[i * si + kk * sk] */
+    long si = ta ? 1 : lda;
+    for (int bi = 0; bi < batch; bi++) {
+        const float *Ab = A + bi * sa, *Bb = B + bi * sb;
+        float *Cb = C + bi * sc;
+        for (int j0 = 0; j0 < n; j0 += NR) {
+            int w = n - j0 < NR ? n - j0 : NR;
+            pack_panel(Bb, ldb, tb, k, j0, w, p);
+            for (int i0 = 0; i0 < m; i0 += MR) {
+                int rows = m - i0 < MR ? m - i0 : MR;
+                const float *a[MR];
+                for (int r = 0; r < MR; r++) a[r] = Ab + (i0 + (r < rows ? r : rows - 1)) * si;
+                block(a, sk, k, p, alpha, beta, Cb + (size_t)i0 * ldc + j0, ldc, rows, w);
+            }
+        }
+    }
+}
+
+#else
+
+void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                   const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)sa;
+    (void)B, (void)ldb, (void)sb, (void)beta, (void)C, (void)ldc, (void)sc, (void)batch;
+    die("f32gemm_local is not built for this architecture");
+}
+
+#endif

@@ -1,0 +1,202 @@
+/* test_gemm_kernels.c - our own matrix-product kernels against a
+ * double-precision reference: the AMX bf16 products (lib/amx.c, on the
+ * same bf16-rounded inputs) and the AVX-512 float32 one (lib/f32gemm.c);
+ * every transpose, shapes that are not multiples of the blocks, strided
+ * batches, alpha and beta, C untouched outside its columns and not read
+ * when beta = 0; the attention that runs them in parallel gives the same
+ * bytes on 1 and 2 threads. */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "amx.h"
+#include "backend.h"
+#include "f32gemm.h"
+#include "harness.h"
+#include "ops.h"
+
+static uint64_t rng = 88172645463325252ull;
+static float urand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+/* round to bfloat16, nearest even: what the tile unit multiplies */
+static float bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static float same(float f) { return f; }
+
+typedef void (*gemm_fn)(int, int, int, int, int, float, const float *, int, long, const float *, int, long,
+                        float, float *, int, long, int);
+typedef struct {
+    const char *name;
+    int (*available)(void);
+    gemm_fn gemm;
+    float (*round)(float); /* what the kernel does to its inputs */
+} kernel;
+
+static const kernel kernels[] = {
+    {"amx", amx_available, amx_gemm_batched, bf},
+    {"amx-local", amx_available, amx_gemm_local, bf},
+    {"f32", f32gemm_available, f32gemm_local, same},
+};
+#define N_KERNELS (int)(sizeof kernels / sizeof *kernels)
+
+/* reference: C = alpha op(A) op(B) + beta C in double over the kernel's
+ * rounded inputs */
+static void ref(const kernel *kn, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int q = 0; q < k; q++) {
+                float a = ta ? A[(size_t)q * lda + i] : A[(size_t)i * lda + q];
+                float b = tb ? B[(size_t)j * ldb + q] : B[(size_t)q * ldb + j];
+                s += (double)kn->round(a) * kn->round(b);
+            }
+            C[(size_t)i * ldc + j] = (float)(alpha * s + (beta != 0 ? beta * (double)C[(size_t)i * ldc + j] : 0));
+        }
+}
+
+static float *rnd(size_t n) {
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = urand();
+    return x;
+}
+
+static void test_shapes(void) {
+    const int shapes[][3] = {{1, 1, 1},   {5, 7, 3},     {32, 32, 32}, {33, 31, 65},
+                             {64, 96, 40}, {100, 17, 129}, {16, 48, 0},  {257, 130, 300}};
+    int ran = 0;
+    for (int kn = 0; kn < N_KERNELS; kn++) {
+        const kernel *K = &kernels[kn];
+        if (!K->available()) continue;
+        ran++;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++)
+                    for (int ab = 0; ab < 2; ab++) {
+                        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                        int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
+                        float alpha = ab ? 0.5f : 1.0f, beta = ab ? -1.5f : 0.0f;
+                        float *A = rnd((size_t)(ta ? k : m) * lda + 1), *B = rnd((size_t)(tb ? n : k) * ldb + 1);
+                        float *C = rnd((size_t)m * ldc), *R = malloc(sizeof(float) * (size_t)m * ldc);
+                        if (!ab)
+                            for (size_t i = 0; i < (size_t)m * ldc; i++) C[i] = NAN; /* beta 0: C is not read */
+                        memcpy(R, C, sizeof(float) * (size_t)m * ldc);
+                        K->gemm(ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+                        ref(K, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, R, ldc);
+                        char label[96];
+                        snprintf(label, sizeof label, "%s %dx%dx%d ta%d tb%d %s", K->name, m, n, k, ta, tb,
+                                 ab ? "alpha,beta" : "plain");
+                        for (int i = 0; i < m; i++) /* padding columns of C untouched */
+                            for (int j = n; j < ldc; j++)
+                                CHECK(memcmp(&C[(size_t)i * ldc + j], &R[(size_t)i * ldc + j], 4) == 0,
+                                      "%s: C[%d][%d] written", label, i, j);
+                        float *c2 = malloc(sizeof(float) * (size_t)m * n), *r2 = malloc(sizeof(float) * (size_t)m * n);
+                        for (int i = 0; i < m; i++) {
+                            memcpy(c2 + (size_t)i * n, C + (size_t)i * ldc, sizeof(float) * n);
+                            memcpy(r2 + (size_t)i * n, R + (size_t)i * ldc, sizeof(float) * n);
+                        }
+                        /* float32 accumulation of k products: a few ulps of sqrt(k) */
+                        t_close(label, c2, r2, (long)m * n, 1e-5, 1e-6 * (k + 1));
+                        free(A), free(B), free(C), free(R), free(c2), free(r2);
+                    }
+    }
+    if (!ran) T_SKIP("neither AMX nor AVX-512F on this CPU");
+}
+
+/* the attention's layout: heads side by side in rows of H*K, batch = heads */
+static void test_batched(void) {
+    int ran = 0;
+    for (int kn = 0; kn < N_KERNELS; kn++) {
+        const kernel *kr = &kernels[kn];
+        if (!kr->available()) continue;
+        ran++;
+        int T = 45, K = 24, H = 3, HK = H * K;
+        float *q = rnd((size_t)T * HK), *kk = rnd((size_t)T * HK), *S = malloc(sizeof(float) * H * T * T),
+              *R = malloc(sizeof(float) * H * T * T);
+        char label[64];
+        kr->gemm(0, 1, T, T, K, 1.0f, q, HK, K, kk, HK, K, 0.0f, S, T, (long)T * T, H);
+        for (int h = 0; h < H; h++)
+            ref(kr, 0, 1, T, T, K, 1.0f, q + h * K, HK, kk + h * K, HK, 0.0f, R + (size_t)h * T * T, T);
+        snprintf(label, sizeof label, "%s scores", kr->name);
+        t_close(label, S, R, (long)H * T * T, 1e-5, 1e-4);
+        /* and back: out_h (T,K) = S_h V_h written into the (T, H*K) layout */
+        float *O = malloc(sizeof(float) * T * HK), *RO = malloc(sizeof(float) * T * HK);
+        kr->gemm(0, 0, T, K, T, 1.0f, S, T, (long)T * T, kk, HK, K, 0.0f, O, HK, K, H);
+        for (int h = 0; h < H; h++)
+            ref(kr, 0, 0, T, K, T, 1.0f, S + (size_t)h * T * T, T, kk + h * K, HK, 0.0f, RO + h * K, HK);
+        snprintf(label, sizeof label, "%s context", kr->name);
+        t_close(label, O, RO, (long)T * HK, 1e-5, 1e-4);
+        free(q), free(kk), free(S), free(R), free(O), free(RO);
+    }
+    if (!ran) T_SKIP("neither AMX nor AVX-512F on this CPU");
+}
+
+/* --dump MATH FILE: the attention forward and backward of a random batch
+ * in cpu_math MATH, written to FILE (test_threads runs it under
+ * MATS_OPS_THREADS=1 and =2) */
+enum { DB = 6, DT = 40, DH = 3, DK = 16 };
+static int dump(const char *math, const char *path) {
+    int mode = be_math_parse(math);
+    if (mode < 0 || be_set_cpu_math(mode) != 0) return 1;
+    size_t nq = (size_t)DB * DT * DH * DK, np = (size_t)DB * DH * DT * DT;
+    float *q = rnd(nq), *k = rnd(nq), *v = rnd(nq), *dout = rnd(nq), *bias = rnd((size_t)DH * DT * DT);
+    float *out = malloc(sizeof(float) * nq), *probs = malloc(sizeof(float) * np),
+          *scratch = malloc(sizeof(float) * np), *dq = malloc(sizeof(float) * nq),
+          *dk = malloc(sizeof(float) * nq), *dv = malloc(sizeof(float) * nq),
+          *dbias = calloc((size_t)DH * DT * DT, sizeof(float));
+    op_attention_forward(out, probs, q, k, v, bias, NULL, NULL, 0, DB, DT, DT, DH, DK);
+    op_attention_backward(dq, dk, dv, dbias, scratch, dout, q, k, v, probs, DB, DT, DT, DH, DK, 0);
+    FILE *f = fopen(path, "wb");
+    int bad = !f;
+    const float *parts[] = {out, dq, dk, dv};
+    for (int i = 0; i < 4 && !bad; i++) bad = fwrite(parts[i], sizeof(float), nq, f) != nq;
+    if (!bad) bad = fwrite(dbias, sizeof(float), (size_t)DH * DT * DT, f) != (size_t)DH * DT * DT;
+    if (f && fclose(f)) bad = 1;
+    return bad;
+}
+
+static const char *self;
+
+static void same_bytes(const char *math) {
+    char cmd[4096], p1[64], p2[64];
+    snprintf(p1, sizeof p1, "/tmp/test_gemm_kernels.%d.1", (int)getpid());
+    snprintf(p2, sizeof p2, "/tmp/test_gemm_kernels.%d.2", (int)getpid());
+    snprintf(cmd, sizeof cmd, "MATS_OPS_THREADS=1 %s --dump %s %s && MATS_OPS_THREADS=2 %s --dump %s %s", self,
+             math, p1, self, math, p2);
+    CHECK(system(cmd) == 0, "%s failed", cmd);
+    size_t n = (size_t)DB * DT * DH * DK * 4 + (size_t)DH * DT * DT;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    FILE *a = fopen(p1, "rb"), *b = fopen(p2, "rb");
+    CHECK(a && b, "no dump files");
+    if (a && b) {
+        size_t na = fread(x, sizeof(float), n, a), nb = fread(y, sizeof(float), n, b);
+        CHECK(na == n && nb == na, "short dumps: %zu %zu", na, nb);
+        CHECK(memcmp(x, y, sizeof(float) * n) == 0, "%s: 1 and 2 threads give different bytes", math);
+    }
+    if (a) fclose(a);
+    if (b) fclose(b);
+    remove(p1), remove(p2);
+    free(x), free(y);
+}
+
+static void test_threads(void) {
+    same_bytes("fp32");
+    if (amx_available()) same_bytes("bf16");
+}
+
+int main(int argc, char **argv) {
+    self = argv[0];
+    be_init(2);
+    if (argc == 4 && !strcmp(argv[1], "--dump")) return dump(argv[2], argv[3]);
+    RUN(test_shapes);
+    RUN(test_batched);
+    RUN(test_threads);
+    return t_done();
+}

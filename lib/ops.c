@@ -30,25 +30,81 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #define VEXP 1
-static inline __m128 exp4(__m128 x) {
-    x = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-87.3f)), _mm_set1_ps(88.3f));
-    __m128i n = _mm_cvtps_epi32(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)));
-    __m128 nf = _mm_cvtepi32_ps(n);
-    __m128 f = _mm_sub_ps(x, _mm_mul_ps(nf, _mm_set1_ps(0.693359375f)));
-    f = _mm_sub_ps(f, _mm_mul_ps(nf, _mm_set1_ps(-2.12194440e-4f)));
-    __m128 p = _mm_set1_ps(1.0f / 5040.0f);
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 720.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 120.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 24.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f / 6.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(0.5f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, f), _mm_set1_ps(1.0f));
-    __m128i e = _mm_slli_epi32(_mm_add_epi32(n, _mm_set1_epi32(127)), 23);
-    return _mm_mul_ps(p, _mm_castsi128_ps(e));
-}
+/* one definition for every vector width: P is the intrinsics' prefix (_mm
+ * or _mm512), VF/VI the float/int vector types, CASTI the int->float cast */
+#define DEFINE_EXP(ATTR, NAME, P, VF, VI, CASTI)                                  \
+    ATTR static inline VF NAME(VF x) {                                            \
+        x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.3f)), P##_set1_ps(88.3f));   \
+        VI n = P##_cvtps_epi32(P##_mul_ps(x, P##_set1_ps(1.44269504088896341f))); \
+        VF nf = P##_cvtepi32_ps(n);                                               \
+        VF f = P##_sub_ps(x, P##_mul_ps(nf, P##_set1_ps(0.693359375f)));          \
+        f = P##_sub_ps(f, P##_mul_ps(nf, P##_set1_ps(-2.12194440e-4f)));          \
+        VF p = P##_set1_ps(1.0f / 5040.0f);                                       \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f / 720.0f));             \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f / 120.0f));             \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f / 24.0f));              \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f / 6.0f));               \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(0.5f));                      \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f));                      \
+        p = P##_add_ps(P##_mul_ps(p, f), P##_set1_ps(1.0f));                      \
+        VI e = P##_slli_epi32(P##_add_epi32(n, P##_set1_epi32(127)), 23);         \
+        return P##_mul_ps(p, CASTI(e));                                           \
+    }
+DEFINE_EXP(, exp4, _mm, __m128, __m128i, _mm_castsi128_ps)
 #else
 #define VEXP 0
+#endif
+
+/* The same arithmetic on 16 lanes with AVX-512, where the CPU has it
+ * (ops_simd_lanes): exp16 is exp4's definition on 16 lanes, and the sums
+ * below are taken in exp4's order, so both widths give the same bytes. */
+#if VEXP && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define VEXP16 1
+#define AVX512 __attribute__((target("avx512f")))
+DEFINE_EXP(AVX512, exp16, _mm512, __m512, __m512i, _mm512_castsi512_ps)
+#else
+#define VEXP16 0
+#endif
+
+static int simd_lanes; /* 16 with AVX-512, else 4 (or 1 without SSE2); 0 = not yet known */
+
+int ops_simd_lanes(void) {
+    if (!simd_lanes) {
+#if VEXP16
+        __builtin_cpu_init();
+        simd_lanes = __builtin_cpu_supports("avx512f") ? 16 : 4;
+#else
+        simd_lanes = VEXP ? 4 : 1;
+#endif
+    }
+    return simd_lanes;
+}
+
+int ops_set_simd_lanes(int lanes) {
+    int have = ops_simd_lanes();
+    if (lanes != 1 && lanes != 4 && lanes != 16) return -1;
+    if (lanes > have || (lanes == 1) != (have == 1)) return -1;
+    simd_lanes = lanes;
+    return 0;
+}
+
+#if VEXP16
+/* exp4's loop on 16 lanes at a time: acc gets the four quarters in order,
+ * as four steps of exp4's loop would add them */
+AVX512 static long vexp16(float *y, const float *x, long n, float s, float a, __m128 *acc) {
+    __m512 vs = _mm512_set1_ps(s), va = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = _mm512_mul_ps(va, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs)));
+        _mm512_storeu_ps(y + i, e);
+        *acc = _mm_add_ps(*acc, _mm512_castps512_ps128(e));
+        *acc = _mm_add_ps(*acc, _mm512_extractf32x4_ps(e, 1));
+        *acc = _mm_add_ps(*acc, _mm512_extractf32x4_ps(e, 2));
+        *acc = _mm_add_ps(*acc, _mm512_extractf32x4_ps(e, 3));
+    }
+    return i;
+}
 #endif
 
 /* y[i] = a * exp(x[i] - s) for i < n (y may alias x); returns the sum of y. */
@@ -57,6 +113,9 @@ static float vexp(float *y, const float *x, long n, float s, float a) {
 #if VEXP
     __m128 vs = _mm_set1_ps(s), va = _mm_set1_ps(a), acc = _mm_setzero_ps();
     long i = 0;
+#if VEXP16
+    if (ops_simd_lanes() == 16) i = vexp16(y, x, n, s, a, &acc);
+#endif
     for (; i + 4 <= n; i += 4) {
         __m128 e = _mm_mul_ps(va, exp4(_mm_sub_ps(_mm_loadu_ps(x + i), vs)));
         _mm_storeu_ps(y + i, e);
@@ -367,21 +426,32 @@ typedef struct {
 } gelu_ctx;
 
 #if VEXP
-/* gelu_new pieces on 4 lanes: t = tanh(C (x + A x^3)) = 1 - 2/(exp(2u)+1) */
-static inline __m128 tanh_gelu4(__m128 x) {
-    __m128 u = _mm_mul_ps(_mm_set1_ps(GELU_C),
-                          _mm_add_ps(x, _mm_mul_ps(_mm_set1_ps(GELU_A), _mm_mul_ps(x, _mm_mul_ps(x, x)))));
-    __m128 e = exp4(_mm_add_ps(u, u)), one = _mm_set1_ps(1.0f);
-    return _mm_sub_ps(one, _mm_div_ps(_mm_set1_ps(2.0f), _mm_add_ps(e, one)));
-}
+/* gelu_new on a vector: returns g = gelu_new(x), and with dg != NULL its
+ * derivative there; t = tanh(C (x + A x^3)) = 1 - 2/(exp(2u)+1). One
+ * definition for both widths, as DEFINE_EXP. */
+#define DEFINE_GELU(ATTR, NAME, P, VF, EXP)                                                         \
+    ATTR static inline VF NAME(VF x, VF *dg) {                                                      \
+        VF half = P##_set1_ps(0.5f), one = P##_set1_ps(1.0f);                                       \
+        VF u = P##_mul_ps(P##_set1_ps(GELU_C),                                                      \
+                          P##_add_ps(x, P##_mul_ps(P##_set1_ps(GELU_A), P##_mul_ps(x, P##_mul_ps(x, x))))); \
+        VF e = EXP(P##_add_ps(u, u));                                                               \
+        VF t = P##_sub_ps(one, P##_div_ps(P##_set1_ps(2.0f), P##_add_ps(e, one)));                  \
+        VF opt = P##_add_ps(one, t);                                                                \
+        if (dg) {                                                                                   \
+            VF poly = P##_add_ps(one, P##_mul_ps(P##_set1_ps(3.0f * GELU_A), P##_mul_ps(x, x)));    \
+            *dg = P##_add_ps(P##_mul_ps(half, opt),                                                 \
+                             P##_mul_ps(P##_mul_ps(P##_mul_ps(half, x), P##_sub_ps(one, P##_mul_ps(t, t))), \
+                                        P##_mul_ps(P##_set1_ps(GELU_C), poly)));                    \
+        }                                                                                           \
+        return P##_mul_ps(P##_mul_ps(half, x), opt);                                                \
+    }
+DEFINE_GELU(, gelu4, _mm, __m128, exp4)
 
 /* k <= 4 elements starting at i: forward */
 static inline void gelu_fwd4(gelu_ctx *c, long i, int k) {
     float x[4] = {0}, h[4] = {0}, o[4];
     for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j];
-    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
-    __m128 t = tanh_gelu4(vx);
-    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), _mm_add_ps(one, t));
+    __m128 g = gelu4(_mm_loadu_ps(x), NULL);
     _mm_storeu_ps(o, _mm_mul_ps(g, _mm_loadu_ps(h)));
     for (int j = 0; j < k; j++) c->out[i + j] = o[j];
 }
@@ -389,13 +459,7 @@ static inline void gelu_fwd4(gelu_ctx *c, long i, int k) {
 static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
     float x[4] = {0}, h[4] = {0}, d[4] = {0}, a0[4], a1[4];
     for (int j = 0; j < k; j++) x[j] = c->h0[i + j], h[j] = c->h1[i + j], d[j] = c->dout[i + j];
-    __m128 vx = _mm_loadu_ps(x), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
-    __m128 t = tanh_gelu4(vx), opt = _mm_add_ps(one, t);
-    __m128 g = _mm_mul_ps(_mm_mul_ps(half, vx), opt);
-    __m128 poly = _mm_add_ps(one, _mm_mul_ps(_mm_set1_ps(3.0f * GELU_A), _mm_mul_ps(vx, vx)));
-    __m128 dg = _mm_add_ps(_mm_mul_ps(half, opt),
-                           _mm_mul_ps(_mm_mul_ps(_mm_mul_ps(half, vx), _mm_sub_ps(one, _mm_mul_ps(t, t))),
-                                      _mm_mul_ps(_mm_set1_ps(GELU_C), poly)));
+    __m128 dg, g = gelu4(_mm_loadu_ps(x), &dg);
     __m128 vd = _mm_loadu_ps(d);
     _mm_storeu_ps(a0, _mm_mul_ps(_mm_mul_ps(vd, _mm_loadu_ps(h)), dg));
     _mm_storeu_ps(a1, _mm_mul_ps(vd, g));
@@ -406,8 +470,44 @@ static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
 }
 #endif
 
+#if VEXP16
+/* gelu_fwd4 and gelu_bwd4 on 16 lanes: the same operations in the same
+ * order on every lane; k <= 16 elements starting at i (masked) */
+DEFINE_GELU(AVX512, gelu16, _mm512, __m512, exp16)
+
+AVX512 static void gelu_fwd16(gelu_ctx *c, long lo, long hi) {
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 m = hi - i >= 16 ? 0xffff : (__mmask16)((1u << (hi - i)) - 1u);
+        __m512 g = gelu16(_mm512_maskz_loadu_ps(m, c->h0 + i), NULL);
+        _mm512_mask_storeu_ps(c->out + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, c->h1 + i)));
+    }
+}
+
+AVX512 static void gelu_bwd16(gelu_ctx *c, long lo, long hi) {
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 m = hi - i >= 16 ? 0xffff : (__mmask16)((1u << (hi - i)) - 1u);
+        __m512 dg, g = gelu16(_mm512_maskz_loadu_ps(m, c->h0 + i), &dg);
+        __m512 vd = _mm512_maskz_loadu_ps(m, c->dout + i);
+        __m512 a0 = _mm512_mul_ps(_mm512_mul_ps(vd, _mm512_maskz_loadu_ps(m, c->h1 + i)), dg);
+        __m512 a1 = _mm512_mul_ps(vd, g);
+        if (c->acc) {
+            a0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c->dh0 + i), a0);
+            a1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c->dh1 + i), a1);
+        }
+        _mm512_mask_storeu_ps(c->dh0 + i, m, a0);
+        _mm512_mask_storeu_ps(c->dh1 + i, m, a1);
+    }
+}
+#endif
+
 static void gelu_fwd_range(void *p, long lo, long hi) {
     gelu_ctx *c = p;
+#if VEXP16
+    if (ops_simd_lanes() == 16) {
+        gelu_fwd16(c, lo, hi);
+        return;
+    }
+#endif
 #if VEXP
     for (long i = lo; i < hi; i += 4) gelu_fwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
 #else
@@ -417,6 +517,12 @@ static void gelu_fwd_range(void *p, long lo, long hi) {
 
 static void gelu_bwd_range(void *p, long lo, long hi) {
     gelu_ctx *c = p;
+#if VEXP16
+    if (ops_simd_lanes() == 16) {
+        gelu_bwd16(c, lo, hi);
+        return;
+    }
+#endif
 #if VEXP
     for (long i = lo; i < hi; i += 4) gelu_bwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
 #else

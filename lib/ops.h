@@ -29,6 +29,12 @@ typedef void (*ops_range_fn)(void *ctx, long lo, long hi);
 void ops_parallel_for(long n, long grain, ops_range_fn fn, void *ctx);
 /* x (n) = 0, in parallel. */
 void ops_zero(float *x, long n);
+/* Lanes of the elementwise loops (exp, GELU): 16 with AVX-512 where the
+ * CPU has it, else 4 (SSE2), 1 without either. Both vector widths give the
+ * same bytes; ops_set_simd_lanes(4) lets tests and benchmarks compare
+ * (returns -1 for a width this CPU lacks). */
+int ops_simd_lanes(void);
+int ops_set_simd_lanes(int lanes);
 
 /* out (N,D) = table[ids] ; table (V,D). */
 void op_embed_forward(float *out, const int *ids, const float *table, int N, int D);

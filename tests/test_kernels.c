@@ -1,10 +1,11 @@
-/* test_gemm_kernels.c - our own matrix-product kernels against a
+/* test_kernels.c - our own CPU kernels. The matrix products against a
  * double-precision reference: the AMX bf16 products (lib/amx.c, on the
  * same bf16-rounded inputs) and the AVX-512 float32 one (lib/f32gemm.c);
  * every transpose, shapes that are not multiples of the blocks, strided
  * batches, alpha and beta, C untouched outside its columns and not read
  * when beta = 0; the attention that runs them in parallel gives the same
- * bytes on 1 and 2 threads. */
+ * bytes on 1 and 2 threads. The elementwise loops (exp, GELU) give the same
+ * bytes on 16 lanes (AVX-512) as on 4 (SSE2), and match a scalar reference. */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -166,8 +167,8 @@ static const char *self;
 
 static void same_bytes(const char *math) {
     char cmd[4096], p1[64], p2[64];
-    snprintf(p1, sizeof p1, "/tmp/test_gemm_kernels.%d.1", (int)getpid());
-    snprintf(p2, sizeof p2, "/tmp/test_gemm_kernels.%d.2", (int)getpid());
+    snprintf(p1, sizeof p1, "/tmp/test_kernels.%d.1", (int)getpid());
+    snprintf(p2, sizeof p2, "/tmp/test_kernels.%d.2", (int)getpid());
     snprintf(cmd, sizeof cmd, "MATS_OPS_THREADS=1 %s --dump %s %s && MATS_OPS_THREADS=2 %s --dump %s %s", self,
              math, p1, self, math, p2);
     CHECK(system(cmd) == 0, "%s failed", cmd);
@@ -191,6 +192,59 @@ static void test_threads(void) {
     if (amx_available()) same_bytes("bf16");
 }
 
+/* the elementwise ops at one vector width: GELU forward, backward (set and
+ * accumulated), attention softmax (bias, key mask, causal), cross-entropy
+ * forward and backward; all outputs concatenated into out */
+enum { GN = 16 * 37 + 7, SB = 3, ST = 53, SH = 2, SK = 8, CN = 7, CV = 1000 };
+static size_t simd_outputs(float *out, const float *in) {
+    size_t o = 0;
+    const float *h0 = in, *h1 = in + GN, *d = in + 2 * GN;
+    op_gated_gelu_forward(out + o, h0, h1, GN), o += GN;
+    float *dh0 = out + o, *dh1 = out + o + GN;
+    op_gated_gelu_backward(dh0, dh1, d, h0, h1, GN, 0);
+    op_gated_gelu_backward(dh0, dh1, d, h1, h0, GN, 1), o += 2 * GN;
+    size_t nq = (size_t)SB * ST * SH * SK, np = (size_t)SB * SH * ST * ST;
+    const float *q = in + 3 * GN, *k = q + nq, *v = k + nq, *bias = v + nq;
+    uint8_t mask[SB * ST];
+    for (int i = 0; i < SB * ST; i++) mask[i] = (i * 7) % 5 != 0;
+    for (int pass = 0; pass < 3; pass++) { /* plain (softmax sums from exp), key mask, causal */
+        float *att = out + o, *probs = out + o + nq;
+        op_attention_forward(att, probs, q, k, v, bias, pass == 1 ? mask : NULL, NULL, pass == 2, SB, ST, ST, SH, SK);
+        o += nq + np;
+    }
+    const float *logits = bias + (size_t)SH * ST * ST;
+    int targets[CN] = {0, 17, 999, 150, 3, 512, 256};
+    float w[CN] = {1, 0.5f, 2, 1, 0.25f, 1, 3};
+    float *loss = out + o, *lse = out + o + CN;
+    op_crossentropy_forward(loss, lse, logits, targets, CN, CV), o += 2 * CN;
+    op_crossentropy_backward(out + o, logits, lse, targets, w, CN, CV), o += (size_t)CN * CV;
+    return o;
+}
+
+static void test_simd_widths(void) {
+    if (ops_simd_lanes() != 16) T_SKIP("no AVX-512F: only one vector width here");
+    size_t nin = 3 * GN + 3 * (size_t)SB * ST * SH * SK + (size_t)SH * ST * ST + (size_t)CN * CV;
+    size_t nout = 3 * GN + 3 * ((size_t)SB * ST * SH * SK + (size_t)SB * SH * ST * ST) + 2 * CN + (size_t)CN * CV;
+    float *in = malloc(sizeof(float) * nin), *o16 = calloc(nout, sizeof(float)), *o4 = calloc(nout, sizeof(float));
+    for (size_t i = 0; i < nin; i++) in[i] = 4.0f * urand();
+    for (size_t i = 0; i < GN; i++) in[i] *= 3.0f; /* GELU inputs out to +-12 */
+    size_t n16 = simd_outputs(o16, in);
+    CHECK(ops_set_simd_lanes(4) == 0, "cannot select 4 lanes");
+    size_t n4 = simd_outputs(o4, in);
+    ops_set_simd_lanes(16);
+    CHECK(n16 == nout && n4 == nout, "outputs %zu %zu of %zu", n16, n4, nout);
+    size_t first = nout;
+    for (size_t i = 0; i < nout && first == nout; i++)
+        if (memcmp(&o16[i], &o4[i], 4)) first = i;
+    CHECK(first == nout, "16 and 4 lanes differ first at output %zu: %.9g vs %.9g", first,
+          first < nout ? o16[first] : 0.0, first < nout ? o4[first] : 0.0);
+    /* and both are the function: GELU against op_gelu_new (libm expf) */
+    float *ref_g = malloc(sizeof(float) * GN);
+    for (int i = 0; i < GN; i++) ref_g[i] = op_gelu_new(in[i]) * in[GN + i];
+    t_close("gelu 16 lanes", o16, ref_g, GN, 1e-5, 1e-6);
+    free(in), free(o16), free(o4), free(ref_g);
+}
+
 int main(int argc, char **argv) {
     self = argv[0];
     be_init(2);
@@ -198,5 +252,6 @@ int main(int argc, char **argv) {
     RUN(test_shapes);
     RUN(test_batched);
     RUN(test_threads);
+    RUN(test_simd_widths);
     return t_done();
 }

@@ -258,6 +258,126 @@ static void sum_chunks(float *dst, const float *partial, long nch, int D) {
         for (int i = 0; i < D; i++) dst[i] += partial[c * D + i];
 }
 
+/* Row sums in one fixed order that a 16-lane vector keeps: term i goes to
+ * partial sum i % 16 over the whole blocks of 16, the tail to a running sum
+ * s; then the partials fold in halves (8, 4, 2, 1) and s is added. The
+ * term is a[i] * b[i], or (a[i] * w[i]) * b[i] with w. */
+static float fold16(float *p, float s) {
+    for (int w = 8; w; w >>= 1)
+        for (int l = 0; l < w; l++) p[l] += p[l + w];
+    return p[0] + s;
+}
+
+#if VEXP16
+AVX512 static float dot16(const float *a, const float *b, const float *w, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 t = _mm512_loadu_ps(a + i);
+        if (w) t = _mm512_mul_ps(t, _mm512_loadu_ps(w + i));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(t, _mm512_loadu_ps(b + i)));
+    }
+    float p[16], s = 0;
+    _mm512_storeu_ps(p, acc);
+    for (; i < n; i++) s += (w ? a[i] * w[i] : a[i]) * b[i];
+    return fold16(p, s);
+}
+#endif
+
+static float dot_fixed(const float *a, const float *b, const float *w, int n) {
+#if VEXP16
+    if (ops_simd_lanes() == 16) return dot16(a, b, w, n);
+#endif
+    float p[16] = {0}, s = 0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) p[l] += (w ? a[i + l] * w[i + l] : a[i + l]) * b[i + l];
+    for (; i < n; i++) s += (w ? a[i] * w[i] : a[i]) * b[i];
+    return fold16(p, s);
+}
+
+/* Elementwise loops on 16 lanes: each lane does what the C loop beside it
+ * does, operation for operation, so both give the same bytes. */
+#if VEXP16
+static inline __mmask16 tail16(long left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1u); }
+#define LD(m, x) _mm512_maskz_loadu_ps(m, x)
+
+/* y = (x * r) * w, or x * r without w */
+AVX512 static void scale2_16(float *y, const float *x, float r, const float *w, int n) {
+    __m512 vr = _mm512_set1_ps(r);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 t = _mm512_mul_ps(LD(m, x + i), vr);
+        _mm512_mask_storeu_ps(y + i, m, w ? _mm512_mul_ps(t, LD(m, w + i)) : t);
+    }
+}
+
+/* dx (+)= ((r * w) * d) - (x * k); pw += (d * x) * r (pw may be NULL) */
+AVX512 static void rms_bwd16(float *dx, float *pw, const float *d, const float *x, const float *w, float r,
+                             float k, int n, int acc) {
+    __m512 vr = _mm512_set1_ps(r), vk = _mm512_set1_ps(k);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 vd = LD(m, d + i), vx = LD(m, x + i);
+        if (dx) {
+            __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vr, LD(m, w + i)), vd), _mm512_mul_ps(vx, vk));
+            if (acc) t = _mm512_add_ps(LD(m, dx + i), t);
+            _mm512_mask_storeu_ps(dx + i, m, t);
+        }
+        if (pw) _mm512_mask_storeu_ps(pw + i, m, _mm512_add_ps(LD(m, pw + i), _mm512_mul_ps(_mm512_mul_ps(vd, vx), vr)));
+    }
+}
+
+/* y (+)= a * b (set, or added to y with acc) */
+AVX512 static void mul16(float *y, const float *a, const float *b, long n, int acc) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 t = _mm512_mul_ps(LD(m, a + i), LD(m, b + i));
+        if (acc) t = _mm512_add_ps(LD(m, y + i), t);
+        _mm512_mask_storeu_ps(y + i, m, t);
+    }
+}
+
+/* y += x */
+AVX512 static void add16(float *y, const float *x, long n) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(LD(m, y + i), LD(m, x + i)));
+    }
+}
+
+/* d = p * (d - dot) */
+AVX512 static void dscore16(float *d, const float *pr, float dot, int n) {
+    __m512 vdot = _mm512_set1_ps(dot);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(LD(m, pr + i), _mm512_sub_ps(LD(m, d + i), vdot)));
+    }
+}
+
+/* softmax's first pass over row[0..n): for keys not masked out, row =
+ * row + bias (0 without), returns their maximum; *masked set when a key
+ * is masked */
+AVX512 static float bias_max16(float *row, const float *bias, const uint8_t *mask, int n, int *masked) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i), keep = m;
+        if (mask) {
+            uint8_t b[16] = {0};
+            memcpy(b, mask + i, n - i < 16 ? (size_t)(n - i) : 16);
+            keep = _mm512_mask_test_epi32_mask(m, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)b)),
+                                               _mm512_set1_epi32(0xff));
+            if (keep != m) *masked = 1;
+        }
+        __m512 t = _mm512_add_ps(LD(keep, row + i), bias ? LD(keep, bias + i) : _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(row + i, keep, t);
+        mx = _mm512_mask_max_ps(mx, keep, mx, t);
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+#undef LD
+#endif
+
 void op_embed_forward(float *out, const int *ids, const float *table, int N, int D) {
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * D, table + (size_t)ids[n] * D, sizeof(float) * D);
 }
@@ -285,10 +405,15 @@ static void rms_fwd_rows(void *p, long lo, long hi) {
     for (long n = lo; n < hi; n++) {
         const float *xn = c->x + (size_t)n * D;
         float *on = c->out + (size_t)n * D;
-        float ss = 0;
-        for (int i = 0; i < D; i++) ss += xn[i] * xn[i];
+        float ss = dot_fixed(xn, xn, NULL, D);
         float r = 1.0f / sqrtf(ss / D + c->eps);
         c->rstd[n] = r;
+#if VEXP16
+        if (ops_simd_lanes() == 16) {
+            scale2_16(on, xn, r, c->w, D);
+            continue;
+        }
+#endif
         for (int i = 0; i < D; i++) on[i] = xn[i] * r * c->w[i];
     }
 }
@@ -312,9 +437,14 @@ static void rms_bwd_chunks(void *p, long lo, long hi) {
         for (long n = ch * ROW_CHUNK; n < r1; n++) {
             const float *xn = c->x + (size_t)n * D, *dn = c->dout + (size_t)n * D;
             float r = c->rs[n];
-            float dot = 0;
-            for (int i = 0; i < D; i++) dot += dn[i] * c->w[i] * xn[i];
+            float dot = dot_fixed(dn, xn, c->w, D);
             float k = dot * r * r * r / D;
+#if VEXP16
+            if (ops_simd_lanes() == 16) {
+                rms_bwd16(c->dx ? c->dx + (size_t)n * D : NULL, pw, dn, xn, c->w, r, k, D, c->acc);
+                continue;
+            }
+#endif
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * D;
                 if (c->acc)
@@ -369,6 +499,12 @@ static void ia3_fwd_rows(void *p, long lo, long hi) {
     for (long n = lo; n < hi; n++) {
         const float *xn = c->x + (size_t)n * c->C;
         float *on = c->out + (size_t)n * c->C;
+#if VEXP16
+        if (ops_simd_lanes() == 16) {
+            mul16(on, xn, c->s, c->C, 0);
+            continue;
+        }
+#endif
         for (int i = 0; i < c->C; i++) on[i] = xn[i] * c->s[i];
     }
 }
@@ -387,6 +523,13 @@ static void ia3_bwd_chunks(void *p, long lo, long hi) {
         long r1 = (ch + 1) * ROW_CHUNK < c->N ? (ch + 1) * ROW_CHUNK : c->N;
         for (long n = ch * ROW_CHUNK; n < r1; n++) {
             const float *dn = c->dout + (size_t)n * C, *xn = c->x + (size_t)n * C;
+#if VEXP16
+            if (ops_simd_lanes() == 16) {
+                if (c->dx) mul16(c->dx + (size_t)n * C, dn, c->s, C, c->acc);
+                if (ps) mul16(ps, dn, xn, C, 1);
+                continue;
+            }
+#endif
             if (c->dx) {
                 float *dxn = c->dx + (size_t)n * C;
                 if (c->acc)
@@ -641,15 +784,19 @@ static void softmax_rows(void *p, long lo, long hi) {
         int jmax = c->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
         float mx = -INFINITY;
         int any_masked = jmax < Tk;
-        for (int j = 0; j < jmax; j++) {
-            if (mask && !mask[j]) {
-                any_masked = 1;
-                continue;
+#if VEXP16
+        if (ops_simd_lanes() == 16) mx = bias_max16(row, brow, mask, jmax, &any_masked);
+        else
+#endif
+            for (int j = 0; j < jmax; j++) {
+                if (mask && !mask[j]) {
+                    any_masked = 1;
+                    continue;
+                }
+                float s = row[j] + (brow ? brow[j] : 0.0f);
+                row[j] = s;
+                if (s > mx) mx = s;
             }
-            float s = row[j] + (brow ? brow[j] : 0.0f);
-            row[j] = s;
-            if (s > mx) mx = s;
-        }
         if (mx == -INFINITY) { /* every key masked */
             memset(row, 0, sizeof(float) * Tk);
             continue;
@@ -663,6 +810,12 @@ static void softmax_rows(void *p, long lo, long hi) {
             }
         }
         float inv = 1.0f / sum;
+#if VEXP16
+        if (ops_simd_lanes() == 16) {
+            scale2_16(row, row, inv, NULL, jmax);
+            continue;
+        }
+#endif
         for (int j = 0; j < jmax; j++) row[j] *= inv;
     }
 }
@@ -731,8 +884,13 @@ static void dscore_rows(void *p, long lo, long hi) {
     for (long r = lo; r < hi; r++) {
         const float *pr = c->probs + r * Tk;
         float *d = c->scratch + r * Tk;
-        float dot = 0;
-        for (int j = 0; j < Tk; j++) dot += pr[j] * d[j];
+        float dot = dot_fixed(pr, d, NULL, Tk);
+#if VEXP16
+        if (ops_simd_lanes() == 16) {
+            dscore16(d, pr, dot, Tk);
+            continue;
+        }
+#endif
         for (int j = 0; j < Tk; j++) d[j] = pr[j] * (d[j] - dot);
     }
 }
@@ -839,6 +997,12 @@ void op_crossentropy_backward(float *dlogits, const float *logits, const float *
 
 static void add_range(void *p, long lo, long hi) {
     ce_ctx *c = p;
+#if VEXP16
+    if (ops_simd_lanes() == 16) {
+        add16(c->y + lo, c->x + lo, hi - lo);
+        return;
+    }
+#endif
     for (long i = lo; i < hi; i++) c->y[i] += c->x[i];
 }
 

@@ -354,14 +354,24 @@ static int read_ckpt(const char *path, const char *run_key, train_state *st, flo
 
 /* ---------------------------------------------------------------------- bench */
 
-static double gemm_flops_forward(const t5_config *c, double B, double Te, double Td) {
+/* floating-point operations of the matrix products of one training step:
+ * the forward's linears (lin) and attention products (att); the backward
+ * takes both again for the input gradients and, in full fine-tuning, the
+ * linears once more for the weight gradients; the attention's backward has
+ * four products to the forward's two. IA3 (frozen base) skips the input
+ * gradients of block 0's q, k, v projections (encoder and decoder): nothing
+ * below them trains. */
+static double gemm_flops_step(const t5_config *c, double B, double Te, double Td, int ia3) {
     double D = c->d_model, HK = (double)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
     double Ne = B * Te, Nd = B * Td, H = c->num_heads, K = c->d_kv;
-    double enc = c->num_layers * (2 * Ne * D * HK * 4 + 2 * Ne * D * F * 3 + 4 * B * H * Te * Te * K);
-    double dec = c->num_decoder_layers *
-                 (2 * Nd * D * HK * 4 + 2 * Nd * D * HK * 2 + 2 * Ne * D * HK * 2 +
-                  2 * Nd * D * F * 3 + 4 * B * H * Td * Td * K + 4 * B * H * Td * Te * K);
-    return enc + dec + 2 * Nd * D * V;
+    double lin = c->num_layers * (2 * Ne * D * HK * 4 + 2 * Ne * D * F * 3) +
+                 c->num_decoder_layers * (2 * Nd * D * HK * 4 + 2 * Nd * D * HK * 2 + 2 * Ne * D * HK * 2 +
+                                          2 * Nd * D * F * 3) +
+                 2 * Nd * D * V;
+    double att = c->num_layers * 4 * B * H * Te * Te * K +
+                 c->num_decoder_layers * (4 * B * H * Td * Td * K + 4 * B * H * Td * Te * K);
+    if (!ia3) return 3 * lin + 3 * att;
+    return 2 * lin - 3 * 2 * (Ne + Nd) * D * HK + 3 * att;
 }
 
 /* the product's peak as the stage runs it: cblas_sgemm, or AMX in bf16 */
@@ -404,7 +414,6 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         for (int t = 1; t < Td; t++) dec[b * Td + t] = tgt[b * Td + t - 1];
     }
     t5_batch bt = {.B = B, .Te = Te, .Bd = B, .Td = Td, .enc_ids = enc, .dec_ids = dec, .targets = tgt};
-    double fwd = gemm_flops_forward(c, B, Te, Td);
     for (int mode = 0; mode < 2; mode++) {
         t5_model *m = t5_new(c, mode == 0, mode == 1);
         t5_init_random(m, 1);
@@ -429,8 +438,7 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
             if (s >= 0) tf += t1 - t0, tb += t2 - t1, to += t3 - t2, t_all += t3 - t0;
         }
         double per = t_all / steps;
-        /* full: forward + 2x backward GEMMs; IA3: no weight gradients (~1x) */
-        double flops = fwd * (mode == 0 ? 3.0 : 2.0);
+        double flops = gemm_flops_step(c, B, Te, Td, mode == 1);
         printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
                mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
                tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9, 100 * flops / per / 1e9 / peak, peak_name, loss);

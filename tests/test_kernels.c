@@ -192,57 +192,94 @@ static void test_threads(void) {
     if (amx_available()) same_bytes("bf16");
 }
 
-/* the elementwise ops at one vector width: GELU forward, backward (set and
- * accumulated), attention softmax (bias, key mask, causal), cross-entropy
- * forward and backward; all outputs concatenated into out */
-enum { GN = 16 * 37 + 7, SB = 3, ST = 53, SH = 2, SK = 8, CN = 7, CV = 1000 };
-static size_t simd_outputs(float *out, const float *in) {
-    size_t o = 0;
-    const float *h0 = in, *h1 = in + GN, *d = in + 2 * GN;
-    op_gated_gelu_forward(out + o, h0, h1, GN), o += GN;
-    float *dh0 = out + o, *dh1 = out + o + GN;
-    op_gated_gelu_backward(dh0, dh1, d, h0, h1, GN, 0);
-    op_gated_gelu_backward(dh0, dh1, d, h1, h0, GN, 1), o += 2 * GN;
+/* the elementwise ops at one vector width, their outputs appended to out
+ * (section names and ends in sec/end): GELU forward, backward (set and
+ * accumulated), RMS norm forward and backward (set and accumulated, with
+ * the weight gradient), IA3 forward and backward, attention forward
+ * (softmax sums from exp; key mask; causal) and backward, cross-entropy
+ * forward and backward, add. Row lengths are not multiples of 16. */
+enum { GN = 16 * 37 + 7, SB = 3, ST = 53, SH = 2, SK = 8, CN = 7, CV = 1000, RN = 70, RD = 77 };
+enum { MAX_SECTIONS = 32 };
+typedef struct {
+    float *out;
+    size_t o, end[MAX_SECTIONS];
+    const char *sec[MAX_SECTIONS];
+    int n;
+} outputs;
+
+static float *emit(outputs *w, const char *name, size_t n) {
+    float *p = w->out + w->o;
+    w->o += n;
+    w->sec[w->n] = name, w->end[w->n] = w->o, w->n++;
+    return p;
+}
+
+static void simd_outputs(outputs *w, const float *in) {
+    const float *h0 = in, *h1 = in + GN, *d = in + 2 * GN, *x = in + 3 * GN;
+    op_gated_gelu_forward(emit(w, "gelu forward", GN), h0, h1, GN);
+    float *dh = emit(w, "gelu backward", 2 * GN);
+    op_gated_gelu_backward(dh, dh + GN, d, h0, h1, GN, 0);
+    op_gated_gelu_backward(dh, dh + GN, d, h1, h0, GN, 1);
+    /* RMS norm and IA3 on (RN, RD) */
+    const float *rw = x + RN * RD, *rd = rw + RD;
+    float *ro = emit(w, "rmsnorm forward", RN * RD + RN);
+    op_rmsnorm_forward(ro, ro + RN * RD, x, rw, RN, RD, 1e-6f);
+    float *rb = emit(w, "rmsnorm backward", RN * RD + RD);
+    op_rmsnorm_backward(rb, rb + RN * RD, rd, x, rw, ro + RN * RD, RN, RD, 0);
+    op_rmsnorm_backward(rb, rb + RN * RD, x, rd, rw, ro + RN * RD, RN, RD, 1);
+    op_ia3_forward(emit(w, "ia3 forward", RN * RD), x, rw, RN, RD);
+    float *ib = emit(w, "ia3 backward", RN * RD + RD);
+    op_ia3_backward(ib, ib + RN * RD, rd, x, rw, RN, RD, 0);
+    op_ia3_backward(ib, ib + RN * RD, x, rd, rw, RN, RD, 1);
     size_t nq = (size_t)SB * ST * SH * SK, np = (size_t)SB * SH * ST * ST;
-    const float *q = in + 3 * GN, *k = q + nq, *v = k + nq, *bias = v + nq;
+    const float *q = rd + RN * RD, *k = q + nq, *v = k + nq, *bias = v + nq, *dout = bias + (size_t)SH * ST * ST;
     uint8_t mask[SB * ST];
     for (int i = 0; i < SB * ST; i++) mask[i] = (i * 7) % 5 != 0;
-    for (int pass = 0; pass < 3; pass++) { /* plain (softmax sums from exp), key mask, causal */
-        float *att = out + o, *probs = out + o + nq;
+    static const char *names[] = {"attention (no mask)", "attention (key mask)", "attention (causal)"};
+    float *probs = NULL;
+    for (int pass = 0; pass < 3; pass++) {
+        float *att = emit(w, names[pass], nq + np);
+        probs = att + nq;
         op_attention_forward(att, probs, q, k, v, bias, pass == 1 ? mask : NULL, NULL, pass == 2, SB, ST, ST, SH, SK);
-        o += nq + np;
     }
-    const float *logits = bias + (size_t)SH * ST * ST;
+    float *ab = emit(w, "attention backward", 3 * nq + (size_t)SH * ST * ST + np);
+    op_attention_backward(ab, ab + nq, ab + 2 * nq, ab + 3 * nq, ab + 3 * nq + (size_t)SH * ST * ST, dout, q, k, v,
+                          probs, SB, ST, ST, SH, SK, 0);
+    const float *logits = dout + nq;
     int targets[CN] = {0, 17, 999, 150, 3, 512, 256};
-    float w[CN] = {1, 0.5f, 2, 1, 0.25f, 1, 3};
-    float *loss = out + o, *lse = out + o + CN;
-    op_crossentropy_forward(loss, lse, logits, targets, CN, CV), o += 2 * CN;
-    op_crossentropy_backward(out + o, logits, lse, targets, w, CN, CV), o += (size_t)CN * CV;
-    return o;
+    float cw[CN] = {1, 0.5f, 2, 1, 0.25f, 1, 3};
+    float *ce = emit(w, "cross-entropy forward", 2 * CN);
+    op_crossentropy_forward(ce, ce + CN, logits, targets, CN, CV);
+    op_crossentropy_backward(emit(w, "cross-entropy backward", (size_t)CN * CV), logits, ce + CN, targets, cw, CN, CV);
+    float *sum = emit(w, "add", GN);
+    memcpy(sum, h0, sizeof(float) * GN);
+    op_add_inplace(sum, h1, GN);
 }
 
 static void test_simd_widths(void) {
     if (ops_simd_lanes() != 16) T_SKIP("no AVX-512F: only one vector width here");
-    size_t nin = 3 * GN + 3 * (size_t)SB * ST * SH * SK + (size_t)SH * ST * ST + (size_t)CN * CV;
-    size_t nout = 3 * GN + 3 * ((size_t)SB * ST * SH * SK + (size_t)SB * SH * ST * ST) + 2 * CN + (size_t)CN * CV;
-    float *in = malloc(sizeof(float) * nin), *o16 = calloc(nout, sizeof(float)), *o4 = calloc(nout, sizeof(float));
+    size_t nin = 1 << 17, nout = 1 << 18;
+    float *in = malloc(sizeof(float) * nin);
+    outputs w16 = {.out = calloc(nout, sizeof(float))}, w4 = {.out = calloc(nout, sizeof(float))};
     for (size_t i = 0; i < nin; i++) in[i] = 4.0f * urand();
     for (size_t i = 0; i < GN; i++) in[i] *= 3.0f; /* GELU inputs out to +-12 */
-    size_t n16 = simd_outputs(o16, in);
+    simd_outputs(&w16, in);
     CHECK(ops_set_simd_lanes(4) == 0, "cannot select 4 lanes");
-    size_t n4 = simd_outputs(o4, in);
+    simd_outputs(&w4, in);
     ops_set_simd_lanes(16);
-    CHECK(n16 == nout && n4 == nout, "outputs %zu %zu of %zu", n16, n4, nout);
-    size_t first = nout;
-    for (size_t i = 0; i < nout && first == nout; i++)
-        if (memcmp(&o16[i], &o4[i], 4)) first = i;
-    CHECK(first == nout, "16 and 4 lanes differ first at output %zu: %.9g vs %.9g", first,
-          first < nout ? o16[first] : 0.0, first < nout ? o4[first] : 0.0);
+    CHECK(w16.o == w4.o && w16.o <= nout, "outputs %zu %zu", w16.o, w4.o);
+    for (int sc = 0, i = 0; sc < w16.n; sc++) {
+        size_t first = w16.end[sc];
+        for (; (size_t)i < w16.end[sc]; i++)
+            if (first == w16.end[sc] && memcmp(&w16.out[i], &w4.out[i], 4)) first = (size_t)i;
+        CHECK(first == w16.end[sc], "%s: 16 and 4 lanes differ at output %zu: %.9g vs %.9g", w16.sec[sc], first,
+              first < w16.end[sc] ? w16.out[first] : 0.0, first < w16.end[sc] ? w4.out[first] : 0.0);
+    }
     /* and both are the function: GELU against op_gelu_new (libm expf) */
     float *ref_g = malloc(sizeof(float) * GN);
     for (int i = 0; i < GN; i++) ref_g[i] = op_gelu_new(in[i]) * in[GN + i];
-    t_close("gelu 16 lanes", o16, ref_g, GN, 1e-5, 1e-6);
-    free(in), free(o16), free(o4), free(ref_g);
+    t_close("gelu 16 lanes", w16.out, ref_g, GN, 1e-5, 1e-6);
+    free(in), free(w16.out), free(w4.out), free(ref_g);
 }
 
 int main(int argc, char **argv) {

@@ -121,14 +121,38 @@ TARGET static void pack_a_rows(void *p, long lo, long hi) {
     }
 }
 
+/* r[x] = column x of the 16 x 16 matrix of 32-bit words whose rows were
+ * r[0..15]: unpack pairs, then quads, then 128-bit lanes twice */
+TARGET static void transpose16(__m512i *r) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
+    }
+}
+
 /* op(A) = A^T (A stored k x m): 16 packed rows at a time, r in
- * [0, batch * Mp / 16). Two stored rows kk, kk+1 give 16 pairs, one per
- * packed row: a 32-bit scatter. */
+ * [0, batch * Mp / 16). Two stored rows kk, kk+1 give 16 pairs (32-bit
+ * words), one per packed row; the 16 k-pairs of a tile, transposed, are
+ * its 16 rows. */
 TARGET static void pack_at_blocks(void *p, long lo, long hi) {
     amx_job *j = p;
     int per = j->Mp / 16;
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(16));
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                            22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (long r = lo; r < hi; r++) {
@@ -136,13 +160,18 @@ TARGET static void pack_at_blocks(void *p, long lo, long hi) {
         int valid = j->m - i0 < 16 ? (j->m - i0 > 0 ? j->m - i0 : 0) : 16;
         __mmask16 mask = (__mmask16)((1u << valid) - 1u);
         const float *src = j->a + bi * j->sa + i0;
-        for (int kk = 0; kk < j->Kp; kk += 2) {
-            __m512 x0 = kk < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)kk * j->lda) : _mm512_setzero_ps();
-            __m512 x1 = kk + 1 < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)(kk + 1) * j->lda) : _mm512_setzero_ps();
-            /* lanes 0-15: x0, 16-31: x1; then word t = (x0[t], x1[t]) */
-            __m512i pairs = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-            uint32_t *dst = (uint32_t *)A_TILE(j, bi, i16, kk / 32) + (kk % 32) / 2;
-            _mm512_i32scatter_epi32(dst, rows, pairs, 4);
+        for (int t = 0; t < j->kt; t++) {
+            __m512i w[16];
+            for (int q = 0; q < 16; q++) {
+                int kk = t * 32 + 2 * q;
+                __m512 x0 = kk < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)kk * j->lda) : _mm512_setzero_ps();
+                __m512 x1 = kk + 1 < j->k ? _mm512_maskz_loadu_ps(mask, src + (size_t)(kk + 1) * j->lda) : _mm512_setzero_ps();
+                /* lanes 0-15: x0, 16-31: x1; then word i = (x0[i], x1[i]) */
+                w[q] = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            }
+            transpose16(w);
+            uint16_t *dst = A_TILE(j, bi, i16, t);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(dst + i * 32), w[i]);
         }
     }
 }
@@ -180,28 +209,32 @@ TARGET static void pack_b_rows(void *p, long lo, long hi) {
     }
 }
 
-/* op(B) = B^T (B stored n x k): one column j of op(B), r in
- * [0, batch * Np). Stored row j read as bf16 is the column's k-pairs in
- * order: 16 pairs (32-bit words) go to the 16 rows of a tile by a scatter. */
-TARGET static void pack_bt_cols(void *p, long lo, long hi) {
+/* op(B) = B^T (B stored n x k): 16 columns of op(B) at a time, r in
+ * [0, batch * Np / 16). Stored row j read as bf16 is column j's k-pairs in
+ * order (16 words a tile); the 16 columns' words, transposed, are the
+ * tile's 16 k-pair rows. */
+TARGET static void pack_bt_blocks(void *p, long lo, long hi) {
     amx_job *j = p;
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(16));
+    int per = j->Np / 16;
     for (long r = lo; r < hi; r++) {
-        int bi = (int)(r / j->Np), jj = (int)(r % j->Np);
-        const float *src = j->b + bi * j->sb + (size_t)jj * j->ldb;
+        int bi = (int)(r / per), j16 = (int)(r % per);
+        const float *src = j->b + bi * j->sb;
         for (int t = 0; t < j->kt; t++) {
-            int kk = t * 32;
-            __m512i v = _mm512_setzero_si512();
-            if (jj < j->n && kk < j->k) {
-                int left = j->k - kk;
-                __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1u);
-                __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
-                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + kk + 16),
-                                                 _mm512_maskz_loadu_ps(m0, src + kk));
+            int kk = t * 32, left = j->k - kk;
+            __mmask16 m0 = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
+            __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
+            __m512i w[16];
+            for (int c = 0; c < 16; c++) {
+                int jj = j16 * 16 + c;
+                w[c] = _mm512_setzero_si512();
+                if (jj < j->n && left > 0) {
+                    const float *row = src + (size_t)jj * j->ldb + kk;
+                    w[c] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, row + 16), _mm512_maskz_loadu_ps(m0, row));
+                }
             }
-            uint32_t *dst = (uint32_t *)B_TILE(j, bi, jj / 16, t) + jj % 16;
-            _mm512_i32scatter_epi32(dst, rows, v, 4);
+            transpose16(w);
+            uint16_t *dst = B_TILE(j, bi, j16, t);
+            for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(dst + q * 32), w[q]);
         }
     }
 }
@@ -324,11 +357,11 @@ static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, co
     j.pa = grow(&buf_a, &cap_a, (size_t)batch * j.Mp * j.Kp);
     j.pb = grow(&buf_b, &cap_b, (size_t)batch * j.Kp * j.Np);
     /* op(A): rows, or blocks of 16 rows when transposed; op(B): k-pair
-     * rows, or columns when transposed */
+     * rows, or blocks of 16 columns when transposed */
     pack(local, (long)m * k * batch, ta ? (long)batch * (j.Mp / 16) : (long)batch * j.Mp, ta ? 2 : 16,
          ta ? pack_at_blocks : pack_a_rows, &j);
-    pack(local, (long)k * n * batch, tb ? (long)batch * j.Np : (long)batch * (j.Kp / 2), tb ? 16 : 8,
-         tb ? pack_bt_cols : pack_b_rows, &j);
+    pack(local, (long)k * n * batch, tb ? (long)batch * (j.Np / 16) : (long)batch * (j.Kp / 2), tb ? 1 : 8,
+         tb ? pack_bt_blocks : pack_b_rows, &j);
     long blocks = (long)batch * j.mb * j.nb;
     if (local || blocks * j.Kp < 4096) block_range(&j, 0, blocks);
     else ops_parallel_for(blocks, 1, block_range, &j);

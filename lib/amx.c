@@ -32,6 +32,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
+#include "simd.h"
 #define MC_HAVE_AMX_CODE 1
 #endif
 
@@ -121,31 +122,6 @@ TARGET static void pack_a_rows(void *p, long lo, long hi) {
     }
 }
 
-/* r[x] = column x of the 16 x 16 matrix of 32-bit words whose rows were
- * r[0..15]: unpack pairs, then quads, then 128-bit lanes twice */
-TARGET static void transpose16(__m512i *r) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) {
-            t[8 * i + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
-            t[8 * i + 4 + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
-        r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
-    }
-}
-
 /* op(A) = A^T (A stored k x m): 16 packed rows at a time, r in
  * [0, batch * Mp / 16). Two stored rows kk, kk+1 give 16 pairs (32-bit
  * words), one per packed row; the 16 k-pairs of a tile, transposed, are
@@ -169,7 +145,7 @@ TARGET static void pack_at_blocks(void *p, long lo, long hi) {
                 /* lanes 0-15: x0, 16-31: x1; then word i = (x0[i], x1[i]) */
                 w[q] = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
             }
-            transpose16(w);
+            simd_transpose16(w);
             uint16_t *dst = A_TILE(j, bi, i16, t);
             for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(dst + i * 32), w[i]);
         }
@@ -232,7 +208,7 @@ TARGET static void pack_bt_blocks(void *p, long lo, long hi) {
                     w[c] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, row + 16), _mm512_maskz_loadu_ps(m0, row));
                 }
             }
-            transpose16(w);
+            simd_transpose16(w);
             uint16_t *dst = B_TILE(j, bi, j16, t);
             for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(dst + q * 32), w[q]);
         }

@@ -18,6 +18,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include "simd.h"
 #define MC_HAVE_F32GEMM_CODE 1
 #endif
 
@@ -67,14 +68,19 @@ TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, in
         }
         return;
     }
-    /* op(B) = B^T: column j0 + jj of op(B) is stored row j0 + jj */
-    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(ldb));
-    const float *s0 = B + (size_t)j0 * ldb, *s1 = s0 + (size_t)16 * ldb;
-    for (int kk = 0; kk < k; kk++) {
-        _mm512_store_ps(p + (size_t)kk * NR, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, s0 + kk, 4));
-        _mm512_store_ps(p + (size_t)kk * NR + 16,
-                        m1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, s1 + kk, 4) : _mm512_setzero_ps());
+    /* op(B) = B^T: column j0 + jj of op(B) is stored row j0 + jj; 16
+     * stored rows x 16 k at a time, transposed into 16 panel rows */
+    for (int kk = 0; kk < k; kk += 16) {
+        __mmask16 mk = lanes(k - kk);
+        for (int h = 0; h < 2; h++) {
+            __m512i r[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = h * 16 + c < w ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, B + (size_t)(j0 + h * 16 + c) * ldb + kk))
+                                      : _mm512_setzero_si512();
+            simd_transpose16(r);
+            for (int q = 0; q < 16 && kk + q < k; q++)
+                _mm512_store_ps(p + (size_t)(kk + q) * NR + h * 16, _mm512_castsi512_ps(r[q]));
+        }
     }
 }
 

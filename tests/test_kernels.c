@@ -14,6 +14,7 @@
 #include "f32gemm.h"
 #include "harness.h"
 #include "ops.h"
+#include "optim.h"
 
 static uint64_t rng = 88172645463325252ull;
 static float urand(void) {
@@ -197,7 +198,7 @@ static void test_threads(void) {
  * accumulated), RMS norm forward and backward (set and accumulated, with
  * the weight gradient), IA3 forward and backward, attention forward
  * (softmax sums from exp; key mask; causal) and backward, cross-entropy
- * forward and backward, add. Row lengths are not multiples of 16. */
+ * forward and backward, add, AdamW. Lengths are not multiples of 16. */
 enum { GN = 16 * 37 + 7, SB = 3, ST = 53, SH = 2, SK = 8, CN = 7, CV = 1000, RN = 70, RD = 77 };
 enum { MAX_SECTIONS = 32 };
 typedef struct {
@@ -254,6 +255,14 @@ static void simd_outputs(outputs *w, const float *in) {
     float *sum = emit(w, "add", GN);
     memcpy(sum, h0, sizeof(float) * GN);
     op_add_inplace(sum, h1, GN);
+    /* AdamW: three steps, with weight decay; the parameters, then m and v */
+    float *par = emit(w, "adamw", 3 * GN);
+    memcpy(par, h0, sizeof(float) * GN);
+    optim *o = opt_new(OPT_ADAMW, 1e-2f, GN, NULL, 0);
+    o->weight_decay = 0.1f;
+    for (int step = 0; step < 3; step++) opt_step(o, par, step == 1 ? h1 : d);
+    memcpy(par + GN, o->state, sizeof(float) * 2 * GN);
+    opt_free(o);
 }
 
 static void test_simd_widths(void) {

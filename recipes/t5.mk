@@ -10,15 +10,18 @@ BENCH_THREADS ?= 2
 BENCH_STEPS ?= 3
 bench-train: SHELL := /bin/bash -o pipefail
 bench-train: build/bin/train
-	MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=fp32 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS)
-	@if grep -qw amx_bf16 /proc/cpuinfo; then \
+	@mkdir -p build
+	@{ MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=fp32 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS); \
+	if grep -qw amx_bf16 /proc/cpuinfo; then \
 	  MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=bf16 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS) | \
 	    grep -v 'T5 d_model'; bf16=--bf16; \
 	else echo "bench-train: no AMX-BF16 on this CPU; no bf16 figures"; bf16=; fi; \
 	if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
 	  cd tests/reference && /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
 	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS) $$bf16; \
-	else echo "bench-train: python3-torch not installed; no PyTorch comparison (scripts/install-deps.sh --reference)"; fi
+	else echo "bench-train: python3-torch not installed; no PyTorch comparison (scripts/install-deps.sh --reference)"; fi; } | \
+	  tee build/bench-train.txt
+	@awk -f tests/reference/bench_train_ratios.awk build/bench-train.txt
 
 .PHONY: fixtures-t5 bench-train
 

@@ -186,6 +186,19 @@ if grep -qw amx_bf16 /proc/cpuinfo; then
     else fail train_bf16 "accuracy ${a:-?}"; cat "$T/logb1" "$T/logb2" "$T/logb3" "$T/tableb" 2>/dev/null; fi
 else echo "skip train_bf16: no AMX-BF16 on this CPU"; fi
 
+# 4b. train --bench: both modes print tokens/s; make bench-train's ratios
+# (tests/reference/bench_train_ratios.awk) divide them by the peer's lines
+if build/bin/train --config "$T/exp.conf" --bench 1 > "$T/bench" 2>&1; then
+    cf=$(awk '/^bench-train: C full:/ {print $4}' "$T/bench"); ci=$(awk '/^bench-train: C IA3 :/ {print $5}' "$T/bench")
+    printf '%s\n' "bench-train: PyTorch full:    1000 tokens/s (input+target),  1.0 ms/step" \
+        "bench-train: PyTorch IA3 :    2000 tokens/s (input+target),  1.0 ms/step" \
+        "bench-train: PyTorch full bf16 autocast:    4000 tokens/s (input+target),  1.0 ms/step" >> "$T/bench"
+    r=$(awk -f tests/reference/bench_train_ratios.awk "$T/bench")
+    want=$(awk -v f="$cf" -v i="$ci" 'BEGIN { printf "bench-train: ratio full float32 / PyTorch float32: %.2fx\nbench-train: ratio IA3  float32 / PyTorch float32: %.2fx", f / 1000, i / 2000 }')
+    if [ -n "$cf" ] && [ -n "$ci" ] && [ "$r" = "$want" ]; then ok "train_bench (full $cf, IA3 $ci tokens/s)"
+    else fail train_bench "ratios '$r', want '$want'"; cat "$T/bench"; fi
+else fail train_bench "exit status"; cat "$T/bench"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

@@ -5,7 +5,7 @@ fixtures-t5:
 	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
 	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin
 
-## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch
+## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch; then the ratios
 BENCH_THREADS ?= 2
 BENCH_STEPS ?= 3
 bench-train: SHELL := /bin/bash -o pipefail

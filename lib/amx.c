@@ -197,8 +197,7 @@ TARGET static void pack_bt_blocks(void *p, long lo, long hi) {
         const float *src = j->b + bi * j->sb;
         for (int t = 0; t < j->kt; t++) {
             int kk = t * 32, left = j->k - kk;
-            __mmask16 m0 = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
-            __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
+            __mmask16 m0 = simd_mask16(left), m1 = simd_mask16(left - 16);
             __m512i w[16];
             for (int c = 0; c < 16; c++) {
                 int jj = j16 * 16 + c;
@@ -282,7 +281,7 @@ TARGET static void block_range(void *p, long lo, long hi) {
             float *cr = c + (size_t)i * j->ldc;
             const float *o = out + i * 32;
             for (int q = 0; q < je; q += 16) {
-                __mmask16 mk = je - q >= 16 ? 0xffff : (__mmask16)((1u << (je - q)) - 1u);
+                __mmask16 mk = simd_mask16(je - q);
                 __m512 r = _mm512_mul_ps(va, _mm512_loadu_ps(o + q));
                 if (j->beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, cr + q), r);
                 _mm512_mask_storeu_ps(cr + q, mk, r);

@@ -55,11 +55,9 @@ static float *panel_for(int k) {
     return panel;
 }
 
-static __mmask16 lanes(int w) { return w >= 16 ? 0xffff : w <= 0 ? 0 : (__mmask16)((1u << w) - 1u); }
-
 /* panel[kk][jj] = op(B)[kk][j0 + jj] for jj < w, else 0 */
 TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, int w, float *p) {
-    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    __mmask16 m0 = simd_mask16(w), m1 = simd_mask16(w - 16);
     if (!tb) {
         for (int kk = 0; kk < k; kk++) {
             const float *s = B + (size_t)kk * ldb + j0;
@@ -71,7 +69,7 @@ TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, in
     /* op(B) = B^T: column j0 + jj of op(B) is stored row j0 + jj; 16
      * stored rows x 16 k at a time, transposed into 16 panel rows */
     for (int kk = 0; kk < k; kk += 16) {
-        __mmask16 mk = lanes(k - kk);
+        __mmask16 mk = simd_mask16(k - kk);
         for (int h = 0; h < 2; h++) {
             __m512i r[16];
             for (int c = 0; c < 16; c++)
@@ -115,7 +113,7 @@ TARGET static void block(const float *const *ar, long sk, int k, const float *p,
         ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5) ROW_FMA(6) ROW_FMA(7)
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    __mmask16 m0 = simd_mask16(w), m1 = simd_mask16(w - 16);
     ROW_OUT(0) ROW_OUT(1) ROW_OUT(2) ROW_OUT(3) ROW_OUT(4) ROW_OUT(5) ROW_OUT(6) ROW_OUT(7)
 }
 

@@ -59,7 +59,7 @@ DEFINE_EXP(, exp4, _mm, __m128, __m128i, _mm_castsi128_ps)
  * (ops_simd_lanes): exp16 is exp4's definition on 16 lanes, and the sums
  * below are taken in exp4's order, so both widths give the same bytes. */
 #if VEXP && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#include "simd.h"
 #define VEXP16 1
 #define AVX512 __attribute__((target("avx512f")))
 DEFINE_EXP(AVX512, exp16, _mm512, __m512, __m512i, _mm512_castsi512_ps)
@@ -299,14 +299,13 @@ static float dot_fixed(const float *a, const float *b, const float *w, int n) {
 /* Elementwise loops on 16 lanes: each lane does what the C loop beside it
  * does, operation for operation, so both give the same bytes. */
 #if VEXP16
-static inline __mmask16 tail16(long left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1u); }
 #define LD(m, x) _mm512_maskz_loadu_ps(m, x)
 
 /* y = (x * r) * w, or x * r without w */
 AVX512 static void scale2_16(float *y, const float *x, float r, const float *w, int n) {
     __m512 vr = _mm512_set1_ps(r);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
+        __mmask16 m = simd_mask16(n - i);
         __m512 t = _mm512_mul_ps(LD(m, x + i), vr);
         _mm512_mask_storeu_ps(y + i, m, w ? _mm512_mul_ps(t, LD(m, w + i)) : t);
     }
@@ -317,7 +316,7 @@ AVX512 static void rms_bwd16(float *dx, float *pw, const float *d, const float *
                              float k, int n, int acc) {
     __m512 vr = _mm512_set1_ps(r), vk = _mm512_set1_ps(k);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
+        __mmask16 m = simd_mask16(n - i);
         __m512 vd = LD(m, d + i), vx = LD(m, x + i);
         if (dx) {
             __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vr, LD(m, w + i)), vd), _mm512_mul_ps(vx, vk));
@@ -331,7 +330,7 @@ AVX512 static void rms_bwd16(float *dx, float *pw, const float *d, const float *
 /* y (+)= a * b (set, or added to y with acc) */
 AVX512 static void mul16(float *y, const float *a, const float *b, long n, int acc) {
     for (long i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
+        __mmask16 m = simd_mask16(n - i);
         __m512 t = _mm512_mul_ps(LD(m, a + i), LD(m, b + i));
         if (acc) t = _mm512_add_ps(LD(m, y + i), t);
         _mm512_mask_storeu_ps(y + i, m, t);
@@ -341,7 +340,7 @@ AVX512 static void mul16(float *y, const float *a, const float *b, long n, int a
 /* y += x */
 AVX512 static void add16(float *y, const float *x, long n) {
     for (long i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
+        __mmask16 m = simd_mask16(n - i);
         _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(LD(m, y + i), LD(m, x + i)));
     }
 }
@@ -350,7 +349,7 @@ AVX512 static void add16(float *y, const float *x, long n) {
 AVX512 static void dscore16(float *d, const float *pr, float dot, int n) {
     __m512 vdot = _mm512_set1_ps(dot);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
+        __mmask16 m = simd_mask16(n - i);
         _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(LD(m, pr + i), _mm512_sub_ps(LD(m, d + i), vdot)));
     }
 }
@@ -361,7 +360,7 @@ AVX512 static void dscore16(float *d, const float *pr, float dot, int n) {
 AVX512 static float bias_max16(float *row, const float *bias, const uint8_t *mask, int n, int *masked) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i), keep = m;
+        __mmask16 m = simd_mask16(n - i), keep = m;
         if (mask) {
             uint8_t b[16] = {0};
             memcpy(b, mask + i, n - i < 16 ? (size_t)(n - i) : 16);
@@ -614,13 +613,13 @@ static inline void gelu_bwd4(gelu_ctx *c, long i, int k) {
 #endif
 
 #if VEXP16
-/* gelu_fwd4 and gelu_bwd4 on 16 lanes: the same operations in the same
- * order on every lane; k <= 16 elements starting at i (masked) */
+/* gelu_fwd4 and gelu_bwd4 on 16 lanes over [lo, hi), the tail masked: the
+ * same operations in the same order on every lane */
 DEFINE_GELU(AVX512, gelu16, _mm512, __m512, exp16)
 
 AVX512 static void gelu_fwd16(gelu_ctx *c, long lo, long hi) {
     for (long i = lo; i < hi; i += 16) {
-        __mmask16 m = hi - i >= 16 ? 0xffff : (__mmask16)((1u << (hi - i)) - 1u);
+        __mmask16 m = simd_mask16(hi - i);
         __m512 g = gelu16(_mm512_maskz_loadu_ps(m, c->h0 + i), NULL);
         _mm512_mask_storeu_ps(c->out + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, c->h1 + i)));
     }
@@ -628,7 +627,7 @@ AVX512 static void gelu_fwd16(gelu_ctx *c, long lo, long hi) {
 
 AVX512 static void gelu_bwd16(gelu_ctx *c, long lo, long hi) {
     for (long i = lo; i < hi; i += 16) {
-        __mmask16 m = hi - i >= 16 ? 0xffff : (__mmask16)((1u << (hi - i)) - 1u);
+        __mmask16 m = simd_mask16(hi - i);
         __m512 dg, g = gelu16(_mm512_maskz_loadu_ps(m, c->h0 + i), &dg);
         __m512 vd = _mm512_maskz_loadu_ps(m, c->dout + i);
         __m512 a0 = _mm512_mul_ps(_mm512_mul_ps(vd, _mm512_maskz_loadu_ps(m, c->h1 + i)), dg);

@@ -80,7 +80,7 @@ typedef struct {
 } adamw_ctx;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#include "simd.h"
 #define ADAMW16 1
 /* adamw_range's loop on 16 lanes (ops_simd_lanes): every lane does the
  * scalar loop's operations in its order (sqrt and division are exact in
@@ -90,7 +90,7 @@ __attribute__((target("avx512f"))) static void adamw16(adamw_ctx *c, long lo, lo
            ob2 = _mm512_set1_ps(1.0f - c->b2), bc2 = _mm512_set1_ps(c->bc2_sqrt), eps = _mm512_set1_ps(c->eps),
            ss = _mm512_set1_ps(c->step_size), decay = _mm512_set1_ps(c->decay);
     for (long i = lo; i < hi; i += 16) {
-        __mmask16 k = hi - i >= 16 ? 0xffff : (__mmask16)((1u << (hi - i)) - 1u);
+        __mmask16 k = simd_mask16(hi - i);
         __m512 g = _mm512_maskz_loadu_ps(k, c->g + i), p = _mm512_maskz_loadu_ps(k, c->p + i);
         if (c->wd) p = _mm512_mul_ps(p, decay);
         __m512 m = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, c->m + i), b1), _mm512_mul_ps(ob1, g));

@@ -1,11 +1,17 @@
-/* simd.h - AVX-512 helpers shared by our kernels (amx.c, f32gemm.c). The
- * includer has checked the CPU (amx_available, f32gemm_available); the
- * functions carry their own target attribute, so the files build without
- * -mavx512f. */
+/* simd.h - AVX-512 helpers shared by our kernels (amx.c, f32gemm.c, ops.c,
+ * optim.c). The includer has checked the CPU (amx_available,
+ * f32gemm_available, ops_simd_lanes); the functions carry their own target
+ * attribute where they need one, so the files build without -mavx512f. */
 #ifndef MC_SIMD_H
 #define MC_SIMD_H
 
 #include <immintrin.h>
+
+/* the first `left` of 16 lanes (none for left <= 0, all for left >= 16):
+ * the mask of a loop's tail */
+static inline __mmask16 simd_mask16(long left) {
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
+}
 
 /* r[x] = column x of the 16 x 16 matrix of 32-bit words whose rows were
  * r[0..15]: unpack pairs, then quads, then 128-bit lanes twice */

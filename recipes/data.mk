@@ -11,7 +11,9 @@
 #   DATA_TOKENS_<task>_<split>, DATA_EXAMPLES_<task>_<split>, DATA_VOCAB,
 #   DATA_CORPUS, DATA_CORPUS_TOKENS, DATA_TOKENS_ALL.
 
-DATA_CONF  ?= configs/data.conf
+# The default experiment's data (its vocabulary is the released one, below);
+# the workflow passes DATA_CONF=<its experiment>.
+DATA_CONF  ?= configs/experiments/default.conf
 DATA_SPLITS := train validation test
 # The cache directory: $(MATS_CACHE) when set (CI keeps it outside the clone).
 DATA_CACHE := $(or $(MATS_CACHE),cache)
@@ -59,14 +61,29 @@ DK_PREP_ALL := $(shell build/bin/key --batch $(foreach p,$(DATA_PARTS),$(DK_PREP
 data_assign = $(eval DATA_REST := $(2))$(foreach p,$(DATA_PARTS),$(eval $(1)$(p) := $(firstword $(DATA_REST)))$(eval DATA_REST := $(wordlist 2,999999,$(DATA_REST))))
 $(if $(filter $(words $(DK_PREP_ALL)),$(words $(DATA_PARTS))),,$(error computing the prepare keys of $(DATA_CONF) failed))
 $(call data_assign,DATA_PK_,$(DK_PREP_ALL))
+# exp.release = DIR: the experiment starts from the released base and
+# vocabulary in DIR (release/ in the repository: base.msgpack, vocab.msgpack
+# and the recipe that made them). Their keys are the keys they were made
+# under, read from the files themselves, which `art key` verifies (the whole
+# checksum) on every make; a missing or corrupt file stops make before any
+# stage runs. Without exp.release, spm_train makes the vocabulary.
+DATA_RELEASE := $(patsubst $(CURDIR)/%,%,$(abspath $(shell build/bin/key --config $(DATA_CONF) --get-path exp.release)))
+ifneq ($(DATA_RELEASE),)
+release_key = $(or $(shell build/bin/art key $(1) 2>/dev/null),$(error $(or $(shell build/bin/art verify $(1) 2>&1 >/dev/null | sed 's/^art: //; s/;.*//' | head -n 1),$(1): unreadable) (a released file): restore it with `git checkout -- $(1)` or rebuild the release with `make base-release` (docs/base.md)))
+DATA_VOCAB := $(DATA_RELEASE)/vocab.msgpack
+DATA_VK := $(call release_key,$(DATA_VOCAB))
+RELEASE_BASE := $(DATA_RELEASE)/base.msgpack
+RELEASE_BASE_KEY := $(call release_key,$(RELEASE_BASE))
+else
 DATA_VK := $(shell build/bin/key --stage vocab --binary-digest $(DATA_BIN_tokenize) --config $(DATA_CONF) --ns vocab --input corpus=$(DATA_PK_corpus))
+DATA_VOCAB := $(DATA_CACHE)/vocab/$(DATA_VK).msgpack
+endif
 DK_TOK = --stage tokenize --binary-digest $(DATA_BIN_tokenize) --config $(DATA_CONF) --ns tokenize --input vocab=$(DATA_VK)
 DK_TOK_ALL := $(shell build/bin/key --batch $(foreach p,$(DATA_PARTS),$(DK_TOK) --input data=$(DATA_PK_$(p)) ::))
 $(if $(filter $(words $(DK_TOK_ALL)),$(words $(DATA_PARTS))),,$(error computing the tokenize keys of $(DATA_CONF) failed))
 $(call data_assign,DATA_TK_,$(DK_TOK_ALL))
 
 DATA_CORPUS := $(DATA_CACHE)/prepare/$(DATA_PK_corpus).msgpack
-DATA_VOCAB := $(DATA_CACHE)/vocab/$(DATA_VK).msgpack
 DATA_CORPUS_TOKENS := $(DATA_CACHE)/tokenize/$(DATA_TK_corpus).msgpack
 $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),\
   $(eval DATA_EXAMPLES_$(t)_$(s) := $(DATA_CACHE)/prepare/$(DATA_PK_$(t)_$(s)).msgpack)\
@@ -85,8 +102,10 @@ $(DATA_CORPUS): | $(DATA_CACHE)/prepare/
 $(DATA_EXAMPLES_ALL): | $(DATA_CORPUS)
 	@[ -f $@ ] || $(DATA_ENV) scripts/run-stage.sh prepare $(DATA_CORPUS) - -- build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare
 
+ifeq ($(DATA_RELEASE),)
 $(DATA_VOCAB): | $(DATA_CORPUS) $(DATA_CACHE)/vocab/
 	@scripts/run-stage.sh vocab $@ - -- build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus $(DATA_CORPUS) -o $@
+endif
 
 $(DATA_CORPUS_TOKENS): | $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
 	@scripts/run-stage.sh tokenize-corpus $@ - -- build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) -o $@

@@ -67,6 +67,17 @@ multitask: wf-data
 ## pretrain       build the experiment's base model (span corruption, then exp.base_phase if set) and print its path
 pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
+## base-release   retrain the released base from its recipe (configs/experiments/base-release.conf) and compare it with release/
+BASE_RELEASE_CONF := configs/experiments/base-release.conf
+base-release: all
+	@$(MAKE) pretrain EXP=$(BASE_RELEASE_CONF) MATS_CACHE=$(MATS_CACHE)
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh compare
+## base-release-install  after make base-release: copy the rebuilt base and vocabulary into release/ with their recipe
+base-release-install: all
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh install
+## base-check     the released base and vocabulary verify, and their recorded recipe matches the configs
+base-check: all
+	@CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh check
 ## report         every method for IA3 and full fine-tuning: reports/results.md (other EXP: results-EXP.md) and plots
 # (an experiment on imported checkpoints has one mode: its exp.mode, full
 # when unset, as scripts/hf-import.sh reads it)
@@ -85,7 +96,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: merge sweep individual multitask pretrain wf-pretrain report explain cache-gc wf-check wf-data
+.PHONY: merge sweep individual multitask pretrain wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
 define nl
@@ -199,9 +210,16 @@ endif
 
 ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
+# With exp.release (recipes/data.mk) the span-corruption model is the
+# released base: no pretraining runs, and its key is the one it was made under.
+ifneq ($(DATA_RELEASE),)
+K_pretrain := $(RELEASE_BASE_KEY)
+A_pretrain := $(RELEASE_BASE)
+else
 $(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
   data=$(K_tok-corpus),tok-corpus,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
 $(resolve)
+endif
 
 # ------------------------------------------------------------------ base
 # exp.base_phase (a train.* config) adds a supervised phase after span
@@ -380,7 +398,7 @@ wf-individual: $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@cat $(WF_DIR)/individual-$(MODE).md
 
 wf-pretrain: $(A_$(BASE))
-	@echo "pretrain: $(A_pretrain)"
+	@echo "pretrain: $(A_pretrain)$(if $(DATA_RELEASE), (the released base, verified; make base-release retrains it))"
 	@$(if $(filter base,$(BASE)),echo "base: $(A_base)")
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# base-release.sh - the released base model and vocabulary (release/).
+#
+#   scripts/base-release.sh check            the released files verify, and the
+#                                            recipe recorded beside them is what
+#                                            the repository's configs say now
+#   scripts/base-release.sh compare          after `make pretrain EXP=$CONF`: the
+#                                            rebuilt base and vocabulary against
+#                                            the released ones (bytes, loss curve)
+#   scripts/base-release.sh install          copy the rebuilt base and vocabulary
+#                                            into release/ with their recipe
+#
+# The recipe is the chain prepare (corpus) -> vocab -> tokenize (corpus) ->
+# train (span corruption): release/recipe/<part>.key holds the canonical key
+# text of each run (stage, binary digest, every config value of its
+# namespaces, the keys of its inputs), release/recipe/base.log the training
+# log. `check` recomputes every key text from the configs in the repository
+# with the recorded binary digests and input keys, and checks that the chain
+# links up: corpus -> vocab -> corpus tokens -> base, ending in the keys the
+# released artifacts carry. Environment: RELEASE (default release),
+# CONF (default configs/experiments/base-release.conf), MATS_CACHE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RELEASE=${RELEASE:-release}
+CONF=${CONF:-configs/experiments/base-release.conf}
+KEY=build/bin/key
+ART=build/bin/art
+die() { echo "base-release: $*" >&2; exit 1; }
+[ -x $KEY ] && [ -x $ART ] || die "build the tools first: make"
+[ -f "$CONF" ] || die "$CONF: no such recipe config"
+PRE=$($KEY --config "$CONF" --get-path exp.pretrain)
+[ -n "$PRE" ] || die "$CONF sets no exp.pretrain"
+
+# The runs of the chain: part, stage, namespaces, sets, configs.
+#   corpus  prepare   data      data.part=corpus
+#   vocab   vocab     vocab
+#   tokens  tokenize  tokenize
+#   base    train     model,train  train.objective=span_corruption train.mode=full (+ exp.pretrain)
+key_args() { # PART DIGEST INPUTS... -> the key tool's arguments
+    local part=$1 digest=$2; shift 2
+    local a=(--binary-digest "$digest" --config "$CONF")
+    case $part in
+    corpus) a=(--stage prepare "${a[@]}" --ns data --set data.part=corpus) ;;
+    vocab) a=(--stage vocab "${a[@]}" --ns vocab) ;;
+    tokens) a=(--stage tokenize "${a[@]}" --ns tokenize) ;;
+    base) a=(--stage train "${a[@]}" --config "$PRE" --ns model,train --set train.objective=span_corruption --set train.mode=full) ;;
+    esac
+    for i in "$@"; do a+=(--input "$i"); done
+    printf '%s\n' "${a[@]}"
+}
+field() { awk -v f="$1" '$1 == "binary" && f == "binary" {print $2} $1 == "input" && $2 == f {print $3}' "$2"; }
+PARTS="corpus vocab tokens base"
+inputs_of() { # PART KEYTEXT -> ROLE=KEY lines, from the recorded text
+    case $1 in
+    corpus) ;;
+    vocab) echo "corpus=$(field corpus "$2")" ;;
+    tokens) echo "data=$(field data "$2")"; echo "vocab=$(field vocab "$2")" ;;
+    base) echo "data=$(field data "$2")" ;;
+    esac
+}
+
+check() {
+    local rec=$RELEASE/recipe bad=0
+    for f in base vocab; do
+        $ART verify "$RELEASE/$f.msgpack" >/dev/null || die "$RELEASE/$f.msgpack does not verify: restore it with 'git checkout -- $RELEASE' or rebuild it with 'make base-release'"
+    done
+    declare -A K
+    for p in $PARTS; do
+        [ -f "$rec/$p.key" ] || die "$rec/$p.key missing: the release has no recorded recipe for its $p"
+        mapfile -t args < <(key_args $p "$(field binary "$rec/$p.key")" $(inputs_of $p "$rec/$p.key"))
+        if ! diff -u "$rec/$p.key" <($KEY "${args[@]}" --text) > /tmp/base-release.$$.diff; then
+            echo "base-release: the recorded recipe of the $p ($rec/$p.key) differs from what $CONF says now:" >&2
+            grep '^[-+][a-z]' /tmp/base-release.$$.diff >&2 || true
+            bad=1
+        fi
+        rm -f /tmp/base-release.$$.diff
+        K[$p]=$(xxh128sum < "$rec/$p.key" | cut -d' ' -f1)
+    done
+    [ $bad = 0 ] || die "the recipe in $CONF no longer makes the released base: revert the config, or rebuild and install a new release (docs/base.md)"
+    # the chain links up, and ends in the released artifacts' own keys
+    [ "$(field corpus "$rec/vocab.key")" = "${K[corpus]}" ] || die "$rec/vocab.key: its corpus is not the recorded corpus"
+    [ "$(field data "$rec/tokens.key")" = "${K[corpus]}" ] || die "$rec/tokens.key: its data is not the recorded corpus"
+    [ "$(field vocab "$rec/tokens.key")" = "${K[vocab]}" ] || die "$rec/tokens.key: its vocabulary is not the recorded vocabulary"
+    [ "$(field data "$rec/base.key")" = "${K[tokens]}" ] || die "$rec/base.key: its data is not the recorded corpus tokens"
+    [ "$($ART key "$RELEASE/vocab.msgpack")" = "${K[vocab]}" ] || die "$RELEASE/vocab.msgpack was not made by $rec/vocab.key"
+    [ "$($ART key "$RELEASE/base.msgpack")" = "${K[base]}" ] || die "$RELEASE/base.msgpack was not made by $rec/base.key"
+    echo "base-release: $RELEASE/base.msgpack (${K[base]}) and $RELEASE/vocab.msgpack (${K[vocab]}) verify; their recipe is $CONF + $PRE"
+}
+
+# Paths of the rebuilt artifacts (after `make pretrain EXP=$CONF`).
+rebuilt() {
+    NEW_BASE=$(make --no-print-directory -s pretrain EXP="$CONF" 2>/dev/null | sed -n 's/^pretrain: \([^ ]*\).*/\1/p')
+    NEW_VOCAB=$(make --no-print-directory -s data-paths DATA_CONF="$CONF" 2>/dev/null | sed -n 's/^vocab //p')
+    [ -n "$NEW_BASE" ] && [ -s "$NEW_BASE" ] || die "no rebuilt base: run 'make base-release' first"
+    [ -n "$NEW_VOCAB" ] && [ -s "$NEW_VOCAB" ] || die "no rebuilt vocabulary: run 'make base-release' first"
+}
+
+# The loss curve of a training log: "STEP LOSS" per progress line.
+curve() { sed -n 's/.* \([0-9][0-9]*\)\/[0-9]* steps .* loss \([0-9.]*\) .*/\1 \2/p' "$1"; }
+
+compare() {
+    rebuilt
+    echo "rebuilt base: $NEW_BASE"
+    echo "released:     $RELEASE/base.msgpack"
+    if $ART diff "$RELEASE/base.msgpack" "$NEW_BASE" --tol 0 >/dev/null 2>&1; then
+        echo "weights: identical to the release (every tensor, bit for bit)"
+    else
+        echo "weights: differ from the release (largest differences per tensor):"
+        $ART diff "$RELEASE/base.msgpack" "$NEW_BASE" 2>&1 | awk 'NF == 3 && $1 != "tensor"' | sort -k3 -g | tail -n 5 | sed 's/^/  /'
+    fi
+    if $ART diff "$RELEASE/vocab.msgpack" "$NEW_VOCAB" --tol 0 >/dev/null 2>&1; then
+        echo "vocabulary: identical to the release"
+    else
+        echo "vocabulary: differs from the release (another spm_train?): the tokens, and so the base, differ too"
+    fi
+    echo "loss curve (training loss, running mean), released against rebuilt:"
+    join -j1 <(curve "$RELEASE/recipe/base.log" | awk '{printf "%06d %s\n", int($1 / 500) * 500, $2}' | sort -u -k1,1) \
+             <(curve "${NEW_BASE%.msgpack}.log" | awk '{printf "%06d %s\n", int($1 / 500) * 500, $2}' | sort -u -k1,1) |
+        awk 'BEGIN { printf "  %6s  %8s  %8s\n", "step", "released", "rebuilt" } { printf "  %6d  %8s  %8s\n", $1, $2, $3 }'
+}
+
+install() {
+    rebuilt
+    local rec=$RELEASE/recipe pk vk tk
+    mkdir -p "$rec"
+    pk=$($KEY --stage prepare --binary build/bin/prepare --config "$CONF" --ns data --set data.part=corpus)
+    vk=$($ART key "$NEW_VOCAB")
+    tk=$(field data "${NEW_BASE%.msgpack}.key")
+    [ -n "$tk" ] || die "${NEW_BASE%.msgpack}.key: no key text beside the rebuilt base"
+    local dp dt
+    dp=$($KEY --file build/bin/prepare | cut -d' ' -f1)
+    dt=$($KEY --file build/bin/tokenize | cut -d' ' -f1)
+    mapfile -t a < <(key_args corpus "$dp"); $KEY "${a[@]}" --text > "$rec/corpus.key"
+    mapfile -t a < <(key_args vocab "$dt" "corpus=$pk"); $KEY "${a[@]}" --text > "$rec/vocab.key"
+    mapfile -t a < <(key_args tokens "$dt" "data=$pk" "vocab=$vk"); $KEY "${a[@]}" --text > "$rec/tokens.key"
+    cp "${NEW_BASE%.msgpack}.key" "$rec/base.key"
+    cp "${NEW_BASE%.msgpack}.log" "$rec/base.log"
+    cp "$NEW_BASE" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    cp "$NEW_VOCAB" "$RELEASE/vocab.msgpack.tmp" && mv "$RELEASE/vocab.msgpack.tmp" "$RELEASE/vocab.msgpack"
+    check
+}
+
+case "${1:-}" in
+check) check ;;
+compare) compare ;;
+install) install ;;
+*) echo "usage: scripts/base-release.sh check|compare|install" >&2; exit 2 ;;
+esac

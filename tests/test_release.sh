@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The released base (release/, scripts/base-release.sh, exp.release):
+# - the committed release verifies and its recorded recipe is what the
+#   repository's configs say now;
+# - on the smoke experiment: a release made by `scripts/base-release.sh
+#   install` is used by `make merge` with no pretraining, and its key is the
+#   one the fine-tunes start from; the recipe check catches a changed config;
+#   a corrupt or missing released file stops make before any stage runs, with
+#   one line naming the file and the command that rebuilds it.
+set -u
+cd "$(dirname "$0")/.."
+REPO=$PWD
+T=$(mktemp -d /tmp/mats-release.XXXXXX); trap 'rm -rf "$T"' EXIT
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; }
+export MATS_CACHE=$T/cache
+
+# --- a smoke-sized release
+REC=$T/smoke-release.conf REL=$T/rel USE=$T/smoke-use.conf
+printf 'include %s/configs/experiments/smoke.conf\n' "$REPO" > "$REC"
+# the experiment that starts from it: no supervised phase, so the released
+# base is the base every fine-tune starts from
+printf 'include %s/configs/experiments/smoke.conf\nexp.release = %s\nexp.base_phase =\n' "$REPO" "$REL" > "$USE"
+if make --no-print-directory pretrain EXP="$REC" > "$T/pre.out" 2>&1 &&
+   RELEASE=$REL CONF=$REC bash scripts/base-release.sh install > "$T/inst.out" 2>&1; then
+    ok smoke_release_installs
+else fail smoke_release_installs "$(tail -3 "$T/pre.out" "$T/inst.out")"; exit 1; fi
+for f in base.msgpack vocab.msgpack recipe/corpus.key recipe/vocab.key recipe/tokens.key recipe/base.key recipe/base.log; do
+    [ -s "$REL/$f" ] || fail release_has_its_recipe "$f missing"
+done
+ok release_has_its_recipe
+
+: > "$T/ran"
+if MATS_RUN_LOG=$T/ran make --no-print-directory merge EXP="$USE" METHOD=average > "$T/merge.out" 2>&1 && grep -q '| average |' "$T/merge.out"; then
+    if grep -q ' pretrain ' "$T/ran" || grep -q '^vocab ' "$T/ran"; then
+        fail merge_from_release_runs_no_pretraining "ran: $(cut -d' ' -f2 "$T/ran" | tr '\n' ' ')"
+    else ok merge_from_release_runs_no_pretraining; fi
+    rk=$(build/bin/art key "$REL/base.msgpack")
+    ft=$(ls "$MATS_CACHE"/train/*.key | head -n 1)
+    grep -q "^input init $rk\$" "$ft" && ok finetunes_start_from_released_key ||
+        fail finetunes_start_from_released_key "$ft: $(grep '^input init' "$ft")"
+    vk=$(build/bin/art key "$REL/vocab.msgpack")
+    tok=$(make --no-print-directory -s data-paths DATA_CONF="$USE" | awk '$1 == "topic.train" {print $2}')
+    tv=$(build/bin/art show "$tok" 2>/dev/null | sed -n 's/^ *"vocab": "\([0-9a-f]*\)",*$/\1/p')
+    [ -n "$vk" ] && [ "$tv" = "$vk" ] && ok tokens_use_released_vocabulary ||
+        fail tokens_use_released_vocabulary "$tok: vocab '$tv', released '$vk'"
+else fail merge_from_release_runs_no_pretraining "make merge failed: $(tail -5 "$T/merge.out")"; fi
+
+# recipe check: a config value that differs from the recorded recipe is named
+cp "$REC" "$T/changed.conf"
+echo "model.layer_norm_epsilon = 1e-5" >> "$T/changed.conf"
+out=$(RELEASE=$REL CONF=$T/changed.conf bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && grep -q 'model.layer_norm_epsilon' <<<"$out" && ok recipe_check_names_changed_value ||
+    fail recipe_check_names_changed_value "$out"
+printf 'include %s\nvocab.size = 300\n' "$REC" > "$T/vocab-changed.conf"
+out=$(RELEASE=$REL CONF=$T/vocab-changed.conf bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && grep -q 'vocab.size' <<<"$out" && ok recipe_check_covers_the_vocabulary ||
+    fail recipe_check_covers_the_vocabulary "$out"
+
+# a corrupt or missing released file: one line, the file, the rebuild command; nothing runs
+bad_release() { # NAME FILE
+    : > "$T/ran"
+    MATS_RUN_LOG=$T/ran make --no-print-directory merge EXP="$USE" METHOD=average > "$T/bad.out" 2>&1
+    local rc=$? lines
+    # make's one error line names the file and the rebuild (the calling
+    # make adds its own "Error 2" line after it)
+    lines=$(grep -c "\*\*\* $2: " "$T/bad.out")
+    if [ $rc -ne 0 ] && [ ! -s "$T/ran" ] && [ "$lines" -eq 1 ] && grep "\*\*\* $2: " "$T/bad.out" | grep -q "make base-release"; then
+        ok "$1"; else fail "$1" "rc $rc, ran '$(cat "$T/ran")': $(cat "$T/bad.out")"; fi
+}
+cp "$REL/base.msgpack" "$T/base.good"
+printf '\x5a' | dd of="$REL/base.msgpack" bs=1 seek=5000 conv=notrunc 2>/dev/null
+bad_release corrupt_released_base_stops_make "$REL/base.msgpack"
+cp "$T/base.good" "$REL/base.msgpack"
+mv "$REL/vocab.msgpack" "$T/vocab.good"
+bad_release missing_released_vocabulary_stops_make "$REL/vocab.msgpack"
+mv "$T/vocab.good" "$REL/vocab.msgpack"
+out=$(RELEASE=$REL CONF=$REC bash scripts/base-release.sh check 2>&1) && ok restored_release_checks_again ||
+    fail restored_release_checks_again "$out"

@@ -41,7 +41,7 @@ extern void openblas_read_env(void) __attribute__((weak));
 /* OpenBLAS's pthreads build keeps idle threads spinning on sched_yield for
  * 2^28 cycles after each GEMM, and between GEMMs the ops pool (lib/ops.c)
  * needs those cores: 2^20 made t5-mini training 12-17% faster and eval 16%
- * (README "Performance"). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it
+ * (docs/performance.md). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it
  * loads, before main; unless the user set it, be_init sets 20, has OpenBLAS
  * read its environment again, and the restart below applies it. */
 #define MC_BLAS_THREAD_TIMEOUT "20"

@@ -14,7 +14,7 @@
  *      (16 k-pairs x 16 columns), k in steps of 32; then the block is
  *      scaled into C.
  *
- * Packing and blocks run on the ops pool (ops.h), with the tile
+ * Packing and blocks run on the thread pool (pool.h), with the tile
  * configuration loaded in each worker. Every element of C is one fixed
  * sequence of tile operations whichever thread computes it, so the bytes do
  * not depend on the thread count. */
@@ -27,7 +27,7 @@
 #include <sys/syscall.h>
 
 #include "common.h"
-#include "ops.h"
+#include "pool.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -307,13 +307,13 @@ static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
 }
 
 /* one packing pass over `items`: on the calling thread when local or when
- * the matrix is small (`elems` floats), else on the ops pool */
-static void pack(int local, long elems, long items, long grain, ops_range_fn fn, amx_job *j) {
+ * the matrix is small (`elems` floats), else on the thread pool */
+static void pack(int local, long elems, long items, long grain, pool_range_fn fn, amx_job *j) {
     if (local || elems < 32768) fn(j, 0, items);
-    else ops_parallel_for(items, grain, fn, j);
+    else pool_parallel_for(items, grain, fn, j);
 }
 
-/* the product on the ops pool (local = 0) or on the calling thread alone */
+/* the product on the thread pool (local = 0) or on the calling thread alone */
 static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
                  long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc,
                  int batch) {
@@ -339,7 +339,7 @@ static void gemm(int local, int ta, int tb, int m, int n, int k, float alpha, co
          tb ? pack_bt_blocks : pack_b_rows, &j);
     long blocks = (long)batch * j.mb * j.nb;
     if (local || blocks * j.Kp < 4096) block_range(&j, 0, blocks);
-    else ops_parallel_for(blocks, 1, block_range, &j);
+    else pool_parallel_for(blocks, 1, block_range, &j);
 }
 
 void amx_gemm_batched(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,

@@ -20,7 +20,7 @@ void amx_gemm_batched(int transA, int transB, int m, int n, int k, float alpha, 
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                       float *C, int ldc, long strideC, int batch);
 
-/* The same product on the calling thread alone (no ops pool), with that
+/* The same product on the calling thread alone (no thread pool), with that
  * thread's own buffers: for callers that run many small products in
  * parallel themselves. Same bytes as amx_gemm_batched. */
 void amx_gemm_local(int transA, int transB, int m, int n, int k, float alpha, const float *A,

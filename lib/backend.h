@@ -19,9 +19,6 @@ void be_init(int threads);
 /* MATS_THREADS when set, else `fallback` threads (the stages use 2). */
 void be_init_default(int fallback);
 int be_threads(void);
-/* Flush denormal floats to zero in the calling thread (x86 FTZ and DAZ; a
- * no-op elsewhere). be_init does it for the process's threads. */
-void be_flush_denormals(void);
 
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
@@ -81,7 +78,7 @@ const char *be_math_name(int mode);
 int be_set_cpu_math(int mode);
 int be_cpu_math(void);
 /* be_gemm_sbatched on the calling thread alone, callable from several
- * threads at once (the ops pool's workers, each its own products). With
+ * threads at once (the thread pool's workers, each its own products). With
  * bf16 the same bytes as be_gemm_sbatched; in float32 our own AVX-512
  * kernel (lib/f32gemm.h) where the CPU has it, else the BLAS. ops.c uses it
  * to run the attention's many small per-row products in parallel. */

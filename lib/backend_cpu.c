@@ -5,12 +5,12 @@
 #include "amx.h"
 #include "f32gemm.h"
 #include "common.h"
+#include "pool.h"
 
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
 #endif
 
 /* LAPACK (Fortran, column-major) as exported by libopenblas. */
@@ -21,25 +21,17 @@ extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a,
                     double *w, double *work, const int *lwork, int *iwork, const int *liwork,
                     int *info);
 
-/* Denormal floats (below 1.2e-38) cost x86 cores about a hundred cycles per
- * operation. A trained model's attention puts many probabilities there, and
- * they made training from a pretrained T5 3.8x slower than from a random
- * one: flush them to zero (FTZ) and read them as zero (DAZ). The ops thread
- * pool (lib/ops.c) sets this in its workers; OpenBLAS starts its threads
- * when the library loads, before main, so be_init stops them once (the
- * call OpenBLAS's own fork handler makes) and the next BLAS call starts
- * them again from this thread, whose setting they inherit. */
-void be_flush_denormals(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_setcsr(_mm_getcsr() | 0x8040);
-#endif
-}
+/* Denormal floats: the pool's workers flush them (pool_flush_denormals,
+ * pool.c); OpenBLAS starts its threads when the library loads, before main,
+ * so be_init stops them once (the call OpenBLAS's own fork handler makes)
+ * and the next BLAS call starts them again from this thread, whose setting
+ * they inherit. */
 
 extern void blas_thread_shutdown_(void) __attribute__((weak));
 extern void openblas_read_env(void) __attribute__((weak));
 
 /* OpenBLAS's pthreads build keeps idle threads spinning on sched_yield for
- * 2^28 cycles after each GEMM, and between GEMMs the ops pool (lib/ops.c)
+ * 2^28 cycles after each GEMM, and between GEMMs the thread pool (lib/pool.c)
  * needs those cores: 2^20 made t5-mini training 12-17% faster and eval 16%
  * (docs/performance.md). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it
  * loads, before main; unless the user set it, be_init sets 20, has OpenBLAS
@@ -47,7 +39,7 @@ extern void openblas_read_env(void) __attribute__((weak));
 #define MC_BLAS_THREAD_TIMEOUT "20"
 
 void be_init(int threads) {
-    be_flush_denormals();
+    pool_flush_denormals();
     static int restarted;
     if (!restarted) {
         if (openblas_read_env && !getenv("OPENBLAS_THREAD_TIMEOUT")) {
@@ -62,6 +54,7 @@ void be_init(int threads) {
         if (s && *s) threads = atoi(s);
     }
     if (threads > 0) openblas_set_num_threads(threads);
+    pool_set_threads(be_threads()); /* the loops use as many threads as the BLAS */
 }
 
 void be_init_default(int fallback) {

@@ -1,6 +1,6 @@
 /* f32gemm.h - small float32 matrix products on the calling thread with
  * AVX-512, for the attention's many per-row products (ops.c), which run in
- * parallel on the ops pool, one row of the batch per thread. The BLAS is
+ * parallel on the thread pool, one row of the batch per thread. The BLAS is
  * made for large products on all threads; at 128 x 128 x 64 per head its
  * threads cost more than they give.
  *

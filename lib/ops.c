@@ -1,7 +1,7 @@
 /* ops.c - the T5 layer functions of ops.h: C loops plus be_gemm calls.
  *
  * The loops run on a small pool of threads (as many as the BLAS uses, see
- * ops_parallel_for): with two cores, leaving the elementwise work on one
+ * pool_parallel_for): with two cores, leaving the elementwise work on one
  * thread while the BLAS threads idle cost about a third of a training step.
  * Work is split so that every output element is computed by exactly the
  * same arithmetic whatever the thread count; reductions across rows (the
@@ -140,103 +140,9 @@ static float vexp(float *y, const float *x, long n, float s, float a) {
     return sum;
 }
 
-/* ------------------------------------------------------------ thread pool */
-
-#define OPS_MAX_THREADS 16
-
-static struct {
-    int n; /* threads including the caller; 0 = not started */
-    pthread_mutex_t mu;
-    pthread_cond_t start, done;
-    long gen;
-    int pending;
-    ops_range_fn fn;
-    void *ctx;
-    long items;
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
-          .done = PTHREAD_COND_INITIALIZER};
-
-static void part(long n, int parts, int i, long *lo, long *hi) {
-    *lo = (long)((__int128)n * i / parts);
-    *hi = (long)((__int128)n * (i + 1) / parts);
-}
-
-/* Between two parallel loops a worker, and the caller waiting for one, spin
- * for a few microseconds before sleeping on the condition variable: most
- * loops follow one another closely (the AMX products run three in a row), and
- * a sleep and wake-up costs a context switch each. */
-#define POOL_SPINS 2000
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static void *pool_worker(void *arg) {
-    int id = (int)(intptr_t)arg;
-    long seen = 0;
-    be_flush_denormals();
-    for (;;) {
-        for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen; s++) cpu_relax();
-        pthread_mutex_lock(&pool.mu);
-        while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);
-        seen = pool.gen;
-        ops_range_fn fn = pool.fn;
-        void *ctx = pool.ctx;
-        long n = pool.items;
-        pthread_mutex_unlock(&pool.mu);
-        long lo, hi;
-        part(n, pool.n, id, &lo, &hi);
-        if (lo < hi) fn(ctx, lo, hi);
-        pthread_mutex_lock(&pool.mu);
-        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool.done);
-        pthread_mutex_unlock(&pool.mu);
-    }
-    return NULL;
-}
-
-static void pool_start(void) {
-    int n = be_threads();
-    const char *e = getenv("MATS_OPS_THREADS");
-    if (e && *e) n = atoi(e);
-    if (n < 1) n = 1;
-    if (n > OPS_MAX_THREADS) n = OPS_MAX_THREADS;
-    pool.n = n;
-    for (int i = 1; i < n; i++) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, pool_worker, (void *)(intptr_t)i) != 0) {
-            pool.n = i; /* run with what we have */
-            break;
-        }
-        pthread_detach(t);
-    }
-}
-
-void ops_parallel_for(long n, long grain, ops_range_fn fn, void *ctx) {
-    if (n <= 0) return;
-    if (!pool.n) pool_start();
-    if (pool.n == 1 || n < 2 * (grain > 0 ? grain : 1)) {
-        fn(ctx, 0, n);
-        return;
-    }
-    pthread_mutex_lock(&pool.mu);
-    pool.fn = fn, pool.ctx = ctx, pool.items = n, pool.pending = pool.n - 1;
-    __atomic_add_fetch(&pool.gen, 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
-    long lo, hi;
-    part(n, pool.n, 0, &lo, &hi);
-    fn(ctx, lo, hi);
-    for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; s++) cpu_relax();
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
-}
-
 static void zero_range(void *ctx, long lo, long hi) { memset((float *)ctx + lo, 0, sizeof(float) * (hi - lo)); }
 
-void ops_zero(float *x, long n) { ops_parallel_for(n, 1 << 16, zero_range, x); }
+void ops_zero(float *x, long n) { pool_parallel_for(n, 1 << 16, zero_range, x); }
 
 /* Scratch for per-chunk partial sums (grows, never shrinks). */
 #define ROW_CHUNK 64
@@ -420,7 +326,7 @@ static void rms_fwd_rows(void *p, long lo, long hi) {
 void op_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
                         float eps) {
     rms_ctx c = {.out = out, .rstd = rstd, .x = x, .w = w, .D = D, .eps = eps};
-    ops_parallel_for(N, 16, rms_fwd_rows, &c);
+    pool_parallel_for(N, 16, rms_fwd_rows, &c);
 }
 
 /* chunk ch covers rows [ch*ROW_CHUNK, ...); partial dw of the chunk in
@@ -462,7 +368,7 @@ void op_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
     long nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     rms_ctx c = {.N = N, .dx = dx, .x = x, .w = w, .dout = dout, .rs = rstd, .D = D, .acc = acc};
     c.partial = dw ? get_scratch((size_t)nch * D) : NULL;
-    ops_parallel_for(nch, 1, rms_bwd_chunks, &c);
+    pool_parallel_for(nch, 1, rms_bwd_chunks, &c);
     if (dw) sum_chunks(dw, c.partial, nch, D);
 }
 
@@ -510,7 +416,7 @@ static void ia3_fwd_rows(void *p, long lo, long hi) {
 
 void op_ia3_forward(float *out, const float *x, const float *s, int N, int C) {
     ia3_ctx c = {.out = out, .x = x, .s = s, .C = C, .N = N};
-    ops_parallel_for(N, 16, ia3_fwd_rows, &c);
+    pool_parallel_for(N, 16, ia3_fwd_rows, &c);
 }
 
 static void ia3_bwd_chunks(void *p, long lo, long hi) {
@@ -547,7 +453,7 @@ void op_ia3_backward(float *dx, float *ds, const float *dout, const float *x, co
     long nch = ((long)N + ROW_CHUNK - 1) / ROW_CHUNK;
     ia3_ctx c = {.dx = dx, .x = x, .s = s, .dout = dout, .C = C, .N = N, .acc = acc};
     c.partial = ds ? get_scratch((size_t)nch * C) : NULL;
-    ops_parallel_for(nch, 1, ia3_bwd_chunks, &c);
+    pool_parallel_for(nch, 1, ia3_bwd_chunks, &c);
     if (ds) sum_chunks(ds, c.partial, nch, C);
 }
 
@@ -702,14 +608,14 @@ static void gelu_group_range(void *p, long lo, long hi) {
 void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {
     gelu_ctx c = {.out = out, .h0 = h0, .h1 = h1};
     gelu_blocks gb = {&c, n, 0};
-    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
+    pool_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
                             const float *h1, long n, int acc) {
     gelu_ctx c = {.dh0 = dh0, .dh1 = dh1, .h0 = h0, .h1 = h1, .dout = dout, .acc = acc};
     gelu_blocks gb = {&c, n, 1};
-    ops_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
+    pool_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
 /* HF T5Attention._relative_position_bucket: half the buckets for each sign
@@ -841,7 +747,7 @@ static void att_rows_range(void *p, long lo, long hi) {
 static void att_rows(const att_ctx *c, att_row_fn fn) {
     if (be_gemm_local_parallel()) {
         att_rows_job j = {c, fn};
-        ops_parallel_for(c->B, 1, att_rows_range, &j);
+        pool_parallel_for(c->B, 1, att_rows_range, &j);
     } else {
         for (int b = 0; b < c->B; b++) fn(c, b, be_gemm_sbatched);
     }
@@ -872,7 +778,7 @@ void op_attention_forward(float *out, float *probs, const float *q, const float 
                  .causal = causal, .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
                  .v = v, .out = out};
     att_rows(&c, att_scores_row);
-    ops_parallel_for((long)B * H * Tq, 8, softmax_rows, &c);
+    pool_parallel_for((long)B * H * Tq, 8, softmax_rows, &c);
     att_rows(&c, att_context_row);
 }
 
@@ -933,8 +839,8 @@ void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float 
                  .Tk = Tk, .H = H, .K = K, .q = q, .k = k, .v = v, .dout = dout, .dq = dq, .dk = dk,
                  .dv = dv, .beta = acc ? 1.0f : 0.0f};
     att_rows(&c, att_dprobs_row);
-    ops_parallel_for((long)B * H * Tq, 8, dscore_rows, &c);
-    if (dbias) ops_parallel_for((long)H * Tq * Tk, 1024, dbias_range, &c);
+    pool_parallel_for((long)B * H * Tq, 8, dscore_rows, &c);
+    if (dbias) pool_parallel_for((long)H * Tq * Tk, 1024, dbias_range, &c);
     att_rows(&c, att_dqk_row);
 }
 
@@ -967,7 +873,7 @@ static void ce_fwd_rows(void *p, long lo, long hi) {
 void op_crossentropy_forward(float *loss, float *lse, const float *logits, const int *targets,
                              int N, int V) {
     ce_ctx c = {.loss = loss, .lse = lse, .logits = logits, .targets = targets, .V = V};
-    ops_parallel_for(N, 1, ce_fwd_rows, &c);
+    pool_parallel_for(N, 1, ce_fwd_rows, &c);
 }
 
 static void ce_bwd_rows(void *p, long lo, long hi) {
@@ -991,7 +897,7 @@ static void ce_bwd_rows(void *p, long lo, long hi) {
 void op_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
                               const int *targets, const float *weight, int N, int V) {
     ce_ctx c = {.dlogits = dlogits, .logits = logits, .lse_in = lse, .targets = targets, .weight = weight, .V = V};
-    ops_parallel_for(N, 1, ce_bwd_rows, &c);
+    pool_parallel_for(N, 1, ce_bwd_rows, &c);
 }
 
 static void add_range(void *p, long lo, long hi) {
@@ -1007,7 +913,7 @@ static void add_range(void *p, long lo, long hi) {
 
 void op_add_inplace(float *y, const float *x, long n) {
     ce_ctx c = {.y = y, .x = x};
-    ops_parallel_for(n, 1 << 14, add_range, &c);
+    pool_parallel_for(n, 1 << 14, add_range, &c);
 }
 
 static void copy_range(void *p, long lo, long hi) {
@@ -1017,5 +923,5 @@ static void copy_range(void *p, long lo, long hi) {
 
 void ops_copy(float *y, const float *x, long n) {
     ce_ctx c = {.y = y, .x = x};
-    ops_parallel_for(n, 1 << 15, copy_range, &c);
+    pool_parallel_for(n, 1 << 15, copy_range, &c);
 }

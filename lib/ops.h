@@ -21,12 +21,8 @@
 
 #include <stdint.h>
 
-/* Run fn(ctx, lo, hi) over a split of [0, n) on the ops thread pool (as
- * many threads as the BLAS, or MATS_OPS_THREADS); ranges smaller than
- * `grain` items per thread run on the caller alone. Returns when all are
- * done. The CPU loops below use it; a GPU backend has no use for it. */
-typedef void (*ops_range_fn)(void *ctx, long lo, long hi);
-void ops_parallel_for(long n, long grain, ops_range_fn fn, void *ctx);
+#include "pool.h" /* the loops run on pool_parallel_for */
+
 /* x (n) = 0, in parallel. */
 void ops_zero(float *x, long n);
 /* Lanes of the elementwise loops (exp, GELU): 16 with AVX-512 where the

@@ -130,7 +130,7 @@ static void adamw_step(optim *o, float *p, const float *g) {
     adamw_ctx c = {.p = p, .m = o->state, .v = o->state + o->n, .g = g, .b1 = o->beta1, .b2 = o->beta2,
                    .step_size = (float)(o->lr / bc1), .bc2_sqrt = (float)sqrt(bc2), .eps = o->eps,
                    .decay = 1.0f - o->lr * o->weight_decay, .wd = o->weight_decay != 0.0f};
-    ops_parallel_for((long)o->n, 1 << 14, adamw_range, &c);
+    pool_parallel_for((long)o->n, 1 << 14, adamw_range, &c);
 }
 
 static double rms(const float *x, size_t n) {

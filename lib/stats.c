@@ -7,7 +7,7 @@
 #include "backend.h"
 #include "common.h"
 #include "device.h"
-#include "ops.h"
+#include "pool.h"
 #ifdef MC_GPU
 #include "gpu.h"
 #endif
@@ -118,7 +118,7 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
             if (lin_fused[i]) {
                 fsq_ctx fc = {acc + (L[i].w - m->params), L[i].g + r0 * L[i].out, L[i].x + r0 * L[i].in,
                               L[i].in, L[i].out, T};
-                ops_parallel_for(L[i].out, 1024, fsq_rows, &fc); /* only lm_head-sized ones split */
+                pool_parallel_for(L[i].out, 1024, fsq_rows, &fc); /* only lm_head-sized ones split */
                 continue;
             }
             be_gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
@@ -164,7 +164,7 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
         /* square and add the tensors written to scratch above */
         for (int r = 0; r < nrun; r++) {
             sq_ctx sc = {acc + run_lo[r], scratch + run_lo[r]};
-            ops_parallel_for((long)(run_hi[r] - run_lo[r]), 1 << 14, sq_range, &sc);
+            pool_parallel_for((long)(run_hi[r] - run_lo[r]), 1 << 14, sq_range, &sc);
         }
         /* shared: only the touched rows (each once: square after all adds) */
         for (int pass = 0; pass < 2; pass++) {

@@ -100,7 +100,7 @@ void gpu_axpy(long n, float a, const float *x, float *y);
 void gpu_scale(long n, float a, float *x);
 
 /* x (n) = value ; x (n) = std * N(0,1) from a counter-based hash of (seed, i)
- * (same values for the same seed on every device; not the CPU's t5_rng). */
+ * (same values for the same seed on every device; not the CPU's mc_rng). */
 void gpu_fill(float *x, long n, float value);
 void gpu_fill_normal(float *x, long n, float std, uint64_t seed);
 

@@ -2,6 +2,7 @@
  * Grams, TIES threshold selection, the DARE mask, breadcrumbs trimming. */
 #include "merge.h"
 #include "common.h"
+#include "rng.h"
 
 #include <math.h>
 #include <string.h>
@@ -72,13 +73,6 @@ uint64_t mrg_ties_rank(uint64_t d, double percent) {
 
 /* ------------------------------------------------------------ DARE */
 
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 uint64_t mrg_hash_name(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
@@ -86,11 +80,11 @@ uint64_t mrg_hash_name(const char *s) {
 }
 
 uint64_t mrg_dare_stream(uint64_t seed, uint64_t model, uint64_t tensor_hash) {
-    return splitmix64(splitmix64(splitmix64(seed ^ 0x6a09e667f3bcc909ull) ^ model) ^ tensor_hash);
+    return mc_hash64(mc_hash64(mc_hash64(seed ^ 0x6a09e667f3bcc909ull) ^ model) ^ tensor_hash);
 }
 
 int mrg_dare_keep_at(uint64_t stream, uint64_t i, double p) {
-    double u = (double)(splitmix64(stream ^ i) >> 11) * 0x1.0p-53;
+    double u = (double)(mc_hash64(stream ^ i) >> 11) * 0x1.0p-53;
     return u >= p;
 }
 

@@ -374,52 +374,6 @@ float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info)
     return NULL;
 }
 
-/* --------------------------------------------------------------------- rng */
-
-uint64_t t5_hash64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-void t5_rng_seed(t5_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) {
-        seed = t5_hash64(seed);
-        r->s[i] = seed;
-    }
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t t5_rng_next(t5_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-double t5_rng_uniform(t5_rng *r) { return (t5_rng_next(r) >> 11) * 0x1.0p-53; }
-
-float t5_rng_normal(t5_rng *r) {
-    double u1 = t5_rng_uniform(r), u2 = t5_rng_uniform(r);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
-}
-
-uint64_t t5_rng_below(t5_rng *r, uint64_t n) {
-    if (n <= 1) return 0;
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
-    do x = t5_rng_next(r);
-    while (x >= lim);
-    return x % n;
-}
-
 /* -------------------------------------------------------------------- init */
 
 /* HF T5PreTrainedModel._init_weights with factor 1.0:
@@ -462,9 +416,9 @@ void t5_init_random(t5_model *m, uint64_t seed) {
         else if (ENDS("relative_attention_bias.weight")) std = pow(c->d_model, -0.5);
         else die("t5_init_random: no init rule for %s", nm);
 #undef ENDS
-        t5_rng r;
-        t5_rng_seed(&r, seed * 1000003ULL + (uint64_t)i);
-        for (size_t j = 0; j < t->numel; j++) p[j] = (float)(std * t5_rng_normal(&r));
+        mc_rng r;
+        mc_rng_seed(&r, seed * 1000003ULL + (uint64_t)i);
+        for (size_t j = 0; j < t->numel; j++) p[j] = (float)(std * mc_rng_normal(&r));
     }
     if (!host) {
         t5_upload(m, m->params, base, m->n_params);

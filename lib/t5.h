@@ -58,6 +58,7 @@
 
 #include "art.h"
 #include "config.h"
+#include "rng.h"
 #include "val.h"
 
 #define T5_PAD 0
@@ -300,13 +301,5 @@ int t5_save_model(const t5_model *m, const char *path, const char *key, const mc
 int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char *base_key,
                 const mc_val *meta);
 
-/* Small deterministic RNG (splitmix64 seeding xoshiro256**). */
-typedef struct { uint64_t s[4]; } t5_rng;
-void t5_rng_seed(t5_rng *r, uint64_t seed);
-uint64_t t5_rng_next(t5_rng *r);
-double t5_rng_uniform(t5_rng *r);            /* [0,1) */
-float t5_rng_normal(t5_rng *r);
-uint64_t t5_rng_below(t5_rng *r, uint64_t n); /* [0,n) */
-uint64_t t5_hash64(uint64_t x);               /* splitmix64 finaliser */
 
 #endif

@@ -190,11 +190,11 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
 
 /* Split n items into k non-empty segments at random (k-1 distinct cuts
  * among the n-1 gaps, drawn in order by selection sampling); lens[k]. */
-static void random_segmentation(t5_rng *r, int n, int k, int *lens) {
+static void random_segmentation(mc_rng *r, int n, int k, int *lens) {
     int need = k - 1, last = 0, s = 0;
     for (int gap = 1; gap < n && need > 0; gap++) {
         int remaining = n - gap; /* gaps gap..n-1 */
-        if (t5_rng_below(r, remaining) < (uint64_t)need) {
+        if (mc_rng_below(r, remaining) < (uint64_t)need) {
             lens[s++] = gap - last;
             last = gap;
             need--;
@@ -217,8 +217,8 @@ void tok_span_corrupt(const int *tokens, int L, uint64_t seed, double density, d
     if (n_spans > MAX_SPANS) n_spans = MAX_SPANS;
     if (n_spans > n_noise) n_spans = n_noise;
     int noise_len[MAX_SPANS], keep_len[MAX_SPANS];
-    t5_rng r;
-    t5_rng_seed(&r, seed);
+    mc_rng r;
+    mc_rng_seed(&r, seed);
     random_segmentation(&r, n_noise, n_spans, noise_len);
     random_segmentation(&r, n_keep, n_spans, keep_len);
     int pos = 0, a = 0, b = 0;

@@ -153,10 +153,10 @@ static void corpus_load(corpus *c, art_file *a, const char *path) {
 }
 
 /* A random line of kind k with at least min_words words. */
-static int64_t pick_line(const corpus *c, t5_rng *r, int k, int min_words, int64_t *ws, int *wl, int max_words,
+static int64_t pick_line(const corpus *c, mc_rng *r, int k, int min_words, int64_t *ws, int *wl, int max_words,
                          int *nw) {
     for (int tries = 0; tries < 1000; tries++) {
-        int64_t i = c->by_kind[k][t5_rng_below(r, (uint64_t)c->n_kind[k])];
+        int64_t i = c->by_kind[k][mc_rng_below(r, (uint64_t)c->n_kind[k])];
         *nw = split_words(c->text + c->off[i], c->off[i + 1] - c->off[i], ws, wl, max_words);
         if (*nw >= min_words) return i;
     }
@@ -225,8 +225,8 @@ int main(int argc, char **argv) {
         key_free(k);
     }
 
-    t5_rng r;
-    t5_rng_seed(&r, t5_hash64((uint64_t)seed * 1000003ULL + (uint64_t)task * 7919ULL + 17));
+    mc_rng r;
+    mc_rng_seed(&r, mc_hash64((uint64_t)seed * 1000003ULL + (uint64_t)task * 7919ULL + 17));
     int64_t *ws = mallocCheck(sizeof(int64_t) * (size_t)max_words), *ws2 = mallocCheck(sizeof(int64_t) * (size_t)max_words);
     int *wl = mallocCheck(sizeof(int) * (size_t)max_words), *wl2 = mallocCheck(sizeof(int) * (size_t)max_words);
     int *idx = mallocCheck(sizeof(int) * (size_t)max_words);
@@ -238,7 +238,7 @@ int main(int argc, char **argv) {
     int n_choices = task == T_SOURCE ? N_KINDS : task == T_ORDER ? 2 : 4;
     for (long e = 0; e < n_ex; e++) {
         int tp = (int)(e % 2), nw;
-        int kind = task == T_SOURCE ? (int)(e % N_KINDS) : (int)t5_rng_below(&r, N_KINDS);
+        int kind = task == T_SOURCE ? (int)(e % N_KINDS) : (int)mc_rng_below(&r, N_KINDS);
         int min_words = task == T_SOURCE ? 4 : task == T_ORDER ? 8 : (int)(2 * choice_words + 4);
         if (min_words > max_words) die("auxtask.max_words %ld is too small for auxtask.choice_words %ld", max_words, choice_words);
         int64_t line = pick_line(&c, &r, kind, min_words, ws, wl, (int)max_words, &nw);
@@ -250,13 +250,13 @@ int main(int argc, char **argv) {
             label[e] = kind;
         } else if (task == T_ORDER) {
             for (int k = 0; k < nw; k++) idx[k] = k;
-            label[e] = (int)t5_rng_below(&r, 2); /* 0 yes: original, 1 no: shuffled */
+            label[e] = (int)mc_rng_below(&r, 2); /* 0 yes: original, 1 no: shuffled */
             /* a shuffled window of four words that changes the text (a
              * window of equal words cannot: another one is tried) */
             for (int tries = 0; label[e] == 1 && tries < 50; tries++) {
-                int at = (int)t5_rng_below(&r, (uint64_t)(nw - 3));
+                int at = (int)mc_rng_below(&r, (uint64_t)(nw - 3));
                 for (int k = 3; k > 0; k--) {
-                    int j = (int)t5_rng_below(&r, (uint64_t)k + 1), t = idx[at + k];
+                    int j = (int)mc_rng_below(&r, (uint64_t)k + 1), t = idx[at + k];
                     idx[at + k] = idx[at + j], idx[at + j] = t;
                 }
                 int changed = 0;
@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
         } else {
             int cut = nw / 2;
             render(&in, TEMPLATES[task][tp], s, ws, wl, NULL, 0, cut);
-            label[e] = (int)t5_rng_below(&r, 4);
+            label[e] = (int)mc_rng_below(&r, 4);
             for (int k = 0; k < 4; k++) {
                 if (k == label[e]) {
                     put_words(&ch, s, ws, wl, NULL, cut, cut + (int)choice_words);

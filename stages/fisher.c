@@ -62,7 +62,7 @@ int fisher_sample_choice(const float *scores, int nc, uint64_t seed, int64_t idx
     for (int c = 0; c < nc; c++)
         if (scores[c] > mx) mx = scores[c];
     for (int c = 0; c < nc; c++) z += exp(scores[c] - mx);
-    uint64_t h = t5_hash64(seed * 1000003ULL + (uint64_t)idx);
+    uint64_t h = mc_hash64(seed * 1000003ULL + (uint64_t)idx);
     double u = (h >> 11) * 0x1.0p-53 * z, cum = 0;
     for (int c = 0; c < nc; c++) {
         cum += exp(scores[c] - mx);

@@ -54,17 +54,12 @@
 #include "config.h"
 #include "datasrc.h"
 #include "key.h"
+#include "rng.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ rng */
 
-static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static size_t rng_below(uint64_t *s, size_t n) { return (size_t)(rng_next(s) % n); }
+static size_t rng_below(uint64_t *s, size_t n) { return (size_t)(mc_splitmix64(s) % n); }
 
 static uint64_t text_hash(const char *s) { return XXH3_64bits(s, strlen(s)); }
 
@@ -481,11 +476,11 @@ static void build_paraphrase(ctx *c, task *t, uint64_t *rng) {
     for (size_t i = 0; i < kjv->n; i++) {
         long w = ref_find(ix, web->n, kjv->v[i].ref);
         if (w < 0) continue;
-        int neg = (int)(rng_next(rng) & 1);
+        int neg = (int)(mc_splitmix64(rng) & 1);
         long o = w;
         if (neg) {   /* a neighbouring verse of the same chapter */
             long cand[2] = { w + 1, w - 1 };
-            int first = (int)(rng_next(rng) & 1);
+            int first = (int)(mc_splitmix64(rng) & 1);
             o = -1;
             for (int k = 0; k < 2 && o < 0; k++) {
                 long x = cand[(k + first) & 1];

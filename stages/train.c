@@ -113,11 +113,11 @@ typedef struct {
 } data_stream;
 
 static void shuffle(int64_t *perm, int64_t n, uint64_t seed) {
-    t5_rng r;
-    t5_rng_seed(&r, seed);
+    mc_rng r;
+    mc_rng_seed(&r, seed);
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)t5_rng_below(&r, (uint64_t)i + 1);
+        int64_t j = (int64_t)mc_rng_below(&r, (uint64_t)i + 1);
         int64_t t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
@@ -133,19 +133,19 @@ static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) 
     if (d->n_sets == 1) {
         int64_t n = d->sets[0]->n, e = j / n;
         if (e != d->perm_epoch) {
-            shuffle(d->perm, n, t5_hash64(d->seed * 7919ULL + (uint64_t)e));
+            shuffle(d->perm, n, mc_hash64(d->seed * 7919ULL + (uint64_t)e));
             d->perm_epoch = e;
         }
         *task = 0;
         *idx = d->perm[j % n];
         return;
     }
-    uint64_t h = t5_hash64(d->seed ^ t5_hash64((uint64_t)j * 2 + 1));
+    uint64_t h = mc_hash64(d->seed ^ mc_hash64((uint64_t)j * 2 + 1));
     double u = (h >> 11) * 0x1.0p-53 * d->cum_rate[d->n_sets - 1];
     int t = 0;
     while (t < d->n_sets - 1 && u >= d->cum_rate[t]) t++;
     *task = t;
-    *idx = (int64_t)(t5_hash64(h + 0x51ed27ULL) % (uint64_t)d->sets[t]->n);
+    *idx = (int64_t)(mc_hash64(h + 0x51ed27ULL) % (uint64_t)d->sets[t]->n);
 }
 
 /* Span corruption: chunk j % n_chunks of the epoch's shuffled order, noise
@@ -154,11 +154,11 @@ static void span_example(data_stream *d, int64_t j, int vocab, double density, d
                          int *in, int *nin, int *tg, int *ntg) {
     int64_t e = j / d->n_chunks;
     if (e != d->perm_epoch) {
-        shuffle(d->perm, d->n_chunks, t5_hash64(d->seed * 7919ULL + (uint64_t)e));
+        shuffle(d->perm, d->n_chunks, mc_hash64(d->seed * 7919ULL + (uint64_t)e));
         d->perm_epoch = e;
     }
     int64_t c = d->perm[j % d->n_chunks];
-    tok_span_corrupt(d->stream + c * d->raw_len, d->raw_len, t5_hash64(d->seed ^ (uint64_t)j * 0x9e37ULL),
+    tok_span_corrupt(d->stream + c * d->raw_len, d->raw_len, mc_hash64(d->seed ^ (uint64_t)j * 0x9e37ULL),
                      density, mean_span, vocab, in, nin, tg, ntg);
 }
 
@@ -403,10 +403,10 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
     printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", peak_name, 1536, 1536, 1536, peak);
     int *enc = mallocCheck(sizeof(int) * B * Te), *tgt = mallocCheck(sizeof(int) * B * Td),
         *dec = mallocCheck(sizeof(int) * B * Td);
-    t5_rng r;
-    t5_rng_seed(&r, 1);
-    for (int i = 0; i < B * Te; i++) enc[i] = 3 + (int)t5_rng_below(&r, c->vocab_size - 3);
-    for (int i = 0; i < B * Td; i++) tgt[i] = 3 + (int)t5_rng_below(&r, c->vocab_size - 3);
+    mc_rng r;
+    mc_rng_seed(&r, 1);
+    for (int i = 0; i < B * Te; i++) enc[i] = 3 + (int)mc_rng_below(&r, c->vocab_size - 3);
+    for (int i = 0; i < B * Td; i++) tgt[i] = 3 + (int)mc_rng_below(&r, c->vocab_size - 3);
     for (int b = 0; b < B; b++) {
         enc[b * Te + Te - 1] = T5_EOS;
         tgt[b * Td + Td - 1] = T5_EOS;

@@ -47,10 +47,10 @@ static void test_linear_naive(void) {
     int N = 37, I = 29, O = 23;
     float *x = mallocCheck(sizeof(float) * N * I), *w = mallocCheck(sizeof(float) * O * I);
     float *a = mallocCheck(sizeof(float) * N * O), *b = mallocCheck(sizeof(float) * N * O);
-    t5_rng r;
-    t5_rng_seed(&r, 5);
-    for (int i = 0; i < N * I; i++) x[i] = t5_rng_normal(&r);
-    for (int i = 0; i < O * I; i++) w[i] = t5_rng_normal(&r);
+    mc_rng r;
+    mc_rng_seed(&r, 5);
+    for (int i = 0; i < N * I; i++) x[i] = mc_rng_normal(&r);
+    for (int i = 0; i < O * I; i++) w[i] = mc_rng_normal(&r);
     op_linear_forward(a, x, w, N, I, O);
     op_linear_forward_naive(b, x, w, N, I, O);
     t_close("linear blas vs naive", a, b, (long)N * O, 1e-5, 1e-5);

@@ -28,8 +28,8 @@
 
 static int write_task(const char *path, const char *task, const char *split, int n, uint64_t seed,
                       int kind) {
-    t5_rng r;
-    t5_rng_seed(&r, seed);
+    mc_rng r;
+    mc_rng_seed(&r, seed);
     int64_t *in = mallocCheck(sizeof(int64_t) * n * 20), *ioff = mallocCheck(sizeof(int64_t) * (n + 1));
     int nc = kind == 0 ? 2 : 3;
     if (kind == 2) nc = 3;
@@ -40,24 +40,24 @@ static int write_task(const char *path, const char *task, const char *split, int
     int64_t p = 0, q = 0;
     ioff[0] = 0, coff[0] = 0, ec[0] = 0;
     for (int i = 0; i < n; i++) {
-        int len = 4 + (int)t5_rng_below(&r, 13), has = 0;
+        int len = 4 + (int)mc_rng_below(&r, 13), has = 0;
         for (int t = 0; t < len; t++) {
-            int v = 3 + (int)t5_rng_below(&r, 97);
+            int v = 3 + (int)mc_rng_below(&r, 97);
             if (v == 7) v = 8;
             in[p + t] = v;
         }
         int label;
         if (kind == 0) {
-            if (t5_rng_below(&r, 2)) {
-                in[p + t5_rng_below(&r, len)] = 7;
+            if (mc_rng_below(&r, 2)) {
+                in[p + mc_rng_below(&r, len)] = 7;
                 has = 1;
             }
             label = has;
         } else {
             for (int t = 0; t < len; t++)
                 if (in[p + t] == 9 || in[p + t] == 5) in[p + t] = 4;
-            label = (int)t5_rng_below(&r, 3);
-            if (label < 2) in[p + t5_rng_below(&r, len)] = label == 0 ? 9 : 5;
+            label = (int)mc_rng_below(&r, 3);
+            if (label < 2) in[p + mc_rng_below(&r, len)] = label == 0 ? 9 : 5;
         }
         if (kind == 2) in[p] = 500; /* outside t5-micro's vocabulary */
         p += len;
@@ -92,13 +92,13 @@ static int write_task(const char *path, const char *task, const char *split, int
 }
 
 static int write_corpus(const char *path, int n, uint64_t seed) {
-    t5_rng r;
-    t5_rng_seed(&r, seed);
+    mc_rng r;
+    mc_rng_seed(&r, seed);
     int64_t *ids = mallocCheck(sizeof(int64_t) * n * 64), *off = mallocCheck(sizeof(int64_t) * (n + 1));
     int64_t p = 0;
     off[0] = 0;
     for (int i = 0; i < n; i++) {
-        int len = 20 + (int)t5_rng_below(&r, 40), base = 3 + (int)t5_rng_below(&r, 60);
+        int len = 20 + (int)mc_rng_below(&r, 40), base = 3 + (int)mc_rng_below(&r, 60);
         for (int t = 0; t < len; t++) ids[p++] = base + (t % 5) * 7 % 40;
         ids[p++] = T5_EOS;
         off[i + 1] = p;
@@ -200,8 +200,8 @@ static void test_bad_kind(void) {
 /* bench.msgpack for make bench-stats: n examples, inputs of 64..128 ids
  * below `vocab`, two choices of 2..4 tokens. */
 static int write_bench(const char *path, int n, int vocab) {
-    t5_rng r;
-    t5_rng_seed(&r, 11);
+    mc_rng r;
+    mc_rng_seed(&r, 11);
     int64_t *in = mallocCheck(sizeof(int64_t) * n * 129), *ioff = mallocCheck(sizeof(int64_t) * (n + 1));
     int64_t *ch = mallocCheck(sizeof(int64_t) * n * 2 * 4), *coff = mallocCheck(sizeof(int64_t) * (2 * n + 1));
     int64_t *ec = mallocCheck(sizeof(int64_t) * (n + 1));
@@ -209,18 +209,18 @@ static int write_bench(const char *path, int n, int vocab) {
     int64_t p = 0, q = 0, k = 0;
     ioff[0] = coff[0] = ec[0] = 0;
     for (int i = 0; i < n; i++) {
-        int len = 63 + (int)t5_rng_below(&r, 65);
-        for (int t = 0; t < len; t++) in[p++] = 3 + (int64_t)t5_rng_below(&r, vocab - 103);
+        int len = 63 + (int)mc_rng_below(&r, 65);
+        for (int t = 0; t < len; t++) in[p++] = 3 + (int64_t)mc_rng_below(&r, vocab - 103);
         in[p++] = T5_EOS;
         ioff[i + 1] = p;
         for (int c = 0; c < 2; c++) {
-            int lc = 1 + (int)t5_rng_below(&r, 3);
-            for (int t = 0; t < lc; t++) ch[q++] = 3 + (int64_t)t5_rng_below(&r, vocab - 103);
+            int lc = 1 + (int)mc_rng_below(&r, 3);
+            for (int t = 0; t < lc; t++) ch[q++] = 3 + (int64_t)mc_rng_below(&r, vocab - 103);
             ch[q++] = T5_EOS;
             coff[++k] = q;
         }
         ec[i + 1] = 2 * (i + 1);
-        lab[i] = (int)t5_rng_below(&r, 2);
+        lab[i] = (int)mc_rng_below(&r, 2);
     }
     mc_val *meta = val_map();
     val_set_str(meta, "task", "bench");

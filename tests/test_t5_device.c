@@ -47,14 +47,14 @@ static t5_batch BT = {.B = B, .Te = TE, .Bd = B, .Td = TD, .enc_ids = enc, .dec_
                       .targets = tgt};
 
 static void make_batch(void) {
-    t5_rng r;
-    t5_rng_seed(&r, 5);
+    mc_rng r;
+    mc_rng_seed(&r, 5);
     for (int b = 0; b < B; b++) {
         int le = TE - 2 * b, lt = TD - b; /* padding differs per row */
         for (int t = 0; t < TE; t++)
-            enc[b * TE + t] = t < le - 1 ? 3 + (int)t5_rng_below(&r, C.vocab_size - 3) : t == le - 1 ? T5_EOS : 0;
+            enc[b * TE + t] = t < le - 1 ? 3 + (int)mc_rng_below(&r, C.vocab_size - 3) : t == le - 1 ? T5_EOS : 0;
         for (int t = 0; t < TD; t++)
-            tgt[b * TD + t] = t < lt - 1 ? 3 + (int)t5_rng_below(&r, C.vocab_size - 3) : t == lt - 1 ? T5_EOS : 0;
+            tgt[b * TD + t] = t < lt - 1 ? 3 + (int)mc_rng_below(&r, C.vocab_size - 3) : t == lt - 1 ? T5_EOS : 0;
         for (int t = 0; t < TD; t++) dec[b * TD + t] = t ? tgt[b * TD + t - 1] : 0;
     }
 }

@@ -29,34 +29,18 @@
 #include "backend.h"
 #include "common.h"
 #include "key.h"
+#include "rng.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ RNG (xoshiro256**) */
 
-static uint64_t S[4];
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-static uint64_t next_u64(void) {
-    uint64_t r = rotl(S[1] * 5, 7) * 9, t = S[1] << 17;
-    S[2] ^= S[0];
-    S[3] ^= S[1];
-    S[1] ^= S[2];
-    S[0] ^= S[3];
-    S[2] ^= t;
-    S[3] = rotl(S[3], 45);
-    return r;
-}
+static mc_rng R;
 static void seed_rng(uint64_t seed, const char *salt) {
-    uint64_t x = seed ^ 0x9e3779b97f4a7c15ull;
+    uint64_t x = seed ^ MC_GOLDEN64;
     for (const char *p = salt; *p; p++) x = (x ^ (unsigned char)*p) * 0x100000001b3ull;
-    for (int i = 0; i < 4; i++) {
-        x += 0x9e3779b97f4a7c15ull;
-        uint64_t z = x;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        S[i] = z ^ (z >> 31);
-    }
+    mc_rng_seed_splitmix(&R, x);
 }
-static double uniform(void) { return ((next_u64() >> 11) + 0.5) * 0x1.0p-53; }
+static double uniform(void) { return ((mc_rng_next(&R) >> 11) + 0.5) * 0x1.0p-53; }
 static void gauss(float *x, long n, double mean, double sd) {
     for (long i = 0; i < n; i += 2) {
         double u = uniform(), v = uniform();

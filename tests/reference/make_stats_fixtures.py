@@ -42,7 +42,7 @@ def read_fixture(path):
 
 
 def hash64(x):
-    """splitmix64 finaliser (t5_hash64 in lib/t5.c)."""
+    """splitmix64 finaliser (mc_hash64 in lib/t5.c)."""
     x = (x + 0x9e3779b97f4a7c15) & M64
     x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
     x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64

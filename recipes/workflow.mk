@@ -32,11 +32,28 @@ EXP_NAME := $(basename $(notdir $(EXP_CONF)))
 $(if $(word 2,$(MATS_CACHE)),$(error MATS_CACHE '$(MATS_CACHE)' contains white space, which make cannot carry: use a path without it))
 $(if $(word 2,$(EXP)),$(error EXP '$(EXP)' contains white space, which make cannot carry: use a path without it))
 
+# The executor of every stage run (docs/cluster.md): EXECUTOR=local|slurm,
+# else the experiment's exp.executor, else local. scripts/run-stage.sh reads
+# it, and the experiment's slurm.* resources, when a stage runs; neither
+# enters a key (no stage's namespaces include exp or slurm), so local and
+# Slurm runs share their cache entries.
+ifneq ($(WF)$(DATA_KEYS),)
+MATS_EXECUTOR := $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
+export MATS_EXECUTOR
+export MATS_EXEC_CONF := $(EXP_CONF)
+export MATS_EXP := $(EXP_NAME)
+ifeq ($(filter cache-gc-list wf-explain,$(MAKECMDGOALS)),)
+EXECUTOR_CHECK := $(shell bash scripts/run-stage.sh --check 2>&1)
+$(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
+endif
+endif
+
 WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
 	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
+	@case "$(EXECUTOR)" in ''|local|slurm) ;; *) echo "make: EXECUTOR=$(EXECUTOR): use local or slurm (docs/cluster.md)" >&2; exit 1;; esac
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).

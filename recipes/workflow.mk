@@ -43,7 +43,7 @@ export MATS_EXECUTOR
 export MATS_EXEC_CONF := $(EXP_CONF)
 export MATS_EXP := $(EXP_NAME)
 ifeq ($(filter cache-gc-list wf-explain,$(MAKECMDGOALS)),)
-EXECUTOR_CHECK := $(shell bash scripts/run-stage.sh --check 2>&1)
+EXECUTOR_CHECK := $(shell MATS_EXECUTOR=$(MATS_EXECUTOR) MATS_EXEC_CONF=$(EXP_CONF) bash scripts/run-stage.sh --check 2>&1)
 $(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
 endif
 endif

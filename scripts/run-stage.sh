@@ -31,7 +31,7 @@
 #   end(UTC)  experiment  slot  stage  key  run_s  wall_s  status  executor  node  job
 # run_s is the stage's own running time (for a Slurm job: measured inside
 # the job, so without the queue wait, which wall_s includes); status is ok,
-# failed, cancelled or timeout.
+# failed, cancelled, timeout or refused (Slurm did not take the job).
 #
 # --check validates the executor settings and prints nothing when they are
 # good (the workflow calls it before any stage runs), else one line.
@@ -73,7 +73,11 @@ if [ "${1:-}" = --check ]; then
         slurm) ;;
         *) echo "executor '$executor' is not one of local, slurm (EXECUTOR=, exp.executor)"; exit 1 ;;
     esac
-    command -v srun >/dev/null || { echo "EXECUTOR=slurm but srun is not on PATH: install the Slurm client (scripts/install-deps.sh --slurm) or use EXECUTOR=local"; exit 1; }
+    command -v srun >/dev/null && command -v scontrol >/dev/null || { echo "EXECUTOR=slurm but srun is not on PATH: install the Slurm client (scripts/install-deps.sh --slurm) or use EXECUTOR=local"; exit 1; }
+    if ! ping=$(scontrol ping 2>&1) || ! grep -q 'is UP' <<<"$ping"; then
+        echo "EXECUTOR=slurm but the Slurm controller does not answer (scontrol ping: $(tail -1 <<<"$ping")): check SLURM_CONF and the cluster, or use EXECUTOR=local"
+        exit 1
+    fi
     why=
     slurm_resources train || { echo "$why"; exit 1; }
     exit 0
@@ -180,15 +184,16 @@ fi
 if [ $rc -ne 0 ] || [ ! -s "$out" ]; then
     rm -f "$out"
     if [ "$executor" = slurm ]; then
-        status=failed what="failed (exit $rc)"
-        if grep -q 'DUE TO TIME LIMIT' "$base.log"; then status=timeout what="ran out of its time limit${time:+ ($time)}: raise slurm.$stage.time"
+        jw="Slurm job ${job:-(no id)}" status=failed what="failed (exit $rc)"
+        if grep -q 'DUE TO TIME LIMIT' "$base.log"; then status=timeout what="ran out of its time limit${time:+ of $time} (raise slurm.$stage.time)"
         elif grep -q -E 'CANCELLED|Job has been cancelled|has been revoked' "$base.log"; then status=cancelled what="was cancelled"
-        elif [ $rc -eq 0 ]; then what="ended but wrote no $out (MATS_FS_WAIT ${MATS_FS_WAIT:-60} s)"
-        elif e=$(grep -E '^srun: error: ' "$base.log" | grep -v ': task [0-9]*: ' | tail -1) && [ -n "$e" ]; then what="was refused: ${e#srun: error: }"
+        elif [ $rc -eq 0 ]; then what="ended but $out did not appear within MATS_FS_WAIT=${MATS_FS_WAIT:-60} s"
+        elif e=$(grep -E '^srun: error: ' "$base.log" | grep -v ': task [0-9]*: ' | tail -1) && [ -n "$e" ] && [ -z "$job" ]; then
+            status=refused jw="Slurm refused the job" what="(${e#srun: error: })"
         fi
         record "$status" "$run_s" "$secs" "${node:--}" "${job:--}"
-        printf '[%s] FAILED %s (stage %s, key %s): Slurm job %s %s after %ss; log: %s.log\n' "$(date +%H:%M:%S)" \
-            "$slot" "$stage" "$key" "${job:-(no id)}" "$what" "$secs" "$base" >&2
+        printf '[%s] FAILED %s (stage %s, key %s): %s %s after %ss; log: %s.log\n' "$(date +%H:%M:%S)" \
+            "$slot" "$stage" "$key" "$jw" "$what" "$secs" "$base" >&2
     else
         record failed "$run_s" "$secs" "$node" -
         printf '[%s] FAILED %-27s after %ss (exit %d); log: %s.log\n' "$(date +%H:%M:%S)" "$slot" "$secs" "$rc" "$base" >&2

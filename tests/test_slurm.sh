@@ -6,7 +6,8 @@
 # EXECUTOR=slurm -j2 runs every stage as a Slurm job (the job completion
 # log) and gives the same files and bytes as a local run, with slurm.*
 # resources in the experiment that enter no key; a bad resource key stops
-# make before anything runs; a job Slurm refuses and a job cancelled
+# make before anything runs; a run on the GPU asks for gpu:1; a job Slurm
+# refuses and a job cancelled
 # mid-run (scancel) each fail the make with one line naming the slot,
 # stage, key, Slurm job id and log, leave no artifact that looks complete,
 # and the rerun completes, the cancelled training resuming from its
@@ -107,9 +108,17 @@ mk "$T/nopart.out" "$S" merge EXP="$T/nopart.conf" METHOD=ties LAMBDA=0.5 SEEDS=
 line=$(grep 'FAILED ' "$T/nopart.out")
 key=$(sed -n 's/.*(stage eval, key \([0-9a-f]\{32\}\)).*/\1/p' <<<"$line")
 if [ $rc -ne 0 ] && [ "$(grep -c 'FAILED ' "$T/nopart.out")" -eq 1 ] && [ -n "$key" ] && [ ! -e "$S/eval/$key.msgpack" ] &&
-   grep -q "Slurm job .* was refused: .*[Pp]artition.*; log: $S/eval/$key.log\$" <<<"$line"; then
+   grep -q "Slurm refused the job (.*[Pp]artition.*) after [0-9.]*s; log: $S/eval/$key.log\$" <<<"$line"; then
     ok refused_job_fails_with_one_line
 else fail refused_job_fails_with_one_line "rc $rc: $line"; fi
+
+# a run on the GPU asks for gres gpu:1, which this node has not got
+cp "$SLURMF" "$T/gpu.conf"; echo "fisher.device = cuda" >> "$T/gpu.conf"
+mk "$T/gpu.out" "$S" merge EXP="$T/gpu.conf" METHOD=fisher SEEDS=1 EXECUTOR=slurm; rc=$?
+line=$(grep 'FAILED ' "$T/gpu.out")
+if [ $rc -ne 0 ] && grep -q "^\[[0-9:]*\] FAILED fisher-.* (stage fisher, key [0-9a-f]*): Slurm refused the job (.*gres.*)" <<<"$line"; then
+    ok gpu_run_asks_for_a_gpu
+else fail gpu_run_asks_for_a_gpu "rc $rc: $line"; fi
 
 # cancelled mid-run: a longer IA3 training of topic, seed 1 (checkpoints
 # every 10 steps), exp.executor = slurm in the experiment instead of EXECUTOR=

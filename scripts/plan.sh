@@ -132,7 +132,8 @@ function model(stage, slot, id, cmd,    V, d, dkv, dff, h, le, ld, g, P_enc, P_d
         if (c[21] != "-" && c[21] + 0 < sp) sp = c[21] + 0
         vl = datas[slot]; nd = 1 + gsub(/,/, ",", vl)
         return 1 + nd * sp * fev / 385e9 }
-    if (stage == "fisher" || stage == "gram") return 2 + num(ex_n[slot], 1000) * 3 * (fin + fout) / 230e9
+    # (a shard, --shard I/N, covers its share of the examples)
+    if (stage == "fisher" || stage == "gram") return 2 + num(ex_n[slot], 1000) / num(shards[slot], 1) * 3 * (fin + fout) / 230e9
     if (stage == "merge" && slot ~ /^merge-ia3-/) return 1
     if (stage == "merge") { it = (merge_m[slot] ~ /^(cg_|mats)/) ? num(c[23], 100) / 10 : 1
         return 1 + 4 * (P_enc + P_dec + 2 * P_lm) * (num(merge_n[slot], 2) + 1) / 3e8 * it }
@@ -157,6 +158,7 @@ FILENAME ~ /cfg$/ { cfgv[$1] = $2; next }
     cmd = ""; for (j = 5; j <= NF; j++) cmd = cmd " " $j; CMD[n] = cmd
     if (match(cmd, / --data [^ ]*/)) datas[slot] = substr(cmd, RSTART + 8, RLENGTH - 8)
     if (match(cmd, / --examples [0-9]+/)) ex_n[slot] = substr(cmd, RSTART + 12, RLENGTH - 12)
+    if (match(cmd, / --shard [0-9]+\/[0-9]+/)) { sh = substr(cmd, RSTART, RLENGTH); sub(/.*\//, "", sh); shards[slot] = sh }
     if (match(cmd, / --method [^ ]+/)) merge_m[slot] = substr(cmd, RSTART + 10, RLENGTH - 10)
     if (match(cmd, / --models [^ ]+/)) { ml = substr(cmd, RSTART, RLENGTH); merge_n[slot] = 1 + gsub(/,/, ",", ml) }
 }

@@ -4,8 +4,8 @@
 # a temporary directory, jobcomp/filetxt). On the smoke experiment:
 # make plan lists what a cold make merge runs; a cold make merge
 # EXECUTOR=slurm -j2 runs every stage as a Slurm job (the job completion
-# log) and gives the same files and bytes as a local run, with slurm.*
-# resources in the experiment that enter no key; a bad resource key stops
+# log) with the experiment's slurm.* resources and SLURM_ARGS, and gives the
+# same files and bytes as a local run (the resources enter no key); a bad resource key stops
 # make before anything runs; a run on the GPU asks for gpu:1; a job Slurm
 # refuses and a job cancelled
 # mid-run (scancel) each fail the make with one line naming the slot,
@@ -69,7 +69,8 @@ else fail plan_estimates_from_recorded_runs "$n runs, $like from records, critic
 
 # cold make merge through Slurm
 S=$T/slurm
-if mk "$T/slurm.out" "$S" merge EXP="$SLURMF" METHOD=ties EXECUTOR=slurm -j2 && grep -q '^| ties |' "$T/slurm.out"; then
+if mk "$T/slurm.out" "$S" merge EXP="$SLURMF" METHOD=ties EXECUTOR=slurm SLURM_ARGS='--account=matstest --comment=mats' -j2 &&
+   grep -q '^| ties |' "$T/slurm.out"; then
     cp "$T/ran" "$T/slurm.ran"
     missing=0 n=0
     while read -r stage slot key; do
@@ -77,6 +78,11 @@ if mk "$T/slurm.out" "$S" merge EXP="$SLURMF" METHOD=ties EXECUTOR=slurm -j2 && 
         grep -q "Name=mats-$stage-${key:0:8} JobState=COMPLETED " "$JOBCOMP" || { missing=$((missing + 1)); echo "  no completed job for $slot ($stage $key)"; }
     done < "$T/slurm.ran"
     jobs=$(grep -c 'Name=mats-' "$JOBCOMP")
+    # the resources and SLURM_ARGS reached the jobs
+    res=$(awk '/Name=mats-/ && !/ Account=matstest / {print "account: " $0}
+               / Name=mats-train-/ && !/mem=1G/ {print "train mem: " $0}
+               / Name=mats-merge-/ && !/ TimeLimit=10 / {print "merge time: " $0}' "$JOBCOMP" | head -3)
+    [ -z "$res" ] || { missing=$((missing + 1)); echo "  $res"; }
     stages=$(awk '{print $1}' "$T/slurm.ran" | sort -u | tr '\n' ' ')
     if [ $missing -eq 0 ] && [ "$n" -eq "$jobs" ] && [ "$n" -eq "$(wc -l < "$T/local.slots")" ] &&
        [ "$stages" = "auxtask eval merge prepare tokenize train vocab " ]; then
@@ -89,6 +95,8 @@ diffs=0 n=0
 for f in $(cd "$L" && ls */*.msgpack); do
     n=$((n + 1)); cmp -s "$L/$f" "$S/$f" || { diffs=$((diffs + 1)); echo "  differs or missing: $f"; }
 done
+# no key text holds the executor or its resources
+grep -l -E '^config (slurm|exp)\.' "$S"/*/*.key && diffs=$((diffs + 1))
 [ $diffs -eq 0 ] && [ $n -gt 30 ] && ok "slurm_artifacts_byte_identical_to_local ($n artifacts, same keys)" ||
     fail slurm_artifacts_byte_identical_to_local "$diffs of $n differ"
 recs=$(awk -F'\t' '$8 == "ok" && $9 == "slurm" && $11 ~ /^[0-9]+$/' "$S/times.tsv" | wc -l)

@@ -32,11 +32,28 @@ EXP_NAME := $(basename $(notdir $(EXP_CONF)))
 $(if $(word 2,$(MATS_CACHE)),$(error MATS_CACHE '$(MATS_CACHE)' contains white space, which make cannot carry: use a path without it))
 $(if $(word 2,$(EXP)),$(error EXP '$(EXP)' contains white space, which make cannot carry: use a path without it))
 
+# The executor of every stage run (docs/cluster.md): EXECUTOR=local|slurm,
+# else the experiment's exp.executor, else local. scripts/run-stage.sh reads
+# it, and the experiment's slurm.* resources, when a stage runs; neither
+# enters a key (no stage's namespaces include exp or slurm), so local and
+# Slurm runs share their cache entries.
+ifneq ($(WF)$(DATA_KEYS),)
+MATS_EXECUTOR := $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
+export MATS_EXECUTOR
+export MATS_EXEC_CONF := $(EXP_CONF)
+export MATS_EXP := $(EXP_NAME)
+ifeq ($(filter cache-gc-list wf-explain,$(MAKECMDGOALS)),)
+EXECUTOR_CHECK := $(shell MATS_EXECUTOR=$(MATS_EXECUTOR) MATS_EXEC_CONF=$(EXP_CONF) bash scripts/run-stage.sh --check 2>&1)
+$(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
+endif
+endif
+
 WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
 	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
+	@case "$(EXECUTOR)" in ''|local|slurm) ;; *) echo "make: EXECUTOR=$(EXECUTOR): use local or slurm (docs/cluster.md)" >&2; exit 1;; esac
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
@@ -89,6 +106,9 @@ modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1))
 report: wf-data
 	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
+## plan           TARGET=merge|sweep|report|individual|multitask|pretrain (and EXP, MODE, METHOD, ...): the stage runs it would execute, estimated times, critical path, what N nodes buy
+plan: all wf-check
+	@bash scripts/plan.sh "$(or $(TARGET),merge)" "$(REPORT_MODES)" $(WF_VARS)
 ## explain        SLOT=<slot> (or TARGET=): why that run would rerun, in words; `make explain` lists slots
 explain: all wf-check
 	@$(MAKE) --no-print-directory WF=1 $(WF_VARS) wf-explain SLOT=$(or $(SLOT),$(TARGET))
@@ -96,7 +116,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: merge sweep individual multitask pretrain wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
+.PHONY: merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
 define nl
@@ -435,7 +455,15 @@ wf-best: $(SWEEP_VAL_EVALS) | $(WF_DIR)/
 	@mv $(BEST_FILE).tmp $(BEST_FILE)
 
 ifneq ($(filter wf-sweep-final wf-report-final,$(MAKECMDGOALS)),)
+ifeq ($(PLAN),1)
+# make plan (scripts/plan.sh): the lambda of each method and seed whose
+# validation evaluations are all cached, chosen as wf-best would; the others
+# are not known before those evaluations ran
+plan_val_missing = $(strip $(foreach l,$(call lambdas_of,$(1)),$(if $(wildcard $(call val_eval,$(1),$(l),$(2))),,$(l))))
+BEST := $(foreach m,$(SWEEP_METHODS),$(foreach s,$(WF_SEEDS),$(if $(call plan_val_missing,$(m),$(s)),,$(m):$(s):$(shell build/bin/report --argmax $(foreach l,$(call lambdas_of,$(m)),$(l)=$(call val_eval,$(m),$(l),$(s))) 2>/dev/null)))))
+else
 BEST := $(shell cat $(BEST_FILE) 2>/dev/null | tr ' ' ':')
+endif
 best_tests = $(foreach b,$(BEST),$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test))
 best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(subst :, ,$(b)))	test	$(word 3,$(subst :, ,$(b)))	$(A_eval-merge-$(MODE)-$(word 1,$(subst :, ,$(b)))-l$(word 3,$(subst :, ,$(b)))-s$(word 2,$(subst :, ,$(b)))-test)$(nl))
 val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))

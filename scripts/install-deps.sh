@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages mats-c needs. Idempotent: packages already
 # present are skipped; the rest are named and installed with apt-get.
-# Usage: scripts/install-deps.sh [--data] [--reference]
+# Usage: scripts/install-deps.sh [--data] [--reference] [--slurm]
 #   (no flag)    build and test dependencies
 #   --data       also the packages that ship the built-in benchmark's text
 #   --reference  also python3-torch and friends (regenerating test fixtures
 #                and the PyTorch peers of the benchmarks)
+#   --slurm      also Slurm and munge: tests/test_slurm.sh starts a one-node
+#                cluster on localhost from them (docs/cluster.md); a cluster
+#                node needs only the build dependencies and the data packages
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
@@ -15,14 +18,18 @@ build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-
 data_pkgs=(wordnet-base fortunes dict-gcide sword-text-kjv sword-text-web
            r-cran-modeldata r-cran-janeaustenr npm)
 ref_pkgs=(python3-torch python3-numpy python3-scipy)
+# slurm-wlm: slurmctld, slurmd and the client (srun, sinfo, scancel);
+# the daemons' services are not used (the test runs its own, as root)
+slurm_pkgs=(slurm-wlm munge)
 
 want=("${build_pkgs[@]}")
 for a in "$@"; do
     case "$a" in
         --data) want+=("${data_pkgs[@]}") ;;
         --reference) want+=("${ref_pkgs[@]}") ;;
-        --all) want+=("${data_pkgs[@]}" "${ref_pkgs[@]}") ;;
-        *) echo "install-deps.sh: unknown option '$a' (use --data, --reference or --all)" >&2; exit 2 ;;
+        --slurm) want+=("${slurm_pkgs[@]}") ;;
+        --all) want+=("${data_pkgs[@]}" "${ref_pkgs[@]}" "${slurm_pkgs[@]}") ;;
+        *) echo "install-deps.sh: unknown option '$a' (use --data, --reference, --slurm or --all)" >&2; exit 2 ;;
     esac
 done
 

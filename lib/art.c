@@ -167,7 +167,7 @@ art_writer *art_writer_open(const char *path, const char *kind, const char *key,
     writer_track(w, 1);
     w->xx = XXH3_createState();
     XXH3_128bits_reset(w->xx);
-    w->cap = 1 << 20;
+    w->cap = 1 << 16; /* tensor data beyond it is written straight through */
     w->buf = mallocCheck(w->cap);
     w->n_tensors = n_tensors;
     msgpack_packer_init(&w->pk, w, wcallback);

@@ -109,7 +109,9 @@ build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
 # `make SAN=1 test` instead runs the suite on an ASan + UBSan build of a copy
 # of the sources under build/san/ (scripts/san-test.sh): build/ and the
 # normal binaries, hence their bytes and cache keys, stay as they are.
-SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+# -ffp-contract=off: the arithmetic of the normal build (gcc, ISO C mode), which
+# the SIMD-width and reference tests compare bit for bit; clang would fuse.
+SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -ffp-contract=off
 ifeq ($(SAN),1)
 test:
 	@SAN_CFLAGS='$(SAN_CFLAGS)' bash scripts/san-test.sh

@@ -69,6 +69,7 @@ static void wflush(art_writer *w) {
 
 static int wcallback(void *data, const char *p, size_t n) {
     art_writer *w = data;
+    if (n == 0) return 0; /* an empty bin's body: p may be NULL */
     if (n >= w->cap) {
         wflush(w);
         if (!w->err) {
@@ -597,9 +598,12 @@ static int check_tensor(const art_file *a, const ck_row *r, const art_tensor *t)
                            (long long)t->numel, (long long)(of->numel - 1), of->name);
         for (int64_t i = 0; r->rule == CK_LABEL && i < t->numel; i++) {
             int64_t v = int_at(t, i), n = of ? int_at(of, i + 1) - int_at(of, i) : INT64_MAX;
+            if (v < 0 && !of)
+                return mc_fail("%s: tensor %s element %lld is %lld, not an index; " CK_FIX, a->path, t->name,
+                               (long long)i, (long long)v);
             if (v < 0 || v >= n)
-                return mc_fail("%s: tensor %s element %lld is %lld, not an index into the %lld choices of example %lld; " CK_FIX,
-                               a->path, t->name, (long long)i, (long long)v, (long long)n, (long long)i);
+                return mc_fail("%s: tensor %s element %lld is %lld, not an index into the %lld choices of example "
+                               "%lld; " CK_FIX, a->path, t->name, (long long)i, (long long)v, (long long)n, (long long)i);
         }
         return 0;
     }

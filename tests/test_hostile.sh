@@ -117,3 +117,22 @@ if [ $? -eq 1 ] && [ "$(grep -c . "$T/err")" -eq 1 ] && grep -q "config.json.*pi
     ok export_output_fifo_refused_before_writing
 else fail export_output_fifo_refused_before_writing "$(head -2 "$T/err" | tr '\n' '|') $(ls "$T/out.hf2")"; fi
 rm -rf "$T/out.hf2"
+
+# 5. a training checkpoint (OUT.ckpt, resumed when its meta.run matches):
+#    its step indexes the data order, its weights are copied into a buffer
+#    of n floats
+TC=(--config configs/models/t5-micro.conf --set train.steps=3 --set train.batch_size=4 --set train.ckpt_every=1
+    --data "$T/train.msgpack")
+rm -f "$T/ck.msgpack" "$T/ck.msgpack.ckpt"
+{ MATS_TEST_KILL_AFTER_CKPT=1 $B/train "${TC[@]}" -o "$T/ck.msgpack" >/dev/null 2>&1; } 2>/dev/null # killed after step 1
+if [ -s "$T/ck.msgpack.ckpt" ]; then
+    poke ckpt_step "$T/ck.msgpack.ckpt" 'meta.step=-5'
+    cp "$T/ckpt_step.msgpack" "$T/ck.msgpack.ckpt"
+    expect train_checkpoint_negative_step "ck.msgpack.ckpt|step -5|delete it" $B/train "${TC[@]}" -o "$T/ck.msgpack"
+    poke ckpt_f64 "$T/ckpt_step.msgpack" 'meta.step=1' 'weights:f64'
+    cp "$T/ckpt_f64.msgpack" "$T/ck.msgpack.ckpt"
+    if $B/train "${TC[@]}" -o "$T/ck.msgpack" >/dev/null 2>"$T/err" && grep -q "ignoring unreadable checkpoint.*weights.*f64" "$T/err" &&
+       ! grep -q "resuming" "$T/err"; then
+        ok train_checkpoint_f64_weights_not_resumed
+    else fail train_checkpoint_f64_weights_not_resumed "$(head -3 "$T/err" | tr '\n' '|')"; fi
+else fail train_checkpoint "no checkpoint after a kill at step 1"; fi

@@ -106,18 +106,44 @@ build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
 # --- tests -----------------------------------------------------------------------
 # tests/run.sh runs every build/tests/test_* binary and tests/test_*.sh script,
 # counts their "ok"/"FAIL" lines and closes with "N passed, N failed".
+# `make SAN=1 test` instead runs the suite on an ASan + UBSan build of a copy
+# of the sources under build/san/ (scripts/san-test.sh): build/ and the
+# normal binaries, hence their bytes and cache keys, stay as they are.
+# -ffp-contract=off: the arithmetic of the normal build (gcc, ISO C mode), which
+# the SIMD-width and reference tests compare bit for bit; clang would fuse.
+SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -ffp-contract=off
+ifeq ($(SAN),1)
+test:
+	@SAN_CFLAGS='$(SAN_CFLAGS)' bash scripts/san-test.sh
+else
 test: all $(TESTS)
 	@bash tests/run.sh $(TESTS) $(sort $(wildcard tests/test_*.sh))
+endif
 
 # --- fuzzing ---------------------------------------------------------------------
+# libFuzzer targets under AddressSanitizer and UBSan, linked against the
+# library compiled again by clang into build/fuzz/obj/ (build/ is untouched):
+#   fuzz_art      raw bytes into the artifact reader (a valid checksum appended)
+#   fuzz_loaders  checksum-valid artifacts of every kind with hostile contents
+#                 into the loaders the stages use (structure-aware)
+#   fuzz_hf       the safetensors and JSON readers (make fuzz-hf)
+# tests/test_fuzz.sh runs fuzz_art and fuzz_loaders for a few seconds in
+# `make test`.
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
-build/fuzz/fuzz_art: tests/fuzz/fuzz_art.c $(LIB_SRC) $(wildcard lib/*.h) | $(DEPS_STAMP)
+FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -fno-strict-aliasing -ffile-prefix-map=$(CURDIR)=. -Ilib \
+               -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OBJ := $(LIB_SRC:lib/%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: lib/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -D_GNU_SOURCE -o $@ \
-	  tests/fuzz/fuzz_art.c lib/art.c lib/val.c lib/common.c -lmsgpackc -lxxhash
-fuzz: build/fuzz/fuzz_art all
-	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build/fuzz/libmats.a: $(FUZZ_OBJ)
+	@rm -f $@ && ar rcD $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libmats.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -o $@ $< build/fuzz/libmats.a $(LDLIBS)
+-include $(wildcard build/fuzz/obj/*.d build/fuzz/*.d)
+fuzz: build/fuzz/fuzz_art build/fuzz/fuzz_loaders build/tests/test_art
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_art fuzz_loaders
 
 ## bench          every benchmark: bench-train, bench-stats, bench-merge, bench-tokenize
 bench: bench-train bench-stats bench-merge bench-tokenize
@@ -130,8 +156,8 @@ help:
 
 ## all            build every stage and tool into build/bin/ (GPU=1 adds the CUDA backend)
 ## deps           install the Debian packages the project needs (scripts/install-deps.sh)
-## test           build and run every test; closes with "N passed, N failed"
-## fuzz           fuzz the artifact reader for FUZZ_SECONDS (default 60) seconds
+## test           build and run every test; closes with "N passed, N failed" (SAN=1: on an ASan + UBSan build, in build/san/)
+## fuzz           fuzz the artifact reader and the loaders of every kind for FUZZ_SECONDS (default 60) each
 ## clean          remove build/
 
 .PHONY: all deps test fuzz bench clean help FORCE

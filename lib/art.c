@@ -69,6 +69,7 @@ static void wflush(art_writer *w) {
 
 static int wcallback(void *data, const char *p, size_t n) {
     art_writer *w = data;
+    if (n == 0) return 0; /* an empty bin's body: p may be NULL */
     if (n >= w->cap) {
         wflush(w);
         if (!w->err) {
@@ -151,15 +152,14 @@ art_writer *art_writer_open(const char *path, const char *kind, const char *key,
         mc_fail("%s: meta must be a map", path);
         return NULL;
     }
-    if (mc_mkdir_parents(path) != 0) return NULL;
+    if (mc_output_ok(path) != 0 || mc_mkdir_parents(path) != 0) return NULL;
     art_writer *w = callocCheck(1, sizeof *w);
     w->path = strdupCheck(path);
     size_t tl = strlen(path) + 32;
     w->tmp = mallocCheck(tl);
     snprintf(w->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    w->f = fopen(w->tmp, "wb");
+    w->f = mc_create_new(w->tmp);
     if (!w->f) {
-        mc_fail("%s: cannot create: %s", w->tmp, strerror(errno));
         free(w->tmp);
         free(w->path);
         free(w);
@@ -168,7 +168,7 @@ art_writer *art_writer_open(const char *path, const char *kind, const char *key,
     writer_track(w, 1);
     w->xx = XXH3_createState();
     XXH3_128bits_reset(w->xx);
-    w->cap = 1 << 20;
+    w->cap = 1 << 16; /* tensor data beyond it is written straight through */
     w->buf = mallocCheck(w->cap);
     w->n_tensors = n_tensors;
     msgpack_packer_init(&w->pk, w, wcallback);
@@ -270,6 +270,8 @@ int art_writer_close(art_writer *w) {
         goto fail;
     }
     w->f = NULL;
+    /* checked again: the run may have been long */
+    if (mc_output_ok(w->path) != 0) goto fail;
     if (rename(w->tmp, w->path) != 0) {
         mc_fail("%s: cannot rename into place: %s", w->path, strerror(errno));
         goto fail;
@@ -449,6 +451,176 @@ static int mp_plausible(const unsigned char *b, size_t len) {
 #undef BE
 }
 
+/* ================================================================ contents */
+
+/* A checksum proves a file whole, not sane (STYLE.md, "Untrusted input"):
+ * before any reader sees an artifact, every tensor its kind's readers index
+ * with is checked against its bound. One row per tensor; a row whose tensor
+ * is absent is skipped (readers say which tensors they require), and a bound
+ * whose tensor is absent is not checked. Rows come in dependency order: a
+ * tensor is checked before the rows that bound themselves by it. */
+typedef enum {
+    CK_DTYPE = 0,   /* the dtype only */
+    CK_IDS = 1,     /* token ids: 0 <= id <= INT32_MAX */
+    CK_OFFSETS = 2, /* row offsets into `of`: 1-d, from 0, non-decreasing, ending at
+                       the count of `of` (its rows, when `of` holds offsets itself) */
+    CK_LABEL = 3,   /* per row of the offsets `of`: an index below that row's length */
+    CK_PER_ROW = 4, /* one entry per row of the offsets `of` */
+    CK_SQUARE = 5,  /* a [d, d] matrix */
+} ck_rule;
+
+#define DT(t) (1u << ART_##t)
+#define INTS (DT(I32) | DT(I64))
+#define FLOATS (DT(F32) | DT(F64))
+
+typedef struct {
+    const char *kind;
+    const char *name;   /* a tensor name, "*" for every tensor, "*SUFFIX" for names ending so */
+    unsigned dtypes;    /* allowed: DT() bits */
+    ck_rule rule;
+    const char *of;     /* the tensor the rule bounds this one by */
+    const char *rows;   /* CK_OFFSETS: offsets with one row per row of this one */
+} ck_row;
+
+static const ck_row CONTENTS[] = {
+    {"tokens", "input_ids", INTS, CK_IDS, NULL, NULL},
+    {"tokens", "input_offsets", INTS, CK_OFFSETS, "input_ids", NULL},
+    {"tokens", "choice_ids", INTS, CK_IDS, NULL, NULL},
+    {"tokens", "choice_offsets", INTS, CK_OFFSETS, "choice_ids", NULL},
+    {"tokens", "example_choices", INTS, CK_OFFSETS, "choice_offsets", "input_offsets"},
+    {"tokens", "label", INTS, CK_LABEL, "example_choices", NULL},
+    {"examples", "input_text", DT(U8), CK_DTYPE, NULL, NULL},
+    {"examples", "input_offsets", DT(I64), CK_OFFSETS, "input_text", NULL},
+    {"examples", "choice_text", DT(U8), CK_DTYPE, NULL, NULL},
+    {"examples", "choice_offsets", DT(I64), CK_OFFSETS, "choice_text", NULL},
+    {"examples", "example_choices", DT(I64), CK_OFFSETS, "choice_offsets", "input_offsets"},
+    {"examples", "label", DT(I32), CK_LABEL, "example_choices", NULL},
+    {"examples", "template", DT(I32), CK_PER_ROW, "input_offsets", NULL},
+    {"examples", "example", DT(I32), CK_PER_ROW, "input_offsets", NULL},
+    {"examples", "source_text", DT(U8), CK_DTYPE, NULL, NULL},
+    {"examples", "source_offsets", DT(I64), CK_OFFSETS, "source_text", "input_offsets"},
+    {"corpus", "text", DT(U8), CK_DTYPE, NULL, NULL},
+    {"corpus", "offsets", DT(I64), CK_OFFSETS, "text", NULL},
+    {"vocab", "model", DT(U8), CK_DTYPE, NULL, NULL},
+    {"vocab", "spiece.model", DT(U8), CK_DTYPE, NULL, NULL},
+    {"metrics", "prediction", DT(I32), CK_DTYPE, NULL, NULL},
+    {"metrics", "choice_scores", FLOATS, CK_DTYPE, NULL, NULL},
+    {"fisher_block", "*", FLOATS, CK_SQUARE, NULL, NULL},
+    {"gram", "*.input_gram", FLOATS, CK_SQUARE, NULL, NULL},
+    {"gram", "*.output_grad_gram", FLOATS, CK_SQUARE, NULL, NULL},
+    {"train_checkpoint", "*", DT(F32), CK_DTYPE, NULL, NULL},
+};
+
+static int name_matches(const char *pattern, const char *name) {
+    if (pattern[0] != '*') return !strcmp(pattern, name);
+    size_t p = strlen(pattern + 1), n = strlen(name);
+    return n >= p && !strcmp(name + n - p, pattern + 1);
+}
+
+static int is_offsets(const char *kind, const char *name) {
+    for (size_t i = 0; i < sizeof CONTENTS / sizeof *CONTENTS; i++)
+        if (CONTENTS[i].rule == CK_OFFSETS && !strcmp(CONTENTS[i].kind, kind) && !strcmp(CONTENTS[i].name, name))
+            return 1;
+    return 0;
+}
+
+/* Element i of an i32 or i64 tensor. */
+static int64_t int_at(const art_tensor *t, int64_t i) {
+    if (t->dtype == ART_I32) {
+        int32_t v;
+        memcpy(&v, t->data + 4 * i, 4);
+        return v;
+    }
+    int64_t v;
+    memcpy(&v, t->data + 8 * i, 8);
+    return v;
+}
+
+#define CK_FIX "the artifact is corrupt or was not written by mats-c; rebuild it with the stage that wrote it"
+
+static int check_offsets(const art_file *a, const ck_row *r, const art_tensor *t, const art_tensor *of) {
+    if (t->ndim != 1 || t->numel < 1)
+        return mc_fail("%s: tensor %s is not a list of row offsets (1-d, at least one entry); " CK_FIX, a->path,
+                       t->name);
+    /* what the rows cut: elements, or the rows of other offsets */
+    int of_rows = of && is_offsets(a->kind, of->name);
+    int64_t end = !of ? -1 : of_rows ? of->numel - 1 : of->numel;
+    int64_t prev = 0;
+    for (int64_t i = 0; i < t->numel; i++) {
+        int64_t v = int_at(t, i);
+        if ((i == 0 && v != 0) || v < prev || v - prev > INT32_MAX)
+            return mc_fail("%s: tensor %s element %lld is %lld: row offsets start at 0 and grow by 0 to 2^31 - 1; " CK_FIX,
+                           a->path, t->name, (long long)i, (long long)v);
+        if (end >= 0 && v > end)
+            return mc_fail("%s: tensor %s element %lld is %lld, past the %lld %s of %s; " CK_FIX, a->path, t->name,
+                           (long long)i, (long long)v, (long long)end, of_rows ? "rows" : "elements", of->name);
+        prev = v;
+    }
+    if (end >= 0 && prev != end)
+        return mc_fail("%s: tensor %s ends at %lld but %s has %lld %s; " CK_FIX, a->path, t->name, (long long)prev,
+                       of->name, (long long)end, of_rows ? "rows" : "elements");
+    const art_tensor *rows = r->rows ? art_find(a, r->rows) : NULL;
+    if (rows && rows->numel != t->numel)
+        return mc_fail("%s: tensor %s has %lld entries but %s has %lld: both need one per row; " CK_FIX, a->path,
+                       t->name, (long long)t->numel, rows->name, (long long)rows->numel);
+    return 0;
+}
+
+static int check_tensor(const art_file *a, const ck_row *r, const art_tensor *t) {
+    if (!(r->dtypes >> t->dtype & 1)) {
+        char ok[64] = "";
+        for (int d = 0; d < 5; d++)
+            if (r->dtypes >> d & 1) snprintf(ok + strlen(ok), sizeof ok - strlen(ok), "%s%s", *ok ? " or " : "", art_dtype_name(d));
+        return mc_fail("%s: tensor %s has dtype %s where a '%s' artifact holds %s; " CK_FIX, a->path, t->name,
+                       art_dtype_name(t->dtype), a->kind, ok);
+    }
+    const art_tensor *of = r->of ? art_find(a, r->of) : NULL;
+    switch (r->rule) {
+    case CK_DTYPE: return 0;
+    case CK_SQUARE:
+        if (t->ndim != 2 || t->shape[0] != t->shape[1])
+            return mc_fail("%s: tensor %s is not a square [d, d] matrix (%d dims, first %lld); " CK_FIX, a->path,
+                           t->name, t->ndim, (long long)(t->ndim ? t->shape[0] : 0));
+        return 0;
+    case CK_IDS:
+        for (int64_t i = 0; i < t->numel; i++) {
+            int64_t v = int_at(t, i);
+            if (v < 0 || v > INT32_MAX)
+                return mc_fail("%s: tensor %s element %lld is %lld, not a token id (0 to 2147483647); " CK_FIX, a->path,
+                               t->name, (long long)i, (long long)v);
+        }
+        return 0;
+    case CK_OFFSETS: return check_offsets(a, r, t, of);
+    case CK_LABEL:
+    case CK_PER_ROW:
+        if (of && t->numel != of->numel - 1)
+            return mc_fail("%s: tensor %s has %lld entries for the %lld rows of %s; " CK_FIX, a->path, t->name,
+                           (long long)t->numel, (long long)(of->numel - 1), of->name);
+        for (int64_t i = 0; r->rule == CK_LABEL && i < t->numel; i++) {
+            int64_t v = int_at(t, i), n = of ? int_at(of, i + 1) - int_at(of, i) : INT64_MAX;
+            if (v < 0 && !of)
+                return mc_fail("%s: tensor %s element %lld is %lld, not an index; " CK_FIX, a->path, t->name,
+                               (long long)i, (long long)v);
+            if (v < 0 || v >= n)
+                return mc_fail("%s: tensor %s element %lld is %lld, not an index into the %lld choices of example "
+                               "%lld; " CK_FIX, a->path, t->name, (long long)i, (long long)v, (long long)n, (long long)i);
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* Every row of CONTENTS for a->kind, over every tensor it names. */
+static int check_contents(const art_file *a) {
+    for (size_t i = 0; i < sizeof CONTENTS / sizeof *CONTENTS; i++) {
+        const ck_row *r = &CONTENTS[i];
+        if (strcmp(r->kind, a->kind)) continue;
+        for (size_t j = 0; j < a->n_tensors; j++)
+            if (name_matches(r->name, a->tensors[j].name) && check_tensor(a, r, &a->tensors[j]) != 0) return -1;
+    }
+    return 0;
+}
+
 /* Parse and check everything after the checksum was verified. */
 static int art_parse(art_file *a, const char *want_kind) {
     static const char *const order[6] = {"mats", "kind", "key", "meta", "tensors", "xxh3"};
@@ -521,6 +693,7 @@ static int art_parse(art_file *a, const char *want_kind) {
                 a->path, a->kind, want_kind);
         goto done;
     }
+    if (check_contents(a) != 0) goto done;
     rc = 0;
 done:
     msgpack_unpacked_destroy(&up);

@@ -56,7 +56,9 @@ typedef struct art_writer art_writer;
 /* Start writing `path` (through path.tmp.<pid>). `key` is 32 hex digits or
  * "" / NULL. `meta` must be a VAL_MAP or NULL (written as an empty map); the
  * writer does not take ownership. `n_tensors` is the exact number of tensors
- * that will follow. Returns NULL and sets mc_error() on failure. */
+ * that will follow. Returns NULL and sets mc_error() on failure, among
+ * others when `path` exists and is not a regular file (mc_output_ok; checked
+ * again before the rename). */
 art_writer *art_writer_open(const char *path, const char *kind, const char *key,
                             const mc_val *meta, size_t n_tensors);
 
@@ -105,7 +107,19 @@ typedef struct {
 
 /* Read and verify `path`. want_kind: required kind, or NULL for any.
  * Returns a new art_file (free with art_close) or NULL with mc_error() set to
- * a one-line message naming the file. */
+ * a one-line message naming the file.
+ *
+ * Beyond the checksum and the structure, the contents its readers index
+ * with are checked for every kind that has such tensors (the table CONTENTS
+ * in art.c): `tokens` (ids within 0..INT32_MAX; input_offsets,
+ * choice_offsets and example_choices start at 0, never decrease and end at
+ * the length of what they cut, one example_choices row per input row; each
+ * label indexes its example's choices), `examples` and `corpus` (the same
+ * for their text columns, plus one label, template, example and source row
+ * per input row), the dtypes of `vocab`, `metrics` and `train_checkpoint`
+ * tensors, and the [d, d] shape of `fisher_block` and Gram matrices. A
+ * tensor that is absent is not required here (readers say what they need);
+ * one that is present must pass. */
 art_file *art_open(const char *path, const char *want_kind);
 
 /* Same checks on a buffer in memory (copied); `name` is used in messages. */

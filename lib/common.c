@@ -3,11 +3,13 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *progname = "mats";
 static char errbuf[1024];
@@ -144,4 +146,29 @@ int mc_mkdir_parents(const char *path) {
     }
     free(p);
     return 0;
+}
+
+int mc_output_ok(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? 0 : mc_fail("%s: cannot check the output path: %s", path, strerror(errno));
+    if (S_ISREG(st.st_mode)) return 0;
+    const char *what = S_ISDIR(st.st_mode) ? "a directory" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                       : S_ISFIFO(st.st_mode) ? "a pipe" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file";
+    return mc_fail("%s: the output exists and is %s; refusing to replace it: give the path of a regular file", path,
+                   what);
+}
+
+FILE *mc_create_new(const char *path) {
+    if (unlink(path) != 0 && errno != ENOENT) {
+        mc_fail("%s: cannot remove the stale file: %s", path, strerror(errno));
+        return NULL;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0666);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f) {
+        mc_fail("%s: cannot create: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    return f;
 }

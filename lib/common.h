@@ -63,4 +63,19 @@ size_t mc_peak_rss(void);
 /* Make every directory on the way to `path`'s parent. -1 on error. */
 int mc_mkdir_parents(const char *path);
 
+/* 0 when `path` may be replaced as a whole file (a temporary file renamed
+ * over it): it does not exist yet, or it is a regular file (through any
+ * symbolic link: the rename replaces the link, never what it points to).
+ * -1 with mc_error() naming the path when it is a directory, a device, a
+ * pipe or a socket: renaming over /dev/null, as root, would turn the device
+ * into a regular file. Writers call it when they open; stages may call it
+ * on their output paths before any work. */
+int mc_output_ok(const char *path);
+
+/* Create `path` for writing, exclusively: a stale file or symbolic link of
+ * that name (a temporary file of a dead process with the same pid) is
+ * removed first, so the data never goes through a link planted there. NULL
+ * with mc_error() on failure. */
+FILE *mc_create_new(const char *path);
+
 #endif

@@ -162,7 +162,7 @@ static int entry_cmp(const void *a, const void *b) {
 
 static void sort(const mc_cfg *cc) {
     mc_cfg *c = (mc_cfg *)cc;
-    if (!c->sorted) qsort(c->e, c->n, sizeof(entry), entry_cmp);
+    if (!c->sorted && c->n > 1) qsort(c->e, c->n, sizeof(entry), entry_cmp); /* c->e is NULL when empty */
     c->sorted = 1;
 }
 

@@ -306,13 +306,8 @@ static int config_check(hf_config *c, const char *path) {
     return 0;
 }
 
-int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
-    memset(c, 0, sizeof *c);
-    if (!j || j->type != VAL_MAP) return mc_fail("%s: not a JSON object", path);
-    const char *mt = val_get_str(j, "model_type", "t5");
-    if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
-        return mc_fail("%s: model_type \"%s\": only T5 (t5, mt5) checkpoints can be imported", path, mt);
-    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+/* The integer fields, required or with HF's defaults. */
+static int config_ints(hf_config *c, const mc_val *j, const char *path) {
     int64_t *f[] = {&c->vocab_size, &c->d_model, &c->d_kv, &c->d_ff, &c->num_heads, &c->num_layers};
     for (int i = 0; CONFIG_INTS[i]; i++)
         if (json_int(j, CONFIG_INTS[i], 0, f[i], path, 1) < 0) return -1;
@@ -320,6 +315,17 @@ int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
         json_int(j, "relative_attention_num_buckets", 32, &c->num_buckets, path, 0) < 0 ||
         json_int(j, "relative_attention_max_distance", 128, &c->max_distance, path, 0) < 0)
         return -1;
+    return 0;
+}
+
+int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
+    memset(c, 0, sizeof *c);
+    if (!j || j->type != VAL_MAP) return mc_fail("%s: not a JSON object", path);
+    const char *mt = val_get_str(j, "model_type", "t5");
+    if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
+        return mc_fail("%s: model_type \"%s\": only T5 (t5, mt5) checkpoints can be imported", path, mt);
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+    if (config_ints(c, j, path) < 0) return -1;
     const mc_val *e = val_get(j, "layer_norm_epsilon");
     c->eps = 1e-6;
     if (e && e->type != VAL_NIL) {
@@ -352,16 +358,10 @@ int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
 int hf_config_from_meta(hf_config *c, const mc_val *m, const char *path) {
     memset(c, 0, sizeof *c);
     if (!m || m->type != VAL_MAP) return mc_fail("%s: meta.config missing or not a map (not a model artifact?)", path);
-    int64_t *f[] = {&c->vocab_size, &c->d_model, &c->d_kv, &c->d_ff, &c->num_heads, &c->num_layers};
-    for (int i = 0; CONFIG_INTS[i]; i++) {
-        const mc_val *v = val_get(m, CONFIG_INTS[i]);
-        if (!v || v->type != VAL_INT || v->v.i <= 0)
-            return mc_fail("%s: meta.config.%s missing or not a positive integer", path, CONFIG_INTS[i]);
-        *f[i] = v->v.i;
-    }
-    c->num_decoder_layers = val_get_int(m, "num_decoder_layers", c->num_layers);
-    c->num_buckets = val_get_int(m, "relative_attention_num_buckets", 32);
-    c->max_distance = val_get_int(m, "relative_attention_max_distance", 128);
+    /* the integers as config.json may hold them (1 to 2^30), not cut nor unbounded */
+    char where[1100];
+    snprintf(where, sizeof where, "%s: meta.config", path);
+    if (config_ints(c, m, where) < 0) return -1;
     c->eps = val_get_float(m, "layer_norm_epsilon", 1e-6);
     snprintf(c->model_type, sizeof c->model_type, "%s", val_get_str(m, "model_type", "t5"));
     const char *ff = val_get_str(m, "feed_forward_proj", "gated-gelu");
@@ -430,9 +430,21 @@ mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
 
 /* ------------------------------------------------------------ parameter table */
 
+/* hf_t5_params sizes its table by the layer counts: a config with more
+ * layers than the file it came with has tensors cannot be that file's, and
+ * is refused before the table is made. */
+static int layers_fit(const hf_config *c, size_t n_tensors, const char *path) {
+    if (c->num_layers + c->num_decoder_layers > (int64_t)n_tensors)
+        return mc_fail("%s: the config has %" PRId64 " encoder and %" PRId64 " decoder layers but the file holds "
+                       "%zu tensors: they do not belong together", path, c->num_layers, c->num_decoder_layers,
+                       n_tensors);
+    return 0;
+}
+
 int hf_t5_params(const hf_config *c, hf_param **out) {
-    int cap = 8 + 16 * (int)(c->num_layers + c->num_decoder_layers), n = 0;
-    hf_param *p = callocCheck((size_t)cap, sizeof *p);
+    size_t cap = 8 + 16 * (size_t)(c->num_layers + c->num_decoder_layers);
+    int n = 0;
+    hf_param *p = callocCheck(cap, sizeof *p);
     int64_t D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
 #define ADD(d0, d1, ...)                                                        \
     do {                                                                        \
@@ -506,12 +518,17 @@ static int file_exists(const char *p) {
 
 /* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
 static int write_atomic(const char *path, const void *data, size_t n) {
+    if (mc_output_ok(path) < 0) return -1;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return mc_fail("%s: cannot create: %s", tmp, strerror(errno));
+    FILE *f = mc_create_new(tmp);
+    if (!f) return -1;
     int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
+    if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
+        unlink(tmp);
+        return -1;
+    }
     if (!ok || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
@@ -674,6 +691,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     hf_config c;
 
     struct stat sb;
+    if (mc_output_ok(out) < 0 || (o->vocab_out && mc_output_ok(o->vocab_out) < 0)) goto done;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         mc_fail("%s: not a directory (give the checkpoint directory holding config.json and model.safetensors)", dir);
         goto done;
@@ -694,7 +712,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         art_close(lk);
         if (!same) goto done;
     }
-    if (ckpt_open(&ck, dir, weights, sizeof weights) < 0) goto done;
+    if (ckpt_open(&ck, dir, weights, sizeof weights) < 0 || layers_fit(&c, ck.n_src, cpath) < 0) goto done;
 
     int np = hf_t5_params(&c, &par);
     /* every file tensor must be a parameter, a tied copy or the ignored key */
@@ -934,6 +952,7 @@ static int cmp_out(const void *a, const void *b) {
 
 /* Write a safetensors file in the canonical form (hf.h). */
 static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
+    if (mc_output_ok(path) < 0) return -1;
     qsort(ts, n, sizeof *ts, cmp_out);
     size_t es = dt == ST_F32 ? 4 : 2;
     json_buf h = {0};
@@ -953,8 +972,8 @@ static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
 
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) { jb_free(&h); return mc_fail("%s: cannot create: %s", tmp, strerror(errno)); }
+    FILE *f = mc_create_new(tmp);
+    if (!f) { jb_free(&h); return -1; }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.s, 1, h.len, f) == h.len;
@@ -983,6 +1002,10 @@ static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
     free(y);
     ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
     ok = fclose(f) == 0 && ok;
+    if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
+        unlink(tmp);
+        return -1;
+    }
     if (!ok || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
@@ -1012,7 +1035,8 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
     hf_config c;
 
     if (!(m = art_open(model, "model"))) goto done;
-    if (hf_config_from_meta(&c, val_get(m->meta, "config"), model) < 0) goto done;
+    if (hf_config_from_meta(&c, val_get(m->meta, "config"), model) < 0 || layers_fit(&c, m->n_tensors, model) < 0)
+        goto done;
     np = hf_t5_params(&c, &par);
     if (o->ia3) {
         if (o->ia3_mode != HF_IA3_FOLD && o->ia3_mode != HF_IA3_ADAPTER) {
@@ -1028,6 +1052,17 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
         }
     }
     if (o->vocab && !(vo = art_open(o->vocab, "vocab"))) goto done;
+    /* every file the export writes, checked before the work */
+    const char *outs[] = {"model.safetensors", "config.json", o->vocab ? "spiece.model" : NULL,
+                          o->vocab ? "tokenizer_config.json" : NULL,
+                          ia && o->ia3_mode == HF_IA3_ADAPTER ? "ia3-adapter/adapter_model.safetensors" : NULL,
+                          ia && o->ia3_mode == HF_IA3_ADAPTER ? "ia3-adapter/adapter_config.json" : NULL};
+    for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+        if (!outs[i]) continue;
+        free(p);
+        p = path_join(dir, outs[i]);
+        if (mc_output_ok(p) < 0) goto done;
+    }
 
     owned = callocCheck((size_t)np + 2, sizeof *owned);
     scale = callocCheck((size_t)np, sizeof *scale);
@@ -1115,6 +1150,7 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
     if (mc_mkdir_parents(dir) < 0) goto done;
     if (mkdir(dir, 0777) < 0 && errno != EEXIST) { mc_fail("%s: cannot create: %s", dir, strerror(errno)); goto done; }
     const char *torch_dtype = o->dtype == ST_F32 ? "float32" : o->dtype == ST_BF16 ? "bfloat16" : "float16";
+    free(p);
     p = path_join(dir, "model.safetensors");
     if (st_write(p, ot, n_ot, o->dtype) < 0) goto done;
     free(p);
@@ -1204,7 +1240,7 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
     int *vn = NULL;
     hf_config c;
 
-    if (!(cj = json_parse_file(cp))) goto done;
+    if (mc_output_ok(out) < 0 || !(cj = json_parse_file(cp))) goto done;
     const char *pt = val_get_str(cj, "peft_type", "");
     if (strcmp(pt, "IA3")) { mc_fail("%s: peft_type \"%s\": only IA3 adapters can be imported", cp, pt); goto done; }
     const mc_val *tm = val_get(cj, "target_modules"), *ffm = val_get(cj, "feedforward_modules");
@@ -1226,7 +1262,9 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
         }
     }
     if (!(bm = art_open(base_model, "model"))) goto done;
-    if (hf_config_from_meta(&c, val_get(bm->meta, "config"), base_model) < 0) goto done;
+    if (hf_config_from_meta(&c, val_get(bm->meta, "config"), base_model) < 0 ||
+        layers_fit(&c, bm->n_tensors, base_model) < 0)
+        goto done;
     np = hf_t5_params(&c, &par);
     if (!(sf = st_open(wp))) goto done;
     vec = callocCheck((size_t)np, sizeof *vec);

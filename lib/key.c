@@ -82,8 +82,9 @@ static int pair_cmp(const void *x, const void *y) {
 }
 
 const char *key_text(mc_key *k) {
-    qsort(k->cfg, k->ncfg, sizeof(pair), pair_cmp);
-    qsort(k->in, k->nin, sizeof(pair), pair_cmp);
+    /* the arrays are NULL while empty: qsort may not be handed NULL */
+    if (k->ncfg > 1) qsort(k->cfg, k->ncfg, sizeof(pair), pair_cmp);
+    if (k->nin > 1) qsort(k->in, k->nin, sizeof(pair), pair_cmp);
     size_t len = strlen(k->stage) + 64;
     for (size_t i = 0; i < k->ncfg; i++) len += strlen(k->cfg[i].a) + strlen(k->cfg[i].b) + 10;
     for (size_t i = 0; i < k->nin; i++) len += strlen(k->in[i].a) + strlen(k->in[i].b) + 10;

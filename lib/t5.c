@@ -22,11 +22,12 @@
 int t5_config_check(const t5_config *c) {
     if (c->vocab_size < 8 || c->d_model < 1 || c->d_kv < 1 || c->d_ff < 1 || c->num_heads < 1 ||
         c->num_layers < 1 || c->num_decoder_layers < 1 || c->num_buckets < 2 ||
-        c->max_distance < 2 || !(c->eps > 0))
+        c->max_distance < 2 || !(c->eps > 0) || !isfinite(c->eps) || (int64_t)c->num_heads * c->d_kv > (1 << 30))
         return mc_fail("model config out of range (vocab_size %d, d_model %d, d_kv %d, d_ff %d, "
-                       "num_heads %d, layers %d+%d, buckets %d, max_distance %d)",
+                       "num_heads %d, layers %d+%d, buckets %d, max_distance %d, epsilon %g; "
+                       "num_heads x d_kv at most 2^30)",
                        c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers,
-                       c->num_decoder_layers, c->num_buckets, c->max_distance);
+                       c->num_decoder_layers, c->num_buckets, c->max_distance, (double)c->eps);
     /* the relative-position buckets (op_relpos_bucket) need an exact range
      * of at least one position and a log range above it */
     if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 2)
@@ -83,15 +84,23 @@ int t5_config_from_val(t5_config *c, const mc_val *v) {
     const char *need[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", NULL};
     for (int i = 0; need[i]; i++)
         if (!val_get(v, need[i])) return mc_fail("meta.config.%s missing", need[i]);
-    c->vocab_size = (int)val_get_int(v, "vocab_size", 0);
-    c->d_model = (int)val_get_int(v, "d_model", 0);
-    c->d_kv = (int)val_get_int(v, "d_kv", 0);
-    c->d_ff = (int)val_get_int(v, "d_ff", 0);
-    c->num_heads = (int)val_get_int(v, "num_heads", 0);
-    c->num_layers = (int)val_get_int(v, "num_layers", 0);
-    c->num_decoder_layers = (int)val_get_int(v, "num_decoder_layers", c->num_layers);
-    c->num_buckets = (int)val_get_int(v, "relative_attention_num_buckets", 32);
-    c->max_distance = (int)val_get_int(v, "relative_attention_max_distance", 128);
+    /* integers as the config files allow them (t5_config_from_cfg): 1 to 2^30 */
+    struct { const char *key; int *field; int def; } ints[] = {
+        {"vocab_size", &c->vocab_size, 0}, {"d_model", &c->d_model, 0}, {"d_kv", &c->d_kv, 0},
+        {"d_ff", &c->d_ff, 0}, {"num_heads", &c->num_heads, 0}, {"num_layers", &c->num_layers, 0},
+        {"num_decoder_layers", &c->num_decoder_layers, -1}, {"relative_attention_num_buckets", &c->num_buckets, 32},
+        {"relative_attention_max_distance", &c->max_distance, 128},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+        const mc_val *x = val_get(v, ints[i].key);
+        if (!x) {
+            *ints[i].field = ints[i].def < 0 ? c->num_layers : ints[i].def;
+            continue;
+        }
+        if (x->type != VAL_INT || x->v.i < 1 || x->v.i > (1 << 30))
+            return mc_fail("meta.config.%s is not an integer from 1 to 2^30", ints[i].key);
+        *ints[i].field = (int)x->v.i;
+    }
     c->eps = (float)val_get_float(v, "layer_norm_epsilon", 1e-6);
     const char *ff = val_get_str(v, "feed_forward_proj", "gated-gelu");
     if (strcmp(ff, "gated-gelu") != 0)
@@ -947,6 +956,34 @@ int t5_linears(const t5_model *m, t5_linear *out) {
 
 /* --------------------------------------------------------------- artifacts */
 
+/* Every tensor the config implies is in the file with its shape: checked
+ * on the table alone, before t5_new allocates what meta.config asks for, so
+ * a config that does not describe the file cannot ask for more memory than
+ * the file backs. */
+static int check_layout(const art_file *f, const t5_config *c) {
+    /* every layer has several tensors: more layers than tensors is not this file */
+    if ((size_t)c->num_layers + (size_t)c->num_decoder_layers > f->n_tensors)
+        return mc_fail("%s: meta.config has %d encoder and %d decoder layers but the file holds %zu tensors",
+                       f->path, c->num_layers, c->num_decoder_layers, f->n_tensors);
+    int n = 0, rc = 0;
+    param_layout(c, NULL, NULL, NULL, &n);
+    t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
+    param_layout(c, NULL, NULL, tab, NULL);
+    for (int i = 0; i < n && rc == 0; i++) {
+        const t5_tensor *t = &tab[i];
+        const art_tensor *at = art_find(f, t->name);
+        if (!at)
+            rc = mc_fail("%s: tensor %s missing (is this a T5 v1.1 model artifact?)", f->path, t->name);
+        else if (at->ndim != t->ndim || at->shape[0] != t->shape[0] || (t->ndim == 2 && at->shape[1] != t->shape[1]))
+            rc = mc_fail("%s: tensor %s has shape [%lld%s%lld], the config implies [%lld%s%lld]", f->path,
+                         t->name, (long long)(at->ndim ? at->shape[0] : 0), at->ndim > 1 ? "," : "",
+                         at->ndim > 1 ? (long long)at->shape[1] : 0LL, (long long)t->shape[0],
+                         t->ndim > 1 ? "," : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL);
+    }
+    free(tab);
+    return rc;
+}
+
 t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key_out[33]) {
     art_file *f = art_open(path, "model");
     if (!f) return NULL;
@@ -956,23 +993,14 @@ t5_model *t5_load_model(const char *path, int with_grads, int with_ia3, char key
         art_close(f);
         return NULL;
     }
+    if (check_layout(f, &c) < 0) {
+        art_close(f);
+        return NULL;
+    }
     t5_model *m = t5_new(&c, with_grads, with_ia3);
     for (int i = 0; i < m->n_tensors; i++) {
         const t5_tensor *t = &m->tensors[i];
         const art_tensor *at = art_find(f, t->name);
-        if (!at) {
-            mc_fail("%s: tensor %s missing (is this a T5 v1.1 model artifact?)", path, t->name);
-            goto fail;
-        }
-        int ok = at->ndim == t->ndim && at->shape[0] == t->shape[0] &&
-                 (t->ndim == 1 || at->shape[1] == t->shape[1]);
-        if (!ok) {
-            mc_fail("%s: tensor %s has shape [%lld%s%lld], the config implies [%lld%s%lld]", path,
-                    t->name, (long long)at->shape[0], at->ndim > 1 ? "," : "",
-                    at->ndim > 1 ? (long long)at->shape[1] : 0LL, (long long)t->shape[0],
-                    t->ndim > 1 ? "," : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL);
-            goto fail;
-        }
         if (at->dtype == ART_F32) {
             art_tensor_copy(at, m->params + t->offset);
         } else {

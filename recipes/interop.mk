@@ -34,23 +34,9 @@ hf-import: build/bin/art build/bin/key
 
 .PHONY: hf-import
 
-# --- fuzzing the safetensors / JSON readers ---
-build/fuzz/fuzz_hf: tests/fuzz/fuzz_hf.c lib/hf.c lib/json.c $(LIB_SRC) $(wildcard lib/*.h) | $(DEPS_STAMP)
-	@mkdir -p $(@D)
-	$(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -D_GNU_SOURCE -o $@ \
-	  tests/fuzz/fuzz_hf.c lib/hf.c lib/json.c lib/art.c lib/val.c lib/common.c lib/key.c -lmsgpackc -lxxhash
-
+# --- fuzzing the safetensors / JSON readers (build/fuzz/fuzz_hf: the Makefile's fuzz rules) ---
 ## fuzz-hf        fuzz the safetensors and JSON readers for FUZZ_SECONDS (default 60), seeded with tests/fixtures/hf
 fuzz-hf: build/fuzz/fuzz_hf
-	@rm -rf build/fuzz/hf-crashes; mkdir -p build/fuzz/hf-corpus build/fuzz/hf-crashes
-	@for f in tests/fixtures/hf/tiny-ia3-peft/* tests/fixtures/hf/tiny-f16-sharded/*.json tests/fixtures/hf/tiny-bf16/config.json \
-	          tests/fixtures/hf/tiny-f16-sharded/model-00001-of-00002.safetensors; do \
-	   cp $$f build/fuzz/hf-corpus/seed-$$(echo $$f | tr / -); done
-	@build/fuzz/fuzz_hf -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/hf-crashes/ \
-	  -rss_limit_mb=2048 -max_len=16384 build/fuzz/hf-corpus > build/fuzz/hf-last.log 2>&1; rc=$$?; \
-	 execs=$$(grep -m1 'stat::number_of_executed_units' build/fuzz/hf-last.log | awk '{print $$2}'); \
-	 n=$$(ls build/fuzz/hf-crashes | wc -l); \
-	 echo "fuzz_hf: $${execs:-?} executions in $(FUZZ_SECONDS)s, $$n crash files (build/fuzz/hf-crashes), libFuzzer exit $$rc"; \
-	 if [ $$rc -ne 0 ] || [ $$n -ne 0 ]; then tail -n 30 build/fuzz/hf-last.log; exit 1; fi
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_hf
 
 .PHONY: fuzz-hf

@@ -141,7 +141,7 @@ static void corpus_load(corpus *c, art_file *a, const char *path) {
             if (!strcmp(SOURCE_KIND[k].source, sm->v.c.keys[s])) kind = SOURCE_KIND[k].kind;
         if (kind < 0) die("%s: source '%s' has no kind in auxtask: add it to SOURCE_KIND", path, sm->v.c.keys[s]);
         const mc_val *cnt = sm->v.c.items[s];
-        if (cnt->type != VAL_INT || cnt->v.i < 0 || line + cnt->v.i > c->n)
+        if (cnt->type != VAL_INT || cnt->v.i < 0 || cnt->v.i > c->n - line)
             die("%s: meta.sources.%s does not fit the %lld lines", path, sm->v.c.keys[s], (long long)c->n);
         for (int64_t i = 0; i < cnt->v.i; i++) c->kind[line++] = kind;
     }

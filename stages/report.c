@@ -68,7 +68,7 @@ static int single_class_tasks(const art_file *a) {
     int single = 0;
     for (size_t i = 0; i < ex->v.c.n; i++) {
         int64_t n = ex->v.c.items[i]->type == VAL_INT ? ex->v.c.items[i]->v.i : 0;
-        if (n <= 0 || off + n > p->numel) { free(pred); return -1; }
+        if (n <= 0 || n > p->numel - off) { free(pred); return -1; }
         int same = 1;
         for (int64_t j = off + 1; j < off + n; j++) same &= pred[j] == pred[off];
         single += same && n > 1;

@@ -47,6 +47,7 @@
 #include "key.h"
 #include "progress.h"
 #include "spm.h"
+#include "tokens.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ vocab input */
@@ -84,7 +85,11 @@ static void vocab_load(vocab *v, const char *path, int sentinels) {
         free(buf);
         if (!v->m) die("%s", mc_error());
         snprintf(v->key, sizeof v->key, "%s", a->key);
-        v->vocab_size = (int)val_get_int(a->meta, "vocab_size", spm_size(v->m) + sentinels);
+        const mc_val *vs = val_get(a->meta, "vocab_size");
+        if (vs && (vs->type != VAL_INT || vs->v.i < spm_size(v->m) || vs->v.i > INT32_MAX))
+            die("%s: meta.vocab_size is not an integer from the model's %d pieces to 2^31 - 1: rebuild the "
+                "vocabulary with tokenize --train-vocab or art import-spm", path, spm_size(v->m));
+        v->vocab_size = vs ? (int)vs->v.i : spm_size(v->m) + sentinels;
         art_close(a);
         if (strlen(v->key) != 32) key_file_hex(path, v->key);
     } else {
@@ -148,14 +153,11 @@ static void textrag_get(const art_file *a, const char *tname, const char *oname,
     if (!t || !o || t->dtype != ART_U8 || o->dtype != ART_I64 || o->numel < 1)
         die("%s: missing or mistyped %s (u8) / %s (i64): not an examples/corpus artifact from "
             "prepare", a->path, tname, oname);
+    /* art_open checked that the offsets cut the text into rows */
     r->bytes = (const char *)t->data;
     r->n = o->numel - 1;
     r->off = mallocCheck(o->nbytes);
     art_tensor_copy(o, r->off);
-    for (int64_t i = 0; i < r->n; i++)
-        if (r->off[i] < 0 || r->off[i] > r->off[i + 1] || r->off[i + 1] > t->numel)
-            die("%s: %s row %lld is out of range: the artifact is inconsistent", a->path, oname,
-                (long long)i);
 }
 
 /* ------------------------------------------------------------ keys */
@@ -205,13 +207,8 @@ static void tokenize_examples(const vocab *v, const limits *lim, const char *in,
         die("%s: example_choices (i64, n+1) or label (i32, n) missing or mis-sized", in);
     int64_t *exch = mallocCheck(ec->nbytes);
     int32_t *label = mallocCheck(lb->nbytes ? lb->nbytes : 1);
-    art_tensor_copy(ec, exch);
+    art_tensor_copy(ec, exch); /* bounded by art_open, as the labels */
     art_tensor_copy(lb, label);
-    for (int64_t i = 0; i < inp.n; i++)
-        if (exch[i] > exch[i + 1] || exch[i + 1] > ch.n || label[i] < 0 ||
-            label[i] >= exch[i + 1] - exch[i])
-            die("%s: example %lld has choices [%lld, %lld) and label %d: inconsistent", in,
-                (long long)i, (long long)exch[i], (long long)exch[i + 1], label[i]);
     spm_ws w = { 0 };
     idrag ri = { 0 }, rc = { 0 };
     size_t trunc_i = 0, trunc_c = 0;
@@ -797,35 +794,25 @@ static void bench(const vocab *v, const char *vpath, const char *corpus) {
 /* ------------------------------------------------------------ dump */
 
 /* Print a tokens artifact: "I id id ..." per input row, then "C id ..." per
- * choice of that row (corpus artifacts: "I" rows only). */
+ * choice of that row (corpus artifacts: "I" rows only). tok_load checks
+ * every offset and id before a row is printed. */
 static void dump_tokens(const char *path) {
-    art_file *a = art_open(path, "tokens");
-    if (!a) die("%s", mc_error());
-    const art_tensor *ii = art_find(a, "input_ids"), *io = art_find(a, "input_offsets");
-    const art_tensor *ci = art_find(a, "choice_ids"), *co = art_find(a, "choice_offsets");
-    const art_tensor *ec = art_find(a, "example_choices");
-    if (!ii || !io) die("%s: no input_ids / input_offsets", path);
-    int32_t *ids = mallocCheck(ii->nbytes + 4), *cids = ci ? mallocCheck(ci->nbytes + 4) : NULL;
-    int64_t *off = mallocCheck(io->nbytes), *coff = co ? mallocCheck(co->nbytes) : NULL;
-    int64_t *exc = ec ? mallocCheck(ec->nbytes) : NULL;
-    art_tensor_copy(ii, ids);
-    art_tensor_copy(io, off);
-    if (ci && co && ec) { art_tensor_copy(ci, cids); art_tensor_copy(co, coff); art_tensor_copy(ec, exc); }
+    tok_set *s = tok_load(path, 0);
+    if (!s) die("%s", mc_error());
     static char obuf[1 << 16];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
-    for (int64_t r = 0; r + 1 < io->numel; r++) {
+    for (int64_t r = 0; r < s->n; r++) {
         fputc('I', stdout);
-        for (int64_t j = off[r]; j < off[r + 1]; j++) printf(" %d", ids[j]);
+        for (int j = 0; j < tok_input_len(s, r); j++) printf(" %d", tok_input(s, r)[j]);
         fputc('\n', stdout);
-        if (!exc) continue;
-        for (int64_t c = exc[r]; c < exc[r + 1]; c++) {
+        if (!s->choice_ids) continue;
+        for (int64_t c = s->ex_choices[r]; c < s->ex_choices[r + 1]; c++) {
             fputc('C', stdout);
-            for (int64_t j = coff[c]; j < coff[c + 1]; j++) printf(" %d", cids[j]);
+            for (int j = 0; j < tok_choice_len(s, c); j++) printf(" %d", tok_choice(s, c)[j]);
             fputc('\n', stdout);
         }
     }
-    free(ids); free(cids); free(off); free(coff); free(exc);
-    art_close(a);
+    tok_free(s);
 }
 
 /* ------------------------------------------------------------ main */

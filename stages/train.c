@@ -348,6 +348,11 @@ static int read_ckpt(const char *path, const char *run_key, train_state *st, flo
     st->stopped = (int)val_get_int(f->meta, "stopped", 0);
     o->step = val_get_int(f->meta, "opt_step", 0);
     st->ema = val_get_float(f->meta, "ema", 0);
+    /* the steps index the data order (step * batch): within train.steps' range */
+    if (st->step < 0 || st->step > (1L << 40) || st->best_step < -1 || st->best_step > st->step || st->bad < 0 ||
+        o->step < 0 || o->step > (1L << 40))
+        die("%s: checkpoint meta (step %ld, best_step %ld, bad %ld, opt_step %ld) is out of range; delete it to "
+            "start afresh", path, st->step, st->best_step, (long)st->bad, (long)o->step);
     art_close(f);
     return 1;
 }

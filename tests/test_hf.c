@@ -736,14 +736,13 @@ static int compare_scores(const char *metrics, const char *variant) {
     int32_t *pred = mallocCheck(sv->v.c.n * sizeof *pred);
     art_tensor_copy(pr, pred);
     int right = 0;
-    for (size_t e = 0, k = 0; e < sv->v.c.n; e++) {
+    for (size_t e = 0; e < sv->v.c.n; e++) {
         const mc_val *row = sv->v.c.items[e];
         int best = 0;
         for (size_t c = 0; c < row->v.c.n; c++)
             if (row->v.c.items[c]->v.f > row->v.c.items[best]->v.f) best = (int)c;
         if (pred[e] != best) { printf("  example %zu: prediction %d, reference argmax %d\n", e, pred[e], best); ok = 0; }
         right += best == (int)val_get_int(val_get(v, "examples")->v.c.items[e], "label", -1);
-        k += row->v.c.n;
     }
     /* accuracy and average: the fraction of examples whose reference argmax
      * is the label (one task, so both are that fraction) */

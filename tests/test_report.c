@@ -47,7 +47,7 @@ static void write_tokens(const char *name, const char *task, const int32_t *labe
     art_writer *w = art_writer_open(p, "tokens", "", m, 2);
     int64_t s[1] = {n}, s1[1] = {n + 1};
     int64_t off[16];
-    for (int i = 0; i <= n; i++) off[i] = 2 * i;
+    for (int i = 0; i <= n; i++) off[i] = 3 * i; /* three choices each: labels 0 to 2 */
     art_writer_tensor(w, "example_choices", ART_I64, 1, s1, off);
     art_writer_tensor(w, "label", ART_I32, 1, s, labels);
     if (art_writer_close(w) != 0) die("%s", mc_error());

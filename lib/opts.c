@@ -215,15 +215,9 @@ static void add_input(inputs *ins, const opt_spec *o, const char *path) {
     ins->in[ins->n++] = (opt_input){o->name, path, (o->flags & OPT_INPUT_DIR) != 0};
 }
 
-/* Validate value v of row r, then store or apply it. */
-static void take(const opt_prog *p, int r, const char *v, inputs *ins) {
-    const opt_spec *o = &p->opts[r];
-    g_count[r]++;
-    if (g_count[r] > 1 && o->kind != OPT_LIST && !(o->flags & OPT_REPEAT)) {
-        if (o->kind == OPT_FLAG) die("%s is given twice: give it once (see %s --help)", o->name, p->name);
-        die("%s is given twice ('%s', then '%s'): give it once (see %s --help)", o->name, g_last[r], v, p->name);
-    }
-    g_last[r] = v;
+/* Validate value v of row o, then store or apply it; the inputs it names go
+ * to ins (NULL: a default, which names none). */
+static void set_value(const opt_spec *o, const char *v, inputs *ins) {
     if (o->kind != OPT_FLAG && (o->flags & (OPT_INPUT | OPT_INPUT_DIR | OPT_OUTPUT | OPT_OUTPUT_DIR)) && !*v)
         die("%s: an empty path", o->name);
     long iv = 0;
@@ -273,9 +267,9 @@ static void take(const opt_prog *p, int r, const char *v, inputs *ins) {
                 s = c + 1;
             }
         }
-        if (o->flags & (OPT_INPUT | OPT_INPUT_DIR))
+        if (ins && (o->flags & (OPT_INPUT | OPT_INPUT_DIR)))
             for (int i = before; i < l->n; i++) add_input(ins, o, l->v[i]);
-    } else if (o->flags & (OPT_INPUT | OPT_INPUT_DIR)) {
+    } else if (ins && (o->flags & (OPT_INPUT | OPT_INPUT_DIR))) {
         add_input(ins, o, v);
     }
     if (o->call) {
@@ -290,6 +284,18 @@ static void take(const opt_prog *p, int r, const char *v, inputs *ins) {
     case OPT_LIST: break;
     case OPT_CHOICE: *(int *)o->dst = ci; break;
     }
+}
+
+/* Row r given once more, with value v. */
+static void take(const opt_prog *p, int r, const char *v, inputs *ins) {
+    const opt_spec *o = &p->opts[r];
+    g_count[r]++;
+    if (g_count[r] > 1 && o->kind != OPT_LIST && !(o->flags & OPT_REPEAT)) {
+        if (o->kind == OPT_FLAG) die("%s is given twice: give it once (see %s --help)", o->name, p->name);
+        die("%s is given twice ('%s', then '%s'): give it once (see %s --help)", o->name, g_last[r], v, p->name);
+    }
+    g_last[r] = v;
+    set_value(o, v, ins);
 }
 
 static int find_row(const opt_prog *p, const char *a) {
@@ -319,6 +325,10 @@ void opts_parse(const opt_prog *p, int argc, char **argv) {
             opts_usage(p, stdout);
             exit(0);
         }
+    /* the defaults: the table says them once, here they are stored */
+    for (int r = 0; r < nr; r++)
+        if (p->opts[r].def && !p->opts[r].call && p->opts[r].kind != OPT_FLAG && p->opts[r].kind != OPT_LIST)
+            set_value(&p->opts[r], p->opts[r].def, NULL);
     inputs ins = {0};
     int pos = 0; /* the next positional row to fill */
     for (int i = 0; i < argc; i++) {

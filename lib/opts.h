@@ -73,7 +73,7 @@ struct opt_spec {
     unsigned flags;             /* OPT_* above */
     double lo, hi;              /* OPT_INT / OPT_FLOAT range; lo == hi == 0: any finite value */
     const char *const *choices; /* OPT_CHOICE: NULL-ended */
-    const char *def;            /* the default, as --help shows it */
+    const char *def;            /* the default (stored before parsing; --help shows it), or NULL */
     const char *key;            /* the config value or key line this option becomes, or NULL */
     /* Instead of storing: apply the (validated) value; 0, or -1 with mc_error(). */
     int (*call)(const opt_spec *o, const char *value);

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
     static const char *const types[] = {"diagonal", "blockwise", NULL};
     int truef = 0, block = 0;
-    long examples = 1000, seed = 0;
+    long examples, seed; /* their defaults: the rows below */
     mc_cfg *cfg = cfg_new();
     opt_spec rows[] = {
         {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     double t_start = mc_now();
     const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
-    long examples = 1000;
+    long examples; /* its default: the row below */
     mc_cfg *cfg = cfg_new();
     opt_spec rows[] = {
         {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,

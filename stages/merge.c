@@ -76,10 +76,7 @@ typedef struct {
     int allow_mismatch;
 } opts_t;
 
-static opts_t O = {
-    .lambda = 1.0, .topk = 20, .init_lambda = 1.0, .cg_tol = 1e-5, .drop_rate = 0.9,
-    .bc_top = 1, .bc_bottom = 90, .iterations = 100, .seed = 0, .init = "average",
-};
+static opts_t O; /* the defaults: the option table in main */
 
 /* Inputs. */
 static art_file *PRE, **MODELS, **FISH, **GRAM, *INIT;
@@ -1067,7 +1064,7 @@ static void run_solvers(const char *key) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    int method = -1, precond = 0;
+    int method = -1, precond;
     opt_list models = {0}, fishers = {0}, grams = {0};
     static const char *const preconds[] = {"none", "kron", NULL};
     opt_spec rows[] = {

@@ -182,7 +182,7 @@ static int argmax(const opt_list *pairs) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *manifest = NULL, *out = NULL, *title = "Results";
+    const char *manifest = NULL, *out = NULL, *title;
     int no_plots = 0, argmax_mode = 0;
     opt_list pairs = {0};
     opt_spec rows[] = {

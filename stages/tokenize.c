@@ -843,9 +843,9 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     mc_cfg *cfg = cfg_new();
     const char *vpath = NULL, *data = NULL, *corpus = NULL, *jsonl = NULL, *task = NULL,
-               *split = "test", *out = NULL, *dump = NULL;
+               *split, *out = NULL, *dump = NULL;
     int train = 0, enc = 0, exp = 0, bch = 0;
-    long sentinels = 100;
+    long sentinels;
     opt_spec rows[] = {
         {.name = "--vocab", .kind = OPT_STR, .dst = &vpath, .arg = "V", .flags = OPT_INPUT,
          .help = "a vocab artifact or a SentencePiece .model file"},

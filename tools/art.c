@@ -326,7 +326,7 @@ static void refuse_nonfinite(const char *what, const char *path) {
 static int cmd_export_hf(int argc, char **argv) {
     const char *model = NULL, *dir = NULL;
     hf_export_opts o = {0};
-    int fold = 0, adapter = 0, dtype = 0;
+    int fold = 0, adapter = 0, dtype;
     static const char *const dtypes[] = {"f32", "bf16", "f16", NULL};
     opt_spec rows[] = {
         {.name = "MODEL.msgpack", .kind = OPT_STR, .dst = &model, .flags = OPT_REQUIRED | OPT_INPUT,

@@ -164,9 +164,9 @@ int main(int argc, char **argv) {
     static const char *const cmds[] = {"sgemm", "speed", "precond", NULL};
     int cmd = 0;
     opt_list models = {0}, grams = {0};
-    const char *filter = ".block.0.";
-    long size = 1536, reps = 5, iters = -1, repeat = 3;
-    double lambda = 1.0;
+    const char *filter;
+    long size, reps, iters = -1, repeat; /* defaults: the rows below */
+    double lambda;
     opt_spec rows[] = {
         {.name = "sgemm|speed|precond", .kind = OPT_CHOICE, .dst = &cmd, .choices = cmds, .flags = OPT_REQUIRED,
          .help = "what to measure (see tools/bench_merge.c)"},

@@ -180,9 +180,9 @@ int main(int argc, char **argv) {
     const char *like = NULL, *base = NULL, *out = NULL;
     static const char *const kinds[] = {"model", "ia3", "gram", "fisher_diag", "fisher_block", NULL};
     static const char *const presets[] = {"tiny", "small", "base", NULL};
-    int kind_i = 0, preset_i = 0;
-    double scale = 0.01, spread = 0.5;
-    long seed = 0, vocab = -1;
+    int kind_i = 0, preset_i;
+    double scale, spread; /* defaults: the rows below */
+    long seed, vocab = -1;
     opt_spec rows[] = {
         {.name = "--kind", .kind = OPT_CHOICE, .dst = &kind_i, .arg = "K", .choices = kinds, .flags = OPT_REQUIRED,
          .help = "what to write"},

@@ -1095,7 +1095,7 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     int no_t5 = 0, no_timing = 0;
     t5_model *base = NULL;
-    const char *confdir = "configs/models";
+    const char *confdir;
     opt_spec rows[] = {
         {.name = "--no-t5", .kind = OPT_FLAG, .dst = &no_t5, .help = "skip the t5-base training step"},
         {.name = "--no-timing", .kind = OPT_FLAG, .dst = &no_timing, .help = "skip the timings"},

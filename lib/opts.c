@@ -320,11 +320,6 @@ void opts_parse(const opt_prog *p, int argc, char **argv) {
         opts_usage(p, stderr);
         exit(2);
     }
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            opts_usage(p, stdout);
-            exit(0);
-        }
     /* the defaults: the table says them once, here they are stored */
     for (int r = 0; r < nr; r++)
         if (p->opts[r].def && !p->opts[r].call && p->opts[r].kind != OPT_FLAG && p->opts[r].kind != OPT_LIST)
@@ -333,6 +328,10 @@ void opts_parse(const opt_prog *p, int argc, char **argv) {
     int pos = 0; /* the next positional row to fill */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            opts_usage(p, stdout);
+            exit(0);
+        }
         int r = find_row(p, a);
         if (r < 0 && looks_like_option(a)) die("unknown option '%s' (see %s --help)", a, p->name);
         if (r < 0) { /* a positional */
@@ -349,10 +348,12 @@ void opts_parse(const opt_prog *p, int argc, char **argv) {
         if (i + 1 >= argc) die("%s needs a value: %s %s (see %s --help)", a, a, p->opts[r].arg ? p->opts[r].arg : "VALUE", p->name);
         take(p, r, argv[++i], &ins);
     }
-    for (int r = 0; r < nr; r++)
-        if ((p->opts[r].flags & OPT_REQUIRED) && !g_count[r])
-            die("%s is required: %s %s (see %s --help)", p->opts[r].name, p->opts[r].name,
-                p->opts[r].arg ? p->opts[r].arg : "", p->name);
+    for (int r = 0; r < nr; r++) {
+        const opt_spec *o = &p->opts[r];
+        if (!(o->flags & OPT_REQUIRED) || g_count[r]) continue;
+        if (is_positional(o)) die("%s is required (see %s --help)", o->name, p->name);
+        die("%s is required: %s %s (see %s --help)", o->name, o->name, o->arg ? o->arg : "VALUE", p->name);
+    }
     for (int r = 0; r < nr; r++) {
         const opt_spec *o = &p->opts[r];
         if (!(o->flags & (OPT_OUTPUT | OPT_OUTPUT_DIR)) || !g_count[r]) continue;

@@ -2,8 +2,6 @@
 #include "config.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,9 +74,11 @@ static int load_file(mc_cfg *c, const char *path, int depth) {
     unsigned char *buf;
     size_t len;
     if (mc_read_file(path, &buf, &len) != 0) return -1;
-    char *text = mallocCheck(len + 1);
-    memcpy(text, buf, len);
-    text[len] = 0;
+    /* a UTF-8 byte-order mark (what some editors put first) is not text */
+    size_t skip = len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
+    char *text = mallocCheck(len - skip + 1);
+    memcpy(text, buf + skip, len - skip);
+    text[len - skip] = 0;
     free(buf);
     int rc = load_text(c, text, path, depth);
     free(text);
@@ -200,10 +200,8 @@ int cfg_get_str(mc_cfg *c, const char *key, const char *def, const char **out) {
 int cfg_get_int(mc_cfg *c, const char *key, long def, long min, long max, long *out) {
     entry *e = take(c, key);
     if (!e) { *out = def; return 0; }
-    char *end;
-    errno = 0;
-    long v = strtol(e->value, &end, 10);
-    if (errno || end == e->value || *end)
+    long v;
+    if (opts_parse_int(e->value, 0, 0, &v) < 0)
         return mc_fail("%s: %s = '%s': not an integer", e->where, key, e->value);
     if (v < min || v > max)
         return mc_fail("%s: %s = %ld: must be in [%ld, %ld]", e->where, key, v, min, max);
@@ -214,10 +212,8 @@ int cfg_get_int(mc_cfg *c, const char *key, long def, long min, long max, long *
 int cfg_get_float(mc_cfg *c, const char *key, double def, double min, double max, double *out) {
     entry *e = take(c, key);
     if (!e) { *out = def; return 0; }
-    char *end;
-    errno = 0;
-    double v = strtod(e->value, &end);
-    if (errno || end == e->value || *end || !isfinite(v))
+    double v;
+    if (opts_parse_float(e->value, 0, 0, 0, &v) < 0)
         return mc_fail("%s: %s = '%s': not a finite number", e->where, key, e->value);
     if (v < min || v > max)
         return mc_fail("%s: %s = %g: must be in [%g, %g]", e->where, key, v, min, max);
@@ -291,4 +287,16 @@ int cfg_check_unknown(const mc_cfg *c, const char *const *namespaces) {
                 return mc_fail("%s: unknown key '%s' (no stage reads it; check the spelling)", e->where, e->key);
     }
     return 0;
+}
+
+int cfg_opt_load(const opt_spec *o, const char *path) { return cfg_load(o->dst, path); }
+int cfg_opt_set(const opt_spec *o, const char *kv) { return cfg_set(o->dst, kv); }
+
+int cfg_opt_key(const opt_spec *o, const char *value) {
+    size_t n = strlen(o->key) + strlen(value) + 2;
+    char *kv = mallocCheck(n);
+    snprintf(kv, n, "%s=%s", o->key, value);
+    int rc = cfg_set(o->dst, kv);
+    free(kv);
+    return rc;
 }

@@ -1,6 +1,7 @@
 /* config.h - `key = value` configuration files.
  *
- * Syntax: one `key = value` per line; `#` starts a comment (anywhere outside
+ * Syntax: UTF-8 text (a byte-order mark at the start is skipped); one
+ * `key = value` per line; `#` starts a comment (anywhere outside
  * the value's text is fine: "lr = 1e-3  # comment"); blank lines ignored;
  * `include other.conf` reads another file (path relative to the including
  * file's directory) at that point. Later values override earlier ones.
@@ -17,6 +18,8 @@
 #define MC_CONFIG_H
 
 #include <stddef.h>
+
+#include "opts.h"
 
 typedef struct mc_cfg mc_cfg;
 
@@ -59,5 +62,19 @@ int cfg_enum(mc_cfg *c, const char *key, const char *def, const char *const *cho
 /* Fail on the first entry whose namespace is in `namespaces` (NULL-ended,
  * e.g. {"train", "model", NULL}) and that was never read. -1 + mc_error(). */
 int cfg_check_unknown(const mc_cfg *c, const char *const *namespaces);
+
+/* Option rows (opts.h) that feed a config: `call`s with o->dst the mc_cfg.
+ * cfg_opt_load: --config FILE; cfg_opt_set: --set KEY=VALUE; cfg_opt_key:
+ * the value as config entry o->key (train --seed N is --set train.seed=N). */
+int cfg_opt_load(const opt_spec *o, const char *path);
+int cfg_opt_set(const opt_spec *o, const char *kv);
+int cfg_opt_key(const opt_spec *o, const char *value);
+
+/* The --config and --set rows of a stage reading config `cfg`. */
+#define OPT_ROWS_CONFIG(cfg)                                                                       \
+    {.name = "--config", .kind = OPT_STR, .dst = (cfg), .arg = "FILE", .call = cfg_opt_load,       \
+     .flags = OPT_REPEAT | OPT_INPUT, .help = "read configuration (key = value lines); later files win"}, \
+    {.name = "--set", .kind = OPT_STR, .dst = (cfg), .arg = "KEY=VALUE", .call = cfg_opt_set,      \
+     .flags = OPT_REPEAT, .help = "one configuration value, over the files"}
 
 #endif

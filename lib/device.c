@@ -129,6 +129,12 @@ void dev_option(const char *name) {
     setenv("DEVICE", name, 1);
 }
 
+int dev_opt(const opt_spec *o, const char *name) {
+    (void)o;
+    dev_option(name);
+    return 0;
+}
+
 void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev) {
     if (dev == MC_DEV_CPU) {
         /* the precision in use when it differs from the config's (MATS_CPU_MATH) */
@@ -266,23 +272,4 @@ const mc_ops *dev_ops(int dev) {
     if (dev == MC_DEV_CUDA) return &cuda_ops;
 #endif
     die("dev_ops: device %d is not available in this build", dev);
-}
-
-int stage_common_option(int argc, char **argv, int *i, struct mc_cfg *cfg, const char **key,
-                        const char **out, void (*usage)(void)) {
-    const char *a = argv[*i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
-    int takes = !strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--key") ||
-                !strcmp(a, "--device") || !strcmp(a, "-o");
-    if (!takes) return 0;
-    if (*i + 1 >= argc) usage();
-    const char *v = argv[++*i];
-    if (!strcmp(a, "--config")) {
-        if (cfg_load(cfg, v) < 0) die("%s", mc_error());
-    } else if (!strcmp(a, "--set")) {
-        if (cfg_set(cfg, v) < 0) die("%s", mc_error());
-    } else if (!strcmp(a, "--key")) *key = v;
-    else if (!strcmp(a, "--device")) dev_option(v);
-    else *out = v;
-    return 1;
 }

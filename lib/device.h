@@ -60,13 +60,11 @@ int dev_resolve(mc_cfg *cfg, const char *key);
  * DEVICE for this process. */
 void dev_option(const char *name);
 
-/* The options every model stage (train, eval, fisher, gram) shares:
- * --config FILE, --set k=v, --key HEX, --device cpu|cuda, -o OUT, -h/--help.
- * If argv[*i] is one of them, consume it (and its value, advancing *i) and
- * return 1; otherwise return 0. A missing value or -h calls usage(). */
-struct mc_cfg;
-int stage_common_option(int argc, char **argv, int *i, struct mc_cfg *cfg, const char **key,
-                        const char **out, void (*usage)(void));
+/* The --device row of a stage's option table (opts.h): dev_option on its
+ * value. */
+int dev_opt(const opt_spec *o, const char *name);
+#define OPT_ROW_DEVICE(help_)                                                                      \
+    {.name = "--device", .kind = OPT_STR, .arg = "cpu|cuda", .call = dev_opt, .help = (help_)}
 
 /* The device's part of a stage's key: for cuda, `key`=cuda (e.g.
  * train.device=cuda) unless the config holds it already, and the matching

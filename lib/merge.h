@@ -100,6 +100,13 @@ double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior)
  * right-hand side per row); X^T overwrites Bt. RegMean's W-space layout. */
 double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *prior_t);
 
+/* Is the n x n statistic M (a Gram or a Fisher block) symmetric positive
+ * semi-definite within tol? Symmetric: |M_ij - M_ji| <= tol s for all i, j,
+ * where s is the largest |M_ii|; PSD: no eigenvalue below -tol s (Cholesky
+ * of the symmetrised M + tol s I, in double). 0, or -1 with mc_error()
+ * saying which fails and where ("not symmetric: entry [3,5] ..."). */
+int mrg_check_psd(const float *M, int n, double tol);
+
 /* ------------------------------------------------------------ operators */
 
 typedef struct mrg_op mrg_op;

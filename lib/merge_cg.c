@@ -54,6 +54,39 @@ double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *pri
     return ridge;
 }
 
+int mrg_check_psd(const float *M, int n, double tol) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s = fmax(s, fabs((double)M[(size_t)i * n + i]));
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            double a = M[(size_t)i * n + j], b = M[(size_t)j * n + i];
+            if (fabs(a - b) > tol * s)
+                return mc_fail("not symmetric: entry [%d,%d] is %g but [%d,%d] is %g", i, j, a, j, i, b);
+        }
+    for (int i = 0; i < n; i++)
+        if (M[(size_t)i * n + i] < -tol * s)
+            return mc_fail("not positive semi-definite: diagonal entry [%d,%d] is %g", i, i, M[(size_t)i * n + i]);
+    if (s == 0) { /* a zero diagonal: PSD only if all is zero */
+        for (size_t e = 0; e < (size_t)n * n; e++)
+            if (M[e] != 0)
+                return mc_fail("not positive semi-definite: its diagonal is zero but entry [%zu,%zu] is %g",
+                               e / (size_t)n, e % (size_t)n, M[e]);
+        return 0;
+    }
+    /* least eigenvalue >= -tol s  <=>  (M + M^T)/2 + tol s I is positive
+     * definite (up to rounding), which Cholesky in double tells */
+    double *A = mallocCheck(sizeof(double) * (size_t)n * n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            A[(size_t)i * n + j] = 0.5 * ((double)M[(size_t)i * n + j] + M[(size_t)j * n + i]) + (i == j ? tol * s : 0);
+    int bad = be_dpotrf(n, A, n);
+    free(A);
+    if (bad)
+        return mc_fail("not positive semi-definite: an eigenvalue is below -%g times its largest diagonal entry "
+                       "%g (Cholesky fails at row %d)", tol, s, bad);
+    return 0;
+}
+
 /* ------------------------------------------------------------ operators */
 
 static void apply_identity(const mrg_op *op, const float *x, float *y) {

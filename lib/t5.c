@@ -3,6 +3,7 @@
 #include "key.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,12 @@ int t5_config_check(const t5_config *c) {
                        "num_heads x d_kv at most 2^30)",
                        c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers,
                        c->num_decoder_layers, c->num_buckets, c->max_distance, (double)c->eps);
+    /* the largest tensors stay within what one tensor may hold (int indexing) */
+    if ((int64_t)c->vocab_size * c->d_model > INT32_MAX || (int64_t)c->d_ff * c->d_model > INT32_MAX ||
+        (int64_t)c->num_heads * c->d_kv * c->d_model > INT32_MAX)
+        return mc_fail("model config: vocab_size %d, d_ff %d, num_heads %d x d_kv %d, each times d_model %d: a "
+                       "tensor of more than 2^31 - 1 elements; check these values", c->vocab_size, c->d_ff,
+                       c->num_heads, c->d_kv, c->d_model);
     /* the relative-position buckets (op_relpos_bucket) need an exact range
      * of at least one position and a log range above it */
     if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 2)
@@ -37,11 +44,48 @@ int t5_config_check(const t5_config *c) {
     return 0;
 }
 
+/* The integer fields of t5_config by their HF config.json names, one row
+ * each: what configs (model.NAME) and artifacts (meta.config.NAME) may hold.
+ * The bounds are far above any T5 (t5-11b: d_ff 65536, 128 heads; mT5:
+ * 250112 ids) and keep absurd values (num_heads = 1000000) an error naming
+ * the key rather than an allocation failure. def: -1 required, -2 the value
+ * of num_layers. */
+static const struct {
+    const char *name;
+    size_t off;
+    long def, lo, hi;
+} T5_INT_FIELDS[] = {
+    {"vocab_size", offsetof(t5_config, vocab_size), -1, 8, 1L << 22},
+    {"d_model", offsetof(t5_config, d_model), -1, 1, 1L << 16},
+    {"d_kv", offsetof(t5_config, d_kv), -1, 1, 1L << 14},
+    {"d_ff", offsetof(t5_config, d_ff), -1, 1, 1L << 18},
+    {"num_heads", offsetof(t5_config, num_heads), -1, 1, 1L << 10},
+    {"num_layers", offsetof(t5_config, num_layers), -1, 1, 1L << 10},
+    {"num_decoder_layers", offsetof(t5_config, num_decoder_layers), -2, 1, 1L << 10},
+    {"relative_attention_num_buckets", offsetof(t5_config, num_buckets), 32, 2, 1L << 12},
+    {"relative_attention_max_distance", offsetof(t5_config, max_distance), 128, 2, 1L << 20},
+};
+#define N_T5_INT_FIELDS (sizeof T5_INT_FIELDS / sizeof T5_INT_FIELDS[0])
+#define T5_FIELD(c, i) (*(int *)((char *)(c) + T5_INT_FIELDS[i].off))
+
+int t5_config_diff(const t5_config *a, const t5_config *b, char *buf, size_t cap) {
+    for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
+        int x = T5_FIELD(a, i), y = T5_FIELD(b, i);
+        if (x != y) {
+            snprintf(buf, cap, "%s %d vs %d", T5_INT_FIELDS[i].name, x, y);
+            return 1;
+        }
+    }
+    if (a->eps != b->eps) {
+        snprintf(buf, cap, "layer_norm_epsilon %g vs %g", a->eps, b->eps);
+        return 1;
+    }
+    return 0;
+}
+
 int t5_config_equal(const t5_config *a, const t5_config *b) {
-    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv &&
-           a->d_ff == b->d_ff && a->num_heads == b->num_heads && a->num_layers == b->num_layers &&
-           a->num_decoder_layers == b->num_decoder_layers && a->num_buckets == b->num_buckets &&
-           a->max_distance == b->max_distance && a->eps == b->eps;
+    char buf[128];
+    return !t5_config_diff(a, b, buf, sizeof buf);
 }
 
 int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
@@ -49,19 +93,16 @@ int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
     double d;
     const char *s;
     int t;
-#define GETI(field, key, def)                                                   \
-    if (cfg_get_int(cfg, key, def, 1, 1L << 30, &v) < 0) return -1;            \
-    c->field = (int)v;
-    GETI(vocab_size, "model.vocab_size", -1);
-    GETI(d_model, "model.d_model", -1);
-    GETI(d_kv, "model.d_kv", -1);
-    GETI(d_ff, "model.d_ff", -1);
-    GETI(num_heads, "model.num_heads", -1);
-    GETI(num_layers, "model.num_layers", -1);
-    GETI(num_decoder_layers, "model.num_decoder_layers", c->num_layers);
-    GETI(num_buckets, "model.relative_attention_num_buckets", 32);
-    GETI(max_distance, "model.relative_attention_max_distance", 128);
-#undef GETI
+    char key[96];
+    for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
+        long def = T5_INT_FIELDS[i].def == -2 ? c->num_layers : T5_INT_FIELDS[i].def;
+        snprintf(key, sizeof key, "model.%s", T5_INT_FIELDS[i].name);
+        if (def == -1 && !cfg_peek(cfg, key))
+            return mc_fail("model config incomplete: %s is required (model.vocab_size, model.d_model, model.d_kv, "
+                           "model.d_ff, model.num_heads, model.num_layers: include a configs/models/*.conf)", key);
+        if (cfg_get_int(cfg, key, def, T5_INT_FIELDS[i].lo, T5_INT_FIELDS[i].hi, &v) < 0) return -1;
+        T5_FIELD(c, i) = (int)v;
+    }
     if (cfg_get_float(cfg, "model.layer_norm_epsilon", 1e-6, 1e-12, 1.0, &d) < 0) return -1;
     c->eps = (float)d;
     if (cfg_get_str(cfg, "model.feed_forward_proj", "gated-gelu", &s) < 0) return -1;
@@ -72,34 +113,22 @@ int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
     if (t)
         return mc_fail("%s: model.tie_word_embeddings = true: T5 v1.1 unties lm_head; set it to false",
                        cfg_where(cfg, "model.tie_word_embeddings"));
-    if (c->vocab_size < 0 || c->d_model < 0)
-        return mc_fail("model config incomplete: model.vocab_size, model.d_model, model.d_kv, "
-                       "model.d_ff, model.num_heads, model.num_layers are required (include a "
-                       "configs/models/*.conf)");
     return t5_config_check(c);
 }
 
 int t5_config_from_val(t5_config *c, const mc_val *v) {
     if (!v || v->type != VAL_MAP) return mc_fail("meta.config missing or not a map");
-    const char *need[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", NULL};
-    for (int i = 0; need[i]; i++)
-        if (!val_get(v, need[i])) return mc_fail("meta.config.%s missing", need[i]);
-    /* integers as the config files allow them (t5_config_from_cfg): 1 to 2^30 */
-    struct { const char *key; int *field; int def; } ints[] = {
-        {"vocab_size", &c->vocab_size, 0}, {"d_model", &c->d_model, 0}, {"d_kv", &c->d_kv, 0},
-        {"d_ff", &c->d_ff, 0}, {"num_heads", &c->num_heads, 0}, {"num_layers", &c->num_layers, 0},
-        {"num_decoder_layers", &c->num_decoder_layers, -1}, {"relative_attention_num_buckets", &c->num_buckets, 32},
-        {"relative_attention_max_distance", &c->max_distance, 128},
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
-        const mc_val *x = val_get(v, ints[i].key);
-        if (!x) {
-            *ints[i].field = ints[i].def < 0 ? c->num_layers : ints[i].def;
-            continue;
-        }
-        if (x->type != VAL_INT || x->v.i < 1 || x->v.i > (1 << 30))
-            return mc_fail("meta.config.%s is not an integer from 1 to 2^30", ints[i].key);
-        *ints[i].field = (int)x->v.i;
+    for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
+        const char *name = T5_INT_FIELDS[i].name;
+        const mc_val *x = val_get(v, name);
+        long def = T5_INT_FIELDS[i].def == -2 ? c->num_layers : T5_INT_FIELDS[i].def;
+        if (!x && def == -1) return mc_fail("meta.config.%s missing", name);
+        int64_t n = x ? val_get_int(v, name, INT64_MIN) : def;
+        if (n == INT64_MIN) return mc_fail("meta.config.%s is not an integer", name);
+        if (n < T5_INT_FIELDS[i].lo || n > T5_INT_FIELDS[i].hi)
+            return mc_fail("meta.config.%s = %lld: must be in [%ld, %ld]", name, (long long)n, T5_INT_FIELDS[i].lo,
+                           T5_INT_FIELDS[i].hi);
+        T5_FIELD(c, i) = (int)n;
     }
     c->eps = (float)val_get_float(v, "layer_norm_epsilon", 1e-6);
     const char *ff = val_get_str(v, "feed_forward_proj", "gated-gelu");

@@ -83,6 +83,9 @@ mc_val *t5_config_to_val(const t5_config *c);
 /* Check ranges; -1 with mc_error(). */
 int t5_config_check(const t5_config *c);
 int t5_config_equal(const t5_config *a, const t5_config *b);
+/* 0 if a and b are the same T5; else 1 and buf says the first difference
+ * ("d_model 32 vs 64"). */
+int t5_config_diff(const t5_config *a, const t5_config *b, char *buf, size_t cap);
 
 /* Parameters of one block. Encoder blocks leave the ca_* fields NULL. */
 typedef struct {

@@ -116,6 +116,29 @@ const mc_val *val_get(const mc_val *map, const char *key) {
     return NULL;
 }
 
+int val_equal(const mc_val *a, const mc_val *b) {
+    if (!a || !b) return a == b;
+    if (a->type != b->type) return 0;
+    switch (a->type) {
+    case VAL_NIL: return 1;
+    case VAL_BOOL: return !a->v.b == !b->v.b;
+    case VAL_INT: return a->v.i == b->v.i;
+    case VAL_UINT: return a->v.u == b->v.u;
+    case VAL_FLOAT: return a->v.f == b->v.f;
+    case VAL_STR:
+    case VAL_BIN: return a->v.str.len == b->v.str.len && !memcmp(a->v.str.s, b->v.str.s, a->v.str.len);
+    case VAL_ARRAY:
+    case VAL_MAP:
+        if (a->v.c.n != b->v.c.n) return 0;
+        for (size_t i = 0; i < a->v.c.n; i++) {
+            if (a->type == VAL_MAP && strcmp(a->v.c.keys[i], b->v.c.keys[i])) return 0;
+            if (!val_equal(a->v.c.items[i], b->v.c.items[i])) return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 const mc_val *val_path(const mc_val *map, const char *dotted) {
     char part[256];
     const mc_val *v = map;

@@ -62,6 +62,8 @@ mc_val *val_set_array(mc_val *map, const char *key); /* new child array */
 /* Lookup: NULL if absent or `map` is not a map. A dotted path "a.b.c" walks
  * nested maps in val_path. */
 const mc_val *val_get(const mc_val *map, const char *key);
+/* 1 if a and b hold the same values (maps: the same keys in the same order). */
+int val_equal(const mc_val *a, const mc_val *b);
 const mc_val *val_path(const mc_val *map, const char *dotted);
 /* Typed lookups: return `def` when absent or of another type (ints convert
  * to double in val_get_float). */

@@ -33,14 +33,9 @@
 #include "config.h"
 #include "device.h"
 #include "key.h"
+#include "opts.h"
 #include "t5.h"
 #include "val.h"
-
-static void usage(void) {
-    fprintf(stderr, "usage: auxtask --corpus C.msgpack --task source|order|continuation\n"
-                    "               [--config EXP.conf] [--set auxtask.k=v]... [--key HEX] -o E.msgpack\n");
-    exit(2);
-}
 
 /* ------------------------------------------------------------ growing text */
 
@@ -184,25 +179,31 @@ static void render(rag *in, const char *tpl, const char *s, const int64_t *ws, c
     rag_end(in);
 }
 
+static int cpu_only(const opt_spec *o, const char *v) {
+    (void)o, (void)v;
+    return mc_fail("auxtask runs on the CPU only: drop --device");
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *corpus_path = NULL, *task_name = NULL, *out = NULL, *key_arg = NULL;
-    mc_cfg *cfg = cfg_new();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
-        if (!strcmp(a, "--corpus")) corpus_path = NEXT();
-        else if (!strcmp(a, "--task")) task_name = NEXT();
-        else if (!strcmp(a, "--device")) die("auxtask runs on the CPU only: drop --device");
-        else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
-            die("unknown option '%s' (see auxtask --help)", a);
-#undef NEXT
-    }
-    if (!corpus_path || !task_name || !out) usage();
+    const char *corpus_path = NULL, *out = NULL, *key_arg = NULL;
     int task = -1;
-    for (int t = 0; TASKS[t]; t++)
-        if (!strcmp(TASKS[t], task_name)) task = t;
-    if (task < 0) die("--task %s: use source, order or continuation", task_name);
+    mc_cfg *cfg = cfg_new();
+    opt_spec rows[] = {
+        {.name = "--corpus", .kind = OPT_STR, .dst = &corpus_path, .arg = "C.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the corpus artifact of prepare"},
+        {.name = "--task", .kind = OPT_CHOICE, .dst = &task, .arg = "source|order|continuation", .choices = TASKS,
+         .flags = OPT_REQUIRED, .key = "auxtask.task", .help = "which task to make"},
+        OPT_ROWS_CONFIG(cfg),
+        {.name = "--device", .kind = OPT_STR, .arg = "DEV", .call = cpu_only, .help = "refused: auxtask runs on the CPU"},
+        OPT_ROW_KEY(&key_arg),
+        OPT_ROW_OUT(&out, "E.msgpack", "the examples artifact"),
+        {0}};
+    const opt_prog prog = {.name = "auxtask", .opts = rows,
+                           .about = "config: auxtask.examples (20000), auxtask.seed (1), auxtask.max_words (60), "
+                                    "auxtask.choice_words (8)"};
+    opts_parse(&prog, argc - 1, argv + 1);
+    const char *task_name = TASKS[task];
     long n_ex = cfg_int(cfg, "auxtask.examples", 20000, 1, 1L << 30);
     long seed = cfg_int(cfg, "auxtask.seed", 1, 0, 1L << 40);
     long max_words = cfg_int(cfg, "auxtask.max_words", 60, 8, 4096);

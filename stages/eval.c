@@ -34,32 +34,33 @@
 #include "config.h"
 #include "device.h"
 #include "key.h"
+#include "opts.h"
 #include "progress.h"
 #include "rank.h"
 #include "t5.h"
 #include "tokens.h"
 
-static void usage(void) {
-    fprintf(stderr, "usage: eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]\n"
-                    "            [--config EXP.conf] [--set eval.k=v]... [--device cpu|cuda] [--key HEX] -o METRICS.msgpack\n");
-    exit(2);
-}
-
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    const char *model = NULL, *ia3 = NULL, *out = NULL, *key_arg = NULL;
+    opt_list data = {0};
     mc_cfg *cfg = cfg_new();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
-        if (!strcmp(a, "--model")) model = NEXT();
-        else if (!strcmp(a, "--ia3")) ia3 = NEXT();
-        else if (!strcmp(a, "--data")) data = NEXT();
-        else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
-            die("unknown option '%s' (see eval --help)", a);
-#undef NEXT
-    }
-    if (!model || !data || !out) usage();
+    opt_spec rows[] = {
+        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the model (the base model with --ia3)"},
+        {.name = "--ia3", .kind = OPT_STR, .dst = &ia3, .arg = "A.msgpack", .flags = OPT_INPUT,
+         .help = "IA3 vectors applied to --model"},
+        {.name = "--data", .kind = OPT_LIST, .dst = &data, .arg = "T1.msgpack[,T2...]", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "tokens artifacts, one per task"},
+        OPT_ROWS_CONFIG(cfg),
+        OPT_ROW_DEVICE("where the model runs; default: DEVICE, else eval.device, else cpu"),
+        OPT_ROW_KEY(&key_arg),
+        OPT_ROW_OUT(&out, "METRICS.msgpack", "the metrics artifact"),
+        {0}};
+    const opt_prog prog = {.name = "eval", .opts = rows,
+                           .about = "config: eval.batch_size (32), eval.batch_choices (256), eval.max_input_len (512),\n"
+                                    "eval.max_target_len (128), eval.max_examples (0: all)"};
+    opts_parse(&prog, argc - 1, argv + 1);
     be_init_default(2);
     long bs = cfg_int(cfg, "eval.batch_size", 32, 1, 1 << 20);
     long bc = cfg_int(cfg, "eval.batch_choices", 256, 1, 1 << 20);
@@ -77,23 +78,8 @@ int main(int argc, char **argv) {
         if (t5_load_ia3_key(m, ia3, model_key, ia3_key) < 0) die("%s", mc_error());
     }
 
-    /* data */
-    int nd = 0, cap = 4;
-    char **paths = mallocCheck(sizeof(char *) * cap);
-    for (const char *p = data; *p;) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len) {
-            if (nd == cap) paths = reallocCheck(paths, sizeof(char *) * (cap *= 2));
-            paths[nd] = mallocCheck(len + 1);
-            memcpy(paths[nd], p, len);
-            paths[nd][len] = 0;
-            nd++;
-        }
-        if (!c) break;
-        p = c + 1;
-    }
-    if (nd == 0) die("--data: empty list");
+    int nd = data.n;
+    char **paths = data.v;
     tok_set **sets = mallocCheck(sizeof(tok_set *) * nd);
     int64_t total_ex = 0, total_ch = 0;
     int max_choices = 1;
@@ -210,8 +196,8 @@ int main(int argc, char **argv) {
 
     free(scores), free(pred), free(acc);
     tok_batch_free(&tb);
-    for (int i = 0; i < nd; i++) tok_free(sets[i]), free(paths[i]);
-    free(sets), free(paths);
+    for (int i = 0; i < nd; i++) tok_free(sets[i]);
+    free(sets);
     t5_free(m);
     cfg_free(cfg);
     return 0;

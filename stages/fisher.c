@@ -40,20 +40,13 @@
 #include "config.h"
 #include "device.h"
 #include "key.h"
+#include "opts.h"
 #include "progress.h"
 #include "stats.h"
 #include "t5.h"
 #include "tokens.h"
 
 static size_t nw_of(const t5_model *m, const char *ia3) { return ia3 ? m->n_ia3 : m->n_params; }
-
-static void usage(void) {
-    fprintf(stderr,
-            "usage: fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise\n"
-            "              [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...\n"
-            "              [--device cpu|cuda] [--key HEX] -o F.msgpack\n");
-    exit(2);
-}
 
 /* The sampled choice of example `idx` for the true Fisher: softmax over the
  * choices' summed log-likelihoods, inverse CDF at u = hash(seed, idx). */
@@ -74,31 +67,35 @@ int fisher_sample_choice(const float *scores, int nc, uint64_t seed, int64_t idx
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     double t_start = mc_now();
-    const char *model = NULL, *ia3 = NULL, *data = NULL, *type = NULL, *out = NULL, *key_arg = NULL;
-    int truef = 0;
-    long examples = 1000, seed = 0;
+    const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    static const char *const types[] = {"diagonal", "blockwise", NULL};
+    int truef = 0, block = 0;
+    long examples, seed; /* their defaults: the rows below */
     mc_cfg *cfg = cfg_new();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
-        if (!strcmp(a, "--model")) model = NEXT();
-        else if (!strcmp(a, "--ia3")) ia3 = NEXT();
-        else if (!strcmp(a, "--data")) data = NEXT();
-        else if (!strcmp(a, "--type")) type = NEXT();
-        else if (!strcmp(a, "--true")) truef = 1;
-        else if (!strcmp(a, "--examples")) {
-            char *e;
-            examples = strtol(NEXT(), &e, 10);
-            if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
-        } else if (!strcmp(a, "--seed")) seed = atol(NEXT());
-        else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
-            die("unknown option '%s' (see fisher --help)", a);
-#undef NEXT
-    }
-    if (!model || !data || !type || !out) usage();
-    int block = 0;
-    if (!strcmp(type, "blockwise")) block = 1;
-    else if (strcmp(type, "diagonal") != 0) die("--type %s: use diagonal or blockwise", type);
+    opt_spec rows[] = {
+        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the model (the base model with --ia3)"},
+        {.name = "--ia3", .kind = OPT_STR, .dst = &ia3, .arg = "A.msgpack", .flags = OPT_INPUT,
+         .help = "the Fisher of these IA3 vectors instead of the model's parameters"},
+        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the tokens artifact"},
+        {.name = "--type", .kind = OPT_CHOICE, .dst = &block, .arg = "diagonal|blockwise", .choices = types,
+         .flags = OPT_REQUIRED, .key = "fisher.type", .help = "blockwise: one [d,d] block per IA3 vector (needs --ia3)"},
+        {.name = "--true", .kind = OPT_FLAG, .dst = &truef, .key = "fisher.true",
+         .help = "the true Fisher: targets sampled from the model (default: the gold choice)"},
+        {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
+         .key = "fisher.examples", .help = "the first N examples of --data"},
+        {.name = "--seed", .kind = OPT_INT, .dst = &seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
+         .key = "fisher.seed", .help = "the seed of --true's samples"},
+        OPT_ROWS_CONFIG(cfg),
+        OPT_ROW_DEVICE("where the model runs; default: DEVICE, else fisher.device, else cpu"),
+        OPT_ROW_KEY(&key_arg),
+        OPT_ROW_OUT(&out, "F.msgpack", "the fisher_diag or fisher_block artifact"),
+        {0}};
+    const opt_prog prog = {.name = "fisher", .opts = rows,
+                           .about = "config: fisher.batch_size (16), fisher.max_input_len (512), fisher.max_target_len (128)"};
+    opts_parse(&prog, argc - 1, argv + 1);
+    const char *type = types[block];
     if (block && !ia3)
         die("--type blockwise is the Fisher of IA3 vectors: give --ia3 A.msgpack (full models: --type diagonal)");
     be_init_default(2);

@@ -30,16 +30,11 @@
 #include "config.h"
 #include "device.h"
 #include "key.h"
+#include "opts.h"
 #include "progress.h"
 #include "stats.h"
 #include "t5.h"
 #include "tokens.h"
-
-static void usage(void) {
-    fprintf(stderr, "usage: gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]\n"
-                    "            [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack\n");
-    exit(2);
-}
 
 /* x *= inv; a non-finite Gram is not written (one line naming it) */
 static void scale_finite(float *x, long n, float inv, const char *what, const char *name, const char *data) {
@@ -54,22 +49,23 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     double t_start = mc_now();
     const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
-    long examples = 1000;
+    long examples; /* its default: the row below */
     mc_cfg *cfg = cfg_new();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
-        if (!strcmp(a, "--model")) model = NEXT();
-        else if (!strcmp(a, "--data")) data = NEXT();
-        else if (!strcmp(a, "--examples")) {
-            char *e;
-            examples = strtol(NEXT(), &e, 10);
-            if (*e || examples < 1) die("--examples %s: give a positive count", argv[i]);
-        } else if (!stage_common_option(argc, argv, &i, cfg, &key_arg, &out, usage))
-            die("unknown option '%s' (see gram --help)", a);
-#undef NEXT
-    }
-    if (!model || !data || !out) usage();
+    opt_spec rows[] = {
+        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the full model"},
+        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the tokens artifact"},
+        {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
+         .key = "gram.examples", .help = "the first N examples of --data"},
+        OPT_ROWS_CONFIG(cfg),
+        OPT_ROW_DEVICE("where the model runs; default: DEVICE, else gram.device, else cpu"),
+        OPT_ROW_KEY(&key_arg),
+        OPT_ROW_OUT(&out, "G.msgpack", "the gram artifact"),
+        {0}};
+    const opt_prog prog = {.name = "gram", .opts = rows,
+                           .about = "config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128)"};
+    opts_parse(&prog, argc - 1, argv + 1);
     be_init_default(2);
     long bs = cfg_int(cfg, "gram.batch_size", 16, 1, 1 << 16);
     long max_in = cfg_int(cfg, "gram.max_input_len", 512, 4, 1 << 16);

@@ -38,7 +38,9 @@
 #ifdef MC_GPU
 #include "gpu.h"
 #endif
+#include "opts.h"
 #include "progress.h"
+#include "t5.h"
 #include "val.h"
 
 typedef enum {
@@ -57,7 +59,7 @@ typedef enum {
     M_COUNT
 } method_t;
 
-static const char *method_names[M_COUNT] = {
+static const char *const method_names[M_COUNT + 1] = {
     "average", "task_arithmetic", "ties",   "fisher",    "regmean",     "cg_average",
     "cg_fisher", "cg_regmean",    "mats",   "dare_ties", "dare_linear", "breadcrumbs",
 };
@@ -70,14 +72,11 @@ typedef struct {
     char **models, **fishers, **grams;
     int n, nf, ng;
     double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom;
-    int lambda_set, iterations, threads;
-    uint64_t seed;
+    long iterations, threads, seed;
+    int allow_mismatch;
 } opts_t;
 
-static opts_t O = {
-    .lambda = 1.0, .topk = 20, .init_lambda = 1.0, .cg_tol = 1e-5, .drop_rate = 0.9,
-    .bc_top = 1, .bc_bottom = 90, .iterations = 100, .seed = 0,
-};
+static opts_t O; /* the defaults: the option table in main */
 
 /* Inputs. */
 static art_file *PRE, **MODELS, **FISH, **GRAM, *INIT;
@@ -87,59 +86,6 @@ static int IS_IA3;
 static int DEV = MC_DEV_CPU;
 
 /* ------------------------------------------------------------ helpers */
-
-static void usage(void) {
-    fprintf(stderr,
-"usage: merge --method M --pretrained PRE.msgpack --models A.msgpack,B.msgpack,... -o OUT\n"
-"methods: average task_arithmetic ties fisher regmean cg_average cg_fisher cg_regmean\n"
-"         mats dare_ties dare_linear breadcrumbs\n"
-"  --lambda X           task-vector scale (task_arithmetic ties dare_* breadcrumbs) or\n"
-"                       off-diagonal scale of Grams / Fisher blocks (regmean cg_regmean mats); 1\n"
-"  --topk-percent P     ties: keep the top P%% of each task vector by magnitude; 20\n"
-"  --fisher FA,FB,...   fisher_diag (fisher, cg_fisher) or fisher_block (mats on ia3)\n"
-"  --gram GA,GB,...     gram artifacts (regmean, cg_regmean, mats on full models)\n"
-"  --iterations N       CG iterations per tensor at most; 100\n"
-"  --init I             CG start: average | pretrained | task_arithmetic | FILE; average\n"
-"  --init-lambda X      lambda of --init task_arithmetic; 1\n"
-"  --cg-tol R           CG stops once ||r|| <= R ||b|| (relative); 1e-5; 0 = never early\n"
-"  --precondition kron  mats (full models): Kronecker preconditioner of the mean Grams\n"
-"  --drop-rate P        dare_*: drop probability; 0.9\n"
-"  --seed S             dare_*: random seed; 0\n"
-"  --breadcrumbs-top T  breadcrumbs: drop the top T%% magnitudes per tensor; 1\n"
-"  --breadcrumbs-bottom B  breadcrumbs: drop the bottom B%% magnitudes per tensor; 90\n"
-"  --threads N          BLAS threads (default: MATS_THREADS or OpenBLAS's choice)\n"
-"  --device cpu|cuda    mats on full models: the K-FAC operator on the GPU (make GPU=1);\n"
-"                       default: DEVICE or cpu\n"
-"  --key HEX            cache key to record (default: computed from inputs and options)\n");
-}
-
-static char **split_list(const char *s, int *n) {
-    int cap = 4, k = 0;
-    char **v = mallocCheck(sizeof(char *) * cap);
-    const char *p = s;
-    while (1) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == 0) die("empty file name in list '%s': give comma-separated paths", s);
-        if (k == cap) v = reallocCheck(v, sizeof(char *) * (cap *= 2));
-        v[k] = mallocCheck(len + 1);
-        memcpy(v[k], p, len);
-        v[k][len] = 0;
-        k++;
-        if (!e) break;
-        p = e + 1;
-    }
-    *n = k;
-    return v;
-}
-
-static double parse_num(const char *opt, const char *s) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(x)) die("%s: '%s' is not a number", opt, s);
-    return x;
-}
 
 static int is_linear_name(const char *name) {
     size_t n = strlen(name);
@@ -364,6 +310,69 @@ static void check_inputs(void) {
     }
 }
 
+/* ------------------------------------------------------------ provenance */
+
+/* meta.inputs.ROLE of artifact a (the key of what it was computed from), or
+ * NULL when it does not say: other tools write statistics without it. */
+static const char *made_from(const art_file *a, const char *role) {
+    const char *k = val_get_str(val_get(a->meta, "inputs"), role, NULL);
+    return k && *k ? k : NULL;
+}
+
+/* Which input has key k, in words. */
+static void whose(const char *k, char *buf, size_t cap) {
+    for (int i = 0; i < O.n; i++)
+        if (!strcmp(k, MODELS[i]->key)) {
+            snprintf(buf, cap, "model %d of --models (%s)", i + 1, MODELS[i]->path);
+            return;
+        }
+    if (!strcmp(k, PRE->key)) snprintf(buf, cap, "--pretrained %s", PRE->path);
+    else snprintf(buf, cap, "the model of key %s, none of the inputs", k);
+}
+
+/* Statistic number i (of option opt) must have been computed on the input
+ * of key `want` (meta.inputs.ROLE), described as want_what. */
+static void check_made_from(const char *opt, int i, const art_file *st, const char *role, const char *want,
+                            const char *want_what) {
+    const char *k = made_from(st, role);
+    if (!k || !*want || !strcmp(k, want)) return;
+    char who[600];
+    whose(k, who, sizeof who);
+    die("%s %s (number %d) was computed on %s (meta.inputs.%s) but goes with %s: give one statistic per model, in "
+        "--models order, each computed on its model (or --allow-mismatch)", opt, st->path, i + 1, who, role,
+        want_what);
+}
+
+/* Each statistic is of the model it is paired with, and every model is of
+ * the base's config; --allow-mismatch skips this. */
+static void check_provenance(void) {
+    char what[600], base[600];
+    snprintf(base, sizeof base, "--pretrained %s", PRE->path);
+    for (int i = 0; i < O.n; i++) {
+        snprintf(what, sizeof what, "model %d of --models (%s)", i + 1, MODELS[i]->path);
+        if (needs_gram(O.method)) check_made_from("--gram", i, GRAM[i], "model", MODELS[i]->key, what);
+        if (needs_fisher(O.method) && IS_IA3) { /* fisher --model BASE --ia3 A */
+            check_made_from("--fisher", i, FISH[i], "ia3", MODELS[i]->key, what);
+            check_made_from("--fisher", i, FISH[i], "model", PRE->key, base);
+        } else if (needs_fisher(O.method)) {
+            check_made_from("--fisher", i, FISH[i], "model", MODELS[i]->key, what);
+        }
+    }
+    const mc_val *pc = val_get(PRE->meta, "config");
+    for (int i = 0; i < O.n && !IS_IA3 && pc; i++) {
+        const mc_val *mc = val_get(MODELS[i]->meta, "config");
+        if (!mc) continue;
+        t5_config a, b;
+        char diff[160] = "the maps differ";
+        int same = t5_config_from_val(&a, pc) == 0 && t5_config_from_val(&b, mc) == 0
+                       ? !t5_config_diff(&a, &b, diff, sizeof diff)
+                       : val_equal(pc, mc);
+        if (!same)
+            die("model %d of --models (%s) has a meta.config unlike --pretrained %s's (%s: base vs model): it was "
+                "not fine-tuned from this base (or --allow-mismatch)", i + 1, MODELS[i]->path, PRE->path, diff);
+    }
+}
+
 /* ------------------------------------------------------------ tensor kinds */
 
 typedef enum { T_PLAIN = 0, T_LINEAR = 1, T_KFAC = 2, T_BLOCK = 3 } tkind;
@@ -382,6 +391,46 @@ static tkind tensor_kind(const art_tensor *t) {
     free(an);
     free(gn);
     return k;
+}
+
+/* Statistics (Grams, Fisher blocks) are symmetric positive semi-definite
+ * within this tolerance (mrg_check_psd): one rule for every method that
+ * uses them, checked for every statistic before any merging. */
+#define STAT_TOL 1e-3
+
+static void check_stat(const art_file *a, const char *name, int n) {
+    float *M = load(a, art_find(a, name));
+    if (mrg_check_psd(M, n, STAT_TOL) < 0)
+        die("%s '%s' in %s is %s (tolerance %g): the statistic is broken; recompute it", a->kind, name, a->path,
+            mc_error(), STAT_TOL);
+    free(M);
+}
+
+static void check_statistics(void) {
+    if (!needs_gram(O.method) && !(IS_IA3 && O.method == M_MATS)) return; /* no Grams, no Fisher blocks */
+    const art_file *m0 = MODELS[0];
+    mc_progress pr;
+    progress_init(&pr, "check statistics", (int64_t)m0->n_tensors, "tensors");
+    for (size_t j = 0; j < m0->n_tensors; j++) {
+        const art_tensor *t = &m0->tensors[j];
+        tkind kind = tensor_kind(t);
+        for (int i = 0; i < O.n && kind != T_PLAIN; i++) {
+            if (kind == T_BLOCK) {
+                check_stat(FISH[i], t->name, (int)t->shape[0]);
+                continue;
+            }
+            char *an = stat_name(t->name, "input_gram");
+            check_stat(GRAM[i], an, (int)t->shape[1]);
+            free(an);
+            if (kind == T_KFAC) {
+                char *gn = stat_name(t->name, "output_grad_gram");
+                check_stat(GRAM[i], gn, (int)t->shape[0]);
+                free(gn);
+            }
+        }
+        progress_update(&pr, (int64_t)j + 1, NULL);
+    }
+    progress_finish(&pr, NULL);
 }
 
 /* The pretrained value of a tensor (IA3: ones). Caller frees. */
@@ -489,11 +538,7 @@ static mc_val *base_meta(void) {
 }
 
 static void compute_key(char out[33]) {
-    if (O.key) {
-        size_t L = strlen(O.key);
-        int ok = L == 32;
-        for (size_t i = 0; ok && i < L; i++) ok = (O.key[i] >= '0' && O.key[i] <= '9') || (O.key[i] >= 'a' && O.key[i] <= 'f');
-        if (!ok) die("--key '%s' is not 32 lowercase hex digits", O.key);
+    if (O.key) { /* checked by its option row: 32 hex digits */
         memcpy(out, O.key, 33);
         return;
     }
@@ -513,7 +558,7 @@ static void compute_key(char out[33]) {
         CFG("breadcrumbs_bottom", "%.9g", O.bc_bottom);
     }
     if (is_cg(O.method)) {
-        CFG("iterations", "%d", O.iterations);
+        CFG("iterations", "%ld", O.iterations);
         key_config(k, "init", INIT ? "file" : O.init);
         if (!strcmp(O.init, "task_arithmetic")) CFG("init_lambda", "%.9g", O.init_lambda);
         CFG("cg_tol", "%.9g", O.cg_tol);
@@ -754,10 +799,9 @@ static float *cg_init(const art_tensor *t) {
     return acc;
 }
 
-/* lambda-scaled statistic `name` of artifact i as f32 (n x n). */
+/* lambda-scaled statistic `name` of artifact a as f32 (n x n). */
 static float *load_scaled(const art_file *a, const char *name, int n) {
-    const art_tensor *t = art_find(a, name);
-    float *M = load(a, t);
+    float *M = load(a, art_find(a, name));
     mrg_scale_offdiag(M, n, (float)O.lambda);
     return M;
 }
@@ -1020,71 +1064,74 @@ static void run_solvers(const char *key) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *method = NULL, *models = NULL, *fishers = NULL, *grams = NULL;
-    O.init = "average";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage();
-            return 0;
-        }
-        static const char *const known[] = { "--method", "--pretrained", "--models", "--fisher", "--gram", "-o",
-                                             "--lambda", "--topk-percent", "--iterations", "--init", "--init-lambda",
-                                             "--cg-tol", "--precondition", "--drop-rate", "--seed",
-                                             "--breadcrumbs-top", "--breadcrumbs-bottom", "--threads", "--key",
-                                             "--device", NULL };
-        int k = 0;
-        while (known[k] && strcmp(a, known[k])) k++;
-        if (!known[k]) die("unknown option '%s' (see merge --help)", a);
-        if (i + 1 >= argc) die("%s needs a value (see merge --help)", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--method")) method = v;
-        else if (!strcmp(a, "--pretrained")) O.pretrained = v;
-        else if (!strcmp(a, "--models")) models = v;
-        else if (!strcmp(a, "--fisher")) fishers = v;
-        else if (!strcmp(a, "--gram")) grams = v;
-        else if (!strcmp(a, "-o")) O.out = v;
-        else if (!strcmp(a, "--lambda")) O.lambda = parse_num(a, v), O.lambda_set = 1;
-        else if (!strcmp(a, "--topk-percent")) O.topk = parse_num(a, v);
-        else if (!strcmp(a, "--iterations")) O.iterations = (int)parse_num(a, v);
-        else if (!strcmp(a, "--init")) O.init = v;
-        else if (!strcmp(a, "--init-lambda")) O.init_lambda = parse_num(a, v);
-        else if (!strcmp(a, "--cg-tol")) O.cg_tol = parse_num(a, v);
-        else if (!strcmp(a, "--precondition")) O.precond = v;
-        else if (!strcmp(a, "--drop-rate")) O.drop_rate = parse_num(a, v);
-        else if (!strcmp(a, "--seed")) O.seed = (uint64_t)parse_num(a, v);
-        else if (!strcmp(a, "--breadcrumbs-top")) O.bc_top = parse_num(a, v);
-        else if (!strcmp(a, "--breadcrumbs-bottom")) O.bc_bottom = parse_num(a, v);
-        else if (!strcmp(a, "--threads")) O.threads = (int)parse_num(a, v);
-        else if (!strcmp(a, "--key")) O.key = v;
-        else if (!strcmp(a, "--device")) dev_option(v);
-        else die("unknown option '%s' (see merge --help)", a);
-    }
-    if (!method) die("--method is required (see --help)");
-    int found = 0;
-    for (int m = 0; m < M_COUNT; m++)
-        if (!strcmp(method, method_names[m])) O.method = (method_t)m, found = 1;
-    if (!found) die("unknown --method '%s' (see --help for the list)", method);
-    if (!O.pretrained) die("--pretrained is required: the base model the inputs were trained from");
-    if (!models) die("--models is required: comma-separated model or ia3 artifacts");
-    if (!O.out) die("-o OUT is required");
-    if (O.topk < 0 || O.topk > 100) die("--topk-percent %g is outside [0, 100]", O.topk);
-    if (O.iterations < 0) die("--iterations %d is negative", O.iterations);
-    if (O.cg_tol < 0) die("--cg-tol %g is negative", O.cg_tol);
-    if (!(O.drop_rate >= 0 && O.drop_rate < 1)) die("--drop-rate %g is outside [0, 1)", O.drop_rate);
-    if (O.bc_top < 0 || O.bc_top > 100 || O.bc_bottom < 0 || O.bc_bottom > 100)
-        die("--breadcrumbs-top/--breadcrumbs-bottom must be percentages in [0, 100]");
-    if (O.precond && strcmp(O.precond, "kron") && strcmp(O.precond, "none"))
-        die("--precondition '%s' is unknown: use kron or none", O.precond);
-    if (O.precond && !strcmp(O.precond, "none")) O.precond = NULL;
+    int method = -1, precond;
+    opt_list models = {0}, fishers = {0}, grams = {0};
+    static const char *const preconds[] = {"none", "kron", NULL};
+    opt_spec rows[] = {
+        {.name = "--method", .kind = OPT_CHOICE, .dst = &method, .arg = "M", .choices = method_names,
+         .flags = OPT_REQUIRED, .key = "method", .help = "the merge method"},
+        {.name = "--pretrained", .kind = OPT_STR, .dst = &O.pretrained, .arg = "PRE.msgpack",
+         .flags = OPT_REQUIRED | OPT_INPUT, .help = "the base model the inputs were trained from"},
+        {.name = "--models", .kind = OPT_LIST, .dst = &models, .arg = "A.msgpack,B.msgpack,...",
+         .flags = OPT_REQUIRED | OPT_INPUT, .help = "the model or ia3 artifacts to merge"},
+        {.name = "--fisher", .kind = OPT_LIST, .dst = &fishers, .arg = "FA,FB,...", .flags = OPT_INPUT,
+         .help = "one per model, in --models order: fisher_diag (fisher, cg_fisher) or fisher_block (mats on ia3)"},
+        {.name = "--gram", .kind = OPT_LIST, .dst = &grams, .arg = "GA,GB,...", .flags = OPT_INPUT,
+         .help = "one gram artifact per model, in --models order (regmean, cg_regmean, mats on full models)"},
+        {.name = "--lambda", .kind = OPT_FLOAT, .dst = &O.lambda, .arg = "X", .def = "1", .key = "lambda",
+         .help = "task-vector scale (task_arithmetic ties dare_* breadcrumbs) or off-diagonal scale of Grams / "
+                 "Fisher blocks (regmean cg_regmean mats)"},
+        {.name = "--topk-percent", .kind = OPT_FLOAT, .dst = &O.topk, .arg = "P", .lo = 0, .hi = 100, .def = "20",
+         .key = "topk_percent", .help = "ties: keep the top P% of each task vector by magnitude"},
+        {.name = "--iterations", .kind = OPT_INT, .dst = &O.iterations, .arg = "N", .lo = 0, .hi = 1e8,
+         .def = "100", .key = "iterations", .help = "CG iterations per tensor at most"},
+        {.name = "--init", .kind = OPT_STR, .dst = &O.init, .arg = "I", .def = "average", .key = "init",
+         .help = "CG start: average | pretrained | task_arithmetic | FILE (an artifact like the models)"},
+        {.name = "--init-lambda", .kind = OPT_FLOAT, .dst = &O.init_lambda, .arg = "X", .def = "1",
+         .key = "init_lambda", .help = "lambda of --init task_arithmetic"},
+        {.name = "--cg-tol", .kind = OPT_FLOAT, .dst = &O.cg_tol, .arg = "R", .lo = 0, .hi = 1, .def = "1e-5",
+         .key = "cg_tol", .help = "CG stops once ||r|| <= R ||b|| (relative); 0 = never early"},
+        {.name = "--precondition", .kind = OPT_CHOICE, .dst = &precond, .arg = "kron|none", .choices = preconds,
+         .def = "none", .key = "precondition", .help = "mats (full models): Kronecker preconditioner of the mean Grams"},
+        {.name = "--drop-rate", .kind = OPT_FLOAT, .dst = &O.drop_rate, .arg = "P", .lo = 0, .hi = 1,
+         .flags = OPT_OPEN_HI, .def = "0.9", .key = "drop_rate", .help = "dare_*: drop probability"},
+        {.name = "--seed", .kind = OPT_INT, .dst = &O.seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
+         .key = "seed", .help = "dare_*: random seed"},
+        {.name = "--breadcrumbs-top", .kind = OPT_FLOAT, .dst = &O.bc_top, .arg = "T", .lo = 0, .hi = 100,
+         .def = "1", .key = "breadcrumbs_top", .help = "breadcrumbs: drop the top T% magnitudes per tensor"},
+        {.name = "--breadcrumbs-bottom", .kind = OPT_FLOAT, .dst = &O.bc_bottom, .arg = "B", .lo = 0, .hi = 100,
+         .def = "90", .key = "breadcrumbs_bottom", .help = "breadcrumbs: drop the bottom B% magnitudes per tensor"},
+        {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
+         .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
+        {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
+         .help = "merge even when a statistic's meta.inputs names another model, or a model's meta.config "
+                 "differs from --pretrained's"},
+        OPT_ROW_DEVICE("mats on full models: the K-FAC operator on the GPU (make GPU=1); default: DEVICE or cpu"),
+        OPT_ROW_KEY(&O.key),
+        OPT_ROW_OUT(&O.out, "OUT.msgpack", "the merged model or ia3 artifact"),
+        {0}};
+    const opt_prog prog = {.name = "merge", .opts = rows};
+    opts_parse(&prog, argc - 1, argv + 1);
+    O.method = (method_t)method;
+    const char *method_name = method_names[O.method];
+    O.precond = precond ? "kron" : NULL;
     if (O.precond && O.method != M_MATS) die("--precondition kron applies to --method mats only");
-    be_init(O.threads);
+    be_init((int)O.threads);
     DEV = dev_resolve(NULL, NULL);
 
-    O.models = split_list(models, &O.n);
-    if (fishers) O.fishers = split_list(fishers, &O.nf);
-    if (grams) O.grams = split_list(grams, &O.ng);
+    O.models = models.v, O.n = models.n;
+    O.fishers = fishers.v, O.nf = fishers.n;
+    O.grams = grams.v, O.ng = grams.n;
 
+    if (is_cg(O.method) && strcmp(O.init, "average") && strcmp(O.init, "pretrained") &&
+        strcmp(O.init, "task_arithmetic")) {
+        if (!(INIT = art_open(O.init, NULL)))
+            die("--init '%s' is not average, pretrained or task_arithmetic, and not an artifact (%s)", O.init,
+                mc_error());
+        opt_input in = {"--init", O.init, 0};
+        if (opts_check_output("-o", O.out, 0, &in, 1) < 0) die("%s", mc_error());
+        release_all(INIT);
+    }
     PRE = open_or_die(O.pretrained, "model");
     release_all(PRE);
     MODELS = mallocCheck(sizeof(art_file *) * O.n);
@@ -1098,7 +1145,7 @@ int main(int argc, char **argv) {
         die("%s merges linear weights with input Grams; ia3 vectors have none: use mats "
             "(Fisher blocks) or fisher", method_names[O.method]);
     if (needs_fisher(O.method)) {
-        if (!fishers) die("--method %s needs --fisher (one %s per model)", method,
+        if (!O.nf) die("--method %s needs --fisher (one %s per model)", method_name,
                           O.method == M_MATS ? "fisher_block" : "fisher_diag");
         if (O.nf != O.n) die("--fisher lists %d files but --models %d: give one per model", O.nf, O.n);
         FISH = mallocCheck(sizeof(art_file *) * O.n);
@@ -1108,7 +1155,7 @@ int main(int argc, char **argv) {
         }
     }
     if (needs_gram(O.method)) {
-        if (!grams) die("--method %s needs --gram (one gram artifact per model)", method);
+        if (!O.ng) die("--method %s needs --gram (one gram artifact per model)", method_name);
         if (O.ng != O.n) die("--gram lists %d files but --models %d: give one per model", O.ng, O.n);
         GRAM = mallocCheck(sizeof(art_file *) * O.n);
         for (int i = 0; i < O.n; i++) {
@@ -1116,17 +1163,14 @@ int main(int argc, char **argv) {
             release_all(GRAM[i]);
         }
     }
-    if (is_cg(O.method) && strcmp(O.init, "average") && strcmp(O.init, "pretrained") &&
-        strcmp(O.init, "task_arithmetic")) {
-        INIT = open_or_die(O.init, NULL);
-        release_all(INIT);
-    }
     check_inputs();
+    if (!O.allow_mismatch) check_provenance();
+    check_statistics();
     char key[33];
     compute_key(key);
 
     double t0 = mc_now();
-    fprintf(stderr, "merge: %s of %d %s artifacts -> %s\n", method, O.n, MODELS[0]->kind, O.out);
+    fprintf(stderr, "merge: %s of %d %s artifacts -> %s\n", method_name, O.n, MODELS[0]->kind, O.out);
     switch (O.method) {
     case M_AVERAGE:
     case M_TASK_ARITHMETIC:

@@ -55,6 +55,7 @@
 #include "datasrc.h"
 #include "key.h"
 #include "rng.h"
+#include "opts.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ rng */
@@ -1048,18 +1049,20 @@ static void md_text(FILE *f, const char *s, size_t n, size_t max) {
     if (cut < n) fputs(" ...", f);
 }
 
-static void card(int argc, char **argv, int first) {
-    const char *out = NULL, *vpath = NULL, *cpath = NULL, *ctpath = NULL;
-    char **pairs = mallocCheck((size_t)argc * sizeof *pairs);
-    int np = 0;
-    for (int i = first; i < argc; i++) {
-        if (!strcmp(argv[i], "--card") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) vpath = argv[++i];
-        else if (!strcmp(argv[i], "--corpus") && i + 1 < argc) cpath = argv[++i];
-        else if (!strcmp(argv[i], "--corpus-tokens") && i + 1 < argc) ctpath = argv[++i];
-        else pairs[np++] = argv[i];
+static void card(const char *out, const char *vpath, const char *cpath, const char *ctpath, char **pairs, int np) {
+    /* the E:T pairs are inputs too */
+    opt_input *in = mallocCheck(sizeof(opt_input) * (size_t)(2 * np + 1));
+    int nin = 0;
+    for (int p = 0; p < np; p++) {
+        char *colon = strchr(pairs[p], ':');
+        if (colon) *colon = 0;
+        in[nin++] = (opt_input){"--card E:T", strdupCheck(pairs[p]), 0};
+        if (colon) in[nin++] = (opt_input){"--card E:T", strdupCheck(colon + 1), 0}, *colon = ':';
     }
-    if (!out) die("--card needs an output path");
+    if (opts_check_output("--card", out, 0, in, nin) < 0) die("%s", mc_error());
+    for (int i = 0; i < nin; i++) free((char *)in[i].path);
+    free(in);
+
     FILE *f = fopen(out, "w");
     if (!f) die("%s: cannot write", out);
     fprintf(f, "# Data card: the built-in benchmark\n\n"
@@ -1194,47 +1197,48 @@ static void card(int argc, char **argv, int first) {
         if (t) art_close(t);
         art_close(e);
     }
-    free(pairs);
     if (fclose(f)) die("%s: write failed", out);
 }
 
 /* ------------------------------------------------------------ main */
 
-static void usage(FILE *to, int rc) {
-    fprintf(to, "usage: prepare [--config FILE]... [--set k=v]... (-o DIR | --keys)\n"
-                    "       prepare --dump FILE.msgpack\n"
-                    "       prepare --card OUT.md [--vocab V] [--corpus C] [--corpus-tokens CT] E.msgpack:T.msgpack...\n");
-    exit(rc);
-}
-
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     mc_cfg *cfg = cfg_new();
-    const char *outdir = NULL;
+    const char *outdir = NULL, *card_out = NULL, *dump_path = NULL, *vpath = NULL, *cpath = NULL, *ctpath = NULL;
     int keys_only = 0;
-    if (argc < 2) usage(stderr, 2);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage(stdout, 0);
-        static const char *const valued[] = { "--config", "--set", "-o", "--card", "--dump", NULL };
-        for (int k = 0; valued[k]; k++)
-            if (!strcmp(argv[i], valued[k]) && i + 1 >= argc) die("%s needs a value (see prepare --help)", argv[i]);
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            if (cfg_load(cfg, argv[++i])) die("%s", mc_error());
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            if (cfg_set(cfg, argv[++i])) die("%s", mc_error());
-        } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-            outdir = argv[++i];
-        } else if (!strcmp(argv[i], "--keys")) {
-            keys_only = 1;
-        } else if (!strcmp(argv[i], "--card") && i + 1 < argc) {
-            card(argc, argv, i);
-            return 0;
-        } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
-            dump(argv[++i]);
-            return 0;
-        } else {
-            die("unknown option '%s' (see prepare --help)", argv[i]);
-        }
+    opt_list pairs = {0};
+    opt_spec rows[] = {
+        OPT_ROWS_CONFIG(cfg),
+        {.name = "-o", .kind = OPT_STR, .dst = &outdir, .arg = "DIR", .flags = OPT_OUTPUT_DIR,
+         .help = "write every part to DIR/KEY.msgpack"},
+        {.name = "--keys", .kind = OPT_FLAG, .dst = &keys_only, .help = "print \"PART KEY\" lines only"},
+        {.name = "--dump", .kind = OPT_STR, .dst = &dump_path, .arg = "FILE.msgpack", .flags = OPT_INPUT,
+         .help = "print an examples or corpus artifact as text"},
+        {.name = "--card", .kind = OPT_STR, .dst = &card_out, .arg = "OUT.md",
+         .help = "write the data card of the E.msgpack:T.msgpack pairs"},
+        {.name = "--vocab", .kind = OPT_STR, .dst = &vpath, .arg = "V", .flags = OPT_INPUT, .help = "--card: the vocab artifact"},
+        {.name = "--corpus", .kind = OPT_STR, .dst = &cpath, .arg = "C", .flags = OPT_INPUT, .help = "--card: the corpus artifact"},
+        {.name = "--corpus-tokens", .kind = OPT_STR, .dst = &ctpath, .arg = "CT", .flags = OPT_INPUT,
+         .help = "--card: the tokenized corpus"},
+        {.name = "E.msgpack:T.msgpack", .kind = OPT_LIST, .dst = &pairs,
+         .help = "--card: an examples artifact and its tokens, per task and split"},
+        {0}};
+    const opt_prog prog = {
+        .name = "prepare", .opts = rows,
+        .usage = "prepare [--config FILE]... [--set k=v]... (-o DIR | --keys)\n"
+                 "       prepare --dump FILE.msgpack\n"
+                 "       prepare --card OUT.md [--vocab V] [--corpus C] [--corpus-tokens CT] E.msgpack:T.msgpack..."};
+    opts_parse(&prog, argc - 1, argv + 1);
+    if (card_out) {
+        card(card_out, vpath, cpath, ctpath, pairs.v, pairs.n);
+        return 0;
+    }
+    if (pairs.n || vpath || cpath || ctpath)
+        die("%s is for --card only (see prepare --help)", pairs.n ? pairs.v[0] : vpath ? "--vocab" : cpath ? "--corpus" : "--corpus-tokens");
+    if (dump_path) {
+        dump(dump_path);
+        return 0;
     }
     if (!outdir && !keys_only) die("give -o DIR (or --keys to print the keys only; see prepare --help)");
     if (cfg_peek(cfg, "data.part"))
@@ -1292,6 +1296,29 @@ int main(int argc, char **argv) {
     (void)min_len(&c);
     const char *const ns[] = { "data", NULL };
 
+    /* the corpus and spam body settings are read lazily; read them now so the
+     * unknown-key check covers them, --keys too */
+    cfg_int(cfg, "data.corpus.line_bytes", 600, 0, 1 << 20);
+    cfg_int(cfg, "data.corpus.max_lines_per_source", 0, 0, 1L << 40);
+    cfg_int(cfg, "data.spam.body_bytes", 400, 0, 1 << 20);
+    cfg_int(cfg, "data.novel.max_bytes", 600, 100, 100000);
+    cfg_int(cfg, "data.cloze.min_bytes", 40, WIN, 1000);
+    cfg_int(cfg, "data.cloze.max_bytes", 250, 50, 10000);
+    const char *pathkeys[] = { "modeldata", "spam_tarball", "kjv", "web", "gcide_index", "gcide_dict",
+                               "janeaustenr", "wordnet", NULL };
+    for (int i = 0; pathkeys[i]; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "data.path.%s", pathkeys[i]);
+        cfg_str(cfg, k, "");
+    }
+    /* task configs of tasks left out of data.tasks are fine to include */
+    for (size_t i = 0; i < cfg_count(cfg); i++) {
+        const char *kk = cfg_key_at(cfg, i);
+        const char *d1 = strncmp(kk, "data.", 5) ? NULL : strchr(kk + 5, '.');
+        if (d1 && (!strncmp(d1, ".template.", 10) || !strcmp(d1, ".choices"))) cfg_str(cfg, kk, "");
+    }
+    if (cfg_check_unknown(cfg, ns)) die("%s", mc_error());
+
     /* part keys */
     size_t nparts = (size_t)nt * 3 + 1;
     char (*pkeys)[33] = mallocCheck(nparts * sizeof *pkeys);
@@ -1320,28 +1347,6 @@ int main(int argc, char **argv) {
         }
         split_heldout(&c, t, &rng, (size_t)n_test, (size_t)n_val, &h);
     }
-    /* the corpus and spam body settings are read lazily; read them now so the
-     * unknown-key check below covers them */
-    cfg_int(cfg, "data.corpus.line_bytes", 600, 0, 1 << 20);
-    cfg_int(cfg, "data.corpus.max_lines_per_source", 0, 0, 1L << 40);
-    cfg_int(cfg, "data.spam.body_bytes", 400, 0, 1 << 20);
-    cfg_int(cfg, "data.novel.max_bytes", 600, 100, 100000);
-    cfg_int(cfg, "data.cloze.min_bytes", 40, WIN, 1000);
-    cfg_int(cfg, "data.cloze.max_bytes", 250, 50, 10000);
-    const char *pathkeys[] = { "modeldata", "spam_tarball", "kjv", "web", "gcide_index", "gcide_dict",
-                               "janeaustenr", "wordnet", NULL };
-    for (int i = 0; pathkeys[i]; i++) {
-        char k[64];
-        snprintf(k, sizeof k, "data.path.%s", pathkeys[i]);
-        cfg_str(cfg, k, "");
-    }
-    /* task configs of tasks left out of data.tasks are fine to include */
-    for (size_t i = 0; i < cfg_count(cfg); i++) {
-        const char *kk = cfg_key_at(cfg, i);
-        const char *d1 = strncmp(kk, "data.", 5) ? NULL : strchr(kk + 5, '.');
-        if (d1 && (!strncmp(d1, ".template.", 10) || !strcmp(d1, ".choices"))) cfg_str(cfg, kk, "");
-    }
-    if (cfg_check_unknown(cfg, ns)) die("%s", mc_error());
 
     for (int i = 0; i < nt; i++) {
         choose_train(&tasks[i], (size_t)n_train, &h);

@@ -33,6 +33,7 @@
 
 #include "art.h"
 #include "common.h"
+#include "opts.h"
 
 #define MAXT 64
 
@@ -52,6 +53,8 @@ static int task_index(const char *t) {
     for (int i = 0; i < ntasks; i++)
         if (!strcmp(tasks[i], t)) return i;
     if (ntasks == MAXT) die("more than %d tasks", MAXT);
+    if (strlen(t) >= sizeof tasks[0])
+        die("task name '%s' is longer than %zu characters: give it a shorter name", t, sizeof tasks[0] - 1);
     snprintf(tasks[ntasks], sizeof tasks[0], "%s", t);
     return ntasks++;
 }
@@ -144,39 +147,72 @@ static void cell(FILE *f, stat s, int bold) {
     else fprintf(f, " %s%.1f%s |", b, 100 * s.mean, b);
 }
 
+/* Copy manifest field `f` into dst (cap bytes), refusing what does not fit. */
+static void field(char *dst, size_t cap, const char *f, const char *what, const char *manifest, int lineno) {
+    if (strlen(f) >= cap)
+        die("%s:%d: %s '%s' is longer than %zu characters: give a shorter one", manifest, lineno, what, f, cap - 1);
+    memcpy(dst, f, strlen(f) + 1);
+}
+
+/* report --argmax: the LAMBDA of the metrics with the best meta.average */
+static int argmax(const opt_list *pairs) {
+    double best = -1;
+    const char *arg = NULL;
+    for (int i = 0; i < pairs->n; i++) {
+        char *eq = strchr(pairs->v[i], '=');
+        if (!eq) die("--argmax: '%s' is not LAMBDA=METRICS", pairs->v[i]);
+        *eq = 0;
+        double lambda;
+        if (opts_parse_float(pairs->v[i], 0, 0, 0, &lambda) < 0) die("--argmax: LAMBDA %s", mc_error());
+        *eq = '=';
+    }
+    for (int i = 0; i < pairs->n; i++) {
+        const char *path = strchr(pairs->v[i], '=') + 1;
+        art_file *a = art_open(path, "metrics");
+        if (!a) die("%s", mc_error());
+        const mc_val *v = val_get(a->meta, "average");
+        if (!v || (v->type != VAL_FLOAT && v->type != VAL_INT)) die("%s: no meta.average", path);
+        double x = val_get_float(a->meta, "average", 0);
+        if (x > best) { best = x; arg = pairs->v[i]; }
+        art_close(a);
+    }
+    printf("%.*s\n", (int)(strchr(arg, '=') - arg), arg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *manifest = NULL, *out = NULL, *title = "Results";
-    int plots = 1;
-    if (argc > 2 && !strcmp(argv[1], "--argmax")) {
-        double best = -1;
-        const char *arg = NULL;
-        for (int i = 2; i < argc; i++) {
-            char *eq = strchr(argv[i], '=');
-            if (!eq) die("--argmax: '%s' is not LAMBDA=METRICS", argv[i]);
-            art_file *a = art_open(eq + 1, "metrics");
-            if (!a) die("%s", mc_error());
-            const mc_val *v = val_get(a->meta, "average");
-            if (!v || (v->type != VAL_FLOAT && v->type != VAL_INT)) die("%s: no meta.average", eq + 1);
-            double x = val_get_float(a->meta, "average", 0);
-            if (x > best) { best = x; arg = argv[i]; }
-            art_close(a);
-        }
-        printf("%.*s\n", (int)(strchr(arg, '=') - arg), arg);
-        return 0;
+    const char *manifest = NULL, *out = NULL, *title;
+    int no_plots = 0, argmax_mode = 0;
+    opt_list pairs = {0};
+    opt_spec rows[] = {
+        {.name = "--manifest", .kind = OPT_STR, .dst = &manifest, .arg = "FILE", .flags = OPT_INPUT,
+         .help = "lines of GROUP ROW SEED SPLIT LAMBDA PATH[,PATH...], tab-separated"},
+        {.name = "-o", .kind = OPT_STR, .dst = &out, .arg = "OUT.md", .flags = OPT_OUTPUT,
+         .help = "the Markdown tables (plots beside it)"},
+        {.name = "--title", .kind = OPT_STR, .dst = &title, .arg = "T", .def = "Results", .help = "the page's title"},
+        {.name = "--no-plots", .kind = OPT_FLAG, .dst = &no_plots, .help = "write the tables only"},
+        {.name = "--argmax", .kind = OPT_FLAG, .dst = &argmax_mode,
+         .help = "print the LAMBDA whose metrics have the best meta.average (the first on ties)"},
+        {.name = "LAMBDA=METRICS", .kind = OPT_LIST, .dst = &pairs, .help = "--argmax: a lambda and its metrics artifact"},
+        {0}};
+    const opt_prog prog = {.name = "report", .opts = rows,
+                           .usage = "report --manifest FILE -o OUT.md [--title T] [--no-plots]\n"
+                                    "       report --argmax LAMBDA=METRICS..."};
+    opts_parse(&prog, argc - 1, argv + 1);
+    if (argmax_mode) {
+        if (!pairs.n) die("--argmax needs LAMBDA=METRICS arguments (see report --help)");
+        if (manifest || out) die("--argmax only prints: drop --manifest and -o");
+        return argmax(&pairs);
     }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--manifest") && i + 1 < argc) manifest = argv[++i];
-        else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--title") && i + 1 < argc) title = argv[++i];
-        else if (!strcmp(argv[i], "--no-plots")) plots = 0;
-        else die("unknown option '%s'; usage: report --manifest FILE -o OUT.md [--title T] [--no-plots]", argv[i]);
-    }
-    if (!manifest || !out) die("usage: report --manifest FILE -o OUT.md [--title T] [--no-plots]");
+    if (pairs.n) die("unexpected argument '%s' (LAMBDA=METRICS pairs go with --argmax)", pairs.v[0]);
+    if (!manifest || !out) die("give --manifest FILE and -o OUT.md (see report --help)");
+    int plots = !no_plots;
     double t0 = mc_now();
     FILE *mf = fopen(manifest, "r");
     if (!mf) die("%s: cannot open the manifest", manifest);
     result *rs = NULL;
+    char **rpaths = NULL;
     int nr = 0, cap = 0, lineno = 0;
     char line[16384];
     while (fgets(line, sizeof line, mf)) {
@@ -194,22 +230,48 @@ int main(int argc, char **argv) {
             f[nf++] = s;
         }
         if (nf != 6) die("%s:%d: expected 6 tab-separated fields (group row seed split lambda path)", manifest, lineno);
-        if (nr == cap) rs = reallocCheck(rs, (cap = cap ? 2 * cap : 64) * sizeof(result));
-        result *r = &rs[nr++];
+        if (nr == cap) {
+            cap = cap ? 2 * cap : 64;
+            rs = reallocCheck(rs, cap * sizeof(result));
+            rpaths = reallocCheck(rpaths, cap * sizeof(char *));
+        }
+        result *r = &rs[nr];
+        rpaths[nr++] = strdupCheck(f[5]);
         memset(r, 0, sizeof *r);
         for (int t = 0; t < MAXT; t++) r->acc[t] = NAN;
-        snprintf(r->group, sizeof r->group, "%s", f[0]);
-        snprintf(r->row, sizeof r->row, "%s", f[1]);
-        snprintf(r->seed, sizeof r->seed, "%s", f[2]);
-        snprintf(r->split, sizeof r->split, "%s", f[3]);
+        field(r->group, sizeof r->group, f[0], "group name", manifest, lineno);
+        field(r->row, sizeof r->row, f[1], "row name", manifest, lineno);
+        field(r->seed, sizeof r->seed, f[2], "seed", manifest, lineno);
+        field(r->split, sizeof r->split, f[3], "split", manifest, lineno);
         if (strcmp(r->split, "test") && strcmp(r->split, "validation"))
             die("%s:%d: split must be test or validation, not '%s'", manifest, lineno, r->split);
-        r->lambda = strcmp(f[4], "-") ? atof(f[4]) : NAN;
-        if (!strcmp(r->row, "majority")) load_majority(r, f[5]);
-        else load_metrics(r, f[5]);
+        r->lambda = NAN;
+        if (strcmp(f[4], "-") && opts_parse_float(f[4], 0, 0, 0, &r->lambda) < 0)
+            die("%s:%d: lambda %s (give a number, or - for none)", manifest, lineno, mc_error());
     }
     fclose(mf);
     if (nr == 0) die("%s: no results listed", manifest);
+    /* the output may not be the manifest nor anything it lists */
+    opt_input *in = mallocCheck(sizeof(opt_input) * (size_t)(nr + 1));
+    int nin = 0;
+    in[nin++] = (opt_input){"--manifest", manifest, 0};
+    for (int i = 0; i < nr; i++) {
+        char *first = strdupCheck(rpaths[i]);
+        for (char *p = strtok(first, ","); p; p = strtok(NULL, ",")) {
+            in = reallocCheck(in, sizeof(opt_input) * (size_t)(nin + 1));
+            in[nin++] = (opt_input){"listed in --manifest", strdupCheck(p), 0};
+        }
+        free(first);
+    }
+    if (opts_check_output("-o", out, 0, in, nin) < 0) die("%s", mc_error());
+    for (int i = 1; i < nin; i++) free((char *)in[i].path);
+    free(in);
+    for (int i = 0; i < nr; i++) {
+        if (!strcmp(rs[i].row, "majority")) load_majority(&rs[i], rpaths[i]);
+        else load_metrics(&rs[i], rpaths[i]);
+        free(rpaths[i]);
+    }
+    free(rpaths);
     /* Lines of the same group, row, seed, split and lambda are one result:
      * e.g. the individual models, one metrics file per task. */
     int nm = 0;
@@ -243,7 +305,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nr; i++) {
         int k = 0;
         while (k < ng && strcmp(groups[k], rs[i].group)) k++;
-        if (k == ng && ng < 16) snprintf(groups[ng++], 32, "%s", rs[i].group);
+        if (k == ng && ng == 16) die("%s: more than 16 groups", manifest);
+        if (k == ng) snprintf(groups[ng++], 32, "%s", rs[i].group);
     }
     for (int g = 0; g < ng; g++) {
         fprintf(md, "\n## %s\n\n| method |", groups[g]);

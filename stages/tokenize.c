@@ -29,7 +29,8 @@
  * spm_train (version line), options, corpus (key).
  *
  * JSON Lines: one object per line, {"input": str, "choices": [str, ...],
- * "label": int}; other keys are ignored; blank lines are skipped.
+ * "label": int}; other keys are ignored; blank lines are skipped; a UTF-8
+ * byte-order mark at the start of the file is skipped.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -45,6 +46,7 @@
 #include "config.h"
 #include "datasrc.h"
 #include "key.h"
+#include "opts.h"
 #include "progress.h"
 #include "spm.h"
 #include "tokens.h"
@@ -452,6 +454,8 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     ds_buf s = { 0 }, key = { 0 };
     jp j = { (const char *)buf, (const char *)buf, in, 0 };
     const char *end = (const char *)buf + len;
+    /* a UTF-8 byte-order mark (what some editors put first) is not text */
+    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) j.p += 3;
     while (j.p < end) {
         const char *le = memchr(j.p, '\n', (size_t)(end - j.p));
         if (!le) le = end;
@@ -817,15 +821,6 @@ static void dump_tokens(const char *path) {
 
 /* ------------------------------------------------------------ main */
 
-static void usage(FILE *to, int rc) {
-    fprintf(to,
-            "usage: tokenize --vocab V (--data E.msgpack | --corpus C.msgpack | --jsonl F --task T [--split S]) [--key HEX] -o OUT\n"
-            "       tokenize --train-vocab --corpus C.msgpack -o V.msgpack\n"
-            "       tokenize --vocab V --encode | --export-model -o X.model | --bench --corpus C\n"
-            "       options: [--config FILE]... [--set k=v]... [--sentinels N]\n");
-    exit(rc);
-}
-
 /* A missing required option: one line, not the usage text. */
 static void need(const char *what, const char *mode) {
     die("%s needs %s (see tokenize --help)", mode, what);
@@ -835,38 +830,45 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     mc_cfg *cfg = cfg_new();
     const char *vpath = NULL, *data = NULL, *corpus = NULL, *jsonl = NULL, *task = NULL,
-               *split = "test", *out = NULL;
+               *split, *out = NULL, *dump = NULL;
     int train = 0, enc = 0, exp = 0, bch = 0;
-    long sentinels = -1;
-    if (argc < 2) usage(stderr, 2);
-    static const char *const valued[] = { "--config", "--set", "--vocab", "--data", "--corpus", "--jsonl", "--key",
-                                           "--task", "--split", "--sentinels", "-o", "--dump", NULL };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage(stdout, 0);
-        for (int k = 0; valued[k]; k++)
-            if (!strcmp(a, valued[k]) && !more) die("%s needs a value (see tokenize --help)", a);
-        if (!strcmp(a, "--config") && more) { if (cfg_load(cfg, argv[++i])) die("%s", mc_error()); }
-        else if (!strcmp(a, "--set") && more) { if (cfg_set(cfg, argv[++i])) die("%s", mc_error()); }
-        else if (!strcmp(a, "--vocab") && more) vpath = argv[++i];
-        else if (!strcmp(a, "--data") && more) data = argv[++i];
-        else if (!strcmp(a, "--corpus") && more) corpus = argv[++i];
-        else if (!strcmp(a, "--jsonl") && more) jsonl = argv[++i];
-        else if (!strcmp(a, "--key") && more) {
-            key_override = argv[++i];
-            if (!key_is_hex(key_override)) die("--key '%s' is not 32 lowercase hex digits", key_override);
-        }
-        else if (!strcmp(a, "--task") && more) task = argv[++i];
-        else if (!strcmp(a, "--split") && more) split = argv[++i];
-        else if (!strcmp(a, "--sentinels") && more) sentinels = atol(argv[++i]);
-        else if (!strcmp(a, "-o") && more) out = argv[++i];
-        else if (!strcmp(a, "--train-vocab")) train = 1;
-        else if (!strcmp(a, "--encode")) enc = 1;
-        else if (!strcmp(a, "--export-model")) exp = 1;
-        else if (!strcmp(a, "--bench")) bch = 1;
-        else if (!strcmp(a, "--dump") && more) { dump_tokens(argv[++i]); return 0; }
-        else die("unknown option '%s' (see tokenize --help)", a);
+    long sentinels;
+    opt_spec rows[] = {
+        {.name = "--vocab", .kind = OPT_STR, .dst = &vpath, .arg = "V", .flags = OPT_INPUT,
+         .help = "a vocab artifact or a SentencePiece .model file"},
+        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "E.msgpack", .flags = OPT_INPUT,
+         .help = "an examples artifact to tokenize"},
+        {.name = "--corpus", .kind = OPT_STR, .dst = &corpus, .arg = "C.msgpack", .flags = OPT_INPUT,
+         .help = "a corpus artifact (to tokenize, for --train-vocab, or for --bench)"},
+        {.name = "--jsonl", .kind = OPT_STR, .dst = &jsonl, .arg = "F", .flags = OPT_INPUT,
+         .help = "JSON Lines: {\"input\": str, \"choices\": [str, ...], \"label\": int} per line"},
+        {.name = "--task", .kind = OPT_STR, .dst = &task, .arg = "NAME", .help = "--jsonl: the task's name (meta.task)"},
+        {.name = "--split", .kind = OPT_STR, .dst = &split, .arg = "S", .def = "test",
+         .help = "--jsonl: the split's name (meta.split)"},
+        {.name = "--sentinels", .kind = OPT_INT, .dst = &sentinels, .arg = "N", .lo = 0, .hi = 10000, .def = "100",
+         .help = "sentinel ids added after the pieces of a plain .model file"},
+        {.name = "--train-vocab", .kind = OPT_FLAG, .dst = &train, .help = "train a vocabulary on --corpus (spm_train)"},
+        {.name = "--encode", .kind = OPT_FLAG, .dst = &enc, .help = "stdin lines -> ids, as spm_encode"},
+        {.name = "--export-model", .kind = OPT_FLAG, .dst = &exp, .help = "write the .model bytes inside --vocab to -o"},
+        {.name = "--bench", .kind = OPT_FLAG, .dst = &bch, .help = "time the encoder against spm_encode on --corpus"},
+        {.name = "--dump", .kind = OPT_STR, .dst = &dump, .arg = "T.msgpack", .flags = OPT_INPUT,
+         .help = "print a tokens artifact as \"I ids...\" / \"C ids...\" lines"},
+        OPT_ROWS_CONFIG(cfg),
+        OPT_ROW_KEY(&key_override),
+        {.name = "-o", .kind = OPT_STR, .dst = &out, .arg = "OUT", .flags = OPT_OUTPUT, .help = "the output"},
+        {0}};
+    const opt_prog prog = {
+        .name = "tokenize", .opts = rows,
+        .usage = "tokenize --vocab V (--data E.msgpack | --corpus C.msgpack | --jsonl F --task T [--split S]) [--key HEX] -o OUT\n"
+                 "       tokenize --train-vocab --corpus C.msgpack -o V.msgpack\n"
+                 "       tokenize --vocab V --encode | --export-model -o X.model | --bench --corpus C\n"
+                 "       tokenize --dump T.msgpack\n"
+                 "       options: [--config FILE]... [--set k=v]... [--sentinels N]",
+        .about = "config: tokenize.max_input (256), tokenize.max_choice (16); vocab.* for --train-vocab"};
+    opts_parse(&prog, argc - 1, argv + 1);
+    if (dump) {
+        dump_tokens(dump);
+        return 0;
     }
     if (train) {
         if (!corpus) need("--corpus C.msgpack", "--train-vocab");
@@ -881,7 +883,6 @@ int main(int argc, char **argv) {
         export_model(vpath, out);
         return 0;
     }
-    if (sentinels < 0) sentinels = 100;
     vocab v;
     vocab_load(&v, vpath, (int)sentinels);
     if (enc) { encode_stdin(&v); spm_free(v.m); return 0; }

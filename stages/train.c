@@ -49,42 +49,10 @@
 #include "device.h"
 #include "key.h"
 #include "optim.h"
+#include "opts.h"
 #include "progress.h"
 #include "t5.h"
 #include "tokens.h"
-
-static void usage(void) {
-    fprintf(stderr,
-            "usage: train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]\n"
-            "             [--mode full|ia3] --data A.msgpack[,B...] [--valid V.msgpack[,...]]\n"
-            "             [--init MODEL.msgpack] [--seed N] [--device cpu|cuda] [--key HEX] -o OUT.msgpack\n"
-            "       train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS\n"
-            "--device (or train.device, or DEVICE): where the model trains; cuda needs make GPU=1\n");
-    exit(2);
-}
-
-/* Split "a,b,c" into a NULL-terminated array of new strings. */
-static char **split_list(const char *s, int *n) {
-    int cap = 4, k = 0;
-    char **out = mallocCheck(sizeof(char *) * cap);
-    const char *p = s;
-    while (*p) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len) {
-            if (k + 2 > cap) out = reallocCheck(out, sizeof(char *) * (cap *= 2));
-            out[k] = mallocCheck(len + 1);
-            memcpy(out[k], p, len);
-            out[k][len] = 0;
-            k++;
-        }
-        if (!c) break;
-        p = c + 1;
-    }
-    out[k] = NULL;
-    *n = k;
-    return out;
-}
 
 typedef struct {
     int objective; /* 0 seq2seq, 1 span_corruption */
@@ -459,40 +427,44 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *out = NULL, *data = NULL, *valid = NULL, *init = NULL, *key_arg = NULL;
+    const char *out = NULL, *init = NULL, *key_arg = NULL;
+    opt_list data = {0}, valid = {0};
     long bench_steps = 0;
     mc_cfg *cfg = cfg_new();
-    int have_config = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define NEXT() (i + 1 < argc ? argv[++i] : (usage(), (char *)NULL))
-        if (!strcmp(a, "--config")) {
-            if (cfg_load(cfg, NEXT()) < 0) die("%s", mc_error());
-            have_config = 1;
-        } else if (!strcmp(a, "--set")) {
-            if (cfg_set(cfg, NEXT()) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--objective") || !strcmp(a, "--mode") || !strcmp(a, "--seed")) {
-            char kv[256];
-            snprintf(kv, sizeof kv, "train.%s=%s", a + 2, NEXT());
-            if (cfg_set(cfg, kv) < 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--data")) data = NEXT();
-        else if (!strcmp(a, "--valid")) valid = NEXT();
-        else if (!strcmp(a, "--init")) init = NEXT();
-        else if (!strcmp(a, "--key")) key_arg = NEXT();
-        else if (!strcmp(a, "--bench")) bench_steps = atol(NEXT());
-        else if (!strcmp(a, "--device")) dev_option(NEXT());
-        else if (!strcmp(a, "-o")) out = NEXT();
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
-        else die("unknown option '%s' (see train --help)", a);
-#undef NEXT
-    }
-    (void)have_config;
+    static const char *const objectives[] = {"seq2seq", "span_corruption", NULL}, *const modes[] = {"full", "ia3", NULL};
+    opt_spec rows[] = {
+        OPT_ROWS_CONFIG(cfg),
+        {.name = "--objective", .kind = OPT_CHOICE, .dst = cfg, .arg = "span_corruption|seq2seq", .choices = objectives,
+         .call = cfg_opt_key, .key = "train.objective", .help = "what to train for"},
+        {.name = "--mode", .kind = OPT_CHOICE, .dst = cfg, .arg = "full|ia3", .choices = modes, .call = cfg_opt_key,
+         .key = "train.mode", .help = "every parameter, or IA3 vectors on --init"},
+        {.name = "--data", .kind = OPT_LIST, .dst = &data, .arg = "A.msgpack[,B...]", .flags = OPT_INPUT,
+         .help = "tokens artifacts; several: their examples-proportional mixture"},
+        {.name = "--valid", .kind = OPT_LIST, .dst = &valid, .arg = "V.msgpack[,...]", .flags = OPT_INPUT,
+         .help = "validation tokens (train.eval_every, train.patience)"},
+        {.name = "--init", .kind = OPT_STR, .dst = &init, .arg = "MODEL.msgpack", .flags = OPT_INPUT,
+         .help = "start from this model (required for --mode ia3; default: random init)"},
+        {.name = "--seed", .kind = OPT_INT, .dst = cfg, .arg = "N", .lo = 0, .hi = 1099511627776.0, .call = cfg_opt_key,
+         .key = "train.seed", .help = "the run's seed"},
+        OPT_ROW_DEVICE("where the model trains; default: DEVICE, else train.device, else cpu"),
+        OPT_ROW_KEY(&key_arg),
+        {.name = "--bench", .kind = OPT_INT, .dst = &bench_steps, .arg = "STEPS", .lo = 1, .hi = 1e9,
+         .help = "time STEPS steps on random batches; writes nothing"},
+        {.name = "-o", .kind = OPT_STR, .dst = &out, .arg = "OUT.msgpack", .flags = OPT_OUTPUT,
+         .help = "the model or ia3 artifact"},
+        {0}};
+    const opt_prog prog = {
+        .name = "train", .opts = rows,
+        .usage = "train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq] [--mode full|ia3]\n"
+                 "             --data A.msgpack[,B...] [--valid V.msgpack[,...]] [--init MODEL.msgpack] [--seed N]\n"
+                 "             [--device cpu|cuda] [--key HEX] -o OUT.msgpack\n"
+                 "       train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS"};
+    opts_parse(&prog, argc - 1, argv + 1);
     be_init_default(2);
 
     train_opts o;
-    const char *objs[] = {"seq2seq", "span_corruption", NULL}, *modes[] = {"full", "ia3", NULL};
     const char *opts[] = {"adamw", "adafactor", NULL};
-    o.objective = cfg_enum(cfg, "train.objective", "seq2seq", objs);
+    o.objective = cfg_enum(cfg, "train.objective", "seq2seq", objectives);
     o.mode = cfg_enum(cfg, "train.mode", "full", modes);
     o.seed = cfg_int(cfg, "train.seed", 0, 0, 1L << 40);
     o.steps = cfg_int(cfg, "train.steps", 1000, 1, 1L << 40);
@@ -533,7 +505,7 @@ int main(int argc, char **argv) {
         return bench(&mc, &o, bench_steps, ops);
     }
     if (!out) die("no output: give -o OUT.msgpack");
-    if (!data) die("no training data: give --data A.msgpack[,B.msgpack...]");
+    if (!data.n) die("no training data: give --data A.msgpack[,B.msgpack...]");
     if (o.mode == 1 && !init) die("--mode ia3 trains IA3 vectors on a base model: give --init MODEL.msgpack");
 
     /* model */
@@ -553,9 +525,8 @@ int main(int argc, char **argv) {
     }
 
     /* data */
-    int nd = 0, nv = 0;
-    char **dpaths = split_list(data, &nd), **vpaths = valid ? split_list(valid, &nv) : NULL;
-    if (nd == 0) die("--data: empty list");
+    int nd = data.n, nv = valid.n;
+    char **dpaths = data.v, **vpaths = valid.v;
     tok_set **sets = mallocCheck(sizeof(tok_set *) * nd), **vsets = mallocCheck(sizeof(tok_set *) * (nv + 1));
     for (int i = 0; i < nd; i++)
         if (!(sets[i] = tok_load(dpaths[i], o.objective == 0))) die("%s", mc_error());
@@ -780,9 +751,9 @@ int main(int argc, char **argv) {
     tok_batch_free(&vtb);
     free_stream(&ds);
     free_stream(&vds);
-    for (int i = 0; i < nd; i++) tok_free(sets[i]), free(dpaths[i]);
-    for (int i = 0; i < nv; i++) tok_free(vsets[i]), free(vpaths[i]);
-    free(sets), free(vsets), free(dpaths), free(vpaths);
+    for (int i = 0; i < nd; i++) tok_free(sets[i]);
+    for (int i = 0; i < nv; i++) tok_free(vsets[i]);
+    free(sets), free(vsets);
     t5_free(m);
     cfg_free(cfg);
     return 0;

@@ -75,7 +75,7 @@ check_err() { # NAME WANT CMD...
     if "$@" >/dev/null 2>"$T/err"; then fail "$name" "exit 0"; return; fi
     if [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q -- "$want" "$T/err"; then ok "$name"; else fail "$name" "$(cat "$T/err")"; fi
 }
-check_err auxtask_unknown_task "use source, order or continuation" build/bin/auxtask --corpus "$FX_CORPUS" --task nope -o "$T/x.msgpack"
+check_err auxtask_unknown_task "--task 'nope' is not one of source, order, continuation" build/bin/auxtask --corpus "$FX_CORPUS" --task nope -o "$T/x.msgpack"
 check_err auxtask_missing_corpus "nope.msgpack" build/bin/auxtask --corpus "$T/nope.msgpack" --task order -o "$T/x.msgpack"
 check_err auxtask_not_a_corpus "corpus" build/bin/auxtask --corpus "$T/order.msgpack" --task order -o "$T/x.msgpack"
 check_err auxtask_unknown_key "auxtask.examplez" build/bin/auxtask --corpus "$FX_CORPUS" --task order --set auxtask.examplez=3 -o "$T/x.msgpack"

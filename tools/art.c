@@ -32,20 +32,19 @@
 #include "art.h"
 #include "common.h"
 #include "hf.h"
+#include "opts.h"
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: art show FILE [--all]\n"
-            "       art verify FILE...\n"
-            "       art diff A B [--tol X]\n"
-            "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]\n"
-            "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
-            "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
-            "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n"
-            "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
-            "       art key FILE...\n");
-    exit(2);
-}
+static const char USAGE[] =
+    "art show FILE [--all]\n"
+    "       art verify FILE...\n"
+    "       art diff A B [--tol X]\n"
+    "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]\n"
+    "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
+    "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
+    "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n"
+    "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
+    "       art key FILE...\n"
+    "       art COMMAND --help: that command's options";
 
 static void shape_str(const art_tensor *t, char *out, size_t n) {
     size_t p = snprintf(out, n, "[");
@@ -61,9 +60,17 @@ static int is_square_stat(const art_file *a, const art_tensor *t) {
 }
 
 static int cmd_show(int argc, char **argv) {
-    if (argc < 1) usage();
-    int all = argc > 1 && !strcmp(argv[1], "--all");
-    art_file *a = art_open(argv[0], NULL);
+    const char *file = NULL;
+    int all = 0;
+    opt_spec rows[] = {
+        {.name = "FILE", .kind = OPT_STR, .dst = &file, .flags = OPT_REQUIRED, .help = "the artifact"},
+        {.name = "--all", .kind = OPT_FLAG, .dst = &all, .help = "every tensor (default: the first 200)"},
+        {0}};
+    const opt_prog prog = {.name = "art show", .opts = rows,
+                           .about = "prints kind, key, meta and a table of tensors (dtype, shape, norm, min, max; "
+                                    "trace and diagonal range of Grams and Fisher blocks)"};
+    opts_parse(&prog, argc, argv);
+    art_file *a = art_open(file, NULL);
     if (!a) die("%s", mc_error());
     char hex[33];
     art_hex(a->digest, hex);
@@ -119,7 +126,12 @@ static int cmd_show(int argc, char **argv) {
 }
 
 static int cmd_verify(int argc, char **argv) {
-    if (argc < 1) usage();
+    opt_list files = {0};
+    opt_spec rows[] = {{.name = "FILE", .kind = OPT_LIST, .dst = &files, .flags = OPT_REQUIRED, .help = "artifacts"}, {0}};
+    const opt_prog prog = {.name = "art verify", .opts = rows,
+                           .about = "checks every file's checksum and structure; one line each; exit 1 if any is bad"};
+    opts_parse(&prog, argc, argv);
+    argc = files.n, argv = files.v;
     int bad = 0;
     for (int i = 0; i < argc; i++) {
         art_file *a = art_open(argv[i], NULL);
@@ -134,16 +146,38 @@ static int cmd_verify(int argc, char **argv) {
     return bad;
 }
 
-static int cmd_diff(int argc, char **argv) {
-    if (argc < 2) usage();
-    double tol = -1;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--tol") && i + 1 < argc) tol = atof(argv[++i]);
-        else usage();
+/* A tensor's values as doubles (f64 exactly); caller frees. */
+static double *as_f64(const art_tensor *t) {
+    double *x = mallocCheck(sizeof(double) * (size_t)(t->numel ? t->numel : 1));
+    if (t->dtype == ART_F64) {
+        art_tensor_copy(t, x);
+        return x;
     }
-    art_file *a = art_open(argv[0], NULL);
+    float *f = art_tensor_f32(t);
+    for (int64_t j = 0; j < t->numel; j++) x[j] = f[j];
+    free(f);
+    return x;
+}
+
+/* The larger of a and b, NaN when either is NaN (a NaN is never "smaller"). */
+static double max_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : b > a ? b : a; }
+
+static int cmd_diff(int argc, char **argv) {
+    const char *pa = NULL, *pb = NULL;
+    double tol = -1;
+    opt_spec rows[] = {
+        {.name = "A", .kind = OPT_STR, .dst = &pa, .flags = OPT_REQUIRED, .help = "an artifact"},
+        {.name = "B", .kind = OPT_STR, .dst = &pb, .flags = OPT_REQUIRED, .help = "the artifact to compare it with"},
+        {.name = "--tol", .kind = OPT_FLOAT, .dst = &tol, .arg = "X", .lo = 0, .hi = 1e300,
+         .help = "exit 1 when a relative difference is above X (a NaN always is)"},
+        {0}};
+    const opt_prog prog = {.name = "art diff", .opts = rows,
+                           .about = "prints the max abs / rel difference per tensor (rel: to the tensor's max |B|); "
+                                    "nan when either tensor holds a NaN"};
+    opts_parse(&prog, argc, argv);
+    art_file *a = art_open(pa, NULL);
     if (!a) die("%s", mc_error());
-    art_file *b = art_open(argv[1], NULL);
+    art_file *b = art_open(pb, NULL);
     if (!b) die("%s", mc_error());
     int differ = 0;
     if (strcmp(a->kind, b->kind)) { printf("kind: %s vs %s\n", a->kind, b->kind); differ = 1; }
@@ -159,15 +193,17 @@ static int cmd_diff(int argc, char **argv) {
         int same_shape = ta->ndim == tb->ndim;
         for (int d = 0; same_shape && d < ta->ndim; d++) same_shape = ta->shape[d] == tb->shape[d];
         if (!same_shape) { printf("%-*s shapes differ\n", (int)w, ta->name); differ = 1; continue; }
-        float *x = art_tensor_f32(ta), *y = art_tensor_f32(tb);
+        double *x = as_f64(ta), *y = as_f64(tb);
         double mabs = 0, mrel = 0, scale = 0;
         for (int64_t j = 0; j < ta->numel; j++) if (fabs(y[j]) > scale) scale = fabs(y[j]);
         for (int64_t j = 0; j < ta->numel; j++) {
-            double d = fabs((double)x[j] - y[j]);
-            if (!(d <= mabs)) mabs = d;  /* NaN propagates */
+            /* equal values (infinities too) differ by 0; a NaN in either
+             * tensor makes its difference NaN for good, itself included */
+            if (x[j] == y[j]) continue;
+            mabs = max_nan(mabs, fabs(x[j] - y[j]));
         }
         mrel = scale > 0 ? mabs / scale : mabs;
-        if (!(mrel <= worst)) worst = mrel;
+        worst = max_nan(worst, mrel);
         printf("%-*s %12.4g %12.4g%s\n", (int)w, ta->name, mabs, mrel,
                ta->dtype != tb->dtype ? "  (dtypes differ)" : "");
         free(x);
@@ -182,30 +218,28 @@ static int cmd_diff(int argc, char **argv) {
     return 0;
 }
 
-static int is_hex32(const char *s) {
-    if (strlen(s) != 32) return 0;
-    for (int i = 0; i < 32; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
-    return 1;
-}
-
 static int cmd_import_hf(int argc, char **argv) {
     const char *dir = NULL, *out = NULL, *vocab = NULL, *key = NULL, *base = NULL, *like = NULL;
     int no_vocab = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(a, "--vocab") && i + 1 < argc) vocab = argv[++i];
-        else if (!strcmp(a, "--key") && i + 1 < argc) key = argv[++i];
-        else if (!strcmp(a, "--base") && i + 1 < argc) base = argv[++i];
-        else if (!strcmp(a, "--like") && i + 1 < argc) like = argv[++i];
-        else if (!strcmp(a, "--no-vocab")) no_vocab = 1;
-        else if (a[0] == '-') die("import-hf: unknown option %s", a);
-        else if (!dir) dir = a;
-        else die("import-hf: one checkpoint directory, got %s and %s", dir, a);
-    }
-    if (!dir || !out) usage();
-    if (key && !is_hex32(key)) die("import-hf: --key %s: 32 lowercase hex digits expected", key);
+    opt_spec rows[] = {
+        {.name = "DIR", .kind = OPT_STR, .dst = &dir, .flags = OPT_REQUIRED | OPT_INPUT_DIR,
+         .help = "a Hugging Face T5 checkpoint (config.json, model.safetensors or shards, spiece.model) or a PEFT "
+                 "IA3 adapter (adapter_config.json, adapter_model.safetensors)"},
+        OPT_ROW_OUT(&out, "MODEL.msgpack", "the model (or ia3) artifact"),
+        {.name = "--vocab", .kind = OPT_STR, .dst = &vocab, .arg = "VOCAB.msgpack", .flags = OPT_OUTPUT,
+         .help = "where the tokenizer's vocab artifact goes (default: MODEL.vocab.msgpack when DIR has spiece.model)"},
+        {.name = "--no-vocab", .kind = OPT_FLAG, .dst = &no_vocab, .help = "write no vocab artifact"},
+        {.name = "--like", .kind = OPT_STR, .dst = &like, .arg = "BASE.msgpack", .flags = OPT_INPUT,
+         .help = "refuse a checkpoint shaped unlike BASE"},
+        {.name = "--base", .kind = OPT_STR, .dst = &base, .arg = "MODEL.msgpack", .flags = OPT_INPUT,
+         .help = "a PEFT adapter's base model (its key goes into meta.base)"},
+        OPT_ROW_KEY(&key),
+        {0}};
+    const opt_prog prog = {.name = "art import-hf", .opts = rows,
+                           .usage = "art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] "
+                                    "[--like BASE.msgpack] [--key HEX]\n"
+                                    "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]"};
+    opts_parse(&prog, argc, argv);
     char adapter[4200];
     snprintf(adapter, sizeof adapter, "%s/adapter_config.json", dir);
     FILE *f = fopen(adapter, "rb");
@@ -230,6 +264,8 @@ static int cmd_import_hf(int argc, char **argv) {
         if (n > 8 && !strcmp(out + n - 8, ".msgpack")) n -= 8;
         snprintf(vpath, sizeof vpath, "%.*s.vocab.msgpack", (int)n, out);
         vocab = vpath;
+        opt_input in = {"DIR", dir, 1};
+        if (opts_check_output("the vocab beside -o", vocab, 0, &in, 1) < 0) die("%s", mc_error());
     }
     hf_import_opts o = {key, vocab, 1, like};
     if (hf_import(dir, out, &o) < 0) die("%s", mc_error());
@@ -237,7 +273,11 @@ static int cmd_import_hf(int argc, char **argv) {
 }
 
 static int cmd_key(int argc, char **argv) {
-    if (argc < 1) usage();
+    opt_list files = {0};
+    opt_spec rows[] = {{.name = "FILE", .kind = OPT_LIST, .dst = &files, .flags = OPT_REQUIRED, .help = "artifacts"}, {0}};
+    const opt_prog prog = {.name = "art key", .opts = rows, .about = "prints the key each (verified) artifact was written under"};
+    opts_parse(&prog, argc, argv);
+    argc = files.n, argv = files.v;
     for (int i = 0; i < argc; i++) {
         art_file *a = art_open(argv[i], NULL);
         if (!a) die("%s", mc_error());
@@ -249,42 +289,72 @@ static int cmd_key(int argc, char **argv) {
 
 static int cmd_import_spm(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int extra = -1;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--extra-ids") && i + 1 < argc) extra = atoi(argv[++i]);
-        else if (argv[i][0] == '-') die("import-spm: unknown option %s", argv[i]);
-        else in = argv[i];
-    }
-    if (!in || !out || extra < -1) usage();
-    if (hf_write_vocab(in, out, extra, 0) < 0) die("%s", mc_error());
+    long extra = -1;
+    opt_spec rows[] = {
+        {.name = "SPIECE.model", .kind = OPT_STR, .dst = &in, .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "a SentencePiece model"},
+        OPT_ROW_OUT(&out, "VOCAB.msgpack", "the vocab artifact"),
+        {.name = "--extra-ids", .kind = OPT_INT, .dst = &extra, .arg = "N", .lo = 0, .hi = 10000,
+         .help = "sentinel ids after the pieces; default 100 unless the model has <extra_id_0>"},
+        {0}};
+    const opt_prog prog = {.name = "art import-spm", .opts = rows};
+    opts_parse(&prog, argc, argv);
+    if (hf_write_vocab(in, out, (int)extra, 0) < 0) die("%s", mc_error());
     fprintf(stderr, "import-spm: %s -> %s\n", in, out);
     return 0;
+}
+
+/* Die, naming the tensor and element, if artifact `path` holds a NaN or an
+ * infinity in a float tensor: an exported checkpoint is for others to load. */
+static void refuse_nonfinite(const char *what, const char *path) {
+    art_file *a = art_open(path, NULL);
+    if (!a) die("%s", mc_error());
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const art_tensor *t = &a->tensors[i];
+        if (t->dtype != ART_F32 && t->dtype != ART_F64) continue;
+        float *x = art_tensor_f32(t);
+        long bad = mc_nonfinite_at(x, (long)t->numel);
+        float v = bad >= 0 ? x[bad] : 0;
+        free(x);
+        if (bad >= 0)
+            die("export-hf: %s %s: tensor '%s' holds %g at element %ld: a checkpoint for others must be finite; "
+                "recompute it", what, path, t->name, v, bad);
+    }
+    art_close(a);
 }
 
 static int cmd_export_hf(int argc, char **argv) {
     const char *model = NULL, *dir = NULL;
     hf_export_opts o = {0};
-    o.dtype = ST_F32;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--ia3") && i + 1 < argc) o.ia3 = argv[++i];
-        else if (!strcmp(a, "--fold")) o.ia3_mode = HF_IA3_FOLD;
-        else if (!strcmp(a, "--adapter")) o.ia3_mode = HF_IA3_ADAPTER;
-        else if (!strcmp(a, "--vocab") && i + 1 < argc) o.vocab = argv[++i];
-        else if (!strcmp(a, "--no-tied")) o.no_tied = 1;
-        else if (!strcmp(a, "--dtype") && i + 1 < argc) {
-            int d = st_dtype_parse(argv[++i]);
-            if (d < 0) die("export-hf: --dtype %s: use f32, bf16 or f16", argv[i]);
-            o.dtype = (st_dtype)d;
-        } else if (a[0] == '-') die("export-hf: unknown option %s", a);
-        else if (!model) model = a;
-        else if (!dir) dir = a;
-        else die("export-hf: unexpected argument %s", a);
-    }
-    if (!model || !dir) usage();
+    int fold = 0, adapter = 0, dtype;
+    static const char *const dtypes[] = {"f32", "bf16", "f16", NULL};
+    opt_spec rows[] = {
+        {.name = "MODEL.msgpack", .kind = OPT_STR, .dst = &model, .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "the model artifact"},
+        {.name = "DIR", .kind = OPT_STR, .dst = &dir, .flags = OPT_REQUIRED | OPT_OUTPUT_DIR,
+         .help = "gets config.json and model.safetensors (and ia3-adapter/ with --adapter)"},
+        {.name = "--ia3", .kind = OPT_STR, .dst = &o.ia3, .arg = "A.msgpack", .flags = OPT_INPUT,
+         .help = "IA3 vectors: with --fold or --adapter"},
+        {.name = "--fold", .kind = OPT_FLAG, .dst = &fold, .help = "scale k, v and wi_1 by --ia3 in place"},
+        {.name = "--adapter", .kind = OPT_FLAG, .dst = &adapter, .help = "write --ia3 as PEFT IA3 files"},
+        {.name = "--dtype", .kind = OPT_CHOICE, .dst = &dtype, .arg = "f32|bf16|f16", .choices = dtypes, .def = "f32",
+         .help = "the weights' dtype"},
+        {.name = "--vocab", .kind = OPT_STR, .dst = &o.vocab, .arg = "VOCAB.msgpack", .flags = OPT_INPUT,
+         .help = "write its SentencePiece model as spiece.model"},
+        {.name = "--no-tied", .kind = OPT_FLAG, .dst = &o.no_tied,
+         .help = "omit the encoder/decoder.embed_tokens.weight copies of shared.weight"},
+        {0}};
+    const opt_prog prog = {.name = "art export-hf", .opts = rows};
+    opts_parse(&prog, argc, argv);
+    if (fold && adapter) die("export-hf: --fold and --adapter exclude each other: give one");
+    o.ia3_mode = fold ? HF_IA3_FOLD : adapter ? HF_IA3_ADAPTER : o.ia3_mode;
+    int d = st_dtype_parse(dtypes[dtype]);
+    if (d < 0) die("export-hf: --dtype %s is not known to the exporter", dtypes[dtype]);
+    o.dtype = (st_dtype)d;
     if (o.ia3_mode && !o.ia3) die("export-hf: --fold and --adapter need --ia3 A.msgpack");
     if (o.ia3 && !o.ia3_mode) die("export-hf: --ia3 needs --fold (scale k, v, wi_1 in place) or --adapter (PEFT IA3 files)");
+    refuse_nonfinite("MODEL", model);
+    if (o.ia3) refuse_nonfinite("--ia3", o.ia3);
     if (hf_export(model, dir, &o) < 0) die("%s", mc_error());
     fprintf(stderr, "export-hf: %s%s%s -> %s (%s)\n", model, o.ia3 ? " + " : "", o.ia3 ? o.ia3 : "", dir,
             st_dtype_name(o.dtype));
@@ -293,7 +363,10 @@ static int cmd_export_hf(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    if (argc < 2) usage();
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout, "usage: %s\n", USAGE);
+        return argc < 2 ? 2 : 0;
+    }
     if (!strcmp(argv[1], "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(argv[1], "diff")) return cmd_diff(argc - 2, argv + 2);
@@ -301,7 +374,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "export-hf")) return cmd_export_hf(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
-    fprintf(stderr, "art: unknown command '%s'\n", argv[1]);
-    usage();
-    return 2;
+    die("unknown command '%s': show, verify, diff, key, import-hf, import-spm or export-hf (see art --help)",
+        argv[1]);
 }

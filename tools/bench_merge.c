@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "common.h"
 #include "merge.h"
+#include "opts.h"
 
 /* CPU seconds of this process: with one thread, immune to other load on a
  * shared machine (wall time is not). */
@@ -32,18 +33,6 @@ static double cpu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static char **split(const char *s, int *n) {
-    char *d = strdupCheck(s);
-    int cap = 8, k = 0;
-    char **v = mallocCheck(sizeof(char *) * cap);
-    for (char *p = strtok(d, ","); p; p = strtok(NULL, ",")) {
-        if (k == cap) v = reallocCheck(v, sizeof(char *) * (cap *= 2));
-        v[k++] = p;
-    }
-    *n = k;
-    return v;
 }
 
 static void bench_sgemm(int size, int reps) {
@@ -172,39 +161,46 @@ static void bench_kfac(int N, art_file **M, art_file **G, float lambda, const ch
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    if (argc < 2) die("usage: bench_merge sgemm|speed|precond [options] (see tools/bench_merge.c)");
+    static const char *const cmds[] = {"sgemm", "speed", "precond", NULL};
+    int cmd = 0;
+    opt_list models = {0}, grams = {0};
+    const char *filter;
+    long size, reps, iters = -1, repeat; /* defaults: the rows below */
+    double lambda;
+    opt_spec rows[] = {
+        {.name = "sgemm|speed|precond", .kind = OPT_CHOICE, .dst = &cmd, .choices = cmds, .flags = OPT_REQUIRED,
+         .help = "what to measure (see tools/bench_merge.c)"},
+        {.name = "--size", .kind = OPT_INT, .dst = &size, .arg = "N", .lo = 1, .hi = 65536, .def = "1536",
+         .help = "sgemm: the products' size"},
+        {.name = "--reps", .kind = OPT_INT, .dst = &reps, .arg = "R", .lo = 1, .hi = 1e6, .def = "5",
+         .help = "sgemm: repetitions"},
+        {.name = "--models", .kind = OPT_LIST, .dst = &models, .arg = "A,B,...", .help = "speed, precond: models"},
+        {.name = "--gram", .kind = OPT_LIST, .dst = &grams, .arg = "GA,GB,...", .help = "speed, precond: their grams"},
+        {.name = "--lambda", .kind = OPT_FLOAT, .dst = &lambda, .arg = "X", .def = "1", .help = "the Grams' lambda"},
+        {.name = "--filter", .kind = OPT_STR, .dst = &filter, .arg = "SUBSTR", .def = ".block.0.",
+         .help = "the linears whose names contain SUBSTR"},
+        {.name = "--iterations", .kind = OPT_INT, .dst = &iters, .arg = "K", .lo = 1, .hi = 1e6,
+         .help = "CG iterations (speed: 5, precond: 100)"},
+        {.name = "--repeat", .kind = OPT_INT, .dst = &repeat, .arg = "R", .lo = 1, .hi = 1e6, .def = "3",
+         .help = "best of R runs"},
+        {0}};
+    const opt_prog prog = {.name = "bench_merge", .opts = rows};
+    opts_parse(&prog, argc - 1, argv + 1);
     be_init(0);
-    const char *models = NULL, *grams = NULL, *filter = ".block.0.";
-    int size = 1536, reps = 5, iters = -1, repeat = 3;
-    float lambda = 1.0f;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--models")) models = argv[i + 1];
-        else if (!strcmp(argv[i], "--gram")) grams = argv[i + 1];
-        else if (!strcmp(argv[i], "--lambda")) lambda = (float)atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--filter")) filter = argv[i + 1];
-        else if (!strcmp(argv[i], "--iterations")) iters = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
-        else die("unknown option '%s'", argv[i]);
-    }
-    if (!strcmp(argv[1], "sgemm")) {
-        bench_sgemm(size, reps);
-    } else if (!strcmp(argv[1], "speed") || !strcmp(argv[1], "precond")) {
-        int precond = !strcmp(argv[1], "precond");
+    if (cmd == 0) {
+        bench_sgemm((int)size, (int)reps);
+    } else {
+        int precond = cmd == 2;
         if (iters < 0) iters = precond ? 100 : 5;
-        if (!models || !grams) die("%s needs --models and --gram", argv[1]);
-        int n, ng;
-        char **mv = split(models, &n), **gv = split(grams, &ng);
-        if (n != ng) die("%d models but %d grams", n, ng);
+        if (!models.n || !grams.n) die("%s needs --models and --gram", cmds[cmd]);
+        int n = models.n;
+        if (n != grams.n) die("%d models but %d grams", n, grams.n);
         art_file **M = mallocCheck(sizeof(art_file *) * n), **G = mallocCheck(sizeof(art_file *) * n);
         for (int i = 0; i < n; i++) {
-            if (!(M[i] = art_open(mv[i], "model"))) die("%s", mc_error());
-            if (!(G[i] = art_open(gv[i], "gram"))) die("%s", mc_error());
+            if (!(M[i] = art_open(models.v[i], "model"))) die("%s", mc_error());
+            if (!(G[i] = art_open(grams.v[i], "gram"))) die("%s", mc_error());
         }
-        bench_kfac(n, M, G, lambda, filter, iters, repeat, precond);
-    } else {
-        die("unknown command '%s': sgemm, speed or precond", argv[1]);
+        bench_kfac(n, M, G, (float)lambda, filter, (int)iters, (int)repeat, precond);
     }
     return 0;
 }

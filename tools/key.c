@@ -30,16 +30,7 @@
 #include "common.h"
 #include "config.h"
 #include "key.h"
-
-static void usage(void) {
-    fprintf(stderr,
-            "usage: key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]\n"
-            "           [--set k=v]... [--input ROLE=HEX|ROLE=@ARTIFACT]... [--text]\n"
-            "       key --file PATH...\n"
-            "       key --config FILE... [--set k=v]... --get KEY...\n"
-            "       key --config FILE... [--set k=v]... --list PREFIX\n");
-    exit(2);
-}
+#include "opts.h"
 
 static int in_ns(const char *key, const char *ns) {
     if (!ns) return 0;
@@ -100,49 +91,57 @@ int main(int argc, char **argv) {
 }
 
 static int job(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--file") == 0) {
-        if (argc < 3) usage();
-        for (int i = 2; i < argc; i++) {
+    const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL, *list = NULL;
+    int get = 0, paths = 0, text = 0, files = 0;
+    mc_cfg *cfg = cfg_new();
+    mc_key *k = NULL;
+    opt_list inputs = {0}, args = {0};
+    opt_spec rows[] = {
+        {.name = "--stage", .kind = OPT_STR, .dst = &stage, .arg = "NAME", .help = "the stage whose key to print"},
+        {.name = "--binary", .kind = OPT_STR, .dst = &binary, .arg = "PATH", .help = "the stage binary (its digest)"},
+        {.name = "--binary-digest", .kind = OPT_STR, .dst = &digest, .arg = "HEX", .flags = OPT_HEX32,
+         .help = "the binary's digest, known (Make computes it once per binary with --file)"},
+        OPT_ROWS_CONFIG(cfg),
+        {.name = "--ns", .kind = OPT_STR, .dst = &ns, .arg = "NS[,NS...]",
+         .help = "the config namespaces that enter the key"},
+        {.name = "--input", .kind = OPT_STR, .dst = &inputs, .arg = "ROLE=HEX|ROLE=@ARTIFACT", .flags = OPT_REPEAT,
+         .call = opts_append, .help = "an input artifact's key by role"},
+        {.name = "--text", .kind = OPT_FLAG, .dst = &text, .help = "print the canonical text instead of the digest"},
+        {.name = "--file", .kind = OPT_FLAG, .dst = &files, .help = "print XXH3-128 of the PATH arguments, as xxh128sum"},
+        {.name = "--get", .kind = OPT_FLAG, .dst = &get, .help = "print the config values of the KEY arguments (\"\" if unset)"},
+        {.name = "--get-path", .kind = OPT_FLAG, .dst = &paths,
+         .help = "as --get, a relative value taken relative to the file that set it"},
+        {.name = "--list", .kind = OPT_STR, .dst = &list, .arg = "PREFIX",
+         .help = "print REST=VALUE for every config key PREFIXREST, sorted"},
+        {.name = "PATH|KEY", .kind = OPT_LIST, .dst = &args, .help = "files (--file) or config keys (--get)"},
+        {0}};
+    const opt_prog prog = {
+        .name = "key", .opts = rows,
+        .usage = "key --stage NAME [--binary PATH|--binary-digest HEX] [--config FILE]... [--ns NS[,NS...]]\n"
+                 "           [--set k=v]... [--input ROLE=HEX|ROLE=@ARTIFACT]... [--text]\n"
+                 "       key --file PATH...\n"
+                 "       key --config FILE... [--set k=v]... --get KEY... | --get-path KEY... | --list PREFIX\n"
+                 "       key --batch JOB :: JOB ...\n"
+                 "       key --batch-file FILE"};
+    opts_parse(&prog, argc - 1, argv + 1);
+    if (files + (get || paths) + (list != NULL) + (stage != NULL) > 1)
+        die("give one of --stage, --file, --get / --get-path or --list (see key --help)");
+    if (args.n && !files && !get && !paths)
+        die("unexpected argument '%s' (see key --help)", args.v[0]);
+    if (files) {
+        if (!args.n) die("--file needs PATH arguments");
+        for (int i = 0; i < args.n; i++) {
             char hex[33];
-            if (key_file_hex(argv[i], hex) != 0) die("%s", mc_error());
-            printf("%s  %s\n", hex, argv[i]);
+            if (key_file_hex(args.v[i], hex) != 0) die("%s", mc_error());
+            printf("%s  %s\n", hex, args.v[i]);
         }
         return 0;
     }
-    const char *stage = NULL, *binary = NULL, *ns = NULL, *digest = NULL;
-    int get = 0, paths = 0;
-    const char *list = NULL;
-    int text = 0;
-    mc_cfg *cfg = cfg_new();
-    mc_key *k = NULL;
-    char **inputs = callocCheck(argc, sizeof(char *));
-    int ninputs = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "--stage") && more) stage = argv[++i];
-        else if (!strcmp(a, "--binary") && more) binary = argv[++i];
-        else if (!strcmp(a, "--binary-digest") && more) digest = argv[++i];
-        else if (!strcmp(a, "--get")) { get = i + 1; break; }
-        else if (!strcmp(a, "--get-path")) { get = i + 1; paths = 1; break; }
-        else if (!strcmp(a, "--list") && more) list = argv[++i];
-        else if (!strcmp(a, "--ns") && more) ns = argv[++i];
-        else if (!strcmp(a, "--config") && more) {
-            if (cfg_load(cfg, argv[++i]) != 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--set") && more) {
-            if (cfg_set(cfg, argv[++i]) != 0) die("%s", mc_error());
-        } else if (!strcmp(a, "--input") && more) inputs[ninputs++] = argv[++i];
-        else if (!strcmp(a, "--text")) text = 1;
-        else {
-            fprintf(stderr, "key: unknown option '%s'\n", a);
-            usage();
-        }
-    }
-    if (get) {
-        if (get >= argc) usage();
-        for (int i = get; i < argc; i++) {
-            const char *v = cfg_peek(cfg, argv[i]);
-            const char *w = cfg_where(cfg, argv[i]);
+    if (get || paths) {
+        if (!args.n) die("--get needs KEY arguments");
+        for (int i = 0; i < args.n; i++) {
+            const char *v = cfg_peek(cfg, args.v[i]);
+            const char *w = cfg_where(cfg, args.v[i]);
             if (paths && v && *v && *v != '/' && w && strcmp(w, "--set") != 0) {
                 const char *colon = strrchr(w, ':'), *slash = NULL;
                 for (const char *p = w; p < colon; p++) if (*p == '/') slash = p;
@@ -151,7 +150,6 @@ static int job(int argc, char **argv) {
             puts(v ? v : "");
         }
         cfg_free(cfg);
-        free(inputs);
         return 0;
     }
     if (list) {
@@ -160,22 +158,18 @@ static int job(int argc, char **argv) {
             if (!strncmp(cfg_key_at(cfg, i), list, n) && cfg_key_at(cfg, i)[n])
                 printf("%s=%s\n", cfg_key_at(cfg, i) + n, cfg_value_at(cfg, i));
         cfg_free(cfg);
-        free(inputs);
         return 0;
     }
-    if (!stage) usage();
+    if (!stage) die("give --stage NAME, --file, --get or --list (see key --help)");
     k = key_new(stage);
     if (binary && key_binary_file(k, binary) != 0) die("%s", mc_error());
-    if (digest) {
-        if (!key_is_hex(digest)) die("--binary-digest '%s' is not 32 lowercase hex digits", digest);
-        key_binary_hex(k, digest);
-    }
+    if (digest) key_binary_hex(k, digest);
     for (size_t i = 0; i < cfg_count(cfg); i++)
         if (in_ns(cfg_key_at(cfg, i), ns)) key_config(k, cfg_key_at(cfg, i), cfg_value_at(cfg, i));
-    for (int i = 0; i < ninputs; i++) {
-        char *role = strdupCheck(inputs[i]);
+    for (int i = 0; i < inputs.n; i++) {
+        char *role = strdupCheck(inputs.v[i]);
         char *eq = strchr(role, '=');
-        if (!eq) die("--input '%s': expected ROLE=HEX or ROLE=@ARTIFACT", inputs[i]);
+        if (!eq) die("--input '%s': expected ROLE=HEX or ROLE=@ARTIFACT", inputs.v[i]);
         *eq = 0;
         const char *v = eq + 1;
         char hex[33];
@@ -198,6 +192,5 @@ static int job(int argc, char **argv) {
     }
     key_free(k);
     cfg_free(cfg);
-    free(inputs);
     return 0;
 }

@@ -30,6 +30,7 @@
 #include "common.h"
 #include "key.h"
 #include "rng.h"
+#include "opts.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ RNG (xoshiro256**) */
@@ -160,31 +161,41 @@ static void random_gram(float *G, int d, double spread) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *kind = NULL, *preset = "tiny", *like = NULL, *base = NULL, *out = NULL;
-    double scale = 0.01, spread = 0.5;
-    long seed = 0, vocab = -1;
-    for (int i = 1; i < argc; i++) {
-        if (i + 1 >= argc) die("%s needs a value", argv[i]);
-        const char *a = argv[i], *v = argv[++i];
-        if (!strcmp(a, "--kind")) kind = v;
-        else if (!strcmp(a, "--preset")) preset = v;
-        else if (!strcmp(a, "--like")) like = v;
-        else if (!strcmp(a, "--base")) base = v;
-        else if (!strcmp(a, "--scale")) scale = atof(v);
-        else if (!strcmp(a, "--spread")) spread = atof(v);
-        else if (!strcmp(a, "--seed")) seed = atol(v);
-        else if (!strcmp(a, "--vocab")) vocab = atol(v);
-        else if (!strcmp(a, "-o")) out = v;
-        else die("unknown option '%s'", a);
-    }
-    if (!kind || !out) die("usage: mkrandom --kind model|ia3|gram|fisher_diag|fisher_block [...] -o OUT");
+    const char *like = NULL, *base = NULL, *out = NULL;
+    static const char *const kinds[] = {"model", "ia3", "gram", "fisher_diag", "fisher_block", NULL};
+    static const char *const presets[] = {"tiny", "small", "base", NULL};
+    int kind_i = 0, preset_i;
+    double scale, spread; /* defaults: the rows below */
+    long seed, vocab = -1;
+    opt_spec rows[] = {
+        {.name = "--kind", .kind = OPT_CHOICE, .dst = &kind_i, .arg = "K", .choices = kinds, .flags = OPT_REQUIRED,
+         .help = "what to write"},
+        {.name = "--preset", .kind = OPT_CHOICE, .dst = &preset_i, .arg = "tiny|small|base", .choices = presets,
+         .def = "tiny", .help = "model shapes (tiny: tests; small, base: t5-v1.1's)"},
+        {.name = "--vocab", .kind = OPT_INT, .dst = &vocab, .arg = "N", .lo = 8, .hi = 1 << 22,
+         .help = "the vocabulary size instead of the preset's"},
+        {.name = "--like", .kind = OPT_STR, .dst = &like, .arg = "A.msgpack", .flags = OPT_INPUT,
+         .help = "model: this model plus noise; statistics: of this model's (or ia3's) shapes"},
+        {.name = "--base", .kind = OPT_STR, .dst = &base, .arg = "PRE.msgpack", .flags = OPT_INPUT,
+         .help = "ia3: the base model (meta.base)"},
+        {.name = "--scale", .kind = OPT_FLOAT, .dst = &scale, .arg = "X", .lo = 0, .hi = 1e6, .def = "0.01",
+         .help = "the standard deviation of the noise"},
+        {.name = "--spread", .kind = OPT_FLOAT, .dst = &spread, .arg = "X", .lo = 0, .hi = 100, .def = "0.5",
+         .help = "the spread of a Gram's eigenvalues"},
+        {.name = "--seed", .kind = OPT_INT, .dst = &seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
+         .help = "the random seed"},
+        OPT_ROW_OUT(&out, "OUT.msgpack", "the artifact"),
+        {0}};
+    const opt_prog prog = {.name = "mkrandom", .opts = rows};
+    opts_parse(&prog, argc - 1, argv + 1);
+    const char *kind = kinds[kind_i], *preset = presets[preset_i];
     be_init(0);
 
     cfg_t c;
     if (!strcmp(preset, "tiny")) c = (cfg_t){64, 16, 4, 24, 2, 2, 2, 8};
     else if (!strcmp(preset, "small")) c = (cfg_t){32128, 512, 64, 1024, 6, 8, 8, 32};
     else if (!strcmp(preset, "base")) c = (cfg_t){32128, 768, 64, 2048, 12, 12, 12, 32};
-    else die("unknown --preset '%s': tiny, small or base", preset);
+    else die("internal: preset '%s'", preset);
     if (vocab > 0) c.vocab = (int)vocab;
 
     art_file *L = like ? art_open(like, NULL) : NULL;

@@ -1093,15 +1093,19 @@ static void timing_train(t5_model *m, const char *model, int ia3, int B, int Te,
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    int do_t5 = 1, do_timing = 1;
+    int no_t5 = 0, no_timing = 0;
     t5_model *base = NULL;
-    const char *confdir = "configs/models";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-t5")) do_t5 = 0;
-        else if (!strcmp(argv[i], "--no-timing")) do_timing = 0;
-        else if (!strcmp(argv[i], "--configs") && i + 1 < argc) confdir = argv[++i];
-        else die("usage: gpu_check [--no-t5] [--no-timing] [--configs DIR]");
-    }
+    const char *confdir;
+    opt_spec rows[] = {
+        {.name = "--no-t5", .kind = OPT_FLAG, .dst = &no_t5, .help = "skip the t5-base training step"},
+        {.name = "--no-timing", .kind = OPT_FLAG, .dst = &no_timing, .help = "skip the timings"},
+        {.name = "--configs", .kind = OPT_STR, .dst = &confdir, .arg = "DIR", .def = "configs/models",
+         .help = "the model configs (t5-base.conf)"},
+        {0}};
+    const opt_prog prog = {.name = "gpu_check", .opts = rows,
+                           .about = "every GPU op against the CPU op, a t5-base step of both devices, timings"};
+    opts_parse(&prog, argc - 1, argv + 1);
+    int do_t5 = !no_t5, do_timing = !no_timing;
     if (gpu_init(-1) < 0) die("%s", mc_error());
     be_init(0);
     double t_start = mc_now();

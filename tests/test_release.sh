@@ -10,7 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 REPO=$PWD
-T=$(mktemp -d /tmp/mats-release.XXXXXX); trap 'rm -rf "$T"' EXIT
+T=$(mktemp -d /tmp/mats-release.XXXXXX); [ -n "${KEEP:-}" ] || trap 'rm -rf "$T"' EXIT
 ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; }
 export MATS_CACHE=$T/cache
@@ -36,7 +36,8 @@ if MATS_RUN_LOG=$T/ran make --no-print-directory merge EXP="$USE" METHOD=average
         fail merge_from_release_runs_no_pretraining "ran: $(cut -d' ' -f2 "$T/ran" | tr '\n' ' ')"
     else ok merge_from_release_runs_no_pretraining; fi
     rk=$(build/bin/art key "$REL/base.msgpack")
-    ft=$(ls "$MATS_CACHE"/train/*.key | head -n 1)
+    # a fine-tune (the cache also holds the smoke release's own pretraining)
+    ft=$(grep -l '^config train.objective=seq2seq$' "$MATS_CACHE"/train/*.key | head -n 1)
     grep -q "^input init $rk\$" "$ft" && ok finetunes_start_from_released_key ||
         fail finetunes_start_from_released_key "$ft: $(grep '^input init' "$ft")"
     vk=$(build/bin/art key "$REL/vocab.msgpack")

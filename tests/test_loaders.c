@@ -261,10 +261,23 @@ static void test_example_choices_past_the_choices_refused(void) {
     char p[300];
     poked(tokens_path, "ec.msgpack", p, sizeof p, (const char *[]){"example_choices[2]=7"}, 1);
     TOKENS_REFUSED(p, "ec.msgpack", "example_choices", "element 2", "choice_offsets");
-    /* one example_choices row per input row */
-    poked(tokens_path, "ecrows.msgpack", p, sizeof p, (const char *[]){"input_offsets[1]=5", "-example_choices"}, 2);
+    /* one example_choices row per input row: two inputs, one example */
     path_in(p, sizeof p, "ecrows.msgpack");
-    CHECK(tok_load(p, 1) == NULL, "tokens without example_choices loaded as a task");
+    int64_t ids[5] = {5, 6, 1, 7, 1}, ioff[3] = {0, 3, 5}, cids[2] = {8, 1}, coff[2] = {0, 2}, ec[2] = {0, 1};
+    int32_t lab[1] = {0};
+    int64_t s5 = 5, s3 = 3, s2 = 2, s1 = 1;
+    art_writer *w = art_writer_open(p, "tokens", "", NULL, 6);
+    CHECK(w && !art_writer_tensor(w, "input_ids", ART_I64, 1, &s5, ids) &&
+              !art_writer_tensor(w, "input_offsets", ART_I64, 1, &s3, ioff) &&
+              !art_writer_tensor(w, "choice_ids", ART_I64, 1, &s2, cids) &&
+              !art_writer_tensor(w, "choice_offsets", ART_I64, 1, &s2, coff) &&
+              !art_writer_tensor(w, "example_choices", ART_I64, 1, &s2, ec) &&
+              !art_writer_tensor(w, "label", ART_I32, 1, &s1, lab) && !art_writer_close(w),
+          "write: %s", mc_error());
+    TOKENS_REFUSED(p, "ecrows.msgpack", "example_choices", "input_offsets", "one per row");
+    /* and a task needs them at all */
+    poked(tokens_path, "noec.msgpack", p, sizeof p, (const char *[]){"-example_choices"}, 1);
+    TOKENS_REFUSED(p, "noec.msgpack", "example_choices", "needed");
 }
 
 static void test_label_past_its_choices_refused(void) {

@@ -59,7 +59,7 @@ static const int64_t EDGES[] = {
 static int64_t hostile(fz *f, int64_t near) {
     switch (below(f, 4)) {
     case 0: return EDGES[below(f, N_EDGES)];
-    case 1: return near + (int64_t)below(f, 7) - 3;
+    case 1: return (int64_t)((uint64_t)near + below(f, 7) - 3); /* wraps at the edges */
     case 2: return (int64_t)take(f, 8);
     default: return -(int64_t)below(f, 4) - 1;
     }

@@ -15,6 +15,14 @@ ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; }
 export MATS_CACHE=$T/cache
 
+# --- the committed release
+if out=$(bash scripts/base-release.sh check 2>&1); then ok committed_release_verifies_and_matches_recipe
+else fail committed_release_verifies_and_matches_recipe "$out"; fi
+# default.conf uses it, and the vocabulary's key is the released one
+dv=$(make --no-print-directory -s data-paths 2>/dev/null | sed -n 's/^vocab //p')
+[ "$dv" = release/vocab.msgpack ] && ok default_experiment_uses_released_vocabulary ||
+    fail default_experiment_uses_released_vocabulary "data-paths says vocab '$dv'"
+
 # --- a smoke-sized release
 REC=$T/smoke-release.conf REL=$T/rel USE=$T/smoke-use.conf
 printf 'include %s/configs/experiments/smoke.conf\n' "$REPO" > "$REC"

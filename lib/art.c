@@ -508,6 +508,9 @@ static const ck_row CONTENTS[] = {
     {"fisher_block", "*", FLOATS, CK_SQUARE, NULL, NULL},
     {"gram", "*.input_gram", FLOATS, CK_SQUARE, NULL, NULL},
     {"gram", "*.output_grad_gram", FLOATS, CK_SQUARE, NULL, NULL},
+    {"fisher_block_shard", "*", FLOATS, CK_SQUARE, NULL, NULL},
+    {"gram_shard", "*.input_gram", FLOATS, CK_SQUARE, NULL, NULL},
+    {"gram_shard", "*.output_grad_gram", FLOATS, CK_SQUARE, NULL, NULL},
     {"train_checkpoint", "*", DT(F32), CK_DTYPE, NULL, NULL},
 };
 

@@ -4,7 +4,8 @@
  *
  *   fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise
  *          [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...
- *          [--device cpu|cuda] [--key HEX] -o F.msgpack
+ *          [--shard I/N] [--device cpu|cuda] [--key HEX] -o F.msgpack
+ *   fisher --reduce S1.msgpack,...,SN.msgpack [--config EXP.conf] [--key HEX] -o F.msgpack
  *
  * For each of the first N examples (default 1000) of T: the gradient of the
  * example's loss (the mean cross-entropy over its target's tokens, EOS
@@ -14,6 +15,13 @@
  * (softmax of the rank-classification scores) with a uniform drawn from
  * hash(seed, example index). diagonal: the mean over examples of the squared
  * gradient; blockwise: the mean of g g^T per IA3 vector.
+ *
+ * --shard I/N computes shard I's share of the examples into a
+ * fisher_diag_shard or fisher_block_shard artifact; --reduce adds shards
+ * 1..N, each weighted by its examples, into the fisher_diag or fisher_block
+ * artifact (lib/shard.h). A --true shard samples exactly what the unsharded
+ * run samples for its examples (the uniform is drawn from the example's
+ * index in --data).
  *
  * Batched: one forward and one backward per batch of examples with the
  * per-example loss (lib/stats.h), no batch-of-one loop.
@@ -42,6 +50,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "shard.h"
 #include "stats.h"
 #include "t5.h"
 #include "tokens.h"
@@ -64,29 +73,81 @@ int fisher_sample_choice(const float *scores, int nc, uint64_t seed, int64_t idx
     return nc - 1;
 }
 
+/* the weight of a shard's tensor: its examples */
+static double shard_examples(const art_file *a, const char *name, void *ctx) {
+    (void)name, (void)ctx;
+    return (double)val_get_int(a->meta, "n_examples", 0);
+}
+
+/* fisher --reduce: shards 1..N into one fisher_diag or fisher_block artifact */
+static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
+    static const char *const kinds[] = {"fisher_diag", "fisher_block", NULL};
+    const char *kind;
+    art_file **a = shard_open_all(paths, kinds, &kind);
+    int n = paths->n;
+    long n_ex = 0;
+    for (int i = 0; i < n; i++) n_ex += val_get_int(a[i]->meta, "n_examples", 0);
+    const mc_val *m0 = a[0]->meta, *inp = val_get(m0, "inputs");
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new_self("fisher", cfg, (const char *[]){"fisher", NULL});
+        char v[64];
+        key_config(k, "fisher.type", val_get_str(m0, "type", ""));
+        key_config(k, "fisher.true", strcmp(val_get_str(m0, "fisher", ""), "true") ? "0" : "1");
+        snprintf(v, sizeof v, "%ld", n_ex);
+        key_config(k, "fisher.examples", v);
+        snprintf(v, sizeof v, "%lld", (long long)val_get_int(m0, "seed", 0));
+        key_config(k, "fisher.seed", v);
+        snprintf(v, sizeof v, "%d", n);
+        key_config(k, "fisher.shards", v);
+        key_input(k, "model", val_get_str(inp, "model", ""));
+        if (val_get(inp, "ia3")) key_input(k, "ia3", val_get_str(inp, "ia3", ""));
+        key_input(k, "data", val_get_str(inp, "data", ""));
+        dev_key(k, cfg, "fisher.device", dev_resolve(cfg, "fisher.device"));
+        key_digest(k, run_key);
+        key_free(k);
+    }
+    mc_val *meta = val_map(); /* shard 1's, less its "shard", with the examples of all */
+    for (size_t i = 0; i < m0->v.c.n; i++)
+        if (strcmp(m0->v.c.keys[i], "shard")) val_set(meta, m0->v.c.keys[i], val_clone(m0->v.c.items[i]));
+    val_set_int(meta, "n_examples", n_ex);
+    val_set_int(meta, "shards", n);
+    shard_write(out, kind, run_key, meta, a, n, shard_examples, NULL);
+    shard_close_all(a, n);
+    cfg_free(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     double t_start = mc_now();
-    const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    const char *model = NULL, *ia3 = NULL, *data = NULL, *out = NULL, *key_arg = NULL, *shard_arg = NULL;
+    opt_list reduce = {0};
     static const char *const types[] = {"diagonal", "blockwise", NULL};
     int truef = 0, block = 0;
     long examples, seed; /* their defaults: the rows below */
     mc_cfg *cfg = cfg_new();
     opt_spec rows[] = {
-        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
-         .help = "the model (the base model with --ia3)"},
+        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_INPUT,
+         .help = "the model (the base model with --ia3); required unless --reduce"},
         {.name = "--ia3", .kind = OPT_STR, .dst = &ia3, .arg = "A.msgpack", .flags = OPT_INPUT,
          .help = "the Fisher of these IA3 vectors instead of the model's parameters"},
-        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
-         .help = "the tokens artifact"},
+        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_INPUT,
+         .help = "the tokens artifact; required unless --reduce"},
         {.name = "--type", .kind = OPT_CHOICE, .dst = &block, .arg = "diagonal|blockwise", .choices = types,
-         .flags = OPT_REQUIRED, .key = "fisher.type", .help = "blockwise: one [d,d] block per IA3 vector (needs --ia3)"},
+         .key = "fisher.type", .help = "blockwise: one [d,d] block per IA3 vector (needs --ia3); required unless --reduce"},
         {.name = "--true", .kind = OPT_FLAG, .dst = &truef, .key = "fisher.true",
          .help = "the true Fisher: targets sampled from the model (default: the gold choice)"},
         {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
          .key = "fisher.examples", .help = "the first N examples of --data"},
         {.name = "--seed", .kind = OPT_INT, .dst = &seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
          .key = "fisher.seed", .help = "the seed of --true's samples"},
+        {.name = "--shard", .kind = OPT_STR, .dst = &shard_arg, .arg = "I/N", .key = "fisher.shard",
+         .help = "compute shard I of N of the examples (a *_shard artifact, for --reduce)"},
+        {.name = "--reduce", .kind = OPT_LIST, .dst = &reduce, .arg = "S1,...,SN", .flags = OPT_INPUT,
+         .key = "fisher.shards", .help = "add the shard artifacts of shards 1..N (in order) into the Fisher"},
         OPT_ROWS_CONFIG(cfg),
         OPT_ROW_DEVICE("where the model runs; default: DEVICE, else fisher.device, else cpu"),
         OPT_ROW_KEY(&key_arg),
@@ -95,6 +156,17 @@ int main(int argc, char **argv) {
     const opt_prog prog = {.name = "fisher", .opts = rows,
                            .about = "config: fisher.batch_size (16), fisher.max_input_len (512), fisher.max_target_len (128)"};
     opts_parse(&prog, argc - 1, argv + 1);
+    mc_shard sh = {1, 1};
+    if (reduce.n) {
+        if (model || ia3 || data || shard_arg || truef || opts_given(&prog, "--type") ||
+            opts_given(&prog, "--examples") || opts_given(&prog, "--seed"))
+            die("--reduce takes the shards alone: drop --model, --ia3, --data, --type, --true, --examples, --seed and "
+                "--shard (the shards record theirs)");
+        return reduce_main(&reduce, cfg, key_arg, out);
+    }
+    if (!model || !data || !opts_given(&prog, "--type"))
+        die("--model, --data and --type are required (or --reduce S1,...,SN to add shards)");
+    if (shard_arg && shard_parse(shard_arg, &sh) < 0) die("%s", mc_error());
     const char *type = types[block];
     if (block && !ia3)
         die("--type blockwise is the Fisher of IA3 vectors: give --ia3 A.msgpack (full models: --type diagonal)");
@@ -118,9 +190,12 @@ int main(int argc, char **argv) {
     if (s->n < 1) die("%s: no examples (empty split?)", data);
     if (s->max_id >= m->c.vocab_size)
         die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
-    int64_t n = examples < s->n ? examples : s->n;
+    int64_t n = examples < s->n ? examples : s->n, lo, hi;
+    shard_range(&sh, n, &lo, &hi);
+    if (lo >= hi)
+        die("--shard %s of %lld examples is empty: use at most %lld shards", shard_arg, (long long)n, (long long)n);
     int max_choices = 1;
-    for (int64_t e = 0; e < n; e++) {
+    for (int64_t e = lo; e < hi; e++) {
         int nc = (int)(s->ex_choices[e + 1] - s->ex_choices[e]);
         if (nc > max_choices) max_choices = nc;
     }
@@ -137,6 +212,10 @@ int main(int argc, char **argv) {
         key_config(k, "fisher.examples", v);
         snprintf(v, sizeof v, "%ld", seed);
         key_config(k, "fisher.seed", v);
+        if (shard_arg) {
+            snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
+            key_config(k, "fisher.shard", v);
+        }
         if (*model_key) key_input(k, "model", model_key);
         if (*ia3_key) key_input(k, "ia3", ia3_key);
         if (*s->key) key_input(k, "data", s->key);
@@ -184,9 +263,9 @@ int main(int argc, char **argv) {
     const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
     int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
     mc_progress pr;
-    progress_init(&pr, "fisher", n, "examples");
-    for (int64_t e0 = 0; e0 < n; e0 += bs) {
-        int B = (int)(n - e0 < bs ? n - e0 : bs);
+    progress_init(&pr, "fisher", hi - lo, "examples");
+    for (int64_t e0 = lo; e0 < hi; e0 += bs) {
+        int B = (int)(hi - e0 < bs ? hi - e0 : bs);
         if (truef) tok_rank(m, s, e0, B, &rtb, scores, pred);
         for (int i = 0; i < B; i++) {
             int64_t e = e0 + i, c0 = s->ex_choices[e];
@@ -216,7 +295,7 @@ int main(int argc, char **argv) {
             if (block) st_ia3_block_accum(m, dE, B, dblocks);
             else st_diag_accum_dev(m, dE, B, m->n_ia3, dacc);
         }
-        progress_update(&pr, e0 + B, NULL);
+        progress_update(&pr, e0 + B - lo, NULL);
     }
     progress_finish(&pr, NULL);
     if (!host) { /* device sums into the host accumulators */
@@ -241,20 +320,28 @@ int main(int argc, char **argv) {
     val_set_str(meta, "stage", "fisher");
     val_set_str(meta, "fisher", truef ? "true" : "empirical");
     val_set_str(meta, "type", block ? "blockwise" : "diagonal");
-    val_set_int(meta, "n_examples", n);
+    val_set_int(meta, "n_examples", hi - lo);
     val_set_str(meta, "split", s->split);
     val_set_str(meta, "task", s->task);
     val_set_int(meta, "seed", seed);
+    char kind[32];
+    snprintf(kind, sizeof kind, "%s", block ? "fisher_block" : "fisher_diag");
+    if (shard_arg) {
+        char v[48];
+        snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
+        val_set_str(meta, "shard", v);
+        shard_kind(block ? "fisher_block" : "fisher_diag", kind, sizeof kind);
+    }
     mc_val *inp = val_set_map(meta, "inputs");
     val_set_str(inp, "model", model_key);
     if (ia3) val_set_str(inp, "ia3", ia3_key);
     val_set_str(inp, "data", s->key);
     const t5_tensor *tab = ia3 ? m->ia3_tensors : m->tensors;
     int nt = ia3 ? m->n_ia3_tensors : m->n_tensors;
-    art_writer *w = art_writer_open(out, block ? "fisher_block" : "fisher_diag", run_key, meta, nt);
+    art_writer *w = art_writer_open(out, kind, run_key, meta, nt);
     val_free(meta);
     if (!w) die("%s", mc_error());
-    float inv = 1.0f / (float)n;
+    float inv = 1.0f / (float)(hi - lo);
     for (int i = 0; i < nt; i++) {
         const t5_tensor *t = &tab[i];
         int rc;
@@ -279,7 +366,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s; %.1f s, peak memory %.0f MiB)\n",
             mc_progname(), out,
             truef ? "true" : "empirical", block ? "blockwise" : "diagonal", ia3 ? "IA3 vectors" : "all parameters",
-            (long long)n, data, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+            (long long)(hi - lo), data, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     if (blocks) {
         for (int i = 0; i < m->n_ia3_tensors; i++) free(blocks[i]);

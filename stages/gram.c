@@ -1,8 +1,9 @@
 /* gram - input and output-gradient Gram matrices of every linear layer of a
  * full model (DESIGN.md sections 4 and 6), for RegMean and MaTS.
  *
- *   gram --model M.msgpack --data T.msgpack [--examples N] [--config EXP.conf]
+ *   gram --model M.msgpack --data T.msgpack [--examples N] [--shard I/N] [--config EXP.conf]
  *        [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack
+ *   gram --reduce S1.msgpack,...,SN.msgpack [--config EXP.conf] [--key HEX] -o G.msgpack
  *
  * For every linear X.weight: X.input_gram [in,in] = mean over real (non-pad)
  * tokens of x x^T, and (all but lm_head) X.output_grad_gram [out,out] = mean
@@ -11,6 +12,11 @@
  * the linear's output. Encoder linears and the cross-attention k and v (which
  * read encoder outputs) average over encoder tokens, the others over decoder
  * (target) tokens. SYRK updates over each batch's real rows (lib/stats.h).
+ *
+ * --shard I/N computes shard I's share of the examples into a gram_shard
+ * artifact; --reduce adds shards 1..N into the gram artifact (lib/shard.h:
+ * each tensor weighted by the real tokens of its stream in each shard, so
+ * the shard's meta lists the encoder-token tensors).
  *
  * Config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128).
  *
@@ -32,6 +38,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "shard.h"
 #include "stats.h"
 #include "t5.h"
 #include "tokens.h"
@@ -45,19 +52,78 @@ static void scale_finite(float *x, long n, float inv, const char *what, const ch
             bad, data);
 }
 
+/* the weight of a shard's tensor: the real tokens of its stream */
+static double stream_tokens(const art_file *a, const char *name, void *ctx) {
+    (void)ctx;
+    const mc_val *enc = val_get(a->meta, "encoder_tensors");
+    for (size_t i = 0; enc && enc->type == VAL_ARRAY && i < enc->v.c.n; i++)
+        if (enc->v.c.items[i]->type == VAL_STR && !strcmp(enc->v.c.items[i]->v.str.s, name))
+            return (double)val_get_int(a->meta, "n_encoder_tokens", 0);
+    return (double)val_get_int(a->meta, "n_decoder_tokens", 0);
+}
+
+/* gram --reduce: shards 1..N into one gram artifact */
+static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
+    static const char *const kinds[] = {"gram", NULL};
+    const char *kind;
+    art_file **a = shard_open_all(paths, kinds, &kind);
+    int n = paths->n;
+    long n_ex = 0, n_enc = 0, n_dec = 0;
+    for (int i = 0; i < n; i++) {
+        n_ex += val_get_int(a[i]->meta, "n_examples", 0);
+        n_enc += val_get_int(a[i]->meta, "n_encoder_tokens", 0);
+        n_dec += val_get_int(a[i]->meta, "n_decoder_tokens", 0);
+    }
+    const mc_val *inp = val_get(a[0]->meta, "inputs");
+    char run_key[33];
+    if (key_arg) {
+        snprintf(run_key, sizeof run_key, "%s", key_arg);
+    } else {
+        mc_key *k = key_new_self("gram", cfg, (const char *[]){"gram", NULL});
+        char v[32];
+        snprintf(v, sizeof v, "%ld", n_ex);
+        key_config(k, "gram.examples", v);
+        snprintf(v, sizeof v, "%d", n);
+        key_config(k, "gram.shards", v);
+        key_input(k, "model", val_get_str(inp, "model", ""));
+        key_input(k, "data", val_get_str(inp, "data", ""));
+        dev_key(k, cfg, "gram.device", dev_resolve(cfg, "gram.device"));
+        key_digest(k, run_key);
+        key_free(k);
+    }
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "gram");
+    val_set_int(meta, "n_examples", n_ex);
+    val_set_int(meta, "n_encoder_tokens", n_enc);
+    val_set_int(meta, "n_decoder_tokens", n_dec);
+    val_set_str(meta, "split", val_get_str(a[0]->meta, "split", ""));
+    val_set_str(meta, "task", val_get_str(a[0]->meta, "task", ""));
+    val_set(meta, "inputs", val_clone(inp));
+    val_set_int(meta, "shards", n);
+    shard_write(out, kind, run_key, meta, a, n, stream_tokens, NULL);
+    shard_close_all(a, n);
+    cfg_free(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     double t_start = mc_now();
-    const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL;
+    const char *model = NULL, *data = NULL, *out = NULL, *key_arg = NULL, *shard_arg = NULL;
     long examples; /* its default: the row below */
+    opt_list reduce = {0};
     mc_cfg *cfg = cfg_new();
     opt_spec rows[] = {
-        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
-         .help = "the full model"},
-        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
-         .help = "the tokens artifact"},
+        {.name = "--model", .kind = OPT_STR, .dst = &model, .arg = "M.msgpack", .flags = OPT_INPUT,
+         .help = "the full model (required unless --reduce)"},
+        {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_INPUT,
+         .help = "the tokens artifact (required unless --reduce)"},
         {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
          .key = "gram.examples", .help = "the first N examples of --data"},
+        {.name = "--shard", .kind = OPT_STR, .dst = &shard_arg, .arg = "I/N", .key = "gram.shard",
+         .help = "compute shard I of N of the examples (a gram_shard artifact, for --reduce)"},
+        {.name = "--reduce", .kind = OPT_LIST, .dst = &reduce, .arg = "S1,...,SN", .flags = OPT_INPUT,
+         .key = "gram.shards", .help = "add the gram_shard artifacts of shards 1..N (in order) into the gram"},
         OPT_ROWS_CONFIG(cfg),
         OPT_ROW_DEVICE("where the model runs; default: DEVICE, else gram.device, else cpu"),
         OPT_ROW_KEY(&key_arg),
@@ -66,6 +132,14 @@ int main(int argc, char **argv) {
     const opt_prog prog = {.name = "gram", .opts = rows,
                            .about = "config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128)"};
     opts_parse(&prog, argc - 1, argv + 1);
+    mc_shard sh = {1, 1};
+    if (reduce.n) {
+        if (model || data || shard_arg || opts_given(&prog, "--examples"))
+            die("--reduce takes the shards alone: drop --model, --data, --examples and --shard (the shards name theirs)");
+        return reduce_main(&reduce, cfg, key_arg, out);
+    }
+    if (!model || !data) die("--model and --data are required (or --reduce S1,...,SN to add shards)");
+    if (shard_arg && shard_parse(shard_arg, &sh) < 0) die("%s", mc_error());
     be_init_default(2);
     long bs = cfg_int(cfg, "gram.batch_size", 16, 1, 1 << 16);
     long max_in = cfg_int(cfg, "gram.max_input_len", 512, 4, 1 << 16);
@@ -82,7 +156,10 @@ int main(int argc, char **argv) {
     if (s->n < 1) die("%s: no examples (empty split?)", data);
     if (s->max_id >= m->c.vocab_size)
         die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
-    int64_t n = examples < s->n ? examples : s->n;
+    int64_t n = examples < s->n ? examples : s->n, lo, hi;
+    shard_range(&sh, n, &lo, &hi);
+    if (lo >= hi)
+        die("--shard %s of %lld examples is empty: use at most %lld shards", shard_arg, (long long)n, (long long)n);
 
     char run_key[33];
     if (key_arg) {
@@ -92,6 +169,10 @@ int main(int argc, char **argv) {
         char v[32];
         snprintf(v, sizeof v, "%ld", (long)n);
         key_config(k, "gram.examples", v);
+        if (shard_arg) {
+            snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
+            key_config(k, "gram.shard", v);
+        }
         if (*model_key) key_input(k, "model", model_key);
         if (*s->key) key_input(k, "data", s->key);
         dev_key(k, cfg, "gram.device", dev);
@@ -110,9 +191,9 @@ int main(int argc, char **argv) {
     int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
     long n_enc = 0, n_dec = 0;
     mc_progress pr;
-    progress_init(&pr, "gram", n, "examples");
-    for (int64_t e0 = 0; e0 < n; e0 += bs) {
-        int B = (int)(n - e0 < bs ? n - e0 : bs);
+    progress_init(&pr, "gram", hi - lo, "examples");
+    for (int64_t e0 = lo; e0 < hi; e0 += bs) {
+        int B = (int)(hi - e0 < bs ? hi - e0 : bs);
         for (int i = 0; i < B; i++) {
             int64_t e = e0 + i, c = s->ex_choices[e] + s->label[e];
             ins[i] = tok_input(s, e);
@@ -124,14 +205,14 @@ int main(int argc, char **argv) {
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         st_gram_accum(m, g, ng, scratch, &n_enc, &n_dec);
-        progress_update(&pr, e0 + B, NULL);
+        progress_update(&pr, e0 + B - lo, NULL);
     }
     progress_finish(&pr, NULL);
     st_gram_to_host(g, ng);
 
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "gram");
-    val_set_int(meta, "n_examples", n);
+    val_set_int(meta, "n_examples", hi - lo);
     val_set_int(meta, "n_encoder_tokens", n_enc);
     val_set_int(meta, "n_decoder_tokens", n_dec);
     val_set_str(meta, "split", s->split);
@@ -139,12 +220,27 @@ int main(int argc, char **argv) {
     mc_val *inp = val_set_map(meta, "inputs");
     val_set_str(inp, "model", model_key);
     val_set_str(inp, "data", s->key);
+    char name[128], kind[32] = "gram";
+    if (shard_arg) {
+        char v[48];
+        snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
+        val_set_str(meta, "shard", v);
+        mc_val *enc = val_set_array(meta, "encoder_tensors");
+        for (int i = 0; i < ng; i++) {
+            if (g[i].stream != T5_ENC) continue;
+            size_t base = strlen(g[i].name) - strlen(".weight");
+            snprintf(name, sizeof name, "%.*s.input_gram", (int)base, g[i].name);
+            val_push(enc, val_str(name));
+            snprintf(name, sizeof name, "%.*s.output_grad_gram", (int)base, g[i].name);
+            if (g[i].out_gram) val_push(enc, val_str(name));
+        }
+        shard_kind("gram", kind, sizeof kind);
+    }
     int nt = 0;
     for (int i = 0; i < ng; i++) nt += g[i].out_gram ? 2 : 1;
-    art_writer *w = art_writer_open(out, "gram", run_key, meta, nt);
+    art_writer *w = art_writer_open(out, kind, run_key, meta, nt);
     val_free(meta);
     if (!w) die("%s", mc_error());
-    char name[128];
     for (int i = 0; i < ng; i++) {
         float inv = 1.0f / (float)(g[i].stream == T5_ENC ? n_enc : n_dec);
         size_t base = strlen(g[i].name) - strlen(".weight");
@@ -164,7 +260,7 @@ int main(int argc, char **argv) {
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
     fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens; %.1f s, peak memory %.0f MiB)\n",
-            mc_progname(), out, ng, (long long)n, n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+            mc_progname(), out, ng, (long long)(hi - lo), n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     st_gram_free(g, ng);
     ops->release(scratch);

@@ -128,6 +128,7 @@ endef
 exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
 EXP_DIR := $(dir $(EXP_CONF))
 comma := ,
+space := $(subst ,, )
 split_list = $(subst $(comma), ,$(1))
 HF := $(filter hf,$(call exp_get,exp.source))
 ifneq ($(HF),)
@@ -322,19 +323,40 @@ $(foreach s,$(WF_SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,
 
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
+# $(call stat_slot,SLOT,STAGE,SETS,INPUTS,PREREQS,COMMAND): a statistic's
+# run; with exp.stats.shards = N > 1, N runs SLOT-shI (COMMAND --shard I/N,
+# key: SETS STAGE.shard=I/N) and, after they resolve (reduce_slots), the
+# reduce SLOT (STAGE --reduce of the shards in order, key: SETS
+# STAGE.shards=N; docs/cluster.md).
+STATS_SHARDS := $(or $(call exp_get,exp.stats.shards),1)
+$(if $(shell [ "$(STATS_SHARDS)" -ge 1 ] 2>/dev/null && [ "$(STATS_SHARDS)" -le 10000 ] && echo ok),,$(error exp.stats.shards = '$(STATS_SHARDS)' is not a number of shards in [1, 10000]))
+SHARD_IDS := $(shell seq 1 $(STATS_SHARDS))
+REDUCES :=
+define stat_slot_body
+$(if $(filter 1,$(STATS_SHARDS)),$(call slot,$(1),$(2),$(EXP_CONF),$(2),$(3),$(4),$(5),$(6)),\
+  $(foreach i,$(SHARD_IDS),$(call slot,$(1)-sh$(i),$(2),$(EXP_CONF),$(2),$(3) $(2).shard=$(i)/$(STATS_SHARDS),$(4),$(5),$(6) --shard $(i)/$(STATS_SHARDS)))\
+  $(eval REDUCES += $(1))$(eval RED_$(1) := $(2)|$(3)|$(4)))
+endef
+stat_slot = $(eval $(call stat_slot_body,$(1),$(2),$(3),$(4),$(5),$(6)))
+red_field = $(subst ^, ,$(word $(2),$(subst |, ,$(subst $(space),^,$(RED_$(1))))))
+reduce_slots = $(foreach r,$(REDUCES),$(call slot,$(r),$(call red_field,$(r),1),$(EXP_CONF),$(call red_field,$(r),1),\
+  $(call red_field,$(r),2) $(call red_field,$(r),1).shards=$(STATS_SHARDS),$(call red_field,$(r),3),$(foreach i,$(SHARD_IDS),$(r)-sh$(i)),\
+  build/bin/$(call red_field,$(r),1) --config $(EXP_CONF) --reduce $(call commas,$(foreach i,$(SHARD_IDS),$(A_$(r)-sh$(i))))))$(eval REDUCES :=)
 define fisher_template
-$(call slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,$(EXP_CONF),fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
+$(call stat_slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(3)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(3) tok-$(1)-$(STATS_SPLIT),\
   build/bin/fisher --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(3)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --type $(2) $(FISHER_FLAGS))
 endef
 define gram_template
-$(call slot,gram-$(MODE)-$(1)-s$(2),gram,$(EXP_CONF),gram,gram.examples=$(STATS_N),\
+$(call stat_slot,gram-$(MODE)-$(1)-s$(2),gram,gram.examples=$(STATS_N),\
   $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
   build/bin/gram --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\
   $(if $(filter ia3,$(MODE)),$(eval $(call fisher_template,$(t),blockwise,$(s))),$(eval $(call gram_template,$(t),$(s))))))
+$(resolve)
+$(reduce_slots)
 $(resolve)
 
 # ------------------------------------------------------------------ merges

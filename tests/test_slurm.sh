@@ -11,7 +11,8 @@
 # mid-run (scancel) each fail the make with one line naming the slot,
 # stage, key, Slurm job id and log, leave no artifact that looks complete,
 # and the rerun completes, the cancelled training resuming from its
-# checkpoint. A machine where the cluster cannot start prints
+# checkpoint. With exp.stats.shards = 3, each Gram runs as three shard jobs
+# and a reduce job, and equals the local unsharded Gram. A machine where the cluster cannot start prints
 # "skip slurm_executor: why".
 set -u
 cd "$(dirname "$0")/.."
@@ -102,6 +103,31 @@ grep -l -E '^config (slurm|exp)\.' "$S"/*/*.key && diffs=$((diffs + 1))
 recs=$(awk -F'\t' '$8 == "ok" && $9 == "slurm" && $11 ~ /^[0-9]+$/' "$S/times.tsv" | wc -l)
 [ "$recs" -eq "$(wc -l < "$T/slurm.ran")" ] && grep -q '^run-stage: slurm job [0-9]* on ' "$S"/train/*.log &&
     ok "runs_recorded_with_job_ids ($recs)" || fail runs_recorded_with_job_ids "$recs records"
+
+# sharded statistics through Slurm: exp.stats.shards = 3 fans each Gram out
+# into three shard jobs and a reduce job; every reduced Gram equals the
+# local unsharded one to float32 rounding
+SHF=$T/shards.conf
+printf '%s\n' "include $SLURMF" "exp.stats.shards = 3" > "$SHF"
+if mk "$T/local-rm.out" "$L" merge EXP="$LOCALF" METHOD=regmean MODE=full SEEDS=1 -j2 && cp "$T/ran" "$T/local-rm.ran" &&
+   mk "$T/shard.out" "$S" merge EXP="$SHF" METHOD=regmean MODE=full SEEDS=1 EXECUTOR=slurm -j2; then
+    bad=0 grams=0
+    while read -r stage slot key; do
+        [ "$stage" = gram ] || continue
+        case $slot in *-sh[123]) ;; *)
+            grams=$((grams + 1))
+            for i in 1 2 3; do
+                sk=$(awk -v s="$slot-sh$i" '$2 == s {print $3}' "$T/ran")
+                [ -n "$sk" ] && grep -q "Name=mats-gram-${sk:0:8} JobState=COMPLETED " "$JOBCOMP" || { bad=$((bad + 1)); echo "  no completed shard job $slot-sh$i"; }
+            done
+            grep -q "Name=mats-gram-${key:0:8} JobState=COMPLETED " "$JOBCOMP" || { bad=$((bad + 1)); echo "  no completed reduce job for $slot"; }
+            uk=$(awk -v s="$slot" '$2 == s {print $3}' "$T/local-rm.ran")
+            build/bin/art diff "$S/gram/$key.msgpack" "$L/gram/$uk.msgpack" --tol 2e-6 > "$T/gdiff" 2>&1 || { bad=$((bad + 1)); echo "  $slot: reduced and unsharded differ"; tail -2 "$T/gdiff"; }
+        esac
+    done < "$T/ran"
+    if [ $bad -eq 0 ] && [ $grams -eq 2 ]; then ok "sharded_statistics_through_slurm_equal_unsharded ($grams Grams, 3 shards each)"
+    else fail sharded_statistics_through_slurm_equal_unsharded "$bad problems, $grams reduced Grams"; fi
+else fail sharded_statistics_through_slurm_equal_unsharded "$(tail -3 "$T/local-rm.out" "$T/shard.out")"; fi
 
 # a resource key that names no resource stops make before anything runs
 cp "$SLURMF" "$T/bad.conf"; echo "slurm.train.cpu = 2" >> "$T/bad.conf"

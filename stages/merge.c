@@ -2,17 +2,22 @@
  * artifacts) into one, by any method of the MaTS paper plus DARE and
  * breadcrumbs. Command line: DESIGN.md section 6; `merge --help` lists all.
  *
- * Memory: methods that need no statistics beyond the weights (average,
- * task_arithmetic, ties, dare_*, breadcrumbs, fisher) stream tensor by
- * tensor: every input is opened with art_open (a file mapping), one tensor
- * at a time is converted to f32, the pages of a tensor already used are
- * handed back to the kernel (madvise), and the output goes through the
- * streaming writer. TIES finds each task vector's global magnitude
- * threshold with two histogram passes (mrg_select) instead of holding the
- * task vectors, and keeps the elected signs as one byte per parameter (a
- * quarter of a model) so the merge pass reads each model once. CG methods and regmean keep the merged model in memory
- * because their per-tensor residuals go into the output's meta, which the
- * writer puts before the tensors.
+ * The methods are the rows of lib/merge_methods.def (lib/merge_methods.h):
+ * what each reads and needs, checked and keyed from its row; its kernel is
+ * k_<name> below (KERNELS binds them).
+ *
+ * Memory: streaming methods (the rows' run = MM_STREAM: average,
+ * task_arithmetic, ties, dare_*, breadcrumbs, fisher) go tensor by tensor:
+ * every input is opened with art_open (a file mapping), one tensor at a time
+ * is converted to f32, the pages of a tensor already used are handed back
+ * to the kernel (madvise), and the output goes through the streaming
+ * writer. TIES finds each task vector's global magnitude threshold with two
+ * histogram passes (mrg_select) instead of holding the task vectors, and
+ * keeps the elected signs as one byte per parameter (a quarter of a model)
+ * so the merge pass reads each model once. Solver methods (CG methods and
+ * regmean) keep the merged model in memory because their per-tensor
+ * residuals go into the output's meta, which the writer puts before the
+ * tensors.
  *
  * Which tensors are linears (full models): a tensor X.weight with 2 dims
  * whose Gram artifacts carry X.input_gram, except shared.weight (the

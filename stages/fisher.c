@@ -135,8 +135,10 @@ int main(int argc, char **argv) {
         key_config(k, "fisher.true", truef ? "1" : "0");
         snprintf(v, sizeof v, "%ld", (long)n);
         key_config(k, "fisher.examples", v);
-        snprintf(v, sizeof v, "%ld", seed);
-        key_config(k, "fisher.seed", v);
+        if (opts_given(&prog, "--seed")) { /* not given: the workflow's key, which has none */
+            snprintf(v, sizeof v, "%ld", seed);
+            key_config(k, "fisher.seed", v);
+        }
         if (*model_key) key_input(k, "model", model_key);
         if (*ia3_key) key_input(k, "ia3", ia3_key);
         if (*s->key) key_input(k, "data", s->key);

@@ -551,24 +551,18 @@ static mc_val *base_meta(void) {
     return m;
 }
 
-/* The name of model i among the key's inputs, as the workflow names it
- * (model.<task>): its task (meta.tasks) when every model names one task of
- * its own, else its position in --models ("000"). */
+/* The names of the models among the key's inputs (model.<task>, as the
+ * workflow names them): each model's task, meta.tasks (key_role_names:
+ * their positions unless every model names one task of its own). */
 static void model_roles(char (*role)[48]) {
-    int named = 1;
-    for (int i = 0; i < O.n && named; i++) {
+    const char **names = mallocCheck(sizeof(char *) * (size_t)O.n);
+    for (int i = 0; i < O.n; i++) {
         const mc_val *ts = val_get(MODELS[i]->meta, "tasks");
-        const char *t = ts && ts->type == VAL_ARRAY && ts->v.c.n == 1 && ts->v.c.items[0]->type == VAL_STR
-                            ? ts->v.c.items[0]->v.str.s
-                            : "";
-        size_t len = strlen(t);
-        named = len > 0 && len < sizeof role[i] && strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                             "0123456789_-") == len;
-        if (named) snprintf(role[i], sizeof role[i], "%s", t);
-        for (int j = 0; j < i && named; j++) named = strcmp(role[i], role[j]) != 0;
+        int one = ts && ts->type == VAL_ARRAY && ts->v.c.n == 1 && ts->v.c.items[0]->type == VAL_STR;
+        names[i] = one ? ts->v.c.items[0]->v.str.s : NULL;
     }
-    if (!named)
-        for (int i = 0; i < O.n; i++) snprintf(role[i], sizeof role[i], "%03d", i);
+    key_role_names(names, O.n, role);
+    free(names);
 }
 
 static const char *key_of(const art_file *a) { return a->key[0] ? a->key : "00000000000000000000000000000000"; }

@@ -1,6 +1,7 @@
 /* key.c - see key.h. */
 #include "key.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -116,6 +117,21 @@ mc_key *key_new_self(const char *stage, const struct mc_cfg *cfg, const char *co
             }
     }
     return k;
+}
+
+void key_role_names(const char *const *names, int n, char (*out)[48]) {
+    static const char word[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+    int named = 1;
+    for (int i = 0; i < n && named; i++) {
+        const char *s = names[i] ? names[i] : "";
+        size_t len = strlen(s);
+        named = len > 0 && len < sizeof out[i] && strspn(s, word) == len;
+        for (int j = 0; j < i && named; j++) named = strcmp(s, names[j]) != 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (named) snprintf(out[i], sizeof out[i], "%s", names[i]);
+        else snprintf(out[i], sizeof out[i], "%d", i);
+    }
 }
 
 int key_is_hex(const char *s) {

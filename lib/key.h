@@ -41,6 +41,13 @@ void key_digest(mc_key *k, char out[33]);
 struct mc_cfg;
 mc_key *key_new_self(const char *stage, const struct mc_cfg *cfg, const char *const *namespaces);
 
+/* The names of n inputs of one kind among a key's roles, as the workflow
+ * names them (model.<task>, data.<task>): out[i] = names[i] when every name
+ * is a role word (1 to 47 characters of [A-Za-z0-9_-]) and no two are
+ * equal, else every out[i] is the position i ("0", "1", ...). names[i] may
+ * be NULL. */
+void key_role_names(const char *const *names, int n, char (*out)[48]);
+
 /* 1 if s is exactly 32 lowercase hex digits. */
 int key_is_hex(const char *s);
 

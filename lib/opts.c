@@ -370,6 +370,12 @@ int opts_given(const opt_prog *p, const char *name) {
     return 0;
 }
 
+const char *opts_text(const opt_prog *p, const char *name) {
+    for (int r = 0; p->opts[r].name; r++)
+        if (!strcmp(p->opts[r].name, name)) return p == g_prog && g_count[r] ? g_last[r] : p->opts[r].def;
+    return NULL;
+}
+
 /* ------------------------------------------------------------ usage */
 
 static void synopsis(const opt_prog *p, FILE *f) {

@@ -103,6 +103,11 @@ void opts_parse(const opt_prog *p, int argc, char **argv);
  * the table it belongs to (0: not given). */
 int opts_given(const opt_prog *p, const char *name);
 
+/* The text of the row named `name` as the last opts_parse of p's table took
+ * it: the value last given on the command line, else the row's default;
+ * NULL for neither. Points into argv or the table. */
+const char *opts_text(const opt_prog *p, const char *name);
+
 /* A `call` for repeatable rows that collect their values in order: appends
  * the value, whole (no comma splitting), to the opt_list at o->dst. */
 int opts_append(const opt_spec *o, const char *value);

@@ -7,6 +7,7 @@
 
 #include "art.h"
 #include "common.h"
+#include "key.h"
 
 /* A copy of an i64 or i32 tensor (art_open allows no other dtype for the
  * tensors of a tokens artifact) as int64; NULL when absent. */
@@ -94,6 +95,21 @@ void tok_free(tok_set *s) {
     free(s->ex_choices);
     free(s->label);
     free(s);
+}
+
+void tok_key_inputs(struct mc_key *k, const char *prefix, tok_set *const *sets, int n, int bare_one) {
+    const char **names = mallocCheck(sizeof(char *) * (size_t)(n ? n : 1));
+    char(*role)[48] = mallocCheck(sizeof *role * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) names[i] = sets[i]->task;
+    key_role_names(names, n, role);
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        if (bare_one && n == 1) snprintf(name, sizeof name, "%s", prefix);
+        else snprintf(name, sizeof name, "%s.%s", prefix, role[i]);
+        if (*sets[i]->key && key_input(k, name, sets[i]->key) < 0) die("%s", mc_error());
+    }
+    free(role);
+    free(names);
 }
 
 void tok_batch_init(tok_batch *tb, int maxB, int maxTe, int maxBd, int maxTd) {

@@ -41,6 +41,12 @@ typedef struct {
 tok_set *tok_load(const char *path, int need_choices);
 void tok_free(tok_set *s);
 
+/* Add sets[0..n) to key k as inputs named as the workflow names them:
+ * "<prefix>.<task>" by each set's task (key_role_names), or, with
+ * `bare_one` and one set, "<prefix>". Sets without a key are left out. */
+struct mc_key;
+void tok_key_inputs(struct mc_key *k, const char *prefix, tok_set *const *sets, int n, int bare_one);
+
 static inline int tok_input_len(const tok_set *s, int64_t i) {
     return (int)(s->input_off[i + 1] - s->input_off[i]);
 }

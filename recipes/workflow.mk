@@ -163,7 +163,19 @@ STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
 STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
 TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
 LAMBDA_GRID := $(call split_list,$(or $(call exp_get,exp.lambda_grid),0$(comma)0.1$(comma)0.2$(comma)0.3$(comma)0.4$(comma)0.5$(comma)0.6$(comma)0.7$(comma)0.8$(comma)0.9$(comma)1))
+# The merge methods and what each reads and needs: the rows of
+# `build/bin/merge --list-methods` (docs/merging.md), one word per method
+# here, its fields joined by '|' (the description after '#' dropped).
+hash := \#
+MERGE_TABLE := $(shell build/bin/merge --list-methods 2>/dev/null | sed 's/ *$(hash).*//; s/ /|/g')
+$(if $(MERGE_TABLE),,$(error build/bin/merge --list-methods printed nothing: build the stages first (make all)))
+# $(call mm_field,METHOD,FIELD): that field of the method's row
+mm_field = $(patsubst $(2)=%,%,$(filter $(2)=%,$(subst |, ,$(filter $(1)|%,$(MERGE_TABLE)))))
+MERGE_METHODS := $(foreach r,$(MERGE_TABLE),$(firstword $(subst |, ,$(r))))
+# exp.methods: a list of methods, or `all` (every method, in the table's order)
 METHODS    := $(call split_list,$(call exp_get,exp.methods))
+METHODS    := $(if $(filter all,$(METHODS)),$(MERGE_METHODS),$(METHODS))
+$(foreach m,$(METHODS) $(METHOD),$(if $(filter $(m),$(MERGE_METHODS)),,$(error '$(m)' (METHOD or exp.methods) is not a merge method; build/bin/merge --list-methods lists them)))
 # merge.<option> = value entries of the experiment become merge's --<option>
 # flags ('_' -> '-'); each enters the keys of the methods it affects only.
 MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
@@ -360,21 +372,15 @@ $(reduce_slots)
 $(resolve)
 
 # ------------------------------------------------------------------ merges
-# Which statistics a method needs, by mode.
-needs_fisher_diag := fisher cg_fisher
-stats_of = $(strip \
-  $(if $(filter $(1),$(needs_fisher_diag)),fisher-diagonal)\
-  $(if $(filter mats,$(1)),$(if $(filter ia3,$(MODE)),fisher-blockwise,gram))\
-  $(if $(filter regmean cg_regmean,$(1)),gram))
+# From the method table (MERGE_TABLE above): the statistic a method needs in
+# this mode (fisher-diagonal, fisher-blockwise or gram: the statistics'
+# slots and the merge's input roles), the options it reads, whether it
+# reads lambda.
+stats_of = $(filter-out none,$(call mm_field,$(1),stats.$(MODE)))
 stat_flag = $(if $(filter gram,$(1)),--gram,--fisher)
 stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3))
-uses_lambda := task_arithmetic ties regmean cg_regmean mats dare_ties dare_linear breadcrumbs
-opts_ties := topk_percent
-opts_dare_ties := drop_rate seed
-opts_dare_linear := drop_rate seed
-opts_breadcrumbs := breadcrumbs_top breadcrumbs_bottom
-opts_cg := iterations init init_lambda cg_tol precondition
-opts_of = $(opts_$(1)) $(if $(filter cg_% mats,$(1)),$(opts_cg))
+uses_lambda := $(foreach m,$(MERGE_METHODS),$(if $(filter yes,$(call mm_field,$(m),lambda)),$(m)))
+opts_of = $(filter-out none,$(call split_list,$(call mm_field,$(1),options)))
 # the merge.* entries that method $(1) reads, as name=value
 merge_sets = $(foreach o,$(MERGE_OPTS),$(if $(filter $(call opts_of,$(1)),$(firstword $(subst =, ,$(o)))),$(o)))
 merge_flags = $(foreach o,$(call merge_sets,$(1)),--$(subst _,-,$(firstword $(subst =, ,$(o)))) $(word 2,$(subst =, ,$(o))))
@@ -391,14 +397,14 @@ $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.
     $(call merge_flags,$(1)))
 endef
 
-# Which merges this run defines (defining costs a key each: only what is asked).
-# RegMean needs linear layers: IA3 has none, so regmean/cg_regmean are full-only.
-methods_for_mode = $(if $(filter ia3,$(MODE)),$(filter-out regmean cg_regmean,$(1)),$(1))
+# Which merges this run defines (defining costs a key each: only what is asked):
+# the methods whose modes (the table's) include MODE.
+methods_for_mode = $(foreach m,$(1),$(if $(filter $(MODE),$(call split_list,$(call mm_field,$(m),modes))),$(m)))
 ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 WF_METHODS := $(call methods_for_mode,$(or $(METHODS),$(METHOD)))
 else
 ifeq ($(call methods_for_mode,$(METHOD)),)
-$(error METHOD=$(METHOD) needs the Gram matrices of linear layers, which IA3 models do not change: use MODE=full)
+$(error METHOD=$(METHOD) does not merge $(MODE) models (its modes: $(call mm_field,$(METHOD),modes)): use MODE=$(firstword $(call split_list,$(call mm_field,$(METHOD),modes))))
 endif
 WF_METHODS := $(METHOD)
 endif

@@ -113,13 +113,9 @@ int main(int argc, char **argv) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
         mc_key *k = key_new_self("eval", cfg, (const char *[]){"eval", NULL});
-        char role[32];
         if (*model_key) key_input(k, "model", model_key);
         if (*ia3_key) key_input(k, "ia3", ia3_key);
-        for (int i = 0; i < nd; i++) {
-            snprintf(role, sizeof role, "data.%d", i);
-            if (*sets[i]->key) key_input(k, role, sets[i]->key);
-        }
+        tok_key_inputs(k, "data", sets, nd, 0);
         dev_key(k, cfg, "eval.device", dev);
         key_digest(k, run_key);
         key_free(k);

@@ -98,8 +98,10 @@ static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, 
         key_config(k, "fisher.true", strcmp(val_get_str(m0, "fisher", ""), "true") ? "0" : "1");
         snprintf(v, sizeof v, "%ld", n_ex);
         key_config(k, "fisher.examples", v);
-        snprintf(v, sizeof v, "%lld", (long long)val_get_int(m0, "seed", 0));
-        key_config(k, "fisher.seed", v);
+        if (val_get_int(m0, "seed", 0)) { /* as the shards keyed it: only a seed given (0, the default, is not) */
+            snprintf(v, sizeof v, "%lld", (long long)val_get_int(m0, "seed", 0));
+            key_config(k, "fisher.seed", v);
+        }
         snprintf(v, sizeof v, "%d", n);
         key_config(k, "fisher.shards", v);
         key_input(k, "model", val_get_str(inp, "model", ""));
@@ -210,8 +212,10 @@ int main(int argc, char **argv) {
         key_config(k, "fisher.true", truef ? "1" : "0");
         snprintf(v, sizeof v, "%ld", (long)n);
         key_config(k, "fisher.examples", v);
-        snprintf(v, sizeof v, "%ld", seed);
-        key_config(k, "fisher.seed", v);
+        if (opts_given(&prog, "--seed")) { /* not given: the workflow's key, which has none */
+            snprintf(v, sizeof v, "%ld", seed);
+            key_config(k, "fisher.seed", v);
+        }
         if (shard_arg) {
             snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
             key_config(k, "fisher.shard", v);

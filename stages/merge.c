@@ -2,17 +2,22 @@
  * artifacts) into one, by any method of the MaTS paper plus DARE and
  * breadcrumbs. Command line: DESIGN.md section 6; `merge --help` lists all.
  *
- * Memory: methods that need no statistics beyond the weights (average,
- * task_arithmetic, ties, dare_*, breadcrumbs, fisher) stream tensor by
- * tensor: every input is opened with art_open (a file mapping), one tensor
- * at a time is converted to f32, the pages of a tensor already used are
- * handed back to the kernel (madvise), and the output goes through the
- * streaming writer. TIES finds each task vector's global magnitude
- * threshold with two histogram passes (mrg_select) instead of holding the
- * task vectors, and keeps the elected signs as one byte per parameter (a
- * quarter of a model) so the merge pass reads each model once. CG methods and regmean keep the merged model in memory
- * because their per-tensor residuals go into the output's meta, which the
- * writer puts before the tensors.
+ * The methods are the rows of lib/merge_methods.def (lib/merge_methods.h):
+ * what each reads and needs, checked and keyed from its row; its kernel is
+ * k_<name> below (KERNELS binds them).
+ *
+ * Memory: streaming methods (the rows' run = MM_STREAM: average,
+ * task_arithmetic, ties, dare_*, breadcrumbs, fisher) go tensor by tensor:
+ * every input is opened with art_open (a file mapping), one tensor at a time
+ * is converted to f32, the pages of a tensor already used are handed back
+ * to the kernel (madvise), and the output goes through the streaming
+ * writer. TIES finds each task vector's global magnitude threshold with two
+ * histogram passes (mrg_select) instead of holding the task vectors, and
+ * keeps the elected signs as one byte per parameter (a quarter of a model)
+ * so the merge pass reads each model once. Solver methods (CG methods and
+ * regmean) keep the merged model in memory because their per-tensor
+ * residuals go into the output's meta, which the writer puts before the
+ * tensors.
  *
  * Which tensors are linears (full models): a tensor X.weight with 2 dims
  * whose Gram artifacts carry X.input_gram, except shared.weight (the
@@ -34,6 +39,7 @@
 #include "common.h"
 #include "key.h"
 #include "merge.h"
+#include "merge_methods.h"
 #include "device.h"
 #ifdef MC_GPU
 #include "gpu.h"
@@ -43,31 +49,9 @@
 #include "t5.h"
 #include "val.h"
 
-typedef enum {
-    M_AVERAGE = 0,
-    M_TASK_ARITHMETIC = 1,
-    M_TIES = 2,
-    M_FISHER = 3,
-    M_REGMEAN = 4,
-    M_CG_AVERAGE = 5,
-    M_CG_FISHER = 6,
-    M_CG_REGMEAN = 7,
-    M_MATS = 8,
-    M_DARE_TIES = 9,
-    M_DARE_LINEAR = 10,
-    M_BREADCRUMBS = 11,
-    M_COUNT
-} method_t;
-
-static const char *const method_names[M_COUNT + 1] = {
-    "average", "task_arithmetic", "ties",   "fisher",    "regmean",     "cg_average",
-    "cg_fisher", "cg_regmean",    "mats",   "dare_ties", "dare_linear", "breadcrumbs",
-};
-
 #define FISHER_MIN 1e-8f
 
 typedef struct {
-    method_t method;
     const char *pretrained, *out, *init, *key, *precond;
     char **models, **fishers, **grams;
     int n, nf, ng;
@@ -77,6 +61,12 @@ typedef struct {
 } opts_t;
 
 static opts_t O; /* the defaults: the option table in main */
+static const opt_prog *PROG; /* that table, parsed */
+
+/* The method: its row of lib/merge_methods.def, and the statistic it needs
+ * for the models given (its row's stat of their mode). */
+static const mm_method *METHOD;
+static mm_stat STAT;
 
 /* Inputs. */
 static art_file *PRE, **MODELS, **FISH, **GRAM, *INIT;
@@ -191,19 +181,9 @@ static void out_tensor(out_t *o, const art_tensor *t, const float *x) {
 
 /* ------------------------------------------------------------ checks */
 
-static int uses_lambda(method_t m) {
-    return m == M_TASK_ARITHMETIC || m == M_TIES || m == M_DARE_TIES || m == M_DARE_LINEAR ||
-           m == M_BREADCRUMBS || m == M_REGMEAN || m == M_CG_REGMEAN || m == M_MATS;
-}
-static int is_cg(method_t m) {
-    return m == M_CG_AVERAGE || m == M_CG_FISHER || m == M_CG_REGMEAN || m == M_MATS;
-}
-static int needs_fisher(method_t m) {
-    return m == M_FISHER || m == M_CG_FISHER || (m == M_MATS && IS_IA3);
-}
-static int needs_gram(method_t m) {
-    return m == M_REGMEAN || m == M_CG_REGMEAN || (m == M_MATS && !IS_IA3);
-}
+/* What the method needs for these models (STAT, set once their mode is known). */
+static int needs_fisher(void) { return STAT == MM_STAT_FISHER_DIAG || STAT == MM_STAT_FISHER_BLOCK; }
+static int needs_gram(void) { return STAT == MM_STAT_GRAM || STAT == MM_STAT_KFAC; }
 
 static void check_inputs(void) {
     const art_file *m0 = MODELS[0];
@@ -265,8 +245,8 @@ static void check_inputs(void) {
             need(INIT, t->name, t->ndim, t->shape, "--init");
         }
     }
-    if (needs_fisher(O.method)) {
-        int block = O.method == M_MATS;
+    if (needs_fisher()) {
+        int block = STAT == MM_STAT_FISHER_BLOCK;
         for (int i = 0; i < O.n; i++) {
             const art_file *f = FISH[i];
             for (size_t j = 0; j < m0->n_tensors; j++) {
@@ -280,7 +260,7 @@ static void check_inputs(void) {
             }
         }
     }
-    if (needs_gram(O.method)) {
+    if (needs_gram()) {
         for (int i = 0; i < O.n; i++) {
             const art_file *g = GRAM[i];
             for (size_t j = 0; j < m0->n_tensors; j++) {
@@ -293,7 +273,7 @@ static void check_inputs(void) {
                     int64_t sa[2] = {t->shape[1], t->shape[1]};
                     need(g, an, 2, sa, "an input Gram");
                 }
-                if (O.method == M_MATS && has_a) {
+                if (STAT == MM_STAT_KFAC && has_a) {
                     int has_g = art_find(GRAM[0], gn) != NULL;
                     if (has_g) {
                         int64_t sg[2] = {t->shape[0], t->shape[0]};
@@ -350,11 +330,11 @@ static void check_provenance(void) {
     snprintf(base, sizeof base, "--pretrained %s", PRE->path);
     for (int i = 0; i < O.n; i++) {
         snprintf(what, sizeof what, "model %d of --models (%s)", i + 1, MODELS[i]->path);
-        if (needs_gram(O.method)) check_made_from("--gram", i, GRAM[i], "model", MODELS[i]->key, what);
-        if (needs_fisher(O.method) && IS_IA3) { /* fisher --model BASE --ia3 A */
+        if (needs_gram()) check_made_from("--gram", i, GRAM[i], "model", MODELS[i]->key, what);
+        if (needs_fisher() && IS_IA3) { /* fisher --model BASE --ia3 A */
             check_made_from("--fisher", i, FISH[i], "ia3", MODELS[i]->key, what);
             check_made_from("--fisher", i, FISH[i], "model", PRE->key, base);
-        } else if (needs_fisher(O.method)) {
+        } else if (needs_fisher()) {
             check_made_from("--fisher", i, FISH[i], "model", MODELS[i]->key, what);
         }
     }
@@ -378,15 +358,14 @@ static void check_provenance(void) {
 typedef enum { T_PLAIN = 0, T_LINEAR = 1, T_KFAC = 2, T_BLOCK = 3 } tkind;
 
 static tkind tensor_kind(const art_tensor *t) {
-    if (IS_IA3) return O.method == M_MATS ? T_BLOCK : T_PLAIN;
-    if (!(O.method == M_REGMEAN || O.method == M_CG_REGMEAN || O.method == M_MATS)) return T_PLAIN;
-    if (t->ndim != 2 || !is_linear_name(t->name)) return T_PLAIN;
+    if (STAT == MM_STAT_FISHER_BLOCK) return T_BLOCK;
+    if (!needs_gram() || t->ndim != 2 || !is_linear_name(t->name)) return T_PLAIN;
     char *an = stat_name(t->name, "input_gram");
     char *gn = stat_name(t->name, "output_grad_gram");
     tkind k = T_PLAIN;
     if (art_find(GRAM[0], an)) {
         k = T_LINEAR;
-        if (O.method == M_MATS) k = art_find(GRAM[0], gn) ? T_KFAC : T_PLAIN;
+        if (STAT == MM_STAT_KFAC) k = art_find(GRAM[0], gn) ? T_KFAC : T_PLAIN;
     }
     free(an);
     free(gn);
@@ -407,7 +386,7 @@ static void check_stat(const art_file *a, const char *name, int n) {
 }
 
 static void check_statistics(void) {
-    if (!needs_gram(O.method) && !(IS_IA3 && O.method == M_MATS)) return; /* no Grams, no Fisher blocks */
+    if (!needs_gram() && STAT != MM_STAT_FISHER_BLOCK) return; /* no Grams, no Fisher blocks */
     const art_file *m0 = MODELS[0];
     mc_progress pr;
     progress_init(&pr, "check statistics", (int64_t)m0->n_tensors, "tensors");
@@ -458,78 +437,113 @@ static float *mean_of_models(const art_tensor *t) {
     return acc;
 }
 
-/* ------------------------------------------------------------ TIES / DARE */
+/* ------------------------------------------------------------ task vectors */
 
-/* The task vector of model i for tensor t, sparsified as the method says:
- * ties: |tau| >= thr[i]; dare: random drop + rescale; breadcrumbs: band. */
-static float *sparse_tv(int i, const art_tensor *t, const float *pre, const float *thr, float *work) {
+/* Sparsify the task vector x of model i for tensor t, in place. */
+typedef void (*sparsify_fn)(int i, const art_tensor *t, float *x);
+
+/* The task vector of model i for tensor t, sparsified by sp (NULL: whole).
+ * Caller frees. */
+static float *sparse_tv(int i, const art_tensor *t, const float *pre, sparsify_fn sp) {
     long n = t->numel;
     float *x = load_model(i, t->name);
     for (long j = 0; j < n; j++) x[j] -= pre[j];
-    if (O.method == M_TIES) {
-        if (thr && thr[i] >= 0) {
-            uint32_t tb = mrg_absbits(thr[i]);
-            for (long j = 0; j < n; j++)
-                if (mrg_absbits(x[j]) < tb) x[j] = 0;
-        }
-    } else if (O.method == M_DARE_TIES || O.method == M_DARE_LINEAR) {
-        uint64_t st = mrg_dare_stream(O.seed, (uint64_t)i, mrg_hash_name(t->name));
-        float sc = (float)(1.0 / (1.0 - O.drop_rate));
-        for (long j = 0; j < n; j++) x[j] = mrg_dare_keep_at(st, (uint64_t)j, O.drop_rate) ? x[j] * sc : 0.0f;
-    } else if (O.method == M_BREADCRUMBS) {
-        mrg_breadcrumbs(x, n, O.bc_top, O.bc_bottom, work);
-    }
+    if (sp) sp(i, t, x);
     return x;
 }
 
-/* Elected signs of one tensor: sign(sum_i tv_i), zeros left 0. */
-static void elect_signs(const art_tensor *t, const float *pre, const float *thr, float *sum) {
+/* sum_i sp(tau_i) for tensor t (caller frees). */
+static float *sparse_sum(const art_tensor *t, const float *pre, sparsify_fn sp) {
     long n = t->numel;
-    memset(sum, 0, sizeof(float) * (size_t)n);
+    float *sum = callocCheck((size_t)n, sizeof(float));
     for (int i = 0; i < O.n; i++) {
-        float *x = sparse_tv(i, t, pre, thr, NULL);
-        for (long j = 0; j < n; j++) sum[j] += x[j];
+        float *x = sparse_tv(i, t, pre, sp);
+        for (long e = 0; e < n; e++) sum[e] += x[e];
         free(x);
     }
+    return sum;
 }
 
-/* ------------------------------------------------------------ meta */
+/* The TIES state: each model's global magnitude threshold (ties only; a
+ * negative one keeps all), the elected signs of every parameter in tensor
+ * order (one byte each, a quarter of a model, so the merge pass reads each
+ * model once), how far the merge pass has got in them, and the majority
+ * sign that resolves an elected sign of 0. */
+static struct {
+    float *thr;
+    int8_t *signs;
+    size_t off;
+    int64_t majority;
+} TIES;
+
+/* ties: keep |tau| >= the model's threshold */
+static void sp_ties(int i, const art_tensor *t, float *x) {
+    if (!TIES.thr || TIES.thr[i] < 0) return;
+    uint32_t tb = mrg_absbits(TIES.thr[i]);
+    for (long j = 0; j < t->numel; j++)
+        if (mrg_absbits(x[j]) < tb) x[j] = 0;
+}
+
+/* DARE: drop each entry with probability --drop-rate, rescale the rest */
+static void sp_dare(int i, const art_tensor *t, float *x) {
+    uint64_t st = mrg_dare_stream(O.seed, (uint64_t)i, mrg_hash_name(t->name));
+    float sc = (float)(1.0 / (1.0 - O.drop_rate));
+    for (long j = 0; j < t->numel; j++) x[j] = mrg_dare_keep_at(st, (uint64_t)j, O.drop_rate) ? x[j] * sc : 0.0f;
+}
+
+/* breadcrumbs: drop the top and bottom magnitudes of the tensor */
+static void sp_breadcrumbs(int i, const art_tensor *t, float *x) {
+    (void)i;
+    float *work = mallocCheck(sizeof(float) * (size_t)t->numel);
+    mrg_breadcrumbs(x, t->numel, O.bc_top, O.bc_bottom, work);
+    free(work);
+}
+
+/* ------------------------------------------------------------ meta and key */
+
+/* The option row of the table whose key is merge.<name>. */
+static const opt_spec *option_row(const char *name) {
+    for (const opt_spec *o = PROG->opts; o->name; o++)
+        if (o->key && !strncmp(o->key, "merge.", 6) && !strcmp(o->key + 6, name)) return o;
+    die("internal: no option row for merge.%s", name);
+}
+
+/* meta.<name> = the value of option row o */
+static void meta_option(mc_val *m, const char *name, const opt_spec *o) {
+    switch (o->kind) {
+    case OPT_FLOAT: val_set_float(m, name, *(const double *)o->dst); break;
+    case OPT_INT: val_set_int(m, name, (int64_t) * (const long *)o->dst); break;
+    case OPT_STR: val_set_str(m, name, *(const char *const *)o->dst); break;
+    case OPT_CHOICE: val_set_str(m, name, o->choices[*(const int *)o->dst]); break;
+    default: die("internal: merge.%s is not a value option", name);
+    }
+}
 
 static mc_val *base_meta(void) {
     mc_val *m = val_map();
     val_set_str(m, "stage", "merge");
-    val_set_str(m, "method", method_names[O.method]);
+    val_set_str(m, "method", METHOD->name);
     if (IS_IA3) val_set_str(m, "base", PRE->key);
     const mc_val *cfg = val_get(MODELS[0]->meta, "config");
     if (!cfg) cfg = val_get(PRE->meta, "config");
     if (cfg) val_set(m, "config", val_clone(cfg));
-    if (uses_lambda(O.method)) val_set_float(m, "lambda", O.lambda);
-    if (O.method == M_TIES) val_set_float(m, "topk_percent", O.topk);
-    if (O.method == M_DARE_TIES || O.method == M_DARE_LINEAR) {
-        val_set_float(m, "drop_rate", O.drop_rate);
-        val_set_int(m, "seed", (int64_t)O.seed);
+    if (METHOD->lambda) val_set_float(m, "lambda", O.lambda);
+    for (int o = 0; o < MM_OPT_COUNT; o++) {
+        if (!mm_reads(METHOD, (mm_opt)o)) continue;
+        /* --init-lambda is the lambda of --init task_arithmetic only */
+        if (o == MM_OPT_INIT_LAMBDA && strcmp(O.init, "task_arithmetic")) continue;
+        meta_option(m, mm_option_names[o], option_row(mm_option_names[o]));
     }
-    if (O.method == M_BREADCRUMBS) {
-        val_set_float(m, "breadcrumbs_top", O.bc_top);
-        val_set_float(m, "breadcrumbs_bottom", O.bc_bottom);
-    }
-    if (is_cg(O.method)) {
-        val_set_int(m, "iterations", O.iterations);
-        val_set_str(m, "init", O.init);
-        if (!strcmp(O.init, "task_arithmetic")) val_set_float(m, "init_lambda", O.init_lambda);
-        val_set_float(m, "cg_tol", O.cg_tol);
-        val_set_str(m, "precondition", O.precond ? O.precond : "none");
-    }
-    if (O.method == M_FISHER || O.method == M_CG_FISHER) val_set_float(m, "fisher_min", FISHER_MIN);
+    if (STAT == MM_STAT_FISHER_DIAG) val_set_float(m, "fisher_min", FISHER_MIN);
     mc_val *in = val_set_map(m, "inputs");
     val_set_str(in, "pretrained", PRE->key);
     mc_val *a = val_set_array(in, "models");
     for (int i = 0; i < O.n; i++) val_push(a, val_str(MODELS[i]->key));
-    if (needs_fisher(O.method)) {
+    if (needs_fisher()) {
         a = val_set_array(in, "fisher");
         for (int i = 0; i < O.n; i++) val_push(a, val_str(FISH[i]->key));
     }
-    if (needs_gram(O.method)) {
+    if (needs_gram()) {
         a = val_set_array(in, "gram");
         for (int i = 0; i < O.n; i++) val_push(a, val_str(GRAM[i]->key));
     }
@@ -537,6 +551,28 @@ static mc_val *base_meta(void) {
     return m;
 }
 
+/* The names of the models among the key's inputs (model.<task>, as the
+ * workflow names them): each model's task, meta.tasks (key_role_names:
+ * their positions unless every model names one task of its own). */
+static void model_roles(char (*role)[48]) {
+    const char **names = mallocCheck(sizeof(char *) * (size_t)O.n);
+    for (int i = 0; i < O.n; i++) {
+        const mc_val *ts = val_get(MODELS[i]->meta, "tasks");
+        int one = ts && ts->type == VAL_ARRAY && ts->v.c.n == 1 && ts->v.c.items[0]->type == VAL_STR;
+        names[i] = one ? ts->v.c.items[0]->v.str.s : NULL;
+    }
+    key_role_names(names, O.n, role);
+    free(names);
+}
+
+static const char *key_of(const art_file *a) { return a->key[0] ? a->key : "00000000000000000000000000000000"; }
+
+/* The run's key: the one --key gives, else computed as the workflow
+ * computes it (recipes/workflow.mk): merge.method; merge.lambda, the value
+ * as given for a method that reads it, else 1; merge.<option> for each
+ * option the method reads that was given, as given (--init FILE: "file",
+ * and the file as input "init"); the inputs pretrained, model.<role> and
+ * <statistic role>.<role> (model_roles, mm_stat_role). */
 static void compute_key(char out[33]) {
     if (O.key) { /* checked by its option row: 32 hex digits */
         memcpy(out, O.key, 33);
@@ -544,48 +580,34 @@ static void compute_key(char out[33]) {
     }
     mc_key *k = key_new("merge");
     if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
-    char buf[64];
-    key_config(k, "method", method_names[O.method]);
-#define CFG(name, fmt, v) (snprintf(buf, sizeof buf, fmt, v), key_config(k, name, buf))
-    if (uses_lambda(O.method)) CFG("lambda", "%.9g", O.lambda);
-    if (O.method == M_TIES) CFG("topk_percent", "%.9g", O.topk);
-    if (O.method == M_DARE_TIES || O.method == M_DARE_LINEAR) {
-        CFG("drop_rate", "%.9g", O.drop_rate);
-        CFG("seed", "%llu", (unsigned long long)O.seed);
+    key_config(k, "merge.method", METHOD->name);
+    key_config(k, "merge.lambda", METHOD->lambda ? opts_text(PROG, "--lambda") : "1");
+    for (int o = 0; o < MM_OPT_COUNT; o++) {
+        if (!mm_reads(METHOD, (mm_opt)o)) continue;
+        const opt_spec *row = option_row(mm_option_names[o]);
+        if (!opts_given(PROG, row->name)) continue;
+        key_config(k, row->key, o == MM_OPT_INIT && INIT ? "file" : opts_text(PROG, row->name));
     }
-    if (O.method == M_BREADCRUMBS) {
-        CFG("breadcrumbs_top", "%.9g", O.bc_top);
-        CFG("breadcrumbs_bottom", "%.9g", O.bc_bottom);
-    }
-    if (is_cg(O.method)) {
-        CFG("iterations", "%ld", O.iterations);
-        key_config(k, "init", INIT ? "file" : O.init);
-        if (!strcmp(O.init, "task_arithmetic")) CFG("init_lambda", "%.9g", O.init_lambda);
-        CFG("cg_tol", "%.9g", O.cg_tol);
-        key_config(k, "precondition", O.precond ? O.precond : "none");
-    }
-#undef CFG
-    key_input(k, "pretrained", PRE->key[0] ? PRE->key : "00000000000000000000000000000000");
+    key_input(k, "pretrained", key_of(PRE));
+    char(*role)[48] = mallocCheck(sizeof *role * (size_t)O.n);
+    model_roles(role);
     for (int i = 0; i < O.n; i++) {
-        char role[32];
-        snprintf(role, sizeof role, "model.%03d", i);
-        key_input(k, role, MODELS[i]->key[0] ? MODELS[i]->key : "00000000000000000000000000000000");
-        if (needs_fisher(O.method)) {
-            snprintf(role, sizeof role, "fisher.%03d", i);
-            key_input(k, role, FISH[i]->key[0] ? FISH[i]->key : "00000000000000000000000000000000");
-        }
-        if (needs_gram(O.method)) {
-            snprintf(role, sizeof role, "gram.%03d", i);
-            key_input(k, role, GRAM[i]->key[0] ? GRAM[i]->key : "00000000000000000000000000000000");
+        char name[80];
+        snprintf(name, sizeof name, "model.%s", role[i]);
+        key_input(k, name, key_of(MODELS[i]));
+        if (STAT) {
+            snprintf(name, sizeof name, "%s.%s", mm_stat_role(STAT), role[i]);
+            key_input(k, name, key_of(needs_fisher() ? FISH[i] : GRAM[i]));
         }
     }
-    if (INIT) key_input(k, "init", INIT->key[0] ? INIT->key : "00000000000000000000000000000000");
+    free(role);
+    if (INIT) key_input(k, "init", key_of(INIT));
     dev_key(k, NULL, "merge.device", DEV);
     key_digest(k, out);
     key_free(k);
 }
 
-/* ------------------------------------------------------------ streaming methods */
+/* ------------------------------------------------------------ output */
 
 static out_t open_out(const mc_val *meta, const char *key) {
     out_t o = {.like = MODELS[0]};
@@ -598,6 +620,40 @@ static void close_out(out_t *o) {
     if (art_writer_close(o->w) < 0) die("%s", mc_error());
 }
 
+/* ------------------------------------------------------------ kernels
+ *
+ * Each method's kernel is k_<name>, bound to its row of
+ * lib/merge_methods.def (KERNELS below). `begin`, if any, runs once before
+ * the first tensor and may add to the output's meta (for streaming methods
+ * the output opens after it); `tensor` returns the merged values of one
+ * tensor (caller frees). Streaming kernels read one tensor of each input at
+ * a time; solver kernels record their CG results in SOLVE. */
+typedef struct {
+    void (*begin)(mc_val *meta);
+    float *(*tensor)(const art_tensor *t);
+} kernel;
+
+/* ---- average */
+static const kernel k_average = {NULL, mean_of_models};
+
+/* ---- task_arithmetic, dare_linear, breadcrumbs: pre + lambda * sum_i sp(tau_i) */
+static float *task_sum(const art_tensor *t, sparsify_fn sp) {
+    long n = t->numel;
+    float *pre = load_pre(t);
+    float *sum = sparse_sum(t, pre, sp);
+    float lam = (float)O.lambda;
+    for (long e = 0; e < n; e++) pre[e] = pre[e] + lam * sum[e];
+    free(sum);
+    return pre;
+}
+static float *task_arithmetic_tensor(const art_tensor *t) { return task_sum(t, NULL); }
+static float *dare_linear_tensor(const art_tensor *t) { return task_sum(t, sp_dare); }
+static float *breadcrumbs_tensor(const art_tensor *t) { return task_sum(t, sp_breadcrumbs); }
+static const kernel k_task_arithmetic = {NULL, task_arithmetic_tensor};
+static const kernel k_dare_linear = {NULL, dare_linear_tensor};
+static const kernel k_breadcrumbs = {NULL, breadcrumbs_tensor};
+
+/* ---- ties, dare_ties */
 /* Global TIES thresholds, one per model (thr[i] = kth smallest |tau_i|; a
  * negative value means keep all). Two histogram passes over every model. */
 static float *ties_thresholds(void) {
@@ -637,139 +693,105 @@ static float *ties_thresholds(void) {
     return thr;
 }
 
-static void run_streaming(const char *key) {
+/* Elect the sign of every parameter, sign(sum_i sp(tau_i)) (zeros left 0),
+ * into TIES.signs, and the majority sign for the elected zeros. */
+static void elect_signs(mc_val *meta, sparsify_fn sp) {
     const art_file *m0 = MODELS[0];
-    mc_val *meta = base_meta();
-    float *thr = NULL;
-    int ties_like = O.method == M_TIES || O.method == M_DARE_TIES;
-    int64_t majority = 0;
-    int8_t *signs = NULL;
-    size_t sign_off = 0;
-    if (O.method == M_TIES) {
-        thr = ties_thresholds();
-        mc_val *a = val_set_array(meta, "ties_thresholds");
-        for (int i = 0; i < O.n; i++) val_push(a, val_float(thr[i]));
-    }
-    size_t maxn = 0;
-    for (size_t j = 0; j < m0->n_tensors; j++)
-        if ((size_t)m0->tensors[j].numel > maxn) maxn = (size_t)m0->tensors[j].numel;
-    if (ties_like) {
-        /* Majority sign over all entries, for entries whose elected sign is 0. */
-        /* The elected signs are kept (one byte per parameter, a quarter of
-         * a model) so the merge pass reads every model once. */
-        float *sum = mallocCheck(sizeof(float) * (maxn ? maxn : 1));
-        size_t total = 0;
-        for (size_t j = 0; j < m0->n_tensors; j++) total += (size_t)m0->tensors[j].numel;
-        signs = mallocCheck(total ? total : 1);
-        int64_t pos = 0, neg = 0;
-        mc_progress pr;
-        progress_init(&pr, "elect signs", (int64_t)m0->n_tensors, "tensors");
-        for (size_t j = 0, off = 0; j < m0->n_tensors; j++) {
-            const art_tensor *t = &m0->tensors[j];
-            float *pre = load_pre(t);
-            elect_signs(t, pre, thr, sum);
-            for (long e = 0; e < t->numel; e++) {
-                int sg = (sum[e] > 0) - (sum[e] < 0);
-                signs[off + e] = (int8_t)sg;
-                pos += sg > 0, neg += sg < 0;
-            }
-            off += (size_t)t->numel;
-            free(pre);
-            progress_update(&pr, (int64_t)j + 1, NULL);
-        }
-        progress_finish(&pr, NULL);
-        free(sum);
-        majority = (pos > neg) - (pos < neg);
-        val_set_int(meta, "majority_sign", majority);
-    }
-    out_t o = open_out(meta, key);
-    float *acc = mallocCheck(sizeof(float) * (maxn ? maxn : 1));
-    float *aux = mallocCheck(sizeof(float) * (maxn ? maxn : 1));
+    size_t total = 0;
+    for (size_t j = 0; j < m0->n_tensors; j++) total += (size_t)m0->tensors[j].numel;
+    TIES.signs = mallocCheck(total);
+    int64_t pos = 0, neg = 0;
     mc_progress pr;
-    progress_init(&pr, method_names[O.method], (int64_t)m0->n_tensors, "tensors");
-    for (size_t j = 0; j < m0->n_tensors; j++) {
+    progress_init(&pr, "elect signs", (int64_t)m0->n_tensors, "tensors");
+    for (size_t j = 0, off = 0; j < m0->n_tensors; j++) {
         const art_tensor *t = &m0->tensors[j];
         long n = t->numel;
-        switch (O.method) {
-        case M_AVERAGE: {
-            float *x = mean_of_models(t);
-            memcpy(acc, x, sizeof(float) * n);
-            free(x);
-        } break;
-        case M_TASK_ARITHMETIC:
-        case M_DARE_LINEAR:
-        case M_BREADCRUMBS: {
-            float *pre = load_pre(t);
-            memset(aux, 0, sizeof(float) * n);
-            float *work = O.method == M_BREADCRUMBS ? mallocCheck(sizeof(float) * n) : NULL;
-            for (int i = 0; i < O.n; i++) {
-                float *x = sparse_tv(i, t, pre, NULL, work);
-                for (long e = 0; e < n; e++) aux[e] += x[e];
-                free(x);
-            }
-            free(work);
-            float lam = (float)O.lambda;
-            for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * aux[e];
-            free(pre);
-        } break;
-        case M_TIES:
-        case M_DARE_TIES: {
-            float *pre = load_pre(t);
-            for (long e = 0; e < n; e++) { /* acc = elected sign, zeros resolved */
-                int8_t sg = signs[sign_off + e];
-                acc[e] = sg ? (float)sg : (float)majority;
-            }
-            sign_off += (size_t)n;
-            /* Disjoint mean: entries agreeing with the elected sign. A sign
-             * of 0 (all signs tied, majority tied) selects negatives, as
-             * torch.where(sign > 0, x > 0, x < 0) does. */
-            memset(aux, 0, sizeof(float) * n);
-            uint16_t *cnt = callocCheck((size_t)n, sizeof(uint16_t));
-            for (int i = 0; i < O.n; i++) {
-                float *x = sparse_tv(i, t, pre, thr, NULL);
-                for (long e = 0; e < n; e++) {
-                    int keep = acc[e] > 0 ? x[e] > 0 : x[e] < 0;
-                    if (keep) aux[e] += x[e], cnt[e]++;
-                }
-                free(x);
-            }
-            float lam = (float)O.lambda;
-            for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * (aux[e] / (cnt[e] ? cnt[e] : 1));
-            free(cnt);
-            free(pre);
-        } break;
-        case M_FISHER: {
-            memset(acc, 0, sizeof(float) * n);
-            memset(aux, 0, sizeof(float) * n);
-            for (int i = 0; i < O.n; i++) {
-                float *x = load_model(i, t->name);
-                float *f = load(FISH[i], art_find(FISH[i], t->name));
-                for (long e = 0; e < n; e++) {
-                    float fi = f[e] < FISHER_MIN ? FISHER_MIN : f[e];
-                    acc[e] += fi * x[e];
-                    aux[e] += fi;
-                }
-                free(x);
-                free(f);
-            }
-            for (long e = 0; e < n; e++) acc[e] /= aux[e];
-        } break;
-        default:
-            die("internal: %s is not a streaming method", method_names[O.method]);
+        float *pre = load_pre(t);
+        float *sum = sparse_sum(t, pre, sp);
+        for (long e = 0; e < n; e++) {
+            int sg = (sum[e] > 0) - (sum[e] < 0);
+            TIES.signs[off + e] = (int8_t)sg;
+            pos += sg > 0, neg += sg < 0;
         }
-        out_tensor(&o, t, acc);
+        off += (size_t)n;
+        free(sum);
+        free(pre);
         progress_update(&pr, (int64_t)j + 1, NULL);
     }
     progress_finish(&pr, NULL);
-    close_out(&o);
-    free(acc);
-    free(aux);
-    free(thr);
-    free(signs);
-    val_free(meta);
+    TIES.majority = (pos > neg) - (pos < neg);
+    val_set_int(meta, "majority_sign", TIES.majority);
 }
 
-/* ------------------------------------------------------------ CG / regmean */
+/* The disjoint mean of the entries of sp(tau_i) that agree with the elected
+ * sign; pre + lambda * that. A sign of 0 (all signs tied, majority tied)
+ * selects negatives, as torch.where(sign > 0, x > 0, x < 0) does. */
+static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
+    long n = t->numel;
+    float *pre = load_pre(t);
+    float *acc = mallocCheck(sizeof(float) * (size_t)n); /* the elected sign, zeros resolved */
+    for (long e = 0; e < n; e++) {
+        int8_t sg = TIES.signs[TIES.off + e];
+        acc[e] = sg ? (float)sg : (float)TIES.majority;
+    }
+    TIES.off += (size_t)n;
+    float *sum = callocCheck((size_t)n, sizeof(float));
+    uint16_t *cnt = callocCheck((size_t)n, sizeof(uint16_t));
+    for (int i = 0; i < O.n; i++) {
+        float *x = sparse_tv(i, t, pre, sp);
+        for (long e = 0; e < n; e++) {
+            int keep = acc[e] > 0 ? x[e] > 0 : x[e] < 0;
+            if (keep) sum[e] += x[e], cnt[e]++;
+        }
+        free(x);
+    }
+    float lam = (float)O.lambda;
+    for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * (sum[e] / (cnt[e] ? cnt[e] : 1));
+    free(cnt);
+    free(sum);
+    free(pre);
+    return acc;
+}
+
+static void ties_begin(mc_val *meta) {
+    TIES.thr = ties_thresholds();
+    mc_val *a = val_set_array(meta, "ties_thresholds");
+    for (int i = 0; i < O.n; i++) val_push(a, val_float(TIES.thr[i]));
+    elect_signs(meta, sp_ties);
+}
+static void dare_ties_begin(mc_val *meta) { elect_signs(meta, sp_dare); }
+static float *ties_tensor(const art_tensor *t) { return ties_merge(t, sp_ties); }
+static float *dare_ties_tensor(const art_tensor *t) { return ties_merge(t, sp_dare); }
+static const kernel k_ties = {ties_begin, ties_tensor};
+static const kernel k_dare_ties = {dare_ties_begin, dare_ties_tensor};
+
+/* ---- fisher, cg_fisher: the clamped Fishers' sum F and sum F theta */
+static void fisher_sums(const art_tensor *t, float *f_sum, float *ftheta_sum) {
+    long n = t->numel;
+    for (int i = 0; i < O.n; i++) {
+        float *x = load_model(i, t->name);
+        float *f = load(FISH[i], art_find(FISH[i], t->name));
+        for (long e = 0; e < n; e++) {
+            float fi = f[e] < FISHER_MIN ? FISHER_MIN : f[e];
+            ftheta_sum[e] += fi * x[e];
+            f_sum[e] += fi;
+        }
+        free(x);
+        free(f);
+    }
+}
+
+static float *fisher_tensor(const art_tensor *t) {
+    long n = t->numel;
+    float *acc = callocCheck((size_t)n, sizeof(float)), *den = callocCheck((size_t)n, sizeof(float));
+    fisher_sums(t, den, acc);
+    for (long e = 0; e < n; e++) acc[e] /= den[e];
+    free(den);
+    return acc;
+}
+static const kernel k_fisher = {NULL, fisher_tensor};
+
+/* ------------------------------------------------------------ solver kernels */
 
 typedef struct {
     const mrg_kron *P;
@@ -851,175 +873,244 @@ static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_
     }
 }
 
-static void run_solvers(const char *key) {
+/* What the solver kernels record for the output's meta. */
+static struct {
+    mc_val *meta;     /* the output's */
+    mc_val *cg;       /* meta.cg: per-tensor CG results (CG methods) */
+    mc_val *ridges;   /* meta.ridge: RegMean ridges, made when first needed */
+    mc_val *averaged; /* linears averaged for want of statistics */
+    cg_stats st;
+    double kfac_flops;
+} SOLVE;
+
+/* ---- cg_average */
+static float *cg_average_tensor(const art_tensor *t) {
+    mrg_cg_result cr;
+    float *b = mean_of_models(t);
+    float *x = cg_init(t);
+    mrg_op op;
+    mrg_op_identity(&op, t->numel);
+    mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
+    record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
+    free(b);
+    return x;
+}
+static const kernel k_cg_average = {NULL, cg_average_tensor};
+
+/* ---- cg_fisher */
+static float *cg_fisher_tensor(const art_tensor *t) {
+    long n = t->numel;
+    mrg_cg_result cr;
+    float *d = callocCheck((size_t)n, sizeof(float));
+    float *b = callocCheck((size_t)n, sizeof(float));
+    fisher_sums(t, d, b);
+    float *x = cg_init(t);
+    mrg_op op;
+    mrg_op_diag(&op, n, d);
+    mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
+    record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
+    free(d);
+    free(b);
+    return x;
+}
+static const kernel k_cg_fisher = {NULL, cg_fisher_tensor};
+
+/* ---- regmean, cg_regmean, mats */
+
+/* A tensor without statistics: the mean of the models (a linear among them
+ * is listed in meta.averaged_linears). */
+static float *solve_plain(const art_tensor *t) {
+    if (!IS_IA3 && t->ndim == 2 && is_linear_name(t->name)) val_push(SOLVE.averaged, val_str(t->name));
+    return mean_of_models(t);
+}
+
+/* W (rows x k) -> W S with S = sum_i M~_i: RegMean (M = input Gram, rows =
+ * out) or an IA3 Fisher block (rows = 1); closed: by Cholesky (regmean),
+ * else by CG. */
+static float *solve_summed(const art_tensor *t, tkind kind, int closed) {
+    long n = t->numel;
+    mrg_cg_result cr;
+    float *res;
+    int rows = kind == T_LINEAR ? (int)t->shape[0] : 1;
+    int k = kind == T_LINEAR ? (int)t->shape[1] : (int)t->shape[0];
+    char *sn = kind == T_LINEAR ? stat_name(t->name, "input_gram") : strdupCheck(t->name);
+    float *S = callocCheck((size_t)k * k, sizeof(float));
+    float *b = callocCheck((size_t)n, sizeof(float));
+    float *avg = closed ? callocCheck((size_t)n, sizeof(float)) : NULL;
+    for (int i = 0; i < O.n; i++) {
+        const art_file *st_file = kind == T_LINEAR ? GRAM[i] : FISH[i];
+        float *M = load_scaled(st_file, sn, k);
+        float *Wi = load_model(i, t->name);
+        for (size_t e = 0; e < (size_t)k * k; e++) S[e] += M[e];
+        be_gemm(0, 0, rows, k, k, 1.0f, Wi, k, M, k, 1.0f, b, k); /* b += W_i M_i */
+        if (avg)
+            for (long e = 0; e < n; e++) avg[e] += Wi[e] / O.n;
+        free(M);
+        free(Wi);
+    }
+    if (closed) {
+        /* (sum M~) W^T = sum M~ W_i^T, in double; a singular system gets a
+         * ridge pulling towards the average of the models. */
+        double *Sd = mallocCheck(sizeof(double) * (size_t)k * k);
+        double *Bd = mallocCheck(sizeof(double) * (size_t)n);
+        double *Pd = mallocCheck(sizeof(double) * (size_t)n);
+        for (size_t e = 0; e < (size_t)k * k; e++) Sd[e] = S[e];
+        for (long e = 0; e < n; e++) Bd[e] = b[e], Pd[e] = avg[e];
+        double ridge = mrg_spd_solve_t(k, rows, Sd, Bd, Pd);
+        if (ridge < 0)
+            die("regmean: the summed Gram of '%s' is not positive semi-definite even with a "
+                "ridge of its mean diagonal: the Grams are broken", t->name);
+        if (ridge > 0) {
+            if (!SOLVE.ridges) SOLVE.ridges = val_set_map(SOLVE.meta, "ridge");
+            val_set_float(SOLVE.ridges, t->name, ridge);
+            fprintf(stderr, "merge: regmean: summed Gram of %s is singular; solved with a ridge "
+                    "%.3g (towards the average of the models)\n", t->name, ridge);
+        }
+        res = avg; /* reuse */
+        for (long e = 0; e < n; e++) res[e] = (float)Bd[e];
+        free(Sd);
+        free(Bd);
+        free(Pd);
+    } else {
+        res = cg_init(t);
+        mrg_rmul rc;
+        mrg_op op;
+        mrg_op_rmul(&op, &rc, rows, k, S);
+        mrg_cg(&op, b, res, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
+        record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
+    }
+    free(S);
+    free(b);
+    free(sn);
+    return res;
+}
+
+/* CG on sum_i G~_i W A~_i = sum_i G~_i W_i A~_i (K-FAC, both Grams). */
+static float *solve_kfac(const art_tensor *t) {
+    long n = t->numel;
+    mrg_cg_result cr;
+    int out = (int)t->shape[0], in = (int)t->shape[1];
+    char *an = stat_name(t->name, "input_gram");
+    char *gn = stat_name(t->name, "output_grad_gram");
+    mrg_kfac K;
+    mrg_kfac_init(&K, O.n, out, in);
+    float **W = mallocCheck(sizeof(float *) * O.n);
+    for (int i = 0; i < O.n; i++) {
+        float *A = load(GRAM[i], art_find(GRAM[i], an));
+        float *G = load(GRAM[i], art_find(GRAM[i], gn));
+        mrg_kfac_set(&K, i, A, G, (float)O.lambda);
+        free(A);
+        free(G);
+        W[i] = load_model(i, t->name);
+    }
+    float *b = mallocCheck(sizeof(float) * (size_t)n);
+    mrg_kfac_rhs(&K, (const float *const *)W, b);
+    for (int i = 0; i < O.n; i++) free(W[i]);
+    free(W);
+    float *x = cg_init(t);
+    mrg_op op;
+#ifdef MC_GPU
+    gpu_kfac GK;
+    if (DEV == MC_DEV_CUDA) { /* the statistics go up once; CG applies on the device */
+        gpu_kfac_init(&GK, K.N, K.out, K.in);
+        gpu_kfac_upload_cat(&GK, K.Acat, K.Gcat);
+        op.n = (long)out * in, op.apply = kfac_apply_dev, op.ctx = &GK;
+    } else
+#endif
+        mrg_op_kfac(&op, &K);
+    if (O.precond) {
+        mrg_kron P;
+        if (mrg_kron_init(&P, &K) < 0)
+            die("mats: the eigensolver failed on the mean Grams of '%s' (non-finite "
+                "statistics?): check the gram artifacts or drop --precondition",
+                t->name);
+        pc_ctx pc = {&P};
+        mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, pc_kron, &pc, &cr);
+        mrg_kron_free(&P);
+    } else {
+        mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
+    }
+    record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
+    SOLVE.kfac_flops += mrg_kfac_flops(&K) * (cr.iterations + 2);
+#ifdef MC_GPU
+    if (DEV == MC_DEV_CUDA) gpu_kfac_free(&GK);
+#endif
+    mrg_kfac_free(&K);
+    free(b);
+    free(an);
+    free(gn);
+    return x;
+}
+
+static float *solve_statistics(const art_tensor *t, int closed) {
+    tkind kind = tensor_kind(t);
+    if (kind == T_PLAIN) return solve_plain(t);
+    if (kind == T_KFAC) return solve_kfac(t);
+    return solve_summed(t, kind, closed);
+}
+static float *regmean_tensor(const art_tensor *t) { return solve_statistics(t, 1); }
+static float *cg_statistics_tensor(const art_tensor *t) { return solve_statistics(t, 0); }
+static const kernel k_regmean = {NULL, regmean_tensor};
+static const kernel k_cg_regmean = {NULL, cg_statistics_tensor};
+static const kernel k_mats = {NULL, cg_statistics_tensor};
+
+/* Each row's kernel, in the table's order. */
+static const kernel *const KERNELS[] = {
+#define MM(name_, ...) &k_##name_,
+#include "merge_methods.def"
+#undef MM
+};
+
+/* ------------------------------------------------------------ running */
+
+/* Streaming methods: the output opens after the kernel's begin, and each
+ * tensor is written as soon as it is merged. */
+static void run_streaming(const kernel *kern, const char *key) {
+    const art_file *m0 = MODELS[0];
+    mc_val *meta = base_meta();
+    if (kern->begin) kern->begin(meta);
+    out_t o = open_out(meta, key);
+    mc_progress pr;
+    progress_init(&pr, METHOD->name, (int64_t)m0->n_tensors, "tensors");
+    for (size_t j = 0; j < m0->n_tensors; j++) {
+        const art_tensor *t = &m0->tensors[j];
+        float *x = kern->tensor(t);
+        out_tensor(&o, t, x);
+        free(x);
+        progress_update(&pr, (int64_t)j + 1, NULL);
+    }
+    progress_finish(&pr, NULL);
+    close_out(&o);
+    free(TIES.thr);
+    free(TIES.signs);
+    val_free(meta);
+}
+
+/* Solver methods hold the merged model: the per-tensor results go into the
+ * meta, which the writer puts before the tensors. */
+static void run_solvers(const kernel *kern, const char *key) {
     const art_file *m0 = MODELS[0];
     size_t nt = m0->n_tensors;
     float **res = callocCheck(nt, sizeof(float *));
     mc_val *meta = base_meta();
-    mc_val *cgmeta = is_cg(O.method) ? val_set_map(meta, "cg") : NULL;
-    mc_val *ridges = NULL;
-    mc_val *averaged = val_array();
-    cg_stats st = {0};
-    double kfac_flops = 0;
+    if (kern->begin) kern->begin(meta);
+    SOLVE.meta = meta;
+    SOLVE.cg = mm_is_cg(METHOD) ? val_set_map(meta, "cg") : NULL;
+    SOLVE.averaged = val_array();
     mc_progress pr;
-    progress_init(&pr, method_names[O.method], (int64_t)nt, "tensors");
+    progress_init(&pr, METHOD->name, (int64_t)nt, "tensors");
     for (size_t j = 0; j < nt; j++) {
-        const art_tensor *t = &m0->tensors[j];
-        long n = t->numel;
-        tkind kind = tensor_kind(t);
-        mrg_cg_result cr;
-        if (O.method == M_CG_AVERAGE) {
-            float *b = mean_of_models(t);
-            float *x = cg_init(t);
-            mrg_op op;
-            mrg_op_identity(&op, n);
-            mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
-            record_cg(cgmeta, &st, t->name, &cr);
-            free(b);
-            res[j] = x;
-        } else if (O.method == M_CG_FISHER) {
-            float *d = callocCheck((size_t)n, sizeof(float));
-            float *b = callocCheck((size_t)n, sizeof(float));
-            for (int i = 0; i < O.n; i++) {
-                float *x = load_model(i, t->name);
-                float *f = load(FISH[i], art_find(FISH[i], t->name));
-                for (long e = 0; e < n; e++) {
-                    float fi = f[e] < FISHER_MIN ? FISHER_MIN : f[e];
-                    d[e] += fi;
-                    b[e] += fi * x[e];
-                }
-                free(x);
-                free(f);
-            }
-            float *x = cg_init(t);
-            mrg_op op;
-            mrg_op_diag(&op, n, d);
-            mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
-            record_cg(cgmeta, &st, t->name, &cr);
-            free(d);
-            free(b);
-            res[j] = x;
-        } else if (kind == T_PLAIN) {
-            res[j] = mean_of_models(t);
-            if (!IS_IA3 && t->ndim == 2 && is_linear_name(t->name)) val_push(averaged, val_str(t->name));
-        } else if (kind == T_LINEAR || kind == T_BLOCK) {
-            /* W (rows x k) -> W S with S = sum_i M~_i: RegMean (M = input
-             * Gram, rows = out) or an IA3 Fisher block (rows = 1). */
-            int rows = kind == T_LINEAR ? (int)t->shape[0] : 1;
-            int k = kind == T_LINEAR ? (int)t->shape[1] : (int)t->shape[0];
-            char *sn = kind == T_LINEAR ? stat_name(t->name, "input_gram") : strdupCheck(t->name);
-            float *S = callocCheck((size_t)k * k, sizeof(float));
-            float *b = callocCheck((size_t)n, sizeof(float));
-            float *avg = O.method == M_REGMEAN ? callocCheck((size_t)n, sizeof(float)) : NULL;
-            for (int i = 0; i < O.n; i++) {
-                const art_file *st_file = kind == T_LINEAR ? GRAM[i] : FISH[i];
-                float *M = load_scaled(st_file, sn, k);
-                float *Wi = load_model(i, t->name);
-                for (size_t e = 0; e < (size_t)k * k; e++) S[e] += M[e];
-                be_gemm(0, 0, rows, k, k, 1.0f, Wi, k, M, k, 1.0f, b, k); /* b += W_i M_i */
-                if (avg)
-                    for (long e = 0; e < n; e++) avg[e] += Wi[e] / O.n;
-                free(M);
-                free(Wi);
-            }
-            if (O.method == M_REGMEAN) {
-                /* (sum M~) W^T = sum M~ W_i^T, in double; a singular system
-                 * gets a ridge pulling towards the average of the models. */
-                double *Sd = mallocCheck(sizeof(double) * (size_t)k * k);
-                double *Bd = mallocCheck(sizeof(double) * (size_t)n);
-                double *Pd = mallocCheck(sizeof(double) * (size_t)n);
-                for (size_t e = 0; e < (size_t)k * k; e++) Sd[e] = S[e];
-                for (long e = 0; e < n; e++) Bd[e] = b[e], Pd[e] = avg[e];
-                double ridge = mrg_spd_solve_t(k, rows, Sd, Bd, Pd);
-                if (ridge < 0)
-                    die("regmean: the summed Gram of '%s' is not positive semi-definite even with a "
-                        "ridge of its mean diagonal: the Grams are broken", t->name);
-                if (ridge > 0) {
-                    if (!ridges) ridges = val_set_map(meta, "ridge");
-                    val_set_float(ridges, t->name, ridge);
-                    fprintf(stderr, "merge: regmean: summed Gram of %s is singular; solved with a ridge "
-                            "%.3g (towards the average of the models)\n", t->name, ridge);
-                }
-                float *x = avg; /* reuse */
-                for (long e = 0; e < n; e++) x[e] = (float)Bd[e];
-                free(Sd);
-                free(Bd);
-                free(Pd);
-                res[j] = x;
-            } else {
-                float *x = cg_init(t);
-                mrg_rmul rc;
-                mrg_op op;
-                mrg_op_rmul(&op, &rc, rows, k, S);
-                mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
-                record_cg(cgmeta, &st, t->name, &cr);
-                res[j] = x;
-            }
-            free(S);
-            free(b);
-            free(sn);
-        } else { /* T_KFAC */
-            int out = (int)t->shape[0], in = (int)t->shape[1];
-            char *an = stat_name(t->name, "input_gram");
-            char *gn = stat_name(t->name, "output_grad_gram");
-            mrg_kfac K;
-            mrg_kfac_init(&K, O.n, out, in);
-            float **W = mallocCheck(sizeof(float *) * O.n);
-            for (int i = 0; i < O.n; i++) {
-                float *A = load(GRAM[i], art_find(GRAM[i], an));
-                float *G = load(GRAM[i], art_find(GRAM[i], gn));
-                mrg_kfac_set(&K, i, A, G, (float)O.lambda);
-                free(A);
-                free(G);
-                W[i] = load_model(i, t->name);
-            }
-            float *b = mallocCheck(sizeof(float) * (size_t)n);
-            mrg_kfac_rhs(&K, (const float *const *)W, b);
-            for (int i = 0; i < O.n; i++) free(W[i]);
-            free(W);
-            float *x = cg_init(t);
-            mrg_op op;
-#ifdef MC_GPU
-            gpu_kfac GK;
-            if (DEV == MC_DEV_CUDA) { /* the statistics go up once; CG applies on the device */
-                gpu_kfac_init(&GK, K.N, K.out, K.in);
-                gpu_kfac_upload_cat(&GK, K.Acat, K.Gcat);
-                op.n = (long)out * in, op.apply = kfac_apply_dev, op.ctx = &GK;
-            } else
-#endif
-                mrg_op_kfac(&op, &K);
-            if (O.precond) {
-                mrg_kron P;
-                if (mrg_kron_init(&P, &K) < 0)
-                    die("mats: the eigensolver failed on the mean Grams of '%s' (non-finite "
-                        "statistics?): check the gram artifacts or drop --precondition",
-                        t->name);
-                pc_ctx pc = {&P};
-                mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, pc_kron, &pc, &cr);
-                mrg_kron_free(&P);
-            } else {
-                mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
-            }
-            record_cg(cgmeta, &st, t->name, &cr);
-            kfac_flops += mrg_kfac_flops(&K) * (cr.iterations + 2);
-#ifdef MC_GPU
-            if (DEV == MC_DEV_CUDA) gpu_kfac_free(&GK);
-#endif
-            mrg_kfac_free(&K);
-            free(b);
-            free(an);
-            free(gn);
-            res[j] = x;
-        }
+        res[j] = kern->tensor(&m0->tensors[j]);
         progress_update(&pr, (int64_t)j + 1, NULL);
     }
     progress_finish(&pr, NULL);
-    if (averaged->v.c.n) {
-        val_set(meta, "averaged_linears", averaged);
+    const cg_stats st = SOLVE.st;
+    if (SOLVE.averaged->v.c.n) {
+        val_set(meta, "averaged_linears", SOLVE.averaged);
         fprintf(stderr, "merge: %zu linear(s) without the statistics for %s were averaged (first: %s)\n",
-                averaged->v.c.n, method_names[O.method], averaged->v.c.items[0]->v.str.s);
+                SOLVE.averaged->v.c.n, METHOD->name, SOLVE.averaged->v.c.items[0]->v.str.s);
     } else {
-        val_free(averaged);
+        val_free(SOLVE.averaged);
     }
     if (st.tensors) {
         /* One "iteration" of the whole model: every tensor's CG takes one
@@ -1037,8 +1128,8 @@ static void run_solvers(const char *key) {
                 "merge: cg: %ld tensors, iterations %ld..%ld (mean %.1f), worst relative residual "
                 "%.3g (%s), %.2fs in CG, %.4fs per iteration%s",
                 st.tensors, st.iters_min, st.iters_max, (double)st.iters_sum / st.tensors, st.worst_rel,
-                st.worst, st.seconds, per_iter, kfac_flops > 0 ? "" : "\n");
-        if (kfac_flops > 0) fprintf(stderr, ", K-FAC %.1f GFLOP/s\n", kfac_flops / st.seconds * 1e-9);
+                st.worst, st.seconds, per_iter, SOLVE.kfac_flops > 0 ? "" : "\n");
+        if (SOLVE.kfac_flops > 0) fprintf(stderr, ", K-FAC %.1f GFLOP/s\n", SOLVE.kfac_flops / st.seconds * 1e-9);
         if (st.breakdowns) {
             val_set_int(sm, "breakdowns", st.breakdowns);
             fprintf(stderr,
@@ -1059,48 +1150,137 @@ static void run_solvers(const char *key) {
     free(res);
     val_free(meta);
 }
-
 /* ------------------------------------------------------------ main */
+
+/* Append to buf (cap bytes, NUL-terminated) what fmt says; truncates. */
+static void append(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
+    size_t n = strlen(buf);
+    if (n + 1 < cap) snprintf(buf + n, cap - n, fmt, a, b);
+}
+
+/* The names of the methods that read option opt (-1: --lambda), space
+ * separated, from the table. Owned by a static buffer per opt. */
+static const char *readers(int opt) {
+    static char buf[MM_OPT_COUNT + 1][512];
+    char *b = buf[opt + 1];
+    b[0] = 0;
+    for (const mm_method *m = mm_methods; m->name; m++)
+        if (opt < 0 ? m->lambda : mm_reads(m, (mm_opt)opt)) append(b, sizeof buf[0], "%s%s", *b ? " " : "", m->name);
+    return b;
+}
+
+/* The help of an option row: what, and the methods that read it. */
+static const char *help_of(const char *what, int opt) {
+    static char buf[MM_OPT_COUNT + 1][640];
+    snprintf(buf[opt + 1], sizeof buf[0], "%s (read by: %s)", what, readers(opt));
+    return buf[opt + 1];
+}
+
+/* The help of --fisher / --gram: per artifact kind, the methods that take
+ * it there (with the mode, where the method takes it in one mode only). */
+static const char *help_stats(const char *opt) {
+    static char buf[2][512];
+    char *b = buf[strcmp(opt, "--fisher") != 0];
+    snprintf(b, sizeof buf[0], "one per model, in --models order:");
+    const char *kind_done = "";
+    for (int s = MM_STAT_FISHER_DIAG; s <= MM_STAT_KFAC; s++) {
+        const char *kind = mm_stat_kind((mm_stat)s);
+        if (strcmp(mm_stat_option((mm_stat)s), opt) || !strcmp(kind, kind_done)) continue;
+        kind_done = kind;
+        append(b, sizeof buf[0], "%s %s for", b[strlen(b) - 1] == ':' ? "" : ";", kind);
+        for (const mm_method *m = mm_methods; m->name; m++) {
+            int in[MM_MODES], all = 1, any = 0;
+            for (int d = 0; d < MM_MODES; d++) {
+                in[d] = (m->modes >> d & 1) && m->stat[d] && !strcmp(mm_stat_kind(m->stat[d]), kind);
+                any |= in[d];
+                if (m->modes >> d & 1) all &= in[d];
+            }
+            if (!any) continue;
+            append(b, sizeof buf[0], " %s%s", m->name, "");
+            for (int d = 0; d < MM_MODES && !all; d++)
+                if (in[d]) append(b, sizeof buf[0], " (%s)%s", mm_mode_name((mm_mode)d), "");
+        }
+    }
+    return b;
+}
+
+/* The end of --help: every method and what it does. */
+static const char *about_methods(void) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "methods (merge --list-methods: with what each reads and needs; docs/merging.md):");
+    for (const mm_method *m = mm_methods; m->name; m++) {
+        char line[256];
+        snprintf(line, sizeof line, "\n  %-26s", m->name);
+        append(buf, sizeof buf, "%s%s", line, m->about);
+    }
+    return buf;
+}
+
+/* Open the statistic artifacts named by option opt (one per model). */
+static art_file **open_stats(const char *opt, char **paths, int n) {
+    if (!n) die("--method %s needs %s (one %s artifact per model)", METHOD->name, opt, mm_stat_kind(STAT));
+    if (n != O.n) die("%s lists %d files but --models %d: give one per model", opt, n, O.n);
+    art_file **a = mallocCheck(sizeof(art_file *) * O.n);
+    for (int i = 0; i < O.n; i++) {
+        a[i] = open_or_die(paths[i], mm_stat_kind(STAT));
+        release_all(a[i]);
+    }
+    return a;
+}
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    int method = -1, precond;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--list-methods")) continue;
+        if (argc != 2) die("--list-methods takes no other argument");
+        for (const mm_method *m = mm_methods; m->name; m++) mm_print_row(m, stdout);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    int method = -1, precond, list = 0;
     opt_list models = {0}, fishers = {0}, grams = {0};
     static const char *const preconds[] = {"none", "kron", NULL};
     opt_spec rows[] = {
-        {.name = "--method", .kind = OPT_CHOICE, .dst = &method, .arg = "M", .choices = method_names,
-         .flags = OPT_REQUIRED, .key = "method", .help = "the merge method"},
+        {.name = "--method", .kind = OPT_CHOICE, .dst = &method, .arg = "M", .choices = mm_names,
+         .flags = OPT_REQUIRED, .key = "merge.method", .help = "the merge method (below)"},
+        {.name = "--list-methods", .kind = OPT_FLAG, .dst = &list,
+         .help = "print every method with what it reads and needs, one per line (docs/merging.md), and exit"},
         {.name = "--pretrained", .kind = OPT_STR, .dst = &O.pretrained, .arg = "PRE.msgpack",
          .flags = OPT_REQUIRED | OPT_INPUT, .help = "the base model the inputs were trained from"},
         {.name = "--models", .kind = OPT_LIST, .dst = &models, .arg = "A.msgpack,B.msgpack,...",
          .flags = OPT_REQUIRED | OPT_INPUT, .help = "the model or ia3 artifacts to merge"},
         {.name = "--fisher", .kind = OPT_LIST, .dst = &fishers, .arg = "FA,FB,...", .flags = OPT_INPUT,
-         .help = "one per model, in --models order: fisher_diag (fisher, cg_fisher) or fisher_block (mats on ia3)"},
+         .help = help_stats("--fisher")},
         {.name = "--gram", .kind = OPT_LIST, .dst = &grams, .arg = "GA,GB,...", .flags = OPT_INPUT,
-         .help = "one gram artifact per model, in --models order (regmean, cg_regmean, mats on full models)"},
-        {.name = "--lambda", .kind = OPT_FLOAT, .dst = &O.lambda, .arg = "X", .def = "1", .key = "lambda",
-         .help = "task-vector scale (task_arithmetic ties dare_* breadcrumbs) or off-diagonal scale of Grams / "
-                 "Fisher blocks (regmean cg_regmean mats)"},
+         .help = help_stats("--gram")},
+        {.name = "--lambda", .kind = OPT_FLOAT, .dst = &O.lambda, .arg = "X", .def = "1", .key = "merge.lambda",
+         .help = help_of("task-vector scale, or off-diagonal scale of Grams / Fisher blocks", -1)},
         {.name = "--topk-percent", .kind = OPT_FLOAT, .dst = &O.topk, .arg = "P", .lo = 0, .hi = 100, .def = "20",
-         .key = "topk_percent", .help = "ties: keep the top P% of each task vector by magnitude"},
+         .key = "merge.topk_percent",
+         .help = help_of("keep the top P% of each task vector by magnitude", MM_OPT_TOPK_PERCENT)},
         {.name = "--iterations", .kind = OPT_INT, .dst = &O.iterations, .arg = "N", .lo = 0, .hi = 1e8,
-         .def = "100", .key = "iterations", .help = "CG iterations per tensor at most"},
-        {.name = "--init", .kind = OPT_STR, .dst = &O.init, .arg = "I", .def = "average", .key = "init",
-         .help = "CG start: average | pretrained | task_arithmetic | FILE (an artifact like the models)"},
+         .def = "100", .key = "merge.iterations", .help = help_of("CG iterations per tensor at most", MM_OPT_ITERATIONS)},
+        {.name = "--init", .kind = OPT_STR, .dst = &O.init, .arg = "I", .def = "average", .key = "merge.init",
+         .help = help_of("CG start: average | pretrained | task_arithmetic | FILE (an artifact like the models)",
+                         MM_OPT_INIT)},
         {.name = "--init-lambda", .kind = OPT_FLOAT, .dst = &O.init_lambda, .arg = "X", .def = "1",
-         .key = "init_lambda", .help = "lambda of --init task_arithmetic"},
+         .key = "merge.init_lambda", .help = help_of("lambda of --init task_arithmetic", MM_OPT_INIT_LAMBDA)},
         {.name = "--cg-tol", .kind = OPT_FLOAT, .dst = &O.cg_tol, .arg = "R", .lo = 0, .hi = 1, .def = "1e-5",
-         .key = "cg_tol", .help = "CG stops once ||r|| <= R ||b|| (relative); 0 = never early"},
+         .key = "merge.cg_tol",
+         .help = help_of("CG stops once ||r|| <= R ||b|| (relative); 0 = never early", MM_OPT_CG_TOL)},
         {.name = "--precondition", .kind = OPT_CHOICE, .dst = &precond, .arg = "kron|none", .choices = preconds,
-         .def = "none", .key = "precondition", .help = "mats (full models): Kronecker preconditioner of the mean Grams"},
+         .def = "none", .key = "merge.precondition",
+         .help = help_of("Kronecker preconditioner of the mean Grams (full models)", MM_OPT_PRECONDITION)},
         {.name = "--drop-rate", .kind = OPT_FLOAT, .dst = &O.drop_rate, .arg = "P", .lo = 0, .hi = 1,
-         .flags = OPT_OPEN_HI, .def = "0.9", .key = "drop_rate", .help = "dare_*: drop probability"},
+         .flags = OPT_OPEN_HI, .def = "0.9", .key = "merge.drop_rate",
+         .help = help_of("DARE drop probability", MM_OPT_DROP_RATE)},
         {.name = "--seed", .kind = OPT_INT, .dst = &O.seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
-         .key = "seed", .help = "dare_*: random seed"},
+         .key = "merge.seed", .help = help_of("DARE random seed", MM_OPT_SEED)},
         {.name = "--breadcrumbs-top", .kind = OPT_FLOAT, .dst = &O.bc_top, .arg = "T", .lo = 0, .hi = 100,
-         .def = "1", .key = "breadcrumbs_top", .help = "breadcrumbs: drop the top T% magnitudes per tensor"},
+         .def = "1", .key = "merge.breadcrumbs_top",
+         .help = help_of("drop the top T% magnitudes per tensor", MM_OPT_BREADCRUMBS_TOP)},
         {.name = "--breadcrumbs-bottom", .kind = OPT_FLOAT, .dst = &O.bc_bottom, .arg = "B", .lo = 0, .hi = 100,
-         .def = "90", .key = "breadcrumbs_bottom", .help = "breadcrumbs: drop the bottom B% magnitudes per tensor"},
+         .def = "90", .key = "merge.breadcrumbs_bottom",
+         .help = help_of("drop the bottom B% magnitudes per tensor", MM_OPT_BREADCRUMBS_BOTTOM)},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
          .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
@@ -1110,12 +1290,13 @@ int main(int argc, char **argv) {
         OPT_ROW_KEY(&O.key),
         OPT_ROW_OUT(&O.out, "OUT.msgpack", "the merged model or ia3 artifact"),
         {0}};
-    const opt_prog prog = {.name = "merge", .opts = rows};
+    const opt_prog prog = {.name = "merge", .opts = rows, .about = about_methods()};
+    PROG = &prog;
     opts_parse(&prog, argc - 1, argv + 1);
-    O.method = (method_t)method;
-    const char *method_name = method_names[O.method];
+    METHOD = &mm_methods[method];
     O.precond = precond ? "kron" : NULL;
-    if (O.precond && O.method != M_MATS) die("--precondition kron applies to --method mats only");
+    if (O.precond && !mm_reads(METHOD, MM_OPT_PRECONDITION))
+        die("--precondition kron applies to --method %s only", readers(MM_OPT_PRECONDITION));
     be_init((int)O.threads);
     DEV = dev_resolve(NULL, NULL);
 
@@ -1123,7 +1304,7 @@ int main(int argc, char **argv) {
     O.fishers = fishers.v, O.nf = fishers.n;
     O.grams = grams.v, O.ng = grams.n;
 
-    if (is_cg(O.method) && strcmp(O.init, "average") && strcmp(O.init, "pretrained") &&
+    if (mm_reads(METHOD, MM_OPT_INIT) && strcmp(O.init, "average") && strcmp(O.init, "pretrained") &&
         strcmp(O.init, "task_arithmetic")) {
         if (!(INIT = art_open(O.init, NULL)))
             die("--init '%s' is not average, pretrained or task_arithmetic, and not an artifact (%s)", O.init,
@@ -1140,29 +1321,14 @@ int main(int argc, char **argv) {
         release_all(MODELS[i]);
     }
     IS_IA3 = !strcmp(MODELS[0]->kind, "ia3");
+    mm_mode mode = IS_IA3 ? MM_MODE_IA3 : MM_MODE_FULL;
     if (O.precond && IS_IA3) die("--precondition kron applies to full-model mats (K-FAC), not ia3");
-    if ((O.method == M_REGMEAN || O.method == M_CG_REGMEAN) && IS_IA3)
-        die("%s merges linear weights with input Grams; ia3 vectors have none: use mats "
-            "(Fisher blocks) or fisher", method_names[O.method]);
-    if (needs_fisher(O.method)) {
-        if (!O.nf) die("--method %s needs --fisher (one %s per model)", method_name,
-                          O.method == M_MATS ? "fisher_block" : "fisher_diag");
-        if (O.nf != O.n) die("--fisher lists %d files but --models %d: give one per model", O.nf, O.n);
-        FISH = mallocCheck(sizeof(art_file *) * O.n);
-        for (int i = 0; i < O.n; i++) {
-            FISH[i] = open_or_die(O.fishers[i], O.method == M_MATS ? "fisher_block" : "fisher_diag");
-            release_all(FISH[i]);
-        }
-    }
-    if (needs_gram(O.method)) {
-        if (!O.ng) die("--method %s needs --gram (one gram artifact per model)", method_name);
-        if (O.ng != O.n) die("--gram lists %d files but --models %d: give one per model", O.ng, O.n);
-        GRAM = mallocCheck(sizeof(art_file *) * O.n);
-        for (int i = 0; i < O.n; i++) {
-            GRAM[i] = open_or_die(O.grams[i], "gram");
-            release_all(GRAM[i]);
-        }
-    }
+    if (!(METHOD->modes >> mode & 1))
+        die("--method %s does not merge %s artifacts such as %s (merge --list-methods: the modes of each method)",
+            METHOD->name, MODELS[0]->kind, O.models[0]);
+    STAT = METHOD->stat[mode];
+    if (needs_fisher()) FISH = open_stats("--fisher", O.fishers, O.nf);
+    if (needs_gram()) GRAM = open_stats("--gram", O.grams, O.ng);
     check_inputs();
     if (!O.allow_mismatch) check_provenance();
     check_statistics();
@@ -1170,17 +1336,10 @@ int main(int argc, char **argv) {
     compute_key(key);
 
     double t0 = mc_now();
-    fprintf(stderr, "merge: %s of %d %s artifacts -> %s\n", method_name, O.n, MODELS[0]->kind, O.out);
-    switch (O.method) {
-    case M_AVERAGE:
-    case M_TASK_ARITHMETIC:
-    case M_TIES:
-    case M_FISHER:
-    case M_DARE_TIES:
-    case M_DARE_LINEAR:
-    case M_BREADCRUMBS: run_streaming(key); break;
-    default: run_solvers(key); break;
-    }
+    fprintf(stderr, "merge: %s of %d %s artifacts -> %s\n", METHOD->name, O.n, MODELS[0]->kind, O.out);
+    const kernel *kern = KERNELS[METHOD - mm_methods];
+    if (METHOD->run == MM_STREAM) run_streaming(kern, key);
+    else run_solvers(kern, key);
     fprintf(stderr, "merge: done in %.2fs, peak RSS %.1f MiB, key %s\n", mc_now() - t0,
             mc_peak_rss() / 1048576.0, key);
 

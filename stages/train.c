@@ -545,15 +545,8 @@ int main(int argc, char **argv) {
         snprintf(run_key, sizeof run_key, "%s", key_arg);
     } else {
         mc_key *k = key_new_self("train", cfg, (const char *[]){"train", "model", NULL});
-        char role[32];
-        for (int i = 0; i < nd; i++) {
-            snprintf(role, sizeof role, "data.%d", i);
-            if (*sets[i]->key && key_input(k, role, sets[i]->key) < 0) die("%s", mc_error());
-        }
-        for (int i = 0; i < nv; i++) {
-            snprintf(role, sizeof role, "valid.%d", i);
-            if (*vsets[i]->key && key_input(k, role, vsets[i]->key) < 0) die("%s", mc_error());
-        }
+        tok_key_inputs(k, "data", sets, nd, 1);
+        tok_key_inputs(k, "valid", vsets, nv, 1);
         if (*init_key && key_input(k, "init", init_key) < 0) die("%s", mc_error());
         dev_key(k, cfg, "train.device", dev);
         key_digest(k, run_key);

@@ -79,6 +79,18 @@ else fail kron_fewer_iterations "kron mean $it_kron vs plain $it_plain"; fi
 if $B/art show "$T/mats.msgpack" | grep -q '"method": *"mats"' && $B/art show "$T/mats.msgpack" | grep -q d_model; then ok meta_mats
 else fail meta_mats "$($B/art show "$T/mats.msgpack" | head -5)"; fi
 $B/merge --help >/dev/null 2>&1 && ok help || fail help "merge --help failed"
+# --list-methods: one line a method in the documented form (docs/merging.md),
+# each name a --method; every method's --help line; no other argument
+if $B/merge --list-methods > "$T/list" 2>"$T/list.err"; then
+    bad=$(grep -v -E '^[a-z0-9_]+ lambda=(yes|no) run=(streaming|solver) modes=(ia3|full)(,(ia3|full))?( stats\.(ia3|full)=(none|fisher-diagonal|fisher-blockwise|gram))+ options=([a-z_]+(,[a-z_]+)*) # .+$' "$T/list")
+    help=$($B/merge --help)
+    for m in $(cut -d' ' -f1 "$T/list"); do
+        grep -q "^  $m " <<<"$help" || bad+=" $m: not in --help;"
+        $B/merge --method "$m" 2>&1 | grep -q "is not one of" && bad+=" $m: not a --method;"
+    done
+    [ -z "$bad" ] && [ "$(wc -l < "$T/list")" -ge 12 ] && ok "list_methods ($(wc -l < "$T/list") methods)" || fail list_methods "$bad"
+else fail list_methods "exit $?: $(cat "$T/list.err")"; fi
+$B/merge --list-methods --method ties > /dev/null 2>&1 && fail list_methods_alone "took another argument" || ok list_methods_alone
 
 [ $fails -eq 0 ] && rm -rf "$T"
 exit $((fails > 0))

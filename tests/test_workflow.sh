@@ -167,6 +167,65 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
 rm -f reports/results-wftest.md reports/results-wftest-*
 
+# A stage run by hand, without --key, keys itself as the workflow keyed it
+# (lib/key.h): every merge of the report (each method, both modes, the
+# lambda grid), every Gram, and some of each of the Fishers, evals and
+# trainings, run again on the inputs and options that the key text kept
+# beside each artifact (.key) names.
+art_of() { local f; for f in "$A"/*/"$1".msgpack; do [ -e "$f" ] && { echo "$f"; return; }; done; echo "no-artifact-$1"; }
+by_hand() { # STAGE KEYTEXT OUT: the stage's command line rebuilt from the key text, run without --key
+    local stage=$1 kt=$2 out=$3 w a k v r h args=() models= stats= sflag= data= valid=
+    [[ " gram fisher eval " == *" $stage "* ]] && args=(--config "$EXPF")
+    while read -r w a; do
+        case $w in
+        config) k=${a%%=*} v=${a#*=}
+                case $k in
+                merge.*) k=${k#merge.}; args+=("--${k//_/-}" "$v") ;;
+                gram.examples|fisher.examples) args+=(--examples "$v") ;;
+                fisher.type) args+=(--type "$v") ;;
+                fisher.true) [ "$v" = 1 ] && args+=(--true) ;;
+                fisher.seed) args+=(--seed "$v") ;;
+                *) args+=(--set "$a") ;;
+                esac ;;
+        input) r=${a%% *} h=$(art_of "${a#* }")
+               case $r in
+               pretrained|model|ia3|init) args+=("--$r" "$h") ;;
+               data|data.*) data+=${data:+,}$h ;;
+               valid|valid.*) valid+=${valid:+,}$h ;;
+               model.*) models+=${models:+,}$h ;;
+               gram.*) sflag=--gram stats+=${stats:+,}$h ;;
+               fisher-*) sflag=--fisher stats+=${stats:+,}$h ;;
+               esac ;;
+        esac
+    done < "$kt"
+    [ -n "$models" ] && args+=(--models "$models")
+    [ -n "$sflag" ] && args+=("$sflag" "$stats")
+    [ -n "$data" ] && args+=(--data "$data")
+    [ -n "$valid" ] && args+=(--valid "$valid")
+    build/bin/$stage "${args[@]}" -o "$out" > /dev/null 2> "$out.err"
+}
+for stage in merge gram fisher eval train; do
+    n=0 bad=0 methods= roles=
+    # merges and Grams: all; the others: one in four of each kind of key text
+    for kt in $(if [[ $stage == merge || $stage == gram ]]; then ls "$A"/$stage/*.key; else
+                for f in "$A"/$stage/*.key; do echo "$(grep '^input' "$f" | cut -d' ' -f2 | sed 's/\..*//' | sort -u | tr '\n' +) $f"; done |
+                sort | awk '{ if ($1 != last) c = 0; last = $1; if (c++ % 4 == 0) print $2 }'; fi); do
+        n=$((n + 1))
+        want=$(basename "$kt" .key)
+        if ! by_hand $stage "$kt" "$T/byhand.msgpack"; then bad=$((bad + 1)); echo "  $stage $want by hand failed: $(tail -1 "$T/byhand.msgpack.err")"; continue; fi
+        got=$(build/bin/art key "$T/byhand.msgpack")
+        [ "$got" = "$want" ] || { bad=$((bad + 1)); echo "  $stage: the workflow's key $want, by hand $got"; cat "$kt"; }
+        [ $stage = merge ] && methods+=" $(sed -n 's/^config merge.method=//p' "$kt")"
+        roles+=" $(grep '^input' "$kt" | cut -d' ' -f2 | tr '\n' ' ')"
+    done
+    # every method of the table was among the merges
+    missing=$(build/bin/merge --list-methods | cut -d' ' -f1 | while read -r m; do [[ " $methods " == *" $m "* ]] || echo "$m"; done)
+    [ $stage = merge ] || missing=
+    if [ $n -gt 0 ] && [ $bad -eq 0 ] && [ -z "$missing" ]; then
+        ok "stage_key_is_workflow_key_$stage ($n runs; roles $(tr ' ' '\n' <<<"$roles" | sed 's/\..*/.*/' | sort -u | tr '\n' ' '))"
+    else fail "stage_key_is_workflow_key_$stage" "$bad of $n differ; methods not run: $missing"; fi
+done
+
 # a cache path with white space is refused, by make and by cache-gc (it
 # would split into two words and cache-gc would keep nothing)
 e1=$(MATS_CACHE="$T/a b" make --no-print-directory merge EXP="$EXPF" 2>&1 >/dev/null); r1=$?

@@ -497,7 +497,10 @@ best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(
 val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
 endif
 
-wf-sweep: wf-best
+# The individual and multitask rows are asked for in the first phase too, so
+# that with -jN the multitask model (the longest single run) trains beside
+# the validation runs rather than after them (docs/cluster.md).
+wf-sweep: wf-best $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
@@ -509,7 +512,7 @@ wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)
 # ------------------------------------------------------------------ report
 # Per mode: every method's sweep, then the manifest part; wf-report joins the
 # parts of both modes into reports/results.md with plots.
-wf-report-part: wf-best
+wf-report-part: wf-best $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv

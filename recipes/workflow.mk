@@ -48,7 +48,7 @@ $(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
 endif
 endif
 
-WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(MULTITASK),MULTITASK=$(MULTITASK)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
@@ -69,7 +69,7 @@ wf-data: all wf-check
 	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
 	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
-## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table
+## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table (MULTITASK=1: with the multitask row)
 merge: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-merge
 ## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test
@@ -429,6 +429,15 @@ ind_lines = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(MODE)	individual	$(s)
 mt_lines = $(foreach s,$(WF_SEEDS),$(if $(A_eval-mt-$(MODE)-s$(s)-test),$(MODE)	multitask	$(s)	test	-	$(A_eval-mt-$(MODE)-s$(s)-test)$(nl)))
 INDIVIDUAL_EVALS = $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(A_eval-ft-$(MODE)-$(t)-s$(s)-test)))
 MULTITASK_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-mt-$(MODE)-s$(s)-test))
+# make merge and make sweep show the multitask row (an upper bound, not an
+# input of any merge) when its evaluations are cached; MULTITASK=1 trains it
+# for them, MULTITASK=0 leaves it out. make multitask and make report always
+# train it.
+MT_CACHED = $(if $(strip $(foreach f,$(MULTITASK_EVALS),$(if $(wildcard $(f)),,x))),,1)
+MT_SHOWN = $(if $(filter 1,$(MULTITASK)),1,$(if $(filter 0,$(MULTITASK)),,$(MT_CACHED)))
+SHOWN_MT_EVALS = $(if $(MT_SHOWN),$(MULTITASK_EVALS))
+shown_mt_lines = $(if $(MT_SHOWN),$(mt_lines))
+mt_hint = $(if $(MT_SHOWN),,@echo "multitask row: not trained yet (an upper bound, no input of the merge): make multitask MODE=$(MODE), or MULTITASK=1")
 
 # The individual rows combine one metrics file per task: the report stage
 # reads each file's tasks, so per-seed rows are assembled from single-task
@@ -460,12 +469,13 @@ wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 MERGE_L := $(call lambdas_of,$(METHOD))
 merge_lines = $(foreach s,$(WF_SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
 MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
-wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
-	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
+wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@$(quiet_report) --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
 	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))"
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
+	$(mt_hint)
 
 # ------------------------------------------------------------------ sweeps
 # Validation evals over the lambda grid, the best lambda per method and seed
@@ -500,13 +510,14 @@ endif
 # The individual and multitask rows are asked for in the first phase too, so
 # that with -jN the multitask model (the longest single run) trains beside
 # the validation runs rather than after them (docs/cluster.md).
-wf-sweep: wf-best $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS)
+wf-sweep: wf-best $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
-wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
-	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
+wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
 	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models, lambda chosen on validation"
 	@cat $(WF_DIR)/sweep-$(MODE)-$(METHOD).md
+	$(mt_hint)
 	@echo "plots: $(WF_DIR)/sweep-$(MODE)-$(METHOD)-*.png"
 
 # ------------------------------------------------------------------ report

@@ -32,6 +32,7 @@ A=$T/a
 if run "$A" METHOD=ties; then
     st=$(ran_stages)
     sl=$(ran_slots)
+    cold_mt=$(grep -c ' mt-' "$T/ran"); grep -q '^multitask row: not trained yet' "$T/out" && cold_hint=1 || cold_hint=0
     if [[ $st == *prepare* && $st == *train* && $st == *eval* && $st == *merge* && $st == *auxtask* ]] &&
        [[ $sl == *aux-continuation* && $sl == *tok-aux-order* && " $sl" == *" base "* ]] && grep -q '| ties |' "$T/out"; then
         ok cold_merge_builds_everything; else fail cold_merge_builds_everything "rc $RC; ran: $st"; tail -30 "$T/out"; fi
@@ -46,6 +47,18 @@ st=$(ran_stages)
 [ $RC -eq 0 ] && [ "$st" == "eval merge " ] && ok lambda_reruns_merge_and_eval_only || fail lambda_reruns_merge_and_eval_only "rc $RC; ran: $st"
 run "$A" METHOD=ties
 [ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok lambda_revert_runs_nothing || fail lambda_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
+
+# the multitask row: not trained by a plain make merge (it is no input of a
+# merge), trained by MULTITASK=1, shown from then on without a run
+if [ "$cold_mt" -eq 0 ] && [ "$cold_hint" -eq 1 ]; then ok merge_leaves_multitask_out
+else fail merge_leaves_multitask_out "$cold_mt multitask runs, hint printed: $cold_hint"; fi
+run "$A" METHOD=ties MULTITASK=1
+sl=$(ran_slots)
+if [ $RC -eq 0 ] && [ "$sl" == "eval-mt-ia3-s1-test eval-mt-ia3-s2-test mt-ia3-s1 mt-ia3-s2 " ] && grep -q '^| multitask |' "$T/out"; then
+    run "$A" METHOD=ties
+    if [ $RC -eq 0 ] && [ ! -s "$T/ran" ] && grep -q '^| multitask |' "$T/out" && ! grep -q 'multitask row' "$T/out"; then ok multitask_row_trained_on_request_then_shown
+    else fail multitask_row_trained_on_request_then_shown "rc $RC; ran: $(ran_slots)"; fi
+else fail multitask_row_trained_on_request_then_shown "rc $RC; ran: $sl"; fi
 
 run "$A" METHOD=fisher
 st=$(ran_stages)

@@ -79,6 +79,39 @@ static double shard_examples(const art_file *a, const char *name, void *ctx) {
     return (double)val_get_int(a->meta, "n_examples", 0);
 }
 
+/* The run's key into out: key_arg (the workflow's), else computed as the
+ * workflow keys it (fisher.seed only when a seed was given: seed < 0 when
+ * not); shard "I/N" for a shard, shards N for a reduce. */
+static void fisher_key(mc_cfg *cfg, const char *type, int truef, long n, long seed, const char *shard, int shards,
+                       const char *model, const char *ia3, const char *data, int dev, const char *key_arg,
+                       char out[33]) {
+    if (key_arg) {
+        snprintf(out, 33, "%s", key_arg);
+        return;
+    }
+    mc_key *k = key_new_self("fisher", cfg, (const char *[]){"fisher", NULL});
+    char v[64];
+    key_config(k, "fisher.type", type);
+    key_config(k, "fisher.true", truef ? "1" : "0");
+    snprintf(v, sizeof v, "%ld", n);
+    key_config(k, "fisher.examples", v);
+    if (seed >= 0) {
+        snprintf(v, sizeof v, "%ld", seed);
+        key_config(k, "fisher.seed", v);
+    }
+    if (shard) key_config(k, "fisher.shard", shard);
+    if (shards) {
+        snprintf(v, sizeof v, "%d", shards);
+        key_config(k, "fisher.shards", v);
+    }
+    if (*model) key_input(k, "model", model);
+    if (*ia3) key_input(k, "ia3", ia3);
+    if (*data) key_input(k, "data", data);
+    dev_key(k, cfg, "fisher.device", dev);
+    key_digest(k, out);
+    key_free(k);
+}
+
 /* fisher --reduce: shards 1..N into one fisher_diag or fisher_block artifact */
 static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
     static const char *const kinds[] = {"fisher_diag", "fisher_block", NULL};
@@ -89,28 +122,10 @@ static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, 
     for (int i = 0; i < n; i++) n_ex += val_get_int(a[i]->meta, "n_examples", 0);
     const mc_val *m0 = a[0]->meta, *inp = val_get(m0, "inputs");
     char run_key[33];
-    if (key_arg) {
-        snprintf(run_key, sizeof run_key, "%s", key_arg);
-    } else {
-        mc_key *k = key_new_self("fisher", cfg, (const char *[]){"fisher", NULL});
-        char v[64];
-        key_config(k, "fisher.type", val_get_str(m0, "type", ""));
-        key_config(k, "fisher.true", strcmp(val_get_str(m0, "fisher", ""), "true") ? "0" : "1");
-        snprintf(v, sizeof v, "%ld", n_ex);
-        key_config(k, "fisher.examples", v);
-        if (val_get_int(m0, "seed", 0)) { /* as the shards keyed it: only a seed given (0, the default, is not) */
-            snprintf(v, sizeof v, "%lld", (long long)val_get_int(m0, "seed", 0));
-            key_config(k, "fisher.seed", v);
-        }
-        snprintf(v, sizeof v, "%d", n);
-        key_config(k, "fisher.shards", v);
-        key_input(k, "model", val_get_str(inp, "model", ""));
-        if (val_get(inp, "ia3")) key_input(k, "ia3", val_get_str(inp, "ia3", ""));
-        key_input(k, "data", val_get_str(inp, "data", ""));
-        dev_key(k, cfg, "fisher.device", dev_resolve(cfg, "fisher.device"));
-        key_digest(k, run_key);
-        key_free(k);
-    }
+    long seed = val_get_int(m0, "seed", 0); /* as the shards keyed it: 0, the default, was not given */
+    fisher_key(cfg, val_get_str(m0, "type", ""), !strcmp(val_get_str(m0, "fisher", ""), "true"), n_ex,
+               seed ? seed : -1, NULL, n, val_get_str(inp, "model", ""), val_get_str(inp, "ia3", ""),
+               val_get_str(inp, "data", ""), dev_resolve(cfg, "fisher.device"), key_arg, run_key);
     mc_val *meta = val_map(); /* shard 1's, less its "shard", with the examples of all */
     for (size_t i = 0; i < m0->v.c.n; i++)
         if (strcmp(m0->v.c.keys[i], "shard")) val_set(meta, m0->v.c.keys[i], val_clone(m0->v.c.items[i]));
@@ -202,31 +217,10 @@ int main(int argc, char **argv) {
         if (nc > max_choices) max_choices = nc;
     }
 
-    char run_key[33];
-    if (key_arg) {
-        snprintf(run_key, sizeof run_key, "%s", key_arg);
-    } else {
-        mc_key *k = key_new_self("fisher", cfg, (const char *[]){"fisher", NULL});
-        char v[64];
-        key_config(k, "fisher.type", type);
-        key_config(k, "fisher.true", truef ? "1" : "0");
-        snprintf(v, sizeof v, "%ld", (long)n);
-        key_config(k, "fisher.examples", v);
-        if (opts_given(&prog, "--seed")) { /* not given: the workflow's key, which has none */
-            snprintf(v, sizeof v, "%ld", seed);
-            key_config(k, "fisher.seed", v);
-        }
-        if (shard_arg) {
-            snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
-            key_config(k, "fisher.shard", v);
-        }
-        if (*model_key) key_input(k, "model", model_key);
-        if (*ia3_key) key_input(k, "ia3", ia3_key);
-        if (*s->key) key_input(k, "data", s->key);
-        dev_key(k, cfg, "fisher.device", dev);
-        key_digest(k, run_key);
-        key_free(k);
-    }
+    char run_key[33], shard_text[48];
+    snprintf(shard_text, sizeof shard_text, "%ld/%ld", sh.i, sh.n);
+    fisher_key(cfg, type, truef, (long)n, opts_given(&prog, "--seed") ? seed : -1, shard_arg ? shard_text : NULL, 0,
+               model_key, ia3_key, s->key, dev, key_arg, run_key);
 
     int rbd = (int)bs * max_choices;
     tok_batch tb, rtb;
@@ -331,9 +325,7 @@ int main(int argc, char **argv) {
     char kind[32];
     snprintf(kind, sizeof kind, "%s", block ? "fisher_block" : "fisher_diag");
     if (shard_arg) {
-        char v[48];
-        snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
-        val_set_str(meta, "shard", v);
+        val_set_str(meta, "shard", shard_text);
         shard_kind(block ? "fisher_block" : "fisher_diag", kind, sizeof kind);
     }
     mc_val *inp = val_set_map(meta, "inputs");

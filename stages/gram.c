@@ -62,6 +62,30 @@ static double stream_tokens(const art_file *a, const char *name, void *ctx) {
     return (double)val_get_int(a->meta, "n_decoder_tokens", 0);
 }
 
+/* The run's key into out: key_arg (the workflow's), else computed as the
+ * workflow keys it; shard "I/N" for a shard, shards N for a reduce. */
+static void gram_key(mc_cfg *cfg, long n, const char *shard, int shards, const char *model, const char *data, int dev,
+                     const char *key_arg, char out[33]) {
+    if (key_arg) {
+        snprintf(out, 33, "%s", key_arg);
+        return;
+    }
+    mc_key *k = key_new_self("gram", cfg, (const char *[]){"gram", NULL});
+    char v[32];
+    snprintf(v, sizeof v, "%ld", n);
+    key_config(k, "gram.examples", v);
+    if (shard) key_config(k, "gram.shard", shard);
+    if (shards) {
+        snprintf(v, sizeof v, "%d", shards);
+        key_config(k, "gram.shards", v);
+    }
+    if (*model) key_input(k, "model", model);
+    if (*data) key_input(k, "data", data);
+    dev_key(k, cfg, "gram.device", dev);
+    key_digest(k, out);
+    key_free(k);
+}
+
 /* gram --reduce: shards 1..N into one gram artifact */
 static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
     static const char *const kinds[] = {"gram", NULL};
@@ -76,21 +100,8 @@ static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, 
     }
     const mc_val *inp = val_get(a[0]->meta, "inputs");
     char run_key[33];
-    if (key_arg) {
-        snprintf(run_key, sizeof run_key, "%s", key_arg);
-    } else {
-        mc_key *k = key_new_self("gram", cfg, (const char *[]){"gram", NULL});
-        char v[32];
-        snprintf(v, sizeof v, "%ld", n_ex);
-        key_config(k, "gram.examples", v);
-        snprintf(v, sizeof v, "%d", n);
-        key_config(k, "gram.shards", v);
-        key_input(k, "model", val_get_str(inp, "model", ""));
-        key_input(k, "data", val_get_str(inp, "data", ""));
-        dev_key(k, cfg, "gram.device", dev_resolve(cfg, "gram.device"));
-        key_digest(k, run_key);
-        key_free(k);
-    }
+    gram_key(cfg, n_ex, NULL, n, val_get_str(inp, "model", ""), val_get_str(inp, "data", ""),
+             dev_resolve(cfg, "gram.device"), key_arg, run_key);
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "gram");
     val_set_int(meta, "n_examples", n_ex);
@@ -161,24 +172,9 @@ int main(int argc, char **argv) {
     if (lo >= hi)
         die("--shard %s of %lld examples is empty: use at most %lld shards", shard_arg, (long long)n, (long long)n);
 
-    char run_key[33];
-    if (key_arg) {
-        snprintf(run_key, sizeof run_key, "%s", key_arg);
-    } else {
-        mc_key *k = key_new_self("gram", cfg, (const char *[]){"gram", NULL});
-        char v[32];
-        snprintf(v, sizeof v, "%ld", (long)n);
-        key_config(k, "gram.examples", v);
-        if (shard_arg) {
-            snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
-            key_config(k, "gram.shard", v);
-        }
-        if (*model_key) key_input(k, "model", model_key);
-        if (*s->key) key_input(k, "data", s->key);
-        dev_key(k, cfg, "gram.device", dev);
-        key_digest(k, run_key);
-        key_free(k);
-    }
+    char run_key[33], shard_text[48];
+    snprintf(shard_text, sizeof shard_text, "%ld/%ld", sh.i, sh.n);
+    gram_key(cfg, (long)n, shard_arg ? shard_text : NULL, 0, model_key, s->key, dev, key_arg, run_key);
 
     tok_batch tb;
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
@@ -222,9 +218,7 @@ int main(int argc, char **argv) {
     val_set_str(inp, "data", s->key);
     char name[128], kind[32] = "gram";
     if (shard_arg) {
-        char v[48];
-        snprintf(v, sizeof v, "%ld/%ld", sh.i, sh.n);
-        val_set_str(meta, "shard", v);
+        val_set_str(meta, "shard", shard_text);
         mc_val *enc = val_set_array(meta, "encoder_tensors");
         for (int i = 0; i < ng; i++) {
             if (g[i].stream != T5_ENC) continue;

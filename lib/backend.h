@@ -63,6 +63,11 @@ void be_dpotrs_t(int n, int nrhs, const double *A, int lda, double *Bt, int ldbt
  * A (row-major), in place: on return row j of A is the unit eigenvector of
  * w[j]. Returns 0, or LAPACK's info when it failed to converge. */
 int be_dsyevd(int n, double *A, int lda, double *w);
+/* Thin SVD of the row-major m x n A (destroyed): A = U diag(S) Vt with
+ * r = min(m, n), U m x r and Vt r x n row-major (orthonormal columns of U,
+ * rows of Vt), S descending (LAPACK dgesdd, divide and conquer). Returns
+ * 0, or LAPACK's info when it failed to converge. */
+int be_dgesdd(int m, int n, double *A, double *U, double *S, double *Vt);
 
 /* ---- CPU product precision ----------------------------------------- */
 

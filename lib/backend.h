@@ -90,4 +90,14 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
  * when it would be the BLAS. */
 int be_gemm_local_parallel(void);
 
+/* ---- SVD (merge) ---------------------------------------------------- */
+
+/* Thin SVD of the row-major m x n A (destroyed): A = U diag(S) Vt with
+ * r = min(m, n), U m x r and Vt r x n row-major (orthonormal columns of U,
+ * rows of Vt), S descending (LAPACK dgesdd, divide and conquer). Returns
+ * 0, or LAPACK's info when it failed to converge. In backend_svd.c, a file
+ * of its own: only the binaries that call it link it, so the other
+ * stages' bytes, and with them their cache keys, do not change. */
+int be_dgesdd(int m, int n, double *A, double *U, double *S, double *Vt);
+
 #endif

@@ -87,6 +87,60 @@ int mrg_dare_keep_at(uint64_t stream, uint64_t i, double p);
  * largest; others are set to 0. `work` holds n floats. */
 void mrg_breadcrumbs(float *x, long n, double top_percent, double bottom_percent, float *work);
 
+/* ------------------------------------------------------------ Model Stock, slerp */
+
+/* Model Stock's ratio for one tensor of N >= 2 task vectors (n entries
+ * each): c = the mean over pairs i < j of cos(tau_i, tau_j) (0 where
+ * either is zero; clamped to [-1, 1]), t = N c / (1 + (N - 1) c). 0 with
+ * *t and *c, or -1 when t is undefined: N < 2, or 1 + (N - 1) c <= 1e-6
+ * (the task vectors cancel). Products in double. */
+int mrg_model_stock_t(int N, long n, const float *const *tau, double *t, double *c);
+
+/* mergekit's slerp of two tensors a, b (n entries) at t, into out (may be
+ * a or b): each is normalised when its norm exceeds 1e-8; d = the dot of
+ * the normalised pair; |d| > 0.9995: (1 - t) a + t b; else with
+ * w = acos(d), sin((1 - t) w) / sin(w) a + sin(t w) / sin(w) b. */
+#define MRG_SLERP_EPS 1e-8
+#define MRG_SLERP_DOT_THRESHOLD 0.9995
+void mrg_slerp(long n, double t, const float *a, const float *b, float *out);
+
+/* ------------------------------------------------------------ SVD methods
+ *
+ * Iso-C, Iso-CTS and TSV-M on the N task vectors tau[i] of one 2-d weight
+ * (m x n row-major float), each writing the merged task vector (m x n)
+ * into res; every factorisation in double (backend.h, be_dgesdd).
+ *
+ * Components of an SVD whose singular value is at most MRG_SVD_RCOND times
+ * the largest are dropped (value, left and right vector set to 0): a
+ * rank-deficient matrix has no unique singular vectors there, and the
+ * methods would otherwise put weight on arbitrary directions. The polar
+ * factor of a matrix is then sum_j p_j q_j^T over its kept components
+ * (for a matrix of full rank, the usual polar factor). */
+#define MRG_SVD_RCOND 1e-6
+
+/* Thin SVD of A (m x n, destroyed): U m x r, S r (descending), Vt r x n,
+ * r = min(m, n), with the small components dropped as above. The number
+ * kept, or -1 if LAPACK failed. */
+int mrg_svd(int m, int n, double *A, double *U, double *S, double *Vt);
+/* A (m x n) <- its polar factor (above). 0, or -1 if LAPACK failed. */
+int mrg_polar(int m, int n, double *A);
+/* Iso-C: M = sum_i tau_i = U S V^T; res = mean(S) U V^T (the mean over all
+ * min(m, n) singular values, dropped ones as 0). 0 or -1 (LAPACK). */
+int mrg_iso_c(int N, int m, int n, const float *const *tau, float *res);
+/* Iso-CTS (Marczak et al. 2025), r = min(m, n): k0 = floor(r frac);
+ * T = N round((r - k0) / N) (half to even; less N if above r) task-specific
+ * directions, s = T / N per task, k = r - T common ones: the top k of
+ * M = sum_i tau_i = U S V^T; task i adds the top s of
+ * (I - U_k U_k^T) tau_i; the r directions (left and right, each set
+ * replaced by its polar factor) carry the mean of their r singular values:
+ * res = mean * U' V'^T. 0 or -1 (LAPACK). */
+int mrg_iso_cts(int N, int m, int n, const float *const *tau, double frac, float *res);
+/* TSV-M (Gargiulo et al. 2025): k = max(1, floor(min(m, n) / N)); the top
+ * k of each tau_i = U_i S_i V_i^T, concatenated: U = [U_1k ... U_Nk],
+ * S = diag(S_1k ... S_Nk), V likewise; res = polar(U) S polar(V)^T.
+ * 0 or -1 (LAPACK). */
+int mrg_tsv_m(int N, int m, int n, const float *const *tau, float *res);
+
 /* ------------------------------------------------------------ SPD solves */
 
 /* Solve S X = B (S n x n symmetric, B n x nrhs; X overwrites B) by Cholesky
@@ -156,6 +210,14 @@ void mrg_kfac_apply_naive(const mrg_kfac *K, const float *W, float *Y);
 void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b);
 /* Flops of one application (2 N out in (in + out)). */
 double mrg_kfac_flops(const mrg_kfac *K);
+
+/* WUDI's system for one linear (out x in) from its N task vectors T_i:
+ * the minimiser X of sum_i ||(X - T_i) T_i^T||_F^2 / ||T_i||_F^2 solves
+ * X S = B (so mrg_op_rmul applies S) with
+ *   S = sum_i T_i^T T_i / ||T_i||^2 (in x in),  B = sum_i T_i (T_i^T T_i) / ||T_i||^2 (out x in);
+ * a zero T_i (its term is 0 whatever X is) is left out. S and B are
+ * overwritten; work holds in x in floats. Returns how many T_i were used. */
+int mrg_wudi_system(int N, int out, int in, const float *const *T, float *S, float *B, float *work);
 
 /* Kronecker preconditioner for the K-FAC system: P = N (Gbar (x) Abar) with
  * Gbar, Abar the means of the (scaled) Grams, so that

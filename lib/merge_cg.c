@@ -211,6 +211,26 @@ void mrg_kfac_rhs(const mrg_kfac *K, const float *const *W, float *b) {
     be_gemm(0, 0, out, in, N * out, 1.0f, K->Gcat, N * out, K->Qs, in, 0.0f, b, in);
 }
 
+/* ------------------------------------------------------------ WUDI */
+
+int mrg_wudi_system(int N, int out, int in, const float *const *T, float *S, float *B, float *work) {
+    size_t nn = (size_t)in * in, nb = (size_t)out * in;
+    memset(S, 0, sizeof(float) * nn);
+    memset(B, 0, sizeof(float) * nb);
+    int used = 0;
+    for (int i = 0; i < N; i++) {
+        double sq = 0;
+        for (size_t e = 0; e < nb; e++) sq += (double)T[i][e] * T[i][e];
+        if (!(sq > 0)) continue;
+        float w = (float)(1.0 / sq);
+        be_syrk(1, in, out, 1.0f, T[i], in, 0.0f, work, in);                   /* T_i^T T_i */
+        for (size_t e = 0; e < nn; e++) S[e] += w * work[e];
+        be_gemm(0, 0, out, in, in, w, T[i], in, work, in, 1.0f, B, in);      /* B += w T_i (T_i^T T_i) */
+        used++;
+    }
+    return used;
+}
+
 /* ------------------------------------------------------------ Kronecker preconditioner */
 
 /* The preconditioner's factor for the symmetric PSD n x n mean `M`

@@ -26,6 +26,7 @@ const char *const mm_option_names[MM_OPT_COUNT] = {
     [MM_OPT_INIT_LAMBDA] = "init_lambda",
     [MM_OPT_CG_TOL] = "cg_tol",
     [MM_OPT_PRECONDITION] = "precondition",
+    [MM_OPT_COMMON_SPACE_FRACTION] = "common_space_fraction",
 };
 
 const mm_method *mm_find(const char *name) {
@@ -68,5 +69,8 @@ void mm_print_row(const mm_method *m, FILE *f) {
     for (int o = 0; o < MM_OPT_COUNT; o++)
         if (mm_reads(m, (mm_opt)o)) fprintf(f, "%s%s", sep, mm_option_names[o]), sep = ",";
     if (!*sep) fputs("none", f);
+    int lo = m->min_models > 1 ? m->min_models : 1;
+    if (m->max_models == lo) fprintf(f, " models=%d", lo);
+    else fprintf(f, " models=%d+", lo);
     fprintf(f, " # %s\n", m->about);
 }

@@ -9,13 +9,14 @@
  *
  * `merge --list-methods` prints the table (mm_print_row), one line a method:
  *
- *   NAME lambda=yes|no run=streaming|solver modes=M[,M] stats.M=S... options=O[,O...]|none # about
+ *   NAME lambda=yes|no run=streaming|solver modes=M[,M] stats.M=S... options=O[,O...]|none models=K[+] # about
  *
  * with one stats.M field per mode M in modes (ia3, full), S the key role of
  * the statistic (mm_stat_role: fisher-diagonal, fisher-blockwise, gram) or
  * none, and O the option names as merge's key and meta spell them
- * (merge.O in the key, --O with '_' as '-' on the command line). The
- * workflow (recipes/workflow.mk) reads these lines instead of keeping lists.
+ * (merge.O in the key, --O with '_' as '-' on the command line), and K the
+ * number of models it merges (K+: K or more). The workflow
+ * (recipes/workflow.mk) reads these lines instead of keeping lists.
  */
 #ifndef MC_MERGE_METHODS_H
 #define MC_MERGE_METHODS_H
@@ -49,6 +50,7 @@ typedef enum {
     MM_OPT_INIT_LAMBDA = 7,
     MM_OPT_CG_TOL = 8,
     MM_OPT_PRECONDITION = 9,
+    MM_OPT_COMMON_SPACE_FRACTION = 10,
     MM_OPT_COUNT
 } mm_opt;
 #define MM_O(x) (1u << MM_OPT_##x)
@@ -58,10 +60,14 @@ typedef enum {
 typedef struct {
     const char *name;
     int lambda;               /* 1: reads --lambda (what it means: docs/merging.md) */
+    int unit_lambda;          /* 1: --lambda is an interpolation t and must lie in [0, 1] */
     mm_run run;
     unsigned modes;           /* MM_IA3 | MM_FULL */
     mm_stat stat[MM_MODES];   /* the statistic needed, by mode */
     unsigned options;         /* MM_O(...) bits */
+    int min_models;           /* it merges at least this many models (0: 1) */
+    int max_models;           /* 0 (any number), or min_models (exactly that many) */
+    const char *init;         /* CG methods: the start without --init (NULL: average) */
     const char *about;        /* one line */
 } mm_method;
 

@@ -1,10 +1,12 @@
 /* merge_ops.c - elementwise pieces of the merge methods: lambda scaling of
- * Grams, TIES threshold selection, the DARE mask, breadcrumbs trimming. */
+ * Grams, TIES threshold selection, the DARE mask, breadcrumbs trimming,
+ * Model Stock's ratio, slerp. */
 #include "merge.h"
 #include "common.h"
 #include "rng.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void mrg_scale_offdiag(float *M, int n, float lambda) {
@@ -138,4 +140,44 @@ void mrg_breadcrumbs(float *x, long n, double top_percent, double bottom_percent
         float m = fabsf(x[i]);
         if (!(m >= lo && m <= hi)) x[i] = 0;
     }
+}
+
+/* ------------------------------------------------------------ Model Stock */
+
+static double dot_d(long n, const float *x, const float *y) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return s;
+}
+
+int mrg_model_stock_t(int N, long n, const float *const *tau, double *t, double *c) {
+    if (N < 2) return -1;
+    double *norm = mallocCheck(sizeof(double) * (size_t)N);
+    for (int i = 0; i < N; i++) norm[i] = sqrt(dot_d(n, tau[i], tau[i]));
+    double sum = 0;
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++) {
+            double cs = norm[i] > 0 && norm[j] > 0 ? dot_d(n, tau[i], tau[j]) / (norm[i] * norm[j]) : 0;
+            sum += fmin(1.0, fmax(-1.0, cs));
+        }
+    free(norm);
+    *c = sum / (0.5 * N * (N - 1));
+    double den = 1 + (N - 1) * *c;
+    if (!(den > 1e-6)) return -1;
+    *t = N * *c / den;
+    return 0;
+}
+
+/* ------------------------------------------------------------ slerp */
+
+void mrg_slerp(long n, double t, const float *a, const float *b, float *out) {
+    double na = sqrt(dot_d(n, a, a)), nb = sqrt(dot_d(n, b, b));
+    double d = dot_d(n, a, b) / ((na > MRG_SLERP_EPS ? na : 1) * (nb > MRG_SLERP_EPS ? nb : 1));
+    double s0 = 1 - t, s1 = t;
+    if (fabs(d) <= MRG_SLERP_DOT_THRESHOLD) {
+        double w = acos(d), sw = sin(w);
+        s0 = sin(w - t * w) / sw;
+        s1 = sin(t * w) / sw;
+    }
+    for (long i = 0; i < n; i++) out[i] = (float)(s0 * a[i] + s1 * b[i]);
 }

@@ -172,10 +172,16 @@ $(if $(MERGE_TABLE),,$(error build/bin/merge --list-methods printed nothing: bui
 # $(call mm_field,METHOD,FIELD): that field of the method's row
 mm_field = $(patsubst $(2)=%,%,$(filter $(2)=%,$(subst |, ,$(filter $(1)|%,$(MERGE_TABLE)))))
 MERGE_METHODS := $(foreach r,$(MERGE_TABLE),$(firstword $(subst |, ,$(r))))
-# exp.methods: a list of methods, or `all` (every method, in the table's order)
+# $(call fits,METHOD): the method, if it merges as many models as there are
+# tasks (its models field: K, exactly K models; K+, K or more)
+models_ok = $(if $(findstring +,$(1)),$(word $(subst +,,$(1)),$(TASKS)),$(filter $(1),$(words $(TASKS))))
+fits = $(if $(call models_ok,$(call mm_field,$(1),models)),$(1))
+# exp.methods: a list of methods, or `all` (every method that merges this
+# many models, in the table's order: slerp only with two tasks)
 METHODS    := $(call split_list,$(call exp_get,exp.methods))
-METHODS    := $(if $(filter all,$(METHODS)),$(MERGE_METHODS),$(METHODS))
+METHODS    := $(if $(filter all,$(METHODS)),$(foreach m,$(MERGE_METHODS),$(call fits,$(m))),$(METHODS))
 $(foreach m,$(METHODS) $(METHOD),$(if $(filter $(m),$(MERGE_METHODS)),,$(error '$(m)' (METHOD or exp.methods) is not a merge method; build/bin/merge --list-methods lists them)))
+$(foreach m,$(METHODS) $(METHOD),$(if $(call fits,$(m)),,$(error '$(m)' (METHOD or exp.methods) merges models=$(call mm_field,$(m),models) but the experiment has $(words $(TASKS)) task(s): pick another method or other tasks)))
 # merge.<option> = value entries of the experiment become merge's --<option>
 # flags ('_' -> '-'); each enters the keys of the methods it affects only.
 MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)

@@ -55,7 +55,7 @@ typedef struct {
     const char *pretrained, *out, *init, *key, *precond;
     char **models, **fishers, **grams;
     int n, nf, ng;
-    double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom;
+    double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom, csf;
     long iterations, threads, seed;
     int allow_mismatch;
 } opts_t;
@@ -1054,6 +1054,112 @@ static const kernel k_regmean = {NULL, regmean_tensor};
 static const kernel k_cg_regmean = {NULL, cg_statistics_tensor};
 static const kernel k_mats = {NULL, cg_statistics_tensor};
 
+/* ------------------------------------------------------------ task-vector kernels
+ *
+ * iso_c, iso_cts, tsv_m, model_stock and wudi read the N task vectors of
+ * a tensor at once (N tensors in memory; the SVD methods also hold double
+ * copies and factors of one), slerp the two models' tensors. */
+
+/* The N task vectors of tensor t (caller frees them with free_vectors). */
+static float **task_vectors(const art_tensor *t, const float *pre) {
+    float **tau = mallocCheck(sizeof(float *) * O.n);
+    for (int i = 0; i < O.n; i++) tau[i] = sparse_tv(i, t, pre, NULL);
+    return tau;
+}
+
+static void free_vectors(float **v) {
+    for (int i = 0; i < O.n; i++) free(v[i]);
+    free(v);
+}
+
+/* ---- iso_c, iso_cts, tsv_m: pre + lambda * merged, merged from the SVDs
+ * for a 2-d tensor other than relative_attention_bias, else the mean of
+ * the task vectors */
+typedef int (*svd_method_fn)(int N, int m, int n, const float *const *tau, float *res);
+
+static float *svd_method_tensor(const art_tensor *t, svd_method_fn fn) {
+    long n = t->numel;
+    float *pre = load_pre(t);
+    float **tau = task_vectors(t, pre);
+    float *merged = callocCheck((size_t)n, sizeof(float));
+    if (t->ndim == 2 && !strstr(t->name, "relative_attention_bias")) {
+        if (fn(O.n, (int)t->shape[0], (int)t->shape[1], (const float *const *)tau, merged) < 0)
+            die("%s: LAPACK's SVD did not converge on the task vectors of '%s': check the models for "
+                "extreme values", METHOD->name, t->name);
+    } else {
+        for (int i = 0; i < O.n; i++)
+            for (long e = 0; e < n; e++) merged[e] += tau[i][e] / O.n;
+    }
+    free_vectors(tau);
+    float lam = (float)O.lambda;
+    for (long e = 0; e < n; e++) pre[e] += lam * merged[e];
+    free(merged);
+    return pre;
+}
+static int iso_cts_fn(int N, int m, int n, const float *const *tau, float *res) {
+    return mrg_iso_cts(N, m, n, tau, O.csf, res);
+}
+static float *iso_c_tensor(const art_tensor *t) { return svd_method_tensor(t, mrg_iso_c); }
+static float *iso_cts_tensor(const art_tensor *t) { return svd_method_tensor(t, iso_cts_fn); }
+static float *tsv_m_tensor(const art_tensor *t) { return svd_method_tensor(t, mrg_tsv_m); }
+static const kernel k_iso_c = {NULL, iso_c_tensor};
+static const kernel k_iso_cts = {NULL, iso_cts_tensor};
+static const kernel k_tsv_m = {NULL, tsv_m_tensor};
+
+/* ---- model_stock: pre + t * mean task vector, per tensor */
+static float *model_stock_tensor(const art_tensor *t) {
+    long n = t->numel;
+    float *pre = load_pre(t);
+    float **tau = task_vectors(t, pre);
+    double ratio, c;
+    if (mrg_model_stock_t(O.n, n, (const float *const *)tau, &ratio, &c) < 0)
+        die("model_stock: the task vectors of '%s' cancel (mean pairwise cosine %.6g, 1 + (N-1) c <= 1e-6): "
+            "its ratio t is undefined; merge these models with another method", t->name, c);
+    for (int i = 0; i < O.n; i++)
+        for (long e = 0; e < n; e++) pre[e] += (float)(ratio / O.n) * tau[i][e];
+    free_vectors(tau);
+    return pre;
+}
+static const kernel k_model_stock = {NULL, model_stock_tensor};
+
+/* ---- slerp: model 0 to model 1 at t = lambda */
+static float *slerp_tensor(const art_tensor *t) {
+    float *a = load_model(0, t->name), *b = load_model(1, t->name);
+    mrg_slerp(t->numel, O.lambda, a, b, a);
+    free(b);
+    return a;
+}
+static const kernel k_slerp = {NULL, slerp_tensor};
+
+/* ---- wudi: per linear, CG on X S = B (mrg_wudi_system) for the merged
+ * task vector X, from --init (task_arithmetic by default) less pre */
+static float *wudi_tensor(const art_tensor *t) {
+    if (t->ndim != 2 || !is_linear_name(t->name)) return mean_of_models(t);
+    long n = t->numel;
+    int out = (int)t->shape[0], in = (int)t->shape[1];
+    float *pre = load_pre(t);
+    float **tau = task_vectors(t, pre);
+    float *S = mallocCheck(sizeof(float) * (size_t)in * in), *work = mallocCheck(sizeof(float) * (size_t)in * in);
+    float *b = mallocCheck(sizeof(float) * (size_t)n);
+    mrg_wudi_system(O.n, out, in, (const float *const *)tau, S, b, work);
+    free(work);
+    free_vectors(tau);
+    float *x = cg_init(t);
+    for (long e = 0; e < n; e++) x[e] -= pre[e];
+    mrg_rmul rc;
+    mrg_op op;
+    mrg_cg_result cr;
+    mrg_op_rmul(&op, &rc, out, in, S);
+    mrg_cg(&op, b, x, O.iterations, O.cg_tol, 0, NULL, NULL, &cr);
+    record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
+    for (long e = 0; e < n; e++) x[e] += pre[e];
+    free(S);
+    free(b);
+    free(pre);
+    return x;
+}
+static const kernel k_wudi = {NULL, wudi_tensor};
+
 /* Each row's kernel, in the table's order. */
 static const kernel *const KERNELS[] = {
 #define MM(name_, ...) &k_##name_,
@@ -1281,6 +1387,10 @@ int main(int argc, char **argv) {
         {.name = "--breadcrumbs-bottom", .kind = OPT_FLOAT, .dst = &O.bc_bottom, .arg = "B", .lo = 0, .hi = 100,
          .def = "90", .key = "merge.breadcrumbs_bottom",
          .help = help_of("drop the bottom B% magnitudes per tensor", MM_OPT_BREADCRUMBS_BOTTOM)},
+        {.name = "--common-space-fraction", .kind = OPT_FLOAT, .dst = &O.csf, .arg = "F", .lo = 0, .hi = 1,
+         .def = "0.8", .key = "merge.common_space_fraction",
+         .help = help_of("Iso-CTS: the share of the directions taken from the common subspace",
+                         MM_OPT_COMMON_SPACE_FRACTION)},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
          .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
@@ -1301,6 +1411,14 @@ int main(int argc, char **argv) {
     DEV = dev_resolve(NULL, NULL);
 
     O.models = models.v, O.n = models.n;
+    int lo = METHOD->min_models > 1 ? METHOD->min_models : 1;
+    if (O.n < lo || (METHOD->max_models && O.n > METHOD->max_models))
+        die("--method %s merges %s%d models but --models lists %d (merge --list-methods: models=)", METHOD->name,
+            METHOD->max_models == lo ? "exactly " : "at least ", lo, O.n);
+    if (METHOD->unit_lambda && !(O.lambda >= 0 && O.lambda <= 1))
+        die("--lambda %g is not in [0, 1]: it is the interpolation t of --method %s", O.lambda, METHOD->name);
+    /* a CG method's own start when --init is not given (wudi: task_arithmetic) */
+    if (mm_reads(METHOD, MM_OPT_INIT) && METHOD->init && !opts_given(PROG, "--init")) O.init = METHOD->init;
     O.fishers = fishers.v, O.nf = fishers.n;
     O.grams = grams.v, O.ng = grams.n;
 

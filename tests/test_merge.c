@@ -3,14 +3,18 @@
  * Part 1 tests lib/merge*.c directly: selection, DARE mask, breadcrumbs,
  * the K-FAC operator (fast path against the pair-by-pair reference and a
  * triple loop), CG against Cholesky, the Kronecker preconditioner, the
- * ridge of singular solves, and CG's scale invariance.
+ * ridge of singular solves, CG's scale invariance, the SVD helpers, WUDI's
+ * system, Model Stock's ratio and slerp on hand-made cases.
  *
  * Part 2 writes the inputs of tests/reference/merge_fixture.txt (made by
  * the PyTorch reference merge_ref.py) as artifacts, runs build/bin/merge
  * for every method and compares with the reference outputs; then hand-built
  * TIES cases (ties at the threshold, zero signs), DARE properties, a
  * singular RegMean system, the scipy-legacy-tolerance quirk, meta contents,
- * determinism and bad inputs.
+ * determinism and bad inputs. The task-vector methods (iso_c, iso_cts,
+ * tsv_m, wudi, model_stock, slerp) run on tests/reference/merge_tv_fixture.txt
+ * (merge_ref_tv.py): random models, and the edge cases N = 1, a zero task
+ * vector, rank-deficient task vectors and two identical models.
  */
 #include <stdint.h>
 #include <sys/stat.h>
@@ -442,6 +446,119 @@ static void test_spd_ridge(void) {
     CHECK(fabs(B2[0] - 1) < 1e-12 && fabs(B2[1] - 1) < 1e-12, "solve %g %g", B2[0], B2[1]);
 }
 
+/* mrg_svd reconstructs A; mrg_polar of a full-rank matrix is orthogonal and
+ * keeps its singular vectors; of a rank-deficient one it is the sum over
+ * the kept components (two equal columns: the polar factor of one, split). */
+static void test_svd_helpers(void) {
+    enum { m = 7, n = 5 };
+    double A[m * n], A0[m * n], U[m * n], S[n], Vt[n * n], R[m * n];
+    for (int e = 0; e < m * n; e++) A0[e] = A[e] = frand();
+    CHECK(mrg_svd(m, n, A, U, S, Vt) == n, "full rank kept");
+    for (int j = 1; j < n; j++) CHECK(S[j - 1] >= S[j], "descending at %d", j);
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int c = 0; c < n; c++) {
+            double x = 0;
+            for (int j = 0; j < n; j++) x += U[i * n + j] * S[j] * Vt[j * n + c];
+            worst = fmax(worst, fabs(x - A0[i * n + c]));
+        }
+    CHECK(worst < 1e-12, "U S Vt - A: %g", worst);
+    /* polar: Q^T Q = I */
+    memcpy(R, A0, sizeof R);
+    CHECK(mrg_polar(m, n, R) == 0, "polar");
+    worst = 0;
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) {
+            double x = 0;
+            for (int i = 0; i < m; i++) x += R[i * n + a] * R[i * n + b];
+            worst = fmax(worst, fabs(x - (a == b)));
+        }
+    CHECK(worst < 1e-12, "polar not orthonormal: %g", worst);
+    /* a rank-1 matrix u v^T: one component kept, the others zero */
+    double u[m], v[n];
+    for (int i = 0; i < m; i++) u[i] = frand();
+    for (int c = 0; c < n; c++) v[c] = frand();
+    for (int i = 0; i < m; i++)
+        for (int c = 0; c < n; c++) A[i * n + c] = u[i] * v[c];
+    CHECK(mrg_svd(m, n, A, U, S, Vt) == 1, "rank 1: kept more than one");
+    for (int j = 1; j < n; j++) {
+        CHECK(S[j] == 0, "dropped value %d = %g", j, S[j]);
+        for (int i = 0; i < m; i++) CHECK(U[i * n + j] == 0, "dropped U column %d", j);
+    }
+    /* [x x] (two equal columns): its polar factor is [x x] / (sqrt 2 |x|) */
+    double X[m * 2], nx = 0;
+    for (int i = 0; i < m; i++) X[2 * i] = X[2 * i + 1] = u[i], nx += u[i] * u[i];
+    CHECK(mrg_polar(m, 2, X) == 0, "polar rank 1");
+    worst = 0;
+    for (int i = 0; i < m; i++) worst = fmax(worst, fabs(X[2 * i] - u[i] / sqrt(2 * nx)) + fabs(X[2 * i + 1] - X[2 * i]));
+    CHECK(worst < 1e-12, "polar of equal columns: %g", worst);
+}
+
+/* WUDI's system against the sums written out, and a zero task vector left out. */
+static void test_wudi_system(void) {
+    enum { out = 4, in = 3 };
+    float T0[out * in], T1[out * in], Z[out * in] = {0}, S[in * in], B[out * in], work[in * in];
+    for (int e = 0; e < out * in; e++) T0[e] = frand(), T1[e] = frand();
+    const float *T[3] = {T0, Z, T1};
+    CHECK(mrg_wudi_system(3, out, in, T, S, B, work) == 2, "the zero task vector was used");
+    float Sw[in * in] = {0}, Bw[out * in] = {0};
+    const float *Ts[2] = {T0, T1};
+    for (int k = 0; k < 2; k++) {
+        double sq = 0;
+        for (int e = 0; e < out * in; e++) sq += (double)Ts[k][e] * Ts[k][e];
+        double G[in * in] = {0};
+        for (int a = 0; a < in; a++)
+            for (int b = 0; b < in; b++)
+                for (int r = 0; r < out; r++) G[a * in + b] += (double)Ts[k][r * in + a] * Ts[k][r * in + b];
+        for (int a = 0; a < in * in; a++) Sw[a] += (float)(G[a] / sq);
+        for (int r = 0; r < out; r++)
+            for (int b = 0; b < in; b++) {
+                double x = 0;
+                for (int a = 0; a < in; a++) x += Ts[k][r * in + a] * G[a * in + b];
+                Bw[r * in + b] += (float)(x / sq);
+            }
+    }
+    t_close("wudi S", S, Sw, in * in, 1e-5, 1e-6);
+    t_close("wudi B", B, Bw, out * in, 1e-5, 1e-6);
+}
+
+static void test_model_stock_ratio(void) {
+    float a[3] = {1, 0, 0}, b[3] = {0, 2, 0}, z[3] = {0}, c[3] = {-1, 0, 0}, d[3] = {3, 0, 0};
+    double t, cs;
+    const float *orth[2] = {a, b}, *same[3] = {a, d, a}, *zero[2] = {a, z}, *opp[2] = {a, c}, *one[1] = {a};
+    CHECK(mrg_model_stock_t(2, 3, orth, &t, &cs) == 0 && t == 0 && cs == 0, "orthogonal: t %g", t);
+    CHECK(mrg_model_stock_t(3, 3, same, &t, &cs) == 0 && fabs(t - 1) < 1e-15, "parallel: t %g", t);
+    CHECK(mrg_model_stock_t(2, 3, zero, &t, &cs) == 0 && t == 0 && cs == 0, "with a zero vector: t %g c %g", t, cs);
+    CHECK(mrg_model_stock_t(2, 3, opp, &t, &cs) < 0, "opposite vectors: t %g accepted", t);
+    CHECK(mrg_model_stock_t(1, 3, one, &t, &cs) < 0, "one model accepted");
+    /* N = 3, cosines 0.6 (a, e), 0 (a, b), 0.8 (b, e): c = 7/15, t = 21/29 */
+    float e[3] = {3, 4, 0};
+    const float *three[3] = {a, b, e};
+    CHECK(mrg_model_stock_t(3, 3, three, &t, &cs) == 0 && fabs(cs - 1.4 / 3) < 1e-12 &&
+              fabs(t - 3 * (1.4 / 3) / (1 + 2 * (1.4 / 3))) < 1e-12, "three: c %g t %g", cs, t);
+}
+
+static void test_slerp_hand(void) {
+    float a[2] = {1, 0}, b[2] = {0, 3}, out[2];
+    mrg_slerp(2, 0.5, a, b, out); /* w = pi/2: sin(pi/4)/1 each */
+    float want[2] = {(float)sqrt(0.5), (float)(3 * sqrt(0.5))};
+    t_close("slerp orthogonal", out, want, 2, 1e-6, 1e-7);
+    mrg_slerp(2, 0, a, b, out);
+    t_close("slerp t=0", out, a, 2, 1e-6, 1e-7);
+    mrg_slerp(2, 1, a, b, out);
+    t_close("slerp t=1", out, b, 2, 1e-6, 1e-7);
+    /* nearly colinear (dot 0.99995 > 0.9995): linear interpolation */
+    float c[2] = {1, 0.01f}, d[2] = {2, 0.0201f}, lin[2];
+    mrg_slerp(2, 0.25, c, d, out);
+    for (int i = 0; i < 2; i++) lin[i] = (float)(0.75 * c[i] + 0.25 * d[i]);
+    t_close("slerp colinear = lerp", out, lin, 2, 1e-6, 1e-7);
+    /* a zero tensor is not normalised: dot 0, w = pi/2, out = sin((1-t) pi/2) a */
+    float z[2] = {0, 0};
+    mrg_slerp(2, 0.5, a, z, out);
+    float wz[2] = {(float)sqrt(0.5), 0};
+    t_close("slerp with zero", out, wz, 2, 1e-6, 1e-7);
+}
+
 /* ------------------------------------------------------------ part 2: fixture + stage */
 
 typedef struct {
@@ -459,7 +576,7 @@ static int load_fixture(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     char line[512];
-    int cap = 0;
+    static int cap; /* FX grows across calls: one fixture file after another */
     while (fscanf(f, "%511s", line) == 1) {
         if (line[0] == '#') {
             if (!fgets(line, sizeof line, f)) break;
@@ -867,6 +984,18 @@ static void test_bad_inputs(void) {
         {"--method ties --topk-percent 120 " MODELS " -o x.msgpack", "120"},
         {"--method average " MODELS " --lambda x -o x.msgpack", "--lambda"},
         {"--method cg_regmean " MODELS " --gram g0.msgpack,g1.msgpack,f2.msgpack -o x.msgpack", "f2.msgpack"},
+        {"--method slerp --lambda 0.5 " MODELS " -o x.msgpack", "exactly 2 models"},
+        {"--method slerp --lambda 1.5 --pretrained pre.msgpack --models m0.msgpack,m1.msgpack -o x.msgpack", "1.5"},
+        {"--method slerp --lambda -0.1 --pretrained pre.msgpack --models m0.msgpack,m1.msgpack -o x.msgpack", "[0, 1]"},
+        {"--method model_stock --pretrained pre.msgpack --models m0.msgpack -o x.msgpack", "at least 2"},
+        {"--method iso_cts --common-space-fraction 1.2 " MODELS " -o x.msgpack", "--common-space-fraction"},
+        {"--method iso_cts --common-space-fraction -0.5 " MODELS " -o x.msgpack", "--common-space-fraction"},
+        {"--method iso_cts --common-space-fraction abc " MODELS " -o x.msgpack", "abc"},
+        {"--method iso_c " IA3S " -o x.msgpack", "iso_c"},
+        {"--method tsv_m " IA3S " -o x.msgpack", "tsv_m"},
+        {"--method wudi " IA3S " -o x.msgpack", "wudi"},
+        {"--method wudi --precondition kron " MODELS " -o x.msgpack", "precondition"},
+        {"--method wudi --iterations -3 " MODELS " -o x.msgpack", "--iterations"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = run_merge(bad[i].args);
@@ -878,6 +1007,133 @@ static void test_bad_inputs(void) {
     }
     snprintf(p, sizeof p, "%s/x.msgpack", dir);
     CHECK(access(p, F_OK) != 0, "a failed merge left %s", p);
+}
+
+/* ------------------------------------------------------------ task-vector methods
+ * (tests/reference/merge_tv_fixture.txt, merge_ref_tv.py) */
+
+#define TV "--pretrained tvpre.msgpack --models tv0.msgpack,tv1.msgpack,tv2.msgpack"
+#define TVI "--pretrained tvpre.msgpack --models tvi0.msgpack,tvi1.msgpack,tvi2.msgpack"
+
+/* The edge cases: fixture group prefix and number of models. */
+static const struct {
+    const char *name;
+    int n;
+} EDGES[] = {{"one", 1}, {"zero", 3}, {"rank", 3}, {"same", 2}};
+
+static void setup_tv_artifacts(void) {
+    const char *keys[3] = {"44444444444444444444444444444444", "55555555555555555555555555555555",
+                           "66666666666666666666666666666666"};
+    char f[64], g[64];
+    write_group("tvpre.msgpack", "tv.pre", "model", PRE_KEY, NULL, 1, NULL, -1);
+    write_group("edgepre.msgpack", "edge.pre", "model", PRE_KEY, NULL, 1, NULL, -1);
+    for (int i = 0; i < 3; i++) {
+        snprintf(g, sizeof g, "tv.model.%d", i), snprintf(f, sizeof f, "tv%d.msgpack", i);
+        write_group(f, g, "model", keys[i], NULL, 1, NULL, -1);
+        snprintf(g, sizeof g, "tv.ia3.%d", i), snprintf(f, sizeof f, "tvi%d.msgpack", i);
+        write_group(f, g, "ia3", keys[i], PRE_KEY, 1, NULL, -1);
+    }
+    for (size_t c = 0; c < sizeof EDGES / sizeof EDGES[0]; c++)
+        for (int i = 0; i < EDGES[c].n; i++) {
+            snprintf(g, sizeof g, "%s.model.%d", EDGES[c].name, i);
+            snprintf(f, sizeof f, "%s%d.msgpack", EDGES[c].name, i);
+            write_group(f, g, "model", keys[i], NULL, 1, NULL, -1);
+        }
+}
+
+/* Random models: each method within 1e-5 of the reference (wudi, by CG, 1e-3). */
+static void test_tv_methods(void) {
+    static const struct {
+        const char *args, *out, *expect;
+        double rtol, atol;
+    } R[] = {
+        {"--method iso_c --lambda 0.7 " TV, "tv_iso_c.msgpack", "expect.tv.iso_c", 1e-5, 1e-6},
+        {"--method iso_cts --lambda 0.7 " TV, "tv_iso_cts.msgpack", "expect.tv.iso_cts", 1e-5, 1e-6},
+        {"--method iso_cts --common-space-fraction 0.5 --lambda 0.7 " TV, "tv_iso_cts5.msgpack",
+         "expect.tv.iso_cts_half", 1e-5, 1e-6},
+        {"--method tsv_m --lambda 0.7 " TV, "tv_tsv_m.msgpack", "expect.tv.tsv_m", 1e-5, 1e-6},
+        {"--method wudi " CGX " " TV, "tv_wudi.msgpack", "expect.tv.wudi", 1e-3, 1e-4},
+        /* another start reaches the same minimiser (these systems are not singular) */
+        {"--method wudi --init average " CGX " " TV, "tv_wudi_avg.msgpack", "expect.tv.wudi", 1e-3, 1e-4},
+        {"--method model_stock " TV, "tv_ms.msgpack", "expect.tv.model_stock", 1e-5, 1e-6},
+        {"--method slerp --lambda 0.3 --pretrained tvpre.msgpack --models tv0.msgpack,tv1.msgpack", "tv_slerp.msgpack",
+         "expect.tv.slerp", 1e-5, 1e-6},
+        {"--method model_stock " TVI, "tvi_ms.msgpack", "expect.tv.ia3_model_stock", 1e-5, 1e-6},
+        {"--method slerp --lambda 0.6 --pretrained tvpre.msgpack --models tvi0.msgpack,tvi1.msgpack",
+         "tvi_slerp.msgpack", "expect.tv.ia3_slerp", 1e-5, 1e-6},
+    };
+    for (size_t k = 0; k < sizeof R / sizeof R[0]; k++) {
+        char args[600];
+        snprintf(args, sizeof args, "%s -o %s", R[k].args, R[k].out);
+        CHECK(run_merge(args) == 0, "merge %s failed", args);
+        compare(R[k].out, R[k].expect, R[k].rtol, R[k].atol);
+    }
+    /* meta: wudi's default start is task arithmetic, iso_cts records its fraction */
+    art_file *a = open_out("tv_wudi.msgpack"), *b = open_out("tv_iso_cts5.msgpack");
+    if (a && b) {
+        CHECK(!strcmp(val_get_str(a->meta, "init", ""), "task_arithmetic"), "wudi meta.init %s",
+              val_get_str(a->meta, "init", "?"));
+        CHECK(val_get(a->meta, "lambda") == NULL, "wudi records a lambda it ignores");
+        CHECK(val_get(val_get(a->meta, "cg"), "lm_head.weight") != NULL, "wudi did not solve lm_head");
+        CHECK(val_get(val_get(a->meta, "cg"), "shared.weight") == NULL, "wudi solved the embedding");
+        CHECK(val_get_float(b->meta, "common_space_fraction", -1) == 0.5, "meta.common_space_fraction");
+    }
+    art_close(a), art_close(b);
+}
+
+/* N = 1, a zero task vector, rank-deficient task vectors, two identical
+ * models: every method against the reference; model_stock and slerp refuse
+ * one model in one line. wudi's systems are singular here (fewer task-vector
+ * rows than inputs): CG from the task-arithmetic start stays in the range
+ * of S and reaches the minimum-norm minimiser at the default tolerance. */
+static void test_tv_edges(void) {
+    static const struct {
+        const char *method, *args;
+        double rtol, atol;
+    } M[] = {
+        {"iso_c", "--lambda 0.7", 1e-5, 1e-6},   {"iso_cts", "--lambda 0.7", 1e-5, 1e-6},
+        {"tsv_m", "--lambda 0.7", 1e-5, 1e-6},   {"wudi", "", 1e-3, 1e-4},
+        {"model_stock", "", 1e-5, 1e-6},        {"slerp", "--lambda 0.3", 1e-5, 1e-6},
+    };
+    for (size_t c = 0; c < sizeof EDGES / sizeof EDGES[0]; c++)
+        for (size_t k = 0; k < sizeof M / sizeof M[0]; k++) {
+            int n = EDGES[c].n, slerp = !strcmp(M[k].method, "slerp");
+            if (slerp && n > 2) n = 2;
+            char models[256] = "", args[640], out[96], expect[96];
+            for (int i = 0; i < n; i++)
+                snprintf(models + strlen(models), sizeof models - strlen(models), "%s%s%d.msgpack", i ? "," : "",
+                         EDGES[c].name, i);
+            snprintf(out, sizeof out, "e_%s_%s.msgpack", EDGES[c].name, M[k].method);
+            snprintf(args, sizeof args, "--method %s %s --pretrained edgepre.msgpack --models %s -o %s", M[k].method,
+                     M[k].args, models, out);
+            int rc = run_merge(args);
+            if (n < 2 && (slerp || !strcmp(M[k].method, "model_stock"))) {
+                char *e = stderr_text();
+                const char *nl = strchr(e, '\n');
+                CHECK(rc == 1 && strstr(e, M[k].method) && strstr(e, "models") && nl && !nl[1],
+                      "%s of one model: exit %d, stderr '%s' (want one line)", M[k].method, rc, e);
+                free(e);
+                continue;
+            }
+            CHECK(rc == 0, "%s on case %s failed", M[k].method, EDGES[c].name);
+            snprintf(expect, sizeof expect, "expect.%s.%s", EDGES[c].name, M[k].method);
+            compare(out, expect, M[k].rtol, M[k].atol);
+        }
+    /* two identical models: model_stock, wudi and slerp give the model back */
+    const char *same[] = {"e_same_model_stock.msgpack", "e_same_wudi.msgpack", "e_same_slerp.msgpack"};
+    for (int j = 0; j < 3; j++) {
+        art_file *a = open_out(same[j]);
+        for (size_t i = 0; a && i < a->n_tensors; i++) {
+            const art_tensor *t = &a->tensors[i];
+            float *x = art_tensor_f32(t);
+            const ftensor *m = fx_find("same.model.0", t->name);
+            char label[200];
+            snprintf(label, sizeof label, "%s = the model: %s", same[j], t->name);
+            if (m) t_close(label, x, m->x, m->n, j == 1 ? 1e-3 : 1e-6, j == 1 ? 1e-4 : 1e-6);
+            free(x);
+        }
+        art_close(a);
+    }
 }
 
 int main(void) {
@@ -898,6 +1154,10 @@ int main(void) {
     RUN(test_cg_rmul_vs_cholesky);
     RUN(test_cg_scale_invariant);
     RUN(test_spd_ridge);
+    RUN(test_svd_helpers);
+    RUN(test_wudi_system);
+    RUN(test_model_stock_ratio);
+    RUN(test_slerp_hand);
     if (load_fixture("tests/reference/merge_fixture.txt") < 0) {
         printf("FAIL cannot read tests/reference/merge_fixture.txt (run from the repository root)\n");
         return 1;
@@ -906,7 +1166,12 @@ int main(void) {
         printf("FAIL build/bin/merge is missing: run make first\n");
         return 1;
     }
+    if (load_fixture("tests/reference/merge_tv_fixture.txt") < 0) {
+        printf("FAIL cannot read tests/reference/merge_tv_fixture.txt (run from the repository root)\n");
+        return 1;
+    }
     setup_artifacts();
+    setup_tv_artifacts();
     RUN(test_closed_forms);
     RUN(test_cg_converges);
     RUN(test_ia3);
@@ -916,6 +1181,8 @@ int main(void) {
     RUN(test_small_statistics);
     RUN(test_meta_and_determinism);
     RUN(test_bad_inputs);
+    RUN(test_tv_methods);
+    RUN(test_tv_edges);
     if (t_fail == 0) {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -70,6 +70,28 @@ run mats_init_file --method mats --init "$T/regmean.msgpack" $A $G
 run ia3_mats --method mats --lambda 0.9 $I --fisher $T/b0.msgpack,$T/b1.msgpack,$T/b2.msgpack
 run ia3_fisher --method fisher $I --fisher $T/d0.msgpack,$T/d1.msgpack,$T/d2.msgpack
 run ia3_ties --method ties $I
+for m in iso_c iso_cts tsv_m; do run "$m" --method $m --lambda 0.5 $A; done
+run iso_cts_half --method iso_cts --common-space-fraction 0.5 $A
+run wudi --method wudi $A
+run wudi_init_file --method wudi --init "$T/iso_c.msgpack" $A
+run model_stock --method model_stock $A
+run slerp --method slerp --lambda 0.5 --pretrained "$T/p.msgpack" --models "$T/a0.msgpack,$T/a1.msgpack"
+run ia3_model_stock --method model_stock $I
+run ia3_slerp --method slerp --lambda 0.5 --pretrained "$T/p.msgpack" --models "$T/i0.msgpack,$T/i1.msgpack"
+# slerp at t = 0 and 1 gives its two models back
+run slerp0 --method slerp --lambda 0 --pretrained "$T/p.msgpack" --models "$T/a0.msgpack,$T/a1.msgpack"
+run slerp1 --method slerp --lambda 1 --pretrained "$T/p.msgpack" --models "$T/a0.msgpack,$T/a1.msgpack"
+if $B/art diff --tol 1e-6 "$T/slerp0.msgpack" "$T/a0.msgpack" >/dev/null 2>&1 && $B/art diff --tol 1e-6 "$T/slerp1.msgpack" "$T/a1.msgpack" >/dev/null 2>&1; then ok slerp_ends
+else fail slerp_ends "$($B/art diff --tol 1e-6 "$T/slerp0.msgpack" "$T/a0.msgpack" 2>&1 | tail -1)"; fi
+# wudi is a CG method: its per-tensor results are in meta.cg
+if $B/art show "$T/wudi.msgpack" | grep -q '"cg_summary"'; then ok meta_wudi_cg
+else fail meta_wudi_cg "no cg_summary in wudi's meta"; fi
+# slerp of three models, model_stock of one: one line, exit 1
+for a in "slerp $A" "model_stock --pretrained $T/p.msgpack --models $T/a0.msgpack"; do
+    if $B/merge --method $a -o "$T/bad.msgpack" 2>"$T/bad.log" >/dev/null; then fail "models_count_${a%% *}" "accepted"
+    elif [ "$(wc -l < "$T/bad.log")" -eq 1 ] && grep -q "models" "$T/bad.log" && [ ! -e "$T/bad.msgpack" ]; then ok "models_count_${a%% *}"
+    else fail "models_count_${a%% *}" "$(cat "$T/bad.log")"; fi
+done
 # the kron preconditioner needs fewer iterations than plain CG on these
 it_plain=$(grep -o 'iterations [0-9]*\.\.[0-9]* (mean [0-9.]*' "$T/mats.log" | grep -o 'mean [0-9.]*' | cut -d' ' -f2)
 it_kron=$(grep -o 'iterations [0-9]*\.\.[0-9]* (mean [0-9.]*' "$T/mats_kron.log" | grep -o 'mean [0-9.]*' | cut -d' ' -f2)
@@ -82,13 +104,16 @@ $B/merge --help >/dev/null 2>&1 && ok help || fail help "merge --help failed"
 # --list-methods: one line a method in the documented form (docs/merging.md),
 # each name a --method; every method's --help line; no other argument
 if $B/merge --list-methods > "$T/list" 2>"$T/list.err"; then
-    bad=$(grep -v -E '^[a-z0-9_]+ lambda=(yes|no) run=(streaming|solver) modes=(ia3|full)(,(ia3|full))?( stats\.(ia3|full)=(none|fisher-diagonal|fisher-blockwise|gram))+ options=([a-z_]+(,[a-z_]+)*) # .+$' "$T/list")
+    bad=$(grep -v -E '^[a-z0-9_]+ lambda=(yes|no) run=(streaming|solver) modes=(ia3|full)(,(ia3|full))?( stats\.(ia3|full)=(none|fisher-diagonal|fisher-blockwise|gram))+ options=([a-z_]+(,[a-z_]+)*) models=[1-9][0-9]*\+? # .+$' "$T/list")
     help=$($B/merge --help)
     for m in $(cut -d' ' -f1 "$T/list"); do
         grep -q "^  $m " <<<"$help" || bad+=" $m: not in --help;"
         $B/merge --method "$m" 2>&1 | grep -q "is not one of" && bad+=" $m: not a --method;"
     done
-    [ -z "$bad" ] && [ "$(wc -l < "$T/list")" -ge 12 ] && ok "list_methods ($(wc -l < "$T/list") methods)" || fail list_methods "$bad"
+    for m in iso_c iso_cts tsv_m wudi model_stock slerp; do grep -q "^$m " "$T/list" || bad+=" $m: not listed;"; done
+    grep -q '^slerp .* models=2 ' "$T/list" || bad+=" slerp: not models=2;"
+    grep -q '^model_stock .* models=2+ ' "$T/list" || bad+=" model_stock: not models=2+;"
+    [ -z "$bad" ] && [ "$(wc -l < "$T/list")" -ge 18 ] && ok "list_methods ($(wc -l < "$T/list") methods)" || fail list_methods "$bad"
 else fail list_methods "exit $?: $(cat "$T/list.err")"; fi
 $B/merge --list-methods --method ties > /dev/null 2>&1 && fail list_methods_alone "took another argument" || ok list_methods_alone
 

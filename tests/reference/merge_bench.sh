@@ -4,7 +4,9 @@
 # 1. t5-small shapes (d_model 512, d_ff 1024, 6x64 heads, 8+8 layers, vocab
 #    32128), N random models with random positive-definite Grams and
 #    positive diagonal Fishers (build/bin/mkrandom): wall time and peak RSS
-#    of every method; CG methods run exactly ITERS iterations (--cg-tol 0).
+#    of every method (slerp: the first two models); CG methods run exactly
+#    ITERS iterations (--cg-tol 0). Only mats has a peer (part 2): the
+#    other methods are timed alone.
 # 2. mats seconds per CG iteration and GFLOP/s, beside the scipy/torch peer
 #    (tests/reference/merge_peer.py) on the same artifacts, and the
 #    backend's measured sgemm peak.
@@ -76,6 +78,12 @@ run_method cg_fisher "$S" --method cg_fisher $CG $M $F
 run_method cg_regmean "$S" --method cg_regmean --lambda 0.9 $CG $M $G
 run_method mats "$S" --method mats --lambda 0.9 $CG $M $G
 run_method mats_kron "$S" --method mats --lambda 0.9 --precondition kron $CG $M $G
+run_method iso_c "$S" --method iso_c --lambda 0.3 $M
+run_method iso_cts "$S" --method iso_cts --lambda 0.3 $M
+run_method tsv_m "$S" --method tsv_m --lambda 0.3 $M
+run_method wudi "$S" --method wudi $CG $M
+run_method model_stock "$S" --method model_stock $M
+run_method slerp_2_models "$S" --method slerp --lambda 0.5 --pretrained "$S/pre.msgpack" --models "$S/m0.msgpack,$S/m1.msgpack"
 
 echo "-- mats per CG iteration, whole model (144 linears; lm_head is averaged), one run each:"
 grep -h "merge: cg:" "$S/mats.log" | sed 's/^/   C stage: /'

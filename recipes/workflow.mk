@@ -48,12 +48,13 @@ $(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
 endif
 endif
 
-WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(FISHER_SOURCE),FISHER_SOURCE=$(FISHER_SOURCE)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
 	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
 	@case "$(EXECUTOR)" in ''|local|slurm) ;; *) echo "make: EXECUTOR=$(EXECUTOR): use local or slurm (docs/cluster.md)" >&2; exit 1;; esac
+	@case "$(FISHER_SOURCE)" in ''|pass|optimizer) ;; *) echo "make: FISHER_SOURCE=$(FISHER_SOURCE): use pass or optimizer (docs/merging.md)" >&2; exit 1;; esac
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
@@ -162,6 +163,12 @@ MT_CONF    := $(call exp_path,exp.multitask.$(MODE))
 STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
 STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
 TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
+# where the diagonal Fishers come from: `pass` (the fisher stage) or
+# `optimizer` (the fine-tunes' second moments, "optimizer Fisher" below);
+# FISHER_SOURCE= overrides exp.stats.fisher_source
+STATS_FISHER_SOURCE := $(or $(FISHER_SOURCE),$(call exp_get,exp.stats.fisher_source),pass)
+$(if $(filter pass optimizer,$(STATS_FISHER_SOURCE)),,$(error exp.stats.fisher_source = '$(STATS_FISHER_SOURCE)': use pass or optimizer))
+$(if $(and $(HF),$(filter optimizer,$(STATS_FISHER_SOURCE))),$(error exp.stats.fisher_source = optimizer reads the second moments of fine-tunes this workflow trains, and an exp.source = hf experiment imports its task models: use pass))
 LAMBDA_GRID := $(call split_list,$(or $(call exp_get,exp.lambda_grid),0$(comma)0.1$(comma)0.2$(comma)0.3$(comma)0.4$(comma)0.5$(comma)0.6$(comma)0.7$(comma)0.8$(comma)0.9$(comma)1))
 # The merge methods and what each reads and needs: the rows of
 # `build/bin/merge --list-methods` (docs/merging.md), one word per method
@@ -293,6 +300,41 @@ $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)trai
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
 $(resolve)
+
+# ------------------------------------------------------------------ optimizer Fisher
+# The optimizer Fisher of a fine-tune ("Fishers for free": its optimizer's
+# second moments, train --optimizer-fisher; docs/merging.md) is
+# $(CACHE)/optfisher/<the fine-tune's key>.msgpack, slot
+# optfisher-MODE-TASK-sS, produced under the fine-tune's key: the option
+# does not enter a key and leaves the model's bytes alone, so the models
+# of both Fisher sources are the same cache entries. It is a second output
+# of a train run, and a Make rule has one; so:
+#  - with exp.stats.fisher_source = optimizer the fine-tune's command writes
+#    it, atomically (a temporary file renamed: a killed run leaves none) and
+#    before the model (a model on disk has its Fisher beside it);
+#  - its own rule, after the fine-tune (order-only), does nothing when the
+#    file is there; when it is not (the model was trained for the `pass`
+#    source, or the file was deleted) it runs that training again, same
+#    key and arguments, with the model to a scratch file that it deletes:
+#    a cached model is never rewritten, and no rule reads what another is
+#    still writing. (A retrain under another MATS_THREADS may differ from
+#    the first run in the last bits.)
+# The slots exist in both sources (cache-gc keeps what is built); merges
+# read them only with `optimizer`. Blockwise Fishers (mats on IA3) have no
+# optimizer analogue and stay a Fisher pass.
+define optfisher_template
+K_optfisher-$(MODE)-$(1)-s$(2) := $(K_ft-$(MODE)-$(1)-s$(2))
+KA_optfisher-$(MODE)-$(1)-s$(2) := $(KA_ft-$(MODE)-$(1)-s$(2))
+A_optfisher-$(MODE)-$(1)-s$(2) := $(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack
+SLOTS += optfisher-$(MODE)-$(1)-s$(2)
+$(if $(filter optimizer,$(STATS_FISHER_SOURCE)),CMD_ft-$(MODE)-$(1)-s$(2) += --optimizer-fisher $(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack)
+$(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack: | $(A_ft-$(MODE)-$(1)-s$(2))
+	@if [ ! -s $$@ ]; then mkdir -p $$(@D) && build/bin/key $$(KA_optfisher-$(MODE)-$(1)-s$(2)) --text > $$@.keytext && \
+	  scripts/run-stage.sh optfisher-$(MODE)-$(1)-s$(2) $$@ $$@.keytext -- $$(CMD_ft-$(MODE)-$(1)-s$(2)) \
+	    $$(if $$(filter optimizer,$(STATS_FISHER_SOURCE)),,--optimizer-fisher $$@) --key $(K_ft-$(MODE)-$(1)-s$(2)) -o $$(@:.msgpack=.model.msgpack) && \
+	  rm -f $$@.keytext $$(@:.msgpack=.model.msgpack); fi
+endef
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call optfisher_template,$(t),$(s)))))
 endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
@@ -378,7 +420,7 @@ $(resolve)
 # reads lambda.
 stats_of = $(filter-out none,$(call mm_field,$(1),stats.$(MODE)))
 stat_flag = $(if $(filter gram,$(1)),--gram,--fisher)
-stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3))
+stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(if $(and $(filter fisher-diagonal,$(2)),$(filter optimizer,$(STATS_FISHER_SOURCE))),optfisher-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3)))
 uses_lambda := $(foreach m,$(MERGE_METHODS),$(if $(filter yes,$(call mm_field,$(m),lambda)),$(m)))
 opts_of = $(filter-out none,$(call split_list,$(call mm_field,$(1),options)))
 # the merge.* entries that method $(1) reads, as name=value

@@ -107,6 +107,14 @@ modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1))
 report: wf-data
 	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
+## optfisher-compare  the optimizer Fisher against the Fisher pass for EXP's MODE task models: per-tensor Pearson r, and the fisher merge with each source
+# Two sub-makes build the fisher merge with each source (optimizer: the
+# task models' fine-tunes rerun where their Fishers are not cached), a third
+# correlates the two Fishers of every task model (build/bin/art corr) and
+# prints both merges beside the individual models (docs/merging.md).
+optfisher-compare: wf-data
+	@$(foreach src,pass optimizer,$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=$(src) wf-optfisher-part &&) true
+	@$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=optimizer wf-optfisher-compare
 ## plan           TARGET=merge|sweep|report|individual|multitask|pretrain (and EXP, MODE, METHOD, ...): the stage runs it would execute, estimated times, critical path, what N nodes buy
 plan: all wf-check
 	@bash scripts/plan.sh "$(or $(TARGET),merge)" "$(REPORT_MODES)" $(WF_VARS)
@@ -117,7 +125,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
 define nl
@@ -509,6 +517,25 @@ wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@cat $(WF_DIR)/merge-$(MODE)-$(METHOD).md
 	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 
+# ------------------------------------------------------------------ optimizer Fisher against the pass
+# (make optfisher-compare, above) the fisher merge's test rows of this
+# source, then the correlations and the table of both
+OPTF_MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-merge-$(MODE)-fisher-l1-s$(s)-test))
+optf_lines = $(foreach s,$(WF_SEEDS),$(MODE)	fisher ($(STATS_FISHER_SOURCE))	$(s)	test	1	$(A_eval-merge-$(MODE)-fisher-l1-s$(s)-test)$(nl))
+wf-optfisher-part: $(OPTF_MERGE_EVALS) | $(WF_DIR)/
+	@printf '%b' "$(subst $(nl),\n,$(optf_lines))" > $(WF_DIR)/optfisher-$(MODE)-$(STATS_FISHER_SOURCE).tsv
+OPTF_PAIRS = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(A_optfisher-$(MODE)-$(t)-s$(s)) $(A_fisher-diagonal-$(MODE)-$(t)-s$(s))))
+wf-optfisher-compare: $(OPTF_PAIRS) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
+	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),echo "$(t), seed $(s): optimizer Fisher ($(A_optfisher-$(MODE)-$(t)-s$(s))) against the Fisher pass ($(A_fisher-diagonal-$(MODE)-$(t)-s$(s)))" && \
+	  build/bin/art corr $(A_optfisher-$(MODE)-$(t)-s$(s)) $(A_fisher-diagonal-$(MODE)-$(t)-s$(s)) > $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr && \
+	  cat $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr && echo &&)) true
+	@echo "Pearson r of the optimizer Fisher with the Fisher pass ($(EXP_NAME), $(MODE)):"
+	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),printf '  %-12s seed %s  %s\n' $(t) $(s) "$$(tail -1 $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr | sed 's/^pearson //')" &&)) true
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines))"; cat $(WF_DIR)/optfisher-$(MODE)-pass.tsv $(WF_DIR)/optfisher-$(MODE)-optimizer.tsv; } > $(WF_DIR)/optfisher-$(MODE).tsv
+	@$(quiet_report) --manifest $(WF_DIR)/optfisher-$(MODE).tsv -o $(WF_DIR)/optfisher-$(MODE).md --no-plots \
+	  --title "$(EXP_NAME): the fisher merge of the $(MODE) models with each Fisher source"
+	@cat $(WF_DIR)/optfisher-$(MODE).md
+
 # ------------------------------------------------------------------ sweeps
 # Validation evals over the lambda grid, the best lambda per method and seed
 # (build/bin/report --argmax), then a sub-make for the test evals at the best
@@ -582,5 +609,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
+.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
 endif

@@ -9,20 +9,11 @@
 # belong; bad uses are one-line errors. The moments' arithmetic itself is
 # tests/test_optfisher.c (against torch's AdamW).
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_optfisher.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
-export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
-cat > "$T/exp.conf" <<CONF
-include $PWD/configs/models/t5-micro.conf
+source "$(dirname "$0")/t5_data_env.sh" test_optfisher
+cat >> "$T/exp.conf" <<CONF
 train.steps = 12
 train.batch_size = 8
 train.lr = 3e-3
-train.max_input_len = 32
-train.max_target_len = 8
 train.ckpt_every = 0
 CONF
 meta() { build/bin/art show "$1" | awk -v k="\"$2\":" '$1 == k { v = $2; sub(",", "", v); gsub("\"", "", v); print v; exit }'; }

@@ -166,6 +166,17 @@ static double *as_f64(const art_tensor *t) {
 /* The larger of a and b, NaN when either is NaN (a NaN is never "smaller"). */
 static double max_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : b > a ? b : a; }
 
+/* Open artifacts pa and pb (any kind) or die; *w: the width of the tensor
+ * column for a's names (at least min_w, at most 72). */
+static void open_pair(const char *pa, const char *pb, art_file **a, art_file **b, size_t min_w, size_t *w) {
+    if (!(*a = art_open(pa, NULL))) die("%s", mc_error());
+    if (!(*b = art_open(pb, NULL))) die("%s", mc_error());
+    *w = min_w;
+    for (size_t i = 0; i < (*a)->n_tensors; i++)
+        if (strlen((*a)->tensors[i].name) > *w) *w = strlen((*a)->tensors[i].name);
+    if (*w > 72) *w = 72;
+}
+
 static int cmd_diff(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
     double tol = -1;
@@ -179,16 +190,11 @@ static int cmd_diff(int argc, char **argv) {
                            .about = "prints the max abs / rel difference per tensor (rel: to the tensor's max |B|); "
                                     "nan when either tensor holds a NaN"};
     opts_parse(&prog, argc, argv);
-    art_file *a = art_open(pa, NULL);
-    if (!a) die("%s", mc_error());
-    art_file *b = art_open(pb, NULL);
-    if (!b) die("%s", mc_error());
+    art_file *a, *b;
+    size_t w;
+    open_pair(pa, pb, &a, &b, 4, &w);
     int differ = 0;
     if (strcmp(a->kind, b->kind)) { printf("kind: %s vs %s\n", a->kind, b->kind); differ = 1; }
-    size_t w = 4;
-    for (size_t i = 0; i < a->n_tensors; i++)
-        if (strlen(a->tensors[i].name) > w) w = strlen(a->tensors[i].name);
-    if (w > 72) w = 72;
     printf("%-*s %12s %12s\n", (int)w, "tensor", "max abs", "max rel");
     double worst = 0;
     for (size_t i = 0; i < a->n_tensors; i++) {
@@ -263,14 +269,9 @@ static int cmd_corr(int argc, char **argv) {
                            .about = "prints Pearson's r of each tensor of A with B's of that name (nan: a constant "
                                     "tensor), then their mean and minimum and r over all elements pooled"};
     opts_parse(&prog, argc, argv);
-    art_file *a = art_open(pa, NULL);
-    if (!a) die("%s", mc_error());
-    art_file *b = art_open(pb, NULL);
-    if (!b) die("%s", mc_error());
-    size_t w = 6;
-    for (size_t i = 0; i < a->n_tensors; i++)
-        if (strlen(a->tensors[i].name) > w) w = strlen(a->tensors[i].name);
-    if (w > 72) w = 72;
+    art_file *a, *b;
+    size_t w;
+    open_pair(pa, pb, &a, &b, 6, &w);
     printf("%-*s %12s %10s\n", (int)w, "tensor", "elements", "pearson");
     co_sums all = {0};
     double sum_r = 0, min_r = INFINITY;

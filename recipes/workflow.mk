@@ -108,12 +108,13 @@ report: wf-data
 	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
 ## optfisher-compare  the optimizer Fisher against the Fisher pass for EXP's MODE task models: per-tensor Pearson r, and the fisher merge with each source
-# Two sub-makes build the fisher merge with each source (optimizer: the
-# task models' fine-tunes rerun where their Fishers are not cached), a third
-# correlates the two Fishers of every task model (build/bin/art corr) and
-# prints both merges beside the individual models (docs/merging.md).
+# Two sub-makes build the fisher merge with each source, the optimizer's
+# first (on a cold cache the fine-tunes then write their Fishers as they
+# train; cached ones are trained again for them), a third correlates the
+# two Fishers of every task model (build/bin/art corr) and prints both
+# merges beside the individual models (docs/merging.md).
 optfisher-compare: wf-data
-	@$(foreach src,pass optimizer,$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=$(src) wf-optfisher-part &&) true
+	@$(foreach src,optimizer pass,$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=$(src) wf-optfisher-part &&) true
 	@$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=optimizer wf-optfisher-compare
 ## plan           TARGET=merge|sweep|report|individual|multitask|pretrain (and EXP, MODE, METHOD, ...): the stage runs it would execute, estimated times, critical path, what N nodes buy
 plan: all wf-check
@@ -524,6 +525,7 @@ OPTF_MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-merge-$(MODE)-fisher-l1-s$(s
 optf_lines = $(foreach s,$(WF_SEEDS),$(MODE)	fisher ($(STATS_FISHER_SOURCE))	$(s)	test	1	$(A_eval-merge-$(MODE)-fisher-l1-s$(s)-test)$(nl))
 wf-optfisher-part: $(OPTF_MERGE_EVALS) | $(WF_DIR)/
 	@printf '%b' "$(subst $(nl),\n,$(optf_lines))" > $(WF_DIR)/optfisher-$(MODE)-$(STATS_FISHER_SOURCE).tsv
+	@printf '%s\n' $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-fisher-l1-s$(s))) > $(WF_DIR)/optfisher-$(MODE)-$(STATS_FISHER_SOURCE).merged
 OPTF_PAIRS = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(A_optfisher-$(MODE)-$(t)-s$(s)) $(A_fisher-diagonal-$(MODE)-$(t)-s$(s))))
 wf-optfisher-compare: $(OPTF_PAIRS) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),echo "$(t), seed $(s): optimizer Fisher ($(A_optfisher-$(MODE)-$(t)-s$(s))) against the Fisher pass ($(A_fisher-diagonal-$(MODE)-$(t)-s$(s)))" && \
@@ -531,6 +533,9 @@ wf-optfisher-compare: $(OPTF_PAIRS) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	  cat $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr && echo &&)) true
 	@echo "Pearson r of the optimizer Fisher with the Fisher pass ($(EXP_NAME), $(MODE)):"
 	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),printf '  %-12s seed %s  %s\n' $(t) $(s) "$$(tail -1 $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr | sed 's/^pearson //')" &&)) true
+	@echo "The fisher merges with the two sources, merged weights compared (art diff):"
+	@paste $(WF_DIR)/optfisher-$(MODE)-pass.merged $(WF_DIR)/optfisher-$(MODE)-optimizer.merged | \
+	  while read -r p o; do printf '  %s vs %s: %s\n' "$$(basename $$p)" "$$(basename $$o)" "$$(build/bin/art diff $$p $$o | tail -1)"; done
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines))"; cat $(WF_DIR)/optfisher-$(MODE)-pass.tsv $(WF_DIR)/optfisher-$(MODE)-optimizer.tsv; } > $(WF_DIR)/optfisher-$(MODE).tsv
 	@$(quiet_report) --manifest $(WF_DIR)/optfisher-$(MODE).tsv -o $(WF_DIR)/optfisher-$(MODE).md --no-plots \
 	  --title "$(EXP_NAME): the fisher merge of the $(MODE) models with each Fisher source"

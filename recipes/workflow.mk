@@ -240,7 +240,8 @@ define resolve_body
 RESOLVED := $(shell build/bin/key --batch-file $(KEY_BATCH))
 $$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
 endef
-resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
+# A slot with RULE_<slot> set gets that template's rule instead of slot_rule's.
+resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call $(or $(RULE_$(s)),slot_rule),$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
@@ -312,12 +313,12 @@ $(resolve)
 
 # ------------------------------------------------------------------ optimizer Fisher
 # The optimizer Fisher of a fine-tune ("Fishers for free": its optimizer's
-# second moments, train --optimizer-fisher; docs/merging.md) is
-# $(CACHE)/optfisher/<the fine-tune's key>.msgpack, slot
-# optfisher-MODE-TASK-sS, produced under the fine-tune's key: the option
-# does not enter a key and leaves the model's bytes alone, so the models
-# of both Fisher sources are the same cache entries. It is a second output
-# of a train run, and a Make rule has one; so:
+# second moments, train --optimizer-fisher; docs/merging.md), slot
+# optfisher-MODE-TASK-sS, keyed as stage optfisher with input train = the
+# fine-tune's key: train --optimizer-fisher does not enter the fine-tune's
+# key and leaves the model's bytes alone, so the models of both Fisher
+# sources are the same cache entries. It is a second output of a train run,
+# and a Make rule has one; so:
 #  - with exp.stats.fisher_source = optimizer the fine-tune's command writes
 #    it, atomically (a temporary file renamed: a killed run leaves none) and
 #    before the model (a model on disk has its Fisher beside it);
@@ -328,22 +329,27 @@ $(resolve)
 #    a cached model is never rewritten, and no rule reads what another is
 #    still writing. (A retrain under another MATS_THREADS may differ from
 #    the first run in the last bits.)
-# The slots exist in both sources (cache-gc keeps what is built); merges
-# read them only with `optimizer`. Blockwise Fishers (mats on IA3) have no
-# optimizer analogue and stay a Fisher pass.
-define optfisher_template
-K_optfisher-$(MODE)-$(1)-s$(2) := $(K_ft-$(MODE)-$(1)-s$(2))
-KA_optfisher-$(MODE)-$(1)-s$(2) := $(KA_ft-$(MODE)-$(1)-s$(2))
-A_optfisher-$(MODE)-$(1)-s$(2) := $(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack
-SLOTS += optfisher-$(MODE)-$(1)-s$(2)
-$(if $(filter optimizer,$(STATS_FISHER_SOURCE)),CMD_ft-$(MODE)-$(1)-s$(2) += --optimizer-fisher $(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack)
-$(CACHE)/optfisher/$(K_ft-$(MODE)-$(1)-s$(2)).msgpack: | $(A_ft-$(MODE)-$(1)-s$(2))
-	@if [ ! -s $$@ ]; then mkdir -p $$(@D) && build/bin/key $$(KA_optfisher-$(MODE)-$(1)-s$(2)) --text > $$@.keytext && \
-	  scripts/run-stage.sh optfisher-$(MODE)-$(1)-s$(2) $$@ $$@.keytext -- $$(CMD_ft-$(MODE)-$(1)-s$(2)) \
-	    $$(if $$(filter optimizer,$(STATS_FISHER_SOURCE)),,--optimizer-fisher $$@) --key $(K_ft-$(MODE)-$(1)-s$(2)) -o $$(@:.msgpack=.model.msgpack) && \
-	  rm -f $$@.keytext $$(@:.msgpack=.model.msgpack); fi
+# The slots exist with either source (cache-gc keeps what was built);
+# merges read them only with `optimizer`. Blockwise Fishers (mats on IA3)
+# have no optimizer analogue and stay a Fisher pass.
+ft_of = $(patsubst optfisher-%,ft-%,$(1))
+define optfisher_decl
+KA_optfisher-$(MODE)-$(1)-s$(2) := --stage optfisher --input train=$(K_ft-$(MODE)-$(1)-s$(2))
+RULE_optfisher-$(MODE)-$(1)-s$(2) := optfisher_rule
+PENDING += optfisher-$(MODE)-$(1)-s$(2)
 endef
-$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call optfisher_template,$(t),$(s)))))
+define optfisher_rule
+A_$(1) := $(CACHE)/optfisher/$(K_$(1)).msgpack
+SLOTS += $(1)
+$(if $(filter optimizer,$(STATS_FISHER_SOURCE)),CMD_$(call ft_of,$(1)) += --optimizer-fisher $(CACHE)/optfisher/$(K_$(1)).msgpack)
+$(CACHE)/optfisher/$(K_$(1)).msgpack: | $(A_$(call ft_of,$(1)))
+	@if [ ! -s $$@ ]; then mkdir -p $$(@D) && build/bin/key $$(KA_$(1)) --text > $$@.keytext && \
+	  scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(call ft_of,$(1))) \
+	    $$(if $$(filter optimizer,$(STATS_FISHER_SOURCE)),,--optimizer-fisher $$@) --key $(K_$(call ft_of,$(1))) \
+	    -o $$(@:.msgpack=.model.msgpack) && rm -f $$@.keytext $$(@:.msgpack=.model.msgpack); fi
+endef
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call optfisher_decl,$(t),$(s)))))
+$(resolve)
 endif
 
 # model/ia3 arguments of eval, fisher and gram for a fine-tuned slot

@@ -25,7 +25,8 @@
  * takes it for that model's Fisher. With validation (best weights kept) it
  * is the state of the step whose weights are written (meta.weights "best",
  * meta.optimizer_step), else of the last step. It does not enter the key
- * and leaves the model's bytes alone. F is written before OUT.
+ * and leaves the model's bytes alone. F is written before OUT, under the
+ * key of stage "optfisher" with input "train" = this run's key.
  *
  * Resume: every train.ckpt_every steps the state (trainable weights,
  * optimizer state, best weights, counters) goes to OUT.ckpt through the
@@ -493,7 +494,9 @@ static void check_fisher_path(const char *f, const char *out) {
  * that is 1/B of the per-example square the Fisher pass averages).
  * meta.inputs are as `fisher` writes them for this output (model = this
  * run's key; IA3: model = the base, ia3 = this run's key), so merge's
- * provenance check pairs it with this model; its key is the run's. */
+ * provenance check pairs it with this model. Its key is its own, a function
+ * of the run's: stage optfisher, input train = the run's key (what
+ * `key --stage optfisher --input train=KEY` prints; recipes/workflow.mk). */
 static void write_optimizer_fisher(const char *path, const char *run_key, const char *init_key, const optim *opt,
                                    const float *mom, long step, int at_best, const train_opts *o, tok_set **sets,
                                    int nd) {
@@ -524,7 +527,12 @@ static void write_optimizer_fisher(const char *path, const char *run_key, const 
         mc_val *dl = val_set_array(inp, "data");
         for (int i = 0; i < nd; i++) val_push(dl, val_str(sets[i]->key));
     }
-    art_writer *w = art_writer_open(path, "fisher_diag", run_key, meta, (size_t)opt->n_tensors);
+    char fkey[33];
+    mc_key *k = key_new("optfisher");
+    if (key_input(k, "train", run_key) < 0) die("%s", mc_error());
+    key_digest(k, fkey);
+    key_free(k);
+    art_writer *w = art_writer_open(path, "fisher_diag", fkey, meta, (size_t)opt->n_tensors);
     val_free(meta);
     if (!w) die("%s", mc_error());
     size_t maxn = 1;

@@ -44,7 +44,8 @@ done
 # 2. a real run with validation and early stopping: the model's bytes and
 # key are those of a run without the option; the Fisher has the pass's
 # names and shapes (art corr refuses anything else), is of the best step,
-# and names the model as `fisher` would (meta.inputs.model = its key)
+# names the model as `fisher` would (meta.inputs.model = its key) and has
+# the key of stage optfisher on the run's key
 es="--set train.steps=40 --set train.eval_every=4 --set train.patience=2 --set train.lr=3e-2 --set train.valid_examples=16
     --valid $T/valid.msgpack"
 if build/bin/train --config "$T/exp.conf" $es --data "$T/train.msgpack" -o "$T/plain.msgpack" 2>"$T/log" &&
@@ -57,7 +58,8 @@ bs=$(meta "$T/full.msgpack" best_step) st=$(meta "$T/full.msgpack" steps) os=$(m
 mk=$(key_of "$T/full.msgpack")
 if build/bin/fisher --model "$T/full.msgpack" --data "$T/train.msgpack" --type diagonal --examples 64 -o "$T/pfull.msgpack" 2>"$T/log" &&
    build/bin/art corr "$T/ffull.msgpack" "$T/pfull.msgpack" > "$T/corr" 2>&1 &&
-   [ "$(meta "$T/ffull.msgpack" model)" = "$mk" ] && [ "$(key_of "$T/ffull.msgpack")" = "$mk" ] &&
+   [ "$(meta "$T/ffull.msgpack" model)" = "$mk" ] &&
+   [ "$(key_of "$T/ffull.msgpack")" = "$(build/bin/key --stage optfisher --input train="$mk")" ] &&
    [ "$(build/bin/art show "$T/ffull.msgpack" | awk '$1 == "kind" { print $2 }')" = fisher_diag ] &&
    [ -n "$bs" ] && [ "$os" = "$bs" ] && [ "$(meta "$T/ffull.msgpack" weights)" = best ] && [ "$bs" -lt "$st" ]; then
     ok "optfisher_is_of_the_best_step (best $bs of $st steps; $(tail -1 "$T/corr"))"

@@ -166,11 +166,19 @@ static double *as_f64(const art_tensor *t) {
 /* The larger of a and b, NaN when either is NaN (a NaN is never "smaller"). */
 static double max_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : b > a ? b : a; }
 
-/* Open artifacts pa and pb (any kind) or die; *w: the width of the tensor
- * column for a's names (at least min_w, at most 72). */
-static void open_pair(const char *pa, const char *pb, art_file **a, art_file **b, size_t min_w, size_t *w) {
-    if (!(*a = art_open(pa, NULL))) die("%s", mc_error());
-    if (!(*b = art_open(pb, NULL))) die("%s", mc_error());
+/* The two positional rows of a command on artifacts A and B. */
+#define PAIR_ROWS(pa, pb, b_help)                                                                     \
+    {.name = "A", .kind = OPT_STR, .dst = (pa), .flags = OPT_REQUIRED, .help = "an artifact"},       \
+    {.name = "B", .kind = OPT_STR, .dst = (pb), .flags = OPT_REQUIRED, .help = (b_help)}
+
+/* Parse a command whose rows start with PAIR_ROWS(pa, pb, ...) and open
+ * both artifacts (any kind) or die; *w: the width of the tensor column for
+ * a's names (at least min_w, at most 72). */
+static void open_pair(const opt_prog *prog, int argc, char **argv, const char **pa, const char **pb, art_file **a,
+                      art_file **b, size_t min_w, size_t *w) {
+    opts_parse(prog, argc, argv);
+    if (!(*a = art_open(*pa, NULL))) die("%s", mc_error());
+    if (!(*b = art_open(*pb, NULL))) die("%s", mc_error());
     *w = min_w;
     for (size_t i = 0; i < (*a)->n_tensors; i++)
         if (strlen((*a)->tensors[i].name) > *w) *w = strlen((*a)->tensors[i].name);
@@ -181,18 +189,16 @@ static int cmd_diff(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
     double tol = -1;
     opt_spec rows[] = {
-        {.name = "A", .kind = OPT_STR, .dst = &pa, .flags = OPT_REQUIRED, .help = "an artifact"},
-        {.name = "B", .kind = OPT_STR, .dst = &pb, .flags = OPT_REQUIRED, .help = "the artifact to compare it with"},
+        PAIR_ROWS(&pa, &pb, "the artifact to compare it with"),
         {.name = "--tol", .kind = OPT_FLOAT, .dst = &tol, .arg = "X", .lo = 0, .hi = 1e300,
          .help = "exit 1 when a relative difference is above X (a NaN always is)"},
         {0}};
     const opt_prog prog = {.name = "art diff", .opts = rows,
                            .about = "prints the max abs / rel difference per tensor (rel: to the tensor's max |B|); "
                                     "nan when either tensor holds a NaN"};
-    opts_parse(&prog, argc, argv);
     art_file *a, *b;
     size_t w;
-    open_pair(pa, pb, &a, &b, 4, &w);
+    open_pair(&prog, argc, argv, &pa, &pb, &a, &b, 4, &w);
     int differ = 0;
     if (strcmp(a->kind, b->kind)) { printf("kind: %s vs %s\n", a->kind, b->kind); differ = 1; }
     printf("%-*s %12s %12s\n", (int)w, "tensor", "max abs", "max rel");
@@ -260,18 +266,14 @@ static double co_r(co_sums c) { return c.sxx > 0 && c.syy > 0 ? c.sxy / sqrt(c.s
 
 static int cmd_corr(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
-    opt_spec rows[] = {
-        {.name = "A", .kind = OPT_STR, .dst = &pa, .flags = OPT_REQUIRED, .help = "an artifact"},
-        {.name = "B", .kind = OPT_STR, .dst = &pb, .flags = OPT_REQUIRED,
-         .help = "an artifact with A's tensor names and shapes (e.g. two Fishers of one model)"},
-        {0}};
+    art_file *a, *b;
+    size_t w;
+    opt_spec rows[] = {PAIR_ROWS(&pa, &pb, "an artifact with A's tensor names and shapes (e.g. two Fishers of one model)"),
+                       {0}};
     const opt_prog prog = {.name = "art corr", .opts = rows,
                            .about = "prints Pearson's r of each tensor of A with B's of that name (nan: a constant "
                                     "tensor), then their mean and minimum and r over all elements pooled"};
-    opts_parse(&prog, argc, argv);
-    art_file *a, *b;
-    size_t w;
-    open_pair(pa, pb, &a, &b, 6, &w);
+    open_pair(&prog, argc, argv, &pa, &pb, &a, &b, 6, &w);
     printf("%-*s %12s %10s\n", (int)w, "tensor", "elements", "pearson");
     co_sums all = {0};
     double sum_r = 0, min_r = INFINITY;

@@ -226,6 +226,39 @@ void opt_step(optim *o, float *params, const float *grads) {
     else adafactor_step(o, params, grads);
 }
 
+size_t opt_moments_floats(const optim *o) { return o->kind == OPT_ADAMW ? o->n : o->n_state; }
+
+void opt_moments_copy(const optim *o, float *dst) {
+    size_t off = o->kind == OPT_ADAMW ? o->n : 0, n = opt_moments_floats(o);
+    if (o->ops) o->ops->download(dst, o->dstate + off, sizeof(float) * n);
+    else memcpy(dst, o->state + off, sizeof(float) * n);
+}
+
+void opt_fisher_tensor(const optim *o, const float *mom, long step, int i, float scale, float *out) {
+    const t5_tensor *t = &o->tensors[i];
+    if (step < 1) {
+        memset(out, 0, sizeof(float) * t->numel);
+        return;
+    }
+    if (o->kind == OPT_ADAMW) {
+        double c = scale / (1.0 - pow(o->beta2, (double)step));
+        for (size_t j = 0; j < t->numel; j++) out[j] = (float)(mom[t->offset + j] * c);
+        return;
+    }
+    const float *st = mom + o->state_off[i];
+    if (t->ndim != 2) {
+        for (size_t j = 0; j < t->numel; j++) out[j] = st[j] * scale;
+        return;
+    }
+    size_t R = t->shape[0], C = t->shape[1];
+    const float *row = st, *col = st + R;
+    double rm = 0; /* as adafactor_step takes the row mean */
+    for (size_t r = 0; r < R; r++) rm += row[r];
+    rm /= R;
+    for (size_t r = 0; r < R; r++)
+        for (size_t c = 0; c < C; c++) out[r * C + c] = (float)(row[r] / rm * col[c] * scale);
+}
+
 float opt_clip_grad_norm(float *grads, size_t n, float max_norm) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];

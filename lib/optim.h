@@ -69,6 +69,30 @@ void opt_to_device(optim *o, const struct mc_ops *ops);
 void opt_sync_host(optim *o);
 void opt_sync_device(optim *o);
 
+/* The second moments as a diagonal Fisher ("Fishers for free", Li, Dangel,
+ * Tam, Raffel 2025, arXiv 2507.18807: the squared-gradient accumulator
+ * recycled as the Fisher diagonal; train --optimizer-fisher).
+ *
+ * opt_moments_floats: the floats of the second-moment part of the state
+ * (AdamW: v, n floats; Adafactor: every tensor's row and column factors, or
+ * its full v when unfactored: the whole state). opt_moments_copy: that part
+ * of the current state into host memory dst (downloaded when the state is
+ * on a device). */
+size_t opt_moments_floats(const optim *o);
+void opt_moments_copy(const optim *o, float *dst);
+
+/* Tensor i's estimate of E[g^2] from `mom` (an opt_moments_copy taken after
+ * `step` updates), times `scale`, into out (the tensor's numel floats):
+ *   AdamW       v / (1 - beta2^step): bias-corrected, so that runs of
+ *               different lengths (early stopping) are on one scale;
+ *   Adafactor   factored (2-d) tensors: R_r C_c / mean(R), the v-hat its
+ *               update divides by (R, C: the EMAs of the row and column
+ *               means of g^2 + eps1); 1-d tensors: its v. Its decay
+ *               1 - step^-0.8 is 0 at step 1, so v is already a weighted
+ *               mean of g^2: no correction.
+ * step < 1 (no update yet) gives zeros. The caller owns out. */
+void opt_fisher_tensor(const optim *o, const float *mom, long step, int i, float scale, float *out);
+
 /* opt_clip_grad_norm for grads in memory of `ops` (NULL: the CPU). */
 float opt_clip_grad_norm_on(const struct mc_ops *ops, float *grads, size_t n, float max_norm);
 

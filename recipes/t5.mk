@@ -23,7 +23,11 @@ bench-train: build/bin/train
 	  tee build/bench-train.txt
 	@awk -f tests/reference/bench_train_ratios.awk build/bench-train.txt
 
-.PHONY: fixtures-t5 bench-train
+## fixtures-optfisher  regenerate tests/reference/optfisher_fixture.txt (torch's AdamW state, Adafactor written out; python3-torch)
+fixtures-optfisher:
+	/usr/bin/python3 tests/reference/optfisher_ref.py tests/reference/optfisher_fixture.txt
+
+.PHONY: fixtures-t5 fixtures-optfisher bench-train
 
 ## bench-stats    diagonal / blockwise Fisher and Gram on 1000 t5-mini examples, beside PyTorch's per-example loop
 BENCH_STATS_DIR := build/bench-stats

@@ -48,12 +48,13 @@ $(if $(EXECUTOR_CHECK),$(error $(EXECUTOR_CHECK)))
 endif
 endif
 
-WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(MULTITASK),MULTITASK=$(MULTITASK)) MATS_CACHE=$(MATS_CACHE)
+WF_VARS = DATA_KEYS=1 DATA_CONF=$(EXP_CONF) EXP=$(EXP) MODE=$(MODE) METHOD=$(METHOD) $(if $(LAMBDA),LAMBDA=$(LAMBDA)) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(MULTITASK),MULTITASK=$(MULTITASK)) $(if $(FISHER_SOURCE),FISHER_SOURCE=$(FISHER_SOURCE)) MATS_CACHE=$(MATS_CACHE)
 
 wf-check:
 	@[ -f $(EXP_CONF) ] || { echo "make: no experiment '$(EXP)': $(EXP_CONF) does not exist (see configs/experiments/)" >&2; exit 1; }
 	@case "$(MODE)" in ia3|full) ;; *) echo "make: MODE=$(MODE): use ia3 or full" >&2; exit 1;; esac
 	@case "$(EXECUTOR)" in ''|local|slurm) ;; *) echo "make: EXECUTOR=$(EXECUTOR): use local or slurm (docs/cluster.md)" >&2; exit 1;; esac
+	@case "$(FISHER_SOURCE)" in ''|pass|optimizer) ;; *) echo "make: FISHER_SOURCE=$(FISHER_SOURCE): use pass or optimizer (docs/merging.md)" >&2; exit 1;; esac
 
 # The data of the experiment: the built-in benchmark (recipes/data.mk), or,
 # for `exp.source = hf`, the imported checkpoints (recipes/interop.mk).
@@ -106,6 +107,15 @@ modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1))
 report: wf-data
 	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
+## optfisher-compare  the optimizer Fisher against the Fisher pass for EXP's MODE task models: per-tensor Pearson r, and the fisher merge with each source
+# Two sub-makes build the fisher merge with each source, the optimizer's
+# first (on a cold cache the fine-tunes then write their Fishers as they
+# train; cached ones are trained again for them), a third correlates the
+# two Fishers of every task model (build/bin/art corr) and prints both
+# merges beside the individual models (docs/merging.md).
+optfisher-compare: wf-data
+	@$(foreach src,optimizer pass,$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=$(src) wf-optfisher-part &&) true
+	@$(MAKE) WF=1 $(WF_VARS) METHOD=fisher FISHER_SOURCE=optimizer wf-optfisher-compare
 ## plan           TARGET=merge|sweep|report|individual|multitask|pretrain (and EXP, MODE, METHOD, ...): the stage runs it would execute, estimated times, critical path, what N nodes buy
 plan: all wf-check
 	@bash scripts/plan.sh "$(or $(TARGET),merge)" "$(REPORT_MODES)" $(WF_VARS)
@@ -116,7 +126,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
 define nl
@@ -162,6 +172,12 @@ MT_CONF    := $(call exp_path,exp.multitask.$(MODE))
 STATS_SPLIT := $(or $(call exp_get,exp.stats.split),train)
 STATS_N    := $(or $(call exp_get,exp.stats.examples),1000)
 TRUE_FISHER := $(or $(call exp_get,exp.stats.true_fisher),0)
+# where the diagonal Fishers come from: `pass` (the fisher stage) or
+# `optimizer` (the fine-tunes' second moments, "optimizer Fisher" below);
+# FISHER_SOURCE= overrides exp.stats.fisher_source
+STATS_FISHER_SOURCE := $(or $(FISHER_SOURCE),$(call exp_get,exp.stats.fisher_source),pass)
+$(if $(filter pass optimizer,$(STATS_FISHER_SOURCE)),,$(error exp.stats.fisher_source = '$(STATS_FISHER_SOURCE)': use pass or optimizer))
+$(if $(and $(HF),$(filter optimizer,$(STATS_FISHER_SOURCE))),$(error exp.stats.fisher_source = optimizer reads the second moments of fine-tunes this workflow trains, and an exp.source = hf experiment imports its task models: use pass))
 LAMBDA_GRID := $(call split_list,$(or $(call exp_get,exp.lambda_grid),0$(comma)0.1$(comma)0.2$(comma)0.3$(comma)0.4$(comma)0.5$(comma)0.6$(comma)0.7$(comma)0.8$(comma)0.9$(comma)1))
 # The merge methods and what each reads and needs: the rows of
 # `build/bin/merge --list-methods` (docs/merging.md), one word per method
@@ -230,7 +246,8 @@ define resolve_body
 RESOLVED := $(shell build/bin/key --batch-file $(KEY_BATCH))
 $$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
 endef
-resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call slot_rule,$(s))))$(eval PENDING :=))
+# A slot with RULE_<slot> set gets that template's rule instead of slot_rule's.
+resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call $(or $(RULE_$(s)),slot_rule),$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
@@ -298,6 +315,46 @@ $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)trai
   build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_$(BASE)) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
+$(resolve)
+
+# ------------------------------------------------------------------ optimizer Fisher
+# The optimizer Fisher of a fine-tune ("Fishers for free": its optimizer's
+# second moments, train --optimizer-fisher; docs/merging.md), slot
+# optfisher-MODE-TASK-sS, keyed as stage optfisher with input train = the
+# fine-tune's key: train --optimizer-fisher does not enter the fine-tune's
+# key and leaves the model's bytes alone, so the models of both Fisher
+# sources are the same cache entries. It is a second output of a train run,
+# and a Make rule has one; so:
+#  - with exp.stats.fisher_source = optimizer the fine-tune's command writes
+#    it, atomically (a temporary file renamed: a killed run leaves none) and
+#    before the model (a model on disk has its Fisher beside it);
+#  - its own rule, after the fine-tune (order-only), does nothing when the
+#    file is there; when it is not (the model was trained for the `pass`
+#    source, or the file was deleted) it runs that training again, same
+#    key and arguments, with the model to a scratch file that it deletes:
+#    a cached model is never rewritten, and no rule reads what another is
+#    still writing. (A retrain under another MATS_THREADS may differ from
+#    the first run in the last bits.)
+# The slots exist with either source (cache-gc keeps what was built);
+# merges read them only with `optimizer`. Blockwise Fishers (mats on IA3)
+# have no optimizer analogue and stay a Fisher pass.
+ft_of = $(patsubst optfisher-%,ft-%,$(1))
+define optfisher_decl
+KA_optfisher-$(MODE)-$(1)-s$(2) := --stage optfisher --input train=$(K_ft-$(MODE)-$(1)-s$(2))
+RULE_optfisher-$(MODE)-$(1)-s$(2) := optfisher_rule
+PENDING += optfisher-$(MODE)-$(1)-s$(2)
+endef
+define optfisher_rule
+A_$(1) := $(CACHE)/optfisher/$(K_$(1)).msgpack
+SLOTS += $(1)
+$(if $(filter optimizer,$(STATS_FISHER_SOURCE)),CMD_$(call ft_of,$(1)) += --optimizer-fisher $(CACHE)/optfisher/$(K_$(1)).msgpack)
+$(CACHE)/optfisher/$(K_$(1)).msgpack: | $(A_$(call ft_of,$(1)))
+	@if [ ! -s $$@ ]; then mkdir -p $$(@D) && build/bin/key $$(KA_$(1)) --text > $$@.keytext && \
+	  scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(call ft_of,$(1))) \
+	    $$(if $$(filter optimizer,$(STATS_FISHER_SOURCE)),,--optimizer-fisher $$@) --key $(K_$(call ft_of,$(1))) \
+	    -o $$(@:.msgpack=.model.msgpack) && rm -f $$@.keytext $$(@:.msgpack=.model.msgpack); fi
+endef
+$(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call optfisher_decl,$(t),$(s)))))
 $(resolve)
 endif
 
@@ -384,7 +441,7 @@ $(resolve)
 # reads lambda.
 stats_of = $(filter-out none,$(call mm_field,$(1),stats.$(MODE)))
 stat_flag = $(if $(filter gram,$(1)),--gram,--fisher)
-stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3))
+stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(if $(and $(filter fisher-diagonal,$(2)),$(filter optimizer,$(STATS_FISHER_SOURCE))),optfisher-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3)))
 uses_lambda := $(foreach m,$(MERGE_METHODS),$(if $(filter yes,$(call mm_field,$(m),lambda)),$(m)))
 opts_of = $(filter-out none,$(call split_list,$(call mm_field,$(1),options)))
 # the merge.* entries that method $(1) reads, as name=value
@@ -483,6 +540,29 @@ wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 	@echo "merged artifacts: $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)))"
 	$(mt_hint)
 
+# ------------------------------------------------------------------ optimizer Fisher against the pass
+# (make optfisher-compare, above) the fisher merge's test rows of this
+# source, then the correlations and the table of both
+OPTF_MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(A_eval-merge-$(MODE)-fisher-l1-s$(s)-test))
+optf_lines = $(foreach s,$(WF_SEEDS),$(MODE)	fisher ($(STATS_FISHER_SOURCE))	$(s)	test	1	$(A_eval-merge-$(MODE)-fisher-l1-s$(s)-test)$(nl))
+wf-optfisher-part: $(OPTF_MERGE_EVALS) | $(WF_DIR)/
+	@printf '%b' "$(subst $(nl),\n,$(optf_lines))" > $(WF_DIR)/optfisher-$(MODE)-$(STATS_FISHER_SOURCE).tsv
+	@printf '%s\n' $(foreach s,$(WF_SEEDS),$(A_merge-$(MODE)-fisher-l1-s$(s))) > $(WF_DIR)/optfisher-$(MODE)-$(STATS_FISHER_SOURCE).merged
+OPTF_PAIRS = $(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),$(A_optfisher-$(MODE)-$(t)-s$(s)) $(A_fisher-diagonal-$(MODE)-$(t)-s$(s))))
+wf-optfisher-compare: $(OPTF_PAIRS) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
+	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),echo "$(t), seed $(s): optimizer Fisher ($(A_optfisher-$(MODE)-$(t)-s$(s))) against the Fisher pass ($(A_fisher-diagonal-$(MODE)-$(t)-s$(s)))" && \
+	  build/bin/art corr $(A_optfisher-$(MODE)-$(t)-s$(s)) $(A_fisher-diagonal-$(MODE)-$(t)-s$(s)) > $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr && \
+	  cat $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr && echo &&)) true
+	@echo "Pearson r of the optimizer Fisher with the Fisher pass ($(EXP_NAME), $(MODE)):"
+	@$(foreach s,$(WF_SEEDS),$(foreach t,$(TASKS),printf '  %-12s seed %s  %s\n' $(t) $(s) "$$(tail -1 $(WF_DIR)/optfisher-$(MODE)-$(t)-s$(s).corr | sed 's/^pearson //')" &&)) true
+	@echo "The fisher merges with the two sources, merged weights compared (art diff):"
+	@paste $(WF_DIR)/optfisher-$(MODE)-pass.merged $(WF_DIR)/optfisher-$(MODE)-optimizer.merged | \
+	  while read -r p o; do printf '  %s vs %s: %s\n' "$$(basename $$p)" "$$(basename $$o)" "$$(build/bin/art diff $$p $$o | tail -1)"; done
+	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines))"; cat $(WF_DIR)/optfisher-$(MODE)-pass.tsv $(WF_DIR)/optfisher-$(MODE)-optimizer.tsv; } > $(WF_DIR)/optfisher-$(MODE).tsv
+	@$(quiet_report) --manifest $(WF_DIR)/optfisher-$(MODE).tsv -o $(WF_DIR)/optfisher-$(MODE).md --no-plots \
+	  --title "$(EXP_NAME): the fisher merge of the $(MODE) models with each Fisher source"
+	@cat $(WF_DIR)/optfisher-$(MODE).md
+
 # ------------------------------------------------------------------ sweeps
 # Validation evals over the lambda grid, the best lambda per method and seed
 # (build/bin/report --argmax), then a sub-make for the test evals at the best
@@ -560,5 +640,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
+.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
 endif

@@ -25,7 +25,7 @@ for conf in configs/experiments/*.conf; do
     for mode in $modes; do
         # the listing sees only the experiment's own configuration: no
         # variables of the calling make (SEEDS=1 would drop seeds 2 and 3)
-        if ! env -u SEEDS -u METHOD -u LAMBDA -u MODE -u METHODS -u DEVICE -u MATS_GPU_MATH -u MATS_CPU_MATH \
+        if ! env -u SEEDS -u METHOD -u LAMBDA -u MODE -u METHODS -u DEVICE -u MATS_GPU_MATH -u MATS_CPU_MATH -u FISHER_SOURCE \
                 MAKEFLAGS= MFLAGS= MAKELEVEL= MAKEOVERRIDES= \
                 make --no-print-directory WF=1 DATA_KEYS=1 DATA_CONF="$conf" EXP="$exp" MODE="$mode" MATS_CACHE="$cache" \
                 cache-gc-list >>"$keep" 2>"$keep.err" || [ -s "$keep.err" ]; then

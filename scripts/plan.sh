@@ -63,6 +63,11 @@ for g in "${goals[@]}"; do
              print line; break } }' "$T/dry" >> "$T/runs"
 done
 touch "$T/runs"
+# An optimizer Fisher's own run (recipes/workflow.mk) trains only when its
+# fine-tune is cached: where the fine-tune is planned too, that writes it.
+awk 'NR == FNR { planned[$2] = 1; next }
+     $2 ~ /^optfisher-/ { ft = $2; sub(/^optfisher-/, "ft-", ft); if (ft in planned) next }
+     { print }' "$T/runs" "$T/runs" > "$T/runs.f" && mv "$T/runs.f" "$T/runs"
 
 # The config values the cost model reads, one `key --get` per distinct set
 # of --config/--set arguments (merge reads none: the experiment's).
@@ -121,7 +126,7 @@ function model(stage, slot, id, cmd,    V, d, dkv, dff, h, le, ld, g, P_enc, P_d
     if (c[22] != "-") Li = c[22] + 0
     fin = 2 * P_enc * Li; fout = 2 * (P_dec + P_lm) * Lc
     fev = fin + 4 * fout   # an evaluated example: its input once, about four choices
-    if (stage == "train") {
+    if (stage == "train" || stage == "optfisher") {
         steps = num(c[10], 1000); B = num(c[11], 16); Lt = num(c[13], 8)
         pass = (cmd ~ / --mode ia3/) ? 2 : 3
         nd = 0; if (match(cmd, / --valid [^ ]+/)) { vl = substr(cmd, RSTART, RLENGTH); nd = 1 + gsub(/,/, ",", vl) }

@@ -125,7 +125,9 @@ local)
     rc=$? ;;
 slurm)
     why=
-    slurm_resources "$stage" || { echo "run-stage: $why" >&2; exit 1; }
+    # an optimizer Fisher's run (recipes/workflow.mk) is a train run
+    rstage=$stage; [ "$stage" = optfisher ] && rstage=train
+    slurm_resources "$rstage" || { echo "run-stage: $why" >&2; exit 1; }
     # The device the stage will use, as it decides: --device, else DEVICE,
     # else <stage>.device in its --config files and --set entries.
     dev= prev= cfgargs=()
@@ -136,7 +138,7 @@ slurm)
     done
     [ -n "$dev" ] || dev=${DEVICE:-}
     if [ -z "$dev" ] && [ ${#cfgargs[@]} -gt 0 ]; then
-        dev=$(build/bin/key "${cfgargs[@]}" --get "$stage.device" 2>/dev/null)
+        dev=$(build/bin/key "${cfgargs[@]}" --get "$rstage.device" 2>/dev/null)
     fi
     [ -z "$gres" ] && [ "$dev" = cuda ] && gres=gpu:1
     [ "$gres" = none ] && gres=

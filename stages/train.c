@@ -5,6 +5,7 @@
  *   train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq]
  *         [--mode full|ia3] --data A.msgpack[,B.msgpack...] [--valid V.msgpack[,...]]
  *         [--init MODEL.msgpack] [--seed N] [--device cpu|cuda] [--key HEX] -o OUT.msgpack
+ *         [--optimizer-fisher F.msgpack]
  *   train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS
  *
  * --objective, --mode and --seed are shorthands for --set train.objective=,
@@ -14,6 +15,18 @@
  * IA3 and optional for full training (random init otherwise, see
  * t5_init_random). Output: a `model` artifact (full) or an `ia3` artifact
  * whose meta.base is the --init model's key.
+ *
+ * --optimizer-fisher F: also write the optimizer's second-moment estimates
+ * as a `fisher_diag` artifact of the output ("Fishers for free", arXiv
+ * 2507.18807; lib/optim.h opt_fisher_tensor): one tensor per trained
+ * parameter (IA3: per vector), named and shaped as `fisher` writes them,
+ * times train.batch_size, with meta.fisher "optimizer:adamw" or
+ * "optimizer:adafactor" and meta.inputs as `fisher` has them, so merge
+ * takes it for that model's Fisher. With validation (best weights kept) it
+ * is the state of the step whose weights are written (meta.weights "best",
+ * meta.optimizer_step), else of the last step. It does not enter the key
+ * and leaves the model's bytes alone. F is written before OUT, under the
+ * key of stage "optfisher" with input "train" = this run's key.
  *
  * Resume: every train.ckpt_every steps the state (trainable weights,
  * optimizer state, best weights, counters) goes to OUT.ckpt through the
@@ -40,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "art.h"
@@ -261,8 +275,10 @@ typedef struct {
     double ema;         /* smoothed training loss */
 } train_state;
 
+/* best_mom (nmom floats, or NULL): the optimizer's second moments when the
+ * best weights were kept (--optimizer-fisher records them) */
 static int write_ckpt(const char *path, const char *run_key, const train_state *st, const float *w,
-                      size_t n, const optim *o, const float *best) {
+                      size_t n, const optim *o, const float *best, const float *best_mom, size_t nmom) {
     mc_val *meta = val_map();
     val_set_str(meta, "run", run_key);
     val_set_int(meta, "step", st->step);
@@ -272,13 +288,14 @@ static int write_ckpt(const char *path, const char *run_key, const train_state *
     val_set_int(meta, "stopped", st->stopped);
     val_set_int(meta, "opt_step", o->step);
     val_set_float(meta, "ema", st->ema);
-    art_writer *aw = art_writer_open(path, "train_checkpoint", "", meta, best ? 3 : 2);
+    art_writer *aw = art_writer_open(path, "train_checkpoint", "", meta, 2 + (best != NULL) + (best_mom != NULL));
     val_free(meta);
     if (!aw) return -1;
-    int64_t sh[1] = {(int64_t)n}, so[1] = {(int64_t)o->n_state};
+    int64_t sh[1] = {(int64_t)n}, so[1] = {(int64_t)o->n_state}, sm[1] = {(int64_t)nmom};
     if (art_writer_tensor(aw, "weights", ART_F32, 1, sh, w) < 0 ||
         art_writer_tensor(aw, "optimizer", ART_F32, 1, so, o->state) < 0 ||
-        (best && art_writer_tensor(aw, "best", ART_F32, 1, sh, best) < 0)) {
+        (best && art_writer_tensor(aw, "best", ART_F32, 1, sh, best) < 0) ||
+        (best_mom && art_writer_tensor(aw, "best_moments", ART_F32, 1, sm, best_mom) < 0)) {
         art_writer_abort(aw);
         return -1;
     }
@@ -286,9 +303,10 @@ static int write_ckpt(const char *path, const char *run_key, const train_state *
 }
 
 /* Returns 1 if resumed, 0 if there is no checkpoint (or one of another run,
+ * or one without the best weights' second moments that best_mom asks for,
  * which is reported and ignored). */
 static int read_ckpt(const char *path, const char *run_key, train_state *st, float *w, size_t n,
-                     optim *o, float *best) {
+                     optim *o, float *best, float *best_mom, size_t nmom) {
     if (access(path, F_OK) != 0) return 0;
     art_file *f = art_open(path, "train_checkpoint");
     if (!f) {
@@ -302,13 +320,21 @@ static int read_ckpt(const char *path, const char *run_key, train_state *st, flo
         art_close(f);
         return 0;
     }
-    const art_tensor *tw = art_find(f, "weights"), *to = art_find(f, "optimizer"), *tb = art_find(f, "best");
+    const art_tensor *tw = art_find(f, "weights"), *to = art_find(f, "optimizer"), *tb = art_find(f, "best"),
+                     *tm = art_find(f, "best_moments");
     if (!tw || tw->numel != (int64_t)n || !to || to->numel != (int64_t)o->n_state || (best && !tb) ||
-        (tb && tb->numel != (int64_t)n))
+        (tb && tb->numel != (int64_t)n) || (tm && tm->numel != (int64_t)nmom))
         die("%s: checkpoint does not match this model/optimizer; delete it to start afresh", path);
+    if (best_mom && !tm && val_get_int(f->meta, "best_step", -1) >= 0) { /* left by a run without --optimizer-fisher */
+        fprintf(stderr, "%s: %s lacks the optimizer state of the best weights that --optimizer-fisher records: "
+                "starting afresh\n", mc_progname(), path);
+        art_close(f);
+        return 0;
+    }
     art_tensor_copy(tw, w);
     art_tensor_copy(to, o->state);
     if (best) art_tensor_copy(tb, best);
+    if (best_mom && tm) art_tensor_copy(tm, best_mom);
     st->step = val_get_int(f->meta, "step", 0);
     st->best_step = val_get_int(f->meta, "best_step", -1);
     st->best_score = val_get_float(f->meta, "best_score", -INFINITY);
@@ -423,11 +449,122 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
     return 0;
 }
 
+/* -------------------------------------------------------- optimizer Fisher */
+
+/* path with its directory resolved (symbolic links, "..") when that exists,
+ * else as given; caller frees */
+static char *resolved_path(const char *path) {
+    char *dir = strdupCheck(path), *slash = strrchr(dir, '/');
+    const char *name = slash ? slash + 1 : path;
+    if (slash) *slash = 0;
+    char *rd = realpath(!slash ? "." : *dir ? dir : "/", NULL);
+    size_t len = (rd ? strlen(rd) : strlen(dir)) + strlen(name) + 2;
+    char *r = mallocCheck(len);
+    snprintf(r, len, "%s/%s", rd ? rd : dir, name);
+    free(rd), free(dir);
+    return r;
+}
+
+/* Whether a and b name one file, existing or not: the same device and
+ * inode when both exist, else the same resolved path. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ra = resolved_path(a), *rb = resolved_path(b);
+    int same = !strcmp(ra, rb);
+    free(ra), free(rb);
+    return same;
+}
+
+/* --optimizer-fisher F may be neither the model nor its checkpoint */
+static void check_fisher_path(const char *f, const char *out) {
+    size_t len = strlen(out) + 8;
+    char *ck = mallocCheck(len);
+    snprintf(ck, len, "%s.ckpt", out);
+    if (same_file(f, out)) die("--optimizer-fisher %s is the model output -o %s: give the Fisher a path of its own", f, out);
+    if (same_file(f, ck)) die("--optimizer-fisher %s is the checkpoint %s that train keeps: give the Fisher another path", f, ck);
+    free(ck);
+}
+
+/* --optimizer-fisher: the second moments `mom` (opt_moments_copy after
+ * `step` updates) as a fisher_diag artifact at `path` with the trained
+ * tensors' names and shapes, times train.batch_size (v estimates the square
+ * of a batch-mean gradient; where the per-example gradients are mostly noise
+ * that is 1/B of the per-example square the Fisher pass averages).
+ * meta.inputs are as `fisher` writes them for this output (model = this
+ * run's key; IA3: model = the base, ia3 = this run's key), so merge's
+ * provenance check pairs it with this model. Its key is its own, a function
+ * of the run's: stage optfisher, input train = the run's key (what
+ * `key --stage optfisher --input train=KEY` prints; recipes/workflow.mk). */
+static void write_optimizer_fisher(const char *path, const char *run_key, const char *init_key, const optim *opt,
+                                   const float *mom, long step, int at_best, const train_opts *o, tok_set **sets,
+                                   int nd) {
+    const char *name = o->optimizer ? "adafactor" : "adamw";
+    char src[32];
+    snprintf(src, sizeof src, "optimizer:%s", name);
+    mc_val *meta = val_map();
+    val_set_str(meta, "stage", "train");
+    val_set_str(meta, "fisher", src);
+    val_set_str(meta, "type", "diagonal");
+    val_set_int(meta, "n_examples", step * o->batch);
+    val_set_str(meta, "split", sets[0]->split);
+    if (nd == 1) val_set_str(meta, "task", sets[0]->task);
+    val_set_int(meta, "optimizer_step", step);
+    val_set_str(meta, "weights", at_best ? "best" : "last");
+    val_set_float(meta, "scale", (double)o->batch);
+    if (!o->optimizer) val_set_float(meta, "bias_correction", 1.0 / (1.0 - pow(opt->beta2, (double)step)));
+    mc_val *inp = val_set_map(meta, "inputs");
+    if (o->mode) {
+        val_set_str(inp, "model", init_key);
+        val_set_str(inp, "ia3", run_key);
+    } else {
+        val_set_str(inp, "model", run_key);
+    }
+    if (nd == 1) {
+        val_set_str(inp, "data", sets[0]->key);
+    } else {
+        mc_val *dl = val_set_array(inp, "data");
+        for (int i = 0; i < nd; i++) val_push(dl, val_str(sets[i]->key));
+    }
+    char fkey[33];
+    mc_key *k = key_new("optfisher");
+    if (key_input(k, "train", run_key) < 0) die("%s", mc_error());
+    key_digest(k, fkey);
+    key_free(k);
+    art_writer *w = art_writer_open(path, "fisher_diag", fkey, meta, (size_t)opt->n_tensors);
+    val_free(meta);
+    if (!w) die("%s", mc_error());
+    size_t maxn = 1;
+    for (int i = 0; i < opt->n_tensors; i++)
+        if (opt->tensors[i].numel > maxn) maxn = opt->tensors[i].numel;
+    float *x = mallocCheck(sizeof(float) * maxn);
+    for (int i = 0; i < opt->n_tensors; i++) {
+        const t5_tensor *t = &opt->tensors[i];
+        opt_fisher_tensor(opt, mom, step, i, (float)o->batch, x);
+        long bad = mc_nonfinite_at(x, (long)t->numel);
+        if (bad >= 0) {
+            art_writer_abort(w);
+            die("the optimizer's second moment of %s is not finite (element %ld): nothing written to %s", t->name,
+                bad, path);
+        }
+        if (art_writer_tensor(w, t->name, ART_F32, t->ndim, t->shape, x) < 0) {
+            art_writer_abort(w);
+            die("%s", mc_error());
+        }
+    }
+    free(x);
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+    fprintf(stderr, "%s: wrote %s (the %s second moments of step %ld, %s weights%s, times batch %ld)\n",
+            mc_progname(), path, name, step, at_best ? "the best" : "the last",
+            o->optimizer ? "" : ", bias-corrected", o->batch);
+}
+
 /* ------------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *out = NULL, *init = NULL, *key_arg = NULL;
+    const char *out = NULL, *init = NULL, *key_arg = NULL, *ofisher = NULL;
     opt_list data = {0}, valid = {0};
     long bench_steps = 0;
     mc_cfg *cfg = cfg_new();
@@ -452,12 +589,15 @@ int main(int argc, char **argv) {
          .help = "time STEPS steps on random batches; writes nothing"},
         {.name = "-o", .kind = OPT_STR, .dst = &out, .arg = "OUT.msgpack", .flags = OPT_OUTPUT,
          .help = "the model or ia3 artifact"},
+        /* no key entry: the model's bytes and key are the same with it */
+        {.name = "--optimizer-fisher", .kind = OPT_STR, .dst = &ofisher, .arg = "F.msgpack", .flags = OPT_OUTPUT,
+         .help = "also write the optimizer's second moments as a fisher_diag artifact of the output"},
         {0}};
     const opt_prog prog = {
         .name = "train", .opts = rows,
         .usage = "train --config EXP.conf [--set k=v]... [--objective span_corruption|seq2seq] [--mode full|ia3]\n"
                  "             --data A.msgpack[,B...] [--valid V.msgpack[,...]] [--init MODEL.msgpack] [--seed N]\n"
-                 "             [--device cpu|cuda] [--key HEX] -o OUT.msgpack\n"
+                 "             [--device cpu|cuda] [--key HEX] -o OUT.msgpack [--optimizer-fisher F.msgpack]\n"
                  "       train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS"};
     opts_parse(&prog, argc - 1, argv + 1);
     be_init_default(2);
@@ -499,12 +639,14 @@ int main(int argc, char **argv) {
     const mc_ops *ops = dev_ops(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"model", "train", NULL}) < 0) die("%s", mc_error());
 
+    if (bench_steps > 0 && ofisher) die("--bench trains nothing it could keep: drop --optimizer-fisher");
     if (bench_steps > 0) {
         if (!have_model_cfg) die("--bench needs a model config (model.* keys, e.g. --config configs/models/t5-mini.conf)");
         if (dev != MC_DEV_CPU) printf("bench-train: device %s\n", dev_describe(dev));
         return bench(&mc, &o, bench_steps, ops);
     }
     if (!out) die("no output: give -o OUT.msgpack");
+    if (ofisher) check_fisher_path(ofisher, out);
     if (!data.n) die("no training data: give --data A.msgpack[,B.msgpack...]");
     if (o.mode == 1 && !init) die("--mode ia3 trains IA3 vectors on a base model: give --init MODEL.msgpack");
 
@@ -590,6 +732,10 @@ int main(int argc, char **argv) {
     int use_valid = nv > 0 && o.eval_every > 0;
     float *best = use_valid ? mallocCheck(sizeof(float) * nw) : NULL;
     if (best) t5_download(m, best, w, nw);
+    /* --optimizer-fisher with best weights kept: the second moments of the
+     * step that made them (nmom floats), taken whenever best is */
+    size_t nmom = opt_moments_floats(opt);
+    float *best_mom = ofisher && best ? callocCheck(nmom ? nmom : 1, sizeof(float)) : NULL;
     train_state st = {.step = 0, .best_step = -1, .best_score = -INFINITY, .bad = 0, .stopped = 0};
 
     size_t plen = strlen(out) + 8;
@@ -597,7 +743,7 @@ int main(int argc, char **argv) {
     long kill_after = ka && *ka ? atol(ka) : 0;
     char *ckpt = mallocCheck(plen);
     snprintf(ckpt, plen, "%s.ckpt", out);
-    if (read_ckpt(ckpt, run_key, &st, hw, nw, opt, best)) {
+    if (read_ckpt(ckpt, run_key, &st, hw, nw, opt, best, best_mom, nmom)) {
         if (!host) t5_upload(m, w, hw, nw);
         opt_sync_device(opt);
         fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
@@ -670,6 +816,7 @@ int main(int argc, char **argv) {
             if (score > st.best_score) {
                 st.best_score = score, st.best_step = st.step, st.bad = 0;
                 t5_download(m, best, w, nw);
+                if (best_mom) opt_moments_copy(opt, best_mom);
             } else if (o.patience > 0 && ++st.bad >= o.patience) {
                 st.stopped = 1;
             }
@@ -680,7 +827,7 @@ int main(int argc, char **argv) {
         if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) {
             if (!host) t5_download(m, hw, w, nw);
             opt_sync_host(opt);
-            if (write_ckpt(ckpt, run_key, &st, hw, nw, opt, best) < 0) die("%s", mc_error());
+            if (write_ckpt(ckpt, run_key, &st, hw, nw, opt, best, best_mom, nmom) < 0) die("%s", mc_error());
             if (kill_after > 0 && st.step == kill_after) raise(SIGKILL);
         }
         double el = mc_now() - t_start;
@@ -727,6 +874,16 @@ int main(int argc, char **argv) {
         for (int i = 0; i < nv; i++) val_push(vl, val_str(vsets[i]->key));
     }
     if (*init_key) val_set_str(inputs, "init", init_key);
+    /* the Fisher first: once the model is there, so is its Fisher (the
+     * workflow counts on it, recipes/workflow.mk) */
+    if (ofisher) {
+        int at_best = best_mom && st.best_step >= 0;
+        float *last = at_best ? NULL : mallocCheck(sizeof(float) * (nmom ? nmom : 1));
+        if (last) opt_moments_copy(opt, last);
+        write_optimizer_fisher(ofisher, run_key, init_key, opt, at_best ? best_mom : last,
+                               at_best ? st.best_step : st.step, at_best, &o, sets, nd);
+        free(last);
+    }
     mc_val *tasks = val_set_array(meta, "tasks");
     for (int i = 0; i < nd; i++) val_push(tasks, val_str(sets[i]->task));
     int rc = o.mode ? t5_save_ia3(m, out, run_key, init_key, meta) : t5_save_model(m, out, run_key, meta);
@@ -737,7 +894,7 @@ int main(int argc, char **argv) {
             use_valid ? ", best validation weights" : "");
 
     free(in), free(tg), free(vin), free(vtg), free(ins), free(outs), free(nins), free(nouts), free(ckpt);
-    free(best);
+    free(best), free(best_mom);
     if (hw != w) free(hw);
     opt_free(opt);
     tok_batch_free(&tb);

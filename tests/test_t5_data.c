@@ -1,8 +1,8 @@
 /* test_t5_data.c - synthetic `tokens` artifacts for the train/eval tests.
  *
  *   test_t5_data            check tok_load on freshly written artifacts
- *   test_t5_data --write DIR  write DIR/{train,valid,test,corpus,other}.msgpack
- *                           for tests/test_t5_stages.sh
+ *   test_t5_data --write DIR  write DIR/{train,valid,test,corpus,other,one,...}.msgpack
+ *                           for tests/test_t5_stages.sh and test_optfisher.sh
  *   test_t5_data --write-bench DIR  DIR/bench.msgpack (1000 t5-mini-sized
  *                           examples) for make bench-stats
  *
@@ -145,6 +145,7 @@ static int write_all(const char *dir) {
     W("valid", write_task(p, "has7", "validation", 64, 2, 0));
     W("test", write_task(p, "has7", "test", 100, 3, 0));
     W("other", write_task(p, "has9or5", "train", 300, 4, 1));
+    W("one", write_task(p, "has7", "train", 1, 9, 0)); /* one example: a batch of one is the whole set */
     W("other_test", write_task(p, "has9or5", "test", 60, 5, 1));
     W("ragged", write_task(p, "ragged", "train", 300, 8, 3)); /* has9or5 with targets of 2, 3 and 4 tokens */
     W("bigvocab", write_task(p, "big", "test", 10, 7, 2));

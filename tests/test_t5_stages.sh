@@ -3,20 +3,11 @@
 # fine-tuning learns, multitask, span-corruption pretraining, IA3 on top,
 # resume after a kill gives the same bytes, bad input fails with one line.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_t5_stages.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
-export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
-cat > "$T/exp.conf" <<CONF
-include $PWD/configs/models/t5-micro.conf
+source "$(dirname "$0")/t5_data_env.sh" test_t5_stages
+cat >> "$T/exp.conf" <<CONF
 train.steps = 150
 train.batch_size = 16
 train.lr = 3e-3
-train.max_input_len = 32
-train.max_target_len = 8
 CONF
 # acc METRICS TASK: the task's accuracy, read inside meta.accuracy (n_examples
 # has the same keys); fails unless it is a number in [0, 1]

@@ -78,6 +78,25 @@ cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=fisher
 [ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok fisher_revert_runs_nothing || fail fisher_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
+# exp.stats.fisher_source: `pass` written out keys as the default does;
+# `optimizer` runs no Fisher pass for a fisher merge: a fine-tune that
+# reruns (topic, another lr) writes its optimizer Fisher itself, a cached one
+# (sentiment) gets it from a rerun of its training (stage optfisher)
+echo "exp.stats.fisher_source = pass" >> "$EXPF"
+run "$A" METHOD=fisher
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok fisher_source_pass_is_the_default || fail fisher_source_pass_is_the_default "rc $RC; ran: $(ran_slots)"
+cp "$T/exp.orig" "$EXPF"
+printf '%s\n' "exp.stats.fisher_source = optimizer" "task.topic.train.lr = 1.5e-3" >> "$EXPF"
+run "$A" METHOD=fisher
+st=$(ran_stages) sl=$(ran_slots)
+if [ $RC -eq 0 ] && [ "$st" == "eval merge optfisher train " ] && [[ $sl == *ft-ia3-topic-s1* && $sl == *optfisher-ia3-sentiment-s1* &&
+     $sl != *optfisher-ia3-topic* ]] && grep -q '| fisher |' "$T/out" && [ "$(ls "$A"/optfisher/*.msgpack | wc -l)" -eq 4 ]; then
+    ok fisher_source_optimizer_runs_no_fisher_pass
+else fail fisher_source_optimizer_runs_no_fisher_pass "rc $RC; ran: $sl"; tail -20 "$T/out"; fi
+run "$A" METHOD=fisher
+[ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok fisher_source_optimizer_warm_runs_nothing || fail fisher_source_optimizer_warm_runs_nothing "rc $RC; ran: $(ran_slots)"
+cp "$T/exp.orig" "$EXPF"
+
 echo "task.topic.train.lr = 2e-3" >> "$EXPF"
 run "$A" METHOD=ties
 sl=$(ran_slots)

@@ -4,6 +4,9 @@
  *   art verify FILE...        check every file; one line each; exit 1 if any is bad
  *   art diff A B [--tol X]    max abs / rel difference per tensor; with --tol,
  *                             exit 1 when any difference exceeds X (relative)
+ *   art corr A B              Pearson correlation of each tensor of A with B's
+ *                             tensor of that name, their mean, minimum, and the
+ *                             correlation over all elements pooled
  *   art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]
  *                             a Hugging Face T5 checkpoint directory (config.json,
  *                             model.safetensors or shards + index, spiece.model)
@@ -38,6 +41,7 @@ static const char USAGE[] =
     "art show FILE [--all]\n"
     "       art verify FILE...\n"
     "       art diff A B [--tol X]\n"
+    "       art corr A B\n"
     "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]\n"
     "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
     "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
@@ -162,29 +166,41 @@ static double *as_f64(const art_tensor *t) {
 /* The larger of a and b, NaN when either is NaN (a NaN is never "smaller"). */
 static double max_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : b > a ? b : a; }
 
+/* The two positional rows of a command on artifacts A and B. */
+#define PAIR_ROWS(pa, pb, b_help)                                                                     \
+    {.name = "A", .kind = OPT_STR, .dst = (pa), .flags = OPT_REQUIRED, .help = "an artifact"},       \
+    {.name = "B", .kind = OPT_STR, .dst = (pb), .flags = OPT_REQUIRED, .help = (b_help)}
+
+/* Parse a command whose rows start with PAIR_ROWS(pa, pb, ...) and open
+ * both artifacts (any kind) or die; *w: the width of the tensor column for
+ * a's names (at least min_w, at most 72). */
+static void open_pair(const opt_prog *prog, int argc, char **argv, const char **pa, const char **pb, art_file **a,
+                      art_file **b, size_t min_w, size_t *w) {
+    opts_parse(prog, argc, argv);
+    if (!(*a = art_open(*pa, NULL))) die("%s", mc_error());
+    if (!(*b = art_open(*pb, NULL))) die("%s", mc_error());
+    *w = min_w;
+    for (size_t i = 0; i < (*a)->n_tensors; i++)
+        if (strlen((*a)->tensors[i].name) > *w) *w = strlen((*a)->tensors[i].name);
+    if (*w > 72) *w = 72;
+}
+
 static int cmd_diff(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
     double tol = -1;
     opt_spec rows[] = {
-        {.name = "A", .kind = OPT_STR, .dst = &pa, .flags = OPT_REQUIRED, .help = "an artifact"},
-        {.name = "B", .kind = OPT_STR, .dst = &pb, .flags = OPT_REQUIRED, .help = "the artifact to compare it with"},
+        PAIR_ROWS(&pa, &pb, "the artifact to compare it with"),
         {.name = "--tol", .kind = OPT_FLOAT, .dst = &tol, .arg = "X", .lo = 0, .hi = 1e300,
          .help = "exit 1 when a relative difference is above X (a NaN always is)"},
         {0}};
     const opt_prog prog = {.name = "art diff", .opts = rows,
                            .about = "prints the max abs / rel difference per tensor (rel: to the tensor's max |B|); "
                                     "nan when either tensor holds a NaN"};
-    opts_parse(&prog, argc, argv);
-    art_file *a = art_open(pa, NULL);
-    if (!a) die("%s", mc_error());
-    art_file *b = art_open(pb, NULL);
-    if (!b) die("%s", mc_error());
+    art_file *a, *b;
+    size_t w;
+    open_pair(&prog, argc, argv, &pa, &pb, &a, &b, 4, &w);
     int differ = 0;
     if (strcmp(a->kind, b->kind)) { printf("kind: %s vs %s\n", a->kind, b->kind); differ = 1; }
-    size_t w = 4;
-    for (size_t i = 0; i < a->n_tensors; i++)
-        if (strlen(a->tensors[i].name) > w) w = strlen(a->tensors[i].name);
-    if (w > 72) w = 72;
     printf("%-*s %12s %12s\n", (int)w, "tensor", "max abs", "max rel");
     double worst = 0;
     for (size_t i = 0; i < a->n_tensors; i++) {
@@ -215,6 +231,76 @@ static int cmd_diff(int argc, char **argv) {
     art_close(a);
     art_close(b);
     if (tol >= 0 && (differ || !(worst <= tol))) return 1;
+    return 0;
+}
+
+/* Centered sums of a pair of tensors: count, means, sums of squares and of
+ * products about the means. */
+typedef struct {
+    double n, mx, my, sxx, syy, sxy;
+} co_sums;
+
+static co_sums co_of(const double *x, const double *y, int64_t n) {
+    co_sums c = {.n = (double)n};
+    for (int64_t j = 0; j < n; j++) c.mx += x[j], c.my += y[j];
+    c.mx /= (double)(n ? n : 1), c.my /= (double)(n ? n : 1);
+    for (int64_t j = 0; j < n; j++) {
+        double dx = x[j] - c.mx, dy = y[j] - c.my;
+        c.sxx += dx * dx, c.syy += dy * dy, c.sxy += dx * dy;
+    }
+    return c;
+}
+
+/* a and b as one sample (the pairwise combination of centered sums) */
+static co_sums co_join(co_sums a, co_sums b) {
+    co_sums c = {.n = a.n + b.n};
+    if (c.n == 0) return c;
+    double dx = b.mx - a.mx, dy = b.my - a.my, f = a.n * b.n / c.n;
+    c.mx = a.mx + dx * b.n / c.n, c.my = a.my + dy * b.n / c.n;
+    c.sxx = a.sxx + b.sxx + dx * dx * f, c.syy = a.syy + b.syy + dy * dy * f, c.sxy = a.sxy + b.sxy + dx * dy * f;
+    return c;
+}
+
+/* Pearson's r; NaN when either side is constant */
+static double co_r(co_sums c) { return c.sxx > 0 && c.syy > 0 ? c.sxy / sqrt(c.sxx * c.syy) : NAN; }
+
+static int cmd_corr(int argc, char **argv) {
+    const char *pa = NULL, *pb = NULL;
+    art_file *a, *b;
+    size_t w;
+    opt_spec rows[] = {PAIR_ROWS(&pa, &pb, "an artifact with A's tensor names and shapes (e.g. two Fishers of one model)"),
+                       {0}};
+    const opt_prog prog = {.name = "art corr", .opts = rows,
+                           .about = "prints Pearson's r of each tensor of A with B's of that name (nan: a constant "
+                                    "tensor), then their mean and minimum and r over all elements pooled"};
+    open_pair(&prog, argc, argv, &pa, &pb, &a, &b, 6, &w);
+    printf("%-*s %12s %10s\n", (int)w, "tensor", "elements", "pearson");
+    co_sums all = {0};
+    double sum_r = 0, min_r = INFINITY;
+    int nr = 0;
+    const char *min_name = "-";
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const art_tensor *ta = &a->tensors[i], *tb = art_find(b, ta->name);
+        if (!tb) die("tensor '%s' of %s is not in %s: give two artifacts of one model", ta->name, pa, pb);
+        int same_shape = ta->ndim == tb->ndim;
+        for (int d = 0; same_shape && d < ta->ndim; d++) same_shape = ta->shape[d] == tb->shape[d];
+        if (!same_shape) die("tensor '%s' has another shape in %s than in %s: give two artifacts of one model", ta->name, pa, pb);
+        double *x = as_f64(ta), *y = as_f64(tb);
+        co_sums c = co_of(x, y, ta->numel);
+        free(x), free(y);
+        double r = co_r(c);
+        all = co_join(all, c);
+        printf("%-*s %12lld %10.4f\n", (int)w, ta->name, (long long)ta->numel, r);
+        if (isnan(r)) continue;
+        sum_r += r, nr++;
+        if (r < min_r) min_r = r, min_name = ta->name;
+    }
+    if (a->n_tensors != b->n_tensors)
+        die("%s has %zu tensors and %s %zu: give two artifacts of one model", pa, a->n_tensors, pb, b->n_tensors);
+    printf("pearson over %d tensors: mean %.4f, min %.4f (%s); all %.0f elements pooled %.4f\n", nr,
+           nr ? sum_r / nr : NAN, nr ? min_r : NAN, min_name, all.n, co_r(all));
+    art_close(a);
+    art_close(b);
     return 0;
 }
 
@@ -370,10 +456,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "show")) return cmd_show(argc - 2, argv + 2);
     if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(argv[1], "diff")) return cmd_diff(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "corr")) return cmd_corr(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-hf")) return cmd_import_hf(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export-hf")) return cmd_export_hf(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
-    die("unknown command '%s': show, verify, diff, key, import-hf, import-spm or export-hf (see art --help)",
+    die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm or export-hf (see art --help)",
         argv[1]);
 }

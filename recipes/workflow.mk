@@ -381,7 +381,6 @@ endif
 
 # ------------------------------------------------------------------ evaluation
 # $(call eval_slot,SLOT,MODEL_SLOT,SPLIT,TASKS): eval of a model slot on tasks
-commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 # exp.eval.validation_examples = N: validation evals score the first N
 # examples of each task (the λ choice of sweeps); test evals score all.
 EVAL_VALID_N := $(call exp_get,exp.eval.validation_examples)

@@ -1,6 +1,8 @@
 /* merge.c - merge fine-tuned models (full `model` artifacts or `ia3`
- * artifacts) into one, by any method of the MaTS paper plus DARE and
- * breadcrumbs. Command line: DESIGN.md section 6; `merge --help` lists all.
+ * artifacts) into one, by any method of the MaTS paper plus DARE,
+ * breadcrumbs and the task-vector methods (Iso-C, Iso-CTS, TSV-M, WUDI,
+ * Model Stock, slerp). Command line: DESIGN.md section 6; `merge --help`
+ * lists all.
  *
  * The methods are the rows of lib/merge_methods.def (lib/merge_methods.h):
  * what each reads and needs, checked and keyed from its row; its kernel is
@@ -14,16 +16,20 @@
  * writer. TIES finds each task vector's global magnitude threshold with two
  * histogram passes (mrg_select) instead of holding the task vectors, and
  * keeps the elected signs as one byte per parameter (a quarter of a model)
- * so the merge pass reads each model once. Solver methods (CG methods and
- * regmean) keep the merged model in memory because their per-tensor
- * residuals go into the output's meta, which the writer puts before the
- * tensors.
+ * so the merge pass reads each model once. iso_c, iso_cts, tsv_m and
+ * model_stock stream too but hold the N task vectors of one tensor. Solver
+ * methods (CG methods, wudi among them, and regmean) keep the merged model
+ * in memory because their per-tensor residuals go into the output's meta,
+ * which the writer puts before the tensors.
  *
  * Which tensors are linears (full models): a tensor X.weight with 2 dims
  * whose Gram artifacts carry X.input_gram, except shared.weight (the
  * embedding) and any relative_attention_bias. regmean / cg_regmean solve
  * every linear (lm_head included); mats solves every linear that also has
- * X.output_grad_gram (all but lm_head) and averages the rest.
+ * X.output_grad_gram (all but lm_head) and averages the rest. wudi solves
+ * every 2-d X.weight but shared.weight and relative_attention_bias (no
+ * Grams needed); iso_c, iso_cts and tsv_m take every 2-d tensor but
+ * relative_attention_bias, the embedding included.
  */
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,8 @@
 /* merge.c - merge fine-tuned models (full `model` artifacts or `ia3`
- * artifacts) into one, by any method of the MaTS paper plus DARE and
- * breadcrumbs. Command line: DESIGN.md section 6; `merge --help` lists all.
+ * artifacts) into one, by any method of the MaTS paper plus DARE,
+ * breadcrumbs and the task-vector methods (Iso-C, Iso-CTS, TSV-M, WUDI,
+ * Model Stock, slerp). Command line: DESIGN.md section 6; `merge --help`
+ * lists all.
  *
  * The methods are the rows of lib/merge_methods.def (lib/merge_methods.h):
  * what each reads and needs, checked and keyed from its row; its kernel is
@@ -14,16 +16,20 @@
  * writer. TIES finds each task vector's global magnitude threshold with two
  * histogram passes (mrg_select) instead of holding the task vectors, and
  * keeps the elected signs as one byte per parameter (a quarter of a model)
- * so the merge pass reads each model once. Solver methods (CG methods and
- * regmean) keep the merged model in memory because their per-tensor
- * residuals go into the output's meta, which the writer puts before the
- * tensors.
+ * so the merge pass reads each model once. iso_c, iso_cts, tsv_m and
+ * model_stock stream too but hold the N task vectors of one tensor. Solver
+ * methods (CG methods, wudi among them, and regmean) keep the merged model
+ * in memory because their per-tensor residuals go into the output's meta,
+ * which the writer puts before the tensors.
  *
  * Which tensors are linears (full models): a tensor X.weight with 2 dims
  * whose Gram artifacts carry X.input_gram, except shared.weight (the
  * embedding) and any relative_attention_bias. regmean / cg_regmean solve
  * every linear (lm_head included); mats solves every linear that also has
- * X.output_grad_gram (all but lm_head) and averages the rest.
+ * X.output_grad_gram (all but lm_head) and averages the rest. wudi solves
+ * every 2-d X.weight but shared.weight and relative_attention_bias (no
+ * Grams needed); iso_c, iso_cts and tsv_m take every 2-d tensor but
+ * relative_attention_bias, the embedding included.
  */
 #include <errno.h>
 #include <math.h>
@@ -1359,14 +1365,15 @@ int main(int argc, char **argv) {
         {.name = "--gram", .kind = OPT_LIST, .dst = &grams, .arg = "GA,GB,...", .flags = OPT_INPUT,
          .help = help_stats("--gram")},
         {.name = "--lambda", .kind = OPT_FLOAT, .dst = &O.lambda, .arg = "X", .def = "1", .key = "merge.lambda",
-         .help = help_of("task-vector scale, or off-diagonal scale of Grams / Fisher blocks", -1)},
+         .help = help_of("task-vector scale, off-diagonal scale of Grams / Fisher blocks, or slerp's t in [0, 1]", -1)},
         {.name = "--topk-percent", .kind = OPT_FLOAT, .dst = &O.topk, .arg = "P", .lo = 0, .hi = 100, .def = "20",
          .key = "merge.topk_percent",
          .help = help_of("keep the top P% of each task vector by magnitude", MM_OPT_TOPK_PERCENT)},
         {.name = "--iterations", .kind = OPT_INT, .dst = &O.iterations, .arg = "N", .lo = 0, .hi = 1e8,
          .def = "100", .key = "merge.iterations", .help = help_of("CG iterations per tensor at most", MM_OPT_ITERATIONS)},
         {.name = "--init", .kind = OPT_STR, .dst = &O.init, .arg = "I", .def = "average", .key = "merge.init",
-         .help = help_of("CG start: average | pretrained | task_arithmetic | FILE (an artifact like the models)",
+         .help = help_of("CG start: average | pretrained | task_arithmetic | FILE (an artifact like the models); "
+                         "wudi starts from task_arithmetic unless given",
                          MM_OPT_INIT)},
         {.name = "--init-lambda", .kind = OPT_FLOAT, .dst = &O.init_lambda, .arg = "X", .def = "1",
          .key = "merge.init_lambda", .help = help_of("lambda of --init task_arithmetic", MM_OPT_INIT_LAMBDA)},

@@ -1,5 +1,5 @@
 # Sourced by the shell tests of the training stages (test_t5_stages.sh,
-# test_optfisher.sh) as `source tests/t5_data_env.sh NAME`: cd to the
+# test_optfisher.sh, test_shard.sh) as `source tests/t5_data_env.sh NAME`: cd to the
 # repository; $T, a temporary directory /tmp/NAME.* removed on exit, holding
 # the synthetic tokens artifacts of build/tests/test_t5_data --write; ok and
 # fail; one BLAS thread and no progress lines; $T/exp.conf, t5-micro with

@@ -4,20 +4,11 @@
 # depend on N alone; wrong shards fail with one line. t5-micro, synthetic
 # tokens.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_shard.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
-build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
-cat > "$T/exp.conf" <<CONF
-include $PWD/configs/models/t5-micro.conf
+source "$(dirname "$0")/t5_data_env.sh" test_shard
+cat >> "$T/exp.conf" <<CONF
 train.steps = 20
 train.batch_size = 8
 train.lr = 3e-3
-train.max_input_len = 32
-train.max_target_len = 8
 fisher.batch_size = 4
 gram.batch_size = 4
 CONF

@@ -25,6 +25,18 @@ MC_CFLAGS := -std=c11 -Wall -Wextra -MMD -MP -fno-strict-aliasing -D_GNU_SOURCE 
              -ffile-prefix-map=$(CURDIR)=. -Ilib
 LDLIBS  := -lopenblas -lmsgpackc -lxxhash -lz -llzma -lm -lpthread
 GPU     ?= 0
+# MPI=1 (the default): train runs on N ranks under mpirun / srun (lib/comm.h),
+# with Debian's Open MPI, which scripts/install-deps.sh installs. The header
+# is the Debian alternative /usr/include/x86_64-linux-gnu/mpi (fixed, as
+# cblas.h: no flag may depend on what make finds installed). MPI=0 builds
+# without it: then train on N > 1 ranks is a one-line error. Only train
+# links libmpi (MPI_LIBS, with NCCL under GPU=1); no other stage starts it.
+MPI     ?= 1
+MPI_LIBS :=
+ifeq ($(MPI),1)
+MC_CFLAGS += -DMC_MPI=1 -I/usr/include/x86_64-linux-gnu/mpi
+MPI_LIBS  := -lmpi
+endif
 
 # --- dependencies ---------------------------------------------------------------
 # Installed by scripts/install-deps.sh through a stamp, re-run when a needed
@@ -32,7 +44,8 @@ GPU     ?= 0
 DEPS_STAMP := build/.deps-ok
 DEPS_FILES := /usr/include/msgpack.h /usr/include/xxhash.h /usr/include/lzma.h \
               /usr/include/zlib.h /usr/bin/xxh128sum /usr/bin/spm_train \
-              /usr/include/x86_64-linux-gnu/cblas.h
+              /usr/include/x86_64-linux-gnu/cblas.h \
+              $(if $(filter 1,$(MPI)),/usr/include/x86_64-linux-gnu/mpi/mpi.h /usr/bin/mpirun)
 $(DEPS_STAMP): scripts/install-deps.sh | build/
 	@missing=0; for f in $(DEPS_FILES); do [ -e $$f ] || missing=1; done; \
 	 if [ $$missing = 1 ] || [ ! -e $@ ]; then bash scripts/install-deps.sh; fi
@@ -44,7 +57,7 @@ endif
 
 # --- flags file: rebuild everything when flags change (git's GIT-CFLAGS) -------
 FLAGS_FILE := build/flags
-FLAGS_NOW := $(CC) $(CFLAGS) $(MC_CFLAGS) $(LDLIBS) GPU=$(GPU)
+FLAGS_NOW := $(CC) $(CFLAGS) $(MC_CFLAGS) $(LDLIBS) $(MPI_LIBS) GPU=$(GPU) MPI=$(MPI)
 $(FLAGS_FILE): FORCE | build/
 	@t=$@.tmp.$$$$; echo '$(FLAGS_NOW)' > $$t; if cmp -s $@ $$t; then rm -f $$t; else mv -f $$t $@; fi
 
@@ -71,10 +84,13 @@ NVCCFLAGS  := -O2 -std=c++17 -Ilib -gencode arch=compute_90,code=sm_90 \
               -Xcompiler -ffile-prefix-map=$(CURDIR)=.
 MC_CFLAGS  += -DMC_GPU=1 -I$(CUDA_HOME)/include
 LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+# NCCL (the CUDA toolkit's) moves train's gradients between GPUs
+# (lib/comm_nccl.cu); only train links it
+MPI_LIBS   += -lnccl
 endif
 
 all: $(DEPS_STAMP) $(STAGES) $(TOOLS)
-	@echo "built: $(notdir $(STAGES) $(TOOLS))$(if $(filter 1,$(GPU)), (with CUDA backend))"
+	@echo "built: $(notdir $(STAGES) $(TOOLS))$(if $(filter 1,$(GPU)), (with CUDA backend))$(if $(filter 1,$(MPI)), (train with MPI))"
 
 build/ build/bin/ build/tests/ build/obj/lib/ build/obj/stages/ build/obj/tools/ build/obj/tests/:
 	@mkdir -p $@
@@ -94,6 +110,7 @@ build/lib/libmats.a: $(LIB_OBJ) $(CU_OBJ)
 	@mkdir -p $(@D)
 	@rm -f $@ && ar rcD $@ $^
 
+build/bin/train: LDLIBS += $(MPI_LIBS)
 build/bin/%: build/obj/stages/%.o build/lib/libmats.a | build/bin/
 	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
 build/bin/%: build/obj/tools/%.o build/lib/libmats.a | build/bin/
@@ -154,7 +171,7 @@ clean:
 help:
 	@sed -n 's/^## //p' Makefile recipes/*.mk 2>/dev/null | sort -u
 
-## all            build every stage and tool into build/bin/ (GPU=1 adds the CUDA backend)
+## all            build every stage and tool into build/bin/ (GPU=1 adds the CUDA backend and NCCL; MPI=0 leaves out MPI)
 ## deps           install the Debian packages the project needs (scripts/install-deps.sh)
 ## test           build and run every test; closes with "N passed, N failed" (SAN=1: on an ASan + UBSan build, in build/san/)
 ## fuzz           fuzz the artifact reader and the loaders of every kind for FUZZ_SECONDS (default 60) each

@@ -12,9 +12,12 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
-            zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox)
+            zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox
+            libopenmpi-dev openmpi-bin)
 # libclang-rt-dev: libFuzzer and the sanitizer runtimes of make fuzz (only a
 # Recommends of clang, which --no-install-recommends skips)
+# libopenmpi-dev, openmpi-bin: train on N ranks (mpirun; make MPI=0 builds
+# without them, docs/ranks.md)
 data_pkgs=(wordnet-base fortunes dict-gcide sword-text-kjv sword-text-web
            r-cran-modeldata r-cran-janeaustenr npm)
 ref_pkgs=(python3-torch python3-numpy python3-scipy)

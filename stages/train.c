@@ -58,6 +58,7 @@
 
 #include "art.h"
 #include "backend.h"
+#include "comm.h"
 #include "common.h"
 #include "config.h"
 #include "device.h"
@@ -391,15 +392,23 @@ static double gemm_peak(void) {
     return best;
 }
 
+/* With train.grad_accum = K the batch goes in K micro-batches, on N ranks
+ * K / N each, summed as training sums them (comm_sum_ordered); rank 0
+ * prints the figures of the whole batch. */
 static int bench(const t5_config *c, const train_opts *o, long steps, const mc_ops *ops) {
     int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
+    int K = (int)o->accum, N = comm_size(), R = K / N, mbB = B / K, lead = comm_rank() == 0;
     double peak = gemm_peak();
+    if (!lead && !freopen("/dev/null", "w", stdout)) die("rank %d: cannot silence its stdout", comm_rank());
     int bf16 = be_cpu_math() == BE_MATH_BF16 && ops == dev_ops(MC_DEV_CPU);
     const char *peak_name = bf16 ? "AMX bf16 GEMM" : "cblas_sgemm";
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
            c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
            c->vocab_size, B, Te, Td, be_threads());
     printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", peak_name, 1536, 1536, 1536, peak);
+    if (K > 1 || N > 1)
+        printf("bench-train: %s, %d micro-batches of %d (%d per rank), summed in order; GFLOP/s of the whole batch, "
+               "%% of %d x the peak\n", comm_describe(), K, mbB, R, N);
     int *enc = mallocCheck(sizeof(int) * B * Te), *tgt = mallocCheck(sizeof(int) * B * Td),
         *dec = mallocCheck(sizeof(int) * B * Td);
     mc_rng r;
@@ -412,35 +421,54 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         dec[b * Td] = 0;
         for (int t = 1; t < Td; t++) dec[b * Td + t] = tgt[b * Td + t - 1];
     }
-    t5_batch bt = {.B = B, .Te = Te, .Bd = B, .Td = Td, .enc_ids = enc, .dec_ids = dec, .targets = tgt};
     for (int mode = 0; mode < 2; mode++) {
         t5_model *m = t5_new(c, mode == 0, mode == 1);
         t5_init_random(m, 1);
         t5_to_device(m, ops);
-        t5_alloc_acts(m, B, Te, B, Td, 1);
+        t5_alloc_acts(m, mbB, Te, mbB, Td, 1);
         optim *opt = mode == 0 ? opt_new(OPT_ADAMW, 1e-4f, m->n_params, m->tensors, m->n_tensors)
                                : opt_new(OPT_ADAMW, 1e-3f, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors);
         opt_to_device(opt, ops);
-        double tf = 0, tb = 0, to = 0, t_all = 0, loss = 0;
+        float *w = mode ? m->ia3 : m->params, *g = mode ? m->ia3_grads : m->grads;
+        long nw = (long)(mode ? m->n_ia3 : m->n_params);
+        float *acc = K > 1 && lead ? ops->alloc(sizeof(float) * nw) : NULL, *gs = acc ? acc : g;
+        double tf = 0, tb = 0, to = 0, tc = 0, t_all = 0, loss = 0;
         for (long s = -1; s < steps; s++) { /* one warm-up step */
-            double t0 = mc_now();
-            t5_zero_grad(m);
-            loss = t5_forward(m, &bt);
-            double t1 = mc_now();
-            t5_backward(m, &bt, T5_LOSS_MEAN, 1.0f);
+            double t0 = mc_now(), f = 0, b = 0, cm = 0;
+            for (int a = 0; a < R; a++) {
+                int k = a * N + comm_rank();
+                t5_batch bt = {.B = mbB, .Te = Te, .Bd = mbB, .Td = Td, .enc_ids = enc + k * mbB * Te,
+                               .dec_ids = dec + k * mbB * Td, .targets = tgt + k * mbB * Td};
+                double u0 = mc_now();
+                t5_zero_grad(m);
+                loss = t5_forward(m, &bt);
+                double u1 = mc_now();
+                t5_backward(m, &bt, T5_LOSS_MEAN, 1.0f / K);
+                ops->sync();
+                double u2 = mc_now();
+                if (K > 1) comm_sum_ordered(ops, acc, g, nw, a == 0);
+                ops->sync();
+                f += u1 - u0, b += u2 - u1, cm += mc_now() - u2;
+            }
+            double u3 = mc_now();
+            if (N > 1) comm_bcast_dev(ops, gs, nw, 0);
             ops->sync();
             double t2 = mc_now();
-            if (mode == 0) opt_step(opt, m->params, m->grads);
-            else opt_step(opt, m->ia3, m->ia3_grads);
+            cm += t2 - u3;
+            opt_step(opt, w, gs);
             ops->sync();
             double t3 = mc_now();
-            if (s >= 0) tf += t1 - t0, tb += t2 - t1, to += t3 - t2, t_all += t3 - t0;
+            if (s >= 0) tf += f, tb += b, tc += cm, to += t3 - t2, t_all += t3 - t0;
         }
         double per = t_all / steps;
         double flops = gemm_flops_step(c, B, Te, Td, mode == 1);
-        printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
+        printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, "
+               "optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
                mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
-               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9, 100 * flops / per / 1e9 / peak, peak_name, loss);
+               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9,
+               100 * flops / per / 1e9 / (peak * N), peak_name, loss);
+        if (K > 1 || N > 1) printf("bench-train: C %-4s: gradient sum and broadcast %.1f ms/step\n", mode ? "IA3" : "full", tc / steps * 1e3);
+        if (acc) ops->release(acc);
         opt_free(opt);
         t5_free(m);
     }
@@ -564,6 +592,8 @@ static void write_optimizer_fisher(const char *path, const char *run_key, const 
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
+    comm_init(&argc, &argv);
+    const int rank = comm_rank(), nranks = comm_size(), lead = rank == 0;
     const char *out = NULL, *init = NULL, *key_arg = NULL, *ofisher = NULL;
     opt_list data = {0}, valid = {0};
     long bench_steps = 0;
@@ -600,7 +630,8 @@ int main(int argc, char **argv) {
                  "             [--device cpu|cuda] [--key HEX] -o OUT.msgpack [--optimizer-fisher F.msgpack]\n"
                  "       train --config EXP.conf [--set k=v]... [--device cpu|cuda] --bench STEPS"};
     opts_parse(&prog, argc - 1, argv + 1);
-    be_init_default(2);
+    /* two threads per process, or the node's two cores shared by its ranks */
+    be_init_default(comm_local_size() < 2 ? 2 : 1);
 
     train_opts o;
     const char *opts[] = {"adamw", "adafactor", NULL};
@@ -631,19 +662,26 @@ int main(int argc, char **argv) {
         die("%s: train.batch_size = %ld is not a multiple of train.grad_accum = %ld",
             cfg_where(cfg, "train.batch_size") ? cfg_where(cfg, "train.batch_size") : "config",
             o.batch, o.accum);
+    if (o.accum % nranks != 0)
+        die("train.grad_accum = %ld is not a multiple of the %d ranks: each rank takes whole micro-batches; set "
+            "train.grad_accum to a multiple of %d (the bytes are those of one rank accumulating that many)",
+            o.accum, nranks, nranks);
 
     t5_config mc;
     int have_model_cfg = cfg_peek(cfg, "model.d_model") != NULL;
     if (have_model_cfg && t5_config_from_cfg(&mc, cfg) < 0) die("%s", mc_error());
     int dev = dev_resolve(cfg, "train.device");
     const mc_ops *ops = dev_ops(dev);
+    comm_open_device(dev);
     if (cfg_check_unknown(cfg, (const char *[]){"model", "train", NULL}) < 0) die("%s", mc_error());
 
     if (bench_steps > 0 && ofisher) die("--bench trains nothing it could keep: drop --optimizer-fisher");
     if (bench_steps > 0) {
         if (!have_model_cfg) die("--bench needs a model config (model.* keys, e.g. --config configs/models/t5-mini.conf)");
         if (dev != MC_DEV_CPU) printf("bench-train: device %s\n", dev_describe(dev));
-        return bench(&mc, &o, bench_steps, ops);
+        int rc = bench(&mc, &o, bench_steps, ops);
+        comm_finalize();
+        return rc;
     }
     if (!out) die("no output: give -o OUT.msgpack");
     if (ofisher) check_fisher_path(ofisher, out);
@@ -730,7 +768,8 @@ int main(int argc, char **argv) {
     opt->scale_parameter = o.scale_parameter;
     opt_to_device(opt, ops);
     int use_valid = nv > 0 && o.eval_every > 0;
-    float *best = use_valid ? mallocCheck(sizeof(float) * nw) : NULL;
+    /* ranks: rank 0 validates, keeps the best weights, checkpoints and writes */
+    float *best = use_valid && lead ? mallocCheck(sizeof(float) * nw) : NULL;
     if (best) t5_download(m, best, w, nw);
     /* --optimizer-fisher with best weights kept: the second moments of the
      * step that made them (nmom floats), taken whenever best is */
@@ -743,13 +782,25 @@ int main(int argc, char **argv) {
     long kill_after = ka && *ka ? atol(ka) : 0;
     char *ckpt = mallocCheck(plen);
     snprintf(ckpt, plen, "%s.ckpt", out);
-    if (read_ckpt(ckpt, run_key, &st, hw, nw, opt, best, best_mom, nmom)) {
-        if (!host) t5_upload(m, w, hw, nw);
-        opt_sync_device(opt);
-        fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
+    int resumed = lead && read_ckpt(ckpt, run_key, &st, hw, nw, opt, best, best_mom, nmom);
+    if (nranks > 1) { /* every rank starts from rank 0's weights (and its checkpoint) */
+        comm_bcast(&resumed, sizeof resumed, 0);
+        if (!resumed && !host) t5_download(m, hw, w, nw);
+        comm_bcast(hw, sizeof(float) * nw, 0);
+        if (resumed) {
+            comm_bcast(&st, sizeof st, 0);
+            comm_bcast(&opt->step, sizeof opt->step, 0);
+            comm_bcast(opt->state, sizeof(float) * opt->n_state, 0);
+        }
     }
-    if (dev != MC_DEV_CPU) fprintf(stderr, "%s: device %s\n", mc_progname(), dev_describe(dev));
-    else if (be_cpu_math() == BE_MATH_BF16)
+    if ((resumed || nranks > 1) && !host) t5_upload(m, w, hw, nw);
+    if (resumed) {
+        opt_sync_device(opt);
+        if (lead) fprintf(stderr, "%s: resuming %s from step %ld\n", mc_progname(), ckpt, st.step);
+    }
+    if (nranks > 1 && lead) fprintf(stderr, "%s: %s\n", mc_progname(), comm_describe());
+    if (lead && dev != MC_DEV_CPU) fprintf(stderr, "%s: device %s\n", mc_progname(), dev_describe(dev));
+    else if (lead && be_cpu_math() == BE_MATH_BF16)
         fprintf(stderr, "%s: cpu_math bf16: model products with bfloat16 inputs on AMX\n", mc_progname());
 
     /* per-microbatch scratch (allocated once) */
@@ -758,11 +809,12 @@ int main(int argc, char **argv) {
     const int **ins = mallocCheck(sizeof(int *) * mb), **outs = mallocCheck(sizeof(int *) * mb);
     int *nins = mallocCheck(sizeof(int) * mb), *nouts = mallocCheck(sizeof(int) * mb);
 
-    fprintf(stderr, "%s: %s %s, %ld steps of %ld examples (%ld x %d), %s lr %g (%s, warmup %ld), %zu trainable floats, run %s\n",
+    if (lead)
+        fprintf(stderr, "%s: %s %s, %ld steps of %ld examples (%ld x %d), %s lr %g (%s, warmup %ld), %zu trainable floats, run %s\n",
             mc_progname(), o.objective ? "span_corruption" : "seq2seq", o.mode ? "ia3" : "full", o.steps,
             o.batch, o.accum, mb, o.optimizer ? "adafactor" : "adamw", o.lr, scheds[o.schedule], o.warmup, nw,
             run_key);
-    if (!o.objective && nd > 1) { /* the multitask mixture, one line */
+    if (lead && !o.objective && nd > 1) { /* the multitask mixture, one line */
         char mix[2048];
         size_t len = 0;
         double total = ds.cum_rate[nd - 1];
@@ -778,23 +830,39 @@ int main(int argc, char **argv) {
     progress_init(&pr, "train", o.steps, "steps");
     double t_start = mc_now(), tokens = 0;
     char extra[160];
+    /* Micro-batch k of a step (k < K = train.grad_accum) starts at stream
+     * index step * batch + k * mb. With N ranks, rank r takes k = a N + r in
+     * round a of the K / N rounds. Each micro-batch's gradient is computed
+     * from zero and added to the step's sum in the order of k: by
+     * comm_sum_ordered on rank 0 (one rank: acc = g_0, acc += g_1, ...), so
+     * N ranks give the bytes of one rank accumulating K micro-batches. The
+     * sum goes back to every rank (gs, where the optimizer reads it). */
+    const long K = o.accum, rounds = K / nranks;
+    float *acc = K > 1 && lead ? ops->alloc(sizeof(float) * nw) : NULL, *gs = acc ? acc : g;
+    /* per round: the micro-batch's weighted loss and its tokens; rank 0
+     * gathers them from every rank, rank order */
+    double *part = mallocCheck(sizeof(double) * 2 * (size_t)rounds),
+           *parts = lead ? mallocCheck(sizeof(double) * 2 * (size_t)K) : NULL;
+    const char *cr = getenv("MATS_CHECK_RANKS");
+    int check_ranks = nranks > 1 && cr && *cr && strcmp(cr, "0") != 0;
     while (st.step < o.steps && !st.stopped) {
-        t5_zero_grad(m);
-        double loss = 0;
+        if (K == 1) t5_zero_grad(m);
         /* The step's loss is the mean over all its real target tokens, as
          * one pass over the whole batch would take it: with micro-batches,
          * each one's mean is weighted by its share of those tokens (counted
-         * first; with one micro-batch the weight is exactly 1). */
+         * first, by every rank; with one micro-batch the weight is exactly 1). */
         long step_tg = 0;
-        if (o.accum > 1)
-            for (long a = 0; a < o.accum; a++)
-                step_tg += fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + a * mb, mb, tb.maxTd, in, tg,
+        if (K > 1)
+            for (long k = 0; k < K; k++)
+                step_tg += fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + k * mb, mb, tb.maxTd, in, tg,
                                       ins, nins, outs, nouts);
-        for (long a = 0; a < o.accum; a++) {
-            long micro_tg = fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + a * mb, mb, tb.maxTd, in,
+        for (long a = 0; a < rounds; a++) {
+            long k = a * nranks + rank;
+            long micro_tg = fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + k * mb, mb, tb.maxTd, in,
                                        tg, ins, nins, outs, nouts);
-            if (o.accum == 1) step_tg = micro_tg;
+            if (K == 1) step_tg = micro_tg;
             tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);
+            if (K > 1) t5_zero_grad(m);
             float l = t5_forward(m, &tb.b);
             if (!isfinite(l))
                 die("step %ld: loss is %f: training diverged (lower train.lr or set train.clip)", st.step, l);
@@ -803,15 +871,33 @@ int main(int argc, char **argv) {
                     micro_tg);
             float share = (float)micro_tg / (float)step_tg;
             t5_backward(m, &tb.b, T5_LOSS_MEAN, share);
-            loss += (double)l * share;
-            tokens += (double)tb.b.B * (tb.b.Te + tb.b.Td);
+            if (K > 1) comm_sum_ordered(ops, acc, g, (long)nw, a == 0);
+            part[2 * a] = (double)l * share;
+            part[2 * a + 1] = (double)tb.b.B * (tb.b.Te + tb.b.Td);
         }
-        if (o.clip > 0) opt_clip_grad_norm_on(ops, g, nw, (float)o.clip);
+        if (nranks > 1) comm_bcast_dev(ops, gs, (long)nw, 0);
+        comm_gather(parts, part, sizeof(double) * 2 * (size_t)rounds);
+        double loss = 0;
+        if (lead)
+            for (long k = 0; k < K; k++) { /* k = a N + r sits at parts[2 (r rounds + a)] */
+                long a = k / nranks, r = k % nranks;
+                loss += parts[2 * (r * rounds + a)];
+                tokens += parts[2 * (r * rounds + a) + 1];
+            }
+        if (o.clip > 0) opt_clip_grad_norm_on(ops, gs, nw, (float)o.clip);
         opt->lr = (float)(o.lr * opt_schedule(o.schedule, st.step, o.warmup, o.steps));
-        opt_step(opt, w, g);
+        opt_step(opt, w, gs);
         st.step++;
+        if (check_ranks) { /* debug: the weights are the same bytes on every rank */
+            char what[64];
+            snprintf(what, sizeof what, "weights after step %ld", st.step);
+            if (!host) t5_download(m, hw, w, nw);
+            comm_check_same(hw, sizeof(float) * nw, what);
+        }
         st.ema = st.step == 1 ? loss : 0.95 * st.ema + 0.05 * loss;
-        if (use_valid && st.step % o.eval_every == 0) {
+        if (use_valid && st.step % o.eval_every == 0 && !lead) {
+            comm_bcast(&st.stopped, sizeof st.stopped, 0);
+        } else if (use_valid && st.step % o.eval_every == 0) {
             double score = validate(m, vsets, nv, &o, &vtb, &vds, &tb, vin, vtg);
             if (score > st.best_score) {
                 st.best_score = score, st.best_step = st.step, st.bad = 0;
@@ -823,7 +909,9 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: step %ld: validation %s %.4f (best %.4f at step %ld)%s\n", mc_progname(),
                     st.step, o.objective ? "-loss" : "accuracy", score, st.best_score, st.best_step,
                     st.stopped ? ": early stop" : "");
+            comm_bcast(&st.stopped, sizeof st.stopped, 0);
         }
+        if (!lead) continue;
         if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) {
             if (!host) t5_download(m, hw, w, nw);
             opt_sync_host(opt);
@@ -834,8 +922,14 @@ int main(int argc, char **argv) {
         snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));
         progress_update(&pr, st.step, extra);
     }
+    free(part), free(parts);
+    if (acc) ops->release(acc);
+    if (!lead) { /* rank 0 writes */
+        comm_finalize();
+        return 0;
+    }
     progress_finish(&pr, extra);
-    if (!o.objective && nd > 1) { /* what the mixture drew over the whole run (a pure function of j) */
+    if (lead && !o.objective && nd > 1) { /* what the mixture drew over the whole run (a pure function of j) */
         int64_t *cnt = callocCheck((size_t)nd, sizeof(int64_t)), total = st.step * o.batch;
         for (int64_t j = 0; j < total; j++) {
             int t;
@@ -906,5 +1000,6 @@ int main(int argc, char **argv) {
     free(sets), free(vsets);
     t5_free(m);
     cfg_free(cfg);
+    comm_finalize();
     return 0;
 }

@@ -56,22 +56,25 @@ const char *comm_describe(void) {
     return s;
 }
 
-/* The number of ranks the launcher announces in the environment, 0 when
- * none does. srun sets SLURM_STEP_NUM_TASKS for every job step (1 for the
- * workflow's one-task jobs). */
-static int env_ranks(const char **which) {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", NULL};
-    for (int i = 0; vars[i]; i++) {
-        const char *v = getenv(vars[i]);
+/* The number of ranks the launcher announces in the environment and this
+ * process's rank among them (0 and 0 when none does). srun sets
+ * SLURM_STEP_NUM_TASKS for every job step (1 for the workflow's one-task
+ * jobs). */
+static int env_ranks(const char **which, int *rank) {
+    static const char *const vars[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+                                          {"PMI_SIZE", "PMI_RANK"},
+                                          {"SLURM_STEP_NUM_TASKS", "SLURM_PROCID"}};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i][0]), *r = getenv(vars[i][1]);
         if (v && *v) {
-            *which = vars[i];
+            *which = vars[i][0];
+            *rank = r ? atoi(r) : 0;
             return atoi(v);
         }
     }
     return 0;
 }
 
-#if MC_MPI
 /* Ranks r > 0 let rank 0 speak first: an error every rank meets (a bad
  * option, a missing file) is printed once, by rank 0, whose exit makes the
  * launcher stop the rest during this pause. An error of rank r alone is
@@ -80,6 +83,7 @@ static void quiet_follower(void) {
     if (g_size > 1 && g_rank > 0) sleep(3);
 }
 
+#if MC_MPI
 static void mpi_check(int rc, const char *what) {
     if (rc != MPI_SUCCESS) {
         char msg[MPI_MAX_ERROR_STRING];
@@ -92,7 +96,7 @@ static void mpi_check(int rc, const char *what) {
 
 void comm_init(int *argc, char ***argv) {
     const char *var = NULL;
-    int n = env_ranks(&var);
+    int env_rank = 0, n = env_ranks(&var, &env_rank);
     if (n <= 1) return;
 #if MC_MPI
     mpi_check(MPI_Init(argc, argv), "MPI_Init");
@@ -117,6 +121,8 @@ void comm_init(int *argc, char ***argv) {
     }
 #else
     (void)argc, (void)argv;
+    g_size = n, g_rank = env_rank;
+    mc_at_die(quiet_follower);
     die("launched as one of %d ranks (%s=%d) but this build has no MPI: install libopenmpi-dev "
         "(scripts/install-deps.sh) and rebuild with make MPI=1, or run one rank", n, var, n);
 #endif

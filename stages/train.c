@@ -47,6 +47,19 @@
  * unchanged. On cuda the weights, gradients, activations
  * and optimizer state live on the GPU (the optimizer step runs there);
  * checkpoints and the output are written from host copies.
+ *
+ * Ranks (lib/comm.h; docs/ranks.md): under `mpirun -n N` or `srun -n N`
+ * the train.grad_accum = K micro-batches of a step are shared out, K / N
+ * per rank (K must be a multiple of N), and their gradients are summed on
+ * rank 0 in micro-batch order, as one rank accumulating K micro-batches
+ * sums them; the sum is broadcast and every rank takes the same optimizer
+ * step. So the output has the bytes (and the key) of the one-rank run: N
+ * is no config value. Every rank starts from rank 0's weights (and its
+ * checkpoint on a resume); rank 0 alone validates, checkpoints and writes.
+ * MATS_CHECK_RANKS=1 compares the weights of every rank with rank 0's
+ * after each step (a debug mode: one line naming the rank if they differ).
+ * On cuda each rank takes one GPU (MATS_GPU: the rank on its node) and the
+ * gradients move by NCCL. The --bench steps run the same way.
  */
 #include <math.h>
 #include <signal.h>
@@ -889,6 +902,12 @@ int main(int argc, char **argv) {
         opt_step(opt, w, gs);
         st.step++;
         if (check_ranks) { /* debug: the weights are the same bytes on every rank */
+            const char *skew = getenv("MATS_TEST_SKEW_RANK"); /* the tests' way to make them differ */
+            if (skew && *skew && atoi(skew) == rank && st.step == 1) {
+                if (!host) t5_download(m, hw, w, nw);
+                hw[0] = nextafterf(hw[0], INFINITY);
+                if (!host) t5_upload(m, w, hw, nw);
+            }
             char what[64];
             snprintf(what, sizeof what, "weights after step %ld", st.step);
             if (!host) t5_download(m, hw, w, nw);

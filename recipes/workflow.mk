@@ -222,11 +222,18 @@ key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(
 # and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
 # COMMAND --key KEY -o A_SLOT. Inputs must be resolved before a slot that
 # uses their keys is declared, hence one resolve per level of the graph.
+# exp.train.ranks = N (or RANKS=N): every train run on N ranks (docs/ranks.md),
+# under mpirun here; with EXECUTOR=slurm, run-stage.sh's srun starts the N
+# tasks (MATS_TRAIN_RANKS). No key holds N: the bytes are those of one rank.
+TRAIN_RANKS := $(or $(RANKS),$(call exp_get,exp.train.ranks),1)
+$(if $(shell [ "$(TRAIN_RANKS)" -ge 1 ] 2>/dev/null && [ "$(TRAIN_RANKS)" -le 4096 ] && echo ok),,$(error exp.train.ranks = '$(TRAIN_RANKS)' (or RANKS) is not a number of ranks in [1, 4096]))
+export MATS_TRAIN_RANKS := $(TRAIN_RANKS)
+TRAIN_LAUNCH := $(if $(and $(filter-out 1,$(TRAIN_RANKS)),$(filter local,$(MATS_EXECUTOR))),mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n $(TRAIN_RANKS))
 define slot_decl
 KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(6))
 STAGE_$(1) := $(2)
 PRE_$(1) := $(7)
-CMD_$(1) := $(8)
+CMD_$(1) := $(if $(filter train,$(2)),$(TRAIN_LAUNCH)) $(8)
 PENDING += $(1)
 endef
 slot = $(eval $(call slot_decl,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))

@@ -5,7 +5,8 @@
 # Fisher; 2 rounds per rank; span corruption); the weights are the same on
 # every rank (MATS_CHECK_RANKS, which does catch a rank that differs); only
 # rank 0 writes; a run killed after a checkpoint resumes on 2 ranks (and on
-# 1) to the same bytes; bad set-ups are one-line errors.
+# 1) to the same bytes; bad set-ups are one-line errors; the workflow's
+# exp.train.ranks keeps the keys and the bytes.
 set -u
 source "$(dirname "$0")/t5_data_env.sh" test_ranks
 printf 'train.%s\n' "steps = 24" "batch_size = 8" "grad_accum = 2" "lr = 3e-3" "ckpt_every = 0" >> "$T/exp.conf"
@@ -104,3 +105,19 @@ if cc -std=c11 -D_GNU_SOURCE -Ilib -c lib/comm.c -o "$T/comm0.o" 2>"$T/logc" &&
    one_line "$T/loge" && grep -q "one of 2 ranks .* but this build has no MPI" "$T/loge" && [ ! -e "$T/e3.msgpack" ]; then
     ok ranks_without_mpi_one_line
 else fail ranks_without_mpi_one_line "$(head -3 "$T/logc" "$T/loge")"; fi
+
+# 6. the workflow: exp.train.ranks = 2 runs every train stage of `make
+# pretrain` (span corruption, then the supervised base phase) under mpirun;
+# RANKS=1 retrains them under the same keys (no key holds N) to the same bytes
+printf '%s\n' "include $PWD/configs/experiments/smoke.conf" "train.grad_accum = 2" "exp.train.ranks = 2" > "$T/wf.conf"
+wf() { : > "$T/ran"; MATS_RUN_LOG=$T/ran MATS_CACHE=$T/cache make --no-print-directory pretrain EXP="$T/wf.conf" "$@" > "$T/wfout" 2>&1; }
+trained() { awk '$1 == "train" { print $3 }' "$T/ran" | sort | tr '\n' ' '; }
+# ran_on_2 KEYS: each run's log says 2 ranks; set its artifact aside
+ran_on_2() { local k; for k in $1; do grep -q "2 ranks (MPI)" "$T/cache/train/$k.log" && mv "$T/cache/train/$k.msgpack" "$T/aside/" || return 1; done; }
+# same_as_aside KEYS: each run (on 1 rank) rebuilt the set-aside bytes
+same_as_aside() { local k; for k in $1; do ! grep -q "ranks (MPI)" "$T/cache/train/$k.log" && cmp -s "$T/cache/train/$k.msgpack" "$T/aside/$k.msgpack" || return 1; done; }
+mkdir -p "$T/aside"
+if wf && k2=$(trained) && [ "$(wc -w <<<"$k2")" -eq 2 ] && ran_on_2 "$k2" &&
+   wf RANKS=1 && [ "$(trained)" = "$k2" ] && same_as_aside "$k2" && wf && [ ! -s "$T/ran" ]; then
+    ok "ranks_workflow_same_keys_and_bytes (2 train runs)"
+else fail ranks_workflow_same_keys_and_bytes "trained: ${k2:-?} / $(trained); $(tail -3 "$T/wfout")"; fi

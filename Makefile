@@ -162,8 +162,8 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libmats.a
 fuzz: build/fuzz/fuzz_art build/fuzz/fuzz_loaders build/tests/test_art
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_art fuzz_loaders
 
-## bench          every benchmark: bench-train, bench-stats, bench-merge, bench-tokenize
-bench: bench-train bench-stats bench-merge bench-tokenize
+## bench          every benchmark: bench-train, bench-stats, bench-merge, bench-tokenize, bench-ranks
+bench: bench-train bench-stats bench-merge bench-tokenize bench-ranks
 
 clean:
 	rm -rf build

@@ -54,3 +54,20 @@ bench-stats: build/bin/train build/bin/fisher build/bin/gram build/tests/test_t5
 	else echo "bench-stats: python3-torch not installed; no PyTorch comparison"; fi
 
 .PHONY: bench-stats
+
+## bench-ranks    data-parallel training of t5-mini: tokens/s of 2 MPI ranks x 1 thread against 1 rank x 2 threads (and 1 rank accumulating 2 micro-batches, the 2 ranks' bytes); then the ratios
+BENCH_RANKS_STEPS ?= 5
+BENCH_RANKS := build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_RANKS_STEPS)
+bench-ranks: SHELL := /bin/bash -o pipefail
+bench-ranks: build/bin/train
+	@command -v mpirun >/dev/null || { echo "bench-ranks: no mpirun (scripts/install-deps.sh installs openmpi-bin)"; exit 1; }
+	@mkdir -p build
+	@{ echo "bench-ranks: $$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $$(nproc) cores"; \
+	  MATS_THREADS=2 MATS_CPU_MATH=fp32 $(BENCH_RANKS) | sed 's/^bench-train: /bench-ranks: 1 rank x 2 threads, 1 micro-batch: /'; \
+	  MATS_THREADS=2 MATS_CPU_MATH=fp32 $(BENCH_RANKS) --set train.grad_accum=2 | sed 's/^bench-train: /bench-ranks: 1 rank x 2 threads, 2 micro-batches: /'; \
+	  MATS_THREADS=1 MATS_CPU_MATH=fp32 mpirun -q --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n 2 \
+	    $(BENCH_RANKS) --set train.grad_accum=2 | sed 's/^bench-train: /bench-ranks: 2 ranks x 1 thread: /'; } | \
+	  grep -v -e 'measured .* peak' -e 'T5 d_model' | tee build/bench-ranks.txt
+	@awk -f tests/reference/bench_ranks_ratios.awk build/bench-ranks.txt
+
+.PHONY: bench-ranks

@@ -480,7 +480,9 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
                mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
                tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9,
                100 * flops / per / 1e9 / (peak * N), peak_name, loss);
-        if (K > 1 || N > 1) printf("bench-train: C %-4s: gradient sum and broadcast %.1f ms/step\n", mode ? "IA3" : "full", tc / steps * 1e3);
+        if (K > 1 || N > 1)
+            printf("bench-train: C %-4s: gradient sum%s %.1f ms/step\n", mode ? "IA3" : "full",
+                   N > 1 ? " (gather, broadcast and the wait for the slowest rank)" : "", tc / steps * 1e3);
         if (acc) ops->release(acc);
         opt_free(opt);
         t5_free(m);

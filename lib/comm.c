@@ -98,12 +98,16 @@ void comm_init(int *argc, char ***argv) {
     const char *var = NULL;
     int env_rank = 0, n = env_ranks(&var, &env_rank);
     if (n <= 1) return;
+    g_size = n, g_rank = env_rank; /* until MPI says */
+    mc_at_die(quiet_follower);
+    if (!strcmp(var, "SLURM_STEP_NUM_TASKS") && !getenv("PMIX_RANK") && !getenv("PMI_RANK") && !getenv("PMI_FD"))
+        die("srun started %d tasks without an MPI plugin: give srun --mpi=pmix (or pmi2), or launch with mpirun -n %d",
+            n, n);
 #if MC_MPI
     mpi_check(MPI_Init(argc, argv), "MPI_Init");
     g_mpi = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    mc_at_die(quiet_follower);
     if (g_size != n)
         die("the launcher announces %d ranks (%s) but MPI joined %d: under srun give --mpi=pmix (or pmi2), "
             "or launch with mpirun -n %d", n, var, g_size, n);
@@ -121,8 +125,6 @@ void comm_init(int *argc, char ***argv) {
     }
 #else
     (void)argc, (void)argv;
-    g_size = n, g_rank = env_rank;
-    mc_at_die(quiet_follower);
     die("launched as one of %d ranks (%s=%d) but this build has no MPI: install libopenmpi-dev "
         "(scripts/install-deps.sh) and rebuild with make MPI=1, or run one rank", n, var, n);
 #endif

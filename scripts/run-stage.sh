@@ -142,8 +142,15 @@ slurm)
     fi
     [ -z "$gres" ] && [ "$dev" = cuda ] && gres=gpu:1
     [ "$gres" = none ] && gres=
-    sargs=(--job-name="mats-$stage-${key:0:8}" --nodes=1 --ntasks=1 --cpus-per-task="$cpus"
+    # train on N ranks (exp.train.ranks, MATS_TRAIN_RANKS): N tasks of one
+    # node with PMIx for MPI, the cpus shared among them; a failing rank
+    # ends the others (docs/ranks.md)
+    ntasks=1
+    [ "$rstage" = train ] && [ "${MATS_TRAIN_RANKS:-1}" -gt 1 ] && ntasks=$MATS_TRAIN_RANKS &&
+        cpus=$(( cpus / ntasks > 1 ? cpus / ntasks : 1 ))
+    sargs=(--job-name="mats-$stage-${key:0:8}" --nodes=1 --ntasks="$ntasks" --cpus-per-task="$cpus"
            --input=none --quit-on-interrupt)
+    [ "$ntasks" -gt 1 ] && sargs+=(--mpi=pmix --kill-on-bad-exit=1)
     [ -n "$mem" ] && sargs+=(--mem="$mem")
     [ -n "$time" ] && sargs+=(--time="$time")
     [ -n "$partition" ] && sargs+=(--partition="$partition")

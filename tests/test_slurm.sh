@@ -12,7 +12,9 @@
 # stage, key, Slurm job id and log, leave no artifact that looks complete,
 # and the rerun completes, the cancelled training resuming from its
 # checkpoint. With exp.stats.shards = 3, each Gram runs as three shard jobs
-# and a reduce job, and equals the local unsharded Gram. A machine where the cluster cannot start prints
+# and a reduce job, and equals the local unsharded Gram. exp.train.ranks = 2
+# trains on 2 ranks per job (srun --mpi=pmix) to the bytes of 1 rank. A
+# machine where the cluster cannot start prints
 # "skip slurm_executor: why".
 set -u
 cd "$(dirname "$0")/.."
@@ -186,3 +188,24 @@ if [ $rc -eq 0 ] && [ $bad -eq 0 ] && [ -n "$key" ] && [ -s "$S/train/$key.msgpa
    grep -q '^| ties |' "$T/rerun.out" && grep -q "ft-ia3-topic-s1 $key" "$T/ran"; then
     ok "rerun_resumes_from_checkpoint_and_completes ($(grep -o 'from step [0-9]*' "$S/train/$key.log" | head -1))"
 else fail rerun_resumes_from_checkpoint_and_completes "rc $rc, $bad corrupt: $(tail -3 "$T/rerun.out")"; fi
+
+# train on 2 ranks under Slurm: exp.train.ranks = 2 makes each train run of
+# make pretrain one job of 2 tasks (srun --mpi=pmix: Debian's Slurm and Open
+# MPI together); the models are byte for byte those a local make trains on
+# 1 rank under the same keys (docs/ranks.md)
+if ldd build/bin/train | grep -q libmpi; then
+    R=$T/ranks.conf
+    printf '%s\n' "include $REPO/configs/experiments/smoke.conf" "train.grad_accum = 2" "exp.train.ranks = 2" > "$R"
+    mk "$T/ranks.out" "$S" pretrain EXP="$R" EXECUTOR=slurm; rc=$?
+    keys=$(awk '$1 == "train" {print $3}' "$T/ran" | sort | tr '\n' ' ')
+    mk "$T/ranks1.out" "$L" pretrain EXP="$R" RANKS=1; rc1=$?
+    keys1=$(awk '$1 == "train" {print $3}' "$T/ran" | sort | tr '\n' ' ')
+    good=0
+    for k in $keys; do
+        grep -q "2 ranks (MPI)" "$S/train/$k.log" && [ "$(grep -c '^run-stage: slurm job [0-9]* on ' "$S/train/$k.log")" -eq 2 ] &&
+            cmp -s "$S/train/$k.msgpack" "$L/train/$k.msgpack" && good=$((good + 1))
+    done
+    if [ $rc -eq 0 ] && [ $rc1 -eq 0 ] && [ "$(wc -w <<<"$keys")" -eq 2 ] && [ "$keys" = "$keys1" ] && [ $good -eq 2 ]; then
+        ok "train_on_2_ranks_under_slurm_same_bytes (2 runs)"
+    else fail train_on_2_ranks_under_slurm_same_bytes "rc $rc/$rc1, keys '$keys' / '$keys1', $good of 2 equal: $(tail -3 "$T/ranks.out")"; fi
+else echo "skip train_on_2_ranks_under_slurm: build/bin/train was built with MPI=0"; fi

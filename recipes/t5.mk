@@ -65,7 +65,7 @@ bench-ranks: build/bin/train
 	@{ echo "bench-ranks: $$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $$(nproc) cores"; \
 	  MATS_THREADS=2 MATS_CPU_MATH=fp32 $(BENCH_RANKS) | sed 's/^bench-train: /bench-ranks: 1 rank x 2 threads, 1 micro-batch: /'; \
 	  MATS_THREADS=2 MATS_CPU_MATH=fp32 $(BENCH_RANKS) --set train.grad_accum=2 | sed 's/^bench-train: /bench-ranks: 1 rank x 2 threads, 2 micro-batches: /'; \
-	  MATS_THREADS=1 MATS_CPU_MATH=fp32 mpirun -q --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n 2 \
+	  MATS_THREADS=1 MATS_CPU_MATH=fp32 mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n 2 \
 	    $(BENCH_RANKS) --set train.grad_accum=2 | sed 's/^bench-train: /bench-ranks: 2 ranks x 1 thread: /'; } | \
 	  grep -v -e 'measured .* peak' -e 'T5 d_model' | tee build/bench-ranks.txt
 	@awk -f tests/reference/bench_ranks_ratios.awk build/bench-ranks.txt

@@ -153,6 +153,12 @@ double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior)
 /* The same with B and prior given transposed (nrhs x n row-major: one
  * right-hand side per row); X^T overwrites Bt. RegMean's W-space layout. */
 double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *prior_t);
+/* RegMean's closed form for one linear: out (rows x k) with out S = B, for S
+ * (k x k) the summed (lambda-scaled) input Grams and B = sum_i W_i S_i; in
+ * double. A singular S gets a ridge towards prior (rows x k, the models'
+ * mean). Returns the ridge (0: none), or < 0 if S is not positive
+ * semi-definite even with one (out untouched). */
+double mrg_regmean_closed(int rows, int k, const float *S, const float *B, const float *prior, float *out);
 
 /* Is the n x n statistic M (a Gram or a Fisher block) symmetric positive
  * semi-definite within tol? Symmetric: |M_ij - M_ji| <= tol s for all i, j,

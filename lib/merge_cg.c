@@ -54,6 +54,22 @@ double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *pri
     return ridge;
 }
 
+double mrg_regmean_closed(int rows, int k, const float *S, const float *B, const float *prior, float *out) {
+    size_t kk = (size_t)k * k, n = (size_t)rows * k;
+    double *Sd = mallocCheck(sizeof(double) * kk);
+    double *Bd = mallocCheck(sizeof(double) * n);
+    double *Pd = mallocCheck(sizeof(double) * n);
+    for (size_t e = 0; e < kk; e++) Sd[e] = S[e];
+    for (size_t e = 0; e < n; e++) Bd[e] = B[e], Pd[e] = prior[e];
+    double ridge = mrg_spd_solve_t(k, rows, Sd, Bd, Pd);
+    if (ridge >= 0)
+        for (size_t e = 0; e < n; e++) out[e] = (float)Bd[e];
+    free(Sd);
+    free(Bd);
+    free(Pd);
+    return ridge;
+}
+
 int mrg_check_psd(const float *M, int n, double tol) {
     double s = 0;
     for (int i = 0; i < n; i++) s = fmax(s, fabs((double)M[(size_t)i * n + i]));

@@ -27,6 +27,7 @@ const char *const mm_option_names[MM_OPT_COUNT] = {
     [MM_OPT_CG_TOL] = "cg_tol",
     [MM_OPT_PRECONDITION] = "precondition",
     [MM_OPT_COMMON_SPACE_FRACTION] = "common_space_fraction",
+    [MM_OPT_EXAMPLES] = "examples",
 };
 
 const mm_method *mm_find(const char *name) {
@@ -49,6 +50,7 @@ static const struct {
     [MM_STAT_FISHER_BLOCK] = {"fisher-blockwise", "fisher_block", "--fisher"},
     [MM_STAT_GRAM] = {"gram", "gram", "--gram"},
     [MM_STAT_KFAC] = {"gram", "gram", "--gram"},
+    [MM_STAT_DATA] = {"data", "tokens", "--data"},
 };
 
 const char *mm_stat_role(mm_stat s) { return STATS[s].role; }

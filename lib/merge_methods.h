@@ -32,6 +32,8 @@ typedef enum {
     MM_STAT_FISHER_BLOCK = 2, /* fisher_block, --fisher */
     MM_STAT_GRAM = 3,         /* gram: input Grams of the linears, --gram */
     MM_STAT_KFAC = 4,         /* gram: input and output-gradient Grams, --gram */
+    MM_STAT_DATA = 5,         /* tokens: each model's own task data, --data (the
+                                 method measures what it needs while it merges) */
 } mm_stat;
 
 typedef enum { MM_MODE_IA3 = 0, MM_MODE_FULL = 1, MM_MODES = 2 } mm_mode;
@@ -51,6 +53,7 @@ typedef enum {
     MM_OPT_CG_TOL = 8,
     MM_OPT_PRECONDITION = 9,
     MM_OPT_COMMON_SPACE_FRACTION = 10,
+    MM_OPT_EXAMPLES = 11,
     MM_OPT_COUNT
 } mm_opt;
 #define MM_O(x) (1u << MM_OPT_##x)
@@ -88,8 +91,9 @@ int mm_is_cg(const mm_method *m);
 const char *mm_mode_name(mm_mode mode);
 /* The key role of statistic s ("fisher-diagonal", "fisher-blockwise",
  * "gram"; the workflow's slot names too), its artifact kind ("fisher_diag",
- * "fisher_block", "gram") and merge's option that takes it ("--fisher",
- * "--gram"); NULL for MM_STAT_NONE. */
+ * "fisher_block", "gram"; "data", "tokens" for MM_STAT_DATA) and merge's
+ * option that takes it ("--fisher", "--gram", "--data"); NULL for
+ * MM_STAT_NONE. */
 const char *mm_stat_role(mm_stat s);
 const char *mm_stat_kind(mm_stat s);
 const char *mm_stat_option(mm_stat s);

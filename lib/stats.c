@@ -318,6 +318,16 @@ st_gram *st_gram_new(const t5_model *m, int *n) {
     return g;
 }
 
+void st_gram_keep(st_gram *g, int n, int (*keep)(const char *name, void *ctx), void *ctx) {
+    for (int i = 0; i < n; i++) {
+        g[i].ops->release(g[i].out_gram);
+        g[i].out_gram = NULL;
+        if (keep(g[i].name, ctx)) continue;
+        g[i].ops->release(g[i].in_gram);
+        g[i].in_gram = NULL;
+    }
+}
+
 void st_gram_free(st_gram *g, int n) {
     for (int i = 0; i < n; i++) g[i].ops->release(g[i].in_gram), g[i].ops->release(g[i].out_gram);
     free(g);
@@ -382,6 +392,7 @@ void st_gram_accum(const t5_model *m, st_gram *g, int n, float *scratch, long *n
         const int *ids = enc ? bt->enc_ids : bt->targets;
         long rows = enc ? Ne : Nd;
         if (g[i].ops != m->ops) die("st_gram_accum: accumulators and model on different devices");
+        if (!g[i].in_gram) continue; /* a linear left out (st_gram_keep) */
         int k = compact(m->ops, scratch, L[i].x, ids, rows, L[i].in);
         m->ops->syrk(1, L[i].in, k, 1.0f, scratch, L[i].in, 1.0f, g[i].in_gram, L[i].in);
         if (g[i].out_gram) {

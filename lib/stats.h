@@ -67,6 +67,9 @@ typedef struct {
  * SYRK) runs there. */
 st_gram *st_gram_new(const t5_model *m, int *n);
 void st_gram_free(st_gram *g, int n);
+/* Input Grams only, of the linears keep() accepts: frees every output
+ * Gram and the other input Grams (NULL; st_gram_accum skips them). */
+void st_gram_keep(st_gram *g, int n, int (*keep)(const char *name, void *ctx), void *ctx);
 /* Bring device accumulators to host memory (a no-op on the CPU). */
 void st_gram_to_host(st_gram *g, int n);
 /* Add the last batch's real tokens; counts of real encoder / decoder tokens

@@ -129,6 +129,20 @@ void tok_batch_free(tok_batch *tb) {
     memset(tb, 0, sizeof *tb);
 }
 
+void tok_batch_gold(tok_batch *tb, const tok_set *s, int64_t e0, int B) {
+    const int **ins = mallocCheck(sizeof(int *) * B), **outs = mallocCheck(sizeof(int *) * B);
+    int *nins = mallocCheck(sizeof(int) * B), *nouts = mallocCheck(sizeof(int) * B);
+    for (int i = 0; i < B; i++) {
+        int64_t e = e0 + i, c = s->ex_choices[e] + s->label[e];
+        ins[i] = tok_input(s, e);
+        nins[i] = tok_input_len(s, e);
+        outs[i] = tok_choice(s, c);
+        nouts[i] = tok_choice_len(s, c);
+    }
+    tok_batch_fill(tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
+    free(ins), free(outs), free(nins), free(nouts);
+}
+
 /* Copy seq (length n) into row (length T), cut to T keeping the final EOS,
  * pad with 0. */
 static void put_row(int *row, int T, const int *seq, int n) {

@@ -75,6 +75,10 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
                     const int *const *outs, const int *nouts, const int *dec_enc, int fixed_Te,
                     int fixed_Td);
 
+/* Fill tb->b with examples e0 .. e0+B-1 of task set s: each input as an
+ * encoder row, its gold choice as the target (what Grams are measured on). */
+void tok_batch_gold(tok_batch *tb, const tok_set *s, int64_t e0, int B);
+
 /* Span corruption of tokens[0..L): writes inputs (<= L+1) and targets
  * (<= L+1), returns their lengths. Deterministic in seed. */
 void tok_span_corrupt(const int *tokens, int L, uint64_t seed, double density, double mean_len,

@@ -442,12 +442,13 @@ $(resolve)
 
 # ------------------------------------------------------------------ merges
 # From the method table (MERGE_TABLE above): the statistic a method needs in
-# this mode (fisher-diagonal, fisher-blockwise or gram: the statistics'
+# this mode (fisher-diagonal, fisher-blockwise, gram, or data: the statistics'
 # slots and the merge's input roles), the options it reads, whether it
 # reads lambda.
 stats_of = $(filter-out none,$(call mm_field,$(1),stats.$(MODE)))
-stat_flag = $(if $(filter gram,$(1)),--gram,--fisher)
-stat_slot = $(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(if $(and $(filter fisher-diagonal,$(2)),$(filter optimizer,$(STATS_FISHER_SOURCE))),optfisher-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3)))
+stat_flag = $(if $(filter gram,$(1)),--gram,$(if $(filter data,$(1)),--data,--fisher))
+# data (regmean_pp): the task's own examples, the split the statistics read
+stat_slot = $(if $(filter data,$(2)),tok-$(1)-$(STATS_SPLIT),$(if $(filter gram,$(2)),gram-$(MODE)-$(1)-s$(3),$(if $(and $(filter fisher-diagonal,$(2)),$(filter optimizer,$(STATS_FISHER_SOURCE))),optfisher-$(MODE)-$(1)-s$(3),$(2)-$(MODE)-$(1)-s$(3))))
 uses_lambda := $(foreach m,$(MERGE_METHODS),$(if $(filter yes,$(call mm_field,$(m),lambda)),$(m)))
 opts_of = $(filter-out none,$(call split_list,$(call mm_field,$(1),options)))
 # the merge.* entries that method $(1) reads, as name=value

@@ -183,21 +183,12 @@ int main(int argc, char **argv) {
     int ng = 0;
     st_gram *g = st_gram_new(m, &ng);
     float *scratch = ops->alloc(sizeof(float) * st_gram_scratch_floats(m));
-    const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
-    int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
     long n_enc = 0, n_dec = 0;
     mc_progress pr;
     progress_init(&pr, "gram", hi - lo, "examples");
     for (int64_t e0 = lo; e0 < hi; e0 += bs) {
         int B = (int)(hi - e0 < bs ? hi - e0 : bs);
-        for (int i = 0; i < B; i++) {
-            int64_t e = e0 + i, c = s->ex_choices[e] + s->label[e];
-            ins[i] = tok_input(s, e);
-            nins[i] = tok_input_len(s, e);
-            outs[i] = tok_choice(s, c);
-            nouts[i] = tok_choice_len(s, c);
-        }
-        tok_batch_fill(&tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
+        tok_batch_gold(&tb, s, e0, B);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         st_gram_accum(m, g, ng, scratch, &n_enc, &n_dec);
@@ -258,7 +249,6 @@ int main(int argc, char **argv) {
 
     st_gram_free(g, ng);
     ops->release(scratch);
-    free(ins), free(outs), free(nins), free(nouts);
     tok_batch_free(&tb);
     tok_free(s);
     t5_free(m);

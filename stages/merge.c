@@ -46,6 +46,7 @@
 #include "key.h"
 #include "merge.h"
 #include "merge_methods.h"
+#include "merge_pp.h"
 #include "device.h"
 #ifdef MC_GPU
 #include "gpu.h"
@@ -53,16 +54,17 @@
 #include "opts.h"
 #include "progress.h"
 #include "t5.h"
+#include "tokens.h"
 #include "val.h"
 
 #define FISHER_MIN 1e-8f
 
 typedef struct {
     const char *pretrained, *out, *init, *key, *precond;
-    char **models, **fishers, **grams;
-    int n, nf, ng;
+    char **models, **fishers, **grams, **data;
+    int n, nf, ng, nd;
     double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom, csf;
-    long iterations, threads, seed;
+    long iterations, threads, seed, examples;
     int allow_mismatch;
 } opts_t;
 
@@ -76,6 +78,7 @@ static mm_stat STAT;
 
 /* Inputs. */
 static art_file *PRE, **MODELS, **FISH, **GRAM, *INIT;
+static tok_set **DATA; /* --data: each model's task examples (regmean_pp) */
 static int IS_IA3;
 /* --device / DEVICE: cuda runs the K-FAC operator of mats on full models on
  * the GPU (everything else stays on the CPU) */
@@ -190,6 +193,7 @@ static void out_tensor(out_t *o, const art_tensor *t, const float *x) {
 /* What the method needs for these models (STAT, set once their mode is known). */
 static int needs_fisher(void) { return STAT == MM_STAT_FISHER_DIAG || STAT == MM_STAT_FISHER_BLOCK; }
 static int needs_gram(void) { return STAT == MM_STAT_GRAM || STAT == MM_STAT_KFAC; }
+static int needs_data(void) { return STAT == MM_STAT_DATA; }
 
 static void check_inputs(void) {
     const art_file *m0 = MODELS[0];
@@ -553,6 +557,10 @@ static mc_val *base_meta(void) {
         a = val_set_array(in, "gram");
         for (int i = 0; i < O.n; i++) val_push(a, val_str(GRAM[i]->key));
     }
+    if (needs_data()) {
+        a = val_set_array(in, "data");
+        for (int i = 0; i < O.n; i++) val_push(a, val_str(DATA[i]->key));
+    }
     if (INIT) val_set_str(in, "init", INIT->key);
     return m;
 }
@@ -603,7 +611,7 @@ static void compute_key(char out[33]) {
         key_input(k, name, key_of(MODELS[i]));
         if (STAT) {
             snprintf(name, sizeof name, "%s.%s", mm_stat_role(STAT), role[i]);
-            key_input(k, name, key_of(needs_fisher() ? FISH[i] : GRAM[i]));
+            key_input(k, name, needs_data() ? DATA[i]->key : key_of(needs_fisher() ? FISH[i] : GRAM[i]));
         }
     }
     free(role);
@@ -930,6 +938,18 @@ static float *solve_plain(const art_tensor *t) {
     return mean_of_models(t);
 }
 
+/* A closed RegMean solve's ridge (mrg_regmean_closed) into meta.ridge. */
+static void record_ridge(const char *name, double ridge) {
+    if (ridge < 0)
+        die("regmean: the summed Gram of '%s' is not positive semi-definite even with a "
+            "ridge of its mean diagonal: the Grams are broken", name);
+    if (ridge == 0) return;
+    if (!SOLVE.ridges) SOLVE.ridges = val_set_map(SOLVE.meta, "ridge");
+    val_set_float(SOLVE.ridges, name, ridge);
+    fprintf(stderr, "merge: %s: summed Gram of %s is singular; solved with a ridge "
+            "%.3g (towards the average of the models)\n", METHOD->name, name, ridge);
+}
+
 /* W (rows x k) -> W S with S = sum_i M~_i: RegMean (M = input Gram, rows =
  * out) or an IA3 Fisher block (rows = 1); closed: by Cholesky (regmean),
  * else by CG. */
@@ -955,28 +975,10 @@ static float *solve_summed(const art_tensor *t, tkind kind, int closed) {
         free(Wi);
     }
     if (closed) {
-        /* (sum M~) W^T = sum M~ W_i^T, in double; a singular system gets a
-         * ridge pulling towards the average of the models. */
-        double *Sd = mallocCheck(sizeof(double) * (size_t)k * k);
-        double *Bd = mallocCheck(sizeof(double) * (size_t)n);
-        double *Pd = mallocCheck(sizeof(double) * (size_t)n);
-        for (size_t e = 0; e < (size_t)k * k; e++) Sd[e] = S[e];
-        for (long e = 0; e < n; e++) Bd[e] = b[e], Pd[e] = avg[e];
-        double ridge = mrg_spd_solve_t(k, rows, Sd, Bd, Pd);
-        if (ridge < 0)
-            die("regmean: the summed Gram of '%s' is not positive semi-definite even with a "
-                "ridge of its mean diagonal: the Grams are broken", t->name);
-        if (ridge > 0) {
-            if (!SOLVE.ridges) SOLVE.ridges = val_set_map(SOLVE.meta, "ridge");
-            val_set_float(SOLVE.ridges, t->name, ridge);
-            fprintf(stderr, "merge: regmean: summed Gram of %s is singular; solved with a ridge "
-                    "%.3g (towards the average of the models)\n", t->name, ridge);
-        }
-        res = avg; /* reuse */
-        for (long e = 0; e < n; e++) res[e] = (float)Bd[e];
-        free(Sd);
-        free(Bd);
-        free(Pd);
+        /* (sum M~) W^T = sum M~ W_i^T; a singular system gets a ridge
+         * pulling towards the average of the models. */
+        record_ridge(t->name, mrg_regmean_closed(rows, k, S, b, avg, avg));
+        res = avg;
     } else {
         res = cg_init(t);
         mrg_rmul rc;
@@ -1057,6 +1059,34 @@ static float *solve_statistics(const art_tensor *t, int closed) {
 static float *regmean_tensor(const art_tensor *t) { return solve_statistics(t, 1); }
 static float *cg_statistics_tensor(const art_tensor *t) { return solve_statistics(t, 0); }
 static const kernel k_regmean = {NULL, regmean_tensor};
+
+/* ---- regmean_pp: the whole merge at begin (lib/merge_pp.h), then each
+ * tensor from the merged model */
+static t5_model *PP;
+
+static void regmean_pp_begin(mc_val *meta) {
+    (void)meta;
+    PP = t5_load_model(O.pretrained, 0, 0, NULL);
+    if (!PP) die("%s", mc_error());
+    t5_model **models = mallocCheck(sizeof(t5_model *) * O.n);
+    for (int i = 0; i < O.n; i++)
+        if (!(models[i] = t5_load_model(O.models[i], 0, 0, NULL))) die("%s", mc_error());
+    /* the gram stage's defaults: batches of 16, inputs cut at 512 tokens, targets at 128 */
+    mrg_pp_opts po = {.examples = O.examples, .batch = 16, .max_in = 512, .max_tgt = 128,
+                      .lambda = (float)O.lambda, .ridge = record_ridge};
+    mrg_regmean_pp(PP, models, O.n, DATA, &po);
+    for (int i = 0; i < O.n; i++) t5_free(models[i]);
+    free(models);
+}
+
+static float *regmean_pp_tensor(const art_tensor *t) {
+    const float *x = t5_param(PP, t->name, NULL);
+    if (!x) die("regmean_pp: the model has no tensor '%s'", t->name);
+    float *r = mallocCheck(sizeof(float) * (size_t)t->numel);
+    memcpy(r, x, sizeof(float) * (size_t)t->numel);
+    return r;
+}
+static const kernel k_regmean_pp = {regmean_pp_begin, regmean_pp_tensor};
 static const kernel k_cg_regmean = {NULL, cg_statistics_tensor};
 static const kernel k_mats = {NULL, cg_statistics_tensor};
 
@@ -1205,8 +1235,8 @@ static void run_solvers(const kernel *kern, const char *key) {
     size_t nt = m0->n_tensors;
     float **res = callocCheck(nt, sizeof(float *));
     mc_val *meta = base_meta();
-    if (kern->begin) kern->begin(meta);
     SOLVE.meta = meta;
+    if (kern->begin) kern->begin(meta);
     SOLVE.cg = mm_is_cg(METHOD) ? val_set_map(meta, "cg") : NULL;
     SOLVE.averaged = val_array();
     mc_progress pr;
@@ -1291,11 +1321,11 @@ static const char *help_of(const char *what, int opt) {
 /* The help of --fisher / --gram: per artifact kind, the methods that take
  * it there (with the mode, where the method takes it in one mode only). */
 static const char *help_stats(const char *opt) {
-    static char buf[2][512];
-    char *b = buf[strcmp(opt, "--fisher") != 0];
+    static char buf[3][512];
+    char *b = buf[!strcmp(opt, "--fisher") ? 0 : !strcmp(opt, "--gram") ? 1 : 2];
     snprintf(b, sizeof buf[0], "one per model, in --models order:");
     const char *kind_done = "";
-    for (int s = MM_STAT_FISHER_DIAG; s <= MM_STAT_KFAC; s++) {
+    for (int s = MM_STAT_FISHER_DIAG; s <= MM_STAT_DATA; s++) {
         const char *kind = mm_stat_kind((mm_stat)s);
         if (strcmp(mm_stat_option((mm_stat)s), opt) || !strcmp(kind, kind_done)) continue;
         kind_done = kind;
@@ -1328,6 +1358,26 @@ static const char *about_methods(void) {
     return buf;
 }
 
+/* Open --data: one tokens artifact per model, its own task's examples. */
+static tok_set **open_data(void) {
+    if (!O.nd) die("--method %s needs --data (one tokens artifact per model: its task's training examples)",
+                   METHOD->name);
+    if (O.nd != O.n) die("--data lists %d files but --models %d: give one per model", O.nd, O.n);
+    tok_set **d = mallocCheck(sizeof(tok_set *) * O.n);
+    for (int i = 0; i < O.n; i++) {
+        if (!(d[i] = tok_load(O.data[i], 1))) die("%s", mc_error());
+        if (d[i]->n < 1) die("--data %s has no examples (an empty split?)", O.data[i]);
+    }
+    t5_config c;
+    if (t5_config_from_val(&c, val_get(PRE->meta, "config")) < 0)
+        die("--pretrained %s: %s (regmean_pp runs the model)", PRE->path, mc_error());
+    for (int i = 0; i < O.n; i++)
+        if (d[i]->max_id >= c.vocab_size)
+            die("--data %s: token id %d is outside the models' vocabulary of %d", O.data[i], d[i]->max_id,
+                c.vocab_size);
+    return d;
+}
+
 /* Open the statistic artifacts named by option opt (one per model). */
 static art_file **open_stats(const char *opt, char **paths, int n) {
     if (!n) die("--method %s needs %s (one %s artifact per model)", METHOD->name, opt, mm_stat_kind(STAT));
@@ -1349,7 +1399,7 @@ int main(int argc, char **argv) {
         return fflush(stdout) == 0 ? 0 : 1;
     }
     int method = -1, precond, list = 0;
-    opt_list models = {0}, fishers = {0}, grams = {0};
+    opt_list models = {0}, fishers = {0}, grams = {0}, data = {0};
     static const char *const preconds[] = {"none", "kron", NULL};
     opt_spec rows[] = {
         {.name = "--method", .kind = OPT_CHOICE, .dst = &method, .arg = "M", .choices = mm_names,
@@ -1364,6 +1414,8 @@ int main(int argc, char **argv) {
          .help = help_stats("--fisher")},
         {.name = "--gram", .kind = OPT_LIST, .dst = &grams, .arg = "GA,GB,...", .flags = OPT_INPUT,
          .help = help_stats("--gram")},
+        {.name = "--data", .kind = OPT_LIST, .dst = &data, .arg = "TA,TB,...", .flags = OPT_INPUT,
+         .help = help_stats("--data")},
         {.name = "--lambda", .kind = OPT_FLOAT, .dst = &O.lambda, .arg = "X", .def = "1", .key = "merge.lambda",
          .help = help_of("task-vector scale, off-diagonal scale of Grams / Fisher blocks, or slerp's t in [0, 1]", -1)},
         {.name = "--topk-percent", .kind = OPT_FLOAT, .dst = &O.topk, .arg = "P", .lo = 0, .hi = 100, .def = "20",
@@ -1398,6 +1450,9 @@ int main(int argc, char **argv) {
          .def = "0.8", .key = "merge.common_space_fraction",
          .help = help_of("Iso-CTS: the share of the directions taken from the common subspace",
                          MM_OPT_COMMON_SPACE_FRACTION)},
+        {.name = "--examples", .kind = OPT_INT, .dst = &O.examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "256",
+         .key = "merge.examples",
+         .help = help_of("the first N examples of each --data set measure the Grams", MM_OPT_EXAMPLES)},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
          .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
@@ -1428,6 +1483,7 @@ int main(int argc, char **argv) {
     if (mm_reads(METHOD, MM_OPT_INIT) && METHOD->init && !opts_given(PROG, "--init")) O.init = METHOD->init;
     O.fishers = fishers.v, O.nf = fishers.n;
     O.grams = grams.v, O.ng = grams.n;
+    O.data = data.v, O.nd = data.n;
 
     if (mm_reads(METHOD, MM_OPT_INIT) && strcmp(O.init, "average") && strcmp(O.init, "pretrained") &&
         strcmp(O.init, "task_arithmetic")) {
@@ -1454,6 +1510,7 @@ int main(int argc, char **argv) {
     STAT = METHOD->stat[mode];
     if (needs_fisher()) FISH = open_stats("--fisher", O.fishers, O.nf);
     if (needs_gram()) GRAM = open_stats("--gram", O.grams, O.ng);
+    if (needs_data()) DATA = open_data();
     check_inputs();
     if (!O.allow_mismatch) check_provenance();
     check_statistics();
@@ -1473,6 +1530,7 @@ int main(int argc, char **argv) {
         art_close(MODELS[i]);
         if (FISH) art_close(FISH[i]);
         if (GRAM) art_close(GRAM[i]);
+        if (DATA) tok_free(DATA[i]);
         free(O.models[i]);
     }
     if (INIT) art_close(INIT);

@@ -26,6 +26,7 @@
 #include "common.h"
 #include "harness.h"
 #include "merge.h"
+#include "t5.h"
 
 static char dir[256], root[1024];
 static const char *PRE_KEY = "0123456789abcdef0123456789abcdef";
@@ -1136,6 +1137,150 @@ static void test_tv_edges(void) {
     }
 }
 
+/* ------------------------------------------------------------ regmean_pp
+ * (tests/reference/merge_pp_fixture.txt, merge_ref_pp.py: RegMean++ of a
+ * tiny T5 in float64, layer by layer, through the same examples) */
+
+static const char *const TOK_NAMES[] = {"input_ids", "input_offsets", "choice_ids", "choice_offsets",
+                                         "example_choices", "label"};
+
+static t5_config pp_config(void) {
+    const char *f[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
+                       "relative_attention_num_buckets", "relative_attention_max_distance"};
+    int v[9];
+    for (int i = 0; i < 9; i++) {
+        const ftensor *t = fx_find("pp.config", f[i]);
+        v[i] = t ? (int)t->x[0] : 0;
+    }
+    const ftensor *eps = fx_find("pp.config", "layer_norm_epsilon");
+    return (t5_config){.vocab_size = v[0], .d_model = v[1], .d_kv = v[2], .d_ff = v[3], .num_heads = v[4],
+                       .num_layers = v[5], .num_decoder_layers = v[6], .num_buckets = v[7], .max_distance = v[8],
+                       .eps = eps ? eps->x[0] : 0};
+}
+
+/* A real model artifact (full config) from fixture group `group`. */
+static void write_pp_model(const char *file, const char *group, const char *key) {
+    t5_config c = pp_config();
+    t5_model *m = t5_new(&c, 0, 0);
+    for (int j = 0; j < m->n_tensors; j++) {
+        const ftensor *t = fx_find(group, m->tensors[j].name);
+        CHECK(t && (size_t)t->n == m->tensors[j].numel, "fixture %s lacks %s", group, m->tensors[j].name);
+        if (t) memcpy(m->params + m->tensors[j].offset, t->x, sizeof(float) * t->n);
+    }
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    CHECK(t5_save_model(m, p, key, NULL) == 0, "%s", mc_error());
+    t5_free(m);
+}
+
+/* A tokens artifact from fixture group `group` (label i32, the rest i64). */
+static void write_pp_tokens(const char *file, const char *group, int vocab_shift) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    mc_val *meta = val_map();
+    val_set_str(meta, "task", group);
+    val_set_str(meta, "split", "train");
+    art_writer *w = art_writer_open(p, "tokens", "", meta, 6);
+    val_free(meta);
+    for (int i = 0; i < 6; i++) {
+        const ftensor *t = fx_find(group, TOK_NAMES[i]);
+        if (!t) {
+            CHECK(0, "fixture %s lacks %s", group, TOK_NAMES[i]);
+            continue;
+        }
+        int64_t sh[1] = {t->n};
+        if (i == 5) {
+            int32_t *v = mallocCheck(sizeof(int32_t) * t->n);
+            for (long j = 0; j < t->n; j++) v[j] = (int32_t)t->x[j];
+            art_writer_tensor(w, TOK_NAMES[i], ART_I32, 1, sh, v);
+            free(v);
+        } else {
+            int64_t *v = mallocCheck(sizeof(int64_t) * t->n);
+            for (long j = 0; j < t->n; j++) v[j] = (int64_t)t->x[j] + (i == 0 ? vocab_shift : 0);
+            art_writer_tensor(w, TOK_NAMES[i], ART_I64, 1, sh, v);
+            free(v);
+        }
+    }
+    CHECK(art_writer_close(w) == 0, "%s", mc_error());
+}
+
+#define PP "--pretrained pp_pre.msgpack --models pp0.msgpack,pp1.msgpack,pp2.msgpack"
+#define PPD "--data ppt0.msgpack,ppt1.msgpack,ppt2.msgpack"
+
+static void test_regmean_pp(void) {
+    write_pp_model("pp_pre.msgpack", "pp.pre", PRE_KEY);
+    const char *keys[3] = {"77777777777777777777777777777777", "88888888888888888888888888888888",
+                           "99999999999999999999999999999999"};
+    for (int i = 0; i < 3; i++) {
+        char f[64], g[64];
+        snprintf(f, sizeof f, "pp%d.msgpack", i), snprintf(g, sizeof g, "pp.model.%d", i);
+        write_pp_model(f, g, keys[i]);
+        snprintf(f, sizeof f, "ppt%d.msgpack", i), snprintf(g, sizeof g, "pp.tok.%d", i);
+        write_pp_tokens(f, g, 0);
+    }
+    write_pp_tokens("ppt_big.msgpack", "pp.tok.0", 1000);
+    static const struct {
+        const char *args, *out, *expect;
+    } R[] = {
+        {"--method regmean_pp " PP " " PPD, "pp_l1.msgpack", "pp.expect.l1"},
+        {"--method regmean_pp --lambda 0.6 " PP " " PPD, "pp_l06.msgpack", "pp.expect.l06"},
+        {"--method regmean_pp --lambda 0.6 --examples 6 " PP " " PPD, "pp_e6.msgpack", "pp.expect.e6"},
+    };
+    for (size_t k = 0; k < sizeof R / sizeof R[0]; k++) {
+        char args[640];
+        snprintf(args, sizeof args, "%s -o %s", R[k].args, R[k].out);
+        CHECK(run_merge(args) == 0, "merge %s failed", args);
+        compare(R[k].out, R[k].expect, 2e-4, 2e-5);
+    }
+    /* the same inputs, the same bytes; the key names the data */
+    CHECK(run_merge("--method regmean_pp " PP " " PPD " -o pp_l1b.msgpack") == 0, "second run failed");
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/pp_l1.msgpack", dir), snprintf(b, sizeof b, "%s/pp_l1b.msgpack", dir);
+    unsigned char *x, *y;
+    size_t nx, ny;
+    CHECK(mc_read_file(a, &x, &nx) == 0 && mc_read_file(b, &y, &ny) == 0 && nx == ny && !memcmp(x, y, nx),
+          "regmean_pp is not deterministic");
+    free(x), free(y);
+    art_file *o = open_out("pp_l1.msgpack");
+    const mc_val *d = o ? val_path(o->meta, "inputs.data") : NULL;
+    CHECK(d && d->type == VAL_ARRAY && d->v.c.n == 3, "meta.inputs.data lists the three tokens artifacts");
+    art_close(o);
+    /* one model, or two identical ones: that model back (lambda 0.6: few
+     * tokens make Grams nearly singular, and the diagonal keeps the
+     * system well conditioned) */
+    const char *edge[] = {"--models pp0.msgpack --data ppt0.msgpack",
+                          "--models pp0.msgpack,pp0.msgpack --data ppt0.msgpack,ppt1.msgpack"};
+    for (int e = 0; e < 2; e++) {
+        char args[400];
+        snprintf(args, sizeof args, "--method regmean_pp --lambda 0.6 --pretrained pp_pre.msgpack %s -o pp_edge%d.msgpack", edge[e], e);
+        CHECK(run_merge(args) == 0, "merge %s failed", args);
+        snprintf(args, sizeof args, "pp_edge%d.msgpack", e);
+        compare(args, "pp.model.0", 1e-4, 1e-5);
+    }
+    /* bad --data: one line naming it, nothing written */
+    static const struct {
+        const char *args, *word;
+    } bad[] = {
+        {"--method regmean_pp " PP, "--data"},
+        {"--method regmean_pp " PP " --data ppt0.msgpack,ppt1.msgpack", "--data"},
+        {"--method regmean_pp " PP " --data ppt0.msgpack,ppt1.msgpack,pp2.msgpack", "pp2.msgpack"},
+        {"--method regmean_pp " PP " --data ppt0.msgpack,ppt1.msgpack,ppt_big.msgpack", "vocabulary"},
+        {"--method regmean_pp " PP " " PPD " --examples 0", "--examples"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[640];
+        snprintf(args, sizeof args, "%s -o pp_bad.msgpack", bad[i].args);
+        int rc = run_merge(args);
+        char *msg = stderr_text();
+        const char *nl = strchr(msg, '\n');
+        CHECK(rc == 1 && strstr(msg, bad[i].word) && nl && !nl[1], "merge %s: exit %d, stderr '%s' (want one line naming '%s')",
+              args, rc, msg, bad[i].word);
+        free(msg);
+    }
+    snprintf(a, sizeof a, "%s/pp_bad.msgpack", dir);
+    CHECK(access(a, F_OK) != 0, "a failed merge left %s", a);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_merge.XXXXXX");
     if (!mkdtemp(dir)) die("mkdtemp failed");
@@ -1170,6 +1315,10 @@ int main(void) {
         printf("FAIL cannot read tests/reference/merge_tv_fixture.txt (run from the repository root)\n");
         return 1;
     }
+    if (load_fixture("tests/reference/merge_pp_fixture.txt") < 0) {
+        printf("FAIL cannot read tests/reference/merge_pp_fixture.txt (run from the repository root)\n");
+        return 1;
+    }
     setup_artifacts();
     setup_tv_artifacts();
     RUN(test_closed_forms);
@@ -1183,6 +1332,7 @@ int main(void) {
     RUN(test_bad_inputs);
     RUN(test_tv_methods);
     RUN(test_tv_edges);
+    RUN(test_regmean_pp);
     if (t_fail == 0) {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -1,0 +1,135 @@
+/* merge_pp.c - RegMean++ (merge_pp.h). */
+#include "merge_pp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "merge.h"
+#include "progress.h"
+#include "stats.h"
+
+int mrg_pp_layer(const t5_config *c, const char *name) {
+    int j;
+    if (!strcmp(name, "shared.weight")) return -1;
+    if (sscanf(name, "encoder.block.%d.", &j) == 1) return j;
+    if (!strncmp(name, "encoder.", 8)) return c->num_layers - 1; /* final_layer_norm */
+    if (sscanf(name, "decoder.block.%d.", &j) == 1) return c->num_layers + j;
+    return c->num_layers + c->num_decoder_layers; /* decoder.final_layer_norm, lm_head */
+}
+
+typedef struct {
+    const t5_config *c;
+    int layer;
+} layer_ctx;
+
+static int in_layer(const char *name, void *ctx) {
+    const layer_ctx *l = ctx;
+    return mrg_pp_layer(l->c, name) == l->layer;
+}
+
+/* dst = the models' mean of tensor t */
+static void mean_tensor(t5_model *const *models, int N, const t5_tensor *t, float *dst) {
+    memset(dst, 0, sizeof(float) * t->numel);
+    for (int i = 0; i < N; i++) {
+        const float *x = models[i]->params + t->offset;
+        for (size_t e = 0; e < t->numel; e++) dst[e] += x[e] / N;
+    }
+}
+
+/* The input Grams of `layer`'s linears for model i: H is the merge below
+ * the layer and model i's own layer; mean over each stream's real tokens. */
+static st_gram *layer_grams(t5_model *H, const t5_model *merged, const t5_model *mi, const tok_set *s, int layer,
+                            const mrg_pp_opts *o, tok_batch *tb, float *scratch, int *ng) {
+    memcpy(H->params, merged->params, sizeof(float) * H->n_params);
+    for (int j = 0; j < H->n_tensors; j++) {
+        const t5_tensor *t = &H->tensors[j];
+        if (mrg_pp_layer(&H->c, t->name) == layer)
+            memcpy(H->params + t->offset, mi->params + t->offset, sizeof(float) * t->numel);
+    }
+    st_gram *g = st_gram_new(H, ng);
+    layer_ctx lc = {&H->c, layer};
+    st_gram_keep(g, *ng, in_layer, &lc);
+    long n_enc = 0, n_dec = 0;
+    int64_t n = o->examples < s->n ? o->examples : s->n;
+    for (int64_t e0 = 0; e0 < n; e0 += o->batch) {
+        int B = (int)(n - e0 < o->batch ? n - e0 : o->batch);
+        tok_batch_gold(tb, s, e0, B);
+        t5_forward(H, &tb->b);
+        st_gram_accum(H, g, *ng, scratch, &n_enc, &n_dec);
+    }
+    for (int k = 0; k < *ng; k++) {
+        if (!g[k].in_gram) continue;
+        long cnt = g[k].stream == T5_ENC ? n_enc : n_dec;
+        if (cnt < 1) die("regmean_pp: task set %s has no real tokens for %s", s->path, g[k].name);
+        for (size_t e = 0; e < (size_t)g[k].in * g[k].in; e++) g[k].in_gram[e] /= (float)cnt;
+    }
+    return g;
+}
+
+/* RegMean of one linear from the models' weights and their (scaled) Grams. */
+static void solve_linear(t5_model *merged, t5_model *const *models, int N, st_gram *const *G, int k,
+                         const mrg_pp_opts *o) {
+    const t5_tensor *info;
+    const char *name = G[0][k].name;
+    float *W = t5_param(merged, name, &info);
+    int rows = G[0][k].out, in = G[0][k].in;
+    size_t kk = (size_t)in * in, n = (size_t)rows * in;
+    float *S = callocCheck(kk, sizeof(float)), *B = callocCheck(n, sizeof(float));
+    float *avg = mallocCheck(sizeof(float) * n);
+    mean_tensor(models, N, info, avg);
+    for (int i = 0; i < N; i++) {
+        float *M = G[i][k].in_gram;
+        mrg_scale_offdiag(M, in, o->lambda);
+        for (size_t e = 0; e < kk; e++) S[e] += M[e];
+        be_gemm(0, 0, rows, in, in, 1.0f, t5_param(models[i], name, NULL), in, M, in, 1.0f, B, in);
+    }
+    double ridge = mrg_regmean_closed(rows, in, S, B, avg, W);
+    if (ridge != 0 && o->ridge) o->ridge(name, ridge);
+    if (ridge < 0) die("regmean_pp: the summed Gram of '%s' is not positive semi-definite", name);
+    free(S);
+    free(B);
+    free(avg);
+}
+
+void mrg_regmean_pp(t5_model *merged, t5_model *const *models, int N, tok_set *const *data,
+                    const mrg_pp_opts *o) {
+    const t5_config *c = &merged->c;
+    int layers = c->num_layers + c->num_decoder_layers + 1;
+    t5_model *H = t5_new(c, 0, 0);
+    t5_alloc_acts(H, o->batch, o->max_in, o->batch, o->max_tgt, 0);
+    float *scratch = mallocCheck(sizeof(float) * st_gram_scratch_floats(H));
+    tok_batch tb;
+    tok_batch_init(&tb, o->batch, o->max_in, o->batch, o->max_tgt);
+    st_gram **G = mallocCheck(sizeof(st_gram *) * N);
+    for (int j = 0; j < merged->n_tensors; j++) { /* the embedding first */
+        const t5_tensor *t = &merged->tensors[j];
+        if (mrg_pp_layer(c, t->name) == -1) mean_tensor(models, N, t, merged->params + t->offset);
+    }
+    mc_progress pr;
+    progress_init(&pr, "regmean_pp", (int64_t)layers * N, "passes");
+    for (int l = 0; l < layers; l++) {
+        int ng = 0;
+        for (int i = 0; i < N; i++) {
+            G[i] = layer_grams(H, merged, models[i], data[i], l, o, &tb, scratch, &ng);
+            progress_update(&pr, (int64_t)l * N + i + 1, NULL);
+        }
+        for (int k = 0; k < ng; k++)
+            if (G[0][k].in_gram) solve_linear(merged, models, N, G, k, o);
+        for (int j = 0; j < merged->n_tensors; j++) { /* the layer's other tensors: the mean */
+            const t5_tensor *t = &merged->tensors[j];
+            if (mrg_pp_layer(c, t->name) != l) continue;
+            int linear = 0;
+            for (int k = 0; k < ng && !linear; k++) linear = G[0][k].in_gram && !strcmp(G[0][k].name, t->name);
+            if (!linear) mean_tensor(models, N, t, merged->params + t->offset);
+        }
+        for (int i = 0; i < N; i++) st_gram_free(G[i], ng);
+    }
+    progress_finish(&pr, NULL);
+    free(G);
+    free(scratch);
+    tok_batch_free(&tb);
+    t5_free(H);
+}

@@ -263,8 +263,7 @@ int main(int argc, char **argv) {
         if (write_sample(argv[2], argv[3]) != 0) die("%s", mc_error());
         return 0;
     }
-    snprintf(dir, sizeof dir, "/tmp/mats-test-art.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "mats-test-art");
     RUN(test_roundtrip_every_dtype);
     RUN(test_wrong_kind_rejected);
     RUN(test_unknown_version_rejected);
@@ -273,8 +272,5 @@ int main(int argc, char **argv) {
     RUN(test_missing_file_message);
     RUN(test_writer_misuse);
     RUN(test_killed_writer_leaves_nothing);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

@@ -152,15 +152,11 @@ static void test_keys(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/mats-test-config.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "mats-test-config");
     RUN(test_parse_include_override);
     RUN(test_unknown_key_names_file_and_line);
     RUN(test_errors_name_file_and_line);
     RUN(test_include_cycle);
     RUN(test_keys);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return 1;
-    return t_done();
+    return t_done_rm(dir);
 }

@@ -765,8 +765,7 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     if (argc == 3 && !strcmp(argv[1], "--write-tokens")) return write_tokens(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "--compare-scores")) return compare_scores(argv[2], argv[3]);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_hf.XXXXXX");
-    if (!mkdtemp(tmpdir)) die("mkdtemp failed");
+    t_tmpdir(tmpdir, sizeof tmpdir, "test_hf");
     RUN(test_json_values);
     RUN(test_json_errors);
     RUN(test_json_python_format);
@@ -781,8 +780,5 @@ int main(int argc, char **argv) {
     RUN(test_malformed);
     RUN(test_malformed_configs);
     RUN(test_malformed_dirs);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-    return t_done();
+    return t_done_rm(tmpdir);
 }

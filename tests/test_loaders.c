@@ -507,8 +507,7 @@ int main(int argc, char **argv) {
         write_corpus(tokens_path);
         return 0;
     }
-    snprintf(dir, sizeof dir, "/tmp/test_loaders.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_loaders");
     path_in(tokens_path, sizeof tokens_path, "tokens.msgpack");
     write_tokens(tokens_path);
     path_in(model_path, sizeof model_path, "model.msgpack");
@@ -526,8 +525,5 @@ int main(int argc, char **argv) {
     RUN(test_writer_checks_again_at_close);
     RUN(test_writer_does_not_follow_a_planted_link);
     RUN(test_export_refuses_before_writing);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

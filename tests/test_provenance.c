@@ -257,8 +257,7 @@ static void test_stage_statistics_mismatched_refused(void) {
 
 int main(void) {
     if (getenv("MATS_BIN")) bin = getenv("MATS_BIN");
-    snprintf(dir, sizeof dir, "/tmp/test_provenance.XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    t_tmpdir(dir, sizeof dir, "test_provenance");
     setenv("MATS_THREADS", "1", 1);
     setenv("MATS_PROGRESS_SECONDS", "1000", 1);
     if (setup() < 0 || setup_stages() < 0) {
@@ -277,8 +276,5 @@ int main(void) {
     RUN(test_statistics_that_do_not_say_accepted);
     RUN(test_stage_statistics_in_order_accepted);
     RUN(test_stage_statistics_mismatched_refused);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

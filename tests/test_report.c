@@ -152,13 +152,9 @@ static void test_bad_manifest(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/mats-test-report.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "mats-test-report");
     RUN(test_table);
     RUN(test_per_task_lines_combine);
     RUN(test_bad_manifest);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return 1;
-    return t_done();
+    return t_done_rm(dir);
 }

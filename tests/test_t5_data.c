@@ -254,14 +254,10 @@ int main(int argc, char **argv) {
         if (write_all(argv[2]) < 0) die("%s", mc_error());
         return 0;
     }
-    snprintf(dir, sizeof dir, "/tmp/test_t5_data.%d", (int)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_t5_data");
     if (write_all(dir) < 0) die("%s", mc_error());
     RUN(test_load_task);
     RUN(test_corpus_needs_choices);
     RUN(test_bad_kind);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

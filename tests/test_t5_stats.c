@@ -193,8 +193,7 @@ static void test_bad_input(void) {
 int main(void) {
     FM = fx_load("tests/fixtures/t5_micro.bin");
     FS = fx_load("tests/fixtures/t5_stats.bin");
-    snprintf(dir, sizeof dir, "/tmp/test_t5_stats.%d", (int)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_t5_stats");
     snprintf(model_path, sizeof model_path, "%s/model.msgpack", dir);
     snprintf(ia3_path, sizeof ia3_path, "%s/ia3.msgpack", dir);
     snprintf(data_path, sizeof data_path, "%s/data.msgpack", dir);
@@ -204,10 +203,7 @@ int main(void) {
     RUN(test_true_differs);
     RUN(test_gram);
     RUN(test_bad_input);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) printf("could not remove %s\n", dir);
     fx_free(FM);
     fx_free(FS);
-    return t_done();
+    return t_done_rm(dir);
 }

@@ -45,6 +45,7 @@
 #include "common.h"
 #include "config.h"
 #include "datasrc.h"
+#include "json.h"
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
@@ -324,120 +325,9 @@ static void tokenize_corpus(const vocab *v, const limits *lim, const char *in, c
 
 /* ------------------------------------------------------------ JSON Lines */
 
-typedef struct {
-    const char *p, *end, *file;
-    size_t line;
-} jp;
-
-MC_NORETURN static void jfail(const jp *j, const char *what) {
+MC_NORETURN static void jfail(const char *file, size_t line, const char *what) {
     die("%s:%zu: %s: each line must be {\"input\": \"...\", \"choices\": [\"...\", ...], "
-        "\"label\": N}", j->file, j->line, what);
-}
-
-static void jws(jp *j) { while (j->p < j->end && isspace((unsigned char)*j->p)) j->p++; }
-
-static void put_utf8(ds_buf *b, uint32_t c) {
-    char u[4];
-    if (c < 0x80) { ds_buf_putc(b, (char)c); return; }
-    if (c < 0x800) { u[0] = (char)(0xC0 | c >> 6); u[1] = (char)(0x80 | (c & 0x3F)); ds_buf_put(b, u, 2); return; }
-    if (c < 0x10000) {
-        u[0] = (char)(0xE0 | c >> 12); u[1] = (char)(0x80 | (c >> 6 & 0x3F)); u[2] = (char)(0x80 | (c & 0x3F));
-        ds_buf_put(b, u, 3);
-        return;
-    }
-    u[0] = (char)(0xF0 | c >> 18); u[1] = (char)(0x80 | (c >> 12 & 0x3F));
-    u[2] = (char)(0x80 | (c >> 6 & 0x3F)); u[3] = (char)(0x80 | (c & 0x3F));
-    ds_buf_put(b, u, 4);
-}
-
-static int hex4(const char *p, uint32_t *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int c = (unsigned char)p[i], d = isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                                        : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        *v = *v * 16 + (uint32_t)d;
-    }
-    return 0;
-}
-
-/* Parse a JSON string at j->p into b (NUL-terminated). */
-static void jstring(jp *j, ds_buf *b) {
-    b->len = 0;
-    ds_buf_put(b, "", 0);
-    if (j->p >= j->end || *j->p != '"') jfail(j, "expected a string");
-    j->p++;
-    while (j->p < j->end && *j->p != '"') {
-        unsigned char c = (unsigned char)*j->p;
-        if (c < 0x20) jfail(j, "control character inside a string");
-        if (c != '\\') { ds_buf_putc(b, (char)c); j->p++; continue; }
-        if (j->end - j->p < 2) jfail(j, "unterminated escape");
-        char e = j->p[1];
-        j->p += 2;
-        switch (e) {
-        case '"': ds_buf_putc(b, '"'); break;
-        case '\\': ds_buf_putc(b, '\\'); break;
-        case '/': ds_buf_putc(b, '/'); break;
-        case 'b': ds_buf_putc(b, '\b'); break;
-        case 'f': ds_buf_putc(b, '\f'); break;
-        case 'n': ds_buf_putc(b, '\n'); break;
-        case 'r': ds_buf_putc(b, '\r'); break;
-        case 't': ds_buf_putc(b, '\t'); break;
-        case 'u': {
-            uint32_t u, lo;
-            if (j->end - j->p < 4 || hex4(j->p, &u)) jfail(j, "bad \\u escape");
-            j->p += 4;
-            if (u >= 0xD800 && u < 0xDC00) {
-                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) ||
-                    lo < 0xDC00 || lo >= 0xE000)
-                    jfail(j, "unpaired surrogate in \\u escape");
-                j->p += 6;
-                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (u >= 0xDC00 && u < 0xE000) {
-                jfail(j, "unpaired surrogate in \\u escape");
-            }
-            put_utf8(b, u);
-            break;
-        }
-        default: jfail(j, "unknown escape");
-        }
-    }
-    if (j->p >= j->end) jfail(j, "unterminated string");
-    j->p++;
-}
-
-static void jskip(jp *j, int depth) {
-    jws(j);
-    if (depth > 64) jfail(j, "nesting too deep");
-    if (j->p >= j->end) jfail(j, "unexpected end of line");
-    char c = *j->p;
-    ds_buf tmp = { 0 };
-    if (c == '"') { jstring(j, &tmp); ds_buf_free(&tmp); return; }
-    if (c == '{' || c == '[') {
-        char close = c == '{' ? '}' : ']';
-        j->p++;
-        jws(j);
-        if (j->p < j->end && *j->p == close) { j->p++; return; }
-        for (;;) {
-            if (c == '{') {
-                jws(j);
-                jstring(j, &tmp);
-                jws(j);
-                if (j->p >= j->end || *j->p != ':') jfail(j, "expected ':'");
-                j->p++;
-            }
-            jskip(j, depth + 1);
-            jws(j);
-            if (j->p < j->end && *j->p == ',') { j->p++; continue; }
-            if (j->p < j->end && *j->p == close) { j->p++; break; }
-            jfail(j, "expected ',' or a closing bracket");
-        }
-        ds_buf_free(&tmp);
-        return;
-    }
-    const char *s = j->p;
-    while (j->p < j->end && (isalnum((unsigned char)*j->p) || strchr("+-.", *j->p))) j->p++;
-    if (j->p == s) jfail(j, "unexpected character");
+        "\"label\": N}", file, line, what);
 }
 
 static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, const char *task,
@@ -451,88 +341,42 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     int32_t *label = NULL;
     size_t n = 0, trunc_i = 0, trunc_c = 0;
     exch[0] = 0;
-    ds_buf s = { 0 }, key = { 0 };
-    jp j = { (const char *)buf, (const char *)buf, in, 0 };
-    const char *end = (const char *)buf + len;
+    const char *p = (const char *)buf, *end = (const char *)buf + len;
     /* a UTF-8 byte-order mark (what some editors put first) is not text */
-    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) j.p += 3;
-    while (j.p < end) {
-        const char *le = memchr(j.p, '\n', (size_t)(end - j.p));
+    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) p += 3;
+    for (size_t line = 1; p < end; line++) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
         if (!le) le = end;
-        j.line++;
-        j.end = le;
-        jws(&j);
-        if (j.p == le) { j.p = le + 1; continue; }
-        if (*j.p != '{') jfail(&j, "not a JSON object");
-        j.p++;
-        int have_in = 0, have_ch = 0, have_lab = 0, nch = 0;
-        long lab = -1;
-        for (;;) {
-            jws(&j);
-            if (j.p < le && *j.p == '}') { j.p++; break; }
-            jstring(&j, &key);
-            jws(&j);
-            if (j.p >= le || *j.p != ':') jfail(&j, "expected ':' after a key");
-            j.p++;
-            jws(&j);
-            if (!strcmp(key.p, "input")) {
-                jstring(&j, &s);
-                spm_encode(v->m, s.p, s.len, &w);
-                idr_row(&ri, w.ids, w.n_ids, v->eos, (size_t)lim->max_input, &trunc_i);
-                have_in = 1;
-            } else if (!strcmp(key.p, "choices")) {
-                if (j.p >= le || *j.p != '[') jfail(&j, "\"choices\" is not an array");
-                j.p++;
-                jws(&j);
-                while (j.p < le && *j.p != ']') {
-                    jstring(&j, &s);
-                    spm_encode(v->m, s.p, s.len, &w);
-                    idr_row(&rc, w.ids, w.n_ids, v->eos, (size_t)lim->max_choice, &trunc_c);
-                    nch++;
-                    jws(&j);
-                    if (j.p < le && *j.p == ',') {
-                        j.p++;
-                        jws(&j);
-                        if (j.p < le && *j.p == ']') jfail(&j, "trailing ',' in \"choices\"");
-                    }
-                    else if (j.p >= le || *j.p != ']') jfail(&j, "expected ',' or ']' in \"choices\"");
-                }
-                if (j.p >= le) jfail(&j, "unterminated \"choices\" array");
-                j.p++;
-                have_ch = 1;
-            } else if (!strcmp(key.p, "label")) {
-                /* parsed within the line (the buffer holds no NUL after it) */
-                const char *e = j.p;
-                int neg = e < le && *e == '-';
-                e += neg;
-                long v = 0;
-                const char *digits = e;
-                while (e < le && *e >= '0' && *e <= '9' && v < 100000000) v = v * 10 + (*e++ - '0');
-                if (e == digits || (e < le && ((*e >= '0' && *e <= '9') || *e == '.' || *e == 'e' || *e == 'E')))
-                    jfail(&j, "\"label\" is not an integer");
-                lab = neg ? -v : v;
-                j.p = e;
-                have_lab = 1;
-            } else {
-                jskip(&j, 0);
-            }
-            jws(&j);
-            if (j.p < le && *j.p == ',') { j.p++; continue; }
-            if (j.p < le && *j.p == '}') { j.p++; break; }
-            jfail(&j, "expected ',' or '}'");
+        const char *q = p;
+        while (q < le && isspace((unsigned char)*q)) q++;
+        if (q == le) { p = le + 1; continue; } /* a blank line */
+        mc_val *ex = json_parse_line(p, (size_t)(le - p), in, (long)line);
+        if (!ex) die("%s", mc_error());
+        if (ex->type != VAL_MAP) jfail(in, line, "not a JSON object");
+        const mc_val *input = val_get(ex, "input"), *choices = val_get(ex, "choices"), *lab = val_get(ex, "label");
+        if (!input || !choices || !lab)
+            jfail(in, line, !input ? "missing \"input\"" : !choices ? "missing \"choices\"" : "missing \"label\"");
+        if (input->type != VAL_STR) jfail(in, line, "\"input\" is not a string");
+        if (choices->type != VAL_ARRAY) jfail(in, line, "\"choices\" is not an array");
+        size_t nch = choices->v.c.n;
+        if (nch < 1) jfail(in, line, "\"choices\" is empty");
+        for (size_t c = 0; c < nch; c++)
+            if (choices->v.c.items[c]->type != VAL_STR) jfail(in, line, "a choice is not a string");
+        if (lab->type != VAL_INT && lab->type != VAL_UINT) jfail(in, line, "\"label\" is not an integer");
+        if (lab->type == VAL_UINT || lab->v.i < 0 || lab->v.i >= (int64_t)nch) jfail(in, line, "\"label\" is not an index into \"choices\"");
+        spm_encode(v->m, input->v.str.s, input->v.str.len, &w);
+        idr_row(&ri, w.ids, w.n_ids, v->eos, (size_t)lim->max_input, &trunc_i);
+        for (size_t c = 0; c < nch; c++) {
+            spm_encode(v->m, choices->v.c.items[c]->v.str.s, choices->v.c.items[c]->v.str.len, &w);
+            idr_row(&rc, w.ids, w.n_ids, v->eos, (size_t)lim->max_choice, &trunc_c);
         }
-        jws(&j);
-        if (j.p != le) jfail(&j, "trailing characters after the object");
-        if (!have_in || !have_ch || !have_lab)
-            jfail(&j, !have_in ? "missing \"input\"" : !have_ch ? "missing \"choices\"" : "missing \"label\"");
-        if (nch < 1) jfail(&j, "\"choices\" is empty");
-        if (lab < 0 || lab >= nch) jfail(&j, "\"label\" is not an index into \"choices\"");
         exch = reallocCheck(exch, (n + 2) * sizeof *exch);
         label = reallocCheck(label, (n + 1) * sizeof *label);
-        exch[n + 1] = exch[n] + nch;
-        label[n] = (int32_t)lab;
+        exch[n + 1] = exch[n] + (int64_t)nch;
+        label[n] = (int32_t)lab->v.i;
         n++;
-        j.p = le + 1;
+        val_free(ex);
+        p = le + 1;
     }
     if (n == 0) die("%s: no examples: the file is empty", in);
     char fkey[33], okey[33];
@@ -563,8 +407,6 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     idr_free(&ri);
     idr_free(&rc);
     spm_ws_free(&w);
-    ds_buf_free(&s);
-    ds_buf_free(&key);
     free(exch);
     free(label);
     free(buf);

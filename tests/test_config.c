@@ -87,13 +87,21 @@ static void test_include_cycle(void) {
 
 static void digest(mc_key *k, char *out) { key_digest(k, out); }
 
-static void test_keys(void) {
-    char base[33], other[33];
-    mc_key *k = key_new("train");
-    key_binary_hex(k, "00112233445566778899aabbccddeeff");
+/* A train-like key: stage, binary digest, train.lr=0.001, model.d_model=32
+ * and input data. */
+static mc_key *key_of(const char *stage, const char *binary, const char *data) {
+    mc_key *k = key_new(stage);
+    key_binary_hex(k, binary);
     key_config(k, "train.lr", "0.001");
     key_config(k, "model.d_model", "32");
-    key_input(k, "data", "ffffffffffffffffffffffffffffffff");
+    key_input(k, "data", data);
+    return k;
+}
+
+static void test_keys(void) {
+    static const char bin[] = "00112233445566778899aabbccddeeff", data[] = "ffffffffffffffffffffffffffffffff";
+    char base[33], other[33];
+    mc_key *k = key_of("train", bin, data);
     digest(k, base);
     CHECK(strlen(base) == 32, "length");
     CHECK(!strcmp(key_text(k), "stage train\nbinary 00112233445566778899aabbccddeeff\nconfig model.d_model=32\n"
@@ -101,8 +109,8 @@ static void test_keys(void) {
           "canonical text:\n%s", key_text(k));
     /* order of config lines does not matter */
     mc_key *k2 = key_new("train");
-    key_binary_hex(k2, "00112233445566778899aabbccddeeff");
-    key_input(k2, "data", "ffffffffffffffffffffffffffffffff");
+    key_binary_hex(k2, bin);
+    key_input(k2, "data", data);
     key_config(k2, "model.d_model", "32");
     key_config(k2, "train.lr", "0.001");
     digest(k2, other);
@@ -119,32 +127,20 @@ static void test_keys(void) {
     CHECK(strcmp(base, other) != 0, "new config value did not change the key");
     key_free(k2);
     /* input keys, stage name and binary change it */
-    k2 = key_new("train");
-    key_binary_hex(k2, "00112233445566778899aabbccddeeff");
-    key_config(k2, "train.lr", "0.001");
-    key_config(k2, "model.d_model", "32");
-    key_input(k2, "data", "fffffffffffffffffffffffffffffffe");
+    k2 = key_of("train", bin, "fffffffffffffffffffffffffffffffe");
     digest(k2, other);
     CHECK(strcmp(base, other) != 0, "input key did not change the key");
     key_free(k2);
-    k2 = key_new("fisher");
-    key_binary_hex(k2, "00112233445566778899aabbccddeeff");
-    key_config(k2, "train.lr", "0.001");
-    key_config(k2, "model.d_model", "32");
-    key_input(k2, "data", "ffffffffffffffffffffffffffffffff");
+    k2 = key_of("fisher", bin, data);
     digest(k2, other);
     CHECK(strcmp(base, other) != 0, "stage did not change the key");
     CHECK(key_input(k2, "x", "nothex") != 0, "bad input key accepted");
     key_free(k2);
     /* the same stage, config and inputs from another binary: another key */
-    k2 = key_new("train");
-    key_binary_hex(k2, "00112233445566778899aabbccddeefe");
-    key_config(k2, "train.lr", "0.001");
-    key_config(k2, "model.d_model", "32");
-    key_input(k2, "data", "ffffffffffffffffffffffffffffffff");
+    k2 = key_of("train", "00112233445566778899aabbccddeefe", data);
     digest(k2, other);
     CHECK(strcmp(base, other) != 0, "binary did not change the key");
-    key_binary_hex(k2, "00112233445566778899aabbccddeeff");
+    key_binary_hex(k2, bin);
     digest(k2, other);
     CHECK(!strcmp(base, other), "the base binary did not restore the key");
     key_free(k2);

@@ -1117,15 +1117,17 @@ static int write_tensors(art_writer *w, const t5_tensor *tab, int n, const float
     return 0;
 }
 
-int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta) {
-    mc_val *mm = meta ? val_clone(meta) : val_map();
+/* Write an artifact of `kind`: meta mm (taken: freed here) with
+ * meta.config added, the n tensors of tab in the block p (np floats). */
+static int save_block(const t5_model *m, const char *path, const char *kind, const char *key, mc_val *mm,
+                      const t5_tensor *tab, int n, float *p, size_t np) {
     val_set(mm, "config", t5_config_to_val(&m->c));
-    art_writer *w = art_writer_open(path, "model", key, mm, m->n_tensors);
+    art_writer *w = art_writer_open(path, kind, key, mm, n);
     val_free(mm);
     if (!w) return -1;
-    float *hp = host_copy(m, m->params, m->n_params);
-    int rc = write_tensors(w, m->tensors, m->n_tensors, hp);
-    if (hp != m->params) free(hp);
+    float *hp = host_copy(m, p, np);
+    int rc = write_tensors(w, tab, n, hp);
+    if (hp != p) free(hp);
     if (rc < 0) {
         art_writer_abort(w);
         return -1;
@@ -1133,21 +1135,15 @@ int t5_save_model(const t5_model *m, const char *path, const char *key, const mc
     return art_writer_close(w);
 }
 
+int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta) {
+    mc_val *mm = meta ? val_clone(meta) : val_map();
+    return save_block(m, path, "model", key, mm, m->tensors, m->n_tensors, m->params, m->n_params);
+}
+
 int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char *base_key,
                 const mc_val *meta) {
     if (!m->ia3) return mc_fail("t5_save_ia3: model has no IA3 vectors");
     mc_val *mm = meta ? val_clone(meta) : val_map();
     val_set_str(mm, "base", base_key ? base_key : "");
-    val_set(mm, "config", t5_config_to_val(&m->c));
-    art_writer *w = art_writer_open(path, "ia3", key, mm, m->n_ia3_tensors);
-    val_free(mm);
-    if (!w) return -1;
-    float *hp = host_copy(m, m->ia3, m->n_ia3);
-    int rc = write_tensors(w, m->ia3_tensors, m->n_ia3_tensors, hp);
-    if (hp != m->ia3) free(hp);
-    if (rc < 0) {
-        art_writer_abort(w);
-        return -1;
-    }
-    return art_writer_close(w);
+    return save_block(m, path, "ia3", key, mm, m->ia3_tensors, m->n_ia3_tensors, m->ia3, m->n_ia3);
 }

@@ -122,10 +122,7 @@ void tok_batch_init(tok_batch *tb, int maxB, int maxTe, int maxBd, int maxTd) {
 }
 
 void tok_batch_free(tok_batch *tb) {
-    free(tb->enc);
-    free(tb->dec);
-    free(tb->tgt);
-    free(tb->dec_enc);
+    free(tb->enc), free(tb->dec), free(tb->tgt), free(tb->dec_enc);
     memset(tb, 0, sizeof *tb);
 }
 

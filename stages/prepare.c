@@ -823,13 +823,9 @@ static void rag_push(ragged *r, const char *s, size_t n) {
 }
 static void rag_free(ragged *r) { ds_buf_free(&r->bytes); free(r->off); memset(r, 0, sizeof *r); }
 
-static void write_ragged(art_writer *w, const char *tname, const char *oname, ragged *r,
-                         const char *path) {
-    if (r->n == 0) { r->off = reallocCheck(r->off, sizeof *r->off); r->off[0] = 0; }
-    int64_t nb = (int64_t)r->bytes.len, no = (int64_t)r->n + 1;
-    if (art_writer_tensor(w, tname, ART_U8, 1, &nb, r->bytes.p ? r->bytes.p : "") ||
-        art_writer_tensor(w, oname, ART_I64, 1, &no, r->off))
-        die("%s: %s", path, mc_error());
+static int write_ragged(art_writer *w, const char *tname, const char *oname, const ragged *r) {
+    return art_writer_ragged(w, tname, ART_U8, r->bytes.p, (int64_t)r->bytes.len, oname, r->n ? r->off : NULL,
+                             (int64_t)r->n);
 }
 
 static void write_split(ctx *c, task *t, int s, const char *key, const char *path) {
@@ -888,15 +884,11 @@ static void write_split(ctx *c, task *t, int s, const char *key, const char *pat
     val_set_int(meta, "seed", (int64_t)c->seed);
     art_writer *w = art_writer_open(path, "examples", key, meta, 10);
     if (!w) die("%s", mc_error());
-    write_ragged(w, "input_text", "input_offsets", &in, path);
-    write_ragged(w, "choice_text", "choice_offsets", &ch, path);
-    int64_t ne = (int64_t)n_rows + 1, nr = (int64_t)n_rows;
-    if (art_writer_tensor(w, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(w, "label", ART_I32, 1, &nr, label) ||
-        art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
-        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi))
+    int64_t nr = (int64_t)n_rows;
+    if (write_ragged(w, "input_text", "input_offsets", &in) || write_ragged(w, "choice_text", "choice_offsets", &ch) ||
+        art_writer_rows(w, exch, label, nr) || art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
+        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi) || write_ragged(w, "source_text", "source_offsets", &src))
         die("%s: %s", path, mc_error());
-    write_ragged(w, "source_text", "source_offsets", &src, path);
     if (art_writer_close(w)) die("%s", mc_error());
     val_free(meta);
     rag_free(&in);
@@ -953,7 +945,7 @@ static void write_corpus(ctx *c, const heldout *h, const char *key, const char *
     val_set_int(meta, "seed", (int64_t)c->seed);
     art_writer *w = art_writer_open(path, "corpus", key, meta, 2);
     if (!w) die("%s", mc_error());
-    write_ragged(w, "text", "offsets", &r, path);
+    if (write_ragged(w, "text", "offsets", &r)) die("%s: %s", path, mc_error());
     if (art_writer_close(w)) die("%s", mc_error());
     fprintf(stderr, "prepare: corpus %zu lines, %.1f MB (%zu held-out records dropped) -> %s\n",
             r.n, r.bytes.len / 1e6, dropped, path);

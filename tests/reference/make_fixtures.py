@@ -168,12 +168,7 @@ def main(out_path):
                 scores.append(R.choice_logprob(P0, cfg, inp, ch).item())
         ex_choices.append(ex_choices[-1] + len(lens))
         labels.append(label)
-    put('rank/input_ids', sum(inputs, []), 1)
-    put('rank/input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
-    put('rank/choice_ids', sum(choices, []), 1)
-    put('rank/choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
-    put('rank/example_choices', ex_choices, 1)
-    put('rank/label', labels, 1)
+    fx.put_tokens('rank/', inputs, choices, ex_choices, labels)
     put('rank/scores', scores, 0)
 
     fx.write(out_path)

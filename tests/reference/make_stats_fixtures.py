@@ -11,17 +11,9 @@ import numpy as np
 import torch
 
 import t5_ref as R
+from rng_ref import M64, splitmix64 as hash64
 
 torch.set_num_threads(1)
-M64 = (1 << 64) - 1
-
-
-def hash64(x):
-    """splitmix64 finaliser (mc_hash64 in lib/t5.c)."""
-    x = (x + 0x9e3779b97f4a7c15) & M64
-    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
-    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
-    return x ^ (x >> 31)
 
 
 def sample_choice(scores, seed, idx):
@@ -55,12 +47,7 @@ def main(micro_path, out_path):
             choices.append(torch.randint(3, V, (lc - 1,), generator=gen).tolist() + [1])
         ex_choices.append(ex_choices[-1] + nc)
         labels.append(int(torch.randint(0, nc, (1,), generator=gen)))
-    put('input_ids', sum(inputs, []), 1)
-    put('input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
-    put('choice_ids', sum(choices, []), 1)
-    put('choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
-    put('example_choices', ex_choices, 1)
-    put('label', labels, 1)
+    fx.put_tokens('', inputs, choices, ex_choices, labels)
     seed = 5
 
     def targets(IA, true):

@@ -262,6 +262,16 @@ class Fixture:
         a = np.ascontiguousarray(np.asarray(arr, dtype=np.float32 if dtype == 0 else np.int32))
         self.entries.append((name, dtype, a))
 
+    def put_tokens(self, prefix, inputs, choices, ex_choices, labels):
+        """a tokens set (lists of id lists; example_choices; labels) as the
+        tensors of a tokens artifact, each name after prefix"""
+        self.put(prefix + 'input_ids', sum(inputs, []), 1)
+        self.put(prefix + 'input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
+        self.put(prefix + 'choice_ids', sum(choices, []), 1)
+        self.put(prefix + 'choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
+        self.put(prefix + 'example_choices', ex_choices, 1)
+        self.put(prefix + 'label', labels, 1)
+
     def write(self, out_path):
         with open(out_path + '.tmp', 'wb') as f:
             f.write(b'MCFX1\n')

@@ -1,6 +1,6 @@
 /* art.h - mats-c artifacts: one msgpack map per file, checksummed.
  *
- * File layout (DESIGN.md section 4, fixed), byte by byte:
+ * File layout (fixed: readers and other tools rely on it), byte by byte:
  *
  *   86                      fixmap with 6 entries
  *   a4 "mats"   01          format version 1 (positive fixint)

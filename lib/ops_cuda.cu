@@ -21,6 +21,9 @@
 
 extern "C" {
 #include "ops.h"
+extern "C" {
+#include "optim.h"
+}
 }
 
 #define EW_THREADS 256

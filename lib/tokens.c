@@ -52,7 +52,7 @@ tok_set *tok_load(const char *path, int need_choices) {
     s->input_ids = load_int(f, "input_ids", &n_ids);
     s->input_off = load_i64(f, "input_offsets", &n_off);
     if (!s->input_ids || !s->input_off) {
-        mc_fail("%s: input_ids / input_offsets missing (not a tokens artifact of DESIGN section 4?)", path);
+        mc_fail("%s: input_ids / input_offsets missing (not a tokens artifact?)", path);
         goto fail;
     }
     s->n = n_off - 1;

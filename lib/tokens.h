@@ -1,4 +1,4 @@
-/* tokens.h - reading `tokens` artifacts (DESIGN.md section 4) and making
+/* tokens.h - reading `tokens` artifacts (the layout below) and making
  * T5 batches from them.
  *
  * A task set has input_ids/input_offsets plus choice_ids/choice_offsets,

@@ -1,4 +1,4 @@
-/* eval - rank classification (DESIGN.md sections 4 and 6).
+/* eval - rank classification of tokens artifacts into a `metrics` artifact.
  *
  *   eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]
  *        [--config EXP.conf] [--set eval.k=v]... [--device cpu|cuda] [--key HEX] -o METRICS.msgpack

@@ -1,6 +1,6 @@
 /* fisher - diagonal Fisher of a full model or of IA3 vectors, and the
  * blockwise (one dense [d,d] block per IA3 vector) Fisher of IA3 vectors
- * (DESIGN.md sections 4 and 6).
+ * (a `fisher_diag` or `fisher_block` artifact).
  *
  *   fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise
  *          [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...

@@ -1,5 +1,5 @@
 /* gram - input and output-gradient Gram matrices of every linear layer of a
- * full model (DESIGN.md sections 4 and 6), for RegMean and MaTS.
+ * full model, for RegMean and MaTS: a `gram` artifact.
  *
  *   gram --model M.msgpack --data T.msgpack [--examples N] [--shard I/N] [--config EXP.conf]
  *        [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack

@@ -16,7 +16,7 @@
  * model's eos id) and is cut to tokenize.max_input / tokenize.max_choice
  * tokens, EOS kept.
  *
- * `tokens` artifacts follow DESIGN section 4: input_ids, input_offsets,
+ * `tokens` artifacts (lib/tokens.h) hold input_ids, input_offsets,
  * choice_ids, choice_offsets, example_choices, label (corpus: input_ids and
  * input_offsets only, one row per line), ids as i32, offsets i64. Extra
  * tensors carried over from `examples`: template, example. meta: stage, task,

@@ -7,7 +7,7 @@
  * another base, a model of another config, and statistics that are not
  * positive semi-definite are refused with one line, by every method that
  * uses them; --allow-mismatch merges anyway; statistics that do not say
- * what they were computed on are taken, as DESIGN section 4 asks. The
+ * what they were computed on (meta.inputs is optional) are taken. The
  * same with statistics the fisher and gram stages wrote (micro models
  * fine-tuned from one base): what merge checks is what they record.
  * MATS_BIN=DIR runs another build's programs. */

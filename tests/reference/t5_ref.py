@@ -1,5 +1,5 @@
 """A small PyTorch T5 v1.1 (HF T5ForConditionalGeneration semantics), written
-from the model description (DESIGN.md section 3 and the HF modelling code's
+from the model description (docs/model.md and the HF modelling code's
 documented behaviour), independently of the C code in lib/t5.c.
 
 Parameters are a flat dict {HF name: tensor}; the forward pass is functional

@@ -307,6 +307,19 @@ static void load_topic(ctx *c) {
 static const char *const GCIDE_FIELDS[9] = { "Zool.", "Bot.", "Chem.", "Med.", "Anat.",
                                              "Naut.", "Law", "Mus.", NULL };
 
+/* The lines that R code `body` prints, run after the lazy-loaded data of
+ * R package WHAT (data.path.WHAT, else its place in Debian package pkg)
+ * is loaded into environment `e`. */
+static void r_lines(ctx *c, const char *what, const char *pkg, const char *body, ds_list *out) {
+    char def[256], p[4096], expr[8192];
+    snprintf(def, sizeof def, "/usr/lib/R/site-library/%s/data/Rdata", what);
+    const char *rd = path_cfg(c, what, def);
+    snprintf(p, sizeof p, "%s.rdb", rd);
+    need_file(p, pkg);
+    snprintf(expr, sizeof expr, "e <- new.env(); invisible(lazyLoad('%s', envir = e)); %s", rd, body);
+    if (ds_rscript(expr, p, out)) die("%s", mc_error());
+}
+
 static void load_source(ctx *c, int s) {
     if (c->loaded[s]) return;
     c->loaded[s] = 1;
@@ -314,17 +327,11 @@ static void load_source(ctx *c, int s) {
     switch (s) {
     case SRC_REVIEWS: {
         src->name = "reviews";
-        const char *rd = path_cfg(c, "modeldata", "/usr/lib/R/site-library/modeldata/data/Rdata");
-        char p[4096];
-        snprintf(p, sizeof p, "%s.rdb", rd);
-        need_file(p, "r-cran-modeldata");
-        char expr[8192];
-        snprintf(expr, sizeof expr,
-                 "e <- new.env(); invisible(lazyLoad('%s', envir = e)); "
-                 "d <- rbind(as.data.frame(e$training_data), as.data.frame(e$testing_data)); "
-                 "cat(paste0(as.integer(d$score) - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', "
-                 "gsub('<br */?>', ' ', as.character(d$review)))), sep = '\\n')", rd);
-        if (ds_rscript(expr, p, &src->l)) die("%s", mc_error());
+        r_lines(c, "modeldata", "r-cran-modeldata",
+                "d <- rbind(as.data.frame(e$training_data), as.data.frame(e$testing_data)); "
+                "cat(paste0(as.integer(d$score) - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', "
+                "gsub('<br */?>', ' ', as.character(d$review)))), sep = '\\n')",
+                &src->l);
         break;
     }
     case SRC_EMAILS: {
@@ -376,18 +383,12 @@ static void load_source(ctx *c, int s) {
     case SRC_AUSTEN: {
         src->name = "austen";
         src->group_docs = 1;
-        const char *rd = path_cfg(c, "janeaustenr", "/usr/lib/R/site-library/janeaustenr/data/Rdata");
-        char p[4096];
-        snprintf(p, sizeof p, "%s.rdb", rd);
-        need_file(p, "r-cran-janeaustenr");
-        char expr[8192];
-        snprintf(expr, sizeof expr,
-                 "e <- new.env(); invisible(lazyLoad('%s', envir = e)); "
-                 "b <- c('emma','mansfieldpark','northangerabbey','persuasion','prideprejudice',"
-                 "'sensesensibility'); for (i in seq_along(b)) { x <- get(b[i], envir = e); "
-                 "cat(paste0(i - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', x)), sep = '\\n') }", rd);
         ds_list lines = { 0 };
-        if (ds_rscript(expr, p, &lines)) die("%s", mc_error());
+        r_lines(c, "janeaustenr", "r-cran-janeaustenr",
+                "b <- c('emma','mansfieldpark','northangerabbey','persuasion','prideprejudice',"
+                "'sensesensibility'); for (i in seq_along(b)) { x <- get(b[i], envir = e); "
+                "cat(paste0(i - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', x)), sep = '\\n') }",
+                &lines);
         /* lines -> paragraphs -> sentences; doc = paragraph number */
         ds_buf para = { 0 };
         int doc = 0, book = -1;

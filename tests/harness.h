@@ -53,6 +53,20 @@ static inline int t_done(void) {
     return t_fail ? 1 : 0;
 }
 
+/* A tool mode of a test program (`test_x --write ...`, for the shell
+ * tests): when `cond` holds, main runs `call` (0, or nonzero with
+ * mc_error() set, which it prints) and ends. */
+#define T_TOOL_MODE(cond, call)                                                 \
+    do {                                                                        \
+        if (cond) {                                                             \
+            if ((call) != 0) {                                                  \
+                fprintf(stderr, "%s\n", mc_error());                            \
+                return 1;                                                       \
+            }                                                                   \
+            return 0;                                                           \
+        }                                                                       \
+    } while (0)
+
 /* A fresh folder for a test's files, /tmp/NAME.XXXXXX, into dir (size
  * bytes); exits with a FAIL line when it cannot be made. */
 static inline void t_tmpdir(char *dir, size_t size, const char *name) {

@@ -259,10 +259,7 @@ static void test_killed_writer_leaves_nothing(void) {
 
 int main(int argc, char **argv) {
     /* `test_art --write PATH KIND`: write the sample artifact (for shell tests). */
-    if (argc == 4 && !strcmp(argv[1], "--write")) {
-        if (write_sample(argv[2], argv[3]) != 0) die("%s", mc_error());
-        return 0;
-    }
+    T_TOOL_MODE(argc == 4 && !strcmp(argv[1], "--write"), write_sample(argv[2], argv[3]));
     t_tmpdir(dir, sizeof dir, "mats-test-art");
     RUN(test_roundtrip_every_dtype);
     RUN(test_wrong_kind_rejected);

@@ -17,21 +17,25 @@ static void write_file(const char *name, const char *text) {
     fclose(f);
 }
 
+/* cfg_load of dir/NAME into c */
+static int load_conf(mc_cfg *c, const char *name) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return cfg_load(c, p);
+}
+
 static void test_parse_include_override(void) {
     write_file("base.conf", "# base\nmodel.d_model = 32\nmodel.num_heads=4   # trailing comment\n\ntrain.lr = 1e-3\n");
     write_file("exp.conf", "include base.conf\ntrain.lr = 3e-4\ntrain.name = hello world\n");
     mc_cfg *c = cfg_new();
-    char p[400];
-    snprintf(p, sizeof p, "%s/exp.conf", dir);
-    CHECK(cfg_load(c, p) == 0, "load: %s", mc_error());
+    CHECK(load_conf(c, "exp.conf") == 0, "load: %s", mc_error());
     CHECK(cfg_set(c, "model.num_heads=8") == 0, "set");
     CHECK(cfg_int(c, "model.d_model", 0, 1, 100000) == 32, "d_model");
     CHECK(cfg_int(c, "model.num_heads", 0, 1, 64) == 8, "override by --set");
     CHECK(cfg_float(c, "train.lr", 0, 0, 1) == 3e-4, "later value wins");
     CHECK(!strcmp(cfg_str(c, "train.name", NULL), "hello world"), "string with space");
     CHECK(cfg_int(c, "train.steps", 77, 0, 1000) == 77, "default");
-    CHECK(!strcmp(cfg_where(c, "train.lr"), p) || strstr(cfg_where(c, "train.lr"), "exp.conf:2"), "where %s",
-          cfg_where(c, "train.lr"));
+    CHECK(strstr(cfg_where(c, "train.lr"), "exp.conf:2") != NULL, "where %s", cfg_where(c, "train.lr"));
     CHECK(!strcmp(cfg_where(c, "model.num_heads"), "--set"), "where --set");
     CHECK(cfg_check_unknown(c, (const char *[]){"model", "train", NULL}) == 0, "no unknown: %s", mc_error());
     cfg_free(c);
@@ -40,9 +44,7 @@ static void test_parse_include_override(void) {
 static void test_unknown_key_names_file_and_line(void) {
     write_file("typo.conf", "train.lr = 0.1\n\n# x\ntrain.stpes = 10\nmodel.x = 1\n");
     mc_cfg *c = cfg_new();
-    char p[400];
-    snprintf(p, sizeof p, "%s/typo.conf", dir);
-    cfg_load(c, p);
+    load_conf(c, "typo.conf");
     cfg_float(c, "train.lr", 0, 0, 1);
     CHECK(cfg_check_unknown(c, (const char *[]){"train", NULL}) != 0, "unknown key accepted");
     CHECK(strstr(mc_error(), "typo.conf:4") && strstr(mc_error(), "train.stpes"), "message: %s", mc_error());
@@ -79,9 +81,7 @@ static void test_include_cycle(void) {
     write_file("cyc1.conf", "include cyc2.conf\n");
     write_file("cyc2.conf", "include cyc1.conf\n");
     mc_cfg *c = cfg_new();
-    char p[400];
-    snprintf(p, sizeof p, "%s/cyc1.conf", dir);
-    CHECK(cfg_load(c, p) != 0, "include cycle accepted");
+    CHECK(load_conf(c, "cyc1.conf") != 0, "include cycle accepted");
     cfg_free(c);
 }
 
@@ -96,6 +96,14 @@ static mc_key *key_of(const char *stage, const char *binary, const char *data) {
     key_config(k, "model.d_model", "32");
     key_input(k, "data", data);
     return k;
+}
+
+/* Set name = value in k: is its key still base? */
+static int same_after(mc_key *k, const char *name, const char *value, const char *base) {
+    char now[33];
+    key_config(k, name, value);
+    digest(k, now);
+    return !strcmp(base, now);
 }
 
 static void test_keys(void) {
@@ -116,15 +124,9 @@ static void test_keys(void) {
     digest(k2, other);
     CHECK(!strcmp(base, other), "order changed the key");
     /* any config value changes it */
-    key_config(k2, "train.lr", "0.002");
-    digest(k2, other);
-    CHECK(strcmp(base, other) != 0, "config value did not change the key");
-    key_config(k2, "train.lr", "0.001");
-    digest(k2, other);
-    CHECK(!strcmp(base, other), "reverting did not restore the key");
-    key_config(k2, "train.extra", "1");
-    digest(k2, other);
-    CHECK(strcmp(base, other) != 0, "new config value did not change the key");
+    CHECK(!same_after(k2, "train.lr", "0.002", base), "config value did not change the key");
+    CHECK(same_after(k2, "train.lr", "0.001", base), "reverting did not restore the key");
+    CHECK(!same_after(k2, "train.extra", "1", base), "new config value did not change the key");
     key_free(k2);
     /* input keys, stage name and binary change it */
     k2 = key_of("train", bin, "fffffffffffffffffffffffffffffffe");

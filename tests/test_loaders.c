@@ -495,10 +495,7 @@ static void test_export_refuses_before_writing(void) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    if (argc >= 4 && !strcmp(argv[1], "--poke")) {
-        if (poke(argv[2], argv[3], (const char *const *)argv + 4, argc - 4) < 0) die("%s", mc_error());
-        return 0;
-    }
+    T_TOOL_MODE(argc >= 4 && !strcmp(argv[1], "--poke"), poke(argv[2], argv[3], (const char *const *)argv + 4, argc - 4));
     if (argc == 3 && !strcmp(argv[1], "--write-samples")) {
         snprintf(dir, sizeof dir, "%s", argv[2]);
         path_in(tokens_path, sizeof tokens_path, "tokens.msgpack");

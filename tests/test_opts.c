@@ -221,10 +221,7 @@ static int write_corpus(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && !strcmp(argv[1], "--write-corpus")) {
-        if (write_corpus(argv[2]) < 0) die("%s", mc_error());
-        return 0;
-    }
+    T_TOOL_MODE(argc == 3 && !strcmp(argv[1], "--write-corpus"), write_corpus(argv[2]));
     t_tmpdir(dir, sizeof dir, "test_opts");
     RUN(test_int_rejects_fractions_overflow_and_junk);
     RUN(test_float_rejects_junk_and_nonfinite);

@@ -32,14 +32,20 @@ static const char *P(const char *name) {
     return buf[k];
 }
 
+/* The variable arguments after fmt, formatted into the array buf. */
+#define VFMT(buf, fmt)                                                                             \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        vsnprintf(buf, sizeof buf, fmt, ap_);                                                      \
+        va_end(ap_);                                                                               \
+    } while (0)
+
 /* Run a shell command; its exit status. */
 static int sh(const char *fmt, ...) MC_PRINTF(1, 2);
 static int sh(const char *fmt, ...) {
     char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
+    VFMT(cmd, fmt);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
@@ -48,10 +54,7 @@ static int sh(const char *fmt, ...) {
 static int merge(const char *fmt, ...) MC_PRINTF(1, 2);
 static int merge(const char *fmt, ...) {
     char args[3000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
+    VFMT(args, fmt);
     int rc = sh("%s/merge %s -o %s/out.msgpack >/dev/null 2>%s/err", bin, args, dir, dir);
     char p[600];
     snprintf(p, sizeof p, "%s/err", dir);

@@ -174,6 +174,12 @@ static int setup_stages(void) {
 
 /* one refusal: exit 1, one line, naming `word` */
 #define REFUSED(rc, word) CHECK((rc) == 1 && lines(err) == 1 && strstr(err, word), "rc %d, want one line naming '%s': %s", rc, word, err)
+/* a merge (the arguments of merge()) that must succeed; `what` names it */
+#define ACCEPTED(what, ...)                                                                        \
+    do {                                                                                           \
+        int rc_ = merge(__VA_ARGS__);                                                              \
+        CHECK(rc_ == 0, "%s: %s", what, err);                                                      \
+    } while (0)
 /* a test whose merge (the arguments of merge()) is one such refusal */
 #define REFUSAL_TEST(name, word, ...)                                                              \
     static void name(void) {                                                                       \
@@ -182,12 +188,9 @@ static int setup_stages(void) {
     }
 
 static void test_paired_statistics_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("ga"), P("gb"));
-    CHECK(rc == 0, "regmean: %s", err);
-    rc = merge("--method mats --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("gb"));
-    CHECK(rc == 0, "mats: %s", err);
-    rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fb"));
-    CHECK(rc == 0, "ia3 mats: %s", err);
+    ACCEPTED("regmean", "--method regmean %s --gram %s,%s", FULL, P("ga"), P("gb"));
+    ACCEPTED("mats", "--method mats --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("gb"));
+    ACCEPTED("ia3 mats", "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fb"));
 }
 
 REFUSAL_TEST(test_swapped_grams_refused, "was computed on model 2 of --models",
@@ -209,10 +212,9 @@ REFUSAL_TEST(test_model_of_another_config_refused, "d_model 16 vs 32",
              "--method average --pretrained %s --models %s,%s", P("p"), P("a"), P("bcfg"))
 
 static void test_allow_mismatch_merges_anyway(void) {
-    int rc = merge("--method regmean %s --gram %s,%s --allow-mismatch", FULL, P("gb"), P("ga"));
-    CHECK(rc == 0, "swapped grams: %s", err);
-    rc = merge("--method average --pretrained %s --models %s,%s --allow-mismatch", P("p"), P("a"), P("bcfg"));
-    CHECK(rc == 0, "config: %s", err);
+    ACCEPTED("swapped grams", "--method regmean %s --gram %s,%s --allow-mismatch", FULL, P("gb"), P("ga"));
+    ACCEPTED("config",
+             "--method average --pretrained %s --models %s,%s --allow-mismatch", P("p"), P("a"), P("bcfg"));
 }
 
 static void test_negated_statistics_refused_by_every_method(void) {
@@ -226,17 +228,14 @@ static void test_negated_statistics_refused_by_every_method(void) {
 }
 
 static void test_statistics_that_do_not_say_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("gb0"), P("ga0"));
-    CHECK(rc == 0, "statistics without meta.inputs (mkrandom's): %s", err);
+    ACCEPTED("statistics without meta.inputs (mkrandom's)",
+             "--method regmean %s --gram %s,%s", FULL, P("gb0"), P("ga0"));
 }
 
 static void test_stage_statistics_in_order_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", SFULL, P("sg1"), P("sg2"));
-    CHECK(rc == 0, "regmean: %s", err);
-    rc = merge("--method fisher %s --fisher %s,%s", SFULL, P("sf1"), P("sf2"));
-    CHECK(rc == 0, "fisher: %s", err);
-    rc = merge("--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb1"), P("sb2"));
-    CHECK(rc == 0, "ia3 mats: %s", err);
+    ACCEPTED("regmean", "--method regmean %s --gram %s,%s", SFULL, P("sg1"), P("sg2"));
+    ACCEPTED("fisher", "--method fisher %s --fisher %s,%s", SFULL, P("sf1"), P("sf2"));
+    ACCEPTED("ia3 mats", "--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb1"), P("sb2"));
 }
 
 static void test_stage_statistics_mismatched_refused(void) {
@@ -248,8 +247,7 @@ static void test_stage_statistics_mismatched_refused(void) {
     REFUSED(rc, "(number 2) was computed on model 1 of --models");
     rc = merge("--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb2"), P("sb1"));
     REFUSED(rc, "(meta.inputs.ia3)");
-    rc = merge("--method regmean %s --gram %s,%s --allow-mismatch", SFULL, P("sg2"), P("sg1"));
-    CHECK(rc == 0, "--allow-mismatch: %s", err);
+    ACCEPTED("--allow-mismatch", "--method regmean %s --gram %s,%s --allow-mismatch", SFULL, P("sg2"), P("sg1"));
 }
 
 int main(void) {

@@ -15,7 +15,7 @@ endif
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 # -ffile-prefix-map keeps the clone's path out of the binaries: a stage's
-# digest is part of every cache key (DESIGN section 5), so the same sources
+# digest is part of every cache key (lib/key.h), so the same sources
 # must give the same bytes in any directory. For the same reason no flag may
 # depend on what is installed when make parses this file (a pkg-config call
 # gave a different -I before and after the first dependency install, hence

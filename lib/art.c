@@ -245,6 +245,20 @@ void art_writer_abort(art_writer *w) {
     writer_free(w);
 }
 
+int art_writer_ragged(art_writer *w, const char *vname, art_dtype dtype, const void *vals, int64_t n_vals,
+                      const char *oname, const int64_t *off, int64_t n_rows) {
+    static const int64_t zero = 0;
+    int64_t no = n_rows + 1;
+    if (art_writer_tensor(w, vname, dtype, 1, &n_vals, vals ? vals : (const void *)"") < 0) return -1;
+    return art_writer_tensor(w, oname, ART_I64, 1, &no, off ? off : &zero);
+}
+
+int art_writer_rows(art_writer *w, const int64_t *exch, const int32_t *label, int64_t n_rows) {
+    int64_t ne = n_rows + 1;
+    if (art_writer_tensor(w, "example_choices", ART_I64, 1, &ne, exch) < 0) return -1;
+    return art_writer_tensor(w, "label", ART_I32, 1, &n_rows, label);
+}
+
 int art_writer_close(art_writer *w) {
     if (w->remaining || w->written != w->n_tensors) {
         mc_fail("%s: %zu of %zu tensors written, %zu data bytes missing", w->path, w->written,

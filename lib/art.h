@@ -1,6 +1,6 @@
 /* art.h - mats-c artifacts: one msgpack map per file, checksummed.
  *
- * File layout (DESIGN.md section 4, fixed), byte by byte:
+ * File layout (fixed: readers and other tools rely on it), byte by byte:
  *
  *   86                      fixmap with 6 entries
  *   a4 "mats"   01          format version 1 (positive fixint)
@@ -71,6 +71,15 @@ int art_writer_tensor(art_writer *w, const char *name, art_dtype dtype, int ndim
 int art_writer_tensor_begin(art_writer *w, const char *name, art_dtype dtype, int ndim,
                             const int64_t *shape);
 int art_writer_tensor_data(art_writer *w, const void *data, size_t nbytes);
+
+/* The row tensors of an `examples` or `tokens` artifact, written in this
+ * order: a ragged pair, `vname` (n_vals values of dtype) and `oname`
+ * (n_rows + 1 i64 offsets; NULL when n_rows is 0: one 0 is written). */
+int art_writer_ragged(art_writer *w, const char *vname, art_dtype dtype, const void *vals, int64_t n_vals,
+                      const char *oname, const int64_t *off, int64_t n_rows);
+/* ... and the per-row pair: example_choices (n_rows + 1 i64: each row's
+ * first choice, then the total) and label (n_rows i32). -1 on error. */
+int art_writer_rows(art_writer *w, const int64_t *exch, const int32_t *label, int64_t n_rows);
 
 /* Finish: write the checksum, fsync, rename to the final path, free w.
  * On failure the temporary file is removed and -1 returned. */

@@ -1,5 +1,5 @@
-/* backend.h - the one math interface every stage goes through (DESIGN.md
- * section 7). The CPU backend (backend_cpu.c) uses OpenBLAS; a CUDA backend
+/* backend.h - the one math interface every stage goes through (dense
+ * products; the layer ops are ops.h, both behind device.h's table). The CPU backend (backend_cpu.c) uses OpenBLAS; a CUDA backend
  * with the same entry points lives in backend_cuda.cu (built with GPU=1).
  *
  * All matrices are row-major float32. be_gemm computes

@@ -1,5 +1,5 @@
 /* datasrc.h - readers for the text that Debian and npm packages ship, used by
- * stages/prepare.c to build the built-in benchmark (DESIGN section 8).
+ * stages/prepare.c to build the built-in benchmark (docs/data.md).
  *
  * Every reader appends records to a ds_list and returns 0, or returns -1 with
  * mc_error() set to one line naming the file (and line or offset) and what to

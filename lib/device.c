@@ -191,6 +191,17 @@ static void cpu_zero(void *p, size_t bytes) {
     else memset(p, 0, bytes);
 }
 static void cpu_sync(void) {}
+static void cpu_sq_accumulate(float *acc, const float *x, long n, float alpha) {
+    for (long i = 0; i < n; i++) acc[i] += alpha * x[i] * x[i];
+}
+static double cpu_dot(long n, const float *x, const float *y) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return s;
+}
+static void cpu_scale(long n, float a, float *x) {
+    for (long i = 0; i < n; i++) x[i] *= a;
+}
 
 static const mc_ops cpu_ops = {
     .name = "cpu",
@@ -222,6 +233,9 @@ static const mc_ops cpu_ops = {
     .crossentropy_forward = op_crossentropy_forward,
     .crossentropy_backward = op_crossentropy_backward,
     .add_inplace = op_add_inplace,
+    .sq_accumulate = cpu_sq_accumulate,
+    .dot = cpu_dot,
+    .scale = cpu_scale,
 };
 
 /* ------------------------------------------------------------ CUDA table */
@@ -231,6 +245,18 @@ static void *cuda_alloc(size_t bytes) {
     void *p = gpu_malloc(bytes);
     gpu_memset0(p, bytes);
     return p;
+}
+
+static void *cuda_kfac_new(int N, int out, int in, const float *Acat_host, const float *Gcat_host) {
+    gpu_kfac *K = mallocCheck(sizeof *K);
+    gpu_kfac_init(K, N, out, in);
+    gpu_kfac_upload_cat(K, Acat_host, Gcat_host);
+    return K;
+}
+static void cuda_kfac_apply_host(const void *k, const float *x, float *y) { gpu_kfac_apply_host(k, x, y); }
+static void cuda_kfac_free(void *k) {
+    gpu_kfac_free(k);
+    free(k);
 }
 
 static const mc_ops cuda_ops = {
@@ -263,6 +289,13 @@ static const mc_ops cuda_ops = {
     .crossentropy_forward = gpu_crossentropy_forward,
     .crossentropy_backward = gpu_crossentropy_backward,
     .add_inplace = gpu_add_inplace,
+    .sq_accumulate = gpu_sq_accumulate,
+    .dot = gpu_dot,
+    .scale = gpu_scale,
+    .opt_step = gpu_opt_step,
+    .kfac_new = cuda_kfac_new,
+    .kfac_apply_host = cuda_kfac_apply_host,
+    .kfac_free = cuda_kfac_free,
 };
 #endif
 

@@ -76,6 +76,7 @@ void dev_key(struct mc_key *k, mc_cfg *cfg, const char *key, int dev);
 /* "cpu" or "cuda (NVIDIA H100 80GB HBM3, tf32)"; owned by the library. */
 const char *dev_describe(int dev);
 
+struct optim;
 typedef struct mc_ops {
     const char *name;
     /* memory: buffers of this device */
@@ -130,6 +131,20 @@ typedef struct mc_ops {
     void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
                                   const int *targets, const float *weight, int N, int V);
     void (*add_inplace)(float *y, const float *x, long n);
+    /* vectors (stats.c, optim.c): acc += alpha x^2; x . y (in double); x *= a */
+    void (*sq_accumulate)(float *acc, const float *x, long n, float alpha);
+    double (*dot)(long n, const float *x, const float *y);
+    void (*scale)(long n, float a, float *x);
+    /* opt_step (optim.h) of the state in this device's memory, scratch one
+     * tensor's floats; NULL on the CPU, where optim.c steps on the host */
+    void (*opt_step)(struct optim *o, float *params, const float *grads, float *state, float *scratch);
+    /* merge.h's K-FAC operator of N models (Acat, Gcat as mrg_kfac holds
+     * them, host) held on this device, applied to host vectors: y = K x for
+     * x and y of out*in floats; NULL on the CPU, where merge applies
+     * mrg_kfac on the host */
+    void *(*kfac_new)(int N, int out, int in, const float *Acat_host, const float *Gcat_host);
+    void (*kfac_apply_host)(const void *k, const float *x_host, float *y_host);
+    void (*kfac_free)(void *k);
 } mc_ops;
 
 /* The table of device `dev` (MC_DEV_*); dies if dev is cuda in a binary

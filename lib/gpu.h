@@ -1,4 +1,4 @@
-/* gpu.h - the CUDA backend of mats-c (DESIGN.md section 7), callable from C.
+/* gpu.h - the CUDA backend of mats-c (docs/gpu.md), callable from C.
  *
  * Built only with `make GPU=1` (lib/backend_cuda.cu, lib/ops_cuda.cu). C code
  * that may be built either way includes this header and tests MC_GPU, or goes
@@ -39,7 +39,7 @@
 extern "C" {
 #endif
 
-#include "optim.h"
+struct optim; /* optim.h: gpu_opt_step reads it, this header needs only the name */
 
 /* ------------------------------------------------------------ device */
 
@@ -169,7 +169,7 @@ void gpu_adafactor_step(float *p, float *vr, float *vc, float *v, float *work, c
 /* opt_step of optim.h on the device: params, grads (o->n floats) and state
  * (o->n_state floats, optim.c's layout) are device buffers; scratch holds
  * the largest tensor (Adafactor). o->step advances as in opt_step. */
-void gpu_opt_step(optim *o, float *params, const float *grads, float *state, float *scratch);
+void gpu_opt_step(struct optim *o, float *params, const float *grads, float *state, float *scratch);
 
 /* ------------------------------------------------------------ statistics */
 

@@ -35,7 +35,7 @@
  *   spiece.model                        SentencePiece model (optional)
  *   tokenizer_config.json               optional; "extra_ids" (default 100)
  *
- * Name mapping is the identity (DESIGN section 3 uses HF's names) except:
+ * Name mapping is the identity (t5.h uses HF's names) except:
  *   encoder.embed_tokens.weight, decoder.embed_tokens.weight: the same tensor
  *     as shared.weight in HF T5; dropped on import (after checking they equal
  *     shared.weight), written as copies of it on export;
@@ -47,7 +47,7 @@
  * [out, 1] tensor, for wo (a "feedforward" module: input scaling) a [1, in]
  * tensor. Scaling wo's input elementwise is exactly MaTS's scaling of wi_1's
  * output (wo(gelu(wi_0 x) * (s * wi_1 x)) = wo(s * (gelu(wi_0 x) * wi_1 x))),
- * so DESIGN's `...wi_1.ia3_vector` maps to PEFT's `...wo.ia3_l`.
+ * so our `...wi_1.ia3_vector` maps to PEFT's `...wo.ia3_l`.
  */
 #ifndef MC_HF_H
 #define MC_HF_H
@@ -123,7 +123,7 @@ typedef struct {
 int hf_config_from_json(hf_config *c, const mc_val *json, const char *path);
 /* From a model artifact's meta.config. */
 int hf_config_from_meta(hf_config *c, const mc_val *config, const char *path);
-/* meta.config of a model artifact (DESIGN section 4 fields + model_type). */
+/* meta.config of a model artifact (t5_config_to_val's fields + model_type). */
 mc_val *hf_config_to_meta(const hf_config *c);
 /* 1 if the two configs describe the same parameter shapes and eps. */
 int hf_config_same(const hf_config *a, const hf_config *b);

@@ -17,6 +17,7 @@
 typedef struct {
     const char *s, *end, *p;
     const char *name;
+    long line0; /* > 0: the text is line line0 of file `name` (json_parse_line) */
     int failed;
 } jparser;
 
@@ -37,7 +38,8 @@ static mc_val *jp_fail(jparser *j, const char *fmt, ...) {
     /* quoted input can hold control bytes: keep the message one line */
     for (char *q = why; *q; q++)
         if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
-    mc_fail("%s: JSON error at line %ld, column %ld: %s", j->name, line, col, why);
+    if (j->line0 > 0) mc_fail("%s:%ld: JSON error at column %ld: %s", j->name, j->line0 + line - 1, col, why);
+    else mc_fail("%s: JSON error at line %ld, column %ld: %s", j->name, line, col, why);
     return NULL;
 }
 
@@ -293,8 +295,8 @@ static mc_val *jp_value(jparser *j, int depth) {
     return jp_fail(j, "unexpected %s, a value was expected", jp_what(j, w));
 }
 
-mc_val *json_parse(const char *text, size_t n, const char *name) {
-    jparser j = {text, text + n, text, name ? name : "(json)", 0};
+static mc_val *parse(const char *text, size_t n, const char *name, long line0) {
+    jparser j = {text, text + n, text, name ? name : "(json)", line0, 0};
     mc_val *v = jp_value(&j, 0);
     if (!v) return NULL;
     jp_ws(&j);
@@ -305,6 +307,12 @@ mc_val *json_parse(const char *text, size_t n, const char *name) {
         return NULL;
     }
     return v;
+}
+
+mc_val *json_parse(const char *text, size_t n, const char *name) { return parse(text, n, name, 0); }
+
+mc_val *json_parse_line(const char *text, size_t n, const char *file, long line) {
+    return parse(text, n, file, line > 0 ? line : 1);
 }
 
 mc_val *json_parse_file(const char *path) {

@@ -1,7 +1,8 @@
 /* json.h - a small, strict JSON (RFC 8259) reader and writer over mc_val trees.
  *
  * Used for Hugging Face `config.json`, `model.safetensors.index.json`, the
- * safetensors header and PEFT's `adapter_config.json`.
+ * safetensors header, PEFT's `adapter_config.json` and the JSON Lines tasks
+ * of `tokenize --jsonl`.
  *
  * Reading maps JSON onto val.h types:
  *   object -> VAL_MAP (member order kept; a repeated member name is an error,
@@ -29,6 +30,10 @@
 /* Parse n bytes. Returns a new tree (caller frees with val_free) or NULL with
  * mc_error() set; `name` (a file name) starts the message. */
 mc_val *json_parse(const char *text, size_t n, const char *name);
+
+/* Parse line `line` (from 1) of a JSON Lines file: errors read
+ * "FILE:LINE: JSON error at column C: what". */
+mc_val *json_parse_line(const char *text, size_t n, const char *file, long line);
 
 /* Read and parse a file. NULL with mc_error() naming the file. */
 mc_val *json_parse_file(const char *path);

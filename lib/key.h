@@ -1,4 +1,4 @@
-/* key.h - cache keys (DESIGN.md section 5).
+/* key.h - cache keys: what names a stage run's artifact.
  *
  * A stage's key is XXH3-128 over a canonical text, printed as 32 lowercase
  * hex digits exactly as `xxh128sum` prints the digest of that text:

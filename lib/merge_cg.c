@@ -34,23 +34,24 @@ static double spd_factor(int n, double *S) {
     return ok ? ridge : -1;
 }
 
-double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior) {
+/* Factor S (spd_factor) and add ridge * prior to the right-hand sides
+ * (nb values) when a ridge was needed. The ridge, or -1. */
+static double spd_factor_rhs(int n, double *S, double *B, const double *prior, size_t nb) {
     double ridge = spd_factor(n, S);
-    if (ridge < 0) return -1;
-    size_t nb = (size_t)n * nrhs;
     if (ridge > 0 && prior)
         for (size_t j = 0; j < nb; j++) B[j] += ridge * prior[j];
-    if (nrhs > 0) be_dpotrs(n, nrhs, S, n, B, nrhs);
+    return ridge;
+}
+
+double mrg_spd_solve(int n, int nrhs, double *S, double *B, const double *prior) {
+    double ridge = spd_factor_rhs(n, S, B, prior, (size_t)n * nrhs);
+    if (ridge >= 0 && nrhs > 0) be_dpotrs(n, nrhs, S, n, B, nrhs);
     return ridge;
 }
 
 double mrg_spd_solve_t(int n, int nrhs, double *S, double *Bt, const double *prior_t) {
-    double ridge = spd_factor(n, S);
-    if (ridge < 0) return -1;
-    size_t nb = (size_t)n * nrhs;
-    if (ridge > 0 && prior_t)
-        for (size_t j = 0; j < nb; j++) Bt[j] += ridge * prior_t[j];
-    be_dpotrs_t(n, nrhs, S, n, Bt, n);
+    double ridge = spd_factor_rhs(n, S, Bt, prior_t, (size_t)n * nrhs);
+    if (ridge >= 0) be_dpotrs_t(n, nrhs, S, n, Bt, n);
     return ridge;
 }
 
@@ -169,10 +170,7 @@ void mrg_kfac_set(mrg_kfac *K, int i, const float *A, const float *G, float lamb
 }
 
 void mrg_kfac_free(mrg_kfac *K) {
-    free(K->Acat);
-    free(K->Gcat);
-    free(K->Q);
-    free(K->Qs);
+    free(K->Acat), free(K->Gcat), free(K->Q), free(K->Qs);
     memset(K, 0, sizeof *K);
 }
 

@@ -56,7 +56,7 @@ static st_gram *layer_grams(t5_model *H, const t5_model *merged, const t5_model 
     int64_t n = o->examples < s->n ? o->examples : s->n;
     for (int64_t e0 = 0; e0 < n; e0 += o->batch) {
         int B = (int)(n - e0 < o->batch ? n - e0 : o->batch);
-        tok_batch_gold(tb, s, e0, B);
+        tok_batch_examples(tb, s, e0, B, NULL);
         t5_forward(H, &tb->b);
         st_gram_accum(H, g, *ng, scratch, &n_enc, &n_dec);
     }

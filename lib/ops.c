@@ -548,34 +548,29 @@ AVX512 static void gelu_bwd16(gelu_ctx *c, long lo, long hi) {
 }
 #endif
 
-static void gelu_fwd_range(void *p, long lo, long hi) {
-    gelu_ctx *c = p;
+/* The gated GELU forward (bwd 0) or backward (bwd 1) of [lo, hi): on 16
+ * lanes, else in groups of 4, else one element at a time. */
+static void gelu_range(gelu_ctx *c, long lo, long hi, int bwd) {
 #if VEXP16
     if (ops_simd_lanes() == 16) {
-        gelu_fwd16(c, lo, hi);
+        if (bwd) gelu_bwd16(c, lo, hi);
+        else gelu_fwd16(c, lo, hi);
         return;
     }
 #endif
 #if VEXP
-    for (long i = lo; i < hi; i += 4) gelu_fwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
-#else
-    for (long i = lo; i < hi; i++) c->out[i] = op_gelu_new(c->h0[i]) * c->h1[i];
-#endif
-}
-
-static void gelu_bwd_range(void *p, long lo, long hi) {
-    gelu_ctx *c = p;
-#if VEXP16
-    if (ops_simd_lanes() == 16) {
-        gelu_bwd16(c, lo, hi);
-        return;
+    for (long i = lo; i < hi; i += 4) {
+        int k = hi - i < 4 ? (int)(hi - i) : 4;
+        if (bwd) gelu_bwd4(c, i, k);
+        else gelu_fwd4(c, i, k);
     }
-#endif
-#if VEXP
-    for (long i = lo; i < hi; i += 4) gelu_bwd4(c, i, hi - i < 4 ? (int)(hi - i) : 4);
 #else
     for (long i = lo; i < hi; i++) {
         float x = c->h0[i];
+        if (!bwd) {
+            c->out[i] = op_gelu_new(x) * c->h1[i];
+            continue;
+        }
         float t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
         float g = 0.5f * x * (1.0f + t);
         float dg = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
@@ -601,8 +596,7 @@ typedef struct {
 static void gelu_group_range(void *p, long lo, long hi) {
     gelu_blocks *gb = p;
     long a = lo * 4, b = hi * 4 < gb->n ? hi * 4 : gb->n;
-    if (gb->bwd) gelu_bwd_range(gb->c, a, b);
-    else gelu_fwd_range(gb->c, a, b);
+    gelu_range(gb->c, a, b, gb->bwd);
 }
 
 void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n) {

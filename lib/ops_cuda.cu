@@ -21,6 +21,9 @@
 
 extern "C" {
 #include "ops.h"
+extern "C" {
+#include "optim.h"
+}
 }
 
 #define EW_THREADS 256
@@ -39,41 +42,27 @@ __device__ static inline float warp_max(float v) {
     return v;
 }
 
-/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every
- * thread gets the result. */
-__device__ static float block_sum(float v) {
+/* Sum (MAX false) or maximum (MAX true) over the block (blockDim.x a
+ * multiple of 32, at most 1024); every thread gets the result. */
+template <bool MAX> __device__ static float block_reduce(float v) {
     __shared__ float sh[32];
     __shared__ float total;
-    v = warp_sum(v);
+    v = MAX ? warp_max(v) : warp_sum(v);
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     __syncthreads(); /* sh may still be read by a previous call */
     if (lane == 0) sh[wid] = v;
     __syncthreads();
     if (wid == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0f;
-        s = warp_sum(s);
+        float s = lane < (int)(blockDim.x >> 5) ? sh[lane] : MAX ? -INFINITY : 0.0f;
+        s = MAX ? warp_max(s) : warp_sum(s);
         if (lane == 0) total = s;
     }
     __syncthreads();
     return total;
 }
 
-__device__ static float block_max(float v) {
-    __shared__ float sh[32];
-    __shared__ float total;
-    v = warp_max(v);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? sh[lane] : -INFINITY;
-        s = warp_max(s);
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
+__device__ static float block_sum(float v) { return block_reduce<false>(v); }
+__device__ static float block_max(float v) { return block_reduce<true>(v); }
 
 static int row_threads(int D) {
     int t = 32;

@@ -8,9 +8,6 @@
 #include "common.h"
 #include "device.h"
 #include "ops.h"
-#ifdef MC_GPU
-#include "gpu.h"
-#endif
 
 optim *opt_new(int kind, float lr, size_t n, const t5_tensor *tensors, int n_tensors) {
     optim *o = callocCheck(1, sizeof *o);
@@ -193,9 +190,7 @@ static void adafactor_step(optim *o, float *params, const float *grads) {
 void opt_to_device(optim *o, const mc_ops *ops) {
     if (ops == dev_ops(MC_DEV_CPU) || ops == o->ops) return;
     if (o->ops) die("opt_to_device: the optimizer is on %s already", o->ops->name);
-#ifndef MC_GPU
-    die("opt_to_device: %s optimizer steps need the CUDA backend (make GPU=1)", ops->name);
-#endif
+    if (!ops->opt_step) die("opt_to_device: %s has no optimizer step (a CUDA build: make GPU=1)", ops->name);
     o->ops = ops;
     o->dstate = ops->alloc(sizeof(float) * (o->n_state ? o->n_state : 1));
     if (o->scratch) {
@@ -217,10 +212,8 @@ void opt_sync_device(optim *o) {
 
 void opt_step(optim *o, float *params, const float *grads) {
     if (o->ops) {
-#ifdef MC_GPU
-        gpu_opt_step(o, params, grads, o->dstate, o->dscratch);
+        o->ops->opt_step(o, params, grads, o->dstate, o->dscratch);
         return;
-#endif
     }
     if (o->kind == OPT_ADAMW) adamw_step(o, params, grads);
     else adafactor_step(o, params, grads);
@@ -272,11 +265,7 @@ float opt_clip_grad_norm(float *grads, size_t n, float max_norm) {
 
 float opt_clip_grad_norm_on(const mc_ops *ops, float *grads, size_t n, float max_norm) {
     if (!ops || ops == dev_ops(MC_DEV_CPU)) return opt_clip_grad_norm(grads, n, max_norm);
-#ifdef MC_GPU
-    float norm = (float)sqrt(gpu_dot((long)n, grads, grads));
-    if (max_norm > 0 && norm > max_norm) gpu_scale((long)n, max_norm / (norm + 1e-6f), grads);
+    float norm = (float)sqrt(ops->dot((long)n, grads, grads));
+    if (max_norm > 0 && norm > max_norm) ops->scale((long)n, max_norm / (norm + 1e-6f), grads);
     return norm;
-#else
-    die("opt_clip_grad_norm_on: %s needs the CUDA backend (make GPU=1)", ops->name);
-#endif
 }

@@ -21,7 +21,7 @@ enum { OPT_ADAMW = 0, OPT_ADAFACTOR = 1 };
 /* Learning-rate schedules (train.schedule): the factor on the base lr. */
 enum { SCHED_CONSTANT = 0, SCHED_LINEAR = 1, SCHED_COSINE = 2, SCHED_RSQRT = 3 };
 
-typedef struct {
+typedef struct optim {
     int kind;
     float lr;
     float beta1, beta2, eps, weight_decay;      /* AdamW */
@@ -36,7 +36,7 @@ typedef struct {
     size_t *state_off;         /* Adafactor: per tensor offset into state */
     float *scratch;            /* Adafactor: one tensor's update */
     /* opt_to_device: the state and scratch on the device of `ops`, where
-     * opt_step then runs (gpu_opt_step); `state` above is the host copy
+     * opt_step then runs (the table's opt_step); `state` above is the host copy
      * that checkpoints read and write (opt_sync_host / opt_sync_device). */
     const struct mc_ops *ops;
     float *dstate, *dscratch;

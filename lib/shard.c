@@ -148,4 +148,5 @@ void shard_write(const char *out, const char *kind, const char *key, mc_val *met
     if (!w || shard_reduce(a, n, weight, ctx, w) < 0 || art_writer_close(w) < 0) die("%s", mc_error());
     fprintf(stderr, "%s: wrote %s (%s reduced from %d shards, %zu tensors)\n", mc_progname(), out, kind, n,
             a[0]->n_tensors);
+    shard_close_all(a, n);
 }

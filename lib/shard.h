@@ -54,8 +54,9 @@ typedef double (*shard_weight_fn)(const art_file *a, const char *name, void *ctx
 int shard_reduce(art_file **a, int n, shard_weight_fn weight, void *ctx, art_writer *w);
 
 /* Open `out` as `kind` with key and meta (meta freed), reduce the shards
- * into it and close it; dies with one line on any error, leaving nothing
- * at `out`. Prints what it wrote on stderr. */
+ * into it and close it, then close the shards (shard_close_all); dies with
+ * one line on any error, leaving nothing at `out`. Prints what it wrote on
+ * stderr. */
 void shard_write(const char *out, const char *kind, const char *key, mc_val *meta, art_file **a, int n,
                  shard_weight_fn weight, void *ctx);
 

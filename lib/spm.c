@@ -513,11 +513,7 @@ int spm_piece_id(const spm_model *m, const char *piece) {
 /* ------------------------------------------------------------ normaliser */
 
 void spm_ws_free(spm_ws *w) {
-    free(w->norm);
-    free(w->score);
-    free(w->from);
-    free(w->id);
-    free(w->ids);
+    free(w->norm), free(w->score), free(w->from), free(w->id), free(w->ids);
     memset(w, 0, sizeof *w);
 }
 

@@ -8,9 +8,6 @@
 #include "common.h"
 #include "device.h"
 #include "pool.h"
-#ifdef MC_GPU
-#include "gpu.h"
-#endif
 
 /* rows of example b in a stream */
 static void rows_of(const t5_batch *bt, int stream, int b, long *r0, int *T) {
@@ -193,7 +190,6 @@ void st_fisher_diag_nonlinear(t5_model *m, float *acc, float *scratch) {
 }
 
 void st_fisher_linears_dev(const t5_model *m, float *acc, float *scratch) {
-#ifdef MC_GPU
     const t5_batch *bt = &m->last;
     int nl = t5_n_linears(m);
     t5_linear *L = mallocCheck(sizeof *L * nl);
@@ -205,13 +201,9 @@ void st_fisher_linears_dev(const t5_model *m, float *acc, float *scratch) {
             rows_of(bt, L[i].stream, b, &r0, &T);
             m->ops->gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
                          L[i].x + r0 * L[i].in, L[i].in, 0.0f, scratch, L[i].in);
-            gpu_sq_accumulate(acc + (L[i].w - m->params), scratch, (long)L[i].out * L[i].in, 1.0f);
+            m->ops->sq_accumulate(acc + (L[i].w - m->params), scratch, (long)L[i].out * L[i].in, 1.0f);
         }
     free(L);
-#else
-    (void)acc, (void)scratch;
-    die("st_fisher_linears_dev: %s needs the CUDA backend (make GPU=1)", m->ops->name);
-#endif
 }
 
 size_t st_fisher_linear_scratch_floats(const t5_model *m) {
@@ -291,13 +283,7 @@ void st_ia3_block_accum(const t5_model *m, const float *E, int B, float **blocks
 }
 
 void st_diag_accum_dev(const t5_model *m, const float *E, int B, size_t n, float *acc) {
-#ifdef MC_GPU
-    (void)m;
-    for (int b = 0; b < B; b++) gpu_sq_accumulate(acc, E + (size_t)b * n, (long)n, 1.0f);
-#else
-    (void)E, (void)B, (void)n, (void)acc;
-    die("st_diag_accum_dev: %s needs the CUDA backend (make GPU=1)", m->ops->name);
-#endif
+    for (int b = 0; b < B; b++) m->ops->sq_accumulate(acc, E + (size_t)b * n, (long)n, 1.0f);
 }
 
 st_gram *st_gram_new(const t5_model *m, int *n) {

@@ -1,5 +1,5 @@
 /* stats.h - per-example statistics of the T5 for Fisher merging, RegMean
- * and MaTS (DESIGN.md section 4: fisher_diag, fisher_block, gram).
+ * and MaTS (the artifacts fisher_diag, fisher_block and gram).
  *
  * All functions read the activations and activation gradients kept by the
  * last t5_forward + t5_backward(m, b, T5_LOSS_EXAMPLE_MEAN, 1.0) on a batch:

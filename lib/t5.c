@@ -818,6 +818,26 @@ static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
     OPS->rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D, 1);
 }
 
+/* Layer l of the decoder (dec 1) or the encoder for the backward pass: its
+ * activations and their gradients, its parameters and (full) their
+ * gradients, its IA3 vectors and (ia3) theirs; NULL where not kept. */
+typedef struct {
+    t5_block_acts *dba;
+    const t5_block_acts *ba;
+    const t5_block_params *P;
+    t5_block_params *G;
+    const t5_block_ia3 *IA;
+    t5_block_ia3 *IG;
+} layer_bwd;
+
+static layer_bwd layer_of(t5_model *m, int dec, int l, int full, int ia3) {
+    layer_bwd v = {dec ? &m->da.dec[l] : &m->da.enc[l], dec ? &m->a.dec[l] : &m->a.enc[l],
+                   dec ? &m->p.dec[l] : &m->p.enc[l], NULL, NULL, NULL};
+    if (full) v.G = dec ? &m->g.dec[l] : &m->g.enc[l];
+    if (ia3) v.IA = dec ? &m->ia.dec[l] : &m->ia.enc[l], v.IG = dec ? &m->iag.dec[l] : &m->iag.enc[l];
+    return v;
+}
+
 void t5_zero_grad(t5_model *m) {
     if (m->grads) FZERO(m->grads, m->n_params);
     if (m->ia3_grads) FZERO(m->ia3_grads, m->n_ia3);
@@ -837,7 +857,6 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     const t5_acts *a = &m->a;
     t5_acts *da = &m->da;
     const int ia3 = m->ia3 != NULL, full = m->grads != NULL;
-    t5_params *Gp = full ? &m->g : NULL;
 
     /* no zeroing of the activation-gradient block: the first op writing each
      * buffer overwrites it (ops.h); only the position-bias gradients, which
@@ -874,33 +893,31 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
                         a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D, 0);
 
     for (int l = Ld - 1; l >= 0; l--) {
-        t5_block_acts *dba = &da->dec[l];
-        const t5_block_acts *ba = &a->dec[l];
-        const t5_block_params *P = &m->p.dec[l];
-        t5_block_params *G = full ? &Gp->dec[l] : NULL;
-        const t5_block_ia3 *IA = ia3 ? &m->ia.dec[l] : NULL;
-        t5_block_ia3 *IG = ia3 ? &m->iag.dec[l] : NULL;
-        ffn_backward(m, dba, ba, P, G, IA, IG, ba->x2, dba->x2, Nd);
+        layer_bwd v = layer_of(m, 1, l, full, ia3);
+        ffn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, v.ba->x2, v.dba->x2, Nd);
         /* cross-attention: x2 = x1 + o(catt) */
-        FCOPY(dba->x1, dba->x2, (long)Nd * D);
-        OPS->linear_backward(dba->catt, G ? G->ca_o : NULL, dba->x2, ba->catt, P->ca_o, Nd, HK, D, 0);
-        OPS->attention_backward(dba->cq, dba->cks, dba->cvs, NULL, dba->cprobs, dba->catt, ba->cq,
-                              ba->cks, ba->cvs, ba->cprobs, Bd, Td, Te, H, c->d_kv, 0);
-        if (IA) {
-            OPS->ia3_backward(dba->ck, IG->ca_k, dba->cks, ba->ck, IA->ca_k, Ne, HK, 0);
-            OPS->ia3_backward(dba->cv, IG->ca_v, dba->cvs, ba->cv, IA->ca_v, Ne, HK, 0);
+        FCOPY(v.dba->x1, v.dba->x2, (long)Nd * D);
+        OPS->linear_backward(v.dba->catt, v.G ? v.G->ca_o : NULL, v.dba->x2, v.ba->catt, v.P->ca_o, Nd, HK, D,
+                             0);
+        OPS->attention_backward(v.dba->cq, v.dba->cks, v.dba->cvs, NULL, v.dba->cprobs, v.dba->catt,
+                                v.ba->cq, v.ba->cks, v.ba->cvs, v.ba->cprobs, Bd, Td, Te, H, c->d_kv, 0);
+        if (v.IA) {
+            OPS->ia3_backward(v.dba->ck, v.IG->ca_k, v.dba->cks, v.ba->ck, v.IA->ca_k, Ne, HK, 0);
+            OPS->ia3_backward(v.dba->cv, v.IG->ca_v, v.dba->cvs, v.ba->cv, v.IA->ca_v, Ne, HK, 0);
         }
-        OPS->linear_backward(dba->ca_lnx, G ? G->ca_q : NULL, dba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK, 0);
+        OPS->linear_backward(v.dba->ca_lnx, v.G ? v.G->ca_q : NULL, v.dba->cq, v.ba->ca_lnx, v.P->ca_q, Nd, D,
+                             HK, 0);
         /* the encoder output's gradient collects every decoder layer's k and v */
-        OPS->linear_backward(da->enc_out, G ? G->ca_k : NULL, dba->ck, a->enc_out, P->ca_k, Ne, D, HK,
-                           l != Ld - 1);
-        OPS->linear_backward(da->enc_out, G ? G->ca_v : NULL, dba->cv, a->enc_out, P->ca_v, Ne, D, HK, 1);
-        OPS->rmsnorm_backward(dba->x1, G ? G->ca_ln : NULL, dba->ca_lnx, ba->x1, P->ca_ln,
-                            ba->ca_rstd, Nd, D, 1);
+        OPS->linear_backward(da->enc_out, v.G ? v.G->ca_k : NULL, v.dba->ck, a->enc_out, v.P->ca_k, Ne, D, HK,
+                             l != Ld - 1);
+        OPS->linear_backward(da->enc_out, v.G ? v.G->ca_v : NULL, v.dba->cv, a->enc_out, v.P->ca_v, Ne, D, HK,
+                             1);
+        OPS->rmsnorm_backward(v.dba->x1, v.G ? v.G->ca_ln : NULL, v.dba->ca_lnx, v.ba->x1, v.P->ca_ln,
+                              v.ba->ca_rstd, Nd, D, 1);
         /* self-attention */
         const float *x = l ? a->dec[l - 1].out : a->dec_emb;
         float *dx = l ? da->dec[l - 1].out : (full || m->all_act_grads ? da->dec_emb : NULL);
-        self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->dec_bias, Bd, Td);
+        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, da->dec_bias, Bd, Td);
     }
     if (full) {
         OPS->embed_backward(m->g.shared, da->dec_emb, dec_ids, Nd, D);
@@ -910,16 +927,11 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     OPS->rmsnorm_backward(da->enc[Le - 1].out, full ? m->g.enc_ln : NULL, da->enc_out,
                         a->enc[Le - 1].out, m->p.enc_ln, a->enc_rstd, Ne, D, 0);
     for (int l = Le - 1; l >= 0; l--) {
-        t5_block_acts *dba = &da->enc[l];
-        const t5_block_acts *ba = &a->enc[l];
-        const t5_block_params *P = &m->p.enc[l];
-        t5_block_params *G = full ? &Gp->enc[l] : NULL;
-        const t5_block_ia3 *IA = ia3 ? &m->ia.enc[l] : NULL;
-        t5_block_ia3 *IG = ia3 ? &m->iag.enc[l] : NULL;
-        ffn_backward(m, dba, ba, P, G, IA, IG, ba->x1, dba->x1, Ne);
+        layer_bwd v = layer_of(m, 0, l, full, ia3);
+        ffn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, v.ba->x1, v.dba->x1, Ne);
         const float *x = l ? a->enc[l - 1].out : a->enc_emb;
         float *dx = l ? da->enc[l - 1].out : (full || m->all_act_grads ? da->enc_emb : NULL);
-        self_attn_backward(m, dba, ba, P, G, IA, IG, x, dx, da->enc_bias, B, Te);
+        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, da->enc_bias, B, Te);
     }
     if (full) {
         OPS->embed_backward(m->g.shared, da->enc_emb, enc_ids, Ne, D);
@@ -1117,15 +1129,17 @@ static int write_tensors(art_writer *w, const t5_tensor *tab, int n, const float
     return 0;
 }
 
-int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta) {
-    mc_val *mm = meta ? val_clone(meta) : val_map();
+/* Write an artifact of `kind`: meta mm (taken: freed here) with
+ * meta.config added, the n tensors of tab in the block p (np floats). */
+static int save_block(const t5_model *m, const char *path, const char *kind, const char *key, mc_val *mm,
+                      const t5_tensor *tab, int n, float *p, size_t np) {
     val_set(mm, "config", t5_config_to_val(&m->c));
-    art_writer *w = art_writer_open(path, "model", key, mm, m->n_tensors);
+    art_writer *w = art_writer_open(path, kind, key, mm, n);
     val_free(mm);
     if (!w) return -1;
-    float *hp = host_copy(m, m->params, m->n_params);
-    int rc = write_tensors(w, m->tensors, m->n_tensors, hp);
-    if (hp != m->params) free(hp);
+    float *hp = host_copy(m, p, np);
+    int rc = write_tensors(w, tab, n, hp);
+    if (hp != p) free(hp);
     if (rc < 0) {
         art_writer_abort(w);
         return -1;
@@ -1133,21 +1147,15 @@ int t5_save_model(const t5_model *m, const char *path, const char *key, const mc
     return art_writer_close(w);
 }
 
+int t5_save_model(const t5_model *m, const char *path, const char *key, const mc_val *meta) {
+    mc_val *mm = meta ? val_clone(meta) : val_map();
+    return save_block(m, path, "model", key, mm, m->tensors, m->n_tensors, m->params, m->n_params);
+}
+
 int t5_save_ia3(const t5_model *m, const char *path, const char *key, const char *base_key,
                 const mc_val *meta) {
     if (!m->ia3) return mc_fail("t5_save_ia3: model has no IA3 vectors");
     mc_val *mm = meta ? val_clone(meta) : val_map();
     val_set_str(mm, "base", base_key ? base_key : "");
-    val_set(mm, "config", t5_config_to_val(&m->c));
-    art_writer *w = art_writer_open(path, "ia3", key, mm, m->n_ia3_tensors);
-    val_free(mm);
-    if (!w) return -1;
-    float *hp = host_copy(m, m->ia3, m->n_ia3);
-    int rc = write_tensors(w, m->ia3_tensors, m->n_ia3_tensors, hp);
-    if (hp != m->ia3) free(hp);
-    if (rc < 0) {
-        art_writer_abort(w);
-        return -1;
-    }
-    return art_writer_close(w);
+    return save_block(m, path, "ia3", key, mm, m->ia3_tensors, m->n_ia3_tensors, m->ia3, m->n_ia3);
 }

@@ -1,9 +1,9 @@
 /* t5.h - T5 v1.1 (lm-adapt) encoder-decoder in C: parameters, IA3 vectors,
- * forward and backward (DESIGN.md section 3).
+ * forward and backward.
  *
  * Memory layout (llm.c style)
  *   - All parameters live in one float block `params`, described by a table
- *     of named tensors (HF names, DESIGN section 3) in a fixed order and
+ *     of named tensors (Hugging Face's T5 names) in a fixed order and
  *     reachable through the pointer table `p` (t5_params, shapes in
  *     comments). `grads` (when allocated) has the same layout, so optimizers
  *     and statistics are flat loops over `n_params` floats.

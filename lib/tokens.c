@@ -52,7 +52,7 @@ tok_set *tok_load(const char *path, int need_choices) {
     s->input_ids = load_int(f, "input_ids", &n_ids);
     s->input_off = load_i64(f, "input_offsets", &n_off);
     if (!s->input_ids || !s->input_off) {
-        mc_fail("%s: input_ids / input_offsets missing (not a tokens artifact of DESIGN section 4?)", path);
+        mc_fail("%s: input_ids / input_offsets missing (not a tokens artifact?)", path);
         goto fail;
     }
     s->n = n_off - 1;
@@ -122,18 +122,15 @@ void tok_batch_init(tok_batch *tb, int maxB, int maxTe, int maxBd, int maxTd) {
 }
 
 void tok_batch_free(tok_batch *tb) {
-    free(tb->enc);
-    free(tb->dec);
-    free(tb->tgt);
-    free(tb->dec_enc);
+    free(tb->enc), free(tb->dec), free(tb->tgt), free(tb->dec_enc);
     memset(tb, 0, sizeof *tb);
 }
 
-void tok_batch_gold(tok_batch *tb, const tok_set *s, int64_t e0, int B) {
+void tok_batch_examples(tok_batch *tb, const tok_set *s, int64_t e0, int B, const int *pick) {
     const int **ins = mallocCheck(sizeof(int *) * B), **outs = mallocCheck(sizeof(int *) * B);
     int *nins = mallocCheck(sizeof(int) * B), *nouts = mallocCheck(sizeof(int) * B);
     for (int i = 0; i < B; i++) {
-        int64_t e = e0 + i, c = s->ex_choices[e] + s->label[e];
+        int64_t e = e0 + i, c = s->ex_choices[e] + (pick ? pick[i] : s->label[e]);
         ins[i] = tok_input(s, e);
         nins[i] = tok_input_len(s, e);
         outs[i] = tok_choice(s, c);

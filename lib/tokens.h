@@ -1,4 +1,4 @@
-/* tokens.h - reading `tokens` artifacts (DESIGN.md section 4) and making
+/* tokens.h - reading `tokens` artifacts (the layout below) and making
  * T5 batches from them.
  *
  * A task set has input_ids/input_offsets plus choice_ids/choice_offsets,
@@ -76,8 +76,9 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
                     int fixed_Td);
 
 /* Fill tb->b with examples e0 .. e0+B-1 of task set s: each input as an
- * encoder row, its gold choice as the target (what Grams are measured on). */
-void tok_batch_gold(tok_batch *tb, const tok_set *s, int64_t e0, int B);
+ * encoder row, as the target its choice pick[i] (NULL: its gold choice,
+ * what Grams and the empirical Fisher are measured on). */
+void tok_batch_examples(tok_batch *tb, const tok_set *s, int64_t e0, int B, const int *pick);
 
 /* Span corruption of tokens[0..L): writes inputs (<= L+1) and targets
  * (<= L+1), returns their lengths. Deterministic in seed. */

@@ -8,7 +8,7 @@
 # (recipes/data.mk), then run a sub-make with WF=1. That sub-make computes the
 # key of every stage run it needs (build/bin/key over the stage binary's
 # digest, the config entries of the stage's namespaces, and the keys of its
-# inputs: DESIGN section 5) before anything runs, and has one rule per run:
+# inputs, the canonical text of lib/key.h) before anything runs, and has one rule per run:
 # $(CACHE)/<stage>/<key>.msgpack with its inputs as order-only prerequisites.
 # A run whose artifact exists is a cache hit; anything that changes a key
 # changes the file name, so only the runs downstream of a change rerun.

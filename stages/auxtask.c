@@ -63,11 +63,8 @@ static void rag_end(rag *r) { /* close the current row */
     r->off[++r->n] = r->len;
 }
 static void rag_row(rag *r, const char *s, size_t n) { buf_put(r, s, n), rag_end(r); }
-static void rag_write(art_writer *w, const char *tname, const char *oname, rag *r, const char *path) {
-    int64_t nb = r->len, no = r->n + 1;
-    if (art_writer_tensor(w, tname, ART_U8, 1, &nb, r->p ? r->p : "") ||
-        art_writer_tensor(w, oname, ART_I64, 1, &no, r->off))
-        die("%s: %s", path, mc_error());
+static int rag_write(art_writer *w, const char *tname, const char *oname, const rag *r) {
+    return art_writer_ragged(w, tname, ART_U8, r->p, r->len, oname, r->off, r->n);
 }
 
 /* ---------------------------------------------------------------- words */
@@ -322,15 +319,11 @@ int main(int argc, char **argv) {
     art_writer *w = art_writer_open(out, "examples", run_key, meta, 10);
     val_free(meta);
     if (!w) die("%s", mc_error());
-    rag_write(w, "input_text", "input_offsets", &in, out);
-    rag_write(w, "choice_text", "choice_offsets", &ch, out);
-    int64_t ne = n_ex + 1, nr = n_ex;
-    if (art_writer_tensor(w, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(w, "label", ART_I32, 1, &nr, label) ||
-        art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
-        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi))
+    int64_t nr = n_ex;
+    if (rag_write(w, "input_text", "input_offsets", &in) || rag_write(w, "choice_text", "choice_offsets", &ch) ||
+        art_writer_rows(w, exch, label, nr) || art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
+        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi) || rag_write(w, "source_text", "source_offsets", &src))
         die("%s: %s", out, mc_error());
-    rag_write(w, "source_text", "source_offsets", &src, out);
     if (art_writer_close(w) < 0) die("%s", mc_error());
     fprintf(stderr, "auxtask: %-12s %ld examples, %d choices each -> %s\n", task_name, n_ex, n_choices, out);
     free(in.p), free(in.off), free(ch.p), free(ch.off), free(src.p), free(src.off);

@@ -1,4 +1,4 @@
-/* eval - rank classification (DESIGN.md sections 4 and 6).
+/* eval - rank classification of tokens artifacts into a `metrics` artifact.
  *
  *   eval --model M.msgpack [--ia3 A.msgpack] --data T1.msgpack[,T2...]
  *        [--config EXP.conf] [--set eval.k=v]... [--device cpu|cuda] [--key HEX] -o METRICS.msgpack
@@ -36,6 +36,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "stage.h"
 #include "rank.h"
 #include "t5.h"
 #include "tokens.h"
@@ -67,16 +68,11 @@ int main(int argc, char **argv) {
     long max_in = cfg_int(cfg, "eval.max_input_len", 512, 4, 1 << 16);
     long max_tgt = cfg_int(cfg, "eval.max_target_len", 128, 2, 1 << 16);
     long max_ex = cfg_int(cfg, "eval.max_examples", 0, 0, 1L << 40);
-    int dev = dev_resolve(cfg, "eval.device");
-    const mc_ops *ops = dev_ops(dev);
-    if (cfg_check_unknown(cfg, (const char *[]){"eval", NULL}) < 0) die("%s", mc_error());
+    int dev;
+    const mc_ops *ops = stage_device(cfg, "eval", &dev);
 
-    char model_key[33] = "", ia3_key[33] = "";
-    t5_model *m = t5_load_model(model, 0, ia3 != NULL, model_key);
-    if (!m) die("%s", mc_error());
-    if (ia3) {
-        if (t5_load_ia3_key(m, ia3, model_key, ia3_key) < 0) die("%s", mc_error());
-    }
+    char model_key[33], ia3_key[33];
+    t5_model *m = stage_load_model(model, ia3, model_key, ia3_key);
 
     int nd = data.n;
     char **paths = data.v;
@@ -84,12 +80,7 @@ int main(int argc, char **argv) {
     int64_t total_ex = 0, total_ch = 0;
     int max_choices = 1;
     for (int i = 0; i < nd; i++) {
-        if (!(sets[i] = tok_load(paths[i], 1))) die("%s", mc_error());
-        tok_set *s = sets[i];
-        if (s->n < 1) die("%s: no examples", s->path);
-        if (s->max_id >= m->c.vocab_size)
-            die("%s: token id %d is outside the model's vocabulary of %d (another tokenizer?)", s->path,
-                s->max_id, m->c.vocab_size);
+        tok_set *s = sets[i] = stage_load_tokens(paths[i], m);
         if (!*s->task) snprintf(s->task, sizeof s->task, "%s", paths[i]);
         for (int k = 0; k < i; k++)
             if (!strcmp(sets[k]->task, s->task))

@@ -1,6 +1,6 @@
 /* fisher - diagonal Fisher of a full model or of IA3 vectors, and the
  * blockwise (one dense [d,d] block per IA3 vector) Fisher of IA3 vectors
- * (DESIGN.md sections 4 and 6).
+ * (a `fisher_diag` or `fisher_block` artifact).
  *
  *   fisher --model M.msgpack [--ia3 A.msgpack] --data T.msgpack --type diagonal|blockwise
  *          [--true] [--examples N] [--seed S] [--config EXP.conf] [--set fisher.k=v]...
@@ -50,6 +50,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "stage.h"
 #include "shard.h"
 #include "stats.h"
 #include "t5.h"
@@ -99,21 +100,11 @@ static void fisher_key(mc_cfg *cfg, const char *type, int truef, long n, long se
         snprintf(v, sizeof v, "%ld", seed);
         key_config(k, "fisher.seed", v);
     }
-    if (shard) key_config(k, "fisher.shard", shard);
-    if (shards) {
-        snprintf(v, sizeof v, "%d", shards);
-        key_config(k, "fisher.shards", v);
-    }
-    if (*model) key_input(k, "model", model);
-    if (*ia3) key_input(k, "ia3", ia3);
-    if (*data) key_input(k, "data", data);
-    dev_key(k, cfg, "fisher.device", dev);
-    key_digest(k, out);
-    key_free(k);
+    stage_key_finish(k, cfg, "fisher", shard, shards, model, ia3, data, dev, out);
 }
 
 /* fisher --reduce: shards 1..N into one fisher_diag or fisher_block artifact */
-static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
+static void reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
     static const char *const kinds[] = {"fisher_diag", "fisher_block", NULL};
     const char *kind;
     art_file **a = shard_open_all(paths, kinds, &kind);
@@ -132,9 +123,6 @@ static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, 
     val_set_int(meta, "n_examples", n_ex);
     val_set_int(meta, "shards", n);
     shard_write(out, kind, run_key, meta, a, n, shard_examples, NULL);
-    shard_close_all(a, n);
-    cfg_free(cfg);
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -157,70 +145,44 @@ int main(int argc, char **argv) {
          .key = "fisher.type", .help = "blockwise: one [d,d] block per IA3 vector (needs --ia3); required unless --reduce"},
         {.name = "--true", .kind = OPT_FLAG, .dst = &truef, .key = "fisher.true",
          .help = "the true Fisher: targets sampled from the model (default: the gold choice)"},
-        {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
-         .key = "fisher.examples", .help = "the first N examples of --data"},
         {.name = "--seed", .kind = OPT_INT, .dst = &seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
          .key = "fisher.seed", .help = "the seed of --true's samples"},
-        {.name = "--shard", .kind = OPT_STR, .dst = &shard_arg, .arg = "I/N", .key = "fisher.shard",
-         .help = "compute shard I of N of the examples (a *_shard artifact, for --reduce)"},
-        {.name = "--reduce", .kind = OPT_LIST, .dst = &reduce, .arg = "S1,...,SN", .flags = OPT_INPUT,
-         .key = "fisher.shards", .help = "add the shard artifacts of shards 1..N (in order) into the Fisher"},
-        OPT_ROWS_CONFIG(cfg),
-        OPT_ROW_DEVICE("where the model runs; default: DEVICE, else fisher.device, else cpu"),
-        OPT_ROW_KEY(&key_arg),
-        OPT_ROW_OUT(&out, "F.msgpack", "the fisher_diag or fisher_block artifact"),
+        STAGE_ROWS_STATISTIC("fisher", "fisher_diag or fisher_block", &examples, &shard_arg, &reduce, cfg, &key_arg,
+                             &out),
         {0}};
-    const opt_prog prog = {.name = "fisher", .opts = rows,
-                           .about = "config: fisher.batch_size (16), fisher.max_input_len (512), fisher.max_target_len (128)"};
+    const opt_prog prog = {.name = "fisher", .opts = rows, .about = STAGE_ABOUT_STATISTIC("fisher")};
     opts_parse(&prog, argc - 1, argv + 1);
-    mc_shard sh = {1, 1};
     if (reduce.n) {
         if (model || ia3 || data || shard_arg || truef || opts_given(&prog, "--type") ||
             opts_given(&prog, "--examples") || opts_given(&prog, "--seed"))
             die("--reduce takes the shards alone: drop --model, --ia3, --data, --type, --true, --examples, --seed and "
                 "--shard (the shards record theirs)");
-        return reduce_main(&reduce, cfg, key_arg, out);
+        reduce_main(&reduce, cfg, key_arg, out);
+        cfg_free(cfg);
+        return 0;
     }
     if (!model || !data || !opts_given(&prog, "--type"))
         die("--model, --data and --type are required (or --reduce S1,...,SN to add shards)");
-    if (shard_arg && shard_parse(shard_arg, &sh) < 0) die("%s", mc_error());
     const char *type = types[block];
     if (block && !ia3)
         die("--type blockwise is the Fisher of IA3 vectors: give --ia3 A.msgpack (full models: --type diagonal)");
-    be_init_default(2);
-    long bs = cfg_int(cfg, "fisher.batch_size", 16, 1, 1 << 16);
-    long max_in = cfg_int(cfg, "fisher.max_input_len", 512, 4, 1 << 16);
-    long max_tgt = cfg_int(cfg, "fisher.max_target_len", 128, 2, 1 << 16);
-    int dev = dev_resolve(cfg, "fisher.device");
-    const mc_ops *ops = dev_ops(dev);
-    if (cfg_check_unknown(cfg, (const char *[]){"fisher", NULL}) < 0) die("%s", mc_error());
-
-    char model_key[33] = "", ia3_key[33] = "";
-    t5_model *m = t5_load_model(model, 0, ia3 != NULL, model_key);
-    if (!m) die("%s", mc_error());
-    if (ia3) {
-        if (t5_load_ia3_key(m, ia3, model_key, ia3_key) < 0) die("%s", mc_error());
-    }
+    stage_run r;
+    stage_open_statistic(&r, cfg, "fisher", model, ia3, data, shard_arg, examples);
+    t5_model *m = r.m;
     m->all_act_grads = !ia3;
-    tok_set *s = tok_load(data, 1);
-    if (!s) die("%s", mc_error());
-    if (s->n < 1) die("%s: no examples (empty split?)", data);
-    if (s->max_id >= m->c.vocab_size)
-        die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
-    int64_t n = examples < s->n ? examples : s->n, lo, hi;
-    shard_range(&sh, n, &lo, &hi);
-    if (lo >= hi)
-        die("--shard %s of %lld examples is empty: use at most %lld shards", shard_arg, (long long)n, (long long)n);
+    const tok_set *s = r.s;
+    const mc_ops *ops = r.ops;
+    long bs = r.batch, max_in = r.max_in, max_tgt = r.max_tgt;
+    int64_t lo = r.lo, hi = r.hi;
     int max_choices = 1;
     for (int64_t e = lo; e < hi; e++) {
         int nc = (int)(s->ex_choices[e + 1] - s->ex_choices[e]);
         if (nc > max_choices) max_choices = nc;
     }
 
-    char run_key[33], shard_text[48];
-    snprintf(shard_text, sizeof shard_text, "%ld/%ld", sh.i, sh.n);
-    fisher_key(cfg, type, truef, (long)n, opts_given(&prog, "--seed") ? seed : -1, shard_arg ? shard_text : NULL, 0,
-               model_key, ia3_key, s->key, dev, key_arg, run_key);
+    char run_key[33];
+    fisher_key(cfg, type, truef, (long)r.n, opts_given(&prog, "--seed") ? seed : -1, shard_arg ? r.shard_text : NULL,
+               0, r.model_key, r.ia3_key, s->key, r.dev, key_arg, run_key);
 
     int rbd = (int)bs * max_choices;
     tok_batch tb, rtb;
@@ -258,8 +220,7 @@ int main(int argc, char **argv) {
     }
     float *scores = mallocCheck(sizeof(float) * (s->n_choices + 1));
     int *pred = mallocCheck(sizeof(int) * (bs + 1));
-    const int **ins = mallocCheck(sizeof(int *) * bs), **outs = mallocCheck(sizeof(int *) * bs);
-    int *nins = mallocCheck(sizeof(int) * bs), *nouts = mallocCheck(sizeof(int) * bs);
+    int *pick = mallocCheck(sizeof(int) * bs);
     mc_progress pr;
     progress_init(&pr, "fisher", hi - lo, "examples");
     for (int64_t e0 = lo; e0 < hi; e0 += bs) {
@@ -268,13 +229,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < B; i++) {
             int64_t e = e0 + i, c0 = s->ex_choices[e];
             int nc = (int)(s->ex_choices[e + 1] - c0);
-            int c = truef ? fisher_sample_choice(scores + c0, nc, (uint64_t)seed, e) : s->label[e];
-            ins[i] = tok_input(s, e);
-            nins[i] = tok_input_len(s, e);
-            outs[i] = tok_choice(s, c0 + c);
-            nouts[i] = tok_choice_len(s, c0 + c);
+            pick[i] = truef ? fisher_sample_choice(scores + c0, nc, (uint64_t)seed, e) : s->label[e];
         }
-        tok_batch_fill(&tb, B, ins, nins, B, outs, nouts, NULL, 0, 0);
+        stage_fill(&r, &tb, e0, B, pick);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         t5_host_view(m, &hv);
@@ -325,12 +282,12 @@ int main(int argc, char **argv) {
     char kind[32];
     snprintf(kind, sizeof kind, "%s", block ? "fisher_block" : "fisher_diag");
     if (shard_arg) {
-        val_set_str(meta, "shard", shard_text);
+        val_set_str(meta, "shard", r.shard_text);
         shard_kind(block ? "fisher_block" : "fisher_diag", kind, sizeof kind);
     }
     mc_val *inp = val_set_map(meta, "inputs");
-    val_set_str(inp, "model", model_key);
-    if (ia3) val_set_str(inp, "ia3", ia3_key);
+    val_set_str(inp, "model", r.model_key);
+    if (ia3) val_set_str(inp, "ia3", r.ia3_key);
     val_set_str(inp, "data", s->key);
     const t5_tensor *tab = ia3 ? m->ia3_tensors : m->tensors;
     int nt = ia3 ? m->n_ia3_tensors : m->n_tensors;
@@ -368,12 +325,11 @@ int main(int argc, char **argv) {
         for (int i = 0; i < m->n_ia3_tensors; i++) free(blocks[i]);
         free(blocks);
     }
-    free(acc), free(scratch), free(scores), free(pred), free(ins), free(outs), free(nins), free(nouts);
+    free(acc), free(scratch), free(scores), free(pred), free(pick);
     tok_batch_free(&tb);
     tok_batch_free(&rtb);
-    tok_free(s);
     t5_host_view_free(m, hv);
-    t5_free(m);
+    stage_close(&r);
     cfg_free(cfg);
     return 0;
 }

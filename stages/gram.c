@@ -1,5 +1,5 @@
 /* gram - input and output-gradient Gram matrices of every linear layer of a
- * full model (DESIGN.md sections 4 and 6), for RegMean and MaTS.
+ * full model, for RegMean and MaTS: a `gram` artifact.
  *
  *   gram --model M.msgpack --data T.msgpack [--examples N] [--shard I/N] [--config EXP.conf]
  *        [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack
@@ -38,6 +38,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "stage.h"
 #include "shard.h"
 #include "stats.h"
 #include "t5.h"
@@ -74,20 +75,11 @@ static void gram_key(mc_cfg *cfg, long n, const char *shard, int shards, const c
     char v[32];
     snprintf(v, sizeof v, "%ld", n);
     key_config(k, "gram.examples", v);
-    if (shard) key_config(k, "gram.shard", shard);
-    if (shards) {
-        snprintf(v, sizeof v, "%d", shards);
-        key_config(k, "gram.shards", v);
-    }
-    if (*model) key_input(k, "model", model);
-    if (*data) key_input(k, "data", data);
-    dev_key(k, cfg, "gram.device", dev);
-    key_digest(k, out);
-    key_free(k);
+    stage_key_finish(k, cfg, "gram", shard, shards, model, "", data, dev, out);
 }
 
 /* gram --reduce: shards 1..N into one gram artifact */
-static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
+static void reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, const char *out) {
     static const char *const kinds[] = {"gram", NULL};
     const char *kind;
     art_file **a = shard_open_all(paths, kinds, &kind);
@@ -112,9 +104,6 @@ static int reduce_main(const opt_list *paths, mc_cfg *cfg, const char *key_arg, 
     val_set(meta, "inputs", val_clone(inp));
     val_set_int(meta, "shards", n);
     shard_write(out, kind, run_key, meta, a, n, stream_tokens, NULL);
-    shard_close_all(a, n);
-    cfg_free(cfg);
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -129,87 +118,62 @@ int main(int argc, char **argv) {
          .help = "the full model (required unless --reduce)"},
         {.name = "--data", .kind = OPT_STR, .dst = &data, .arg = "T.msgpack", .flags = OPT_INPUT,
          .help = "the tokens artifact (required unless --reduce)"},
-        {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "1000",
-         .key = "gram.examples", .help = "the first N examples of --data"},
-        {.name = "--shard", .kind = OPT_STR, .dst = &shard_arg, .arg = "I/N", .key = "gram.shard",
-         .help = "compute shard I of N of the examples (a gram_shard artifact, for --reduce)"},
-        {.name = "--reduce", .kind = OPT_LIST, .dst = &reduce, .arg = "S1,...,SN", .flags = OPT_INPUT,
-         .key = "gram.shards", .help = "add the gram_shard artifacts of shards 1..N (in order) into the gram"},
-        OPT_ROWS_CONFIG(cfg),
-        OPT_ROW_DEVICE("where the model runs; default: DEVICE, else gram.device, else cpu"),
-        OPT_ROW_KEY(&key_arg),
-        OPT_ROW_OUT(&out, "G.msgpack", "the gram artifact"),
+        STAGE_ROWS_STATISTIC("gram", "gram", &examples, &shard_arg, &reduce, cfg, &key_arg, &out),
         {0}};
-    const opt_prog prog = {.name = "gram", .opts = rows,
-                           .about = "config: gram.batch_size (16), gram.max_input_len (512), gram.max_target_len (128)"};
+    const opt_prog prog = {.name = "gram", .opts = rows, .about = STAGE_ABOUT_STATISTIC("gram")};
     opts_parse(&prog, argc - 1, argv + 1);
-    mc_shard sh = {1, 1};
     if (reduce.n) {
         if (model || data || shard_arg || opts_given(&prog, "--examples"))
             die("--reduce takes the shards alone: drop --model, --data, --examples and --shard (the shards name theirs)");
-        return reduce_main(&reduce, cfg, key_arg, out);
+        reduce_main(&reduce, cfg, key_arg, out);
+        cfg_free(cfg);
+        return 0;
     }
     if (!model || !data) die("--model and --data are required (or --reduce S1,...,SN to add shards)");
-    if (shard_arg && shard_parse(shard_arg, &sh) < 0) die("%s", mc_error());
-    be_init_default(2);
-    long bs = cfg_int(cfg, "gram.batch_size", 16, 1, 1 << 16);
-    long max_in = cfg_int(cfg, "gram.max_input_len", 512, 4, 1 << 16);
-    long max_tgt = cfg_int(cfg, "gram.max_target_len", 128, 2, 1 << 16);
-    int dev = dev_resolve(cfg, "gram.device");
-    const mc_ops *ops = dev_ops(dev);
-    if (cfg_check_unknown(cfg, (const char *[]){"gram", NULL}) < 0) die("%s", mc_error());
+    stage_run r;
+    stage_open_statistic(&r, cfg, "gram", model, NULL, data, shard_arg, examples);
+    const mc_ops *ops = r.ops;
+    t5_model *m = r.m;
+    tok_set *s = r.s;
+    long bs = r.batch;
 
-    char model_key[33] = "";
-    t5_model *m = t5_load_model(model, 0, 0, model_key);
-    if (!m) die("%s", mc_error());
-    tok_set *s = tok_load(data, 1);
-    if (!s) die("%s", mc_error());
-    if (s->n < 1) die("%s: no examples (empty split?)", data);
-    if (s->max_id >= m->c.vocab_size)
-        die("%s: token id %d is outside the model's vocabulary of %d", data, s->max_id, m->c.vocab_size);
-    int64_t n = examples < s->n ? examples : s->n, lo, hi;
-    shard_range(&sh, n, &lo, &hi);
-    if (lo >= hi)
-        die("--shard %s of %lld examples is empty: use at most %lld shards", shard_arg, (long long)n, (long long)n);
-
-    char run_key[33], shard_text[48];
-    snprintf(shard_text, sizeof shard_text, "%ld/%ld", sh.i, sh.n);
-    gram_key(cfg, (long)n, shard_arg ? shard_text : NULL, 0, model_key, s->key, dev, key_arg, run_key);
+    char run_key[33];
+    gram_key(cfg, (long)r.n, shard_arg ? r.shard_text : NULL, 0, r.model_key, s->key, r.dev, key_arg, run_key);
 
     tok_batch tb;
-    tok_batch_init(&tb, (int)bs, (int)max_in, (int)bs, (int)max_tgt);
+    tok_batch_init(&tb, (int)bs, (int)r.max_in, (int)bs, (int)r.max_tgt);
     t5_to_device(m, ops);
-    t5_alloc_acts(m, (int)bs, (int)max_in, (int)bs, (int)max_tgt, 1);
+    t5_alloc_acts(m, (int)bs, (int)r.max_in, (int)bs, (int)r.max_tgt, 1);
     int ng = 0;
     st_gram *g = st_gram_new(m, &ng);
     float *scratch = ops->alloc(sizeof(float) * st_gram_scratch_floats(m));
     long n_enc = 0, n_dec = 0;
     mc_progress pr;
-    progress_init(&pr, "gram", hi - lo, "examples");
-    for (int64_t e0 = lo; e0 < hi; e0 += bs) {
-        int B = (int)(hi - e0 < bs ? hi - e0 : bs);
-        tok_batch_gold(&tb, s, e0, B);
+    progress_init(&pr, "gram", r.hi - r.lo, "examples");
+    for (int64_t e0 = r.lo; e0 < r.hi; e0 += bs) {
+        int B = (int)(r.hi - e0 < bs ? r.hi - e0 : bs);
+        stage_fill(&r, &tb, e0, B, NULL);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         st_gram_accum(m, g, ng, scratch, &n_enc, &n_dec);
-        progress_update(&pr, e0 + B - lo, NULL);
+        progress_update(&pr, e0 + B - r.lo, NULL);
     }
     progress_finish(&pr, NULL);
     st_gram_to_host(g, ng);
 
     mc_val *meta = val_map();
     val_set_str(meta, "stage", "gram");
-    val_set_int(meta, "n_examples", hi - lo);
+    val_set_int(meta, "n_examples", r.hi - r.lo);
     val_set_int(meta, "n_encoder_tokens", n_enc);
     val_set_int(meta, "n_decoder_tokens", n_dec);
     val_set_str(meta, "split", s->split);
     val_set_str(meta, "task", s->task);
     mc_val *inp = val_set_map(meta, "inputs");
-    val_set_str(inp, "model", model_key);
+    val_set_str(inp, "model", r.model_key);
     val_set_str(inp, "data", s->key);
     char name[128], kind[32] = "gram";
     if (shard_arg) {
-        val_set_str(meta, "shard", shard_text);
+        val_set_str(meta, "shard", r.shard_text);
         mc_val *enc = val_set_array(meta, "encoder_tensors");
         for (int i = 0; i < ng; i++) {
             if (g[i].stream != T5_ENC) continue;
@@ -245,13 +209,12 @@ int main(int argc, char **argv) {
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
     fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens; %.1f s, peak memory %.0f MiB)\n",
-            mc_progname(), out, ng, (long long)(hi - lo), n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+            mc_progname(), out, ng, (long long)(r.hi - r.lo), n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
 
     st_gram_free(g, ng);
     ops->release(scratch);
     tok_batch_free(&tb);
-    tok_free(s);
-    t5_free(m);
+    stage_close(&r);
     cfg_free(cfg);
     return 0;
 }

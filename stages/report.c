@@ -180,6 +180,26 @@ static int argmax(const opt_list *pairs) {
     return 0;
 }
 
+/* OUT (NAME.md) as NAME-WHAT-GROUP.EXT into path, opened for writing (dies
+ * if it cannot be); png (when not NULL) gets NAME-WHAT-GROUP.png. */
+static FILE *plot_open(char *path, size_t cap, char *png, size_t png_cap, const char *out, const char *what,
+                       const char *group, const char *ext) {
+    int stem = (int)(strlen(out) - 3);
+    snprintf(path, cap, "%.*s-%s-%s.%s", stem, out, what, group, ext);
+    if (png) snprintf(png, png_cap, "%.*s-%s-%s.png", stem, out, what, group);
+    FILE *f = fopen(path, "w");
+    if (!f) die("%s: cannot write", path);
+    return f;
+}
+
+/* gnuplot on the script gp, then the image png in md as "![ALT, GROUP](png)" */
+static void plot_run(FILE *md, const char *gp, const char *alt, const char *group, const char *png) {
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
+    if (system(cmd) != 0) die("gnuplot failed on %s (is gnuplot installed? scripts/install-deps.sh)", gp);
+    fprintf(md, "\n![%s, %s](%s)\n", alt, group, strrchr(png, '/') ? strrchr(png, '/') + 1 : png);
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     const char *manifest = NULL, *out = NULL, *title;
@@ -368,10 +388,7 @@ int main(int argc, char **argv) {
         for (int g = 0; g < ng; g++) {
             /* lambda curves: method -> lambda -> mean validation average */
             char dat[1024], gp[1024], png[1024];
-            snprintf(dat, sizeof dat, "%.*s-lambda-%s.dat", (int)(strlen(out) - 3), out, groups[g]);
-            snprintf(png, sizeof png, "%.*s-lambda-%s.png", (int)(strlen(out) - 3), out, groups[g]);
-            FILE *d = fopen(dat, "w");
-            if (!d) die("%s: cannot write", dat);
+            FILE *d = plot_open(dat, sizeof dat, png, sizeof png, out, "lambda", groups[g], "dat");
             char methods[64][64];
             int nm = 0;
             for (int i = 0; i < nr; i++) {
@@ -406,9 +423,7 @@ int main(int argc, char **argv) {
             }
             fclose(d);
             if (nm) {
-                snprintf(gp, sizeof gp, "%.*s-lambda-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
-                FILE *s = fopen(gp, "w");
-                if (!s) die("%s: cannot write", gp);
+                FILE *s = plot_open(gp, sizeof gp, NULL, 0, out, "lambda", groups[g], "gp");
                 fprintf(s, "set terminal pngcairo size 900,560 noenhanced\nset output '%s'\nset title 'Validation accuracy against lambda (%s)'\n"
                            "set xlabel 'lambda'\nset ylabel 'average validation accuracy (%%)'\nset key outside right\nset grid\nplot ",
                         png, groups[g]);
@@ -416,16 +431,10 @@ int main(int argc, char **argv) {
                     fprintf(s, "%s'%s' index %d using 1:2 with linespoints title '%s'", m ? ", " : "", dat, m, methods[m]);
                 fprintf(s, "\n");
                 fclose(s);
-                char cmd[2200];
-                snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
-                if (system(cmd) != 0) die("gnuplot failed on %s (is gnuplot installed? scripts/install-deps.sh)", gp);
-                fprintf(md, "\n![validation accuracy against lambda, %s](%s)\n", groups[g], strrchr(png, '/') ? strrchr(png, '/') + 1 : png);
+                plot_run(md, gp, "validation accuracy against lambda", groups[g], png);
             }
             /* per-task bars of the table's rows (means over seeds) */
-            snprintf(dat, sizeof dat, "%.*s-tasks-%s.dat", (int)(strlen(out) - 3), out, groups[g]);
-            snprintf(png, sizeof png, "%.*s-tasks-%s.png", (int)(strlen(out) - 3), out, groups[g]);
-            d = fopen(dat, "w");
-            if (!d) die("%s: cannot write", dat);
+            d = plot_open(dat, sizeof dat, png, sizeof png, out, "tasks", groups[g], "dat");
             char rows[64][64];
             int nrow = 0;
             for (int i = 0; i < nr; i++) {
@@ -452,19 +461,14 @@ int main(int argc, char **argv) {
             }
             fclose(d);
             if (nrow) {
-                snprintf(gp, sizeof gp, "%.*s-tasks-%s.gp", (int)(strlen(out) - 3), out, groups[g]);
-                FILE *s = fopen(gp, "w");
-                if (!s) die("%s: cannot write", gp);
+                FILE *s = plot_open(gp, sizeof gp, NULL, 0, out, "tasks", groups[g], "gp");
                 fprintf(s, "set terminal pngcairo size 1100,560 noenhanced\nset output '%s'\nset title 'Test accuracy per task (%s)'\n"
                            "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
                            "set ylabel 'test accuracy (%%)'\nset yrange [0:100]\nset key outside right\nset grid ytics\nset xtics rotate by -30\n"
                            "plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)\n",
                         png, groups[g], nrow + 1, dat);
                 fclose(s);
-                char cmd[2200];
-                snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
-                if (system(cmd) != 0) die("gnuplot failed on %s", gp);
-                fprintf(md, "\n![test accuracy per task, %s](%s)\n", groups[g], strrchr(png, '/') ? strrchr(png, '/') + 1 : png);
+                plot_run(md, gp, "test accuracy per task", groups[g], png);
             }
         }
     }

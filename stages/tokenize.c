@@ -16,7 +16,7 @@
  * model's eos id) and is cut to tokenize.max_input / tokenize.max_choice
  * tokens, EOS kept.
  *
- * `tokens` artifacts follow DESIGN section 4: input_ids, input_offsets,
+ * `tokens` artifacts (lib/tokens.h) hold input_ids, input_offsets,
  * choice_ids, choice_offsets, example_choices, label (corpus: input_ids and
  * input_offsets only, one row per line), ids as i32, offsets i64. Extra
  * tensors carried over from `examples`: template, example. meta: stage, task,
@@ -45,6 +45,7 @@
 #include "common.h"
 #include "config.h"
 #include "datasrc.h"
+#include "json.h"
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
@@ -133,13 +134,24 @@ static void idr_row(idrag *r, const int32_t *ids, size_t n, int eos, size_t max,
 
 static void idr_free(idrag *r) { free(r->ids); free(r->off); memset(r, 0, sizeof *r); }
 
-static void write_idr(art_writer *w, const char *ids_name, const char *off_name, idrag *r,
+static void write_idr(art_writer *w, const char *ids_name, const char *off_name, const idrag *r,
                       const char *path) {
-    if (!r->off) { r->off = callocCheck(1, sizeof *r->off); }
-    int64_t ni = (int64_t)r->n, no = (int64_t)r->rows + 1;
-    if (art_writer_tensor(w, ids_name, ART_I32, 1, &ni, r->ids ? (void *)r->ids : (void *)"") ||
-        art_writer_tensor(w, off_name, ART_I64, 1, &no, r->off))
+    if (art_writer_ragged(w, ids_name, ART_I32, r->ids, (int64_t)r->n, off_name, r->off, (int64_t)r->rows))
         die("%s: %s", path, mc_error());
+}
+
+/* Open a tokens artifact of n examples with n_tensors tensors and write its
+ * first six: the inputs, the choices (ragged), example_choices and label.
+ * Dies naming `out` on an error. */
+static art_writer *open_tokens(const char *out, const char *key, const mc_val *meta, size_t n_tensors,
+                               const idrag *inputs, const idrag *choices, const int64_t *exch, const int32_t *label,
+                               int64_t n) {
+    art_writer *w = art_writer_open(out, "tokens", key, meta, n_tensors);
+    if (!w) die("%s", mc_error());
+    write_idr(w, "input_ids", "input_offsets", inputs, out);
+    write_idr(w, "choice_ids", "choice_offsets", choices, out);
+    if (art_writer_rows(w, exch, label, n)) die("%s: %s", out, mc_error());
+    return w;
 }
 
 /* ------------------------------------------------------------ reading ragged text */
@@ -249,14 +261,8 @@ static void tokenize_examples(const vocab *v, const limits *lim, const char *in,
     const art_tensor *tt = art_find(a, "template"), *te = art_find(a, "example");
     int extra = (tt && tt->dtype == ART_I32 && tt->numel == inp.n) +
                 (te && te->dtype == ART_I32 && te->numel == inp.n);
-    art_writer *wr = art_writer_open(out, "tokens", key, meta, 6 + (size_t)extra);
-    if (!wr) die("%s", mc_error());
-    write_idr(wr, "input_ids", "input_offsets", &ri, out);
-    write_idr(wr, "choice_ids", "choice_offsets", &rc, out);
-    int64_t ne = inp.n + 1, nl = inp.n;
-    if (art_writer_tensor(wr, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(wr, "label", ART_I32, 1, &nl, label))
-        die("%s: %s", out, mc_error());
+    int64_t nl = inp.n;
+    art_writer *wr = open_tokens(out, key, meta, 6 + (size_t)extra, &ri, &rc, exch, label, nl);
     const art_tensor *ex[2] = { tt, te };
     for (int k = 0; k < 2; k++) {
         if (!ex[k] || ex[k]->dtype != ART_I32 || ex[k]->numel != inp.n) continue;
@@ -324,120 +330,9 @@ static void tokenize_corpus(const vocab *v, const limits *lim, const char *in, c
 
 /* ------------------------------------------------------------ JSON Lines */
 
-typedef struct {
-    const char *p, *end, *file;
-    size_t line;
-} jp;
-
-MC_NORETURN static void jfail(const jp *j, const char *what) {
+MC_NORETURN static void jfail(const char *file, size_t line, const char *what) {
     die("%s:%zu: %s: each line must be {\"input\": \"...\", \"choices\": [\"...\", ...], "
-        "\"label\": N}", j->file, j->line, what);
-}
-
-static void jws(jp *j) { while (j->p < j->end && isspace((unsigned char)*j->p)) j->p++; }
-
-static void put_utf8(ds_buf *b, uint32_t c) {
-    char u[4];
-    if (c < 0x80) { ds_buf_putc(b, (char)c); return; }
-    if (c < 0x800) { u[0] = (char)(0xC0 | c >> 6); u[1] = (char)(0x80 | (c & 0x3F)); ds_buf_put(b, u, 2); return; }
-    if (c < 0x10000) {
-        u[0] = (char)(0xE0 | c >> 12); u[1] = (char)(0x80 | (c >> 6 & 0x3F)); u[2] = (char)(0x80 | (c & 0x3F));
-        ds_buf_put(b, u, 3);
-        return;
-    }
-    u[0] = (char)(0xF0 | c >> 18); u[1] = (char)(0x80 | (c >> 12 & 0x3F));
-    u[2] = (char)(0x80 | (c >> 6 & 0x3F)); u[3] = (char)(0x80 | (c & 0x3F));
-    ds_buf_put(b, u, 4);
-}
-
-static int hex4(const char *p, uint32_t *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int c = (unsigned char)p[i], d = isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                                        : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        *v = *v * 16 + (uint32_t)d;
-    }
-    return 0;
-}
-
-/* Parse a JSON string at j->p into b (NUL-terminated). */
-static void jstring(jp *j, ds_buf *b) {
-    b->len = 0;
-    ds_buf_put(b, "", 0);
-    if (j->p >= j->end || *j->p != '"') jfail(j, "expected a string");
-    j->p++;
-    while (j->p < j->end && *j->p != '"') {
-        unsigned char c = (unsigned char)*j->p;
-        if (c < 0x20) jfail(j, "control character inside a string");
-        if (c != '\\') { ds_buf_putc(b, (char)c); j->p++; continue; }
-        if (j->end - j->p < 2) jfail(j, "unterminated escape");
-        char e = j->p[1];
-        j->p += 2;
-        switch (e) {
-        case '"': ds_buf_putc(b, '"'); break;
-        case '\\': ds_buf_putc(b, '\\'); break;
-        case '/': ds_buf_putc(b, '/'); break;
-        case 'b': ds_buf_putc(b, '\b'); break;
-        case 'f': ds_buf_putc(b, '\f'); break;
-        case 'n': ds_buf_putc(b, '\n'); break;
-        case 'r': ds_buf_putc(b, '\r'); break;
-        case 't': ds_buf_putc(b, '\t'); break;
-        case 'u': {
-            uint32_t u, lo;
-            if (j->end - j->p < 4 || hex4(j->p, &u)) jfail(j, "bad \\u escape");
-            j->p += 4;
-            if (u >= 0xD800 && u < 0xDC00) {
-                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) ||
-                    lo < 0xDC00 || lo >= 0xE000)
-                    jfail(j, "unpaired surrogate in \\u escape");
-                j->p += 6;
-                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (u >= 0xDC00 && u < 0xE000) {
-                jfail(j, "unpaired surrogate in \\u escape");
-            }
-            put_utf8(b, u);
-            break;
-        }
-        default: jfail(j, "unknown escape");
-        }
-    }
-    if (j->p >= j->end) jfail(j, "unterminated string");
-    j->p++;
-}
-
-static void jskip(jp *j, int depth) {
-    jws(j);
-    if (depth > 64) jfail(j, "nesting too deep");
-    if (j->p >= j->end) jfail(j, "unexpected end of line");
-    char c = *j->p;
-    ds_buf tmp = { 0 };
-    if (c == '"') { jstring(j, &tmp); ds_buf_free(&tmp); return; }
-    if (c == '{' || c == '[') {
-        char close = c == '{' ? '}' : ']';
-        j->p++;
-        jws(j);
-        if (j->p < j->end && *j->p == close) { j->p++; return; }
-        for (;;) {
-            if (c == '{') {
-                jws(j);
-                jstring(j, &tmp);
-                jws(j);
-                if (j->p >= j->end || *j->p != ':') jfail(j, "expected ':'");
-                j->p++;
-            }
-            jskip(j, depth + 1);
-            jws(j);
-            if (j->p < j->end && *j->p == ',') { j->p++; continue; }
-            if (j->p < j->end && *j->p == close) { j->p++; break; }
-            jfail(j, "expected ',' or a closing bracket");
-        }
-        ds_buf_free(&tmp);
-        return;
-    }
-    const char *s = j->p;
-    while (j->p < j->end && (isalnum((unsigned char)*j->p) || strchr("+-.", *j->p))) j->p++;
-    if (j->p == s) jfail(j, "unexpected character");
+        "\"label\": N}", file, line, what);
 }
 
 static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, const char *task,
@@ -451,88 +346,42 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     int32_t *label = NULL;
     size_t n = 0, trunc_i = 0, trunc_c = 0;
     exch[0] = 0;
-    ds_buf s = { 0 }, key = { 0 };
-    jp j = { (const char *)buf, (const char *)buf, in, 0 };
-    const char *end = (const char *)buf + len;
+    const char *p = (const char *)buf, *end = (const char *)buf + len;
     /* a UTF-8 byte-order mark (what some editors put first) is not text */
-    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) j.p += 3;
-    while (j.p < end) {
-        const char *le = memchr(j.p, '\n', (size_t)(end - j.p));
+    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) p += 3;
+    for (size_t line = 1; p < end; line++) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
         if (!le) le = end;
-        j.line++;
-        j.end = le;
-        jws(&j);
-        if (j.p == le) { j.p = le + 1; continue; }
-        if (*j.p != '{') jfail(&j, "not a JSON object");
-        j.p++;
-        int have_in = 0, have_ch = 0, have_lab = 0, nch = 0;
-        long lab = -1;
-        for (;;) {
-            jws(&j);
-            if (j.p < le && *j.p == '}') { j.p++; break; }
-            jstring(&j, &key);
-            jws(&j);
-            if (j.p >= le || *j.p != ':') jfail(&j, "expected ':' after a key");
-            j.p++;
-            jws(&j);
-            if (!strcmp(key.p, "input")) {
-                jstring(&j, &s);
-                spm_encode(v->m, s.p, s.len, &w);
-                idr_row(&ri, w.ids, w.n_ids, v->eos, (size_t)lim->max_input, &trunc_i);
-                have_in = 1;
-            } else if (!strcmp(key.p, "choices")) {
-                if (j.p >= le || *j.p != '[') jfail(&j, "\"choices\" is not an array");
-                j.p++;
-                jws(&j);
-                while (j.p < le && *j.p != ']') {
-                    jstring(&j, &s);
-                    spm_encode(v->m, s.p, s.len, &w);
-                    idr_row(&rc, w.ids, w.n_ids, v->eos, (size_t)lim->max_choice, &trunc_c);
-                    nch++;
-                    jws(&j);
-                    if (j.p < le && *j.p == ',') {
-                        j.p++;
-                        jws(&j);
-                        if (j.p < le && *j.p == ']') jfail(&j, "trailing ',' in \"choices\"");
-                    }
-                    else if (j.p >= le || *j.p != ']') jfail(&j, "expected ',' or ']' in \"choices\"");
-                }
-                if (j.p >= le) jfail(&j, "unterminated \"choices\" array");
-                j.p++;
-                have_ch = 1;
-            } else if (!strcmp(key.p, "label")) {
-                /* parsed within the line (the buffer holds no NUL after it) */
-                const char *e = j.p;
-                int neg = e < le && *e == '-';
-                e += neg;
-                long v = 0;
-                const char *digits = e;
-                while (e < le && *e >= '0' && *e <= '9' && v < 100000000) v = v * 10 + (*e++ - '0');
-                if (e == digits || (e < le && ((*e >= '0' && *e <= '9') || *e == '.' || *e == 'e' || *e == 'E')))
-                    jfail(&j, "\"label\" is not an integer");
-                lab = neg ? -v : v;
-                j.p = e;
-                have_lab = 1;
-            } else {
-                jskip(&j, 0);
-            }
-            jws(&j);
-            if (j.p < le && *j.p == ',') { j.p++; continue; }
-            if (j.p < le && *j.p == '}') { j.p++; break; }
-            jfail(&j, "expected ',' or '}'");
+        const char *q = p;
+        while (q < le && isspace((unsigned char)*q)) q++;
+        if (q == le) { p = le + 1; continue; } /* a blank line */
+        mc_val *ex = json_parse_line(p, (size_t)(le - p), in, (long)line);
+        if (!ex) die("%s", mc_error());
+        if (ex->type != VAL_MAP) jfail(in, line, "not a JSON object");
+        const mc_val *input = val_get(ex, "input"), *choices = val_get(ex, "choices"), *lab = val_get(ex, "label");
+        if (!input || !choices || !lab)
+            jfail(in, line, !input ? "missing \"input\"" : !choices ? "missing \"choices\"" : "missing \"label\"");
+        if (input->type != VAL_STR) jfail(in, line, "\"input\" is not a string");
+        if (choices->type != VAL_ARRAY) jfail(in, line, "\"choices\" is not an array");
+        size_t nch = choices->v.c.n;
+        if (nch < 1) jfail(in, line, "\"choices\" is empty");
+        for (size_t c = 0; c < nch; c++)
+            if (choices->v.c.items[c]->type != VAL_STR) jfail(in, line, "a choice is not a string");
+        if (lab->type != VAL_INT && lab->type != VAL_UINT) jfail(in, line, "\"label\" is not an integer");
+        if (lab->type == VAL_UINT || lab->v.i < 0 || lab->v.i >= (int64_t)nch) jfail(in, line, "\"label\" is not an index into \"choices\"");
+        spm_encode(v->m, input->v.str.s, input->v.str.len, &w);
+        idr_row(&ri, w.ids, w.n_ids, v->eos, (size_t)lim->max_input, &trunc_i);
+        for (size_t c = 0; c < nch; c++) {
+            spm_encode(v->m, choices->v.c.items[c]->v.str.s, choices->v.c.items[c]->v.str.len, &w);
+            idr_row(&rc, w.ids, w.n_ids, v->eos, (size_t)lim->max_choice, &trunc_c);
         }
-        jws(&j);
-        if (j.p != le) jfail(&j, "trailing characters after the object");
-        if (!have_in || !have_ch || !have_lab)
-            jfail(&j, !have_in ? "missing \"input\"" : !have_ch ? "missing \"choices\"" : "missing \"label\"");
-        if (nch < 1) jfail(&j, "\"choices\" is empty");
-        if (lab < 0 || lab >= nch) jfail(&j, "\"label\" is not an index into \"choices\"");
         exch = reallocCheck(exch, (n + 2) * sizeof *exch);
         label = reallocCheck(label, (n + 1) * sizeof *label);
-        exch[n + 1] = exch[n] + nch;
-        label[n] = (int32_t)lab;
+        exch[n + 1] = exch[n] + (int64_t)nch;
+        label[n] = (int32_t)lab->v.i;
         n++;
-        j.p = le + 1;
+        val_free(ex);
+        p = le + 1;
     }
     if (n == 0) die("%s: no examples: the file is empty", in);
     char fkey[33], okey[33];
@@ -549,22 +398,13 @@ static void tokenize_jsonl(const vocab *v, const limits *lim, const char *in, co
     val_set_int(meta, "n_examples", (int64_t)n);
     val_set_int(meta, "n_truncated_inputs", (int64_t)trunc_i);
     val_set_int(meta, "n_truncated_choices", (int64_t)trunc_c);
-    art_writer *wr = art_writer_open(out, "tokens", okey, meta, 6);
-    if (!wr) die("%s", mc_error());
-    write_idr(wr, "input_ids", "input_offsets", &ri, out);
-    write_idr(wr, "choice_ids", "choice_offsets", &rc, out);
-    int64_t ne = (int64_t)n + 1, nl = (int64_t)n;
-    if (art_writer_tensor(wr, "example_choices", ART_I64, 1, &ne, exch) ||
-        art_writer_tensor(wr, "label", ART_I32, 1, &nl, label))
-        die("%s: %s", out, mc_error());
+    art_writer *wr = open_tokens(out, okey, meta, 6, &ri, &rc, exch, label, (int64_t)n);
     if (art_writer_close(wr)) die("%s", mc_error());
     fprintf(stderr, "tokenize: %s (%s.%s) %zu examples -> %s\n", in, task, split, n, out);
     val_free(meta);
     idr_free(&ri);
     idr_free(&rc);
     spm_ws_free(&w);
-    ds_buf_free(&s);
-    ds_buf_free(&key);
     free(exch);
     free(label);
     free(buf);
@@ -728,6 +568,19 @@ static void export_model(const char *vpath, const char *out) {
     art_close(a);
 }
 
+/* The shortest of three runs of the shell command cmd, in seconds; dies
+ * with `fail` when a run fails. */
+static double best_of_3(const char *cmd, const char *fail) {
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = mc_now();
+        if (system(cmd) != 0) die("%s", fail);
+        double dt = mc_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
 static void bench(const vocab *v, const char *vpath, const char *corpus) {
     char dir[] = "/tmp/mats-bench-XXXXXX";
     if (!mkdtemp(dir)) die("mkdtemp: %s", strerror(errno));
@@ -761,22 +614,10 @@ static void bench(const vocab *v, const char *vpath, const char *corpus) {
     /* spm_encode: the same lines, ids to a file */
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "spm_encode --model=%s --output_format=id < %s > %s", model, txt, outp);
-    double sbest = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mc_now();
-        if (system(cmd) != 0) die("spm_encode failed: install sentencepiece");
-        double dt = mc_now() - t0;
-        if (dt < sbest) sbest = dt;
-    }
+    double sbest = best_of_3(cmd, "spm_encode failed: install sentencepiece");
     /* ours, end to end like spm_encode: read the file, write ids as text */
     snprintf(cmd, sizeof cmd, "/proc/%d/exe --vocab %s --encode < %s > %s.mine", (int)getpid(), vpath, txt, outp);
-    double ebest = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mc_now();
-        if (system(cmd) != 0) die("tokenize --encode failed");
-        double dt = mc_now() - t0;
-        if (dt < ebest) ebest = dt;
-    }
+    double ebest = best_of_3(cmd, "tokenize --encode failed");
     char cmp[512];
     snprintf(cmp, sizeof cmp, "cmp -s %s %s.mine", outp, outp);
     int same = system(cmp) == 0;

@@ -53,6 +53,39 @@ static inline int t_done(void) {
     return t_fail ? 1 : 0;
 }
 
+/* A tool mode of a test program (`test_x --write ...`, for the shell
+ * tests): when `cond` holds, main runs `call` (0, or nonzero with
+ * mc_error() set, which it prints) and ends. */
+#define T_TOOL_MODE(cond, call)                                                 \
+    do {                                                                        \
+        if (cond) {                                                             \
+            if ((call) != 0) {                                                  \
+                fprintf(stderr, "%s\n", mc_error());                            \
+                return 1;                                                       \
+            }                                                                   \
+            return 0;                                                           \
+        }                                                                       \
+    } while (0)
+
+/* A fresh folder for a test's files, /tmp/NAME.XXXXXX, into dir (size
+ * bytes); exits with a FAIL line when it cannot be made. */
+static inline void t_tmpdir(char *dir, size_t size, const char *name) {
+    snprintf(dir, size, "/tmp/%s.XXXXXX", name);
+    if (!mkdtemp(dir)) {
+        printf("FAIL cannot make the temporary folder %s\n", dir);
+        exit(1);
+    }
+}
+
+/* Remove the folder of t_tmpdir (rm -rf) and close with t_done(): the
+ * last line of a test's main. */
+static inline int t_done_rm(const char *dir) {
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return t_done();
+}
+
 /* Compare two float arrays the llm.c way: print the first mismatches and the
  * max error; pass when |a-b| <= atol + rtol*|b| everywhere. Returns 1 if ok. */
 static inline int t_close(const char *label, const float *a, const float *b, long n,

@@ -128,6 +128,15 @@ static void test_wrong_kind_rejected(void) {
     art_close(a);
 }
 
+/* The bytes of the sample artifact (the caller frees them). */
+static unsigned char *sample_bytes(size_t *n) {
+    char p[300];
+    path_in(p, sizeof p, "sample.msgpack");
+    unsigned char *b = NULL;
+    if (mc_read_file(p, &b, n) < 0) die("%s", mc_error());
+    return b;
+}
+
 static void rehash(unsigned char *b, size_t n) {
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, XXH3_128bits(b, n - ART_TRAILER));
@@ -135,11 +144,8 @@ static void rehash(unsigned char *b, size_t n) {
 }
 
 static void test_unknown_version_rejected(void) {
-    char p[300];
-    path_in(p, sizeof p, "sample.msgpack");
-    unsigned char *b;
     size_t n;
-    mc_read_file(p, &b, &n);
+    unsigned char *b = sample_bytes(&n);
     CHECK(b[6] == 0x01, "version byte at offset 6 is %02x", b[6]);
     b[6] = 0x02;
     rehash(b, n);
@@ -157,11 +163,8 @@ static void test_unknown_version_rejected(void) {
 }
 
 static void test_every_flipped_byte_rejected(void) {
-    char p[300];
-    path_in(p, sizeof p, "sample.msgpack");
-    unsigned char *b;
     size_t n;
-    mc_read_file(p, &b, &n);
+    unsigned char *b = sample_bytes(&n);
     size_t accepted = 0;
     for (size_t i = 0; i < n; i++)
         for (int bit = 0; bit < 8; bit += 3) {
@@ -176,11 +179,8 @@ static void test_every_flipped_byte_rejected(void) {
 }
 
 static void test_every_truncation_rejected(void) {
-    char p[300];
-    path_in(p, sizeof p, "sample.msgpack");
-    unsigned char *b;
     size_t n;
-    mc_read_file(p, &b, &n);
+    unsigned char *b = sample_bytes(&n);
     size_t accepted = 0;
     for (size_t len = 0; len < n; len++) {
         art_file *a = art_open_buffer(b, len, "trunc", NULL);
@@ -259,12 +259,8 @@ static void test_killed_writer_leaves_nothing(void) {
 
 int main(int argc, char **argv) {
     /* `test_art --write PATH KIND`: write the sample artifact (for shell tests). */
-    if (argc == 4 && !strcmp(argv[1], "--write")) {
-        if (write_sample(argv[2], argv[3]) != 0) die("%s", mc_error());
-        return 0;
-    }
-    snprintf(dir, sizeof dir, "/tmp/mats-test-art.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    T_TOOL_MODE(argc == 4 && !strcmp(argv[1], "--write"), write_sample(argv[2], argv[3]));
+    t_tmpdir(dir, sizeof dir, "mats-test-art");
     RUN(test_roundtrip_every_dtype);
     RUN(test_wrong_kind_rejected);
     RUN(test_unknown_version_rejected);
@@ -273,8 +269,5 @@ int main(int argc, char **argv) {
     RUN(test_missing_file_message);
     RUN(test_writer_misuse);
     RUN(test_killed_writer_leaves_nothing);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

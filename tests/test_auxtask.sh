@@ -5,12 +5,9 @@
 # gold continuation is the text that follows), tokenize takes them, and bad
 # input fails with one line.
 set -u
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh" test_auxtask
 FX_NAME=auxtask_fixture
 source tests/data_fixture.sh
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
 SETS=(--set auxtask.examples=600 --set auxtask.max_words=40 --set auxtask.choice_words=6)
 
 for t in source order continuation; do

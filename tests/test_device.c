@@ -252,6 +252,20 @@ static void acc_grads_free(const mc_ops *o, acc_grads *g) {
     }
 }
 
+/* `runs` runs of a backward entry into the gradients g (prefilled, then
+ * fetched each run), checked and freed: `call` reads `acc` (acc_of_run). */
+#define ACC_RUNS_CHECK(o, g, runs, name, nan_run, call)                                            \
+    do {                                                                                           \
+        for (int run = 0; run < (runs); run++) {                                                   \
+            int acc = acc_of_run(run);                                                             \
+            acc_grads_prefill(o, g, run);                                                          \
+            call;                                                                                  \
+            acc_grads_fetch(o, g, run);                                                            \
+        }                                                                                          \
+        acc_grads_check(o, g, name, nan_run);                                                      \
+        acc_grads_free(o, g);                                                                      \
+    } while (0)
+
 static void check_table_acc(const mc_ops *o, int nan_run) {
     int N = 6, D = 8, I = 8, O = 5;
     int B = 2, Tq = 3, Tk = 4, H = 2, K = 3, HK = H * K;
@@ -265,13 +279,8 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
         o->rmsnorm_forward(y, rs, x, w, N, D, 1e-6f);
         long an[] = {(long)N * D};
         acc_grads_init(o, &g, 1, an, D);
-        for (int run = 0; run < runs; run++) {
-            acc_grads_prefill(o, &g, run);
-            o->rmsnorm_backward(g.ad[0], g.pd, dout, x, w, rs, N, D, acc_of_run(run));
-            acc_grads_fetch(o, &g, run);
-        }
-        acc_grads_check(o, &g, "rmsnorm_backward", nan_run);
-        acc_grads_free(o, &g);
+        ACC_RUNS_CHECK(o, &g, runs, "rmsnorm_backward", nan_run,
+                       o->rmsnorm_backward(g.ad[0], g.pd, dout, x, w, rs, N, D, acc));
         o->release(x), o->release(w), o->release(dout), o->release(y), o->release(rs);
     }
     { /* linear */
@@ -279,13 +288,8 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
         float *dout = acc_buf(o, (long)N * O, 1);
         long an[] = {(long)N * I};
         acc_grads_init(o, &g, 1, an, (long)O * I);
-        for (int run = 0; run < runs; run++) {
-            acc_grads_prefill(o, &g, run);
-            o->linear_backward(g.ad[0], g.pd, dout, x, w, N, I, O, acc_of_run(run));
-            acc_grads_fetch(o, &g, run);
-        }
-        acc_grads_check(o, &g, "linear_backward", nan_run);
-        acc_grads_free(o, &g);
+        ACC_RUNS_CHECK(o, &g, runs, "linear_backward", nan_run,
+                       o->linear_backward(g.ad[0], g.pd, dout, x, w, N, I, O, acc));
         o->release(x), o->release(w), o->release(dout);
     }
     { /* IA3 */
@@ -293,13 +297,7 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
         float *dout = acc_buf(o, (long)N * D, 1);
         long an[] = {(long)N * D};
         acc_grads_init(o, &g, 1, an, D);
-        for (int run = 0; run < runs; run++) {
-            acc_grads_prefill(o, &g, run);
-            o->ia3_backward(g.ad[0], g.pd, dout, x, s, N, D, acc_of_run(run));
-            acc_grads_fetch(o, &g, run);
-        }
-        acc_grads_check(o, &g, "ia3_backward", nan_run);
-        acc_grads_free(o, &g);
+        ACC_RUNS_CHECK(o, &g, runs, "ia3_backward", nan_run, o->ia3_backward(g.ad[0], g.pd, dout, x, s, N, D, acc));
         o->release(x), o->release(s), o->release(dout);
     }
     { /* gated GELU (n = 37: not a multiple of the CPU's 4-wide groups) */
@@ -308,13 +306,8 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
         float *dout = acc_buf(o, n, 1);
         long an[] = {n, n};
         acc_grads_init(o, &g, 2, an, 0);
-        for (int run = 0; run < runs; run++) {
-            acc_grads_prefill(o, &g, run);
-            o->gated_gelu_backward(g.ad[0], g.ad[1], dout, h0, h1, n, acc_of_run(run));
-            acc_grads_fetch(o, &g, run);
-        }
-        acc_grads_check(o, &g, "gated_gelu_backward", nan_run);
-        acc_grads_free(o, &g);
+        ACC_RUNS_CHECK(o, &g, runs, "gated_gelu_backward", nan_run,
+                       o->gated_gelu_backward(g.ad[0], g.ad[1], dout, h0, h1, n, acc));
         o->release(h0), o->release(h1), o->release(dout);
     }
     { /* attention (dbias is a parameter gradient: the position-bias table's) */
@@ -326,14 +319,8 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
         o->attention_forward(out, probs, q, k, v, bias, NULL, NULL, 0, B, Tq, Tk, H, K);
         long an[] = {nq, nk, nk};
         acc_grads_init(o, &g, 3, an, (long)H * Tq * Tk);
-        for (int run = 0; run < runs; run++) {
-            acc_grads_prefill(o, &g, run);
-            o->attention_backward(g.ad[0], g.ad[1], g.ad[2], g.pd, scratch, dout, q, k, v, probs, B,
-                                  Tq, Tk, H, K, acc_of_run(run));
-            acc_grads_fetch(o, &g, run);
-        }
-        acc_grads_check(o, &g, "attention_backward", nan_run);
-        acc_grads_free(o, &g);
+        ACC_RUNS_CHECK(o, &g, runs, "attention_backward", nan_run,
+                       o->attention_backward(g.ad[0], g.ad[1], g.ad[2], g.pd, scratch, dout, q, k, v, probs, B, Tq, Tk, H, K, acc));
         o->release(q), o->release(k), o->release(v), o->release(bias), o->release(dout);
         o->release(out), o->release(probs), o->release(scratch);
     }

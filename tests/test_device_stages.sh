@@ -4,11 +4,7 @@
 # that cannot be had (a build without GPU=1, or no GPU) fails with one line
 # saying what to do; --device cpu changes neither the key nor the bytes.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_device_stages.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+source "$(dirname "$0")/lib.sh" test_device_stages
 build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
 export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
 unset DEVICE MATS_GPU_MATH

@@ -4,11 +4,7 @@
 # must exit with status 1 (not a crash), print exactly one line on stderr,
 # name the offending option or file in it, and leave no output behind.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_errors.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+source "$(dirname "$0")/lib.sh" test_errors
 export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
 B=build/bin
 build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }
@@ -23,34 +19,6 @@ head -c $((size / 2)) "$M" > "$T/trunc.msgpack"
 $B/mkrandom --kind gram --like "$M" --seed 1 -o "$T/gram.msgpack" 2>/dev/null || { fail gram "mkrandom"; exit 1; }
 printf 'ia3\tties\t1\ttest\t1\t%s/missing-metrics.msgpack\n' "$T" > "$T/manifest.tsv"
 
-# expect NAME WORD COMMAND...: status 1, one stderr line containing WORD, no $T/out.*
-expect() {
-    local name=$1 word=$2; shift 2
-    rm -f "$T"/out.*
-    "$@" >/dev/null 2>"$T/err"
-    local rc=$? n
-    n=$(grep -c . "$T/err")
-    if [ $rc -eq 1 ] && [ "$n" -eq 1 ] && grep -qF -- "$word" "$T/err" && [ -z "$(ls "$T"/out.* 2>/dev/null)" ]; then
-        ok "$name"
-    else
-        fail "$name" "exit $rc, $n lines, want one naming '$word': $(head -3 "$T/err" | tr '\n' '|')"
-    fi
-}
-
-# expect_last NAME WORD COMMAND...: for a failure after the run started (its
-# header or progress lines come first): status 1, the last stderr line
-# contains WORD, no $T/out.* (no temporary file either)
-expect_last() {
-    local name=$1 word=$2; shift 2
-    rm -f "$T"/out.*
-    "$@" >/dev/null 2>"$T/err"
-    local rc=$?
-    if [ $rc -eq 1 ] && tail -1 "$T/err" | grep -qF -- "$word" && [ -z "$(ls "$T"/out.* 2>/dev/null)" ]; then
-        ok "$name"
-    else
-        fail "$name" "exit $rc, want a last line naming '$word' and no output: $(tail -2 "$T/err" | tr '\n' '|') $(ls "$T"/out.* 2>/dev/null)"
-    fi
-}
 
 for s in train eval fisher gram merge tokenize report prepare auxtask; do
     expect "${s}_unknown_option" "--bogus" $B/$s --bogus

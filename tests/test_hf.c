@@ -127,6 +127,23 @@ static void test_json_python_format(void) {
 
 /* ------------------------------------------------------------------ conversions */
 
+/* How many of the 16-bit values `bits` widen to other float32 bits than
+ * torch's `want`; the first `show` are printed. */
+static int widen_differs(const char *what, const st_tensor *bits, const st_tensor *want, float (*widen)(uint16_t),
+                         int show) {
+    int bad = 0;
+    for (int64_t i = 0; i < bits->numel; i++) {
+        uint16_t h;
+        uint32_t w, got;
+        memcpy(&h, bits->data + 2 * i, 2);
+        memcpy(&w, want->data + 4 * i, 4);
+        float g = widen(h);
+        memcpy(&got, &g, 4);
+        if (got != w && bad++ < show) printf("  %s %04x -> %08x, torch %08x\n", what, h, got, w);
+    }
+    return bad;
+}
+
 static void test_conversions_match_torch(void) {
     st_file *f = st_open(FIX "/convert.safetensors");
     CHECK(f != NULL, "%s", mc_error());
@@ -137,24 +154,8 @@ static void test_conversions_match_torch(void) {
     CHECK(bb && bf && hb && hf && src && tb && th, "fixture tensors missing");
     if (!(bb && bf && hb && hf && src && tb && th)) { st_close(f); return; }
     int bad = 0;
-    for (int64_t i = 0; i < bb->numel; i++) {
-        uint16_t h;
-        uint32_t want, got;
-        memcpy(&h, bb->data + 2 * i, 2);
-        memcpy(&want, bf->data + 4 * i, 4);
-        float g = hf_bf16_to_f32(h);
-        memcpy(&got, &g, 4);
-        if (got != want && bad++ < 5) printf("  bf16 %04x -> %08x, torch %08x\n", h, got, want);
-    }
-    for (int64_t i = 0; i < hb->numel; i++) {
-        uint16_t h;
-        uint32_t want, got;
-        memcpy(&h, hb->data + 2 * i, 2);
-        memcpy(&want, hf->data + 4 * i, 4);
-        float g = hf_f16_to_f32(h);
-        memcpy(&got, &g, 4);
-        if (got != want && bad++ < 10) printf("  f16 %04x -> %08x, torch %08x\n", h, got, want);
-    }
+    bad += widen_differs("bf16", bb, bf, hf_bf16_to_f32, 5 - bad);
+    bad += widen_differs("f16", hb, hf, hf_f16_to_f32, 10 - bad);
     for (int64_t i = 0; i < src->numel; i++) {
         float x;
         uint16_t wb, wh;
@@ -765,8 +766,7 @@ int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     if (argc == 3 && !strcmp(argv[1], "--write-tokens")) return write_tokens(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "--compare-scores")) return compare_scores(argv[2], argv[3]);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_hf.XXXXXX");
-    if (!mkdtemp(tmpdir)) die("mkdtemp failed");
+    t_tmpdir(tmpdir, sizeof tmpdir, "test_hf");
     RUN(test_json_values);
     RUN(test_json_errors);
     RUN(test_json_python_format);
@@ -781,8 +781,5 @@ int main(int argc, char **argv) {
     RUN(test_malformed);
     RUN(test_malformed_configs);
     RUN(test_malformed_dirs);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-    return t_done();
+    return t_done_rm(tmpdir);
 }

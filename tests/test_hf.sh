@@ -9,12 +9,9 @@
 #     the reference's scores;
 #   - bad input: one line on stderr naming the file, exit status 1.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+source "$(dirname "$0")/lib.sh" test_hf
 F=tests/fixtures/hf
 ART=build/bin/art
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
 q() { "$@" 2>"$T/err" >/dev/null; }
 
 # F32: bytes in, same bytes out

@@ -10,11 +10,7 @@
 # renamed its temporary file over whatever was there (as root, /dev/null
 # became a regular file), and a regression must not break the machine.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_hostile.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+source "$(dirname "$0")/lib.sh" test_hostile
 export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
 B=build/bin
 P=build/tests/test_loaders
@@ -27,35 +23,6 @@ $B/train --config configs/models/t5-micro.conf --set train.steps=1 --set train.b
 # poke NAME SRC EDIT...: $T/NAME.msgpack, a copy of SRC with the edits
 poke() { local n=$1 s=$2; shift 2; $P --poke "$s" "$T/$n.msgpack" "$@" || fail "poke_$n" "could not write"; }
 
-# expect NAME WORDS COMMAND...: status 1, one stderr line holding each
-# |-separated word, nothing at $T/out.*
-expect() {
-    local name=$1 words=$2; shift 2
-    rm -f "$T"/out.*
-    "$@" >/dev/null 2>"$T/err"
-    local rc=$? n w miss=
-    n=$(grep -c . "$T/err")
-    IFS='|' read -ra ws <<< "$words"
-    for w in "${ws[@]}"; do grep -qF -- "$w" "$T/err" || miss="$miss '$w'"; done
-    if [ $rc -eq 1 ] && [ "$n" -eq 1 ] && [ -z "$miss" ] && [ -z "$(ls "$T"/out.* 2>/dev/null)" ]; then
-        ok "$name"
-    else
-        fail "$name" "exit $rc, $n lines, missing$miss: $(head -3 "$T/err" | tr '\n' '|')"
-    fi
-}
-
-# expect_last NAME WORDS COMMAND...: the same for a refusal after the run
-# printed its header: status 1, the last stderr line holds each word
-expect_last() {
-    local name=$1 words=$2; shift 2
-    rm -f "$T"/out.*
-    "$@" >/dev/null 2>"$T/err"
-    local rc=$? w miss=
-    IFS='|' read -ra ws <<< "$words"
-    for w in "${ws[@]}"; do tail -1 "$T/err" | grep -qF -- "$w" || miss="$miss '$w'"; done
-    if [ $rc -eq 1 ] && [ -z "$miss" ]; then ok "$name"
-    else fail "$name" "exit $rc, missing$miss: $(tail -2 "$T/err" | tr '\n' '|')"; fi
-}
 
 # 1. choice ids of -100000000 crashed eval, fisher and gram (exit 139) and
 #    passed train; -7 read out of bounds everywhere and exited 0

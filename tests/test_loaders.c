@@ -495,10 +495,7 @@ static void test_export_refuses_before_writing(void) {
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    if (argc >= 4 && !strcmp(argv[1], "--poke")) {
-        if (poke(argv[2], argv[3], (const char *const *)argv + 4, argc - 4) < 0) die("%s", mc_error());
-        return 0;
-    }
+    T_TOOL_MODE(argc >= 4 && !strcmp(argv[1], "--poke"), poke(argv[2], argv[3], (const char *const *)argv + 4, argc - 4));
     if (argc == 3 && !strcmp(argv[1], "--write-samples")) {
         snprintf(dir, sizeof dir, "%s", argv[2]);
         path_in(tokens_path, sizeof tokens_path, "tokens.msgpack");
@@ -507,8 +504,7 @@ int main(int argc, char **argv) {
         write_corpus(tokens_path);
         return 0;
     }
-    snprintf(dir, sizeof dir, "/tmp/test_loaders.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_loaders");
     path_in(tokens_path, sizeof tokens_path, "tokens.msgpack");
     write_tokens(tokens_path);
     path_in(model_path, sizeof model_path, "model.msgpack");
@@ -526,8 +522,5 @@ int main(int argc, char **argv) {
     RUN(test_writer_checks_again_at_close);
     RUN(test_writer_does_not_follow_a_planted_link);
     RUN(test_export_refuses_before_writing);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

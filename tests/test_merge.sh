@@ -3,10 +3,9 @@
 # streaming methods keep peak RSS within three models plus one tensor for 8
 # models; every method runs end to end on random full and IA3 inputs.
 set -u
+source "$(dirname "$0")/lib.sh" test_merge_sh
 B=build/bin
-T=$(mktemp -d /tmp/test_merge_sh.XXXXXX)
 fails=0
-ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 
 # 8 models with two large tensors (shared, lm_head: 100000 x 16 f32 = 6.1 MiB each)
@@ -117,5 +116,5 @@ if $B/merge --list-methods > "$T/list" 2>"$T/list.err"; then
 else fail list_methods "exit $?: $(cat "$T/list.err")"; fi
 $B/merge --list-methods --method ties > /dev/null 2>&1 && fail list_methods_alone "took another argument" || ok list_methods_alone
 
-[ $fails -eq 0 ] && rm -rf "$T"
+[ $fails -eq 0 ] || KEEP=1 # the files stay for a look
 exit $((fails > 0))

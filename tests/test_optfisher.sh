@@ -9,8 +9,8 @@
 # belong; bad uses are one-line errors. The moments' arithmetic itself is
 # tests/test_optfisher.c (against torch's AdamW).
 set -u
-source "$(dirname "$0")/t5_data_env.sh" test_optfisher
-printf 'train.%s\n' "steps = 12" "batch_size = 8" "lr = 3e-3" "ckpt_every = 0" >> "$T/exp.conf"
+source "$(dirname "$0")/t5_data_env.sh" test_optfisher "train.steps = 12" "train.batch_size = 8" "train.lr = 3e-3" \
+    "train.ckpt_every = 0"
 meta() { build/bin/art show "$1" | awk -v k="\"$2\":" '$1 == k { v = $2; sub(",", "", v); gsub("\"", "", v); print v; exit }'; }
 key_of() { build/bin/art key "$1" | awk '{ print $NF }'; }
 # within: art diff A B says every tensor agrees to relative TOL

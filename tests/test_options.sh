@@ -9,11 +9,7 @@
 # were. MATS_BIN=DIR runs the programs of another build (to see these tests
 # fail on the code before them).
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d /tmp/test_options.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+source "$(dirname "$0")/lib.sh" test_options
 export MATS_THREADS=1 MATS_PROGRESS_SECONDS=1000
 B=${MATS_BIN:-build/bin}
 build/tests/test_t5_data --write "$T" || { fail data "could not write test data"; exit 1; }

@@ -221,12 +221,8 @@ static int write_corpus(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && !strcmp(argv[1], "--write-corpus")) {
-        if (write_corpus(argv[2]) < 0) die("%s", mc_error());
-        return 0;
-    }
-    snprintf(dir, sizeof dir, "/tmp/test_opts.XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    T_TOOL_MODE(argc == 3 && !strcmp(argv[1], "--write-corpus"), write_corpus(argv[2]));
+    t_tmpdir(dir, sizeof dir, "test_opts");
     RUN(test_int_rejects_fractions_overflow_and_junk);
     RUN(test_float_rejects_junk_and_nonfinite);
     RUN(test_config_values_use_the_same_parser);
@@ -235,8 +231,5 @@ int main(int argc, char **argv) {
     RUN(test_output_check);
     RUN(test_psd_check);
     RUN(test_t5_config_bounds_name_the_key);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

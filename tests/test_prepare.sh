@@ -6,12 +6,9 @@
 # unexpected file format or an unknown config key stops with one line naming
 # the file (and line).
 set -u
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh" test_prepare
 FX_NAME=prepare_fixture
 source tests/data_fixture.sh
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
 
 # 1. sizes (fixture caps: train 1000, validation 100, test 300)
 bad=""

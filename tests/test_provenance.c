@@ -7,7 +7,7 @@
  * another base, a model of another config, and statistics that are not
  * positive semi-definite are refused with one line, by every method that
  * uses them; --allow-mismatch merges anyway; statistics that do not say
- * what they were computed on are taken, as DESIGN section 4 asks. The
+ * what they were computed on (meta.inputs is optional) are taken. The
  * same with statistics the fisher and gram stages wrote (micro models
  * fine-tuned from one base): what merge checks is what they record.
  * MATS_BIN=DIR runs another build's programs. */
@@ -32,14 +32,20 @@ static const char *P(const char *name) {
     return buf[k];
 }
 
+/* The variable arguments after fmt, formatted into the array buf. */
+#define VFMT(buf, fmt)                                                                             \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        vsnprintf(buf, sizeof buf, fmt, ap_);                                                      \
+        va_end(ap_);                                                                               \
+    } while (0)
+
 /* Run a shell command; its exit status. */
 static int sh(const char *fmt, ...) MC_PRINTF(1, 2);
 static int sh(const char *fmt, ...) {
     char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
+    VFMT(cmd, fmt);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
@@ -48,10 +54,7 @@ static int sh(const char *fmt, ...) {
 static int merge(const char *fmt, ...) MC_PRINTF(1, 2);
 static int merge(const char *fmt, ...) {
     char args[3000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
+    VFMT(args, fmt);
     int rc = sh("%s/merge %s -o %s/out.msgpack >/dev/null 2>%s/err", bin, args, dir, dir);
     char p[600];
     snprintf(p, sizeof p, "%s/err", dir);
@@ -171,51 +174,47 @@ static int setup_stages(void) {
 
 /* one refusal: exit 1, one line, naming `word` */
 #define REFUSED(rc, word) CHECK((rc) == 1 && lines(err) == 1 && strstr(err, word), "rc %d, want one line naming '%s': %s", rc, word, err)
+/* a merge (the arguments of merge()) that must succeed; `what` names it */
+#define ACCEPTED(what, ...)                                                                        \
+    do {                                                                                           \
+        int rc_ = merge(__VA_ARGS__);                                                              \
+        CHECK(rc_ == 0, "%s: %s", what, err);                                                      \
+    } while (0)
+/* a test whose merge (the arguments of merge()) is one such refusal */
+#define REFUSAL_TEST(name, word, ...)                                                              \
+    static void name(void) {                                                                       \
+        int rc = merge(__VA_ARGS__);                                                               \
+        REFUSED(rc, word);                                                                         \
+    }
 
 static void test_paired_statistics_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("ga"), P("gb"));
-    CHECK(rc == 0, "regmean: %s", err);
-    rc = merge("--method mats --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("gb"));
-    CHECK(rc == 0, "mats: %s", err);
-    rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fb"));
-    CHECK(rc == 0, "ia3 mats: %s", err);
+    ACCEPTED("regmean", "--method regmean %s --gram %s,%s", FULL, P("ga"), P("gb"));
+    ACCEPTED("mats", "--method mats --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("gb"));
+    ACCEPTED("ia3 mats", "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fb"));
 }
 
-static void test_swapped_grams_refused(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("gb"), P("ga"));
-    REFUSED(rc, "was computed on model 2 of --models");
-}
+REFUSAL_TEST(test_swapped_grams_refused, "was computed on model 2 of --models",
+             "--method regmean %s --gram %s,%s", FULL, P("gb"), P("ga"))
 
-static void test_same_gram_twice_refused(void) {
-    int rc = merge("--method cg_regmean --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("ga"));
-    REFUSED(rc, "(number 2) was computed on model 1 of --models");
-}
+REFUSAL_TEST(test_same_gram_twice_refused, "(number 2) was computed on model 1 of --models",
+             "--method cg_regmean --iterations 5 %s --gram %s,%s", FULL, P("ga"), P("ga"))
 
-static void test_base_model_grams_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --gram %s,%s", FULL, P("gp"), P("gp"));
-    REFUSED(rc, "was computed on --pretrained");
-}
+REFUSAL_TEST(test_base_model_grams_refused, "was computed on --pretrained",
+             "--method mats --iterations 5 %s --gram %s,%s", FULL, P("gp"), P("gp"))
 
-static void test_ia3_fisher_block_of_another_base_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fbother"));
-    REFUSED(rc, "none of the inputs (meta.inputs.model)");
-}
+REFUSAL_TEST(test_ia3_fisher_block_of_another_base_refused, "none of the inputs (meta.inputs.model)",
+             "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fa"), P("fbother"))
 
-static void test_ia3_fisher_blocks_swapped_refused(void) {
-    int rc = merge("--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fb"), P("fa"));
-    REFUSED(rc, "(meta.inputs.ia3)");
-}
+REFUSAL_TEST(test_ia3_fisher_blocks_swapped_refused, "(meta.inputs.ia3)",
+             "--method mats --iterations 5 %s --fisher %s,%s", IA3, P("fb"), P("fa"))
 
-static void test_model_of_another_config_refused(void) {
-    int rc = merge("--method average --pretrained %s --models %s,%s", P("p"), P("a"), P("bcfg"));
-    REFUSED(rc, "d_model 16 vs 32");
-}
+REFUSAL_TEST(test_model_of_another_config_refused, "d_model 16 vs 32",
+             "--method average --pretrained %s --models %s,%s", P("p"), P("a"), P("bcfg"))
 
 static void test_allow_mismatch_merges_anyway(void) {
-    int rc = merge("--method regmean %s --gram %s,%s --allow-mismatch", FULL, P("gb"), P("ga"));
-    CHECK(rc == 0, "swapped grams: %s", err);
-    rc = merge("--method average --pretrained %s --models %s,%s --allow-mismatch", P("p"), P("a"), P("bcfg"));
-    CHECK(rc == 0, "config: %s", err);
+    ACCEPTED("swapped grams", "--method regmean %s --gram %s,%s --allow-mismatch", FULL, P("gb"), P("ga"));
+    ACCEPTED("config",
+             "--method average --pretrained %s --models %s,%s --allow-mismatch", P("p"), P("a"), P("bcfg"));
 }
 
 static void test_negated_statistics_refused_by_every_method(void) {
@@ -229,17 +228,14 @@ static void test_negated_statistics_refused_by_every_method(void) {
 }
 
 static void test_statistics_that_do_not_say_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", FULL, P("gb0"), P("ga0"));
-    CHECK(rc == 0, "statistics without meta.inputs (mkrandom's): %s", err);
+    ACCEPTED("statistics without meta.inputs (mkrandom's)",
+             "--method regmean %s --gram %s,%s", FULL, P("gb0"), P("ga0"));
 }
 
 static void test_stage_statistics_in_order_accepted(void) {
-    int rc = merge("--method regmean %s --gram %s,%s", SFULL, P("sg1"), P("sg2"));
-    CHECK(rc == 0, "regmean: %s", err);
-    rc = merge("--method fisher %s --fisher %s,%s", SFULL, P("sf1"), P("sf2"));
-    CHECK(rc == 0, "fisher: %s", err);
-    rc = merge("--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb1"), P("sb2"));
-    CHECK(rc == 0, "ia3 mats: %s", err);
+    ACCEPTED("regmean", "--method regmean %s --gram %s,%s", SFULL, P("sg1"), P("sg2"));
+    ACCEPTED("fisher", "--method fisher %s --fisher %s,%s", SFULL, P("sf1"), P("sf2"));
+    ACCEPTED("ia3 mats", "--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb1"), P("sb2"));
 }
 
 static void test_stage_statistics_mismatched_refused(void) {
@@ -251,14 +247,12 @@ static void test_stage_statistics_mismatched_refused(void) {
     REFUSED(rc, "(number 2) was computed on model 1 of --models");
     rc = merge("--method mats --iterations 3 %s --fisher %s,%s", SIA3, P("sb2"), P("sb1"));
     REFUSED(rc, "(meta.inputs.ia3)");
-    rc = merge("--method regmean %s --gram %s,%s --allow-mismatch", SFULL, P("sg2"), P("sg1"));
-    CHECK(rc == 0, "--allow-mismatch: %s", err);
+    ACCEPTED("--allow-mismatch", "--method regmean %s --gram %s,%s --allow-mismatch", SFULL, P("sg2"), P("sg1"));
 }
 
 int main(void) {
     if (getenv("MATS_BIN")) bin = getenv("MATS_BIN");
-    snprintf(dir, sizeof dir, "/tmp/test_provenance.XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    t_tmpdir(dir, sizeof dir, "test_provenance");
     setenv("MATS_THREADS", "1", 1);
     setenv("MATS_PROGRESS_SECONDS", "1000", 1);
     if (setup() < 0 || setup_stages() < 0) {
@@ -277,8 +271,5 @@ int main(void) {
     RUN(test_statistics_that_do_not_say_accepted);
     RUN(test_stage_statistics_in_order_accepted);
     RUN(test_stage_statistics_mismatched_refused);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

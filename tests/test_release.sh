@@ -8,11 +8,7 @@
 #   a corrupt or missing released file stops make before any stage runs, with
 #   one line naming the file and the command that rebuilds it.
 set -u
-cd "$(dirname "$0")/.."
-REPO=$PWD
-T=$(mktemp -d /tmp/mats-release.XXXXXX); [ -n "${KEEP:-}" ] || trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/lib.sh" mats-release
 export MATS_CACHE=$T/cache
 
 # --- the committed release

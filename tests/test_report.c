@@ -63,6 +63,23 @@ static char *slurp(const char *p) {
     return (char *)b;
 }
 
+/* build/bin/report [flags] on a manifest of `lines` ('@' stands for dir)
+ * into dir/NAME.md: its text (the caller frees it), NULL if it failed. */
+static char *report_of(const char *name, const char *lines, const char *flags) {
+    char man[400], out[400], cmd[1400];
+    snprintf(man, sizeof man, "%s/%s.tsv", dir, name);
+    snprintf(out, sizeof out, "%s/%s.md", dir, name);
+    FILE *f = fopen(man, "w");
+    if (!f) die("%s: cannot write", man);
+    for (const char *c = lines; *c; c++)
+        if (*c == '@') fputs(dir, f);
+        else fputc(*c, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s %s 2>/dev/null", man, out, flags);
+    CHECK(system(cmd) == 0, "report failed");
+    return slurp(out);
+}
+
 static void test_table(void) {
     int32_t mixed[4] = {0, 1, 1, 0}, single[4] = {0, 0, 1, 1}; /* single: each task one class */
     write_metrics("i1.msgpack", 0.8, 0.6, mixed, 4);
@@ -73,21 +90,14 @@ static void test_table(void) {
     int32_t la[5] = {0, 0, 0, 1, 2}, lb[4] = {1, 1, 0, 0};
     write_tokens("a.msgpack", "alpha", la, 5);
     write_tokens("b.msgpack", "beta", lb, 4);
-    char man[400], out[400], cmd[2400];
-    snprintf(man, sizeof man, "%s/manifest.tsv", dir);
-    snprintf(out, sizeof out, "%s/results.md", dir);
-    FILE *f = fopen(man, "w");
-    fprintf(f, "# group row seed split lambda path\n");
-    fprintf(f, "ia3\tmajority\t-\ttest\t-\t%s/a.msgpack,%s/b.msgpack\n", dir, dir);
-    fprintf(f, "ia3\tindividual\t1\ttest\t-\t%s/i1.msgpack\n", dir);
-    fprintf(f, " ia3\tindividual\t2\ttest\t-\t%s/i2.msgpack\n", dir); /* spaces around fields are ignored */
-    fprintf(f, "ia3\tties\t1\tvalidation\t0\t%s/t1v0.msgpack\n", dir);
-    fprintf(f, "ia3\tties\t1\tvalidation\t1\t%s/t1v1.msgpack\n", dir);
-    fprintf(f, "ia3\tties\t1\ttest\t1\t%s/t1.msgpack\n", dir);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s 2>/dev/null", man, out);
-    CHECK(system(cmd) == 0, "report failed");
-    char *md = slurp(out);
+    char *md = report_of("results", "# group row seed split lambda path\n"
+                                    "ia3\tmajority\t-\ttest\t-\t@/a.msgpack,@/b.msgpack\n"
+                                    "ia3\tindividual\t1\ttest\t-\t@/i1.msgpack\n"
+                                    " ia3\tindividual\t2\ttest\t-\t@/i2.msgpack\n" /* spaces around fields are ignored */
+                                    "ia3\tties\t1\tvalidation\t0\t@/t1v0.msgpack\n"
+                                    "ia3\tties\t1\tvalidation\t1\t@/t1v1.msgpack\n"
+                                    "ia3\tties\t1\ttest\t1\t@/t1.msgpack\n",
+                         "");
     CHECK(md != NULL, "no output");
     if (!md) return;
     CHECK(strstr(md, "| method | alpha | beta | **average** | of gap | λ | 1-class |") != NULL, "header:\n%s", md);
@@ -110,18 +120,12 @@ static void test_per_task_lines_combine(void) {
     write_metrics1("b1.msgpack", "beta", 0.5);
     write_metrics1("a2.msgpack", "alpha", 0.7);
     write_metrics1("b2.msgpack", "beta", 0.5);
-    char man[400], out[400], cmd[2400];
-    snprintf(man, sizeof man, "%s/m2.tsv", dir);
-    snprintf(out, sizeof out, "%s/r2.md", dir);
-    FILE *f = fopen(man, "w");
-    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/a1.msgpack\n", dir);
-    fprintf(f, "full\tindividual\t1\ttest\t-\t%s/b1.msgpack\n", dir);
-    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/a2.msgpack\n", dir);
-    fprintf(f, "full\tindividual\t2\ttest\t-\t%s/b2.msgpack\n", dir);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "build/bin/report --manifest %s -o %s --no-plots 2>/dev/null", man, out);
-    CHECK(system(cmd) == 0, "report failed");
-    char *md = slurp(out);
+    char *md = report_of("r2", "full\tindividual\t1\ttest\t-\t@/a1.msgpack\n"
+                               "full\tindividual\t1\ttest\t-\t@/b1.msgpack\n"
+                               "full\tindividual\t2\ttest\t-\t@/a2.msgpack\n"
+                               "full\tindividual\t2\ttest\t-\t@/b2.msgpack\n",
+                         "--no-plots");
+    char out[400], cmd[2400];
     /* seed averages 70 and 60: 65 ± 7.1 */
     CHECK(md && strstr(md, "| individual | 80.0 ± 14.1 | 50.0 ± 0.0 | **65.0 ± 7.1** | – | – | – |"), "row:\n%s", md ? md : "");
     free(md);
@@ -152,13 +156,9 @@ static void test_bad_manifest(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/mats-test-report.%ld", (long)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "mats-test-report");
     RUN(test_table);
     RUN(test_per_task_lines_combine);
     RUN(test_bad_manifest);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return 1;
-    return t_done();
+    return t_done_rm(dir);
 }

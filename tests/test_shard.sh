@@ -4,14 +4,8 @@
 # depend on N alone; wrong shards fail with one line. t5-micro, synthetic
 # tokens.
 set -u
-source "$(dirname "$0")/t5_data_env.sh" test_shard
-cat >> "$T/exp.conf" <<CONF
-train.steps = 20
-train.batch_size = 8
-train.lr = 3e-3
-fisher.batch_size = 4
-gram.batch_size = 4
-CONF
+source "$(dirname "$0")/t5_data_env.sh" test_shard "train.steps = 20" "train.batch_size = 8" "train.lr = 3e-3" \
+    "fisher.batch_size = 4" "gram.batch_size = 4"
 C=(--config "$T/exp.conf")
 if ! build/bin/train "${C[@]}" --data "$T/train.msgpack" -o "$T/m.msgpack" 2>"$T/log" ||
    ! build/bin/train "${C[@]}" --mode ia3 --init "$T/m.msgpack" --data "$T/train.msgpack" -o "$T/a.msgpack" 2>>"$T/log"; then

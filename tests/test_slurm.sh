@@ -17,13 +17,10 @@
 # machine where the cluster cannot start prints
 # "skip slurm_executor: why".
 set -u
-cd "$(dirname "$0")/.."
-REPO=$PWD
-T=$(mktemp -d /tmp/mats-slurm-test.XXXXXX)
-trap 'bash tests/slurm_cluster.sh stop "$T/cluster"; rm -rf "$T"' EXIT
+source "$(dirname "$0")/lib.sh" mats-slurm-test
+t_cleanup() { bash tests/slurm_cluster.sh stop "$T/cluster"; }
 T0=$(date +%s)  # seconds since the start, printed with each result
 ok() { echo "ok $1 [$(($(date +%s) - T0)) s]"; }
-fail() { echo "FAIL $1: $2"; }
 
 why=
 for b in srun scancel squeue slurmctld slurmd munged; do

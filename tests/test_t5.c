@@ -64,6 +64,15 @@ static t5_model *micro(int grads, int ia3) {
     return m;
 }
 
+/* micro(1, 0) after a forward and backward pass over the fixture batch */
+static t5_model *micro_backward(void) {
+    t5_model *m = micro(1, 0);
+    t5_zero_grad(m);
+    t5_forward(m, &Bt);
+    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    return m;
+}
+
 static void test_forward_full(void) {
     t5_model *m = micro(1, 0);
     float loss = t5_forward(m, &Bt);
@@ -74,10 +83,7 @@ static void test_forward_full(void) {
 }
 
 static void test_backward_full(void) {
-    t5_model *m = micro(1, 0);
-    t5_zero_grad(m);
-    t5_forward(m, &Bt);
-    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    t5_model *m = micro_backward();
     char nm[160];
     double worst = 0;
     for (int i = 0; i < m->n_tensors; i++) {
@@ -278,10 +284,7 @@ static void test_finite_differences(void) {
 /* Per-example weight gradients from the kept x and g (what the Gram/Fisher
  * stage uses) add up to the batch gradient. */
 static void test_linears_xg(void) {
-    t5_model *m = micro(1, 0);
-    t5_zero_grad(m);
-    t5_forward(m, &Bt);
-    t5_backward(m, &Bt, T5_LOSS_MEAN, 1.0f);
+    t5_model *m = micro_backward();
     int n = t5_n_linears(m);
     t5_linear *L = callocCheck(n, sizeof *L);
     CHECK(t5_linears(m, L) == n, "count");

@@ -26,6 +26,33 @@
 #include "t5.h"
 #include "tokens.h"
 
+/* Write a tokens artifact of n examples from the arrays (in: n_in ids,
+ * ch: n_ch ids, coff: n_coff offsets; ioff and ec n + 1, lab n), which it
+ * frees. 0, or -1 with mc_error(). */
+static int write_tokens(const char *path, const char *task, const char *split, int n, int64_t *in, int64_t n_in,
+                        int64_t *ioff, int64_t *ch, int64_t n_ch, int64_t *coff, int64_t n_coff, int64_t *ec,
+                        int32_t *lab) {
+    mc_val *meta = val_map();
+    val_set_str(meta, "task", task);
+    val_set_str(meta, "split", split);
+    art_writer *w = art_writer_open(path, "tokens", "", meta, 6);
+    val_free(meta);
+    int64_t s_in[1] = {n_in}, s_ex[1] = {n + 1}, s_ch[1] = {n_ch}, s_coff[1] = {n_coff}, s_lab[1] = {n};
+    int rc = !w ? -1
+                : art_writer_tensor(w, "input_ids", ART_I64, 1, s_in, in) |
+                      art_writer_tensor(w, "input_offsets", ART_I64, 1, s_ex, ioff) |
+                      art_writer_tensor(w, "choice_ids", ART_I64, 1, s_ch, ch) |
+                      art_writer_tensor(w, "choice_offsets", ART_I64, 1, s_coff, coff) |
+                      art_writer_tensor(w, "example_choices", ART_I64, 1, s_ex, ec) |
+                      art_writer_tensor(w, "label", ART_I32, 1, s_lab, lab);
+    free(in), free(ioff), free(ch), free(coff), free(ec), free(lab);
+    if (rc < 0) {
+        if (w) art_writer_abort(w);
+        return -1;
+    }
+    return art_writer_close(w);
+}
+
 static int write_task(const char *path, const char *task, const char *split, int n, uint64_t seed,
                       int kind) {
     mc_rng r;
@@ -73,22 +100,7 @@ static int write_task(const char *path, const char *task, const char *split, int
         ec[i + 1] = (int64_t)(i + 1) * nc;
         lab[i] = label;
     }
-    mc_val *meta = val_map();
-    val_set_str(meta, "task", task);
-    val_set_str(meta, "split", split);
-    art_writer *w = art_writer_open(path, "tokens", "", meta, 6);
-    val_free(meta);
-    if (!w) return -1;
-    int64_t s1[1] = {p}, s2[1] = {n + 1}, s3[1] = {cp}, s4[1] = {q + 1}, s5[1] = {n + 1}, s6[1] = {n};
-    int rc = art_writer_tensor(w, "input_ids", ART_I64, 1, s1, in) | art_writer_tensor(w, "input_offsets", ART_I64, 1, s2, ioff) |
-             art_writer_tensor(w, "choice_ids", ART_I64, 1, s3, ch) | art_writer_tensor(w, "choice_offsets", ART_I64, 1, s4, coff) |
-             art_writer_tensor(w, "example_choices", ART_I64, 1, s5, ec) | art_writer_tensor(w, "label", ART_I32, 1, s6, lab);
-    free(in), free(ioff), free(ch), free(coff), free(ec), free(lab);
-    if (rc < 0) {
-        art_writer_abort(w);
-        return -1;
-    }
-    return art_writer_close(w);
+    return write_tokens(path, task, split, n, in, p, ioff, ch, cp, coff, q + 1, ec, lab);
 }
 
 static int write_corpus(const char *path, int n, uint64_t seed) {
@@ -223,22 +235,7 @@ static int write_bench(const char *path, int n, int vocab) {
         ec[i + 1] = 2 * (i + 1);
         lab[i] = (int)mc_rng_below(&r, 2);
     }
-    mc_val *meta = val_map();
-    val_set_str(meta, "task", "bench");
-    val_set_str(meta, "split", "train");
-    art_writer *w = art_writer_open(path, "tokens", "", meta, 6);
-    val_free(meta);
-    if (!w) return -1;
-    int64_t s1[1] = {p}, s2[1] = {n + 1}, s3[1] = {q}, s4[1] = {2 * n + 1}, s6[1] = {n};
-    int rc = art_writer_tensor(w, "input_ids", ART_I64, 1, s1, in) | art_writer_tensor(w, "input_offsets", ART_I64, 1, s2, ioff) |
-             art_writer_tensor(w, "choice_ids", ART_I64, 1, s3, ch) | art_writer_tensor(w, "choice_offsets", ART_I64, 1, s4, coff) |
-             art_writer_tensor(w, "example_choices", ART_I64, 1, s2, ec) | art_writer_tensor(w, "label", ART_I32, 1, s6, lab);
-    free(in), free(ioff), free(ch), free(coff), free(ec), free(lab);
-    if (rc < 0) {
-        art_writer_abort(w);
-        return -1;
-    }
-    return art_writer_close(w);
+    return write_tokens(path, "bench", "train", n, in, p, ioff, ch, q, coff, 2 * n + 1, ec, lab);
 }
 
 int main(int argc, char **argv) {
@@ -254,14 +251,10 @@ int main(int argc, char **argv) {
         if (write_all(argv[2]) < 0) die("%s", mc_error());
         return 0;
     }
-    snprintf(dir, sizeof dir, "/tmp/test_t5_data.%d", (int)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_t5_data");
     if (write_all(dir) < 0) die("%s", mc_error());
     RUN(test_load_task);
     RUN(test_corpus_needs_choices);
     RUN(test_bad_kind);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    return t_done();
+    return t_done_rm(dir);
 }

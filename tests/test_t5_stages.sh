@@ -3,12 +3,7 @@
 # fine-tuning learns, multitask, span-corruption pretraining, IA3 on top,
 # resume after a kill gives the same bytes, bad input fails with one line.
 set -u
-source "$(dirname "$0")/t5_data_env.sh" test_t5_stages
-cat >> "$T/exp.conf" <<CONF
-train.steps = 150
-train.batch_size = 16
-train.lr = 3e-3
-CONF
+source "$(dirname "$0")/t5_data_env.sh" test_t5_stages "train.steps = 150" "train.batch_size = 16" "train.lr = 3e-3"
 # acc METRICS TASK: the task's accuracy, read inside meta.accuracy (n_examples
 # has the same keys); fails unless it is a number in [0, 1]
 acc() {

@@ -93,18 +93,11 @@ static void compare(const char *path, const char *kind, const char *prefix, int 
     art_close(f);
 }
 
-static int n_params_tensors(void) {
+/* The fixture model's number of parameter tensors (ia3 0) or IA3 vectors (1). */
+static int n_tensors_of(int ia3) {
     t5_config c = fx_config(FM);
     t5_model *m = t5_new(&c, 0, 1);
-    int n = m->n_tensors;
-    t5_free(m);
-    return n;
-}
-
-static int n_ia3_tensors(void) {
-    t5_config c = fx_config(FM);
-    t5_model *m = t5_new(&c, 0, 1);
-    int n = m->n_ia3_tensors;
+    int n = ia3 ? m->n_ia3_tensors : m->n_tensors;
     t5_free(m);
     return n;
 }
@@ -117,7 +110,7 @@ static void test_fisher_full(void) {
                  "--set fisher.batch_size=3 -o %s", model_path, data_path, tr ? "--true" : "", out);
         CHECK(run(cmd, out) == 0, "fisher failed");
         snprintf(pre, sizeof pre, "fisher_full_%d", tr);
-        compare(out, "fisher_diag", pre, n_params_tensors());
+        compare(out, "fisher_diag", pre, n_tensors_of(0));
     }
 }
 
@@ -131,7 +124,7 @@ static void test_fisher_ia3(void) {
                      blk ? "blockwise" : "diagonal", tr ? "--true" : "", out);
             CHECK(run(cmd, out) == 0, "fisher failed");
             snprintf(pre, sizeof pre, "%s_ia3_%d", blk ? "block" : "fisher", tr);
-            compare(out, blk ? "fisher_block" : "fisher_diag", pre, n_ia3_tensors());
+            compare(out, blk ? "fisher_block" : "fisher_diag", pre, n_tensors_of(1));
         }
 }
 
@@ -193,8 +186,7 @@ static void test_bad_input(void) {
 int main(void) {
     FM = fx_load("tests/fixtures/t5_micro.bin");
     FS = fx_load("tests/fixtures/t5_stats.bin");
-    snprintf(dir, sizeof dir, "/tmp/test_t5_stats.%d", (int)getpid());
-    mkdir(dir, 0777);
+    t_tmpdir(dir, sizeof dir, "test_t5_stats");
     snprintf(model_path, sizeof model_path, "%s/model.msgpack", dir);
     snprintf(ia3_path, sizeof ia3_path, "%s/ia3.msgpack", dir);
     snprintf(data_path, sizeof data_path, "%s/data.msgpack", dir);
@@ -204,10 +196,7 @@ int main(void) {
     RUN(test_true_differs);
     RUN(test_gram);
     RUN(test_bad_input);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) printf("could not remove %s\n", dir);
     fx_free(FM);
     fx_free(FS);
-    return t_done();
+    return t_done_rm(dir);
 }

@@ -5,12 +5,9 @@
 # the tokens artifacts (EOS, truncation, layout); the vocab artifact's ids;
 # JSON Lines input and its one-line errors; the vocabulary is reproducible.
 set -u
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh" test_tokenize
 FX_NAME=tokenize_fixture
 source tests/data_fixture.sh
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
 
 # same ids as spm_encode for a text file (one line per text)
 same_ids() {   # NAME OUR_VOCAB MODEL FILE

@@ -4,10 +4,7 @@
 # carry - nmt_nfkc / identity rules, no dummy prefix, kept extra whitespace,
 # whitespace as suffix, user-defined symbols, byte fallback, split digits.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/lib.sh" test_tokenize_spm
 
 # synthetic text: words, digits, punctuation, NFKC-relevant and rare characters
 awk 'BEGIN { srand(11);

@@ -2,10 +2,7 @@
 # The user tools: `key` agrees with xxh128sum; `art show|verify|diff` work on
 # artifacts and reject corrupt ones with one line and a non-zero exit.
 set -u
-cd "$(dirname "$0")/.."
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/lib.sh" test_tools
 
 build/tests/test_art --write "$T/a.msgpack" model || { fail write "could not write sample"; exit 1; }
 build/tests/test_art --write "$T/b.msgpack" model

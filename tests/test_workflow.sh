@@ -6,11 +6,7 @@
 # moment and rerun completes with the same bytes and no partial artifact.
 # The stages that ran are read from $MATS_RUN_LOG (scripts/run-stage.sh).
 set -u
-cd "$(dirname "$0")/.."
-REPO=$PWD
-T=$(mktemp -d /tmp/mats-wf.XXXXXX); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/lib.sh" mats-wf
 EXPF=$T/wftest.conf
 echo "include $REPO/configs/experiments/smoke.conf" > "$EXPF"
 

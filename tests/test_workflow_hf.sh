@@ -5,11 +5,8 @@
 # the Gram statistics, merges and evaluates; the merged model exports back to
 # a transformers directory.
 set -u
-cd "$(dirname "$0")/.."
-REPO=$PWD
-T=$(mktemp -d /tmp/mats-wfhf.XXXXXX); trap 'rm -rf "$T" reports/results-hf.md reports/results-hf-*' EXIT
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/lib.sh" mats-wfhf
+t_cleanup() { rm -f reports/results-hf.md reports/results-hf-*; }
 for t in a b; do for s in train validation test; do
     for i in 0 1 2 3 4 5 6 7 8 9; do
         printf '{"input": "the %s cat %d sat on the %s mat", "choices": ["yes", "no"], "label": %d}\n' "$t" "$i" "$s" $((i % 2))

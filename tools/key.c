@@ -1,4 +1,4 @@
-/* key - print the cache key of a stage run (DESIGN.md section 5; lib/key.h).
+/* key - print the cache key of a stage run (the canonical text of lib/key.h).
  *
  *   key --stage NAME [--binary PATH] [--config FILE]... [--ns NS[,NS...]]
  *       [--set k=v]... [--input ROLE=HEX | ROLE=@ARTIFACT]... [--text]

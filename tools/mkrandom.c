@@ -31,6 +31,7 @@
 #include "key.h"
 #include "rng.h"
 #include "opts.h"
+#include "t5.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ RNG (xoshiro256**) */
@@ -113,21 +114,12 @@ static void t5_specs(const cfg_t *c) {
     add(2, c->vocab, d, "lm_head.weight");
 }
 
+/* meta.config as every model artifact writes it (t5_config_to_val) */
 static mc_val *config_meta(const cfg_t *c) {
-    mc_val *m = val_map();
-    val_set_int(m, "vocab_size", c->vocab);
-    val_set_int(m, "d_model", c->d_model);
-    val_set_int(m, "d_kv", c->d_kv);
-    val_set_int(m, "d_ff", c->d_ff);
-    val_set_int(m, "num_heads", c->heads);
-    val_set_int(m, "num_layers", c->layers);
-    val_set_int(m, "num_decoder_layers", c->dec_layers);
-    val_set_int(m, "relative_attention_num_buckets", c->buckets);
-    val_set_int(m, "relative_attention_max_distance", 128);
-    val_set_float(m, "layer_norm_epsilon", 1e-6);
-    val_set_str(m, "feed_forward_proj", "gated-gelu");
-    val_set(m, "tie_word_embeddings", val_bool(0));
-    return m;
+    t5_config t = {.vocab_size = c->vocab, .d_model = c->d_model, .d_kv = c->d_kv, .d_ff = c->d_ff,
+                   .num_heads = c->heads, .num_layers = c->layers, .num_decoder_layers = c->dec_layers,
+                   .num_buckets = c->buckets, .max_distance = 128, .eps = 1e-6f};
+    return t5_config_to_val(&t);
 }
 
 static int is_linear(const char *name, int ndim) {

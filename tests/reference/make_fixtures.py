@@ -8,7 +8,6 @@ entry: u16 name length, name, u8 dtype (0 f32, 1 i32), u8 ndim, ndim x i64
 shape, little-endian data.
 """
 import math
-import struct
 import sys
 
 import numpy as np
@@ -24,11 +23,8 @@ def main(out_path):
     cfg = R.micro_config()
     gen = torch.Generator().manual_seed(1234)
     V = cfg['vocab_size']
-    entries = []
-
-    def put(name, arr, dtype):
-        a = np.ascontiguousarray(np.asarray(arr, dtype=np.float32 if dtype == 0 else np.int32))
-        entries.append((name, dtype, a))
+    fx = R.Fixture()
+    put = fx.put
 
     put('config', [V, cfg['d_model'], cfg['d_kv'], cfg['d_ff'], cfg['num_heads'], cfg['num_layers'],
                    cfg['num_decoder_layers'], cfg['relative_attention_num_buckets'],
@@ -54,32 +50,31 @@ def main(out_path):
     put('targets', tgt.numpy(), 1)
     put('dec_ids', dec.numpy(), 1)
 
+    def put_loss_grads(prefix, grad_prefix, leaves, P, IA=None):
+        """logits and loss of P (with IA) as PREFIXlogits, PREFIXloss; the
+        gradient of each of leaves as GRAD_PREFIX<name>"""
+        logits = R.forward(P, cfg, enc, dec, IA)
+        loss = R.loss_fn(logits, tgt)
+        loss.backward()
+        put(prefix + 'logits', logits.detach().numpy(), 0)
+        put(prefix + 'loss', [loss.item()], 0)
+        for k, v in leaves.items():
+            put(grad_prefix + k, v.grad.numpy(), 0)
+
     P0 = R.random_params(cfg, gen)
     for k, v in P0.items():
         put('param/' + k, v.numpy(), 0)
 
     # full model: logits, loss, every gradient
     P = {k: v.clone().requires_grad_(True) for k, v in P0.items()}
-    logits = R.forward(P, cfg, enc, dec)
-    loss = R.loss_fn(logits, tgt)
-    loss.backward()
-    put('logits', logits.detach().numpy(), 0)
-    put('loss', [loss.item()], 0)
-    for k, v in P.items():
-        put('grad/' + k, v.grad.numpy(), 0)
+    put_loss_grads('', 'grad/', P, P)
 
     # IA3: vectors around 1, base frozen
     IA0 = {k: (1.0 + 0.2 * torch.randn(s, generator=gen)).float() for k, s in R.ia3_shapes(cfg).items()}
     for k, v in IA0.items():
         put('ia3/' + k, v.numpy(), 0)
     IA = {k: v.clone().requires_grad_(True) for k, v in IA0.items()}
-    logits = R.forward(P0, cfg, enc, dec, IA)
-    loss = R.loss_fn(logits, tgt)
-    loss.backward()
-    put('ia3_logits', logits.detach().numpy(), 0)
-    put('ia3_loss', [loss.item()], 0)
-    for k, v in IA.items():
-        put('ia3grad/' + k, v.grad.numpy(), 0)
+    put_loss_grads('ia3_', 'ia3grad/', IA, P0, IA)
     # per-example-mean loss (the Fisher's per-example objective, summed)
     IA = {k: v.clone().requires_grad_(True) for k, v in IA0.items()}
     R.example_mean_loss(R.forward(P0, cfg, enc, dec, IA), tgt).backward()
@@ -173,25 +168,10 @@ def main(out_path):
                 scores.append(R.choice_logprob(P0, cfg, inp, ch).item())
         ex_choices.append(ex_choices[-1] + len(lens))
         labels.append(label)
-    put('rank/input_ids', sum(inputs, []), 1)
-    put('rank/input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
-    put('rank/choice_ids', sum(choices, []), 1)
-    put('rank/choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
-    put('rank/example_choices', ex_choices, 1)
-    put('rank/label', labels, 1)
+    fx.put_tokens('rank/', inputs, choices, ex_choices, labels)
     put('rank/scores', scores, 0)
 
-    with open(out_path + '.tmp', 'wb') as f:
-        f.write(b'MCFX1\n')
-        f.write(struct.pack('<I', len(entries)))
-        for name, dtype, a in entries:
-            nb = name.encode()
-            f.write(struct.pack('<H', len(nb)) + nb + struct.pack('<BB', dtype, a.ndim))
-            f.write(struct.pack('<%dq' % a.ndim, *a.shape))
-            f.write(a.astype('<f4' if dtype == 0 else '<i4').tobytes())
-    import os
-    os.replace(out_path + '.tmp', out_path)
-    print(f'wrote {out_path}: {len(entries)} entries')
+    fx.write(out_path)
 
 
 if __name__ == '__main__':

@@ -5,48 +5,15 @@ the reference for the batched C stages fisher and gram.
 Reads the micro model (param/*, ia3/*) from tests/fixtures/t5_micro.bin.
 Run with `make fixtures-t5` (after make_fixtures.py).
 """
-import struct
 import sys
 
 import numpy as np
 import torch
 
 import t5_ref as R
+from rng_ref import M64, splitmix64 as hash64
 
 torch.set_num_threads(1)
-M64 = (1 << 64) - 1
-
-
-def read_fixture(path):
-    out = {}
-    with open(path, 'rb') as f:
-        data = f.read()
-    assert data[:6] == b'MCFX1\n'
-    p = 6
-    (n,) = struct.unpack_from('<I', data, p)
-    p += 4
-    for _ in range(n):
-        (nl,) = struct.unpack_from('<H', data, p)
-        p += 2
-        name = data[p:p + nl].decode()
-        p += nl
-        dtype, ndim = struct.unpack_from('<BB', data, p)
-        p += 2
-        shape = struct.unpack_from('<%dq' % ndim, data, p)
-        p += 8 * ndim
-        cnt = int(np.prod(shape)) if ndim else 1
-        arr = np.frombuffer(data, dtype='<f4' if dtype == 0 else '<i4', count=cnt, offset=p).reshape(shape)
-        p += 4 * cnt
-        out[name] = arr
-    return out
-
-
-def hash64(x):
-    """splitmix64 finaliser (mc_hash64 in lib/t5.c)."""
-    x = (x + 0x9e3779b97f4a7c15) & M64
-    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
-    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
-    return x ^ (x >> 31)
 
 
 def sample_choice(scores, seed, idx):
@@ -60,17 +27,14 @@ def sample_choice(scores, seed, idx):
 
 
 def main(micro_path, out_path):
-    fx = read_fixture(micro_path)
+    fx = R.read_fixture(micro_path)
     cfg = R.micro_config()
     P0 = {k[len('param/'):]: torch.tensor(np.array(v)) for k, v in fx.items() if k.startswith('param/')}
     IA0 = {k[len('ia3/'):]: torch.tensor(np.array(v)) for k, v in fx.items() if k.startswith('ia3/')}
     V = cfg['vocab_size']
     gen = torch.Generator().manual_seed(99)
-    entries = []
-
-    def put(name, arr, dtype):
-        a = np.ascontiguousarray(np.asarray(arr, dtype=np.float32 if dtype == 0 else np.int32))
-        entries.append((name, dtype, a))
+    fx = R.Fixture()
+    put = fx.put
 
     # 7 examples, 2-4 choices of 1-5 tokens, inputs of 3-19 tokens
     inputs, choices, ex_choices, labels = [], [], [0], []
@@ -83,12 +47,7 @@ def main(micro_path, out_path):
             choices.append(torch.randint(3, V, (lc - 1,), generator=gen).tolist() + [1])
         ex_choices.append(ex_choices[-1] + nc)
         labels.append(int(torch.randint(0, nc, (1,), generator=gen)))
-    put('input_ids', sum(inputs, []), 1)
-    put('input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
-    put('choice_ids', sum(choices, []), 1)
-    put('choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
-    put('example_choices', ex_choices, 1)
-    put('label', labels, 1)
+    fx.put_tokens('', inputs, choices, ex_choices, labels)
     seed = 5
 
     def targets(IA, true):
@@ -162,17 +121,7 @@ def main(micro_path, out_path):
             put(f'gram/{base}.output_grad_gram', (gout[name] / cnt).numpy(), 0)
     put('gram_tokens', [n_enc, n_dec], 1)
 
-    with open(out_path + '.tmp', 'wb') as f:
-        f.write(b'MCFX1\n')
-        f.write(struct.pack('<I', len(entries)))
-        for name, dtype, a in entries:
-            nb = name.encode()
-            f.write(struct.pack('<H', len(nb)) + nb + struct.pack('<BB', dtype, a.ndim))
-            f.write(struct.pack('<%dq' % a.ndim, *a.shape))
-            f.write(a.astype('<f4' if dtype == 0 else '<i4').tobytes())
-    import os
-    os.replace(out_path + '.tmp', out_path)
-    print(f'wrote {out_path}: {len(entries)} entries')
+    fx.write(out_path)
 
 
 if __name__ == '__main__':

@@ -37,6 +37,17 @@ class Bin:
         self.off, self.n = off, n
 
 
+def _count(buf, p, b, fix_last, b16):
+    """The element count of a map or array whose type byte b was just read:
+    in b (fix types up to fix_last), or a big-endian u16 (b16) or u32 after
+    it -> (count, next p)."""
+    if b <= fix_last:
+        return b & 0x0f, p
+    if b == b16:
+        return struct.unpack_from(">H", buf, p)[0], p + 2
+    return struct.unpack_from(">I", buf, p)[0], p + 4
+
+
 def _read(buf, p):
     """One msgpack value at p -> (value, next p); bins become Bin(offset, len)."""
     b = buf[p]
@@ -44,12 +55,7 @@ def _read(buf, p):
     if b <= 0x7f:
         return b, p
     if 0x80 <= b <= 0x8f or b in (0xde, 0xdf):
-        if b <= 0x8f:
-            n = b & 0x0f
-        elif b == 0xde:
-            n, = struct.unpack_from(">H", buf, p); p += 2
-        else:
-            n, = struct.unpack_from(">I", buf, p); p += 4
+        n, p = _count(buf, p, b, 0x8f, 0xde)
         d = {}
         for _ in range(n):
             k, p = _read(buf, p)
@@ -57,12 +63,7 @@ def _read(buf, p):
             d[k] = v
         return d, p
     if 0x90 <= b <= 0x9f or b in (0xdc, 0xdd):
-        if b <= 0x9f:
-            n = b & 0x0f
-        elif b == 0xdc:
-            n, = struct.unpack_from(">H", buf, p); p += 2
-        else:
-            n, = struct.unpack_from(">I", buf, p); p += 4
+        n, p = _count(buf, p, b, 0x9f, 0xdc)
         a = []
         for _ in range(n):
             v, p = _read(buf, p)

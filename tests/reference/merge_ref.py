@@ -199,14 +199,7 @@ for n in inames:
     emit("expect.ia3_task_arithmetic", n, 1 + 0.5 * sum(v[n] - 1 for v in ia3))
 
 # ---------------------------------------------------------------- DARE
-M64 = (1 << 64) - 1
-
-
-def splitmix64(x):
-    x = (x + 0x9e3779b97f4a7c15) & M64
-    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
-    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
-    return x ^ (x >> 31)
+from rng_ref import M64, splitmix64
 
 
 def fnv1a(name):

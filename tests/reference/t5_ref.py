@@ -1,12 +1,15 @@
 """A small PyTorch T5 v1.1 (HF T5ForConditionalGeneration semantics), written
-from the model description (DESIGN.md section 3 and the HF modelling code's
+from the model description (docs/model.md and the HF modelling code's
 documented behaviour), independently of the C code in lib/t5.c.
 
 Parameters are a flat dict {HF name: tensor}; the forward pass is functional
 so gradients of every named tensor come straight from autograd.
 """
 import math
+import os
+import struct
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -246,3 +249,61 @@ def choice_logprob(P, cfg, inp, choice, IA=None):
     logits = forward(P, cfg, enc, shift_right(tgt), IA)
     lp = torch.log_softmax(logits[0], dim=-1)
     return lp[torch.arange(len(choice)), tgt[0]].sum()
+
+
+class Fixture:
+    """The MCFX1 file the C tests read (tests/test_t5_fixture.h): named
+    float32 (dtype 0) or int32 (dtype 1) arrays, in the order put."""
+
+    def __init__(self):
+        self.entries = []
+
+    def put(self, name, arr, dtype):
+        a = np.ascontiguousarray(np.asarray(arr, dtype=np.float32 if dtype == 0 else np.int32))
+        self.entries.append((name, dtype, a))
+
+    def put_tokens(self, prefix, inputs, choices, ex_choices, labels):
+        """a tokens set (lists of id lists; example_choices; labels) as the
+        tensors of a tokens artifact, each name after prefix"""
+        self.put(prefix + 'input_ids', sum(inputs, []), 1)
+        self.put(prefix + 'input_offsets', np.cumsum([0] + [len(x) for x in inputs]), 1)
+        self.put(prefix + 'choice_ids', sum(choices, []), 1)
+        self.put(prefix + 'choice_offsets', np.cumsum([0] + [len(x) for x in choices]), 1)
+        self.put(prefix + 'example_choices', ex_choices, 1)
+        self.put(prefix + 'label', labels, 1)
+
+    def write(self, out_path):
+        with open(out_path + '.tmp', 'wb') as f:
+            f.write(b'MCFX1\n')
+            f.write(struct.pack('<I', len(self.entries)))
+            for name, dtype, a in self.entries:
+                nb = name.encode()
+                f.write(struct.pack('<H', len(nb)) + nb + struct.pack('<BB', dtype, a.ndim))
+                f.write(struct.pack('<%dq' % a.ndim, *a.shape))
+                f.write(a.astype('<f4' if dtype == 0 else '<i4').tobytes())
+        os.replace(out_path + '.tmp', out_path)
+        print(f'wrote {out_path}: {len(self.entries)} entries')
+
+
+def read_fixture(path):
+    out = {}
+    with open(path, 'rb') as f:
+        data = f.read()
+    assert data[:6] == b'MCFX1\n'
+    p = 6
+    (n,) = struct.unpack_from('<I', data, p)
+    p += 4
+    for _ in range(n):
+        (nl,) = struct.unpack_from('<H', data, p)
+        p += 2
+        name = data[p:p + nl].decode()
+        p += nl
+        dtype, ndim = struct.unpack_from('<BB', data, p)
+        p += 2
+        shape = struct.unpack_from('<%dq' % ndim, data, p)
+        p += 8 * ndim
+        cnt = int(np.prod(shape)) if ndim else 1
+        arr = np.frombuffer(data, dtype='<f4' if dtype == 0 else '<i4', count=cnt, offset=p).reshape(shape)
+        p += 4 * cnt
+        out[name] = arr
+    return out

@@ -155,6 +155,20 @@ static void grad_free(grad_buf *g) {
     gpu_free(g->d);
 }
 
+/* N_RUNS runs of a backward op with two gradients a and b (grad_bufs) on
+ * both devices: cpu_call and gpu_call read `acc` (run_acc of the run). */
+#define BACKWARD_RUNS2(a, b, cpu_call, gpu_call)                                                                 \
+    do {                                                                                                         \
+        for (int run = 0; run < N_RUNS; run++) {                                                                 \
+            int acc = run_acc(run);                                                                              \
+            grad_prefill(&a, run), grad_prefill(&b, run);                                                        \
+            cpu_call;                                                                                            \
+            gpu_call;                                                                                            \
+            grad_check(&a, run), grad_check(&b, run);                                                            \
+        }                                                                                                        \
+        grad_free(&a), grad_free(&b);                                                                            \
+    } while (0)
+
 /* ------------------------------------------------------------ part 1: BLAS */
 
 static void check_gemm(void) {
@@ -290,13 +304,8 @@ static void check_embed_norm_linear(void) {
         grad_buf gx, gw;
         grad_init(&gx, "rmsnorm_backward dx", (long)N * D, 1e-11, 0, 1.0f);
         grad_init(&gw, "rmsnorm_backward dw", D, 1e-11, 1, 0.1f);
-        for (int run = 0; run < N_RUNS; run++) {
-            grad_prefill(&gx, run), grad_prefill(&gw, run);
-            op_rmsnorm_backward(gx.h, gw.h, g, out, w, rs, N, D, run_acc(run));
-            gpu_rmsnorm_backward(gx.d, gw.d, dg, dout, dw, drs, N, D, run_acc(run));
-            grad_check(&gx, run), grad_check(&gw, run);
-        }
-        grad_free(&gx), grad_free(&gw);
+        BACKWARD_RUNS2(gx, gw, op_rmsnorm_backward(gx.h, gw.h, g, out, w, rs, N, D, acc),
+                       gpu_rmsnorm_backward(gx.d, gw.d, dg, dout, dw, drs, N, D, acc));
     }
 
     /* linear D -> F and back */
@@ -314,13 +323,8 @@ static void check_embed_norm_linear(void) {
         grad_buf gx, gw;
         grad_init(&gx, "linear_backward dx", (long)N * I, 1e-10, 0, 1.0f);
         grad_init(&gw, "linear_backward dw", (long)O * I, 1e-10, 1, 0.1f);
-        for (int run = 0; run < N_RUNS; run++) {
-            grad_prefill(&gx, run), grad_prefill(&gw, run);
-            op_linear_backward(gx.h, gw.h, go, y, W, N, I, O, run_acc(run));
-            gpu_linear_backward(gx.d, gw.d, dgo, dy, dW, N, I, O, run_acc(run));
-            grad_check(&gx, run), grad_check(&gw, run);
-        }
-        grad_free(&gx), grad_free(&gw);
+        BACKWARD_RUNS2(gx, gw, op_linear_backward(gx.h, gw.h, go, y, W, N, I, O, acc),
+                       gpu_linear_backward(gx.d, gw.d, dgo, dy, dW, N, I, O, acc));
     }
 
     /* IA3 on the linear's output */
@@ -334,13 +338,8 @@ static void check_embed_norm_linear(void) {
         grad_buf gx, gs;
         grad_init(&gx, "ia3_backward dx", (long)N * O, 1e-12, 0, 1.0f);
         grad_init(&gs, "ia3_backward ds", O, 1e-11, 1, 0.1f);
-        for (int run = 0; run < N_RUNS; run++) {
-            grad_prefill(&gx, run), grad_prefill(&gs, run);
-            op_ia3_backward(gx.h, gs.h, go, lo, s, N, O, run_acc(run));
-            gpu_ia3_backward(gx.d, gs.d, dgo, dlo, dsd, N, O, run_acc(run));
-            grad_check(&gx, run), grad_check(&gs, run);
-        }
-        grad_free(&gx), grad_free(&gs);
+        BACKWARD_RUNS2(gx, gs, op_ia3_backward(gx.h, gs.h, go, lo, s, N, O, acc),
+                       gpu_ia3_backward(gx.d, gs.d, dgo, dlo, dsd, N, O, acc));
     }
 
     /* gated GELU on (lo, io) */
@@ -354,13 +353,8 @@ static void check_embed_norm_linear(void) {
         grad_buf g0, g1;
         grad_init(&g0, "gated_gelu_backward dh0", n, 1e-11, 0, 1.0f);
         grad_init(&g1, "gated_gelu_backward dh1", n, 1e-11, 0, 1.0f);
-        for (int run = 0; run < N_RUNS; run++) {
-            grad_prefill(&g0, run), grad_prefill(&g1, run);
-            op_gated_gelu_backward(g0.h, g1.h, go, lo, io, n, run_acc(run));
-            gpu_gated_gelu_backward(g0.d, g1.d, dgo, dlo, dio, n, run_acc(run));
-            grad_check(&g0, run), grad_check(&g1, run);
-        }
-        grad_free(&g0), grad_free(&g1);
+        BACKWARD_RUNS2(g0, g1, op_gated_gelu_backward(g0.h, g1.h, go, lo, io, n, acc),
+                       gpu_gated_gelu_backward(g0.d, g1.d, dgo, dlo, dio, n, acc));
     }
 
     float *acc = rnd(n, 1), *dacc = TODEV(acc, n);

@@ -12,7 +12,7 @@
  *   NAME lambda=yes|no run=streaming|solver modes=M[,M] stats.M=S... options=O[,O...]|none models=K[+] # about
  *
  * with one stats.M field per mode M in modes (ia3, full), S the key role of
- * the statistic (mm_stat_role: fisher-diagonal, fisher-blockwise, gram) or
+ * the statistic (mm_stat_role: fisher-diagonal, fisher-blockwise, gram, data) or
  * none, and O the option names as merge's key and meta spell them
  * (merge.O in the key, --O with '_' as '-' on the command line), and K the
  * number of models it merges (K+: K or more). The workflow

@@ -103,7 +103,7 @@ $B/merge --help >/dev/null 2>&1 && ok help || fail help "merge --help failed"
 # --list-methods: one line a method in the documented form (docs/merging.md),
 # each name a --method; every method's --help line; no other argument
 if $B/merge --list-methods > "$T/list" 2>"$T/list.err"; then
-    bad=$(grep -v -E '^[a-z0-9_]+ lambda=(yes|no) run=(streaming|solver) modes=(ia3|full)(,(ia3|full))?( stats\.(ia3|full)=(none|fisher-diagonal|fisher-blockwise|gram))+ options=([a-z_]+(,[a-z_]+)*) models=[1-9][0-9]*\+? # .+$' "$T/list")
+    bad=$(grep -v -E '^[a-z0-9_]+ lambda=(yes|no) run=(streaming|solver) modes=(ia3|full)(,(ia3|full))?( stats\.(ia3|full)=(none|fisher-diagonal|fisher-blockwise|gram|data))+ options=([a-z_]+(,[a-z_]+)*) models=[1-9][0-9]*\+? # .+$' "$T/list")
     help=$($B/merge --help)
     for m in $(cut -d' ' -f1 "$T/list"); do
         grep -q "^  $m " <<<"$help" || bad+=" $m: not in --help;"

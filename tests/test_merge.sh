@@ -48,6 +48,7 @@ for i in 0 1 2; do
     $B/mkrandom --kind ia3 --base "$T/p.msgpack" --scale 0.1 --seed $((i + 1)) -o "$T/i$i.msgpack"
     $B/mkrandom --kind fisher_block --like "$T/i$i.msgpack" --seed $((i + 1)) -o "$T/b$i.msgpack"
     $B/mkrandom --kind fisher_diag --like "$T/i$i.msgpack" --seed $((i + 1)) -o "$T/d$i.msgpack"
+    $B/mkrandom --kind tokens --examples 12 --seed $((i + 1)) -o "$T/t$i.msgpack"
 done
 A="--pretrained $T/p.msgpack --models $T/a0.msgpack,$T/a1.msgpack,$T/a2.msgpack"
 I="--pretrained $T/p.msgpack --models $T/i0.msgpack,$T/i1.msgpack,$T/i2.msgpack"
@@ -66,6 +67,11 @@ run cg_regmean --method cg_regmean --lambda 0.9 $A $G
 run mats --method mats --lambda 0.9 $A $G
 run mats_kron --method mats --lambda 0.9 --precondition kron $A $G
 run mats_init_file --method mats --init "$T/regmean.msgpack" $A $G
+run regmean_pp --method regmean_pp --lambda 0.9 $A --data $T/t0.msgpack,$T/t1.msgpack,$T/t2.msgpack
+# mkrandom's tokens are what it says and the same for the same seed
+$B/mkrandom --kind tokens --examples 12 --seed 1 -o "$T/t0b.msgpack"
+if cmp -s "$T/t0.msgpack" "$T/t0b.msgpack" && $B/art show "$T/t0.msgpack" | grep -q "label *i32 *\[12\]"; then ok mkrandom_tokens
+else fail mkrandom_tokens "two runs differ, or not 12 labels"; fi
 run ia3_mats --method mats --lambda 0.9 $I --fisher $T/b0.msgpack,$T/b1.msgpack,$T/b2.msgpack
 run ia3_fisher --method fisher $I --fisher $T/d0.msgpack,$T/d1.msgpack,$T/d2.msgpack
 run ia3_ties --method ties $I

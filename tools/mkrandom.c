@@ -8,6 +8,8 @@
  *   mkrandom --kind gram --like A.msgpack --seed S -o GA.msgpack
  *   mkrandom --kind fisher_diag --like A.msgpack|IA3.msgpack --seed S -o FA.msgpack
  *   mkrandom --kind fisher_block --like IA3.msgpack --seed S -o FA.msgpack
+ *   mkrandom --kind tokens [--preset P | --vocab N] [--examples N] --seed S -o T.msgpack
+ *            (a task's tokens: inputs of 8..64 ids, two choices of 1..4, EOS-ended)
  *
  * Presets: tiny (tests), small (t5-v1.1-small: d_model 512, d_ff 1024,
  * 6 heads of 64, 8+8 layers, vocab 32128) and base (768, 2048, 12x64,
@@ -154,11 +156,11 @@ static void random_gram(float *G, int d, double spread) {
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     const char *like = NULL, *base = NULL, *out = NULL;
-    static const char *const kinds[] = {"model", "ia3", "gram", "fisher_diag", "fisher_block", NULL};
+    static const char *const kinds[] = {"model", "ia3", "gram", "fisher_diag", "fisher_block", "tokens", NULL};
     static const char *const presets[] = {"tiny", "small", "base", NULL};
     int kind_i = 0, preset_i;
     double scale, spread; /* defaults: the rows below */
-    long seed, vocab = -1;
+    long seed, vocab = -1, examples;
     opt_spec rows[] = {
         {.name = "--kind", .kind = OPT_CHOICE, .dst = &kind_i, .arg = "K", .choices = kinds, .flags = OPT_REQUIRED,
          .help = "what to write"},
@@ -174,6 +176,8 @@ int main(int argc, char **argv) {
          .help = "the standard deviation of the noise"},
         {.name = "--spread", .kind = OPT_FLOAT, .dst = &spread, .arg = "X", .lo = 0, .hi = 100, .def = "0.5",
          .help = "the spread of a Gram's eigenvalues"},
+        {.name = "--examples", .kind = OPT_INT, .dst = &examples, .arg = "N", .lo = 1, .hi = 1 << 24, .def = "64",
+         .help = "tokens: the number of examples"},
         {.name = "--seed", .kind = OPT_INT, .dst = &seed, .arg = "S", .lo = 0, .hi = 1099511627776.0, .def = "0",
          .help = "the random seed"},
         OPT_ROW_OUT(&out, "OUT.msgpack", "the artifact"),
@@ -195,9 +199,10 @@ int main(int argc, char **argv) {
     art_file *B = base ? art_open(base, "model") : NULL;
     if (base && !B) die("%s", mc_error());
 
-    char text[1024], key[33];
-    snprintf(text, sizeof text, "mkrandom kind=%s preset=%s vocab=%d seed=%ld scale=%.9g spread=%.9g like=%s base=%s",
-             kind, preset, c.vocab, seed, scale, spread, L ? L->key : "-", B ? B->key : "-");
+    char text[1024], key[33], ex_text[48];
+    snprintf(text, sizeof text, "mkrandom kind=%s preset=%s vocab=%d seed=%ld scale=%.9g spread=%.9g like=%s base=%s%s",
+             kind, preset, c.vocab, seed, scale, spread, L ? L->key : "-", B ? B->key : "-",
+             strcmp(kind, "tokens") ? "" : (snprintf(ex_text, sizeof ex_text, " examples=%ld", examples), ex_text));
     key_buf_hex(text, strlen(text), key);
     seed_rng((uint64_t)seed, kind);
 
@@ -316,6 +321,35 @@ int main(int argc, char **argv) {
                 free(x);
             }
         }
+    } else if (!strcmp(kind, "tokens")) {
+        /* inputs of 8..64 ids, two choices of 1..4, ids in [2, vocab), each ending in EOS (1) */
+        int64_t n = examples, nin = 0, nch = 0, cap_in = n * 64, cap_ch = n * 8;
+        int32_t *in = mallocCheck(sizeof(int32_t) * cap_in), *ch = mallocCheck(sizeof(int32_t) * cap_ch);
+        int64_t *in_off = mallocCheck(sizeof(int64_t) * (n + 1)), *ch_off = mallocCheck(sizeof(int64_t) * (2 * n + 1));
+        int64_t *exch = mallocCheck(sizeof(int64_t) * (n + 1));
+        int32_t *label = mallocCheck(sizeof(int32_t) * n);
+        in_off[0] = ch_off[0] = 0;
+        for (int64_t e = 0; e < n; e++) {
+            for (int part = 0; part < 3; part++) { /* the input, then two choices */
+                int len = part ? 1 + (int)mc_rng_below(&R, 4) : 8 + (int)mc_rng_below(&R, 57);
+                int32_t *dst = part ? ch + nch : in + nin;
+                for (int i = 0; i < len - 1; i++) dst[i] = 2 + (int32_t)mc_rng_below(&R, (uint64_t)c.vocab - 2);
+                dst[len - 1] = 1;
+                if (part) nch += len, ch_off[2 * e + part] = nch;
+                else nin += len, in_off[e + 1] = nin;
+            }
+            exch[e] = 2 * e;
+            label[e] = (int32_t)mc_rng_below(&R, 2);
+        }
+        exch[n] = 2 * n;
+        val_set_str(meta, "task", "random");
+        val_set_str(meta, "split", "train");
+        w = art_writer_open(out, "tokens", key, meta, 6);
+        if (!w || art_writer_ragged(w, "input_ids", ART_I32, in, nin, "input_offsets", in_off, n) < 0 ||
+            art_writer_ragged(w, "choice_ids", ART_I32, ch, nch, "choice_offsets", ch_off, 2 * n) < 0 ||
+            art_writer_rows(w, exch, label, n) < 0)
+            die("%s", mc_error());
+        free(in), free(ch), free(in_off), free(ch_off), free(exch), free(label);
     } else {
         die("unknown --kind '%s'", kind);
     }

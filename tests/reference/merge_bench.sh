@@ -4,7 +4,9 @@
 # 1. t5-small shapes (d_model 512, d_ff 1024, 6x64 heads, 8+8 layers, vocab
 #    32128), N random models with random positive-definite Grams and
 #    positive diagonal Fishers (build/bin/mkrandom): wall time and peak RSS
-#    of every method (slerp: the first two models); CG methods run exactly
+#    of every method (slerp: the first two models; regmean_pp on
+#    BENCH_MERGE_PP_EXAMPLES random examples per model, inputs of 8..64
+#    tokens, its forward passes included); CG methods run exactly
 #    ITERS iterations (--cg-tol 0). Only mats has a peer (part 2): the
 #    other methods are timed alone.
 # 2. mats seconds per CG iteration and GFLOP/s, beside the scipy/torch peer
@@ -18,13 +20,14 @@
 #
 # Knobs (environment): BENCH_MERGE_DIR (build/bench-merge), BENCH_MERGE_N (8),
 # BENCH_MERGE_PRESET (small; tiny for a smoke run), BENCH_MERGE_ITERS (5),
-# BENCH_MERGE_REPEAT (3), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
+# BENCH_MERGE_REPEAT (3), BENCH_MERGE_PP_EXAMPLES (32), BENCH_MERGE_BASE (1; 0 skips part 4, which writes
 # ~9 GB), MATS_THREADS. Generated inputs are kept and reused.
 set -euo pipefail
 DIR=${BENCH_MERGE_DIR:-build/bench-merge}
 N=${BENCH_MERGE_N:-8}
 ITERS=${BENCH_MERGE_ITERS:-5}
 REPEAT=${BENCH_MERGE_REPEAT:-3}
+PP_EX=${BENCH_MERGE_PP_EXAMPLES:-32}
 BASE=${BENCH_MERGE_BASE:-1}
 B=build/bin
 PY=/usr/bin/python3
@@ -36,6 +39,7 @@ gen_set() { # preset dir stats(0/1)
     for ((i = 0; i < N; i++)); do
         [ -s "$d/m$i.msgpack" ] || $B/mkrandom --kind model --like "$d/pre.msgpack" --scale 0.01 --seed $((i + 1)) -o "$d/m$i.msgpack"
         if [ "$stats" = 1 ]; then
+            [ -s "$d/t$i.msgpack" ] || $B/mkrandom --kind tokens --preset "$preset" --examples "$PP_EX" --seed $((i + 1)) -o "$d/t$i.msgpack"
             [ -s "$d/g$i.msgpack" ] || $B/mkrandom --kind gram --like "$d/m$i.msgpack" --seed $((i + 1)) -o "$d/g$i.msgpack"
             [ -s "$d/f$i.msgpack" ] || $B/mkrandom --kind fisher_diag --like "$d/m$i.msgpack" --seed $((i + 1)) -o "$d/f$i.msgpack"
         fi
@@ -78,6 +82,7 @@ run_method cg_fisher "$S" --method cg_fisher $CG $M $F
 run_method cg_regmean "$S" --method cg_regmean --lambda 0.9 $CG $M $G
 run_method mats "$S" --method mats --lambda 0.9 $CG $M $G
 run_method mats_kron "$S" --method mats --lambda 0.9 --precondition kron $CG $M $G
+run_method regmean_pp "$S" --method regmean_pp --lambda 0.9 --examples "$PP_EX" $M --data "$(list "$S" t)"
 run_method iso_c "$S" --method iso_c --lambda 0.3 $M
 run_method iso_cts "$S" --method iso_cts --lambda 0.3 $M
 run_method tsv_m "$S" --method tsv_m --lambda 0.3 $M

@@ -12,7 +12,8 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
-            zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox)
+            zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox libyaml-dev)
+# libyaml-dev: build/bin/recipe reads mergekit-style YAML recipes.
 # libclang-rt-dev: libFuzzer and the sanitizer runtimes of make fuzz (only a
 # Recommends of clang, which --no-install-recommends skips)
 data_pkgs=(wordnet-base fortunes dict-gcide sword-text-kjv sword-text-web

@@ -24,6 +24,13 @@ Writes tests/fixtures/hf/:
                         tie_word_embeddings true, no scale_decoder_outputs)
   tiny-ia3-regex/       tiny-ia3-peft's vectors with target_modules a regular expression
                         and feedforward_modules a regular expression too
+  tiny-task-a/, tiny-task-b/
+                        two "fine-tunes" of the f32 model (its weights plus small
+                        random deltas), saved as transformers 4 does (F32, no tied
+                        copies), and tiny-ia3-b/ a second adapter: what the recipe
+                        tests (tests/test_recipe.sh, configs/recipes/) merge
+  tasks/a.jsonl, tasks/b.jsonl
+                        their tasks in our JSON Lines, words the tokenizer knows
   tiny-ia3-mt5/         an adapter targeting k, v, wi_1 (not feedforward, PEFT's mT5
                         default) and wo (feedforward): wi_1's output and wo's input
                         scale the same d_ff entries, so they multiply
@@ -321,6 +328,23 @@ def main():
             ad2['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
             IA2[n] = v
     adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
+
+    # two task models and a second adapter for the recipes
+    for t in ('a', 'b'):
+        Pt = {n: v + 0.05 * v.abs().mean() * torch.randn(v.shape, generator=gen) for n, v in P.items()}
+        d = os.path.join(OUT, f'tiny-task-{t}')
+        write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
+        write_json(os.path.join(d, 'config.json'), export_config(CFG, 'float32'))
+    adb = {n: ('F32', 1.0 + 0.2 * torch.randn(v[1].shape, generator=gen)) for n, v in ad.items()}
+    adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
+    words = ['cat', 'dog', 'bird', 'mat', 'log', 'tree', 'wall', 'river', 'stone', 'green']
+    for t, (yes, no) in (('a', ('yes', 'no')), ('b', ('old', 'tall'))):
+        lines = []
+        for i in range(12):
+            w = [words[int(k)] for k in torch.randint(0, len(words), (4,), generator=gen)]
+            lines.append(json.dumps({'input': f'the {w[0]} sat on the {w[1]} by the {w[2]} {w[3]}',
+                                     'choices': [yes, no], 'label': i % 2}))
+        write(os.path.join(OUT, 'tasks', f'{t}.jsonl'), ('\n'.join(lines) + '\n').encode())
 
     rounded = lambda dt: {n: v.to(dt).float() for n, v in P.items()}  # noqa: E731
     out = {'config': CFG, 'examples': examples,

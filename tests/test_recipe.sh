@@ -88,7 +88,7 @@ sed 's/      data: tests\/fixtures\/hf\/tasks\/b.jsonl/      densty: 0.5\n&/' <<
 sed 's/merge_method: ties/merge_method: della/' <<<"$base" | bad method "merge_method = della: not a method mats-c runs"
 printf '%s\nparameters:\n  lambda: [0.2, 0.5, 1.0]\n' "$base" | bad gradient "parameters.lambda: a list of values (a layer gradient"
 printf '%s\nparameters:\n  lambda:\n    - filter: SelfAttention\n      value: 0.5\n    - value: 1\n' "$base" | bad filter "parameters.lambda: a list of values"
-printf '%s\n' "$base" | sed '5a\      weight: 0.3' | bad weights "weight = 1 but an earlier model has 0.3: mats-c merges with equal weights"
+printf '%s\n' "$base" | sed '5a\      weight: 0.3' | bad weights "models[1].parameters.weight = 1 (the default) but an earlier model has 0.3: mats-c merges with equal weights"
 head -n 6 <<<"$base" | sed '$a\  - model: tests/fixtures/hf/tiny-task-b' | bad no_data "models[1].parameters.data missing"
 printf '%s\nmodels: []\n' "merge_method: ties" | bad no_models "models must be a non-empty list"
 printf '%s\nmerge_method: ties\n' "$base" | bad twice "merge_method: given twice"

@@ -350,7 +350,8 @@ static int translate(const char *conf_out, const char *out_dir) {
         const yaml_node_t *wat = p && get(p, "weight") ? get(p, "weight") : e;
         if (isnan(w)) w = 1;
         if (!isnan(weight) && w != weight)
-            fail_at(wat, "%s.weight = %g but an earlier model has %g: mats-c merges with equal weights", pw, w, weight);
+            fail_at(wat, "%s.weight = %g%s but an earlier model has %g: mats-c merges with equal weights", pw, w,
+                    p && get(p, "weight") ? "" : " (the default)", weight);
         weight = w, weight_at = wat;
         if (!isnan(de) && !(params & (P_DENSITY_TOPK | P_DENSITY_DROP | P_BREADCRUMBS)))
             fail_at(p && get(p, "density") ? get(p, "density") : gp, "density: %s does not read it", mname);
@@ -554,7 +555,11 @@ int main(int argc, char **argv) {
     if (argc == 2 && !strcmp(argv[1], "--methods")) {
         read_merge_table(merge_bin);
         for (size_t i = 0; i < N_RECIPE_METHODS; i++) printf("%s %s\n", RECIPE_METHODS[i].name, RECIPE_METHODS[i].ours);
-        for (int i = 0; i < N_ROWS; i++) printf("%s %s\n", ROWS[i].name, ROWS[i].name);
+        for (int i = 0; i < N_ROWS; i++) {
+            int named = 0; /* mergekit's name already printed it */
+            for (size_t k = 0; k < N_RECIPE_METHODS; k++) named |= !strcmp(RECIPE_METHODS[k].name, ROWS[i].name);
+            if (!named) printf("%s %s\n", ROWS[i].name, ROWS[i].name);
+        }
         return 0;
     }
     if (argc == 4 && !strcmp(argv[2], "-o")) {

@@ -55,6 +55,17 @@ if [ -n "$m" ] && [ -n "$tok" ] && build/bin/eval --model "$m" --data "$tok" -o 
    $ART diff "$T/m1.msgpack" "$T/m2.msgpack" --tol 0 >/dev/null 2>&1; then ok recipe_mats_export_scores_same
 else fail recipe_mats_export_scores_same "merged ${m:-?}, tokens ${tok:-?}"; fi
 
+# the export is what transformers 4 and 5 load as that model (names, shapes,
+# dtype, config; tests/reference/hf_check.py)
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    for n in mats mats-ia3 slerp; do
+        /usr/bin/python3 tests/reference/hf_check.py "$T/out-$n" > "$T/chk" 2>&1 && ok "recipe_export_loads_$n" ||
+            fail "recipe_export_loads_$n" "$(tail -1 "$T/chk")"
+    done
+else
+    echo "skip recipe_export_loads: python3-torch not installed (scripts/install-deps.sh --reference)"
+fi
+
 # warm: nothing runs again
 : > "$T/ran"
 if MATS_RUN_LOG=$T/ran make --no-print-directory merge RECIPE=configs/recipes/mats.yml OUT="$T/out-mats" > "$T/log2" 2>&1 &&

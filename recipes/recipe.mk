@@ -30,7 +30,7 @@ merge: all
 	 if ! cmp -s $$w.conf.tmp $(RECIPE_CONF); then mv $$w.conf.tmp $(RECIPE_CONF); else rm -f $$w.conf.tmp; fi; \
 	 mv $$w.vars.tmp $$w.vars; . $$w.vars; \
 	 $(MAKE) --no-print-directory merge RECIPE= OUT= EXP=$(RECIPE_CONF) METHOD=$$RECIPE_METHOD MODE=$$RECIPE_MODE \
-	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log; \
+	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log || exit 1; \
 	 merged=$$(sed -n 's/^merged artifacts: //p' $$w.log); \
 	 [ -n "$$merged" ] && [ -f "$$merged" ] || { echo "make merge RECIPE=$(RECIPE): the workflow named no merged artifact ($$w.log)" >&2; exit 1; }; \
 	 vocab=$(RECIPE_CACHE)/import/$(RECIPE_NAME)/vocab.msgpack; \

@@ -44,7 +44,7 @@ endif
 DEPS_STAMP := build/.deps-ok
 DEPS_FILES := /usr/include/msgpack.h /usr/include/xxhash.h /usr/include/lzma.h \
               /usr/include/zlib.h /usr/bin/xxh128sum /usr/bin/spm_train \
-              /usr/include/x86_64-linux-gnu/cblas.h \
+              /usr/include/x86_64-linux-gnu/cblas.h /usr/include/yaml.h \
               $(if $(filter 1,$(MPI)),/usr/include/x86_64-linux-gnu/mpi/mpi.h /usr/bin/mpirun)
 $(DEPS_STAMP): scripts/install-deps.sh | build/
 	@missing=0; for f in $(DEPS_FILES); do [ -e $$f ] || missing=1; done; \
@@ -115,6 +115,9 @@ build/bin/%: build/obj/stages/%.o build/lib/libmats.a | build/bin/
 	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
 build/bin/%: build/obj/tools/%.o build/lib/libmats.a | build/bin/
 	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
+# libyaml only where recipes are read: the stages' bytes, hence their cache
+# keys, stay as they are
+build/bin/recipe: LDLIBS += -lyaml
 build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
 	$(CC) $(CFLAGS) -o $@ $< build/lib/libmats.a $(LDLIBS)
 
@@ -180,4 +183,6 @@ help:
 .PHONY: all deps test fuzz bench clean help FORCE
 FORCE:
 
-include $(sort $(wildcard recipes/*.mk))
+# `make merge RECIPE=...` is recipes/recipe.mk's merge, which runs the
+# workflow's (recipes/workflow.mk) in a sub-make without RECIPE.
+include $(sort $(filter-out $(if $(RECIPE),recipes/workflow.mk),$(wildcard recipes/*.mk)))

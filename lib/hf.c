@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,66 +283,72 @@ void st_read_f32(const st_tensor *t, int64_t start, int64_t n, float *dst) {
 
 /* ------------------------------------------------------------ config */
 
-static const char *CONFIG_INTS[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", NULL};
+/* transformers_version "5.0.0" -> 5; absent or unreadable: 4 (every config
+ * written before 5.x reads as 4.x's). */
+static int tf_major(const mc_val *j) {
+    const char *v = val_get_str(j, "transformers_version", "");
+    return *v >= '0' && *v <= '9' ? atoi(v) : 4;
+}
 
-static int json_int(const mc_val *j, const char *key, int64_t def, int64_t *out, const char *path, int required) {
+/* A JSON bool field: 1/0, def when absent or null, -1 (with mc_fail) else. */
+static int json_bool(const mc_val *j, const char *key, int def, const char *path) {
     const mc_val *v = val_get(j, key);
-    if (!v || v->type == VAL_NIL) {
-        if (required) return mc_fail("%s: \"%s\" missing (a T5 config.json has it)", path, key);
-        *out = def;
-        return 0;
-    }
-    if (v->type != VAL_INT || v->v.i <= 0 || v->v.i > (1 << 30))
-        return mc_fail("%s: \"%s\" must be a positive integer", path, key);
-    *out = v->v.i;
-    return 0;
+    if (!v || v->type == VAL_NIL) return def;
+    if (v->type != VAL_BOOL) return mc_fail("%s: \"%s\" must be true or false", path, key);
+    return v->v.b;
 }
 
-static int config_check(hf_config *c, const char *path) {
-    if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 2)
-        return mc_fail("%s: relative_attention_num_buckets = %d and _max_distance = %d: need at least 4 buckets "
-                       "and a max distance above half the buckets", path, (int)c->num_buckets, (int)c->max_distance);
-    if (c->num_decoder_layers <= 0) return mc_fail("%s: num_decoder_layers must be positive", path);
-    if (!(c->eps > 0 && c->eps < 1)) return mc_fail("%s: layer_norm_epsilon must be in (0, 1)", path);
-    return 0;
-}
-
-/* The integer fields, required or with HF's defaults. */
-static int config_ints(hf_config *c, const mc_val *j, const char *path) {
-    int64_t *f[] = {&c->vocab_size, &c->d_model, &c->d_kv, &c->d_ff, &c->num_heads, &c->num_layers};
-    for (int i = 0; CONFIG_INTS[i]; i++)
-        if (json_int(j, CONFIG_INTS[i], 0, f[i], path, 1) < 0) return -1;
-    if (json_int(j, "num_decoder_layers", c->num_layers, &c->num_decoder_layers, path, 0) < 0 ||
-        json_int(j, "relative_attention_num_buckets", 32, &c->num_buckets, path, 0) < 0 ||
-        json_int(j, "relative_attention_max_distance", 128, &c->max_distance, path, 0) < 0)
-        return -1;
-    return 0;
-}
-
-int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
+int hf_config_from_json(t5_config *c, hf_head *h, const mc_val *j, const char *path) {
     memset(c, 0, sizeof *c);
+    memset(h, 0, sizeof *h);
     if (!j || j->type != VAL_MAP) return mc_fail("%s: not a JSON object", path);
     const char *mt = val_get_str(j, "model_type", "t5");
     if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
         return mc_fail("%s: model_type \"%s\": only T5 (t5, mt5) checkpoints can be imported", path, mt);
     snprintf(c->model_type, sizeof c->model_type, "%s", mt);
-    if (config_ints(c, j, path) < 0) return -1;
+    char where[1100];
+    snprintf(where, sizeof where, "%s: ", path);
+    if (t5_config_ints(c, j, where) < 0) return -1;
     const mc_val *e = val_get(j, "layer_norm_epsilon");
-    c->eps = 1e-6;
+    c->eps = 1e-6f;
     if (e && e->type != VAL_NIL) {
         if (e->type != VAL_FLOAT && e->type != VAL_INT) return mc_fail("%s: \"layer_norm_epsilon\" must be a number", path);
-        c->eps = e->type == VAL_FLOAT ? e->v.f : (double)e->v.i;
+        double x = e->type == VAL_FLOAT ? e->v.f : (double)e->v.i;
+        if (!(x > 0 && x < 1)) return mc_fail("%s: layer_norm_epsilon must be in (0, 1)", path);
+        c->eps = (float)x;
     }
-    /* HF: feed_forward_proj defaults to "relu"; "gated-gelu" means gated
-     * gelu_new (tanh approximation), "gated-gelu_new" says so explicitly. */
+    /* The feed-forward, as T5Config derives it: feed_forward_proj "ACT" or
+     * "gated-ACT" (default "relu") gives is_gated_act and dense_act_fn
+     * ("gated-gelu" means gelu_new, the tanh approximation); a
+     * dense_act_fn or is_gated_act in the file overrides what
+     * feed_forward_proj implied (transformers sets the file's fields after
+     * deriving). The C model is gated gelu_new. */
+    const mc_val *ffv = val_get(j, "feed_forward_proj");
+    if (ffv && ffv->type != VAL_NIL && ffv->type != VAL_STR) return mc_fail("%s: \"feed_forward_proj\" must be a string", path);
     const char *ff = val_get_str(j, "feed_forward_proj", "relu");
-    if (strcmp(ff, "gated-gelu") && strcmp(ff, "gated-gelu_new"))
-        return mc_fail("%s: feed_forward_proj \"%s\": only T5 v1.1's \"gated-gelu\" is implemented "
-                       "(original T5 uses \"relu\")", path, ff);
-    const mc_val *tie = val_get(j, "tie_word_embeddings");
-    if (!tie || tie->type != VAL_BOOL || tie->v.b)
-        return mc_fail("%s: tie_word_embeddings is %s: only untied T5 v1.1 models (tie_word_embeddings: false) "
-                       "are implemented", path, tie ? "true" : "absent (HF's default: true)");
+    const char *dash = strchr(ff, '-');
+    int gated = dash && (size_t)(dash - ff) == 5 && !strncmp(ff, "gated", 5);
+    if ((dash && !gated) || (gated && strchr(dash + 1, '-')))
+        return mc_fail("%s: feed_forward_proj \"%s\" is not ACT or gated-ACT", path, ff);
+    char act[64];
+    snprintf(act, sizeof act, "%s", !strcmp(ff, "gated-gelu") ? "gelu_new" : gated ? dash + 1 : ff);
+    const mc_val *da = val_get(j, "dense_act_fn");
+    if (da && da->type != VAL_NIL) {
+        if (da->type != VAL_STR) return mc_fail("%s: \"dense_act_fn\" must be a string", path);
+        snprintf(act, sizeof act, "%s", da->v.str.s);
+    }
+    if ((gated = json_bool(j, "is_gated_act", gated, path)) < 0) return -1;
+    if (!gated || (strcmp(act, "gelu_new") && strcmp(act, "gelu_pytorch_tanh")))
+        return mc_fail("%s: a %s feed-forward (%s) with activation \"%s\" (%s): only T5 v1.1's gated gelu_new "
+                       "(feed_forward_proj \"gated-gelu\") is implemented%s", path, gated ? "gated" : "plain",
+                       val_get(j, "is_gated_act") ? "is_gated_act" : "feed_forward_proj", act,
+                       da && da->type == VAL_STR ? "dense_act_fn" : "feed_forward_proj",
+                       !gated && !strcmp(act, "relu") ? " (original T5 uses \"relu\")" : "");
+    /* The output layer: see hf.h */
+    h->v5 = tf_major(j) >= 5;
+    if ((h->tie = json_bool(j, "tie_word_embeddings", 1, path)) < 0) return -1;
+    int def_scale = !strcmp(mt, "mt5") && h->v5 ? 0 : h->tie;
+    if ((h->scale = json_bool(j, "scale_decoder_outputs", def_scale, path)) < 0) return -1;
     const struct { const char *k; int64_t want; } ids[] = {
         {"pad_token_id", 0}, {"eos_token_id", 1}, {"decoder_start_token_id", 0}};
     for (int i = 0; i < 3; i++) {
@@ -352,51 +359,17 @@ int hf_config_from_json(hf_config *c, const mc_val *j, const char *path) {
     }
     const mc_val *ed = val_get(j, "is_encoder_decoder");
     if (ed && ed->type == VAL_BOOL && !ed->v.b) return mc_fail("%s: is_encoder_decoder is false", path);
-    return config_check(c, path);
+    if (t5_config_check(c) < 0) return mc_fail("%s: %s", path, mc_error());
+    return 0;
 }
 
-int hf_config_from_meta(hf_config *c, const mc_val *m, const char *path) {
-    memset(c, 0, sizeof *c);
-    if (!m || m->type != VAL_MAP) return mc_fail("%s: meta.config missing or not a map (not a model artifact?)", path);
-    /* the integers as config.json may hold them (1 to 2^30), not cut nor unbounded */
-    char where[1100];
-    snprintf(where, sizeof where, "%s: meta.config", path);
-    if (config_ints(c, m, where) < 0) return -1;
-    c->eps = val_get_float(m, "layer_norm_epsilon", 1e-6);
-    snprintf(c->model_type, sizeof c->model_type, "%s", val_get_str(m, "model_type", "t5"));
-    const char *ff = val_get_str(m, "feed_forward_proj", "gated-gelu");
-    if (strcmp(ff, "gated-gelu")) return mc_fail("%s: meta.config.feed_forward_proj = %s: only gated-gelu", path, ff);
-    const mc_val *tie = val_get(m, "tie_word_embeddings");
-    if (tie && tie->type == VAL_BOOL && tie->v.b) return mc_fail("%s: meta.config.tie_word_embeddings is true", path);
-    return config_check(c, path);
+/* meta.config of a model artifact, the message naming the file. */
+static int meta_config(t5_config *c, const art_file *a, const char *path) {
+    if (t5_config_from_val(c, val_get(a->meta, "config")) < 0) return mc_fail("%s: %s", path, mc_error());
+    return 0;
 }
 
-mc_val *hf_config_to_meta(const hf_config *c) {
-    mc_val *m = val_map();
-    val_set_int(m, "vocab_size", c->vocab_size);
-    val_set_int(m, "d_model", c->d_model);
-    val_set_int(m, "d_kv", c->d_kv);
-    val_set_int(m, "d_ff", c->d_ff);
-    val_set_int(m, "num_heads", c->num_heads);
-    val_set_int(m, "num_layers", c->num_layers);
-    val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
-    val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
-    val_set_int(m, "relative_attention_max_distance", c->max_distance);
-    val_set_float(m, "layer_norm_epsilon", c->eps);
-    val_set_str(m, "feed_forward_proj", "gated-gelu");
-    val_set(m, "tie_word_embeddings", val_bool(0));
-    val_set_str(m, "model_type", c->model_type[0] ? c->model_type : "t5");
-    return m;
-}
-
-int hf_config_same(const hf_config *a, const hf_config *b) {
-    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv && a->d_ff == b->d_ff &&
-           a->num_heads == b->num_heads && a->num_layers == b->num_layers &&
-           a->num_decoder_layers == b->num_decoder_layers && a->num_buckets == b->num_buckets &&
-           a->max_distance == b->max_distance && (float)a->eps == (float)b->eps;
-}
-
-mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
+mc_val *hf_config_to_json(const t5_config *c, const char *torch_dtype) {
     /* keys sorted, as transformers writes them */
     mc_val *m = val_map();
     int mt5 = !strcmp(c->model_type, "mt5");
@@ -421,6 +394,9 @@ mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
     val_set_int(m, "pad_token_id", 0);
     val_set_int(m, "relative_attention_max_distance", c->max_distance);
     val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
+    /* 4.x: untied and unscaled by tie_word_embeddings false; 5.x forces the
+     * flag true, keeps the stored lm_head and reads the scaling here */
+    val_set(m, "scale_decoder_outputs", val_bool(0));
     val_set(m, "tie_word_embeddings", val_bool(0));
     val_set_str(m, "torch_dtype", torch_dtype);
     val_set(m, "use_cache", val_bool(1));
@@ -430,58 +406,15 @@ mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype) {
 
 /* ------------------------------------------------------------ parameter table */
 
-/* hf_t5_params sizes its table by the layer counts: a config with more
+/* t5_param_table sizes its table by the layer counts: a config with more
  * layers than the file it came with has tensors cannot be that file's, and
  * is refused before the table is made. */
-static int layers_fit(const hf_config *c, size_t n_tensors, const char *path) {
-    if (c->num_layers + c->num_decoder_layers > (int64_t)n_tensors)
-        return mc_fail("%s: the config has %" PRId64 " encoder and %" PRId64 " decoder layers but the file holds "
+static int layers_fit(const t5_config *c, size_t n_tensors, const char *path) {
+    if ((size_t)c->num_layers + (size_t)c->num_decoder_layers > n_tensors)
+        return mc_fail("%s: the config has %d encoder and %d decoder layers but the file holds "
                        "%zu tensors: they do not belong together", path, c->num_layers, c->num_decoder_layers,
                        n_tensors);
     return 0;
-}
-
-int hf_t5_params(const hf_config *c, hf_param **out) {
-    size_t cap = 8 + 16 * (size_t)(c->num_layers + c->num_decoder_layers);
-    int n = 0;
-    hf_param *p = callocCheck(cap, sizeof *p);
-    int64_t D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
-#define ADD(d0, d1, ...)                                                        \
-    do {                                                                        \
-        snprintf(p[n].name, sizeof p[n].name, __VA_ARGS__);                     \
-        p[n].ndim = (d1) > 0 ? 2 : 1;                                           \
-        p[n].shape[0] = (d0);                                                   \
-        p[n].shape[1] = (d1) > 0 ? (d1) : 0;                                    \
-        n++;                                                                    \
-    } while (0)
-    ADD(V, D, "shared.weight");
-    for (int s = 0; s < 2; s++) {
-        const char *st = s ? "decoder" : "encoder";
-        int L = (int)(s ? c->num_decoder_layers : c->num_layers);
-        for (int l = 0; l < L; l++) {
-            const char *qkv = "qkv";
-            for (int i = 0; i < 3; i++) ADD(HK, D, "%s.block.%d.layer.0.SelfAttention.%c.weight", st, l, qkv[i]);
-            ADD(D, HK, "%s.block.%d.layer.0.SelfAttention.o.weight", st, l);
-            if (l == 0) ADD(c->num_buckets, c->num_heads, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
-            ADD(D, 0, "%s.block.%d.layer.0.layer_norm.weight", st, l);
-            int f = 1;
-            if (s) {
-                for (int i = 0; i < 3; i++) ADD(HK, D, "%s.block.%d.layer.1.EncDecAttention.%c.weight", st, l, qkv[i]);
-                ADD(D, HK, "%s.block.%d.layer.1.EncDecAttention.o.weight", st, l);
-                ADD(D, 0, "%s.block.%d.layer.1.layer_norm.weight", st, l);
-                f = 2;
-            }
-            ADD(F, D, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", st, l, f);
-            ADD(F, D, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", st, l, f);
-            ADD(D, F, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", st, l, f);
-            ADD(D, 0, "%s.block.%d.layer.%d.layer_norm.weight", st, l, f);
-        }
-        ADD(D, 0, "%s.final_layer_norm.weight", st);
-    }
-    ADD(V, D, "lm_head.weight");
-#undef ADD
-    *out = p;
-    return n;
 }
 
 /* Does this weight carry an IA3 vector (k, v of any attention; wi_1)? */
@@ -543,6 +476,138 @@ static int write_json_file(const char *path, const mc_val *v) {
     jb_puts(&b, "\n");
     int r = write_atomic(path, b.s, b.len);
     jb_free(&b);
+    return r;
+}
+
+/* ------------------------------------------------------------ vocab */
+
+static int pb_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+    uint64_t x = 0;
+    for (int s = 0; s < 64; s += 7) {
+        if (*p >= end) return -1;
+        unsigned char b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << s;
+        if (!(b & 0x80)) { *v = x; return 0; }
+    }
+    return -1;
+}
+
+/* Walk one protobuf message: for each field call back; -1 on malformed. */
+typedef int (*pb_fn)(void *ctx, uint64_t field, int wt, const unsigned char *p, uint64_t len);
+static int pb_walk(const unsigned char *p, const unsigned char *end, pb_fn fn, void *ctx) {
+    while (p < end) {
+        uint64_t key, v;
+        if (pb_varint(&p, end, &key) < 0) return -1;
+        int wt = (int)(key & 7);
+        const unsigned char *s = p;
+        uint64_t len = 0;
+        switch (wt) {
+        case 0: if (pb_varint(&p, end, &v) < 0) return -1; len = v; break;
+        case 1: if (end - p < 8) return -1; p += 8; len = 8; break;
+        case 2: if (pb_varint(&p, end, &len) < 0 || len > (uint64_t)(end - p)) return -1; s = p; p += len; break;
+        case 5: if (end - p < 4) return -1; p += 4; len = 4; break;
+        default: return -1;
+        }
+        if (fn && fn(ctx, key >> 3, wt, s, len) < 0) return -1;
+    }
+    return 0;
+}
+
+typedef struct { int64_t n; int has_sentinel; } spm_scan;
+
+static int piece_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
+    if (f == 1 && wt == 2 && len == 12 && !memcmp(p, "<extra_id_0>", 12)) ((spm_scan *)ctx)->has_sentinel = 1;
+    return 0;
+}
+
+static int model_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
+    if (f != 1) return 0;
+    if (wt != 2) return -1;
+    ((spm_scan *)ctx)->n++;
+    return pb_walk(p, p + len, piece_field, ctx);
+}
+
+/* The number of pieces of a SentencePiece model, and whether it has
+ * <extra_id_0> itself. */
+static int spm_scan_buf(const unsigned char *b, size_t n, const char *path, spm_scan *sc) {
+    memset(sc, 0, sizeof *sc);
+    if (pb_walk(b, b + n, model_field, sc) < 0 || sc->n == 0)
+        return mc_fail("%s: not a SentencePiece model (malformed protobuf or no pieces)", path);
+    return 0;
+}
+
+static int spm_pieces(const char *path, int64_t *n_pieces, int *has_sentinel) {
+    unsigned char *b;
+    size_t n;
+    spm_scan sc;
+    if (mc_read_file(path, &b, &n) < 0) return -1;
+    int r = spm_scan_buf(b, n, path, &sc);
+    free(b);
+    *n_pieces = sc.n;
+    *has_sentinel = sc.has_sentinel;
+    return r;
+}
+
+/* tokenizer_config.json's "extra_ids" (-1 when the file or the field is
+ * absent). */
+static int tokenizer_extra_ids(const char *path, int *extra) {
+    *extra = -1;
+    if (!file_exists(path)) return 0;
+    mc_val *tj = json_parse_file(path);
+    if (!tj) return -1;
+    const mc_val *e = val_get(tj, "extra_ids");
+    int r = 0;
+    if (e && e->type != VAL_NIL) {
+        if (e->type == VAL_INT && e->v.i >= 0 && e->v.i <= 100000) *extra = (int)e->v.i;
+        else r = mc_fail("%s: \"extra_ids\" must be a count of sentinel tokens", path);
+    }
+    val_free(tj);
+    return r;
+}
+
+int hf_write_vocab(const char *spm_path, const char *out, int extra_ids, int64_t model_vocab) {
+    unsigned char *b;
+    size_t n;
+    if (mc_read_file(spm_path, &b, &n) < 0) return -1;
+    spm_scan sc;
+    if (spm_scan_buf(b, n, spm_path, &sc) < 0) {
+        free(b);
+        return -1;
+    }
+    spm_model *sm = spm_load_buffer(b, n, spm_path);
+    if (!sm || spm_check_t5_ids(sm, spm_path) < 0) {
+        if (sm) spm_free(sm);
+        free(b);
+        return -1;
+    }
+    spm_free(sm);
+    if (extra_ids < 0) extra_ids = sc.has_sentinel ? 0 : 100;
+    if (model_vocab > 0 && sc.n + extra_ids > model_vocab) {
+        free(b);
+        return mc_fail("%s: %" PRId64 " pieces + %d extra ids exceed the model's vocab_size %" PRId64
+                       " (wrong tokenizer for this model?)", spm_path, sc.n, extra_ids, model_vocab);
+    }
+    mc_val *meta = val_map();
+    val_set_str(meta, "source", "hf");
+    val_set_int(meta, "vocab_size", sc.n + extra_ids);
+    val_set_int(meta, "n_pieces", sc.n);
+    val_set_int(meta, "extra_ids", extra_ids);
+    val_set_int(meta, "extra_id_0", sc.n + extra_ids - 1);
+    if (model_vocab > 0) val_set_int(meta, "model_vocab_size", model_vocab);
+    val_set_int(meta, "pad_id", 0);
+    val_set_int(meta, "eos_id", 1);
+    val_set_int(meta, "unk_id", 2);
+    char key[33];
+    key_buf_hex(b, n, key);
+    int64_t shape[1] = {(int64_t)n};
+    art_writer *w = art_writer_open(out, "vocab", key, meta, 1);
+    val_free(meta);
+    int r = -1;
+    if (w) {
+        if (art_writer_tensor(w, "spiece.model", ART_U8, 1, shape, b) < 0) art_writer_abort(w);
+        else r = art_writer_close(w);
+    }
+    free(b);
     return r;
 }
 
@@ -681,14 +746,17 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     hf_import_opts dflt = {0};
     if (!o) o = &dflt;
     checkpoint ck = {0};
-    hf_param *par = NULL;
+    t5_tensor *par = NULL;
     mc_val *cj = NULL, *meta = NULL;
     art_writer *w = NULL;
     float *buf = NULL;
     int r = -1;
-    char *cpath = path_join(dir, "config.json");
+    char *cpath = path_join(dir, "config.json"), *spm = path_join(dir, "spiece.model");
+    char *tcpath = path_join(dir, "tokenizer_config.json");
     char weights[4200];
-    hf_config c;
+    t5_config c;
+    hf_head hd;
+    int extra = -1;
 
     struct stat sb;
     if (mc_output_ok(out) < 0 || (o->vocab_out && mc_output_ok(o->vocab_out) < 0)) goto done;
@@ -697,24 +765,22 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         goto done;
     }
     if (!(cj = json_parse_file(cpath))) goto done;
-    if (hf_config_from_json(&c, cj, cpath) < 0) goto done;
+    if (hf_config_from_json(&c, &hd, cj, cpath) < 0) goto done;
     if (o->like) {
         art_file *lk = art_open(o->like, "model");
-        hf_config lc;
-        int same = lk && hf_config_from_meta(&lc, val_get(lk->meta, "config"), o->like) == 0;
-        if (same && !hf_config_same(&c, &lc)) {
-            mc_fail("%s: describes another model than %s (d_model %" PRId64 " vs %" PRId64 ", vocab_size %" PRId64
-                    " vs %" PRId64 ", layers %" PRId64 "/%" PRId64 " vs %" PRId64 "/%" PRId64 "): "
-                    "task models must be fine-tunes of the base", cpath, o->like, c.d_model, lc.d_model,
-                    c.vocab_size, lc.vocab_size, c.num_layers, c.num_decoder_layers, lc.num_layers, lc.num_decoder_layers);
+        t5_config lc;
+        char diff[160];
+        int same = lk && meta_config(&lc, lk, o->like) == 0;
+        if (same && t5_config_diff(&c, &lc, diff, sizeof diff)) {
+            mc_fail("%s: describes another model than %s (%s): task models must be fine-tunes of the base", cpath,
+                    o->like, diff);
             same = 0;
         }
         art_close(lk);
         if (!same) goto done;
     }
     if (ckpt_open(&ck, dir, weights, sizeof weights) < 0 || layers_fit(&c, ck.n_src, cpath) < 0) goto done;
-
-    int np = hf_t5_params(&c, &par);
+    int np = t5_param_table(&c, &par);
     /* every file tensor must be a parameter, a tied copy or the ignored key */
     static const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
     static const char *ignored = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight";
@@ -724,11 +790,24 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         for (int k = 0; k < np && !known; k++) known = !strcmp(par[k].name, nm);
         if (!known) {
             mc_fail("%s: unexpected tensor %s: not a parameter of the T5 v1.1 model config.json describes "
-                    "(num_layers %" PRId64 ", num_decoder_layers %" PRId64 ")",
+                    "(num_layers %d, num_decoder_layers %d)",
                     ck.src[i].file->path, nm, c.num_layers, c.num_decoder_layers);
             goto done;
         }
     }
+    /* the output layer (hf.h): the file's lm_head.weight, unless 4.x ties it */
+    const src_tensor *lm = ckpt_find(&ck, "lm_head.weight");
+    if (!lm || (hd.tie && !hd.v5) || hd.scale) {
+        mc_fail("%s: %s: the original T5 layout (lm_head tied to shared.weight, decoder output scaled by "
+                "d_model^-0.5) is not implemented; T5 v1.1, flan-t5 and mT5 have their own lm_head.weight, "
+                "tie_word_embeddings false (transformers 4) or scale_decoder_outputs false (5)",
+                !lm ? weights : cpath,
+                !lm ? "no lm_head.weight"
+                : hd.tie && !hd.v5 ? "tie_word_embeddings is true (transformers 4.x ties lm_head to shared.weight)"
+                : "scale_decoder_outputs is true (or absent, with tie_word_embeddings true)");
+        goto done;
+    }
+
     const char *dtype_seen = NULL;
     for (int k = 0; k < np; k++) {
         const src_tensor *s = ckpt_find(&ck, par[k].name);
@@ -761,6 +840,22 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         }
     }
 
+    /* the sentinels (hf.h): the tokenizer beside the weights says where
+     * <extra_id_0> is */
+    int have_spm = file_exists(spm);
+    if (have_spm) {
+        int64_t n_pieces;
+        int has_sentinel;
+        if (tokenizer_extra_ids(tcpath, &extra) < 0 || spm_pieces(spm, &n_pieces, &has_sentinel) < 0) goto done;
+        int e = extra >= 0 ? extra : has_sentinel ? 0 : 100;
+        if (n_pieces + e > c.vocab_size) {
+            mc_fail("%s: %" PRId64 " pieces + %d extra ids exceed the model's vocab_size %d (wrong tokenizer for "
+                    "this model?)", spm, n_pieces, e, c.vocab_size);
+            goto done;
+        }
+        if (n_pieces + e - 1 >= 3 && n_pieces + e < c.vocab_size) c.extra_id_0 = (int)(n_pieces + e - 1);
+    }
+
     /* key: given, or XXH3-128 over the names and digests of the inputs */
     char key[33] = "";
     if (o->key) {
@@ -774,6 +869,14 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         key_buf_hex(cb, cl, hex);
         free(cb);
         key_config(k, "config.json", hex);
+        const char *tok[] = {spm, tcpath}; /* what the sentinel ids came from */
+        for (int i = 0; i < 2 && have_spm; i++) {
+            if (!file_exists(tok[i])) continue;
+            if (mc_read_file(tok[i], &cb, &cl) < 0) { key_free(k); goto done; }
+            key_buf_hex(cb, cl, hex);
+            free(cb);
+            key_config(k, i ? "tokenizer_config.json" : "spiece.model", hex);
+        }
         for (size_t i = 0; i < ck.n_files; i++) {
             const char *base = strrchr(ck.files[i]->path, '/');
             key_buf_hex(ck.files[i]->map, ck.files[i]->size, hex);
@@ -784,7 +887,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     }
 
     meta = val_map();
-    val_set(meta, "config", hf_config_to_meta(&c));
+    val_set(meta, "config", t5_config_to_val(&c));
     val_set_str(meta, "source", "hf");
     val_set_str(meta, "hf_dtype", dtype_seen ? dtype_seen : "F32");
     if (!(w = art_writer_open(out, "model", key, meta, (size_t)np))) goto done;
@@ -807,25 +910,11 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
                 ck.n_files, ck.n_files == 1 ? "" : "s", np, out);
 
     if (o->vocab_out) {
-        char *spm = path_join(dir, "spiece.model");
-        if (!file_exists(spm)) {
+        if (!have_spm) {
             mc_fail("%s: no spiece.model, so no vocab artifact can be written (drop --vocab, or copy the tokenizer's spiece.model there)", dir);
-            free(spm);
             goto done;
         }
-        int extra = -1;
-        char *tc = path_join(dir, "tokenizer_config.json");
-        if (file_exists(tc)) {
-            mc_val *tj = json_parse_file(tc);
-            if (!tj) { free(tc); free(spm); goto done; }
-            const mc_val *e = val_get(tj, "extra_ids");
-            if (e && e->type == VAL_INT && e->v.i >= 0) extra = (int)e->v.i;
-            val_free(tj);
-        }
-        free(tc);
-        int vr = hf_write_vocab(spm, o->vocab_out, extra, c.vocab_size);
-        free(spm);
-        if (vr < 0) goto done;
+        if (hf_write_vocab(spm, o->vocab_out, extra, c.vocab_size) < 0) goto done;
         if (o->verbose) fprintf(stderr, "import-hf: spiece.model -> %s\n", o->vocab_out);
     }
     r = 0;
@@ -838,99 +927,8 @@ done:
     free(par);
     ckpt_free(&ck);
     free(cpath);
-    return r;
-}
-
-/* ------------------------------------------------------------ vocab */
-
-static int pb_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
-    uint64_t x = 0;
-    for (int s = 0; s < 64; s += 7) {
-        if (*p >= end) return -1;
-        unsigned char b = *(*p)++;
-        x |= (uint64_t)(b & 0x7f) << s;
-        if (!(b & 0x80)) { *v = x; return 0; }
-    }
-    return -1;
-}
-
-/* Walk one protobuf message: for each field call back; -1 on malformed. */
-typedef int (*pb_fn)(void *ctx, uint64_t field, int wt, const unsigned char *p, uint64_t len);
-static int pb_walk(const unsigned char *p, const unsigned char *end, pb_fn fn, void *ctx) {
-    while (p < end) {
-        uint64_t key, v;
-        if (pb_varint(&p, end, &key) < 0) return -1;
-        int wt = (int)(key & 7);
-        const unsigned char *s = p;
-        uint64_t len = 0;
-        switch (wt) {
-        case 0: if (pb_varint(&p, end, &v) < 0) return -1; len = v; break;
-        case 1: if (end - p < 8) return -1; p += 8; len = 8; break;
-        case 2: if (pb_varint(&p, end, &len) < 0 || len > (uint64_t)(end - p)) return -1; s = p; p += len; break;
-        case 5: if (end - p < 4) return -1; p += 4; len = 4; break;
-        default: return -1;
-        }
-        if (fn && fn(ctx, key >> 3, wt, s, len) < 0) return -1;
-    }
-    return 0;
-}
-
-typedef struct { int64_t n; int has_sentinel; } spm_scan;
-
-static int piece_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
-    if (f == 1 && wt == 2 && len == 12 && !memcmp(p, "<extra_id_0>", 12)) ((spm_scan *)ctx)->has_sentinel = 1;
-    return 0;
-}
-
-static int model_field(void *ctx, uint64_t f, int wt, const unsigned char *p, uint64_t len) {
-    if (f != 1) return 0;
-    if (wt != 2) return -1;
-    ((spm_scan *)ctx)->n++;
-    return pb_walk(p, p + len, piece_field, ctx);
-}
-
-int hf_write_vocab(const char *spm_path, const char *out, int extra_ids, int64_t model_vocab) {
-    unsigned char *b;
-    size_t n;
-    if (mc_read_file(spm_path, &b, &n) < 0) return -1;
-    spm_scan sc = {0, 0};
-    if (pb_walk(b, b + n, model_field, &sc) < 0 || sc.n == 0) {
-        free(b);
-        return mc_fail("%s: not a SentencePiece model (malformed protobuf or no pieces)", spm_path);
-    }
-    spm_model *sm = spm_load_buffer(b, n, spm_path);
-    if (!sm || spm_check_t5_ids(sm, spm_path) < 0) {
-        if (sm) spm_free(sm);
-        free(b);
-        return -1;
-    }
-    spm_free(sm);
-    if (extra_ids < 0) extra_ids = sc.has_sentinel ? 0 : 100;
-    if (model_vocab > 0 && sc.n + extra_ids > model_vocab) {
-        free(b);
-        return mc_fail("%s: %" PRId64 " pieces + %d extra ids exceed the model's vocab_size %" PRId64
-                       " (wrong tokenizer for this model?)", spm_path, sc.n, extra_ids, model_vocab);
-    }
-    mc_val *meta = val_map();
-    val_set_str(meta, "source", "hf");
-    val_set_int(meta, "vocab_size", sc.n + extra_ids);
-    val_set_int(meta, "n_pieces", sc.n);
-    val_set_int(meta, "extra_ids", extra_ids);
-    if (model_vocab > 0) val_set_int(meta, "model_vocab_size", model_vocab);
-    val_set_int(meta, "pad_id", 0);
-    val_set_int(meta, "eos_id", 1);
-    val_set_int(meta, "unk_id", 2);
-    char key[33];
-    key_buf_hex(b, n, key);
-    int64_t shape[1] = {(int64_t)n};
-    art_writer *w = art_writer_open(out, "vocab", key, meta, 1);
-    val_free(meta);
-    int r = -1;
-    if (w) {
-        if (art_writer_tensor(w, "spiece.model", ART_U8, 1, shape, b) < 0) art_writer_abort(w);
-        else r = art_writer_close(w);
-    }
-    free(b);
+    free(spm);
+    free(tcpath);
     return r;
 }
 
@@ -1024,7 +1022,7 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
     hf_export_opts dflt = {0};
     if (!o) o = &dflt;
     int r = -1, np = 0;
-    hf_param *par = NULL;
+    t5_tensor *par = NULL;
     art_file *m = NULL, *ia = NULL, *vo = NULL;
     out_tensor *ot = NULL, *ad = NULL;
     float **owned = NULL;
@@ -1032,12 +1030,11 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
     float **scale = NULL;
     char *p = NULL, *adir = NULL;
     mc_val *cfg = NULL;
-    hf_config c;
+    t5_config c;
 
     if (!(m = art_open(model, "model"))) goto done;
-    if (hf_config_from_meta(&c, val_get(m->meta, "config"), model) < 0 || layers_fit(&c, m->n_tensors, model) < 0)
-        goto done;
-    np = hf_t5_params(&c, &par);
+    if (meta_config(&c, m, model) < 0 || layers_fit(&c, m->n_tensors, model) < 0) goto done;
+    np = t5_param_table(&c, &par);
     if (o->ia3) {
         if (o->ia3_mode != HF_IA3_FOLD && o->ia3_mode != HF_IA3_ADAPTER) {
             mc_fail("%s: say how to export the IA3 vectors: --fold or --adapter", o->ia3);
@@ -1137,7 +1134,7 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
             }
         }
     }
-    if (!o->no_tied) {
+    if (o->tied) {
         const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
         for (int i = 0; i < 2; i++) {
             out_tensor *x = &ot[n_ot++];
@@ -1229,63 +1226,125 @@ done:
 
 /* ------------------------------------------------------------ PEFT IA3 import */
 
+/* PEFT's module matching (tuners/ia3/model.py): target_modules as a string
+ * is a regular expression the whole module name must match (re.fullmatch),
+ * as a list it matches a module named as an entry or ending in "." + entry;
+ * feedforward_modules likewise, except that a list entry matches any name
+ * ending in it. Module names are the base model's ("encoder.block.0.layer.0
+ * .SelfAttention.k"). Python's patterns are read as POSIX extended regular
+ * expressions: the ones adapters carry (alternation, groups, ".*", "\.")
+ * mean the same in both; one that does not compile is an error. */
+typedef struct {
+    const mc_val *list;     /* or */
+    regex_t re;
+    int is_re;
+} peft_match;
+
+static int peft_match_init(peft_match *m, const mc_val *v, const char *field, const char *path) {
+    memset(m, 0, sizeof *m);
+    if (!v || v->type == VAL_NIL) return 0; /* matches nothing */
+    if (v->type == VAL_STR) {
+        size_t n = v->v.str.len + 8;
+        char *pat = mallocCheck(n);
+        snprintf(pat, n, "^(%s)$", v->v.str.s);
+        int e = regcomp(&m->re, pat, REG_EXTENDED | REG_NOSUB);
+        free(pat);
+        if (e) return mc_fail("%s: %s \"%s\" is not a regular expression this importer reads (POSIX extended)",
+                              path, field, v->v.str.s);
+        m->is_re = 1;
+        return 0;
+    }
+    if (v->type != VAL_ARRAY) return mc_fail("%s: %s must be a list of module names or a regular expression", path, field);
+    for (size_t i = 0; i < v->v.c.n; i++)
+        if (v->v.c.items[i]->type != VAL_STR) return mc_fail("%s: %s[%zu] is not a string", path, field, i);
+    m->list = v;
+    return 0;
+}
+
+static void peft_match_free(peft_match *m) {
+    if (m->is_re) regfree(&m->re);
+}
+
+/* dot: a list entry must be the name or its last dotted components
+ * (target_modules); else any suffix (feedforward_modules). */
+static int peft_matches(const peft_match *m, const char *module, int dot) {
+    if (m->is_re) return regexec(&m->re, module, 0, NULL, 0) == 0;
+    size_t n = strlen(module);
+    for (size_t i = 0; m->list && i < m->list->v.c.n; i++) {
+        const char *t = m->list->v.c.items[i]->v.str.s;
+        size_t k = strlen(t);
+        if (k > n || strcmp(module + n - k, t)) continue;
+        if (!dot || k == n || module[n - k - 1] == '.') return 1;
+    }
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 int hf_import_ia3(const char *dir, const char *base_model, const char *out, const char *key) {
     int r = -1, np = 0;
     char *cp = path_join(dir, "adapter_config.json"), *wp = path_join(dir, "adapter_model.safetensors");
     mc_val *cj = NULL, *meta = NULL;
     st_file *sf = NULL;
     art_file *bm = NULL;
-    hf_param *par = NULL;
+    t5_tensor *par = NULL;
     float **vec = NULL;
-    int *vn = NULL;
-    hf_config c;
+    float *tmp = NULL;
+    t5_config c;
+    peft_match tm, ffm;
+    memset(&tm, 0, sizeof tm);
+    memset(&ffm, 0, sizeof ffm);
 
     if (mc_output_ok(out) < 0 || !(cj = json_parse_file(cp))) goto done;
     const char *pt = val_get_str(cj, "peft_type", "");
     if (strcmp(pt, "IA3")) { mc_fail("%s: peft_type \"%s\": only IA3 adapters can be imported", cp, pt); goto done; }
-    const mc_val *tm = val_get(cj, "target_modules"), *ffm = val_get(cj, "feedforward_modules");
-    if (!tm || tm->type != VAL_ARRAY) {
-        mc_fail("%s: target_modules must be a list of module names (k, v, wo)", cp);
+    const mc_val *tmv = val_get(cj, "target_modules");
+    if (!tmv || tmv->type == VAL_NIL) {
+        mc_fail("%s: target_modules missing: a list of module names (k, v, wo) or a regular expression", cp);
         goto done;
     }
-    for (size_t i = 0; i < tm->v.c.n; i++) {
-        const mc_val *t = tm->v.c.items[i];
-        const char *s = t->type == VAL_STR ? t->v.str.s : "?";
-        int is_ff = 0;
-        for (size_t k = 0; ffm && ffm->type == VAL_ARRAY && k < ffm->v.c.n; k++)
-            if (ffm->v.c.items[k]->type == VAL_STR && !strcmp(ffm->v.c.items[k]->v.str.s, s)) is_ff = 1;
-        int ok = ((!strcmp(s, "k") || !strcmp(s, "v")) && !is_ff) || (!strcmp(s, "wo") && is_ff);
-        if (!ok) {
-            mc_fail("%s: target module \"%s\"%s: MaTS's IA3 scales the outputs of k and v and the input of wo "
-                    "(feedforward) only", cp, s, is_ff ? " (feedforward)" : "");
-            goto done;
-        }
-    }
+    if (peft_match_init(&tm, tmv, "target_modules", cp) < 0 ||
+        peft_match_init(&ffm, val_get(cj, "feedforward_modules"), "feedforward_modules", cp) < 0)
+        goto done;
     if (!(bm = art_open(base_model, "model"))) goto done;
-    if (hf_config_from_meta(&c, val_get(bm->meta, "config"), base_model) < 0 ||
-        layers_fit(&c, bm->n_tensors, base_model) < 0)
-        goto done;
-    np = hf_t5_params(&c, &par);
+    if (meta_config(&c, bm, base_model) < 0 || layers_fit(&c, bm->n_tensors, base_model) < 0) goto done;
+    np = t5_param_table(&c, &par);
     if (!(sf = st_open(wp))) goto done;
     vec = callocCheck((size_t)np, sizeof *vec);
-    vn = callocCheck((size_t)np, sizeof *vn);
     const char *pre = "base_model.model.";
     size_t pl = strlen(pre);
     for (size_t i = 0; i < sf->n; i++) {
         const st_tensor *t = &sf->t[i];
         size_t L = strlen(t->name);
-        char wname[160];
-        if (L < pl + 7 || strncmp(t->name, pre, pl) || strcmp(t->name + L - 6, ".ia3_l")) {
+        char mod[160], wname[176];
+        if (L < pl + 7 || strncmp(t->name, pre, pl) || strcmp(t->name + L - 6, ".ia3_l") || L - pl - 6 >= sizeof mod) {
             mc_fail("%s: unexpected tensor %s (PEFT IA3 names are base_model.model.MODULE.ia3_l)", wp, t->name);
             goto done;
         }
-        snprintf(wname, sizeof wname, "%.*s.weight", (int)(L - pl - 6), t->name + pl);
-        char *wo = strstr(wname, "DenseReluDense.wo.weight");
-        if (wo) memcpy(wo, "DenseReluDense.wi_1.weight", strlen("DenseReluDense.wi_1.weight") + 1);
+        snprintf(mod, sizeof mod, "%.*s", (int)(L - pl - 6), t->name + pl);
+        if (!peft_matches(&tm, mod, 1)) {
+            mc_fail("%s: %s scales module %s, which target_modules does not name", wp, t->name, mod);
+            goto done;
+        }
+        /* k, v (any attention) and wi_1 scale their outputs; wo, a
+         * feedforward module, its input: the same d_ff entries as wi_1's
+         * output (hf.h), so both land on wi_1's vector and multiply */
+        int ff = peft_matches(&ffm, mod, 0);
+        int kv = ends_with(mod, "Attention.k") || ends_with(mod, "Attention.v");
+        int wi1 = ends_with(mod, "DenseReluDense.wi_1"), wo = ends_with(mod, "DenseReluDense.wo");
+        if (!((kv && !ff) || (wi1 && !ff) || (wo && ff))) {
+            mc_fail("%s: %s scales the %s of %s: MaTS's IA3 scales the outputs of k, v and wi_1 and the input of "
+                    "wo (a feedforward module) only", wp, t->name, ff ? "input (feedforward_modules)" : "output", mod);
+            goto done;
+        }
+        snprintf(wname, sizeof wname, "%.*s%s.weight", (int)(wo ? strlen(mod) - 2 : strlen(mod)), mod, wo ? "wi_1" : "");
         int k = 0;
         while (k < np && strcmp(par[k].name, wname)) k++;
-        if (k == np || !has_ia3(wname)) {
-            mc_fail("%s: %s does not scale a k, v or wo module of %s", wp, t->name, base_model);
+        if (k == np) {
+            mc_fail("%s: %s scales %s, which %s does not have", wp, t->name, mod, base_model);
             goto done;
         }
         if (convertible(t, wp) < 0) goto done;
@@ -1297,12 +1356,18 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
             mc_fail("%s: %s has shape %s, expected %" PRId64 " entries", wp, t->name, a, want);
             goto done;
         }
-        vec[k] = mallocCheck((size_t)want * sizeof **vec);
-        st_read_f32(t, 0, want, vec[k]);
+        if (!vec[k]) {
+            vec[k] = mallocCheck((size_t)want * sizeof **vec);
+            st_read_f32(t, 0, want, vec[k]);
+        } else {
+            tmp = reallocCheck(tmp, (size_t)want * sizeof *tmp);
+            st_read_f32(t, 0, want, tmp);
+            for (int64_t j = 0; j < want; j++) vec[k][j] *= tmp[j];
+        }
     }
     meta = val_map();
     val_set_str(meta, "base", bm->key);
-    val_set(meta, "config", hf_config_to_meta(&c));
+    val_set(meta, "config", t5_config_to_val(&c));
     val_set_str(meta, "source", "hf-peft");
     int nv = 0;
     for (int k = 0; k < np; k++) nv += has_ia3(par[k].name);
@@ -1336,7 +1401,9 @@ done:
     if (r < 0) one_line_error();
     for (int k = 0; vec && k < np; k++) free(vec[k]);
     free(vec);
-    free(vn);
+    free(tmp);
+    peft_match_free(&tm);
+    peft_match_free(&ffm);
     free(par);
     val_free(meta);
     val_free(cj);

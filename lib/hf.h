@@ -38,7 +38,8 @@
  * Name mapping is the identity (t5.h uses HF's names) except:
  *   encoder.embed_tokens.weight, decoder.embed_tokens.weight: the same tensor
  *     as shared.weight in HF T5; dropped on import (after checking they equal
- *     shared.weight), written as copies of it on export;
+ *     shared.weight), written as copies of it on export only when asked
+ *     (hf_export_opts.tied);
  *   decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight:
  *     present in some old conversions, unused; HF ignores it, so does import.
  *
@@ -47,7 +48,18 @@
  * [out, 1] tensor, for wo (a "feedforward" module: input scaling) a [1, in]
  * tensor. Scaling wo's input elementwise is exactly MaTS's scaling of wi_1's
  * output (wo(gelu(wi_0 x) * (s * wi_1 x)) = wo(s * (gelu(wi_0 x) * wi_1 x))),
- * so our `...wi_1.ia3_vector` maps to PEFT's `...wo.ia3_l`.
+ * so our `...wi_1.ia3_vector` maps to PEFT's `...wo.ia3_l`. PEFT may
+ * also target wi_1 itself (not feedforward: an [d_ff, 1] output scale, its
+ * default for mT5); an adapter with both multiplies them. target_modules
+ * and feedforward_modules may be lists or regular expressions (hf.c).
+ *
+ * Sentinels. A T5 tokenizer appends extra_ids sentinels after its pieces
+ * (tokenizer_config.json "extra_ids", default 100): <extra_id_0> is
+ * pieces + extra_ids - 1 (32099 for t5's 32000 + 100), and the embedding
+ * may have padding rows above (32128). Import records that id as
+ * meta.config.extra_id_0 when spiece.model is in the directory and it is
+ * not the last row (t5_extra_id_0, lib/t5.h); the import's key then covers
+ * spiece.model and tokenizer_config.json too.
  */
 #ifndef MC_HF_H
 #define MC_HF_H
@@ -56,6 +68,7 @@
 #include <stdint.h>
 
 #include "art.h"
+#include "t5.h"
 #include "val.h"
 
 /* ------------------------------------------------------------ conversions */
@@ -110,34 +123,32 @@ int st_dtype_parse(const char *s);
 
 /* ------------------------------------------------------------ T5 config */
 
+/* What a config.json says about the output layer. transformers 4.x ties
+ * lm_head to shared.weight and scales the decoder output by d_model^-0.5
+ * before it when tie_word_embeddings is true (its default); T5 v1.1,
+ * flan-t5 and mT5 say false and store lm_head.weight. transformers 5.x
+ * forces tie_word_embeddings to true for t5 and mt5, loads a stored
+ * lm_head.weight as it is, and scales by scale_decoder_outputs, which it
+ * writes (false for v1.1 / flan-t5); its mT5 never scales. So: */
 typedef struct {
-    int64_t vocab_size, d_model, d_kv, d_ff, num_heads, num_layers, num_decoder_layers;
-    int64_t num_buckets, max_distance;  /* relative_attention_num_buckets / _max_distance */
-    double eps;                         /* layer_norm_epsilon */
-    char model_type[16];                /* "t5" or "mt5" */
-} hf_config;
+    int tie;    /* tie_word_embeddings as written (absent: true) */
+    int scale;  /* scale_decoder_outputs; absent: false for an mt5 config of
+                   transformers >= 5 (transformers_version), else tie */
+    int v5;     /* transformers_version >= 5 */
+} hf_head;
 
-/* From a parsed config.json (HF T5Config semantics and defaults); rejects
- * what the C model does not implement (relu FFN, tied lm_head, other special
- * token ids) with a line naming `path` and the field. */
-int hf_config_from_json(hf_config *c, const mc_val *json, const char *path);
-/* From a model artifact's meta.config. */
-int hf_config_from_meta(hf_config *c, const mc_val *config, const char *path);
-/* meta.config of a model artifact (t5_config_to_val's fields + model_type). */
-mc_val *hf_config_to_meta(const hf_config *c);
-/* 1 if the two configs describe the same parameter shapes and eps. */
-int hf_config_same(const hf_config *a, const hf_config *b);
-/* A config.json for T5ForConditionalGeneration. */
-mc_val *hf_config_to_json(const hf_config *c, const char *torch_dtype);
-
-/* The parameters of a T5 v1.1 model with this config, in the canonical order
- * (lib/t5.c's table order). Caller frees *out. Returns the count. */
-typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[2];
-} hf_param;
-int hf_t5_params(const hf_config *c, hf_param **out);
+/* From a parsed config.json (HF T5Config semantics and defaults: absent
+ * feed_forward_proj is "relu"; dense_act_fn and is_gated_act, when present,
+ * override what feed_forward_proj implies): the shapes into c (meta.config
+ * is then t5_config_to_val(c), lib/t5.h: the one mapping), the output layer
+ * into h. Rejects what the C model does not implement (a feed-forward other
+ * than gated gelu_new, other special token ids) with a line naming `path`
+ * and the field; hf_import decides on h with the weights at hand. */
+int hf_config_from_json(t5_config *c, hf_head *h, const mc_val *json, const char *path);
+/* A config.json for T5ForConditionalGeneration (MT5... for model_type mt5)
+ * that transformers 4.x and 5.x both load as this model: untied, unscaled
+ * (tie_word_embeddings false, scale_decoder_outputs false). */
+mc_val *hf_config_to_json(const t5_config *c, const char *torch_dtype);
 
 /* ------------------------------------------------------------ import / export */
 
@@ -168,7 +179,9 @@ typedef struct {
     int ia3_mode;           /* HF_IA3_FOLD or HF_IA3_ADAPTER when ia3 is set */
     st_dtype dtype;         /* of the written tensors */
     const char *vocab;      /* vocab artifact: write spiece.model + tokenizer_config.json */
-    int no_tied;            /* omit encoder/decoder.embed_tokens.weight */
+    int tied;               /* also write encoder/decoder.embed_tokens.weight, copies of
+                               shared.weight (save_pretrained writes only shared.weight, and
+                               some transformers 5 builds refuse the copies) */
 } hf_export_opts;
 
 /* model artifact -> DIR/config.json, DIR/model.safetensors (and with an

@@ -94,6 +94,7 @@ int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
     const char *s;
     int t;
     char key[96];
+    memset(c, 0, sizeof *c);
     for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
         long def = T5_INT_FIELDS[i].def == -2 ? c->num_layers : T5_INT_FIELDS[i].def;
         snprintf(key, sizeof key, "model.%s", T5_INT_FIELDS[i].name);
@@ -116,20 +117,27 @@ int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
     return t5_config_check(c);
 }
 
-int t5_config_from_val(t5_config *c, const mc_val *v) {
-    if (!v || v->type != VAL_MAP) return mc_fail("meta.config missing or not a map");
+int t5_config_ints(t5_config *c, const mc_val *v, const char *where) {
     for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
         const char *name = T5_INT_FIELDS[i].name;
         const mc_val *x = val_get(v, name);
+        if (x && x->type == VAL_NIL) x = NULL; /* JSON null: HF's default */
         long def = T5_INT_FIELDS[i].def == -2 ? c->num_layers : T5_INT_FIELDS[i].def;
-        if (!x && def == -1) return mc_fail("meta.config.%s missing", name);
-        int64_t n = x ? val_get_int(v, name, INT64_MIN) : def;
-        if (n == INT64_MIN) return mc_fail("meta.config.%s is not an integer", name);
+        if (!x && def == -1) return mc_fail("%s%s missing", where, name);
+        int64_t n = !x ? def : x->type == VAL_INT ? x->v.i : INT64_MIN;
+        if (n == INT64_MIN) return mc_fail("%s%s is not an integer", where, name);
         if (n < T5_INT_FIELDS[i].lo || n > T5_INT_FIELDS[i].hi)
-            return mc_fail("meta.config.%s = %lld: must be in [%ld, %ld]", name, (long long)n, T5_INT_FIELDS[i].lo,
+            return mc_fail("%s%s = %lld: must be in [%ld, %ld]", where, name, (long long)n, T5_INT_FIELDS[i].lo,
                            T5_INT_FIELDS[i].hi);
         T5_FIELD(c, i) = (int)n;
     }
+    return 0;
+}
+
+int t5_config_from_val(t5_config *c, const mc_val *v) {
+    memset(c, 0, sizeof *c);
+    if (!v || v->type != VAL_MAP) return mc_fail("meta.config missing or not a map");
+    if (t5_config_ints(c, v, "meta.config.") < 0) return -1;
     c->eps = (float)val_get_float(v, "layer_norm_epsilon", 1e-6);
     const char *ff = val_get_str(v, "feed_forward_proj", "gated-gelu");
     if (strcmp(ff, "gated-gelu") != 0)
@@ -137,24 +145,30 @@ int t5_config_from_val(t5_config *c, const mc_val *v) {
     const mc_val *tie = val_get(v, "tie_word_embeddings");
     if (tie && tie->type == VAL_BOOL && tie->v.b)
         return mc_fail("meta.config.tie_word_embeddings = true: only untied T5 v1.1 is implemented");
+    const char *mt = val_get_str(v, "model_type", "t5");
+    if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
+        return mc_fail("meta.config.model_type = %s: t5 or mt5", mt);
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+    const mc_val *e0 = val_get(v, "extra_id_0");
+    if (e0) {
+        int64_t x = e0->type == VAL_INT ? e0->v.i : -1;
+        if (x < 3 || x >= c->vocab_size)
+            return mc_fail("meta.config.extra_id_0 must be an id in [3, vocab_size %d)", c->vocab_size);
+        c->extra_id_0 = (int)x;
+    }
     return t5_config_check(c);
 }
 
 mc_val *t5_config_to_val(const t5_config *c) {
     mc_val *m = val_map();
-    val_set_int(m, "vocab_size", c->vocab_size);
-    val_set_int(m, "d_model", c->d_model);
-    val_set_int(m, "d_kv", c->d_kv);
-    val_set_int(m, "d_ff", c->d_ff);
-    val_set_int(m, "num_heads", c->num_heads);
-    val_set_int(m, "num_layers", c->num_layers);
-    val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
-    val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
-    val_set_int(m, "relative_attention_max_distance", c->max_distance);
+    for (size_t i = 0; i < N_T5_INT_FIELDS; i++) val_set_int(m, T5_INT_FIELDS[i].name, T5_FIELD(c, i));
     val_set_float(m, "layer_norm_epsilon", c->eps);
     val_set_str(m, "feed_forward_proj", "gated-gelu");
     val_set(m, "tie_word_embeddings", val_bool(0));
-    val_set_str(m, "model_type", "t5");
+    val_set_str(m, "model_type", !strcmp(c->model_type, "mt5") ? "mt5" : "t5");
+    /* only where it differs from the default, so that models of the
+     * built-in tokenizer keep their bytes */
+    if (c->extra_id_0 > 0 && c->extra_id_0 != c->vocab_size - 1) val_set_int(m, "extra_id_0", c->extra_id_0);
     return m;
 }
 
@@ -244,6 +258,15 @@ static size_t param_layout(const t5_config *c, t5_params *P, float *base, t5_ten
     P->lm_head = w_add(&w, "lm_head.weight", V, D);
     if (n) *n = w.n;
     return w.off;
+}
+
+int t5_param_table(const t5_config *c, t5_tensor **out) {
+    int n = 0;
+    param_layout(c, NULL, NULL, NULL, &n);
+    t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
+    param_layout(c, NULL, NULL, tab, &n);
+    *out = tab;
+    return n;
 }
 
 static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *tab, int *n) {

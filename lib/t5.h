@@ -64,22 +64,39 @@
 #define T5_PAD 0
 #define T5_EOS 1
 #define T5_UNK 2
-/* <extra_id_k> is vocab_size - 1 - k. */
-#define T5_SENTINEL(vocab, k) ((vocab) - 1 - (k))
+/* <extra_id_k> is top - k, where top is t5_extra_id_0(): vocab_size - 1 for
+ * the built-in tokenizer; for a Hugging Face vocabulary the last of the
+ * pieces + extra ids (32099 for 32000 pieces + 100 extra ids in a 32128-row
+ * embedding), below the padding rows. */
+#define T5_SENTINEL(top, k) ((top) - (k))
 
 typedef struct {
     int vocab_size, d_model, d_kv, d_ff, num_heads;
     int num_layers, num_decoder_layers;
     int num_buckets, max_distance; /* relative_attention_num_buckets / _max_distance */
     float eps;                     /* layer_norm_epsilon */
+    int extra_id_0;                /* id of <extra_id_0>; 0: vocab_size - 1 (meta.config.extra_id_0) */
+    char model_type[8];            /* "t5" (default, also when empty) or "mt5" (meta.config.model_type) */
 } t5_config;
+
+/* The id of <extra_id_0>, the first sentinel of span corruption. */
+static inline int t5_extra_id_0(const t5_config *c) { return c->extra_id_0 > 0 ? c->extra_id_0 : c->vocab_size - 1; }
 
 /* Read model.* keys (HF config.json names) from a config; dies on errors
  * through the config getters' messages. */
 int t5_config_from_cfg(t5_config *c, mc_cfg *cfg);
-/* From / to a model artifact's meta.config (HF names). */
+/* From / to a model artifact's meta.config (HF names). This is the one
+ * mapping of a T5 config to metadata: lib/hf.c reads config.json through
+ * t5_config_ints and writes artifacts through t5_config_to_val. */
 int t5_config_from_val(t5_config *c, const mc_val *config);
 mc_val *t5_config_to_val(const t5_config *c);
+/* The integer fields (vocab_size ... relative_attention_max_distance) from
+ * a map with HF config.json names: required ones, HF's defaults for the
+ * others (num_decoder_layers = num_layers, 32 buckets, max distance 128),
+ * each checked against its bounds. Messages start with `where` and name the
+ * field ("meta.config.d_model missing", "PATH: d_model missing"): `where`
+ * ends with '.' or ": ". */
+int t5_config_ints(t5_config *c, const mc_val *map, const char *where);
 /* Check ranges; -1 with mc_error(). */
 int t5_config_check(const t5_config *c);
 int t5_config_equal(const t5_config *a, const t5_config *b);
@@ -129,6 +146,11 @@ typedef struct {
     int64_t shape[2];
     size_t offset, numel;
 } t5_tensor;
+
+/* The parameter table of a model of this config (names, shapes, offsets
+ * into one block, in the fixed order) without allocating the model; the
+ * caller frees *out. Returns the count. */
+int t5_param_table(const t5_config *c, t5_tensor **out);
 
 /* Activations of one block (and, in the gradient block, their gradients:
  * the same field holds dLoss/d(that activation)). ks/vs alias k/v when the

@@ -198,7 +198,7 @@ static void random_segmentation(mc_rng *r, int n, int k, int *lens) {
 #define MAX_SPANS 4096
 
 void tok_span_corrupt(const int *tokens, int L, uint64_t seed, double density, double mean_len,
-                      int vocab, int *in, int *nin, int *tgt, int *ntgt) {
+                      int extra_id_0, int *in, int *nin, int *tgt, int *ntgt) {
     int n_noise = (int)lround(L * density);
     if (n_noise < 1) n_noise = 1;
     if (n_noise > L - 1) n_noise = L - 1;
@@ -216,7 +216,7 @@ void tok_span_corrupt(const int *tokens, int L, uint64_t seed, double density, d
     int pos = 0, a = 0, b = 0;
     for (int s = 0; s < n_spans; s++) {
         for (int i = 0; i < keep_len[s]; i++) in[a++] = tokens[pos++];
-        int sentinel = T5_SENTINEL(vocab, s);
+        int sentinel = T5_SENTINEL(extra_id_0, s);
         in[a++] = sentinel;
         tgt[b++] = sentinel;
         for (int i = 0; i < noise_len[s]; i++) tgt[b++] = tokens[pos++];

@@ -11,7 +11,7 @@
  * max-1 tokens plus EOS (every sequence keeps its EOS).
  *
  * Span corruption (T5 pretraining): noise density 0.15, mean noise span 3;
- * the i-th noise span becomes <extra_id_i> = vocab-1-i in the input and the
+ * the i-th noise span becomes <extra_id_i> = extra_id_0 - i in the input and the
  * target is <extra_id_0> span0 <extra_id_1> span1 ... EOS.
  */
 #ifndef MC_TOKENS_H
@@ -81,9 +81,10 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
 void tok_batch_examples(tok_batch *tb, const tok_set *s, int64_t e0, int B, const int *pick);
 
 /* Span corruption of tokens[0..L): writes inputs (<= L+1) and targets
- * (<= L+1), returns their lengths. Deterministic in seed. */
+ * (<= L+1), returns their lengths. Deterministic in seed. extra_id_0: the
+ * first sentinel's id (t5_extra_id_0 of the model's config). */
 void tok_span_corrupt(const int *tokens, int L, uint64_t seed, double density, double mean_len,
-                      int vocab, int *in, int *nin, int *tgt, int *ntgt);
+                      int extra_id_0, int *in, int *nin, int *tgt, int *ntgt);
 /* The largest raw chunk length whose corrupted input and target fit
  * max_in / max_tgt (T5's random_spans_helper). */
 int tok_span_raw_length(int max_in, int max_tgt, double density, double mean_len);

@@ -13,7 +13,8 @@ set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libopenblas-dev libmsgpack-dev libxxhash-dev xxhash
             zlib1g-dev liblzma-dev sentencepiece clang libclang-rt-dev gnuplot-nox
-            libopenmpi-dev openmpi-bin)
+            libopenmpi-dev openmpi-bin libyaml-dev)
+# libyaml-dev: build/bin/recipe reads mergekit-style YAML recipes.
 # libclang-rt-dev: libFuzzer and the sanitizer runtimes of make fuzz (only a
 # Recommends of clang, which --no-install-recommends skips)
 # libopenmpi-dev, openmpi-bin: train on N ranks (mpirun; make MPI=0 builds

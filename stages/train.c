@@ -146,7 +146,7 @@ static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) 
 
 /* Span corruption: chunk j % n_chunks of the epoch's shuffled order, noise
  * drawn from hash(seed, j). */
-static void span_example(data_stream *d, int64_t j, int vocab, double density, double mean_span,
+static void span_example(data_stream *d, int64_t j, int extra_id_0, double density, double mean_span,
                          int *in, int *nin, int *tg, int *ntg) {
     int64_t e = j / d->n_chunks;
     if (e != d->perm_epoch) {
@@ -155,7 +155,7 @@ static void span_example(data_stream *d, int64_t j, int vocab, double density, d
     }
     int64_t c = d->perm[j % d->n_chunks];
     tok_span_corrupt(d->stream + c * d->raw_len, d->raw_len, mc_hash64(d->seed ^ (uint64_t)j * 0x9e37ULL),
-                     density, mean_span, vocab, in, nin, tg, ntg);
+                     density, mean_span, extra_id_0, in, nin, tg, ntg);
 }
 
 static void build_stream(data_stream *d, tok_set **sets, int n_sets, const train_opts *o) {
@@ -206,13 +206,13 @@ static void free_stream(data_stream *d) {
  * and target pointers (span corruption writes into in / tg) and returns the
  * number of real target tokens tok_batch_fill will put in (a target longer
  * than maxTd is cut to maxTd, keeping its EOS). */
-static long fill_micro(data_stream *ds, tok_set **sets, const train_opts *o, int vocab, int64_t j0, int mb,
+static long fill_micro(data_stream *ds, tok_set **sets, const train_opts *o, int extra_id_0, int64_t j0, int mb,
                        int maxTd, int *in, int *tg, const int **ins, int *nins, const int **outs, int *nouts) {
     long n_tg = 0;
     for (int i = 0; i < mb; i++) {
         int64_t j = j0 + i;
         if (o->objective == 1) {
-            span_example(ds, j, vocab, o->density, o->mean_span, in + i * (o->max_in + 1), &nins[i],
+            span_example(ds, j, extra_id_0, o->density, o->mean_span, in + i * (o->max_in + 1), &nins[i],
                          tg + i * (o->max_tgt + 1), &nouts[i]);
             ins[i] = in + i * (o->max_in + 1);
             outs[i] = tg + i * (o->max_tgt + 1);
@@ -250,7 +250,7 @@ static double validate(t5_model *m, tok_set **vs, int nv, const train_opts *o, t
             int k = 0;
             for (; k < mb && k < 1024 && j + k < n; k++) {
                 /* fixed: chunk j+k, epoch 0 order, noise from the seed */
-                span_example(vstream, j + k, m->c.vocab_size, o->density, o->mean_span,
+                span_example(vstream, j + k, t5_extra_id_0(&m->c), o->density, o->mean_span,
                              in + k * (o->max_in + 1), &nins[k], tg + k * (o->max_tgt + 1), &nouts[k]);
                 ins[k] = in + k * (o->max_in + 1);
                 outs[k] = tg + k * (o->max_tgt + 1);
@@ -869,11 +869,11 @@ int main(int argc, char **argv) {
         long step_tg = 0;
         if (K > 1)
             for (long k = 0; k < K; k++)
-                step_tg += fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + k * mb, mb, tb.maxTd, in, tg,
+                step_tg += fill_micro(&ds, sets, &o, t5_extra_id_0(&m->c), st.step * o.batch + k * mb, mb, tb.maxTd, in, tg,
                                       ins, nins, outs, nouts);
         for (long a = 0; a < rounds; a++) {
             long k = a * nranks + rank;
-            long micro_tg = fill_micro(&ds, sets, &o, m->c.vocab_size, st.step * o.batch + k * mb, mb, tb.maxTd, in,
+            long micro_tg = fill_micro(&ds, sets, &o, t5_extra_id_0(&m->c), st.step * o.batch + k * mb, mb, tb.maxTd, in,
                                        tg, ins, nins, outs, nouts);
             if (K == 1) step_tg = micro_tg;
             tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);

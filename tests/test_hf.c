@@ -27,6 +27,7 @@
 #include "hf.h"
 #include "json.h"
 #include "t5.h"
+#include "tokens.h"
 
 #define FIX "tests/fixtures/hf"
 
@@ -182,25 +183,36 @@ static void test_conversions_match_torch(void) {
 
 /* ------------------------------------------------------------------ tables */
 
-static void test_param_table_matches_t5(void) {
-    hf_config c = {.vocab_size = 64, .d_model = 16, .d_kv = 4, .d_ff = 24, .num_heads = 2, .num_layers = 2,
-                   .num_decoder_layers = 3, .num_buckets = 8, .max_distance = 16, .eps = 1e-6};
-    strcpy(c.model_type, "t5");
-    hf_param *p;
-    int n = hf_t5_params(&c, &p);
-    t5_config tc;
-    mc_val *meta = hf_config_to_meta(&c);
-    CHECK(t5_config_from_val(&tc, meta) == 0, "t5 rejects hf_config_to_meta: %s", mc_error());
-    t5_model *m = t5_new(&tc, 0, 0);
-    CHECK(m->n_tensors == n, "%d tensors vs t5's %d", n, m->n_tensors);
+/* config.json -> t5_config -> meta.config -> t5_config is the identity (one
+ * mapping, lib/t5.c), and the table import and export walk without a model
+ * is the model's own. */
+static void test_config_one_mapping(void) {
+    mc_val *j = json_parse_file(FIX "/tiny-f16-sharded/config.json");
+    CHECK(j != NULL, "%s", mc_error());
+    if (!j) return;
+    t5_config c, back;
+    hf_head h;
+    CHECK(hf_config_from_json(&c, &h, j, "config.json") == 0, "%s", mc_error());
+    c.num_decoder_layers = 3; /* unlike num_layers: a default must not fill it */
+    strcpy(c.model_type, "mt5");
+    c.extra_id_0 = c.vocab_size - 5;
+    mc_val *meta = t5_config_to_val(&c);
+    CHECK(t5_config_from_val(&back, meta) == 0, "t5 rejects its own meta.config: %s", mc_error());
+    CHECK(t5_config_equal(&c, &back) && !strcmp(back.model_type, "mt5") && back.extra_id_0 == c.extra_id_0,
+          "meta.config round trip changed the config");
+    t5_tensor *p;
+    int n = t5_param_table(&c, &p);
+    t5_model *m = t5_new(&c, 0, 0);
+    CHECK(m->n_tensors == n, "%d tensors vs the model's %d", n, m->n_tensors);
     for (int i = 0; i < n && i < m->n_tensors; i++) {
         const t5_tensor *t = &m->tensors[i];
         CHECK(!strcmp(p[i].name, t->name) && p[i].ndim == t->ndim && p[i].shape[0] == t->shape[0] &&
-                  (p[i].ndim == 1 || p[i].shape[1] == t->shape[1]),
-              "entry %d: %s vs t5 %s", i, p[i].name, t->name);
+                  p[i].shape[1] == t->shape[1] && p[i].offset == t->offset,
+              "entry %d: %s vs the model's %s", i, p[i].name, t->name);
     }
     t5_free(m);
     val_free(meta);
+    val_free(j);
     free(p);
 }
 
@@ -574,43 +586,112 @@ static void test_malformed(void) {
     expect_import_error(d, "span/model.safetensors", "need 480");
 }
 
+/* A copy of fixture SRC (config.json and model.safetensors) in tmpdir/NAME
+ * with `from` replaced by `to` in config.json; the directory in dir. */
+static int config_variant(const char *src, const char *name, const char *from, const char *to, char *dir, size_t dn) {
+    char p[400], f[300];
+    unsigned char *cj;
+    size_t cn;
+    snprintf(dir, dn, "%s/%s", tmpdir, name);
+    mkdir(dir, 0777);
+    snprintf(f, sizeof f, FIX "/%s/model.safetensors", src);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    copy_file(f, p);
+    snprintf(f, sizeof f, FIX "/%s/config.json", src);
+    if (mc_read_file(f, &cj, &cn) < 0) { CHECK(0, "%s", mc_error()); return -1; }
+    char *text = mallocCheck(cn + 1);
+    memcpy(text, cj, cn);
+    text[cn] = 0;
+    free(cj);
+    char *at = strstr(text, from);
+    CHECK(at != NULL, "%s: '%s' not in %s", name, from, f);
+    if (!at) { free(text); return -1; }
+    size_t nn = cn - strlen(from) + strlen(to);
+    char *t2 = mallocCheck(nn + 1);
+    snprintf(t2, nn + 1, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    write_bytes(p, t2, strlen(t2));
+    free(t2);
+    free(text);
+    return 0;
+}
+
 static void test_malformed_configs(void) {
     const struct { const char *from, *to, *want; } cases[] = {
-        {"\"feed_forward_proj\": \"gated-gelu\"", "\"feed_forward_proj\": \"relu\"", "feed_forward_proj \"relu\""},
+        /* dense_act_fn and is_gated_act override what feed_forward_proj implies */
+        {"\"dense_act_fn\": \"gelu_new\"", "\"dense_act_fn\": \"gelu\"", "activation \"gelu\" (dense_act_fn)"},
+        {"\"is_gated_act\": true", "\"is_gated_act\": false", "a plain feed-forward (is_gated_act) with activation \"gelu_new\""},
         {"\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true", "tie_word_embeddings is true"},
-        {"\"d_model\": 16,", "", "\"d_model\" missing"},
-        {"\"d_kv\": 4", "\"d_kv\": 4.5", "\"d_kv\" must be a positive integer"},
+        {"\"scale_decoder_outputs\": false", "\"scale_decoder_outputs\": true", "scale_decoder_outputs is true"},
+        {"\"d_model\": 16,", "", "d_model missing"},
+        {"\"d_kv\": 4", "\"d_kv\": 4.5", "d_kv is not an integer"},
         {"\"eos_token_id\": 1", "\"eos_token_id\": 2", "\"eos_token_id\" must be 1"},
         {"\"model_type\": \"t5\"", "\"model_type\": \"bart\"", "model_type \"bart\""},
         {"\"d_ff\": 24,", "\"d_ff\": 24", "expected ',' or '}'"},
         {"\"d_model\": 16", "\"d_model\": 32", "config.json implies"},
     };
-    unsigned char *cj;
-    size_t cn;
-    if (mc_read_file(FIX "/tiny-f32/config.json", &cj, &cn) < 0) { CHECK(0, "%s", mc_error()); return; }
-    char *text = mallocCheck(cn + 1);
-    memcpy(text, cj, cn);
-    text[cn] = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char d[300], p[400];
-        snprintf(d, sizeof d, "%s/cfg%zu", tmpdir, i);
-        mkdir(d, 0777);
-        snprintf(p, sizeof p, "%s/model.safetensors", d);
-        copy_file(FIX "/tiny-f32/model.safetensors", p);
-        char *at = strstr(text, cases[i].from);
-        CHECK(at != NULL, "case %zu: '%s' not in config.json", i, cases[i].from);
-        if (!at) continue;
-        size_t nn = cn - strlen(cases[i].from) + strlen(cases[i].to);
-        char *t2 = mallocCheck(nn + 1);
-        snprintf(t2, nn + 1, "%.*s%s%s", (int)(at - text), text, cases[i].to, at + strlen(cases[i].from));
-        snprintf(p, sizeof p, "%s/config.json", d);
-        write_bytes(p, t2, strlen(t2));
-        free(t2);
-        snprintf(p, sizeof p, "cfg%zu/", i);
-        expect_import_error(d, p, cases[i].want);
+        char d[300], name[32];
+        snprintf(name, sizeof name, "cfg%zu", i);
+        if (config_variant("tiny-f32", name, cases[i].from, cases[i].to, d, sizeof d) < 0) continue;
+        strcat(name, "/");
+        expect_import_error(d, name, cases[i].want);
     }
-    free(text);
-    free(cj);
+}
+
+/* The feed-forward as transformers derives it: a dense_act_fn in the file
+ * overrides feed_forward_proj (a gated-silu config whose dense_act_fn says
+ * gelu_new is T5 v1.1's); without one, "relu" is the original T5's. */
+static void test_feed_forward_fields(void) {
+    char d[300], out[300], ref[300];
+    if (config_variant("tiny-f32", "ffsilu", "\"feed_forward_proj\": \"gated-gelu\"",
+                       "\"feed_forward_proj\": \"gated-silu\"", d, sizeof d) == 0 &&
+        import(d, "ffsilu.msgpack", out, sizeof out) == 0 && import(FIX "/tiny-f32", "ffref.msgpack", ref, sizeof ref) == 0) {
+        art_file *a = art_open(out, "model"), *b = art_open(ref, "model");
+        CHECK(a && b && a->n_tensors == b->n_tensors, "%s", mc_error());
+        for (size_t i = 0; a && b && i < a->n_tensors && i < b->n_tensors; i++)
+            CHECK(a->tensors[i].nbytes == b->tensors[i].nbytes &&
+                      !memcmp(a->tensors[i].data, b->tensors[i].data, a->tensors[i].nbytes),
+                  "tensor %s differs", a->tensors[i].name);
+        art_close(a);
+        art_close(b);
+    }
+    if (config_variant("tiny-bf16", "ffrelu", "\"feed_forward_proj\": \"gated-gelu\"", "\"feed_forward_proj\": \"relu\"",
+                       d, sizeof d) == 0)
+        expect_import_error(d, "ffrelu/config.json", "activation \"relu\" (feed_forward_proj)");
+}
+
+/* <extra_id_0> of an imported model is where the tokenizer beside it puts
+ * it: the last of its pieces + extra ids, below the embedding's padding
+ * rows (32099 in t5's 32128 rows); span corruption counts down from there.
+ * Without a tokenizer it is the last row. */
+static void test_sentinels_from_tokenizer(void) {
+    char out[300], voc[300], plain[300];
+    tpath(out, sizeof out, "sent.msgpack");
+    tpath(voc, sizeof voc, "sent.vocab.msgpack");
+    hf_import_opts o = {NULL, voc, 0, NULL};
+    CHECK(hf_import(FIX "/tiny-f32", out, &o) == 0, "%s", mc_error());
+    art_file *v = art_open(voc, "vocab");
+    t5_model *m = t5_load_model(out, 0, 0, NULL);
+    CHECK(v && m, "%s", mc_error());
+    if (v && m) {
+        int64_t want = val_get_int(v->meta, "n_pieces", -1) + val_get_int(v->meta, "extra_ids", -1) - 1;
+        CHECK(want > 3 && want < m->c.vocab_size - 1, "the fixture's tokenizer fills the embedding (%lld)", (long long)want);
+        CHECK(t5_extra_id_0(&m->c) == want && val_get_int(v->meta, "extra_id_0", -1) == want,
+              "<extra_id_0> = %d (vocab meta %lld), the tokenizer's is %lld", t5_extra_id_0(&m->c),
+              (long long)val_get_int(v->meta, "extra_id_0", -1), (long long)want);
+        int toks[40], in[48], tg[48], nin, ntg;
+        for (int i = 0; i < 40; i++) toks[i] = 3 + i;
+        tok_span_corrupt(toks, 40, 7, 0.15, 3.0, t5_extra_id_0(&m->c), in, &nin, tg, &ntg);
+        CHECK(tg[0] == want, "span corruption's first sentinel %d, want %lld", tg[0], (long long)want);
+    }
+    t5_free(m);
+    art_close(v);
+    if (import(FIX "/tiny-bf16", "sent-plain.msgpack", plain, sizeof plain) == 0) {
+        m = t5_load_model(plain, 0, 0, NULL);
+        CHECK(m && t5_extra_id_0(&m->c) == m->c.vocab_size - 1, "no tokenizer: not the last row");
+        t5_free(m);
+    }
 }
 
 static void test_malformed_dirs(void) {
@@ -771,7 +852,7 @@ int main(int argc, char **argv) {
     RUN(test_json_errors);
     RUN(test_json_python_format);
     RUN(test_conversions_match_torch);
-    RUN(test_param_table_matches_t5);
+    RUN(test_config_one_mapping);
     RUN(test_import_exact);
     RUN(test_scores_f32);
     RUN(test_scores_bf16);
@@ -780,6 +861,8 @@ int main(int argc, char **argv) {
     RUN(test_t5_model_roundtrip);
     RUN(test_malformed);
     RUN(test_malformed_configs);
+    RUN(test_feed_forward_fields);
+    RUN(test_sentinels_from_tokenizer);
     RUN(test_malformed_dirs);
     return t_done_rm(tmpdir);
 }

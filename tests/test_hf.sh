@@ -2,7 +2,11 @@
 # `art import-hf` / `art export-hf` on the PyTorch reference's checkpoints
 # (tests/reference/hf_ref.py -> tests/fixtures/hf/):
 #   - import -> export reproduces model.safetensors and config.json byte for
-#     byte (F32 with the tied embed_tokens copies; BF16 without them);
+#     byte (F32 with the tied embed_tokens copies asked for; BF16 and the
+#     default F32 without them, as save_pretrained writes);
+#   - checkpoints as transformers 5 saves them (T5 v1.1 and mT5) import as
+#     the same model; PEFT adapters with regular-expression targets, and with
+#     wi_1 targeted beside wo, import as PEFT applies them;
 #   - import -> export -> import gives a byte-identical artifact (F16, sharded);
 #   - the tokenizer and the PEFT IA3 adapter files round-trip byte for byte;
 #   - with the eval stage built: its choice_scores on an imported model match
@@ -16,7 +20,7 @@ q() { "$@" 2>"$T/err" >/dev/null; }
 
 # F32: bytes in, same bytes out
 if q $ART import-hf $F/tiny-f32 -o "$T/f32.msgpack" --vocab "$T/vocab.msgpack" &&
-   q $ART export-hf "$T/f32.msgpack" --vocab "$T/vocab.msgpack" "$T/out32"; then
+   q $ART export-hf "$T/f32.msgpack" --vocab "$T/vocab.msgpack" --tied "$T/out32"; then
     if cmp -s "$T/out32/model.safetensors" $F/tiny-f32/model.safetensors &&
        cmp -s "$T/out32/config.json" $F/tiny-f32/config.json; then
         ok hf_roundtrip_f32_bytes; else fail hf_roundtrip_f32_bytes "model.safetensors or config.json differ"; fi
@@ -33,6 +37,32 @@ if q $ART import-hf $F/tiny-f32 -o "$T/f32.msgpack" --vocab "$T/vocab.msgpack" &
 else
     fail hf_roundtrip_f32_bytes "$(cat "$T/err")"
 fi
+
+# by default no tied copies: shared.weight only, as save_pretrained writes
+# (tiny-v5 holds the f32 model so); the config loads untied and unscaled
+# under transformers 4 (tie_word_embeddings false) and 5 (scale_decoder_outputs false)
+if q $ART export-hf "$T/f32.msgpack" "$T/out32u"; then
+    cmp -s "$T/out32u/model.safetensors" $F/tiny-v5/model.safetensors &&
+        grep -q '"tie_word_embeddings": false' "$T/out32u/config.json" &&
+        grep -q '"scale_decoder_outputs": false' "$T/out32u/config.json" && ok hf_export_untied_by_default ||
+        fail hf_export_untied_by_default "model.safetensors differs from tiny-v5's, or the config's flags"
+else
+    fail hf_export_untied_by_default "$(cat "$T/err")"
+fi
+
+# transformers 5 saves: tie_word_embeddings forced true; v1.1 says
+# scale_decoder_outputs false, mT5 nothing (it never scales)
+for v in v5 mt5-v5; do
+    if q $ART import-hf $F/tiny-$v -o "$T/$v.msgpack" --no-vocab; then
+        $ART diff "$T/f32.msgpack" "$T/$v.msgpack" --tol 0 >/dev/null && ok "hf_import_transformers5_$v" ||
+            fail "hf_import_transformers5_$v" "tensors differ from the f32 import"
+    else
+        fail "hf_import_transformers5_$v" "$(cat "$T/err")"
+    fi
+done
+if q $ART export-hf "$T/mt5-v5.msgpack" "$T/outmt5" && grep -q '"model_type": "mt5"' "$T/outmt5/config.json" &&
+   grep -q MT5ForConditionalGeneration "$T/outmt5/config.json"; then ok hf_export_mt5_config
+else fail hf_export_mt5_config "$(cat "$T/err") $(head -c 300 "$T/outmt5/config.json" 2>/dev/null)"; fi
 
 # BF16 without the tied copies
 if q $ART import-hf $F/tiny-bf16 -o "$T/bf16.msgpack" &&
@@ -60,23 +90,43 @@ if q $ART import-hf $F/tiny-ia3-peft --base "$T/f32.msgpack" -o "$T/ia3.msgpack"
    q $ART export-hf "$T/f32.msgpack" --ia3 "$T/ia3.msgpack" --adapter "$T/outad"; then
     cmp -s "$T/outad/ia3-adapter/adapter_model.safetensors" $F/tiny-ia3-peft/adapter_model.safetensors &&
         grep -q '"peft_type": "IA3"' "$T/outad/ia3-adapter/adapter_config.json" &&
-        cmp -s "$T/outad/model.safetensors" $F/tiny-f32/model.safetensors &&
+        cmp -s "$T/outad/model.safetensors" $F/tiny-v5/model.safetensors &&
         ok hf_roundtrip_ia3_adapter || fail hf_roundtrip_ia3_adapter "adapter files differ"
 else
     fail hf_roundtrip_ia3_adapter "$(cat "$T/err")"
 fi
 
-# the eval stage on imported models (F32, BF16, F16 sharded, and the base +
-# the imported PEFT IA3 adapter) gives the reference's scores and predictions
+# PEFT targets as regular expressions: the same vectors
+if q $ART import-hf $F/tiny-ia3-regex --base "$T/f32.msgpack" -o "$T/ia3re.msgpack"; then
+    $ART diff "$T/ia3.msgpack" "$T/ia3re.msgpack" --tol 0 >/dev/null && ok hf_import_ia3_regex_targets ||
+        fail hf_import_ia3_regex_targets "vectors differ from the list-target adapter's"
+else
+    fail hf_import_ia3_regex_targets "$(cat "$T/err")"
+fi
+# wi_1 (not feedforward) and wo (feedforward) of one block: the scores say
+# they multiply (below); a wi_1 listed as feedforward scales an input MaTS
+# has no vector for
+q $ART import-hf $F/tiny-ia3-mt5 --base "$T/f32.msgpack" -o "$T/ia3mt5.msgpack" || fail hf_import_ia3_wi1 "$(cat "$T/err")"
+mkdir -p "$T/ia3ff"; cp $F/tiny-ia3-mt5/adapter_model.safetensors "$T/ia3ff/"
+sed 's/"wo"$/"wo", "wi_1"/' $F/tiny-ia3-mt5/adapter_config.json > "$T/ia3ff/adapter_config.json"
+$ART import-hf "$T/ia3ff" --base "$T/f32.msgpack" -o "$T/ia3ff.msgpack" 2>"$T/err" >/dev/null; rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "scales the input (feedforward_modules) of .*DenseReluDense.wi_1" "$T/err" &&
+    [ ! -e "$T/ia3ff.msgpack" ] && ok hf_import_ia3_wi1_feedforward_refused ||
+    fail hf_import_ia3_wi1_feedforward_refused "rc=$rc $(cat "$T/err")"
+
+# the eval stage on imported models (F32, BF16, F16 sharded, transformers 5's
+# T5 and mT5, and the base + the imported PEFT IA3 adapters) gives the
+# reference's scores and predictions
 if [ -x build/bin/eval ]; then
     build/tests/test_hf --write-tokens "$T/tokens.msgpack"
-    for v in f32:f32.msgpack: bf16:bf16.msgpack: f16:f16.msgpack: f32_ia3:f32.msgpack:ia3.msgpack; do
+    for v in f32:f32.msgpack: bf16:bf16.msgpack: f16:f16.msgpack: f32_ia3:f32.msgpack:ia3.msgpack \
+             f32:v5.msgpack: f32:mt5-v5.msgpack: f32_ia3_mt5:f32.msgpack:ia3mt5.msgpack; do
         IFS=: read -r variant model ia3 <<<"$v"
-        if q build/bin/eval --model "$T/$model" ${ia3:+--ia3 "$T/$ia3"} --data "$T/tokens.msgpack" -o "$T/metrics-$variant.msgpack"; then
-            res=$(build/tests/test_hf --compare-scores "$T/metrics-$variant.msgpack" "$variant" 2>&1) &&
-                ok "hf_eval_scores_$variant" || fail "hf_eval_scores_$variant" "$res"
+        if q build/bin/eval --model "$T/$model" ${ia3:+--ia3 "$T/$ia3"} --data "$T/tokens.msgpack" -o "$T/metrics-$variant-$model"; then
+            res=$(build/tests/test_hf --compare-scores "$T/metrics-$variant-$model" "$variant" 2>&1) &&
+                ok "hf_eval_scores_${variant}_${model%.msgpack}" || fail "hf_eval_scores_${variant}_${model%.msgpack}" "$res"
         else
-            fail "hf_eval_scores_$variant" "eval failed: $(cat "$T/err")"
+            fail "hf_eval_scores_${variant}_${model%.msgpack}" "eval failed: $(cat "$T/err")"
         fi
     done
 else

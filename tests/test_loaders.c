@@ -401,7 +401,7 @@ static void test_model_config_checked_before_allocating(void) {
     CHECK(t5_load_model(p, 0, 0, NULL) == NULL, "num_heads x d_kv = 2^32 accepted");
 }
 
-/* hf_t5_params sized its table by the layer counts: 8 + 16 * 2^31 in an int */
+/* the parameter table is sized by the layer counts: 8 + 16 * 2^31 in an int */
 static void test_export_config_checked(void) {
     char p[300], out[300];
     path_in(out, sizeof out, "export");

@@ -350,7 +350,7 @@ static void test_span_corruption(void) {
     int L = tok_span_raw_length(128, 32, 0.15, 3.0);
     CHECK(L > 100 && L <= 200, "raw length %d", L);
     for (uint64_t seed = 0; seed < 50; seed++) {
-        tok_span_corrupt(toks, L, seed, 0.15, 3.0, 128, in, &nin, tg, &ntg);
+        tok_span_corrupt(toks, L, seed, 0.15, 3.0, 127, in, &nin, tg, &ntg);
         CHECK(nin <= 128 && ntg <= 32, "lengths %d %d", nin, ntg);
         CHECK(in[nin - 1] == T5_EOS && tg[ntg - 1] == T5_EOS, "EOS");
         /* reconstruct: replace sentinel k in the input by target span k */

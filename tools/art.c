@@ -22,7 +22,7 @@
  *                             a PEFT IA3 adapter (adapter_config.json,
  *                             adapter_model.safetensors) -> `ia3` artifact
  *   art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter]
- *                 [--dtype f32|bf16|f16] [--vocab VOCAB.msgpack] [--no-tied] DIR
+ *                 [--dtype f32|bf16|f16] [--vocab VOCAB.msgpack] [--tied] DIR
  *                             -> DIR/config.json, DIR/model.safetensors (and
  *                             DIR/ia3-adapter/ with --adapter), loadable by
  *                             transformers' T5ForConditionalGeneration (lib/hf.h)
@@ -45,7 +45,7 @@ static const char USAGE[] =
     "       art import-hf DIR -o MODEL.msgpack [--vocab VOCAB.msgpack | --no-vocab] [--like BASE.msgpack] [--key HEX]\n"
     "       art import-hf ADAPTER_DIR --base MODEL.msgpack -o IA3.msgpack [--key HEX]\n"
     "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
-    "                     [--vocab VOCAB.msgpack] [--no-tied] DIR\n"
+    "                     [--vocab VOCAB.msgpack] [--tied] DIR\n"
     "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
     "       art key FILE...\n"
     "       art COMMAND --help: that command's options";
@@ -412,7 +412,7 @@ static void refuse_nonfinite(const char *what, const char *path) {
 static int cmd_export_hf(int argc, char **argv) {
     const char *model = NULL, *dir = NULL;
     hf_export_opts o = {0};
-    int fold = 0, adapter = 0, dtype;
+    int fold = 0, adapter = 0, dtype, no_tied = 0;
     static const char *const dtypes[] = {"f32", "bf16", "f16", NULL};
     opt_spec rows[] = {
         {.name = "MODEL.msgpack", .kind = OPT_STR, .dst = &model, .flags = OPT_REQUIRED | OPT_INPUT,
@@ -427,12 +427,16 @@ static int cmd_export_hf(int argc, char **argv) {
          .help = "the weights' dtype"},
         {.name = "--vocab", .kind = OPT_STR, .dst = &o.vocab, .arg = "VOCAB.msgpack", .flags = OPT_INPUT,
          .help = "write its SentencePiece model as spiece.model"},
-        {.name = "--no-tied", .kind = OPT_FLAG, .dst = &o.no_tied,
-         .help = "omit the encoder/decoder.embed_tokens.weight copies of shared.weight"},
+        {.name = "--tied", .kind = OPT_FLAG, .dst = &o.tied,
+         .help = "also write encoder/decoder.embed_tokens.weight, copies of shared.weight (save_pretrained "
+                 "writes only shared.weight)"},
+        {.name = "--no-tied", .kind = OPT_FLAG, .dst = &no_tied,
+         .help = "omit those copies: the default (kept for scripts that say it)"},
         {0}};
     const opt_prog prog = {.name = "art export-hf", .opts = rows};
     opts_parse(&prog, argc, argv);
     if (fold && adapter) die("export-hf: --fold and --adapter exclude each other: give one");
+    if (o.tied && no_tied) die("export-hf: --tied and --no-tied contradict each other: give one");
     o.ia3_mode = fold ? HF_IA3_FOLD : adapter ? HF_IA3_ADAPTER : o.ia3_mode;
     int d = st_dtype_parse(dtypes[dtype]);
     if (d < 0) die("export-hf: --dtype %s is not known to the exporter", dtypes[dtype]);

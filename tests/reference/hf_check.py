@@ -4,7 +4,8 @@ load it, without transformers: read config.json and model.safetensors by hand
 (an 8-byte little-endian header length, the JSON header, raw data), then check
 
   - config.json holds what T5Config needs for T5ForConditionalGeneration
-    (architectures, model_type, gated-gelu, untied lm_head, special ids);
+    (MT5... for mt5) under transformers 4 and 5 (architectures, model_type,
+    gated-gelu, untied and unscaled lm_head, special ids);
   - the tensor names are exactly the state_dict keys of
     T5ForConditionalGeneration for that config (the tied encoder/decoder
     embed_tokens copies optional, as transformers accepts either), shapes
@@ -85,12 +86,19 @@ def main():
     a = ap.parse_args()
 
     cfg = json.load(open(os.path.join(a.dir, 'config.json')))
-    need = {'architectures': ['T5ForConditionalGeneration'], 'model_type': 't5',
-            'feed_forward_proj': 'gated-gelu', 'tie_word_embeddings': False, 'is_encoder_decoder': True,
-            'pad_token_id': 0, 'eos_token_id': 1, 'decoder_start_token_id': 0}
+    arch = {'t5': 'T5ForConditionalGeneration', 'mt5': 'MT5ForConditionalGeneration'}.get(cfg.get('model_type'))
+    if arch is None:
+        fail(f'config.json: model_type = {cfg.get("model_type")!r}, not t5 or mt5')
+    # tie_word_embeddings false: transformers 4 keeps lm_head and does not
+    # scale; 5 forces the flag true and reads scale_decoder_outputs (absent:
+    # derived from the flag as written, false)
+    need = {'architectures': [arch], 'feed_forward_proj': 'gated-gelu', 'tie_word_embeddings': False,
+            'is_encoder_decoder': True, 'pad_token_id': 0, 'eos_token_id': 1, 'decoder_start_token_id': 0}
     for k, v in need.items():
         if cfg.get(k) != v:
             fail(f'config.json: {k} = {cfg.get(k)!r}, transformers needs {v!r} for T5 v1.1')
+    if cfg.get('scale_decoder_outputs', False) is not False:
+        fail('config.json: scale_decoder_outputs is not false: transformers 5 would scale the decoder output')
     c = {k: cfg[k] for k in ('vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_heads', 'num_layers',
                              'num_decoder_layers', 'relative_attention_num_buckets',
                              'relative_attention_max_distance', 'layer_norm_epsilon')}

@@ -17,11 +17,29 @@ Writes tests/fixtures/hf/:
                         (present in old conversions; HF ignores it)
   tiny-ia3-peft/        a PEFT IA3 adapter: adapter_config.json and
                         adapter_model.safetensors (k, v: [out, 1]; wo: [1, d_ff])
+  tiny-v5/              the f32 model as transformers 5 saves a T5 v1.1 / flan-t5:
+                        tie_word_embeddings true, scale_decoder_outputs false,
+                        shared.weight and lm_head.weight only
+  tiny-mt5-v5/          the same model as transformers 5 saves an mT5 (model_type mt5,
+                        tie_word_embeddings true, no scale_decoder_outputs)
+  tiny-ia3-regex/       tiny-ia3-peft's vectors with target_modules a regular expression
+                        and feedforward_modules a regular expression too
+  tiny-task-a/, tiny-task-b/
+                        two "fine-tunes" of the f32 model (its weights plus small
+                        random deltas), saved as transformers 4 does (F32, no tied
+                        copies), and tiny-ia3-b/ a second adapter: what the recipe
+                        tests (tests/test_recipe.sh, configs/recipes/) merge
+  tasks/a.jsonl, tasks/b.jsonl
+                        their tasks in our JSON Lines, words the tokenizer knows
+  tiny-ia3-mt5/         an adapter targeting k, v, wi_1 (not feedforward, PEFT's mT5
+                        default) and wo (feedforward): wi_1's output and wo's input
+                        scale the same d_ff entries, so they multiply
   convert.safetensors   BF16 / F16 bit patterns (specials + random) with torch's
                         f32 values, and f32 values with torch's BF16 / F16 rounding
   scores.json           examples (ids) and the summed log-likelihood of every choice
                         (EOS included) under the f32 model, its BF16 and F16
-                        roundings, and the f32 model with the IA3 vectors
+                        roundings, the f32 model with the IA3 vectors (f32_ia3)
+                        and with tiny-ia3-mt5's (f32_ia3_mt5)
 
 The safetensors layout is the canonical one the `safetensors` library writes:
 tensors sorted by name, "__metadata__" first, compact JSON padded with spaces
@@ -109,15 +127,33 @@ def export_config(cfg, torch_dtype):
         'num_layers': cfg['num_layers'], 'pad_token_id': 0,
         'relative_attention_max_distance': cfg['relative_attention_max_distance'],
         'relative_attention_num_buckets': cfg['relative_attention_num_buckets'],
+        'scale_decoder_outputs': False,
         'tie_word_embeddings': False, 'torch_dtype': torch_dtype, 'use_cache': True,
         'vocab_size': cfg['vocab_size'],
     }
 
 
+def v5_config(cfg, model_type):
+    """config.json as transformers 5 writes it on save_pretrained: the T5
+    config forces tie_word_embeddings to true (PR #42815) and records the
+    v1.1 output layer as scale_decoder_outputs false; MT5Config has no such
+    field (its models never scale). Extra 5.x fields the importer must skip."""
+    c = export_config(cfg, 'float32')
+    c['tie_word_embeddings'] = True
+    c['transformers_version'] = '5.0.0'
+    c['dtype'] = c.pop('torch_dtype')
+    if model_type == 'mt5':
+        del c['scale_decoder_outputs']
+        c['architectures'] = ['MT5ForConditionalGeneration']
+        c['model_type'] = 'mt5'
+        c['tokenizer_class'] = 'T5Tokenizer'
+    return dict(sorted(c.items()))
+
+
 def hub_style_config(cfg):
     """Like google/t5-v1_1-* config.json: extra fields the importer must skip."""
     c = export_config(cfg, 'bfloat16')
-    del c['dense_act_fn'], c['is_gated_act']
+    del c['dense_act_fn'], c['is_gated_act'], c['scale_decoder_outputs']
     c.update({'_name_or_path': 'tiny/t5-v1_1', 'gradient_checkpointing': False, 'n_positions': 512,
               'output_past': True, 'transformers_version': '4.38.0.dev0',
               'task_specific_params': {'summarization': {'prefix': 'summarize: ', 'max_length': 200,
@@ -260,10 +296,61 @@ def main():
             return [[float(t5_ref.choice_logprob(p64, CFG, ex['input'], ch, ia64)) for ch in ex['choices']]
                     for ex in examples]
 
+    # transformers 5 layouts of the f32 model: no tied copies, the output
+    # layer described by scale_decoder_outputs (t5) or by nothing (mt5)
+    for d, mt in (('tiny-v5', 't5'), ('tiny-mt5-v5', 'mt5')):
+        d = os.path.join(OUT, d)
+        write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in P.items()}))
+        write_json(os.path.join(d, 'config.json'), v5_config(CFG, mt))
+
+    def adapter(d, vectors, target_modules, feedforward_modules):
+        write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(vectors))
+        write_json(os.path.join(d, 'adapter_config.json'), {
+            'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
+            'feedforward_modules': feedforward_modules, 'inference_mode': True, 'init_ia3_weights': True,
+            'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': target_modules,
+            'task_type': 'SEQ_2_SEQ_LM'})
+
+    # the same vectors, targets as regular expressions (re.fullmatch on the module name)
+    adapter(os.path.join(OUT, 'tiny-ia3-regex'), ad,
+            r'.*(SelfAttention|EncDecAttention)\.(k|v)|.*\.DenseReluDense\.wo', r'.*\.wo')
+    # k, v and wi_1 scale outputs, wo (feedforward) its input: wi_1's two
+    # vectors multiply (the reference applies the product)
+    ad2, IA2 = {}, {}
+    for n, v in IA.items():
+        mod = n[:-len('.ia3_vector')]
+        if mod.endswith('DenseReluDense.wi_1'):
+            wo_in = 1.0 + 0.3 * torch.randn(v.shape, generator=gen)
+            ad2['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
+            ad2['base_model.model.' + mod[:-len('wi_1')] + 'wo.ia3_l'] = ('F32', wo_in.view(1, -1))
+            IA2[n] = v.double() * wo_in.double()
+        else:
+            ad2['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
+            IA2[n] = v
+    adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
+
+    # two task models and a second adapter for the recipes
+    for t in ('a', 'b'):
+        Pt = {n: v + 0.05 * v.abs().mean() * torch.randn(v.shape, generator=gen) for n, v in P.items()}
+        d = os.path.join(OUT, f'tiny-task-{t}')
+        write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
+        write_json(os.path.join(d, 'config.json'), export_config(CFG, 'float32'))
+    adb = {n: ('F32', 1.0 + 0.2 * torch.randn(v[1].shape, generator=gen)) for n, v in ad.items()}
+    adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
+    words = ['cat', 'dog', 'bird', 'mat', 'log', 'tree', 'wall', 'river', 'stone', 'green']
+    for t, (yes, no) in (('a', ('yes', 'no')), ('b', ('old', 'tall'))):
+        lines = []
+        for i in range(12):
+            w = [words[int(k)] for k in torch.randint(0, len(words), (4,), generator=gen)]
+            lines.append(json.dumps({'input': f'the {w[0]} sat on the {w[1]} by the {w[2]} {w[3]}',
+                                     'choices': [yes, no], 'label': i % 2}))
+        write(os.path.join(OUT, 'tasks', f'{t}.jsonl'), ('\n'.join(lines) + '\n').encode())
+
     rounded = lambda dt: {n: v.to(dt).float() for n, v in P.items()}  # noqa: E731
     out = {'config': CFG, 'examples': examples,
            'scores': {'f32': scores(P), 'bf16': scores(rounded(torch.bfloat16)),
-                      'f16': scores(rounded(torch.float16)), 'f32_ia3': scores(P, IA)}}
+                      'f16': scores(rounded(torch.float16)), 'f32_ia3': scores(P, IA),
+                      'f32_ia3_mt5': scores(P, IA2)}}
     write_json(os.path.join(OUT, 'scores.json'), out)
     print(f'wrote {OUT}')
 

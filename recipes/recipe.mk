@@ -1,0 +1,42 @@
+# recipes/recipe.mk - mergekit-style YAML recipes (DESIGN.md section 10,
+# docs/recipes.md):
+#
+#   make merge RECIPE=recipe.yml OUT=DIR
+#
+# build/bin/recipe translates the recipe into an experiment on imported
+# checkpoints (exp.source = hf) at $(MATS_CACHE)/recipes/NAME.conf; the
+# workflow's `make merge` (a sub-make without RECIPE) imports what changed,
+# runs the keyed stages with their cache and prints the table; the merged
+# model then goes to DIR as transformers loads it (config.json,
+# model.safetensors, spiece.model; an IA3 merge folded into the base).
+# The Makefile leaves recipes/workflow.mk out when RECIPE is set: this
+# file's `merge` is the only one.
+
+ifneq ($(RECIPE),)
+RECIPE_CACHE := $(or $(MATS_CACHE),cache)
+RECIPE_NAME  := recipe-$(basename $(notdir $(RECIPE)))
+RECIPE_CONF  := $(RECIPE_CACHE)/recipes/$(RECIPE_NAME).conf
+RECIPE_CWD   ?= $(CURDIR)
+export RECIPE_CWD
+$(foreach v,RECIPE OUT RECIPE_CACHE,$(if $(word 2,$($(v))),$(error $(v) '$($(v))' contains white space, which make cannot carry)))
+
+## merge RECIPE=recipe.yml OUT=DIR  merge as a mergekit-style recipe says; DIR gets the merged checkpoint (docs/recipes.md)
+merge: all
+	@[ -n "$(OUT)" ] || { echo "make merge RECIPE=$(RECIPE): say where the merged checkpoint goes: OUT=DIR" >&2; exit 1; }
+	@[ -f "$(RECIPE)" ] || { echo "make merge: RECIPE=$(RECIPE): no such file" >&2; exit 1; }
+	@mkdir -p $(RECIPE_CACHE)/recipes
+	@set -o pipefail; w=$(RECIPE_CACHE)/recipes/$(RECIPE_NAME); \
+	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp --out $(OUT) > $$w.vars.tmp || { rm -f $$w.conf.tmp $$w.vars.tmp; exit 1; }; \
+	 if ! cmp -s $$w.conf.tmp $(RECIPE_CONF); then mv $$w.conf.tmp $(RECIPE_CONF); else rm -f $$w.conf.tmp; fi; \
+	 mv $$w.vars.tmp $$w.vars; . $$w.vars; \
+	 $(MAKE) --no-print-directory merge RECIPE= OUT= EXP=$(RECIPE_CONF) METHOD=$$RECIPE_METHOD MODE=$$RECIPE_MODE \
+	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log || exit 1; \
+	 merged=$$(sed -n 's/^merged artifacts: //p' $$w.log); \
+	 [ -n "$$merged" ] && [ -f "$$merged" ] || { echo "make merge RECIPE=$(RECIPE): the workflow named no merged artifact ($$w.log)" >&2; exit 1; }; \
+	 vocab=$(RECIPE_CACHE)/import/$(RECIPE_NAME)/vocab.msgpack; \
+	 if [ "$$RECIPE_MODE" = ia3 ]; then \
+	   build/bin/art export-hf $(RECIPE_CACHE)/import/$(RECIPE_NAME)/base.msgpack --ia3 $$merged --fold --vocab $$vocab --dtype $$RECIPE_DTYPE $(OUT); \
+	 else build/bin/art export-hf $$merged --vocab $$vocab --dtype $$RECIPE_DTYPE $(OUT); fi
+
+.PHONY: merge
+endif

@@ -1,0 +1,591 @@
+/* recipe - mergekit-style YAML recipes over Hugging Face T5 checkpoints
+ * (DESIGN.md section 10; docs/recipes.md).
+ *
+ *   recipe RECIPE.yml -o DIR       merge as the recipe says, write DIR as
+ *                                  transformers loads it: runs
+ *                                  `make merge RECIPE=RECIPE.yml OUT=DIR` in
+ *                                  this checkout (the tool's ../..)
+ *   recipe RECIPE.yml --experiment EXP.conf [--out DIR]
+ *                                  translate only: write the experiment the
+ *                                  recipe means (exp.source = hf) and print
+ *                                  what recipes/recipe.mk runs, as shell
+ *                                  assignments (RECIPE_METHOD=..., ...)
+ *   recipe --methods               the recipe's method names and the merge
+ *                                  method each runs, one per line
+ *
+ * The schema is mergekit's (one document, a map):
+ *
+ *   merge_method: NAME        mergekit's linear task_arithmetic ties dare_ties
+ *                             dare_linear breadcrumbs slerp model_stock, or
+ *                             any of `merge --list-methods` (fisher, regmean,
+ *                             mats, cg_*, ...)
+ *   base_model: DIR           the checkpoint the models were fine-tuned from
+ *                             (optional for linear: the first model)
+ *   models:                   a list of
+ *     - model: DIR            a checkpoint directory, or a PEFT IA3 adapter
+ *       parameters:           (all models full fine-tunes or all adapters)
+ *         weight: W           the same for every model (mats-c merges with
+ *                             equal weights; task_arithmetic and dare_linear
+ *                             scale the task vectors by it)
+ *         density: D          ties: keep the top D of each task vector;
+ *                             dare_*: keep D (drop 1 - D); breadcrumbs: keep D
+ *         gamma: G            breadcrumbs: drop the top G
+ *         data: FILE.jsonl    this model's task (our JSON Lines): the
+ *                             statistics of fisher / regmean / mats, and the
+ *                             evaluation every merge gets
+ *         validation: FILE    test: FILE   other splits (default: data)
+ *   parameters:               global: lambda, t (slerp), normalize (true),
+ *                             int8_mask (no effect: a memory option of
+ *                             mergekit's), rescale (true), weight, density,
+ *                             gamma, data, and ours: iterations, cg_tol,
+ *                             init, init_lambda, precondition, seed,
+ *                             examples, max_input, max_choice
+ *   dtype: float32|bfloat16|float16     out_dtype: the same (wins)
+ *
+ * A models entry equal to base_model is skipped, as mergekit does, except
+ * for linear and slerp (slerp goes from base_model, t = 0, to the other).
+ * Anything else, and a list of values (a layer gradient or a filter list)
+ * where one number is expected, is a one-line error naming the key and its
+ * line. Relative paths are relative to RECIPE_CWD (default: the current
+ * directory), the directory a user ran the merge from.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "common.h"
+
+static const char *FILE_NAME; /* the recipe, for messages */
+
+/* ------------------------------------------------------------ methods */
+
+/* mergekit's names where ours differ or options follow from its
+ * parameters; every other name must be one of merge --list-methods. */
+enum {
+    P_DENSITY_TOPK = 1,  /* density -> merge.topk_percent */
+    P_DENSITY_DROP = 2,  /* density -> merge.drop_rate = 1 - density */
+    P_BREADCRUMBS = 4,   /* density, gamma -> merge.breadcrumbs_top / _bottom */
+    P_WEIGHT_SCALES = 8, /* the (equal) weight scales the task vectors: lambda *= weight; normalize false */
+    P_KEEP_BASE = 16,    /* a models entry equal to base_model stays */
+    P_NORMALIZED = 32,   /* mergekit normalizes the weights (normalize true): equal weights cancel */
+};
+static const struct {
+    const char *name, *ours;
+    int params;
+} RECIPE_METHODS[] = {
+    {"linear", "average", P_KEEP_BASE | P_NORMALIZED},
+    {"task_arithmetic", "task_arithmetic", P_WEIGHT_SCALES},
+    {"ties", "ties", P_DENSITY_TOPK | P_NORMALIZED},
+    {"dare_ties", "dare_ties", P_DENSITY_DROP | P_NORMALIZED},
+    {"dare_linear", "dare_linear", P_DENSITY_DROP | P_WEIGHT_SCALES},
+    {"breadcrumbs", "breadcrumbs", P_BREADCRUMBS | P_WEIGHT_SCALES},
+    {"slerp", "slerp", P_KEEP_BASE},
+    {"model_stock", "model_stock", 0},
+};
+#define N_RECIPE_METHODS (sizeof RECIPE_METHODS / sizeof RECIPE_METHODS[0])
+
+/* The merge stage's table (merge --list-methods), read once. */
+typedef struct {
+    char name[32];
+    int lambda;          /* reads --lambda */
+    char modes[32];      /* "ia3,full" */
+    char options[128];   /* "topk_percent", "iterations,init,..." or "none" */
+} merge_row;
+static merge_row *ROWS;
+static int N_ROWS;
+
+static void read_merge_table(const char *merge_bin) {
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "'%s' --list-methods", merge_bin);
+    FILE *p = popen(cmd, "r");
+    if (!p) die("cannot run %s --list-methods: %s", merge_bin, strerror(errno));
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+        ROWS = reallocCheck(ROWS, (size_t)(N_ROWS + 1) * sizeof *ROWS);
+        merge_row *r = &ROWS[N_ROWS];
+        memset(r, 0, sizeof *r);
+        if (sscanf(line, "%31s", r->name) != 1) continue;
+        const char *l = strstr(line, " lambda="), *m = strstr(line, " modes="), *o = strstr(line, " options=");
+        if (!l || !m || !o) continue;
+        r->lambda = !strncmp(l + 8, "yes", 3);
+        sscanf(m + 7, "%31s", r->modes);
+        sscanf(o + 9, "%127s", r->options);
+        N_ROWS++;
+    }
+    if (pclose(p) != 0 || N_ROWS == 0) die("%s --list-methods failed: build the stages first (make)", merge_bin);
+}
+
+static const merge_row *merge_method(const char *name) {
+    for (int i = 0; i < N_ROWS; i++)
+        if (!strcmp(ROWS[i].name, name)) return &ROWS[i];
+    return NULL;
+}
+
+static int has_word(const char *list, const char *w) {
+    size_t n = strlen(w);
+    for (const char *p = list; (p = strstr(p, w)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ YAML */
+
+static yaml_document_t DOC;
+
+static int line_of(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
+
+MC_NORETURN static void fail_at(const yaml_node_t *n, const char *fmt, ...) MC_PRINTF(2, 3);
+static void fail_at(const yaml_node_t *n, const char *fmt, ...) {
+    char m[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    if (n) die("%s:%d: %s", FILE_NAME, line_of(n), m);
+    die("%s: %s", FILE_NAME, m);
+}
+
+static yaml_node_t *node(int id) { return yaml_document_get_node(&DOC, id); }
+
+static const char *scalar(const yaml_node_t *n) {
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+/* Check that map node n (named `where`) holds only keys of `allowed`, each
+ * once. */
+static void check_keys(const yaml_node_t *n, const char *where, const char *const *allowed, const char *hint) {
+    if (!n || n->type != YAML_MAPPING_NODE) fail_at(n, "%s must be a map of keys", where);
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = node(p->key);
+        const char *ks = scalar(k);
+        if (!ks) fail_at(k, "%s: a key that is not a plain name", where);
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(allowed[i], ks);
+        if (!ok) fail_at(k, "%s%s%s: not a key mats-c reads here (%s)", where, *where ? "." : "", ks, hint);
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++)
+            if (scalar(node(q->key)) && !strcmp(scalar(node(q->key)), ks))
+                fail_at(k, "%s%s%s: given twice", where, *where ? "." : "", ks);
+    }
+}
+
+static const yaml_node_t *get(const yaml_node_t *map, const char *key) {
+    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const char *ks = scalar(node(p->key));
+        if (ks && !strcmp(ks, key)) return node(p->value);
+    }
+    return NULL;
+}
+
+static const char *get_str(const yaml_node_t *map, const char *key, const char *where) {
+    const yaml_node_t *v = get(map, key);
+    if (!v) return NULL;
+    const char *s = scalar(v);
+    if (!s || !*s) fail_at(v, "%s.%s must be a string", where, key);
+    return s;
+}
+
+/* A number, or NAN when absent. A list (a layer gradient) or a list of
+ * filter entries is refused: the merge stage takes one value per run. */
+static double get_num(const yaml_node_t *map, const char *key, const char *where) {
+    const yaml_node_t *v = get(map, key);
+    if (!v) return NAN;
+    if (v->type == YAML_SEQUENCE_NODE)
+        fail_at(v, "%s.%s: a list of values (a layer gradient or filter entries) is not supported: mats-c merges "
+                   "every tensor with one value; give one number", where, key);
+    const char *s = scalar(v);
+    char *end;
+    double x = s ? strtod(s, &end) : NAN;
+    if (!s || !*s || *end || !isfinite(x)) fail_at(v, "%s.%s = %s: not a number", where, key, s ? s : "(a map)");
+    return x;
+}
+
+static int get_bool(const yaml_node_t *map, const char *key, const char *where, int def) {
+    const yaml_node_t *v = get(map, key);
+    if (!v) return def;
+    const char *s = scalar(v);
+    if (s && (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "yes"))) return 1;
+    if (s && (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "no"))) return 0;
+    fail_at(v, "%s.%s must be true or false", where, key);
+}
+
+/* ------------------------------------------------------------ paths */
+
+static const char *CWD;
+
+/* An absolute, resolved path of an existing file or directory. Caller frees. */
+static char *resolve(const yaml_node_t *at, const char *p, const char *what, int want_dir) {
+    char joined[PATH_MAX];
+    if (p[0] == '/') snprintf(joined, sizeof joined, "%s", p);
+    else snprintf(joined, sizeof joined, "%s/%s", CWD, p);
+    char *r = realpath(joined, NULL);
+    struct stat st;
+    if (!r || stat(r, &st) != 0)
+        fail_at(at, "%s = %s: no such %s%s", what, p, want_dir ? "directory" : "file",
+                want_dir ? " (mats-c reads local checkpoint directories: download a hub model first)" : "");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+        fail_at(at, "%s = %s: not a %s", what, p, want_dir ? "directory" : "regular file");
+    /* make carries words: a path with white space or a quote would split */
+    for (const char *c = r; *c; c++)
+        if (*c == ' ' || *c == '\t' || *c == '\n' || *c == '\'' || *c == '"' || *c == '$' || *c == '\\')
+            fail_at(at, "%s = %s: the path holds a blank, a quote, '$' or '\\', which make cannot carry", what, r);
+    return r;
+}
+
+static int is_adapter(const char *dir) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    return access(p, F_OK) == 0;
+}
+
+/* ------------------------------------------------------------ translate */
+
+typedef struct {
+    char *dir;
+    const yaml_node_t *at;
+    char name[64];
+    char *split[3]; /* train validation test */
+} model;
+
+static void shell_assign(FILE *f, const char *k, const char *v) {
+    fprintf(f, "%s='", k);
+    for (const char *c = v; *c; c++)
+        if (*c == '\'') fputs("'\\''", f);
+        else fputc(*c, f);
+    fputs("'\n", f);
+}
+
+static const char *dtype_of(const yaml_node_t *root, const char *key) {
+    const char *s = get_str(root, key, "");
+    if (!s) return NULL;
+    if (!strcmp(s, "float32") || !strcmp(s, "fp32")) return "f32";
+    if (!strcmp(s, "bfloat16") || !strcmp(s, "bf16")) return "bf16";
+    if (!strcmp(s, "float16") || !strcmp(s, "fp16")) return "f16";
+    fail_at(get(root, key), "%s = %s: float32, bfloat16 or float16", key, s);
+}
+
+static int translate(const char *conf_out, const char *out_dir) {
+    const yaml_node_t *root = yaml_document_get_root_node(&DOC);
+    if (!root) fail_at(NULL, "empty: a recipe is a map with merge_method, models, ...");
+    static const char *const TOP[] = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", NULL};
+    check_keys(root, "", TOP,
+               "merge_method, base_model, models, parameters, dtype, out_dtype; slices, tokenizer_source and "
+               "the like are not supported");
+    const char *mname = get_str(root, "merge_method", "");
+    if (!mname) fail_at(root, "merge_method missing: one of `recipe --methods`");
+    const char *ours = NULL;
+    int params = 0;
+    for (size_t i = 0; i < N_RECIPE_METHODS; i++)
+        if (!strcmp(RECIPE_METHODS[i].name, mname)) ours = RECIPE_METHODS[i].ours, params = RECIPE_METHODS[i].params;
+    if (!ours) ours = mname;
+    const merge_row *row = merge_method(ours);
+    if (!row) fail_at(get(root, "merge_method"), "merge_method = %s: not a method mats-c runs (recipe --methods lists them)", mname);
+
+    /* global parameters */
+    static const char *const GP[] = {"lambda", "t", "normalize", "int8_mask", "rescale", "weight", "density", "gamma",
+                                     "data", "iterations", "cg_tol", "init", "init_lambda", "precondition", "seed",
+                                     "examples", "max_input", "max_choice", NULL};
+    const yaml_node_t *gp = get(root, "parameters");
+    if (gp) check_keys(gp, "parameters", GP, "lambda, t, normalize, int8_mask, rescale, weight, density, gamma, data, "
+                                             "iterations, cg_tol, init, init_lambda, precondition, seed, examples, "
+                                             "max_input, max_choice");
+    if (gp && get(gp, "normalize")) {
+        int nz = get_bool(gp, "normalize", "parameters", 1);
+        if (!(params & (P_NORMALIZED | P_WEIGHT_SCALES)) || nz != !!(params & P_NORMALIZED))
+            fail_at(get(gp, "normalize"), "parameters.normalize = %s: %s %s", nz ? "true" : "false", mname,
+                    params & P_NORMALIZED ? "here always normalizes the (equal) weights"
+                    : params & P_WEIGHT_SCALES ? "here scales the task vectors by the weight, unnormalized"
+                    : "does not read it");
+    }
+    if (gp && !get_bool(gp, "rescale", "parameters", 1))
+        fail_at(get(gp, "rescale"), "parameters.rescale = false: DARE here always rescales by 1 / density");
+    if (gp) get_bool(gp, "int8_mask", "parameters", 0);
+
+    /* the models */
+    const yaml_node_t *ms = get(root, "models");
+    if (!ms || ms->type != YAML_SEQUENCE_NODE || ms->data.sequence.items.top == ms->data.sequence.items.start)
+        fail_at(ms ? ms : root, "models must be a non-empty list of `- model: DIR` entries");
+    const char *base_s = get_str(root, "base_model", "");
+    char *base = base_s ? resolve(get(root, "base_model"), base_s, "base_model", 1) : NULL;
+    if (base && is_adapter(base)) fail_at(get(root, "base_model"), "base_model = %s: a PEFT adapter, not a model", base_s);
+    int nm = 0, mode_ia3 = -1;
+    model *mv = callocCheck((size_t)(ms->data.sequence.items.top - ms->data.sequence.items.start) + 1, sizeof *mv);
+    double weight = NAN, density = NAN, gamma = NAN;
+    const yaml_node_t *weight_at = NULL;
+    static const char *const MK[] = {"model", "parameters", NULL};
+    static const char *const MP[] = {"weight", "density", "gamma", "data", "validation", "test", NULL};
+    for (yaml_node_item_t *it = ms->data.sequence.items.start; it < ms->data.sequence.items.top; it++) {
+        int idx = (int)(it - ms->data.sequence.items.start);
+        char where[64], pw[96], what[128];
+        snprintf(where, sizeof where, "models[%d]", idx);
+        snprintf(pw, sizeof pw, "%s.parameters", where);
+        const yaml_node_t *e = node(*it);
+        check_keys(e, where, MK, "model, parameters");
+        const char *d = get_str(e, "model", where);
+        if (!d) fail_at(e, "%s.model missing: a checkpoint directory", where);
+
+        snprintf(what, sizeof what, "%s.model", where);
+        char *dir = resolve(get(e, "model"), d, what, 1);
+        const yaml_node_t *p = get(e, "parameters");
+        if (p) check_keys(p, pw, MP, "weight, density, gamma, data, validation, test");
+        /* per-model values, else the global ones */
+        double w = p ? get_num(p, "weight", pw) : NAN, de = p ? get_num(p, "density", pw) : NAN,
+               g = p ? get_num(p, "gamma", pw) : NAN;
+        if (isnan(w) && gp) w = get_num(gp, "weight", "parameters");
+        if (isnan(de) && gp) de = get_num(gp, "density", "parameters");
+        if (isnan(g) && gp) g = get_num(gp, "gamma", "parameters");
+        int is_base = base && !strcmp(base, dir);
+        if (is_base && !(params & P_KEEP_BASE)) { /* mergekit: the base has no task vector */
+            free(dir);
+            continue;
+        }
+        const yaml_node_t *wat = p && get(p, "weight") ? get(p, "weight") : e;
+        if (isnan(w)) w = 1;
+        if (!isnan(weight) && w != weight)
+            fail_at(wat, "%s.weight = %g%s but an earlier model has %g: mats-c merges with equal weights", pw, w,
+                    p && get(p, "weight") ? "" : " (the default)", weight);
+        weight = w, weight_at = wat;
+        if (!isnan(de) && !(params & (P_DENSITY_TOPK | P_DENSITY_DROP | P_BREADCRUMBS)))
+            fail_at(p && get(p, "density") ? get(p, "density") : gp, "density: %s does not read it", mname);
+        if (!isnan(g) && !(params & P_BREADCRUMBS))
+            fail_at(p && get(p, "gamma") ? get(p, "gamma") : gp, "gamma: %s does not read it", mname);
+        if (!isnan(density) && !isnan(de) && de != density)
+            fail_at(p && get(p, "density") ? get(p, "density") : e, "%s.density = %g but an earlier model has %g: one "
+                    "density for every model", pw, de, density);
+        if (!isnan(gamma) && !isnan(g) && g != gamma)
+            fail_at(p && get(p, "gamma") ? get(p, "gamma") : e, "%s.gamma = %g but an earlier model has %g", pw, g, gamma);
+        if (!isnan(de)) density = de;
+        if (!isnan(g)) gamma = g;
+        int ad = is_adapter(dir);
+        if (mode_ia3 >= 0 && ad != mode_ia3)
+            fail_at(get(e, "model"), "%s.model = %s is %s but an earlier model is %s: all full fine-tunes or all "
+                    "PEFT IA3 adapters", where, d, ad ? "an adapter" : "a full model", ad ? "a full model" : "an adapter");
+        mode_ia3 = ad;
+        model *m = &mv[nm++];
+        m->dir = dir;
+        m->at = e;
+        /* a task name from the directory's name */
+        const char *b = strrchr(dir, '/');
+        b = b ? b + 1 : dir;
+        size_t k = 0;
+        for (; *b && k < 40; b++) m->name[k++] = (isalnum((unsigned char)*b) || *b == '-' || *b == '_') ? *b : '_';
+        snprintf(m->name + k, sizeof m->name - k, "%s", k ? "" : "m");
+        for (int j = 0; j < nm - 1; j++)
+            if (!strcmp(mv[j].name, m->name)) snprintf(m->name + k, sizeof m->name - k, "-%d", idx);
+        /* data */
+        const char *keys[3] = {"data", "validation", "test"};
+        const char *ds = p ? get_str(p, "data", pw) : NULL;
+        const yaml_node_t *dat = p && ds ? get(p, "data") : NULL;
+        if (!ds && gp) ds = get_str(gp, "data", "parameters"), dat = get(gp, "data");
+        if (!ds)
+            fail_at(e, "%s.data missing: each model's task as our JSON Lines ({\"input\", \"choices\", \"label\"} per "
+                       "line): mats-c evaluates every merge on it, and fisher, regmean and mats take their statistics "
+                       "from it (or give parameters.data for all)", pw);
+        snprintf(what, sizeof what, "%s.data", pw);
+        m->split[0] = resolve(dat, ds, what, 0);
+        for (int s = 1; s < 3; s++) {
+            const char *o = p ? get_str(p, keys[s], pw) : NULL;
+            snprintf(what, sizeof what, "%s.%s", pw, keys[s]);
+            m->split[s] = o ? resolve(get(p, keys[s]), o, what, 0) : strdupCheck(m->split[0]);
+        }
+    }
+    if (nm == 0) fail_at(ms, "models: every entry is base_model: nothing to merge");
+    if (mode_ia3 && !base) fail_at(root, "base_model missing: PEFT IA3 adapters need the model they adapt");
+    if (!base && !(params & P_KEEP_BASE))
+        fail_at(root, "base_model missing: %s merges task vectors, the models minus their base", mname);
+    if (!strcmp(ours, "slerp")) {
+        /* from the base (t = 0) to the other model */
+        if (!base) fail_at(root, "base_model missing: slerp goes from base_model (t = 0) to the other model");
+        int bi = -1;
+        for (int i = 0; i < nm; i++)
+            if (!strcmp(mv[i].dir, base)) bi = i;
+        if (nm != 2 || bi < 0)
+            fail_at(ms, "slerp: models must be base_model and exactly one other (it has %d, %s base_model)", nm,
+                    bi < 0 ? "without" : "with");
+        if (bi == 1) {
+            model t = mv[0];
+            mv[0] = mv[1], mv[1] = t;
+        }
+    }
+    if (!base) base = strdupCheck(mv[0].dir);
+    const char *mode = mode_ia3 ? "ia3" : "full";
+    if (!has_word(row->modes, mode))
+        fail_at(get(root, "merge_method"), "merge_method = %s merges %s models; these are %s", mname, row->modes,
+                mode_ia3 ? "PEFT IA3 adapters" : "full fine-tunes");
+
+    /* lambda: parameters.lambda (t for slerp) times the weight where it
+     * scales the task vectors */
+    double lambda = gp ? get_num(gp, !strcmp(ours, "slerp") ? "t" : "lambda", "parameters") : NAN;
+    const yaml_node_t *other = gp ? get(gp, !strcmp(ours, "slerp") ? "lambda" : "t") : NULL;
+    if (other) fail_at(other, "parameters.%s: %s reads parameters.%s", !strcmp(ours, "slerp") ? "lambda" : "t", mname,
+                       !strcmp(ours, "slerp") ? "t" : "lambda");
+    if (!isnan(lambda) && !row->lambda)
+        fail_at(get(gp, "lambda"), "parameters.lambda: %s does not read it", mname);
+    if (!strcmp(ours, "slerp") && isnan(lambda)) fail_at(gp ? gp : root, "parameters.t missing: slerp's t in [0, 1]");
+    if (isnan(lambda)) lambda = 1;
+    if (params & P_WEIGHT_SCALES) lambda *= weight;
+    else if (weight != 1 && !(params & P_NORMALIZED) && strcmp(ours, "slerp"))
+        fail_at(weight_at, "weight = %g: %s does not scale by it (leave it out or 1)", weight, mname);
+
+    /* options of the merge stage */
+    FILE *f = fopen(conf_out, "w");
+    if (!f) die("%s: cannot write: %s", conf_out, strerror(errno));
+    fprintf(f, "# written by build/bin/recipe from %s: do not edit, edit the recipe\n", FILE_NAME);
+    fprintf(f, "exp.source = hf\nexp.mode = %s\nexp.base = %s\nexp.tasks = ", mode, base);
+    for (int i = 0; i < nm; i++) fprintf(f, "%s%s", i ? "," : "", mv[i].name);
+    fprintf(f, "\n");
+    const char *sp[3] = {"train", "validation", "test"};
+    for (int i = 0; i < nm; i++) {
+        fprintf(f, "exp.task.%s.model = %s\n", mv[i].name, mv[i].dir);
+        for (int s = 0; s < 3; s++) fprintf(f, "exp.task.%s.%s = %s\n", mv[i].name, sp[s], mv[i].split[s]);
+    }
+    fprintf(f, "exp.stats.split = train\n");
+    if (!isnan(density)) {
+        if (!(density > 0 && density <= 1)) fail_at(ms, "density = %g: in (0, 1]", density);
+        if (params & P_DENSITY_TOPK) fprintf(f, "merge.topk_percent = %.17g\n", 100 * density);
+        if (params & P_DENSITY_DROP) fprintf(f, "merge.drop_rate = %.17g\n", 1 - density);
+    }
+    if (params & P_BREADCRUMBS) {
+        double de = isnan(density) ? 0.9 : density, g = isnan(gamma) ? 0.01 : gamma;
+        if (!(g >= 0 && de + g <= 1)) fail_at(ms, "breadcrumbs: gamma %g and density %g must sum to at most 1", g, de);
+        fprintf(f, "merge.breadcrumbs_top = %.17g\nmerge.breadcrumbs_bottom = %.17g\n", 100 * g, 100 * (1 - de - g));
+    }
+    /* ours, by name: where the method reads the option */
+    static const struct { const char *param, *key, *opt; int ns_tok; } OPT[] = {
+        {"iterations", "merge.iterations", "iterations", 0}, {"cg_tol", "merge.cg_tol", "cg_tol", 0},
+        {"init", "merge.init", "init", 0},                   {"init_lambda", "merge.init_lambda", "init_lambda", 0},
+        {"precondition", "merge.precondition", "precondition", 0}, {"seed", "merge.seed", "seed", 0},
+        {"examples", "exp.stats.examples", NULL, 0},         {"max_input", "tokenize.max_input", NULL, 1},
+        {"max_choice", "tokenize.max_choice", NULL, 1},
+    };
+    for (size_t i = 0; gp && i < sizeof OPT / sizeof OPT[0]; i++) {
+        const yaml_node_t *v = get(gp, OPT[i].param);
+        if (!v) continue;
+        if (OPT[i].opt && !has_word(row->options, OPT[i].opt))
+            fail_at(v, "parameters.%s: %s does not read it (its options: %s)", OPT[i].param, mname, row->options);
+        if (v->type == YAML_SEQUENCE_NODE) get_num(gp, OPT[i].param, "parameters"); /* the gradient message */
+        const char *s = scalar(v);
+        if (!s || !*s || strpbrk(s, "\n#=")) fail_at(v, "parameters.%s: one value", OPT[i].param);
+        fprintf(f, "%s = %s\n", OPT[i].key, s);
+    }
+    if (fclose(f) != 0) die("%s: write failed", conf_out);
+
+    /* what recipes/recipe.mk runs */
+    char num[64];
+    shell_assign(stdout, "RECIPE_METHOD", ours);
+    shell_assign(stdout, "RECIPE_MODE", mode);
+    snprintf(num, sizeof num, "%.17g", lambda);
+    shell_assign(stdout, "RECIPE_LAMBDA", row->lambda ? num : "");
+    const char *dt = dtype_of(root, "out_dtype");
+    if (!dt) dt = dtype_of(root, "dtype");
+    shell_assign(stdout, "RECIPE_DTYPE", dt ? dt : "f32");
+    shell_assign(stdout, "RECIPE_BASE", base);
+    /* the output must not be, nor hold, an input */
+    if (out_dir) {
+        char *o = realpath(out_dir, NULL);
+        for (int i = -1; o && i < nm; i++) {
+            const char *in = i < 0 ? base : mv[i].dir;
+            size_t n = strlen(o);
+            if (!strncmp(in, o, n) && (in[n] == 0 || in[n] == '/'))
+                die("%s: OUT = %s holds an input checkpoint (%s): give a new directory", FILE_NAME, out_dir, in);
+        }
+        free(o);
+    }
+    for (int i = 0; i < nm; i++) {
+        free(mv[i].dir);
+        for (int s = 0; s < 3; s++) free(mv[i].split[s]);
+    }
+    free(mv);
+    free(base);
+    return 0;
+}
+
+/* ------------------------------------------------------------ main */
+
+static void load(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    yaml_parser_t ps;
+    if (!yaml_parser_initialize(&ps)) die("libyaml: cannot initialize");
+    yaml_parser_set_input_file(&ps, f);
+    if (!yaml_parser_load(&ps, &DOC))
+        die("%s:%d: YAML error: %s%s%s", path, (int)ps.problem_mark.line + 1, ps.problem ? ps.problem : "malformed",
+            ps.context ? " " : "", ps.context ? ps.context : "");
+    yaml_document_t more;
+    if (yaml_parser_load(&ps, &more)) {
+        int extra = yaml_document_get_root_node(&more) != NULL;
+        yaml_document_delete(&more);
+        if (extra) die("%s: more than one YAML document: a recipe is one", path);
+    }
+    yaml_parser_delete(&ps);
+    fclose(f);
+}
+
+/* This checkout: the directory two levels above the binary. */
+static char *repo_dir(void) {
+    char *exe = realpath("/proc/self/exe", NULL);
+    if (!exe) die("cannot find this program's path: %s", strerror(errno));
+    for (int i = 0; i < 3; i++) {
+        char *s = strrchr(exe, '/');
+        if (s) *s = 0;
+    }
+    return exe;
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname(argv[0]);
+    const char *usage = "usage: recipe RECIPE.yml -o DIR | recipe RECIPE.yml --experiment EXP.conf [--out DIR] | recipe --methods";
+    char *repo = repo_dir();
+    char merge_bin[PATH_MAX];
+    snprintf(merge_bin, sizeof merge_bin, "%s/build/bin/merge", repo);
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        printf("%s\n  -o DIR                 merge as the recipe says; DIR gets config.json, model.safetensors, "
+               "spiece.model (make merge RECIPE=... OUT=DIR)\n  --experiment EXP.conf  translate only (recipes/recipe.mk)\n"
+               "  --methods              the method names a recipe may use\ndocs/recipes.md has the schema.\n", usage);
+        return 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "--methods")) {
+        read_merge_table(merge_bin);
+        for (size_t i = 0; i < N_RECIPE_METHODS; i++) printf("%s %s\n", RECIPE_METHODS[i].name, RECIPE_METHODS[i].ours);
+        for (int i = 0; i < N_ROWS; i++) {
+            int named = 0; /* mergekit's name already printed it */
+            for (size_t k = 0; k < N_RECIPE_METHODS; k++) named |= !strcmp(RECIPE_METHODS[k].name, ROWS[i].name);
+            if (!named) printf("%s %s\n", ROWS[i].name, ROWS[i].name);
+        }
+        return 0;
+    }
+    if (argc == 4 && !strcmp(argv[2], "-o")) {
+        /* the Makefile does the work: every stage keyed and cached */
+        char *rp = realpath(argv[1], NULL);
+        if (!rp) die("%s: %s", argv[1], strerror(errno));
+        char out[PATH_MAX + 2], cwd[PATH_MAX], rv[PATH_MAX + 8], ov[PATH_MAX + 8], cv[PATH_MAX + 16];
+        if (!getcwd(cwd, sizeof cwd)) die("getcwd: %s", strerror(errno));
+        if (argv[3][0] == '/') snprintf(out, sizeof out, "%s", argv[3]);
+        else snprintf(out, sizeof out, "%s/%s", cwd, argv[3]);
+        snprintf(rv, sizeof rv, "RECIPE=%s", rp);
+        snprintf(ov, sizeof ov, "OUT=%s", out);
+        snprintf(cv, sizeof cv, "RECIPE_CWD=%s", cwd);
+        execlp("make", "make", "--no-print-directory", "-C", repo, "merge", rv, ov, cv, (char *)NULL);
+        die("cannot run make: %s", strerror(errno));
+    }
+    if ((argc != 4 && argc != 6) || strcmp(argv[2], "--experiment") || (argc == 6 && strcmp(argv[4], "--out")))
+        die("%s", usage);
+    FILE_NAME = argv[1];
+    CWD = getenv("RECIPE_CWD");
+    char cwd[PATH_MAX];
+    if (!CWD || !*CWD) CWD = getcwd(cwd, sizeof cwd);
+    read_merge_table(merge_bin);
+    load(argv[1]);
+    translate(argv[3], argc == 6 ? argv[5] : NULL);
+    yaml_document_delete(&DOC);
+    free(repo);
+    return 0;
+}

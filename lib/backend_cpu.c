@@ -1,5 +1,7 @@
-/* backend_cpu.c - the CPU backend of backend.h on OpenBLAS (CBLAS + the
- * LAPACK routines OpenBLAS ships). */
+/* backend_cpu.c - the CPU backend of backend.h: float32 products on our own
+ * kernels (f32gemm.h: AVX-512 or AVX2 + FMA, chosen from cpuid or by
+ * MATS_GEMM) or OpenBLAS, bf16 products on AMX (amx.h), double precision
+ * and LAPACK on OpenBLAS. */
 #include "backend.h"
 
 #include "amx.h"
@@ -55,6 +57,7 @@ void be_init(int threads) {
     }
     if (threads > 0) openblas_set_num_threads(threads);
     pool_set_threads(be_threads()); /* the loops use as many threads as the BLAS */
+    f32gemm_kernel();               /* MATS_GEMM read (or refused) now, on this thread */
 }
 
 void be_init_default(int fallback) {
@@ -91,12 +94,20 @@ void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const flo
         amx_gemm_batched(transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
         return;
     }
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        f32gemm(0, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void be_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
              int ldc) {
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        f32gemm_syrk(trans, n, k, alpha, A, lda, beta, C, ldc);
+        return;
+    }
     cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, k, alpha, A, lda,
                 beta, C, ldc);
     for (int i = 1; i < n; i++)
@@ -152,6 +163,12 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                          ldc, strideC, batch);
         return;
     }
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        for (int i = 0; i < batch; i++)
+            f32gemm(0, transA, transB, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                    C + i * strideC, ldc);
+        return;
+    }
     for (int i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                     transB ? CblasTrans : CblasNoTrans, m, n, k, alpha, A + i * strideA, lda,
@@ -166,16 +183,23 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
                        ldc, strideC, batch);
         return;
     }
-    if (f32gemm_available()) {
+    int kern = f32gemm_kernel();
+    if (kern == F32GEMM_AVX512) { /* the same bytes as f32gemm's kernels (f32gemm.h) */
         f32gemm_local(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                       strideC, batch);
+        return;
+    }
+    if (kern == F32GEMM_AVX2) {
+        for (int i = 0; i < batch; i++)
+            f32gemm(1, transA, transB, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                    C + i * strideC, ldc);
         return;
     }
     be_gemm_sbatched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                      strideC, batch);
 }
 
-int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_available(); }
+int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_kernel() != F32GEMM_OPENBLAS; }
 
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
  * column-major order with ldb = ldbt: LAPACK's native layout. */

@@ -1,0 +1,371 @@
+/* f32gemm_blocked.c - the large float32 products (see f32gemm.h), blocked
+ * after the BLIS/GotoBLAS scheme:
+ *
+ *   1. op(A) is packed into panels of MR rows (k-major: element (i, kk) of a
+ *      panel at kk * MR + i % MR, zero rows past m), op(B) into panels of NR
+ *      columns (kk * NR + j % NR, zero columns past n), each whole along k,
+ *      both on the thread pool;
+ *   2. C is cut into MC x NC tiles, the tiles split over the pool. A tile
+ *      runs k in blocks of KC: for each block, for each NR panel (its
+ *      KC x NR slice stays in L1), for each MR panel of the tile (the
+ *      tile's MC x KC slice of op(A) stays in L2), the micro-kernel keeps an
+ *      MR x NR block of C in registers over the KC steps:
+ *        c[i][0..NR) += op(A)[i][kk] * panel[kk][0..NR)   (one FMA per kk)
+ *      Between k-blocks the raw sums wait in C itself (beta = 0) or in the
+ *      thread's scratch tile (beta != 0); after the last, the block is
+ *      scaled into C. Blocks on the edges of C go through a small buffer.
+ *
+ * Micro-kernels: AVX-512 12 x 32 (24 accumulators of 16 floats), AVX2 +
+ * FMA 6 x 16 (12 accumulators of 8). Each element's operations are the
+ * same in both (f32gemm.h), so they give the same bytes. */
+#include "f32gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "pool.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include "simd.h"
+#define MC_HAVE_BLOCKED_CODE 1
+#endif
+
+static const char *const kernel_names[] = {"openblas", "avx2", "avx512"};
+
+int f32gemm_kernel_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, kernel_names[i])) return i;
+    return -1;
+}
+
+const char *f32gemm_kernel_name(int kernel) {
+    return kernel >= 0 && kernel < 3 ? kernel_names[kernel] : "?";
+}
+
+int f32gemm_kernel_supported(int kernel) {
+    if (kernel == F32GEMM_OPENBLAS) return 1;
+#ifdef MC_HAVE_BLOCKED_CODE
+    __builtin_cpu_init(); /* the checks include the OS's saving of the registers */
+    if (kernel == F32GEMM_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (kernel == F32GEMM_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static int chosen = -1;
+
+int f32gemm_kernel(void) {
+    if (chosen >= 0) return chosen;
+    const char *s = getenv("MATS_GEMM");
+    if (s && *s) {
+        int k = f32gemm_kernel_parse(s);
+        if (k < 0) die("MATS_GEMM '%s' is not one of openblas, avx2, avx512", s);
+        if (!f32gemm_kernel_supported(k)) die("MATS_GEMM %s: this CPU has no %s", s, k == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
+        chosen = k;
+    } else {
+        chosen = f32gemm_kernel_supported(F32GEMM_AVX512) ? F32GEMM_AVX512
+                 : f32gemm_kernel_supported(F32GEMM_AVX2) ? F32GEMM_AVX2
+                                                          : F32GEMM_OPENBLAS;
+    }
+    return chosen;
+}
+
+int f32gemm_set_kernel(int kernel) {
+    if (kernel < 0 || kernel > 2) return mc_fail("no float32 GEMM kernel %d", kernel);
+    if (!f32gemm_kernel_supported(kernel))
+        return mc_fail("the %s GEMM kernel needs %s, which this CPU lacks", kernel_names[kernel],
+                       kernel == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
+    chosen = kernel;
+    return 0;
+}
+
+#ifdef MC_HAVE_BLOCKED_CODE
+
+#define KC 256
+
+/* a micro-kernel: the MR x NR block at dst (row stride ldd) from kc steps
+ * of the panels a (kc x MR) and b (kc x NR), starting from the raw sums at
+ * src (row stride lds) or from zero (src NULL); raw sums out (final = 0) or
+ * alpha * sum, then fma(beta, dst, .) when beta != 0 (final = 1) */
+typedef void (*ukr_fn)(long kc, const float *a, const float *b, const float *src, long lds, float *dst,
+                       long ldd, int final, float alpha, float beta);
+
+typedef struct {
+    int mr, nr, mc, nc;
+    ukr_fn ukr;
+    /* panel packers (NULL: the generic C loops) */
+    void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
+} kdesc;
+
+/* ---- micro-kernels ---- */
+
+/* one micro-kernel (ukr_fn) of MR rows x 2 vectors of W floats, from the
+ * intrinsics of vector type V with prefix P (_mm512 / _mm256) */
+#define UKR(name, TGT, V, P, MR, W)                                                                        \
+    __attribute__((target(TGT))) static void name(long kc, const float *a, const float *b, const float *src, \
+                                                     long lds, float *dst, long ldd, int final, float alpha,  \
+                                                     float beta) {                                           \
+        V c[MR][2];                                                                                           \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
+            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
+        }                                                                                                     \
+        for (long q = 0; q < kc; q++, a += MR, b += 2 * W) {                                                  \
+            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
+            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
+                V x = P##_set1_ps(a[r]);                                                                      \
+                c[r][0] = P##_fmadd_ps(x, b0, c[r][0]);                                                       \
+                c[r][1] = P##_fmadd_ps(x, b1, c[r][1]);                                                       \
+            }                                                                                                 \
+        }                                                                                                     \
+        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            float *d = dst + r * ldd;                                                                         \
+            V x0 = c[r][0], x1 = c[r][1];                                                                     \
+            if (final) {                                                                                      \
+                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
+                if (beta != 0.0f) {                                                                           \
+                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
+                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
+                }                                                                                             \
+            }                                                                                                 \
+            P##_storeu_ps(d, x0);                                                                             \
+            P##_storeu_ps(d + W, x1);                                                                         \
+        }                                                                                                     \
+    }
+
+UKR(ukr_avx512, "avx512f", __m512, _mm512, 12, 16) /* 12 x 32: 24 accumulators */
+UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8)     /* 6 x 16: 12 accumulators */
+
+#define T512 __attribute__((target("avx512f")))
+
+/* p[kk][r] = X[r][kk] for r < rows (zeros up to width), kk < k: 16 rows x
+ * 16 k at a time through a 16 x 16 transpose */
+T512 static void pack_rows_avx512(const float *X, long ld, int k, int rows, int width, float *p) {
+    for (int h = 0; h < width; h += 16) {
+        int hw = width - h < 16 ? width - h : 16, hv = rows - h;
+        __mmask16 st = simd_mask16(hw);
+        for (int kk = 0; kk < k; kk += 16) {
+            __mmask16 mk = simd_mask16(k - kk);
+            __m512i r[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = c < hv ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, X + (size_t)(h + c) * ld + kk))
+                              : _mm512_setzero_si512();
+            simd_transpose16(r);
+            for (int q = 0; q < 16 && kk + q < k; q++)
+                _mm512_mask_storeu_ps(p + (size_t)(kk + q) * width + h, st, _mm512_castsi512_ps(r[q]));
+        }
+    }
+}
+
+static const kdesc kd_avx512 = {12, 32, 96, 512, ukr_avx512, pack_rows_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, ukr_avx2, NULL};
+
+/* ---- packing ---- */
+
+/* p[kk][r] = X[r][kk]: rows of X become columns of the panel */
+static void pack_rows_c(const float *X, long ld, int k, int rows, int width, float *p) {
+    for (int kk0 = 0; kk0 < k; kk0 += 8) {
+        int ke = k - kk0 < 8 ? k - kk0 : 8;
+        for (int r = 0; r < width; r++) {
+            const float *x = X + (size_t)r * ld + kk0;
+            float *d = p + (size_t)kk0 * width + r;
+            if (r < rows)
+                for (int q = 0; q < ke; q++) d[(size_t)q * width] = x[q];
+            else
+                for (int q = 0; q < ke; q++) d[(size_t)q * width] = 0.0f;
+        }
+    }
+}
+
+/* p[kk][c] = X[kk][c]: rows of X copied, zeros past `cols` */
+static void pack_cols(const float *X, long ld, int k, int cols, int width, float *p) {
+    for (int kk = 0; kk < k; kk++) {
+        float *d = p + (size_t)kk * width;
+        memcpy(d, X + (size_t)kk * ld, sizeof(float) * cols);
+        for (int c = cols; c < width; c++) d[c] = 0.0f;
+    }
+}
+
+typedef struct {
+    const kdesc *kd;
+    int m, n, k;
+    float alpha, beta;
+    /* op(A) panels of mr rows, op(B) panels of nr columns */
+    const float *A, *B;
+    int ta, tb, lda, ldb;
+    float *pa, *pb;
+    float *C;
+    int ldc;
+    int mt, nt; /* tiles of C: rows, columns */
+    int *tiles; /* the tiles to compute (tile = it * nt + jt), ntiles of them */
+    long ntiles;
+} job;
+
+/* panel q of op(X), `width` = mr or nr lines of k: op(X) line l is stored
+ * row l of X (trans = 0 for A, 1 for B) or column l (transposed) */
+static void pack_panel(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, int q,
+                       float *p) {
+    int l0 = q * width, valid = lines - l0 < width ? lines - l0 : width;
+    if (lines_are_rows) {
+        const float *src = X + (size_t)l0 * ld;
+        if (j->kd->pack_rows) j->kd->pack_rows(src, ld, j->k, valid, width, p);
+        else pack_rows_c(src, ld, j->k, valid, width, p);
+    } else {
+        pack_cols(X + l0, ld, j->k, valid, width, p);
+    }
+}
+
+static void pack_a_range(void *ctx, long lo, long hi) {
+    job *j = ctx;
+    for (long q = lo; q < hi; q++)
+        pack_panel(j, j->A, j->lda, !j->ta, j->m, j->kd->mr, (int)q, j->pa + (size_t)q * j->kd->mr * j->k);
+}
+
+static void pack_b_range(void *ctx, long lo, long hi) {
+    job *j = ctx;
+    for (long q = lo; q < hi; q++)
+        pack_panel(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, (int)q, j->pb + (size_t)q * j->kd->nr * j->k);
+}
+
+/* per-thread buffers: packed operands (the caller's), partial sums of a
+ * tile (each worker's) */
+typedef struct {
+    float *p;
+    size_t cap;
+} fbuf;
+static __thread fbuf buf_a, buf_b, buf_part;
+
+static float *grow(fbuf *b, size_t n) {
+    if (n > b->cap) {
+        free(b->p);
+        b->p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        if (!b->p) die("out of memory: %zu bytes for a product buffer", n * sizeof(float));
+        b->cap = n;
+    }
+    return b->p;
+}
+
+/* one MR x NR block: the micro-kernel on C or, on the edges of C, on a
+ * buffer whose valid rows x cols go to and from C */
+static void run_block(const kdesc *kd, long kc, const float *a, const float *b, const float *src, long lds,
+                      float *dst, long ldd, int final, float alpha, float beta, int rows, int cols) {
+    if (rows == kd->mr && cols == kd->nr) {
+        kd->ukr(kc, a, b, src, lds, dst, ldd, final, alpha, beta);
+        return;
+    }
+    float tin[16 * 32] __attribute__((aligned(64))), tout[16 * 32] __attribute__((aligned(64)));
+    int nr = kd->nr;
+    if (src) {
+        memset(tin, 0, sizeof(float) * kd->mr * nr);
+        for (int r = 0; r < rows; r++) memcpy(tin + r * nr, src + r * lds, sizeof(float) * cols);
+    }
+    if (final && beta != 0.0f) {
+        memset(tout, 0, sizeof(float) * kd->mr * nr);
+        for (int r = 0; r < rows; r++) memcpy(tout + r * nr, dst + r * ldd, sizeof(float) * cols);
+    }
+    kd->ukr(kc, a, b, src ? tin : NULL, nr, tout, nr, final, alpha, beta);
+    for (int r = 0; r < rows; r++) memcpy(dst + r * ldd, tout + r * nr, sizeof(float) * cols);
+}
+
+static void tile_range(void *ctx, long lo, long hi) {
+    job *j = ctx;
+    const kdesc *kd = j->kd;
+    int mr = kd->mr, nr = kd->nr;
+    int nk = j->k > 0 ? (j->k + KC - 1) / KC : 1;
+    float *part = nk > 1 && j->beta != 0.0f ? grow(&buf_part, (size_t)kd->mc * kd->nc) : NULL;
+    for (long t = lo; t < hi; t++) {
+        int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
+        int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
+        int i0 = it * kd->mc, j0 = jt * kd->nc;
+        int ih = j->m - i0 < kd->mc ? j->m - i0 : kd->mc, jw = j->n - j0 < kd->nc ? j->n - j0 : kd->nc;
+        for (int pc = 0; pc < nk; pc++) {
+            long k0 = (long)pc * KC, kc = j->k - k0 < KC ? j->k - k0 : KC;
+            int final = pc == nk - 1;
+            for (int jr = 0; jr < jw; jr += nr) {
+                const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->k + k0 * nr;
+                for (int ir = 0; ir < ih; ir += mr) {
+                    const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->k + k0 * mr;
+                    float *c = j->C + (size_t)(i0 + ir) * j->ldc + j0 + jr;
+                    /* raw sums between k-blocks: in C, or in the scratch tile */
+                    float *ps = part ? part + (size_t)ir * kd->nc + jr : c;
+                    long lps = part ? kd->nc : j->ldc;
+                    int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
+                    run_block(kd, kc, ap, bp, pc ? ps : NULL, lps, final ? c : ps, final ? j->ldc : lps, final,
+                              j->alpha, j->beta, rows, cols);
+                }
+            }
+        }
+    }
+}
+
+/* the product; upper = 1: only the tiles that touch the upper triangle */
+static void run(int local, int upper, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    int kern = f32gemm_kernel();
+    if (kern == F32GEMM_OPENBLAS) die("f32gemm called with the OpenBLAS kernel selected");
+    const kdesc *kd = kern == F32GEMM_AVX512 ? &kd_avx512 : &kd_avx2;
+    job j = {.kd = kd, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .A = A, .B = B, .ta = ta,
+             .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
+    long pm = (m + kd->mr - 1) / kd->mr, pn = (n + kd->nr - 1) / kd->nr;
+    j.pa = grow(&buf_a, (size_t)pm * kd->mr * (k > 0 ? k : 1));
+    j.pb = grow(&buf_b, (size_t)pn * kd->nr * (k > 0 ? k : 1));
+    j.mt = (m + kd->mc - 1) / kd->mc;
+    j.nt = (n + kd->nc - 1) / kd->nc;
+    j.ntiles = (long)j.mt * j.nt;
+    int *list = NULL;
+    if (upper) {
+        list = malloc(sizeof(int) * (size_t)j.ntiles);
+        if (!list) die("out of memory: a tile list");
+        long c = 0;
+        for (int it = 0; it < j.mt; it++)
+            for (int jt = 0; jt < j.nt; jt++)
+                if ((long)(jt + 1) * kd->nc > (long)it * kd->mc) list[c++] = it * j.nt + jt;
+        j.tiles = list, j.ntiles = c;
+    }
+    long work = (long)m * n * (k > 0 ? k : 1);
+    if (local || work < (1L << 18)) {
+        if (k > 0) pack_a_range(&j, 0, pm), pack_b_range(&j, 0, pn);
+        tile_range(&j, 0, j.ntiles);
+    } else {
+        if (k > 0) {
+            pool_parallel_for(pm, 4, pack_a_range, &j);
+            pool_parallel_for(pn, 2, pack_b_range, &j);
+        }
+        pool_parallel_for(j.ntiles, 1, tile_range, &j);
+    }
+    free(list);
+}
+
+void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    run(local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+                  int ldc) {
+    /* trans: A^T A, op(A) = A^T, op(B) = A; else A A^T, op(A) = A, op(B) = A^T */
+    run(0, 1, trans, !trans, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++) C[(size_t)i * ldc + j] = C[(size_t)j * ldc + i];
+}
+
+#else
+
+void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    (void)local, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda;
+    (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    die("f32gemm is not built for this architecture");
+}
+
+void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+                  int ldc) {
+    (void)trans, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)beta, (void)C, (void)ldc;
+    die("f32gemm_syrk is not built for this architecture");
+}
+
+#endif

@@ -1,19 +1,20 @@
 /* f32gemm_blocked.c - the large float32 products (see f32gemm.h), blocked
  * after the BLIS/GotoBLAS scheme:
  *
- *   1. op(A) is packed into panels of MR rows (k-major: element (i, kk) of a
- *      panel at kk * MR + i % MR, zero rows past m), op(B) into panels of NR
- *      columns (kk * NR + j % NR, zero columns past n), each whole along k,
- *      both on the thread pool;
- *   2. C is cut into MC x NC tiles, the tiles split over the pool. A tile
- *      runs k in blocks of KC: for each block, for each NR panel (its
- *      KC x NR slice stays in L1), for each MR panel of the tile (the
- *      tile's MC x KC slice of op(A) stays in L2), the micro-kernel keeps an
- *      MR x NR block of C in registers over the KC steps:
+ * k runs in blocks of KC. For each block:
+ *   1. the block's slice of op(A) is packed into panels of MR rows
+ *      (k-major: element (i, kk) of a panel at kk * MR + i % MR, zero rows
+ *      past m), that of op(B) into panels of NR columns (kk * NR + j % NR,
+ *      zero columns past n), on the thread pool;
+ *   2. C is cut into MC x NC tiles (narrower when there are few), the tiles
+ *      split over the pool. In a tile, for each NR panel (its KC x NR
+ *      slice stays in L1), for each MR panel (the tile's MC x KC slice of
+ *      op(A) stays in L2), the micro-kernel keeps an MR x NR block of C in
+ *      registers over the KC steps:
  *        c[i][0..NR) += op(A)[i][kk] * panel[kk][0..NR)   (one FMA per kk)
- *      Between k-blocks the raw sums wait in C itself (beta = 0) or in the
- *      thread's scratch tile (beta != 0); after the last, the block is
- *      scaled into C. Blocks on the edges of C go through a small buffer.
+ *      Between k-blocks the raw sums wait in C itself (beta = 0) or in a
+ *      scratch m x n (beta != 0); after the last, the block is scaled into
+ *      C. Blocks on the edges of C go through a small buffer.
  *
  * Micro-kernels: AVX-512 12 x 32 (24 accumulators of 16 floats), AVX2 +
  * FMA 6 x 16 (12 accumulators of 8). Each element's operations are the
@@ -97,6 +98,7 @@ typedef struct {
     ukr_fn ukr;
     /* panel packers (NULL: the generic C loops) */
     void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
+    void (*pack_cols)(const float *X, long ld, int k, int cols, int width, float *p); /* p[kk][c] = X[kk][c] */
 } kdesc;
 
 /* ---- micro-kernels ---- */
@@ -160,8 +162,15 @@ T512 static void pack_rows_avx512(const float *X, long ld, int k, int rows, int 
     }
 }
 
-static const kdesc kd_avx512 = {12, 32, 96, 512, ukr_avx512, pack_rows_avx512};
-static const kdesc kd_avx2 = {6, 16, 72, 256, ukr_avx2, NULL};
+/* p[kk][c] = X[kk][c] for c < cols, zeros up to width */
+T512 static void pack_cols_avx512(const float *X, long ld, int k, int cols, int width, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld, p += width)
+        for (int h = 0; h < width; h += 16)
+            _mm512_mask_storeu_ps(p + h, simd_mask16(width - h), _mm512_maskz_loadu_ps(simd_mask16(cols - h), X + h));
+}
+
+static const kdesc kd_avx512 = {12, 32, 96, 512, ukr_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, ukr_avx2, NULL, NULL};
 
 /* ---- packing ---- */
 
@@ -181,57 +190,53 @@ static void pack_rows_c(const float *X, long ld, int k, int rows, int width, flo
 }
 
 /* p[kk][c] = X[kk][c]: rows of X copied, zeros past `cols` */
-static void pack_cols(const float *X, long ld, int k, int cols, int width, float *p) {
-    for (int kk = 0; kk < k; kk++) {
-        float *d = p + (size_t)kk * width;
-        memcpy(d, X + (size_t)kk * ld, sizeof(float) * cols);
-        for (int c = cols; c < width; c++) d[c] = 0.0f;
-    }
+static void pack_cols_c(const float *X, long ld, int k, int cols, int width, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld, p += width)
+        for (int c = 0; c < width; c++) p[c] = c < cols ? X[c] : 0.0f;
 }
 
 typedef struct {
     const kdesc *kd;
     int m, n, k;
     float alpha, beta;
-    /* op(A) panels of mr rows, op(B) panels of nr columns */
     const float *A, *B;
     int ta, tb, lda, ldb;
-    float *pa, *pb;
     float *C;
     int ldc;
-    int mt, nt; /* tiles of C: rows, columns */
-    int *tiles; /* the tiles to compute (tile = it * nt + jt), ntiles of them */
+    /* the k-block being run: op(A) in panels of mr rows x kc (pm of them),
+     * op(B) in panels of kc x nr (pn) */
+    long k0, kc;
+    int first, final;
+    long pm, pn;
+    float *pa, *pb;
+    float *part; /* raw sums between k-blocks when beta != 0 (m x n), else NULL: C holds them */
+    int mc, nc;  /* tiles of C: mc x nc (multiples of mr, nr) */
+    int mt, nt;  /* tiles of C: rows, columns */
+    int *tiles;  /* the tiles to compute (tile = it * nt + jt), ntiles of them */
     long ntiles;
 } job;
 
-/* panel q of op(X), `width` = mr or nr lines of k: op(X) line l is stored
- * row l of X (trans = 0 for A, 1 for B) or column l (transposed) */
-static void pack_panel(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, int q,
+/* panel q of op(X) over the k-block, `width` = mr or nr lines: op(X) line
+ * l is stored row l of X (lines_are_rows) or column l */
+static void pack_panel(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, long q,
                        float *p) {
-    int l0 = q * width, valid = lines - l0 < width ? lines - l0 : width;
-    if (lines_are_rows) {
-        const float *src = X + (size_t)l0 * ld;
-        if (j->kd->pack_rows) j->kd->pack_rows(src, ld, j->k, valid, width, p);
-        else pack_rows_c(src, ld, j->k, valid, width, p);
-    } else {
-        pack_cols(X + l0, ld, j->k, valid, width, p);
-    }
+    int l0 = (int)q * width, valid = lines - l0 < width ? lines - l0 : width;
+    if (lines_are_rows)
+        (j->kd->pack_rows ? j->kd->pack_rows : pack_rows_c)(X + (size_t)l0 * ld + j->k0, ld, (int)j->kc, valid, width, p);
+    else
+        (j->kd->pack_cols ? j->kd->pack_cols : pack_cols_c)(X + (size_t)j->k0 * ld + l0, ld, (int)j->kc, valid, width, p);
 }
 
-static void pack_a_range(void *ctx, long lo, long hi) {
+/* items [0, pm) are op(A)'s panels, [pm, pm + pn) op(B)'s */
+static void pack_range(void *ctx, long lo, long hi) {
     job *j = ctx;
+    int mr = j->kd->mr, nr = j->kd->nr;
     for (long q = lo; q < hi; q++)
-        pack_panel(j, j->A, j->lda, !j->ta, j->m, j->kd->mr, (int)q, j->pa + (size_t)q * j->kd->mr * j->k);
+        if (q < j->pm) pack_panel(j, j->A, j->lda, !j->ta, j->m, mr, q, j->pa + (size_t)q * mr * j->kc);
+        else pack_panel(j, j->B, j->ldb, j->tb, j->n, nr, q - j->pm, j->pb + (size_t)(q - j->pm) * nr * j->kc);
 }
 
-static void pack_b_range(void *ctx, long lo, long hi) {
-    job *j = ctx;
-    for (long q = lo; q < hi; q++)
-        pack_panel(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, (int)q, j->pb + (size_t)q * j->kd->nr * j->k);
-}
-
-/* per-thread buffers: packed operands (the caller's), partial sums of a
- * tile (each worker's) */
+/* per-thread buffers of the caller: packed operands, partial sums */
 typedef struct {
     float *p;
     size_t cap;
@@ -270,38 +275,37 @@ static void run_block(const kdesc *kd, long kc, const float *a, const float *b, 
     for (int r = 0; r < rows; r++) memcpy(dst + r * ldd, tout + r * nr, sizeof(float) * cols);
 }
 
+/* the k-block on tiles [lo, hi): for each NR panel of the tile (its kc x NR
+ * slice stays in L1), each MR panel (the tile's rows of op(A) stay in L2) */
 static void tile_range(void *ctx, long lo, long hi) {
     job *j = ctx;
     const kdesc *kd = j->kd;
     int mr = kd->mr, nr = kd->nr;
-    int nk = j->k > 0 ? (j->k + KC - 1) / KC : 1;
-    float *part = nk > 1 && j->beta != 0.0f ? grow(&buf_part, (size_t)kd->mc * kd->nc) : NULL;
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
         int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
-        int i0 = it * kd->mc, j0 = jt * kd->nc;
-        int ih = j->m - i0 < kd->mc ? j->m - i0 : kd->mc, jw = j->n - j0 < kd->nc ? j->n - j0 : kd->nc;
-        for (int pc = 0; pc < nk; pc++) {
-            long k0 = (long)pc * KC, kc = j->k - k0 < KC ? j->k - k0 : KC;
-            int final = pc == nk - 1;
-            for (int jr = 0; jr < jw; jr += nr) {
-                const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->k + k0 * nr;
-                for (int ir = 0; ir < ih; ir += mr) {
-                    const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->k + k0 * mr;
-                    float *c = j->C + (size_t)(i0 + ir) * j->ldc + j0 + jr;
-                    /* raw sums between k-blocks: in C, or in the scratch tile */
-                    float *ps = part ? part + (size_t)ir * kd->nc + jr : c;
-                    long lps = part ? kd->nc : j->ldc;
-                    int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
-                    run_block(kd, kc, ap, bp, pc ? ps : NULL, lps, final ? c : ps, final ? j->ldc : lps, final,
-                              j->alpha, j->beta, rows, cols);
-                }
+        int i0 = it * j->mc, j0 = jt * j->nc;
+        int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
+        for (int jr = 0; jr < jw; jr += nr) {
+            const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->kc;
+            for (int ir = 0; ir < ih; ir += mr) {
+                const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->kc;
+                size_t at = (size_t)(i0 + ir) * j->ldc + j0 + jr;
+                float *c = j->C + at;
+                /* raw sums between k-blocks: in C, or in the scratch */
+                float *ps = j->part ? j->part + (size_t)(i0 + ir) * j->n + j0 + jr : c;
+                long lps = j->part ? j->n : j->ldc;
+                int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
+                run_block(kd, j->kc, ap, bp, j->first ? NULL : ps, lps, j->final ? c : ps, j->final ? j->ldc : lps,
+                          j->final, j->alpha, j->beta, rows, cols);
             }
         }
     }
 }
 
-/* the product; upper = 1: only the tiles that touch the upper triangle */
+/* the product; upper = 1: only the tiles that touch the upper triangle.
+ * For each k-block of KC: pack both operands' slices (on the pool), then
+ * run the tiles (on the pool). */
 static void run(int local, int upper, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;
@@ -310,11 +314,24 @@ static void run(int local, int upper, int ta, int tb, int m, int n, int k, float
     const kdesc *kd = kern == F32GEMM_AVX512 ? &kd_avx512 : &kd_avx2;
     job j = {.kd = kd, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .A = A, .B = B, .ta = ta,
              .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
-    long pm = (m + kd->mr - 1) / kd->mr, pn = (n + kd->nr - 1) / kd->nr;
-    j.pa = grow(&buf_a, (size_t)pm * kd->mr * (k > 0 ? k : 1));
-    j.pb = grow(&buf_b, (size_t)pn * kd->nr * (k > 0 ? k : 1));
-    j.mt = (m + kd->mc - 1) / kd->mc;
-    j.nt = (n + kd->nc - 1) / kd->nc;
+    j.pm = (m + kd->mr - 1) / kd->mr, j.pn = (n + kd->nr - 1) / kd->nr;
+    long kc_max = k < KC ? (k > 0 ? k : 1) : KC;
+    j.pa = grow(&buf_a, (size_t)j.pm * kd->mr * kc_max);
+    j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);
+    int nk = k > KC ? (k + KC - 1) / KC : 1;
+    j.part = nk > 1 && beta != 0.0f ? grow(&buf_part, (size_t)m * n) : NULL;
+    /* tiles: the kernel's sizes, narrowed (nc, then mc, never below 2 panels)
+     * until every thread has 4 or more; the bytes do not depend on them */
+    int threads = local ? 1 : pool_threads(), want = 4 * threads;
+    j.mc = kd->mc, j.nc = kd->nc;
+    for (;;) {
+        j.mt = (m + j.mc - 1) / j.mc;
+        j.nt = (n + j.nc - 1) / j.nc;
+        if (threads == 1 || (long)j.mt * j.nt >= want) break;
+        if (j.nc > 2 * kd->nr && j.nc >= n / 2) j.nc = (j.nc / 2 + kd->nr - 1) / kd->nr * kd->nr;
+        else if (j.mc > 2 * kd->mr) j.mc = (j.mc / 2 + kd->mr - 1) / kd->mr * kd->mr;
+        else break;
+    }
     j.ntiles = (long)j.mt * j.nt;
     int *list = NULL;
     if (upper) {
@@ -323,19 +340,19 @@ static void run(int local, int upper, int ta, int tb, int m, int n, int k, float
         long c = 0;
         for (int it = 0; it < j.mt; it++)
             for (int jt = 0; jt < j.nt; jt++)
-                if ((long)(jt + 1) * kd->nc > (long)it * kd->mc) list[c++] = it * j.nt + jt;
+                if ((long)(jt + 1) * j.nc > (long)it * j.mc) list[c++] = it * j.nt + jt;
         j.tiles = list, j.ntiles = c;
     }
-    long work = (long)m * n * (k > 0 ? k : 1);
-    if (local || work < (1L << 18)) {
-        if (k > 0) pack_a_range(&j, 0, pm), pack_b_range(&j, 0, pn);
-        tile_range(&j, 0, j.ntiles);
-    } else {
-        if (k > 0) {
-            pool_parallel_for(pm, 4, pack_a_range, &j);
-            pool_parallel_for(pn, 2, pack_b_range, &j);
+    int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
+    for (int pc = 0; pc < nk; pc++) {
+        j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
+        j.first = pc == 0, j.final = pc == nk - 1;
+        if (j.kc > 0) {
+            if (serial) pack_range(&j, 0, j.pm + j.pn);
+            else pool_parallel_for(j.pm + j.pn, 4, pack_range, &j);
         }
-        pool_parallel_for(j.ntiles, 1, tile_range, &j);
+        if (serial) tile_range(&j, 0, j.ntiles);
+        else pool_parallel_for(j.ntiles, 1, tile_range, &j);
     }
     free(list);
 }

@@ -59,4 +59,17 @@ void f32gemm(int local, int transA, int transB, int m, int n, int k, float alpha
 void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
                   int ldc);
 
+/* ---- bf16 products without AMX ---------------------------------------- */
+
+/* 1 if the CPU has AVX512_BF16 (vdpbf16ps: AMD Zen 4 and newer, Intel
+ * Cooper Lake and Sapphire Rapids or newer). */
+int bf16gemm_available(void);
+/* f32gemm with the inputs rounded to bfloat16 (nearest even) and the
+ * products accumulated in float32 by vdpbf16ps, k in pairs: the rounding
+ * contract of the AMX kernel (amx.h), not its bytes. Each element of C is
+ * one fixed chain of pair steps over k, so the bytes do not depend on the
+ * thread count. */
+void bf16gemm(int local, int transA, int transB, int m, int n, int k, float alpha, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 #endif

@@ -21,6 +21,7 @@
  * same in both (f32gemm.h), so they give the same bytes. */
 #include "f32gemm.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,7 @@ typedef void (*ukr_fn)(long kc, const float *a, const float *b, const float *src
 
 typedef struct {
     int mr, nr, mc, nc;
+    int kdiv; /* k per step of a panel: 1 (float32), 2 (bf16 pairs) */
     ukr_fn ukr;
     /* panel packers (NULL: the generic C loops) */
     void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
@@ -104,8 +106,9 @@ typedef struct {
 /* ---- micro-kernels ---- */
 
 /* one micro-kernel (ukr_fn) of MR rows x 2 vectors of W floats, from the
- * intrinsics of vector type V with prefix P (_mm512 / _mm256) */
-#define UKR(name, TGT, V, P, MR, W)                                                                        \
+ * intrinsics of vector type V with prefix P (_mm512 / _mm256); STEP(c, a,
+ * b) adds the products of one packed step of row a (a pointer) and b */
+#define UKR(name, TGT, V, P, MR, W, STEP)                                                                        \
     __attribute__((target(TGT))) static void name(long kc, const float *a, const float *b, const float *src, \
                                                      long lds, float *dst, long ldd, int final, float alpha,  \
                                                      float beta) {                                           \
@@ -117,9 +120,8 @@ typedef struct {
         for (long q = 0; q < kc; q++, a += MR, b += 2 * W) {                                                  \
             V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
             _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                V x = P##_set1_ps(a[r]);                                                                      \
-                c[r][0] = P##_fmadd_ps(x, b0, c[r][0]);                                                       \
-                c[r][1] = P##_fmadd_ps(x, b1, c[r][1]);                                                       \
+                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
+                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
             }                                                                                                 \
         }                                                                                                     \
         V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
@@ -138,8 +140,14 @@ typedef struct {
         }                                                                                                     \
     }
 
-UKR(ukr_avx512, "avx512f", __m512, _mm512, 12, 16) /* 12 x 32: 24 accumulators */
-UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8)     /* 6 x 16: 12 accumulators */
+#define FMA512(c, a, b) _mm512_fmadd_ps(_mm512_set1_ps(*(a)), b, c)
+#define FMA256(c, a, b) _mm256_fmadd_ps(_mm256_broadcast_ss(a), b, c)
+/* a step of bf16 pairs: a holds a row's pair (two bf16 in 32 bits), b 16
+ * columns' pairs; vdpbf16ps adds both products to each column's sum */
+#define DPBF16(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)_mm512_set1_epi32(*(const int *)(a)), (__m512bh)b)
+UKR(ukr_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)                        /* 12 x 32: 24 accumulators */
+UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)                           /* 6 x 16: 12 accumulators */
+UKR(ukr_bf16, "avx512f,avx512bw,avx512bf16", __m512, _mm512, 12, 16, DPBF16) /* 12 x 32, k in pairs */
 
 #define T512 __attribute__((target("avx512f")))
 
@@ -169,8 +177,56 @@ T512 static void pack_cols_avx512(const float *X, long ld, int k, int cols, int 
             _mm512_mask_storeu_ps(p + h, simd_mask16(width - h), _mm512_maskz_loadu_ps(simd_mask16(cols - h), X + h));
 }
 
-static const kdesc kd_avx512 = {12, 32, 96, 512, ukr_avx512, pack_rows_avx512, pack_cols_avx512};
-static const kdesc kd_avx2 = {6, 16, 72, 256, ukr_avx2, NULL, NULL};
+/* ---- bf16 pairs (AVX512_BF16) ---- */
+
+#define TBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/* p[q][l] = the pair (X[l][2q], X[l][2q+1]) rounded to bf16 (nearest even,
+ * zeros past k and past `rows`): 16 lines x 32 k at a time, converted,
+ * then a 16 x 16 transpose of the pairs */
+TBF16 static void pack_rows_bf16(const float *X, long ld, int k, int rows, int width, float *pf) {
+    uint32_t *p = (uint32_t *)pf;
+    int steps = (k + 1) / 2;
+    for (int h = 0; h < width; h += 16) {
+        int hv = rows - h;
+        __mmask16 st = simd_mask16(width - h);
+        for (int kk = 0; kk < k; kk += 32) {
+            __mmask16 m0 = simd_mask16(k - kk), m1 = simd_mask16(k - kk - 16);
+            __m512i r[16];
+            for (int c = 0; c < 16; c++) {
+                const float *x = X + (size_t)(h + c) * ld + kk;
+                r[c] = c < hv ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16), _mm512_maskz_loadu_ps(m0, x))
+                              : _mm512_setzero_si512();
+            }
+            simd_transpose16(r);
+            for (int q = 0; q < 16 && kk / 2 + q < steps; q++)
+                _mm512_mask_storeu_epi32(p + (size_t)(kk / 2 + q) * width + h, st, r[q]);
+        }
+    }
+}
+
+/* p[q][l] = the pair (X[2q][l], X[2q+1][l]) rounded to bf16: two rows of
+ * X converted together, their halves interleaved */
+TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int width, float *pf) {
+    uint32_t *p = (uint32_t *)pf;
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int q = 0; q < (k + 1) / 2; q++) {
+        const float *x0 = X + (size_t)(2 * q) * ld, *x1 = x0 + ld;
+        int two = 2 * q + 1 < k;
+        for (int h = 0; h < width; h += 16) {
+            __mmask16 mc = simd_mask16(cols - h);
+            __m512 lo = _mm512_maskz_loadu_ps(mc, x0 + h), hi = two ? _mm512_maskz_loadu_ps(mc, x1 + h) : _mm512_setzero_ps();
+            __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_mask_storeu_epi32(p + (size_t)q * width + h, simd_mask16(width - h), v);
+        }
+    }
+}
+
+static const kdesc kd_bf16 = {12, 32, 96, 512, 2, ukr_bf16, pack_rows_bf16, pack_cols_bf16};
+
+static const kdesc kd_avx512 = {12, 32, 96, 512, 1, ukr_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, 1, ukr_avx2, NULL, NULL};
 
 /* ---- packing ---- */
 
@@ -205,7 +261,7 @@ typedef struct {
     int ldc;
     /* the k-block being run: op(A) in panels of mr rows x kc (pm of them),
      * op(B) in panels of kc x nr (pn) */
-    long k0, kc;
+    long k0, kc, steps; /* steps = kc / kdiv, rounded up */
     int first, final;
     long pm, pn;
     float *pa, *pb;
@@ -232,8 +288,8 @@ static void pack_range(void *ctx, long lo, long hi) {
     job *j = ctx;
     int mr = j->kd->mr, nr = j->kd->nr;
     for (long q = lo; q < hi; q++)
-        if (q < j->pm) pack_panel(j, j->A, j->lda, !j->ta, j->m, mr, q, j->pa + (size_t)q * mr * j->kc);
-        else pack_panel(j, j->B, j->ldb, j->tb, j->n, nr, q - j->pm, j->pb + (size_t)(q - j->pm) * nr * j->kc);
+        if (q < j->pm) pack_panel(j, j->A, j->lda, !j->ta, j->m, mr, q, j->pa + (size_t)q * mr * j->steps);
+        else pack_panel(j, j->B, j->ldb, j->tb, j->n, nr, q - j->pm, j->pb + (size_t)(q - j->pm) * nr * j->steps);
 }
 
 /* per-thread buffers of the caller: packed operands, partial sums */
@@ -287,16 +343,16 @@ static void tile_range(void *ctx, long lo, long hi) {
         int i0 = it * j->mc, j0 = jt * j->nc;
         int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
         for (int jr = 0; jr < jw; jr += nr) {
-            const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->kc;
+            const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->steps;
             for (int ir = 0; ir < ih; ir += mr) {
-                const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->kc;
+                const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->steps;
                 size_t at = (size_t)(i0 + ir) * j->ldc + j0 + jr;
                 float *c = j->C + at;
                 /* raw sums between k-blocks: in C, or in the scratch */
                 float *ps = j->part ? j->part + (size_t)(i0 + ir) * j->n + j0 + jr : c;
                 long lps = j->part ? j->n : j->ldc;
                 int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
-                run_block(kd, j->kc, ap, bp, j->first ? NULL : ps, lps, j->final ? c : ps, j->final ? j->ldc : lps,
+                run_block(kd, j->steps, ap, bp, j->first ? NULL : ps, lps, j->final ? c : ps, j->final ? j->ldc : lps,
                           j->final, j->alpha, j->beta, rows, cols);
             }
         }
@@ -306,12 +362,9 @@ static void tile_range(void *ctx, long lo, long hi) {
 /* the product; upper = 1: only the tiles that touch the upper triangle.
  * For each k-block of KC: pack both operands' slices (on the pool), then
  * run the tiles (on the pool). */
-static void run(int local, int upper, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                const float *B, int ldb, float beta, float *C, int ldc) {
+static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, int n, int k, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;
-    int kern = f32gemm_kernel();
-    if (kern == F32GEMM_OPENBLAS) die("f32gemm called with the OpenBLAS kernel selected");
-    const kdesc *kd = kern == F32GEMM_AVX512 ? &kd_avx512 : &kd_avx2;
     job j = {.kd = kd, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .A = A, .B = B, .ta = ta,
              .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
     j.pm = (m + kd->mr - 1) / kd->mr, j.pn = (n + kd->nr - 1) / kd->nr;
@@ -346,6 +399,7 @@ static void run(int local, int upper, int ta, int tb, int m, int n, int k, float
     int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
     for (int pc = 0; pc < nk; pc++) {
         j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
+        j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
         j.first = pc == 0, j.final = pc == nk - 1;
         if (j.kc > 0) {
             if (serial) pack_range(&j, 0, j.pm + j.pn);
@@ -357,20 +411,46 @@ static void run(int local, int upper, int ta, int tb, int m, int n, int k, float
     free(list);
 }
 
+/* the float32 kernel in use */
+static const kdesc *f32_kernel(void) {
+    int kern = f32gemm_kernel();
+    if (kern == F32GEMM_OPENBLAS) die("f32gemm called with the OpenBLAS kernel selected");
+    return kern == F32GEMM_AVX512 ? &kd_avx512 : &kd_avx2;
+}
+
 void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {
-    run(local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    run(f32_kernel(), local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+int bf16gemm_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    if (!bf16gemm_available()) die("bf16 products asked for on a CPU without AVX512_BF16");
+    run(&kd_bf16, local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
                   int ldc) {
     /* trans: A^T A, op(A) = A^T, op(B) = A; else A A^T, op(A) = A, op(B) = A^T */
-    run(0, 1, trans, !trans, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+    run(f32_kernel(), 0, 1, trans, !trans, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
     for (int i = 1; i < n; i++)
         for (int j = 0; j < i; j++) C[(size_t)i * ldc + j] = C[(size_t)j * ldc + i];
 }
 
 #else
+
+int bf16gemm_available(void) { return 0; }
+
+void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    f32gemm(local, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); /* dies: not built */
+}
 
 void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {

@@ -63,6 +63,16 @@ BLOCKED(avx512_pool, F32GEMM_AVX512, 0)
 BLOCKED(avx512_one, F32GEMM_AVX512, 1)
 BLOCKED(avx2_pool, F32GEMM_AVX2, 0)
 BLOCKED(avx2_one, F32GEMM_AVX2, 1)
+static void bf16_pool(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                      const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    for (int i = 0; i < batch; i++)
+        bf16gemm(0, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+static void bf16_one(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                     const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    for (int i = 0; i < batch; i++)
+        bf16gemm(1, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
 static int have_avx512(void) { return f32gemm_kernel_supported(F32GEMM_AVX512); }
 static int have_avx2(void) { return f32gemm_kernel_supported(F32GEMM_AVX2); }
 
@@ -74,6 +84,8 @@ static const kernel kernels[] = {
     {"blocked-avx512-local", have_avx512, avx512_one, same},
     {"blocked-avx2", have_avx2, avx2_pool, same},
     {"blocked-avx2-local", have_avx2, avx2_one, same},
+    {"bf16-avx512", bf16gemm_available, bf16_pool, bf},
+    {"bf16-avx512-local", bf16gemm_available, bf16_one, bf},
 };
 #define N_KERNELS (int)(sizeof kernels / sizeof *kernels)
 
@@ -296,7 +308,8 @@ static void same_bytes(const char *math, const char *gemm) {
 static void test_threads(void) {
     for (int kern = F32GEMM_OPENBLAS; kern <= F32GEMM_AVX512; kern++)
         if (f32gemm_kernel_supported(kern)) same_bytes("fp32", f32gemm_kernel_name(kern));
-    if (amx_available()) same_bytes("bf16", f32gemm_kernel_name(f32gemm_kernel()));
+    if (amx_available()) same_bytes("bf16", "avx512 MATS_GEMM_BF16=amx");
+    if (bf16gemm_available()) same_bytes("bf16", "avx512 MATS_GEMM_BF16=avx512bf16");
 }
 
 /* the elementwise ops at one vector width, their outputs appended to out

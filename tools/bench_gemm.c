@@ -10,7 +10,8 @@
  *       the products of a training step of t5-mini, t5-small and t5-base
  *       (T rows, default 4096 = 32 x 128 tokens): forward x W^T, input
  *       gradient dy W, weight gradient dy^T x, for the attention projection
- *       and the feed-forward; each kernel forced in turn; GFLOP/s and the
+ *       and the feed-forward; each kernel forced in turn (float32:
+ *       OpenBLAS, AVX2, AVX-512; bf16: AMX, AVX512_BF16); GFLOP/s and the
  *       ratio to OpenBLAS in the same run.
  * Rates are wall-clock, best of R repetitions, on be_threads() threads;
  * --cpu: per CPU-second of the process instead (on a shared machine, with
@@ -31,23 +32,25 @@
 #include <cpuid.h>
 #endif
 
-/* a product as the backend runs it, with `kernel` forced (-1: bf16) */
+/* a product as the backend runs it, with one kernel forced */
 typedef struct {
     const char *name;
-    int kernel;   /* F32GEMM_*, or -1 for cpu_math bf16 */
+    int kernel;       /* F32GEMM_*, or -1 for cpu_math bf16 */
+    const char *bf16; /* the bf16 kernel (MATS_GEMM_BF16) */
 } variant;
 
 static const variant variants[] = {
-    {"openblas", F32GEMM_OPENBLAS},
-    {"avx2", F32GEMM_AVX2},
-    {"avx512", F32GEMM_AVX512},
-    {"bf16", -1},
+    {"openblas", F32GEMM_OPENBLAS, NULL},
+    {"avx2", F32GEMM_AVX2, NULL},
+    {"avx512", F32GEMM_AVX512, NULL},
+    {"amx", -1, "amx"},
+    {"avx512bf16", -1, "avx512bf16"},
 };
 #define N_VARIANTS (int)(sizeof variants / sizeof *variants)
 
 static int variant_use(const variant *v) {
     if (v->kernel < 0) {
-        if (f32gemm_kernel_supported(F32GEMM_AVX512)) f32gemm_set_kernel(F32GEMM_AVX512);
+        setenv("MATS_GEMM_BF16", v->bf16, 1);
         return be_set_cpu_math(BE_MATH_BF16);
     }
     be_set_cpu_math(BE_MATH_FP32);
@@ -132,7 +135,7 @@ static void machine(int size, int reps) {
     rates(0, 0, size, size, size, reps, g);
     for (int v = 0; v < N_VARIANTS; v++)
         if (g[v] > 0)
-            printf("peak %-8s %dx%dx%d: %.1f GFLOP/s (%.2fx openblas)\n", variants[v].name, size, size, size, g[v],
+            printf("peak %-10s %dx%dx%d: %.1f GFLOP/s (%.2fx openblas)\n", variants[v].name, size, size, size, g[v],
                    g[v] / g[0]);
 }
 
@@ -142,7 +145,7 @@ static void shapes(int T, int reps) {
         int d, ff;
     } models[] = {{"t5-mini", 256, 512}, {"t5-small", 512, 2048}, {"t5-base", 768, 3072}};
     printf("%-9s %-22s %16s", "model", "product", "m x n x k");
-    for (int v = 0; v < N_VARIANTS; v++) printf(" %9s", variants[v].name);
+    for (int v = 0; v < N_VARIANTS; v++) printf(" %10s", variants[v].name);
     printf("   GFLOP/s; ratio to openblas\n");
     for (int mi = 0; mi < 3; mi++) {
         int d = models[mi].d, ff = models[mi].ff;
@@ -162,8 +165,8 @@ static void shapes(int T, int reps) {
             char ratios[256] = "";
             rates(p[q].ta, p[q].tb, p[q].m, p[q].n, p[q].k, reps, g);
             for (int v = 0; v < N_VARIANTS; v++) {
-                if (g[v] > 0) printf(" %9.1f", g[v]);
-                else printf(" %9s", "-");
+                if (g[v] > 0) printf(" %10.1f", g[v]);
+                else printf(" %10s", "-");
                 if (v > 0 && g[v] > 0)
                     snprintf(ratios + strlen(ratios), sizeof ratios - strlen(ratios), " %s %.2fx", variants[v].name,
                              g[v] / g[0]);

@@ -114,7 +114,7 @@ static float *rnd(size_t n) {
 static void test_shapes(void) {
     const int shapes[][3] = {{1, 1, 1},   {5, 7, 3},     {32, 32, 32}, {33, 31, 65},
                              {64, 96, 40}, {100, 17, 129}, {16, 48, 0},  {257, 130, 300},
-                             {130, 600, 530}};
+                             {130, 600, 530}, {40, 70, 2100}};
     int ran = 0;
     for (int kn = 0; kn < N_KERNELS; kn++) {
         const kernel *K = &kernels[kn];
@@ -190,7 +190,7 @@ static void test_kernels_agree(void) {
     for (int kn = 0; kn < N_KERNELS; kn++)
         if (kernels[kn].round == same && kernels[kn].available()) fk[nf++] = &kernels[kn];
     if (nf < 2) T_SKIP("fewer than two float32 kernels on this CPU");
-    const int shapes[][3] = {{37, 45, 19}, {150, 530, 600}, {13, 1100, 257}};
+    const int shapes[][3] = {{37, 45, 19}, {150, 530, 600}, {13, 1100, 257}, {50, 40, 1700}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int t = 0; t < 4; t++) {
             int ta = t & 1, tb = t >> 1, m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -215,7 +215,7 @@ static void test_syrk(void) {
     for (int q = 0; q < 2; q++) {
         if (f32gemm_set_kernel(kerns[q]) != 0) continue;
         ran++;
-        const int shapes[][2] = {{5, 3}, {130, 300}, {700, 90}};
+        const int shapes[][2] = {{5, 3}, {130, 300}, {700, 90}, {40, 1700}};
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             for (int tr = 0; tr < 2; tr++) {
                 int n = shapes[s][0], k = shapes[s][1], ld = (tr ? n : k) + 1, ldc = n + 1;
@@ -253,7 +253,7 @@ static void test_syrk(void) {
  * in cpu_math MATH, then a large product (beta != 0, k over one block) and
  * a SYRK, written to FILE (test_threads runs it under MATS_OPS_THREADS=1
  * and =2, and with each float32 kernel) */
-enum { DB = 6, DT = 40, DH = 3, DK = 16, GM = 200, GN2 = 600, GK = 530 };
+enum { DB = 6, DT = 40, DH = 3, DK = 16, GM = 200, GN2 = 600, GK = 1100 };
 #define DUMP_FLOATS ((size_t)DB * DT * DH * DK * 4 + (size_t)DH * DT * DT + (size_t)GM * GN2 + (size_t)GN2 * GN2)
 static int dump(const char *math, const char *path) {
     int mode = be_math_parse(math);

@@ -105,7 +105,9 @@ typedef struct {
     ukr_fn ukr;
     /* panel packers (NULL: the generic C loops) */
     void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
-    void (*pack_cols)(const float *X, long ld, int k, int cols, int width, float *p); /* p[kk][c] = X[kk][c] */
+    /* p[kk][c] = X[kk][c], nq panels side by side in X, panel q at p + q * ps
+     * (row by row through X, for its cache lines) */
+    void (*pack_cols)(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p);
 } kdesc;
 
 /* ---- micro-kernels ---- */
@@ -175,11 +177,14 @@ T512 static void pack_rows_avx512(const float *X, long ld, int k, int rows, int 
     }
 }
 
-/* p[kk][c] = X[kk][c] for c < cols, zeros up to width */
-T512 static void pack_cols_avx512(const float *X, long ld, int k, int cols, int width, float *p) {
-    for (int kk = 0; kk < k; kk++, X += ld, p += width)
-        for (int h = 0; h < width; h += 16)
-            _mm512_mask_storeu_ps(p + h, simd_mask16(width - h), _mm512_maskz_loadu_ps(simd_mask16(cols - h), X + h));
+/* panel q: p[q * ps + kk * width + c] = X[kk][q * width + c] while
+ * q * width + c < cols, zeros up to width */
+T512 static void pack_cols_avx512(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld)
+        for (int q = 0; q < nq; q++)
+            for (int h = 0; h < width; h += 16)
+                _mm512_mask_storeu_ps(p + q * ps + (size_t)kk * width + h, simd_mask16(width - h),
+                                      _mm512_maskz_loadu_ps(simd_mask16(cols - q * width - h), X + q * width + h));
 }
 
 /* ---- bf16 pairs (AVX512_BF16) ---- */
@@ -210,21 +215,24 @@ TBF16 static void pack_rows_bf16(const float *X, long ld, int k, int rows, int w
     }
 }
 
-/* p[q][l] = the pair (X[2q][l], X[2q+1][l]) rounded to bf16: two rows of
- * X converted together, their halves interleaved */
-TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int width, float *pf) {
+/* panel r: p[r * ps + q * width + l] = the pair (X[2q][l'], X[2q+1][l']),
+ * l' = r * width + l, rounded to bf16: two rows of X converted together,
+ * their halves interleaved */
+TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *pf) {
     uint32_t *p = (uint32_t *)pf;
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                                            21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int q = 0; q < (k + 1) / 2; q++) {
         const float *x0 = X + (size_t)(2 * q) * ld, *x1 = x0 + ld;
         int two = 2 * q + 1 < k;
-        for (int h = 0; h < width; h += 16) {
-            __mmask16 mc = simd_mask16(cols - h);
-            __m512 lo = _mm512_maskz_loadu_ps(mc, x0 + h), hi = two ? _mm512_maskz_loadu_ps(mc, x1 + h) : _mm512_setzero_ps();
-            __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_mask_storeu_epi32(p + (size_t)q * width + h, simd_mask16(width - h), v);
-        }
+        for (int r = 0; r < nq; r++)
+            for (int h = 0; h < width; h += 16) {
+                int l = r * width + h;
+                __mmask16 mc = simd_mask16(cols - l);
+                __m512 lo = _mm512_maskz_loadu_ps(mc, x0 + l), hi = two ? _mm512_maskz_loadu_ps(mc, x1 + l) : _mm512_setzero_ps();
+                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_mask_storeu_epi32(p + r * ps + (size_t)q * width + h, simd_mask16(width - h), v);
+            }
     }
 }
 
@@ -250,10 +258,13 @@ static void pack_rows_c(const float *X, long ld, int k, int rows, int width, flo
     }
 }
 
-/* p[kk][c] = X[kk][c]: rows of X copied, zeros past `cols` */
-static void pack_cols_c(const float *X, long ld, int k, int cols, int width, float *p) {
-    for (int kk = 0; kk < k; kk++, X += ld, p += width)
-        for (int c = 0; c < width; c++) p[c] = c < cols ? X[c] : 0.0f;
+/* panel q: p[q * ps + kk * width + c] = X[kk][q * width + c], zeros past
+ * `cols` */
+static void pack_cols_c(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld)
+        for (int q = 0; q < nq; q++)
+            for (int c = 0; c < width; c++)
+                p[q * ps + (size_t)kk * width + c] = q * width + c < cols ? X[q * width + c] : 0.0f;
 }
 
 typedef struct {
@@ -277,24 +288,30 @@ typedef struct {
     long ntiles;
 } job;
 
-/* panel q of op(X) over the k-block, `width` = mr or nr lines: op(X) line
- * l is stored row l of X (lines_are_rows) or column l */
-static void pack_panel(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, long q,
-                       float *p) {
-    int l0 = (int)q * width, valid = lines - l0 < width ? lines - l0 : width;
-    if (lines_are_rows)
-        (j->kd->pack_rows ? j->kd->pack_rows : pack_rows_c)(X + (size_t)l0 * ld + j->k0, ld, (int)j->kc, valid, width, p);
-    else
-        (j->kd->pack_cols ? j->kd->pack_cols : pack_cols_c)(X + (size_t)j->k0 * ld + l0, ld, (int)j->kc, valid, width, p);
+/* panels [q0, q1) of op(X) over the k-block, `width` = mr or nr lines:
+ * op(X) line l is stored row l of X (lines_are_rows) or column l */
+static void pack_panels(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, long q0,
+                        long q1, float *p) {
+    size_t ps = (size_t)width * j->steps;
+    if (!lines_are_rows) {
+        int l0 = (int)q0 * width;
+        (j->kd->pack_cols ? j->kd->pack_cols : pack_cols_c)(X + (size_t)j->k0 * ld + l0, ld, (int)j->kc, lines - l0,
+                                                            width, (int)(q1 - q0), ps, p + q0 * ps);
+        return;
+    }
+    for (long q = q0; q < q1; q++) {
+        int l0 = (int)q * width, valid = lines - l0 < width ? lines - l0 : width;
+        (j->kd->pack_rows ? j->kd->pack_rows : pack_rows_c)(X + (size_t)l0 * ld + j->k0, ld, (int)j->kc, valid, width,
+                                                            p + q * ps);
+    }
 }
 
 /* items [0, pm) are op(A)'s panels, [pm, pm + pn) op(B)'s */
 static void pack_range(void *ctx, long lo, long hi) {
     job *j = ctx;
-    int mr = j->kd->mr, nr = j->kd->nr;
-    for (long q = lo; q < hi; q++)
-        if (q < j->pm) pack_panel(j, j->A, j->lda, !j->ta, j->m, mr, q, j->pa + (size_t)q * mr * j->steps);
-        else pack_panel(j, j->B, j->ldb, j->tb, j->n, nr, q - j->pm, j->pb + (size_t)(q - j->pm) * nr * j->steps);
+    if (lo < j->pm) pack_panels(j, j->A, j->lda, !j->ta, j->m, j->kd->mr, lo, hi < j->pm ? hi : j->pm, j->pa);
+    if (hi > j->pm)
+        pack_panels(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, (lo > j->pm ? lo : j->pm) - j->pm, hi - j->pm, j->pb);
 }
 
 /* per-thread buffers of the caller: packed operands, partial sums */

@@ -2,12 +2,14 @@
  * after the BLIS/GotoBLAS scheme:
  *
  * k runs in blocks of KC. For each block:
- *   1. the block's slice of op(A) is packed into panels of MR rows
- *      (k-major: element (i, kk) of a panel at kk * MR + i % MR, zero rows
- *      past m), that of op(B) into panels of NR columns (kk * NR + j % NR,
- *      zero columns past n), on the thread pool;
+ *   1. the block's slice of op(B) is packed into panels of NR columns
+ *      (k-major: element (kk, j) of a panel at kk * NR + j % NR, zero
+ *      columns past n), on the thread pool;
  *   2. C is cut into MC x NC tiles (narrower when there are few), the tiles
- *      split over the pool. In a tile, for each NR panel (its KC x NR
+ *      split over the pool. The thread that runs a tile packs its MC rows
+ *      of op(A) into panels of MR rows (kk * MR + i % MR, zero rows past m)
+ *      while they are in its caches, once for consecutive tiles of the same
+ *      rows (tiles go row by row). In a tile, for each NR panel (its KC x NR
  *      slice read from L1/L2), for each MR panel (the tile's MC x KC slice
  *      of op(A) stays in L2), the micro-kernel keeps an MR x NR block of C
  *      in registers over the KC steps:
@@ -280,7 +282,7 @@ typedef struct {
     long k0, kc, steps; /* steps = kc / kdiv, rounded up */
     int first, final;
     long pm, pn;
-    float *pa, *pb;
+    float *pb;
     float *part; /* raw sums between k-blocks when beta != 0 (m x n), else NULL: C holds them */
     int mc, nc;  /* tiles of C: mc x nc (multiples of mr, nr) */
     int mt, nt;  /* tiles of C: rows, columns */
@@ -288,33 +290,33 @@ typedef struct {
     long ntiles;
 } job;
 
-/* panels [q0, q1) of op(X) over the k-block, `width` = mr or nr lines:
- * op(X) line l is stored row l of X (lines_are_rows) or column l */
+/* panels [q0, q1) of op(X) over the k-block, `width` = mr or nr lines,
+ * panel q at p + (q - q0) * width * steps: op(X) line l is stored row l of
+ * X (lines_are_rows) or column l */
 static void pack_panels(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, long q0,
                         long q1, float *p) {
     size_t ps = (size_t)width * j->steps;
     if (!lines_are_rows) {
         int l0 = (int)q0 * width;
         (j->kd->pack_cols ? j->kd->pack_cols : pack_cols_c)(X + (size_t)j->k0 * ld + l0, ld, (int)j->kc, lines - l0,
-                                                            width, (int)(q1 - q0), ps, p + q0 * ps);
+                                                            width, (int)(q1 - q0), ps, p);
         return;
     }
     for (long q = q0; q < q1; q++) {
         int l0 = (int)q * width, valid = lines - l0 < width ? lines - l0 : width;
         (j->kd->pack_rows ? j->kd->pack_rows : pack_rows_c)(X + (size_t)l0 * ld + j->k0, ld, (int)j->kc, valid, width,
-                                                            p + q * ps);
+                                                            p + (q - q0) * ps);
     }
 }
 
-/* items [0, pm) are op(A)'s panels, [pm, pm + pn) op(B)'s */
-static void pack_range(void *ctx, long lo, long hi) {
+/* op(B)'s panels [lo, hi) */
+static void pack_b_range(void *ctx, long lo, long hi) {
     job *j = ctx;
-    if (lo < j->pm) pack_panels(j, j->A, j->lda, !j->ta, j->m, j->kd->mr, lo, hi < j->pm ? hi : j->pm, j->pa);
-    if (hi > j->pm)
-        pack_panels(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, (lo > j->pm ? lo : j->pm) - j->pm, hi - j->pm, j->pb);
+    pack_panels(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, lo, hi, j->pb + (size_t)lo * j->kd->nr * j->steps);
 }
 
-/* per-thread buffers of the caller: packed operands, partial sums */
+/* per-thread buffers: the caller's packed op(B) and partial sums, each
+ * worker's packed rows of op(A) */
 typedef struct {
     float *p;
     size_t cap;
@@ -353,21 +355,27 @@ static void run_block(const kdesc *kd, long kc, const float *a, const float *b, 
     for (int r = 0; r < rows; r++) memcpy(dst + r * ldd, tout + r * nr, sizeof(float) * cols);
 }
 
-/* the k-block on tiles [lo, hi): for each NR panel of the tile (its kc x NR
- * slice stays in L1), each MR panel (the tile's rows of op(A) stay in L2) */
+/* the k-block on tiles [lo, hi): the tile's rows of op(A) packed by this
+ * thread (once for consecutive tiles of the same rows), then for each NR
+ * panel of the tile, each MR panel */
 static void tile_range(void *ctx, long lo, long hi) {
     job *j = ctx;
     const kdesc *kd = j->kd;
-    int mr = kd->mr, nr = kd->nr;
+    int mr = kd->mr, nr = kd->nr, packed = -1;
+    float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
         int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
         int i0 = it * j->mc, j0 = jt * j->nc;
         int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
+        if (it != packed && j->kc > 0) {
+            pack_panels(j, j->A, j->lda, !j->ta, j->m, mr, i0 / mr, (i0 + ih + mr - 1) / mr, pa);
+            packed = it;
+        }
         for (int jr = 0; jr < jw; jr += nr) {
             const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->steps;
             for (int ir = 0; ir < ih; ir += mr) {
-                const float *ap = j->pa + (size_t)((i0 + ir) / mr) * mr * j->steps;
+                const float *ap = pa + (size_t)(ir / mr) * mr * j->steps;
                 size_t at = (size_t)(i0 + ir) * j->ldc + j0 + jr;
                 float *c = j->C + at;
                 /* raw sums between k-blocks: in C, or in the scratch */
@@ -391,7 +399,6 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
              .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
     j.pm = (m + kd->mr - 1) / kd->mr, j.pn = (n + kd->nr - 1) / kd->nr;
     long KC = kd->kc, kc_max = k < KC ? (k > 0 ? k : 1) : KC;
-    j.pa = grow(&buf_a, (size_t)j.pm * kd->mr * kc_max);
     j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);
     int nk = k > KC ? (k + KC - 1) / KC : 1;
     j.part = nk > 1 && beta != 0.0f ? grow(&buf_part, (size_t)m * n) : NULL;
@@ -424,8 +431,8 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
         j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
         j.first = pc == 0, j.final = pc == nk - 1;
         if (j.kc > 0) {
-            if (serial) pack_range(&j, 0, j.pm + j.pn);
-            else pool_parallel_for(j.pm + j.pn, 4, pack_range, &j);
+            if (serial) pack_b_range(&j, 0, j.pn);
+            else pool_parallel_for(j.pn, 2, pack_b_range, &j);
         }
         if (serial) tile_range(&j, 0, j.ntiles);
         else pool_parallel_for(j.ntiles, 1, tile_range, &j);

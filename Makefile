@@ -165,8 +165,14 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libmats.a
 fuzz: build/fuzz/fuzz_art build/fuzz/fuzz_loaders build/tests/test_art
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_art fuzz_loaders
 
-## bench          every benchmark: bench-train, bench-stats, bench-merge, bench-tokenize, bench-ranks
-bench: bench-train bench-stats bench-merge bench-tokenize bench-ranks
+## bench          every benchmark: bench-gemm, bench-train, bench-stats, bench-merge, bench-tokenize, bench-ranks
+bench: bench-gemm bench-train bench-stats bench-merge bench-tokenize bench-ranks
+
+## bench-gemm     the CPU and its products: our GEMM kernels (AVX-512, AVX2, AMX, AVX512_BF16) against OpenBLAS on t5-mini/small/base shapes
+BENCH_GEMM_THREADS ?= 2
+bench-gemm: build/bin/bench_gemm
+	@MATS_THREADS=$(BENCH_GEMM_THREADS) build/bin/bench_gemm machine
+	@MATS_THREADS=$(BENCH_GEMM_THREADS) build/bin/bench_gemm shapes
 
 clean:
 	rm -rf build
@@ -180,7 +186,7 @@ help:
 ## fuzz           fuzz the artifact reader and the loaders of every kind for FUZZ_SECONDS (default 60) each
 ## clean          remove build/
 
-.PHONY: all deps test fuzz bench clean help FORCE
+.PHONY: all deps test fuzz bench bench-gemm clean help FORCE
 FORCE:
 
 # `make merge RECIPE=...` is recipes/recipe.mk's merge, which runs the

@@ -66,12 +66,14 @@ int be_dsyevd(int n, double *A, int lda, double *w);
 
 /* ---- CPU product precision ----------------------------------------- */
 
-/* be_gemm and be_gemm_sbatched on the CPU: float32 through OpenBLAS
- * (BE_MATH_FP32, the default), or inputs rounded to bfloat16 and products
- * accumulated in float32 on Intel AMX (BE_MATH_BF16, lib/amx.h), chosen by
- * `<stage>.cpu_math` or MATS_CPU_MATH (device.h). be_syrk, be_dgemm and the
- * solves stay in full precision. be_set_cpu_math returns 0, or -1 with a
- * one-line mc_error() when bf16 is asked for on a CPU without AMX. */
+/* be_gemm and be_gemm_sbatched on the CPU: float32 on our own kernels or
+ * OpenBLAS (BE_MATH_FP32, the default; lib/f32gemm.h), or inputs rounded
+ * to bfloat16 and products accumulated in float32 on Intel AMX
+ * (lib/amx.h) or, without AMX, with AVX512_BF16's vdpbf16ps (BE_MATH_BF16),
+ * chosen by `<stage>.cpu_math` or MATS_CPU_MATH (device.h). be_syrk,
+ * be_dgemm and the solves stay in full precision. be_set_cpu_math returns
+ * 0, or -1 with a one-line mc_error() when bf16 is asked for on a CPU with
+ * neither. */
 enum { BE_MATH_FP32 = 0, BE_MATH_BF16 = 1 };
 int be_math_parse(const char *name); /* "fp32" / "bf16" -> BE_MATH_*, else -1 */
 const char *be_math_name(int mode);
@@ -89,6 +91,9 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
  * or float32 with AVX-512), so that running products in parallel pays; 0
  * when it would be the BLAS. */
 int be_gemm_local_parallel(void);
+/* The kernel of cpu_math bf16 once set: "amx", "avx512bf16" (vdpbf16ps,
+ * where the CPU has no AMX, or MATS_GEMM_BF16=avx512bf16), or "none". */
+const char *be_bf16_kernel_name(void);
 
 /* ---- SVD (merge) ---------------------------------------------------- */
 

@@ -1,5 +1,7 @@
-/* backend_cpu.c - the CPU backend of backend.h on OpenBLAS (CBLAS + the
- * LAPACK routines OpenBLAS ships). */
+/* backend_cpu.c - the CPU backend of backend.h: float32 products on our own
+ * kernels (f32gemm.h: AVX-512 or AVX2 + FMA, chosen from cpuid or by
+ * MATS_GEMM) or OpenBLAS, bf16 products on AMX (amx.h), double precision
+ * and LAPACK on OpenBLAS. */
 #include "backend.h"
 
 #include "amx.h"
@@ -55,6 +57,7 @@ void be_init(int threads) {
     }
     if (threads > 0) openblas_set_num_threads(threads);
     pool_set_threads(be_threads()); /* the loops use as many threads as the BLAS */
+    f32gemm_kernel();               /* MATS_GEMM read (or refused) now, on this thread */
 }
 
 void be_init_default(int fallback) {
@@ -76,11 +79,54 @@ int be_math_parse(const char *name) {
 
 const char *be_math_name(int mode) { return mode == BE_MATH_BF16 ? "bf16" : "fp32"; }
 
+/* bf16 products: on AMX where the CPU has it, else with vdpbf16ps
+ * (AVX512_BF16, f32gemm.h); MATS_GEMM_BF16=amx|avx512bf16 forces one
+ * (tests, benchmarks). 1: AMX, 2: AVX512_BF16, 0: none. */
+static int bf16_kernel;
+
+static int bf16_choose(void) {
+    const char *s = getenv("MATS_GEMM_BF16");
+    if (s && *s) {
+        if (!strcmp(s, "amx")) {
+            if (!amx_available()) return mc_fail("MATS_GEMM_BF16 amx: %s", amx_unavailable_reason());
+            return 1;
+        }
+        if (!strcmp(s, "avx512bf16")) {
+            if (!bf16gemm_available()) return mc_fail("MATS_GEMM_BF16 avx512bf16: this CPU has no AVX512_BF16");
+            return 2;
+        }
+        return mc_fail("MATS_GEMM_BF16 '%s' is not one of amx, avx512bf16", s);
+    }
+    if (amx_available()) return 1;
+    if (bf16gemm_available()) return 2;
+    return mc_fail("cpu_math bf16 needs AMX-BF16 or AVX512_BF16, and this CPU has neither (%s); use cpu_math fp32",
+                   amx_unavailable_reason());
+}
+
 int be_set_cpu_math(int mode) {
-    if (mode == BE_MATH_BF16 && !amx_available())
-        return mc_fail("cpu_math bf16 needs AMX: %s; use cpu_math fp32", amx_unavailable_reason());
+    if (mode == BE_MATH_BF16) {
+        int k = bf16_choose();
+        if (k < 0) return -1;
+        bf16_kernel = k;
+    }
     cpu_math = mode == BE_MATH_BF16 ? BE_MATH_BF16 : BE_MATH_FP32;
     return 0;
+}
+
+const char *be_bf16_kernel_name(void) { return bf16_kernel == 1 ? "amx" : bf16_kernel == 2 ? "avx512bf16" : "none"; }
+
+/* the bf16 product, batches one by one where the kernel is ours */
+static void gemm_bf16(int local, int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+                      long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc,
+                      long strideC, int batch) {
+    if (bf16_kernel == 1) {
+        (local ? amx_gemm_local : amx_gemm_batched)(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB,
+                                                    beta, C, ldc, strideC, batch);
+        return;
+    }
+    for (int i = 0; i < batch; i++)
+        bf16gemm(local, transA, transB, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                 C + i * strideC, ldc);
 }
 
 int be_cpu_math(void) { return cpu_math; }
@@ -88,7 +134,11 @@ int be_cpu_math(void) { return cpu_math; }
 void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {
     if (cpu_math == BE_MATH_BF16) {
-        amx_gemm_batched(transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+        gemm_bf16(0, transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+        return;
+    }
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        f32gemm(0, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
@@ -97,6 +147,10 @@ void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const flo
 
 void be_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
              int ldc) {
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        f32gemm_syrk(trans, n, k, alpha, A, lda, beta, C, ldc);
+        return;
+    }
     cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, k, alpha, A, lda,
                 beta, C, ldc);
     for (int i = 1; i < n; i++)
@@ -148,8 +202,14 @@ void be_gemm_sbatched(int transA, int transB, int m, int n, int k, float alpha, 
                       int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                       float *C, int ldc, long strideC, int batch) {
     if (cpu_math == BE_MATH_BF16) {
-        amx_gemm_batched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                         ldc, strideC, batch);
+        gemm_bf16(0, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                  batch);
+        return;
+    }
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        for (int i = 0; i < batch; i++)
+            f32gemm(0, transA, transB, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                    C + i * strideC, ldc);
         return;
     }
     for (int i = 0; i < batch; i++)
@@ -162,20 +222,27 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
                             const float *A, int lda, long strideA, const float *B, int ldb,
                             long strideB, float beta, float *C, int ldc, long strideC, int batch) {
     if (cpu_math == BE_MATH_BF16) {
-        amx_gemm_local(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                       ldc, strideC, batch);
+        gemm_bf16(1, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                  batch);
         return;
     }
-    if (f32gemm_available()) {
+    int kern = f32gemm_kernel();
+    if (kern == F32GEMM_AVX512) { /* the same bytes as f32gemm's kernels (f32gemm.h) */
         f32gemm_local(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                       strideC, batch);
+        return;
+    }
+    if (kern == F32GEMM_AVX2) {
+        for (int i = 0; i < batch; i++)
+            f32gemm(1, transA, transB, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                    C + i * strideC, ldc);
         return;
     }
     be_gemm_sbatched(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                      strideC, batch);
 }
 
-int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_available(); }
+int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_kernel() != F32GEMM_OPENBLAS; }
 
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in
  * column-major order with ldb = ldbt: LAPACK's native layout. */

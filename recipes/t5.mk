@@ -9,13 +9,14 @@ fixtures-t5:
 BENCH_THREADS ?= 2
 BENCH_STEPS ?= 3
 bench-train: SHELL := /bin/bash -o pipefail
-bench-train: build/bin/train
+bench-train: build/bin/train build/bin/bench_gemm
 	@mkdir -p build
-	@{ MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=fp32 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS); \
-	if grep -qw amx_bf16 /proc/cpuinfo; then \
+	@{ MATS_THREADS=$(BENCH_THREADS) build/bin/bench_gemm machine; \
+	MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=fp32 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS); \
+	if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo; then \
 	  MATS_THREADS=$(BENCH_THREADS) MATS_CPU_MATH=bf16 build/bin/train --config configs/models/t5-mini.conf --bench $(BENCH_STEPS) | \
 	    grep -v 'T5 d_model'; bf16=--bf16; \
-	else echo "bench-train: no AMX-BF16 on this CPU; no bf16 figures"; bf16=; fi; \
+	else echo "bench-train: neither AMX-BF16 nor AVX512_BF16 on this CPU; no bf16 figures"; bf16=; fi; \
 	if /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
 	  cd tests/reference && /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
 	    --threads $(BENCH_THREADS) --steps $(BENCH_STEPS) $$bf16; \
@@ -33,8 +34,9 @@ fixtures-optfisher:
 BENCH_STATS_DIR := build/bench-stats
 BENCH_STATS_TORCH_EXAMPLES ?= 20
 bench-stats: SHELL := /bin/bash -o pipefail
-bench-stats: build/bin/train build/bin/fisher build/bin/gram build/tests/test_t5_data
+bench-stats: build/bin/train build/bin/fisher build/bin/gram build/tests/test_t5_data build/bin/bench_gemm
 	@mkdir -p $(BENCH_STATS_DIR)
+	@MATS_THREADS=$(BENCH_THREADS) build/bin/bench_gemm machine
 	@build/tests/test_t5_data --write-bench $(BENCH_STATS_DIR)
 	@MATS_THREADS=$(BENCH_THREADS) build/bin/train --config configs/models/t5-mini.conf --set train.steps=1 \
 	  --set train.batch_size=4 --data $(BENCH_STATS_DIR)/bench.msgpack -o $(BENCH_STATS_DIR)/mini.msgpack 2>/dev/null

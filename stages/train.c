@@ -387,7 +387,7 @@ static double gemm_flops_step(const t5_config *c, double B, double Te, double Td
     return 2 * lin - 3 * 2 * (Ne + Nd) * D * HK + 3 * att;
 }
 
-/* the product's peak as the stage runs it: cblas_sgemm, or AMX in bf16 */
+/* the product's peak as the stage runs it: be_gemm's float32 kernel, or bf16 */
 static double gemm_peak(void) {
     int n = 1536;
     float *a = mallocCheck(sizeof(float) * n * n), *b = mallocCheck(sizeof(float) * n * n),
@@ -414,7 +414,8 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
     double peak = gemm_peak();
     if (!lead && !freopen("/dev/null", "w", stdout)) die("rank %d: cannot silence its stdout", comm_rank());
     int bf16 = be_cpu_math() == BE_MATH_BF16 && ops == dev_ops(MC_DEV_CPU);
-    const char *peak_name = bf16 ? "AMX bf16 GEMM" : "cblas_sgemm";
+    char peak_name[48];
+    snprintf(peak_name, sizeof peak_name, "%s GEMM", bf16 ? be_bf16_kernel_name() : "sgemm");
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
            c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
            c->vocab_size, B, Te, Td, be_threads());
@@ -816,7 +817,7 @@ int main(int argc, char **argv) {
     if (nranks > 1 && lead) fprintf(stderr, "%s: %s\n", mc_progname(), comm_describe());
     if (lead && dev != MC_DEV_CPU) fprintf(stderr, "%s: device %s\n", mc_progname(), dev_describe(dev));
     else if (lead && be_cpu_math() == BE_MATH_BF16)
-        fprintf(stderr, "%s: cpu_math bf16: model products with bfloat16 inputs on AMX\n", mc_progname());
+        fprintf(stderr, "%s: cpu_math bf16: model products with bfloat16 inputs (%s)\n", mc_progname(), be_bf16_kernel_name());
 
     /* per-microbatch scratch (allocated once) */
     int *in = mallocCheck(sizeof(int) * mb * (o.max_in + 1)), *tg = mallocCheck(sizeof(int) * mb * (o.max_tgt + 1));

@@ -1,6 +1,9 @@
 /* test_kernels.c - our own CPU kernels. The matrix products against a
  * double-precision reference: the AMX bf16 products (lib/amx.c, on the
- * same bf16-rounded inputs) and the AVX-512 float32 one (lib/f32gemm.c);
+ * same bf16-rounded inputs), the AVX-512 float32 one (lib/f32gemm.c) and
+ * the blocked float32 ones (lib/f32gemm_blocked.c), each kernel forced in
+ * turn (AVX-512, AVX2, on the pool and on one thread), and their SYRK; the
+ * float32 kernels give the same bytes as each other;
  * every transpose, shapes that are not multiples of the blocks, strided
  * batches, alpha and beta, C untouched outside its columns and not read
  * when beta = 0; the attention that runs them in parallel gives the same
@@ -11,6 +14,7 @@
 
 #include "amx.h"
 #include "backend.h"
+#include "common.h"
 #include "f32gemm.h"
 #include "harness.h"
 #include "ops.h"
@@ -41,10 +45,47 @@ typedef struct {
     float (*round)(float); /* what the kernel does to its inputs */
 } kernel;
 
+/* the blocked products with one kernel forced, batches one by one */
+static void blocked(int kern, int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                    long sa, const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    int was = f32gemm_kernel();
+    if (f32gemm_set_kernel(kern) != 0) die("%s", mc_error());
+    for (int i = 0; i < batch; i++)
+        f32gemm(local, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+    f32gemm_set_kernel(was);
+}
+#define BLOCKED(name, kern, local)                                                                            \
+    static void name(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,      \
+                     const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {   \
+        blocked(kern, local, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);        \
+    }
+BLOCKED(avx512_pool, F32GEMM_AVX512, 0)
+BLOCKED(avx512_one, F32GEMM_AVX512, 1)
+BLOCKED(avx2_pool, F32GEMM_AVX2, 0)
+BLOCKED(avx2_one, F32GEMM_AVX2, 1)
+static void bf16_pool(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                      const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    for (int i = 0; i < batch; i++)
+        bf16gemm(0, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+static void bf16_one(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                     const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    for (int i = 0; i < batch; i++)
+        bf16gemm(1, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+static int have_avx512(void) { return f32gemm_kernel_supported(F32GEMM_AVX512); }
+static int have_avx2(void) { return f32gemm_kernel_supported(F32GEMM_AVX2); }
+
 static const kernel kernels[] = {
     {"amx", amx_available, amx_gemm_batched, bf},
     {"amx-local", amx_available, amx_gemm_local, bf},
     {"f32", f32gemm_available, f32gemm_local, same},
+    {"blocked-avx512", have_avx512, avx512_pool, same},
+    {"blocked-avx512-local", have_avx512, avx512_one, same},
+    {"blocked-avx2", have_avx2, avx2_pool, same},
+    {"blocked-avx2-local", have_avx2, avx2_one, same},
+    {"bf16-avx512", bf16gemm_available, bf16_pool, bf},
+    {"bf16-avx512-local", bf16gemm_available, bf16_one, bf},
 };
 #define N_KERNELS (int)(sizeof kernels / sizeof *kernels)
 
@@ -72,7 +113,8 @@ static float *rnd(size_t n) {
 
 static void test_shapes(void) {
     const int shapes[][3] = {{1, 1, 1},   {5, 7, 3},     {32, 32, 32}, {33, 31, 65},
-                             {64, 96, 40}, {100, 17, 129}, {16, 48, 0},  {257, 130, 300}};
+                             {64, 96, 40}, {100, 17, 129}, {16, 48, 0},  {257, 130, 300},
+                             {130, 600, 530}, {40, 70, 2100}};
     int ran = 0;
     for (int kn = 0; kn < N_KERNELS; kn++) {
         const kernel *K = &kernels[kn];
@@ -140,10 +182,79 @@ static void test_batched(void) {
     if (!ran) T_SKIP("neither AMX nor AVX-512F on this CPU");
 }
 
+/* the float32 kernels give the same bytes as each other, on the edges and
+ * across k-blocks, with alpha and beta */
+static void test_kernels_agree(void) {
+    const kernel *fk[N_KERNELS];
+    int nf = 0;
+    for (int kn = 0; kn < N_KERNELS; kn++)
+        if (kernels[kn].round == same && kernels[kn].available()) fk[nf++] = &kernels[kn];
+    if (nf < 2) T_SKIP("fewer than two float32 kernels on this CPU");
+    const int shapes[][3] = {{37, 45, 19}, {150, 530, 600}, {13, 1100, 257}, {50, 40, 1700}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int t = 0; t < 4; t++) {
+            int ta = t & 1, tb = t >> 1, m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            int lda = ta ? m : k, ldb = tb ? k : n;
+            float *A = rnd((size_t)m * k), *B = rnd((size_t)k * n), *C0 = rnd((size_t)m * n);
+            float *first = NULL, *C = malloc(sizeof(float) * (size_t)m * n);
+            for (int q = 0; q < nf; q++) {
+                memcpy(C, C0, sizeof(float) * (size_t)m * n);
+                fk[q]->gemm(ta, tb, m, n, k, 0.75f, A, lda, 0, B, ldb, 0, 0.5f, C, n, 0, 1);
+                if (!first) first = C, C = malloc(sizeof(float) * (size_t)m * n);
+                else CHECK(memcmp(first, C, sizeof(float) * (size_t)m * n) == 0, "%s and %s differ at %dx%dx%d ta%d tb%d",
+                           fk[0]->name, fk[q]->name, m, n, k, ta, tb);
+            }
+            free(A), free(B), free(C0), free(C), free(first);
+        }
+}
+
+/* be_syrk through the blocked kernels: both transposes, beta 0 and not,
+ * against float64; symmetric to the bit */
+static void test_syrk(void) {
+    int kerns[] = {F32GEMM_AVX512, F32GEMM_AVX2}, ran = 0, was = f32gemm_kernel();
+    for (int q = 0; q < 2; q++) {
+        if (f32gemm_set_kernel(kerns[q]) != 0) continue;
+        ran++;
+        const int shapes[][2] = {{5, 3}, {130, 300}, {700, 90}, {40, 1700}};
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int tr = 0; tr < 2; tr++) {
+                int n = shapes[s][0], k = shapes[s][1], ld = (tr ? n : k) + 1, ldc = n + 1;
+                float beta = tr ? 0.25f : 0.0f;
+                float *A = rnd((size_t)(tr ? k : n) * ld), *C = rnd((size_t)n * ldc), *R = malloc(sizeof(float) * (size_t)n * ldc),
+                      *C0 = malloc(sizeof(float) * (size_t)n * ldc);
+                memcpy(R, C, sizeof(float) * (size_t)n * ldc);
+                memcpy(C0, C, sizeof(float) * (size_t)n * ldc);
+                be_syrk(tr, n, k, 1.5f, A, ld, beta, C, ldc);
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++) {
+                        double sum = 0;
+                        for (int p = 0; p < k; p++)
+                            sum += (double)(tr ? A[(size_t)p * ld + i] : A[(size_t)i * ld + p]) *
+                                   (tr ? A[(size_t)p * ld + j] : A[(size_t)j * ld + p]);
+                        /* the lower triangle of R is the upper's old value: the kernel copies it over */
+                        double old = beta != 0 ? beta * (double)C0[(size_t)(i < j ? i : j) * ldc + (i < j ? j : i)] : 0;
+                        R[(size_t)i * ldc + j] = (float)(1.5 * sum + old);
+                    }
+                char label[96];
+                snprintf(label, sizeof label, "syrk %s n%d k%d trans%d", f32gemm_kernel_name(kerns[q]), n, k, tr);
+                t_close(label, C, R, (long)n * ldc, 1e-5, 1e-6 * (k + 1));
+                int sym = 1;
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < i; j++) sym &= !memcmp(&C[(size_t)i * ldc + j], &C[(size_t)j * ldc + i], 4);
+                CHECK(sym, "%s: not symmetric", label);
+                free(A), free(C), free(R), free(C0);
+            }
+    }
+    f32gemm_set_kernel(was);
+    if (!ran) T_SKIP("neither AVX-512F nor AVX2 on this CPU");
+}
+
 /* --dump MATH FILE: the attention forward and backward of a random batch
- * in cpu_math MATH, written to FILE (test_threads runs it under
- * MATS_OPS_THREADS=1 and =2) */
-enum { DB = 6, DT = 40, DH = 3, DK = 16 };
+ * in cpu_math MATH, then a large product (beta != 0, k over one block) and
+ * a SYRK, written to FILE (test_threads runs it under MATS_OPS_THREADS=1
+ * and =2, and with each float32 kernel) */
+enum { DB = 6, DT = 40, DH = 3, DK = 16, GM = 200, GN2 = 600, GK = 1100 };
+#define DUMP_FLOATS ((size_t)DB * DT * DH * DK * 4 + (size_t)DH * DT * DT + (size_t)GM * GN2 + (size_t)GN2 * GN2)
 static int dump(const char *math, const char *path) {
     int mode = be_math_parse(math);
     if (mode < 0 || be_set_cpu_math(mode) != 0) return 1;
@@ -160,27 +271,33 @@ static int dump(const char *math, const char *path) {
     const float *parts[] = {out, dq, dk, dv};
     for (int i = 0; i < 4 && !bad; i++) bad = fwrite(parts[i], sizeof(float), nq, f) != nq;
     if (!bad) bad = fwrite(dbias, sizeof(float), (size_t)DH * DT * DT, f) != (size_t)DH * DT * DT;
+    float *ga = rnd((size_t)GM * GK), *gb = rnd((size_t)GK * GN2), *gc = rnd((size_t)GM * GN2),
+          *gs = malloc(sizeof(float) * GN2 * GN2);
+    be_gemm(0, 0, GM, GN2, GK, 1.0f, ga, GK, gb, GN2, 1.0f, gc, GN2);
+    be_syrk(1, GN2, GK, 1.0f, gb, GN2, 0.0f, gs, GN2);
+    if (!bad) bad = fwrite(gc, sizeof(float), (size_t)GM * GN2, f) != (size_t)GM * GN2;
+    if (!bad) bad = fwrite(gs, sizeof(float), (size_t)GN2 * GN2, f) != (size_t)GN2 * GN2;
     if (f && fclose(f)) bad = 1;
     return bad;
 }
 
 static const char *self;
 
-static void same_bytes(const char *math) {
+static void same_bytes(const char *math, const char *gemm) {
     char cmd[4096], p1[64], p2[64];
     snprintf(p1, sizeof p1, "/tmp/test_kernels.%d.1", (int)getpid());
     snprintf(p2, sizeof p2, "/tmp/test_kernels.%d.2", (int)getpid());
-    snprintf(cmd, sizeof cmd, "MATS_OPS_THREADS=1 %s --dump %s %s && MATS_OPS_THREADS=2 %s --dump %s %s", self,
-             math, p1, self, math, p2);
+    snprintf(cmd, sizeof cmd, "MATS_GEMM=%s MATS_OPS_THREADS=1 %s --dump %s %s && MATS_GEMM=%s MATS_OPS_THREADS=2 %s --dump %s %s",
+             gemm, self, math, p1, gemm, self, math, p2);
     CHECK(system(cmd) == 0, "%s failed", cmd);
-    size_t n = (size_t)DB * DT * DH * DK * 4 + (size_t)DH * DT * DT;
+    size_t n = DUMP_FLOATS;
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     FILE *a = fopen(p1, "rb"), *b = fopen(p2, "rb");
     CHECK(a && b, "no dump files");
     if (a && b) {
         size_t na = fread(x, sizeof(float), n, a), nb = fread(y, sizeof(float), n, b);
         CHECK(na == n && nb == na, "short dumps: %zu %zu", na, nb);
-        CHECK(memcmp(x, y, sizeof(float) * n) == 0, "%s: 1 and 2 threads give different bytes", math);
+        CHECK(memcmp(x, y, sizeof(float) * n) == 0, "%s, MATS_GEMM=%s: 1 and 2 threads give different bytes", math, gemm);
     }
     if (a) fclose(a);
     if (b) fclose(b);
@@ -189,8 +306,10 @@ static void same_bytes(const char *math) {
 }
 
 static void test_threads(void) {
-    same_bytes("fp32");
-    if (amx_available()) same_bytes("bf16");
+    for (int kern = F32GEMM_OPENBLAS; kern <= F32GEMM_AVX512; kern++)
+        if (f32gemm_kernel_supported(kern)) same_bytes("fp32", f32gemm_kernel_name(kern));
+    if (amx_available()) same_bytes("bf16", "avx512 MATS_GEMM_BF16=amx");
+    if (bf16gemm_available()) same_bytes("bf16", "avx512 MATS_GEMM_BF16=avx512bf16");
 }
 
 /* the elementwise ops at one vector width, their outputs appended to out
@@ -297,6 +416,8 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--dump")) return dump(argv[2], argv[3]);
     RUN(test_shapes);
     RUN(test_batched);
+    RUN(test_kernels_agree);
+    RUN(test_syrk);
     RUN(test_threads);
     RUN(test_simd_widths);
     return t_done();

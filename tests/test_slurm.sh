@@ -105,7 +105,9 @@ recs=$(awk -F'\t' '$8 == "ok" && $9 == "slurm" && $11 ~ /^[0-9]+$/' "$S/times.ts
 
 # sharded statistics through Slurm: exp.stats.shards = 3 fans each Gram out
 # into three shard jobs and a reduce job; every reduced Gram equals the
-# local unsharded one to float32 rounding
+# local unsharded one to float32 rounding (sums over thousands of tokens:
+# up to 2.6e-6 of the largest value with our SYRK kernel, under 2e-6 with
+# OpenBLAS's, whose summation order differs)
 SHF=$T/shards.conf
 printf '%s\n' "include $SLURMF" "exp.stats.shards = 3" > "$SHF"
 if mk "$T/local-rm.out" "$L" merge EXP="$LOCALF" METHOD=regmean MODE=full SEEDS=1 -j2 && cp "$T/ran" "$T/local-rm.ran" &&
@@ -121,7 +123,7 @@ if mk "$T/local-rm.out" "$L" merge EXP="$LOCALF" METHOD=regmean MODE=full SEEDS=
             done
             grep -q "Name=mats-gram-${key:0:8} JobState=COMPLETED " "$JOBCOMP" || { bad=$((bad + 1)); echo "  no completed reduce job for $slot"; }
             uk=$(awk -v s="$slot" '$2 == s {print $3}' "$T/local-rm.ran")
-            build/bin/art diff "$S/gram/$key.msgpack" "$L/gram/$uk.msgpack" --tol 2e-6 > "$T/gdiff" 2>&1 || { bad=$((bad + 1)); echo "  $slot: reduced and unsharded differ"; tail -2 "$T/gdiff"; }
+            build/bin/art diff "$S/gram/$key.msgpack" "$L/gram/$uk.msgpack" --tol 5e-6 > "$T/gdiff" 2>&1 || { bad=$((bad + 1)); echo "  $slot: reduced and unsharded differ"; tail -2 "$T/gdiff"; }
         esac
     done < "$T/ran"
     if [ $bad -eq 0 ] && [ $grams -eq 2 ]; then ok "sharded_statistics_through_slurm_equal_unsharded ($grams Grams, 3 shards each)"

@@ -150,10 +150,10 @@ if build/bin/train "${mx[@]}" -o "$T/mx1.msgpack" 2>"$T/logm1" &&
     ok "train_mixture_rates (drew has7 ${d1}% uncapped, ${d2}% capped)"
 else fail train_mixture_rates "drew ${d1:-?} / ${d2:-?}; $(grep mixture "$T/logm1" "$T/logm2")"; fi
 
-# 4b. cpu_math = bf16 (AMX products): learns as float32 does, the same bytes
-# on one thread and on two, MATS_CPU_MATH equal to the config key, and a
-# key apart from float32's
-if grep -qw amx_bf16 /proc/cpuinfo; then
+# 4b. cpu_math = bf16 (AMX products, or vdpbf16ps without AMX): learns as
+# float32 does, the same bytes on one thread and on two, MATS_CPU_MATH equal
+# to the config key, and a key apart from float32's
+if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo; then
     bf=(--config "$T/exp.conf" --data "$T/train.msgpack")
     if MATS_THREADS=1 build/bin/train "${bf[@]}" --set train.cpu_math=bf16 -o "$T/bf1.msgpack" 2>"$T/logb1" &&
        MATS_THREADS=2 build/bin/train "${bf[@]}" --set train.cpu_math=bf16 -o "$T/bf2.msgpack" 2>"$T/logb2" &&
@@ -170,7 +170,7 @@ if grep -qw amx_bf16 /proc/cpuinfo; then
         elif [ "$kb" != "$ke" ]; then fail train_bf16 "MATS_CPU_MATH key $ke differs from the config's $kb"
         else ok "train_bf16 (has7 accuracy $a, same bytes on 1 and 2 threads)"; fi
     else fail train_bf16 "accuracy ${a:-?}"; cat "$T/logb1" "$T/logb2" "$T/logb3" "$T/tableb" 2>/dev/null; fi
-else echo "skip train_bf16: no AMX-BF16 on this CPU"; fi
+else echo "skip train_bf16: neither AMX-BF16 nor AVX512_BF16 on this CPU"; fi
 
 # 4b. train --bench: both modes print tokens/s; make bench-train's ratios
 # (tests/reference/bench_train_ratios.awk) divide them by the peer's lines

@@ -1,0 +1,497 @@
+/* f32gemm_blocked.c - the large float32 products (see f32gemm.h), blocked
+ * after the BLIS/GotoBLAS scheme:
+ *
+ * k runs in blocks of KC. For each block:
+ *   1. the block's slice of op(B) is packed into panels of NR columns
+ *      (k-major: element (kk, j) of a panel at kk * NR + j % NR, zero
+ *      columns past n), on the thread pool;
+ *   2. C is cut into MC x NC tiles (narrower when there are few), the tiles
+ *      split over the pool. The thread that runs a tile packs its MC rows
+ *      of op(A) into panels of MR rows (kk * MR + i % MR, zero rows past m)
+ *      while they are in its caches, once for consecutive tiles of the same
+ *      rows (tiles go row by row). In a tile, for each NR panel (its KC x NR
+ *      slice read from L1/L2), for each MR panel (the tile's MC x KC slice
+ *      of op(A) stays in L2), the micro-kernel keeps an MR x NR block of C
+ *      in registers over the KC steps:
+ *        c[i][0..NR) += op(A)[i][kk] * panel[kk][0..NR)   (one FMA per kk)
+ *      Between k-blocks the raw sums wait in C itself (beta = 0) or in a
+ *      scratch m x n (beta != 0); after the last, the block is scaled into
+ *      C. Blocks on the edges of C go through a small buffer.
+ *
+ * KC is large (512-1024): the partial sums' trips through memory between
+ * k-blocks cost more than a B slice that spills from L1 to L2 (on a Zen 4,
+ * 2048^3 on one core: KC 256 0.95x OpenBLAS, 768 1.03-1.05x, bf16 1.6x ->
+ * 2.0x).
+ *
+ * Micro-kernels: AVX-512 12 x 32 (24 accumulators of 16 floats), AVX2 +
+ * FMA 6 x 16 (12 accumulators of 8), and AVX512_BF16 12 x 32 over k-pairs.
+ * Each element's operations are the same in the two float32 kernels
+ * (f32gemm.h), so they give the same bytes. */
+#include "f32gemm.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "pool.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include "simd.h"
+#define MC_HAVE_BLOCKED_CODE 1
+#endif
+
+static const char *const kernel_names[] = {"openblas", "avx2", "avx512"};
+
+int f32gemm_kernel_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, kernel_names[i])) return i;
+    return -1;
+}
+
+const char *f32gemm_kernel_name(int kernel) {
+    return kernel >= 0 && kernel < 3 ? kernel_names[kernel] : "?";
+}
+
+int f32gemm_kernel_supported(int kernel) {
+    if (kernel == F32GEMM_OPENBLAS) return 1;
+#ifdef MC_HAVE_BLOCKED_CODE
+    __builtin_cpu_init(); /* the checks include the OS's saving of the registers */
+    if (kernel == F32GEMM_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (kernel == F32GEMM_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static int chosen = -1;
+
+int f32gemm_kernel(void) {
+    if (chosen >= 0) return chosen;
+    const char *s = getenv("MATS_GEMM");
+    if (s && *s) {
+        int k = f32gemm_kernel_parse(s);
+        if (k < 0) die("MATS_GEMM '%s' is not one of openblas, avx2, avx512", s);
+        if (!f32gemm_kernel_supported(k)) die("MATS_GEMM %s: this CPU has no %s", s, k == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
+        chosen = k;
+    } else {
+        chosen = f32gemm_kernel_supported(F32GEMM_AVX512) ? F32GEMM_AVX512
+                 : f32gemm_kernel_supported(F32GEMM_AVX2) ? F32GEMM_AVX2
+                                                          : F32GEMM_OPENBLAS;
+    }
+    return chosen;
+}
+
+int f32gemm_set_kernel(int kernel) {
+    if (kernel < 0 || kernel > 2) return mc_fail("no float32 GEMM kernel %d", kernel);
+    if (!f32gemm_kernel_supported(kernel))
+        return mc_fail("the %s GEMM kernel needs %s, which this CPU lacks", kernel_names[kernel],
+                       kernel == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
+    chosen = kernel;
+    return 0;
+}
+
+#ifdef MC_HAVE_BLOCKED_CODE
+
+/* a micro-kernel: the MR x NR block at dst (row stride ldd) from kc steps
+ * of the panels a (kc x MR) and b (kc x NR), starting from the raw sums at
+ * src (row stride lds) or from zero (src NULL); raw sums out (final = 0) or
+ * alpha * sum, then fma(beta, dst, .) when beta != 0 (final = 1) */
+typedef void (*ukr_fn)(long kc, const float *a, const float *b, const float *src, long lds, float *dst,
+                       long ldd, int final, float alpha, float beta);
+
+typedef struct {
+    int mr, nr, mc, nc;
+    int kc;   /* k per block (a multiple of kdiv) */
+    int kdiv; /* k per step of a panel: 1 (float32), 2 (bf16 pairs) */
+    ukr_fn ukr;
+    /* panel packers (NULL: the generic C loops) */
+    void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
+    /* p[kk][c] = X[kk][c], nq panels side by side in X, panel q at p + q * ps
+     * (row by row through X, for its cache lines) */
+    void (*pack_cols)(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p);
+} kdesc;
+
+/* ---- micro-kernels ---- */
+
+/* one micro-kernel (ukr_fn) of MR rows x 2 vectors of W floats, from the
+ * intrinsics of vector type V with prefix P (_mm512 / _mm256); STEP(c, a,
+ * b) adds the products of one packed step of row a (a pointer) and b */
+#define UKR(name, TGT, V, P, MR, W, STEP)                                                                        \
+    __attribute__((target(TGT))) static void name(long kc, const float *a, const float *b, const float *src, \
+                                                     long lds, float *dst, long ldd, int final, float alpha,  \
+                                                     float beta) {                                           \
+        V c[MR][2];                                                                                           \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
+            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
+        }                                                                                                     \
+        for (long q = 0; q < kc; q++, a += MR, b += 2 * W) {                                                  \
+            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
+            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
+                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
+                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
+            }                                                                                                 \
+        }                                                                                                     \
+        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            float *d = dst + r * ldd;                                                                         \
+            V x0 = c[r][0], x1 = c[r][1];                                                                     \
+            if (final) {                                                                                      \
+                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
+                if (beta != 0.0f) {                                                                           \
+                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
+                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
+                }                                                                                             \
+            }                                                                                                 \
+            P##_storeu_ps(d, x0);                                                                             \
+            P##_storeu_ps(d + W, x1);                                                                         \
+        }                                                                                                     \
+    }
+
+#define FMA512(c, a, b) _mm512_fmadd_ps(_mm512_set1_ps(*(a)), b, c)
+#define FMA256(c, a, b) _mm256_fmadd_ps(_mm256_broadcast_ss(a), b, c)
+/* a step of bf16 pairs: a holds a row's pair (two bf16 in 32 bits), b 16
+ * columns' pairs; vdpbf16ps adds both products to each column's sum */
+#define DPBF16(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)_mm512_set1_epi32(*(const int *)(a)), (__m512bh)b)
+UKR(ukr_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)                        /* 12 x 32: 24 accumulators */
+UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)                           /* 6 x 16: 12 accumulators */
+UKR(ukr_bf16, "avx512f,avx512bw,avx512bf16", __m512, _mm512, 12, 16, DPBF16) /* 12 x 32, k in pairs */
+
+#define T512 __attribute__((target("avx512f")))
+
+/* p[kk][r] = X[r][kk] for r < rows (zeros up to width), kk < k: 16 rows x
+ * 16 k at a time through a 16 x 16 transpose */
+T512 static void pack_rows_avx512(const float *X, long ld, int k, int rows, int width, float *p) {
+    for (int h = 0; h < width; h += 16) {
+        int hw = width - h < 16 ? width - h : 16, hv = rows - h;
+        __mmask16 st = simd_mask16(hw);
+        for (int kk = 0; kk < k; kk += 16) {
+            __mmask16 mk = simd_mask16(k - kk);
+            __m512i r[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = c < hv ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, X + (size_t)(h + c) * ld + kk))
+                              : _mm512_setzero_si512();
+            simd_transpose16(r);
+            for (int q = 0; q < 16 && kk + q < k; q++)
+                _mm512_mask_storeu_ps(p + (size_t)(kk + q) * width + h, st, _mm512_castsi512_ps(r[q]));
+        }
+    }
+}
+
+/* panel q: p[q * ps + kk * width + c] = X[kk][q * width + c] while
+ * q * width + c < cols, zeros up to width */
+T512 static void pack_cols_avx512(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld)
+        for (int q = 0; q < nq; q++)
+            for (int h = 0; h < width; h += 16)
+                _mm512_mask_storeu_ps(p + q * ps + (size_t)kk * width + h, simd_mask16(width - h),
+                                      _mm512_maskz_loadu_ps(simd_mask16(cols - q * width - h), X + q * width + h));
+}
+
+/* ---- bf16 pairs (AVX512_BF16) ---- */
+
+#define TBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/* p[q][l] = the pair (X[l][2q], X[l][2q+1]) rounded to bf16 (nearest even,
+ * zeros past k and past `rows`): 16 lines x 32 k at a time, converted,
+ * then a 16 x 16 transpose of the pairs */
+TBF16 static void pack_rows_bf16(const float *X, long ld, int k, int rows, int width, float *pf) {
+    uint32_t *p = (uint32_t *)pf;
+    int steps = (k + 1) / 2;
+    for (int h = 0; h < width; h += 16) {
+        int hv = rows - h;
+        __mmask16 st = simd_mask16(width - h);
+        for (int kk = 0; kk < k; kk += 32) {
+            __mmask16 m0 = simd_mask16(k - kk), m1 = simd_mask16(k - kk - 16);
+            __m512i r[16];
+            for (int c = 0; c < 16; c++) {
+                const float *x = X + (size_t)(h + c) * ld + kk;
+                r[c] = c < hv ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16), _mm512_maskz_loadu_ps(m0, x))
+                              : _mm512_setzero_si512();
+            }
+            simd_transpose16(r);
+            for (int q = 0; q < 16 && kk / 2 + q < steps; q++)
+                _mm512_mask_storeu_epi32(p + (size_t)(kk / 2 + q) * width + h, st, r[q]);
+        }
+    }
+}
+
+/* panel r: p[r * ps + q * width + l] = the pair (X[2q][l'], X[2q+1][l']),
+ * l' = r * width + l, rounded to bf16: two rows of X converted together,
+ * their halves interleaved */
+TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *pf) {
+    uint32_t *p = (uint32_t *)pf;
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int q = 0; q < (k + 1) / 2; q++) {
+        const float *x0 = X + (size_t)(2 * q) * ld, *x1 = x0 + ld;
+        int two = 2 * q + 1 < k;
+        for (int r = 0; r < nq; r++)
+            for (int h = 0; h < width; h += 16) {
+                int l = r * width + h;
+                __mmask16 mc = simd_mask16(cols - l);
+                __m512 lo = _mm512_maskz_loadu_ps(mc, x0 + l), hi = two ? _mm512_maskz_loadu_ps(mc, x1 + l) : _mm512_setzero_ps();
+                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_mask_storeu_epi32(p + r * ps + (size_t)q * width + h, simd_mask16(width - h), v);
+            }
+    }
+}
+
+static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, pack_rows_bf16, pack_cols_bf16};
+
+static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, NULL, NULL};
+
+/* ---- packing ---- */
+
+/* p[kk][r] = X[r][kk]: rows of X become columns of the panel */
+static void pack_rows_c(const float *X, long ld, int k, int rows, int width, float *p) {
+    for (int kk0 = 0; kk0 < k; kk0 += 8) {
+        int ke = k - kk0 < 8 ? k - kk0 : 8;
+        for (int r = 0; r < width; r++) {
+            const float *x = X + (size_t)r * ld + kk0;
+            float *d = p + (size_t)kk0 * width + r;
+            if (r < rows)
+                for (int q = 0; q < ke; q++) d[(size_t)q * width] = x[q];
+            else
+                for (int q = 0; q < ke; q++) d[(size_t)q * width] = 0.0f;
+        }
+    }
+}
+
+/* panel q: p[q * ps + kk * width + c] = X[kk][q * width + c], zeros past
+ * `cols` */
+static void pack_cols_c(const float *X, long ld, int k, int cols, int width, int nq, size_t ps, float *p) {
+    for (int kk = 0; kk < k; kk++, X += ld)
+        for (int q = 0; q < nq; q++)
+            for (int c = 0; c < width; c++)
+                p[q * ps + (size_t)kk * width + c] = q * width + c < cols ? X[q * width + c] : 0.0f;
+}
+
+typedef struct {
+    const kdesc *kd;
+    int m, n, k;
+    float alpha, beta;
+    const float *A, *B;
+    int ta, tb, lda, ldb;
+    float *C;
+    int ldc;
+    /* the k-block being run: op(A) in panels of mr rows x kc (pm of them),
+     * op(B) in panels of kc x nr (pn) */
+    long k0, kc, steps; /* steps = kc / kdiv, rounded up */
+    int first, final;
+    long pm, pn;
+    float *pb;
+    float *part; /* raw sums between k-blocks when beta != 0 (m x n), else NULL: C holds them */
+    int mc, nc;  /* tiles of C: mc x nc (multiples of mr, nr) */
+    int mt, nt;  /* tiles of C: rows, columns */
+    int *tiles;  /* the tiles to compute (tile = it * nt + jt), ntiles of them */
+    long ntiles;
+} job;
+
+/* panels [q0, q1) of op(X) over the k-block, `width` = mr or nr lines,
+ * panel q at p + (q - q0) * width * steps: op(X) line l is stored row l of
+ * X (lines_are_rows) or column l */
+static void pack_panels(const job *j, const float *X, long ld, int lines_are_rows, int lines, int width, long q0,
+                        long q1, float *p) {
+    size_t ps = (size_t)width * j->steps;
+    if (!lines_are_rows) {
+        int l0 = (int)q0 * width;
+        (j->kd->pack_cols ? j->kd->pack_cols : pack_cols_c)(X + (size_t)j->k0 * ld + l0, ld, (int)j->kc, lines - l0,
+                                                            width, (int)(q1 - q0), ps, p);
+        return;
+    }
+    for (long q = q0; q < q1; q++) {
+        int l0 = (int)q * width, valid = lines - l0 < width ? lines - l0 : width;
+        (j->kd->pack_rows ? j->kd->pack_rows : pack_rows_c)(X + (size_t)l0 * ld + j->k0, ld, (int)j->kc, valid, width,
+                                                            p + (q - q0) * ps);
+    }
+}
+
+/* op(B)'s panels [lo, hi) */
+static void pack_b_range(void *ctx, long lo, long hi) {
+    job *j = ctx;
+    pack_panels(j, j->B, j->ldb, j->tb, j->n, j->kd->nr, lo, hi, j->pb + (size_t)lo * j->kd->nr * j->steps);
+}
+
+/* per-thread buffers: the caller's packed op(B) and partial sums, each
+ * worker's packed rows of op(A) */
+typedef struct {
+    float *p;
+    size_t cap;
+} fbuf;
+static __thread fbuf buf_a, buf_b, buf_part;
+
+static float *grow(fbuf *b, size_t n) {
+    if (n > b->cap) {
+        free(b->p);
+        b->p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        if (!b->p) die("out of memory: %zu bytes for a product buffer", n * sizeof(float));
+        b->cap = n;
+    }
+    return b->p;
+}
+
+/* one MR x NR block: the micro-kernel on C or, on the edges of C, on a
+ * buffer whose valid rows x cols go to and from C */
+static void run_block(const kdesc *kd, long kc, const float *a, const float *b, const float *src, long lds,
+                      float *dst, long ldd, int final, float alpha, float beta, int rows, int cols) {
+    if (rows == kd->mr && cols == kd->nr) {
+        kd->ukr(kc, a, b, src, lds, dst, ldd, final, alpha, beta);
+        return;
+    }
+    float tin[16 * 32] __attribute__((aligned(64))), tout[16 * 32] __attribute__((aligned(64)));
+    int nr = kd->nr;
+    if (src) {
+        memset(tin, 0, sizeof(float) * kd->mr * nr);
+        for (int r = 0; r < rows; r++) memcpy(tin + r * nr, src + r * lds, sizeof(float) * cols);
+    }
+    if (final && beta != 0.0f) {
+        memset(tout, 0, sizeof(float) * kd->mr * nr);
+        for (int r = 0; r < rows; r++) memcpy(tout + r * nr, dst + r * ldd, sizeof(float) * cols);
+    }
+    kd->ukr(kc, a, b, src ? tin : NULL, nr, tout, nr, final, alpha, beta);
+    for (int r = 0; r < rows; r++) memcpy(dst + r * ldd, tout + r * nr, sizeof(float) * cols);
+}
+
+/* the k-block on tiles [lo, hi): the tile's rows of op(A) packed by this
+ * thread (once for consecutive tiles of the same rows), then for each NR
+ * panel of the tile, each MR panel */
+static void tile_range(void *ctx, long lo, long hi) {
+    job *j = ctx;
+    const kdesc *kd = j->kd;
+    int mr = kd->mr, nr = kd->nr, packed = -1;
+    float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
+    for (long t = lo; t < hi; t++) {
+        int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
+        int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
+        int i0 = it * j->mc, j0 = jt * j->nc;
+        int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
+        if (it != packed && j->kc > 0) {
+            pack_panels(j, j->A, j->lda, !j->ta, j->m, mr, i0 / mr, (i0 + ih + mr - 1) / mr, pa);
+            packed = it;
+        }
+        for (int jr = 0; jr < jw; jr += nr) {
+            const float *bp = j->pb + (size_t)((j0 + jr) / nr) * nr * j->steps;
+            for (int ir = 0; ir < ih; ir += mr) {
+                const float *ap = pa + (size_t)(ir / mr) * mr * j->steps;
+                size_t at = (size_t)(i0 + ir) * j->ldc + j0 + jr;
+                float *c = j->C + at;
+                /* raw sums between k-blocks: in C, or in the scratch */
+                float *ps = j->part ? j->part + (size_t)(i0 + ir) * j->n + j0 + jr : c;
+                long lps = j->part ? j->n : j->ldc;
+                int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
+                run_block(kd, j->steps, ap, bp, j->first ? NULL : ps, lps, j->final ? c : ps, j->final ? j->ldc : lps,
+                          j->final, j->alpha, j->beta, rows, cols);
+            }
+        }
+    }
+}
+
+/* the product; upper = 1: only the tiles that touch the upper triangle.
+ * For each k-block of KC: pack both operands' slices (on the pool), then
+ * run the tiles (on the pool). */
+static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, int n, int k, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    job j = {.kd = kd, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .A = A, .B = B, .ta = ta,
+             .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
+    j.pm = (m + kd->mr - 1) / kd->mr, j.pn = (n + kd->nr - 1) / kd->nr;
+    long KC = kd->kc, kc_max = k < KC ? (k > 0 ? k : 1) : KC;
+    j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);
+    int nk = k > KC ? (k + KC - 1) / KC : 1;
+    j.part = nk > 1 && beta != 0.0f ? grow(&buf_part, (size_t)m * n) : NULL;
+    /* tiles: the kernel's sizes, narrowed (nc, then mc, never below 2 panels)
+     * until every thread has 4 or more; the bytes do not depend on them */
+    int threads = local ? 1 : pool_threads(), want = 4 * threads;
+    j.mc = kd->mc, j.nc = kd->nc;
+    for (;;) {
+        j.mt = (m + j.mc - 1) / j.mc;
+        j.nt = (n + j.nc - 1) / j.nc;
+        if (threads == 1 || (long)j.mt * j.nt >= want) break;
+        if (j.nc > 2 * kd->nr && j.nc >= n / 2) j.nc = (j.nc / 2 + kd->nr - 1) / kd->nr * kd->nr;
+        else if (j.mc > 2 * kd->mr) j.mc = (j.mc / 2 + kd->mr - 1) / kd->mr * kd->mr;
+        else break;
+    }
+    j.ntiles = (long)j.mt * j.nt;
+    int *list = NULL;
+    if (upper) {
+        list = malloc(sizeof(int) * (size_t)j.ntiles);
+        if (!list) die("out of memory: a tile list");
+        long c = 0;
+        for (int it = 0; it < j.mt; it++)
+            for (int jt = 0; jt < j.nt; jt++)
+                if ((long)(jt + 1) * j.nc > (long)it * j.mc) list[c++] = it * j.nt + jt;
+        j.tiles = list, j.ntiles = c;
+    }
+    int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
+    for (int pc = 0; pc < nk; pc++) {
+        j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
+        j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
+        j.first = pc == 0, j.final = pc == nk - 1;
+        if (j.kc > 0) {
+            if (serial) pack_b_range(&j, 0, j.pn);
+            else pool_parallel_for(j.pn, 2, pack_b_range, &j);
+        }
+        if (serial) tile_range(&j, 0, j.ntiles);
+        else pool_parallel_for(j.ntiles, 1, tile_range, &j);
+    }
+    free(list);
+}
+
+/* the float32 kernel in use */
+static const kdesc *f32_kernel(void) {
+    int kern = f32gemm_kernel();
+    if (kern == F32GEMM_OPENBLAS) die("f32gemm called with the OpenBLAS kernel selected");
+    return kern == F32GEMM_AVX512 ? &kd_avx512 : &kd_avx2;
+}
+
+void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    run(f32_kernel(), local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+int bf16gemm_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    if (!bf16gemm_available()) die("bf16 products asked for on a CPU without AVX512_BF16");
+    run(&kd_bf16, local, 0, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+                  int ldc) {
+    /* trans: A^T A, op(A) = A^T, op(B) = A; else A A^T, op(A) = A, op(B) = A^T */
+    run(f32_kernel(), 0, 1, trans, !trans, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++) C[(size_t)i * ldc + j] = C[(size_t)j * ldc + i];
+}
+
+#else
+
+int bf16gemm_available(void) { return 0; }
+
+void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    f32gemm(local, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); /* dies: not built */
+}
+
+void f32gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    (void)local, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda;
+    (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    die("f32gemm is not built for this architecture");
+}
+
+void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
+                  int ldc) {
+    (void)trans, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)beta, (void)C, (void)ldc;
+    die("f32gemm_syrk is not built for this architecture");
+}
+
+#endif

@@ -1,0 +1,197 @@
+/* bench_gemm.c - the CPU's float32 (and bf16) products, behind `make
+ * bench-gemm` and the machine lines of the other benchmarks.
+ *
+ *   bench_gemm machine [--size N]
+ *       the CPU (model name, cpuid family / model), the ISA features the
+ *       kernels use, OpenBLAS's core type and OPENBLAS_CORETYPE, the kernel
+ *       in use, and the sgemm peak (N x N x N, default 2048) of every
+ *       kernel this CPU runs, measured now.
+ *   bench_gemm shapes [--tokens T] [--reps R]
+ *       the products of a training step of t5-mini, t5-small and t5-base
+ *       (T rows, default 4096 = 32 x 128 tokens): forward x W^T, input
+ *       gradient dy W, weight gradient dy^T x, for the attention projection
+ *       and the feed-forward; each kernel forced in turn (float32:
+ *       OpenBLAS, AVX2, AVX-512; bf16: AMX, AVX512_BF16); GFLOP/s and the
+ *       ratio to OpenBLAS in the same run.
+ * Rates are wall-clock, best of R repetitions, on be_threads() threads;
+ * --cpu: per CPU-second of the process instead (on a shared machine, with
+ * MATS_THREADS=1, the kernel's own speed, whatever else runs). */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "amx.h"
+#include "backend.h"
+#include "common.h"
+#include "f32gemm.h"
+#include "opts.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+/* a product as the backend runs it, with one kernel forced */
+typedef struct {
+    const char *name;
+    int kernel;       /* F32GEMM_*, or -1 for cpu_math bf16 */
+    const char *bf16; /* the bf16 kernel (MATS_GEMM_BF16) */
+} variant;
+
+static const variant variants[] = {
+    {"openblas", F32GEMM_OPENBLAS, NULL},
+    {"avx2", F32GEMM_AVX2, NULL},
+    {"avx512", F32GEMM_AVX512, NULL},
+    {"amx", -1, "amx"},
+    {"avx512bf16", -1, "avx512bf16"},
+};
+#define N_VARIANTS (int)(sizeof variants / sizeof *variants)
+
+static int variant_use(const variant *v) {
+    if (v->kernel < 0) {
+        setenv("MATS_GEMM_BF16", v->bf16, 1);
+        return be_set_cpu_math(BE_MATH_BF16);
+    }
+    be_set_cpu_math(BE_MATH_FP32);
+    return f32gemm_set_kernel(v->kernel);
+}
+
+static float *filled(size_t n, int mod) {
+    float *x = mallocCheck(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % (unsigned)mod) * 0.01f - 0.03f;
+    return x;
+}
+
+static int per_cpu;
+static double now(void) {
+    if (!per_cpu) return mc_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* best GFLOP/s of each variant in g[] (0: not on this CPU) for one
+ * product; the variants take turns, `reps` rounds, so that other load on
+ * the machine falls on all of them alike */
+static void rates(int ta, int tb, int m, int n, int k, int reps, double *g) {
+    float *A = filled((size_t)m * k, 7), *B = filled((size_t)k * n, 5), *C = filled((size_t)m * n, 3);
+    int was = f32gemm_kernel();
+    for (int v = 0; v < N_VARIANTS; v++) g[v] = 0;
+    for (int r = 0; r <= reps; r++) /* round 0 warms up */
+        for (int v = 0; v < N_VARIANTS; v++) {
+            if (variant_use(&variants[v]) != 0) continue;
+            double t0 = now();
+            be_gemm(ta, tb, m, n, k, 1.0f, A, ta ? m : k, B, tb ? k : n, 0.0f, C, n);
+            double x = 2.0 * m * n * (double)k / (now() - t0) * 1e-9;
+            if (r > 0 && x > g[v]) g[v] = x;
+        }
+    be_set_cpu_math(BE_MATH_FP32);
+    f32gemm_set_kernel(was);
+    free(A), free(B), free(C);
+}
+
+static void cpu_line(void) {
+    char model[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *p = strchr(line, ':');
+                if (p) {
+                    snprintf(model, sizeof model, "%s", p + 2);
+                    model[strcspn(model, "\n")] = 0;
+                }
+                break;
+            }
+        fclose(f);
+    }
+    int family = 0, mdl = 0;
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        family = (a >> 8) & 15, mdl = (a >> 4) & 15;
+        if (family == 15) family += (a >> 20) & 255;
+        if (family >= 6) mdl += ((a >> 16) & 15) << 4;
+    }
+    int bf16 = 0;
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) bf16 = (a >> 5) & 1;
+#else
+    int bf16 = 0;
+#endif
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    printf("cpu: %s (family %d, model %d), %d threads\n", model, family, mdl, be_threads());
+    printf("cpu isa: avx2+fma %s, avx512f %s, avx512_bf16 %s, amx-bf16 %s\n",
+           f32gemm_kernel_supported(F32GEMM_AVX2) ? "yes" : "no", f32gemm_kernel_supported(F32GEMM_AVX512) ? "yes" : "no",
+           bf16 ? "yes" : "no", amx_available() ? "yes" : "no");
+    printf("openblas: core %s, OPENBLAS_CORETYPE %s; float32 products: %s kernel%s\n", openblas_get_corename(),
+           ct && *ct ? ct : "(unset)", f32gemm_kernel_name(f32gemm_kernel()), getenv("MATS_GEMM") ? " (MATS_GEMM)" : "");
+}
+
+static void machine(int size, int reps) {
+    cpu_line();
+    double g[N_VARIANTS];
+    rates(0, 0, size, size, size, reps, g);
+    for (int v = 0; v < N_VARIANTS; v++)
+        if (g[v] > 0)
+            printf("peak %-10s %dx%dx%d: %.1f GFLOP/s (%.2fx openblas)\n", variants[v].name, size, size, size, g[v],
+                   g[v] / g[0]);
+}
+
+static void shapes(int T, int reps) {
+    static const struct {
+        const char *model;
+        int d, ff;
+    } models[] = {{"t5-mini", 256, 512}, {"t5-small", 512, 2048}, {"t5-base", 768, 3072}};
+    printf("%-9s %-22s %16s", "model", "product", "m x n x k");
+    for (int v = 0; v < N_VARIANTS; v++) printf(" %10s", variants[v].name);
+    printf("   GFLOP/s; ratio to openblas\n");
+    for (int mi = 0; mi < 3; mi++) {
+        int d = models[mi].d, ff = models[mi].ff;
+        /* (name, ta, tb, m, n, k): y = x W^T, dx = dy W, dW = dy^T x */
+        struct {
+            const char *name;
+            int ta, tb, m, n, k;
+        } p[] = {{"attn fwd x W^T", 0, 1, T, d, d},   {"attn dx dy W", 0, 0, T, d, d},
+                 {"attn dW dy^T x", 1, 0, d, d, T},   {"ff-in fwd x W^T", 0, 1, T, ff, d},
+                 {"ff-in dx dy W", 0, 0, T, d, ff},   {"ff-in dW dy^T x", 1, 0, ff, d, T},
+                 {"ff-out fwd x W^T", 0, 1, T, d, ff}, {"ff-out dW dy^T x", 1, 0, d, ff, T}};
+        for (size_t q = 0; q < sizeof p / sizeof *p; q++) {
+            char dims[48];
+            snprintf(dims, sizeof dims, "%dx%dx%d", p[q].m, p[q].n, p[q].k);
+            printf("%-9s %-22s %16s", models[mi].model, p[q].name, dims);
+            double g[N_VARIANTS];
+            char ratios[256] = "";
+            rates(p[q].ta, p[q].tb, p[q].m, p[q].n, p[q].k, reps, g);
+            for (int v = 0; v < N_VARIANTS; v++) {
+                if (g[v] > 0) printf(" %10.1f", g[v]);
+                else printf(" %10s", "-");
+                if (v > 0 && g[v] > 0)
+                    snprintf(ratios + strlen(ratios), sizeof ratios - strlen(ratios), " %s %.2fx", variants[v].name,
+                             g[v] / g[0]);
+            }
+            printf("  ;%s\n", ratios);
+            fflush(stdout);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    mc_set_progname("bench_gemm");
+    be_init_default(2);
+    const char *cmd = argc > 1 ? argv[1] : "";
+    long size = 2048, reps = 3, tokens = 4096;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--cpu")) per_cpu = 1;
+        else die("unknown option '%s' (bench_gemm machine|shapes [--size N] [--reps R] [--tokens T] [--cpu])", argv[i]);
+    }
+    if (size < 1 || reps < 1 || tokens < 1) die("--size, --reps and --tokens take positive numbers");
+    if (!strcmp(cmd, "machine")) machine((int)size, (int)reps);
+    else if (!strcmp(cmd, "shapes")) shapes((int)tokens, (int)reps);
+    else die("usage: bench_gemm machine|shapes [--size N] [--reps R] [--tokens T] [--cpu]");
+    return 0;
+}

@@ -129,15 +129,10 @@ cache-gc: all
 .PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
-define nl
-
-
-endef
 # ------------------------------------------------------------------ keys
 # Reading the experiment: exp.* keys name phase configs and options.
 exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
 EXP_DIR := $(dir $(EXP_CONF))
-comma := ,
 space := $(subst ,, )
 split_list = $(subst $(comma), ,$(1))
 HF := $(filter hf,$(call exp_get,exp.source))
@@ -161,7 +156,6 @@ TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
 # phase configs: paths relative to the file that names them
 exp_path = $(shell build/bin/key --config $(EXP_CONF) --get-path $(1))
-commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 PRE_CONF   := $(call exp_path,exp.pretrain)
 BASE_CONF  := $(if $(call exp_get,exp.base_phase),$(call exp_path,exp.base_phase))
 BASE_TASKS := $(call split_list,$(or $(call exp_get,exp.base_tasks),source$(comma)order$(comma)continuation))
@@ -205,75 +199,14 @@ MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
 STAGE_BINS := train eval merge fisher gram tokenize auxtask
 $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
 
-# $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
-# Runs on the GPU (DEVICE=cuda, exported to the stages by recipes/gpu.mk) are
-# keyed apart from CPU runs: <stage>.device=cuda (and the product precision
-# when MATS_GPU_MATH is set) enter the keys of the stages that run on it.
-# On the CPU, MATS_CPU_MATH (bf16: AMX products) enters the keys of the
-# stages that read it (as <stage>.cpu_math in the experiment would).
-GPU_STAGES := train eval fisher gram merge
-CPU_MATH_STAGES := train eval fisher gram
-device_sets = $(if $(and $(filter cuda,$(DEVICE)),$(filter $(1),$(GPU_STAGES))),--set $(1).device=cuda $(if $(MATS_GPU_MATH),--set $(1).gpu_math=$(MATS_GPU_MATH)),$(if $(and $(filter-out fp32,$(MATS_CPU_MATH)),$(filter $(1),$(CPU_MATH_STAGES))),--set $(1).cpu_math=$(MATS_CPU_MATH)))
-key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(call device_sets,$(1)) $(foreach i,$(5),--input $(i))
-
 # exp.train.ranks = N (or RANKS=N): every train run on N ranks (docs/ranks.md),
 # under mpirun here; with EXECUTOR=slurm, run-stage.sh's srun starts the N
 # tasks (MATS_TRAIN_RANKS). No key holds N: the bytes are those of one rank.
 TRAIN_RANKS := $(or $(RANKS),$(call exp_get,exp.train.ranks),1)
 $(if $(shell [ "$(TRAIN_RANKS)" -ge 1 ] 2>/dev/null && [ "$(TRAIN_RANKS)" -le 4096 ] && echo ok),,$(error exp.train.ranks = '$(TRAIN_RANKS)' (or RANKS) is not a number of ranks in [1, 4096]))
 export MATS_TRAIN_RANKS := $(TRAIN_RANKS)
-TRAIN_LAUNCH := $(if $(and $(filter-out 1,$(TRAIN_RANKS)),$(filter local,$(MATS_EXECUTOR))),mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n $(TRAIN_RANKS))
+LAUNCH_train := $(if $(and $(filter-out 1,$(TRAIN_RANKS)),$(filter local,$(MATS_EXECUTOR))),mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n $(TRAIN_RANKS))
 
-# $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,EDGES,COMMAND[,AFTER])
-# declares a run; $(resolve) then computes the keys of every declared run
-# with one `key --batch` process (a process per key made a no-op make slow)
-# and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
-# COMMAND --key KEY -o A_SLOT. EDGES are the run's inputs, one role=slot word
-# each, and say each once: role=<the slot's key> enters the key, the slot is
-# a prerequisite, and in COMMAND {role} is the slot's artifact and {group.*}
-# the artifacts of the roles group.<anything>, in order, joined by commas.
-# AFTER: slots that run first without being inputs (a reduce's shards).
-# Inputs must be resolved before a slot that uses their keys is declared,
-# hence one resolve per level of the graph.
-edge_role = $(firstword $(subst =, ,$(1)))
-edge_slot = $(word 2,$(subst =, ,$(1)))
-edge_keys = $(foreach e,$(1),$(call edge_role,$(e))=$(K_$(call edge_slot,$(e))))
-edge_slots = $(foreach e,$(1),$(call edge_slot,$(e)))
-edge_group = $(call commas,$(foreach e,$(1),$(if $(filter $(2).%,$(call edge_role,$(e))),$(A_$(call edge_slot,$(e))))))
-# $(call edge_fill,EDGES,COMMAND): {role} and {group.*} replaced, one edge at a time
-edge_fill = $(if $(1),$(call edge_fill,$(wordlist 2,$(words $(1)),$(1)),$(call edge_fill1,$(1),$(call edge_role,$(firstword $(1))),$(2))),$(2))
-edge_fill1 = $(call edge_fill_group,$(1),$(firstword $(subst ., ,$(2))),$(subst {$(2)},$(A_$(call edge_slot,$(firstword $(1)))),$(3)))
-edge_fill_group = $(if $(findstring {$(2).*},$(3)),$(subst {$(2).*},$(call edge_group,$(1),$(2)),$(3)),$(3))
-define slot_decl
-KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(call edge_keys,$(6)))
-STAGE_$(1) := $(2)
-PRE_$(1) := $(call edge_slots,$(6)) $(8)
-CMD_$(1) := $(if $(filter train,$(2)),$(TRAIN_LAUNCH)) $(call edge_fill,$(6),$(7))
-$$(if $$(filter {%},$$(CMD_$(1))),$$(error slot $(1): $$(filter {%},$$(CMD_$(1))) in its command is none of its edges: $(6)))
-PENDING += $(1)
-endef
-slot = $(eval $(call slot_decl,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
-# $(call known,SLOT,KEY,ARTIFACT): a slot made outside this workflow (data.mk,
-# the release, an import), for edges to name
-known = $(eval K_$(1) := $(2))$(eval A_$(1) := $(3))
-
-define slot_rule
-A_$(1) := $(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack
-SLOTS += $(1)
-$(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack: | $(foreach p,$(PRE_$(1)),$$(A_$(p)))
-	@mkdir -p $$(@D)
-	@build/bin/key $$(KA_$(1)) --text > $$@.keytext
-	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(1)) --key $(K_$(1)) -o $$@
-	@rm -f $$@.keytext
-endef
-# The jobs go through a file: a level can be larger than one command line.
-KEY_BATCH := $(shell mktemp /tmp/mats-keys.XXXXXX)
-define resolve_body
-RESOLVED := $(shell build/bin/key --batch-file $(KEY_BATCH))
-$$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
-endef
-# A slot with RULE_<slot> set gets that template's rule instead of slot_rule's.
-resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call $(or $(RULE_$(s)),slot_rule),$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
@@ -282,11 +215,9 @@ $(foreach t,$(TASKS),$(foreach s,train validation test,$(call known,jsonl-$(t)-$
   $(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,tokenize.task=$(t) tokenize.split=$(s),vocab=hf-vocab data=jsonl-$(t)-$(s),\
   build/bin/tokenize --config $(EXP_CONF) --vocab {vocab} --jsonl {data} --task $(t) --split $(s))))
 $(resolve)
-else
-# Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
-$(foreach t,$(TASKS),$(foreach s,train validation test,$(call known,tok-$(t)-$(s),$(DATA_TK_$(t)_$(s)),$(DATA_TOKENS_$(t)_$(s)))))
-$(call known,tok-corpus,$(DATA_TK_corpus),$(DATA_CORPUS_TOKENS))
 endif
+# Otherwise the data's slots are recipes/data.mk's: tok-<task>-<split>,
+# tok-corpus, prep-corpus, vocab.
 
 ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
@@ -307,8 +238,6 @@ endif
 # The task models start from, and merge around, that base; without
 # exp.base_phase the base is the pretrained model.
 ifneq ($(BASE_CONF),)
-$(call known,prep-corpus,$(DATA_PK_corpus),$(DATA_CORPUS))
-$(call known,vocab,$(DATA_VK),$(DATA_VOCAB))
 $(foreach t,$(BASE_TASKS),$(call slot,aux-$(t),auxtask,$(EXP_CONF),auxtask,auxtask.task=$(t),corpus=prep-corpus,\
   build/bin/auxtask --config $(EXP_CONF) --corpus {corpus} --task $(t)))
 $(resolve)
@@ -500,7 +429,7 @@ $(resolve)
 $(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
 $(resolve)
-$(shell rm -f $(KEY_BATCH))
+$(slots_end)
 
 # ------------------------------------------------------------------ tables
 # Manifest lines for build/bin/report (see stages/report.c).

@@ -29,27 +29,26 @@ key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(
 # and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
 # COMMAND --key KEY -o A_SLOT. EDGES are the run's inputs, one role=slot word
 # each, and say each once: role=<the slot's key> enters the key, the slot is
-# a prerequisite, and in COMMAND {role} is the slot's artifact and {group.*}
-# the artifacts of the roles group.<anything>, in order, joined by commas.
+# a prerequisite, and in COMMAND the word {role} is the slot's artifact and
+# {group.*} the artifacts of the roles group.<anything>, in order, joined by
+# commas.
 # AFTER: slots that run first without being inputs (a reduce's shards).
 # LAUNCH_STAGE, when set, starts the command of every run of STAGE (mpirun).
 # Inputs must be resolved before a slot that uses their keys is declared,
 # hence one resolve per level of the graph.
-edge_role = $(firstword $(subst =, ,$(1)))
-edge_slot = $(word 2,$(subst =, ,$(1)))
-edge_keys = $(foreach e,$(1),$(call edge_role,$(e))=$(K_$(call edge_slot,$(e))))
-edge_slots = $(foreach e,$(1),$(call edge_slot,$(e)))
-edge_group = $(call commas,$(foreach e,$(1),$(if $(filter $(2).%,$(call edge_role,$(e))),$(A_$(call edge_slot,$(e))))))
-# $(call edge_fill,EDGES,COMMAND): {role} and {group.*} replaced, one edge at a time
-edge_fill = $(if $(1),$(call edge_fill,$(wordlist 2,$(words $(1)),$(1)),$(call edge_fill1,$(1),$(call edge_role,$(firstword $(1))),$(2))),$(2))
-edge_fill1 = $(call edge_fill_group,$(1),$(firstword $(subst ., ,$(2))),$(subst {$(2)},$(A_$(call edge_slot,$(firstword $(1)))),$(3)))
-edge_fill_group = $(if $(findstring {$(2).*},$(3)),$(subst {$(2).*},$(call edge_group,$(1),$(2)),$(3)),$(3))
+# (role=slot read as the path role/slot: dir is the role, notdir the slot)
+edge_slots = $(notdir $(subst =,/,$(1)))
+edge_keys = $(join $(subst /,=,$(dir $(subst =,/,$(1)))),$(foreach s,$(call edge_slots,$(1)),$(K_$(s))))
+edge_paths = $(foreach s,$(call edge_slots,$(1)),$(A_$(s)))
+# $(call edge_arg,EDGES,WORD): a word of a command, or the path(s) it names
+edge_arg = $(or $(if $(filter {%.*},$(2)),$(call commas,$(call edge_paths,$(filter $(patsubst {%.*},%,$(2)).%,$(1)))),$(if $(filter {%},$(2)),$(call edge_paths,$(filter $(patsubst {%},%,$(2))=%,$(1))))),$(2))
+edge_fill = $(foreach w,$(2),$(if $(findstring {,$(w)),$(call edge_arg,$(1),$(w)),$(w)))
 define slot_decl
 KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(call edge_keys,$(6)))
 STAGE_$(1) := $(2)
 PRE_$(1) := $(call edge_slots,$(6)) $(8)
 CMD_$(1) := $(LAUNCH_$(2)) $(call edge_fill,$(6),$(7))
-$$(if $$(filter {%},$$(CMD_$(1))),$$(error slot $(1): $$(filter {%},$$(CMD_$(1))) in its command is none of its edges: $(6)))
+$$(if $$(filter {%},$$(CMD_$(1))),$$(error slot $(1): $$(filter {%},$$(CMD_$(1))) in its command is none of its edges: $(strip $(6))))
 RULE_$(1) :=
 PENDING += $(1)
 endef

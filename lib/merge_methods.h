@@ -39,21 +39,17 @@ typedef enum {
 typedef enum { MM_MODE_IA3 = 0, MM_MODE_FULL = 1, MM_MODES = 2 } mm_mode;
 enum { MM_IA3 = 1 << MM_MODE_IA3, MM_FULL = 1 << MM_MODE_FULL };
 
-/* The options a method may read beyond --lambda; this order is the order of
- * the meta fields and of --list-methods. */
+/* The options a method may read beyond --lambda, as (ENUM, key name): this
+ * order is the order of the meta fields and of --list-methods. */
+#define MM_OPTIONS(X)                                                                                        \
+    X(TOPK_PERCENT, topk_percent) X(DROP_RATE, drop_rate) X(SEED, seed)                                     \
+    X(BREADCRUMBS_TOP, breadcrumbs_top) X(BREADCRUMBS_BOTTOM, breadcrumbs_bottom) X(ITERATIONS, iterations) \
+    X(INIT, init) X(INIT_LAMBDA, init_lambda) X(CG_TOL, cg_tol) X(PRECONDITION, precondition)              \
+    X(COMMON_SPACE_FRACTION, common_space_fraction) X(EXAMPLES, examples)
 typedef enum {
-    MM_OPT_TOPK_PERCENT = 0,
-    MM_OPT_DROP_RATE = 1,
-    MM_OPT_SEED = 2,
-    MM_OPT_BREADCRUMBS_TOP = 3,
-    MM_OPT_BREADCRUMBS_BOTTOM = 4,
-    MM_OPT_ITERATIONS = 5,
-    MM_OPT_INIT = 6,
-    MM_OPT_INIT_LAMBDA = 7,
-    MM_OPT_CG_TOL = 8,
-    MM_OPT_PRECONDITION = 9,
-    MM_OPT_COMMON_SPACE_FRACTION = 10,
-    MM_OPT_EXAMPLES = 11,
+#define MM_OPT_ENUM(e, name) MM_OPT_##e,
+    MM_OPTIONS(MM_OPT_ENUM)
+#undef MM_OPT_ENUM
     MM_OPT_COUNT
 } mm_opt;
 #define MM_O(x) (1u << MM_OPT_##x)

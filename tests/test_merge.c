@@ -1141,9 +1141,6 @@ static void test_tv_edges(void) {
  * (tests/reference/merge_pp_fixture.txt, merge_ref_pp.py: RegMean++ of a
  * tiny T5 in float64, layer by layer, through the same examples) */
 
-static const char *const TOK_NAMES[] = {"input_ids", "input_offsets", "choice_ids", "choice_offsets",
-                                         "example_choices", "label"};
-
 static t5_config pp_config(void) {
     const char *f[] = {"vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
                        "relative_attention_num_buckets", "relative_attention_max_distance"};
@@ -1173,35 +1170,41 @@ static void write_pp_model(const char *file, const char *group, const char *key)
     t5_free(m);
 }
 
-/* A tokens artifact from fixture group `group` (label i32, the rest i64). */
+/* The fixture tensor group.name as n_out integers (+ shift), or NULL. */
+static void *fx_ints(const char *group, const char *name, int wide, int shift, int64_t *n_out) {
+    const ftensor *t = fx_find(group, name);
+    CHECK(t != NULL, "fixture %s lacks %s", group, name);
+    if (!t) return NULL;
+    void *v = mallocCheck((wide ? 8 : 4) * (size_t)t->n);
+    for (long j = 0; j < t->n; j++) {
+        if (wide) ((int64_t *)v)[j] = (int64_t)t->x[j];
+        else ((int32_t *)v)[j] = (int32_t)t->x[j] + shift;
+    }
+    *n_out = t->n;
+    return v;
+}
+
+/* A tokens artifact from fixture group `group`; vocab_shift is added to
+ * every input id. */
 static void write_pp_tokens(const char *file, const char *group, int vocab_shift) {
     char p[400];
     snprintf(p, sizeof p, "%s/%s", dir, file);
+    int64_t n_in, n_io, n_ch, n_co, n_ex, n_lb;
+    int32_t *in = fx_ints(group, "input_ids", 0, vocab_shift, &n_in), *ch = fx_ints(group, "choice_ids", 0, 0, &n_ch);
+    int64_t *io = fx_ints(group, "input_offsets", 1, 0, &n_io), *co = fx_ints(group, "choice_offsets", 1, 0, &n_co);
+    int64_t *ex = fx_ints(group, "example_choices", 1, 0, &n_ex);
+    int32_t *lb = fx_ints(group, "label", 0, 0, &n_lb);
     mc_val *meta = val_map();
     val_set_str(meta, "task", group);
     val_set_str(meta, "split", "train");
     art_writer *w = art_writer_open(p, "tokens", "", meta, 6);
     val_free(meta);
-    for (int i = 0; i < 6; i++) {
-        const ftensor *t = fx_find(group, TOK_NAMES[i]);
-        if (!t) {
-            CHECK(0, "fixture %s lacks %s", group, TOK_NAMES[i]);
-            continue;
-        }
-        int64_t sh[1] = {t->n};
-        if (i == 5) {
-            int32_t *v = mallocCheck(sizeof(int32_t) * t->n);
-            for (long j = 0; j < t->n; j++) v[j] = (int32_t)t->x[j];
-            art_writer_tensor(w, TOK_NAMES[i], ART_I32, 1, sh, v);
-            free(v);
-        } else {
-            int64_t *v = mallocCheck(sizeof(int64_t) * t->n);
-            for (long j = 0; j < t->n; j++) v[j] = (int64_t)t->x[j] + (i == 0 ? vocab_shift : 0);
-            art_writer_tensor(w, TOK_NAMES[i], ART_I64, 1, sh, v);
-            free(v);
-        }
-    }
-    CHECK(art_writer_close(w) == 0, "%s", mc_error());
+    int rc = in && ch && io && co && ex && lb && w ? 0 : -1;
+    if (!rc) rc = art_writer_ragged(w, "input_ids", ART_I32, in, n_in, "input_offsets", io, n_io - 1);
+    if (!rc) rc = art_writer_ragged(w, "choice_ids", ART_I32, ch, n_ch, "choice_offsets", co, n_co - 1);
+    if (!rc) rc = art_writer_rows(w, ex, lb, n_lb);
+    CHECK(rc == 0 && art_writer_close(w) == 0, "%s: %s", file, mc_error());
+    free(in), free(ch), free(io), free(co), free(ex), free(lb);
 }
 
 #define PP "--pretrained pp_pre.msgpack --models pp0.msgpack,pp1.msgpack,pp2.msgpack"

@@ -37,16 +37,7 @@ def main(micro_path, out_path):
     put = fx.put
 
     # 7 examples, 2-4 choices of 1-5 tokens, inputs of 3-19 tokens
-    inputs, choices, ex_choices, labels = [], [], [0], []
-    for i in range(7):
-        n_in = int(torch.randint(3, 20, (1,), generator=gen))
-        inputs.append(torch.randint(3, V, (n_in - 1,), generator=gen).tolist() + [1])
-        nc = int(torch.randint(2, 5, (1,), generator=gen))
-        for _ in range(nc):
-            lc = int(torch.randint(1, 6, (1,), generator=gen))
-            choices.append(torch.randint(3, V, (lc - 1,), generator=gen).tolist() + [1])
-        ex_choices.append(ex_choices[-1] + nc)
-        labels.append(int(torch.randint(0, nc, (1,), generator=gen)))
+    inputs, choices, ex_choices, labels = R.random_task(gen, V, 7, (3, 20), (2, 5), (1, 6), 3)
     fx.put_tokens('', inputs, choices, ex_choices, labels)
     seed = 5
 

@@ -54,18 +54,7 @@ def is_encoder_stream(name):
 def make_tokens(gen):
     """A task: N_EX examples, inputs of 3..8 tokens and 2..3 choices of 1..3
     tokens, each ending in EOS (1); ids in [2, V)."""
-    V = CFG['vocab_size']
-    ins, chs, ex_ch, label = [], [], [0], []
-    for _ in range(N_EX):
-        n = int(torch.randint(3, 9, (1,), generator=gen))
-        ins.append(torch.randint(2, V, (n - 1,), generator=gen).tolist() + [1])
-        k = int(torch.randint(2, 4, (1,), generator=gen))
-        for _ in range(k):
-            m = int(torch.randint(1, 4, (1,), generator=gen))
-            chs.append(torch.randint(2, V, (m - 1,), generator=gen).tolist() + [1])
-        ex_ch.append(ex_ch[-1] + k)
-        label.append(int(torch.randint(0, k, (1,), generator=gen)))
-    return ins, chs, ex_ch, label
+    return t5_ref.random_task(gen, CFG['vocab_size'], N_EX, (3, 9), (2, 4), (1, 4), 2)
 
 
 def layer_grams(P, tok, layer, n_ex):

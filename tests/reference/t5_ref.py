@@ -143,6 +143,24 @@ def rel_bucket(rel, bidirectional, num_buckets, max_distance):
     return buckets + torch.where(small, rel, large)
 
 
+def random_task(gen, V, n_ex, in_len, n_choices, choice_len, lo_id):
+    """A random task: n_ex examples, inputs of in_len = (lo, hi) tokens,
+    n_choices = (lo, hi) choices each of choice_len = (lo, hi) tokens (hi
+    exclusive), ids in [lo_id, V), every sequence ending in EOS (1).
+    Returns (inputs, choices, example_choices, labels)."""
+    inputs, choices, ex_choices, labels = [], [], [0], []
+    for _ in range(n_ex):
+        n = int(torch.randint(in_len[0], in_len[1], (1,), generator=gen))
+        inputs.append(torch.randint(lo_id, V, (n - 1,), generator=gen).tolist() + [1])
+        k = int(torch.randint(n_choices[0], n_choices[1], (1,), generator=gen))
+        for _ in range(k):
+            m = int(torch.randint(choice_len[0], choice_len[1], (1,), generator=gen))
+            choices.append(torch.randint(lo_id, V, (m - 1,), generator=gen).tolist() + [1])
+        ex_choices.append(ex_choices[-1] + k)
+        labels.append(int(torch.randint(0, k, (1,), generator=gen)))
+    return inputs, choices, ex_choices, labels
+
+
 def rmsnorm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 

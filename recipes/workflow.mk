@@ -422,7 +422,9 @@ endif
 WF_METHODS := $(METHOD)
 endif
 ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
-lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(LAMBDA_GRID),1)
+# exp.lambda_grid.METHOD: that method's own grid (a costly method, or one
+# whose λ means something else), else exp.lambda_grid
+lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(or $(call split_list,$(call exp_get,exp.lambda_grid.$(1))),$(LAMBDA_GRID)),1)
 else
 LAMBDA_DEFAULT = $(or $(call exp_get,exp.lambda.$(1)),1)
 lambdas_of = $(call lambda_for,$(1),$(or $(LAMBDA),$(LAMBDA_DEFAULT)))

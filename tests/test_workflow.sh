@@ -195,6 +195,16 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
 rm -f reports/results-wftest.md reports/results-wftest-*
 
+# exp.lambda_grid.METHOD: that method's sweep runs its own grid (here one
+# value off the experiment's grid: only its merges run)
+EXPG=$T/wfgrid.conf
+printf 'include %s\nexp.lambda_grid.regmean_pp = 0.7\n' "$EXPF" > "$EXPG"
+: > "$T/ran"
+if MATS_RUN_LOG=$T/ran MATS_CACHE=$A make --no-print-directory sweep EXP="$EXPG" MODE=full METHOD=regmean_pp > "$T/grid.out" 2>&1; then
+    merges=$(cut -d' ' -f2 "$T/ran" | grep '^merge-full-regmean_pp-l' | sed 's/-s[0-9]*$//' | sort -u | tr '\n' ' ')
+    [ "$merges" = "merge-full-regmean_pp-l0.7 " ] && ok lambda_grid_per_method || fail lambda_grid_per_method "merges run: '$merges'"
+else fail lambda_grid_per_method "$(tail -3 "$T/grid.out")"; fi
+
 # A stage run by hand, without --key, keys itself as the workflow keyed it
 # (lib/key.h): every merge of the report (each method, both modes, the
 # lambda grid), every Gram, and some of each of the Fishers, evals and

@@ -1,4 +1,4 @@
-# recipes/recipe.mk - mergekit-style YAML recipes (DESIGN.md section 10,
+# recipes/recipe.mk - mergekit-style YAML recipes (docs/design.md: recipes,
 # docs/recipes.md):
 #
 #   make merge RECIPE=recipe.yml OUT=DIR

@@ -1,5 +1,5 @@
 /* recipe - mergekit-style YAML recipes over Hugging Face T5 checkpoints
- * (DESIGN.md section 10; docs/recipes.md).
+ * (docs/recipes.md).
  *
  *   recipe RECIPE.yml -o DIR       merge as the recipe says, write DIR as
  *                                  transformers loads it: runs

@@ -664,6 +664,16 @@ static char *stderr_text(void) {
     return (char *)buf;
 }
 
+/* merge ARGS must exit 1 with one line on stderr naming `word`. */
+static void expect_refusal(const char *args, const char *word) {
+    int rc = run_merge(args);
+    char *msg = stderr_text();
+    const char *nl = strchr(msg, '\n');
+    CHECK(rc == 1 && strstr(msg, word) && nl && !nl[1], "merge %s: exit %d, stderr '%s' (want one line naming '%s')",
+          args, rc, msg, word);
+    free(msg);
+}
+
 static art_file *open_out(const char *file) {
     char p[400];
     snprintf(p, sizeof p, "%s/%s", dir, file);
@@ -999,12 +1009,7 @@ static void test_bad_inputs(void) {
         {"--method wudi --iterations -3 " MODELS " -o x.msgpack", "--iterations"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = run_merge(bad[i].args);
-        char *msg = stderr_text();
-        const char *nl = msg ? strchr(msg, '\n') : NULL;
-        CHECK(rc == 1 && msg && strstr(msg, bad[i].word) && nl && !nl[1], "merge %s: exit %d, stderr '%s' (want one line naming '%s')",
-              bad[i].args, rc, msg ? msg : "", bad[i].word);
-        free(msg);
+        expect_refusal(bad[i].args, bad[i].word);
     }
     snprintf(p, sizeof p, "%s/x.msgpack", dir);
     CHECK(access(p, F_OK) != 0, "a failed merge left %s", p);
@@ -1273,12 +1278,7 @@ static void test_regmean_pp(void) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char args[640];
         snprintf(args, sizeof args, "%s -o pp_bad.msgpack", bad[i].args);
-        int rc = run_merge(args);
-        char *msg = stderr_text();
-        const char *nl = strchr(msg, '\n');
-        CHECK(rc == 1 && strstr(msg, bad[i].word) && nl && !nl[1], "merge %s: exit %d, stderr '%s' (want one line naming '%s')",
-              args, rc, msg, bad[i].word);
-        free(msg);
+        expect_refusal(args, bad[i].word);
     }
     snprintf(a, sizeof a, "%s/pp_bad.msgpack", dir);
     CHECK(access(a, F_OK) != 0, "a failed merge left %s", a);

@@ -1,6 +1,8 @@
 /* merge_methods.c - the table of merge methods (merge_methods.h). */
 #include "merge_methods.h"
 
+#include "merge_rules.h"
+
 #include <string.h>
 
 const mm_method mm_methods[] = {
@@ -27,7 +29,7 @@ const mm_method *mm_find(const char *name) {
     return NULL;
 }
 
-int mm_reads(const mm_method *m, mm_opt o) { return (m->options >> o) & 1u; }
+int mm_reads(const mm_method *m, mm_opt o) { return o == MM_OPT_RULES ? m->rules != 0 : (m->options >> o) & 1u; }
 
 int mm_is_cg(const mm_method *m) { return mm_reads(m, MM_OPT_ITERATIONS); }
 

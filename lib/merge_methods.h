@@ -45,7 +45,7 @@ enum { MM_IA3 = 1 << MM_MODE_IA3, MM_FULL = 1 << MM_MODE_FULL };
     X(TOPK_PERCENT, topk_percent) X(DROP_RATE, drop_rate) X(SEED, seed)                                     \
     X(BREADCRUMBS_TOP, breadcrumbs_top) X(BREADCRUMBS_BOTTOM, breadcrumbs_bottom) X(ITERATIONS, iterations) \
     X(INIT, init) X(INIT_LAMBDA, init_lambda) X(CG_TOL, cg_tol) X(PRECONDITION, precondition)              \
-    X(COMMON_SPACE_FRACTION, common_space_fraction) X(EXAMPLES, examples)
+    X(COMMON_SPACE_FRACTION, common_space_fraction) X(EXAMPLES, examples) X(RULES, rules)
 typedef enum {
 #define MM_OPT_ENUM(e, name) MM_OPT_##e,
     MM_OPTIONS(MM_OPT_ENUM)
@@ -63,7 +63,9 @@ typedef struct {
     mm_run run;
     unsigned modes;           /* MM_IA3 | MM_FULL */
     mm_stat stat[MM_MODES];   /* the statistic needed, by mode */
-    unsigned options;         /* MM_O(...) bits */
+    unsigned options;         /* MM_O(...) bits (never RULES: it follows from .rules) */
+    unsigned rules;           /* the parameters merge --rules may set (MR_P bits of
+                                 merge_rules.h); 0: the method reads no --rules */
     int min_models;           /* it merges at least this many models (0: 1) */
     int max_models;           /* 0 (any number), or min_models (exactly that many) */
     const char *init;         /* CG methods: the start without --init (NULL: average) */

@@ -53,11 +53,12 @@
 #include "t5.h"
 #include "tokens.h"
 #include "val.h"
+#include "merge_rules.h"
 
 #define FISHER_MIN 1e-8f
 
 typedef struct {
-    const char *pretrained, *out, *init, *key, *precond;
+    const char *pretrained, *out, *init, *key, *precond, *rules;
     char **models, **fishers, **grams, **data;
     int n, nf, ng, nd;
     double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom, csf;
@@ -66,6 +67,7 @@ typedef struct {
 } opts_t;
 
 static opts_t O; /* the defaults: the option table in main */
+static mr_rules RULES; /* --rules, parsed (merge_rules.h) */
 static const opt_prog *PROG; /* that table, parsed */
 
 /* The method: its row of lib/merge_methods.def, and the statistic it needs
@@ -431,8 +433,126 @@ static float *load_pre(const art_tensor *t) {
 
 static float *load_model(int i, const char *name) { return load(MODELS[i], art_find(MODELS[i], name)); }
 
+/* ------------------------------------------------------------ --rules */
+
+static void append(char *buf, size_t cap, const char *fmt, const char *a, const char *b);
+static const char *readers(int opt);
+
+/* Model i's (0-based; -1: the model-less rules only) value of p for tensor
+ * `name`: its rule, else the rule for every model, else dflt. */
+static double rule(mr_param p, int i, const char *name, double dflt) {
+    double v;
+    return mr_value(&RULES, p, i + 1, name, &v) ? v : dflt;
+}
+
+/* lambda for tensor `name` */
+static float lambda_of(const char *name) { return (float)rule(MR_LAMBDA, -1, name, O.lambda); }
+
+/* Model i's weight for tensor `name` (1 without a rule). */
+static float weight_of(int i, const char *name) { return (float)rule(MR_WEIGHT, i, name, 1); }
+
+/* Model i's density for tensor `name` when a rule gives one: 1 and *d. */
+static int density_of(int i, const char *name, double *d) {
+    if (!mr_value(&RULES, MR_DENSITY, i + 1, name, d)) return 0;
+    if (!(*d > 0 && *d <= 1)) die("--rules: density %g for model %d, tensor '%s': not in (0, 1]", *d, i + 1, name);
+    return 1;
+}
+
+/* Breadcrumbs' top and bottom percentages for model i and tensor `name`:
+ * the options, or mergekit's density and gamma of a rule (keep density,
+ * drop the top gamma). */
+static void crumbs_of(int i, const char *name, double *top, double *bottom) {
+    double d, g;
+    int has_d = density_of(i, name, &d), has_g = mr_value(&RULES, MR_GAMMA, i + 1, name, &g);
+    *top = O.bc_top, *bottom = O.bc_bottom;
+    if (!has_d && !has_g) return;
+    if (!has_d) d = 1 - (O.bc_top + O.bc_bottom) / 100;
+    if (!has_g) g = O.bc_top / 100;
+    if (!(g >= 0 && d + g <= 1))
+        die("--rules: gamma %g and density %g for model %d, tensor '%s': gamma >= 0 and density + gamma <= 1", g, d,
+            i + 1, name);
+    *top = 100 * g, *bottom = 100 * (1 - d - g);
+}
+
+/* slerp's t for tensor `name` */
+static double slerp_t(const char *name) {
+    double t = rule(MR_LAMBDA, -1, name, O.lambda);
+    if (!(t >= 0 && t <= 1)) die("--rules: lambda %g for tensor '%s' is not in [0, 1]: slerp's t", t, name);
+    return t;
+}
+
+/* Parse and check --rules against the method (before any input is read). */
+static void check_rules(void) {
+    if (!opts_given(PROG, "--rules")) return;
+    if (!mm_reads(METHOD, MM_OPT_RULES)) die("--rules applies to --method %s only", readers(MM_OPT_RULES));
+    if (mr_parse(O.rules, O.n, &RULES) < 0) die("%s", mc_error());
+    for (int i = 0; i < RULES.n; i++) {
+        mr_param p = RULES.r[i].param;
+        if (METHOD->rules & MR_P(p)) continue;
+        char takes[64] = "";
+        for (int k = 0; k < MR_NPARAMS; k++)
+            if (METHOD->rules & MR_P(k)) append(takes, sizeof takes, "%s%s", *takes ? ", " : "", mr_param_names[k]);
+        die("--rules %s: --method %s takes no %s rules (it takes: %s)", mr_param_names[p], METHOD->name,
+            mr_param_names[p], takes);
+    }
+    if (!strcmp(METHOD->name, "ties") && mr_has(&RULES, MR_DENSITY, 1))
+        die("--rules density: ties keeps the top density of each whole task vector (one threshold per model): "
+            "give each model one value, without a filter or gradient (dare_ties and breadcrumbs take them per tensor)");
+}
+
+/* Place the models' tensors for the gradients, and evaluate every rule on
+ * every tensor once, so that a value out of range stops the run before it
+ * starts. */
+static void place_rules(void) {
+    if (!RULES.n) return;
+    const art_file *m0 = MODELS[0];
+    const char **names = mallocCheck(sizeof(char *) * (m0->n_tensors + 1));
+    for (size_t j = 0; j < m0->n_tensors; j++) names[j] = m0->tensors[j].name;
+    mr_set_layers(&RULES, names, (int)m0->n_tensors);
+    free(names);
+    int normalizes = !strcmp(METHOD->name, "average") || !strcmp(METHOD->name, "fisher");
+    for (size_t j = 0; j < m0->n_tensors; j++) {
+        const char *name = m0->tensors[j].name;
+        double ws = 0, d, top, bottom;
+        for (int i = 0; i < O.n; i++) {
+            ws += weight_of(i, name);
+            density_of(i, name, &d);
+            crumbs_of(i, name, &top, &bottom);
+        }
+        if (normalizes && ws == 0)
+            die("--rules: the weights of tensor '%s' sum to 0: their weighted mean is undefined", name);
+        if (METHOD->unit_lambda) slerp_t(name);
+    }
+}
+
+/* The weighted mean sum_i w_i theta_i / sum_i w_i of tensor t. */
+static float *weighted_mean(const art_tensor *t, const float *w) {
+    long n = t->numel;
+    double ws = 0;
+    for (int i = 0; i < O.n; i++) ws += w[i];
+    if (ws == 0) die("--rules: the weights of tensor '%s' sum to 0: their weighted mean is undefined", t->name);
+    float *acc = callocCheck((size_t)n, sizeof(float));
+    for (int i = 0; i < O.n; i++) {
+        float *x = load_model(i, t->name);
+        for (long j = 0; j < n; j++) acc[j] += w[i] * x[j];
+        free(x);
+    }
+    float s = (float)ws;
+    for (long j = 0; j < n; j++) acc[j] /= s;
+    return acc;
+}
+
+/* The mean of the models (weighted where --rules weights differ). */
 static float *mean_of_models(const art_tensor *t) {
     long n = t->numel;
+    if (RULES.n) {
+        float *w = mallocCheck(sizeof(float) * (size_t)O.n);
+        int same = 1;
+        for (int i = 0; i < O.n; i++) w[i] = weight_of(i, t->name), same &= w[i] == w[0];
+        float *r = same ? NULL : weighted_mean(t, w);
+        free(w);
+        if (r) return r;
+    }
     float *acc = callocCheck((size_t)n, sizeof(float));
     for (int i = 0; i < O.n; i++) {
         float *x = load_model(i, t->name);
@@ -459,13 +579,14 @@ static float *sparse_tv(int i, const art_tensor *t, const float *pre, sparsify_f
     return x;
 }
 
-/* sum_i sp(tau_i) for tensor t (caller frees). */
+/* sum_i w_i sp(tau_i) for tensor t, w_i the weights (caller frees). */
 static float *sparse_sum(const art_tensor *t, const float *pre, sparsify_fn sp) {
     long n = t->numel;
     float *sum = callocCheck((size_t)n, sizeof(float));
     for (int i = 0; i < O.n; i++) {
         float *x = sparse_tv(i, t, pre, sp);
-        for (long e = 0; e < n; e++) sum[e] += x[e];
+        float w = weight_of(i, t->name);
+        for (long e = 0; e < n; e++) sum[e] += w * x[e];
         free(x);
     }
     return sum;
@@ -491,18 +612,21 @@ static void sp_ties(int i, const art_tensor *t, float *x) {
         if (mrg_absbits(x[j]) < tb) x[j] = 0;
 }
 
-/* DARE: drop each entry with probability --drop-rate, rescale the rest */
+/* DARE: drop each entry with probability --drop-rate (1 - a density rule),
+ * rescale the rest */
 static void sp_dare(int i, const art_tensor *t, float *x) {
     uint64_t st = mrg_dare_stream(O.seed, (uint64_t)i, mrg_hash_name(t->name));
-    float sc = (float)(1.0 / (1.0 - O.drop_rate));
-    for (long j = 0; j < t->numel; j++) x[j] = mrg_dare_keep_at(st, (uint64_t)j, O.drop_rate) ? x[j] * sc : 0.0f;
+    double d, p = density_of(i, t->name, &d) ? 1 - d : O.drop_rate;
+    float sc = (float)(1.0 / (1.0 - p));
+    for (long j = 0; j < t->numel; j++) x[j] = mrg_dare_keep_at(st, (uint64_t)j, p) ? x[j] * sc : 0.0f;
 }
 
 /* breadcrumbs: drop the top and bottom magnitudes of the tensor */
 static void sp_breadcrumbs(int i, const art_tensor *t, float *x) {
-    (void)i;
+    double top, bottom;
+    crumbs_of(i, t->name, &top, &bottom);
     float *work = mallocCheck(sizeof(float) * (size_t)t->numel);
-    mrg_breadcrumbs(x, t->numel, O.bc_top, O.bc_bottom, work);
+    mrg_breadcrumbs(x, t->numel, top, bottom, work);
     free(work);
 }
 
@@ -539,6 +663,7 @@ static mc_val *base_meta(void) {
         if (!mm_reads(METHOD, (mm_opt)o)) continue;
         /* --init-lambda is the lambda of --init task_arithmetic only */
         if (o == MM_OPT_INIT_LAMBDA && strcmp(O.init, "task_arithmetic")) continue;
+        if (o == MM_OPT_RULES && !RULES.n) continue;
         meta_option(m, mm_option_names[o], option_row(mm_option_names[o]));
     }
     if (STAT == MM_STAT_FISHER_DIAG) val_set_float(m, "fisher_min", FISHER_MIN);
@@ -652,7 +777,7 @@ static float *task_sum(const art_tensor *t, sparsify_fn sp) {
     long n = t->numel;
     float *pre = load_pre(t);
     float *sum = sparse_sum(t, pre, sp);
-    float lam = (float)O.lambda;
+    float lam = lambda_of(t->name);
     for (long e = 0; e < n; e++) pre[e] = pre[e] + lam * sum[e];
     free(sum);
     return pre;
@@ -672,12 +797,16 @@ static float *ties_thresholds(void) {
     float *thr = mallocCheck(sizeof(float) * O.n);
     mrg_select *sel = mallocCheck(sizeof(mrg_select) * O.n);
     for (int i = 0; i < O.n; i++) mrg_select_init(&sel[i]);
-    uint64_t d = 0;
+    uint64_t d = 0, *rank = mallocCheck(sizeof(uint64_t) * O.n), any = 0;
     for (size_t j = 0; j < m0->n_tensors; j++) d += (uint64_t)m0->tensors[j].numel;
-    uint64_t rank = mrg_ties_rank(d, O.topk);
-    if (rank == 0) {
+    for (int i = 0; i < O.n; i++) { /* --topk-percent, or the model's density rule */
+        double de, topk = density_of(i, "", &de) ? 100 * de : O.topk;
+        rank[i] = mrg_ties_rank(d, topk);
+        any |= rank[i];
+    }
+    if (!any) {
         for (int i = 0; i < O.n; i++) thr[i] = -1;
-        free(sel);
+        free(sel), free(rank);
         return thr;
     }
     for (int pass = 1; pass <= 2; pass++) {
@@ -697,14 +826,15 @@ static float *ties_thresholds(void) {
             progress_update(&pr, (int64_t)j + 1, NULL);
         }
         progress_finish(&pr, NULL);
-        for (int i = 0; i < O.n; i++) mrg_select_next(&sel[i], rank);
+        for (int i = 0; i < O.n; i++)
+            if (rank[i]) mrg_select_next(&sel[i], rank[i]);
     }
-    for (int i = 0; i < O.n; i++) thr[i] = sel[i].value;
-    free(sel);
+    for (int i = 0; i < O.n; i++) thr[i] = rank[i] ? sel[i].value : -1;
+    free(sel), free(rank);
     return thr;
 }
 
-/* Elect the sign of every parameter, sign(sum_i sp(tau_i)) (zeros left 0),
+/* Elect the sign of every parameter, sign(sum_i w_i sp(tau_i)) (zeros left 0),
  * into TIES.signs, and the majority sign for the elected zeros. */
 static void elect_signs(mc_val *meta, sparsify_fn sp) {
     const art_file *m0 = MODELS[0];
@@ -735,7 +865,7 @@ static void elect_signs(mc_val *meta, sparsify_fn sp) {
 }
 
 /* The disjoint mean of the entries of sp(tau_i) that agree with the elected
- * sign; pre + lambda * that. A sign of 0 (all signs tied, majority tied)
+ * sign, weighted (sum w_i x_i / sum w_i over them); pre + lambda * that. A sign of 0 (all signs tied, majority tied)
  * selects negatives, as torch.where(sign > 0, x > 0, x < 0) does. */
 static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
     long n = t->numel;
@@ -746,19 +876,19 @@ static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
         acc[e] = sg ? (float)sg : (float)TIES.majority;
     }
     TIES.off += (size_t)n;
-    float *sum = callocCheck((size_t)n, sizeof(float));
-    uint16_t *cnt = callocCheck((size_t)n, sizeof(uint16_t));
+    float *sum = callocCheck((size_t)n, sizeof(float)), *ws = callocCheck((size_t)n, sizeof(float));
     for (int i = 0; i < O.n; i++) {
         float *x = sparse_tv(i, t, pre, sp);
+        float w = weight_of(i, t->name);
         for (long e = 0; e < n; e++) {
             int keep = acc[e] > 0 ? x[e] > 0 : x[e] < 0;
-            if (keep) sum[e] += x[e], cnt[e]++;
+            if (keep) sum[e] += w * x[e], ws[e] += w;
         }
         free(x);
     }
-    float lam = (float)O.lambda;
-    for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * (sum[e] / (cnt[e] ? cnt[e] : 1));
-    free(cnt);
+    float lam = lambda_of(t->name);
+    for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * (sum[e] / (ws[e] != 0 ? ws[e] : 1));
+    free(ws);
     free(sum);
     free(pre);
     return acc;
@@ -782,8 +912,9 @@ static void fisher_sums(const art_tensor *t, float *f_sum, float *ftheta_sum) {
     for (int i = 0; i < O.n; i++) {
         float *x = load_model(i, t->name);
         float *f = load(FISH[i], art_find(FISH[i], t->name));
+        float w = weight_of(i, t->name);
         for (long e = 0; e < n; e++) {
-            float fi = f[e] < FISHER_MIN ? FISHER_MIN : f[e];
+            float fi = w * (f[e] < FISHER_MIN ? FISHER_MIN : f[e]);
             ftheta_sum[e] += fi * x[e];
             f_sum[e] += fi;
         }
@@ -1119,7 +1250,7 @@ static float *svd_method_tensor(const art_tensor *t, svd_method_fn fn) {
             for (long e = 0; e < n; e++) merged[e] += tau[i][e] / O.n;
     }
     free_vectors(tau);
-    float lam = (float)O.lambda;
+    float lam = lambda_of(t->name);
     for (long e = 0; e < n; e++) pre[e] += lam * merged[e];
     free(merged);
     return pre;
@@ -1153,7 +1284,7 @@ static const kernel k_model_stock = {NULL, model_stock_tensor};
 /* ---- slerp: model 0 to model 1 at t = lambda */
 static float *slerp_tensor(const art_tensor *t) {
     float *a = load_model(0, t->name), *b = load_model(1, t->name);
-    mrg_slerp(t->numel, O.lambda, a, b, a);
+    mrg_slerp(t->numel, slerp_t(t->name), a, b, a);
     free(b);
     return a;
 }
@@ -1445,6 +1576,9 @@ int main(int argc, char **argv) {
         {.name = "--examples", .kind = OPT_INT, .dst = &O.examples, .arg = "N", .lo = 1, .hi = 1e12, .def = "256",
          .key = "merge.examples",
          .help = help_of("the first N examples of each --data set measure the Grams", MM_OPT_EXAMPLES)},
+        {.name = "--rules", .kind = OPT_STR, .dst = &O.rules, .arg = "R[/R...]", .key = "merge.rules",
+         .help = help_of("per-model and per-tensor values, mergekit's weights, layer gradients and filters: "
+                         "R = PARAM[.MODEL][@FILTER]:V[,V...] (docs/merging.md)", MM_OPT_RULES)},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
          .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
@@ -1473,6 +1607,7 @@ int main(int argc, char **argv) {
         die("--lambda %g is not in [0, 1]: it is the interpolation t of --method %s", O.lambda, METHOD->name);
     /* a CG method's own start when --init is not given (wudi: task_arithmetic) */
     if (mm_reads(METHOD, MM_OPT_INIT) && METHOD->init && !opts_given(PROG, "--init")) O.init = METHOD->init;
+    check_rules();
     O.fishers = fishers.v, O.nf = fishers.n;
     O.grams = grams.v, O.ng = grams.n;
     O.data = data.v, O.nd = data.n;
@@ -1504,6 +1639,7 @@ int main(int argc, char **argv) {
     if (needs_gram()) GRAM = open_stats("--gram", O.grams, O.ng);
     if (needs_data()) DATA = open_data();
     check_inputs();
+    place_rules();
     if (!O.allow_mismatch) check_provenance();
     check_statistics();
     char key[33];

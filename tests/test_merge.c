@@ -647,7 +647,7 @@ static void write_group(const char *file, const char *group, const char *kind, c
 /* Run build/bin/merge with args (paths relative to dir); returns exit status
  * and leaves stderr in dir/stderr.txt. */
 static int run_merge(const char *args) {
-    char cmd[2048];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "cd %s && %s/build/bin/merge %s 2>stderr.txt >/dev/null", dir, root, args);
     int rc = system(cmd);
     return rc == -1 ? -1 : WEXITSTATUS(rc);
@@ -710,6 +710,13 @@ static void compare(const char *file, const char *expect, double rtol, double at
 #define IA3S "--pretrained pre.msgpack --models i0.msgpack,i1.msgpack,i2.msgpack"
 #define CGX "--iterations 3000 --cg-tol 1e-9"
 
+/* write_group of group gfmt % i to file ffmt % i, unscaled */
+static void write_nth(const char *gfmt, const char *ffmt, int i, const char *kind, const char *key, const char *base) {
+    char f[64], g[64];
+    snprintf(g, sizeof g, gfmt, i), snprintf(f, sizeof f, ffmt, i);
+    write_group(f, g, kind, key, base, 1, NULL, -1);
+}
+
 static void setup_artifacts(void) {
     write_group("pre.msgpack", "pre", "model", PRE_KEY, NULL, 1, NULL, -1);
     const char *keys[3] = {"11111111111111111111111111111111", "22222222222222222222222222222222",
@@ -724,12 +731,9 @@ static void setup_artifacts(void) {
         write_group(f, g, "gram", "", NULL, 1e-12f, NULL, -1);
         snprintf(f, sizeof f, "gz%d.msgpack", i);
         write_group(f, g, "gram", "", NULL, 1, "encoder.block.0.layer.0.SelfAttention.q.input_gram", 1);
-        snprintf(g, sizeof g, "fisher.%d", i), snprintf(f, sizeof f, "f%d.msgpack", i);
-        write_group(f, g, "fisher_diag", "", NULL, 1, NULL, -1);
-        snprintf(g, sizeof g, "ia3.%d", i), snprintf(f, sizeof f, "i%d.msgpack", i);
-        write_group(f, g, "ia3", keys[i], PRE_KEY, 1, NULL, -1);
-        snprintf(g, sizeof g, "fblock.%d", i), snprintf(f, sizeof f, "fb%d.msgpack", i);
-        write_group(f, g, "fisher_block", "", NULL, 1, NULL, -1);
+        write_nth("fisher.%d", "f%d.msgpack", i, "fisher_diag", "", NULL);
+        write_nth("ia3.%d", "i%d.msgpack", i, "ia3", keys[i], PRE_KEY);
+        write_nth("fblock.%d", "fb%d.msgpack", i, "fisher_block", "", NULL);
     }
 }
 
@@ -1284,6 +1288,99 @@ static void test_regmean_pp(void) {
     CHECK(access(a, F_OK) != 0, "a failed merge left %s", a);
 }
 
+
+/* ------------------------------------------------------------ --rules
+ * (tests/reference/merge_rules_fixture.txt, merge_ref_rules.py): per-model
+ * weights, layer gradients and filters against the reference, and the
+ * refusals. */
+
+#define RULES_MODELS "--pretrained rpre.msgpack --models r0.msgpack,r1.msgpack,r2.msgpack"
+
+static void test_rules(void) {
+    const char *keys[3] = {"77777777777777777777777777777777", "88888888888888888888888888888888",
+                           "99999999999999999999999999999999"};
+    write_group("rpre.msgpack", "rules.pre", "model", PRE_KEY, NULL, 1, NULL, -1);
+    for (int i = 0; i < 3; i++) {
+        write_nth("rules.model.%d", "r%d.msgpack", i, "model", keys[i], NULL);
+        write_nth("rules.fisher.%d", "rf%d.msgpack", i, "fisher_diag", "", NULL);
+    }
+    FILE *f = fopen("tests/reference/merge_rules_fixture.txt", "r");
+    CHECK(f != NULL, "cannot read tests/reference/merge_rules_fixture.txt");
+    if (!f) return;
+    char line[1024];
+    int cases = 0;
+    while (fgets(line, sizeof line, f)) {
+        char method[64], rules[512];
+        int used = 0;
+        if (sscanf(line, "# case %63s %511s %n", method, rules, &used) != 2) continue;
+        char *flags = line + used;
+        flags[strcspn(flags, "\n")] = 0;
+        char args[2048], out[96], expect[96];
+        snprintf(out, sizeof out, "rules_%s.msgpack", method);
+        snprintf(expect, sizeof expect, "rules.expect.%s", method);
+        int two = !strcmp(method, "slerp");
+        snprintf(args, sizeof args, "--method %s --rules %s %s %s %s -o %s", method, rules, flags,
+                 two ? "--pretrained rpre.msgpack --models r0.msgpack,r1.msgpack" : RULES_MODELS,
+                 !strcmp(method, "fisher") ? "--fisher rf0.msgpack,rf1.msgpack,rf2.msgpack" : "", out);
+        CHECK(run_merge(args) == 0, "merge %s failed: %s", args, stderr_text());
+        compare(out, expect, 1e-5, 1e-6);
+        /* the rules are in the meta as given */
+        art_file *a = open_out(out);
+        if (a) CHECK(!strcmp(val_get_str(a->meta, "rules", ""), rules), "%s: meta.rules", method);
+        art_close(a);
+        cases++;
+    }
+    fclose(f);
+    CHECK(cases == 9, "the fixture has %d cases, want 9", cases);
+
+    /* without --rules nothing changes: the same bytes as equal weights of 1 */
+    CHECK(run_merge("--method task_arithmetic --lambda 0.7 " RULES_MODELS " -o rta0.msgpack") == 0, "ta");
+    CHECK(run_merge("--method task_arithmetic --lambda 0.7 --rules weight:1 " RULES_MODELS " -o rta1.msgpack") == 0,
+          "ta weight 1");
+    art_file *a = open_out("rta0.msgpack"), *b = open_out("rta1.msgpack");
+    if (a && b)
+        for (size_t j = 0; j < a->n_tensors; j++) {
+            float *x = art_tensor_f32(&a->tensors[j]), *y = art_tensor_f32(&b->tensors[j]);
+            CHECK(!memcmp(x, y, sizeof(float) * (size_t)a->tensors[j].numel), "weight 1 changed %s",
+                  a->tensors[j].name);
+            free(x), free(y);
+        }
+    art_close(a), art_close(b);
+
+    /* refusals, one line each */
+    static const struct {
+        const char *args, *word;
+    } BAD[] = {
+        {"--method regmean --rules weight.1:2", "--rules"},
+        {"--method task_arithmetic --rules gamma:0.1", "gamma"},
+        {"--method task_arithmetic --rules weight.4:1", "1 to 3"},
+        {"--method task_arithmetic --rules lambda.2:1", "lambda"},
+        {"--method task_arithmetic --rules weight:x", "not a finite number"},
+        {"--method task_arithmetic --rules weight:1,", "not a finite number"},
+        {"--method task_arithmetic --rules weight", "no ':'"},
+        {"--method task_arithmetic --rules scale:1", "not a parameter"},
+        {"--method task_arithmetic --rules weight:1//lambda:1", "empty rule"},
+        {"--method task_arithmetic --rules weight@:1", "empty filter"},
+        {"--method task_arithmetic --rules weight@q*:1", "filter"},
+        {"--method ties --rules density.1@q:0.5", "one threshold per model"},
+        {"--method ties --rules density:0.2,0.5", "one threshold per model"},
+        {"--method dare_linear --rules density:1.5", "not in (0, 1]"},
+        {"--method average --rules weight.1:1/weight.2:-1/weight.3:0", "sum to 0"},
+        {"--method task_arithmetic --rules weight:1 --rules weight:2", "--rules"},
+    };
+    for (size_t k = 0; k < sizeof BAD / sizeof BAD[0]; k++) {
+        char args[600];
+        snprintf(args, sizeof args, "%s %s%s -o rbad.msgpack", BAD[k].args, RULES_MODELS,
+                 strstr(BAD[k].args, "regmean") ? " --gram rf0.msgpack,rf1.msgpack,rf2.msgpack" : "");
+        expect_refusal(args, BAD[k].word);
+        char p[400];
+        snprintf(p, sizeof p, "%s/rbad.msgpack", dir);
+        CHECK(access(p, F_OK) != 0, "a refused merge left %s", p);
+    }
+    CHECK(run_merge("--method slerp --rules lambda@encoder:0,2 --pretrained rpre.msgpack "
+                    "--models r0.msgpack,r1.msgpack -o rbad.msgpack") == 1, "slerp t 2 accepted");
+}
+
 int main(void) {
     t_tmpdir(dir, sizeof dir, "test_merge");
     if (!getcwd(root, sizeof root)) die("getcwd failed");
@@ -1321,6 +1418,10 @@ int main(void) {
         printf("FAIL cannot read tests/reference/merge_pp_fixture.txt (run from the repository root)\n");
         return 1;
     }
+    if (load_fixture("tests/reference/merge_rules_fixture.txt") < 0) {
+        printf("FAIL cannot read tests/reference/merge_rules_fixture.txt (run from the repository root)\n");
+        return 1;
+    }
     setup_artifacts();
     setup_tv_artifacts();
     RUN(test_closed_forms);
@@ -1335,6 +1436,7 @@ int main(void) {
     RUN(test_tv_methods);
     RUN(test_tv_edges);
     RUN(test_regmean_pp);
+    RUN(test_rules);
     if (t_fail) return t_done(); /* the files stay for a look */
     return t_done_rm(dir);
 }

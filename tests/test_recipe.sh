@@ -7,9 +7,11 @@
 #   - mats: the exported checkpoint, imported again, evaluates with the
 #     merged artifact's scores;
 #   - a second run runs no stage; `recipe RECIPE -o DIR` does the same as make;
-#   - what a recipe may not say (unknown keys and methods, layer gradients,
-#     unequal weights, missing data, an output that holds an input, malformed
-#     YAML) is one line naming the key, a non-zero exit, and no output.
+#   - weights that differ, layer gradients and filters become merge.rules;
+#   - what a recipe may not say (unknown keys and methods, a gradient where a
+#     method takes one value, unequal weights for a method without weights,
+#     missing data, an output that holds an input, malformed YAML) is one
+#     line naming the key, a non-zero exit, and no output.
 set -u
 cd "$(dirname "$0")/.."
 T=$(mktemp -d /tmp/mats-recipe.XXXXXX); trap 'rm -rf "$T"' EXIT
@@ -66,6 +68,15 @@ else
     echo "skip recipe_export_loads: python3-torch not installed (scripts/install-deps.sh --reference)"
 fi
 
+# layer gradients, filters and per-model weights: the recipe's settings as
+# merge.rules, in the recipe's order (lib/merge_rules.h), and the merged
+# artifact made with them
+want='weight.1@SelfAttention:0.2,0.8/weight.1:0.6/weight.2:0.4/lambda:1.0,0.5'
+got=$(sed -n 's/^merge.rules = //p' "$MATS_CACHE/recipes/recipe-layer_gradient.conf" 2>/dev/null)
+m=$(merged_of "$T/log-layer_gradient")
+if [ "$got" = "$want" ] && [ -n "$m" ] && $ART show "$m" 2>/dev/null | grep -qF "$want"; then ok recipe_layer_gradient_rules
+else fail recipe_layer_gradient_rules "merge.rules '$got', want '$want'; merged ${m:-?}"; fi
+
 # warm: nothing runs again
 : > "$T/ran"
 if MATS_RUN_LOG=$T/ran make --no-print-directory merge RECIPE=configs/recipes/mats.yml OUT="$T/out-mats" > "$T/log2" 2>&1 &&
@@ -97,9 +108,13 @@ bad() { # NAME EXPECTED-TEXT: the recipe on stdin
 printf '%s\nslices: []\n' "$base" | bad top_key "$T/top_key.yml:10: slices: not a key mats-c reads here"
 sed 's/      data: tests\/fixtures\/hf\/tasks\/b.jsonl/      densty: 0.5\n&/' <<<"$base" | bad model_key "models[1].parameters.densty: not a key"
 sed 's/merge_method: ties/merge_method: della/' <<<"$base" | bad method "merge_method = della: not a method mats-c runs"
-printf '%s\nparameters:\n  lambda: [0.2, 0.5, 1.0]\n' "$base" | bad gradient "parameters.lambda: a list of values (a layer gradient"
-printf '%s\nparameters:\n  lambda:\n    - filter: SelfAttention\n      value: 0.5\n    - value: 1\n' "$base" | bad filter "parameters.lambda: a list of values"
-printf '%s\n' "$base" | sed '5a\      weight: 0.3' | bad weights "models[1].parameters.weight = 1 (the default) but an earlier model has 0.3: mats-c merges with equal weights"
+printf '%s\nparameters:\n  density: [0.2, 0.5]\n' "$base" | bad ties_gradient "parameters.density: ties keeps the top density of each whole task vector"
+sed 's/merge_method: ties/merge_method: regmean/' <<<"$base" | sed '5a\      weight: 0.3' | bad weights "weight: weights that differ between models, or a gradient or filter list: regmean merges with equal weights"
+sed 's/merge_method: ties/merge_method: mats/' <<<"$base" | sed '$a\parameters:\n  lambda: [0.2, 1]' | bad mats_gradient "parameters.lambda: a gradient or filter list: mats takes one value"
+printf '%s\nparameters:\n  seed: [1, 2]\n' "$(sed 's/merge_method: ties/merge_method: dare_ties/' <<<"$base")" | bad option_gradient "parameters.seed: a list of values (a layer gradient or filter entries) is taken by weight, density, gamma, lambda and t only"
+printf '%s\nparameters:\n  lambda:\n    - filter: "q*"\n      value: 0.5\n' "$base" | bad filter "filter q*: a part of a tensor name"
+printf '%s\nparameters:\n  lambda:\n    - filter: q\n      value: [0.5, x]\n' "$base" | bad gradient_value "parameters.lambda = x: not a number"
+printf '%s\nparameters:\n  lambda:\n    - filter: q\n      vale: 0.5\n' "$base" | bad filter_key "lambda.vale: not a key"
 head -n 6 <<<"$base" | sed '$a\  - model: tests/fixtures/hf/tiny-task-b' | bad no_data "models[1].parameters.data missing"
 printf '%s\nmodels: []\n' "merge_method: ties" | bad no_models "models must be a non-empty list"
 printf '%s\nmerge_method: ties\n' "$base" | bad twice "merge_method: given twice"

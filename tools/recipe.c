@@ -24,9 +24,9 @@
  *   models:                   a list of
  *     - model: DIR            a checkpoint directory, or a PEFT IA3 adapter
  *       parameters:           (all models full fine-tunes or all adapters)
- *         weight: W           the same for every model (mats-c merges with
- *                             equal weights; task_arithmetic and dare_linear
- *                             scale the task vectors by it)
+ *         weight: W           task_arithmetic, dare_linear, breadcrumbs scale
+ *                             the task vectors by it; linear, ties, dare_ties
+ *                             take the weighted mean; fisher weighs the Fishers
  *         density: D          ties: keep the top D of each task vector;
  *                             dare_*: keep D (drop 1 - D); breadcrumbs: keep D
  *         gamma: G            breadcrumbs: drop the top G
@@ -44,9 +44,11 @@
  *
  * A models entry equal to base_model is skipped, as mergekit does, except
  * for linear and slerp (slerp goes from base_model, t = 0, to the other).
- * Anything else, and a list of values (a layer gradient or a filter list)
- * where one number is expected, is a one-line error naming the key and its
- * line. Relative paths are relative to RECIPE_CWD (default: the current
+ * weight, density, gamma, lambda and t may also be a layer gradient (a list
+ * of numbers) or a list of filter: / value: entries, as mergekit's; with
+ * weights that differ they become merge.rules (add_rules). Anything else,
+ * and a list where one number is read, is a one-line error naming the key
+ * and its line. Relative paths are relative to RECIPE_CWD (default: the current
  * directory), the directory a user ran the merge from.
  */
 #include <ctype.h>
@@ -193,19 +195,103 @@ static const char *get_str(const yaml_node_t *map, const char *key, const char *
     return s;
 }
 
-/* A number, or NAN when absent. A list (a layer gradient) or a list of
- * filter entries is refused: the merge stage takes one value per run. */
+static double num_of(const yaml_node_t *v, const char *where, const char *key) {
+    const char *s = scalar(v);
+    char *end;
+    double x = s ? strtod(s, &end) : NAN;
+    if (!s || !*s || *end || !isfinite(x)) fail_at(v, "%s.%s = %s: not a number", where, key, s ? s : "(not a scalar)");
+    return x;
+}
+
+/* A number, or NAN when absent. A list (a layer gradient or filter entries)
+ * is refused: only weight, density, gamma, lambda and t take one
+ * (add_rules). */
 static double get_num(const yaml_node_t *map, const char *key, const char *where) {
     const yaml_node_t *v = get(map, key);
     if (!v) return NAN;
     if (v->type == YAML_SEQUENCE_NODE)
-        fail_at(v, "%s.%s: a list of values (a layer gradient or filter entries) is not supported: mats-c merges "
-                   "every tensor with one value; give one number", where, key);
-    const char *s = scalar(v);
-    char *end;
-    double x = s ? strtod(s, &end) : NAN;
-    if (!s || !*s || *end || !isfinite(x)) fail_at(v, "%s.%s = %s: not a number", where, key, s ? s : "(a map)");
-    return x;
+        fail_at(v, "%s.%s: a list of values (a layer gradient or filter entries) is taken by weight, density, gamma, "
+                   "lambda and t only; give one number", where, key);
+    return num_of(v, where, key);
+}
+
+static int is_list(const yaml_node_t *v) { return v && v->type == YAML_SEQUENCE_NODE; }
+
+/* ------------------------------------------------------------ rules
+ *
+ * Weights that differ, layer gradients and filters go to the merge stage
+ * as merge.rules (merge --rules, lib/merge_rules.h): one rule
+ * PARAM[.MODEL][@FILTER]:V[,V...] per value or filter entry, in the
+ * recipe's order, joined by '/'. */
+
+static char *RULES_BUF;
+static size_t RULES_LEN;
+
+static void rules_add(const char *fmt, ...) MC_PRINTF(1, 2);
+static void rules_add(const char *fmt, ...) {
+    char m[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof m) die("recipe: a rule too long");
+    RULES_BUF = reallocCheck(RULES_BUF, RULES_LEN + (size_t)n + 2);
+    if (RULES_LEN) RULES_BUF[RULES_LEN++] = '/';
+    memcpy(RULES_BUF + RULES_LEN, m, (size_t)n + 1);
+    RULES_LEN += (size_t)n;
+}
+
+/* One value of a setting: a number or a gradient (a list of numbers), as
+ * V[,V...] into buf. */
+static void values_of(const yaml_node_t *v, const char *where, const char *key, char *buf, size_t cap) {
+    buf[0] = 0;
+    if (v->type == YAML_SCALAR_NODE) { /* the number as written (strtod took all of it) */
+        num_of(v, where, key);
+        snprintf(buf, cap, "%s", scalar(v));
+        return;
+    }
+    if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.start == v->data.sequence.items.top)
+        fail_at(v, "%s.%s: a number, a list of numbers (a layer gradient) or a list of filter: / value: entries",
+                where, key);
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        size_t n = strlen(buf);
+        if (node(*it)->type != YAML_SCALAR_NODE)
+            fail_at(node(*it), "%s.%s: a gradient is a list of numbers", where, key);
+        num_of(node(*it), where, key);
+        snprintf(buf + n, cap - n, "%s%s", n ? "," : "", scalar(node(*it)));
+    }
+}
+
+/* The rules of one mergekit setting v of `param` (mergekit's name: weight,
+ * density, gamma, lambda; t is slerp's lambda) for model `model`
+ * (1-based; 0: every model): a number, a gradient, or a list of
+ * {filter, value} entries (filter absent or "*": every tensor). */
+static void add_rules(const yaml_node_t *v, const char *param, int model, const char *where, const char *key) {
+    char head[64], vals[400];
+    snprintf(head, sizeof head, "%s", !strcmp(param, "t") ? "lambda" : param);
+    if (model) snprintf(head + strlen(head), sizeof head - strlen(head), ".%d", model);
+    int entries = is_list(v) && v->data.sequence.items.start < v->data.sequence.items.top &&
+                  node(*v->data.sequence.items.start)->type == YAML_MAPPING_NODE;
+    if (!entries) {
+        values_of(v, where, key, vals, sizeof vals);
+        rules_add("%s:%s", head, vals);
+        return;
+    }
+    static const char *const FK[] = {"filter", "value", NULL};
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        const yaml_node_t *e = node(*it);
+        check_keys(e, key, FK, "filter, value");
+        const yaml_node_t *val = get(e, "value");
+        if (!val) fail_at(e, "%s.%s: an entry without value:", where, key);
+        const char *fl = get_str(e, "filter", key);
+        if (fl && !strcmp(fl, "*")) fl = NULL;
+        for (const char *c = fl; c && *c; c++)
+            if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
+                fail_at(get(e, "filter"), "%s.%s: filter %s: a part of a tensor name (letters, digits, '.', '_', "
+                        "'-'), or *", where, key, fl);
+        values_of(val, where, key, vals, sizeof vals);
+        rules_add("%s%s%s:%s", head, fl ? "@" : "", fl ? fl : "", vals);
+    }
 }
 
 static int get_bool(const yaml_node_t *map, const char *key, const char *where, int def) {
@@ -253,6 +339,7 @@ typedef struct {
     const yaml_node_t *at;
     char name[64];
     char *split[3]; /* train validation test */
+    const yaml_node_t *set[3]; /* its own weight, density, gamma settings (NULL: none) */
 } model;
 
 static void shell_assign(FILE *f, const char *k, const char *v) {
@@ -320,6 +407,9 @@ static int translate(const char *conf_out, const char *out_dir) {
     model *mv = callocCheck((size_t)(ms->data.sequence.items.top - ms->data.sequence.items.start) + 1, sizeof *mv);
     double weight = NAN, density = NAN, gamma = NAN;
     const yaml_node_t *weight_at = NULL;
+    /* weights that differ, or any gradient or filter list: merge.rules */
+    static const char *const SET[3] = {"weight", "density", "gamma"};
+    int w_rules = gp && is_list(get(gp, "weight")), d_rules = gp && (is_list(get(gp, "density")) || is_list(get(gp, "gamma")));
     static const char *const MK[] = {"model", "parameters", NULL};
     static const char *const MP[] = {"weight", "density", "gamma", "data", "validation", "test", NULL};
     for (yaml_node_item_t *it = ms->data.sequence.items.start; it < ms->data.sequence.items.top; it++) {
@@ -336,12 +426,16 @@ static int translate(const char *conf_out, const char *out_dir) {
         char *dir = resolve(get(e, "model"), d, what, 1);
         const yaml_node_t *p = get(e, "parameters");
         if (p) check_keys(p, pw, MP, "weight, density, gamma, data, validation, test");
-        /* per-model values, else the global ones */
-        double w = p ? get_num(p, "weight", pw) : NAN, de = p ? get_num(p, "density", pw) : NAN,
-               g = p ? get_num(p, "gamma", pw) : NAN;
-        if (isnan(w) && gp) w = get_num(gp, "weight", "parameters");
-        if (isnan(de) && gp) de = get_num(gp, "density", "parameters");
-        if (isnan(g) && gp) g = get_num(gp, "gamma", "parameters");
+        /* per-model values, else the global ones (lists: rules) */
+        const yaml_node_t *own[3];
+        for (int k = 0; k < 3; k++) own[k] = p ? get(p, SET[k]) : NULL;
+        w_rules |= is_list(own[0]), d_rules |= is_list(own[1]) || is_list(own[2]);
+        double w = own[0] && !is_list(own[0]) ? get_num(p, "weight", pw) : NAN,
+               de = own[1] && !is_list(own[1]) ? get_num(p, "density", pw) : NAN,
+               g = own[2] && !is_list(own[2]) ? get_num(p, "gamma", pw) : NAN;
+        if (isnan(w) && !own[0] && gp && !is_list(get(gp, "weight"))) w = get_num(gp, "weight", "parameters");
+        if (isnan(de) && !own[1] && gp && !is_list(get(gp, "density"))) de = get_num(gp, "density", "parameters");
+        if (isnan(g) && !own[2] && gp && !is_list(get(gp, "gamma"))) g = get_num(gp, "gamma", "parameters");
         int is_base = base && !strcmp(base, dir);
         if (is_base && !(params & P_KEEP_BASE)) { /* mergekit: the base has no task vector */
             free(dir);
@@ -349,21 +443,17 @@ static int translate(const char *conf_out, const char *out_dir) {
         }
         const yaml_node_t *wat = p && get(p, "weight") ? get(p, "weight") : e;
         if (isnan(w)) w = 1;
-        if (!isnan(weight) && w != weight)
-            fail_at(wat, "%s.weight = %g%s but an earlier model has %g: mats-c merges with equal weights", pw, w,
-                    p && get(p, "weight") ? "" : " (the default)", weight);
+        if (!isnan(weight) && w != weight) w_rules = 1;
         weight = w, weight_at = wat;
-        if (!isnan(de) && !(params & (P_DENSITY_TOPK | P_DENSITY_DROP | P_BREADCRUMBS)))
+        if ((!isnan(de) || is_list(own[1])) && !(params & (P_DENSITY_TOPK | P_DENSITY_DROP | P_BREADCRUMBS)))
             fail_at(p && get(p, "density") ? get(p, "density") : gp, "density: %s does not read it", mname);
-        if (!isnan(g) && !(params & P_BREADCRUMBS))
+        if ((!isnan(g) || is_list(own[2])) && !(params & P_BREADCRUMBS))
             fail_at(p && get(p, "gamma") ? get(p, "gamma") : gp, "gamma: %s does not read it", mname);
-        if (!isnan(density) && !isnan(de) && de != density)
-            fail_at(p && get(p, "density") ? get(p, "density") : e, "%s.density = %g but an earlier model has %g: one "
-                    "density for every model", pw, de, density);
-        if (!isnan(gamma) && !isnan(g) && g != gamma)
-            fail_at(p && get(p, "gamma") ? get(p, "gamma") : e, "%s.gamma = %g but an earlier model has %g", pw, g, gamma);
-        if (!isnan(de)) density = de;
-        if (!isnan(g)) gamma = g;
+        /* one density and gamma for all, or rules */
+        if (nm > 0 && (isnan(density) != isnan(de) || isnan(gamma) != isnan(g) || (!isnan(de) && de != density) ||
+                       (!isnan(g) && g != gamma)))
+            d_rules = 1;
+        density = de, gamma = g;
         int ad = is_adapter(dir);
         if (mode_ia3 >= 0 && ad != mode_ia3)
             fail_at(get(e, "model"), "%s.model = %s is %s but an earlier model is %s: all full fine-tunes or all "
@@ -372,6 +462,7 @@ static int translate(const char *conf_out, const char *out_dir) {
         model *m = &mv[nm++];
         m->dir = dir;
         m->at = e;
+        for (int k = 0; k < 3; k++) m->set[k] = own[k];
         /* a task name from the directory's name */
         const char *b = strrchr(dir, '/');
         b = b ? b + 1 : dir;
@@ -421,15 +512,53 @@ static int translate(const char *conf_out, const char *out_dir) {
         fail_at(get(root, "merge_method"), "merge_method = %s merges %s models; these are %s", mname, row->modes,
                 mode_ia3 ? "PEFT IA3 adapters" : "full fine-tunes");
 
+    /* weights that differ, gradients, filters: merge.rules (add_rules) */
+    int slerp = !strcmp(ours, "slerp"), takes_rules = has_word(row->options, "rules");
+    const char *lname = slerp ? "t" : "lambda";
+    const yaml_node_t *gl = gp ? get(gp, lname) : NULL;
+    if (w_rules) {
+        if (!(params & (P_NORMALIZED | P_WEIGHT_SCALES)) && strcmp(ours, "fisher"))
+            fail_at(weight_at, "weight: weights that differ between models, or a gradient or filter list: %s merges "
+                    "with equal weights (linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs and fisher "
+                    "take them)", mname);
+        for (int i = 0; i < nm; i++)
+            if (mv[i].set[0]) add_rules(mv[i].set[0], "weight", i + 1, "models[].parameters", "weight");
+        if (gp && get(gp, "weight")) add_rules(get(gp, "weight"), "weight", 0, "parameters", "weight");
+        weight = 1;
+    }
+    if (d_rules) {
+        for (int k = 1; k < 3; k++) {
+            for (int i = 0; i < nm; i++) {
+                if (!mv[i].set[k]) continue;
+                if ((params & P_DENSITY_TOPK) && is_list(mv[i].set[k]))
+                    fail_at(mv[i].set[k], "density: ties keeps the top density of each whole task vector: one number "
+                            "per model (dare_ties and breadcrumbs take gradients and filters)");
+                add_rules(mv[i].set[k], SET[k], i + 1, "models[].parameters", SET[k]);
+            }
+            const yaml_node_t *g = gp ? get(gp, SET[k]) : NULL;
+            if (g && (params & P_DENSITY_TOPK) && is_list(g))
+                fail_at(g, "parameters.density: ties keeps the top density of each whole task vector: one number");
+            if (g) add_rules(g, SET[k], 0, "parameters", SET[k]);
+        }
+        /* the options: the global numbers (rules override them) */
+        density = gp && get(gp, "density") && !is_list(get(gp, "density")) ? get_num(gp, "density", "parameters") : NAN;
+        gamma = gp && get(gp, "gamma") && !is_list(get(gp, "gamma")) ? get_num(gp, "gamma", "parameters") : NAN;
+    }
+    if (is_list(gl)) {
+        if (!row->lambda || !takes_rules)
+            fail_at(gl, "parameters.%s: a gradient or filter list: %s takes one value for every tensor", lname, mname);
+        add_rules(gl, lname, 0, "parameters", lname);
+    }
+
     /* lambda: parameters.lambda (t for slerp) times the weight where it
      * scales the task vectors */
-    double lambda = gp ? get_num(gp, !strcmp(ours, "slerp") ? "t" : "lambda", "parameters") : NAN;
+    double lambda = gp && !is_list(gl) ? get_num(gp, lname, "parameters") : NAN;
     const yaml_node_t *other = gp ? get(gp, !strcmp(ours, "slerp") ? "lambda" : "t") : NULL;
     if (other) fail_at(other, "parameters.%s: %s reads parameters.%s", !strcmp(ours, "slerp") ? "lambda" : "t", mname,
                        !strcmp(ours, "slerp") ? "t" : "lambda");
     if (!isnan(lambda) && !row->lambda)
         fail_at(get(gp, "lambda"), "parameters.lambda: %s does not read it", mname);
-    if (!strcmp(ours, "slerp") && isnan(lambda)) fail_at(gp ? gp : root, "parameters.t missing: slerp's t in [0, 1]");
+    if (slerp && isnan(lambda) && !is_list(gl)) fail_at(gp ? gp : root, "parameters.t missing: slerp's t in [0, 1]");
     if (isnan(lambda)) lambda = 1;
     if (params & P_WEIGHT_SCALES) lambda *= weight;
     else if (weight != 1 && !(params & P_NORMALIZED) && strcmp(ours, "slerp"))
@@ -448,6 +577,7 @@ static int translate(const char *conf_out, const char *out_dir) {
         for (int s = 0; s < 3; s++) fprintf(f, "exp.task.%s.%s = %s\n", mv[i].name, sp[s], mv[i].split[s]);
     }
     fprintf(f, "exp.stats.split = train\n");
+    if (RULES_LEN) fprintf(f, "merge.rules = %s\n", RULES_BUF);
     if (!isnan(density)) {
         if (!(density > 0 && density <= 1)) fail_at(ms, "density = %g: in (0, 1]", density);
         if (params & P_DENSITY_TOPK) fprintf(f, "merge.topk_percent = %.17g\n", 100 * density);

@@ -199,20 +199,7 @@ for n in inames:
     emit("expect.ia3_task_arithmetic", n, 1 + 0.5 * sum(v[n] - 1 for v in ia3))
 
 # ---------------------------------------------------------------- DARE
-from rng_ref import M64, splitmix64
-
-
-def fnv1a(name):
-    h = 1469598103934665603
-    for ch in name.encode():
-        h = ((h ^ ch) * 1099511628211) & M64
-    return h
-
-
-def dare_mask(seed, model, name, n, p):
-    stream = splitmix64(splitmix64(splitmix64(seed ^ 0x6a09e667f3bcc909) ^ model) ^ fnv1a(name))
-    return torch.tensor([(splitmix64(stream ^ j) >> 11) / 2.0 ** 53 >= p for j in range(n)], dtype=D)
-
+from rng_ref import dare_mask
 
 DARE_P, DARE_SEED = 0.3, 11
 dropped = []

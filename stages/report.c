@@ -147,6 +147,97 @@ static void cell(FILE *f, stat s, int bold) {
     else fprintf(f, " %s%.1f%s |", b, 100 * s.mean, b);
 }
 
+/* The test rows of `row` in `group`: task t's accuracy (t = ntasks: the
+ * average) over seeds, and the most single-class tasks of a seed (-1:
+ * unknown). */
+static stat row_stat(const result *rs, int nr, const char *group, const char *row, int t, int *worst) {
+    double xs[256];
+    int n = 0;
+    if (worst) *worst = -1;
+    for (int j = 0; j < nr && n < 256; j++)
+        if (!strcmp(rs[j].group, group) && !strcmp(rs[j].row, row) && !strcmp(rs[j].split, "test")) {
+            xs[n++] = t < ntasks ? rs[j].acc[t] : rs[j].avg;
+            if (worst && rs[j].single > *worst) *worst = rs[j].single;
+        }
+    return summarize(xs, n);
+}
+
+static int is_merge_row(const char *row) {
+    return strcmp(row, "majority") && strcmp(row, "individual") && strcmp(row, "multitask");
+}
+
+/* The findings under a group's table, in numbers: the best merge and its
+ * share of the gap; whether MaTS beats every other merge by more than
+ * twice the seed std (the larger of the two rows' stds); the merges that
+ * predict one class on more than one task; the individual models' smallest
+ * margin over the majority class; the multitask row against the
+ * individual one. */
+static void findings(FILE *md, const result *rs, int nr, const char *group, const char (*rows)[64], int nrow) {
+    stat maj = row_stat(rs, nr, group, "majority", ntasks, NULL), ind = row_stat(rs, nr, group, "individual", ntasks, NULL);
+    double gap = ind.mean - maj.mean;
+    fprintf(md, "\n### Findings (%s)\n\n", group);
+    int best = -1, mats = -1;
+    stat bs = {NAN, NAN, 0}, ms = {NAN, NAN, 0};
+    for (int k = 0; k < nrow; k++) {
+        if (!is_merge_row(rows[k])) continue;
+        stat st = row_stat(rs, nr, group, rows[k], ntasks, NULL);
+        if (!isnan(st.mean) && (best < 0 || st.mean > bs.mean)) best = k, bs = st;
+        if (!strcmp(rows[k], "mats")) mats = k, ms = st;
+    }
+    if (best >= 0) {
+        fprintf(md, "- Best merge: **%s**, %.1f ± %.1f", rows[best], 100 * bs.mean, 100 * bs.sd);
+        if (!isnan(gap) && gap != 0)
+            fprintf(md, ": %.0f%% of the gap from the majority class (%.1f) to the individual models (%.1f)",
+                    100 * (bs.mean - maj.mean) / gap, 100 * maj.mean, 100 * ind.mean);
+        fprintf(md, ".\n");
+    }
+    if (mats >= 0 && !isnan(ms.mean)) {
+        int beats = 1, close = -1;
+        double margin = INFINITY, need = 0;
+        for (int k = 0; k < nrow; k++) {
+            if (!is_merge_row(rows[k]) || k == mats) continue;
+            stat st = row_stat(rs, nr, group, rows[k], ntasks, NULL);
+            if (isnan(st.mean)) continue;
+            double d = ms.mean - st.mean, two = 2 * (st.sd > ms.sd ? st.sd : ms.sd);
+            if (d - two < margin) margin = d - two, close = k, need = two;
+            if (!(d > two)) beats = 0;
+        }
+        if (close >= 0) {
+            stat cs = row_stat(rs, nr, group, rows[close], ntasks, NULL);
+            fprintf(md, "- MaTS beats every other merge by more than twice the seed std: **%s**. MaTS %.1f ± %.1f; "
+                        "the closest, %s, %.1f ± %.1f: MaTS %s by %.1f points, twice the larger std is %.1f.\n",
+                    beats ? "yes" : "no", 100 * ms.mean, 100 * ms.sd, rows[close], 100 * cs.mean, 100 * cs.sd,
+                    ms.mean >= cs.mean ? "ahead" : "behind", 100 * fabs(ms.mean - cs.mean), 100 * need);
+        }
+    }
+    char one[2048] = "";
+    int n_one = 0;
+    for (int k = 0; k < nrow; k++) {
+        int worst;
+        if (!is_merge_row(rows[k])) continue;
+        row_stat(rs, nr, group, rows[k], ntasks, &worst);
+        if (worst > 1) {
+            size_t l = strlen(one);
+            snprintf(one + l, sizeof one - l, "%s%.63s (%d)", n_one ? ", " : "", rows[k], worst);
+            n_one++;
+        }
+    }
+    fprintf(md, "- Merges that predict one class on more than one task (worst seed): %s.\n", n_one ? one : "none");
+    double low = INFINITY;
+    int lt = -1;
+    for (int t = 0; t < ntasks; t++) {
+        stat a = row_stat(rs, nr, group, "individual", t, NULL), b = row_stat(rs, nr, group, "majority", t, NULL);
+        if (!isnan(a.mean) && !isnan(b.mean) && a.mean - b.mean < low) low = a.mean - b.mean, lt = t;
+    }
+    if (lt >= 0)
+        fprintf(md, "- Individual models over the majority class: at least %.1f points on every task (the least: %s).\n",
+                100 * low, tasks[lt]);
+    stat mt = row_stat(rs, nr, group, "multitask", ntasks, NULL);
+    if (!isnan(mt.mean) && !isnan(ind.mean))
+        fprintf(md, "- Multitask: %.1f ± %.1f, %.1f points %s the individual models.\n", 100 * mt.mean, 100 * mt.sd,
+                100 * fabs(ind.mean - mt.mean), mt.mean <= ind.mean ? "below" : "above");
+}
+
 /* Copy manifest field `f` into dst (cap bytes), refusing what does not fit. */
 static void field(char *dst, size_t cap, const char *f, const char *what, const char *manifest, int lineno) {
     if (strlen(f) >= cap)
@@ -382,6 +473,7 @@ int main(int argc, char **argv) {
             if (worst < 0) fprintf(md, " – |\n");
             else fprintf(md, " %d |\n", worst);
         }
+        findings(md, rs, nr, groups[g], (const char(*)[64])done, nd);
     }
 
     if (plots) {

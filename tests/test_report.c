@@ -1,5 +1,6 @@
 /* test_report.c - the report stage: mean ± std over seeds, majority rows from
- * tokens artifacts, lambda curves and single-class detection. */
+ * tokens artifacts, lambda curves, single-class detection and the findings
+ * under each table. */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,67 @@ static void test_per_task_lines_combine(void) {
     free(md);
 }
 
+
+/* The findings under a table: the best merge and its share of the gap,
+ * MaTS against every other merge (twice the larger seed std), the merges
+ * that predict one class on more than one task, the individual models'
+ * least margin over the majority class, the multitask row. */
+static void test_findings(void) {
+    int32_t mixed[4] = {0, 1, 1, 0}, single[4] = {0, 0, 1, 1};
+    static const struct {
+        const char *name;
+        double a, b;
+        int one;
+    } M[] = {{"fi1", 0.8, 0.7, 0}, {"fi2", 0.6, 0.6, 0}, {"fm1", 0.7, 0.6, 0}, {"fm2", 0.6, 0.6, 0},
+             {"ft1", 0.5, 0.5, 1}, {"ft2", 0.55, 0.55, 0}, {"fa1", 0.6, 0.6, 0}, {"fa2", 0.6, 0.6, 0},
+             {"fmt", 0.6, 0.55, 0}};
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++) {
+        char f[64];
+        snprintf(f, sizeof f, "%s.msgpack", M[i].name);
+        write_metrics(f, M[i].a, M[i].b, M[i].one ? single : mixed, 4);
+    }
+    int32_t la[5] = {0, 0, 0, 1, 2}, lb[4] = {1, 1, 0, 0};
+    write_tokens("fa.msgpack", "alpha", la, 5);
+    write_tokens("fb.msgpack", "beta", lb, 4);
+    char *md = report_of("findings", "full\tmajority\t-\ttest\t-\t@/fa.msgpack,@/fb.msgpack\n"
+                                     "full\tindividual\t1\ttest\t-\t@/fi1.msgpack\n"
+                                     "full\tindividual\t2\ttest\t-\t@/fi2.msgpack\n"
+                                     "full\tmultitask\t1\ttest\t-\t@/fmt.msgpack\n"
+                                     "full\tmats\t1\ttest\t1\t@/fm1.msgpack\n"
+                                     "full\tmats\t2\ttest\t1\t@/fm2.msgpack\n"
+                                     "full\tties\t1\ttest\t1\t@/ft1.msgpack\n"
+                                     "full\tties\t2\ttest\t1\t@/ft2.msgpack\n"
+                                     "full\taverage\t1\ttest\t-\t@/fa1.msgpack\n"
+                                     "full\taverage\t2\ttest\t-\t@/fa2.msgpack\n",
+                         "--no-plots");
+    CHECK(md != NULL, "no output");
+    if (!md) return;
+    /* majority 55; individual (75, 60) 67.5; mats (65, 60) 62.5 ± 3.5: 60% of 12.5 */
+    CHECK(strstr(md, "### Findings (full)") != NULL, "no findings:\n%s", md);
+    CHECK(strstr(md, "- Best merge: **mats**, 62.5 ± 3.5: 60% of the gap from the majority class (55.0) to the "
+                     "individual models (67.5).") != NULL, "best merge:\n%s", md);
+    /* ties 52.5 ± 3.5: 10 points > 7.1; average 60.0 ± 0.0: 2.5 points < 7.1 */
+    CHECK(strstr(md, "- MaTS beats every other merge by more than twice the seed std: **no**. MaTS 62.5 ± 3.5; the "
+                     "closest, average, 60.0 ± 0.0: MaTS ahead by 2.5 points, twice the larger std is 7.1.") != NULL,
+          "mats line:\n%s", md);
+    CHECK(strstr(md, "- Merges that predict one class on more than one task (worst seed): ties (2).") != NULL,
+          "single class:\n%s", md);
+    /* alpha 70 - 60, beta 65 - 50 */
+    CHECK(strstr(md, "- Individual models over the majority class: at least 10.0 points on every task (the least: "
+                     "alpha).") != NULL, "margin:\n%s", md);
+    CHECK(strstr(md, "- Multitask: 57.5 ± 0.0, 10.0 points below the individual models.") != NULL, "multitask:\n%s",
+          md);
+    free(md);
+    /* without the average row MaTS clears every other merge */
+    md = report_of("findings2", "full\tmats\t1\ttest\t1\t@/fm1.msgpack\nfull\tmats\t2\ttest\t1\t@/fm2.msgpack\n"
+                                "full\tties\t1\ttest\t1\t@/ft1.msgpack\nfull\tties\t2\ttest\t1\t@/ft2.msgpack\n",
+                   "--no-plots");
+    CHECK(md && strstr(md, "than twice the seed std: **yes**. MaTS 62.5 ± 3.5; the closest, ties, 52.5 ± 3.5: MaTS "
+                           "ahead by 10.0 points, twice the larger std is 7.1."),
+          "mats yes:\n%s", md ? md : "");
+    free(md);
+}
+
 static void test_bad_manifest(void) {
     char man[400], cmd[1200];
     snprintf(man, sizeof man, "%s/bad.tsv", dir);
@@ -159,6 +221,7 @@ int main(void) {
     t_tmpdir(dir, sizeof dir, "mats-test-report");
     RUN(test_table);
     RUN(test_per_task_lines_combine);
+    RUN(test_findings);
     RUN(test_bad_manifest);
     return t_done_rm(dir);
 }

@@ -232,14 +232,14 @@ static int ia3_sites(const t5_model *m, ia3_site *s) {
     for (int l = 0; l < c->num_layers; l++) {
         S(a->enc[l].k, da->enc[l].ks, T5_ENC, HK, m->ia.enc[l].sa_k);
         S(a->enc[l].v, da->enc[l].vs, T5_ENC, HK, m->ia.enc[l].sa_v);
-        S(a->enc[l].h1, da->enc[l].h1s, T5_ENC, F, m->ia.enc[l].wi1);
+        S(a->enc[l].h1, da->enc[l].h1s, T5_ENC, F, m->ia.enc[l].ff);
     }
     for (int l = 0; l < c->num_decoder_layers; l++) {
         S(a->dec[l].k, da->dec[l].ks, T5_DEC, HK, m->ia.dec[l].sa_k);
         S(a->dec[l].v, da->dec[l].vs, T5_DEC, HK, m->ia.dec[l].sa_v);
         S(a->dec[l].ck, da->dec[l].cks, T5_ENC, HK, m->ia.dec[l].ca_k);
         S(a->dec[l].cv, da->dec[l].cvs, T5_ENC, HK, m->ia.dec[l].ca_v);
-        S(a->dec[l].h1, da->dec[l].h1s, T5_DEC, F, m->ia.dec[l].wi1);
+        S(a->dec[l].h1, da->dec[l].h1s, T5_DEC, F, m->ia.dec[l].ff);
     }
 #undef S
     return n;

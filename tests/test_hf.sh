@@ -122,10 +122,12 @@ $ART import-hf "$T/ia3ff" --base "$T/f32.msgpack" -o "$T/ia3ff.msgpack" 2>"$T/er
 # the original T5 layout: bytes in, same bytes out (config.json with both
 # flags true, no lm_head); the layouts transformers 4, 5 and the hub write
 # are the same model; its PEFT adapter (wo's input) round-trips byte for byte
-if q $ART import-hf $F/tiny-orig -o "$T/orig.msgpack" && q $ART export-hf "$T/orig.msgpack" "$T/outorig"; then
+if q $ART import-hf $F/tiny-orig -o "$T/orig.msgpack" --vocab "$T/origvocab.msgpack" &&
+   q $ART export-hf "$T/orig.msgpack" --vocab "$T/origvocab.msgpack" "$T/outorig"; then
     cmp -s "$T/outorig/model.safetensors" $F/tiny-orig/model.safetensors &&
-        cmp -s "$T/outorig/config.json" $F/tiny-orig/config.json && ok hf_roundtrip_original_bytes ||
-        fail hf_roundtrip_original_bytes "model.safetensors or config.json differ"
+        cmp -s "$T/outorig/config.json" $F/tiny-orig/config.json &&
+        cmp -s "$T/outorig/spiece.model" $F/tiny-orig/spiece.model && ok hf_roundtrip_original_bytes ||
+        fail hf_roundtrip_original_bytes "model.safetensors, config.json or spiece.model differ"
     q $ART import-hf "$T/outorig" -o "$T/origb.msgpack" && cmp -s "$T/orig.msgpack" "$T/origb.msgpack" &&
         ok hf_reimport_original_same_artifact || fail hf_reimport_original_same_artifact "$(cat "$T/err")"
     for v in v4 hub v5; do

@@ -40,7 +40,11 @@ Writes tests/fixtures/hf/:
                         wi / wo, lm_head tied to shared.weight, the decoder output
                         scaled by d_model**-0.5) with CFG's shapes, its own weights:
                         config.json as export-hf writes it, shared.weight and no
-                        lm_head (save_pretrained drops the tied names)
+                        lm_head (save_pretrained drops the tied names); tiny-f32's
+                        tokenizer
+  tiny-orig-task-a/, tiny-orig-task-b/
+                        two "fine-tunes" of it (small random deltas) as transformers 4
+                        saves them, for configs/recipes/mats-original.yml
   tiny-orig-v4/         the same model as transformers 4 save_pretrained writes
                         t5-small: feed_forward_proj / dense_act_fn "relu",
                         is_gated_act false, tie_word_embeddings left out (its
@@ -428,6 +432,14 @@ def original_layout(examples):
                    ('tiny-orig-v5', orig_v5_config(CFG_ORIG))):
         write(os.path.join(OUT, d, 'model.safetensors'), safetensors_bytes(f32))
         write_json(os.path.join(OUT, d, 'config.json'), cfg)
+    for f in ('spiece.model', 'tokenizer_config.json'):
+        with open(os.path.join(OUT, 'tiny-f32', f), 'rb') as src:
+            write(os.path.join(OUT, 'tiny-orig', f), src.read())
+    for t in ('a', 'b'):
+        Pt = {n: v + 0.05 * v.abs().mean() * torch.randn(v.shape, generator=gen) for n, v in P.items()}
+        d = os.path.join(OUT, f'tiny-orig-task-{t}')
+        write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
+        write_json(os.path.join(d, 'config.json'), orig_v4_config(CFG_ORIG))
     copies = dict(f32)
     for n in ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight', 'lm_head.weight'):
         copies[n] = ('F32', P['shared.weight'])

@@ -279,14 +279,20 @@ static size_t param_layout(const t5_config *c, t5_params *P, float *base, t5_ten
     return w.off;
 }
 
-int t5_param_table(const t5_config *c, t5_tensor **out) {
+/* The table alone of a layout (tab NULL: count only) */
+static size_t param_table_of(const t5_config *c, t5_tensor *tab, int *n) { return param_layout(c, NULL, NULL, tab, n); }
+
+/* A table of its own: count, allocate, fill. */
+static int table_new(size_t (*layout)(const t5_config *, t5_tensor *, int *), const t5_config *c, t5_tensor **out) {
     int n = 0;
-    param_layout(c, NULL, NULL, NULL, &n);
+    layout(c, NULL, &n);
     t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
-    param_layout(c, NULL, NULL, tab, &n);
+    layout(c, tab, &n);
     *out = tab;
     return n;
 }
+
+int t5_param_table(const t5_config *c, t5_tensor **out) { return table_new(param_table_of, c, out); }
 
 static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *tab, int *n) {
     walker w = {tab, 0, 0, base};
@@ -325,14 +331,9 @@ static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *
     return w.off;
 }
 
-int t5_ia3_table(const t5_config *c, t5_tensor **out) {
-    int n = 0;
-    ia3_layout(c, NULL, NULL, NULL, &n);
-    t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
-    ia3_layout(c, NULL, NULL, tab, &n);
-    *out = tab;
-    return n;
-}
+static size_t ia3_table_of(const t5_config *c, t5_tensor *tab, int *n) { return ia3_layout(c, NULL, NULL, tab, n); }
+
+int t5_ia3_table(const t5_config *c, t5_tensor **out) { return table_new(ia3_table_of, c, out); }
 
 t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3) {
     t5_model *m = callocCheck(1, sizeof *m);
@@ -1091,10 +1092,9 @@ static int check_layout(const art_file *f, const t5_config *c) {
     if ((size_t)c->num_layers + (size_t)c->num_decoder_layers > f->n_tensors)
         return mc_fail("%s: meta.config has %d encoder and %d decoder layers but the file holds %zu tensors",
                        f->path, c->num_layers, c->num_decoder_layers, f->n_tensors);
-    int n = 0, rc = 0;
-    param_layout(c, NULL, NULL, NULL, &n);
-    t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
-    param_layout(c, NULL, NULL, tab, NULL);
+    int rc = 0;
+    t5_tensor *tab;
+    int n = t5_param_table(c, &tab);
     for (int i = 0; i < n && rc == 0; i++) {
         const t5_tensor *t = &tab[i];
         const art_tensor *at = art_find(f, t->name);

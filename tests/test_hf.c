@@ -380,82 +380,28 @@ static void test_scores_f16_sharded(void) {
     if (!import(FIX "/tiny-f16-sharded", "s16.msgpack", p, sizeof p)) check_scores("scores_f16", p, NULL, "f16");
 }
 
-static void test_scores_ia3_peft_and_folded(void) {
-    char p[300], ia[300], dir[300], folded[300];
-    if (import(FIX "/tiny-f32", "base.msgpack", p, sizeof p)) return;
-    tpath(ia, sizeof ia, "ia3.msgpack");
-    CHECK(hf_import_ia3(FIX "/tiny-ia3-peft", p, ia, NULL) == 0, "import peft: %s", mc_error());
-    check_scores("scores_ia3_peft", p, ia, "f32_ia3");
-    /* fold k, v, wi_1 on export; the folded model alone gives the IA3 scores */
-    tpath(dir, sizeof dir, "folded");
+/* The PEFT adapter ADAPTER on the imported BASE gives the reference's
+ * scores VARIANT, and so does the model it exports folded: which scaled
+ * exactly the rows of k, v and wi_1 and the columns of wo (the ReLU
+ * layout's vector, on wo's input) that have a vector, `want_scaled`
+ * tensors, and nothing else. TAG names the files. */
+static void peft_and_folded(const char *base, const char *adapter, const char *tag, const char *variant,
+                            long want_scaled) {
+    char ia[300], dir[300], folded[300], nm[40];
+    snprintf(nm, sizeof nm, "%s-ia3.msgpack", tag);
+    tpath(ia, sizeof ia, nm);
+    CHECK(hf_import_ia3(adapter, base, ia, NULL) == 0, "import peft: %s", mc_error());
+    snprintf(nm, sizeof nm, "scores_%s_peft", tag);
+    check_scores(nm, base, ia, variant);
+    snprintf(nm, sizeof nm, "%s-folded", tag);
+    tpath(dir, sizeof dir, nm);
     hf_export_opts o = {ia, HF_IA3_FOLD, ST_F32, NULL, 0};
-    CHECK(hf_export(p, dir, &o) == 0, "export fold: %s", mc_error());
-    if (import(dir, "folded.msgpack", folded, sizeof folded)) return;
-    check_scores("scores_ia3_folded", folded, NULL, "f32_ia3");
-    /* folding scaled exactly the rows of k, v, wi_1 and nothing else */
-    art_file *a = art_open(p, "model"), *b = art_open(folded, "model"), *v = art_open(ia, "ia3");
-    CHECK(a && b && v, "%s", mc_error());
-    if (a && b && v) {
-        long bad = 0, scaled = 0;
-        for (size_t i = 0; i < a->n_tensors; i++) {
-            const art_tensor *t = &a->tensors[i], *u = art_find(b, t->name);
-            char vn[160];
-            size_t L = strlen(t->name);
-            snprintf(vn, sizeof vn, "%.*s.ia3_vector", (int)(L - 7), t->name);
-            const art_tensor *s = art_find(v, vn);
-            float *x = art_tensor_f32(t), *y = art_tensor_f32(u), *sv = s ? art_tensor_f32(s) : NULL;
-            int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
-            for (int64_t j = 0; j < t->numel; j++) {
-                float want = sv ? x[j] * sv[j / cols] : x[j];
-                bad += memcmp(&want, &y[j], 4) != 0;
-            }
-            scaled += sv != NULL;
-            free(x);
-            free(y);
-            free(sv);
-        }
-        CHECK(bad == 0 && scaled == 2 * 2 + 1 * 4 + 3, "%ld values differ; %ld tensors scaled", bad, scaled);
-    }
-    art_close(a);
-    art_close(b);
-    art_close(v);
-}
-
-static void expect_import_error(const char *dir, const char *file_in_msg, const char *want);
-static int config_variant(const char *src, const char *name, const char *from, const char *to, char *dir, size_t dn);
-
-/* The original T5 layout (tiny-orig*: ReLU, head tied to shared.weight
- * and scaled) as transformers 4 and 5 and the hub write it: one model, the
- * reference's scores; its PEFT adapter (wo's input) gives the IA3 scores,
- * and folded into the weights scales exactly wo's columns. */
-static void test_scores_original(void) {
-    const char *dirs[] = {"tiny-orig", "tiny-orig-v4", "tiny-orig-hub", "tiny-orig-v5"};
-    char p[300], first[300] = "";
-    for (int i = 0; i < 4; i++) {
-        char src[200], name[64];
-        snprintf(src, sizeof src, FIX "/%s", dirs[i]);
-        snprintf(name, sizeof name, "%s.msgpack", dirs[i]);
-        if (import(src, name, p, sizeof p)) continue;
-        t5_model *m = t5_load_model(p, 0, 0, NULL);
-        CHECK(m && m->c.ffn == T5_FFN_RELU && m->c.tied && !t5_param(m, "lm_head.weight", NULL),
-              "%s: not imported as the original layout", dirs[i]);
-        t5_free(m);
-        check_scores(dirs[i], p, NULL, "orig");
-        if (!i) snprintf(first, sizeof first, "%s", p);
-    }
-    if (!*first) return;
-    char ia[300], dir[300], folded[300];
-    tpath(ia, sizeof ia, "ia3-orig.msgpack");
-    CHECK(hf_import_ia3(FIX "/tiny-ia3-orig", first, ia, NULL) == 0, "import peft: %s", mc_error());
-    check_scores("scores_orig_ia3_peft", first, ia, "orig_ia3");
-    tpath(dir, sizeof dir, "folded-orig");
-    hf_export_opts o = {ia, HF_IA3_FOLD, ST_F32, NULL, 0};
-    CHECK(hf_export(first, dir, &o) == 0, "export fold: %s", mc_error());
-    if (import(dir, "folded-orig.msgpack", folded, sizeof folded)) return;
-    check_scores("scores_orig_ia3_folded", folded, NULL, "orig_ia3");
-    /* k, v: rows (outputs); wo: columns (its input); nothing else (2 encoder
-     * layers of k, v, wo, 1 decoder layer of k, v, cross k, v, wo) */
-    art_file *a = art_open(first, "model"), *b = art_open(folded, "model"), *v = art_open(ia, "ia3");
+    CHECK(hf_export(base, dir, &o) == 0, "export fold: %s", mc_error());
+    snprintf(nm, sizeof nm, "%s-folded.msgpack", tag);
+    if (import(dir, nm, folded, sizeof folded)) return;
+    snprintf(nm, sizeof nm, "scores_%s_folded", tag);
+    check_scores(nm, folded, NULL, variant);
+    art_file *a = art_open(base, "model"), *b = art_open(folded, "model"), *v = art_open(ia, "ia3");
     CHECK(a && b && v, "%s", mc_error());
     long bad = 0, scaled = 0;
     for (size_t i = 0; a && b && v && i < a->n_tensors; i++) {
@@ -473,10 +419,44 @@ static void test_scores_original(void) {
         scaled += s != NULL;
         free(x), free(y), free(s);
     }
-    CHECK(bad == 0 && scaled == 2 * 3 + 1 * 5, "%ld values differ; %ld tensors scaled", bad, scaled);
+    CHECK(bad == 0 && scaled == want_scaled, "%ld values differ; %ld tensors scaled, want %ld", bad, scaled, want_scaled);
     art_close(a);
     art_close(b);
     art_close(v);
+}
+
+/* 2 encoder layers of k, v, wi_1 and 1 decoder layer of k, v, cross k, v, wi_1 */
+static void test_scores_ia3_peft_and_folded(void) {
+    char p[300];
+    if (!import(FIX "/tiny-f32", "base.msgpack", p, sizeof p))
+        peft_and_folded(p, FIX "/tiny-ia3-peft", "v11", "f32_ia3", 2 * 3 + 1 * 5);
+}
+
+static void expect_import_error(const char *dir, const char *file_in_msg, const char *want);
+static int config_variant(const char *src, const char *name, const char *from, const char *to, char *dir, size_t dn);
+
+/* The original T5 layout (tiny-orig*: ReLU, head tied to shared.weight
+ * and scaled) as transformers 4 and 5 and the hub write it: one model, the
+ * reference's scores; its PEFT adapter (wo's input) gives the IA3 scores,
+ * and folded into the weights scales wo's columns. */
+static void test_scores_original(void) {
+    const char *dirs[] = {"tiny-orig", "tiny-orig-v4", "tiny-orig-hub", "tiny-orig-v5"};
+    char p[300], first[300] = "";
+    for (int i = 0; i < 4; i++) {
+        char src[200], name[64];
+        snprintf(src, sizeof src, FIX "/%s", dirs[i]);
+        snprintf(name, sizeof name, "%s.msgpack", dirs[i]);
+        if (import(src, name, p, sizeof p)) continue;
+        t5_model *m = t5_load_model(p, 0, 0, NULL);
+        CHECK(m && m->c.ffn == T5_FFN_RELU && m->c.tied && !t5_param(m, "lm_head.weight", NULL),
+              "%s: not imported as the original layout", dirs[i]);
+        t5_free(m);
+        check_scores(dirs[i], p, NULL, "orig");
+        if (!i) snprintf(first, sizeof first, "%s", p);
+    }
+    /* wo's columns: 2 encoder layers of k, v, wo, 1 decoder layer of k, v,
+     * cross k, v, wo */
+    if (*first) peft_and_folded(first, FIX "/tiny-ia3-orig", "orig", "orig_ia3", 2 * 3 + 1 * 5);
 }
 
 /* Heads transformers 4 and 5 would compute differently from one file, or

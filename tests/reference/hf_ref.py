@@ -137,6 +137,17 @@ def write_json(path, obj):
     write(path, (json.dumps(obj, indent=2) + '\n').encode())
 
 
+def write_adapter(d, vectors, target_modules, feedforward_modules, base='tiny/t5-v1_1'):
+    """A PEFT IA3 adapter directory: adapter_model.safetensors and
+    adapter_config.json as PEFT writes them."""
+    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(vectors))
+    write_json(os.path.join(d, 'adapter_config.json'), {
+        'auto_mapping': None, 'base_model_name_or_path': base, 'fan_in_fan_out': False,
+        'feedforward_modules': feedforward_modules, 'inference_mode': True, 'init_ia3_weights': True,
+        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': target_modules,
+        'task_type': 'SEQ_2_SEQ_LM'})
+
+
 # ---------------------------------------------------------------- configs
 
 def export_config(cfg, torch_dtype):
@@ -333,12 +344,7 @@ def main():
             ad['base_model.model.' + mod[:-len('wi_1')] + 'wo.ia3_l'] = ('F32', v.view(1, -1))
         else:
             ad['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
-    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(ad))
-    write_json(os.path.join(d, 'adapter_config.json'), {
-        'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
-        'feedforward_modules': ['wo'], 'inference_mode': True, 'init_ia3_weights': True,
-        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': ['k', 'v', 'wo'],
-        'task_type': 'SEQ_2_SEQ_LM'})
+    write_adapter(d, ad, ['k', 'v', 'wo'], ['wo'])
 
     write(os.path.join(OUT, 'convert.safetensors'), safetensors_bytes(convert_fixture(gen)))
 
@@ -366,16 +372,8 @@ def main():
         write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in P.items()}))
         write_json(os.path.join(d, 'config.json'), v5_config(CFG, mt))
 
-    def adapter(d, vectors, target_modules, feedforward_modules):
-        write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(vectors))
-        write_json(os.path.join(d, 'adapter_config.json'), {
-            'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
-            'feedforward_modules': feedforward_modules, 'inference_mode': True, 'init_ia3_weights': True,
-            'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': target_modules,
-            'task_type': 'SEQ_2_SEQ_LM'})
-
     # the same vectors, targets as regular expressions (re.fullmatch on the module name)
-    adapter(os.path.join(OUT, 'tiny-ia3-regex'), ad,
+    write_adapter(os.path.join(OUT, 'tiny-ia3-regex'), ad,
             r'.*(SelfAttention|EncDecAttention)\.(k|v)|.*\.DenseReluDense\.wo', r'.*\.wo')
     # k, v and wi_1 scale outputs, wo (feedforward) its input: wi_1's two
     # vectors multiply (the reference applies the product)
@@ -390,7 +388,7 @@ def main():
         else:
             ad2['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
             IA2[n] = v
-    adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
+    write_adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
 
     # two task models and a second adapter for the recipes
     for t in ('a', 'b'):
@@ -399,7 +397,7 @@ def main():
         write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
         write_json(os.path.join(d, 'config.json'), export_config(CFG, 'float32'))
     adb = {n: ('F32', 1.0 + 0.2 * torch.randn(v[1].shape, generator=gen)) for n, v in ad.items()}
-    adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
+    write_adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
     words = ['cat', 'dog', 'bird', 'mat', 'log', 'tree', 'wall', 'river', 'stone', 'green']
     for t, (yes, no) in (('a', ('yes', 'no')), ('b', ('old', 'tall'))):
         lines = []
@@ -451,13 +449,7 @@ def original_layout(examples):
     for n, v in IA.items():
         mod = n[:-len('.ia3_vector')]
         ad['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(1, -1) if mod.endswith('.wo') else v.view(-1, 1))
-    d = os.path.join(OUT, 'tiny-ia3-orig')
-    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(ad))
-    write_json(os.path.join(d, 'adapter_config.json'), {
-        'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-small', 'fan_in_fan_out': False,
-        'feedforward_modules': ['wo'], 'inference_mode': True, 'init_ia3_weights': True,
-        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': ['k', 'v', 'wo'],
-        'task_type': 'SEQ_2_SEQ_LM'})
+    write_adapter(os.path.join(OUT, 'tiny-ia3-orig'), ad, ['k', 'v', 'wo'], ['wo'], 'tiny/t5-small')
 
     def scores(ia):
         p64 = {n: v.double() for n, v in P.items()}

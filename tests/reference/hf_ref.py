@@ -203,12 +203,14 @@ def hub_style_config(cfg):
 
 
 def orig_v4_config(cfg):
-    """What transformers 4's save_pretrained writes for a t5-small (diff
-    against PretrainedConfig's defaults: tie_word_embeddings, true, left out;
+    """What transformers 4's save_pretrained writes for a t5-small (to_diff_dict
+    against PretrainedConfig's defaults: tie_word_embeddings, true there too,
+    left out, T5Config's own fields all written, classifier_dropout among them;
     no scale_decoder_outputs, which 4.x does not know)."""
     c = export_config(cfg, 'float32')
     del c['tie_word_embeddings'], c['scale_decoder_outputs']
-    c.update({'n_positions': 512, 'output_past': True, 'transformers_version': '4.46.3'})
+    c.update({'classifier_dropout': 0.0, 'n_positions': 512, 'output_past': True,
+              'transformers_version': '4.46.3'})
     return dict(sorted(c.items()))
 
 

@@ -5,7 +5,8 @@
 # full fine-tuning learns, span-corruption pretraining, IA3 on that base
 # learns, eval, the diagonal Fisher (full, IA3), the blockwise IA3 Fisher and
 # the Grams hold finite values of the layout's tensors (wi, wo.ia3_vector; no
-# lm_head), and task arithmetic, fisher, regmean and mats merge two task
+# lm_head), and task arithmetic, fisher, regmean, mats, regmean_pp and ties
+# merge two task
 # models into a finite model of the same layout that evaluates; a merged
 # IA3 pair too. Bad config values are one line naming the key.
 set -u
@@ -81,9 +82,11 @@ if [ $stats_ok = 1 ] && finite "$T/fda.msgpack" fisher_diag "shared.weight" && f
     ok original_fisher_gram_finite
 else fail original_fisher_gram_finite "$(tail -3 "$T/log5")"; head -20 "$T/show"; fi
 
-# merges: full models (task arithmetic, fisher, regmean, mats), an IA3 pair (mats)
+# merges: full models (task arithmetic, fisher, regmean, mats, regmean_pp
+# (layer by layer through the model), ties), an IA3 pair (mats)
 for spec in "task_arithmetic:--method task_arithmetic --lambda 0.5" "fisher:--method fisher --fisher $T/fda.msgpack,$T/fdb.msgpack" \
-            "regmean:--method regmean --gram $T/ga.msgpack,$T/gb.msgpack" "mats:--method mats --gram $T/ga.msgpack,$T/gb.msgpack"; do
+            "regmean:--method regmean --gram $T/ga.msgpack,$T/gb.msgpack" "mats:--method mats --gram $T/ga.msgpack,$T/gb.msgpack" \
+            "regmean_pp:--method regmean_pp --data $T/train.msgpack,$T/other.msgpack" "ties:--method ties --lambda 0.7"; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
     if $B/merge --pretrained "$T/base.msgpack" --models "$T/fa.msgpack,$T/fb.msgpack" ${spec#*:} -o "$T/$name.msgpack" 2>"$T/logm" &&

@@ -6,9 +6,8 @@
 # learns, eval, the diagonal Fisher (full, IA3), the blockwise IA3 Fisher and
 # the Grams hold finite values of the layout's tensors (wi, wo.ia3_vector; no
 # lm_head), and task arithmetic, fisher, regmean, mats, regmean_pp and ties
-# merge two task
-# models into a finite model of the same layout that evaluates; a merged
-# IA3 pair too. Bad config values are one line naming the key.
+# merge two task models into a finite model of the same layout that
+# evaluates; a merged IA3 pair too. Bad config values are one line naming the key.
 set -u
 source "$(dirname "$0")/t5_data_env.sh" test_t5_original_stages "train.steps = 150" "train.batch_size = 16" \
     "train.lr = 3e-3" "model.feed_forward_proj = relu" "model.tie_word_embeddings = true"

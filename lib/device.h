@@ -25,7 +25,7 @@
  *
  * Backward entries follow ops.h: parameter gradients (dw, ds, dtable, dbias)
  * are accumulated; activation gradients (dx, dq, dk, dv, dh0, dh1) are
- * accumulated when `acc` is 1 and overwritten when it is 0. ops.h's
+ * accumulated when `acc` is 1 and overwritten when it is 0 (relu_backward's dx too). ops.h's
  * ops_zero and ops_copy are the byte-sized `zero` and `copy` entries here.
  */
 #ifndef MC_DEVICE_H
@@ -111,6 +111,8 @@ typedef struct mc_ops {
     void (*gated_gelu_forward)(float *out, const float *h0, const float *h1, long n);
     void (*gated_gelu_backward)(float *dh0, float *dh1, const float *dout, const float *h0,
                                 const float *h1, long n, int acc);
+    void (*relu_forward)(float *out, const float *x, long n);
+    void (*relu_backward)(float *dx, const float *dout, const float *x, long n, int acc);
     void (*relpos_buckets)(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,
                            int max_distance);
     void (*relpos_bias_forward)(float *bias, const float *table, const int *buckets, int H,

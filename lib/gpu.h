@@ -121,6 +121,8 @@ void gpu_ia3_backward(float *dx, float *ds, const float *dout, const float *x, c
 void gpu_gated_gelu_forward(float *out, const float *h0, const float *h1, long n);
 void gpu_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
                              const float *h1, long n, int acc);
+void gpu_relu_forward(float *out, const float *x, long n);
+void gpu_relu_backward(float *dx, const float *dout, const float *x, long n, int acc);
 /* buckets: device (Tq,Tk); computed on the host with op_relpos_bucket (so
  * bucket boundaries match the CPU bit for bit) and uploaded. */
 void gpu_relpos_buckets(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,

@@ -322,7 +322,8 @@ int hf_config_from_json(t5_config *c, hf_head *h, const mc_val *j, const char *p
      * ("gated-gelu" means gelu_new, the tanh approximation); a
      * dense_act_fn or is_gated_act in the file overrides what
      * feed_forward_proj implied (transformers sets the file's fields after
-     * deriving). The C model is gated gelu_new. */
+     * deriving). The C model is gated gelu_new (T5 v1.1) or plain relu
+     * (the original T5). */
     const mc_val *ffv = val_get(j, "feed_forward_proj");
     if (ffv && ffv->type != VAL_NIL && ffv->type != VAL_STR) return mc_fail("%s: \"feed_forward_proj\" must be a string", path);
     const char *ff = val_get_str(j, "feed_forward_proj", "relu");
@@ -338,12 +339,16 @@ int hf_config_from_json(t5_config *c, hf_head *h, const mc_val *j, const char *p
         snprintf(act, sizeof act, "%s", da->v.str.s);
     }
     if ((gated = json_bool(j, "is_gated_act", gated, path)) < 0) return -1;
-    if (!gated || (strcmp(act, "gelu_new") && strcmp(act, "gelu_pytorch_tanh")))
-        return mc_fail("%s: a %s feed-forward (%s) with activation \"%s\" (%s): only T5 v1.1's gated gelu_new "
-                       "(feed_forward_proj \"gated-gelu\") is implemented%s", path, gated ? "gated" : "plain",
+    if (gated && (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")))
+        c->ffn = T5_FFN_GATED_GELU;
+    else if (!gated && !strcmp(act, "relu"))
+        c->ffn = T5_FFN_RELU;
+    else
+        return mc_fail("%s: a %s feed-forward (%s) with activation \"%s\" (%s): T5 v1.1's gated gelu_new "
+                       "(feed_forward_proj \"gated-gelu\") and the original T5's plain relu (\"relu\") are "
+                       "implemented", path, gated ? "gated" : "plain",
                        val_get(j, "is_gated_act") ? "is_gated_act" : "feed_forward_proj", act,
-                       da && da->type == VAL_STR ? "dense_act_fn" : "feed_forward_proj",
-                       !gated && !strcmp(act, "relu") ? " (original T5 uses \"relu\")" : "");
+                       da && da->type == VAL_STR ? "dense_act_fn" : "feed_forward_proj");
     /* The output layer: see hf.h */
     h->v5 = tf_major(j) >= 5;
     if ((h->tie = json_bool(j, "tie_word_embeddings", 1, path)) < 0) return -1;
@@ -379,13 +384,14 @@ mc_val *hf_config_to_json(const t5_config *c, const char *torch_dtype) {
     val_set_int(m, "d_kv", c->d_kv);
     val_set_int(m, "d_model", c->d_model);
     val_set_int(m, "decoder_start_token_id", 0);
-    val_set_str(m, "dense_act_fn", "gelu_new");
+    int relu = c->ffn == T5_FFN_RELU;
+    val_set_str(m, "dense_act_fn", relu ? "relu" : "gelu_new");
     val_set_float(m, "dropout_rate", 0.1);
     val_set_int(m, "eos_token_id", 1);
-    val_set_str(m, "feed_forward_proj", "gated-gelu");
+    val_set_str(m, "feed_forward_proj", t5_ffn_name(c->ffn));
     val_set_float(m, "initializer_factor", 1.0);
     val_set(m, "is_encoder_decoder", val_bool(1));
-    val_set(m, "is_gated_act", val_bool(1));
+    val_set(m, "is_gated_act", val_bool(!relu));
     val_set_float(m, "layer_norm_epsilon", c->eps);
     val_set_str(m, "model_type", mt5 ? "mt5" : "t5");
     val_set_int(m, "num_decoder_layers", c->num_decoder_layers);
@@ -394,10 +400,12 @@ mc_val *hf_config_to_json(const t5_config *c, const char *torch_dtype) {
     val_set_int(m, "pad_token_id", 0);
     val_set_int(m, "relative_attention_max_distance", c->max_distance);
     val_set_int(m, "relative_attention_num_buckets", c->num_buckets);
-    /* 4.x: untied and unscaled by tie_word_embeddings false; 5.x forces the
-     * flag true, keeps the stored lm_head and reads the scaling here */
-    val_set(m, "scale_decoder_outputs", val_bool(0));
-    val_set(m, "tie_word_embeddings", val_bool(0));
+    /* untied: 4.x reads untied and unscaled from tie_word_embeddings false;
+     * 5.x forces the flag true, keeps the stored lm_head and reads the
+     * scaling here. Tied (the original T5): both flags true, no lm_head in
+     * the weights; 4.x ties and scales, 5.x too */
+    val_set(m, "scale_decoder_outputs", val_bool(c->tied));
+    val_set(m, "tie_word_embeddings", val_bool(c->tied));
     val_set_str(m, "torch_dtype", torch_dtype);
     val_set(m, "use_cache", val_bool(1));
     val_set_int(m, "vocab_size", c->vocab_size);
@@ -417,14 +425,20 @@ static int layers_fit(const t5_config *c, size_t n_tensors, const char *path) {
     return 0;
 }
 
-/* Does this weight carry an IA3 vector (k, v of any attention; wi_1)? */
-static int has_ia3(const char *w) {
-    size_t n = strlen(w);
-    const char *ends[] = {"Attention.k.weight", "Attention.v.weight", "DenseReluDense.wi_1.weight"};
-    for (int i = 0; i < 3; i++) {
-        size_t m = strlen(ends[i]);
-        if (n >= m && !strcmp(w + n - m, ends[i])) return 1;
-    }
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* An IA3 vector of t5.h scales its weight's output (k, v, wi_1) or, for
+ * wo (the ReLU layout's feed-forward vector), its input. */
+static int ia3_scales_input(const char *vector_name) { return ends_with(vector_name, "DenseReluDense.wo.ia3_vector"); }
+
+/* "X.ia3_vector" -> "X.weight" into out (cap bytes); -1 if not so named. */
+static int ia3_weight_name(const char *vector_name, char *out, size_t cap) {
+    size_t L = strlen(vector_name);
+    if (L < 11 || strcmp(vector_name + L - 11, ".ia3_vector") || L - 11 + 8 >= cap) return -1;
+    snprintf(out, cap, "%.*s.weight", (int)(L - 11), vector_name);
     return 0;
 }
 
@@ -748,6 +762,47 @@ static int convertible(const st_tensor *t, const char *path) {
     return 0;
 }
 
+/* The output layer (hf.h): into c->tied, from what config.json says (h)
+ * and whether the weights hold an lm_head.weight equal to shared.weight.
+ * Untied and unscaled (T5 v1.1, flan-t5, mT5) or tied and scaled (the
+ * original T5) are the two heads transformers 4 and 5 both compute the
+ * same from a file; a config the two versions read differently, or a head
+ * of neither kind, is refused naming the field. */
+static int output_layer(t5_config *c, const hf_head *h, const checkpoint *ck, const char *cpath,
+                        const char *weights) {
+    const src_tensor *lm = ckpt_find(ck, "lm_head.weight"), *sh = ckpt_find(ck, "shared.weight");
+    if ((lm && convertible(lm->t, lm->file->path) < 0) || (sh && convertible(sh->t, sh->file->path) < 0)) return -1;
+    int lm_is_shared = lm && sh && same_values(lm->t, sh->t);
+    if (h->tie && !h->v5) { /* 4.x ties lm_head to shared.weight and scales */
+        if (!h->scale)
+            return mc_fail("%s: tie_word_embeddings is true but scale_decoder_outputs false: transformers 4 scales "
+                           "a tied head by d_model^-0.5, 5 would not", cpath);
+        if (lm && !lm_is_shared)
+            return mc_fail("%s: lm_head.weight differs from shared.weight, but tie_word_embeddings is true "
+                           "(transformers 4.x ties lm_head to shared.weight): the checkpoint is inconsistent",
+                           lm->file->path);
+        c->tied = 1;
+        return 0;
+    }
+    if (!h->scale) { /* untied and unscaled: the file's lm_head.weight */
+        if (!lm)
+            return mc_fail("%s: no lm_head.weight, and %s says scale_decoder_outputs false: a tied head without "
+                           "the d_model^-0.5 scaling is not implemented (T5 v1.1 and mT5 store lm_head.weight)",
+                           weights, cpath);
+        c->tied = 0;
+        return 0;
+    }
+    /* scaled: 5.x ties lm_head to shared.weight (a stored copy must equal
+     * it); 4.x with tie_word_embeddings false would neither tie nor scale */
+    if (!h->v5 || (lm && !lm_is_shared))
+        return mc_fail("%s: scale_decoder_outputs is true with %s: an untied head scaled by d_model^-0.5 is not "
+                       "implemented (the original T5 ties it: tie_word_embeddings true)", cpath,
+                       !h->v5 ? "tie_word_embeddings false (transformers 4 would not scale)"
+                              : "an lm_head.weight that differs from shared.weight");
+    c->tied = 1;
+    return 0;
+}
+
 int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     hf_import_opts dflt = {0};
     if (!o) o = &dflt;
@@ -772,6 +827,29 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
     }
     if (!(cj = json_parse_file(cpath))) goto done;
     if (hf_config_from_json(&c, &hd, cj, cpath) < 0) goto done;
+    if (ckpt_open(&ck, dir, weights, sizeof weights) < 0 || layers_fit(&c, ck.n_src, cpath) < 0) goto done;
+    /* every file tensor must be a parameter (lm_head.weight included: the
+     * table of the untied model, c.tied still 0), a tied copy or the
+     * ignored key */
+    static const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"};
+    static const char *ignored = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight";
+    int np = t5_param_table(&c, &par);
+    for (size_t i = 0; i < ck.n_src; i++) {
+        const char *nm = ck.src[i].name;
+        int known = !strcmp(nm, ignored);
+        for (int k = 0; k < np && !known; k++) known = !strcmp(par[k].name, nm);
+        if (!known && strcmp(nm, tied[0]) && strcmp(nm, tied[1])) {
+            mc_fail("%s: unexpected tensor %s: not a parameter of the T5 model config.json describes "
+                    "(num_layers %d, num_decoder_layers %d, feed_forward_proj %s)",
+                    ck.src[i].file->path, nm, c.num_layers, c.num_decoder_layers, t5_ffn_name(c.ffn));
+            goto done;
+        }
+    }
+    free(par);
+    par = NULL;
+    if (output_layer(&c, &hd, &ck, cpath, weights) < 0) goto done;
+    np = t5_param_table(&c, &par);
+    int n_tied = c.tied ? 3 : 2; /* a tied model's lm_head.weight is a copy of shared.weight */
     if (o->like) {
         art_file *lk = art_open(o->like, "model");
         t5_config lc;
@@ -784,34 +862,6 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         }
         art_close(lk);
         if (!same) goto done;
-    }
-    if (ckpt_open(&ck, dir, weights, sizeof weights) < 0 || layers_fit(&c, ck.n_src, cpath) < 0) goto done;
-    int np = t5_param_table(&c, &par);
-    /* every file tensor must be a parameter, a tied copy or the ignored key */
-    static const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
-    static const char *ignored = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight";
-    for (size_t i = 0; i < ck.n_src; i++) {
-        const char *nm = ck.src[i].name;
-        int known = !strcmp(nm, tied[0]) || !strcmp(nm, tied[1]) || !strcmp(nm, ignored);
-        for (int k = 0; k < np && !known; k++) known = !strcmp(par[k].name, nm);
-        if (!known) {
-            mc_fail("%s: unexpected tensor %s: not a parameter of the T5 v1.1 model config.json describes "
-                    "(num_layers %d, num_decoder_layers %d)",
-                    ck.src[i].file->path, nm, c.num_layers, c.num_decoder_layers);
-            goto done;
-        }
-    }
-    /* the output layer (hf.h): the file's lm_head.weight, unless 4.x ties it */
-    const src_tensor *lm = ckpt_find(&ck, "lm_head.weight");
-    if (!lm || (hd.tie && !hd.v5) || hd.scale) {
-        mc_fail("%s: %s: the original T5 layout (lm_head tied to shared.weight, decoder output scaled by "
-                "d_model^-0.5) is not implemented; T5 v1.1, flan-t5 and mT5 have their own lm_head.weight, "
-                "tie_word_embeddings false (transformers 4) or scale_decoder_outputs false (5)",
-                !lm ? weights : cpath,
-                !lm ? "no lm_head.weight"
-                : hd.tie && !hd.v5 ? "tie_word_embeddings is true (transformers 4.x ties lm_head to shared.weight)"
-                : "scale_decoder_outputs is true (or absent, with tie_word_embeddings true)");
-        goto done;
     }
 
     const char *dtype_seen = NULL;
@@ -835,7 +885,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o) {
         dtype_seen = !dtype_seen || !strcmp(dtype_seen, dn) ? dn : "mixed";
     }
     const src_tensor *sh = ckpt_find(&ck, "shared.weight");
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n_tied; i++) {
         const src_tensor *s = ckpt_find(&ck, tied[i]);
         if (!s) continue;
         if (convertible(s->t, s->file->path) < 0) goto done;
@@ -946,7 +996,8 @@ typedef struct {
     int64_t shape[2];
     const float *src;       /* f32 values (aligned copy or NULL) */
     const art_tensor *at;   /* or straight from the artifact (f32, unaligned) */
-    const float *rowscale;  /* multiply row i by rowscale[i] (IA3 folding) */
+    const float *rowscale;  /* multiply row i by rowscale[i] (IA3 folding: an output scale) */
+    const float *colscale;  /* multiply column j by colscale[j] (IA3 folding: an input scale) */
     int64_t numel;
 } out_tensor;
 
@@ -994,6 +1045,8 @@ static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
             else memcpy(x, t->at->data + (size_t)s * 4, (size_t)m * 4);
             if (t->rowscale)
                 for (int64_t j = 0; j < m; j++) x[j] *= t->rowscale[(s + j) / cols];
+            if (t->colscale)
+                for (int64_t j = 0; j < m; j++) x[j] *= t->colscale[(s + j) % cols];
             if (dt == ST_F32) {
                 ok = fwrite(x, 4, (size_t)m, f) == (size_t)m;
             } else {
@@ -1081,41 +1134,48 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
         if ((x->src = owned[n_owned] = f32_copy_if_needed(t))) n_owned++;
         if (!strcmp(par[k].name, "shared.weight")) shared = t;
     }
-    /* IA3 vectors: check every one names a k, v or wi_1 weight of this model */
+    /* IA3 vectors: check every one is a vector of this model's IA3 table
+     * (t5.h: k, v, and wi_1 or, ReLU, wo) */
     if (ia) {
         ad = callocCheck(ia->n_tensors ? ia->n_tensors : 1, sizeof *ad);
-        for (size_t i = 0; i < ia->n_tensors; i++) {
+        t5_tensor *vt = NULL;
+        int nvt = t5_ia3_table(&c, &vt);
+        size_t i; /* < n_tensors after a break: an error */
+        for (i = 0; i < ia->n_tensors; i++) {
             const art_tensor *v = &ia->tensors[i];
-            size_t L = strlen(v->name);
             char wname[128];
-            if (L < 11 || strcmp(v->name + L - 11, ".ia3_vector") || L - 11 + 8 >= sizeof wname) {
+            if (ia3_weight_name(v->name, wname, sizeof wname) < 0) {
                 mc_fail("%s: tensor %s is not an IA3 vector (NAME.ia3_vector)", o->ia3, v->name);
-                goto done;
+                break;
             }
-            snprintf(wname, sizeof wname, "%.*s.weight", (int)(L - 11), v->name);
-            int k = 0;
+            int j = 0, k = 0;
+            while (j < nvt && strcmp(vt[j].name, v->name)) j++;
             while (k < np && strcmp(par[k].name, wname)) k++;
-            if (k == np || !has_ia3(wname)) {
-                mc_fail("%s: %s scales %s, which is not a k, v or wi_1 weight of %s", o->ia3, v->name, wname, model);
-                goto done;
+            if (j == nvt || k == np) {
+                mc_fail("%s: %s scales %s, which is not a k, v or %s weight of %s", o->ia3, v->name, wname,
+                        c.ffn == T5_FFN_RELU ? "wo" : "wi_1", model);
+                break;
             }
-            if (v->numel != par[k].shape[0]) {
-                mc_fail("%s: %s has %" PRId64 " entries but %s has %" PRId64 " output rows", o->ia3, v->name, v->numel,
-                        wname, par[k].shape[0]);
-                goto done;
+            int in = ia3_scales_input(v->name);
+            if (v->numel != (int64_t)vt[j].numel) {
+                mc_fail("%s: %s has %" PRId64 " entries but %s has %" PRId64 " %s", o->ia3, v->name, v->numel,
+                        wname, (int64_t)vt[j].numel, in ? "input columns" : "output rows");
+                break;
             }
-            if (scale[k]) { mc_fail("%s: two vectors for %s", o->ia3, wname); goto done; }
+            if (scale[k]) { mc_fail("%s: two vectors for %s", o->ia3, wname); break; }
             scale[k] = art_tensor_f32(v);
             if (o->ia3_mode == HF_IA3_FOLD) {
-                ot[k].rowscale = scale[k];
+                if (in) ot[k].colscale = scale[k];
+                else ot[k].rowscale = scale[k];
             } else {
-                /* PEFT: k / v scale outputs ([out, 1]); wi_1's vector is the
-                 * input scale of wo ([1, d_ff]) - see hf.h */
+                /* PEFT: k / v scale outputs ([out, 1]); the feed-forward
+                 * vector is the input scale of wo ([1, d_ff]): ours on wo
+                 * (ReLU) or on wi_1's output, the same entries (hf.h) */
                 out_tensor *x = &ad[n_ad++];
-                int ff = strstr(wname, "DenseReluDense.wi_1") != NULL;
+                int ff = in || ends_with(wname, "DenseReluDense.wi_1.weight");
                 char mod[128];
                 snprintf(mod, sizeof mod, "%.*s", (int)(strlen(wname) - 7), wname);
-                if (ff) {
+                if (ff && !in) {
                     char *q = strstr(mod, "wi_1");
                     memcpy(q, "wo", 2);
                     memmove(q + 2, q + 4, strlen(q + 4) + 1);
@@ -1128,6 +1188,8 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
                 x->src = scale[k];
             }
         }
+        free(vt);
+        if (i < ia->n_tensors) goto done;
     }
     if (o->tied) {
         const char *tied[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
@@ -1274,18 +1336,13 @@ static int peft_matches(const peft_match *m, const char *module, int dot) {
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
 int hf_import_ia3(const char *dir, const char *base_model, const char *out, const char *key) {
     int r = -1, np = 0;
     char *cp = path_join(dir, "adapter_config.json"), *wp = path_join(dir, "adapter_model.safetensors");
     mc_val *cj = NULL, *meta = NULL;
     st_file *sf = NULL;
     art_file *bm = NULL;
-    t5_tensor *par = NULL;
+    t5_tensor *vt = NULL;
     float **vec = NULL;
     float *tmp = NULL;
     t5_config c;
@@ -1306,15 +1363,16 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
         goto done;
     if (!(bm = art_open(base_model, "model"))) goto done;
     if (meta_config(&c, bm, base_model) < 0 || layers_fit(&c, bm->n_tensors, base_model) < 0) goto done;
-    np = t5_param_table(&c, &par);
+    np = t5_ia3_table(&c, &vt);
     if (!(sf = st_open(wp))) goto done;
     vec = callocCheck((size_t)np, sizeof *vec);
+    int relu = c.ffn == T5_FFN_RELU;
     const char *pre = "base_model.model.";
     size_t pl = strlen(pre);
     for (size_t i = 0; i < sf->n; i++) {
         const st_tensor *t = &sf->t[i];
         size_t L = strlen(t->name);
-        char mod[160], wname[176];
+        char mod[160], vname[176];
         if (L < pl + 7 || strncmp(t->name, pre, pl) || strcmp(t->name + L - 6, ".ia3_l") || L - pl - 6 >= sizeof mod) {
             mc_fail("%s: unexpected tensor %s (PEFT IA3 names are base_model.model.MODULE.ia3_l)", wp, t->name);
             goto done;
@@ -1326,24 +1384,28 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
         }
         /* k, v (any attention) and wi_1 scale their outputs; wo, a
          * feedforward module, its input: the same d_ff entries as wi_1's
-         * output (hf.h), so both land on wi_1's vector and multiply */
+         * output (hf.h), so both land on wi_1's vector and multiply. On the
+         * ReLU layout wo's input is our vector itself; wi's output is not
+         * (relu(s x) is s relu(x) only for s >= 0), nor is there a wi_1 */
         int ff = peft_matches(&ffm, mod, 0);
         int kv = ends_with(mod, "Attention.k") || ends_with(mod, "Attention.v");
         int wi1 = ends_with(mod, "DenseReluDense.wi_1"), wo = ends_with(mod, "DenseReluDense.wo");
-        if (!((kv && !ff) || (wi1 && !ff) || (wo && ff))) {
-            mc_fail("%s: %s scales the %s of %s: MaTS's IA3 scales the outputs of k, v and wi_1 and the input of "
-                    "wo (a feedforward module) only", wp, t->name, ff ? "input (feedforward_modules)" : "output", mod);
+        if (!((kv && !ff) || (wi1 && !ff && !relu) || (wo && ff))) {
+            mc_fail("%s: %s scales the %s of %s: MaTS's IA3 scales the outputs of k, v%s and the input of "
+                    "wo (a feedforward module) only", wp, t->name, ff ? "input (feedforward_modules)" : "output", mod,
+                    relu ? "" : " and wi_1");
             goto done;
         }
-        snprintf(wname, sizeof wname, "%.*s%s.weight", (int)(wo ? strlen(mod) - 2 : strlen(mod)), mod, wo ? "wi_1" : "");
+        snprintf(vname, sizeof vname, "%.*s%s.ia3_vector", (int)(wo && !relu ? strlen(mod) - 2 : strlen(mod)), mod,
+                 wo && !relu ? "wi_1" : "");
         int k = 0;
-        while (k < np && strcmp(par[k].name, wname)) k++;
+        while (k < np && strcmp(vt[k].name, vname)) k++;
         if (k == np) {
             mc_fail("%s: %s scales %s, which %s does not have", wp, t->name, mod, base_model);
             goto done;
         }
         if (convertible(t, wp) < 0) goto done;
-        int64_t want = par[k].shape[0];
+        int64_t want = (int64_t)vt[k].numel;
         int shape_ok = t->numel == want && (t->ndim == 1 || (t->ndim == 2 && (t->shape[0] == 1 || t->shape[1] == 1)));
         if (!shape_ok) {
             char a[64];
@@ -1364,8 +1426,6 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
     val_set_str(meta, "base", bm->key);
     val_set(meta, "config", t5_config_to_val(&c));
     val_set_str(meta, "source", "hf-peft");
-    int nv = 0;
-    for (int k = 0; k < np; k++) nv += has_ia3(par[k].name);
     char kbuf[33];
     if (!key) {
         mc_key *kk = key_new("import-hf-ia3");
@@ -1377,18 +1437,15 @@ int hf_import_ia3(const char *dir, const char *base_model, const char *out, cons
         key_free(kk);
         key = kbuf;
     }
-    art_writer *w = art_writer_open(out, "ia3", key, meta, (size_t)nv);
+    art_writer *w = art_writer_open(out, "ia3", key, meta, (size_t)np);
     if (!w) goto done;
     for (int k = 0; k < np; k++) {
-        if (!has_ia3(par[k].name)) continue;
-        char vname[128];
-        snprintf(vname, sizeof vname, "%.*s.ia3_vector", (int)(strlen(par[k].name) - 7), par[k].name);
-        int64_t n = par[k].shape[0];
+        int64_t n = (int64_t)vt[k].numel;
         if (!vec[k]) {
             vec[k] = mallocCheck((size_t)n * sizeof **vec);
             for (int64_t i = 0; i < n; i++) vec[k][i] = 1.0f;
         }
-        if (art_writer_tensor(w, vname, ART_F32, 1, &n, vec[k]) < 0) { art_writer_abort(w); goto done; }
+        if (art_writer_tensor(w, vt[k].name, ART_F32, 1, &n, vec[k]) < 0) { art_writer_abort(w); goto done; }
     }
     if (art_writer_close(w) < 0) goto done;
     r = 0;
@@ -1399,7 +1456,7 @@ done:
     free(tmp);
     peft_match_free(&tm);
     peft_match_free(&ffm);
-    free(par);
+    free(vt);
     val_free(meta);
     val_free(cj);
     st_close(sf);

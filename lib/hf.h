@@ -50,8 +50,20 @@
  * output (wo(gelu(wi_0 x) * (s * wi_1 x)) = wo(s * (gelu(wi_0 x) * wi_1 x))),
  * so our `...wi_1.ia3_vector` maps to PEFT's `...wo.ia3_l`. PEFT may
  * also target wi_1 itself (not feedforward: an [d_ff, 1] output scale, its
- * default for mT5); an adapter with both multiplies them. target_modules
+ * default for mT5); an adapter with both multiplies them. On the original
+ * layout (ReLU, t5.h) the feed-forward vector is wo's input itself, our
+ * `...wo.ia3_vector` = PEFT's `...wo.ia3_l` (PEFT's default for t5: k, v,
+ * wo with wo feedforward); wi's output is refused (relu(s z) = s relu(z)
+ * only for s >= 0). Folding an IA3 artifact into the weights (--fold)
+ * scales the rows of k, v and wi_1 and the columns of wo. target_modules
  * and feedforward_modules may be lists or regular expressions (hf.c).
+ *
+ * The original T5 layout (t5-small/base/large and their fine-tunes:
+ * feed_forward_proj "relu", lm_head tied to shared.weight, the decoder
+ * output scaled by d_model^-0.5) imports as a tied model (t5.h); a file's
+ * lm_head.weight must then equal shared.weight (dropped like the
+ * embed_tokens copies), and export writes none, with tie_word_embeddings
+ * and scale_decoder_outputs both true.
  *
  * Sentinels. A T5 tokenizer appends extra_ids sentinels after its pieces
  * (tokenizer_config.json "extra_ids", default 100): <extra_id_0> is
@@ -139,15 +151,21 @@ typedef struct {
 
 /* From a parsed config.json (HF T5Config semantics and defaults: absent
  * feed_forward_proj is "relu"; dense_act_fn and is_gated_act, when present,
- * override what feed_forward_proj implies): the shapes into c (meta.config
- * is then t5_config_to_val(c), lib/t5.h: the one mapping), the output layer
- * into h. Rejects what the C model does not implement (a feed-forward other
- * than gated gelu_new, other special token ids) with a line naming `path`
- * and the field; hf_import decides on h with the weights at hand. */
+ * override what feed_forward_proj implies): the shapes and the feed-forward
+ * into c (meta.config is then t5_config_to_val(c), lib/t5.h: the one
+ * mapping), the output layer into h. Rejects what the C model does not
+ * implement (a feed-forward other than gated gelu_new or plain relu, other
+ * special token ids) with a line naming `path` and the field; hf_import
+ * decides on h with the weights at hand: untied and unscaled (lm_head in
+ * the file) or tied and scaled (c->tied); a head transformers 4 and 5
+ * would read differently, or tied and unscaled, or untied and scaled, is
+ * refused. */
 int hf_config_from_json(t5_config *c, hf_head *h, const mc_val *json, const char *path);
 /* A config.json for T5ForConditionalGeneration (MT5... for model_type mt5)
  * that transformers 4.x and 5.x both load as this model: untied, unscaled
- * (tie_word_embeddings false, scale_decoder_outputs false). */
+ * (tie_word_embeddings false, scale_decoder_outputs false), or, for a tied
+ * model (the original T5), both true; feed_forward_proj, dense_act_fn and
+ * is_gated_act of its feed-forward. */
 mc_val *hf_config_to_json(const t5_config *c, const char *torch_dtype);
 
 /* ------------------------------------------------------------ import / export */

@@ -612,6 +612,37 @@ void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const flo
     pool_parallel_for((n + 3) / 4, 1024, gelu_group_range, &gb);
 }
 
+/* ReLU (the original T5's feed-forward): elementwise, no lanes needed (a
+ * compare and a select give the same bytes at any width). */
+typedef struct {
+    float *out;
+    const float *x, *dout;
+    int acc;
+} relu_ctx;
+
+static void relu_fwd_range(void *p, long lo, long hi) {
+    relu_ctx *c = p;
+    for (long i = lo; i < hi; i++) c->out[i] = c->x[i] > 0.0f ? c->x[i] : 0.0f;
+}
+
+static void relu_bwd_range(void *p, long lo, long hi) {
+    relu_ctx *c = p;
+    for (long i = lo; i < hi; i++) {
+        float g = c->x[i] > 0.0f ? c->dout[i] : 0.0f;
+        c->out[i] = c->acc ? c->out[i] + g : g;
+    }
+}
+
+void op_relu_forward(float *out, const float *x, long n) {
+    relu_ctx c = {.out = out, .x = x};
+    pool_parallel_for(n, 1 << 14, relu_fwd_range, &c);
+}
+
+void op_relu_backward(float *dx, const float *dout, const float *x, long n, int acc) {
+    relu_ctx c = {.out = dx, .x = x, .dout = dout, .acc = acc};
+    pool_parallel_for(n, 1 << 14, relu_bwd_range, &c);
+}
+
 /* HF T5Attention._relative_position_bucket: half the buckets for each sign
  * when bidirectional; in the causal case only keys before the query count
  * (rp = -min(rp, 0)). Positions below max_exact = nb/2 get their own bucket;

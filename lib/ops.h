@@ -68,6 +68,12 @@ void op_gated_gelu_forward(float *out, const float *h0, const float *h1, long n)
 void op_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const float *h0,
                             const float *h1, long n, int acc);
 
+/* ReLU of the original T5's feed-forward: out (n) = max(x, 0) (out may be x). */
+void op_relu_forward(float *out, const float *x, long n);
+/* dx (n) (+)= dout where x > 0, else 0 (torch's threshold at 0: the
+ * gradient at x = 0 is 0). */
+void op_relu_backward(float *dx, const float *dout, const float *x, long n, int acc);
+
 /* HF's _relative_position_bucket for relative position rp = key - query,
  * computed in float32 like PyTorch does. */
 int op_relpos_bucket(int rp, int bidirectional, int num_buckets, int max_distance);

@@ -254,6 +254,31 @@ void gpu_gated_gelu_backward(float *dh0, float *dh1, const float *dout, const fl
     launchCheck();
 }
 
+/* ------------------------------------------------------------ ReLU */
+
+__global__ static void relu_fwd_kernel(float *out, const float *x, long n) {
+    GRID_LOOP(i, n) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void gpu_relu_forward(float *out, const float *x, long n) {
+    if (n <= 0) return;
+    relu_fwd_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(out, x, n);
+    launchCheck();
+}
+
+__global__ static void relu_bwd_kernel(float *dx, const float *dout, const float *x, long n, int acc) {
+    GRID_LOOP(i, n) {
+        float g = x[i] > 0.0f ? dout[i] : 0.0f;
+        dx[i] = acc ? dx[i] + g : g;
+    }
+}
+
+void gpu_relu_backward(float *dx, const float *dout, const float *x, long n, int acc) {
+    if (n <= 0) return;
+    relu_bwd_kernel<<<gpu_blocks(n, EW_THREADS), EW_THREADS, 0, gpu_stream()>>>(dx, dout, x, n, acc);
+    launchCheck();
+}
+
 /* ------------------------------------------------------------ relative position bias */
 
 void gpu_relpos_buckets(int *buckets, int Tq, int Tk, int bidirectional, int num_buckets,

@@ -144,10 +144,17 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
         for (int l = 0; l < c->num_decoder_layers; l++)
             relb_grad(rd_t, da->dec[l].probs + (size_t)b * H * Td * Td, m->dec_buckets, H, Td);
         /* shared embedding: rows of the ids this example uses (encoder and
-         * decoder inputs); zero only those rows before and after */
+         * decoder inputs); zero only those rows before and after. A tied
+         * head (t5.h) adds its gradient g^T x over the example's decoder
+         * rows to every row: the whole tensor is written and squared. */
         float *sh = OFF(m->p.shared);
-        for (int t = 0; t < Te; t++) memset(sh + (size_t)bt->enc_ids[re + t] * D, 0, sizeof(float) * D);
-        for (int t = 0; t < Td; t++) memset(sh + (size_t)bt->dec_ids[rd + t] * D, 0, sizeof(float) * D);
+        if (c->tied) {
+            int V = c->vocab_size;
+            be_gemm(1, 0, V, D, Td, 1.0f, da->logits + rd * V, V, a->dec_out + rd * D, D, 0.0f, sh, D);
+        } else {
+            for (int t = 0; t < Te; t++) memset(sh + (size_t)bt->enc_ids[re + t] * D, 0, sizeof(float) * D);
+            for (int t = 0; t < Td; t++) memset(sh + (size_t)bt->dec_ids[rd + t] * D, 0, sizeof(float) * D);
+        }
         for (int t = 0; t < Te; t++) {
             float *row = sh + (size_t)bt->enc_ids[re + t] * D;
             const float *d = da->enc_emb + (re + t) * D;
@@ -163,8 +170,13 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
             sq_ctx sc = {acc + run_lo[r], scratch + run_lo[r]};
             pool_parallel_for((long)(run_hi[r] - run_lo[r]), 1 << 14, sq_range, &sc);
         }
-        /* shared: only the touched rows (each once: square after all adds) */
-        for (int pass = 0; pass < 2; pass++) {
+        /* shared: only the touched rows (each once: square after all adds);
+         * tied, all of it */
+        if (c->tied) {
+            sq_ctx sc = {acc + (sh - scratch), sh};
+            pool_parallel_for((long)c->vocab_size * D, 1 << 14, sq_range, &sc);
+        }
+        for (int pass = 0; pass < 2 && !c->tied; pass++) {
             int T = pass ? Td : Te;
             const int *ids = pass ? bt->dec_ids + rd : bt->enc_ids + re;
             for (int t = 0; t < T; t++) {
@@ -232,14 +244,14 @@ static int ia3_sites(const t5_model *m, ia3_site *s) {
     for (int l = 0; l < c->num_layers; l++) {
         S(a->enc[l].k, da->enc[l].ks, T5_ENC, HK, m->ia.enc[l].sa_k);
         S(a->enc[l].v, da->enc[l].vs, T5_ENC, HK, m->ia.enc[l].sa_v);
-        S(a->enc[l].h1, da->enc[l].h1s, T5_ENC, F, m->ia.enc[l].wi1);
+        S(a->enc[l].h1, da->enc[l].h1s, T5_ENC, F, m->ia.enc[l].ff);
     }
     for (int l = 0; l < c->num_decoder_layers; l++) {
         S(a->dec[l].k, da->dec[l].ks, T5_DEC, HK, m->ia.dec[l].sa_k);
         S(a->dec[l].v, da->dec[l].vs, T5_DEC, HK, m->ia.dec[l].sa_v);
         S(a->dec[l].ck, da->dec[l].cks, T5_ENC, HK, m->ia.dec[l].ca_k);
         S(a->dec[l].cv, da->dec[l].cvs, T5_ENC, HK, m->ia.dec[l].ca_v);
-        S(a->dec[l].h1, da->dec[l].h1s, T5_DEC, F, m->ia.dec[l].wi1);
+        S(a->dec[l].h1, da->dec[l].h1s, T5_DEC, F, m->ia.dec[l].ff);
     }
 #undef S
     return n;

@@ -11,7 +11,11 @@
  *     the example's tokens (one GEMM over its rows);
  *   - a norm weight's is sum_t dy_t * x_t * rstd_t; the relative-position
  *     table's is the example's dScores scattered by bucket, over all layers;
- *     the shared embedding's is its rows' gradients scattered by id;
+ *     the shared embedding's is its rows' gradients scattered by id, plus,
+ *     for a head tied to it (the original T5, t5.h), the head's g^T x over
+ *     the example's decoder tokens (a tied head is not among the linears:
+ *     no Gram of its own, and the merge treats shared.weight as it always
+ *     does, a non-linear tensor);
  *   - an IA3 vector's is sum_t dy_scaled_t * y_raw_t;
  *   - Gram matrices are SYRK updates over the batch's real (non-pad) rows.
  * Pad tokens contribute nothing: their gradients are exactly zero and Gram

@@ -1,4 +1,5 @@
-/* t5.c - T5 v1.1 model: tables, init, forward, backward, artifacts. */
+/* t5.c - the T5 model (v1.1 and original layouts, t5.h): tables, init,
+ * forward, backward, artifacts. */
 #include "t5.h"
 #include "key.h"
 
@@ -68,6 +69,14 @@ static const struct {
 #define N_T5_INT_FIELDS (sizeof T5_INT_FIELDS / sizeof T5_INT_FIELDS[0])
 #define T5_FIELD(c, i) (*(int *)((char *)(c) + T5_INT_FIELDS[i].off))
 
+float t5_head_scale(const t5_config *c) { return (float)(1.0 / sqrt((double)c->d_model)); }
+
+const char *t5_ffn_name(int ffn) { return ffn == T5_FFN_RELU ? "relu" : "gated-gelu"; }
+
+int t5_ffn_parse(const char *name) {
+    return !strcmp(name, "gated-gelu") ? T5_FFN_GATED_GELU : !strcmp(name, "relu") ? T5_FFN_RELU : -1;
+}
+
 int t5_config_diff(const t5_config *a, const t5_config *b, char *buf, size_t cap) {
     for (size_t i = 0; i < N_T5_INT_FIELDS; i++) {
         int x = T5_FIELD(a, i), y = T5_FIELD(b, i);
@@ -78,6 +87,14 @@ int t5_config_diff(const t5_config *a, const t5_config *b, char *buf, size_t cap
     }
     if (a->eps != b->eps) {
         snprintf(buf, cap, "layer_norm_epsilon %g vs %g", a->eps, b->eps);
+        return 1;
+    }
+    if (a->ffn != b->ffn) {
+        snprintf(buf, cap, "feed_forward_proj %s vs %s", t5_ffn_name(a->ffn), t5_ffn_name(b->ffn));
+        return 1;
+    }
+    if (a->tied != b->tied) {
+        snprintf(buf, cap, "tie_word_embeddings %s vs %s", a->tied ? "true" : "false", b->tied ? "true" : "false");
         return 1;
     }
     return 0;
@@ -107,13 +124,11 @@ int t5_config_from_cfg(t5_config *c, mc_cfg *cfg) {
     if (cfg_get_float(cfg, "model.layer_norm_epsilon", 1e-6, 1e-12, 1.0, &d) < 0) return -1;
     c->eps = (float)d;
     if (cfg_get_str(cfg, "model.feed_forward_proj", "gated-gelu", &s) < 0) return -1;
-    if (strcmp(s, "gated-gelu") != 0)
-        return mc_fail("%s: model.feed_forward_proj = %s: only gated-gelu (T5 v1.1) is implemented",
+    if ((c->ffn = t5_ffn_parse(s)) < 0)
+        return mc_fail("%s: model.feed_forward_proj = %s: gated-gelu (T5 v1.1) or relu (the original T5)",
                        cfg_where(cfg, "model.feed_forward_proj"), s);
     if (cfg_get_bool(cfg, "model.tie_word_embeddings", 0, &t) < 0) return -1;
-    if (t)
-        return mc_fail("%s: model.tie_word_embeddings = true: T5 v1.1 unties lm_head; set it to false",
-                       cfg_where(cfg, "model.tie_word_embeddings"));
+    c->tied = t;
     return t5_config_check(c);
 }
 
@@ -140,11 +155,11 @@ int t5_config_from_val(t5_config *c, const mc_val *v) {
     if (t5_config_ints(c, v, "meta.config.") < 0) return -1;
     c->eps = (float)val_get_float(v, "layer_norm_epsilon", 1e-6);
     const char *ff = val_get_str(v, "feed_forward_proj", "gated-gelu");
-    if (strcmp(ff, "gated-gelu") != 0)
-        return mc_fail("meta.config.feed_forward_proj = %s: only gated-gelu (T5 v1.1) is implemented", ff);
+    if ((c->ffn = t5_ffn_parse(ff)) < 0)
+        return mc_fail("meta.config.feed_forward_proj = %s: gated-gelu (T5 v1.1) or relu (the original T5)", ff);
     const mc_val *tie = val_get(v, "tie_word_embeddings");
-    if (tie && tie->type == VAL_BOOL && tie->v.b)
-        return mc_fail("meta.config.tie_word_embeddings = true: only untied T5 v1.1 is implemented");
+    if (tie && tie->type != VAL_BOOL) return mc_fail("meta.config.tie_word_embeddings must be true or false");
+    c->tied = tie && tie->v.b;
     const char *mt = val_get_str(v, "model_type", "t5");
     if (strcmp(mt, "t5") && strcmp(mt, "mt5"))
         return mc_fail("meta.config.model_type = %s: t5 or mt5", mt);
@@ -163,8 +178,8 @@ mc_val *t5_config_to_val(const t5_config *c) {
     mc_val *m = val_map();
     for (size_t i = 0; i < N_T5_INT_FIELDS; i++) val_set_int(m, T5_INT_FIELDS[i].name, T5_FIELD(c, i));
     val_set_float(m, "layer_norm_epsilon", c->eps);
-    val_set_str(m, "feed_forward_proj", "gated-gelu");
-    val_set(m, "tie_word_embeddings", val_bool(0));
+    val_set_str(m, "feed_forward_proj", t5_ffn_name(c->ffn));
+    val_set(m, "tie_word_embeddings", val_bool(c->tied));
     val_set_str(m, "model_type", !strcmp(c->model_type, "mt5") ? "mt5" : "t5");
     /* only where it differs from the default, so that models of the
      * built-in tokenizer keep their bytes */
@@ -218,8 +233,12 @@ static size_t param_layout(const t5_config *c, t5_params *P, float *base, t5_ten
         for (int l = 0; l < L; l++) {
             t5_block_params *b = (s ? P->dec : P->enc) ? &(s ? P->dec : P->enc)[l] : &scratch;
             memset(b, 0, sizeof *b);
+            const char *f = s ? "2" : "1"; /* the feed-forward's layer index */
 #define A(field, fmt, d0, d1)                                                   \
     snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l);                         \
+    b->field = w_add(&w, nm, d0, d1);
+#define AF(field, fmt, d0, d1) /* a feed-forward tensor: fmt takes f */         \
+    snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l, f);                      \
     b->field = w_add(&w, nm, d0, d1);
             A(sa_q, "layer.0.SelfAttention.q.weight", HK, D);
             A(sa_k, "layer.0.SelfAttention.k.weight", HK, D);
@@ -238,36 +257,42 @@ static size_t param_layout(const t5_config *c, t5_params *P, float *base, t5_ten
                 A(ca_v, "layer.1.EncDecAttention.v.weight", HK, D);
                 A(ca_o, "layer.1.EncDecAttention.o.weight", D, HK);
                 A(ca_ln, "layer.1.layer_norm.weight", D, 0);
-                A(wi0, "layer.2.DenseReluDense.wi_0.weight", F, D);
-                A(wi1, "layer.2.DenseReluDense.wi_1.weight", F, D);
-                A(wo, "layer.2.DenseReluDense.wo.weight", D, F);
-                A(ff_ln, "layer.2.layer_norm.weight", D, 0);
-            } else {
-                A(wi0, "layer.1.DenseReluDense.wi_0.weight", F, D);
-                A(wi1, "layer.1.DenseReluDense.wi_1.weight", F, D);
-                A(wo, "layer.1.DenseReluDense.wo.weight", D, F);
-                A(ff_ln, "layer.1.layer_norm.weight", D, 0);
             }
+            if (c->ffn == T5_FFN_RELU) {
+                AF(wi0, "layer.%s.DenseReluDense.wi.weight", F, D);
+            } else {
+                AF(wi0, "layer.%s.DenseReluDense.wi_0.weight", F, D);
+                AF(wi1, "layer.%s.DenseReluDense.wi_1.weight", F, D);
+            }
+            AF(wo, "layer.%s.DenseReluDense.wo.weight", D, F);
+            AF(ff_ln, "layer.%s.layer_norm.weight", D, 0);
 #undef A
+#undef AF
         }
         snprintf(nm, sizeof nm, "%s.final_layer_norm.weight", st);
         float *ln = w_add(&w, nm, D, 0);
         if (s) P->dec_ln = ln;
         else P->enc_ln = ln;
     }
-    P->lm_head = w_add(&w, "lm_head.weight", V, D);
+    P->lm_head = c->tied ? NULL : w_add(&w, "lm_head.weight", V, D);
     if (n) *n = w.n;
     return w.off;
 }
 
-int t5_param_table(const t5_config *c, t5_tensor **out) {
+/* The table alone of a layout (tab NULL: count only) */
+static size_t param_table_of(const t5_config *c, t5_tensor *tab, int *n) { return param_layout(c, NULL, NULL, tab, n); }
+
+/* A table of its own: count, allocate, fill. */
+static int table_new(size_t (*layout)(const t5_config *, t5_tensor *, int *), const t5_config *c, t5_tensor **out) {
     int n = 0;
-    param_layout(c, NULL, NULL, NULL, &n);
+    layout(c, NULL, &n);
     t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
-    param_layout(c, NULL, NULL, tab, &n);
+    layout(c, tab, &n);
     *out = tab;
     return n;
 }
+
+int t5_param_table(const t5_config *c, t5_tensor **out) { return table_new(param_table_of, c, out); }
 
 static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *tab, int *n) {
     walker w = {tab, 0, 0, base};
@@ -280,24 +305,35 @@ static size_t ia3_layout(const t5_config *c, t5_ia3 *P, float *base, t5_tensor *
         for (int l = 0; l < L; l++) {
             t5_block_ia3 *b = (P && (s ? P->dec : P->enc)) ? &(s ? P->dec : P->enc)[l] : &scratch;
             memset(b, 0, sizeof *b);
+            const char *f = s ? "2" : "1"; /* the feed-forward's layer index */
 #define A(field, fmt, d0)                                                       \
     snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l);                         \
+    b->field = w_add(&w, nm, d0, 0);
+#define AF(field, fmt, d0)                                                      \
+    snprintf(nm, sizeof nm, "%s.block.%d." fmt, st, l, f);                      \
     b->field = w_add(&w, nm, d0, 0);
             A(sa_k, "layer.0.SelfAttention.k.ia3_vector", HK);
             A(sa_v, "layer.0.SelfAttention.v.ia3_vector", HK);
             if (s) {
                 A(ca_k, "layer.1.EncDecAttention.k.ia3_vector", HK);
                 A(ca_v, "layer.1.EncDecAttention.v.ia3_vector", HK);
-                A(wi1, "layer.2.DenseReluDense.wi_1.ia3_vector", F);
+            }
+            if (c->ffn == T5_FFN_RELU) {
+                AF(ff, "layer.%s.DenseReluDense.wo.ia3_vector", F);
             } else {
-                A(wi1, "layer.1.DenseReluDense.wi_1.ia3_vector", F);
+                AF(ff, "layer.%s.DenseReluDense.wi_1.ia3_vector", F);
             }
 #undef A
+#undef AF
         }
     }
     if (n) *n = w.n;
     return w.off;
 }
+
+static size_t ia3_table_of(const t5_config *c, t5_tensor *tab, int *n) { return ia3_layout(c, NULL, NULL, tab, n); }
+
+int t5_ia3_table(const t5_config *c, t5_tensor **out) { return table_new(ia3_table_of, c, out); }
 
 t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3) {
     t5_model *m = callocCheck(1, sizeof *m);
@@ -442,7 +478,7 @@ float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info)
  *   q                     N(0, (d_model * d_kv)^-1/2)
  *   k, v                  N(0, d_model^-1/2)
  *   o                     N(0, (heads * d_kv)^-1/2)
- *   wi_0, wi_1            N(0, d_model^-1/2)
+ *   wi_0, wi_1, wi        N(0, d_model^-1/2)
  *   wo                    N(0, d_ff^-1/2)
  *   relative_attention_bias N(0, d_model^-1/2)
  *   layer norms           1
@@ -451,7 +487,8 @@ float *t5_ia3_param(const t5_model *m, const char *name, const t5_tensor **info)
  * logits of std sqrt(d_model) and a first loss near 40 for d_model 256
  * (measured on t5-mini); std d_model^-1/2 gives logits of std 1 and a first loss near
  * ln(vocab), the scale original T5 reaches by rescaling tied embeddings by
- * d_model^-1/2. Each tensor draws from its own stream seeded by
+ * d_model^-1/2 (a tied model, t5.h, has no lm_head and gets exactly HF's
+ * init). Each tensor draws from its own stream seeded by
  * (seed, tensor index), so the values do not depend on the order of calls. */
 void t5_init_random(t5_model *m, uint64_t seed) {
     const t5_config *c = &m->c;
@@ -472,7 +509,7 @@ void t5_init_random(t5_model *m, uint64_t seed) {
         else if (ENDS(".q.weight")) std = pow((double)c->d_model * c->d_kv, -0.5);
         else if (ENDS(".k.weight") || ENDS(".v.weight")) std = pow(c->d_model, -0.5);
         else if (ENDS(".o.weight")) std = pow((double)c->num_heads * c->d_kv, -0.5);
-        else if (ENDS("wi_0.weight") || ENDS("wi_1.weight")) std = pow(c->d_model, -0.5);
+        else if (ENDS("wi_0.weight") || ENDS("wi_1.weight") || ENDS(".wi.weight")) std = pow(c->d_model, -0.5);
         else if (ENDS("wo.weight")) std = pow(c->d_ff, -0.5);
         else if (ENDS("relative_attention_bias.weight")) std = pow(c->d_model, -0.5);
         else die("t5_init_random: no init rule for %s", nm);
@@ -551,7 +588,7 @@ static size_t acts_layout(const t5_model *m, t5_acts *A, float *base, int B, int
             b->h0 = take(&off, base, N * F);
             b->h1 = take(&off, base, N * F);
             b->h1s = ia3 ? take(&off, base, N * F) : b->h1;
-            b->hg = take(&off, base, N * F);
+            b->hg = c->ffn == T5_FFN_RELU ? b->h1s : take(&off, base, N * F);
             b->out = take(&off, base, N * D);
         }
     }
@@ -688,15 +725,22 @@ static void self_attn_forward(t5_model *m, t5_block_acts *a, const t5_block_para
     OPS->add_inplace(a->x1, x, (long)N * D);
 }
 
+/* Gated GELU: hg = gelu(wi_0 x) * (s * wi_1 x). ReLU: hg = h1s =
+ * s * relu(wi x). Then out = x + wo hg. */
 static void ffn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
                         const t5_block_ia3 *IA, const float *x, int N) {
     const t5_config *c = &m->c;
     int D = c->d_model, F = c->d_ff;
     OPS->rmsnorm_forward(a->ff_lnx, a->ff_rstd, x, P->ff_ln, N, D, c->eps);
     OPS->linear_forward(a->h0, a->ff_lnx, P->wi0, N, D, F);
-    OPS->linear_forward(a->h1, a->ff_lnx, P->wi1, N, D, F);
-    if (IA) OPS->ia3_forward(a->h1s, a->h1, IA->wi1, N, F);
-    OPS->gated_gelu_forward(a->hg, a->h0, a->h1s, (long)N * F);
+    if (c->ffn == T5_FFN_RELU) {
+        OPS->relu_forward(a->h1, a->h0, (long)N * F);
+        if (IA) OPS->ia3_forward(a->h1s, a->h1, IA->ff, N, F);
+    } else {
+        OPS->linear_forward(a->h1, a->ff_lnx, P->wi1, N, D, F);
+        if (IA) OPS->ia3_forward(a->h1s, a->h1, IA->ff, N, F);
+        OPS->gated_gelu_forward(a->hg, a->h0, a->h1s, (long)N * F);
+    }
     OPS->linear_forward(a->out, a->hg, P->wo, N, F, D);
     OPS->add_inplace(a->out, x, (long)N * D);
 }
@@ -770,7 +814,8 @@ float t5_forward(t5_model *m, const t5_batch *b) {
         x = ba->out;
     }
     OPS->rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
-    OPS->linear_forward(a->logits, a->dec_out, m->p.lm_head, Nd, D, V);
+    if (c->tied) OPS->scale((long)Nd * D, t5_head_scale(c), a->dec_out);
+    OPS->linear_forward(a->logits, a->dec_out, c->tied ? m->p.shared : m->p.lm_head, Nd, D, V);
 
     m->last_loss = 0;
     m->n_real_targets = 0;
@@ -834,10 +879,16 @@ static void ffn_backward(t5_model *m, t5_block_acts *da, const t5_block_acts *a,
     int D = c->d_model, F = c->d_ff;
     FCOPY(dx, da->out, (long)N * D);
     OPS->linear_backward(da->hg, G ? G->wo : NULL, da->out, a->hg, P->wo, N, F, D, 0);
-    OPS->gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F, 0);
-    if (IA) OPS->ia3_backward(da->h1, IG->wi1, da->h1s, a->h1, IA->wi1, N, F, 0);
-    OPS->linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
-    OPS->linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F, 1);
+    if (c->ffn == T5_FFN_RELU) { /* da->hg is da->h1s */
+        if (IA) OPS->ia3_backward(da->h1, IG->ff, da->h1s, a->h1, IA->ff, N, F, 0);
+        OPS->relu_backward(da->h0, da->h1, a->h0, (long)N * F, 0);
+        OPS->linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
+    } else {
+        OPS->gated_gelu_backward(da->h0, da->h1s, da->hg, a->h0, a->h1s, (long)N * F, 0);
+        if (IA) OPS->ia3_backward(da->h1, IG->ff, da->h1s, a->h1, IA->ff, N, F, 0);
+        OPS->linear_backward(da->ff_lnx, G ? G->wi0 : NULL, da->h0, a->ff_lnx, P->wi0, N, D, F, 0);
+        OPS->linear_backward(da->ff_lnx, G ? G->wi1 : NULL, da->h1, a->ff_lnx, P->wi1, N, D, F, 1);
+    }
     OPS->rmsnorm_backward(dx, G ? G->ff_ln : NULL, da->ff_lnx, x, P->ff_ln, a->ff_rstd, N, D, 1);
 }
 
@@ -909,8 +960,14 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     }
     if (!host) OPS->upload(m->d_tok_w, m->tok_w, sizeof(float) * Nd);
     OPS->crossentropy_backward(da->logits, a->logits, m->lse, targets, m->d_tok_w, Nd, V);
-    OPS->linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out,
-                       m->p.lm_head, Nd, D, V, 0);
+    if (c->tied) { /* the head is shared.weight, its input the scaled norm output */
+        OPS->linear_backward(da->dec_out, full ? m->g.shared : NULL, da->logits, a->dec_out, m->p.shared, Nd, D,
+                             V, 0);
+        OPS->scale((long)Nd * D, t5_head_scale(c), da->dec_out);
+    } else {
+        OPS->linear_backward(da->dec_out, full ? m->g.lm_head : NULL, da->logits, a->dec_out, m->p.lm_head, Nd, D,
+                             V, 0);
+    }
     int Ld = c->num_decoder_layers, Le = c->num_layers;
     OPS->rmsnorm_backward(da->dec[Ld - 1].out, full ? m->g.dec_ln : NULL, da->dec_out,
                         a->dec[Ld - 1].out, m->p.dec_ln, a->dec_rstd, Nd, D, 0);
@@ -965,7 +1022,8 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
 /* ----------------------------------------------------------------- linears */
 
 int t5_n_linears(const t5_model *m) {
-    return 1 + 7 * m->c.num_layers + 11 * m->c.num_decoder_layers;
+    int ff = m->c.ffn == T5_FFN_RELU ? 2 : 3; /* wi, wo or wi_0, wi_1, wo */
+    return !m->c.tied + (4 + ff) * m->c.num_layers + (8 + ff) * m->c.num_decoder_layers;
 }
 
 int t5_linears(const t5_model *m, t5_linear *out) {
@@ -1008,12 +1066,17 @@ int t5_linears(const t5_model *m, t5_linear *out) {
                 L(P->ca_v, G->ca_v, D, HK, T5_ENC, a->enc_out, dba->cv, "%s.block.%d.layer.1.EncDecAttention.v.weight", st, l);
                 L(P->ca_o, G->ca_o, HK, D, T5_DEC, ba->catt, dba->x2, "%s.block.%d.layer.1.EncDecAttention.o.weight", st, l);
             }
-            L(P->wi0, G->wi0, D, F, S, ba->ff_lnx, dba->h0, "%s.block.%d.layer.%s.DenseReluDense.wi_0.weight", st, l, f);
-            L(P->wi1, G->wi1, D, F, S, ba->ff_lnx, dba->h1, "%s.block.%d.layer.%s.DenseReluDense.wi_1.weight", st, l, f);
+            if (c->ffn == T5_FFN_RELU) {
+                L(P->wi0, G->wi0, D, F, S, ba->ff_lnx, dba->h0, "%s.block.%d.layer.%s.DenseReluDense.wi.weight", st, l, f);
+            } else {
+                L(P->wi0, G->wi0, D, F, S, ba->ff_lnx, dba->h0, "%s.block.%d.layer.%s.DenseReluDense.wi_0.weight", st, l, f);
+                L(P->wi1, G->wi1, D, F, S, ba->ff_lnx, dba->h1, "%s.block.%d.layer.%s.DenseReluDense.wi_1.weight", st, l, f);
+            }
             L(P->wo, G->wo, F, D, S, ba->hg, dba->out, "%s.block.%d.layer.%s.DenseReluDense.wo.weight", st, l, f);
         }
     }
-    L(m->p.lm_head, m->g.lm_head, D, c->vocab_size, T5_DEC, a->dec_out, da->logits, "%s", "lm_head.weight");
+    if (!c->tied)
+        L(m->p.lm_head, m->g.lm_head, D, c->vocab_size, T5_DEC, a->dec_out, da->logits, "%s", "lm_head.weight");
 #undef L
     return n;
 }
@@ -1029,15 +1092,14 @@ static int check_layout(const art_file *f, const t5_config *c) {
     if ((size_t)c->num_layers + (size_t)c->num_decoder_layers > f->n_tensors)
         return mc_fail("%s: meta.config has %d encoder and %d decoder layers but the file holds %zu tensors",
                        f->path, c->num_layers, c->num_decoder_layers, f->n_tensors);
-    int n = 0, rc = 0;
-    param_layout(c, NULL, NULL, NULL, &n);
-    t5_tensor *tab = callocCheck((size_t)n, sizeof *tab);
-    param_layout(c, NULL, NULL, tab, NULL);
+    int rc = 0;
+    t5_tensor *tab;
+    int n = t5_param_table(c, &tab);
     for (int i = 0; i < n && rc == 0; i++) {
         const t5_tensor *t = &tab[i];
         const art_tensor *at = art_find(f, t->name);
         if (!at)
-            rc = mc_fail("%s: tensor %s missing (is this a T5 v1.1 model artifact?)", f->path, t->name);
+            rc = mc_fail("%s: tensor %s missing (is this a T5 model artifact of the layout meta.config names?)", f->path, t->name);
         else if (at->ndim != t->ndim || at->shape[0] != t->shape[0] || (t->ndim == 2 && at->shape[1] != t->shape[1]))
             rc = mc_fail("%s: tensor %s has shape [%lld%s%lld], the config implies [%lld%s%lld]", f->path,
                          t->name, (long long)(at->ndim ? at->shape[0] : 0), at->ndim > 1 ? "," : "",

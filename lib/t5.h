@@ -1,5 +1,12 @@
-/* t5.h - T5 v1.1 (lm-adapt) encoder-decoder in C: parameters, IA3 vectors,
- * forward and backward.
+/* t5.h - T5 encoder-decoder in C: parameters, IA3 vectors, forward and
+ * backward. Two layouts, chosen by the config (t5_config.ffn, .tied):
+ *   - T5 v1.1 / LM-adapt / flan-t5 / mT5: gated-GELU feed-forward (wi_0,
+ *     wi_1, wo), untied lm_head;
+ *   - the original T5 (t5-small/base/large): ReLU feed-forward (wi, wo),
+ *     the head tied to shared.weight, the decoder output multiplied by
+ *     d_model^-0.5 before it (transformers' T5ForConditionalGeneration with
+ *     tie_word_embeddings true; scale_decoder_outputs true in 5.x).
+ * The two choices are independent of each other.
  *
  * Memory layout (llm.c style)
  *   - All parameters live in one float block `params`, described by a table
@@ -9,7 +16,11 @@
  *     and statistics are flat loops over `n_params` floats.
  *   - IA3 vectors live in a second block `ia3` with its own table `ia`
  *     (and `ia3_grads` / `iag`), names `X.ia3_vector` for X.weight of every
- *     k and v projection (self and cross) and every wi_1.
+ *     k and v projection (self and cross), scaling their outputs, and one
+ *     feed-forward vector per block: wi_1's output (gated-GELU; named
+ *     `...wi_1.ia3_vector`) or wo's input, the ReLU output (ReLU; named
+ *     `...wo.ia3_vector`), which is where PEFT's IA3 puts its feedforward
+ *     vector.
  *   - Activations of the last forward and the gradients of the last backward
  *     live in two blocks sized once by t5_alloc_acts for the largest batch;
  *     every intermediate of every layer is kept, addressable by layer.
@@ -35,6 +46,9 @@
  * Linear layers for statistics (Fisher / Gram). After t5_forward
  * and t5_backward on a batch, t5_linears() lists every linear layer with:
  *   name   "encoder.block.0.layer.0.SelfAttention.q.weight", ..., "lm_head.weight"
+ *          (a tied head is not listed: its weight is shared.weight, whose
+ *          gradient also collects the embedding's; the statistics treat it
+ *          as the embedding, stats.h)
  *   w, dw  weight (out,in) and its gradient (dw NULL without grads)
  *   in, out
  *   stream T5_ENC or T5_DEC: the token set of the rows of x and g (cross-
@@ -77,7 +91,19 @@ typedef struct {
     float eps;                     /* layer_norm_epsilon */
     int extra_id_0;                /* id of <extra_id_0>; 0: vocab_size - 1 (meta.config.extra_id_0) */
     char model_type[8];            /* "t5" (default, also when empty) or "mt5" (meta.config.model_type) */
+    int ffn;                       /* T5_FFN_*: feed_forward_proj (meta.config.feed_forward_proj) */
+    int tied;                      /* tie_word_embeddings: no lm_head; logits = (d_model^-0.5 y) shared^T */
 } t5_config;
+
+/* model.feed_forward_proj: "gated-gelu" (T5 v1.1, the default) or "relu"
+ * (the original T5). */
+enum { T5_FFN_GATED_GELU = 0, T5_FFN_RELU = 1 };
+/* The config name of a T5_FFN_* value; and back (-1 for another name). */
+const char *t5_ffn_name(int ffn);
+int t5_ffn_parse(const char *name);
+
+/* The factor on the decoder output before a tied head: (float) d_model^-0.5. */
+float t5_head_scale(const t5_config *c);
 
 /* The id of <extra_id_0>, the first sentinel of span corruption. */
 static inline int t5_extra_id_0(const t5_config *c) { return c->extra_id_0 > 0 ? c->extra_id_0 : c->vocab_size - 1; }
@@ -113,7 +139,8 @@ typedef struct {
     float *ca_q, *ca_k, *ca_v;  /* (HK,D)   layer.1.EncDecAttention.{q,k,v} */
     float *ca_o;                /* (D,HK) */
     float *ff_ln;               /* (D)      layer.{1,2}.layer_norm */
-    float *wi0, *wi1;           /* (F,D)    DenseReluDense.wi_0, wi_1 */
+    float *wi0, *wi1;           /* (F,D)    DenseReluDense.wi_0, wi_1; ReLU: wi0 is
+                                   DenseReluDense.wi and wi1 NULL */
     float *wo;                  /* (D,F)    DenseReluDense.wo */
 } t5_block_params;
 
@@ -123,7 +150,7 @@ typedef struct {
     float *enc_ln;              /* (D)    encoder.final_layer_norm */
     float *dec_relb;            /* (NB,H) */
     float *dec_ln;              /* (D)    decoder.final_layer_norm */
-    float *lm_head;             /* (V,D) */
+    float *lm_head;             /* (V,D); NULL when tied (the head is shared) */
     t5_block_params *enc;       /* [num_layers] */
     t5_block_params *dec;       /* [num_decoder_layers] */
 } t5_params;
@@ -132,7 +159,7 @@ typedef struct {
 typedef struct {
     float *sa_k, *sa_v;         /* (HK) */
     float *ca_k, *ca_v;         /* (HK) decoder only */
-    float *wi1;                 /* (F) */
+    float *ff;                  /* (F) wi_1's output (gated) or wo's input (ReLU) */
 } t5_block_ia3;
 
 typedef struct {
@@ -151,6 +178,8 @@ typedef struct {
  * into one block, in the fixed order) without allocating the model; the
  * caller frees *out. Returns the count. */
 int t5_param_table(const t5_config *c, t5_tensor **out);
+/* The same for the IA3 vectors of a model of this config. */
+int t5_ia3_table(const t5_config *c, t5_tensor **out);
 
 /* Activations of one block (and, in the gradient block, their gradients:
  * the same field holds dLoss/d(that activation)). ks/vs alias k/v when the
@@ -171,8 +200,9 @@ typedef struct {
     float *catt;                /* (Nd,HK) */
     float *x2;                  /* (Nd,D)  residual after cross-attention */
     float *ff_lnx, *ff_rstd;    /* (N,D), (N) */
-    float *h0, *h1, *h1s;       /* (N,F)   wi_0 out, wi_1 out, after IA3 */
-    float *hg;                  /* (N,F)   gelu(h0)*h1s = input of wo */
+    float *h0, *h1, *h1s;       /* (N,F)   wi_0 out, wi_1 out, after IA3; ReLU: wi out,
+                                   relu(h0), after IA3 */
+    float *hg;                  /* (N,F)   gelu(h0)*h1s = input of wo; ReLU: aliases h1s */
     float *out;                 /* (N,D)   block output */
 } t5_block_acts;
 
@@ -180,7 +210,8 @@ typedef struct {
     float *enc_emb;             /* (Ne,D) */
     float *enc_out, *enc_rstd;  /* (Ne,D) final-normed encoder output, (Ne) */
     float *dec_emb;             /* (Nd,D) */
-    float *dec_out, *dec_rstd;  /* (Nd,D), (Nd) */
+    float *dec_out, *dec_rstd;  /* (Nd,D), (Nd); tied: times d_model^-0.5, the head's
+                                   input (in grads: dLoss/d(the norm's output)) */
     float *logits;              /* (Nd,V); in grads: dlogits */
     float *enc_bias, *dec_bias; /* (H,Te,Te), (H,Td,Td) position bias; grads: dbias */
     t5_block_acts *enc, *dec;

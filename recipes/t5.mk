@@ -3,7 +3,9 @@
 ## fixtures-t5    regenerate tests/fixtures/t5_{micro,stats}.bin with the PyTorch reference (python3-torch)
 fixtures-t5:
 	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
-	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin
+	  /usr/bin/python3 make_fixtures.py --original ../fixtures/t5_original.bin && \
+	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin && \
+	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_original.bin ../fixtures/t5_original_stats.bin
 
 ## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch; then the ratios
 BENCH_THREADS ?= 2

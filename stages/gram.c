@@ -5,7 +5,8 @@
  *        [--set gram.k=v]... [--device cpu|cuda] [--key HEX] -o G.msgpack
  *   gram --reduce S1.msgpack,...,SN.msgpack [--config EXP.conf] [--key HEX] -o G.msgpack
  *
- * For every linear X.weight: X.input_gram [in,in] = mean over real (non-pad)
+ * For every linear X.weight (lib/t5.h's t5_linears: a head tied to
+ * shared.weight is not one): X.input_gram [in,in] = mean over real (non-pad)
  * tokens of x x^T, and (all but lm_head) X.output_grad_gram [out,out] = mean
  * over real tokens of g g^T, g the gradient of the example's loss (mean
  * cross-entropy over its gold target's tokens, EOS included) with respect to

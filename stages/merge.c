@@ -231,9 +231,11 @@ static void check_inputs(void) {
             memcpy(w, t->name, L - 11);
             strcpy(w + L - 11, ".weight");
             const art_tensor *lin = art_find(PRE, w);
-            if (!lin || lin->ndim != 2 || lin->shape[0] != t->shape[0])
-                die("ia3 vector '%s' [%lld] has no matching linear '%s' with %lld outputs in %s",
-                    t->name, (long long)t->shape[0], w, (long long)t->shape[0], PRE->path);
+            /* k, v, wi_1 scale their outputs; wo (the ReLU layout, t5.h) its input */
+            int in = L >= 28 && !strcmp(t->name + L - 28, "DenseReluDense.wo.ia3_vector");
+            if (!lin || lin->ndim != 2 || lin->shape[in] != t->shape[0])
+                die("ia3 vector '%s' [%lld] has no matching linear '%s' with %lld %s in %s", t->name,
+                    (long long)t->shape[0], w, (long long)t->shape[0], in ? "inputs" : "outputs", PRE->path);
             free(w);
         }
     } else {

@@ -710,9 +710,10 @@ int main(int argc, char **argv) {
     if (init) {
         m = t5_load_model(init, o.mode == 0, o.mode == 1, init_key);
         if (!m) die("%s", mc_error());
-        if (have_model_cfg && !t5_config_equal(&m->c, &mc))
+        char diff[160];
+        if (have_model_cfg && t5_config_diff(&m->c, &mc, diff, sizeof diff))
             die("%s: its meta.config differs from the model.* keys of the config; drop the model "
-                "include or use a matching --init", init);
+                "include or use a matching --init (%s)", init, diff);
     } else {
         if (!have_model_cfg)
             die("no model: give --init MODEL.msgpack or model.* keys (include configs/models/NAME.conf)");

@@ -310,6 +310,14 @@ static void check_table_acc(const mc_ops *o, int nan_run) {
                        o->gated_gelu_backward(g.ad[0], g.ad[1], dout, h0, h1, n, acc));
         o->release(h0), o->release(h1), o->release(dout);
     }
+    { /* ReLU (the original T5's feed-forward) */
+        long n = 37;
+        float *x = acc_buf(o, n, 2), *dout = acc_buf(o, n, 1);
+        long an[] = {n};
+        acc_grads_init(o, &g, 1, an, 0);
+        ACC_RUNS_CHECK(o, &g, runs, "relu_backward", nan_run, o->relu_backward(g.ad[0], dout, x, n, acc));
+        o->release(x), o->release(dout);
+    }
     { /* attention (dbias is a parameter gradient: the position-bias table's) */
         long nq = (long)B * Tq * HK, nk = (long)B * Tk * HK, np = (long)B * H * Tq * Tk;
         float *q = acc_buf(o, nq, 1), *k = acc_buf(o, nk, 1), *v = acc_buf(o, nk, 1);

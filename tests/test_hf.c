@@ -380,89 +380,156 @@ static void test_scores_f16_sharded(void) {
     if (!import(FIX "/tiny-f16-sharded", "s16.msgpack", p, sizeof p)) check_scores("scores_f16", p, NULL, "f16");
 }
 
-static void test_scores_ia3_peft_and_folded(void) {
-    char p[300], ia[300], dir[300], folded[300];
-    if (import(FIX "/tiny-f32", "base.msgpack", p, sizeof p)) return;
-    tpath(ia, sizeof ia, "ia3.msgpack");
-    CHECK(hf_import_ia3(FIX "/tiny-ia3-peft", p, ia, NULL) == 0, "import peft: %s", mc_error());
-    check_scores("scores_ia3_peft", p, ia, "f32_ia3");
-    /* fold k, v, wi_1 on export; the folded model alone gives the IA3 scores */
-    tpath(dir, sizeof dir, "folded");
+/* The PEFT adapter ADAPTER on the imported BASE gives the reference's
+ * scores VARIANT, and so does the model it exports folded: which scaled
+ * exactly the rows of k, v and wi_1 and the columns of wo (the ReLU
+ * layout's vector, on wo's input) that have a vector, `want_scaled`
+ * tensors, and nothing else. TAG names the files. */
+static void peft_and_folded(const char *base, const char *adapter, const char *tag, const char *variant,
+                            long want_scaled) {
+    char ia[300], dir[300], folded[300], nm[40];
+    snprintf(nm, sizeof nm, "%s-ia3.msgpack", tag);
+    tpath(ia, sizeof ia, nm);
+    CHECK(hf_import_ia3(adapter, base, ia, NULL) == 0, "import peft: %s", mc_error());
+    snprintf(nm, sizeof nm, "scores_%s_peft", tag);
+    check_scores(nm, base, ia, variant);
+    snprintf(nm, sizeof nm, "%s-folded", tag);
+    tpath(dir, sizeof dir, nm);
     hf_export_opts o = {ia, HF_IA3_FOLD, ST_F32, NULL, 0};
-    CHECK(hf_export(p, dir, &o) == 0, "export fold: %s", mc_error());
-    if (import(dir, "folded.msgpack", folded, sizeof folded)) return;
-    check_scores("scores_ia3_folded", folded, NULL, "f32_ia3");
-    /* folding scaled exactly the rows of k, v, wi_1 and nothing else */
-    art_file *a = art_open(p, "model"), *b = art_open(folded, "model"), *v = art_open(ia, "ia3");
+    CHECK(hf_export(base, dir, &o) == 0, "export fold: %s", mc_error());
+    snprintf(nm, sizeof nm, "%s-folded.msgpack", tag);
+    if (import(dir, nm, folded, sizeof folded)) return;
+    snprintf(nm, sizeof nm, "scores_%s_folded", tag);
+    check_scores(nm, folded, NULL, variant);
+    art_file *a = art_open(base, "model"), *b = art_open(folded, "model"), *v = art_open(ia, "ia3");
     CHECK(a && b && v, "%s", mc_error());
-    if (a && b && v) {
-        long bad = 0, scaled = 0;
-        for (size_t i = 0; i < a->n_tensors; i++) {
-            const art_tensor *t = &a->tensors[i], *u = art_find(b, t->name);
-            char vn[160];
-            size_t L = strlen(t->name);
-            snprintf(vn, sizeof vn, "%.*s.ia3_vector", (int)(L - 7), t->name);
-            const art_tensor *s = art_find(v, vn);
-            float *x = art_tensor_f32(t), *y = art_tensor_f32(u), *sv = s ? art_tensor_f32(s) : NULL;
-            int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
-            for (int64_t j = 0; j < t->numel; j++) {
-                float want = sv ? x[j] * sv[j / cols] : x[j];
-                bad += memcmp(&want, &y[j], 4) != 0;
-            }
-            scaled += sv != NULL;
-            free(x);
-            free(y);
-            free(sv);
+    long bad = 0, scaled = 0;
+    for (size_t i = 0; a && b && v && i < a->n_tensors; i++) {
+        const art_tensor *t = &a->tensors[i], *u = art_find(b, t->name);
+        char vn[160];
+        snprintf(vn, sizeof vn, "%.*s.ia3_vector", (int)(strlen(t->name) - 7), t->name);
+        const art_tensor *sv = art_find(v, vn);
+        int col = strstr(t->name, "DenseReluDense.wo.") != NULL;
+        float *x = art_tensor_f32(t), *y = art_tensor_f32(u), *s = sv ? art_tensor_f32(sv) : NULL;
+        int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
+        for (int64_t j = 0; j < t->numel; j++) {
+            float want = s ? x[j] * s[col ? j % cols : j / cols] : x[j];
+            bad += memcmp(&want, &y[j], 4) != 0;
         }
-        CHECK(bad == 0 && scaled == 2 * 2 + 1 * 4 + 3, "%ld values differ; %ld tensors scaled", bad, scaled);
+        scaled += s != NULL;
+        free(x), free(y), free(s);
     }
+    CHECK(bad == 0 && scaled == want_scaled, "%ld values differ; %ld tensors scaled, want %ld", bad, scaled, want_scaled);
     art_close(a);
     art_close(b);
     art_close(v);
 }
 
+/* 2 encoder layers of k, v, wi_1 and 1 decoder layer of k, v, cross k, v, wi_1 */
+static void test_scores_ia3_peft_and_folded(void) {
+    char p[300];
+    if (!import(FIX "/tiny-f32", "base.msgpack", p, sizeof p))
+        peft_and_folded(p, FIX "/tiny-ia3-peft", "v11", "f32_ia3", 2 * 3 + 1 * 5);
+}
+
+static void expect_import_error(const char *dir, const char *file_in_msg, const char *want);
+static int config_variant(const char *src, const char *name, const char *from, const char *to, char *dir, size_t dn);
+
+/* The original T5 layout (tiny-orig*: ReLU, head tied to shared.weight
+ * and scaled) as transformers 4 and 5 and the hub write it: one model, the
+ * reference's scores; its PEFT adapter (wo's input) gives the IA3 scores,
+ * and folded into the weights scales wo's columns. */
+static void test_scores_original(void) {
+    const char *dirs[] = {"tiny-orig", "tiny-orig-v4", "tiny-orig-hub", "tiny-orig-v5"};
+    char p[300], first[300] = "";
+    for (int i = 0; i < 4; i++) {
+        char src[200], name[64];
+        snprintf(src, sizeof src, FIX "/%s", dirs[i]);
+        snprintf(name, sizeof name, "%s.msgpack", dirs[i]);
+        if (import(src, name, p, sizeof p)) continue;
+        t5_model *m = t5_load_model(p, 0, 0, NULL);
+        CHECK(m && m->c.ffn == T5_FFN_RELU && m->c.tied && !t5_param(m, "lm_head.weight", NULL),
+              "%s: not imported as the original layout", dirs[i]);
+        t5_free(m);
+        check_scores(dirs[i], p, NULL, "orig");
+        if (!i) snprintf(first, sizeof first, "%s", p);
+    }
+    /* wo's columns: 2 encoder layers of k, v, wo, 1 decoder layer of k, v,
+     * cross k, v, wo */
+    if (*first) peft_and_folded(first, FIX "/tiny-ia3-orig", "orig", "orig_ia3", 2 * 3 + 1 * 5);
+}
+
+/* Heads transformers 4 and 5 would compute differently from one file, or
+ * that neither layout has, are refused naming the field. */
+static void test_original_heads_refused(void) {
+    const struct { const char *src, *from, *to, *want; } cases[] = {
+        /* tied but unscaled: 4.x would scale (it ignores the flag), 5.x not */
+        {"tiny-orig", "\"scale_decoder_outputs\": true", "\"scale_decoder_outputs\": false",
+         "tie_word_embeddings is true but scale_decoder_outputs false"},
+        /* 5.x, unscaled, no lm_head: a tied unscaled head */
+        {"tiny-orig-v5", "\"scale_decoder_outputs\": true", "\"scale_decoder_outputs\": false",
+         "no lm_head.weight"},
+        /* 4.x untied but scaled, no lm_head to be untied with */
+        {"tiny-orig", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false",
+         "scale_decoder_outputs is true with tie_word_embeddings false"},
+        /* a gated ReLU (is_gated_act overrides feed_forward_proj) is neither layout */
+        {"tiny-orig", "\"is_gated_act\": false", "\"is_gated_act\": true",
+         "a gated feed-forward (is_gated_act) with activation \"relu\" (dense_act_fn)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char d[300], name[32];
+        snprintf(name, sizeof name, "orighead%zu", i);
+        if (config_variant(cases[i].src, name, cases[i].from, cases[i].to, d, sizeof d) < 0) continue;
+        strcat(name, "/");
+        expect_import_error(d, name, cases[i].want);
+    }
+}
+
 /* A model written by lib/t5 (what train and merge write) exports and comes
  * back with the same tensors and config; with a key, IA3 vectors whose
- * meta.base names it export against it. */
+ * meta.base names it export against it. Both layouts. */
 static void test_t5_model_roundtrip(void) {
-    t5_config tc = {.vocab_size = 40, .d_model = 8, .d_kv = 3, .d_ff = 12, .num_heads = 2, .num_layers = 1,
-                    .num_decoder_layers = 2, .num_buckets = 6, .max_distance = 10, .eps = 1e-6f};
-    t5_model *m = t5_new(&tc, 0, 1);
-    t5_init_random(m, 7);
-    for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f + 0.01f * (float)(i % 17);
-    char p[300], ia[300], dir[300], back[300];
-    tpath(p, sizeof p, "t5.msgpack");
-    tpath(ia, sizeof ia, "t5-ia3.msgpack");
-    tpath(dir, sizeof dir, "t5-export");
-    tpath(back, sizeof back, "t5-back.msgpack");
-    const char *key = "00112233445566778899aabbccddeeff";
-    CHECK(t5_save_model(m, p, key, NULL) == 0, "%s", mc_error());
-    CHECK(t5_save_ia3(m, ia, "", key, NULL) == 0, "%s", mc_error());
-    hf_export_opts o = {ia, HF_IA3_ADAPTER, ST_F32, NULL, 0};
-    CHECK(hf_export(p, dir, &o) == 0, "export: %s", mc_error());
-    hf_import_opts io = {NULL, NULL, 0, p};
-    CHECK(hf_import(dir, back, &io) == 0, "import: %s", mc_error());
-    char k2[33];
-    t5_model *b = t5_load_model(back, 0, 0, k2);
-    CHECK(b != NULL, "t5_load_model on the re-import: %s", mc_error());
-    if (b) {
-        CHECK(t5_config_equal(&m->c, &b->c), "config changed in the round trip");
-        CHECK(b->n_params == m->n_params && !memcmp(b->params, m->params, m->n_params * sizeof(float)),
-              "parameters changed in the round trip");
-        t5_free(b);
+    for (int orig = 0; orig < 2; orig++) {
+        t5_config tc = {.vocab_size = 40, .d_model = 8, .d_kv = 3, .d_ff = 12, .num_heads = 2, .num_layers = 1,
+                        .num_decoder_layers = 2, .num_buckets = 6, .max_distance = 10, .eps = 1e-6f,
+                        .ffn = orig ? T5_FFN_RELU : T5_FFN_GATED_GELU, .tied = orig};
+        t5_model *m = t5_new(&tc, 0, 1);
+        t5_init_random(m, 7);
+        for (size_t i = 0; i < m->n_ia3; i++) m->ia3[i] = 1.0f + 0.01f * (float)(i % 17);
+        char p[300], ia[300], dir[300], back[300];
+        tpath(p, sizeof p, orig ? "t5o.msgpack" : "t5.msgpack");
+        tpath(ia, sizeof ia, orig ? "t5o-ia3.msgpack" : "t5-ia3.msgpack");
+        tpath(dir, sizeof dir, orig ? "t5o-export" : "t5-export");
+        tpath(back, sizeof back, orig ? "t5o-back.msgpack" : "t5-back.msgpack");
+        const char *key = "00112233445566778899aabbccddeeff";
+        CHECK(t5_save_model(m, p, key, NULL) == 0, "%s", mc_error());
+        CHECK(t5_save_ia3(m, ia, "", key, NULL) == 0, "%s", mc_error());
+        hf_export_opts o = {ia, HF_IA3_ADAPTER, ST_F32, NULL, 0};
+        CHECK(hf_export(p, dir, &o) == 0, "export: %s", mc_error());
+        hf_import_opts io = {NULL, NULL, 0, p};
+        CHECK(hf_import(dir, back, &io) == 0, "import: %s", mc_error());
+        char k2[33];
+        t5_model *b = t5_load_model(back, 0, 0, k2);
+        CHECK(b != NULL, "t5_load_model on the re-import: %s", mc_error());
+        if (b) {
+            CHECK(t5_config_equal(&m->c, &b->c), "config changed in the round trip");
+            CHECK(b->n_params == m->n_params && !memcmp(b->params, m->params, m->n_params * sizeof(float)),
+                  "parameters changed in the round trip");
+            t5_free(b);
+        }
+        /* the adapter comes back as the same vectors */
+        char adir[400], ia2[300];
+        snprintf(adir, sizeof adir, "%s/ia3-adapter", dir);
+        tpath(ia2, sizeof ia2, orig ? "t5o-ia3-back.msgpack" : "t5-ia3-back.msgpack");
+        CHECK(hf_import_ia3(adir, p, ia2, NULL) == 0, "import adapter: %s", mc_error());
+        t5_model *c = t5_load_model(p, 0, 1, k2);
+        if (c) {
+            CHECK(t5_load_ia3(c, ia2, k2) == 0, "%s", mc_error());
+            CHECK(!memcmp(c->ia3, m->ia3, m->n_ia3 * sizeof(float)), "IA3 vectors changed in the round trip");
+            t5_free(c);
+        }
+        t5_free(m);
     }
-    /* the adapter comes back as the same vectors */
-    char adir[400], ia2[300];
-    snprintf(adir, sizeof adir, "%s/ia3-adapter", dir);
-    tpath(ia2, sizeof ia2, "t5-ia3-back.msgpack");
-    CHECK(hf_import_ia3(adir, p, ia2, NULL) == 0, "import adapter: %s", mc_error());
-    t5_model *c = t5_load_model(p, 0, 1, k2);
-    if (c) {
-        CHECK(t5_load_ia3(c, ia2, k2) == 0, "%s", mc_error());
-        CHECK(!memcmp(c->ia3, m->ia3, m->n_ia3 * sizeof(float)), "IA3 vectors changed in the round trip");
-        t5_free(c);
-    }
-    t5_free(m);
 }
 
 /* ------------------------------------------------------------------ malformed */
@@ -641,7 +708,9 @@ static void test_malformed_configs(void) {
 
 /* The feed-forward as transformers derives it: a dense_act_fn in the file
  * overrides feed_forward_proj (a gated-silu config whose dense_act_fn says
- * gelu_new is T5 v1.1's); without one, "relu" is the original T5's. */
+ * gelu_new is T5 v1.1's); without one, "relu" is the original T5's, which
+ * then wants wi, not v1.1's wi_0 / wi_1; "gated-silu" is not implemented
+ * and says so naming the key. */
 static void test_feed_forward_fields(void) {
     char d[300], out[300], ref[300];
     if (config_variant("tiny-f32", "ffsilu", "\"feed_forward_proj\": \"gated-gelu\"",
@@ -658,7 +727,10 @@ static void test_feed_forward_fields(void) {
     }
     if (config_variant("tiny-bf16", "ffrelu", "\"feed_forward_proj\": \"gated-gelu\"", "\"feed_forward_proj\": \"relu\"",
                        d, sizeof d) == 0)
-        expect_import_error(d, "ffrelu/config.json", "activation \"relu\" (feed_forward_proj)");
+        expect_import_error(d, "ffrelu/model.safetensors", "unexpected tensor decoder.block.0.layer.2.DenseReluDense.wi_0.weight");
+    if (config_variant("tiny-bf16", "ffgsilu", "\"feed_forward_proj\": \"gated-gelu\"",
+                       "\"feed_forward_proj\": \"gated-silu\"", d, sizeof d) == 0)
+        expect_import_error(d, "ffgsilu/config.json", "activation \"silu\" (feed_forward_proj)");
 }
 
 /* <extra_id_0> of an imported model is where the tokenizer beside it puts
@@ -858,6 +930,8 @@ int main(int argc, char **argv) {
     RUN(test_scores_bf16);
     RUN(test_scores_f16_sharded);
     RUN(test_scores_ia3_peft_and_folded);
+    RUN(test_scores_original);
+    RUN(test_original_heads_refused);
     RUN(test_t5_model_roundtrip);
     RUN(test_malformed);
     RUN(test_malformed_configs);

@@ -11,6 +11,11 @@
 #   - the tokenizer and the PEFT IA3 adapter files round-trip byte for byte;
 #   - with the eval stage built: its choice_scores on an imported model match
 #     the reference's scores;
+#   - the original T5 layout (ReLU, lm_head tied to shared.weight and scaled):
+#     import -> export reproduces its files and its PEFT adapter byte for byte;
+#     as transformers 4, 5 and the hub write it, the same model; the export
+#     passes hf_check.py (what transformers 4 and 5 load) with the reference's
+#     scores; eval on it and on its adapter gives the reference's scores;
 #   - bad input: one line on stderr naming the file, exit status 1.
 set -u
 source "$(dirname "$0")/lib.sh" test_hf
@@ -114,13 +119,43 @@ $ART import-hf "$T/ia3ff" --base "$T/f32.msgpack" -o "$T/ia3ff.msgpack" 2>"$T/er
     [ ! -e "$T/ia3ff.msgpack" ] && ok hf_import_ia3_wi1_feedforward_refused ||
     fail hf_import_ia3_wi1_feedforward_refused "rc=$rc $(cat "$T/err")"
 
+# the original T5 layout: bytes in, same bytes out (config.json with both
+# flags true, no lm_head); the layouts transformers 4, 5 and the hub write
+# are the same model; its PEFT adapter (wo's input) round-trips byte for byte
+if q $ART import-hf $F/tiny-orig -o "$T/orig.msgpack" --vocab "$T/origvocab.msgpack" &&
+   q $ART export-hf "$T/orig.msgpack" --vocab "$T/origvocab.msgpack" "$T/outorig"; then
+    cmp -s "$T/outorig/model.safetensors" $F/tiny-orig/model.safetensors &&
+        cmp -s "$T/outorig/config.json" $F/tiny-orig/config.json &&
+        cmp -s "$T/outorig/spiece.model" $F/tiny-orig/spiece.model && ok hf_roundtrip_original_bytes ||
+        fail hf_roundtrip_original_bytes "model.safetensors, config.json or spiece.model differ"
+    q $ART import-hf "$T/outorig" -o "$T/origb.msgpack" && cmp -s "$T/orig.msgpack" "$T/origb.msgpack" &&
+        ok hf_reimport_original_same_artifact || fail hf_reimport_original_same_artifact "$(cat "$T/err")"
+    for v in v4 hub v5; do
+        q $ART import-hf $F/tiny-orig-$v -o "$T/orig-$v.msgpack" && $ART diff "$T/orig.msgpack" "$T/orig-$v.msgpack" --tol 0 >/dev/null &&
+            ok "hf_import_original_$v" || fail "hf_import_original_$v" "$(cat "$T/err")"
+    done
+    if q $ART import-hf $F/tiny-ia3-orig --base "$T/orig.msgpack" -o "$T/ia3orig.msgpack" &&
+       q $ART export-hf "$T/orig.msgpack" --ia3 "$T/ia3orig.msgpack" --adapter "$T/outorigad"; then
+        cmp -s "$T/outorigad/ia3-adapter/adapter_model.safetensors" $F/tiny-ia3-orig/adapter_model.safetensors &&
+            ok hf_roundtrip_original_ia3_adapter || fail hf_roundtrip_original_ia3_adapter "adapter files differ"
+        /usr/bin/python3 tests/reference/hf_check.py "$T/outorigad" --scores orig_ia3 >"$T/chk" 2>&1 &&
+            /usr/bin/python3 tests/reference/hf_check.py "$T/outorig" --scores orig >>"$T/chk" 2>&1 &&
+            ok hf_export_original_loads || fail hf_export_original_loads "$(tail -3 "$T/chk")"
+    else
+        fail hf_roundtrip_original_ia3_adapter "$(cat "$T/err")"
+    fi
+else
+    fail hf_roundtrip_original_bytes "$(cat "$T/err")"
+fi
+
 # the eval stage on imported models (F32, BF16, F16 sharded, transformers 5's
 # T5 and mT5, and the base + the imported PEFT IA3 adapters) gives the
 # reference's scores and predictions
 if [ -x build/bin/eval ]; then
     build/tests/test_hf --write-tokens "$T/tokens.msgpack"
     for v in f32:f32.msgpack: bf16:bf16.msgpack: f16:f16.msgpack: f32_ia3:f32.msgpack:ia3.msgpack \
-             f32:v5.msgpack: f32:mt5-v5.msgpack: f32_ia3_mt5:f32.msgpack:ia3mt5.msgpack; do
+             f32:v5.msgpack: f32:mt5-v5.msgpack: f32_ia3_mt5:f32.msgpack:ia3mt5.msgpack \
+             orig:orig.msgpack: orig:orig-hub.msgpack: orig_ia3:orig.msgpack:ia3orig.msgpack; do
         IFS=: read -r variant model ia3 <<<"$v"
         if q build/bin/eval --model "$T/$model" ${ia3:+--ia3 "$T/$ia3"} --data "$T/tokens.msgpack" -o "$T/metrics-$variant-$model"; then
             res=$(build/tests/test_hf --compare-scores "$T/metrics-$variant-$model" "$variant" 2>&1) &&

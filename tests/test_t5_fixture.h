@@ -1,4 +1,5 @@
-/* test_t5_fixture.h - reader of tests/fixtures/t5_micro.bin, written by
+/* test_t5_fixture.h - reader of tests/fixtures/t5_micro.bin (and
+ * t5_original.bin), written by
  * tests/reference/make_fixtures.py (format documented there). */
 #ifndef TEST_T5_FIXTURE_H
 #define TEST_T5_FIXTURE_H
@@ -80,12 +81,14 @@ static inline void fx_free(fx_file *f) {
     free(f);
 }
 
-/* The micro config as written by the reference. */
+/* The micro config as written by the reference (with the layout, feed-
+ * forward and tie, when the entry has 11 values: t5_original.bin). */
 static inline t5_config fx_config(fx_file *f) {
     int *c = fx_i32(f, "config");
     t5_config cfg = {.vocab_size = c[0], .d_model = c[1], .d_kv = c[2], .d_ff = c[3], .num_heads = c[4],
                      .num_layers = c[5], .num_decoder_layers = c[6], .num_buckets = c[7],
                      .max_distance = c[8], .eps = 1e-6f};
+    if (fx_get(f, "config")->numel >= 11) cfg.ffn = c[9] ? T5_FFN_RELU : T5_FFN_GATED_GELU, cfg.tied = c[10];
     return cfg;
 }
 

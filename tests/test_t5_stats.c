@@ -5,7 +5,10 @@
  * true, and the input / output-gradient Gram of every linear. The stages run
  * with batches of 3 examples, so padding and a partial last batch are
  * exercised; relative error is measured against each tensor's largest
- * entry. */
+ * entry. The tests named original_* do the same on the original T5 layout
+ * (tests/fixtures/t5_original.bin, t5_original_stats.bin): ReLU, and a
+ * head tied to shared.weight, whose Fisher holds the head's gradient and
+ * the embedding's together and which has no Gram of its own. */
 #include <math.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -145,8 +148,12 @@ static void test_gram(void) {
              data_path, out);
     CHECK(run(cmd, out) == 0, "gram failed");
     t5_config c = fx_config(FM);
-    int nl = 1 + 7 * c.num_layers + 11 * c.num_decoder_layers;
-    compare(out, "gram", "gram", 2 * nl - 1);
+    t5_model *m = t5_new(&c, 0, 0);
+    int nl = t5_n_linears(m);
+    t5_free(m);
+    CHECK(nl == (c.ffn == T5_FFN_RELU ? 6 : 7) * c.num_layers + (c.ffn == T5_FFN_RELU ? 10 : 11) * c.num_decoder_layers + !c.tied,
+          "%d linears", nl);
+    compare(out, "gram", "gram", 2 * nl - !c.tied); /* lm_head has no output-gradient Gram */
     art_file *f = art_open(out, "gram");
     if (f) {
         int *tok = fx_i32(FS, "gram_tokens");
@@ -183,19 +190,33 @@ static void test_bad_input(void) {
     CHECK(access(out, F_OK) != 0, "failed stage left %s", out);
 }
 
+/* the fixtures and the stages' inputs of one layout */
+static void use_fixtures(const char *micro, const char *stats) {
+    if (FM) fx_free(FM), fx_free(FS);
+    FM = fx_load(micro);
+    FS = fx_load(stats);
+    write_inputs();
+}
+
+static void original_fisher_full(void) { test_fisher_full(); }
+static void original_fisher_ia3(void) { test_fisher_ia3(); }
+static void original_gram(void) { test_gram(); }
+
 int main(void) {
-    FM = fx_load("tests/fixtures/t5_micro.bin");
-    FS = fx_load("tests/fixtures/t5_stats.bin");
     t_tmpdir(dir, sizeof dir, "test_t5_stats");
     snprintf(model_path, sizeof model_path, "%s/model.msgpack", dir);
     snprintf(ia3_path, sizeof ia3_path, "%s/ia3.msgpack", dir);
     snprintf(data_path, sizeof data_path, "%s/data.msgpack", dir);
-    write_inputs();
+    use_fixtures("tests/fixtures/t5_micro.bin", "tests/fixtures/t5_stats.bin");
     RUN(test_fisher_full);
     RUN(test_fisher_ia3);
     RUN(test_true_differs);
     RUN(test_gram);
     RUN(test_bad_input);
+    use_fixtures("tests/fixtures/t5_original.bin", "tests/fixtures/t5_original_stats.bin");
+    RUN(original_fisher_full);
+    RUN(original_fisher_ia3);
+    RUN(original_gram);
     fx_free(FM);
     fx_free(FS);
     return t_done_rm(dir);

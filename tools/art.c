@@ -421,7 +421,7 @@ static int cmd_export_hf(int argc, char **argv) {
          .help = "gets config.json and model.safetensors (and ia3-adapter/ with --adapter)"},
         {.name = "--ia3", .kind = OPT_STR, .dst = &o.ia3, .arg = "A.msgpack", .flags = OPT_INPUT,
          .help = "IA3 vectors: with --fold or --adapter"},
-        {.name = "--fold", .kind = OPT_FLAG, .dst = &fold, .help = "scale k, v and wi_1 by --ia3 in place"},
+        {.name = "--fold", .kind = OPT_FLAG, .dst = &fold, .help = "scale by --ia3 in place: the rows of k, v and wi_1 (on the original T5 layout wo's columns)"},
         {.name = "--adapter", .kind = OPT_FLAG, .dst = &adapter, .help = "write --ia3 as PEFT IA3 files"},
         {.name = "--dtype", .kind = OPT_CHOICE, .dst = &dtype, .arg = "f32|bf16|f16", .choices = dtypes, .def = "f32",
          .help = "the weights' dtype"},
@@ -442,7 +442,7 @@ static int cmd_export_hf(int argc, char **argv) {
     if (d < 0) die("export-hf: --dtype %s is not known to the exporter", dtypes[dtype]);
     o.dtype = (st_dtype)d;
     if (o.ia3_mode && !o.ia3) die("export-hf: --fold and --adapter need --ia3 A.msgpack");
-    if (o.ia3 && !o.ia3_mode) die("export-hf: --ia3 needs --fold (scale k, v, wi_1 in place) or --adapter (PEFT IA3 files)");
+    if (o.ia3 && !o.ia3_mode) die("export-hf: --ia3 needs --fold (scale k, v, wi_1 or wo in place) or --adapter (PEFT IA3 files)");
     refuse_nonfinite("MODEL", model);
     if (o.ia3) refuse_nonfinite("--ia3", o.ia3);
     if (hf_export(model, dir, &o) < 0) die("%s", mc_error());

@@ -2,7 +2,7 @@
  * `model`, `ia3`, `gram`, `fisher_diag`, `fisher_block`, with
  * positive-definite statistics.
  *
- *   mkrandom --kind model [--preset tiny|small|base] [--seed S] -o PRE.msgpack
+ *   mkrandom --kind model [--preset tiny|small|base] [--layout v1.1|original] [--seed S] -o PRE.msgpack
  *   mkrandom --kind model --like PRE.msgpack --scale 0.01 --seed S -o A.msgpack
  *   mkrandom --kind ia3 --base PRE.msgpack [--scale 0.1] --seed S -o IA3.msgpack
  *   mkrandom --kind gram --like A.msgpack --seed S -o GA.msgpack
@@ -13,7 +13,9 @@
  *
  * Presets: tiny (tests), small (t5-v1.1-small: d_model 512, d_ff 1024,
  * 6 heads of 64, 8+8 layers, vocab 32128) and base (768, 2048, 12x64,
- * 12+12). --vocab N overrides the vocabulary size.
+ * 12+12). --vocab N overrides the vocabulary size. --layout original makes
+ * the original T5 layout of those shapes (ReLU wi / wo, head tied to
+ * shared.weight: no lm_head).
  *
  * Statistics: a Gram is Z Z^T / m + 1e-3 mean(diag) I with Z (d x m,
  * m = 2d) Gaussian whose rows are scaled by exp(spread * g), g ~ N(0,1)
@@ -60,68 +62,14 @@ typedef struct {
     int vocab, d_model, d_kv, d_ff, heads, layers, dec_layers, buckets;
 } cfg_t;
 
-typedef struct {
-    char name[128];
-    int ndim;
-    int64_t shape[2];
-} spec_t;
-
-static spec_t *SPECS;
-static int NSPEC, CAPSPEC;
-
-static void add(int ndim, int64_t a, int64_t b, const char *fmt, ...) MC_PRINTF(4, 5);
-static void add(int ndim, int64_t a, int64_t b, const char *fmt, ...) {
-    if (NSPEC == CAPSPEC) SPECS = reallocCheck(SPECS, sizeof(spec_t) * (CAPSPEC = CAPSPEC ? 2 * CAPSPEC : 64));
-    spec_t *s = &SPECS[NSPEC++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->name, sizeof s->name, fmt, ap);
-    va_end(ap);
-    s->ndim = ndim;
-    s->shape[0] = a;
-    s->shape[1] = b;
-}
-
-static void t5_specs(const cfg_t *c) {
-    int inner = c->d_kv * c->heads, d = c->d_model;
-    add(2, c->vocab, d, "shared.weight");
-    const char *stacks[2] = {"encoder", "decoder"};
-    for (int s = 0; s < 2; s++) {
-        int L = s ? c->dec_layers : c->layers;
-        for (int i = 0; i < L; i++) {
-            const char *st = stacks[s];
-            const char *att = "SelfAttention";
-            add(2, inner, d, "%s.block.%d.layer.0.%s.q.weight", st, i, att);
-            add(2, inner, d, "%s.block.%d.layer.0.%s.k.weight", st, i, att);
-            add(2, inner, d, "%s.block.%d.layer.0.%s.v.weight", st, i, att);
-            add(2, d, inner, "%s.block.%d.layer.0.%s.o.weight", st, i, att);
-            if (i == 0) add(2, c->buckets, c->heads, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
-            add(1, d, 0, "%s.block.%d.layer.0.layer_norm.weight", st, i);
-            int ff = 1;
-            if (s) {
-                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.q.weight", i);
-                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.k.weight", i);
-                add(2, inner, d, "decoder.block.%d.layer.1.EncDecAttention.v.weight", i);
-                add(2, d, inner, "decoder.block.%d.layer.1.EncDecAttention.o.weight", i);
-                add(1, d, 0, "decoder.block.%d.layer.1.layer_norm.weight", i);
-                ff = 2;
-            }
-            add(2, c->d_ff, d, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", st, i, ff);
-            add(2, c->d_ff, d, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", st, i, ff);
-            add(2, d, c->d_ff, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", st, i, ff);
-            add(1, d, 0, "%s.block.%d.layer.%d.layer_norm.weight", st, i, ff);
-        }
-        add(1, d, 0, "%s.final_layer_norm.weight", stacks[s]);
-    }
-    add(2, c->vocab, d, "lm_head.weight");
-}
-
-/* meta.config as every model artifact writes it (t5_config_to_val) */
-static mc_val *config_meta(const cfg_t *c) {
+/* The T5 config of a preset (the original layout: ReLU, tied head, when
+ * original); its meta.config and parameter table are lib/t5's. */
+static t5_config t5_cfg(const cfg_t *c, int original) {
     t5_config t = {.vocab_size = c->vocab, .d_model = c->d_model, .d_kv = c->d_kv, .d_ff = c->d_ff,
                    .num_heads = c->heads, .num_layers = c->layers, .num_decoder_layers = c->dec_layers,
-                   .num_buckets = c->buckets, .max_distance = 128, .eps = 1e-6f};
-    return t5_config_to_val(&t);
+                   .num_buckets = c->buckets, .max_distance = 128, .eps = 1e-6f,
+                   .ffn = original ? T5_FFN_RELU : T5_FFN_GATED_GELU, .tied = original};
+    return t;
 }
 
 static int is_linear(const char *name, int ndim) {
@@ -158,7 +106,8 @@ int main(int argc, char **argv) {
     const char *like = NULL, *base = NULL, *out = NULL;
     static const char *const kinds[] = {"model", "ia3", "gram", "fisher_diag", "fisher_block", "tokens", NULL};
     static const char *const presets[] = {"tiny", "small", "base", NULL};
-    int kind_i = 0, preset_i;
+    static const char *const layouts[] = {"v1.1", "original", NULL};
+    int kind_i = 0, preset_i, layout_i;
     double scale, spread; /* defaults: the rows below */
     long seed, vocab = -1, examples;
     opt_spec rows[] = {
@@ -166,6 +115,8 @@ int main(int argc, char **argv) {
          .help = "what to write"},
         {.name = "--preset", .kind = OPT_CHOICE, .dst = &preset_i, .arg = "tiny|small|base", .choices = presets,
          .def = "tiny", .help = "model shapes (tiny: tests; small, base: t5-v1.1's)"},
+        {.name = "--layout", .kind = OPT_CHOICE, .dst = &layout_i, .arg = "v1.1|original", .choices = layouts,
+         .def = "v1.1", .help = "model: T5 v1.1 (gated-GELU, lm_head) or the original T5 (ReLU, tied head)"},
         {.name = "--vocab", .kind = OPT_INT, .dst = &vocab, .arg = "N", .lo = 8, .hi = 1 << 22,
          .help = "the vocabulary size instead of the preset's"},
         {.name = "--like", .kind = OPT_STR, .dst = &like, .arg = "A.msgpack", .flags = OPT_INPUT,
@@ -200,9 +151,10 @@ int main(int argc, char **argv) {
     if (base && !B) die("%s", mc_error());
 
     char text[1024], key[33], ex_text[48];
-    snprintf(text, sizeof text, "mkrandom kind=%s preset=%s vocab=%d seed=%ld scale=%.9g spread=%.9g like=%s base=%s%s",
+    snprintf(text, sizeof text, "mkrandom kind=%s preset=%s vocab=%d seed=%ld scale=%.9g spread=%.9g like=%s base=%s%s%s",
              kind, preset, c.vocab, seed, scale, spread, L ? L->key : "-", B ? B->key : "-",
-             strcmp(kind, "tokens") ? "" : (snprintf(ex_text, sizeof ex_text, " examples=%ld", examples), ex_text));
+             strcmp(kind, "tokens") ? "" : (snprintf(ex_text, sizeof ex_text, " examples=%ld", examples), ex_text),
+             layout_i ? " layout=original" : "");
     key_buf_hex(text, strlen(text), key);
     seed_rng((uint64_t)seed, kind);
 
@@ -213,14 +165,17 @@ int main(int argc, char **argv) {
 
     if (!strcmp(kind, "model")) {
         if (L && strcmp(L->kind, "model")) die("--like %s is not a model", like);
+        t5_tensor *tab = NULL;
+        int ntab = 0;
         if (L) {
             const mc_val *cfg = val_get(L->meta, "config");
             if (cfg) val_set(meta, "config", val_clone(cfg));
         } else {
-            val_set(meta, "config", config_meta(&c));
-            t5_specs(&c);
+            t5_config tc = t5_cfg(&c, layout_i);
+            val_set(meta, "config", t5_config_to_val(&tc));
+            ntab = t5_param_table(&tc, &tab);
         }
-        size_t nt = L ? L->n_tensors : (size_t)NSPEC;
+        size_t nt = L ? L->n_tensors : (size_t)ntab;
         w = art_writer_open(out, "model", key, meta, nt);
         if (!w) die("%s", mc_error());
         for (size_t j = 0; j < nt; j++) {
@@ -234,8 +189,8 @@ int main(int argc, char **argv) {
                 free(x);
                 free(e);
             } else {
-                const spec_t *s = &SPECS[j];
-                long n = s->ndim == 2 ? (long)(s->shape[0] * s->shape[1]) : (long)s->shape[0];
+                const t5_tensor *s = &tab[j];
+                long n = (long)s->numel;
                 float *x = mallocCheck(sizeof(float) * (size_t)n);
                 if (s->ndim == 1) for (long i = 0; i < n; i++) x[i] = 1.0f;
                 else gauss(x, n, 0, 1.0 / sqrt((double)s->shape[1]));
@@ -243,33 +198,25 @@ int main(int argc, char **argv) {
                 free(x);
             }
         }
+        free(tab);
     } else if (!strcmp(kind, "ia3")) {
         if (!B) die("--kind ia3 needs --base MODEL (its key goes into meta.base)");
         val_set_str(meta, "base", B->key);
-        size_t nv = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            for (size_t j = 0; j < B->n_tensors; j++) {
-                const art_tensor *t = &B->tensors[j];
-                const char *nm = t->name;
-                size_t n = strlen(nm);
-                int hit = t->ndim == 2 && n > 9 &&
-                          (!strcmp(nm + n - 9, ".k.weight") || !strcmp(nm + n - 9, ".v.weight") ||
-                           (n > 12 && !strcmp(nm + n - 12, ".wi_1.weight")));
-                if (!hit) continue;
-                if (pass == 0) { nv++; continue; }
-                char name[256];
-                snprintf(name, sizeof name, "%.*s.ia3_vector", (int)(n - 7), nm);
-                float *x = mallocCheck(sizeof(float) * (size_t)t->shape[0]);
-                gauss(x, t->shape[0], 1.0, scale);
-                int64_t sh[1] = {t->shape[0]};
-                if (art_writer_tensor(w, name, ART_F32, 1, sh, x) < 0) die("%s", mc_error());
-                free(x);
-            }
-            if (pass == 0) {
-                w = art_writer_open(out, "ia3", key, meta, nv);
-                if (!w) die("%s", mc_error());
-            }
+        /* the base's IA3 table (lib/t5: k, v and wi_1, or wo on ReLU) */
+        t5_config bc;
+        if (t5_config_from_val(&bc, val_get(B->meta, "config")) < 0) die("%s: %s", base, mc_error());
+        t5_tensor *tab;
+        int nv = t5_ia3_table(&bc, &tab);
+        w = art_writer_open(out, "ia3", key, meta, (size_t)nv);
+        if (!w) die("%s", mc_error());
+        for (int j = 0; j < nv; j++) {
+            float *x = mallocCheck(sizeof(float) * tab[j].numel);
+            gauss(x, (long)tab[j].numel, 1.0, scale);
+            int64_t sh[1] = {(int64_t)tab[j].numel};
+            if (art_writer_tensor(w, tab[j].name, ART_F32, 1, sh, x) < 0) die("%s", mc_error());
+            free(x);
         }
+        free(tab);
     } else if (!strcmp(kind, "gram")) {
         if (!L || strcmp(L->kind, "model")) die("--kind gram needs --like MODEL");
         val_set_int(meta, "n_examples", 1000);

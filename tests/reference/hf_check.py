@@ -5,7 +5,9 @@ load it, without transformers: read config.json and model.safetensors by hand
 
   - config.json holds what T5Config needs for T5ForConditionalGeneration
     (MT5... for mt5) under transformers 4 and 5 (architectures, model_type,
-    gated-gelu, untied and unscaled lm_head, special ids);
+    special ids, and one of the two layouts: T5 v1.1's gated-gelu with an
+    untied and unscaled lm_head, or the original T5's relu with lm_head tied
+    to shared.weight and scaled, both flags true);
   - the tensor names are exactly the state_dict keys of
     T5ForConditionalGeneration for that config (the tied encoder/decoder
     embed_tokens copies optional, as transformers accepts either), shapes
@@ -13,13 +15,14 @@ load it, without transformers: read config.json and model.safetensors by hand
   - the values: with --scores VARIANT, the rank-classification scores of the
     loaded weights under t5_ref's forward equal tests/fixtures/hf/scores.json;
   - ia3-adapter/ (if present): PEFT's IA3 layout for T5 (k, v: [out, 1]; wo:
-    [1, d_ff]), adapter_config.json targets k, v, wo with wo feedforward.
+    [1, d_ff]), adapter_config.json targets k, v, wo with wo feedforward
+    (wo's vector is our wi_1.ia3_vector on v1.1, our wo.ia3_vector on relu).
 
 If the `transformers` package happens to be importable, the directory is also
 loaded with T5ForConditionalGeneration.from_pretrained and its logits compared
 with t5_ref's.
 
-Usage: /usr/bin/python3 tests/reference/hf_check.py DIR [--scores f32|bf16|f16|f32_ia3]
+Usage: /usr/bin/python3 tests/reference/hf_check.py DIR [--scores f32|bf16|f16|f32_ia3|orig|orig_ia3]
 """
 import argparse
 import json
@@ -82,32 +85,38 @@ def read_safetensors(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('dir')
-    ap.add_argument('--scores', choices=['f32', 'bf16', 'f16', 'f32_ia3'])
+    ap.add_argument('--scores', choices=['f32', 'bf16', 'f16', 'f32_ia3', 'orig', 'orig_ia3'])
     a = ap.parse_args()
 
     cfg = json.load(open(os.path.join(a.dir, 'config.json')))
     arch = {'t5': 'T5ForConditionalGeneration', 'mt5': 'MT5ForConditionalGeneration'}.get(cfg.get('model_type'))
     if arch is None:
         fail(f'config.json: model_type = {cfg.get("model_type")!r}, not t5 or mt5')
-    # tie_word_embeddings false: transformers 4 keeps lm_head and does not
-    # scale; 5 forces the flag true and reads scale_decoder_outputs (absent:
-    # derived from the flag as written, false)
-    need = {'architectures': [arch], 'feed_forward_proj': 'gated-gelu', 'tie_word_embeddings': False,
+    # v1.1, tie_word_embeddings false: transformers 4 keeps lm_head and does
+    # not scale; 5 forces the flag true and reads scale_decoder_outputs
+    # (absent: derived from the flag as written, false). The original layout:
+    # both true, 4 ties and scales, 5 too
+    relu = cfg.get('feed_forward_proj') == 'relu'
+    layout = 'the original T5' if relu else 'T5 v1.1'
+    need = {'architectures': [arch], 'feed_forward_proj': 'relu' if relu else 'gated-gelu',
+            'dense_act_fn': 'relu' if relu else 'gelu_new', 'is_gated_act': not relu,
+            'tie_word_embeddings': relu, 'scale_decoder_outputs': relu,
             'is_encoder_decoder': True, 'pad_token_id': 0, 'eos_token_id': 1, 'decoder_start_token_id': 0}
     for k, v in need.items():
+        if k == 'scale_decoder_outputs' and not relu and k not in cfg:
+            continue  # 5 derives false from tie_word_embeddings false as written
         if cfg.get(k) != v:
-            fail(f'config.json: {k} = {cfg.get(k)!r}, transformers needs {v!r} for T5 v1.1')
-    if cfg.get('scale_decoder_outputs', False) is not False:
-        fail('config.json: scale_decoder_outputs is not false: transformers 5 would scale the decoder output')
+            fail(f'config.json: {k} = {cfg.get(k)!r}, transformers 4 and 5 need {v!r} for {layout}')
     c = {k: cfg[k] for k in ('vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_heads', 'num_layers',
                              'num_decoder_layers', 'relative_attention_num_buckets',
                              'relative_attention_max_distance', 'layer_norm_epsilon')}
+    c.update(feed_forward_proj=need['feed_forward_proj'], tie_word_embeddings=relu)
 
     meta, T = read_safetensors(os.path.join(a.dir, 'model.safetensors'))
     if meta != {'format': 'pt'}:
         fail(f'__metadata__ = {meta!r}; transformers expects {{"format": "pt"}}')
     want = t5_ref.param_shapes(c)
-    tied = {'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'}
+    tied = {'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'} | ({'lm_head.weight'} if relu else set())
     names = set(T)
     if names - set(want) - tied:
         fail(f'unexpected tensors {sorted(names - set(want) - tied)[:5]}')
@@ -140,7 +149,7 @@ def main():
             if mod.endswith('DenseReluDense.wo'):
                 if t.shape[0] != 1:
                     fail(f'{n}: shape {tuple(t.shape)}, PEFT feedforward IA3 is [1, in]')
-                IA[mod[:-2] + 'wi_1.ia3_vector'] = t.reshape(-1)
+                IA[mod + '.ia3_vector' if relu else mod[:-2] + 'wi_1.ia3_vector'] = t.reshape(-1)
             else:
                 if t.shape[1] != 1:
                     fail(f'{n}: shape {tuple(t.shape)}, PEFT IA3 on k / v is [out, 1]')

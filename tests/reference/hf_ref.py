@@ -36,10 +36,34 @@ Writes tests/fixtures/hf/:
                         scale the same d_ff entries, so they multiply
   convert.safetensors   BF16 / F16 bit patterns (specials + random) with torch's
                         f32 values, and f32 values with torch's BF16 / F16 rounding
+  tiny-orig/            the original T5 layout (t5-small/base/large: ReLU feed-forward
+                        wi / wo, lm_head tied to shared.weight, the decoder output
+                        scaled by d_model**-0.5) with CFG's shapes, its own weights:
+                        config.json as export-hf writes it, shared.weight and no
+                        lm_head (save_pretrained drops the tied names); tiny-f32's
+                        tokenizer
+  tiny-orig-task-a/, tiny-orig-task-b/
+                        two "fine-tunes" of it (small random deltas) as transformers 4
+                        saves them, for configs/recipes/mats-original.yml
+  tiny-orig-v4/         the same model as transformers 4 save_pretrained writes
+                        t5-small: feed_forward_proj / dense_act_fn "relu",
+                        is_gated_act false, tie_word_embeddings left out (its
+                        default, true), no scale_decoder_outputs
+  tiny-orig-hub/        as the hub's t5-small config.json has it: no
+                        feed_forward_proj, dense_act_fn or tie flag at all (T5Config's
+                        defaults: relu, tied), old fields; every tied copy in the
+                        weights (encoder/decoder.embed_tokens, lm_head), equal to
+                        shared.weight
+  tiny-orig-v5/         as transformers 5 writes it: tie_word_embeddings true,
+                        scale_decoder_outputs true, "dtype"
+  tiny-ia3-orig/        a PEFT IA3 adapter on it as PEFT's t5 default makes one: k, v
+                        (outputs) and wo (feedforward: its input, the ReLU output)
   scores.json           examples (ids) and the summed log-likelihood of every choice
                         (EOS included) under the f32 model, its BF16 and F16
                         roundings, the f32 model with the IA3 vectors (f32_ia3)
-                        and with tiny-ia3-mt5's (f32_ia3_mt5)
+                        and with tiny-ia3-mt5's (f32_ia3_mt5), and under the
+                        original-layout model without (orig) and with its adapter
+                        (orig_ia3)
 
 The safetensors layout is the canonical one the `safetensors` library writes:
 tensors sorted by name, "__metadata__" first, compact JSON padded with spaces
@@ -65,6 +89,7 @@ OUT = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
 CFG = dict(vocab_size=64, d_model=16, d_kv=4, num_heads=2, d_ff=24, num_layers=2,
            num_decoder_layers=1, relative_attention_num_buckets=8,
            relative_attention_max_distance=16, layer_norm_epsilon=1e-6)
+CFG_ORIG = dict(CFG, feed_forward_proj='relu', tie_word_embeddings=True)
 N_PIECES, EXTRA_IDS = 40, 24  # spm_train may keep fewer pieces (36 here)
 
 
@@ -112,23 +137,38 @@ def write_json(path, obj):
     write(path, (json.dumps(obj, indent=2) + '\n').encode())
 
 
+def write_adapter(d, vectors, target_modules, feedforward_modules, base='tiny/t5-v1_1'):
+    """A PEFT IA3 adapter directory: adapter_model.safetensors and
+    adapter_config.json as PEFT writes them."""
+    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(vectors))
+    write_json(os.path.join(d, 'adapter_config.json'), {
+        'auto_mapping': None, 'base_model_name_or_path': base, 'fan_in_fan_out': False,
+        'feedforward_modules': feedforward_modules, 'inference_mode': True, 'init_ia3_weights': True,
+        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': target_modules,
+        'task_type': 'SEQ_2_SEQ_LM'})
+
+
 # ---------------------------------------------------------------- configs
 
 def export_config(cfg, torch_dtype):
-    """Exactly the fields and order `art export-hf` writes (HF T5Config names)."""
+    """Exactly the fields and order `art export-hf` writes (HF T5Config names):
+    T5 v1.1's gated-gelu, untied and unscaled; the original layout (CFG_ORIG)
+    relu, tied and scaled, both flags true so that transformers 4 and 5 read it
+    the same."""
+    relu, tied = t5_ref.is_relu(cfg), t5_ref.is_tied(cfg)
     return {
         'architectures': ['T5ForConditionalGeneration'],
         'd_ff': cfg['d_ff'], 'd_kv': cfg['d_kv'], 'd_model': cfg['d_model'],
-        'decoder_start_token_id': 0, 'dense_act_fn': 'gelu_new', 'dropout_rate': 0.1,
-        'eos_token_id': 1, 'feed_forward_proj': 'gated-gelu', 'initializer_factor': 1.0,
-        'is_encoder_decoder': True, 'is_gated_act': True,
+        'decoder_start_token_id': 0, 'dense_act_fn': 'relu' if relu else 'gelu_new', 'dropout_rate': 0.1,
+        'eos_token_id': 1, 'feed_forward_proj': 'relu' if relu else 'gated-gelu', 'initializer_factor': 1.0,
+        'is_encoder_decoder': True, 'is_gated_act': not relu,
         'layer_norm_epsilon': cfg['layer_norm_epsilon'], 'model_type': 't5',
         'num_decoder_layers': cfg['num_decoder_layers'], 'num_heads': cfg['num_heads'],
         'num_layers': cfg['num_layers'], 'pad_token_id': 0,
         'relative_attention_max_distance': cfg['relative_attention_max_distance'],
         'relative_attention_num_buckets': cfg['relative_attention_num_buckets'],
-        'scale_decoder_outputs': False,
-        'tie_word_embeddings': False, 'torch_dtype': torch_dtype, 'use_cache': True,
+        'scale_decoder_outputs': tied,
+        'tie_word_embeddings': tied, 'torch_dtype': torch_dtype, 'use_cache': True,
         'vocab_size': cfg['vocab_size'],
     }
 
@@ -160,6 +200,42 @@ def hub_style_config(cfg):
                                                          'length_penalty': 2.0, 'early_stopping': True}},
               'note': 'unicode \u00e9\u4e2d and escapes \\ " \t /'})
     return c
+
+
+def orig_v4_config(cfg):
+    """What transformers 4's save_pretrained writes for a t5-small (to_diff_dict
+    against PretrainedConfig's defaults: tie_word_embeddings, true there too,
+    left out, T5Config's own fields all written, classifier_dropout among them;
+    no scale_decoder_outputs, which 4.x does not know)."""
+    c = export_config(cfg, 'float32')
+    del c['tie_word_embeddings'], c['scale_decoder_outputs']
+    c.update({'classifier_dropout': 0.0, 'n_positions': 512, 'output_past': True,
+              'transformers_version': '4.46.3'})
+    return dict(sorted(c.items()))
+
+
+def orig_hub_config(cfg):
+    """Like the hub's google-t5/t5-small config.json: no feed_forward_proj,
+    dense_act_fn, is_gated_act or tie flag (T5Config's defaults: relu, tied),
+    old fields, task_specific_params (num_decoder_layers and the bucket
+    distance given: this model's differ from the defaults)."""
+    c = export_config(cfg, 'float32')
+    for k in ('dense_act_fn', 'feed_forward_proj', 'is_gated_act', 'tie_word_embeddings', 'scale_decoder_outputs',
+              'torch_dtype', 'use_cache'):
+        del c[k]
+    c.update({'n_positions': 512, 'output_past': True,
+              'task_specific_params': {'translation_en_to_de': {'early_stopping': True, 'max_length': 300,
+                                                                'num_beams': 4, 'prefix': 'translate English to German: '}}})
+    return c
+
+
+def orig_v5_config(cfg):
+    """transformers 5's save_pretrained: tie_word_embeddings true and
+    scale_decoder_outputs true for the original layout, "dtype"."""
+    c = export_config(cfg, 'float32')
+    c['transformers_version'] = '5.0.0'
+    c['dtype'] = c.pop('torch_dtype')
+    return dict(sorted(c.items()))
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -270,12 +346,7 @@ def main():
             ad['base_model.model.' + mod[:-len('wi_1')] + 'wo.ia3_l'] = ('F32', v.view(1, -1))
         else:
             ad['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
-    write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(ad))
-    write_json(os.path.join(d, 'adapter_config.json'), {
-        'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
-        'feedforward_modules': ['wo'], 'inference_mode': True, 'init_ia3_weights': True,
-        'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': ['k', 'v', 'wo'],
-        'task_type': 'SEQ_2_SEQ_LM'})
+    write_adapter(d, ad, ['k', 'v', 'wo'], ['wo'])
 
     write(os.path.join(OUT, 'convert.safetensors'), safetensors_bytes(convert_fixture(gen)))
 
@@ -303,16 +374,8 @@ def main():
         write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in P.items()}))
         write_json(os.path.join(d, 'config.json'), v5_config(CFG, mt))
 
-    def adapter(d, vectors, target_modules, feedforward_modules):
-        write(os.path.join(d, 'adapter_model.safetensors'), safetensors_bytes(vectors))
-        write_json(os.path.join(d, 'adapter_config.json'), {
-            'auto_mapping': None, 'base_model_name_or_path': 'tiny/t5-v1_1', 'fan_in_fan_out': False,
-            'feedforward_modules': feedforward_modules, 'inference_mode': True, 'init_ia3_weights': True,
-            'modules_to_save': None, 'peft_type': 'IA3', 'revision': None, 'target_modules': target_modules,
-            'task_type': 'SEQ_2_SEQ_LM'})
-
     # the same vectors, targets as regular expressions (re.fullmatch on the module name)
-    adapter(os.path.join(OUT, 'tiny-ia3-regex'), ad,
+    write_adapter(os.path.join(OUT, 'tiny-ia3-regex'), ad,
             r'.*(SelfAttention|EncDecAttention)\.(k|v)|.*\.DenseReluDense\.wo', r'.*\.wo')
     # k, v and wi_1 scale outputs, wo (feedforward) its input: wi_1's two
     # vectors multiply (the reference applies the product)
@@ -327,7 +390,7 @@ def main():
         else:
             ad2['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(-1, 1))
             IA2[n] = v
-    adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
+    write_adapter(os.path.join(OUT, 'tiny-ia3-mt5'), ad2, ['k', 'v', 'wi_1', 'wo'], ['wo'])
 
     # two task models and a second adapter for the recipes
     for t in ('a', 'b'):
@@ -336,7 +399,7 @@ def main():
         write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
         write_json(os.path.join(d, 'config.json'), export_config(CFG, 'float32'))
     adb = {n: ('F32', 1.0 + 0.2 * torch.randn(v[1].shape, generator=gen)) for n, v in ad.items()}
-    adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
+    write_adapter(os.path.join(OUT, 'tiny-ia3-b'), adb, ['k', 'v', 'wo'], ['wo'])
     words = ['cat', 'dog', 'bird', 'mat', 'log', 'tree', 'wall', 'river', 'stone', 'green']
     for t, (yes, no) in (('a', ('yes', 'no')), ('b', ('old', 'tall'))):
         lines = []
@@ -351,8 +414,52 @@ def main():
            'scores': {'f32': scores(P), 'bf16': scores(rounded(torch.bfloat16)),
                       'f16': scores(rounded(torch.float16)), 'f32_ia3': scores(P, IA),
                       'f32_ia3_mt5': scores(P, IA2)}}
+    out['scores'].update(original_layout(examples))
     write_json(os.path.join(OUT, 'scores.json'), out)
     print(f'wrote {OUT}')
+
+
+def original_layout(examples):
+    """The original T5 layout's checkpoints (tiny-orig*, tiny-ia3-orig), from
+    a generator of their own (the other fixtures keep their bytes); returns
+    their scores on `examples`."""
+    gen = torch.Generator().manual_seed(20261206)
+    P = t5_ref.random_params(CFG_ORIG, gen)
+    IA = {n: 1.0 + 0.3 * torch.randn(s, generator=gen) for n, s in t5_ref.ia3_shapes(CFG_ORIG).items()}
+    assert 'lm_head.weight' not in P and any(n.endswith('DenseReluDense.wi.weight') for n in P)
+    f32 = {n: ('F32', v) for n, v in P.items()}
+    for d, cfg in (('tiny-orig', export_config(CFG_ORIG, 'float32')), ('tiny-orig-v4', orig_v4_config(CFG_ORIG)),
+                   ('tiny-orig-v5', orig_v5_config(CFG_ORIG))):
+        write(os.path.join(OUT, d, 'model.safetensors'), safetensors_bytes(f32))
+        write_json(os.path.join(OUT, d, 'config.json'), cfg)
+    for f in ('spiece.model', 'tokenizer_config.json'):
+        with open(os.path.join(OUT, 'tiny-f32', f), 'rb') as src:
+            write(os.path.join(OUT, 'tiny-orig', f), src.read())
+    for t in ('a', 'b'):
+        Pt = {n: v + 0.05 * v.abs().mean() * torch.randn(v.shape, generator=gen) for n, v in P.items()}
+        d = os.path.join(OUT, f'tiny-orig-task-{t}')
+        write(os.path.join(d, 'model.safetensors'), safetensors_bytes({n: ('F32', v) for n, v in Pt.items()}))
+        write_json(os.path.join(d, 'config.json'), orig_v4_config(CFG_ORIG))
+    copies = dict(f32)
+    for n in ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight', 'lm_head.weight'):
+        copies[n] = ('F32', P['shared.weight'])
+    write(os.path.join(OUT, 'tiny-orig-hub', 'model.safetensors'), safetensors_bytes(copies))
+    write_json(os.path.join(OUT, 'tiny-orig-hub', 'config.json'), orig_hub_config(CFG_ORIG))
+    # PEFT's IA3 on t5 (target_modules k, v, wo; feedforward_modules wo):
+    # k, v [out, 1]; wo's input [1, d_ff], which is our wo.ia3_vector itself
+    ad = {}
+    for n, v in IA.items():
+        mod = n[:-len('.ia3_vector')]
+        ad['base_model.model.' + mod + '.ia3_l'] = ('F32', v.view(1, -1) if mod.endswith('.wo') else v.view(-1, 1))
+    write_adapter(os.path.join(OUT, 'tiny-ia3-orig'), ad, ['k', 'v', 'wo'], ['wo'], 'tiny/t5-small')
+
+    def scores(ia):
+        p64 = {n: v.double() for n, v in P.items()}
+        ia64 = {n: v.double() for n, v in ia.items()} if ia else None
+        with torch.no_grad():
+            return [[float(t5_ref.choice_logprob(p64, CFG_ORIG, ex['input'], ch, ia64)) for ch in ex['choices']]
+                    for ex in examples]
+    return {'orig': scores(None), 'orig_ia3': scores(IA)}
 
 
 if __name__ == '__main__':

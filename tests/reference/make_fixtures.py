@@ -1,7 +1,12 @@
-"""Write tests/fixtures/t5_micro.bin: reference values for the C T5 tests.
+"""Write tests/fixtures/t5_micro.bin: reference values for the C T5 tests;
+with --original, tests/fixtures/t5_original.bin: the same values for the
+micro shapes in the original T5 layout (ReLU feed-forward, head tied to
+shared.weight and scaled by d_model**-0.5), whose `config` entry carries two
+more ints: feed_forward_proj (0 gated-gelu, 1 relu) and tie_word_embeddings.
 
 Run with Debian's python3-torch: `make fixtures-t5` (= /usr/bin/python3
-tests/reference/make_fixtures.py tests/fixtures/t5_micro.bin).
+tests/reference/make_fixtures.py tests/fixtures/t5_micro.bin, and with
+--original tests/fixtures/t5_original.bin).
 
 File format (read by tests/fixture.h): magic "MCFX1\\n", u32 count, then per
 entry: u16 name length, name, u8 dtype (0 f32, 1 i32), u8 ndim, ndim x i64
@@ -19,16 +24,17 @@ torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
 
 
-def main(out_path):
-    cfg = R.micro_config()
+def main(out_path, original=False):
+    cfg = R.micro_original_config() if original else R.micro_config()
     gen = torch.Generator().manual_seed(1234)
     V = cfg['vocab_size']
     fx = R.Fixture()
     put = fx.put
 
+    layout = [int(R.is_relu(cfg)), int(R.is_tied(cfg))] if original else []
     put('config', [V, cfg['d_model'], cfg['d_kv'], cfg['d_ff'], cfg['num_heads'], cfg['num_layers'],
                    cfg['num_decoder_layers'], cfg['relative_attention_num_buckets'],
-                   cfg['relative_attention_max_distance']], 1)
+                   cfg['relative_attention_max_distance']] + layout, 1)
 
     # relative-position buckets over a wide range, for two bucket settings
     rel = torch.arange(-300, 301)
@@ -175,4 +181,5 @@ def main(out_path):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1] if len(sys.argv) > 1 else 'tests/fixtures/t5_micro.bin')
+    args = [a for a in sys.argv[1:] if a != '--original']
+    main(args[0] if args else 'tests/fixtures/t5_micro.bin', '--original' in sys.argv[1:])

@@ -2,7 +2,10 @@
 computed by a per-example autograd loop (one example at a time, no padding),
 the reference for the batched C stages fisher and gram.
 
-Reads the micro model (param/*, ia3/*) from tests/fixtures/t5_micro.bin.
+Reads the micro model (param/*, ia3/*) from tests/fixtures/t5_micro.bin
+(or, given tests/fixtures/t5_original.bin, the original-layout model, whose
+layout the fixture's config entry carries; its tied head is not a linear:
+no Gram, and its gradient is part of shared.weight's Fisher).
 Run with `make fixtures-t5` (after make_fixtures.py).
 """
 import sys
@@ -29,6 +32,9 @@ def sample_choice(scores, seed, idx):
 def main(micro_path, out_path):
     fx = R.read_fixture(micro_path)
     cfg = R.micro_config()
+    if len(fx['config']) >= 11:  # the original layout (make_fixtures.py --original)
+        cfg = R.micro_original_config()
+        assert [int(R.is_relu(cfg)), int(R.is_tied(cfg))] == [int(v) for v in fx['config'][9:11]]
     P0 = {k[len('param/'):]: torch.tensor(np.array(v)) for k, v in fx.items() if k.startswith('param/')}
     IA0 = {k[len('ia3/'):]: torch.tensor(np.array(v)) for k, v in fx.items() if k.startswith('ia3/')}
     V = cfg['vocab_size']

@@ -1,6 +1,13 @@
-"""A small PyTorch T5 v1.1 (HF T5ForConditionalGeneration semantics), written
+"""A small PyTorch T5 (HF T5ForConditionalGeneration semantics), written
 from the model description (docs/model.md and the HF modelling code's
 documented behaviour), independently of the C code in lib/t5.c.
+
+Two layouts, by two config entries (absent: T5 v1.1):
+  feed_forward_proj  'gated-gelu' (v1.1: wi_0, wi_1, wo) or 'relu' (the
+                     original T5: wi, wo; IA3's feed-forward vector scales
+                     wo's input, as PEFT's feedforward_modules do)
+  tie_word_embeddings False (v1.1: lm_head) or True (no lm_head: the
+                     decoder output times d_model**-0.5, then shared.weight)
 
 Parameters are a flat dict {HF name: tensor}; the forward pass is functional
 so gradients of every named tensor come straight from autograd.
@@ -33,6 +40,11 @@ def micro_config():
                 relative_attention_max_distance=128, layer_norm_epsilon=1e-6)
 
 
+def micro_original_config():
+    """t5-micro's shapes in the original T5 layout (ReLU, tied and scaled head)."""
+    return dict(micro_config(), feed_forward_proj='relu', tie_word_embeddings=True)
+
+
 def read_conf(path):
     """model.* keys of a configs/models/*.conf file -> config dict."""
     cfg = {}
@@ -43,6 +55,9 @@ def read_conf(path):
         k, v = (s.strip() for s in line.split('=', 1))
         if k.startswith('model.'):
             k = k[len('model.'):]
+            if v in ('true', 'false'):
+                cfg[k] = v == 'true'
+                continue
             try:
                 cfg[k] = int(v)
             except ValueError:
@@ -55,6 +70,14 @@ def read_conf(path):
     cfg.setdefault('relative_attention_max_distance', 128)
     cfg.setdefault('layer_norm_epsilon', 1e-6)
     return cfg
+
+
+def is_relu(cfg):
+    return cfg.get('feed_forward_proj', 'gated-gelu') == 'relu'
+
+
+def is_tied(cfg):
+    return bool(cfg.get('tie_word_embeddings', False))
 
 
 def param_shapes(cfg):
@@ -78,12 +101,16 @@ def param_shapes(cfg):
                 out[p + '1.EncDecAttention.o.weight'] = (D, I)
                 out[p + '1.layer_norm.weight'] = (D,)
                 f = 2
-            out[p + f'{f}.DenseReluDense.wi_0.weight'] = (F_, D)
-            out[p + f'{f}.DenseReluDense.wi_1.weight'] = (F_, D)
+            if is_relu(cfg):
+                out[p + f'{f}.DenseReluDense.wi.weight'] = (F_, D)
+            else:
+                out[p + f'{f}.DenseReluDense.wi_0.weight'] = (F_, D)
+                out[p + f'{f}.DenseReluDense.wi_1.weight'] = (F_, D)
             out[p + f'{f}.DenseReluDense.wo.weight'] = (D, F_)
             out[p + f'{f}.layer_norm.weight'] = (D,)
         out[f'{stack}.final_layer_norm.weight'] = (D,)
-    out['lm_head.weight'] = (V, D)
+    if not is_tied(cfg):
+        out['lm_head.weight'] = (V, D)
     return out
 
 
@@ -93,7 +120,7 @@ def ia3_shapes(cfg):
     for name, shape in param_shapes(cfg).items():
         if name.endswith(('.k.weight', '.v.weight')) and 'Attention' in name:
             out[name.replace('.weight', '.ia3_vector')] = (I,)
-        elif name.endswith('wi_1.weight'):
+        elif name.endswith('wi_1.weight') or (is_relu(cfg) and name.endswith('DenseReluDense.wo.weight')):
             out[name.replace('.weight', '.ia3_vector')] = (cfg['d_ff'],)
     return out
 
@@ -192,7 +219,12 @@ def attention(P, IA, pre, cfg, xq, xkv, bias, keep):
     return lin(o, P, pre + 'o.weight')
 
 
-def ffn(P, IA, pre, x):
+def ffn(P, IA, pre, x, relu=False):
+    if relu:  # the original T5: wo(s * relu(wi x)), s on wo's input
+        h = torch.relu(lin(x, P, pre + 'wi.weight'))
+        if IA is not None:
+            h = h * IA[pre + 'wo.ia3_vector']
+        return lin(h, P, pre + 'wo.weight')
     h0 = lin(x, P, pre + 'wi_0.weight')
     h1 = lin(x, P, pre + 'wi_1.weight')
     if IA is not None:
@@ -222,7 +254,7 @@ def forward(P, cfg, enc_ids, dec_ids, IA=None):
         h = rmsnorm(x, P[p + '0.layer_norm.weight'], eps)
         x = x + attention(P, IA, p + '0.SelfAttention.', cfg, h, h, bias, enc_keep)
         h = rmsnorm(x, P[p + '1.layer_norm.weight'], eps)
-        x = x + ffn(P, IA, p + '1.DenseReluDense.', h)
+        x = x + ffn(P, IA, p + '1.DenseReluDense.', h, is_relu(cfg))
     enc = rmsnorm(x, P['encoder.final_layer_norm.weight'], eps)
     y = P['shared.weight'][dec_ids]
     bias = position_bias(P, 'decoder', cfg, Td, Td, False)
@@ -234,8 +266,10 @@ def forward(P, cfg, enc_ids, dec_ids, IA=None):
         h = rmsnorm(y, P[p + '1.layer_norm.weight'], eps)
         y = y + attention(P, IA, p + '1.EncDecAttention.', cfg, h, enc, None, enc_keep)
         h = rmsnorm(y, P[p + '2.layer_norm.weight'], eps)
-        y = y + ffn(P, IA, p + '2.DenseReluDense.', h)
+        y = y + ffn(P, IA, p + '2.DenseReluDense.', h, is_relu(cfg))
     y = rmsnorm(y, P['decoder.final_layer_norm.weight'], eps)
+    if is_tied(cfg):  # transformers: sequence_output * model_dim**-0.5, then the tied head
+        return (y * cfg['d_model'] ** -0.5) @ P['shared.weight'].t()
     return lin(y, P, 'lm_head.weight')
 
 

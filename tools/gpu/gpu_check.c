@@ -357,6 +357,23 @@ static void check_embed_norm_linear(void) {
                        gpu_gated_gelu_backward(g0.d, g1.d, dgo, dlo, dio, n, acc));
     }
 
+    /* ReLU of the original T5 on lo */
+    op_relu_forward(gg, lo, n);
+    gpu_relu_forward(dgg, dlo, n);
+    cmp("relu_forward", gg, dgg, n, 0);
+    {
+        grad_buf gr;
+        grad_init(&gr, "relu_backward dx", n, 0, 0, 1.0f);
+        for (int run = 0; run < N_RUNS; run++) {
+            int acc = run_acc(run);
+            grad_prefill(&gr, run);
+            op_relu_backward(gr.h, go, lo, n, acc);
+            gpu_relu_backward(gr.d, dgo, dlo, n, acc);
+            grad_check(&gr, run);
+        }
+        grad_free(&gr);
+    }
+
     float *acc = rnd(n, 1), *dacc = TODEV(acc, n);
     gpu_upload(dgg, gg, sizeof(float) * n);
     op_add_inplace(acc, gg, n);

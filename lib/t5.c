@@ -745,74 +745,85 @@ static void ffn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
     OPS->add_inplace(a->out, x, (long)N * D);
 }
 
-float t5_forward(t5_model *m, const t5_batch *b) {
+/* The forward's set-up for batch b: activations laid out for its dims,
+ * padding mask, position buckets and biases; the ids as the ops read them
+ * (on the device when the model lives there). */
+typedef struct {
+    const int *enc, *dec, *targets;
+} fwd_ids;
+
+static fwd_ids forward_setup(t5_model *m, const t5_batch *b) {
     const t5_config *c = &m->c;
     if (!m->act_mem || b->B > m->maxB || b->Te > m->maxTe || b->Bd > m->maxBd || b->Td > m->maxTd)
         t5_alloc_acts(m, b->B, b->Te, b->Bd, b->Td, 0);
-    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, V = c->vocab_size;
-    int B = b->B, Te = b->Te, Bd = b->Bd, Td = b->Td, Ne = B * Te, Nd = Bd * Td;
+    int H = c->num_heads, Te = b->Te, Td = b->Td, Ne = b->B * Te, Nd = b->Bd * Td;
     /* re-derive the activation pointers for these dims: buffers are packed
      * for the current batch inside blocks sized for the largest one */
-    acts_layout(m, &m->a, m->act_mem, B, Te, Bd, Td);
-    if (m->grad_mem) acts_layout(m, &m->da, m->grad_mem, B, Te, Bd, Td);
+    acts_layout(m, &m->a, m->act_mem, b->B, Te, b->Bd, Td);
+    if (m->grad_mem) acts_layout(m, &m->da, m->grad_mem, b->B, Te, b->Bd, Td);
     m->last = *b;
     t5_acts *a = &m->a;
-    const int ia3 = m->ia3 != NULL;
 
     /* host side: padding mask and position buckets, uploaded with the ids
      * when the model lives on a device */
     for (int n = 0; n < Ne; n++) m->enc_mask[n] = b->enc_ids[n] != T5_PAD;
     op_relpos_buckets(m->enc_buckets, Te, Te, 1, c->num_buckets, c->max_distance);
     op_relpos_buckets(m->dec_buckets, Td, Td, 0, c->num_buckets, c->max_distance);
-    const int *enc_ids = b->enc_ids, *dec_ids = b->dec_ids, *targets = b->targets;
+    fwd_ids id = {b->enc_ids, b->dec_ids, b->targets};
     if (!t5_on_host(m)) {
         int *d = m->d_ids;
         OPS->upload(d, b->enc_ids, sizeof(int) * Ne);
         OPS->upload(d + Ne, b->dec_ids, sizeof(int) * Nd);
-        if (targets) OPS->upload(d + Ne + Nd, b->targets, sizeof(int) * Nd);
-        enc_ids = d, dec_ids = d + Ne, targets = targets ? d + Ne + Nd : NULL;
+        if (b->targets) OPS->upload(d + Ne + Nd, b->targets, sizeof(int) * Nd);
+        id.enc = d, id.dec = d + Ne, id.targets = b->targets ? d + Ne + Nd : NULL;
         OPS->upload(m->d_enc_mask, m->enc_mask, (size_t)Ne);
         OPS->upload(m->d_enc_buckets, m->enc_buckets, sizeof(int) * Te * Te);
         OPS->upload(m->d_dec_buckets, m->dec_buckets, sizeof(int) * Td * Td);
     }
     OPS->relpos_bias_forward(a->enc_bias, m->p.enc_relb, m->d_enc_buckets, H, Te, Te);
     OPS->relpos_bias_forward(a->dec_bias, m->p.dec_relb, m->d_dec_buckets, H, Td, Td);
+    return id;
+}
 
-    /* encoder */
-    OPS->embed_forward(a->enc_emb, enc_ids, m->p.shared, Ne, D);
-    const float *x = a->enc_emb;
-    for (int l = 0; l < c->num_layers; l++) {
-        t5_block_acts *ba = &a->enc[l];
-        const t5_block_ia3 *IA = ia3 ? &m->ia.enc[l] : NULL;
-        self_attn_forward(m, ba, &m->p.enc[l], IA, x, a->enc_bias, m->d_enc_mask, 0, B, Te);
-        ffn_forward(m, ba, &m->p.enc[l], IA, ba->x1, Ne);
-        x = ba->out;
-    }
-    OPS->rmsnorm_forward(a->enc_out, a->enc_rstd, x, m->p.enc_ln, Ne, D, c->eps);
+/* Encoder block l on x (B*Te rows); its output is a->enc[l].out. */
+static void enc_block_forward(t5_model *m, const t5_batch *b, int l, const float *x) {
+    t5_block_acts *ba = &m->a.enc[l];
+    const t5_block_ia3 *IA = m->ia3 ? &m->ia.enc[l] : NULL;
+    self_attn_forward(m, ba, &m->p.enc[l], IA, x, m->a.enc_bias, m->d_enc_mask, 0, b->B, b->Te);
+    ffn_forward(m, ba, &m->p.enc[l], IA, ba->x1, b->B * b->Te);
+}
 
-    /* decoder */
-    OPS->embed_forward(a->dec_emb, dec_ids, m->p.shared, Nd, D);
-    x = a->dec_emb;
-    for (int l = 0; l < c->num_decoder_layers; l++) {
-        t5_block_acts *ba = &a->dec[l];
-        const t5_block_params *P = &m->p.dec[l];
-        const t5_block_ia3 *IA = ia3 ? &m->ia.dec[l] : NULL;
-        self_attn_forward(m, ba, P, IA, x, a->dec_bias, NULL, 1, Bd, Td);
-        OPS->rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
-        OPS->linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
-        OPS->linear_forward(ba->ck, a->enc_out, P->ca_k, Ne, D, HK);
-        OPS->linear_forward(ba->cv, a->enc_out, P->ca_v, Ne, D, HK);
-        if (IA) {
-            OPS->ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
-            OPS->ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
-        }
-        OPS->attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->d_enc_mask,
-                             b->dec_enc, 0, Bd, Td, Te, H, K);
-        OPS->linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
-        OPS->add_inplace(ba->x2, ba->x1, (long)Nd * D);
-        ffn_forward(m, ba, P, IA, ba->x2, Nd);
-        x = ba->out;
+/* Decoder block l on x (Bd*Td rows) reading the encoder output enc; its
+ * output is a->dec[l].out. */
+static void dec_block_forward(t5_model *m, const t5_batch *b, int l, const float *x, const float *enc) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K;
+    int Ne = b->B * b->Te, Nd = b->Bd * b->Td;
+    t5_block_acts *ba = &m->a.dec[l];
+    const t5_block_params *P = &m->p.dec[l];
+    const t5_block_ia3 *IA = m->ia3 ? &m->ia.dec[l] : NULL;
+    self_attn_forward(m, ba, P, IA, x, m->a.dec_bias, NULL, 1, b->Bd, b->Td);
+    OPS->rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
+    OPS->linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
+    OPS->linear_forward(ba->ck, enc, P->ca_k, Ne, D, HK);
+    OPS->linear_forward(ba->cv, enc, P->ca_v, Ne, D, HK);
+    if (IA) {
+        OPS->ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
+        OPS->ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
     }
+    OPS->attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->d_enc_mask, b->dec_enc, 0,
+                           b->Bd, b->Td, b->Te, H, K);
+    OPS->linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
+    OPS->add_inplace(ba->x2, ba->x1, (long)Nd * D);
+    ffn_forward(m, ba, P, IA, ba->x2, Nd);
+}
+
+/* The decoder's final norm (scaled for a tied head), lm_head and the loss
+ * from the last decoder block's output x. */
+static float head_forward(t5_model *m, const t5_batch *b, const float *x, const int *targets) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, V = c->vocab_size, Nd = b->Bd * b->Td;
+    t5_acts *a = &m->a;
     OPS->rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
     if (c->tied) OPS->scale((long)Nd * D, t5_head_scale(c), a->dec_out);
     OPS->linear_forward(a->logits, a->dec_out, c->tied ? m->p.shared : m->p.lm_head, Nd, D, V);
@@ -830,6 +841,52 @@ float t5_forward(t5_model *m, const t5_batch *b) {
         m->last_loss = cnt ? (float)(s / cnt) : 0.0f;
     }
     return m->last_loss;
+}
+
+float t5_forward(t5_model *m, const t5_batch *b) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, Ne = b->B * b->Te, Nd = b->Bd * b->Td;
+    fwd_ids id = forward_setup(m, b);
+    t5_acts *a = &m->a;
+    OPS->embed_forward(a->enc_emb, id.enc, m->p.shared, Ne, D);
+    const float *x = a->enc_emb;
+    for (int l = 0; l < c->num_layers; l++) {
+        enc_block_forward(m, b, l, x);
+        x = a->enc[l].out;
+    }
+    OPS->rmsnorm_forward(a->enc_out, a->enc_rstd, x, m->p.enc_ln, Ne, D, c->eps);
+    OPS->embed_forward(a->dec_emb, id.dec, m->p.shared, Nd, D);
+    x = a->dec_emb;
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        dec_block_forward(m, b, l, x, a->enc_out);
+        x = a->dec[l].out;
+    }
+    return head_forward(m, b, x, id.targets);
+}
+
+void t5_forward_layer(t5_model *m, const t5_batch *b, int layer, const float *in, const float *enc, float *out) {
+    const t5_config *c = &m->c;
+    int D = c->d_model, L = c->num_layers, Ld = c->num_decoder_layers, Ne = b->B * b->Te, Nd = b->Bd * b->Td;
+    if (layer < 0 || layer > L + Ld) die("t5_forward_layer: layer %d of %d", layer, L + Ld + 1);
+    fwd_ids id = forward_setup(m, b);
+    t5_acts *a = &m->a;
+    if (layer < L) {
+        if (!in) OPS->embed_forward(a->enc_emb, id.enc, m->p.shared, Ne, D), in = a->enc_emb;
+        enc_block_forward(m, b, layer, in);
+        const float *y = a->enc[layer].out;
+        if (layer == L - 1) OPS->rmsnorm_forward(a->enc_out, a->enc_rstd, y, m->p.enc_ln, Ne, D, c->eps), y = a->enc_out;
+        if (out) OPS->copy(out, y, sizeof(float) * (size_t)Ne * D);
+        return;
+    }
+    if (layer < L + Ld) {
+        if (!in) OPS->embed_forward(a->dec_emb, id.dec, m->p.shared, Nd, D), in = a->dec_emb;
+        /* where the cross-attention's k and v read it (t5_linears) */
+        if (enc != a->enc_out) OPS->copy(a->enc_out, enc, sizeof(float) * (size_t)Ne * D);
+        dec_block_forward(m, b, layer - L, in, a->enc_out);
+        if (out) OPS->copy(out, a->dec[layer - L].out, sizeof(float) * (size_t)Nd * D);
+        return;
+    }
+    head_forward(m, b, in, id.targets);
 }
 
 void t5_row_logprob(const t5_model *m, float *scores) {

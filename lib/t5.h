@@ -313,6 +313,20 @@ void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int w
 /* Forward pass. Returns the mean loss over non-pad targets (0 if targets is
  * NULL or there are none); per-token losses in m->tok_loss. */
 float t5_forward(t5_model *m, const t5_batch *b);
+/* One layer of the forward, for passes that go layer by layer and keep the
+ * hidden states themselves (RegMean++, lib/merge_pp.c). Layers in forward
+ * order: encoder block l is layer l, decoder block j layer L + j, the head
+ * (decoder final norm, lm_head, loss) layer L + Ld. It leaves the layer's
+ * activations where t5_forward does (t5_linears reads them; no backward).
+ *   encoder block l: in = its input (B*Te x D; NULL at l = 0: the
+ *     embedding of b's ids); out = its output, after the encoder's final
+ *     norm for the last block (the encoder output);
+ *   decoder block j: in = its input (Bd*Td x D; NULL at j = 0: the
+ *     embedding), enc = the encoder output, out = its output;
+ *   the head: in = the last decoder block's output; out unused.
+ * out may be NULL. The result of running every layer in turn is
+ * t5_forward's, to the bit. */
+void t5_forward_layer(t5_model *m, const t5_batch *b, int layer, const float *in, const float *enc, float *out);
 /* Backward of the last forward (same batch). Accumulates into m->grads and
  * m->ia3_grads (whichever exist). loss_mode: T5_LOSS_MEAN or
  * T5_LOSS_EXAMPLE_MEAN; scale multiplies the loss (e.g. 1/accumulation

@@ -85,6 +85,32 @@ static void test_forward_full(void) {
     t5_free(m);
 }
 
+/* t5_forward_layer, one layer after another on states the caller keeps,
+ * is t5_forward to the bit (RegMean++ relies on it), on the fixture batch. */
+static void test_forward_layers(void) {
+    t5_model *m = micro(0, 0);
+    long nl = (long)Bt.Bd * Bt.Td * C.vocab_size, ne = (long)Bt.B * Bt.Te * C.d_model;
+    float loss = t5_forward(m, &Bt);
+    float *want = mallocCheck(sizeof(float) * nl), *enc = mallocCheck(sizeof(float) * ne);
+    memcpy(want, m->a.logits, sizeof(float) * nl);
+    memcpy(enc, m->a.enc_out, sizeof(float) * ne);
+    int L = C.num_layers, Ld = C.num_decoder_layers;
+    float *h = NULL, *e = NULL;
+    for (int l = 0; l <= L + Ld; l++) {
+        long rows = l < L ? (long)Bt.B * Bt.Te : (long)Bt.Bd * Bt.Td;
+        float *y = l < L + Ld ? mallocCheck(sizeof(float) * rows * C.d_model) : NULL;
+        t5_forward_layer(m, &Bt, l, h, e, y);
+        free(h);
+        h = y;
+        if (l == L - 1) e = h, h = NULL;
+    }
+    CHECK(e && !memcmp(e, enc, sizeof(float) * ne), "the encoder output differs");
+    CHECK(!memcmp(m->a.logits, want, sizeof(float) * nl), "the logits differ");
+    CHECK(m->last_loss == loss, "loss %.9g, t5_forward's %.9g", m->last_loss, loss);
+    free(e), free(want), free(enc);
+    t5_free(m);
+}
+
 static void test_backward_full(void) {
     t5_model *m = micro_backward();
     char nm[160];
@@ -537,6 +563,7 @@ int main(void) {
     RUN(test_buckets);
     RUN(test_linear_naive);
     RUN(test_forward_full);
+    RUN(test_forward_layers);
     RUN(test_backward_full);
     RUN(test_ia3);
     RUN(test_adamw_steps);

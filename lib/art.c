@@ -253,6 +253,17 @@ int art_writer_ragged(art_writer *w, const char *vname, art_dtype dtype, const v
     return art_writer_tensor(w, oname, ART_I64, 1, &no, off ? off : &zero);
 }
 
+int art_read_rows(const art_file *a, int64_t n_rows, int64_t **exch, int32_t **label) {
+    const art_tensor *ec = art_find(a, "example_choices"), *lb = art_find(a, "label");
+    if (!ec || ec->dtype != ART_I64 || ec->numel != n_rows + 1 || !lb || lb->dtype != ART_I32 || lb->numel != n_rows)
+        return mc_fail("%s: example_choices (i64, n+1) or label (i32, n) missing or mis-sized", a->path);
+    *exch = mallocCheck(ec->nbytes);
+    *label = mallocCheck(lb->nbytes ? lb->nbytes : 1);
+    art_tensor_copy(ec, *exch);
+    art_tensor_copy(lb, *label);
+    return 0;
+}
+
 int art_writer_rows(art_writer *w, const int64_t *exch, const int32_t *label, int64_t n_rows) {
     int64_t ne = n_rows + 1;
     if (art_writer_tensor(w, "example_choices", ART_I64, 1, &ne, exch) < 0) return -1;

@@ -138,6 +138,11 @@ void art_close(art_file *a);
 
 /* Find a tensor by name; NULL if absent. */
 const art_tensor *art_find(const art_file *a, const char *name);
+/* The reader's side of art_writer_rows: a copy of artifact a's example_choices (n_rows + 1
+ * i64) and label (n_rows i32), as it wrote them (art_open
+ * bounded them). 0, or -1 with mc_error() naming a and the tensor when
+ * either is missing or mis-sized. */
+int art_read_rows(const art_file *a, int64_t n_rows, int64_t **exch, int32_t **label);
 
 /* Copy a tensor's data into dst (nbytes bytes). */
 void art_tensor_copy(const art_tensor *t, void *dst);

@@ -172,3 +172,30 @@ FILE *mc_create_new(const char *path) {
     }
     return f;
 }
+
+/* The end of an atomic write to path through tmp (f open on it, ok: the
+ * writes went well): flush, fsync, close, check path again, rename. */
+int mc_finish_atomic(FILE *f, int ok, const char *tmp, const char *path) {
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
+    if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
+        unlink(tmp);
+        return -1;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mc_fail("%s: write failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
+int mc_write_atomic(const char *path, const void *data, size_t n) {
+    if (mc_output_ok(path) < 0) return -1;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = mc_create_new(tmp);
+    if (!f) return -1;
+    return mc_finish_atomic(f, fwrite(data, 1, n, f) == n, tmp, path);
+}

@@ -78,4 +78,12 @@ int mc_output_ok(const char *path);
  * with mc_error() on failure. */
 FILE *mc_create_new(const char *path);
 
+/* The end of an atomic write to `path` through `tmp` (f open on it, made by
+ * mc_create_new; ok: the writes went well): flush, fsync, close, check
+ * path again (mc_output_ok), rename. 0, or -1 with mc_error(); tmp is gone
+ * either way. */
+int mc_finish_atomic(FILE *f, int ok, const char *tmp, const char *path);
+/* Write a whole file through PATH.tmp.<pid>, fsync, rename. 0 or -1. */
+int mc_write_atomic(const char *path, const void *data, size_t n);
+
 #endif

@@ -463,38 +463,11 @@ static int file_exists(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* The end of an atomic write to path through tmp (f open on it, ok: the
- * writes went well): flush, fsync, close, check path again, rename. */
-static int finish_atomic(FILE *f, int ok, const char *tmp, const char *path) {
-    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (ok && mc_output_ok(path) < 0) { /* again: it may have changed meanwhile */
-        unlink(tmp);
-        return -1;
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mc_fail("%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
-}
-
-/* Write a whole file through FILE.tmp.<pid>, fsync, rename. */
-static int write_atomic(const char *path, const void *data, size_t n) {
-    if (mc_output_ok(path) < 0) return -1;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = mc_create_new(tmp);
-    if (!f) return -1;
-    return finish_atomic(f, fwrite(data, 1, n, f) == n, tmp, path);
-}
-
 static int write_json_file(const char *path, const mc_val *v) {
     json_buf b = {0};
     json_write(&b, v, 2);
     jb_puts(&b, "\n");
-    int r = write_atomic(path, b.s, b.len);
+    int r = mc_write_atomic(path, b.s, b.len);
     jb_free(&b);
     return r;
 }
@@ -1057,7 +1030,7 @@ static int st_write(const char *path, out_tensor *ts, size_t n, st_dtype dt) {
     }
     free(x);
     free(y);
-    return finish_atomic(f, ok, tmp, path);
+    return mc_finish_atomic(f, ok, tmp, path);
 }
 
 /* f32 data of an artifact tensor: NULL when it can be read in place (f32),
@@ -1247,7 +1220,7 @@ int hf_export(const char *model, const char *dir, const hf_export_opts *o) {
         p = path_join(dir, "spiece.model");
         unsigned char *bytes = mallocCheck(sp->nbytes ? sp->nbytes : 1);
         art_tensor_copy(sp, bytes);
-        int wr = write_atomic(p, bytes, sp->nbytes);
+        int wr = mc_write_atomic(p, bytes, sp->nbytes);
         free(bytes);
         if (wr < 0) goto done;
         val_free(cfg);

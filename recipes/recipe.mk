@@ -9,8 +9,11 @@
 # runs the keyed stages with their cache and prints the table; the merged
 # model then goes to DIR as transformers loads it (config.json,
 # model.safetensors, spiece.model; an IA3 merge folded into the base).
-# The Makefile leaves recipes/workflow.mk out when RECIPE is set: this
-# file's `merge` is the only one.
+# A model whose `data:` is `benchmark:TASK` reads the built-in benchmark's
+# task: `make data-examples` builds its examples and `art export-jsonl`
+# writes each split as JSON Lines beside the experiment (rewritten only when
+# they change, so their keys stay). The Makefile leaves recipes/workflow.mk
+# out when RECIPE is set: this file's `merge` is the only one.
 
 ifneq ($(RECIPE),)
 RECIPE_CACHE := $(or $(MATS_CACHE),cache)
@@ -29,6 +32,16 @@ merge: all
 	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp --out $(OUT) > $$w.vars.tmp || { rm -f $$w.conf.tmp $$w.vars.tmp; exit 1; }; \
 	 if ! cmp -s $$w.conf.tmp $(RECIPE_CONF); then mv $$w.conf.tmp $(RECIPE_CONF); else rm -f $$w.conf.tmp; fi; \
 	 mv $$w.vars.tmp $$w.vars; . $$w.vars; \
+	 if [ -n "$$RECIPE_BENCHMARK" ]; then \
+	   b=$(RECIPE_CACHE)/recipes/benchmark; mkdir -p $$b; \
+	   $(MAKE) --no-print-directory data-examples RECIPE= OUT= MATS_CACHE=$(RECIPE_CACHE) > $$w.examples || exit 1; \
+	   for t in $$RECIPE_BENCHMARK; do for s in train validation test; do \
+	     ex=$$(sed -n "s/^examples $$t.$$s //p" $$w.examples); j=$$b/$$t.$$s.jsonl; \
+	     [ -n "$$ex" ] || { echo "make merge RECIPE=$(RECIPE): no examples for benchmark task $$t ($$s)" >&2; exit 1; }; \
+	     build/bin/art export-jsonl $$ex -o $$j.tmp 2>/dev/null || exit 1; \
+	     if cmp -s $$j.tmp $$j; then rm -f $$j.tmp; else mv $$j.tmp $$j; fi; \
+	   done; done; \
+	 fi; \
 	 $(MAKE) --no-print-directory merge RECIPE= OUT= EXP=$(RECIPE_CONF) METHOD=$$RECIPE_METHOD MODE=$$RECIPE_MODE \
 	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log || exit 1; \
 	 merged=$$(sed -n 's/^merged artifacts: //p' $$w.log); \

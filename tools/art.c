@@ -26,6 +26,11 @@
  *                             -> DIR/config.json, DIR/model.safetensors (and
  *                             DIR/ia3-adapter/ with --adapter), loadable by
  *                             transformers' T5ForConditionalGeneration (lib/hf.h)
+ *   art export-jsonl EXAMPLES.msgpack -o OUT.jsonl
+ *                             an `examples` artifact (prepare's: one task and
+ *                             split) -> our JSON Lines, one {"input", "choices",
+ *                             "label"} object per example, as tokenize --jsonl
+ *                             and recipes read them
  */
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +40,7 @@
 #include "art.h"
 #include "common.h"
 #include "hf.h"
+#include "json.h"
 #include "opts.h"
 
 static const char USAGE[] =
@@ -47,6 +53,7 @@ static const char USAGE[] =
     "       art export-hf MODEL.msgpack [--ia3 A.msgpack --fold|--adapter] [--dtype f32|bf16|f16]\n"
     "                     [--vocab VOCAB.msgpack] [--tied] DIR\n"
     "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
+    "       art export-jsonl EXAMPLES.msgpack -o OUT.jsonl\n"
     "       art key FILE...\n"
     "       art COMMAND --help: that command's options";
 
@@ -451,6 +458,66 @@ static int cmd_export_hf(int argc, char **argv) {
     return 0;
 }
 
+/* The row r of a ragged text pair (art_open checked the offsets). */
+static void text_row(const art_tensor *t, const int64_t *off, int64_t r, const char **s, size_t *n) {
+    *s = (const char *)t->data + off[r];
+    *n = (size_t)(off[r + 1] - off[r]);
+}
+
+static int64_t *offsets_of(const art_file *a, const char *text, const char *offs, const art_tensor **t) {
+    const art_tensor *o = art_find(a, offs);
+    *t = art_find(a, text);
+    if (!*t || !o || (*t)->dtype != ART_U8 || o->dtype != ART_I64 || o->numel < 1)
+        die("export-jsonl: %s: missing or mistyped %s (u8) / %s (i64): not an examples artifact from prepare", a->path,
+            text, offs);
+    int64_t *x = mallocCheck(o->nbytes);
+    art_tensor_copy(o, x);
+    return x;
+}
+
+static int cmd_export_jsonl(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    opt_spec rows[] = {
+        {.name = "EXAMPLES.msgpack", .kind = OPT_STR, .dst = &in, .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "an examples artifact (prepare writes one per task and split)"},
+        OPT_ROW_OUT(&out, "OUT.jsonl", "our JSON Lines: {\"input\": ..., \"choices\": [...], \"label\": i} per example"),
+        {0}};
+    const opt_prog prog = {.name = "art export-jsonl", .opts = rows};
+    opts_parse(&prog, argc, argv);
+    art_file *a = art_open(in, "examples");
+    if (!a) die("%s", mc_error());
+    const art_tensor *it, *ct;
+    int64_t *io = offsets_of(a, "input_text", "input_offsets", &it), *co = offsets_of(a, "choice_text", "choice_offsets", &ct);
+    int64_t n = art_find(a, "input_offsets")->numel - 1, *ex;
+    int32_t *label;
+    if (art_read_rows(a, n, &ex, &label) < 0) die("export-jsonl: %s", mc_error());
+    json_buf b = {0};
+    for (int64_t e = 0; e < n; e++) {
+        const char *s;
+        size_t len;
+        text_row(it, io, e, &s, &len);
+        jb_puts(&b, "{\"input\": ");
+        jb_str(&b, s, len);
+        jb_puts(&b, ", \"choices\": [");
+        for (int64_t c = ex[e]; c < ex[e + 1]; c++) {
+            text_row(ct, co, c, &s, &len);
+            if (c > ex[e]) jb_puts(&b, ", ");
+            jb_str(&b, s, len);
+        }
+        if (label[e] < 0 || label[e] >= ex[e + 1] - ex[e])
+            die("export-jsonl: %s: example %lld has label %d of %lld choices", in, (long long)e, label[e],
+                (long long)(ex[e + 1] - ex[e]));
+        jb_printf(&b, "], \"label\": %d}\n", label[e]);
+    }
+    if (mc_write_atomic(out, b.s ? b.s : "", b.len) < 0) die("%s", mc_error());
+    fprintf(stderr, "export-jsonl: %s (%s %s, %lld examples) -> %s\n", in, val_get_str(a->meta, "task", "?"),
+            val_get_str(a->meta, "split", "?"), (long long)n, out);
+    jb_free(&b);
+    free(io), free(co), free(ex), free(label);
+    art_close(a);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -463,6 +530,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "corr")) return cmd_corr(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-hf")) return cmd_import_hf(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export-hf")) return cmd_export_hf(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export-jsonl")) return cmd_export_jsonl(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
     die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm or export-hf (see art --help)",

@@ -64,6 +64,7 @@
 #include <yaml.h>
 
 #include "common.h"
+#include "config.h"
 
 static const char *FILE_NAME; /* the recipe, for messages */
 
@@ -307,6 +308,50 @@ static int get_bool(const yaml_node_t *map, const char *key, const char *where, 
 
 static const char *CWD;
 
+/* ------------------------------------------------------------ the benchmark's tasks
+ *
+ * `data: benchmark:TASK` names a task of the built-in benchmark
+ * (configs/data.conf's data.tasks): recipes/recipe.mk writes its splits as
+ * JSON Lines (art export-jsonl of prepare's examples) into BENCH_DIR, and
+ * the experiment reads them there: `data` the train split, `validation` and
+ * `test` theirs. */
+static const char *REPO;       /* this checkout */
+static char BENCH_DIR[PATH_MAX];
+static char BENCH_TASKS[1024]; /* the ones used, space separated */
+
+static int is_benchmark(const char *v) { return !strncmp(v, "benchmark:", 10); }
+
+/* The JSON Lines path of benchmark value v (benchmark:TASK) for split s. */
+static char *benchmark_path(const yaml_node_t *at, const char *v, const char *what, const char *split) {
+    const char *task = v + 10;
+    char conf[PATH_MAX];
+    snprintf(conf, sizeof conf, "%s/configs/data.conf", REPO);
+    mc_cfg *c = cfg_new();
+    if (cfg_load(c, conf) < 0) die("%s", mc_error());
+    const char *tasks = cfg_str(c, "data.tasks", "");
+    size_t n = strlen(task);
+    int ok = n > 0;
+    for (const char *t = task; *t; t++) ok &= isalnum((unsigned char)*t) || *t == '_' || *t == '-';
+    const char *p = tasks;
+    int found = 0;
+    while (ok && !found && (p = strstr(p, task))) {
+        found = (p == tasks || p[-1] == ',') && (p[n] == ',' || !p[n]);
+        p += n;
+    }
+    if (!found) fail_at(at, "%s = %s: not a task of the built-in benchmark (%s)", what, v, tasks);
+    cfg_free(c);
+    char w[128], padded[sizeof BENCH_TASKS + 2]; /* each task once */
+    snprintf(w, sizeof w, " %s ", task);
+    snprintf(padded, sizeof padded, " %s ", BENCH_TASKS);
+    if (!strstr(padded, w))
+        snprintf(BENCH_TASKS + strlen(BENCH_TASKS), sizeof BENCH_TASKS - strlen(BENCH_TASKS), "%s%s",
+                 *BENCH_TASKS ? " " : "", task);
+    size_t len = strlen(BENCH_DIR) + n + strlen(split) + 16;
+    char *path = mallocCheck(len);
+    snprintf(path, len, "%s/%s.%s.jsonl", BENCH_DIR, task, split);
+    return path;
+}
+
 /* An absolute, resolved path of an existing file or directory. Caller frees. */
 static char *resolve(const yaml_node_t *at, const char *p, const char *what, int want_dir) {
     char joined[PATH_MAX];
@@ -481,11 +526,15 @@ static int translate(const char *conf_out, const char *out_dir) {
                        "line): mats-c evaluates every merge on it, and fisher, regmean and mats take their statistics "
                        "from it (or give parameters.data for all)", pw);
         snprintf(what, sizeof what, "%s.data", pw);
-        m->split[0] = resolve(dat, ds, what, 0);
+        static const char *const SPLIT[3] = {"train", "validation", "test"};
+        m->split[0] = is_benchmark(ds) ? benchmark_path(dat, ds, what, SPLIT[0]) : resolve(dat, ds, what, 0);
         for (int s = 1; s < 3; s++) {
             const char *o = p ? get_str(p, keys[s], pw) : NULL;
             snprintf(what, sizeof what, "%s.%s", pw, keys[s]);
-            m->split[s] = o ? resolve(get(p, keys[s]), o, what, 0) : strdupCheck(m->split[0]);
+            m->split[s] = o ? (is_benchmark(o) ? benchmark_path(get(p, keys[s]), o, what, SPLIT[s])
+                                               : resolve(get(p, keys[s]), o, what, 0))
+                        : is_benchmark(ds) ? benchmark_path(dat, ds, what, SPLIT[s]) /* the task's own split */
+                                           : strdupCheck(m->split[0]);
         }
     }
     if (nm == 0) fail_at(ms, "models: every entry is base_model: nothing to merge");
@@ -618,6 +667,7 @@ static int translate(const char *conf_out, const char *out_dir) {
     if (!dt) dt = dtype_of(root, "dtype");
     shell_assign(stdout, "RECIPE_DTYPE", dt ? dt : "f32");
     shell_assign(stdout, "RECIPE_BASE", base);
+    shell_assign(stdout, "RECIPE_BENCHMARK", BENCH_TASKS);
     /* the output must not be, nor hold, an input */
     if (out_dir) {
         char *o = realpath(out_dir, NULL);
@@ -713,6 +763,18 @@ int main(int argc, char **argv) {
     char cwd[PATH_MAX];
     if (!CWD || !*CWD) CWD = getcwd(cwd, sizeof cwd);
     read_merge_table(merge_bin);
+    REPO = repo;
+    { /* BENCH_DIR: beside the experiment, absolute */
+        char d[PATH_MAX];
+        snprintf(d, sizeof d, "%s", argv[3]);
+        char *sl = strrchr(d, '/');
+        if (sl) *sl = 0;
+        else snprintf(d, sizeof d, ".");
+        char *r = realpath(d, NULL);
+        if (!r) die("%s: %s", d, strerror(errno));
+        snprintf(BENCH_DIR, sizeof BENCH_DIR, "%s/benchmark", r);
+        free(r);
+    }
     load(argv[1]);
     translate(argv[3], argc == 6 ? argv[5] : NULL);
     yaml_document_delete(&DOC);

@@ -11,7 +11,11 @@
  * --objective, --mode and --seed are shorthands for --set train.objective=,
  * train.mode=, train.seed= (so they enter the cache key like any config
  * value). Several --data files train on their examples-proportional mixture
- * (rate of task t = min(n_t, train.mixture_cap)). --init is required for
+ * (rate of task t = min(n_t, train.mixture_cap)). One --data file trains
+ * in epochs; with train.length_window = W each epoch's shuffled order is cut
+ * into windows of W batches, each window sorted by input length and its
+ * batches shuffled, so a batch pads its inputs less (W = 0, the default:
+ * no sorting; a mixture ignores it). --init is required for
  * IA3 and optional for full training (random init otherwise, see
  * t5_init_random). Output: a `model` artifact (full) or an `ia3` artifact
  * whose meta.base is the --init model's key.
@@ -86,7 +90,7 @@ typedef struct {
     int objective; /* 0 seq2seq, 1 span_corruption */
     int mode;      /* 0 full, 1 ia3 */
     long seed, steps, batch, accum, max_in, max_tgt, eval_every, patience, ckpt_every, valid_examples;
-    long mixture_cap;
+    long mixture_cap, length_window;
     int optimizer, schedule, scale_parameter;
     long warmup;
     double lr, clip, density, mean_span, weight_decay;
@@ -101,12 +105,18 @@ typedef struct {
     double *cum_rate;   /* cumulative mixture rates, n_sets */
     int64_t *perm;      /* single task: the current epoch's order */
     int64_t perm_epoch;
+    int64_t window, batch; /* single task: examples per length window (0: none), per batch */
     /* span corruption */
     int *stream;        /* concatenated corpus tokens (EOS dropped) */
     int64_t stream_len, n_chunks;
     int raw_len;
     uint64_t seed;
 } data_stream;
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
 
 static void shuffle(int64_t *perm, int64_t n, uint64_t seed) {
     mc_rng r;
@@ -119,6 +129,26 @@ static void shuffle(int64_t *perm, int64_t n, uint64_t seed) {
     }
 }
 
+/* train.length_window: in each window of perm (w examples, whole batches
+ * of b), the examples sorted by input length (ties by their place), then
+ * the window's whole batches in an order shuffled from seed (a partial
+ * batch at the end of the epoch stays last). */
+static void bucket_by_length(int64_t *perm, int64_t n, const tok_set *s, int64_t w, int64_t b, uint64_t seed) {
+    uint64_t *key = mallocCheck(sizeof(uint64_t) * (size_t)w);
+    int64_t *tmp = mallocCheck(sizeof(int64_t) * (size_t)w);
+    for (int64_t w0 = 0; w0 < n; w0 += w) {
+        int64_t m = n - w0 < w ? n - w0 : w, nb = m / b;
+        for (int64_t i = 0; i < m; i++) key[i] = (uint64_t)tok_input_len(s, perm[w0 + i]) << 32 | (uint64_t)i;
+        qsort(key, (size_t)m, sizeof *key, cmp_u64);
+        for (int64_t i = 0; i < m; i++) tmp[i] = perm[w0 + (int64_t)(key[i] & 0xffffffffu)];
+        int64_t *order = (int64_t *)key; /* batch order, reusing key's room */
+        shuffle(order, nb, mc_hash64(seed ^ mc_hash64((uint64_t)w0 + 1)));
+        for (int64_t k = 0; k < nb; k++) memcpy(perm + w0 + k * b, tmp + order[k] * b, sizeof(int64_t) * (size_t)b);
+        memcpy(perm + w0 + nb * b, tmp + nb * b, sizeof(int64_t) * (size_t)(m - nb * b));
+    }
+    free(key), free(tmp);
+}
+
 /* Example j of the infinite training stream. seq2seq: (task, index) with the
  * gold choice as target. One task: epochs without replacement, each a fresh
  * shuffle seeded by (seed, epoch). Several tasks: the task of example j is
@@ -129,7 +159,9 @@ static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) 
     if (d->n_sets == 1) {
         int64_t n = d->sets[0]->n, e = j / n;
         if (e != d->perm_epoch) {
-            shuffle(d->perm, n, mc_hash64(d->seed * 7919ULL + (uint64_t)e));
+            uint64_t es = mc_hash64(d->seed * 7919ULL + (uint64_t)e);
+            shuffle(d->perm, n, es);
+            if (d->window) bucket_by_length(d->perm, n, d->sets[0], d->window, d->batch, es);
             d->perm_epoch = e;
         }
         *task = 0;
@@ -193,6 +225,7 @@ static void build_stream(data_stream *d, tok_set **sets, int n_sets, const train
             if (sets[s]->n > maxn) maxn = sets[s]->n;
         }
         d->perm = mallocCheck(sizeof(int64_t) * maxn);
+        if (n_sets == 1 && o->length_window > 0) d->window = o->length_window * o->batch, d->batch = o->batch;
     }
 }
 
@@ -672,6 +705,7 @@ int main(int argc, char **argv) {
     o.valid_examples = cfg_int(cfg, "train.valid_examples", 0, 0, 1L << 40);
     o.ckpt_every = cfg_int(cfg, "train.ckpt_every", 200, 0, 1L << 40);
     o.mixture_cap = cfg_int(cfg, "train.mixture_cap", 500000, 1, 1L << 40);
+    o.length_window = cfg_int(cfg, "train.length_window", 0, 0, 1L << 20);
     o.density = cfg_float(cfg, "train.span_noise_density", 0.15, 0.01, 0.9);
     o.mean_span = cfg_float(cfg, "train.span_mean_length", 3.0, 1.0, 100.0);
     if (o.batch % o.accum != 0)
@@ -862,6 +896,7 @@ int main(int argc, char **argv) {
            *parts = lead ? mallocCheck(sizeof(double) * 2 * (size_t)K) : NULL;
     const char *cr = getenv("MATS_CHECK_RANKS");
     int check_ranks = nranks > 1 && cr && *cr && strcmp(cr, "0") != 0;
+    double in_real = 0, in_rows = 0; /* input tokens and padded rows, for the log */
     while (st.step < o.steps && !st.stopped) {
         if (K == 1) t5_zero_grad(m);
         /* The step's loss is the mean over all its real target tokens, as
@@ -879,6 +914,8 @@ int main(int argc, char **argv) {
                                        tg, ins, nins, outs, nouts);
             if (K == 1) step_tg = micro_tg;
             tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);
+            for (long i = 0; i < mb; i++) in_real += nins[i] < tb.b.Te ? nins[i] : tb.b.Te;
+            in_rows += (double)mb * tb.b.Te;
             if (K > 1) t5_zero_grad(m);
             float l = t5_forward(m, &tb.b);
             if (!isfinite(l))
@@ -1007,8 +1044,9 @@ int main(int argc, char **argv) {
     if (rc < 0) die("%s", mc_error());
     val_free(meta);
     unlink(ckpt);
-    fprintf(stderr, "%s: wrote %s (%ld steps, loss %.4f%s)\n", mc_progname(), out, st.step, st.ema,
-            use_valid ? ", best validation weights" : "");
+    fprintf(stderr, "%s: wrote %s (%ld steps, loss %.4f%s; this run's input rows %.0f%% tokens, %.0f%% padding)\n",
+            mc_progname(), out, st.step, st.ema, use_valid ? ", best validation weights" : "",
+            in_rows ? 100 * in_real / in_rows : 0, in_rows ? 100 * (1 - in_real / in_rows) : 0);
 
     free(in), free(tg), free(vin), free(vtg), free(ins), free(outs), free(nins), free(nouts), free(ckpt);
     free(best), free(best_mom);

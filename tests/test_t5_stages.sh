@@ -185,6 +185,20 @@ if build/bin/train --config "$T/exp.conf" --bench 1 > "$T/bench" 2>&1; then
     else fail train_bench "ratios '$r', want '$want'"; cat "$T/bench"; fi
 else fail train_bench "exit status"; cat "$T/bench"; fi
 
+# 4b. train.length_window: each epoch's order sorted by input length in
+# windows of batches, so batches pad less (the closing log line says how
+# much); the model still learns, a rerun gives the same bytes
+pad() { sed -n 's/.* \([0-9]*\)% padding).*/\1/p' "$1"; }
+lw=(--config "$T/exp.conf" --set train.length_window=4 --set train.eval_every=50 --set train.patience=2
+    --data "$T/train.msgpack" --valid "$T/valid.msgpack")
+if build/bin/train "${lw[@]}" -o "$T/lw1.msgpack" 2>"$T/loglw1" && build/bin/train "${lw[@]}" -o "$T/lw2.msgpack" 2>/dev/null &&
+   cmp -s "$T/lw1.msgpack" "$T/lw2.msgpack" && ! cmp -s "$T/lw1.msgpack" "$T/full.msgpack" &&
+   p0=$(pad "$T/log1") && p1=$(pad "$T/loglw1") && [ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -lt "$p0" ] &&
+   build/bin/eval --model "$T/lw1.msgpack" --data "$T/test.msgpack" -o "$T/mlw.msgpack" >/dev/null 2>&1 &&
+   a=$(acc "$T/mlw.msgpack" has7) && ge "$a" 0.9; then
+    ok "train_length_window (padding ${p0}% -> ${p1}%)"
+else fail train_length_window "padding ${p0:-?}% -> ${p1:-?}%, accuracy ${a:-?}; $(tail -1 "$T/loglw1")"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

@@ -16,6 +16,10 @@
 
 /* Threads used by the math library (0 = leave as configured). */
 void be_init(int threads);
+/* [p, p + bytes) will not change until be_thaw(p): the float32 products
+ * whose B operand lies inside keep its packed form (f32gemm_freeze). */
+void be_freeze(const void *p, size_t bytes);
+void be_thaw(const void *p);
 /* MATS_THREADS when set, else `fallback` threads (the stages use 2). */
 void be_init_default(int fallback);
 int be_threads(void);

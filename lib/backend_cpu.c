@@ -270,3 +270,6 @@ int be_dsyevd(int n, double *A, int lda, double *w) {
     free(iwork);
     return info;
 }
+
+void be_freeze(const void *p, size_t bytes) { f32gemm_freeze(p, bytes); }
+void be_thaw(const void *p) { f32gemm_thaw(p); }

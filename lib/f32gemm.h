@@ -21,6 +21,8 @@
 #ifndef MC_F32GEMM_H
 #define MC_F32GEMM_H
 
+#include <stddef.h>
+
 /* 1 if the CPU and the OS offer AVX-512F; f32gemm_local exists only then. */
 int f32gemm_available(void);
 
@@ -50,6 +52,16 @@ int f32gemm_set_kernel(int kernel);
  * on the calling thread alone (callable from several threads at once). */
 void f32gemm(int local, int transA, int transB, int m, int n, int k, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Frozen operands: [p, p + bytes) will not change until f32gemm_thaw(p).
+ * Products whose op(B) lies inside it keep its packed panels and reuse
+ * them (the bytes of packing again); the model's weights in IA3 training,
+ * eval, Fisher and Gram. f32gemm_thaw drops the range and its panels: call
+ * it before writing there or freeing it. With MATS_CHECK_FROZEN=1 every
+ * reuse re-hashes the source and a change stops the program. Products with
+ * local = 1 never use the cache. */
+void f32gemm_freeze(const void *p, size_t bytes);
+void f32gemm_thaw(const void *p);
 
 /* be_syrk's product: C (n x n) = alpha A^T A + beta C with A (k x n)
  * (trans = 1), or alpha A A^T + beta C with A (n x k) (trans = 0); only the

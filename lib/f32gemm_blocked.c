@@ -29,6 +29,7 @@
  * (f32gemm.h), so they give the same bytes. */
 #include "f32gemm.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +393,119 @@ static void tile_range(void *ctx, long lo, long hi) {
 /* the product; upper = 1: only the tiles that touch the upper triangle.
  * For each k-block of KC: pack both operands' slices (on the pool), then
  * run the tiles (on the pool). */
+/* ---- frozen operands ----
+ *
+ * A product whose op(B) lies inside a frozen range (f32gemm_freeze) keeps
+ * its packed panels, every k-block of them, and reuses them while the range
+ * stays frozen: the same panels packing would write, so the same bytes. An
+ * entry is keyed by the kernel, B, ldb, the transpose and the shape, and
+ * dropped with its range (f32gemm_thaw). Products on the calling thread
+ * alone (local) skip the cache: they run on pool workers, which must never
+ * wait for the lock while its holder waits for the pool. */
+typedef struct pack_entry {
+    const kdesc *kd;
+    const float *B;
+    int ldb, tb, n, k;
+    float *data;      /* block pc at data + pc * stride */
+    size_t stride;
+    uint64_t hash;    /* of op(B)'s source, for MATS_CHECK_FROZEN */
+    struct pack_entry *next;
+} pack_entry;
+static pthread_mutex_t frz_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { const char *lo, *hi; } *frz;
+static int nfrz, capfrz;
+static pack_entry *entries;
+static int frz_check = -1; /* MATS_CHECK_FROZEN: re-hash the source on every reuse */
+
+void f32gemm_freeze(const void *p, size_t bytes) {
+    pthread_mutex_lock(&frz_mu);
+    if (nfrz == capfrz) frz = reallocCheck(frz, sizeof *frz * (size_t)(capfrz = capfrz ? 2 * capfrz : 8));
+    frz[nfrz].lo = p, frz[nfrz].hi = (const char *)p + bytes;
+    nfrz++;
+    pthread_mutex_unlock(&frz_mu);
+}
+
+void f32gemm_thaw(const void *p) {
+    pthread_mutex_lock(&frz_mu);
+    for (int i = 0; i < nfrz; i++) {
+        if (frz[i].lo != p) continue;
+        for (pack_entry **e = &entries; *e;) {
+            const char *b = (const char *)(*e)->B;
+            if (b >= frz[i].lo && b < frz[i].hi) {
+                pack_entry *d = *e;
+                *e = d->next;
+                free(d->data), free(d);
+            } else e = &(*e)->next;
+        }
+        frz[i] = frz[--nfrz];
+        break;
+    }
+    pthread_mutex_unlock(&frz_mu);
+}
+
+/* The bytes op(B)'s source spans: rows of ldb floats. */
+static size_t b_span(int tb, int n, int k, int ldb) {
+    long rows = tb ? n : k, cols = tb ? k : n;
+    return rows > 0 ? ((size_t)(rows - 1) * ldb + cols) * sizeof(float) : 0;
+}
+
+static uint64_t b_hash(const float *B, int tb, int n, int k, int ldb) {
+    long rows = tb ? n : k, cols = tb ? k : n;
+    uint64_t h = 1469598103934665603ULL;
+    for (long r = 0; r < rows; r++) {
+        const uint32_t *x = (const uint32_t *)(B + (size_t)r * ldb);
+        for (long c = 0; c < cols; c++) h = (h ^ x[c]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static void pack_b_range(void *ctx, long lo, long hi);
+
+/* The packed panels of a frozen op(B) for job j (k-blocks of KC, nk of
+ * them), packing them on first use; NULL when B is not frozen. */
+static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
+    if (!nfrz) return NULL; /* read without the lock: a freeze happens before the products it serves */
+    pthread_mutex_lock(&frz_mu);
+    const char *b = (const char *)j->B, *e = b + b_span(j->tb, j->n, j->k, j->ldb);
+    int in = 0;
+    for (int i = 0; i < nfrz && !in; i++) in = b >= frz[i].lo && e <= frz[i].hi;
+    pack_entry *pe = NULL;
+    if (in) {
+        for (pe = entries; pe; pe = pe->next)
+            if (pe->kd == j->kd && pe->B == j->B && pe->ldb == j->ldb && pe->tb == j->tb && pe->n == j->n &&
+                pe->k == j->k)
+                break;
+        if (frz_check < 0) {
+            const char *c = getenv("MATS_CHECK_FROZEN");
+            frz_check = c && *c && strcmp(c, "0") != 0;
+        }
+        if (pe && frz_check && b_hash(j->B, j->tb, j->n, j->k, j->ldb) != pe->hash)
+            die("f32gemm: a frozen operand changed (%d x %d at %p): thaw it (f32gemm_thaw) before writing it",
+                j->tb ? j->n : j->k, j->tb ? j->k : j->n, (const void *)j->B);
+        if (!pe) {
+            pe = callocCheck(1, sizeof *pe);
+            pe->kd = j->kd, pe->B = j->B, pe->ldb = j->ldb, pe->tb = j->tb, pe->n = j->n, pe->k = j->k;
+            long kc_max = j->k < KC ? (j->k > 0 ? j->k : 1) : KC;
+            pe->stride = (size_t)j->pn * j->kd->nr * ((kc_max + j->kd->kdiv - 1) / j->kd->kdiv);
+            size_t bytes = (sizeof(float) * pe->stride * (size_t)nk + 63) / 64 * 64;
+            pe->data = aligned_alloc(64, bytes); /* the kernels load panels aligned (stride: whole panels) */
+            if (!pe->data) die("out of memory: %zu bytes of packed frozen weights", bytes);
+            for (int pc = 0; pc < nk; pc++) {
+                j->k0 = (long)pc * KC, j->kc = j->k - j->k0 < KC ? j->k - j->k0 : KC;
+                j->steps = (j->kc + j->kd->kdiv - 1) / j->kd->kdiv;
+                j->pb = pe->data + (size_t)pc * pe->stride;
+                if (j->kc <= 0) continue;
+                if (serial) pack_b_range(j, 0, j->pn);
+                else pool_parallel_for(j->pn, 2, pack_b_range, j);
+            }
+            pe->hash = b_hash(j->B, j->tb, j->n, j->k, j->ldb);
+            pe->next = entries, entries = pe;
+        }
+    }
+    pthread_mutex_unlock(&frz_mu);
+    return pe;
+}
+
 static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, int n, int k, float alpha,
                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;
@@ -426,11 +540,13 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
         j.tiles = list, j.ntiles = c;
     }
     int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
+    pack_entry *pe = local ? NULL : frozen_panels(&j, KC, nk, serial);
     for (int pc = 0; pc < nk; pc++) {
         j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
         j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
         j.first = pc == 0, j.final = pc == nk - 1;
-        if (j.kc > 0) {
+        if (pe) j.pb = pe->data + (size_t)pc * pe->stride; /* packed before, frozen since */
+        else if (j.kc > 0) {
             if (serial) pack_b_range(&j, 0, j.pn);
             else pool_parallel_for(j.pn, 2, pack_b_range, &j);
         }
@@ -473,6 +589,10 @@ void f32gemm_syrk(int trans, int n, int k, float alpha, const float *A, int lda,
 }
 
 #else
+
+/* no packed panels to keep: freezing is a no-op */
+void f32gemm_freeze(const void *p, size_t bytes) { (void)p, (void)bytes; }
+void f32gemm_thaw(const void *p) { (void)p; }
 
 int bf16gemm_available(void) { return 0; }
 

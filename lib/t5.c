@@ -394,8 +394,15 @@ static void free_acts(t5_model *m) {
     m->tok_loss = m->tok_w = NULL;
 }
 
+void t5_freeze_params(t5_model *m) {
+    if (m->frozen || !t5_on_host(m)) return;
+    be_freeze(m->params, sizeof(float) * m->n_params);
+    m->frozen = 1;
+}
+
 void t5_free(t5_model *m) {
     if (!m) return;
+    if (m->frozen) be_thaw(m->params);
     free_acts(m);
     m->ops->release(m->params);
     m->ops->release(m->grads);

@@ -244,6 +244,7 @@ typedef struct {
 
     size_t n_params;
     float *params;              /* owned */
+    int frozen;                 /* t5_freeze_params: the products keep the packed weights */
     float *grads;               /* owned; NULL when the base is frozen */
     t5_params p, g;
     int n_tensors;
@@ -280,6 +281,12 @@ typedef struct {
  * their gradients. Caller frees with t5_free. */
 t5_model *t5_new(const t5_config *c, int with_grads, int with_ia3);
 void t5_free(t5_model *m);
+/* Promise that the model's parameters will not change until t5_free (IA3
+ * training, eval, Fisher, Gram): on the CPU their products keep the packed
+ * weights across calls (f32gemm_freeze: the same bytes, without packing
+ * them again); on a device nothing. Writing the parameters after it is an
+ * error that MATS_CHECK_FROZEN=1 catches. */
+void t5_freeze_params(t5_model *m);
 
 /* Move a model (made by t5_new or t5_load_model, before t5_alloc_acts) to
  * the device of `ops` (device.h's dev_ops). Afterwards m->params, grads,

@@ -195,6 +195,7 @@ int main(int argc, char **argv) {
      * position tables and embedding, and of the IA3 vectors) reads a host
      * copy of the activations (t5_host_view). */
     t5_to_device(m, ops);
+    t5_freeze_params(m); /* the weights stay as loaded: their packed form is kept */
     t5_alloc_acts(m, (int)bs, (int)max_in, truef ? rbd : (int)bs, (int)max_tgt, 1);
     t5_model *hv = NULL;
     int host = t5_on_host(m);

@@ -144,6 +144,7 @@ int main(int argc, char **argv) {
     tok_batch tb;
     tok_batch_init(&tb, (int)bs, (int)r.max_in, (int)bs, (int)r.max_tgt);
     t5_to_device(m, ops);
+    t5_freeze_params(m); /* the weights stay as loaded: their packed form is kept */
     t5_alloc_acts(m, (int)bs, (int)r.max_in, (int)bs, (int)r.max_tgt, 1);
     int ng = 0;
     st_gram *g = st_gram_new(m, &ng);

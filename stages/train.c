@@ -805,6 +805,7 @@ int main(int argc, char **argv) {
     int vbd = mb > max_choices ? mb : max_choices;
     tok_batch_init(&vtb, mb, (int)o.max_in, vbd, (int)o.max_tgt);
     t5_to_device(m, ops);
+    if (o.mode == 1) t5_freeze_params(m); /* IA3 trains its vectors: the weights stay, packed once */
     t5_alloc_acts(m, mb, (int)o.max_in, nv ? vbd : mb, (int)o.max_tgt, 1);
 
     /* w, g: model memory (the device's on cuda); hw: the host copy that

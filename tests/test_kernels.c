@@ -10,6 +10,7 @@
  * bytes on 1 and 2 threads. The elementwise loops (exp, GELU) give the same
  * bytes on 16 lanes (AVX-512) as on 4 (SSE2), and match a scalar reference. */
 #include <stdint.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "amx.h"
@@ -410,15 +411,73 @@ static void test_simd_widths(void) {
     free(in), free(w16.out), free(w4.out), free(ref_g);
 }
 
+/* Frozen operands (f32gemm_freeze): products whose B lies in a frozen range
+ * reuse its packed panels and give the bytes of packing again, for each
+ * float32 kernel and the bf16 one, both transposes, one and several
+ * k-blocks; after a thaw a changed B gives the new product; with
+ * MATS_CHECK_FROZEN=1 a B changed while frozen stops the program. */
+static void test_frozen(void) {
+    const int shapes[][3] = {{300, 200, 130}, {257, 96, 1700}};
+    for (int kern = F32GEMM_AVX2; kern <= F32GEMM_AVX512 + 1; kern++) {
+        int bf = kern > F32GEMM_AVX512;
+        if (bf ? !bf16gemm_available() : !f32gemm_kernel_supported(kern)) continue;
+        int was = f32gemm_kernel();
+        if (!bf && f32gemm_set_kernel(kern) != 0) die("%s", mc_error());
+        for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+            for (int tb = 0; tb < 2; tb++) {
+                int m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2], ldb = tb ? k : n;
+                float *A = rnd((size_t)m * k), *B = rnd((size_t)k * n);
+                float *C0 = malloc(sizeof(float) * m * n), *C1 = malloc(sizeof(float) * m * n);
+                void (*g)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *,
+                          int) = bf ? bf16gemm : f32gemm;
+                g(0, 0, tb, m, n, k, 1.0f, A, k, B, ldb, 0.0f, C0, n);
+                f32gemm_freeze(B, sizeof(float) * (size_t)k * n);
+                for (int rep = 0; rep < 2; rep++) { /* packs, then reuses */
+                    g(0, 0, tb, m, n, k, 1.0f, A, k, B, ldb, 0.0f, C1, n);
+                    CHECK(!memcmp(C0, C1, sizeof(float) * m * n), "%s frozen %dx%dx%d tb%d call %d: other bytes",
+                          bf ? "bf16" : f32gemm_kernel_name(kern), m, n, k, tb, rep);
+                }
+                f32gemm_thaw(B);
+                for (size_t i = 0; i < (size_t)k * n; i++) B[i] *= 0.5f;
+                f32gemm_freeze(B, sizeof(float) * (size_t)k * n);
+                g(0, 0, tb, m, n, k, 1.0f, A, k, B, ldb, 0.0f, C1, n);
+                f32gemm_thaw(B);
+                g(0, 0, tb, m, n, k, 1.0f, A, k, B, ldb, 0.0f, C0, n);
+                CHECK(!memcmp(C0, C1, sizeof(float) * m * n), "after a thaw the changed B was not packed again");
+                free(A), free(B), free(C0), free(C1);
+            }
+        f32gemm_set_kernel(was);
+    }
+    /* a B changed while frozen, with the check on: the program stops */
+    if (!f32gemm_kernel_supported(F32GEMM_AVX2)) T_SKIP("no blocked kernel on this CPU");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "MATS_CHECK_FROZEN=1 %s --frozen-change 2>/dev/null", self);
+    int st = system(cmd);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "a frozen B changed under MATS_CHECK_FROZEN=1: status %d",
+          st);
+    snprintf(cmd, sizeof cmd, "%s --frozen-change 2>/dev/null", self);
+    st = system(cmd);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "without the check: status %d", st);
+}
+
 int main(int argc, char **argv) {
     self = argv[0];
     be_init(2);
     if (argc == 4 && !strcmp(argv[1], "--dump")) return dump(argv[2], argv[3]);
+    if (argc == 2 && !strcmp(argv[1], "--frozen-change")) { /* test_frozen's child: B written while frozen */
+        float *A = rnd(64 * 64), *B = rnd(64 * 64), *C = malloc(sizeof(float) * 64 * 64);
+        f32gemm_freeze(B, sizeof(float) * 64 * 64);
+        f32gemm(0, 0, 0, 64, 64, 64, 1.0f, A, 64, B, 64, 0.0f, C, 64);
+        B[5] += 1.0f;
+        f32gemm(0, 0, 0, 64, 64, 64, 1.0f, A, 64, B, 64, 0.0f, C, 64);
+        return 0;
+    }
     RUN(test_shapes);
     RUN(test_batched);
     RUN(test_kernels_agree);
     RUN(test_syrk);
     RUN(test_threads);
     RUN(test_simd_widths);
+    RUN(test_frozen);
     return t_done();
 }

@@ -253,6 +253,19 @@ int art_writer_ragged(art_writer *w, const char *vname, art_dtype dtype, const v
     return art_writer_tensor(w, oname, ART_I64, 1, &no, off ? off : &zero);
 }
 
+int art_read_text(const art_file *a, const char *text, const char *offs, const char **bytes, int64_t **off,
+                  int64_t *rows) {
+    const art_tensor *t = art_find(a, text), *o = art_find(a, offs);
+    if (!t || !o || t->dtype != ART_U8 || o->dtype != ART_I64 || o->numel < 1)
+        return mc_fail("%s: missing or mistyped %s (u8) / %s (i64): not an examples or corpus artifact from "
+                       "prepare", a->path, text, offs);
+    *bytes = (const char *)t->data;
+    *rows = o->numel - 1;
+    *off = mallocCheck(o->nbytes);
+    art_tensor_copy(o, *off);
+    return 0;
+}
+
 int art_read_rows(const art_file *a, int64_t n_rows, int64_t **exch, int32_t **label) {
     const art_tensor *ec = art_find(a, "example_choices"), *lb = art_find(a, "label");
     if (!ec || ec->dtype != ART_I64 || ec->numel != n_rows + 1 || !lb || lb->dtype != ART_I32 || lb->numel != n_rows)

@@ -138,6 +138,12 @@ void art_close(art_file *a);
 
 /* Find a tensor by name; NULL if absent. */
 const art_tensor *art_find(const art_file *a, const char *name);
+/* A ragged text pair of artifact a: `text` (u8) cut into rows by `offs`
+ * (i64, rows + 1; art_open checked that they do): the text's bytes in
+ * place and a copy of the offsets (caller frees). 0, or -1 with mc_error()
+ * naming a and the pair when either is missing or mistyped. */
+int art_read_text(const art_file *a, const char *text, const char *offs, const char **bytes, int64_t **off,
+                  int64_t *rows);
 /* The reader's side of art_writer_rows: a copy of artifact a's example_choices (n_rows + 1
  * i64) and label (n_rows i32), as it wrote them (art_open
  * bounded them). 0, or -1 with mc_error() naming a and the tensor when

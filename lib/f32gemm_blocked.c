@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "common.h"
 #include "pool.h"
@@ -449,13 +450,14 @@ static size_t b_span(int tb, int n, int k, int ldb) {
     return rows > 0 ? ((size_t)(rows - 1) * ldb + cols) * sizeof(float) : 0;
 }
 
+/* XXH3 of op(B)'s source, row by row */
 static uint64_t b_hash(const float *B, int tb, int n, int k, int ldb) {
     long rows = tb ? n : k, cols = tb ? k : n;
-    uint64_t h = 1469598103934665603ULL;
-    for (long r = 0; r < rows; r++) {
-        const uint32_t *x = (const uint32_t *)(B + (size_t)r * ldb);
-        for (long c = 0; c < cols; c++) h = (h ^ x[c]) * 1099511628211ULL;
-    }
+    XXH3_state_t *st = XXH3_createState();
+    if (!st || XXH3_64bits_reset(st) != XXH_OK) die("out of memory: a hash state");
+    for (long r = 0; r < rows; r++) XXH3_64bits_update(st, B + (size_t)r * ldb, sizeof(float) * (size_t)cols);
+    uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
     return h;
 }
 
@@ -464,7 +466,6 @@ static void pack_b_range(void *ctx, long lo, long hi);
 /* The packed panels of a frozen op(B) for job j (k-blocks of KC, nk of
  * them), packing them on first use; NULL when B is not frozen. */
 static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
-    if (!nfrz) return NULL; /* read without the lock: a freeze happens before the products it serves */
     pthread_mutex_lock(&frz_mu);
     const char *b = (const char *)j->B, *e = b + b_span(j->tb, j->n, j->k, j->ldb);
     int in = 0;

@@ -16,7 +16,12 @@ void mr_free(mr_rules *R) {
     R->r = NULL, R->n = 0;
 }
 
-static int filter_char(int c) { return isalnum(c) || c == '.' || c == '_' || c == '-'; }
+int mr_filter_ok(const char *s) {
+    if (!s || !*s) return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-') return 0;
+    return 1;
+}
 
 /* One rule of length len at s (not NUL-terminated). */
 static int parse_rule(const char *s, size_t len, int n_models, mr_rule *r) {
@@ -50,10 +55,9 @@ static int parse_rule(const char *s, size_t len, int n_models, mr_rule *r) {
     }
     if (at) {
         if (!at[1]) return mc_fail("--rules: %s@: an empty filter (leave out '@' to match every tensor)", buf);
-        for (const char *c = at + 1; *c; c++)
-            if (!filter_char((unsigned char)*c))
-                return mc_fail("--rules: filter '%s': only letters, digits, '.', '_' and '-' (a part of a tensor "
-                               "name)", at + 1);
+        if (!mr_filter_ok(at + 1))
+            return mc_fail("--rules: filter '%s': only letters, digits, '.', '_' and '-' (a part of a tensor "
+                           "name)", at + 1);
         r->filter = strdupCheck(at + 1);
     }
     const char *v = colon + 1;

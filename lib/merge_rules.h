@@ -48,6 +48,10 @@ typedef struct {
     int layers[2]; /* blocks of the encoder and decoder stacks (mr_set_layers) */
 } mr_rules;
 
+/* 1 if s can be a FILTER: a non-empty part of a tensor name (letters,
+ * digits, '.', '_', '-'), else 0. */
+int mr_filter_ok(const char *s);
+
 /* Parse a rule list for n_models models ("" or NULL: none). 0, or -1 with
  * mc_error() naming the rule and what is wrong. Values must be finite. */
 int mr_parse(const char *s, int n_models, mr_rules *out);

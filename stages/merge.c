@@ -527,12 +527,12 @@ static void place_rules(void) {
     }
 }
 
-/* The weighted mean sum_i w_i theta_i / sum_i w_i of tensor t. */
+/* The weighted mean sum_i w_i theta_i / sum_i w_i of tensor t (place_rules
+ * refused weights that sum to 0). */
 static float *weighted_mean(const art_tensor *t, const float *w) {
     long n = t->numel;
     double ws = 0;
     for (int i = 0; i < O.n; i++) ws += w[i];
-    if (ws == 0) die("--rules: the weights of tensor '%s' sum to 0: their weighted mean is undefined", t->name);
     float *acc = callocCheck((size_t)n, sizeof(float));
     for (int i = 0; i < O.n; i++) {
         float *x = load_model(i, t->name);
@@ -867,8 +867,9 @@ static void elect_signs(mc_val *meta, sparsify_fn sp) {
 }
 
 /* The disjoint mean of the entries of sp(tau_i) that agree with the elected
- * sign, weighted (sum w_i x_i / sum w_i over them); pre + lambda * that. A sign of 0 (all signs tied, majority tied)
- * selects negatives, as torch.where(sign > 0, x > 0, x < 0) does. */
+ * sign, weighted (sum w_i x_i / sum w_i over them); pre + lambda * that. A
+ * sign of 0 (all signs tied, majority tied) selects negatives, as
+ * torch.where(sign > 0, x > 0, x < 0) does. */
 static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
     long n = t->numel;
     float *pre = load_pre(t);

@@ -426,16 +426,8 @@ int main(int argc, char **argv) {
         for (int t = 0; t <= ntasks + 3; t++) fprintf(md, "---|");
         fprintf(md, "\n");
         /* the mean test averages of the majority and individual rows */
-        double ends[2] = {NAN, NAN};
-        for (int e = 0; e < 2; e++) {
-            double xs[256];
-            int n = 0;
-            for (int j = 0; j < nr && n < 256; j++)
-                if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].split, "test") &&
-                    !strcmp(rs[j].row, e ? "individual" : "majority"))
-                    xs[n++] = rs[j].avg;
-            ends[e] = summarize(xs, n).mean;
-        }
+        double ends[2];
+        for (int e = 0; e < 2; e++) ends[e] = row_stat(rs, nr, groups[g], e ? "individual" : "majority", ntasks, NULL).mean;
         char done[128][64];
         int nd = 0;
         for (int i = 0; i < nr; i++) {
@@ -445,23 +437,19 @@ int main(int argc, char **argv) {
             for (int d = 0; d < nd; d++) seen |= !strcmp(done[d], r->row);
             if (seen || nd == 128) continue;
             snprintf(done[nd++], 64, "%s", r->row);
-            double xs[256], lam[256];
-            int n = 0, worst = -1;
+            int worst = -1;
             stat avg_st = {NAN, NAN, 0};
             fprintf(md, "| %s |", r->row);
             for (int t = 0; t <= ntasks; t++) {
-                n = 0;
-                for (int j = 0; j < nr && n < 256; j++)
-                    if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, r->row) && !strcmp(rs[j].split, "test")) {
-                        xs[n] = t < ntasks ? rs[j].acc[t] : rs[j].avg;
-                        lam[n] = rs[j].lambda;
-                        if (rs[j].single > worst) worst = rs[j].single;
-                        n++;
-                    }
-                stat st = summarize(xs, n);
+                stat st = row_stat(rs, nr, groups[g], r->row, t, t == ntasks ? &worst : NULL);
                 cell(md, st, t == ntasks);
                 if (t == ntasks) avg_st = st;
             }
+            double lam[256];
+            int n = 0;
+            for (int j = 0; j < nr && n < 256; j++)
+                if (!strcmp(rs[j].group, groups[g]) && !strcmp(rs[j].row, r->row) && !strcmp(rs[j].split, "test"))
+                    lam[n++] = rs[j].lambda;
             int is_end = !strcmp(r->row, "majority") || !strcmp(r->row, "individual");
             if (is_end || isnan(ends[0]) || isnan(ends[1]) || !(ends[1] != ends[0]) || isnan(avg_st.mean))
                 fprintf(md, " – |");

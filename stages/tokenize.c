@@ -163,15 +163,7 @@ typedef struct {
 } textrag;
 
 static void textrag_get(const art_file *a, const char *tname, const char *oname, textrag *r) {
-    const art_tensor *t = art_find(a, tname), *o = art_find(a, oname);
-    if (!t || !o || t->dtype != ART_U8 || o->dtype != ART_I64 || o->numel < 1)
-        die("%s: missing or mistyped %s (u8) / %s (i64): not an examples/corpus artifact from "
-            "prepare", a->path, tname, oname);
-    /* art_open checked that the offsets cut the text into rows */
-    r->bytes = (const char *)t->data;
-    r->n = o->numel - 1;
-    r->off = mallocCheck(o->nbytes);
-    art_tensor_copy(o, r->off);
+    if (art_read_text(a, tname, oname, &r->bytes, &r->off, &r->n) < 0) die("%s", mc_error());
 }
 
 /* ------------------------------------------------------------ keys */

@@ -458,21 +458,10 @@ static int cmd_export_hf(int argc, char **argv) {
     return 0;
 }
 
-/* The row r of a ragged text pair (art_open checked the offsets). */
-static void text_row(const art_tensor *t, const int64_t *off, int64_t r, const char **s, size_t *n) {
-    *s = (const char *)t->data + off[r];
+/* Row r of a ragged text pair (art_read_text). */
+static void text_row(const char *bytes, const int64_t *off, int64_t r, const char **s, size_t *n) {
+    *s = bytes + off[r];
     *n = (size_t)(off[r + 1] - off[r]);
-}
-
-static int64_t *offsets_of(const art_file *a, const char *text, const char *offs, const art_tensor **t) {
-    const art_tensor *o = art_find(a, offs);
-    *t = art_find(a, text);
-    if (!*t || !o || (*t)->dtype != ART_U8 || o->dtype != ART_I64 || o->numel < 1)
-        die("export-jsonl: %s: missing or mistyped %s (u8) / %s (i64): not an examples artifact from prepare", a->path,
-            text, offs);
-    int64_t *x = mallocCheck(o->nbytes);
-    art_tensor_copy(o, x);
-    return x;
 }
 
 static int cmd_export_jsonl(int argc, char **argv) {
@@ -486,11 +475,12 @@ static int cmd_export_jsonl(int argc, char **argv) {
     opts_parse(&prog, argc, argv);
     art_file *a = art_open(in, "examples");
     if (!a) die("%s", mc_error());
-    const art_tensor *it, *ct;
-    int64_t *io = offsets_of(a, "input_text", "input_offsets", &it), *co = offsets_of(a, "choice_text", "choice_offsets", &ct);
-    int64_t n = art_find(a, "input_offsets")->numel - 1, *ex;
+    const char *it, *ct;
+    int64_t *io, *co, n, nc, *ex;
     int32_t *label;
-    if (art_read_rows(a, n, &ex, &label) < 0) die("export-jsonl: %s", mc_error());
+    if (art_read_text(a, "input_text", "input_offsets", &it, &io, &n) < 0 ||
+        art_read_text(a, "choice_text", "choice_offsets", &ct, &co, &nc) < 0 || art_read_rows(a, n, &ex, &label) < 0)
+        die("export-jsonl: %s", mc_error());
     json_buf b = {0};
     for (int64_t e = 0; e < n; e++) {
         const char *s;

@@ -65,6 +65,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "merge_rules.h"
 
 static const char *FILE_NAME; /* the recipe, for messages */
 
@@ -286,10 +287,9 @@ static void add_rules(const yaml_node_t *v, const char *param, int model, const 
         if (!val) fail_at(e, "%s.%s: an entry without value:", where, key);
         const char *fl = get_str(e, "filter", key);
         if (fl && !strcmp(fl, "*")) fl = NULL;
-        for (const char *c = fl; c && *c; c++)
-            if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
-                fail_at(get(e, "filter"), "%s.%s: filter %s: a part of a tensor name (letters, digits, '.', '_', "
-                        "'-'), or *", where, key, fl);
+        if (fl && !mr_filter_ok(fl))
+            fail_at(get(e, "filter"), "%s.%s: filter %s: a part of a tensor name (letters, digits, '.', '_', "
+                    "'-'), or *", where, key, fl);
         values_of(val, where, key, vals, sizeof vals);
         rules_add("%s%s%s:%s", head, fl ? "@" : "", fl ? fl : "", vals);
     }
@@ -324,11 +324,15 @@ static int is_benchmark(const char *v) { return !strncmp(v, "benchmark:", 10); }
 /* The JSON Lines path of benchmark value v (benchmark:TASK) for split s. */
 static char *benchmark_path(const yaml_node_t *at, const char *v, const char *what, const char *split) {
     const char *task = v + 10;
-    char conf[PATH_MAX];
-    snprintf(conf, sizeof conf, "%s/configs/data.conf", REPO);
-    mc_cfg *c = cfg_new();
-    if (cfg_load(c, conf) < 0) die("%s", mc_error());
-    const char *tasks = cfg_str(c, "data.tasks", "");
+    static char *tasks; /* configs/data.conf's data.tasks, read once */
+    if (!tasks) {
+        char conf[PATH_MAX];
+        snprintf(conf, sizeof conf, "%s/configs/data.conf", REPO);
+        mc_cfg *c = cfg_new();
+        if (cfg_load(c, conf) < 0) die("%s", mc_error());
+        tasks = strdupCheck(cfg_str(c, "data.tasks", ""));
+        cfg_free(c);
+    }
     size_t n = strlen(task);
     int ok = n > 0;
     for (const char *t = task; *t; t++) ok &= isalnum((unsigned char)*t) || *t == '_' || *t == '-';
@@ -339,7 +343,6 @@ static char *benchmark_path(const yaml_node_t *at, const char *v, const char *wh
         p += n;
     }
     if (!found) fail_at(at, "%s = %s: not a task of the built-in benchmark (%s)", what, v, tasks);
-    cfg_free(c);
     char w[128], padded[sizeof BENCH_TASKS + 2]; /* each task once */
     snprintf(w, sizeof w, " %s ", task);
     snprintf(padded, sizeof padded, " %s ", BENCH_TASKS);

@@ -65,7 +65,7 @@ static void pp_task_free(pp_task *t) {
 /* Batch k of task t into tb. */
 static void pp_batch(const pp_task *t, int k, const mrg_pp_opts *o, tok_batch *tb) {
     int64_t n = o->examples < t->s->n ? o->examples : t->s->n, e0 = (int64_t)k * o->batch;
-    tok_batch_examples(tb, t->s, e0, (int)(n - e0 < o->batch ? n - e0 : o->batch), NULL);
+    tok_batch_examples(tb, t->s, NULL, e0, (int)(n - e0 < o->batch ? n - e0 : o->batch), NULL);
 }
 
 /* H's parameters: merged's, with `layer` from mi (mi NULL: merged's). */

@@ -78,10 +78,12 @@ static int by_length(const void *a, const void *b) {
     return lx != ly ? (lx < ly ? -1 : 1) : (x > y) - (x < y);
 }
 
-int64_t *tok_length_order(const tok_set *s) {
-    int64_t *o = mallocCheck(sizeof(int64_t) * (s->n + 1));
-    for (int64_t e = 0; e < s->n; e++) o[e] = e;
+int64_t *tok_length_order_range(const tok_set *s, int64_t lo, int64_t hi) {
+    int64_t *o = mallocCheck(sizeof(int64_t) * (hi - lo + 1));
+    for (int64_t e = lo; e < hi; e++) o[e - lo] = e;
     order_set = s;
-    qsort(o, (size_t)s->n, sizeof *o, by_length);
+    qsort(o, (size_t)(hi - lo), sizeof *o, by_length);
     return o;
 }
+
+int64_t *tok_length_order(const tok_set *s) { return tok_length_order_range(s, 0, s->n); }

@@ -13,5 +13,7 @@ void tok_rank_order(t5_model *m, const tok_set *s, const int64_t *order, int64_t
 
 /* Example ids 0..s->n-1 sorted by input length, ties in id order; free(). */
 int64_t *tok_length_order(const tok_set *s);
+/* The same for the example ids lo..hi-1 (hi - lo of them); free(). */
+int64_t *tok_length_order_range(const tok_set *s, int64_t lo, int64_t hi);
 
 #endif

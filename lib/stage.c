@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "rank.h"
 
 const mc_ops *stage_device(mc_cfg *cfg, const char *ns, int *dev) {
     char key[64];
@@ -77,13 +78,25 @@ void stage_open_statistic(stage_run *r, mc_cfg *cfg, const char *ns, const char 
     r->m = stage_load_model(model, ia3, r->model_key, r->ia3_key);
     r->s = stage_load_tokens(data, r->m);
     r->n = stage_shard_range(&sh, shard_arg, examples, r->s, &r->lo, &r->hi, r->shard_text);
+    r->order = tok_length_order_range(r->s, r->lo, r->hi);
+    r->enc_rows = r->enc_tokens = 0;
 }
 
-void stage_fill(stage_run *r, tok_batch *tb, int64_t e0, int B, const int *pick) {
-    tok_batch_examples(tb, r->s, e0, B, pick);
+void stage_fill(stage_run *r, tok_batch *tb, int64_t p0, int B, const int *pick) {
+    tok_batch_examples(tb, r->s, r->order, p0, B, pick);
+    r->enc_rows += (long long)tb->b.B * tb->b.Te;
+    for (int i = 0; i < B; i++) {
+        int n = tok_input_len(r->s, r->order[p0 + i]);
+        r->enc_tokens += n < tb->maxTe ? n : tb->maxTe;
+    }
+}
+
+double stage_padding(const stage_run *r) {
+    return r->enc_rows ? 100.0 * (double)(r->enc_rows - r->enc_tokens) / (double)r->enc_rows : 0.0;
 }
 
 void stage_close(stage_run *r) {
+    free(r->order);
     tok_free(r->s);
     t5_free(r->m);
 }

@@ -43,6 +43,8 @@ typedef struct {
     tok_set *s;                           /* stage_load_tokens' */
     char model_key[33], ia3_key[33];      /* "" when not given */
     int64_t n, lo, hi;                    /* examples sharded; this shard's [lo, hi) */
+    int64_t *order;                       /* [lo, hi) by input length, ties by id: the batching order */
+    long long enc_rows, enc_tokens;       /* stage_fill's encoder rows (B x Te) and real tokens among them */
     char shard_text[48];                  /* "I/N" */
 } stage_run;
 
@@ -52,10 +54,14 @@ typedef struct {
  * `data`, and the shard's examples among the first `examples`. */
 void stage_open_statistic(stage_run *r, mc_cfg *cfg, const char *ns, const char *model, const char *ia3,
                           const char *data, const char *shard_arg, long examples);
-/* Fill tb with the B examples from e0 of r->s, each with its choice
- * pick[i] (an index among the example's choices; NULL: the gold label) as
- * the target. */
-void stage_fill(stage_run *r, tok_batch *tb, int64_t e0, int B, const int *pick);
+/* Fill tb with the B examples r->order[p0 .. p0+B-1] of r->s, each with
+ * its choice pick[i] (an index among the example's choices; NULL: the gold
+ * label) as the target. A statistic walks its shard in r->order, so that a
+ * batch holds inputs of similar length and pads little (eval batches so
+ * too); its sums run in that order. */
+void stage_fill(stage_run *r, tok_batch *tb, int64_t p0, int B, const int *pick);
+/* The share of stage_fill's encoder rows that were padding, in percent. */
+double stage_padding(const stage_run *r);
 /* Free what stage_open_statistic made. */
 void stage_close(stage_run *r);
 

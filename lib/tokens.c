@@ -126,11 +126,11 @@ void tok_batch_free(tok_batch *tb) {
     memset(tb, 0, sizeof *tb);
 }
 
-void tok_batch_examples(tok_batch *tb, const tok_set *s, int64_t e0, int B, const int *pick) {
+void tok_batch_examples(tok_batch *tb, const tok_set *s, const int64_t *order, int64_t e0, int B, const int *pick) {
     const int **ins = mallocCheck(sizeof(int *) * B), **outs = mallocCheck(sizeof(int *) * B);
     int *nins = mallocCheck(sizeof(int) * B), *nouts = mallocCheck(sizeof(int) * B);
     for (int i = 0; i < B; i++) {
-        int64_t e = e0 + i, c = s->ex_choices[e] + (pick ? pick[i] : s->label[e]);
+        int64_t e = order ? order[e0 + i] : e0 + i, c = s->ex_choices[e] + (pick ? pick[i] : s->label[e]);
         ins[i] = tok_input(s, e);
         nins[i] = tok_input_len(s, e);
         outs[i] = tok_choice(s, c);

@@ -75,10 +75,11 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
                     const int *const *outs, const int *nouts, const int *dec_enc, int fixed_Te,
                     int fixed_Td);
 
-/* Fill tb->b with examples e0 .. e0+B-1 of task set s: each input as an
- * encoder row, as the target its choice pick[i] (NULL: its gold choice,
- * what Grams and the empirical Fisher are measured on). */
-void tok_batch_examples(tok_batch *tb, const tok_set *s, int64_t e0, int B, const int *pick);
+/* Fill tb->b with examples order[e0 .. e0+B-1] of task set s (order NULL:
+ * examples e0 .. e0+B-1): each input as an encoder row, as the target its
+ * choice pick[i] (NULL: its gold choice, what Grams and the empirical
+ * Fisher are measured on). */
+void tok_batch_examples(tok_batch *tb, const tok_set *s, const int64_t *order, int64_t e0, int B, const int *pick);
 
 /* Span corruption of tokens[0..L): writes inputs (<= L+1) and targets
  * (<= L+1), returns their lengths. Deterministic in seed. extra_id_0: the

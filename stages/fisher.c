@@ -50,6 +50,7 @@
 #include "key.h"
 #include "opts.h"
 #include "progress.h"
+#include "rank.h"
 #include "stage.h"
 #include "shard.h"
 #include "stats.h"
@@ -220,19 +221,19 @@ int main(int argc, char **argv) {
             blocks[i] = callocCheck(m->ia3_tensors[i].numel * m->ia3_tensors[i].numel, sizeof(float));
     }
     float *scores = mallocCheck(sizeof(float) * (s->n_choices + 1));
-    int *pred = mallocCheck(sizeof(int) * (bs + 1));
+    int *pred = mallocCheck(sizeof(int) * (truef ? hi : 1)); /* by example id */
     int *pick = mallocCheck(sizeof(int) * bs);
     mc_progress pr;
     progress_init(&pr, "fisher", hi - lo, "examples");
-    for (int64_t e0 = lo; e0 < hi; e0 += bs) {
-        int B = (int)(hi - e0 < bs ? hi - e0 : bs);
-        if (truef) tok_rank(m, s, e0, B, &rtb, scores, pred);
+    for (int64_t p0 = 0; p0 < hi - lo; p0 += bs) {
+        int B = (int)(hi - lo - p0 < bs ? hi - lo - p0 : bs);
+        if (truef) tok_rank_order(m, s, r.order, p0, B, &rtb, scores, pred);
         for (int i = 0; i < B; i++) {
-            int64_t e = e0 + i, c0 = s->ex_choices[e];
+            int64_t e = r.order[p0 + i], c0 = s->ex_choices[e];
             int nc = (int)(s->ex_choices[e + 1] - c0);
             pick[i] = truef ? fisher_sample_choice(scores + c0, nc, (uint64_t)seed, e) : s->label[e];
         }
-        stage_fill(&r, &tb, e0, B, pick);
+        stage_fill(&r, &tb, p0, B, pick);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         t5_host_view(m, &hv);
@@ -251,7 +252,7 @@ int main(int argc, char **argv) {
             if (block) st_ia3_block_accum(m, dE, B, dblocks);
             else st_diag_accum_dev(m, dE, B, m->n_ia3, dacc);
         }
-        progress_update(&pr, e0 + B - lo, NULL);
+        progress_update(&pr, p0 + B, NULL);
     }
     progress_finish(&pr, NULL);
     if (!host) { /* device sums into the host accumulators */
@@ -317,10 +318,12 @@ int main(int argc, char **argv) {
         }
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
-    fprintf(stderr, "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s; %.1f s, peak memory %.0f MiB)\n",
-            mc_progname(), out,
-            truef ? "true" : "empirical", block ? "blockwise" : "diagonal", ia3 ? "IA3 vectors" : "all parameters",
-            (long long)(hi - lo), data, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+    fprintf(stderr,
+            "%s: wrote %s (%s %s Fisher of %s over %lld examples of %s, %.1f %% of the encoder rows padding; %.1f s, "
+            "peak memory %.0f MiB)\n",
+            mc_progname(), out, truef ? "true" : "empirical", block ? "blockwise" : "diagonal",
+            ia3 ? "IA3 vectors" : "all parameters", (long long)(hi - lo), data, stage_padding(&r), mc_now() - t_start,
+            mc_peak_rss() / 1048576.0);
 
     if (blocks) {
         for (int i = 0; i < m->n_ia3_tensors; i++) free(blocks[i]);

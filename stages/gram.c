@@ -152,13 +152,13 @@ int main(int argc, char **argv) {
     long n_enc = 0, n_dec = 0;
     mc_progress pr;
     progress_init(&pr, "gram", r.hi - r.lo, "examples");
-    for (int64_t e0 = r.lo; e0 < r.hi; e0 += bs) {
-        int B = (int)(r.hi - e0 < bs ? r.hi - e0 : bs);
-        stage_fill(&r, &tb, e0, B, NULL);
+    for (int64_t p0 = 0; p0 < r.hi - r.lo; p0 += bs) {
+        int B = (int)(r.hi - r.lo - p0 < bs ? r.hi - r.lo - p0 : bs);
+        stage_fill(&r, &tb, p0, B, NULL);
         t5_forward(m, &tb.b);
         t5_backward(m, &tb.b, T5_LOSS_EXAMPLE_MEAN, 1.0f);
         st_gram_accum(m, g, ng, scratch, &n_enc, &n_dec);
-        progress_update(&pr, e0 + B - r.lo, NULL);
+        progress_update(&pr, p0 + B, NULL);
     }
     progress_finish(&pr, NULL);
     st_gram_to_host(g, ng);
@@ -210,8 +210,11 @@ int main(int argc, char **argv) {
         }
     }
     if (art_writer_close(w) < 0) die("%s", mc_error());
-    fprintf(stderr, "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens; %.1f s, peak memory %.0f MiB)\n",
-            mc_progname(), out, ng, (long long)(r.hi - r.lo), n_enc, n_dec, mc_now() - t_start, mc_peak_rss() / 1048576.0);
+    fprintf(stderr,
+            "%s: wrote %s (%d linears, %lld examples, %ld encoder / %ld decoder tokens, %.1f %% of the encoder rows "
+            "padding; %.1f s, peak memory %.0f MiB)\n",
+            mc_progname(), out, ng, (long long)(r.hi - r.lo), n_enc, n_dec, stage_padding(&r), mc_now() - t_start,
+            mc_peak_rss() / 1048576.0);
 
     st_gram_free(g, ng);
     ops->release(scratch);

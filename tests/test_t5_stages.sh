@@ -199,6 +199,24 @@ if build/bin/train "${lw[@]}" -o "$T/lw1.msgpack" 2>"$T/loglw1" && build/bin/tra
     ok "train_length_window (padding ${p0}% -> ${p1}%)"
 else fail train_length_window "padding ${p0:-?}% -> ${p1:-?}%, accuracy ${a:-?}; $(tail -1 "$T/loglw1")"; fi
 
+# 4c. gram and fisher take their examples in order of input length: the
+# statistic is that of one example per batch (no padding) up to rounding,
+# and their batches pad less than train's shuffled ones (log1's share)
+spad() { sed -n 's/.*, \([0-9.]*\) % of the encoder rows padding;.*/\1/p' "$1"; }
+st_ok=1
+for st in gram fisher; do
+    sa=(--model "$T/full.msgpack" --data "$T/train.msgpack" --examples 96)
+    [ "$st" = fisher ] && sa+=(--type diagonal)
+    if build/bin/$st "${sa[@]}" -o "$T/$st-b16.msgpack" 2>"$T/log-$st" &&
+       build/bin/$st "${sa[@]}" --set $st.batch_size=1 -o "$T/$st-b1.msgpack" 2>/dev/null &&
+       build/bin/art diff "$T/$st-b16.msgpack" "$T/$st-b1.msgpack" --tol 1e-5 >"$T/diff-$st" 2>&1 &&
+       sp=$(spad "$T/log-$st") && [ -n "$sp" ] && p0=$(pad "$T/log1") &&
+       awk -v a="$sp" -v b="$p0" 'BEGIN { exit !(a * 2 < b + 0) }'; then :
+    else st_ok=0; echo "$st: padding ${sp:-?} % against train's ${p0:-?} %; $(tail -3 "$T/diff-$st" 2>/dev/null) $(tail -1 "$T/log-$st")"; fi
+done
+if [ $st_ok = 1 ]; then ok "stats_length_order (padding $(spad "$T/log-gram") % against train's $(pad "$T/log1") %)"
+else fail stats_length_order "see above"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

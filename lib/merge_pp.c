@@ -9,6 +9,7 @@
 #include "common.h"
 #include "merge.h"
 #include "progress.h"
+#include "rank.h"
 #include "stats.h"
 
 int mrg_pp_layer(const t5_config *c, const char *name) {
@@ -39,12 +40,14 @@ static void mean_tensor(t5_model *const *models, int N, const t5_tensor *t, floa
     }
 }
 
-/* Each task's examples in batches, and the hidden state each batch has
- * reached: the output of the merged layers so far (NULL before the first
- * layer of a stack: the embedding), and the merged encoder's output once
- * the encoder is merged. */
+/* Each task's examples in batches (in order of input length, as the
+ * statistics take them, so that a batch pads little), and the hidden state
+ * each batch has reached: the output of the merged layers so far (NULL
+ * before the first layer of a stack: the embedding), and the merged
+ * encoder's output once the encoder is merged. */
 typedef struct {
     const tok_set *s;
+    int64_t *order;   /* the first examples, by input length */
     int nb;           /* batches */
     float **h, **enc; /* per batch: the state, the encoder output */
 } pp_task;
@@ -52,6 +55,7 @@ typedef struct {
 static void pp_task_init(pp_task *t, const tok_set *s, const mrg_pp_opts *o) {
     int64_t n = o->examples < s->n ? o->examples : s->n;
     t->s = s;
+    t->order = tok_length_order_range(s, 0, n);
     t->nb = (int)((n + o->batch - 1) / o->batch);
     t->h = callocCheck((size_t)t->nb, sizeof(float *));
     t->enc = callocCheck((size_t)t->nb, sizeof(float *));
@@ -59,13 +63,13 @@ static void pp_task_init(pp_task *t, const tok_set *s, const mrg_pp_opts *o) {
 
 static void pp_task_free(pp_task *t) {
     for (int k = 0; k < t->nb; k++) free(t->h[k]), free(t->enc[k]);
-    free(t->h), free(t->enc);
+    free(t->h), free(t->enc), free(t->order);
 }
 
 /* Batch k of task t into tb. */
 static void pp_batch(const pp_task *t, int k, const mrg_pp_opts *o, tok_batch *tb) {
     int64_t n = o->examples < t->s->n ? o->examples : t->s->n, e0 = (int64_t)k * o->batch;
-    tok_batch_examples(tb, t->s, NULL, e0, (int)(n - e0 < o->batch ? n - e0 : o->batch), NULL);
+    tok_batch_examples(tb, t->s, t->order, e0, (int)(n - e0 < o->batch ? n - e0 : o->batch), NULL);
 }
 
 /* H's parameters: merged's, with `layer` from mi (mi NULL: merged's). */

@@ -9,6 +9,13 @@
 #                                            the released ones (bytes, loss curve)
 #   scripts/base-release.sh install          copy the rebuilt base and vocabulary
 #                                            into release/ with their recipe
+#   scripts/base-release.sh stage-data DIR VOCAB TOKENS-KEY
+#                                            the recipe of the corpus tokens
+#                                            TOKENS-KEY (made here, with VOCAB)
+#                                            and the vocabulary into DIR
+#   scripts/base-release.sh install-from DIR a base trained elsewhere on those
+#                                            tokens (DIR/base.msgpack, .key,
+#                                            .log) into release/ with DIR's recipe
 #
 # The recipe is the chain prepare (corpus) -> vocab -> tokenize (corpus) ->
 # train (span corruption): release/recipe/<part>.key holds the canonical key
@@ -119,30 +126,61 @@ compare() {
         awk 'BEGIN { printf "  %6s  %8s  %8s\n", "step", "released", "rebuilt" } { printf "  %6d  %8s  %8s\n", $1, $2, $3 }'
 }
 
-install() {
-    rebuilt
-    local rec=$RELEASE/recipe pk vk tk
-    mkdir -p "$rec"
+# The recipe of the data a base was trained on, into DIR: the key texts of
+# the corpus, the vocabulary and the corpus tokens (made by the binaries
+# here now), and the vocabulary; the chain must end in the tokens' own key.
+stage_data() { # DIR VOCAB TOKENS-KEY
+    local dir=$1 vocab=$2 tk=$3 pk vk dp dt
+    mkdir -p "$dir/recipe"
     pk=$($KEY --stage prepare --binary build/bin/prepare --config "$CONF" --ns data --set data.part=corpus)
-    vk=$($ART key "$NEW_VOCAB")
-    tk=$(field data "${NEW_BASE%.msgpack}.key")
-    [ -n "$tk" ] || die "${NEW_BASE%.msgpack}.key: no key text beside the rebuilt base"
-    local dp dt
+    vk=$($ART key "$vocab")
     dp=$($KEY --file build/bin/prepare | cut -d' ' -f1)
     dt=$($KEY --file build/bin/tokenize | cut -d' ' -f1)
-    mapfile -t a < <(key_args corpus "$dp"); $KEY "${a[@]}" --text > "$rec/corpus.key"
-    mapfile -t a < <(key_args vocab "$dt" "corpus=$pk"); $KEY "${a[@]}" --text > "$rec/vocab.key"
-    mapfile -t a < <(key_args tokens "$dt" "data=$pk" "vocab=$vk"); $KEY "${a[@]}" --text > "$rec/tokens.key"
-    cp "${NEW_BASE%.msgpack}.key" "$rec/base.key"
-    cp "${NEW_BASE%.msgpack}.log" "$rec/base.log"
-    cp "$NEW_BASE" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
-    cp "$NEW_VOCAB" "$RELEASE/vocab.msgpack.tmp" && mv "$RELEASE/vocab.msgpack.tmp" "$RELEASE/vocab.msgpack"
+    mapfile -t a < <(key_args corpus "$dp"); $KEY "${a[@]}" --text > "$dir/recipe/corpus.key"
+    mapfile -t a < <(key_args vocab "$dt" "corpus=$pk"); $KEY "${a[@]}" --text > "$dir/recipe/vocab.key"
+    mapfile -t a < <(key_args tokens "$dt" "data=$pk" "vocab=$vk"); $KEY "${a[@]}" --text > "$dir/recipe/tokens.key"
+    [ "$(xxh128sum < "$dir/recipe/tokens.key" | cut -d' ' -f1)" = "$tk" ] ||
+        die "the corpus tokens $tk were not made by this build's prepare and tokenize from $CONF: make them again (make data DATA_CONF=$CONF)"
+    cp "$vocab" "$dir/vocab.msgpack"
+}
+
+# DIR (base.msgpack, base.key, base.log, vocab.msgpack, recipe/{corpus,
+# vocab,tokens}.key) into the release, then check it.
+install_dir() {
+    local dir=$1 rec=$RELEASE/recipe p
+    for p in base.msgpack base.key base.log vocab.msgpack recipe/corpus.key recipe/vocab.key recipe/tokens.key; do
+        [ -s "$dir/$p" ] || die "$dir/$p missing: not a base to install"
+    done
+    [ "$(field data "$dir/base.key")" = "$(xxh128sum < "$dir/recipe/tokens.key" | cut -d' ' -f1)" ] ||
+        die "$dir/base.key: the base was trained on other corpus tokens than $dir/recipe/tokens.key records"
+    mkdir -p "$rec"
+    cp "$dir"/recipe/corpus.key "$dir"/recipe/vocab.key "$dir"/recipe/tokens.key "$rec/"
+    cp "$dir/base.key" "$rec/base.key"
+    cp "$dir/base.log" "$rec/base.log"
+    cp "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    cp "$dir/vocab.msgpack" "$RELEASE/vocab.msgpack.tmp" && mv "$RELEASE/vocab.msgpack.tmp" "$RELEASE/vocab.msgpack"
     check
+}
+
+install() {
+    rebuilt
+    local tk tmp
+    tk=$(field data "${NEW_BASE%.msgpack}.key")
+    [ -n "$tk" ] || die "${NEW_BASE%.msgpack}.key: no key text beside the rebuilt base"
+    tmp=$(mktemp -d)
+    stage_data "$tmp" "$NEW_VOCAB" "$tk"
+    cp "$NEW_BASE" "$tmp/base.msgpack"
+    cp "${NEW_BASE%.msgpack}.key" "$tmp/base.key"
+    cp "${NEW_BASE%.msgpack}.log" "$tmp/base.log"
+    install_dir "$tmp"
+    rm -rf "$tmp"
 }
 
 case "${1:-}" in
 check) check ;;
 compare) compare ;;
 install) install ;;
-*) echo "usage: scripts/base-release.sh check|compare|install" >&2; exit 2 ;;
+stage-data) [ $# -eq 4 ] || die "stage-data DIR VOCAB.msgpack TOKENS-KEY"; stage_data "$2" "$3" "$4" ;;
+install-from) [ $# -eq 2 ] || die "install-from DIR"; install_dir "$2" ;;
+*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR" >&2; exit 2 ;;
 esac

@@ -13,7 +13,10 @@
 #      inputs (t5-mini, synthetic tokens): train (full, AdamW; IA3,
 #      Adafactor), eval, fisher (diagonal full; blockwise IA3), gram, and a
 #      mats merge of two trained models with their Grams; a table of the
-#      largest relative difference per artifact (`art diff --tol`).
+#      largest relative difference per artifact (`art diff --tol`);
+#   4. train on cuda under `mpirun -n 1` (and `-n 2` with NCCL where the
+#      machine has two GPUs) against one process accumulating the same two
+#      micro-batches: the same bytes (docs/ranks.md); skipped without mpirun.
 # Exits 0 when everything passes, 1 when something fails, 2 without a GPU.
 #
 #   bash scripts/gpu-check.sh [--no-t5] [--no-timing]     (options go to gpu_check)
@@ -165,6 +168,32 @@ mats_row() { # label name extra-args...
 }
 mats_row "mats merge (K-FAC CG)" mats
 mats_row "mats merge, kron PCG" mats_kron --precondition kron
+echo
+
+# Ranks (docs/ranks.md): train on cuda under mpirun, one GPU per rank; the
+# bytes must be those of one rank accumulating the same micro-batches. One
+# rank against the plain run; two ranks (NCCL) where there are two GPUs.
+ranks_row() { # label ranks output-name
+    local label=$1 n=$2 name=$3
+    if mpirun --allow-run-as-root -q --oversubscribe -n "$n" $B/train $C --set train.grad_accum=2 \
+           --data "$D/train.msgpack" --device cuda --key $K -o "$D/$name.msgpack" 2>"$D/$name.log" &&
+       cmp -s "$D/$name.msgpack" "$D/accum.cuda.msgpack"; then
+        printf '  %-40s %s\n' "$label" "ok (the same bytes as 1 process accumulating 2 micro-batches)"
+    else
+        tail -3 "$D/$name.log"; printf '  %-40s %s\n' "$label" "FAIL"; rc=1
+    fi
+}
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "ranks on cuda: no mpirun on this machine; not checked"
+elif ! $B/train $C --set train.grad_accum=2 --data "$D/train.msgpack" --device cuda --key $K \
+        -o "$D/accum.cuda.msgpack" 2>"$D/accum.log"; then
+    tail -3 "$D/accum.log"; echo "ranks on cuda: the 1-process run failed"; rc=1
+else
+    echo "ranks on cuda ($(nvidia-smi -L | wc -l) GPUs):"
+    ranks_row "train, mpirun -n 1, cuda" 1 rank1
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then ranks_row "train, mpirun -n 2, cuda (NCCL)" 2 rank2
+    else echo "  train on 2 ranks (NCCL): one GPU here; not checked"; fi
+fi
 echo
 [ $rc = 0 ] && echo "gpu-check: all passed" || echo "gpu-check: FAILED"
 exit $rc

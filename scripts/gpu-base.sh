@@ -76,8 +76,14 @@ run() {
     [ -s "$DIR/corpus.msgpack.xz" ] || die "$DIR/corpus.msgpack.xz missing: run 'scripts/gpu-base.sh pack' here first and carry $DIR"
     local t0=$SECONDS W=${GPU_BASE_WORK:-/tmp/gpu-base}
     mkdir -p "$W"
-    make --no-print-directory -s ${GPU_BASE_MAKE-GPU=1} build/bin/train build/bin/art build/bin/key >&2 ||
-        die "the build failed (make ${GPU_BASE_MAKE-GPU=1})"
+    # The build needs only the libraries train links (no data tools, no MPI:
+    # DEPS_FILES= keeps make from calling apt-get on a machine that cannot
+    # fetch); what is missing is named before anything is compiled.
+    local mk=${GPU_BASE_MAKE-GPU=1 MPI=0 DEPS_FILES=} miss=() h
+    for h in msgpack.h xxhash.h lzma.h zlib.h; do [ -e /usr/include/$h ] || miss+=("$h"); done
+    [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || miss+=(cblas.h)
+    [ ${#miss[@]} -eq 0 ] || die "this machine lacks ${miss[*]} (libmsgpack-dev, libxxhash-dev, liblzma-dev, zlib1g-dev, libopenblas-dev): install them or carry them"
+    make --no-print-directory -s $mk build/bin/train build/bin/art build/bin/key >&2 || die "the build failed (make $mk)"
     if command -v xz >/dev/null; then xz -d -c "$DIR/corpus.msgpack.xz" > "$W/corpus.msgpack"
     else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
              "$DIR/corpus.msgpack.xz" "$W/corpus.msgpack"; fi

@@ -15,7 +15,8 @@
  * in epochs; with train.length_window = W each epoch's shuffled order is cut
  * into windows of W batches, each window sorted by input length and its
  * batches shuffled, so a batch pads its inputs less (W = 0, the default:
- * no sorting; a mixture ignores it). --init is required for
+ * no sorting); a mixture sorts each window of W batches of its draws the
+ * same way. --init is required for
  * IA3 and optional for full training (random init otherwise, see
  * t5_init_random). Output: a `model` artifact (full) or an `ia3` artifact
  * whose meta.base is the --init model's key.
@@ -103,9 +104,10 @@ typedef struct {
     int n_sets;
     tok_set **sets;
     double *cum_rate;   /* cumulative mixture rates, n_sets */
-    int64_t *perm;      /* single task: the current epoch's order */
-    int64_t perm_epoch;
-    int64_t window, batch; /* single task: examples per length window (0: none), per batch */
+    int64_t *perm;      /* single task: the current epoch's order; a mixture with a length
+                         * window: the current window's picks (idx * n_sets + task) */
+    int64_t perm_epoch; /* the epoch (or mixture window) perm holds */
+    int64_t window, batch; /* examples per length window (0: none), per batch */
     /* span corruption */
     int *stream;        /* concatenated corpus tokens (EOS dropped) */
     int64_t stream_len, n_chunks;
@@ -129,16 +131,22 @@ static void shuffle(int64_t *perm, int64_t n, uint64_t seed) {
     }
 }
 
-/* train.length_window: in each window of perm (w examples, whole batches
- * of b), the examples sorted by input length (ties by their place), then
- * the window's whole batches in an order shuffled from seed (a partial
- * batch at the end of the epoch stays last). */
-static void bucket_by_length(int64_t *perm, int64_t n, const tok_set *s, int64_t w, int64_t b, uint64_t seed) {
+/* An example as perm holds it: idx * n_sets + task (idx alone for one task). */
+static int pick_len(const data_stream *d, int64_t code) {
+    return tok_input_len(d->sets[code % d->n_sets], code / d->n_sets);
+}
+
+/* train.length_window: in each window of perm (d->window examples, whole
+ * batches of d->batch), the examples sorted by input length (ties by their
+ * place), then the window's whole batches in an order shuffled from seed (a
+ * partial batch at the end of the epoch stays last). */
+static void bucket_by_length(const data_stream *d, int64_t *perm, int64_t n, uint64_t seed) {
+    int64_t w = d->window, b = d->batch;
     uint64_t *key = mallocCheck(sizeof(uint64_t) * (size_t)w);
     int64_t *tmp = mallocCheck(sizeof(int64_t) * (size_t)w);
     for (int64_t w0 = 0; w0 < n; w0 += w) {
         int64_t m = n - w0 < w ? n - w0 : w, nb = m / b;
-        for (int64_t i = 0; i < m; i++) key[i] = (uint64_t)tok_input_len(s, perm[w0 + i]) << 32 | (uint64_t)i;
+        for (int64_t i = 0; i < m; i++) key[i] = (uint64_t)pick_len(d, perm[w0 + i]) << 32 | (uint64_t)i;
         qsort(key, (size_t)m, sizeof *key, cmp_u64);
         for (int64_t i = 0; i < m; i++) tmp[i] = perm[w0 + (int64_t)(key[i] & 0xffffffffu)];
         int64_t *order = (int64_t *)key; /* batch order, reusing key's room */
@@ -149,31 +157,54 @@ static void bucket_by_length(int64_t *perm, int64_t n, const tok_set *s, int64_t
     free(key), free(tmp);
 }
 
-/* Example j of the infinite training stream. seq2seq: (task, index) with the
- * gold choice as target. One task: epochs without replacement, each a fresh
- * shuffle seeded by (seed, epoch). Several tasks: the task of example j is
- * drawn from the mixture rates and the example uniformly within it, both from
- * hash(seed, j), so the stream is a pure function of j and resuming needs no
- * sampler state. */
-static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) {
-    if (d->n_sets == 1) {
-        int64_t n = d->sets[0]->n, e = j / n;
-        if (e != d->perm_epoch) {
-            uint64_t es = mc_hash64(d->seed * 7919ULL + (uint64_t)e);
-            shuffle(d->perm, n, es);
-            if (d->window) bucket_by_length(d->perm, n, d->sets[0], d->window, d->batch, es);
-            d->perm_epoch = e;
-        }
-        *task = 0;
-        *idx = d->perm[j % n];
-        return;
-    }
+/* Draw j of a mixture: the task from the mixture rates, the example
+ * uniformly within it, both from hash(seed, j). */
+static void mixture_draw(const data_stream *d, int64_t j, int *task, int64_t *idx) {
     uint64_t h = mc_hash64(d->seed ^ mc_hash64((uint64_t)j * 2 + 1));
     double u = (h >> 11) * 0x1.0p-53 * d->cum_rate[d->n_sets - 1];
     int t = 0;
     while (t < d->n_sets - 1 && u >= d->cum_rate[t]) t++;
     *task = t;
     *idx = (int64_t)(mc_hash64(h + 0x51ed27ULL) % (uint64_t)d->sets[t]->n);
+}
+
+/* Example j of the infinite training stream. seq2seq: (task, index) with the
+ * gold choice as target. One task: epochs without replacement, each a fresh
+ * shuffle seeded by (seed, epoch). Several tasks: draw j (mixture_draw), so
+ * the stream is a pure function of j and resuming needs no sampler state;
+ * with a length window, window k holds draws k*w .. k*w+w-1 reordered by
+ * bucket_by_length with a seed of (seed, k): still a function of j. */
+static void seq2seq_example(data_stream *d, int64_t j, int *task, int64_t *idx) {
+    if (d->n_sets == 1) {
+        int64_t n = d->sets[0]->n, e = j / n;
+        if (e != d->perm_epoch) {
+            uint64_t es = mc_hash64(d->seed * 7919ULL + (uint64_t)e);
+            shuffle(d->perm, n, es);
+            if (d->window) bucket_by_length(d, d->perm, n, es);
+            d->perm_epoch = e;
+        }
+        *task = 0;
+        *idx = d->perm[j % n];
+        return;
+    }
+    if (!d->window) {
+        mixture_draw(d, j, task, idx);
+        return;
+    }
+    int64_t w = d->window, k = j / w;
+    if (k != d->perm_epoch) {
+        for (int64_t i = 0; i < w; i++) {
+            int t;
+            int64_t x;
+            mixture_draw(d, k * w + i, &t, &x);
+            d->perm[i] = x * d->n_sets + t;
+        }
+        bucket_by_length(d, d->perm, w, mc_hash64(d->seed * 7919ULL + (uint64_t)k));
+        d->perm_epoch = k;
+    }
+    int64_t code = d->perm[j % w];
+    *task = (int)(code % d->n_sets);
+    *idx = code / d->n_sets;
 }
 
 /* Span corruption: chunk j % n_chunks of the epoch's shuffled order, noise
@@ -224,8 +255,8 @@ static void build_stream(data_stream *d, tok_set **sets, int n_sets, const train
             d->cum_rate[s] = c;
             if (sets[s]->n > maxn) maxn = sets[s]->n;
         }
-        d->perm = mallocCheck(sizeof(int64_t) * maxn);
-        if (n_sets == 1 && o->length_window > 0) d->window = o->length_window * o->batch, d->batch = o->batch;
+        if (o->length_window > 0) d->window = o->length_window * o->batch, d->batch = o->batch;
+        d->perm = mallocCheck(sizeof(int64_t) * (maxn > d->window ? maxn : d->window));
     }
 }
 

@@ -199,6 +199,22 @@ if build/bin/train "${lw[@]}" -o "$T/lw1.msgpack" 2>"$T/loglw1" && build/bin/tra
     ok "train_length_window (padding ${p0}% -> ${p1}%)"
 else fail train_length_window "padding ${p0:-?}% -> ${p1:-?}%, accuracy ${a:-?}; $(tail -1 "$T/loglw1")"; fi
 
+# 4b'. a mixture with a length window: its draws sorted in windows, so less
+# padding than the mixture without (log2); both tasks still learned; a
+# kill after a checkpoint resumes to the bytes of an uninterrupted run
+mw=(--config "$T/exp.conf" --set train.steps=300 --set train.length_window=4 --set train.ckpt_every=30
+    --data "$T/train.msgpack,$T/other.msgpack")
+rm -f "$T/mwb.msgpack" "$T/mwb.msgpack.ckpt"
+if build/bin/train "${mw[@]}" -o "$T/mwa.msgpack" 2>"$T/logmw" &&
+   { MATS_TEST_KILL_AFTER_CKPT=120 build/bin/train "${mw[@]}" -o "$T/mwb.msgpack" 2>/dev/null & wait $! 2>/dev/null; [ $? -eq 137 ]; } &&
+   build/bin/train "${mw[@]}" -o "$T/mwb.msgpack" 2>"$T/logmwb" && grep -q "resuming .* from step 120" "$T/logmwb" &&
+   cmp -s "$T/mwa.msgpack" "$T/mwb.msgpack" &&
+   p0=$(pad "$T/log2") && p1=$(pad "$T/logmw") && [ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -lt "$p0" ] &&
+   build/bin/eval --model "$T/mwa.msgpack" --data "$T/test.msgpack,$T/other_test.msgpack" -o "$T/mmw.msgpack" >/dev/null 2>&1 &&
+   a=$(acc "$T/mmw.msgpack" has7) && b=$(acc "$T/mmw.msgpack" has9or5) && ge "$a" 0.85 && ge "$b" 0.7; then
+    ok "train_mixture_length_window (padding ${p0}% -> ${p1}%, resumed to the same bytes)"
+else fail train_mixture_length_window "padding ${p0:-?}% -> ${p1:-?}%, has7 ${a:-?} has9or5 ${b:-?}; $(tail -1 "$T/logmw")"; fi
+
 # 4c. gram and fisher take their examples in order of input length: the
 # statistic is that of one example per batch (no padding) up to rounding,
 # and their batches pad less than train's shuffled ones (log1's share)

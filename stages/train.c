@@ -737,6 +737,9 @@ int main(int argc, char **argv) {
     o.ckpt_every = cfg_int(cfg, "train.ckpt_every", 200, 0, 1L << 40);
     o.mixture_cap = cfg_int(cfg, "train.mixture_cap", 500000, 1, 1L << 40);
     o.length_window = cfg_int(cfg, "train.length_window", 0, 0, 1L << 20);
+    if (o.length_window * o.batch > (1L << 24))
+        die("train.length_window %ld x train.batch_size %ld is more than 2^24 examples a window: use a smaller "
+            "train.length_window", o.length_window, o.batch);
     o.density = cfg_float(cfg, "train.span_noise_density", 0.15, 0.01, 0.9);
     o.mean_span = cfg_float(cfg, "train.span_mean_length", 3.0, 1.0, 100.0);
     if (o.batch % o.accum != 0)

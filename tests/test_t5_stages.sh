@@ -249,6 +249,7 @@ check_err train_corpus_as_task "corpus" build/bin/train --config "$T/exp.conf" -
 check_err train_ia3_needs_init "init" build/bin/train --config "$T/exp.conf" --mode ia3 --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_unknown_key "train.stepz" build/bin/train --config "$T/exp.conf" --set train.stepz=3 --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_bad_cpu_math "cpu_math 'bf17' is not one of fp32, bf16" build/bin/train --config "$T/exp.conf" --set train.cpu_math=bf17 --data "$T/train.msgpack" -o "$T/x.msgpack"
+check_err train_window_too_large "more than 2^24 examples a window" build/bin/train --config "$T/exp.conf" --set train.length_window=1000000 --set train.batch_size=32 --data "$T/train.msgpack,$T/other.msgpack" -o "$T/x.msgpack"
 check_err train_unknown_schedule "train.schedule" build/bin/train --config "$T/exp.conf" --set train.schedule=warm --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err_last train_nan_stops "diverged" build/bin/train --config "$T/exp.conf" --init "$T/huge_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"
 check_err train_nan_init_rejected "nan_model.msgpack: tensor lm_head.weight holds a NaN" build/bin/train --config "$T/exp.conf" --init "$T/nan_model.msgpack" --data "$T/train.msgpack" -o "$T/x.msgpack"

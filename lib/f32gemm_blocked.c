@@ -391,9 +391,6 @@ static void tile_range(void *ctx, long lo, long hi) {
     }
 }
 
-/* the product; upper = 1: only the tiles that touch the upper triangle.
- * For each k-block of KC: pack both operands' slices (on the pool), then
- * run the tiles (on the pool). */
 /* ---- frozen operands ----
  *
  * A product whose op(B) lies inside a frozen range (f32gemm_freeze) keeps
@@ -507,6 +504,9 @@ static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
     return pe;
 }
 
+/* the product; upper = 1: only the tiles that touch the upper triangle.
+ * For each k-block of KC: pack both operands' slices (on the pool), then
+ * run the tiles (on the pool). */
 static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, int n, int k, float alpha,
                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;

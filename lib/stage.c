@@ -85,10 +85,7 @@ void stage_open_statistic(stage_run *r, mc_cfg *cfg, const char *ns, const char 
 void stage_fill(stage_run *r, tok_batch *tb, int64_t p0, int B, const int *pick) {
     tok_batch_examples(tb, r->s, r->order, p0, B, pick);
     r->enc_rows += (long long)tb->b.B * tb->b.Te;
-    for (int i = 0; i < B; i++) {
-        int n = tok_input_len(r->s, r->order[p0 + i]);
-        r->enc_tokens += n < tb->maxTe ? n : tb->maxTe;
-    }
+    r->enc_tokens += tb->real_in;
 }
 
 double stage_padding(const stage_run *r) {

@@ -165,7 +165,11 @@ void tok_batch_fill(tok_batch *tb, int nenc, const int *const *ins, const int *n
     if (Td > tb->maxTd) Td = tb->maxTd;
     if (fixed_Te > 0) Te = fixed_Te < tb->maxTe ? fixed_Te : tb->maxTe;
     if (fixed_Td > 0) Td = fixed_Td < tb->maxTd ? fixed_Td : tb->maxTd;
-    for (int i = 0; i < nenc; i++) put_row(tb->enc + i * Te, Te, ins[i], nins[i]);
+    tb->real_in = 0;
+    for (int i = 0; i < nenc; i++) {
+        put_row(tb->enc + i * Te, Te, ins[i], nins[i]);
+        tb->real_in += nins[i] < Te ? nins[i] : Te;
+    }
     for (int j = 0; j < ndec; j++) {
         int *tg = tb->tgt + j * Td, *dc = tb->dec + j * Td;
         put_row(tg, Td, outs[j], nouts[j]);

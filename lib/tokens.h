@@ -61,6 +61,7 @@ static inline const int *tok_choice(const tok_set *s, int64_t c) { return s->cho
 typedef struct {
     int maxB, maxTe, maxBd, maxTd;
     int *enc, *dec, *tgt, *dec_enc;
+    long real_in;     /* the last fill's real encoder tokens (each row's, cut to Te) */
     t5_batch b;
 } tok_batch;
 

@@ -949,7 +949,7 @@ int main(int argc, char **argv) {
                                        tg, ins, nins, outs, nouts);
             if (K == 1) step_tg = micro_tg;
             tok_batch_fill(&tb, mb, ins, nins, mb, outs, nouts, NULL, 0, 0);
-            for (long i = 0; i < mb; i++) in_real += nins[i] < tb.b.Te ? nins[i] : tb.b.Te;
+            in_real += (double)tb.real_in;
             in_rows += (double)mb * tb.b.Te;
             if (K > 1) t5_zero_grad(m);
             float l = t5_forward(m, &tb.b);

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "common.h"
 #include "device.h"
+#include "ops.h"
 #include "pool.h"
 
 /* rows of example b in a stream */
@@ -42,30 +43,99 @@ static void sq_range(void *p, long lo, long hi) {
     for (long i = lo; i < hi; i++) c->acc[i] += c->g[i] * c->g[i];
 }
 
-/* Fused per-example square for linears whose example has few rows (the
- * decoder side: targets of a few tokens): acc[o,i] += (sum_t g[t,o] x[t,i])^2
- * without materialising the gradient. */
+/* The linears' per-example squares, a batch at once: acc[o,i] += G_b[o,i]^2
+ * for the examples b in order, G_b = g_b^T x_b over example b's T rows.
+ * The rows of every linear are cut into blocks, and the blocks of all the
+ * linears are one parallel loop; a block's rows of acc take every
+ * example's squares while they sit in the caches. Each element gets the
+ * same adds in the same order as from a per-example loop, so the bytes are
+ * its bytes.
+ *   - few rows per example (the decoder side, targets of a few tokens):
+ *     G's row is summed directly (v += g[t,o] x[t,:], t < T), never stored;
+ *   - otherwise G's block is a product on the calling thread
+ *     (be_gemm_sbatched_local, whose bytes are be_gemm's where
+ *     be_gemm_local_parallel() says it runs our kernels) into a buffer of
+ *     the thread's. With the BLAS instead, the per-example loop below. */
 #define FUSE_MAX_T 8
 #define FUSE_MAX_IN 8192
+#define BLOCK_FLOATS 65536 /* a product block's rows x in, at most (256 KiB) */
 typedef struct {
-    float *acc;
-    const float *g, *x;
+    float *acc;         /* the linear's, from row 0 */
+    const float *g, *x; /* the batch's rows: example b's T rows from b * T */
     int in, out, T;
+    int r0, rows; /* the block */
+    int direct;   /* 1: summed row by row; 0: a product */
+} fsq_item;
+typedef struct {
+    const fsq_item *it;
+    int B;
 } fsq_ctx;
 
-static void fsq_rows(void *p, long lo, long hi) {
+/* v[i] += gt * x[i] (a multiply, then an add), i < n */
+static void axpy_c(float *v, float gt, const float *x, int n) {
+    for (int i = 0; i < n; i++) v[i] += gt * x[i];
+}
+/* a[i] += v[i] * v[i], i < n */
+static void sqadd_c(float *a, const float *v, long n) {
+    for (long i = 0; i < n; i++) a[i] += v[i] * v[i];
+}
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "simd.h"
+#define STATS_AVX512 1
+/* the same operations 16 lanes at a time (no fused multiply-add) */
+__attribute__((target("avx512f"))) static void axpy16(float *v, float gt, const float *x, int n) {
+    __m512 s = _mm512_set1_ps(gt);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = simd_mask16(n - i);
+        _mm512_mask_storeu_ps(v + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, v + i),
+                                                      _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, x + i))));
+    }
+}
+__attribute__((target("avx512f"))) static void sqadd16(float *a, const float *v, long n) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 k = simd_mask16(n - i);
+        __m512 x = _mm512_maskz_loadu_ps(k, v + i);
+        _mm512_mask_storeu_ps(a + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_mul_ps(x, x)));
+    }
+}
+#else
+#define STATS_AVX512 0
+#endif
+
+static __thread float *fsq_buf; /* a worker's product block (BLOCK_FLOATS, or one row up to FUSE_MAX_IN) */
+
+static void fsq_range(void *p, long lo, long hi) {
     fsq_ctx *c = p;
-    float v[FUSE_MAX_IN];
-    for (long o = lo; o < hi; o++) {
-        float *a = c->acc + o * c->in;
-        for (int i = 0; i < c->in; i++) v[i] = 0;
-        for (int t = 0; t < c->T; t++) {
-            float gt = c->g[(size_t)t * c->out + o];
-            if (gt == 0.0f) continue;
-            const float *xt = c->x + (size_t)t * c->in;
-            for (int i = 0; i < c->in; i++) v[i] += gt * xt[i];
+    void (*axpy)(float *, float, const float *, int) = axpy_c;
+    void (*sqadd)(float *, const float *, long) = sqadd_c;
+#if STATS_AVX512
+    if (ops_simd_lanes() == 16) axpy = axpy16, sqadd = sqadd16;
+#endif
+    if (!fsq_buf) fsq_buf = mallocCheck(sizeof(float) * (BLOCK_FLOATS > FUSE_MAX_IN ? BLOCK_FLOATS : FUSE_MAX_IN));
+    float *v = fsq_buf;
+    for (long k = lo; k < hi; k++) {
+        const fsq_item *L = &c->it[k];
+        if (!L->direct) {
+            float *a = L->acc + (size_t)L->r0 * L->in;
+            for (int b = 0; b < c->B; b++) {
+                be_gemm_sbatched_local(1, 0, L->rows, L->in, L->T, 1.0f, L->g + (size_t)b * L->T * L->out + L->r0,
+                                       L->out, 0, L->x + (size_t)b * L->T * L->in, L->in, 0, 0.0f, v, L->in, 0, 1);
+                sqadd(a, v, (long)L->rows * L->in);
+            }
+            continue;
         }
-        for (int i = 0; i < c->in; i++) a[i] += v[i] * v[i];
+        for (long o = L->r0; o < L->r0 + L->rows; o++) {
+            float *a = L->acc + o * L->in;
+            for (int b = 0; b < c->B; b++) {
+                memset(v, 0, sizeof(float) * L->in);
+                for (int t = b * L->T; t < (b + 1) * L->T; t++) {
+                    float gt = L->g[(size_t)t * L->out + o];
+                    if (gt == 0.0f) continue;
+                    axpy(v, gt, L->x + (size_t)t * L->in, L->in);
+                }
+                sqadd(a, v, L->in);
+            }
+        }
     }
 }
 
@@ -87,7 +157,8 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
     int *lin_fused = callocCheck(nl, sizeof(int));
     for (int i = 0; i < nl; i++) {
         int T = L[i].stream == T5_ENC ? bt->Te : bt->Td;
-        if (!linears || (T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN)) {
+        if (!linears || (T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN) ||
+            (be_gemm_local_parallel() && 12L * L[i].in <= BLOCK_FLOATS)) {
             lin_fused[i] = 1;
             for (int ti = 0; ti < m->n_tensors; ti++)
                 if (m->params + m->tensors[ti].offset == L[i].w) fused[ti] = 1;
@@ -102,6 +173,25 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
         else run_lo[nrun] = lo, run_hi[nrun] = hi, nrun++;
     }
 #define OFF(ptr) (scratch + ((ptr) - m->params))
+    if (linears) { /* the fused linears, every example at once */
+        int cap = 0, ni = 0;
+        for (int i = 0; i < nl; i++) cap += lin_fused[i] ? L[i].out : 0; /* at most a block per row */
+        fsq_item *it = mallocCheck(sizeof *it * (cap > 0 ? cap : 1));
+        for (int i = 0; i < nl; i++) {
+            if (!lin_fused[i]) continue;
+            int T = L[i].stream == T5_ENC ? bt->Te : bt->Td;
+            int direct = T <= FUSE_MAX_T && L[i].in <= FUSE_MAX_IN;
+            /* direct: 32 rows a block; a product: as many rows as fit the
+             * buffer, in multiples of 12 (the AVX-512 kernel's) */
+            int br = direct ? 32 : BLOCK_FLOATS / L[i].in / 12 * 12;
+            for (int r0 = 0; r0 < L[i].out; r0 += br)
+                it[ni++] = (fsq_item){acc + (L[i].w - m->params), L[i].g, L[i].x, L[i].in, L[i].out, T, r0,
+                                      L[i].out - r0 < br ? L[i].out - r0 : br, direct};
+        }
+        fsq_ctx fc = {it, bt->B};
+        pool_parallel_for(ni, 1, fsq_range, &fc);
+        free(it);
+    }
     for (int b = 0; b < bt->B; b++) {
         long re, rd;
         int Te, Td;
@@ -111,13 +201,7 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
         for (int i = 0; i < nl; i++) {
             long r0 = L[i].stream == T5_ENC ? re : rd;
             int T = L[i].stream == T5_ENC ? Te : Td;
-            if (!linears) continue;
-            if (lin_fused[i]) {
-                fsq_ctx fc = {acc + (L[i].w - m->params), L[i].g + r0 * L[i].out, L[i].x + r0 * L[i].in,
-                              L[i].in, L[i].out, T};
-                pool_parallel_for(L[i].out, 1024, fsq_rows, &fc); /* only lm_head-sized ones split */
-                continue;
-            }
+            if (!linears || lin_fused[i]) continue; /* fused: squared above */
             be_gemm(1, 0, L[i].out, L[i].in, T, 1.0f, L[i].g + r0 * L[i].out, L[i].out,
                     L[i].x + r0 * L[i].in, L[i].in, 0.0f, OFF(L[i].w), L[i].in);
         }

@@ -233,6 +233,18 @@ done
 if [ $st_ok = 1 ]; then ok "stats_length_order (padding $(spad "$T/log-gram") % against train's $(pad "$T/log1") %)"
 else fail stats_length_order "see above"; fi
 
+# 4d. the diagonal Fisher squares each linear's per-example gradients a
+# batch at a time, in blocks of rows over the thread pool: the same bytes on
+# one thread and on two, and with the AVX2 kernel where the CPU has it
+fa=(--model "$T/full.msgpack" --data "$T/train.msgpack" --examples 40 --type diagonal)
+fk=""
+if MATS_THREADS=1 build/bin/fisher "${fa[@]}" -o "$T/ft1.msgpack" 2>/dev/null &&
+   MATS_THREADS=2 build/bin/fisher "${fa[@]}" -o "$T/ft2.msgpack" 2>/dev/null && cmp -s "$T/ft1.msgpack" "$T/ft2.msgpack" &&
+   { ! grep -q ' avx2 ' /proc/cpuinfo || ! grep -q ' fma ' /proc/cpuinfo ||
+     { MATS_GEMM=avx2 build/bin/fisher "${fa[@]}" -o "$T/ft3.msgpack" 2>/dev/null && cmp -s "$T/ft1.msgpack" "$T/ft3.msgpack" && fk=", avx2"; }; }; then
+    ok "fisher_diag_batched_same_bytes (1 and 2 threads$fk)"
+else fail fisher_diag_batched_same_bytes "$(build/bin/art diff "$T/ft1.msgpack" "$T/ft2.msgpack" 2>&1 | tail -1)"; fi
+
 # 5. bad input: one line, non-zero exit
 check_err() { # name, expected words, command...
     local name=$1 want=$2; shift 2

@@ -107,6 +107,10 @@ typedef struct {
     int kc;   /* k per block (a multiple of kdiv) */
     int kdiv; /* k per step of a panel: 1 (float32), 2 (bf16 pairs) */
     ukr_fn ukr;
+    /* the same micro-kernel reading op(A) = A's rows in place (row stride
+     * lda) instead of a packed panel; NULL: A is always packed */
+    void (*ukr_u)(long kc, const float *a, long lda, const float *b, const float *src, long lds, float *dst,
+                  long ldd, int final, float alpha, float beta);
     /* panel packers (NULL: the generic C loops) */
     void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
     /* p[kk][c] = X[kk][c], nq panels side by side in X, panel q at p + q * ps
@@ -151,6 +155,40 @@ typedef struct {
         }                                                                                                     \
     }
 
+/* the micro-kernel above with row r of op(A) at a + r * lda, step q at
+ * a[r * lda + q]: the same operations on the same values, so the same bytes */
+#define UKRU(name, TGT, V, P, MR, W, STEP)                                                                      \
+    __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
+                                                     const float *src, long lds, float *dst, long ldd,         \
+                                                     int final, float alpha, float beta) {                     \
+        V c[MR][2];                                                                                           \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
+            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
+        }                                                                                                     \
+        for (long q = 0; q < kc; q++, a++, b += 2 * W) {                                                      \
+            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
+            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
+                c[r][0] = STEP(c[r][0], a + r * lda, b0);                                                     \
+                c[r][1] = STEP(c[r][1], a + r * lda, b1);                                                     \
+            }                                                                                                 \
+        }                                                                                                     \
+        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            float *d = dst + r * ldd;                                                                         \
+            V x0 = c[r][0], x1 = c[r][1];                                                                     \
+            if (final) {                                                                                      \
+                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
+                if (beta != 0.0f) {                                                                           \
+                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
+                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
+                }                                                                                             \
+            }                                                                                                 \
+            P##_storeu_ps(d, x0);                                                                             \
+            P##_storeu_ps(d + W, x1);                                                                         \
+        }                                                                                                     \
+    }
+
 #define FMA512(c, a, b) _mm512_fmadd_ps(_mm512_set1_ps(*(a)), b, c)
 #define FMA256(c, a, b) _mm256_fmadd_ps(_mm256_broadcast_ss(a), b, c)
 /* a step of bf16 pairs: a holds a row's pair (two bf16 in 32 bits), b 16
@@ -159,6 +197,8 @@ typedef struct {
 UKR(ukr_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)                        /* 12 x 32: 24 accumulators */
 UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)                           /* 6 x 16: 12 accumulators */
 UKR(ukr_bf16, "avx512f,avx512bw,avx512bf16", __m512, _mm512, 12, 16, DPBF16) /* 12 x 32, k in pairs */
+UKRU(ukru_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)
+UKRU(ukru_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)
 
 #define T512 __attribute__((target("avx512f")))
 
@@ -240,10 +280,10 @@ TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int w
     }
 }
 
-static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, pack_rows_bf16, pack_cols_bf16};
+static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, NULL, pack_rows_bf16, pack_cols_bf16};
 
-static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, pack_rows_avx512, pack_cols_avx512};
-static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, NULL, NULL};
+static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, ukru_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, ukru_avx2, NULL, NULL};
 
 /* ---- packing ---- */
 
@@ -365,12 +405,15 @@ static void tile_range(void *ctx, long lo, long hi) {
     const kdesc *kd = j->kd;
     int mr = kd->mr, nr = kd->nr, packed = -1;
     float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
+    /* op(A) = A: whole MR x NR blocks read A's rows in place (no packing);
+     * an edge block packs its one panel */
+    int inplace = kd->ukr_u && !j->ta;
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
         int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
         int i0 = it * j->mc, j0 = jt * j->nc;
         int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
-        if (it != packed && j->kc > 0) {
+        if (!inplace && it != packed && j->kc > 0) {
             pack_panels(j, j->A, j->lda, !j->ta, j->m, mr, i0 / mr, (i0 + ih + mr - 1) / mr, pa);
             packed = it;
         }
@@ -384,6 +427,15 @@ static void tile_range(void *ctx, long lo, long hi) {
                 float *ps = j->part ? j->part + (size_t)(i0 + ir) * j->n + j0 + jr : c;
                 long lps = j->part ? j->n : j->ldc;
                 int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
+                if (inplace && rows == mr && cols == nr) {
+                    kd->ukr_u(j->steps, j->A + (size_t)(i0 + ir) * j->lda + j->k0, j->lda, bp, j->first ? NULL : ps,
+                              lps, j->final ? c : ps, j->final ? j->ldc : lps, j->final, j->alpha, j->beta);
+                    continue;
+                }
+                if (inplace) {
+                    ap = pa;
+                    if (j->kc > 0) pack_panels(j, j->A, j->lda, 1, j->m, mr, (i0 + ir) / mr, (i0 + ir) / mr + 1, pa);
+                }
                 run_block(kd, j->steps, ap, bp, j->first ? NULL : ps, lps, j->final ? c : ps, j->final ? j->ldc : lps,
                           j->final, j->alpha, j->beta, rows, cols);
             }

@@ -111,6 +111,11 @@ typedef struct {
      * lda) instead of a packed panel; NULL: A is always packed */
     void (*ukr_u)(long kc, const float *a, long lda, const float *b, const float *src, long lds, float *dst,
                   long ldd, int final, float alpha, float beta);
+    /* op(A) = A^T and op(B) = B, both read in place: step q of the block's
+     * rows at a + q * lda (MR consecutive floats), of its columns at
+     * b + q * ldb (NR consecutive floats); NULL: packed */
+    void (*ukr_t)(long kc, const float *a, long lda, const float *b, long ldb, const float *src, long lds,
+                  float *dst, long ldd, int final, float alpha, float beta);
     /* panel packers (NULL: the generic C loops) */
     void (*pack_rows)(const float *X, long ld, int k, int rows, int width, float *p); /* p[kk][r] = X[r][kk] */
     /* p[kk][c] = X[kk][c], nq panels side by side in X, panel q at p + q * ps
@@ -189,6 +194,42 @@ typedef struct {
         }                                                                                                     \
     }
 
+/* and with op(A) = A^T, op(B) = B both in place (the weight gradients
+ * dy^T x): row r of the block at a[q * lda + r], its columns at
+ * b[q * ldb + ..]: again the same operations on the same values */
+#define UKRT(name, TGT, V, P, MR, W, STEP)                                                                      \
+    __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
+                                                     long ldb,                                                 \
+                                                     const float *src, long lds, float *dst, long ldd,         \
+                                                     int final, float alpha, float beta) {                     \
+        V c[MR][2];                                                                                           \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
+            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
+        }                                                                                                     \
+        for (long q = 0; q < kc; q++, a += lda, b += ldb) {                                                   \
+            V b0 = P##_loadu_ps(b), b1 = P##_loadu_ps(b + W);                                                 \
+            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
+                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
+                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
+            }                                                                                                 \
+        }                                                                                                     \
+        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            float *d = dst + r * ldd;                                                                         \
+            V x0 = c[r][0], x1 = c[r][1];                                                                     \
+            if (final) {                                                                                      \
+                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
+                if (beta != 0.0f) {                                                                           \
+                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
+                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
+                }                                                                                             \
+            }                                                                                                 \
+            P##_storeu_ps(d, x0);                                                                             \
+            P##_storeu_ps(d + W, x1);                                                                         \
+        }                                                                                                     \
+    }
+
 #define FMA512(c, a, b) _mm512_fmadd_ps(_mm512_set1_ps(*(a)), b, c)
 #define FMA256(c, a, b) _mm256_fmadd_ps(_mm256_broadcast_ss(a), b, c)
 /* a step of bf16 pairs: a holds a row's pair (two bf16 in 32 bits), b 16
@@ -199,6 +240,8 @@ UKR(ukr_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)                         
 UKR(ukr_bf16, "avx512f,avx512bw,avx512bf16", __m512, _mm512, 12, 16, DPBF16) /* 12 x 32, k in pairs */
 UKRU(ukru_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)
 UKRU(ukru_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)
+UKRT(ukrt_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)
+UKRT(ukrt_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)
 
 #define T512 __attribute__((target("avx512f")))
 
@@ -280,10 +323,10 @@ TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int w
     }
 }
 
-static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, NULL, pack_rows_bf16, pack_cols_bf16};
+static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, NULL, NULL, pack_rows_bf16, pack_cols_bf16};
 
-static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, ukru_avx512, pack_rows_avx512, pack_cols_avx512};
-static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, ukru_avx2, NULL, NULL};
+static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, ukru_avx512, ukrt_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, ukru_avx2, ukrt_avx2, NULL, NULL};
 
 /* ---- packing ---- */
 
@@ -325,6 +368,7 @@ typedef struct {
     int first, final;
     long pm, pn;
     float *pb;
+    int b_inplace; /* op(A) = A^T, op(B) = B: neither packed (ukr_t) */
     float *part; /* raw sums between k-blocks when beta != 0 (m x n), else NULL: C holds them */
     int mc, nc;  /* tiles of C: mc x nc (multiples of mr, nr) */
     int mt, nt;  /* tiles of C: rows, columns */
@@ -363,7 +407,7 @@ typedef struct {
     float *p;
     size_t cap;
 } fbuf;
-static __thread fbuf buf_a, buf_b, buf_part;
+static __thread fbuf buf_a, buf_b, buf_part, buf_edge;
 
 static float *grow(fbuf *b, size_t n) {
     if (n > b->cap) {
@@ -407,13 +451,14 @@ static void tile_range(void *ctx, long lo, long hi) {
     float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
     /* op(A) = A: whole MR x NR blocks read A's rows in place (no packing);
      * an edge block packs its one panel */
-    int inplace = kd->ukr_u && !j->ta;
+    int inplace = kd->ukr_u && !j->ta, both = j->b_inplace;
+    float *pe = both ? grow(&buf_edge, (size_t)nr * (j->steps > 0 ? j->steps : 1)) : NULL;
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
         int jt = j->tiles ? j->tiles[t] % j->nt : (int)(t % j->nt);
         int i0 = it * j->mc, j0 = jt * j->nc;
         int ih = j->m - i0 < j->mc ? j->m - i0 : j->mc, jw = j->n - j0 < j->nc ? j->n - j0 : j->nc;
-        if (!inplace && it != packed && j->kc > 0) {
+        if (!inplace && !both && it != packed && j->kc > 0) {
             pack_panels(j, j->A, j->lda, !j->ta, j->m, mr, i0 / mr, (i0 + ih + mr - 1) / mr, pa);
             packed = it;
         }
@@ -431,6 +476,19 @@ static void tile_range(void *ctx, long lo, long hi) {
                     kd->ukr_u(j->steps, j->A + (size_t)(i0 + ir) * j->lda + j->k0, j->lda, bp, j->first ? NULL : ps,
                               lps, j->final ? c : ps, j->final ? j->ldc : lps, j->final, j->alpha, j->beta);
                     continue;
+                }
+                if (both && rows == mr && cols == nr) {
+                    kd->ukr_t(j->steps, j->A + (size_t)j->k0 * j->lda + i0 + ir, j->lda,
+                              j->B + (size_t)j->k0 * j->ldb + j0 + jr, j->ldb, j->first ? NULL : ps, lps,
+                              j->final ? c : ps, j->final ? j->ldc : lps, j->final, j->alpha, j->beta);
+                    continue;
+                }
+                if (both) { /* an edge block: its two panels packed */
+                    ap = pa, bp = pe; /* (bp is not read by the whole blocks of this mode) */
+                    if (j->kc > 0) {
+                        pack_panels(j, j->A, j->lda, 0, j->m, mr, (i0 + ir) / mr, (i0 + ir) / mr + 1, pa);
+                        pack_panels(j, j->B, j->ldb, 0, j->n, nr, (j0 + jr) / nr, (j0 + jr) / nr + 1, pe);
+                    }
                 }
                 if (inplace) {
                     ap = pa;
@@ -594,12 +652,17 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
     }
     int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
     pack_entry *pe = local ? NULL : frozen_panels(&j, KC, nk, serial);
+    /* in place only where C is small: there the packing of two operands
+     * long in k costs most (t5-mini's dy^T x, 256 x 256 x 4096, on a Zen 4:
+     * 0.86x -> 1.06x OpenBLAS); on larger products packed panels win
+     * (t5-small's 2048 x 512 x 4096: 0.90x packed, 0.77x in place) */
+    j.b_inplace = kd->ukr_t && ta && !tb && !pe && (long)m * n <= (1L << 17);
     for (int pc = 0; pc < nk; pc++) {
         j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
         j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
         j.first = pc == 0, j.final = pc == nk - 1;
         if (pe) j.pb = pe->data + (size_t)pc * pe->stride; /* packed before, frozen since */
-        else if (j.kc > 0) {
+        else if (j.kc > 0 && !j.b_inplace) {
             if (serial) pack_b_range(&j, 0, j.pn);
             else pool_parallel_for(j.pn, 2, pack_b_range, &j);
         }

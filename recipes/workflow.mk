@@ -69,7 +69,12 @@ DATA_DEPS_STAMP := build/.deps-data-ok
 $(DATA_DEPS_STAMP): scripts/install-deps.sh | build/
 	@bash scripts/install-deps.sh --data
 	@touch $@
-wf-data: all wf-check
+# The build before a workflow target runs on every core (the stages run one
+# at a time after it): a sub-make with -j, unless the user gave -j already.
+BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+wf-build:
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(BUILD_JOBS)) all
+wf-data: wf-build wf-check
 	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
 	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
@@ -129,7 +134,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-build wf-data
 
 ifeq ($(WF),1)
 # ------------------------------------------------------------------ keys

@@ -91,6 +91,12 @@ int be_cpu_math(void);
 void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float alpha,
                             const float *A, int lda, long strideA, const float *B, int ldb,
                             long strideB, float beta, float *C, int ldc, long strideC, int batch);
+/* be_gemm on the calling thread alone, with be_gemm's bytes: the blocked
+ * kernels (f32gemm.h) or bf16's on one thread; callable from several
+ * threads at once where be_gemm_local_parallel() (else it is the BLAS's
+ * own threads, the same bytes as be_gemm). */
+void be_gemm_local(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc);
 /* 1 when be_gemm_sbatched_local runs one of our own kernels (bf16 on AMX,
  * or float32 with AVX-512), so that running products in parallel pays; 0
  * when it would be the BLAS. */

@@ -242,6 +242,20 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
                      strideC, batch);
 }
 
+void be_gemm_local(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc) {
+    if (cpu_math == BE_MATH_BF16) {
+        gemm_bf16(1, transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+        return;
+    }
+    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
+        f32gemm(1, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_kernel() != F32GEMM_OPENBLAS; }
 
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in

@@ -53,9 +53,9 @@ static void sq_range(void *p, long lo, long hi) {
  *   - few rows per example (the decoder side, targets of a few tokens):
  *     G's row is summed directly (v += g[t,o] x[t,:], t < T), never stored;
  *   - otherwise G's block is a product on the calling thread
- *     (be_gemm_sbatched_local, whose bytes are be_gemm's where
- *     be_gemm_local_parallel() says it runs our kernels) into a buffer of
- *     the thread's. With the BLAS instead, the per-example loop below. */
+ *     (be_gemm_local: be_gemm's bytes) into a buffer of the thread's, where
+ *     be_gemm_local_parallel() says the products are our own kernels; with
+ *     the BLAS instead, the per-example loop below. */
 #define FUSE_MAX_T 8
 #define FUSE_MAX_IN 8192
 #define BLOCK_FLOATS 65536 /* a product block's rows x in, at most (256 KiB) */
@@ -118,8 +118,8 @@ static void fsq_range(void *p, long lo, long hi) {
         if (!L->direct) {
             float *a = L->acc + (size_t)L->r0 * L->in;
             for (int b = 0; b < c->B; b++) {
-                be_gemm_sbatched_local(1, 0, L->rows, L->in, L->T, 1.0f, L->g + (size_t)b * L->T * L->out + L->r0,
-                                       L->out, 0, L->x + (size_t)b * L->T * L->in, L->in, 0, 0.0f, v, L->in, 0, 1);
+                be_gemm_local(1, 0, L->rows, L->in, L->T, 1.0f, L->g + (size_t)b * L->T * L->out + L->r0, L->out,
+                              L->x + (size_t)b * L->T * L->in, L->in, 0.0f, v, L->in);
                 sqadd(a, v, (long)L->rows * L->in);
             }
             continue;

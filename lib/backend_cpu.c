@@ -131,18 +131,24 @@ static void gemm_bf16(int local, int transA, int transB, int m, int n, int k, fl
 
 int be_cpu_math(void) { return cpu_math; }
 
-void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
-             const float *B, int ldb, float beta, float *C, int ldc) {
+/* be_gemm on the pool (local = 0) or the calling thread (1): the same bytes */
+static void gemm_one(int local, int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
     if (cpu_math == BE_MATH_BF16) {
-        gemm_bf16(0, transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+        gemm_bf16(local, transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
         return;
     }
     if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
-        f32gemm(0, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        f32gemm(local, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void be_gemm(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm_one(0, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void be_syrk(int trans, int n, int k, float alpha, const float *A, int lda, float beta, float *C,
@@ -244,16 +250,7 @@ void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float a
 
 void be_gemm_local(int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc) {
-    if (cpu_math == BE_MATH_BF16) {
-        gemm_bf16(1, transA, transB, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
-        return;
-    }
-    if (f32gemm_kernel() != F32GEMM_OPENBLAS) {
-        f32gemm(1, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_one(1, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_kernel() != F32GEMM_OPENBLAS; }

@@ -450,8 +450,10 @@ static void tile_range(void *ctx, long lo, long hi) {
     int mr = kd->mr, nr = kd->nr, packed = -1;
     float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
     /* op(A) = A: whole MR x NR blocks read A's rows in place (no packing);
-     * an edge block packs its one panel */
-    int inplace = kd->ukr_u && !j->ta, both = j->b_inplace;
+     * an edge block packs its one panel. Only for rows of at most 512
+     * floats: MR rows 8 KiB apart fall into one set of a 32 KiB 8-way L1
+     * (2048^3 on a Zen 4: 1.02x OpenBLAS packed, 0.95x in place) */
+    int inplace = kd->ukr_u && !j->ta && j->lda <= 512, both = j->b_inplace;
     float *pe = both ? grow(&buf_edge, (size_t)nr * (j->steps > 0 ? j->steps : 1)) : NULL;
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);

@@ -201,6 +201,31 @@ static void test_findings(void) {
     free(md);
 }
 
+/* The per-task bars: the reference rows, then the five merges with the
+ * best average, best first (seven merges here) */
+static void test_task_plot_rows(void) {
+    int32_t mixed[4] = {0, 1, 1, 0};
+    char man[2048] = "# group row seed split lambda path\n"
+                     "ia3\tindividual\t1\ttest\t-\t@/p_i.msgpack\n";
+    write_metrics("p_i.msgpack", 0.9, 0.9, mixed, 4);
+    const double acc[7] = {0.30, 0.70, 0.50, 0.20, 0.60, 0.40, 0.65};
+    for (int k = 0; k < 7; k++) {
+        char f[64], line[128];
+        snprintf(f, sizeof f, "p_m%d.msgpack", k);
+        write_metrics(f, acc[k], acc[k], mixed, 4);
+        snprintf(line, sizeof line, "ia3\tm%d\t1\ttest\t1\t@/%s\n", k, f);
+        strcat(man, line);
+    }
+    char *md = report_of("plotrows", man, "");
+    CHECK(md != NULL, "no output");
+    free(md);
+    char dat[500];
+    snprintf(dat, sizeof dat, "%s/plotrows-tasks-ia3.dat", dir);
+    char *d = slurp(dat);
+    CHECK(d && !strncmp(d, "task individual m1 m6 m4 m2 m5\n", 31), "task plot rows: %.60s", d ? d : "(no file)");
+    free(d);
+}
+
 static void test_bad_manifest(void) {
     char man[400], cmd[1200];
     snprintf(man, sizeof man, "%s/bad.tsv", dir);
@@ -222,6 +247,7 @@ int main(void) {
     RUN(test_table);
     RUN(test_per_task_lines_combine);
     RUN(test_findings);
+    RUN(test_task_plot_rows);
     RUN(test_bad_manifest);
     return t_done_rm(dir);
 }

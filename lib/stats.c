@@ -68,6 +68,8 @@ typedef struct {
 } fsq_item;
 typedef struct {
     const fsq_item *it;
+    long n;    /* items */
+    long next; /* the next item to take (atomic): the items' costs differ by 100x */
     int B;
 } fsq_ctx;
 
@@ -104,7 +106,10 @@ __attribute__((target("avx512f"))) static void sqadd16(float *a, const float *v,
 
 static __thread float *fsq_buf; /* a worker's product block (BLOCK_FLOATS, or one row up to FUSE_MAX_IN) */
 
+/* one worker: items taken one at a time until none is left (which thread
+ * squares which rows does not change a byte) */
 static void fsq_range(void *p, long lo, long hi) {
+    (void)lo, (void)hi;
     fsq_ctx *c = p;
     void (*axpy)(float *, float, const float *, int) = axpy_c;
     void (*sqadd)(float *, const float *, long) = sqadd_c;
@@ -113,7 +118,7 @@ static void fsq_range(void *p, long lo, long hi) {
 #endif
     if (!fsq_buf) fsq_buf = mallocCheck(sizeof(float) * (BLOCK_FLOATS > FUSE_MAX_IN ? BLOCK_FLOATS : FUSE_MAX_IN));
     float *v = fsq_buf;
-    for (long k = lo; k < hi; k++) {
+    for (long k; (k = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED)) < c->n;) {
         const fsq_item *L = &c->it[k];
         if (!L->direct) {
             float *a = L->acc + (size_t)L->r0 * L->in;
@@ -188,8 +193,8 @@ static void fisher_diag(t5_model *m, float *acc, float *scratch, int linears) {
                 it[ni++] = (fsq_item){acc + (L[i].w - m->params), L[i].g, L[i].x, L[i].in, L[i].out, T, r0,
                                       L[i].out - r0 < br ? L[i].out - r0 : br, direct};
         }
-        fsq_ctx fc = {it, bt->B};
-        pool_parallel_for(ni, 1, fsq_range, &fc);
+        fsq_ctx fc = {it, ni, 0, bt->B};
+        pool_parallel_for(pool_threads(), 1, fsq_range, &fc);
         free(it);
     }
     for (int b = 0; b < bt->B; b++) {

@@ -125,6 +125,32 @@ typedef struct {
 
 /* ---- micro-kernels ---- */
 
+/* a micro-kernel's MR x 2 accumulators c: from the raw sums at src (row
+ * stride lds) or zero */
+#define UKR_START(V, P, MR, W)                                                                                \
+    V c[MR][2];                                                                                               \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                                   \
+        c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                       \
+        c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                                   \
+    }
+/* ... and out to dst (row stride ldd): raw (final = 0) or alpha * c, then
+ * fma(beta, dst, .) when beta != 0 */
+#define UKR_FINISH(V, P, MR, W)                                                                               \
+    V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                        \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                                   \
+        float *d = dst + r * ldd;                                                                             \
+        V x0 = c[r][0], x1 = c[r][1];                                                                         \
+        if (final) {                                                                                          \
+            x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                                 \
+            if (beta != 0.0f) {                                                                               \
+                x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                                   \
+                x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                               \
+            }                                                                                                 \
+        }                                                                                                     \
+        P##_storeu_ps(d, x0);                                                                                 \
+        P##_storeu_ps(d + W, x1);                                                                             \
+    }
+
 /* one micro-kernel (ukr_fn) of MR rows x 2 vectors of W floats, from the
  * intrinsics of vector type V with prefix P (_mm512 / _mm256); STEP(c, a,
  * b) adds the products of one packed step of row a (a pointer) and b */
@@ -132,11 +158,7 @@ typedef struct {
     __attribute__((target(TGT))) static void name(long kc, const float *a, const float *b, const float *src, \
                                                      long lds, float *dst, long ldd, int final, float alpha,  \
                                                      float beta) {                                           \
-        V c[MR][2];                                                                                           \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
-            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
-        }                                                                                                     \
+        UKR_START(V, P, MR, W)                                                                                \
         for (long q = 0; q < kc; q++, a += MR, b += 2 * W) {                                                  \
             V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
             _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
@@ -144,20 +166,7 @@ typedef struct {
                 c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
             }                                                                                                 \
         }                                                                                                     \
-        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            float *d = dst + r * ldd;                                                                         \
-            V x0 = c[r][0], x1 = c[r][1];                                                                     \
-            if (final) {                                                                                      \
-                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
-                if (beta != 0.0f) {                                                                           \
-                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
-                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
-                }                                                                                             \
-            }                                                                                                 \
-            P##_storeu_ps(d, x0);                                                                             \
-            P##_storeu_ps(d + W, x1);                                                                         \
-        }                                                                                                     \
+        UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
 /* the micro-kernel above with row r of op(A) at a + r * lda, step q at
@@ -166,11 +175,7 @@ typedef struct {
     __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
-        V c[MR][2];                                                                                           \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
-            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
-        }                                                                                                     \
+        UKR_START(V, P, MR, W)                                                                                \
         for (long q = 0; q < kc; q++, a++, b += 2 * W) {                                                      \
             V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
             _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
@@ -178,20 +183,7 @@ typedef struct {
                 c[r][1] = STEP(c[r][1], a + r * lda, b1);                                                     \
             }                                                                                                 \
         }                                                                                                     \
-        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            float *d = dst + r * ldd;                                                                         \
-            V x0 = c[r][0], x1 = c[r][1];                                                                     \
-            if (final) {                                                                                      \
-                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
-                if (beta != 0.0f) {                                                                           \
-                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
-                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
-                }                                                                                             \
-            }                                                                                                 \
-            P##_storeu_ps(d, x0);                                                                             \
-            P##_storeu_ps(d + W, x1);                                                                         \
-        }                                                                                                     \
+        UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
 /* and with op(A) = A^T, op(B) = B both in place (the weight gradients
@@ -202,11 +194,7 @@ typedef struct {
                                                      long ldb,                                                 \
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
-        V c[MR][2];                                                                                           \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                   \
-            c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                               \
-        }                                                                                                     \
+        UKR_START(V, P, MR, W)                                                                                \
         for (long q = 0; q < kc; q++, a += lda, b += ldb) {                                                   \
             V b0 = P##_loadu_ps(b), b1 = P##_loadu_ps(b + W);                                                 \
             _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
@@ -214,20 +202,7 @@ typedef struct {
                 c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
             }                                                                                                 \
         }                                                                                                     \
-        V va = P##_set1_ps(alpha), vb = P##_set1_ps(beta);                                                    \
-        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
-            float *d = dst + r * ldd;                                                                         \
-            V x0 = c[r][0], x1 = c[r][1];                                                                     \
-            if (final) {                                                                                      \
-                x0 = P##_mul_ps(va, x0), x1 = P##_mul_ps(va, x1);                                             \
-                if (beta != 0.0f) {                                                                           \
-                    x0 = P##_fmadd_ps(vb, P##_loadu_ps(d), x0);                                               \
-                    x1 = P##_fmadd_ps(vb, P##_loadu_ps(d + W), x1);                                           \
-                }                                                                                             \
-            }                                                                                                 \
-            P##_storeu_ps(d, x0);                                                                             \
-            P##_storeu_ps(d + W, x1);                                                                         \
-        }                                                                                                     \
+        UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
 #define FMA512(c, a, b) _mm512_fmadd_ps(_mm512_set1_ps(*(a)), b, c)

@@ -503,6 +503,7 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         t5_model *m = t5_new(c, mode == 0, mode == 1);
         t5_init_random(m, 1);
         t5_to_device(m, ops);
+        if (mode == 1) t5_freeze_params(m); /* as IA3 training does: the weights packed once */
         t5_alloc_acts(m, mbB, Te, mbB, Td, 1);
         optim *opt = mode == 0 ? opt_new(OPT_ADAMW, 1e-4f, m->n_params, m->tensors, m->n_tensors)
                                : opt_new(OPT_ADAMW, 1e-3f, m->n_ia3, m->ia3_tensors, m->n_ia3_tensors);

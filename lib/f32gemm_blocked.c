@@ -133,6 +133,17 @@ typedef struct {
         c[r][0] = src ? P##_loadu_ps(src + r * lds) : P##_setzero_ps();                                       \
         c[r][1] = src ? P##_loadu_ps(src + r * lds + W) : P##_setzero_ps();                                   \
     }
+/* ... over kc steps: row r of op(A) at a + r * RS, a and b moving by ASTEP
+ * and BSTEP a step (packed panels: 1, MR, 2 W; A in place: lda, 1, 2 W;
+ * both in place: 1, lda, ldb), b's two vectors read with P##LOAD */
+#define UKR_STEPS(V, P, MR, W, STEP, RS, ASTEP, BSTEP, LOAD)                                                 \
+    for (long q = 0; q < kc; q++, a += (ASTEP), b += (BSTEP)) {                                               \
+        V b0 = P##LOAD(b), b1 = P##LOAD(b + W);                                                               \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
+            c[r][0] = STEP(c[r][0], a + r * (RS), b0);                                                        \
+            c[r][1] = STEP(c[r][1], a + r * (RS), b1);                                                        \
+        }                                                                                                     \
+    }
 /* ... and out to dst (row stride ldd): raw (final = 0) or alpha * c, then
  * fma(beta, dst, .) when beta != 0 */
 #define UKR_FINISH(V, P, MR, W)                                                                               \
@@ -159,13 +170,7 @@ typedef struct {
                                                      long lds, float *dst, long ldd, int final, float alpha,  \
                                                      float beta) {                                           \
         UKR_START(V, P, MR, W)                                                                                \
-        for (long q = 0; q < kc; q++, a += MR, b += 2 * W) {                                                  \
-            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
-            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
-                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
-            }                                                                                                 \
-        }                                                                                                     \
+        UKR_STEPS(V, P, MR, W, STEP, 1, MR, 2 * W, _load_ps)                                                  \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
@@ -176,13 +181,7 @@ typedef struct {
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
         UKR_START(V, P, MR, W)                                                                                \
-        for (long q = 0; q < kc; q++, a++, b += 2 * W) {                                                      \
-            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
-            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                c[r][0] = STEP(c[r][0], a + r * lda, b0);                                                     \
-                c[r][1] = STEP(c[r][1], a + r * lda, b1);                                                     \
-            }                                                                                                 \
-        }                                                                                                     \
+        UKR_STEPS(V, P, MR, W, STEP, lda, 1, 2 * W, _load_ps)                                                 \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
@@ -195,13 +194,7 @@ typedef struct {
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
         UKR_START(V, P, MR, W)                                                                                \
-        for (long q = 0; q < kc; q++, a += lda, b += ldb) {                                                   \
-            V b0 = P##_loadu_ps(b), b1 = P##_loadu_ps(b + W);                                                 \
-            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
-                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
-            }                                                                                                 \
-        }                                                                                                     \
+        UKR_STEPS(V, P, MR, W, STEP, 1, lda, ldb, _loadu_ps)                                                  \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 

@@ -451,21 +451,31 @@ static double gemm_flops_step(const t5_config *c, double B, double Te, double Td
     return 2 * lin - 3 * 2 * (Ne + Nd) * D * HK + 3 * att;
 }
 
-/* the product's peak as the stage runs it: be_gemm's float32 kernel, or bf16 */
-static double gemm_peak(void) {
-    int n = 1536;
-    float *a = mallocCheck(sizeof(float) * n * n), *b = mallocCheck(sizeof(float) * n * n),
-          *c = mallocCheck(sizeof(float) * n * n);
-    for (long i = 0; i < (long)n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
-    be_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+/* the product's peak as the stage runs it, on its device: be_gemm's float32
+ * kernel or bf16 on the CPU (1536^3); on cuda, cuBLAS in the precision in
+ * use (4096^3), so that the step's fraction is of that device's peak */
+static double gemm_peak(const mc_ops *ops, int *n_out) {
+    int cpu = ops == dev_ops(MC_DEV_CPU), n = cpu ? 1536 : 4096;
+    size_t bytes = sizeof(float) * (size_t)n * n;
+    float *h = mallocCheck(bytes);
+    float *a = ops->alloc(bytes), *b = ops->alloc(bytes), *c = ops->alloc(bytes);
+    for (long i = 0; i < (long)n * n; i++) h[i] = (float)(i % 7) * 0.1f;
+    ops->upload(a, h, bytes);
+    for (long i = 0; i < (long)n * n; i++) h[i] = (float)(i % 5) * 0.1f;
+    ops->upload(b, h, bytes);
+    ops->gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    ops->sync();
     double best = 0;
     for (int r = 0; r < 5; r++) {
         double t0 = mc_now();
-        be_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        ops->gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        ops->sync();
         double g = 2.0 * n * n * n / (mc_now() - t0) / 1e9;
         if (g > best) best = g;
     }
-    free(a), free(b), free(c);
+    ops->release(a), ops->release(b), ops->release(c);
+    free(h);
+    *n_out = n;
     return best;
 }
 
@@ -475,15 +485,16 @@ static double gemm_peak(void) {
 static int bench(const t5_config *c, const train_opts *o, long steps, const mc_ops *ops) {
     int B = (int)o->batch, Te = (int)o->max_in, Td = (int)o->max_tgt;
     int K = (int)o->accum, N = comm_size(), R = K / N, mbB = B / K, lead = comm_rank() == 0;
-    double peak = gemm_peak();
+    int pn, cpu = ops == dev_ops(MC_DEV_CPU);
+    double peak = gemm_peak(ops, &pn);
     if (!lead && !freopen("/dev/null", "w", stdout)) die("rank %d: cannot silence its stdout", comm_rank());
-    int bf16 = be_cpu_math() == BE_MATH_BF16 && ops == dev_ops(MC_DEV_CPU);
-    char peak_name[48];
-    snprintf(peak_name, sizeof peak_name, "%s GEMM", bf16 ? be_bf16_kernel_name() : "sgemm");
+    int bf16 = be_cpu_math() == BE_MATH_BF16 && cpu;
+    char peak_name[160];
+    snprintf(peak_name, sizeof peak_name, "%s GEMM", !cpu ? dev_describe(MC_DEV_CUDA) : bf16 ? be_bf16_kernel_name() : "sgemm");
     printf("bench-train: T5 d_model %d, %d+%d layers, %d heads x %d, d_ff %d, vocab %d; batch %d x %d input x %d target; %d BLAS threads\n",
            c->d_model, c->num_layers, c->num_decoder_layers, c->num_heads, c->d_kv, c->d_ff,
            c->vocab_size, B, Te, Td, be_threads());
-    printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", peak_name, 1536, 1536, 1536, peak);
+    printf("bench-train: measured %s peak (%dx%dx%d): %.1f GFLOP/s\n", peak_name, pn, pn, pn, peak);
     if (K > 1 || N > 1)
         printf("bench-train: %s, %d micro-batches of %d (%d per rank), summed in order; GFLOP/s of the whole batch, "
                "%% of %d x the peak\n", comm_describe(), K, mbB, R, N);

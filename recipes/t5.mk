@@ -1,6 +1,6 @@
 # recipes/t5.mk - T5 model targets: reference fixtures and the training benchmark.
 
-## fixtures-t5    regenerate tests/fixtures/t5_{micro,stats}.bin with the PyTorch reference (python3-torch)
+## fixtures-t5    regenerate tests/fixtures/t5_{micro,stats,original,original_stats}.bin with the PyTorch reference (python3-torch)
 fixtures-t5:
 	cd tests/reference && /usr/bin/python3 make_fixtures.py ../fixtures/t5_micro.bin && \
 	  /usr/bin/python3 make_fixtures.py --original ../fixtures/t5_original.bin && \

@@ -1583,7 +1583,7 @@ int main(int argc, char **argv) {
          .help = help_of("per-model and per-tensor values, mergekit's weights, layer gradients and filters: "
                          "R = PARAM[.MODEL][@FILTER]:V[,V...] (docs/merging.md)", MM_OPT_RULES)},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
-         .help = "BLAS threads (0: MATS_THREADS, else OpenBLAS's choice)"},
+         .help = "threads (0: MATS_THREADS, else 2, as every stage)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
          .help = "merge even when a statistic's meta.inputs names another model, or a model's meta.config "
                  "differs from --pretrained's"},
@@ -1598,7 +1598,8 @@ int main(int argc, char **argv) {
     O.precond = precond ? "kron" : NULL;
     if (O.precond && !mm_reads(METHOD, MM_OPT_PRECONDITION))
         die("--precondition kron applies to --method %s only", readers(MM_OPT_PRECONDITION));
-    be_init((int)O.threads);
+    if (O.threads > 0) be_init((int)O.threads);
+    else be_init_default(2);
     DEV = dev_resolve(NULL, NULL);
 
     O.models = models.v, O.n = models.n;

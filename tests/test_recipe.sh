@@ -166,6 +166,7 @@ printf '%s\n---\nmerge_method: linear\n' "$base" | bad two_docs "more than one Y
 sed 's/tiny-task-b$/tiny-task-zz/' <<<"$base" | bad missing_dir "models[1].model = tests/fixtures/hf/tiny-task-zz: no such directory"
 printf '%s\nparameters:\n  normalize: false\n' "$base" | bad normalize "parameters.normalize = false: ties here always normalizes"
 printf '%s\nparameters:\n  iterations: 5\n' "$base" | bad option "parameters.iterations: ties does not read it"
+printf '%s\nparameters:\n  common_space_fraction: 0.5\n' "$(sed 's/merge_method: ties/merge_method: iso_c/' <<<"$base")" | bad csf_option "parameters.common_space_fraction: iso_c does not read it"
 sed 's|tiny-task-b$|tiny-ia3-peft|' <<<"$base" | bad mixed "is an adapter but an earlier model is a full model"
 # the output may not hold an input (export would write over a checkpoint)
 printf '%s\n' "$base" > "$T/ok.yml"

@@ -39,7 +39,8 @@
  *                             mergekit's), rescale (true), weight, density,
  *                             gamma, data, and ours: iterations, cg_tol,
  *                             init, init_lambda, precondition, seed,
- *                             examples, max_input, max_choice
+ *                             common_space_fraction, examples, max_input,
+ *                             max_choice
  *   dtype: float32|bfloat16|float16     out_dtype: the same (wins)
  *
  * A models entry equal to base_model is skipped, as mergekit does, except
@@ -165,8 +166,14 @@ static const char *scalar(const yaml_node_t *n) {
 
 /* Check that map node n (named `where`) holds only keys of `allowed`, each
  * once. */
-static void check_keys(const yaml_node_t *n, const char *where, const char *const *allowed, const char *hint) {
+/* n is a map whose keys are among `allowed` (NULL-ended), each once; the
+ * error names the allowed keys, then `more` (NULL: nothing) */
+static void check_keys(const yaml_node_t *n, const char *where, const char *const *allowed, const char *more) {
     if (!n || n->type != YAML_MAPPING_NODE) fail_at(n, "%s must be a map of keys", where);
+    char hint[512] = "";
+    for (int i = 0; allowed[i]; i++)
+        snprintf(hint + strlen(hint), sizeof hint - strlen(hint), "%s%s", i ? ", " : "", allowed[i]);
+    if (more) snprintf(hint + strlen(hint), sizeof hint - strlen(hint), "; %s", more);
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const yaml_node_t *k = node(p->key);
         const char *ks = scalar(k);
@@ -282,7 +289,7 @@ static void add_rules(const yaml_node_t *v, const char *param, int model, const 
     static const char *const FK[] = {"filter", "value", NULL};
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
         const yaml_node_t *e = node(*it);
-        check_keys(e, key, FK, "filter, value");
+        check_keys(e, key, FK, NULL);
         const yaml_node_t *val = get(e, "value");
         if (!val) fail_at(e, "%s.%s: an entry without value:", where, key);
         const char *fl = get_str(e, "filter", key);
@@ -411,9 +418,7 @@ static int translate(const char *conf_out, const char *out_dir) {
     const yaml_node_t *root = yaml_document_get_root_node(&DOC);
     if (!root) fail_at(NULL, "empty: a recipe is a map with merge_method, models, ...");
     static const char *const TOP[] = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", NULL};
-    check_keys(root, "", TOP,
-               "merge_method, base_model, models, parameters, dtype, out_dtype; slices, tokenizer_source and "
-               "the like are not supported");
+    check_keys(root, "", TOP, "slices, tokenizer_source and the like are not supported");
     const char *mname = get_str(root, "merge_method", "");
     if (!mname) fail_at(root, "merge_method missing: one of `recipe --methods`");
     const char *ours = NULL;
@@ -427,11 +432,9 @@ static int translate(const char *conf_out, const char *out_dir) {
     /* global parameters */
     static const char *const GP[] = {"lambda", "t", "normalize", "int8_mask", "rescale", "weight", "density", "gamma",
                                      "data", "iterations", "cg_tol", "init", "init_lambda", "precondition", "seed",
-                                     "examples", "max_input", "max_choice", NULL};
+                                     "common_space_fraction", "examples", "max_input", "max_choice", NULL};
     const yaml_node_t *gp = get(root, "parameters");
-    if (gp) check_keys(gp, "parameters", GP, "lambda, t, normalize, int8_mask, rescale, weight, density, gamma, data, "
-                                             "iterations, cg_tol, init, init_lambda, precondition, seed, examples, "
-                                             "max_input, max_choice");
+    if (gp) check_keys(gp, "parameters", GP, NULL);
     if (gp && get(gp, "normalize")) {
         int nz = get_bool(gp, "normalize", "parameters", 1);
         if (!(params & (P_NORMALIZED | P_WEIGHT_SCALES)) || nz != !!(params & P_NORMALIZED))
@@ -466,14 +469,14 @@ static int translate(const char *conf_out, const char *out_dir) {
         snprintf(where, sizeof where, "models[%d]", idx);
         snprintf(pw, sizeof pw, "%s.parameters", where);
         const yaml_node_t *e = node(*it);
-        check_keys(e, where, MK, "model, parameters");
+        check_keys(e, where, MK, NULL);
         const char *d = get_str(e, "model", where);
         if (!d) fail_at(e, "%s.model missing: a checkpoint directory", where);
 
         snprintf(what, sizeof what, "%s.model", where);
         char *dir = resolve(get(e, "model"), d, what, 1);
         const yaml_node_t *p = get(e, "parameters");
-        if (p) check_keys(p, pw, MP, "weight, density, gamma, data, validation, test");
+        if (p) check_keys(p, pw, MP, NULL);
         /* per-model values, else the global ones (lists: rules) */
         const yaml_node_t *own[3];
         for (int k = 0; k < 3; k++) own[k] = p ? get(p, SET[k]) : NULL;
@@ -645,6 +648,7 @@ static int translate(const char *conf_out, const char *out_dir) {
         {"iterations", "merge.iterations", "iterations", 0}, {"cg_tol", "merge.cg_tol", "cg_tol", 0},
         {"init", "merge.init", "init", 0},                   {"init_lambda", "merge.init_lambda", "init_lambda", 0},
         {"precondition", "merge.precondition", "precondition", 0}, {"seed", "merge.seed", "seed", 0},
+        {"common_space_fraction", "merge.common_space_fraction", "common_space_fraction", 0},
         {"examples", "exp.stats.examples", NULL, 0},         {"max_input", "tokenize.max_input", NULL, 1},
         {"max_choice", "tokenize.max_choice", NULL, 1},
     };

@@ -164,8 +164,6 @@ static const char *scalar(const yaml_node_t *n) {
     return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
-/* Check that map node n (named `where`) holds only keys of `allowed`, each
- * once. */
 /* n is a map whose keys are among `allowed` (NULL-ended), each once; the
  * error names the allowed keys, then `more` (NULL: nothing) */
 static void check_keys(const yaml_node_t *n, const char *where, const char *const *allowed, const char *more) {
@@ -414,6 +412,17 @@ static const char *dtype_of(const yaml_node_t *root, const char *key) {
     fail_at(get(root, key), "%s = %s: float32, bfloat16 or float16", key, s);
 }
 
+/* our own global parameters: the config key each sets, and the merge
+ * option (merge --list-methods) a method must read for it (NULL: any) */
+static const struct { const char *param, *key, *opt; } OPT[] = {
+    {"iterations", "merge.iterations", "iterations"},    {"cg_tol", "merge.cg_tol", "cg_tol"},
+    {"init", "merge.init", "init"},                      {"init_lambda", "merge.init_lambda", "init_lambda"},
+    {"precondition", "merge.precondition", "precondition"}, {"seed", "merge.seed", "seed"},
+    {"common_space_fraction", "merge.common_space_fraction", "common_space_fraction"},
+    {"examples", "exp.stats.examples", NULL},            {"max_input", "tokenize.max_input", NULL},
+    {"max_choice", "tokenize.max_choice", NULL},
+};
+
 static int translate(const char *conf_out, const char *out_dir) {
     const yaml_node_t *root = yaml_document_get_root_node(&DOC);
     if (!root) fail_at(NULL, "empty: a recipe is a map with merge_method, models, ...");
@@ -430,9 +439,13 @@ static int translate(const char *conf_out, const char *out_dir) {
     if (!row) fail_at(get(root, "merge_method"), "merge_method = %s: not a method mats-c runs (recipe --methods lists them)", mname);
 
     /* global parameters */
-    static const char *const GP[] = {"lambda", "t", "normalize", "int8_mask", "rescale", "weight", "density", "gamma",
-                                     "data", "iterations", "cg_tol", "init", "init_lambda", "precondition", "seed",
-                                     "common_space_fraction", "examples", "max_input", "max_choice", NULL};
+    static const char *const MKP[] = {"lambda", "t", "normalize", "int8_mask", "rescale", "weight", "density", "gamma",
+                                      "data"};
+    const char *GP[sizeof MKP / sizeof MKP[0] + sizeof OPT / sizeof OPT[0] + 1];
+    size_t ngp = 0;
+    for (size_t i = 0; i < sizeof MKP / sizeof MKP[0]; i++) GP[ngp++] = MKP[i];
+    for (size_t i = 0; i < sizeof OPT / sizeof OPT[0]; i++) GP[ngp++] = OPT[i].param;
+    GP[ngp] = NULL;
     const yaml_node_t *gp = get(root, "parameters");
     if (gp) check_keys(gp, "parameters", GP, NULL);
     if (gp && get(gp, "normalize")) {
@@ -644,14 +657,6 @@ static int translate(const char *conf_out, const char *out_dir) {
         fprintf(f, "merge.breadcrumbs_top = %.17g\nmerge.breadcrumbs_bottom = %.17g\n", 100 * g, 100 * (1 - de - g));
     }
     /* ours, by name: where the method reads the option */
-    static const struct { const char *param, *key, *opt; int ns_tok; } OPT[] = {
-        {"iterations", "merge.iterations", "iterations", 0}, {"cg_tol", "merge.cg_tol", "cg_tol", 0},
-        {"init", "merge.init", "init", 0},                   {"init_lambda", "merge.init_lambda", "init_lambda", 0},
-        {"precondition", "merge.precondition", "precondition", 0}, {"seed", "merge.seed", "seed", 0},
-        {"common_space_fraction", "merge.common_space_fraction", "common_space_fraction", 0},
-        {"examples", "exp.stats.examples", NULL, 0},         {"max_input", "tokenize.max_input", NULL, 1},
-        {"max_choice", "tokenize.max_choice", NULL, 1},
-    };
     for (size_t i = 0; gp && i < sizeof OPT / sizeof OPT[0]; i++) {
         const yaml_node_t *v = get(gp, OPT[i].param);
         if (!v) continue;

@@ -29,7 +29,7 @@ void progress_init(mc_progress *p, const char *label, int64_t total, const char 
 
 static void draw(mc_progress *p, const char *extra, int final) {
     double now = mc_now(), el = now - p->t0;
-    double rate = el > 0 ? p->done / el : 0;
+    double rate = el > 0 ? (p->done - p->start) / el : 0;
     char eta[32] = "", elapsed[32];
     progress_fmt_time(el, elapsed, sizeof elapsed);
     if (!final && p->total > 0 && rate > 0) {
@@ -60,5 +60,7 @@ void progress_update(mc_progress *p, int64_t done, const char *extra) {
     p->done = done;
     if (mc_now() - p->last >= p->interval) draw(p, extra, 0);
 }
+
+void progress_resume(mc_progress *p, int64_t done) { p->start = p->done = done; }
 
 void progress_finish(mc_progress *p, const char *extra) { draw(p, extra, 1); }

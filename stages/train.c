@@ -926,6 +926,7 @@ int main(int argc, char **argv) {
     }
     mc_progress pr;
     progress_init(&pr, "train", o.steps, "steps");
+    if (resumed) progress_resume(&pr, st.step);
     double t_start = mc_now(), tokens = 0;
     char extra[160];
     /* Micro-batch k of a step (k < K = train.grad_accum) starts at stream

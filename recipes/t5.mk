@@ -9,7 +9,7 @@ fixtures-t5:
 
 ## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch; then the ratios
 BENCH_THREADS ?= 2
-BENCH_STEPS ?= 3
+BENCH_STEPS ?= 5
 bench-train: SHELL := /bin/bash -o pipefail
 bench-train: build/bin/train build/bin/bench_gemm
 	@mkdir -p build

@@ -43,8 +43,8 @@
  *
  * --bench STEPS: time STEPS training steps of the configured model on random
  * full-length batches (train.batch_size x train.max_input_len inputs,
- * train.max_target_len targets), full and IA3, and the sgemm peak; writes
- * nothing.
+ * train.max_target_len targets), full and IA3, after one warm-up step, and
+ * the sgemm peak; the figures are the median step's; writes nothing.
  *
  * --device cpu|cuda (else DEVICE, else train.device, else cpu): where the
  * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
@@ -479,6 +479,17 @@ static double gemm_peak(const mc_ops *ops, int *n_out) {
     return best;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the median of v[0..n) (sorts v) */
+static double median(double *v, long n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* With train.grad_accum = K the batch goes in K micro-batches, on N ranks
  * K / N each, summed as training sums them (comm_sum_ordered); rank 0
  * prints the figures of the whole batch. */
@@ -522,7 +533,10 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         float *w = mode ? m->ia3 : m->params, *g = mode ? m->ia3_grads : m->grads;
         long nw = (long)(mode ? m->n_ia3 : m->n_params);
         float *acc = K > 1 && lead ? ops->alloc(sizeof(float) * nw) : NULL, *gs = acc ? acc : g;
-        double tf = 0, tb = 0, to = 0, tc = 0, t_all = 0, loss = 0;
+        /* each step's times (total, forward, backward, optimizer, gradient
+         * sum): the figures are their medians, steadier than means on a
+         * shared machine */
+        double *ts = mallocCheck(sizeof(double) * 5 * steps), loss = 0;
         for (long s = -1; s < steps; s++) { /* one warm-up step */
             double t0 = mc_now(), f = 0, b = 0, cm = 0;
             for (int a = 0; a < R; a++) {
@@ -548,18 +562,23 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
             opt_step(opt, w, gs);
             ops->sync();
             double t3 = mc_now();
-            if (s >= 0) tf += f, tb += b, tc += cm, to += t3 - t2, t_all += t3 - t0;
+            if (s >= 0) {
+                double row[5] = {t3 - t0, f, b, t3 - t2, cm};
+                for (int q = 0; q < 5; q++) ts[q * steps + s] = row[q];
+            }
         }
-        double per = t_all / steps;
+        double per = median(ts, steps), tf = median(ts + steps, steps), tb = median(ts + 2 * steps, steps);
+        double to = median(ts + 3 * steps, steps), tc = median(ts + 4 * steps, steps);
+        free(ts);
         double flops = gemm_flops_step(c, B, Te, Td, mode == 1);
-        printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (forward %.1f, backward %.1f, "
+        printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (median of %ld; forward %.1f, backward %.1f, "
                "optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
-               mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, tf / steps * 1e3,
-               tb / steps * 1e3, to / steps * 1e3, flops / per / 1e9,
+               mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, steps, tf * 1e3,
+               tb * 1e3, to * 1e3, flops / per / 1e9,
                100 * flops / per / 1e9 / (peak * N), peak_name, loss);
         if (K > 1 || N > 1)
             printf("bench-train: C %-4s: gradient sum%s %.1f ms/step\n", mode ? "IA3" : "full",
-                   N > 1 ? " (gather, broadcast and the wait for the slowest rank)" : "", tc / steps * 1e3);
+                   N > 1 ? " (gather, broadcast and the wait for the slowest rank)" : "", tc * 1e3);
         if (acc) ops->release(acc);
         opt_free(opt);
         t5_free(m);

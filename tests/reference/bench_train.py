@@ -2,13 +2,15 @@
 `train --bench` (forward, backward, AdamW) of the reference T5 on CPU, at the
 same shapes and thread count, full and IA3. The cores are split between
 torch's threads and OpenBLAS's in every way peer_threads.py knows; each
-split is printed and the best one is the peer's figure.
+split is printed and the best one is the peer's figure. A figure is the
+median of the timed steps (after one warm-up step), as on the C side.
 
   /usr/bin/python3 bench_train.py --config ../../configs/models/t5-mini.conf \
       --threads 2 --steps 3 [--batch 32 --input 128 --target 32] [--bf16]
 """
 import argparse
 import resource
+import statistics
 import time
 
 import torch
@@ -40,7 +42,7 @@ def step_time(P0, cfg, enc, dec, tgt, mode, steps, bf16=False):
         opt.step()
         if s > 0:
             times.append(time.perf_counter() - t0)
-    return sum(times) / len(times), loss.item()
+    return statistics.median(times), loss.item()  # the median step, as train --bench reports
 
 
 def main():

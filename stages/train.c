@@ -37,7 +37,11 @@
  * optimizer state, best weights, counters) goes to OUT.ckpt through the
  * atomic artifact writer. Rerun with the same arguments, train continues from
  * it and writes the same bytes as an uninterrupted run. The checkpoint is
- * removed once OUT is written. For the tests, MATS_TEST_KILL_AFTER_CKPT=N
+ * removed once OUT is written. SIGTERM, SIGINT or SIGUSR1 (a scheduler's
+ * warning before it ends a job: Slurm's scancel, preemption, `--signal`)
+ * stop the run at the end of the step in progress with a checkpoint of that
+ * step, whatever train.ckpt_every says, and exit 128 + the signal: rerun to
+ * resume (a second signal ends it at once). For the tests, MATS_TEST_KILL_AFTER_CKPT=N
  * makes train SIGKILL itself right after writing the checkpoint of step N
  * (a kill at a known moment).
  *
@@ -427,6 +431,25 @@ static int read_ckpt(const char *path, const char *run_key, train_state *st, flo
             "start afresh", path, st->step, st->best_step, (long)st->bad, (long)o->step);
     art_close(f);
     return 1;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+/* the signal that asked the run to stop (0: none); the handler is reset by
+ * its first call, so a second signal ends the process at once */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 /* ---------------------------------------------------------------------- bench */
@@ -964,6 +987,7 @@ int main(int argc, char **argv) {
     const char *cr = getenv("MATS_CHECK_RANKS");
     int check_ranks = nranks > 1 && cr && *cr && strcmp(cr, "0") != 0;
     double in_real = 0, in_rows = 0; /* input tokens and padded rows, for the log */
+    catch_stop_signals();
     while (st.step < o.steps && !st.stopped) {
         if (K == 1) t5_zero_grad(m);
         /* The step's loss is the mean over all its real target tokens, as
@@ -1038,12 +1062,26 @@ int main(int argc, char **argv) {
                     st.stopped ? ": early stop" : "");
             comm_bcast(&st.stopped, sizeof st.stopped, 0);
         }
+        /* a stop signal: rank 0's decides for every rank, after a whole step */
+        int stop = stop_signal;
+        if (nranks > 1) comm_bcast(&stop, sizeof stop, 0);
+        if (st.step >= o.steps || st.stopped) stop = 0; /* the run ends now anyway: it writes OUT */
+        if (stop && !lead) {
+            comm_finalize();
+            exit(128 + stop);
+        }
         if (!lead) continue;
-        if (o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) {
+        if ((o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) || stop) {
             if (!host) t5_download(m, hw, w, nw);
             opt_sync_host(opt);
             if (write_ckpt(ckpt, run_key, &st, hw, nw, opt, best, best_mom, nmom) < 0) die("%s", mc_error());
             if (kill_after > 0 && st.step == kill_after) raise(SIGKILL);
+        }
+        if (stop) {
+            fprintf(stderr, "%s: stopped by signal %d (%s) after step %ld of %ld; its checkpoint is %s: run the same "
+                    "command again to resume\n", mc_progname(), stop, strsignal(stop), st.step, o.steps, ckpt);
+            if (nranks > 1) comm_finalize();
+            exit(128 + stop);
         }
         double el = mc_now() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));

@@ -40,15 +40,17 @@
  * removed once OUT is written. SIGTERM, SIGINT or SIGUSR1 (a scheduler's
  * warning before it ends a job: Slurm's scancel, preemption, `--signal`)
  * stop the run at the end of the step in progress with a checkpoint of that
- * step, whatever train.ckpt_every says, and exit 128 + the signal: rerun to
- * resume (a second signal ends it at once). For the tests, MATS_TEST_KILL_AFTER_CKPT=N
+ * step, whatever train.ckpt_every says, then end it by that signal (status
+ * 128 + the signal): rerun to resume. A second signal ends it at once. On N
+ * ranks rank 0's signal decides, and every rank ends after its checkpoint. For the tests, MATS_TEST_KILL_AFTER_CKPT=N
  * makes train SIGKILL itself right after writing the checkpoint of step N
  * (a kill at a known moment).
  *
  * --bench STEPS: time STEPS training steps of the configured model on random
  * full-length batches (train.batch_size x train.max_input_len inputs,
  * train.max_target_len targets), full and IA3, after one warm-up step, and
- * the sgemm peak; the figures are the median step's; writes nothing.
+ * the sgemm peak; each figure (the step, its forward, backward and
+ * optimizer) is the median over the timed steps; writes nothing.
  *
  * --device cpu|cuda (else DEVICE, else train.device, else cpu): where the
  * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
@@ -435,21 +437,44 @@ static int read_ckpt(const char *path, const char *run_key, train_state *st, flo
 
 /* ---------------------------------------------------------------- signals */
 
-/* the signal that asked the run to stop (0: none); the handler is reset by
- * its first call, so a second signal ends the process at once */
+/* the signal that asked the run to stop (0: none). The first of SIGTERM,
+ * SIGINT, SIGUSR1 restores the default action of all three, so a second
+ * signal (any of them) ends the process at once. SIGPIPE is ignored while
+ * training: a log reader that died (a `tee` taken down by the same Ctrl-C)
+ * must not kill the run before its checkpoint. */
 static volatile sig_atomic_t stop_signal;
+static struct sigaction default_action;
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1};
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_stop_signal(int sig) {
+    stop_signal = sig;
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &default_action, NULL);
+}
 
 static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
+    memset(&default_action, 0, sizeof default_action);
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
     sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    for (int i = 0; i < 3; i++) sigaddset(&sa.sa_mask, stop_signals[i]);
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* end the process by the signal that stopped it (its default action), so
+ * that the caller sees a death by that signal (status 128 + sig) */
+static void die_by_signal(int sig) {
+    fflush(NULL);
+    sigaction(sig, &default_action, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    _exit(128 + sig);
 }
 
 /* ---------------------------------------------------------------------- bench */
@@ -1067,8 +1092,10 @@ int main(int argc, char **argv) {
         if (nranks > 1) comm_bcast(&stop, sizeof stop, 0);
         if (st.step >= o.steps || st.stopped) stop = 0; /* the run ends now anyway: it writes OUT */
         if (stop && !lead) {
+            int written;
+            comm_bcast(&written, sizeof written, 0); /* rank 0's checkpoint is on disk */
             comm_finalize();
-            exit(128 + stop);
+            die_by_signal(stop);
         }
         if (!lead) continue;
         if ((o.ckpt_every > 0 && st.step % o.ckpt_every == 0 && st.step < o.steps && !st.stopped) || stop) {
@@ -1080,8 +1107,12 @@ int main(int argc, char **argv) {
         if (stop) {
             fprintf(stderr, "%s: stopped by signal %d (%s) after step %ld of %ld; its checkpoint is %s: run the same "
                     "command again to resume\n", mc_progname(), stop, strsignal(stop), st.step, o.steps, ckpt);
-            if (nranks > 1) comm_finalize();
-            exit(128 + stop);
+            if (nranks > 1) {
+                int written = 1;
+                comm_bcast(&written, sizeof written, 0);
+                comm_finalize();
+            }
+            die_by_signal(stop);
         }
         double el = mc_now() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f  %.0f tok/s", st.ema, tokens / (el > 0 ? el : 1));

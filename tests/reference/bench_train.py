@@ -20,7 +20,7 @@ import t5_ref as R
 
 
 def step_time(P0, cfg, enc, dec, tgt, mode, steps, bf16=False):
-    """Mean seconds of one AdamW step (forward, backward, update) after a
+    """Median seconds of one AdamW step (forward, backward, update) after a
     warm-up step, and the last loss; bf16: the forward under
     torch.autocast('cpu', bfloat16), PyTorch's mixed precision."""
     if mode == 'full':

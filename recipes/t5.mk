@@ -7,7 +7,7 @@ fixtures-t5:
 	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_micro.bin ../fixtures/t5_stats.bin && \
 	  /usr/bin/python3 make_stats_fixtures.py ../fixtures/t5_original.bin ../fixtures/t5_original_stats.bin
 
-## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX), beside PyTorch; then the ratios
+## bench-train    training tokens/s, ms/step and GEMM-peak fraction of t5-mini (full, IA3; fp32, and bf16 on AMX or AVX512_BF16; medians of BENCH_STEPS steps), beside PyTorch; then the ratios
 BENCH_THREADS ?= 2
 BENCH_STEPS ?= 5
 bench-train: SHELL := /bin/bash -o pipefail

@@ -42,9 +42,9 @@
  * stop the run at the end of the step in progress with a checkpoint of that
  * step, whatever train.ckpt_every says, then end it by that signal (status
  * 128 + the signal): rerun to resume. A second signal ends it at once. On N
- * ranks rank 0's signal decides, and every rank ends after its checkpoint. For the tests, MATS_TEST_KILL_AFTER_CKPT=N
- * makes train SIGKILL itself right after writing the checkpoint of step N
- * (a kill at a known moment).
+ * ranks rank 0's signal decides, and every rank ends after its checkpoint.
+ * For the tests, MATS_TEST_KILL_AFTER_CKPT=N makes train SIGKILL itself
+ * right after writing the checkpoint of step N (a kill at a known moment).
  *
  * --bench STEPS: time STEPS training steps of the configured model on random
  * full-length batches (train.batch_size x train.max_input_len inputs,

@@ -101,6 +101,12 @@ base-release: all
 ## base-release-install  after make base-release: copy the rebuilt base and vocabulary into release/ with their recipe
 base-release-install: all
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh install
+## base-release-carry-out  a stopped, unfinished base-release run: its checkpoint, key text and log into release/carry, to commit (docs/base.md)
+base-release-carry-out: all
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-out
+## base-release-carry-in   on another machine: release/carry's checkpoint into the cache; then make base-release resumes it
+base-release-carry-in: all
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-in
 ## base-check     the released base and vocabulary verify, and their recorded recipe matches the configs
 base-check: all
 	@CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh check
@@ -134,7 +140,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-check report explain cache-gc wf-check wf-build wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-release-carry-out base-release-carry-in base-check report explain cache-gc wf-check wf-build wf-data
 
 ifeq ($(WF),1)
 # ------------------------------------------------------------------ keys

@@ -16,7 +16,22 @@
 #   scripts/base-release.sh install-from DIR a base trained elsewhere on those
 #                                            tokens (DIR/base.msgpack, .key,
 #                                            .log) into release/ with DIR's recipe
+#   scripts/base-release.sh run              the path of $CONF's base run in the
+#                                            cache (stdout) and where it stands
+#   scripts/base-release.sh carry-out [DIR]  a stopped, unfinished run of
+#                                            $CONF's base: its checkpoint, key
+#                                            text and log into DIR (default
+#                                            release/carry), to commit
+#   scripts/base-release.sh carry-in [DIR]   on another machine: DIR's checkpoint
+#                                            into the cache, where `make
+#                                            base-release` resumes it
 #
+# carry-out and carry-in take a long CPU run across machines that keep
+# nothing but the repository (docs/base.md): the checkpoint is the train
+# stage's own (weights, optimizer state, counters), so the resumed run writes
+# the bytes of an unbroken one, provided the train binary is the same (its
+# digest is in the run's key; carry-in names the commit that built it).
+# `install` removes DIR once the run it carried is installed.
 # The recipe is the chain prepare (corpus) -> vocab -> tokenize (corpus) ->
 # train (span corruption): release/recipe/<part>.key holds the canonical key
 # text of each run (stage, binary digest, every config value of its
@@ -176,11 +191,88 @@ install() {
     rm -rf "$tmp"
 }
 
+# The recipe's base run in this tree: its artifact path, from the key the
+# workflow gives it (the corpus tokens' key and this build's train digest;
+# nothing runs).
+run_out() {
+    local tok d k
+    tok=$(make --no-print-directory -s data-paths DATA_CONF="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" 2>/dev/null |
+        awk '$1 == "corpus" {print $2}')
+    [ -n "$tok" ] || die "cannot tell the base's run: 'make data-paths DATA_CONF=$CONF' names no corpus tokens"
+    d=$($KEY --file build/bin/train | cut -d' ' -f1)
+    mapfile -t a < <(key_args base "$d" "data=$(basename "$tok" .msgpack)")
+    k=$($KEY "${a[@]}") || die "cannot compute the base run's key"
+    echo "$(dirname "$(dirname "$tok")")/train/$k.msgpack"
+}
+meta_of() { $ART show "$1" | sed -n "s/^ *\"$2\": \"*\([^\",]*\)\"*,*\$/\1/p" | head -n 1; }
+CARRY=$RELEASE/carry
+
+carry_out() {
+    local dir=${1:-$CARRY} out ck step steps
+    out=$(run_out); ck=$out.ckpt
+    [ -s "$out" ] && die "$out is built: the run is done, install it (make base-release-install) instead"
+    [ -s "$ck" ] || die "$ck: no checkpoint of this run to carry (start or resume it with 'make base-release', stop it with SIGTERM: it checkpoints the step in progress)"
+    if [ -e "$out.lock" ] && ! flock -n "$out.lock" true; then
+        die "the run is still training ($out.lock is held): stop it first with SIGTERM to its train process, which checkpoints the step in progress"
+    fi
+    $ART verify "$ck" >/dev/null || die "$ck does not verify: rerun 'make base-release' to go on from the checkpoint before it"
+    [ "$(meta_of "$ck" run)" = "$(basename "$out" .msgpack)" ] || die "$ck belongs to another run"
+    step=$(meta_of "$ck" step)
+    steps=$($KEY --config "$CONF" --config "$PRE" --get train.steps)
+    mkdir -p "$dir"
+    cp "$ck" "$dir/base.ckpt.tmp" && mv "$dir/base.ckpt.tmp" "$dir/base.ckpt"
+    if [ -s "$out.keytext" ]; then cp "$out.keytext" "$dir/base.keytext"; else rm -f "$dir/base.keytext"; fi
+    cat "${out%.msgpack}.log.before" "${out%.msgpack}.log" 2>/dev/null > "$dir/base.log" || true
+    git rev-parse HEAD 2>/dev/null > "$dir/commit" || echo unknown > "$dir/commit"
+    echo "base-release: carried step $step of $steps of run $(basename "$out" .msgpack) into $dir ($(du -h "$dir/base.ckpt" | cut -f1)); built from commit $(cat "$dir/commit"). Commit $dir; on the next machine: scripts/base-release.sh carry-in, then make base-release"
+}
+
+carry_in() {
+    local dir=${1:-$CARRY} out ck run want have d
+    [ -s "$dir/base.ckpt" ] || die "$dir/base.ckpt: no carried checkpoint (scripts/base-release.sh carry-out makes one)"
+    $ART verify "$dir/base.ckpt" >/dev/null || die "$dir/base.ckpt does not verify: restore it with 'git checkout -- $dir'"
+    out=$(run_out); ck=$out.ckpt
+    run=$(meta_of "$dir/base.ckpt" run); want=$(basename "$out" .msgpack)
+    if [ "$run" != "$want" ]; then
+        d=$($KEY --file build/bin/train | cut -d' ' -f1)
+        have=$(field binary "$dir/base.keytext" 2>/dev/null)
+        if [ -n "$have" ] && [ "$have" != "$d" ]; then
+            die "$dir/base.ckpt is of run $run, started by a train binary of digest $have; this build's is $d, so its run is $want: resume from a worktree of commit $(cat "$dir/commit" 2>/dev/null || echo '(unrecorded)') (git worktree add ../base COMMIT; make there)"
+        fi
+        die "$dir/base.ckpt is of run $run; $CONF makes run $want here: the recipe changed since (compare $dir/base.keytext with 'make -n pretrain EXP=$CONF')"
+    fi
+    [ -s "$out" ] && die "$out is already built: nothing to resume"
+    if [ -s "$ck" ] && [ "$(meta_of "$ck" step)" -ge "$(meta_of "$dir/base.ckpt" step)" ]; then
+        echo "base-release: $ck is at step $(meta_of "$ck" step), not behind the carried step $(meta_of "$dir/base.ckpt" step): kept"
+        return 0
+    fi
+    mkdir -p "$(dirname "$out")"
+    cp "$dir/base.ckpt" "$ck.tmp" && mv "$ck.tmp" "$ck"
+    rm -f "${out%.msgpack}.log.before"
+    if [ -s "$dir/base.log" ]; then cp "$dir/base.log" "${out%.msgpack}.log"; fi
+    echo "base-release: $ck holds step $(meta_of "$ck" step) of run $want: 'make base-release' resumes it"
+}
+
+# After an install: the carried run is done when the installed base is its artifact.
+carry_done() {
+    [ -s "$CARRY/base.ckpt" ] || return 0
+    if [ "$(meta_of "$CARRY/base.ckpt" run)" = "$($ART key "$RELEASE/base.msgpack")" ]; then
+        rm -rf "$CARRY"
+        echo "base-release: $CARRY removed (its run is the installed base)"
+    fi
+}
+
 case "${1:-}" in
 check) check ;;
 compare) compare ;;
-install) install ;;
+install) install; carry_done ;;
+run) out=$(run_out); echo "$out"
+    if [ -s "$out" ]; then echo "base-release: built" >&2
+    elif [ -s "$out.ckpt" ]; then echo "base-release: checkpoint of step $(meta_of "$out.ckpt" step) of $($KEY --config "$CONF" --config "$PRE" --get train.steps)" >&2
+    else echo "base-release: not started" >&2; fi ;;
+carry-out) [ $# -le 2 ] || die "carry-out [DIR]"; carry_out "${2:-}" ;;
+carry-in) [ $# -le 2 ] || die "carry-in [DIR]"; carry_in "${2:-}" ;;
 stage-data) [ $# -eq 4 ] || die "stage-data DIR VOCAB.msgpack TOKENS-KEY"; stage_data "$2" "$3" "$4" ;;
 install-from) [ $# -eq 2 ] || die "install-from DIR"; install_dir "$2" ;;
-*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR" >&2; exit 2 ;;
+*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]" >&2; exit 2 ;;
 esac

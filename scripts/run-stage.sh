@@ -7,6 +7,9 @@
 # KEYTEXT is a file holding the canonical key text (or -); it is kept beside
 # the artifact (OUT with .key) and as the slot's last-built key (make explain).
 # Every run is appended to $MATS_RUN_LOG when set (the workflow tests read it).
+# A run that resumes from its checkpoint (train's OUT.ckpt) keeps the log of
+# the tries before it: each try's log is set aside in OUT's .log.before when
+# the next starts, and put before the last try's log when the run ends.
 #
 # Executors (docs/cluster.md). MATS_EXECUTOR=local (the default) runs
 # COMMAND here. MATS_EXECUTOR=slurm runs it as one Slurm job through srun,
@@ -116,6 +119,11 @@ record() {  # STATUS RUN_S WALL_S NODE JOB
         "$slot" "$stage" "$key" "$2" "$3" "$1" "$executor" "$4" "$5" >> "$f"
 }
 
+if [ -e "$out.ckpt" ]; then
+    if [ -s "$base.log" ]; then cat "$base.log" >> "$base.log.before" || exit 1; fi
+else
+    rm -f "$base.log.before"
+fi
 start=$(date +%s.%N)
 printf '[%s] start %-28s %s/%s\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2
 set -o pipefail
@@ -208,6 +216,9 @@ if [ $rc -ne 0 ] || [ ! -s "$out" ]; then
         printf '[%s] FAILED %-27s after %ss (exit %d); log: %s.log\n' "$(date +%H:%M:%S)" "$slot" "$secs" "$rc" "$base" >&2
     fi
     exit 1
+fi
+if [ -e "$base.log.before" ]; then
+    cat "$base.log.before" "$base.log" > "$base.log.tmp" && mv "$base.log.tmp" "$base.log" && rm -f "$base.log.before"
 fi
 if [ "$keytext" != - ]; then
     cp "$keytext" "$base.key"

@@ -82,3 +82,47 @@ bad_release missing_released_vocabulary_stops_make "$REL/vocab.msgpack"
 mv "$T/vocab.good" "$REL/vocab.msgpack"
 out=$(RELEASE=$REL CONF=$REC bash scripts/base-release.sh check 2>&1) && ok restored_release_checks_again ||
     fail restored_release_checks_again "$out"
+
+# --- carrying an unfinished run to another machine (carry-out, carry-in):
+# the smoke recipe's pretraining killed right after its checkpoint of step
+# 20, carried out of that cache and into an empty one, resumes there and
+# ends in the bytes of the unbroken run above, with the log of both tries
+C2=$T/cache2 C3=$T/cache3 CAR=$T/carry
+key=$(basename "$(MATS_CACHE=$C2 CONF=$REC bash scripts/base-release.sh run 2>/dev/null)" .msgpack)
+[ "$(MATS_CACHE=$MATS_CACHE CONF=$REC bash scripts/base-release.sh run 2>&1 >/dev/null)" = "base-release: built" ] &&
+    [ -s "$MATS_CACHE/train/$key.msgpack" ] && ok release_run_names_the_built_run ||
+    fail release_run_names_the_built_run "key '$key'"
+
+MATS_TEST_KILL_AFTER_CKPT=20 MATS_CACHE=$C2 make --no-print-directory pretrain EXP="$REC" > "$T/killed.out" 2>&1
+if [ -s "$C2/train/$key.msgpack.ckpt" ] && [ ! -e "$C2/train/$key.msgpack" ]; then ok carry_run_killed_after_checkpoint
+else fail carry_run_killed_after_checkpoint "$(tail -3 "$T/killed.out")"; fi
+if out=$(MATS_CACHE=$C2 CONF=$REC bash scripts/base-release.sh carry-out "$CAR" 2>&1) && grep -q 'carried step 20 of 30' <<<"$out" &&
+   [ -s "$CAR/base.ckpt" ] && [ -s "$CAR/base.log" ] && [ -s "$CAR/base.keytext" ] && [ -s "$CAR/commit" ]; then
+    ok carry_out_writes_checkpoint_log_and_key
+else fail carry_out_writes_checkpoint_log_and_key "$out; $(ls "$CAR" 2>&1)"; fi
+# another recipe's run: refused, one line naming the checkpoint
+printf 'include %s\nmodel.layer_norm_epsilon = 1e-5\n' "$REC" > "$T/other.conf"
+out=$(MATS_CACHE=$C3 CONF=$T/other.conf bash scripts/base-release.sh carry-in "$CAR" 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q "base.ckpt is of run $key" <<<"$out" && [ ! -d "$C3/train" ] &&
+    ok carry_in_refuses_another_runs_checkpoint || fail carry_in_refuses_another_runs_checkpoint "$out"
+if out=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-in "$CAR" 2>&1) && [ -s "$C3/train/$key.msgpack.ckpt" ] &&
+   MATS_CACHE=$C3 make --no-print-directory pretrain EXP="$REC" > "$T/resumed.out" 2>&1; then
+    if grep -q 'resuming .* from step 20' "$T/resumed.out" && cmp -s "$MATS_CACHE/train/$key.msgpack" "$C3/train/$key.msgpack"; then
+        ok carried_run_resumes_to_unbroken_bytes
+    else fail carried_run_resumes_to_unbroken_bytes "$(grep -c resuming "$T/resumed.out") resume lines; cmp: $(cmp "$MATS_CACHE/train/$key.msgpack" "$C3/train/$key.msgpack" 2>&1)"; fi
+    # the log: both tries' opening lines, the first try's before the resume
+    n=$(grep -c ' 30 steps of ' "$C3/train/$key.log")
+    first=$(grep -n -m1 ' 30 steps of ' "$C3/train/$key.log" | cut -d: -f1)
+    res=$(grep -n -m1 'resuming' "$C3/train/$key.log" | cut -d: -f1)
+    [ "$n" -eq 2 ] && [ -n "$res" ] && [ "$first" -lt "$res" ] && [ ! -e "$C3/train/$key.log.before" ] &&
+        ok resumed_log_keeps_the_first_try || fail resumed_log_keeps_the_first_try "$n opening lines, first at $first, resume at $res"
+else fail carried_run_resumes_to_unbroken_bytes "$out $(tail -3 "$T/resumed.out")"; fi
+out=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-out "$T/carry2" 2>&1)
+[ $? -ne 0 ] && grep -q 'is built' <<<"$out" && [ ! -e "$T/carry2" ] && ok carry_out_of_finished_run_refused ||
+    fail carry_out_of_finished_run_refused "$out"
+# installing the run that was carried removes the carry
+mkdir -p "$T/rel2" && cp -r "$CAR" "$T/rel2/carry"
+if out=$(RELEASE=$T/rel2 MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh install 2>&1) && [ ! -e "$T/rel2/carry" ] &&
+   cmp -s "$T/rel2/base.msgpack" "$REL/base.msgpack" && grep -q 'resuming' "$T/rel2/recipe/base.log"; then
+    ok install_of_carried_run_removes_carry
+else fail install_of_carried_run_removes_carry "$out"; fi

@@ -95,18 +95,20 @@ pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
 ## base-release   retrain the released base from its recipe (configs/experiments/base-release.conf) and compare it with release/
 BASE_RELEASE_CONF := configs/experiments/base-release.conf
+CARRY ?= release/carry
 base-release: all
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-auto $(CARRY)
 	@$(MAKE) pretrain EXP=$(BASE_RELEASE_CONF) MATS_CACHE=$(MATS_CACHE)
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh compare
 ## base-release-install  after make base-release: copy the rebuilt base and vocabulary into release/ with their recipe
 base-release-install: all
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh install
-## base-release-carry-out  a stopped, unfinished base-release run: its checkpoint, key text and log into release/carry, to commit (docs/base.md)
+## base-release-carry-out  a stopped, unfinished base-release run: its checkpoint, key text and log into release/carry (CARRY=), to commit (docs/base.md)
 base-release-carry-out: all
-	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-out
-## base-release-carry-in   on another machine: release/carry's checkpoint into the cache; then make base-release resumes it
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-out $(CARRY)
+## base-release-carry-in   on another machine: release/carry's (CARRY=) checkpoint into the cache; then make base-release resumes it
 base-release-carry-in: all
-	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-in
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-in $(CARRY)
 ## base-check     the released base and vocabulary verify, and their recorded recipe matches the configs
 base-check: all
 	@CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh check
@@ -484,6 +486,10 @@ wf-pretrain: $(A_$(BASE))
 	@echo "pretrain: $(A_pretrain)$(if $(DATA_RELEASE), (the released base, verified; make base-release retrains it))"
 	@$(if $(filter base,$(BASE)),echo "base: $(A_base)")
 
+# the span-corruption run's artifact, built or not (scripts/base-release.sh)
+wf-pretrain-path:
+	@echo "$(A_pretrain)"
+
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(mt_lines))" >> $(WF_DIR)/multitask-$(MODE).tsv
@@ -603,5 +609,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain cache-gc-list
+.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain wf-pretrain-path cache-gc-list
 endif

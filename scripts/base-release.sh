@@ -25,13 +25,16 @@
 #   scripts/base-release.sh carry-in [DIR]   on another machine: DIR's checkpoint
 #                                            into the cache, where `make
 #                                            base-release` resumes it
+#   scripts/base-release.sh carry-auto [DIR] carry-in if DIR holds this run's
+#                                            checkpoint (`make base-release`
+#                                            runs it first)
 #
 # carry-out and carry-in take a long CPU run across machines that keep
 # nothing but the repository (docs/base.md): the checkpoint is the train
 # stage's own (weights, optimizer state, counters), so the resumed run writes
 # the bytes of an unbroken one, provided the train binary is the same (its
-# digest is in the run's key; carry-in names the commit that built it).
-# `install` removes DIR once the run it carried is installed.
+# digest is in the run's key; carry-in names the commit to build).
+# `install` removes release/carry once the run it carried is installed.
 # The recipe is the chain prepare (corpus) -> vocab -> tokenize (corpus) ->
 # train (span corruption): release/recipe/<part>.key holds the canonical key
 # text of each run (stage, binary digest, every config value of its
@@ -191,69 +194,100 @@ install() {
     rm -rf "$tmp"
 }
 
-# The recipe's base run in this tree: its artifact path, from the key the
-# workflow gives it (the corpus tokens' key and this build's train digest;
-# nothing runs).
+# The recipe's base run in this tree: the artifact path the workflow gives
+# its span-corruption run (this build's binaries, CONF, DEVICE and
+# MATS_CPU_MATH as make sees them), built or not; nothing runs.
 run_out() {
-    local tok d k
-    tok=$(make --no-print-directory -s data-paths DATA_CONF="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" 2>/dev/null |
-        awk '$1 == "corpus" {print $2}')
-    [ -n "$tok" ] || die "cannot tell the base's run: 'make data-paths DATA_CONF=$CONF' names no corpus tokens"
-    d=$($KEY --file build/bin/train | cut -d' ' -f1)
-    mapfile -t a < <(key_args base "$d" "data=$(basename "$tok" .msgpack)")
-    k=$($KEY "${a[@]}") || die "cannot compute the base run's key"
-    echo "$(dirname "$(dirname "$tok")")/train/$k.msgpack"
+    local out
+    out=$(make --no-print-directory WF=1 DATA_KEYS=1 DATA_CONF="$CONF" EXP="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" \
+        wf-pretrain-path 2>&1) || die "cannot tell the base's run: $(tail -n 1 <<<"$out")"
+    case "$out" in */train/*.msgpack) ;; *) die "$CONF pretrains nothing here (its base is '$out'): carry and run need a recipe that trains one" ;; esac
+    echo "$out"
 }
-meta_of() { $ART show "$1" | sed -n "s/^ *\"$2\": \"*\([^\",]*\)\"*,*\$/\1/p" | head -n 1; }
+meta_of() { $ART show "$1" 2>/dev/null | sed -n "s/^ *\"$2\": \"*\([^\",]*\)\"*,*\$/\1/p" | head -n 1; }
 CARRY=$RELEASE/carry
+# the cache's lock of a run (scripts/run-stage.sh): held here while a carry
+# copies, so that no make trains it meanwhile
+lock_run() { # OUT
+    exec 9>"$1.lock" || die "cannot open $1.lock"
+    flock -n 9 || die "the run is training ($1.lock is held by its make): stop it first with SIGTERM to its train process, which checkpoints the step in progress"
+}
+# cp SRC DST through DST.tmp.<pid> (ignored by git, swept by cache-gc)
+copy_in() { { cp "$1" "$2.tmp.$$" && mv "$2.tmp.$$" "$2"; } || { rm -f "$2.tmp.$$"; die "cannot copy $1 to $2 (disk full?)"; }; }
 
 carry_out() {
-    local dir=${1:-$CARRY} out ck step steps
+    local dir=${1:-$CARRY} out ck step steps c others= rev
     out=$(run_out); ck=$out.ckpt
     [ -s "$out" ] && die "$out is built: the run is done, install it (make base-release-install) instead"
-    [ -s "$ck" ] || die "$ck: no checkpoint of this run to carry (start or resume it with 'make base-release', stop it with SIGTERM: it checkpoints the step in progress)"
-    if [ -e "$out.lock" ] && ! flock -n "$out.lock" true; then
-        die "the run is still training ($out.lock is held): stop it first with SIGTERM to its train process, which checkpoints the step in progress"
+    if [ ! -s "$ck" ]; then
+        for c in "$(dirname "$out")"/*.msgpack.ckpt; do
+            [ -e "$c" ] && others+=" $c (step $(meta_of "$c" step))"
+        done
+        [ -n "$others" ] && die "$ck: no checkpoint of this run (this build's train binary and $CONF), but the cache holds$others: runs of another build or recipe; carry them from the tree that started them"
+        die "$ck: no checkpoint of this run to carry (stop a running one with SIGTERM to its train process: it checkpoints the step in progress)"
     fi
+    lock_run "$out"
     $ART verify "$ck" >/dev/null || die "$ck does not verify: rerun 'make base-release' to go on from the checkpoint before it"
     [ "$(meta_of "$ck" run)" = "$(basename "$out" .msgpack)" ] || die "$ck belongs to another run"
     step=$(meta_of "$ck" step)
     steps=$($KEY --config "$CONF" --config "$PRE" --get train.steps)
-    mkdir -p "$dir"
-    cp "$ck" "$dir/base.ckpt.tmp" && mv "$dir/base.ckpt.tmp" "$dir/base.ckpt"
-    if [ -s "$out.keytext" ]; then cp "$out.keytext" "$dir/base.keytext"; else rm -f "$dir/base.keytext"; fi
-    cat "${out%.msgpack}.log.before" "${out%.msgpack}.log" 2>/dev/null > "$dir/base.log" || true
-    git rev-parse HEAD 2>/dev/null > "$dir/commit" || echo unknown > "$dir/commit"
-    echo "base-release: carried step $step of $steps of run $(basename "$out" .msgpack) into $dir ($(du -h "$dir/base.ckpt" | cut -f1)); built from commit $(cat "$dir/commit"). Commit $dir; on the next machine: scripts/base-release.sh carry-in, then make base-release"
+    rev=$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+    case "$rev" in *-dirty) echo "base-release: warning: the tree has uncommitted changes; the commit recorded ($rev) builds this train binary only if they leave its sources alone" >&2 ;; esac
+    mkdir -p "$dir" || die "cannot make $dir"
+    copy_in "$ck" "$dir/base.ckpt"
+    [ -s "$out.keytext" ] && copy_in "$out.keytext" "$dir/base.keytext"
+    [ -s "$out.keytext" ] || rm -f "$dir/base.keytext"
+    { if [ -e "${out%.msgpack}.log.before" ]; then cat "${out%.msgpack}.log.before"; fi
+      if [ -e "${out%.msgpack}.log" ]; then cat "${out%.msgpack}.log"; fi; } > "$dir/base.log.tmp.$$" &&
+        mv "$dir/base.log.tmp.$$" "$dir/base.log" || die "cannot write $dir/base.log"
+    echo "$rev" > "$dir/commit" || die "cannot write $dir/commit"
+    echo "base-release: carried step $step of $steps of run $(basename "$out" .msgpack) into $dir ($(du -h "$dir/base.ckpt" | cut -f1), the train binary of commit $rev). Commit $dir; on the next machine, in a checkout of that commit: make base-release-carry-in, then make base-release"
 }
 
 carry_in() {
-    local dir=${1:-$CARRY} out ck run want have d
+    local dir=${1:-$CARRY} out ck run want have d c tk
     [ -s "$dir/base.ckpt" ] || die "$dir/base.ckpt: no carried checkpoint (scripts/base-release.sh carry-out makes one)"
     $ART verify "$dir/base.ckpt" >/dev/null || die "$dir/base.ckpt does not verify: restore it with 'git checkout -- $dir'"
     out=$(run_out); ck=$out.ckpt
     run=$(meta_of "$dir/base.ckpt" run); want=$(basename "$out" .msgpack)
     if [ "$run" != "$want" ]; then
         d=$($KEY --file build/bin/train | cut -d' ' -f1)
-        have=$(field binary "$dir/base.keytext" 2>/dev/null)
+        have=$(field binary "$dir/base.keytext" 2>/dev/null || true)
+        c=$(git log -1 --format=%h -- "$dir" 2>/dev/null || true)
         if [ -n "$have" ] && [ "$have" != "$d" ]; then
-            die "$dir/base.ckpt is of run $run, started by a train binary of digest $have; this build's is $d, so its run is $want: resume from a worktree of commit $(cat "$dir/commit" 2>/dev/null || echo '(unrecorded)') (git worktree add ../base COMMIT; make there)"
+            die "$dir/base.ckpt is of run $run, started by a train binary of digest $have; this build's is $d (run $want): build the sources it came from, commit $(cat "$dir/commit" 2>/dev/null || echo '(unrecorded)')${c:+ (or $c, which committed $dir)}, with this compiler: git worktree add ../base ${c:-COMMIT} && cd ../base && make base-release-carry-in"
         fi
-        die "$dir/base.ckpt is of run $run; $CONF makes run $want here: the recipe changed since (compare $dir/base.keytext with 'make -n pretrain EXP=$CONF')"
+        tk=$(make --no-print-directory -s data-paths DATA_CONF="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" 2>/dev/null | awk '$1 == "corpus" {print $2}' || true)
+        mapfile -t a < <(key_args base "$d" "data=$(basename "$tk" .msgpack)")
+        c=$(diff <(cat "$dir/base.keytext" 2>/dev/null) <($KEY "${a[@]}" --text 2>/dev/null) | sed -n 's/^[<>] //p' | head -n 4 | tr '\n' ';' || true)
+        die "$dir/base.ckpt is of run $run; $CONF makes run $want here, so the recipe or its data changed since${c:+ (carried against now: $c)}"
     fi
     [ -s "$out" ] && die "$out is already built: nothing to resume"
-    if [ -s "$ck" ] && [ "$(meta_of "$ck" step)" -ge "$(meta_of "$dir/base.ckpt" step)" ]; then
+    mkdir -p "$(dirname "$out")" || die "cannot make $(dirname "$out")"
+    lock_run "$out"
+    if [ -s "$ck" ] && $ART verify "$ck" >/dev/null 2>&1 && [ "$(meta_of "$ck" step)" -ge "$(meta_of "$dir/base.ckpt" step)" ]; then
         echo "base-release: $ck is at step $(meta_of "$ck" step), not behind the carried step $(meta_of "$dir/base.ckpt" step): kept"
         return 0
     fi
-    mkdir -p "$(dirname "$out")"
-    cp "$dir/base.ckpt" "$ck.tmp" && mv "$ck.tmp" "$ck"
+    copy_in "$dir/base.ckpt" "$ck"
     rm -f "${out%.msgpack}.log.before"
-    if [ -s "$dir/base.log" ]; then cp "$dir/base.log" "${out%.msgpack}.log"; fi
+    if [ -s "$dir/base.log" ]; then copy_in "$dir/base.log" "${out%.msgpack}.log"; fi
     echo "base-release: $ck holds step $(meta_of "$ck" step) of run $want: 'make base-release' resumes it"
 }
 
-# After an install: the carried run is done when the installed base is its artifact.
+# Before `make base-release`: a carried checkpoint of this very run goes into
+# the cache (carry_in); one of another run is named and left alone.
+carry_auto() {
+    local dir=${1:-$CARRY} out run
+    [ -s "$dir/base.ckpt" ] || return 0
+    out=$(run_out); run=$(meta_of "$dir/base.ckpt" run)
+    [ -s "$out" ] && return 0
+    if [ "$run" = "$(basename "$out" .msgpack)" ]; then carry_in "$dir"
+    else echo "base-release: $dir holds a checkpoint of run ${run:-(unreadable)}, not of this recipe's run $(basename "$out" .msgpack): left alone (make base-release-carry-in says why)"; fi
+}
+
+# After an install: the carried run (release/carry) is done when the
+# installed base is its artifact.
 carry_done() {
     [ -s "$CARRY/base.ckpt" ] || return 0
     if [ "$(meta_of "$CARRY/base.ckpt" run)" = "$($ART key "$RELEASE/base.msgpack")" ]; then
@@ -272,6 +306,7 @@ run) out=$(run_out); echo "$out"
     else echo "base-release: not started" >&2; fi ;;
 carry-out) [ $# -le 2 ] || die "carry-out [DIR]"; carry_out "${2:-}" ;;
 carry-in) [ $# -le 2 ] || die "carry-in [DIR]"; carry_in "${2:-}" ;;
+carry-auto) [ $# -le 2 ] || die "carry-auto [DIR]"; carry_auto "${2:-}" ;;
 stage-data) [ $# -eq 4 ] || die "stage-data DIR VOCAB.msgpack TOKENS-KEY"; stage_data "$2" "$3" "$4" ;;
 install-from) [ $# -eq 2 ] || die "install-from DIR"; install_dir "$2" ;;
 *) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]" >&2; exit 2 ;;

@@ -53,7 +53,9 @@ for f in "$cache"/*/*.msgpack "$cache"/*/*.tmp.* "$cache"/*/*.msgpack.ckpt; do
     fi
     s=$(stat -c %s "$f"); bytes=$((bytes + s)); n=$((n + 1))
     rm -f "$f"
-    [[ $f == *.msgpack ]] && rm -f "${f%.msgpack}.log" "${f%.msgpack}.key" "$f.ckpt" "$f.keytext"
+    [[ $f == *.msgpack ]] && rm -f "${f%.msgpack}.log" "${f%.msgpack}.log.before" "${f%.msgpack}.key" "$f.ckpt" "$f.keytext"
+    # an unfinished run's checkpoint: its log and key text too
+    [[ $f == *.msgpack.ckpt ]] && rm -f "${f%.msgpack.ckpt}.log" "${f%.msgpack.ckpt}.log.before" "${f%.ckpt}.keytext"
 done
 # stage locks (scripts/run-stage.sh) left by a killed make: those nobody holds
 for f in "$cache"/*/*.lock; do

@@ -7,9 +7,11 @@
 # KEYTEXT is a file holding the canonical key text (or -); it is kept beside
 # the artifact (OUT with .key) and as the slot's last-built key (make explain).
 # Every run is appended to $MATS_RUN_LOG when set (the workflow tests read it).
-# A run that resumes from its checkpoint (train's OUT.ckpt) keeps the log of
-# the tries before it: each try's log is set aside in OUT's .log.before when
-# the next starts, and put before the last try's log when the run ends.
+# A run that resumes from its checkpoint (train's OUT.ckpt, or OUT.model.msgpack.ckpt
+# for an optimizer Fisher's run) keeps the log of the tries before it: each
+# try's log is set aside in OUT's .log.before when the next starts, and put
+# before the last try's log when the run ends, if that try resumed (train's
+# "resuming" line); a try that started afresh drops them.
 #
 # Executors (docs/cluster.md). MATS_EXECUTOR=local (the default) runs
 # COMMAND here. MATS_EXECUTOR=slurm runs it as one Slurm job through srun,
@@ -119,8 +121,11 @@ record() {  # STATUS RUN_S WALL_S NODE JOB
         "$slot" "$stage" "$key" "$2" "$3" "$1" "$executor" "$4" "$5" >> "$f"
 }
 
-if [ -e "$out.ckpt" ]; then
-    if [ -s "$base.log" ]; then cat "$base.log" >> "$base.log.before" || exit 1; fi
+if [ -e "$out.ckpt" ] || [ -e "$base.model.msgpack.ckpt" ]; then
+    if [ -s "$base.log" ] && ! cat "$base.log" >> "$base.log.before"; then
+        echo "run-stage: cannot set the last try's log aside in $base.log.before (disk full?)" >&2
+        exit 1
+    fi
 else
     rm -f "$base.log.before"
 fi
@@ -218,7 +223,14 @@ if [ $rc -ne 0 ] || [ ! -s "$out" ]; then
     exit 1
 fi
 if [ -e "$base.log.before" ]; then
-    cat "$base.log.before" "$base.log" > "$base.log.tmp" && mv "$base.log.tmp" "$base.log" && rm -f "$base.log.before"
+    if ! grep -q 'resuming .* from step' "$base.log"; then
+        rm -f "$base.log.before"
+    elif { cat "$base.log.before" "$base.log" > "$base.log.tmp.$$" && mv "$base.log.tmp.$$" "$base.log"; }; then
+        rm -f "$base.log.before"
+    else
+        rm -f "$base.log.tmp.$$"
+        echo "run-stage: could not join the earlier tries' log $base.log.before to $base.log; both are kept" >&2
+    fi
 fi
 if [ "$keytext" != - ]; then
     cp "$keytext" "$base.key"

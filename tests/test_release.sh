@@ -105,7 +105,33 @@ printf 'include %s\nmodel.layer_norm_epsilon = 1e-5\n' "$REC" > "$T/other.conf"
 out=$(MATS_CACHE=$C3 CONF=$T/other.conf bash scripts/base-release.sh carry-in "$CAR" 2>&1)
 [ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q "base.ckpt is of run $key" <<<"$out" && [ ! -d "$C3/train" ] &&
     ok carry_in_refuses_another_runs_checkpoint || fail carry_in_refuses_another_runs_checkpoint "$out"
+# ... and when the carried key text is gone or names another train binary
+cp -r "$CAR" "$T/carry-nokey" && rm "$T/carry-nokey/base.keytext"
+out=$(MATS_CACHE=$C3 CONF=$T/other.conf bash scripts/base-release.sh carry-in "$T/carry-nokey" 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'recipe or its data changed' <<<"$out" &&
+    ok carry_in_without_key_text_says_why || fail carry_in_without_key_text_says_why "$out"
+cp -r "$CAR" "$T/carry-bin" && sed -i 's/^binary .*/binary 0123456789abcdef0123456789abcdef/' "$T/carry-bin/base.keytext"
+out=$(MATS_CACHE=$C3 CONF=$T/other.conf bash scripts/base-release.sh carry-in "$T/carry-bin" 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'train binary of digest 0123456789abcdef0123456789abcdef' <<<"$out" &&
+    grep -q 'git worktree add' <<<"$out" && ok carry_in_names_the_binary_to_build || fail carry_in_names_the_binary_to_build "$out"
+# a make that holds the run's lock (training it): neither carry touches it
+# (the lock on a descriptor of this shell: the carries open their own)
+mkdir -p "$C3/train"
+exec 8>"$C3/train/$key.msgpack.lock"; flock 8
+out=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-in "$CAR" 2>&1)
+[ $? -ne 0 ] && grep -q 'is held' <<<"$out" && [ ! -e "$C3/train/$key.msgpack.ckpt" ] && ok carry_in_refuses_while_training ||
+    fail carry_in_refuses_while_training "$out"
+exec 8>&-
+exec 8>"$C2/train/$key.msgpack.lock"; flock 8
+out=$(MATS_CACHE=$C2 CONF=$REC bash scripts/base-release.sh carry-out "$T/carry-held" 2>&1)
+[ $? -ne 0 ] && grep -q 'is held' <<<"$out" && [ ! -e "$T/carry-held/base.ckpt" ] && ok carry_out_refuses_while_training ||
+    fail carry_out_refuses_while_training "$out"
+exec 8>&-
+out=$(MATS_CACHE=$C2 CONF=$REC bash scripts/base-release.sh run 2>&1 >/dev/null)
+[ "$out" = "base-release: checkpoint of step 20 of 30" ] && ok release_run_names_the_checkpoints_step ||
+    fail release_run_names_the_checkpoints_step "$out"
 if out=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-in "$CAR" 2>&1) && [ -s "$C3/train/$key.msgpack.ckpt" ] &&
+   out2=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-in "$CAR" 2>&1) && grep -q 'kept' <<<"$out2" &&
    MATS_CACHE=$C3 make --no-print-directory pretrain EXP="$REC" > "$T/resumed.out" 2>&1; then
     if grep -q 'resuming .* from step 20' "$T/resumed.out" && cmp -s "$MATS_CACHE/train/$key.msgpack" "$C3/train/$key.msgpack"; then
         ok carried_run_resumes_to_unbroken_bytes
@@ -120,7 +146,13 @@ else fail carried_run_resumes_to_unbroken_bytes "$out $(tail -3 "$T/resumed.out"
 out=$(MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh carry-out "$T/carry2" 2>&1)
 [ $? -ne 0 ] && grep -q 'is built' <<<"$out" && [ ! -e "$T/carry2" ] && ok carry_out_of_finished_run_refused ||
     fail carry_out_of_finished_run_refused "$out"
-# installing the run that was carried removes the carry
+# installing another run leaves the carry alone; installing the run that
+# was carried removes it
+mkdir -p "$T/rel3" && cp -r "$CAR" "$T/rel3/carry"
+if MATS_CACHE=$C3 make --no-print-directory pretrain EXP="$T/other.conf" > "$T/other.out" 2>&1 &&
+   out=$(RELEASE=$T/rel3 MATS_CACHE=$C3 CONF=$T/other.conf bash scripts/base-release.sh install 2>&1) && [ -s "$T/rel3/carry/base.ckpt" ]; then
+    ok install_of_another_run_keeps_carry
+else fail install_of_another_run_keeps_carry "$out $(tail -2 "$T/other.out")"; fi
 mkdir -p "$T/rel2" && cp -r "$CAR" "$T/rel2/carry"
 if out=$(RELEASE=$T/rel2 MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh install 2>&1) && [ ! -e "$T/rel2/carry" ] &&
    cmp -s "$T/rel2/base.msgpack" "$REL/base.msgpack" && grep -q 'resuming' "$T/rel2/recipe/base.log"; then

@@ -211,6 +211,8 @@ CARRY=$RELEASE/carry
 lock_run() { # OUT
     exec 9>"$1.lock" || die "cannot open $1.lock"
     flock -n 9 || die "the run is training ($1.lock is held by its make): stop it first with SIGTERM to its train process, which checkpoints the step in progress"
+    [ "$(stat -c %d:%i "$1.lock" 2>/dev/null)" = "$(stat -L -c %d:%i /proc/$$/fd/9 2>/dev/null)" ] ||
+        die "$1.lock was replaced while it was taken (a make starting the run?): try again"
 }
 # cp SRC DST through DST.tmp.<pid> (ignored by git, swept by cache-gc)
 copy_in() { { cp "$1" "$2.tmp.$$" && mv "$2.tmp.$$" "$2"; } || { rm -f "$2.tmp.$$"; die "cannot copy $1 to $2 (disk full?)"; }; }

@@ -100,14 +100,20 @@ mkdir -p "$(dirname "$out")"
 # terminals) run its stage once: the second waits for the first and then
 # finds the artifact built.
 # (The lock file goes when its holder ends; a make that still waits on it
-# then finds the artifact, or, after a failure, runs the stage itself.)
+# then finds the artifact, or, after a failure, runs the stage itself. A
+# lock won on a file its holder has just removed is taken again on the file
+# now there, so that a third make, which opens a new one, cannot run the
+# stage beside it.)
 # The lock is taken here, where make runs, also for Slurm jobs: one
 # controlling make needs no lock that works across nodes (docs/cluster.md).
-exec 9>"$out.lock"
-if ! lockerr=$(flock 9 2>&1); then
-    echo "run-stage: cannot lock $out.lock (${lockerr:-flock failed}): put MATS_CACHE on a filesystem with flock (Lustre: mount with -o flock or -o localflock; docs/cluster.md)" >&2
-    exit 1
-fi
+while :; do
+    exec 9>"$out.lock"
+    if ! lockerr=$(flock 9 2>&1); then
+        echo "run-stage: cannot lock $out.lock (${lockerr:-flock failed}): put MATS_CACHE on a filesystem with flock (Lustre: mount with -o flock or -o localflock; docs/cluster.md)" >&2
+        exit 1
+    fi
+    [ "$(stat -c %d:%i "$out.lock" 2>/dev/null)" = "$(stat -L -c %d:%i /proc/$$/fd/9 2>/dev/null)" ] && break
+done
 trap 'rm -f "$out.lock"' EXIT
 if [ -s "$out" ]; then
     printf '[%s] hit   %-28s %s/%s (built by another make)\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2

@@ -123,6 +123,17 @@ modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1))
 report: wf-data
 	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
+## report-part    make report for SEEDS= and REPORT_MODES= alone, each mode and seed's numbers kept in docs/results-parts/ (other EXP: reports/parts-EXP/) for report-join
+# (a report whose stages span machines that share no cache: each part
+# carries the numbers of its evaluations, not their artifacts; docs/usage.md)
+report-part: wf-data
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
+	  $(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-resolve &&) true
+## report-join    the report from the parts report-part kept, every mode and seed of them; no stage runs
+report-join:
+	@$(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_JOIN=1 \
+	  REPORT_MODES="$(foreach m,$(REPORT_MODES),$(if $(wildcard $(REPORT_PARTS_DIR)/$(m)-s*.tsv),$(m)))" wf-report
+REPORT_PARTS_DIR = $(if $(filter default,$(EXP_NAME)),docs/results-parts,reports/parts-$(EXP_NAME))
 ## optfisher-compare  the optimizer Fisher against the Fisher pass for EXP's MODE task models: per-tensor Pearson r, and the fisher merge with each source
 # Two sub-makes build the fisher merge with each source, the optimizer's
 # first (on a cold cache the fine-tunes then write their Fishers as they
@@ -142,7 +153,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-release-carry-out base-release-carry-in base-check report explain cache-gc wf-check wf-build wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-release-carry-out base-release-carry-in base-check report report-part report-join explain cache-gc wf-check wf-build wf-data
 
 ifeq ($(WF),1)
 # ------------------------------------------------------------------ keys
@@ -582,10 +593,23 @@ wf-report-part: wf-best $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
+# a mode's manifest resolved (build/bin/report --resolve) and cut into one
+# part per seed, each with the majority line, for report-join
+wf-report-resolve: | $(WF_DIR)/
+	@mkdir -p $(REPORT_PARTS_DIR)
+	@build/bin/report --manifest $(WF_DIR)/report-$(MODE).tsv --resolve $(WF_DIR)/report-$(MODE).resolved.tsv
+	@$(foreach s,$(WF_SEEDS),awk -F '\t' '/^#/ || $$3 == "-" || $$3 == "$(s)"' $(WF_DIR)/report-$(MODE).resolved.tsv > $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv.tmp.$$$$ && \
+	  mv $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv.tmp.$$$$ $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv && echo "report part: $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv" &&) true
 RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/results-$(EXP_NAME).md)
+# the manifests wf-report joins: each mode's (make report), or every part
+# that report-part kept, mode by mode, seed by seed (REPORT_JOIN=1), each
+# line once (a part repeats its mode's majority line)
+report_inputs = $(foreach m,$(or $(REPORT_MODES),ia3 full),$(if $(REPORT_JOIN),$(shell ls $(REPORT_PARTS_DIR)/$(m)-s*.tsv 2>/dev/null | sort -V),$(WF_DIR)/report-$(m).tsv))
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
-	@cat $(foreach m,$(or $(REPORT_MODES),ia3 full),$(WF_DIR)/report-$(m).tsv) > $(WF_DIR)/report.tsv
+	@$(if $(strip $(report_inputs)),,echo "no report parts in $(REPORT_PARTS_DIR): make report-part first" >&2; exit 1)
+	@$(if $(REPORT_JOIN),echo "report-join: $(report_inputs)")
+	@awk '!seen[$$0]++' $(report_inputs) > $(WF_DIR)/report.tsv
 	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) \
 	  --title "$(EXP_NAME): every merge method, $(if $(filter 2,$(words $(or $(REPORT_MODES),ia3 full))),IA3 and full fine-tuning,$(or $(REPORT_MODES),ia3 full) only)"
 	@cat $(RESULTS_MD)
@@ -609,5 +633,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report wf-explain wf-pretrain-path cache-gc-list
+.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
 endif

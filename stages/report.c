@@ -14,7 +14,18 @@
  *           the points of the validation-accuracy-against-lambda plot
  *   LAMBDA  the merge lambda, or "-"
  *   PATH    a `metrics` artifact; for ROW "majority", the test `tokens`
- *           artifacts of the tasks (the majority class's share of each)
+ *           artifacts of the tasks (the majority class's share of each);
+ *           or, in a resolved manifest, "=" and what report reads from them:
+ *           =single=N;key=K[+K...];TASK=ACC;TASK=ACC... (N: tasks predicted
+ *           as one class, -1 unknown; K: the artifacts' keys, for the record;
+ *           ACC: the accuracy, to the last bit)
+ *
+ *   report --manifest FILE --resolve OUT.tsv
+ *
+ * writes the manifest resolved: each line with its artifacts' numbers in
+ * place of their paths, so that it reports the same without them (the parts
+ * of a report made on machines that do not share a cache, joined by the
+ * workflow's `make report-join`).
  *
  *   report --argmax LAMBDA=METRICS [LAMBDA=METRICS...]
  *
@@ -30,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "art.h"
 #include "common.h"
@@ -45,6 +57,7 @@ typedef struct {
     double acc[MAXT];   /* NAN where the task is absent */
     double avg;
     int single;         /* tasks predicted as a single class (-1 unknown) */
+    char src[1024];     /* the keys of the artifacts read, '+'-joined (--resolve) */
 } result;
 
 static char tasks[MAXT][64];
@@ -82,9 +95,15 @@ static int single_class_tasks(const art_file *a) {
     return single;
 }
 
+static void add_src(result *r, const art_file *a) {
+    size_t n = strlen(r->src);
+    snprintf(r->src + n, sizeof r->src - n, "%s%s", n ? "+" : "", a->key[0] ? a->key : "-");
+}
+
 static void load_metrics(result *r, const char *path) {
     art_file *a = art_open(path, "metrics");
     if (!a) die("%s", mc_error());
+    add_src(r, a);
     const mc_val *acc = val_get(a->meta, "accuracy");
     if (!acc || acc->type != VAL_MAP || acc->v.c.n == 0)
         die("%s: metrics artifact has no meta.accuracy map", path);
@@ -103,6 +122,7 @@ static void load_majority(result *r, char *paths) {
     for (char *p = strtok(paths, ","); p; p = strtok(NULL, ",")) {
         art_file *a = art_open(p, "tokens");
         if (!a) die("%s", mc_error());
+        add_src(r, a);
         const art_tensor *lab = art_find(a, "label");
         const art_tensor *off = art_find(a, "example_choices");
         const char *task = val_get_str(a->meta, "task", NULL);
@@ -119,6 +139,61 @@ static void load_majority(result *r, char *paths) {
         art_close(a);
     }
     r->single = -1;
+}
+
+/* A resolved line's numbers (after its '='): single=N;key=K;TASK=ACC;... */
+static void load_resolved(result *r, char *spec, const char *manifest, int lineno) {
+    int have_single = 0;
+    for (char *item = strtok(spec, ";"); item; item = strtok(NULL, ";")) {
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item) die("%s:%d: resolved entry '%s' is not NAME=VALUE", manifest, lineno, item);
+        *eq = 0;
+        const char *v = eq + 1;
+        if (!strcmp(item, "key")) {
+            snprintf(r->src, sizeof r->src, "%s", v);
+        } else if (!strcmp(item, "single")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < -1 || n > MAXT) die("%s:%d: single=%s is not a task count", manifest, lineno, v);
+            r->single = (int)n, have_single = 1;
+        } else {
+            double x;
+            if (opts_parse_float(v, 0, 0, 0, &x) < 0 || !(x >= 0 && x <= 1))
+                die("%s:%d: accuracy '%s' of task '%s' is not in [0, 1]", manifest, lineno, v, item);
+            int t = task_index(item);
+            if (!isnan(r->acc[t])) die("%s:%d: task '%s' given twice", manifest, lineno, item);
+            r->acc[t] = x;
+        }
+    }
+    if (!have_single) die("%s:%d: a resolved line needs single=N", manifest, lineno);
+}
+
+/* The manifest's lines with their numbers (report --resolve). */
+static void write_resolved(const char *out, const result *rs, int nr) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) die("%s: cannot write", tmp);
+    fprintf(f, "# resolved by report --resolve: GROUP ROW SEED SPLIT LAMBDA =single=N;key=K;TASK=ACC...\n");
+    for (int i = 0; i < nr; i++) {
+        const result *r = &rs[i];
+        fprintf(f, "%s\t%s\t%s\t%s\t", r->group, r->row, r->seed, r->split);
+        if (isnan(r->lambda)) fprintf(f, "-");
+        else fprintf(f, "%.17g", r->lambda);
+        fprintf(f, "\t=single=%d;key=%s", r->single, r->src[0] ? r->src : "-");
+        for (int t = 0; t < ntasks; t++) {
+            if (isnan(r->acc[t])) continue;
+            if (strpbrk(tasks[t], "=;\t "))
+                die("task name '%s' holds one of '=', ';', a tab or a space: a resolved manifest cannot carry it", tasks[t]);
+            fprintf(f, ";%s=%.17g", tasks[t], r->acc[t]);
+        }
+        fprintf(f, "\n");
+    }
+    if (fclose(f) != 0 || rename(tmp, out) != 0) {
+        unlink(tmp);
+        die("%s: write failed", out);
+    }
+    fprintf(stderr, "report: resolved %d lines into %s\n", nr, out);
 }
 
 static double row_avg(const result *r) {
@@ -294,7 +369,7 @@ static void plot_run(FILE *md, const char *gp, const char *alt, const char *grou
 
 int main(int argc, char **argv) {
     mc_set_progname(argv[0]);
-    const char *manifest = NULL, *out = NULL, *title;
+    const char *manifest = NULL, *out = NULL, *title, *resolve = NULL;
     int no_plots = 0, argmax_mode = 0;
     opt_list pairs = {0};
     opt_spec rows[] = {
@@ -304,27 +379,33 @@ int main(int argc, char **argv) {
          .help = "the Markdown tables (plots beside it)"},
         {.name = "--title", .kind = OPT_STR, .dst = &title, .arg = "T", .def = "Results", .help = "the page's title"},
         {.name = "--no-plots", .kind = OPT_FLAG, .dst = &no_plots, .help = "write the tables only"},
+        {.name = "--resolve", .kind = OPT_STR, .dst = &resolve, .arg = "OUT.tsv", .flags = OPT_OUTPUT,
+         .help = "instead of -o: the manifest with each line's numbers in place of its paths"},
         {.name = "--argmax", .kind = OPT_FLAG, .dst = &argmax_mode,
          .help = "print the LAMBDA whose metrics have the best meta.average (the first on ties)"},
         {.name = "LAMBDA=METRICS", .kind = OPT_LIST, .dst = &pairs, .help = "--argmax: a lambda and its metrics artifact"},
         {0}};
     const opt_prog prog = {.name = "report", .opts = rows,
                            .usage = "report --manifest FILE -o OUT.md [--title T] [--no-plots]\n"
+                                    "       report --manifest FILE --resolve OUT.tsv\n"
                                     "       report --argmax LAMBDA=METRICS..."};
     opts_parse(&prog, argc - 1, argv + 1);
     if (argmax_mode) {
         if (!pairs.n) die("--argmax needs LAMBDA=METRICS arguments (see report --help)");
-        if (manifest || out) die("--argmax only prints: drop --manifest and -o");
+        if (manifest || out || resolve) die("--argmax only prints: drop --manifest, -o and --resolve");
         return argmax(&pairs);
     }
     if (pairs.n) die("unexpected argument '%s' (LAMBDA=METRICS pairs go with --argmax)", pairs.v[0]);
-    if (!manifest || !out) die("give --manifest FILE and -o OUT.md (see report --help)");
+    if (out && resolve) die("give -o OUT.md or --resolve OUT.tsv, not both");
+    if (!manifest || !(out || resolve)) die("give --manifest FILE and -o OUT.md or --resolve OUT.tsv (see report --help)");
+    if (!out) out = resolve;
     int plots = !no_plots;
     double t0 = mc_now();
     FILE *mf = fopen(manifest, "r");
     if (!mf) die("%s: cannot open the manifest", manifest);
     result *rs = NULL;
     char **rpaths = NULL;
+    int *rlines = NULL; /* each result's manifest line */
     int nr = 0, cap = 0, lineno = 0;
     char line[16384];
     while (fgets(line, sizeof line, mf)) {
@@ -348,6 +429,8 @@ int main(int argc, char **argv) {
             rpaths = reallocCheck(rpaths, cap * sizeof(char *));
         }
         result *r = &rs[nr];
+        rlines = reallocCheck(rlines, cap * sizeof(int));
+        rlines[nr] = lineno;
         rpaths[nr++] = strdupCheck(f[5]);
         memset(r, 0, sizeof *r);
         for (int t = 0; t < MAXT; t++) r->acc[t] = NAN;
@@ -368,6 +451,7 @@ int main(int argc, char **argv) {
     int nin = 0;
     in[nin++] = (opt_input){"--manifest", manifest, 0};
     for (int i = 0; i < nr; i++) {
+        if (rpaths[i][0] == '=') continue; /* resolved: no file */
         char *first = strdupCheck(rpaths[i]);
         for (char *p = strtok(first, ","); p; p = strtok(NULL, ",")) {
             in = reallocCheck(in, sizeof(opt_input) * (size_t)(nin + 1));
@@ -375,15 +459,21 @@ int main(int argc, char **argv) {
         }
         free(first);
     }
-    if (opts_check_output("-o", out, 0, in, nin) < 0) die("%s", mc_error());
+    if (opts_check_output(resolve ? "--resolve" : "-o", out, 0, in, nin) < 0) die("%s", mc_error());
     for (int i = 1; i < nin; i++) free((char *)in[i].path);
     free(in);
     for (int i = 0; i < nr; i++) {
-        if (!strcmp(rs[i].row, "majority")) load_majority(&rs[i], rpaths[i]);
+        if (rpaths[i][0] == '=') load_resolved(&rs[i], rpaths[i] + 1, manifest, rlines[i]);
+        else if (!strcmp(rs[i].row, "majority")) load_majority(&rs[i], rpaths[i]);
         else load_metrics(&rs[i], rpaths[i]);
         free(rpaths[i]);
     }
-    free(rpaths);
+    free(rpaths), free(rlines);
+    if (resolve) {
+        write_resolved(resolve, rs, nr);
+        free(rs);
+        return 0;
+    }
     /* Lines of the same group, row, seed, split and lambda are one result:
      * e.g. the individual models, one metrics file per task. */
     int nm = 0;

@@ -193,6 +193,40 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
    [ "$(grep -c '^| mats |' reports/results-wftest.md)" -eq 2 ] && [ "$(grep -c '^| regmean |' reports/results-wftest.md)" -eq 1 ]; then
     ok report_both_modes_partial_first
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
+
+# a report in parts (machines that share no cache): report-part per seed
+# keeps each mode and seed's numbers; report-join, on an empty cache, writes
+# the report make report wrote, to the byte, tables, plot data and PNGs
+mkdir -p "$T/whole" && cp reports/results-wftest.md reports/results-wftest-* "$T/whole/"
+rm -rf reports/parts-wftest
+: > "$T/ran"
+if MATS_RUN_LOG=$T/ran MATS_CACHE=$A make --no-print-directory report-part EXP="$EXPF" SEEDS=1 > "$T/part1.out" 2>&1 &&
+   MATS_CACHE=$A make --no-print-directory report-part EXP="$EXPF" SEEDS=2 > "$T/part2.out" 2>&1 &&
+   [ ! -s "$T/ran" ] && [ "$(ls reports/parts-wftest | tr '\n' ' ')" = "full-s1.tsv full-s2.tsv ia3-s1.tsv ia3-s2.tsv " ]; then
+    ok report_part_keeps_mode_and_seed_numbers
+else fail report_part_keeps_mode_and_seed_numbers "ran: $(wc -l < "$T/ran"); $(ls reports/parts-wftest 2>&1 | tr '\n' ' ') $(tail -3 "$T/part1.out")"; fi
+rm -f reports/results-wftest.md reports/results-wftest-*
+if MATS_CACHE=$T/no-cache make --no-print-directory report-join EXP="$EXPF" > "$T/join.out" 2>&1 && [ ! -e "$T/no-cache/train" ]; then
+    d=0
+    for f in "$T"/whole/*; do cmp -s "$f" "reports/$(basename "$f")" || { d=$((d + 1)); echo "  differs: $(basename "$f")"; }; done
+    [ $d -eq 0 ] && ok report_join_is_the_whole_report_to_the_byte || fail report_join_is_the_whole_report_to_the_byte "$d files differ"
+else fail report_join_is_the_whole_report_to_the_byte "$(tail -3 "$T/join.out")"; fi
+# a part whose number disagrees with another's for the same result: refused
+cp reports/parts-wftest/ia3-s2.tsv "$T/ia3-s2.keep"
+grep -P '\tindividual\t1\t' reports/parts-wftest/ia3-s1.tsv | head -n 1 | sed -E 's/=[0-9.e-]+$/=0.123/' >> reports/parts-wftest/ia3-s2.tsv
+out=$(MATS_CACHE=$T/no-cache make --no-print-directory report-join EXP="$EXPF" 2>&1)
+[ $? -ne 0 ] && grep -q 'listed twice' <<<"$out" && ok report_join_refuses_conflicting_parts ||
+    fail report_join_refuses_conflicting_parts "$(tail -2 <<<"$out")"
+cp "$T/ia3-s2.keep" reports/parts-wftest/ia3-s2.tsv
+# a resolved number out of range: one line naming the part and its line
+sed -i -E '/\tindividual\t/{s/=[0-9.e-]+$/=1.5/}' reports/parts-wftest/ia3-s2.tsv
+out=$(MATS_CACHE=$T/no-cache make --no-print-directory report-join EXP="$EXPF" 2>&1)
+[ $? -ne 0 ] && grep -q 'report.tsv:[0-9]*: accuracy .1.5. of task' <<<"$out" && ok report_join_refuses_bad_numbers ||
+    fail report_join_refuses_bad_numbers "$(tail -2 <<<"$out")"
+rm -rf reports/parts-wftest
+out=$(MATS_CACHE=$T/no-cache make --no-print-directory report-join EXP="$EXPF" 2>&1)
+[ $? -ne 0 ] && grep -q 'no report parts in reports/parts-wftest: make report-part first' <<<"$out" && ok report_join_without_parts_says_so ||
+    fail report_join_without_parts_says_so "$(tail -2 <<<"$out")"
 rm -f reports/results-wftest.md reports/results-wftest-*
 
 # exp.lambda_grid.METHOD: that method's sweep runs its own grid (here one

@@ -598,7 +598,8 @@ wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR
 wf-report-resolve: | $(WF_DIR)/
 	@mkdir -p $(REPORT_PARTS_DIR)
 	@build/bin/report --manifest $(WF_DIR)/report-$(MODE).tsv --resolve $(WF_DIR)/report-$(MODE).resolved.tsv
-	@$(foreach s,$(WF_SEEDS),awk -F '\t' '/^#/ || $$3 == "-" || $$3 == "$(s)"' $(WF_DIR)/report-$(MODE).resolved.tsv > $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv.tmp.$$$$ && \
+	@$(foreach s,$(WF_SEEDS),{ echo "# made at commit $$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"; \
+	  awk -F '\t' '/^#/ || $$3 == "-" || $$3 == "$(s)"' $(WF_DIR)/report-$(MODE).resolved.tsv; } > $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv.tmp.$$$$ && \
 	  mv $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv.tmp.$$$$ $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv && echo "report part: $(REPORT_PARTS_DIR)/$(MODE)-s$(s).tsv" &&) true
 RESULTS_MD := $(if $(filter default,$(EXP_NAME)),reports/results.md,reports/results-$(EXP_NAME).md)
 # the manifests wf-report joins: each mode's (make report), or every part
@@ -608,7 +609,9 @@ report_inputs = $(foreach m,$(or $(REPORT_MODES),ia3 full),$(if $(REPORT_JOIN),$
 wf-report: | $(WF_DIR)/
 	@mkdir -p reports
 	@$(if $(strip $(report_inputs)),,echo "no report parts in $(REPORT_PARTS_DIR): make report-part first" >&2; exit 1)
-	@$(if $(REPORT_JOIN),echo "report-join: $(report_inputs)")
+	@$(if $(REPORT_JOIN),echo "report-join: $(report_inputs)"; \
+	  c=$$(grep -h '^# made at commit' $(report_inputs) | sort -u); [ "$$(grep -c . <<<"$$c")" -le 1 ] || \
+	    echo "report-join: warning: the parts were made at different commits ($$(sed 's/^# made at commit //' <<<"$$c" | tr '\n' ' ')): their stages may differ")
 	@awk '!seen[$$0]++' $(report_inputs) > $(WF_DIR)/report.tsv
 	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) \
 	  --title "$(EXP_NAME): every merge method, $(if $(filter 2,$(words $(or $(REPORT_MODES),ia3 full))),IA3 and full fine-tuning,$(or $(REPORT_MODES),ia3 full) only)"

@@ -135,21 +135,20 @@ expect report_resolve_and_o_refused "give -o OUT.md or --resolve OUT.tsv, not bo
 if $B/report --manifest "$T/m.tsv" --resolve "$T/r.tsv" 2>/dev/null && $B/report --manifest "$T/m.tsv" -o "$T/a.md" --no-plots 2>/dev/null &&
    $B/report --manifest "$T/r.tsv" -o "$T/b.md" --no-plots 2>/dev/null && cmp -s "$T/a.md" "$T/b.md"; then ok report_resolved_reports_the_same
 else fail report_resolved_reports_the_same "$(diff "$T/a.md" "$T/b.md" 2>&1 | head -3)"; fi
-resolved() { printf 'full\tties\t1\ttest\t-\t=%s\n' "$1" > "$T/rr.tsv"; }
-resolved 'single=0;t=nan'
-expect report_resolved_nan_refused "accuracy 'nan' of task 't' is not in [0, 1]" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved 'single=0;t=1.5'
-expect report_resolved_out_of_range_refused "accuracy '1.5' of task 't' is not in [0, 1]" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved 't=0.5'
-expect report_resolved_without_single_refused "rr.tsv:1: a resolved line needs single=N" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved 'single=99;t=0.5'
-expect report_resolved_single_junk_refused "single=99 is not a task count" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved 'single=0;t=0.5;t=0.25'
-expect report_resolved_task_twice_refused "task 't' given twice" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved 'single=0;t'
-expect report_resolved_not_name_value_refused "resolved entry 't' is not NAME=VALUE" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
-resolved "single=0;$(printf 'x%.0s' $(seq 1 80))=0.5"
-expect report_resolved_long_task_refused "is longer than 63 characters" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
+# each hostile resolved entry (SPEC) and the words of its one-line refusal
+long=$(printf 'x%.0s' $(seq 1 80))
+while IFS='|' read -r name spec word; do
+    printf 'full\tties\t1\ttest\t-\t=%s\n' "$spec" > "$T/rr.tsv"
+    expect "report_resolved_$name" "$word" $B/report --manifest "$T/rr.tsv" -o "$T/out.md" --no-plots
+done <<EOF2
+nan_refused|single=0;t=nan|accuracy 'nan' of task 't' is not in [0, 1]
+out_of_range_refused|single=0;t=1.5|accuracy '1.5' of task 't' is not in [0, 1]
+without_single_refused|t=0.5|rr.tsv:1: a resolved line needs single=N
+single_junk_refused|single=99;t=0.5|single=99 is not a task count
+task_twice_refused|single=0;t=0.5;t=0.25|task 't' given twice
+not_name_value_refused|single=0;t|resolved entry 't' is not NAME=VALUE
+long_task_refused|single=0;$long=0.5|is longer than 63 characters
+EOF2
 cp -r tests/fixtures/hf/tiny-f32 "$T/hf"
 expect_kept import_hf_output_in_checkpoint "$T/hf/spiece.model" "a file of the input directory" \
     $B/art import-hf "$T/hf" -o "$T/hf/spiece.model"

@@ -204,6 +204,7 @@ run_out() {
     case "$out" in */train/*.msgpack) ;; *) die "$CONF pretrains nothing here (its base is '$out'): carry and run need a recipe that trains one" ;; esac
     echo "$out"
 }
+recipe_steps() { $KEY --config "$CONF" --config "$PRE" --get train.steps; }
 meta_of() { $ART show "$1" 2>/dev/null | sed -n "s/^ *\"$2\": \"*\([^\",]*\)\"*,*\$/\1/p" | head -n 1; }
 CARRY=$RELEASE/carry
 # the cache's lock of a run (scripts/run-stage.sh): held here while a carry
@@ -232,7 +233,7 @@ carry_out() {
     $ART verify "$ck" >/dev/null || die "$ck does not verify: rerun 'make base-release' to go on from the checkpoint before it"
     [ "$(meta_of "$ck" run)" = "$(basename "$out" .msgpack)" ] || die "$ck belongs to another run"
     step=$(meta_of "$ck" step)
-    steps=$($KEY --config "$CONF" --config "$PRE" --get train.steps)
+    steps=$(recipe_steps)
     rev=$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
     case "$rev" in *-dirty) echo "base-release: warning: the tree has uncommitted changes; the commit recorded ($rev) builds this train binary only if they leave its sources alone" >&2 ;; esac
     mkdir -p "$dir" || die "cannot make $dir"
@@ -304,12 +305,12 @@ compare) compare ;;
 install) install; carry_done ;;
 run) out=$(run_out); echo "$out"
     if [ -s "$out" ]; then echo "base-release: built" >&2
-    elif [ -s "$out.ckpt" ]; then echo "base-release: checkpoint of step $(meta_of "$out.ckpt" step) of $($KEY --config "$CONF" --config "$PRE" --get train.steps)" >&2
+    elif [ -s "$out.ckpt" ]; then echo "base-release: checkpoint of step $(meta_of "$out.ckpt" step) of $(recipe_steps)" >&2
     else echo "base-release: not started" >&2; fi ;;
 carry-out) [ $# -le 2 ] || die "carry-out [DIR]"; carry_out "${2:-}" ;;
 carry-in) [ $# -le 2 ] || die "carry-in [DIR]"; carry_in "${2:-}" ;;
 carry-auto) [ $# -le 2 ] || die "carry-auto [DIR]"; carry_auto "${2:-}" ;;
 stage-data) [ $# -eq 4 ] || die "stage-data DIR VOCAB.msgpack TOKENS-KEY"; stage_data "$2" "$3" "$4" ;;
 install-from) [ $# -eq 2 ] || die "install-from DIR"; install_dir "$2" ;;
-*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]" >&2; exit 2 ;;
+*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]|carry-auto [DIR]" >&2; exit 2 ;;
 esac

@@ -109,6 +109,9 @@ base-release-carry-out: all
 ## base-release-carry-in   on another machine: release/carry's (CARRY=) checkpoint into the cache; then make base-release resumes it
 base-release-carry-in: all
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-in $(CARRY)
+## base-release-heldout  span-corruption loss on held-out text and on the corpus: the released base and the base-release run so far (HELDOUT="FILE..." for others)
+base-release-heldout: all
+	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh heldout $(HELDOUT)
 ## base-check     the released base and vocabulary verify, and their recorded recipe matches the configs
 base-check: all
 	@CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh check
@@ -153,7 +156,7 @@ explain: all wf-check
 cache-gc: all
 	@bash scripts/cache-gc.sh
 
-.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-release-carry-out base-release-carry-in base-check report report-part report-join explain cache-gc wf-check wf-build wf-data
+.PHONY: optfisher-compare merge sweep individual multitask pretrain plan wf-pretrain base-release base-release-install base-release-carry-out base-release-carry-in base-release-heldout base-check report report-part report-join explain cache-gc wf-check wf-build wf-data
 
 ifeq ($(WF),1)
 # ------------------------------------------------------------------ keys
@@ -500,6 +503,12 @@ wf-pretrain: $(A_$(BASE))
 # the span-corruption run's artifact, built or not (scripts/base-release.sh)
 wf-pretrain-path:
 	@echo "$(A_pretrain)"
+
+# the data of scripts/base-release.sh heldout, built: the corpus tokens and
+# every task's validation tokens (text no corpus line contains)
+wf-heldout-data: $(A_tok-corpus) $(foreach t,$(TASKS),$(A_tok-$(t)-validation))
+	@echo "corpus $(A_tok-corpus)"
+	@echo "heldout $(call commas,$(foreach t,$(TASKS),$(A_tok-$(t)-validation)))"
 
 wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/multitask-$(MODE).tsv

@@ -25,6 +25,10 @@
 #   scripts/base-release.sh carry-in [DIR]   on another machine: DIR's checkpoint
 #                                            into the cache, where `make
 #                                            base-release` resumes it
+#   scripts/base-release.sh heldout [FILE...] the span-corruption loss of models
+#                                            or train checkpoints on held-out
+#                                            text and on the corpus (default:
+#                                            the released base and $CONF's run)
 #   scripts/base-release.sh carry-auto [DIR] carry-in if DIR holds this run's
 #                                            checkpoint (`make base-release`
 #                                            runs it first)
@@ -299,6 +303,54 @@ carry_done() {
     fi
 }
 
+# The span-corruption loss of each FILE (a model, or a train checkpoint of a
+# run in progress, read as a model shaped like $RELEASE/base.msgpack) on
+# held-out text, the inputs of every task's validation split (no corpus line
+# contains them), and on the corpus the base was trained on. Where the
+# corpus loss falls and the held-out loss does not, the base is learning its
+# corpus rather than English (docs/base.md). Each is train's validation
+# after one step at lr 0 (the weights stay as they are): 1,024 chunks in a
+# fixed order with fixed noise, float32 products.
+heldout() {
+    if [ $# -eq 0 ]; then # the released base, and this recipe's run as far as it got
+        local run
+        run=$(run_out)
+        set -- "$RELEASE/base.msgpack"
+        if [ -s "$run" ]; then set -- "$@" "$run"; elif [ -s "$run.ckpt" ]; then set -- "$@" "$run.ckpt"; fi
+    fi
+    local data corpus held f m step h c
+    for f in "$@"; do [ -f "$f" ] || die "$f: no such file"; done
+    data=$(make --no-print-directory WF=1 DATA_CONF="$CONF" EXP="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" \
+        wf-heldout-data 2>&1) || die "cannot build the held-out data: $(tail -n 1 <<<"$data")"
+    corpus=$(sed -n 's/^corpus //p' <<<"$data")
+    held=$(sed -n 's/^heldout //p' <<<"$data")
+    [ -n "$corpus" ] && [ -n "$held" ] || die "$CONF: no corpus or validation tokens to measure on"
+    HELDOUT_TMP=$(mktemp -d); local tmp=$HELDOUT_TMP
+    trap 'rm -rf "$HELDOUT_TMP"' EXIT
+    loss() { # MODEL VALID
+        local out
+        out=$(build/bin/train --config "$CONF" --config "$PRE" --objective span_corruption --mode full \
+            --set train.steps=1 --set train.lr=0 --set train.eval_every=1 --set train.valid_examples=1024 \
+            --set train.ckpt_every=0 --set train.batch_size=32 --set train.grad_accum=1 --set train.cpu_math=fp32 \
+            --init "$1" --data "$corpus" --valid "$2" -o "$tmp/out.msgpack" 2>&1) ||
+            die "train on $1: $(tail -n 1 <<<"$out")"
+        sed -n 's/.*validation -loss -\([0-9.]*\) .*/\1/p' <<<"$out" | head -n 1
+    }
+    printf '%-40s %7s %9s %9s %7s\n' file step held-out corpus gap
+    for f in "$@"; do
+        m=$f step=$(meta_of "$f" step)
+        if [ "$($ART show "$f" 2>/dev/null | sed -n 's/^kind *//p')" = train_checkpoint ]; then
+            m=$tmp/model.msgpack
+            $ART from-checkpoint "$f" --like "$RELEASE/base.msgpack" -o "$m" 2>/dev/null ||
+                die "$f: $($ART from-checkpoint "$f" --like "$RELEASE/base.msgpack" -o "$m" 2>&1 | tail -n 1)"
+        fi
+        h=$(loss "$m" "$held")
+        c=$(loss "$m" "$corpus")
+        printf '%-40s %7s %9s %9s %7s\n' "$f" "${step:--}" "$h" "$c" "$(awk -v h="$h" -v c="$c" 'BEGIN {printf "%.4f", h - c}')"
+        rm -f "$tmp/model.msgpack" "$tmp/out.msgpack"
+    done
+}
+
 case "${1:-}" in
 check) check ;;
 compare) compare ;;
@@ -310,7 +362,8 @@ run) out=$(run_out); echo "$out"
 carry-out) [ $# -le 2 ] || die "carry-out [DIR]"; carry_out "${2:-}" ;;
 carry-in) [ $# -le 2 ] || die "carry-in [DIR]"; carry_in "${2:-}" ;;
 carry-auto) [ $# -le 2 ] || die "carry-auto [DIR]"; carry_auto "${2:-}" ;;
+heldout) shift; heldout "$@" ;;
 stage-data) [ $# -eq 4 ] || die "stage-data DIR VOCAB.msgpack TOKENS-KEY"; stage_data "$2" "$3" "$4" ;;
 install-from) [ $# -eq 2 ] || die "install-from DIR"; install_dir "$2" ;;
-*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]|carry-auto [DIR]" >&2; exit 2 ;;
+*) echo "usage: scripts/base-release.sh check|compare|install|stage-data DIR VOCAB TOKENS-KEY|install-from DIR|run|carry-out [DIR]|carry-in [DIR]|carry-auto [DIR]|heldout [FILE...]" >&2; exit 2 ;;
 esac

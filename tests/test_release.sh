@@ -158,3 +158,36 @@ if out=$(RELEASE=$T/rel2 MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh i
    cmp -s "$T/rel2/base.msgpack" "$REL/base.msgpack" && grep -q 'resuming' "$T/rel2/recipe/base.log"; then
     ok install_of_carried_run_removes_carry
 else fail install_of_carried_run_removes_carry "$out"; fi
+
+# --- a run in progress, measured: art from-checkpoint reads the step-20
+# checkpoint as a model (the smoke recipe's schedule is constant, so a
+# 20-step run of it ends in the same weights), and heldout gives both the
+# same losses, leaving its inputs as they were
+printf 'include %s/configs/train/smoke-pretrain.conf\ntrain.steps = 20\n' "$REPO" > "$T/pre20.conf"
+printf 'include %s\nexp.pretrain = %s\n' "$REC" "$T/pre20.conf" > "$T/rec20.conf"
+if MATS_CACHE=$C3 make --no-print-directory pretrain EXP="$T/rec20.conf" > "$T/pre20.out" 2>&1 &&
+   m20=$(MATS_CACHE=$C3 CONF=$T/rec20.conf bash scripts/base-release.sh run 2>/dev/null) &&
+   build/bin/art from-checkpoint "$CAR/base.ckpt" --like "$REL/base.msgpack" -o "$T/s20.msgpack" 2>/dev/null &&
+   build/bin/art diff "$T/s20.msgpack" "$m20" --tol 0 > "$T/diff20.out" 2>&1; then
+    ok checkpoint_reads_as_the_model_of_its_step
+else fail checkpoint_reads_as_the_model_of_its_step "$(tail -2 "$T/pre20.out" "$T/diff20.out" 2>&1)"; fi
+out=$(build/bin/art from-checkpoint "$CAR/base.ckpt" --like release/base.msgpack -o "$T/wrong.msgpack" 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'give --like a model of the run' <<<"$out" && [ ! -e "$T/wrong.msgpack" ] &&
+    ok checkpoint_of_another_size_refused || fail checkpoint_of_another_size_refused "$out"
+cp "$CAR/base.ckpt" "$T/in.ckpt"
+out=$(build/bin/art from-checkpoint "$T/in.ckpt" --like "$REL/base.msgpack" -o "$T/in.ckpt" 2>&1)
+[ $? -ne 0 ] && cmp -s "$T/in.ckpt" "$CAR/base.ckpt" && ok checkpoint_output_over_input_refused ||
+    fail checkpoint_output_over_input_refused "$out"
+sum0=$(md5sum "$m20" "$CAR/base.ckpt")
+if out=$(RELEASE=$REL MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh heldout "$m20" "$CAR/base.ckpt" 2>&1); then
+    a=$(awk 'NR == 2 {print $3, $4}' <<<"$out") b=$(awk 'NR == 3 {print $3, $4}' <<<"$out")
+    # losses of a trained model: positive, held-out and corpus both printed
+    [ "$(wc -l <<<"$out")" -eq 3 ] && [ "$a" = "$b" ] && awk '{exit !($1 > 0 && $2 > 0)}' <<<"$a" &&
+        [ "$(awk 'NR == 3 {print $2}' <<<"$out")" = 20 ] && ok heldout_measures_checkpoint_and_model_alike ||
+        fail heldout_measures_checkpoint_and_model_alike "$out"
+else fail heldout_measures_checkpoint_and_model_alike "$out"; fi
+[ "$(md5sum "$m20" "$CAR/base.ckpt")" = "$sum0" ] && ok heldout_leaves_its_inputs ||
+    fail heldout_leaves_its_inputs "$(md5sum "$m20" "$CAR/base.ckpt")"
+out=$(RELEASE=$REL MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh heldout "$T/none.msgpack" 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'none.msgpack: no such file' <<<"$out" &&
+    ok heldout_of_missing_file_refused || fail heldout_of_missing_file_refused "$out"

@@ -26,6 +26,10 @@
  *                             -> DIR/config.json, DIR/model.safetensors (and
  *                             DIR/ia3-adapter/ with --adapter), loadable by
  *                             transformers' T5ForConditionalGeneration (lib/hf.h)
+ *   art from-checkpoint CKPT --like MODEL.msgpack -o OUT.msgpack
+ *                             the weights of a train checkpoint (a run in
+ *                             progress, or one stopped) as a `model` artifact
+ *                             shaped like MODEL: to evaluate a long run midway
  *   art export-jsonl EXAMPLES.msgpack -o OUT.jsonl
  *                             an `examples` artifact (prepare's: one task and
  *                             split) -> our JSON Lines, one {"input", "choices",
@@ -42,6 +46,8 @@
 #include "hf.h"
 #include "json.h"
 #include "opts.h"
+#include "t5.h"
+#include "val.h"
 
 static const char USAGE[] =
     "art show FILE [--all]\n"
@@ -54,6 +60,7 @@ static const char USAGE[] =
     "                     [--vocab VOCAB.msgpack] [--tied] DIR\n"
     "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
     "       art export-jsonl EXAMPLES.msgpack -o OUT.jsonl\n"
+    "       art from-checkpoint CKPT --like MODEL.msgpack -o OUT.msgpack\n"
     "       art key FILE...\n"
     "       art COMMAND --help: that command's options";
 
@@ -458,6 +465,48 @@ static int cmd_export_hf(int argc, char **argv) {
     return 0;
 }
 
+/* A train checkpoint's weights (the flat parameter block, in the model's
+ * table order) written as a `model` artifact with the configuration of the
+ * --like model, which fixes the tensor table and so the split of the block. */
+static int cmd_from_checkpoint(int argc, char **argv) {
+    const char *ckpt = NULL, *like = NULL, *out = NULL;
+    opt_spec rows[] = {
+        {.name = "CKPT", .kind = OPT_STR, .dst = &ckpt, .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "a train_checkpoint artifact (RUN.msgpack.ckpt in the cache's train/)"},
+        {.name = "--like", .kind = OPT_STR, .dst = &like, .arg = "MODEL.msgpack", .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "a model of the run's configuration (e.g. the base it started from, or any model of that size)"},
+        OPT_ROW_OUT(&out, "OUT.msgpack", "the model artifact"),
+        {0}};
+    const opt_prog prog = {.name = "art from-checkpoint", .opts = rows};
+    opts_parse(&prog, argc, argv);
+    char like_key[33];
+    t5_model *m = t5_load_model(like, 0, 0, like_key);
+    if (!m) die("%s", mc_error());
+    art_file *a = art_open(ckpt, "train_checkpoint");
+    if (!a) die("%s", mc_error());
+    const art_tensor *t = art_find(a, "weights");
+    if (!t || t->dtype != ART_F32)
+        die("from-checkpoint: %s has no f32 tensor 'weights': not a checkpoint of a full run (an IA3 run's "
+            "holds its vectors only)", ckpt);
+    if ((size_t)t->numel != m->n_params)
+        die("from-checkpoint: %s holds %lld weights, the model of %s has %zu: give --like a model of the "
+            "run's configuration", ckpt, (long long)t->numel, like, m->n_params);
+    art_tensor_copy(t, m->params);
+    long bad = mc_nonfinite_at(m->params, (long)m->n_params);
+    if (bad >= 0) die("from-checkpoint: %s: weight %ld is %g: the run diverged; take an earlier checkpoint", ckpt,
+                      bad, m->params[bad]);
+    mc_val *meta = val_map();
+    val_set_str(meta, "from_checkpoint", val_get_str(a->meta, "run", ""));
+    val_set_int(meta, "step", val_get_int(a->meta, "step", -1));
+    long step = (long)val_get_int(a->meta, "step", -1);
+    art_close(a);
+    if (t5_save_model(m, out, "", meta) < 0) die("%s", mc_error());
+    val_free(meta);
+    t5_free(m);
+    fprintf(stderr, "from-checkpoint: %s (step %ld) -> %s\n", ckpt, step, out);
+    return 0;
+}
+
 /* Row r of a ragged text pair (art_read_text). */
 static void text_row(const char *bytes, const int64_t *off, int64_t r, const char **s, size_t *n) {
     *s = bytes + off[r];
@@ -523,6 +572,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "export-jsonl")) return cmd_export_jsonl(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "from-checkpoint")) return cmd_from_checkpoint(argc - 2, argv + 2);
     die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm or export-hf (see art --help)",
         argv[1]);
 }

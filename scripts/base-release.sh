@@ -48,6 +48,10 @@
 # links up: corpus -> vocab -> corpus tokens -> base, ending in the keys the
 # released artifacts carry. Environment: RELEASE (default release),
 # CONF (default configs/experiments/base-release.conf), MATS_CACHE.
+# With `exp.release_round = bf16` in CONF the released base is the recipe's
+# base with every weight rounded to bfloat16 and stored as f32 (`art
+# round-bf16`: the file compresses to about half in git), keyed by one more
+# step of the chain, release/recipe/round.key (base -> rounded base).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RELEASE=${RELEASE:-release}
@@ -73,28 +77,38 @@ key_args() { # PART DIGEST INPUTS... -> the key tool's arguments
     vocab) a=(--stage vocab "${a[@]}" --ns vocab) ;;
     tokens) a=(--stage tokenize "${a[@]}" --ns tokenize) ;;
     base) a=(--stage train "${a[@]}" --config "$PRE" --ns model,train --set train.objective=span_corruption --set train.mode=full) ;;
+    round) a=(--stage round "${a[@]}" --ns round --set "round.dtype=$ROUND") ;;
     esac
     for i in "$@"; do a+=(--input "$i"); done
     printf '%s\n' "${a[@]}"
 }
 field() { awk -v f="$1" '$1 == "binary" && f == "binary" {print $2} $1 == "input" && $2 == f {print $3}' "$2"; }
 PARTS="corpus vocab tokens base"
+ROUND=$($KEY --config "$CONF" --get exp.release_round)
+case "$ROUND" in "" | bf16) ;; *) die "$CONF: exp.release_round = $ROUND: give bf16, or nothing for the weights as trained" ;; esac
 inputs_of() { # PART KEYTEXT -> ROLE=KEY lines, from the recorded text
     case $1 in
     corpus) ;;
     vocab) echo "corpus=$(field corpus "$2")" ;;
     tokens) echo "data=$(field data "$2")"; echo "vocab=$(field vocab "$2")" ;;
     base) echo "data=$(field data "$2")" ;;
+    round) echo "model=$(field model "$2")" ;;
     esac
 }
 
 check() {
-    local rec=$RELEASE/recipe bad=0
+    local rec=$RELEASE/recipe bad=0 parts=$PARTS
     for f in base vocab; do
         $ART verify "$RELEASE/$f.msgpack" >/dev/null || die "$RELEASE/$f.msgpack does not verify: restore it with 'git checkout -- $RELEASE' or rebuild it with 'make base-release'"
     done
+    if [ -n "$ROUND" ]; then
+        [ -f "$rec/round.key" ] || die "$CONF rounds the released base (exp.release_round = $ROUND) but $rec/round.key is missing: install the base again (docs/base.md)"
+        parts="$PARTS round"
+    elif [ -f "$rec/round.key" ]; then
+        die "$RELEASE/base.msgpack is rounded ($rec/round.key) but $CONF sets no exp.release_round: set it as the release was made, or install the base again"
+    fi
     declare -A K
-    for p in $PARTS; do
+    for p in $parts; do
         [ -f "$rec/$p.key" ] || die "$rec/$p.key missing: the release has no recorded recipe for its $p"
         mapfile -t args < <(key_args $p "$(field binary "$rec/$p.key")" $(inputs_of $p "$rec/$p.key"))
         if ! diff -u "$rec/$p.key" <($KEY "${args[@]}" --text) > /tmp/base-release.$$.diff; then
@@ -112,8 +126,13 @@ check() {
     [ "$(field vocab "$rec/tokens.key")" = "${K[vocab]}" ] || die "$rec/tokens.key: its vocabulary is not the recorded vocabulary"
     [ "$(field data "$rec/base.key")" = "${K[tokens]}" ] || die "$rec/base.key: its data is not the recorded corpus tokens"
     [ "$($ART key "$RELEASE/vocab.msgpack")" = "${K[vocab]}" ] || die "$RELEASE/vocab.msgpack was not made by $rec/vocab.key"
-    [ "$($ART key "$RELEASE/base.msgpack")" = "${K[base]}" ] || die "$RELEASE/base.msgpack was not made by $rec/base.key"
-    echo "base-release: $RELEASE/base.msgpack (${K[base]}) and $RELEASE/vocab.msgpack (${K[vocab]}) verify; their recipe is $CONF + $PRE"
+    local made=base
+    if [ -n "$ROUND" ]; then
+        [ "$(field model "$rec/round.key")" = "${K[base]}" ] || die "$rec/round.key: it rounds another base than $rec/base.key records"
+        made=round
+    fi
+    [ "$($ART key "$RELEASE/base.msgpack")" = "${K[$made]}" ] || die "$RELEASE/base.msgpack was not made by $rec/$made.key"
+    echo "base-release: $RELEASE/base.msgpack (${K[$made]}${ROUND:+, the base ${K[base]} rounded to $ROUND}) and $RELEASE/vocab.msgpack (${K[vocab]}) verify; their recipe is $CONF + $PRE"
 }
 
 # Paths of the rebuilt artifacts (after `make pretrain EXP=$CONF`).
@@ -124,19 +143,39 @@ rebuilt() {
     [ -n "$NEW_VOCAB" ] && [ -s "$NEW_VOCAB" ] || die "no rebuilt vocabulary: run 'make base-release' first"
 }
 
+# The key text of rounding the base MODEL, and the rounded model into OUT
+# (exp.release_round; nothing to do without it).
+round_text() { # MODEL
+    local a
+    mapfile -t a < <(key_args round "$($KEY --file $ART | cut -d' ' -f1)" "model=$($ART key "$1")")
+    $KEY "${a[@]}" --text
+}
+round_to() { # MODEL OUT
+    $ART round-bf16 "$1" --key "$(round_text "$1" | xxh128sum | cut -d' ' -f1)" -o "$2" 2>/dev/null ||
+        die "cannot round $1: $($ART round-bf16 "$1" --key 00000000000000000000000000000000 -o "$2" 2>&1 | tail -n 1)"
+}
+
 # The loss curve of a training log: "STEP LOSS" per progress line.
 curve() { sed -n 's/.* \([0-9][0-9]*\)\/[0-9]* steps .* loss \([0-9.]*\) .*/\1 \2/p' "$1"; }
 
 compare() {
     rebuilt
+    local new=$NEW_BASE tmp=""
     echo "rebuilt base: $NEW_BASE"
     echo "released:     $RELEASE/base.msgpack"
-    if $ART diff "$RELEASE/base.msgpack" "$NEW_BASE" --tol 0 >/dev/null 2>&1; then
+    if [ -n "$ROUND" ]; then
+        tmp=$(mktemp -d)
+        new=$tmp/rounded.msgpack
+        round_to "$NEW_BASE" "$new"
+        echo "(the rebuilt base rounded to $ROUND, as the release is: exp.release_round)"
+    fi
+    if $ART diff "$RELEASE/base.msgpack" "$new" --tol 0 >/dev/null 2>&1; then
         echo "weights: identical to the release (every tensor, bit for bit)"
     else
         echo "weights: differ from the release (largest differences per tensor):"
-        $ART diff "$RELEASE/base.msgpack" "$NEW_BASE" 2>&1 | awk 'NF == 3 && $1 != "tensor"' | sort -k3 -g | tail -n 5 | sed 's/^/  /'
+        $ART diff "$RELEASE/base.msgpack" "$new" 2>&1 | awk 'NF == 3 && $1 != "tensor"' | sort -k3 -g | tail -n 5 | sed 's/^/  /'
     fi
+    [ -z "$tmp" ] || rm -rf "$tmp"
     if $ART diff "$RELEASE/vocab.msgpack" "$NEW_VOCAB" --tol 0 >/dev/null 2>&1; then
         echo "vocabulary: identical to the release"
     else
@@ -179,7 +218,13 @@ install_dir() {
     cp "$dir"/recipe/corpus.key "$dir"/recipe/vocab.key "$dir"/recipe/tokens.key "$rec/"
     cp "$dir/base.key" "$rec/base.key"
     cp "$dir/base.log" "$rec/base.log"
-    cp "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    if [ -n "$ROUND" ]; then
+        round_text "$dir/base.msgpack" > "$rec/round.key"
+        round_to "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    else
+        rm -f "$rec/round.key"
+        cp "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    fi
     cp "$dir/vocab.msgpack" "$RELEASE/vocab.msgpack.tmp" && mv "$RELEASE/vocab.msgpack.tmp" "$RELEASE/vocab.msgpack"
     check
 }
@@ -297,7 +342,8 @@ carry_auto() {
 # installed base is its artifact.
 carry_done() {
     [ -s "$CARRY/base.ckpt" ] || return 0
-    if [ "$(meta_of "$CARRY/base.ckpt" run)" = "$($ART key "$RELEASE/base.msgpack")" ]; then
+    if [ -f "$RELEASE/recipe/base.key" ] &&
+        [ "$(meta_of "$CARRY/base.ckpt" run)" = "$(xxh128sum < "$RELEASE/recipe/base.key" | cut -d' ' -f1)" ]; then
         rm -rf "$CARRY"
         echo "base-release: $CARRY removed (its run is the installed base)"
     fi

@@ -191,3 +191,39 @@ else fail heldout_measures_checkpoint_and_model_alike "$out"; fi
 out=$(RELEASE=$REL MATS_CACHE=$C3 CONF=$REC bash scripts/base-release.sh heldout "$T/none.msgpack" 2>&1)
 [ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'none.msgpack: no such file' <<<"$out" &&
     ok heldout_of_missing_file_refused || fail heldout_of_missing_file_refused "$out"
+
+# --- a rounded release (exp.release_round = bf16): the same run's base with
+# every weight rounded to bfloat16, keyed by one more step of the recipe
+printf 'include %s\nexp.release_round = bf16\n' "$REC" > "$T/round.conf"
+if out=$(RELEASE=$T/relr CONF=$T/round.conf bash scripts/base-release.sh install 2>&1) &&
+   grep -q 'rounded to bf16' <<<"$out" && [ -s "$T/relr/recipe/round.key" ]; then
+    ok rounded_release_installs_and_checks
+else fail rounded_release_installs_and_checks "$out"; fi
+rk=$(build/bin/art key "$T/relr/base.msgpack") bk=$(build/bin/art key "$REL/base.msgpack")
+[ -n "$rk" ] && [ "$rk" != "$bk" ] && grep -q "^input model $bk\$" "$T/relr/recipe/round.key" &&
+    ok rounded_release_has_its_own_key || fail rounded_release_has_its_own_key "rounded $rk, as trained $bk"
+# within bfloat16's rounding of the weights as trained, and not equal to them
+d=$(build/bin/art diff "$REL/base.msgpack" "$T/relr/base.msgpack" 2>&1 | sed -n 's/^max rel difference \([^ ]*\) .*/\1/p')
+awk -v d="$d" 'BEGIN {exit !(d > 0 && d <= 2^-8)}' && ok rounded_release_within_bf16_rounding ||
+    fail rounded_release_within_bf16_rounding "max rel difference '$d'"
+# every value is a bfloat16: through the exporter's own bf16 conversion and back, unchanged
+if build/bin/art export-hf "$T/relr/base.msgpack" --dtype bf16 "$T/relr-hf" > /dev/null 2>&1 &&
+   build/bin/art import-hf "$T/relr-hf" --no-vocab -o "$T/relr-back.msgpack" > /dev/null 2>&1 &&
+   build/bin/art diff "$T/relr/base.msgpack" "$T/relr-back.msgpack" --tol 0 > /dev/null 2>&1; then
+    ok rounded_release_values_are_bfloat16
+else fail rounded_release_values_are_bfloat16 "$(build/bin/art diff "$T/relr/base.msgpack" "$T/relr-back.msgpack" 2>&1 | tail -1)"; fi
+out=$(RELEASE=$T/relr CONF=$T/round.conf bash scripts/base-release.sh compare 2>&1)
+grep -q 'weights: identical to the release' <<<"$out" && ok rounded_release_compares_identical ||
+    fail rounded_release_compares_identical "$out"
+out=$(build/bin/art round-bf16 "$T/relr/base.msgpack" --key "$rk" -o "$T/twice.msgpack" 2>&1)
+[ $? -ne 0 ] && grep -q 'rounded already' <<<"$out" && [ ! -e "$T/twice.msgpack" ] && ok rounding_twice_refused ||
+    fail rounding_twice_refused "$out"
+out=$(RELEASE=$T/relr CONF=$REC bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'sets no exp.release_round' <<<"$out" &&
+    ok rounded_release_needs_the_recipe_to_say_so || fail rounded_release_needs_the_recipe_to_say_so "$out"
+out=$(RELEASE=$REL CONF=$T/round.conf bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'round.key is missing' <<<"$out" &&
+    ok unrounded_release_refused_by_rounding_recipe || fail unrounded_release_refused_by_rounding_recipe "$out"
+printf 'include %s\nexp.release_round = f16\n' "$REC" > "$T/round-f16.conf"
+out=$(RELEASE=$T/relr CONF=$T/round-f16.conf bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && grep -q 'give bf16' <<<"$out" && ok unknown_rounding_refused || fail unknown_rounding_refused "$out"

@@ -30,6 +30,11 @@
  *                             the weights of a train checkpoint (a run in
  *                             progress, or one stopped) as a `model` artifact
  *                             shaped like MODEL: to evaluate a long run midway
+ *   art round-bf16 MODEL.msgpack --key HEX -o OUT.msgpack
+ *                             every f32 tensor rounded to the nearest bfloat16
+ *                             (ties to even), still stored as f32: the low 16
+ *                             bits of each value are zero, so the file
+ *                             compresses to about half (release/, docs/base.md)
  *   art export-jsonl EXAMPLES.msgpack -o OUT.jsonl
  *                             an `examples` artifact (prepare's: one task and
  *                             split) -> our JSON Lines, one {"input", "choices",
@@ -61,6 +66,7 @@ static const char USAGE[] =
     "       art import-spm SPIECE.model -o VOCAB.msgpack [--extra-ids N]\n"
     "       art export-jsonl EXAMPLES.msgpack -o OUT.jsonl\n"
     "       art from-checkpoint CKPT --like MODEL.msgpack -o OUT.msgpack\n"
+    "       art round-bf16 MODEL.msgpack --key HEX -o OUT.msgpack\n"
     "       art key FILE...\n"
     "       art COMMAND --help: that command's options";
 
@@ -507,6 +513,60 @@ static int cmd_from_checkpoint(int argc, char **argv) {
     return 0;
 }
 
+/* Every f32 tensor of a model rounded to bfloat16 (hf_f32_to_bf16: to
+ * nearest, ties to even) and widened back, exactly, to f32; the rest as it
+ * is. The output is keyed by --key (the caller's key of the rounding, e.g.
+ * scripts/base-release.sh's), meta.rounded_from names the input's key. */
+static int cmd_round_bf16(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *key = NULL;
+    opt_spec rows[] = {
+        {.name = "MODEL.msgpack", .kind = OPT_STR, .dst = &in, .flags = OPT_REQUIRED | OPT_INPUT,
+         .help = "a model artifact"},
+        {.name = "--key", .kind = OPT_STR, .dst = &key, .arg = "HEX", .flags = OPT_REQUIRED,
+         .help = "the key to write the rounded model under (32 hex digits)"},
+        OPT_ROW_OUT(&out, "OUT.msgpack", "the rounded model"),
+        {0}};
+    const opt_prog prog = {.name = "art round-bf16", .opts = rows};
+    opts_parse(&prog, argc, argv);
+    if (strlen(key) != 32 || strspn(key, "0123456789abcdef") != 32)
+        die("round-bf16: --key '%s' is not 32 lowercase hex digits", key);
+    art_file *a = art_open(in, "model");
+    if (!a) die("%s", mc_error());
+    if (val_get(a->meta, "rounded_from")) die("round-bf16: %s is rounded already (meta.rounded_from)", in);
+    mc_val *meta = val_clone(a->meta);
+    val_set_str(meta, "rounded_from", a->key);
+    val_set_str(meta, "rounding", "bf16");
+    art_writer *w = art_writer_open(out, a->kind, key, meta, a->n_tensors);
+    if (!w) die("%s", mc_error());
+    long rounded = 0;
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const art_tensor *t = &a->tensors[i];
+        void *x = mallocCheck(t->nbytes ? t->nbytes : 1);
+        art_tensor_copy(t, x);
+        if (t->dtype == ART_F32) {
+            float *f = x;
+            long bad = mc_nonfinite_at(f, (long)t->numel);
+            if (bad >= 0) {
+                art_writer_abort(w);
+                die("round-bf16: %s: tensor '%s' holds %g at element %ld: round a finite model", in, t->name,
+                    f[bad], bad);
+            }
+            for (int64_t j = 0; j < t->numel; j++) f[j] = hf_bf16_to_f32(hf_f32_to_bf16(f[j]));
+            rounded += (long)t->numel;
+        }
+        if (art_writer_tensor(w, t->name, t->dtype, t->ndim, t->shape, x) < 0) {
+            art_writer_abort(w);
+            die("%s", mc_error());
+        }
+        free(x);
+    }
+    if (art_writer_close(w) < 0) die("%s", mc_error());
+    fprintf(stderr, "round-bf16: %s -> %s (%ld values rounded to bfloat16, key %s)\n", in, out, rounded, key);
+    val_free(meta);
+    art_close(a);
+    return 0;
+}
+
 /* Row r of a ragged text pair (art_read_text). */
 static void text_row(const char *bytes, const int64_t *off, int64_t r, const char **s, size_t *n) {
     *s = bytes + off[r];
@@ -572,6 +632,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "export-jsonl")) return cmd_export_jsonl(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import-spm")) return cmd_import_spm(argc - 2, argv + 2);
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "round-bf16")) return cmd_round_bf16(argc - 2, argv + 2);
     if (!strcmp(argv[1], "from-checkpoint")) return cmd_from_checkpoint(argc - 2, argv + 2);
     die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm or export-hf (see art --help)",
         argv[1]);

@@ -210,6 +210,10 @@ UKRU(ukru_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)
 UKRU(ukru_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)
 UKRT(ukrt_avx512, "avx512f", __m512, _mm512, 12, 16, FMA512)
 UKRT(ukrt_avx2, "avx2,fma", __m256, _mm256, 6, 8, FMA256)
+/* bf16 pairs with op(A)'s rows read in place from a row-major bf16 copy
+ * (rows_bf16; a and lda in pairs): the same pair steps on the same rounded
+ * values as the packed kernel, so the same bytes */
+UKRU(ukru_bf16, "avx512f,avx512bw,avx512bf16", __m512, _mm512, 12, 16, DPBF16)
 
 #define T512 __attribute__((target("avx512f")))
 
@@ -291,7 +295,23 @@ TBF16 static void pack_cols_bf16(const float *X, long ld, int k, int cols, int w
     }
 }
 
-static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, NULL, NULL, pack_rows_bf16, pack_cols_bf16};
+/* p[r * ldp + q] = the pair (X[r][2q], X[r][2q+1]) rounded to bf16 (a zero
+ * second half past k), rows [r0, r1): X's rows as bf16, pairs adjacent */
+TBF16 static void rows_bf16(const float *X, long ld, int k, long r0, long r1, float *pf, long ldp) {
+    uint32_t *p = (uint32_t *)pf;
+    for (long r = r0; r < r1; r++) {
+        const float *x = X + (size_t)r * ld;
+        for (int kk = 0; kk < k; kk += 32) {
+            __mmask16 m0 = simd_mask16(k - kk), m1 = simd_mask16(k - kk - 16);
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + kk + 16), _mm512_maskz_loadu_ps(m0, x + kk));
+            _mm512_mask_storeu_epi32(p + (size_t)r * ldp + kk / 2, simd_mask16((k - kk + 1) / 2), v);
+        }
+    }
+}
+
+/* (no ukr_t: the weight gradients read from pair-interleaved copies in
+ * place ran at 0.55-0.8x packed on t5-mini's shapes, Zen 5) */
+static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, ukru_bf16, NULL, pack_rows_bf16, pack_cols_bf16};
 
 static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, ukru_avx512, ukrt_avx512, pack_rows_avx512, pack_cols_avx512};
 static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, ukru_avx2, ukrt_avx2, NULL, NULL};
@@ -337,6 +357,11 @@ typedef struct {
     long pm, pn;
     float *pb;
     int b_inplace; /* op(A) = A^T, op(B) = B: neither packed (ukr_t) */
+    /* op(A) = A as the in-place micro-kernel ukr_u reads it, row by row (NULL:
+     * packed): A itself, or its bf16 copy (stride and k offset k0 / kdiv in
+     * pairs) */
+    const float *ai;
+    long ldai;
     float *part; /* raw sums between k-blocks when beta != 0 (m x n), else NULL: C holds them */
     int mc, nc;  /* tiles of C: mc x nc (multiples of mr, nr) */
     int mt, nt;  /* tiles of C: rows, columns */
@@ -417,11 +442,10 @@ static void tile_range(void *ctx, long lo, long hi) {
     const kdesc *kd = j->kd;
     int mr = kd->mr, nr = kd->nr, packed = -1;
     float *pa = grow(&buf_a, (size_t)j->mc * (j->steps > 0 ? j->steps : 1));
-    /* op(A) = A: whole MR x NR blocks read A's rows in place (no packing);
-     * an edge block packs its one panel. Only for rows of at most 512
-     * floats: MR rows 8 KiB apart fall into one set of a 32 KiB 8-way L1
-     * (2048^3 on a Zen 4: 1.02x OpenBLAS packed, 0.95x in place) */
-    int inplace = kd->ukr_u && !j->ta && j->lda <= 512, both = j->b_inplace;
+    /* op(A) = A (j->ai, set by run): whole MR x NR blocks read A's rows in
+     * place (no packing); an edge block packs its one panel */
+    int inplace = j->ai != NULL, both = j->b_inplace;
+    long ks = j->k0 / kd->kdiv; /* the k-block's first step */
     float *pe = both ? grow(&buf_edge, (size_t)nr * (j->steps > 0 ? j->steps : 1)) : NULL;
     for (long t = lo; t < hi; t++) {
         int it = j->tiles ? j->tiles[t] / j->nt : (int)(t / j->nt);
@@ -443,7 +467,7 @@ static void tile_range(void *ctx, long lo, long hi) {
                 long lps = j->part ? j->n : j->ldc;
                 int rows = ih - ir < mr ? ih - ir : mr, cols = jw - jr < nr ? jw - jr : nr;
                 if (inplace && rows == mr && cols == nr) {
-                    kd->ukr_u(j->steps, j->A + (size_t)(i0 + ir) * j->lda + j->k0, j->lda, bp, j->first ? NULL : ps,
+                    kd->ukr_u(j->steps, j->ai + (size_t)(i0 + ir) * j->ldai + ks, j->ldai, bp, j->first ? NULL : ps,
                               lps, j->final ? c : ps, j->final ? j->ldc : lps, j->final, j->alpha, j->beta);
                     continue;
                 }
@@ -584,6 +608,49 @@ static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
     return pe;
 }
 
+/* ---- bf16 operands in place ----
+ *
+ * The bf16 kernel's packing rounds, converts and transposes every operand
+ * of every product, per k-block and per tile (a third of a bf16 training
+ * step of t5-mini on a Zen 5, perf). Where op(A) = A, A is instead
+ * converted once per product to bf16 rows (pairs along k adjacent: the
+ * linears' forward and input gradients), a streaming pass, and the
+ * in-place micro-kernel reads them. Blocks on the edges of C still pack
+ * their panels from the float32 A: the same rounding, so the same bytes. */
+static int bf16_inplace = -1; /* MATS_GEMM_BF16_INPLACE=0: always pack (tests, bench) */
+
+void bf16gemm_set_inplace(int on) { bf16_inplace = on ? 1 : 0; }
+
+static int bf16_inplace_on(void) {
+    if (bf16_inplace < 0) {
+        const char *e = getenv("MATS_GEMM_BF16_INPLACE");
+        bf16_inplace = !(e && !strcmp(e, "0"));
+    }
+    return bf16_inplace;
+}
+
+typedef struct {
+    const float *X;
+    long ld, k;
+    float *p;
+} conv_job;
+
+static void conv_range(void *ctx, long lo, long hi) {
+    const conv_job *c = ctx;
+    rows_bf16(c->X, c->ld, (int)c->k, lo, hi, c->p, (c->k + 1) / 2);
+}
+
+static __thread fbuf buf_ra;
+
+/* X's rows [0, rows) of k floats as bf16 rows of (k + 1) / 2 pairs */
+static const float *convert_rows(const float *X, long ld, long rows, long k, int serial) {
+    conv_job c = {.X = X, .ld = ld, .k = k};
+    c.p = grow(&buf_ra, (size_t)rows * ((k + 1) / 2));
+    if (serial) conv_range(&c, 0, rows);
+    else pool_parallel_for(rows, 16, conv_range, &c);
+    return c.p;
+}
+
 /* the product; upper = 1: only the tiles that touch the upper triangle.
  * For each k-block of KC: pack both operands' slices (on the pool), then
  * run the tiles (on the pool). */
@@ -627,6 +694,13 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
      * 0.86x -> 1.06x OpenBLAS); on larger products packed panels win
      * (t5-small's 2048 x 512 x 4096: 0.90x packed, 0.77x in place) */
     j.b_inplace = kd->ukr_t && ta && !tb && !pe && (long)m * n <= (1L << 17);
+    /* A read in place: rows of at most 2 KiB (512 floats, or 512 bf16 pairs
+     * converted first), where MR rows 8 KiB apart would share a set of a
+     * 32 KiB 8-way L1 (2048^3 on a Zen 4: 1.02x OpenBLAS packed, 0.95x in
+     * place) */
+    if (kd->ukr_u && !ta && kd->kdiv == 1 && lda <= 512) j.ai = A, j.ldai = lda;
+    if (kd->ukr_u && !ta && kd->kdiv == 2 && k > 0 && k <= 1024 && bf16_inplace_on())
+        j.ai = convert_rows(A, lda, m, k, serial), j.ldai = (k + 1) / 2;
     for (int pc = 0; pc < nk; pc++) {
         j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;
         j.steps = (j.kc + kd->kdiv - 1) / kd->kdiv;
@@ -681,6 +755,7 @@ void f32gemm_freeze(const void *p, size_t bytes) { (void)p, (void)bytes; }
 void f32gemm_thaw(const void *p) { (void)p; }
 
 int bf16gemm_available(void) { return 0; }
+void bf16gemm_set_inplace(int on) { (void)on; }
 
 void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {

@@ -74,6 +74,13 @@ static void bf16_one(int ta, int tb, int m, int n, int k, float alpha, const flo
     for (int i = 0; i < batch; i++)
         bf16gemm(1, ta, tb, m, n, k, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
 }
+/* the bf16 kernel with every operand packed (no in-place reading) */
+static void bf16_packed(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                        const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    bf16gemm_set_inplace(0);
+    bf16_pool(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+    bf16gemm_set_inplace(1);
+}
 static int have_avx512(void) { return f32gemm_kernel_supported(F32GEMM_AVX512); }
 static int have_avx2(void) { return f32gemm_kernel_supported(F32GEMM_AVX2); }
 
@@ -87,6 +94,7 @@ static const kernel kernels[] = {
     {"blocked-avx2-local", have_avx2, avx2_one, same},
     {"bf16-avx512", bf16gemm_available, bf16_pool, bf},
     {"bf16-avx512-local", bf16gemm_available, bf16_one, bf},
+    {"bf16-avx512-packed", bf16gemm_available, bf16_packed, bf},
 };
 #define N_KERNELS (int)(sizeof kernels / sizeof *kernels)
 
@@ -411,6 +419,35 @@ static void test_simd_widths(void) {
     free(in), free(w16.out), free(w4.out), free(ref_g);
 }
 
+/* The bf16 kernel reading its operands in place (converted once: bf16 rows
+ * for op(A) = A, pair-interleaved rows for A^T B with C small) gives the
+ * bytes of packing them, on the pool and on one thread, for shapes with odd
+ * k, edge blocks, one and several k-blocks, beta 0 and not. */
+static void test_bf16_inplace(void) {
+    if (!bf16gemm_available()) T_SKIP("no AVX512_BF16 on this CPU");
+    const int shapes[][3] = {{13, 40, 1023}, {100, 17, 129}, {300, 200, 130}, {257, 96, 1700},
+                             {24, 64, 4097}, {256, 256, 512}, {96, 512, 1024}, {7, 5, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int loc = 0; loc < 2; loc++) {
+                    int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                    int lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 3, ldc = n;
+                    float *A = rnd((size_t)(ta ? k : m) * lda), *B = rnd((size_t)(tb ? n : k) * ldb);
+                    float *C0 = rnd((size_t)m * ldc), *C1 = malloc(sizeof(float) * (size_t)m * ldc);
+                    float beta = loc ? 0.0f : 0.75f;
+                    memcpy(C1, C0, sizeof(float) * (size_t)m * ldc);
+                    bf16gemm_set_inplace(0);
+                    bf16gemm(loc, ta, tb, m, n, k, 1.25f, A, lda, B, ldb, beta, C0, ldc);
+                    bf16gemm_set_inplace(1);
+                    bf16gemm(loc, ta, tb, m, n, k, 1.25f, A, lda, B, ldb, beta, C1, ldc);
+                    CHECK(!memcmp(C0, C1, sizeof(float) * (size_t)m * ldc),
+                          "bf16 %dx%dx%d ta%d tb%d %s: in place gives other bytes than packed", m, n, k, ta, tb,
+                          loc ? "local" : "pool");
+                    free(A), free(B), free(C0), free(C1);
+                }
+}
+
 /* Frozen operands (f32gemm_freeze): products whose B lies in a frozen range
  * reuse its packed panels and give the bytes of packing again, for each
  * float32 kernel and the bf16 one, both transposes, one and several
@@ -479,5 +516,6 @@ int main(int argc, char **argv) {
     RUN(test_threads);
     RUN(test_simd_widths);
     RUN(test_frozen);
+    RUN(test_bf16_inplace);
     return t_done();
 }

@@ -37,20 +37,23 @@ typedef struct {
     const char *name;
     int kernel;       /* F32GEMM_*, or -1 for cpu_math bf16 */
     const char *bf16; /* the bf16 kernel (MATS_GEMM_BF16) */
+    int packed;       /* avx512bf16 with every operand packed (no in-place reading) */
 } variant;
 
 static const variant variants[] = {
-    {"openblas", F32GEMM_OPENBLAS, NULL},
-    {"avx2", F32GEMM_AVX2, NULL},
-    {"avx512", F32GEMM_AVX512, NULL},
-    {"amx", -1, "amx"},
-    {"avx512bf16", -1, "avx512bf16"},
+    {"openblas", F32GEMM_OPENBLAS, NULL, 0},
+    {"avx2", F32GEMM_AVX2, NULL, 0},
+    {"avx512", F32GEMM_AVX512, NULL, 0},
+    {"amx", -1, "amx", 0},
+    {"avx512bf16", -1, "avx512bf16", 0},
+    {"bf16-packed", -1, "avx512bf16", 1},
 };
 #define N_VARIANTS (int)(sizeof variants / sizeof *variants)
 
 static int variant_use(const variant *v) {
     if (v->kernel < 0) {
         setenv("MATS_GEMM_BF16", v->bf16, 1);
+        bf16gemm_set_inplace(!v->packed);
         return be_set_cpu_math(BE_MATH_BF16);
     }
     be_set_cpu_math(BE_MATH_FP32);

@@ -89,17 +89,22 @@ run() {
              "$DIR/corpus.msgpack.xz" "$W/corpus.msgpack"; fi
     build/bin/art verify "$W/corpus.msgpack" >/dev/null || die "$DIR/corpus.msgpack.xz: the corpus tokens do not verify"
     mapfile -t a < <(recipe_args)
-    local steps batch tin ttg
+    local steps batch tin ttg cke
     steps=$(build/bin/key "${a[@]:0:4}" --get train.steps)
     batch=$(build/bin/key "${a[@]:0:4}" --get train.batch_size)
     tin=$(build/bin/key "${a[@]:0:4}" --get train.max_input_len)
     ttg=$(build/bin/key "${a[@]:0:4}" --get train.max_target_len)
+    cke=$(build/bin/key "${a[@]:0:4}" --get train.ckpt_every)
+    # a checkpoint (weights and optimizer, written and fsynced) every cke
+    # steps, which train --bench does not write: 2 s each in the estimates
+    local ckpt_s
+    ckpt_s=$(awk -v c="${cke:-0}" 'BEGIN { printf "%g", (c > 0 ? 2 / c : 0) }')
     # 1. the step's speed, on random batches of the recipe's shape
     build/bin/train "${a[@]:0:4}" --bench 30 > "$W/bench.txt" 2>&1 || { cat "$W/bench.txt" >&2; die "train --bench failed"; }
     local tps need
     tps=$(sed -n 's/^bench-train: C full[^:]*: *\([0-9]*\) tokens\/s.*/\1/p' "$W/bench.txt" | head -n 1)
     [ -n "$tps" ] && [ "$tps" -gt 0 ] || { cat "$W/bench.txt" >&2; die "no tokens/s in train --bench's output"; }
-    need=$(awk -v s="$steps" -v b="$batch" -v i="$tin" -v g="$ttg" -v t="$tps" 'BEGIN { printf "%d", s * b * (i + g) / t * 1.1 + 30 }')
+    need=$(awk -v s="$steps" -v b="$batch" -v i="$tin" -v g="$ttg" -v t="$tps" -v c="$ckpt_s" 'BEGIN { printf "%d", s * (b * (i + g) / t * 1.1 + c) + 30 }')
     local left=$((budget - (SECONDS - t0)))
     echo "gpu-base: $(grep -m1 'bench-train: T5' "$W/bench.txt" | sed 's/^bench-train: //')"
     echo "gpu-base: $tps tokens/s on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo 'this machine'): $steps steps of $batch x ($tin + $ttg) tokens need about $need s, $left s left"
@@ -107,7 +112,7 @@ run() {
     local sets=()
     if [ "$need" -gt "$left" ]; then
         local fit
-        fit=$(awk -v l="$left" -v t="$tps" -v b="$batch" -v i="$tin" -v g="$ttg" 'BEGIN { f = (l - 30) / 1.1 * t / (b * (i + g)); f = int(f / 100) * 100; printf "%d", (f > 0 ? f : 0) }')
+        fit=$(awk -v l="$left" -v t="$tps" -v b="$batch" -v i="$tin" -v g="$ttg" -v c="$ckpt_s" 'BEGIN { f = (l - 30) / (b * (i + g) / t * 1.1 + c); f = int(f / 100) * 100; printf "%d", (f > 0 ? f : 0) }')
         if [ "$fit_arg" != --fit ] || [ "$fit" -lt 100 ]; then
             echo "gpu-base: the run does not fit: about $fit steps would in the $left s left; set train.steps in the recipe to that (or run with --fit), or give more time"
             exit 3

@@ -84,9 +84,10 @@ int bf16gemm_available(void);
 void bf16gemm(int local, int transA, int transB, int m, int n, int k, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* 0: bf16gemm packs every operand as the kernel's panels; 1 (default, or
- * MATS_GEMM_BF16_INPLACE unset or not 0): it converts the operands that the
- * in-place micro-kernels read once per product instead. The same bytes
- * either way (tests, bench_gemm). */
-void bf16gemm_set_inplace(int on);
+ * MATS_GEMM_BF16_INPLACE unset or not 0): where op(A) = A with k <= 1024 it
+ * converts A once per product to bf16 rows that the micro-kernel reads in
+ * place instead. The same bytes either way (tests, bench_gemm). Returns the
+ * setting before. */
+int bf16gemm_set_inplace(int on);
 
 #endif

@@ -619,7 +619,13 @@ static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
  * their panels from the float32 A: the same rounding, so the same bytes. */
 static int bf16_inplace = -1; /* MATS_GEMM_BF16_INPLACE=0: always pack (tests, bench) */
 
-void bf16gemm_set_inplace(int on) { bf16_inplace = on ? 1 : 0; }
+static int bf16_inplace_on(void);
+
+int bf16gemm_set_inplace(int on) {
+    int was = bf16_inplace_on();
+    bf16_inplace = on ? 1 : 0;
+    return was;
+}
 
 static int bf16_inplace_on(void) {
     if (bf16_inplace < 0) {
@@ -755,7 +761,7 @@ void f32gemm_freeze(const void *p, size_t bytes) { (void)p, (void)bytes; }
 void f32gemm_thaw(const void *p) { (void)p; }
 
 int bf16gemm_available(void) { return 0; }
-void bf16gemm_set_inplace(int on) { (void)on; }
+int bf16gemm_set_inplace(int on) { (void)on; return 0; }
 
 void bf16gemm(int local, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {

@@ -110,7 +110,7 @@ base-release-carry-out: all
 base-release-carry-in: all
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh carry-in $(CARRY)
 ## base-release-heldout  span-corruption loss on held-out text and on the corpus: the released base and the base-release run so far (HELDOUT="FILE..." for others)
-base-release-heldout: all
+base-release-heldout: all $(DATA_DEPS_STAMP)
 	@MATS_CACHE=$(MATS_CACHE) CONF=$(BASE_RELEASE_CONF) bash scripts/base-release.sh heldout $(HELDOUT)
 ## base-check     the released base and vocabulary verify, and their recorded recipe matches the configs
 base-check: all

@@ -59,6 +59,9 @@ CONF=${CONF:-configs/experiments/base-release.conf}
 KEY=build/bin/key
 ART=build/bin/art
 die() { echo "base-release: $*" >&2; exit 1; }
+# the temporary directory of this run (compare, install, heldout), removed on exit
+TMPD=""
+tmpdir() { [ -n "$TMPD" ] || { TMPD=$(mktemp -d) && trap 'rm -rf "$TMPD"' EXIT; }; }
 [ -x $KEY ] && [ -x $ART ] || die "build the tools first: make"
 [ -f "$CONF" ] || die "$CONF: no such recipe config"
 PRE=$($KEY --config "$CONF" --get-path exp.pretrain)
@@ -126,10 +129,14 @@ check() {
     [ "$(field vocab "$rec/tokens.key")" = "${K[vocab]}" ] || die "$rec/tokens.key: its vocabulary is not the recorded vocabulary"
     [ "$(field data "$rec/base.key")" = "${K[tokens]}" ] || die "$rec/base.key: its data is not the recorded corpus tokens"
     [ "$($ART key "$RELEASE/vocab.msgpack")" = "${K[vocab]}" ] || die "$RELEASE/vocab.msgpack was not made by $rec/vocab.key"
-    local made=base
+    local made=base from
+    from=$(meta_of "$RELEASE/base.msgpack" rounded_from)
     if [ -n "$ROUND" ]; then
         [ "$(field model "$rec/round.key")" = "${K[base]}" ] || die "$rec/round.key: it rounds another base than $rec/base.key records"
+        [ "$from" = "${K[base]}" ] || die "$RELEASE/base.msgpack is not the rounding of the base $rec/base.key records (its meta.rounded_from is '$from'): install the base again"
         made=round
+    else
+        [ -z "$from" ] || die "$RELEASE/base.msgpack is a rounded base (meta.rounded_from $from) but $CONF sets no exp.release_round: set it as the release was made, or install the base again"
     fi
     [ "$($ART key "$RELEASE/base.msgpack")" = "${K[$made]}" ] || die "$RELEASE/base.msgpack was not made by $rec/$made.key"
     echo "base-release: $RELEASE/base.msgpack (${K[$made]}${ROUND:+, the base ${K[base]} rounded to $ROUND}) and $RELEASE/vocab.msgpack (${K[vocab]}) verify; their recipe is $CONF + $PRE"
@@ -150,9 +157,10 @@ round_text() { # MODEL
     mapfile -t a < <(key_args round "$($KEY --file $ART | cut -d' ' -f1)" "model=$($ART key "$1")")
     $KEY "${a[@]}" --text
 }
-round_to() { # MODEL OUT
-    $ART round-bf16 "$1" --key "$(round_text "$1" | xxh128sum | cut -d' ' -f1)" -o "$2" 2>/dev/null ||
-        die "cannot round $1: $($ART round-bf16 "$1" --key 00000000000000000000000000000000 -o "$2" 2>&1 | tail -n 1)"
+round_to() { # MODEL KEYTEXT OUT: round MODEL under the key of KEYTEXT (round_text's)
+    local err
+    err=$($ART round-bf16 "$1" --key "$(xxh128sum < "$2" | cut -d' ' -f1)" -o "$3" 2>&1 >/dev/null) ||
+        die "cannot round $1: $(tail -n 1 <<<"$err")"
 }
 
 # The loss curve of a training log: "STEP LOSS" per progress line.
@@ -160,13 +168,14 @@ curve() { sed -n 's/.* \([0-9][0-9]*\)\/[0-9]* steps .* loss \([0-9.]*\) .*/\1 \
 
 compare() {
     rebuilt
-    local new=$NEW_BASE tmp=""
+    local new=$NEW_BASE
     echo "rebuilt base: $NEW_BASE"
     echo "released:     $RELEASE/base.msgpack"
     if [ -n "$ROUND" ]; then
-        tmp=$(mktemp -d)
-        new=$tmp/rounded.msgpack
-        round_to "$NEW_BASE" "$new"
+        tmpdir
+        new=$TMPD/rounded.msgpack
+        round_text "$NEW_BASE" > "$TMPD/round.key"
+        round_to "$NEW_BASE" "$TMPD/round.key" "$new"
         echo "(the rebuilt base rounded to $ROUND, as the release is: exp.release_round)"
     fi
     if $ART diff "$RELEASE/base.msgpack" "$new" --tol 0 >/dev/null 2>&1; then
@@ -175,7 +184,6 @@ compare() {
         echo "weights: differ from the release (largest differences per tensor):"
         $ART diff "$RELEASE/base.msgpack" "$new" 2>&1 | awk 'NF == 3 && $1 != "tensor"' | sort -k3 -g | tail -n 5 | sed 's/^/  /'
     fi
-    [ -z "$tmp" ] || rm -rf "$tmp"
     if $ART diff "$RELEASE/vocab.msgpack" "$NEW_VOCAB" --tol 0 >/dev/null 2>&1; then
         echo "vocabulary: identical to the release"
     else
@@ -218,9 +226,12 @@ install_dir() {
     cp "$dir"/recipe/corpus.key "$dir"/recipe/vocab.key "$dir"/recipe/tokens.key "$rec/"
     cp "$dir/base.key" "$rec/base.key"
     cp "$dir/base.log" "$rec/base.log"
-    if [ -n "$ROUND" ]; then
-        round_text "$dir/base.msgpack" > "$rec/round.key"
-        round_to "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+    if [ -n "$ROUND" ]; then # rounded first: a failure leaves the release as it was
+        tmpdir
+        round_text "$dir/base.msgpack" > "$TMPD/round.key"
+        round_to "$dir/base.msgpack" "$TMPD/round.key" "$TMPD/rounded.msgpack"
+        cp "$TMPD/round.key" "$rec/round.key"
+        cp "$TMPD/rounded.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
     else
         rm -f "$rec/round.key"
         cp "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
@@ -234,13 +245,13 @@ install() {
     local tk tmp
     tk=$(field data "${NEW_BASE%.msgpack}.key")
     [ -n "$tk" ] || die "${NEW_BASE%.msgpack}.key: no key text beside the rebuilt base"
-    tmp=$(mktemp -d)
+    tmpdir
+    tmp=$TMPD/install
     stage_data "$tmp" "$NEW_VOCAB" "$tk"
     cp "$NEW_BASE" "$tmp/base.msgpack"
     cp "${NEW_BASE%.msgpack}.key" "$tmp/base.key"
     cp "${NEW_BASE%.msgpack}.log" "$tmp/base.log"
     install_dir "$tmp"
-    rm -rf "$tmp"
 }
 
 # The recipe's base run in this tree: the artifact path the workflow gives
@@ -364,36 +375,41 @@ heldout() {
         set -- "$RELEASE/base.msgpack"
         if [ -s "$run" ]; then set -- "$@" "$run"; elif [ -s "$run.ckpt" ]; then set -- "$@" "$run.ckpt"; fi
     fi
-    local data corpus held f m step h c
-    for f in "$@"; do [ -f "$f" ] || die "$f: no such file"; done
+    local data corpus held f m step h c vk tv out
+    for f in "$@"; do [ -f "$f" ] || die "$f: no such file: give models or train checkpoints"; done
     data=$(make --no-print-directory WF=1 DATA_CONF="$CONF" EXP="$CONF" MATS_CACHE="${MATS_CACHE:-cache}" \
         wf-heldout-data 2>&1) || die "cannot build the held-out data: $(tail -n 1 <<<"$data")"
     corpus=$(sed -n 's/^corpus //p' <<<"$data")
     held=$(sed -n 's/^heldout //p' <<<"$data")
-    [ -n "$corpus" ] && [ -n "$held" ] || die "$CONF: no corpus or validation tokens to measure on"
-    HELDOUT_TMP=$(mktemp -d); local tmp=$HELDOUT_TMP
-    trap 'rm -rf "$HELDOUT_TMP"' EXIT
-    loss() { # MODEL VALID
+    [ -n "$corpus" ] && [ -n "$held" ] || die "$CONF names no corpus or validation tokens (wf-heldout-data): check its data config"
+    # the models read the release's token ids: the data must be tokenized by its vocabulary
+    vk=$($ART key "$RELEASE/vocab.msgpack") tv=$(meta_of "$corpus" vocab)
+    [ "$tv" = "$vk" ] || die "$CONF's tokens are of vocabulary '$tv', not the release's ($vk): measure with the recipe that made the release"
+    tmpdir
+    # LOSS = the loss of MODEL (FILE's) on VALID
+    loss() { # MODEL VALID FILE
         local out
         out=$(build/bin/train --config "$CONF" --config "$PRE" --objective span_corruption --mode full \
             --set train.steps=1 --set train.lr=0 --set train.eval_every=1 --set train.valid_examples=1024 \
             --set train.ckpt_every=0 --set train.batch_size=32 --set train.grad_accum=1 --set train.cpu_math=fp32 \
-            --init "$1" --data "$corpus" --valid "$2" -o "$tmp/out.msgpack" 2>&1) ||
-            die "train on $1: $(tail -n 1 <<<"$out")"
-        sed -n 's/.*validation -loss -\([0-9.]*\) .*/\1/p' <<<"$out" | head -n 1
+            --init "$1" --data "$corpus" --valid "$2" -o "$TMPD/out.msgpack" 2>&1) ||
+            die "$3: train could not measure it: $(tail -n 1 <<<"$out")"
+        LOSS=$(sed -n 's/.*validation -loss -\([0-9.]*\) .*/\1/p' <<<"$out" | head -n 1)
+        [ -n "$LOSS" ] || die "$3: no validation loss in train's output (a NaN?): $(grep -m1 'validation' <<<"$out")"
     }
     printf '%-40s %7s %9s %9s %7s\n' file step held-out corpus gap
     for f in "$@"; do
-        m=$f step=$(meta_of "$f" step)
+        m=$f
         if [ "$($ART show "$f" 2>/dev/null | sed -n 's/^kind *//p')" = train_checkpoint ]; then
-            m=$tmp/model.msgpack
-            $ART from-checkpoint "$f" --like "$RELEASE/base.msgpack" -o "$m" 2>/dev/null ||
-                die "$f: $($ART from-checkpoint "$f" --like "$RELEASE/base.msgpack" -o "$m" 2>&1 | tail -n 1)"
+            m=$TMPD/model.msgpack
+            out=$($ART from-checkpoint "$f" --like "$RELEASE/base.msgpack" -o "$m" 2>&1) ||
+                die "$f: $(tail -n 1 <<<"$out" | sed 's/^art: //') (heldout reads a checkpoint as a model shaped like $RELEASE/base.msgpack)"
         fi
-        h=$(loss "$m" "$held")
-        c=$(loss "$m" "$corpus")
+        step=$(meta_of "$m" step) # (the checkpoint's own, as read: a running run writes new ones)
+        loss "$m" "$held" "$f"; h=$LOSS
+        loss "$m" "$corpus" "$f"; c=$LOSS
         printf '%-40s %7s %9s %9s %7s\n' "$f" "${step:--}" "$h" "$c" "$(awk -v h="$h" -v c="$c" 'BEGIN {printf "%.4f", h - c}')"
-        rm -f "$tmp/model.msgpack" "$tmp/out.msgpack"
+        rm -f "$TMPD/model.msgpack" "$TMPD/out.msgpack"
     done
 }
 

@@ -77,9 +77,9 @@ static void bf16_one(int ta, int tb, int m, int n, int k, float alpha, const flo
 /* the bf16 kernel with every operand packed (no in-place reading) */
 static void bf16_packed(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
                         const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
-    bf16gemm_set_inplace(0);
+    int was = bf16gemm_set_inplace(0);
     bf16_pool(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
-    bf16gemm_set_inplace(1);
+    bf16gemm_set_inplace(was);
 }
 static int have_avx512(void) { return f32gemm_kernel_supported(F32GEMM_AVX512); }
 static int have_avx2(void) { return f32gemm_kernel_supported(F32GEMM_AVX2); }
@@ -419,14 +419,17 @@ static void test_simd_widths(void) {
     free(in), free(w16.out), free(w4.out), free(ref_g);
 }
 
-/* The bf16 kernel reading its operands in place (converted once: bf16 rows
- * for op(A) = A, pair-interleaved rows for A^T B with C small) gives the
- * bytes of packing them, on the pool and on one thread, for shapes with odd
- * k, edge blocks, one and several k-blocks, beta 0 and not. */
+/* The bf16 kernel reading op(A) = A in place (converted once to bf16 rows:
+ * k <= 1024, whole 12 x 32 blocks; edge blocks pack) gives the bytes of
+ * packing it, on the pool and on one thread, beta 0 and not. The shapes
+ * with ta = 0, m >= 12, n >= 32 and k <= 1024 reach the in-place kernel
+ * (odd k among them); the rest check that the switch changes nothing
+ * where it does not apply. */
 static void test_bf16_inplace(void) {
     if (!bf16gemm_available()) T_SKIP("no AVX512_BF16 on this CPU");
     const int shapes[][3] = {{13, 40, 1023}, {100, 17, 129}, {300, 200, 130}, {257, 96, 1700},
-                             {24, 64, 4097}, {256, 256, 512}, {96, 512, 1024}, {7, 5, 3}};
+                             {24, 64, 4097}, {256, 256, 512}, {96, 512, 1024}, {7, 5, 3},
+                             {64, 96, 40}, {257, 130, 301}, {37, 33, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
@@ -437,10 +440,11 @@ static void test_bf16_inplace(void) {
                     float *C0 = rnd((size_t)m * ldc), *C1 = malloc(sizeof(float) * (size_t)m * ldc);
                     float beta = loc ? 0.0f : 0.75f;
                     memcpy(C1, C0, sizeof(float) * (size_t)m * ldc);
-                    bf16gemm_set_inplace(0);
+                    int was = bf16gemm_set_inplace(0);
                     bf16gemm(loc, ta, tb, m, n, k, 1.25f, A, lda, B, ldb, beta, C0, ldc);
                     bf16gemm_set_inplace(1);
                     bf16gemm(loc, ta, tb, m, n, k, 1.25f, A, lda, B, ldb, beta, C1, ldc);
+                    bf16gemm_set_inplace(was);
                     CHECK(!memcmp(C0, C1, sizeof(float) * (size_t)m * ldc),
                           "bf16 %dx%dx%d ta%d tb%d %s: in place gives other bytes than packed", m, n, k, ta, tb,
                           loc ? "local" : "pool");

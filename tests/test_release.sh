@@ -227,3 +227,31 @@ out=$(RELEASE=$REL CONF=$T/round.conf bash scripts/base-release.sh check 2>&1)
 printf 'include %s\nexp.release_round = f16\n' "$REC" > "$T/round-f16.conf"
 out=$(RELEASE=$T/relr CONF=$T/round-f16.conf bash scripts/base-release.sh check 2>&1)
 [ $? -ne 0 ] && grep -q 'give bf16' <<<"$out" && ok unknown_rounding_refused || fail unknown_rounding_refused "$out"
+# a finite weight beyond bfloat16's range (3.4e38 rounds to infinity), put
+# into the smoke base through the Hugging Face files: refused, nothing written
+if build/bin/art export-hf "$REL/base.msgpack" "$T/huge-hf" > /dev/null 2>&1 &&
+   python3 - "$T/huge-hf/model.safetensors" <<'PY' &&
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+name = sorted(k for k in h if k != "__metadata__")[0]
+o = 8 + n + h[name]["data_offsets"][0]
+b[o:o + 4] = struct.pack("<f", 3.4e38)
+open(p, "wb").write(b)
+PY
+   build/bin/art import-hf "$T/huge-hf" --no-vocab -o "$T/huge.msgpack" > /dev/null 2>&1; then
+    out=$(build/bin/art round-bf16 "$T/huge.msgpack" --key "$rk" -o "$T/huge-r.msgpack" 2>&1)
+    [ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'round to infinity' <<<"$out" &&
+        [ -z "$(ls "$T" | grep '^huge-r')" ] && ok rounding_beyond_bf16_range_refused ||
+        fail rounding_beyond_bf16_range_refused "$out; $(ls "$T" | grep '^huge-r')"
+else fail rounding_beyond_bf16_range_refused "could not make the model with a huge weight"; fi
+out=$(build/bin/art round-bf16 "$REL/base.msgpack" --key "$bk" -o "$T/ownkey.msgpack" 2>&1)
+[ $? -ne 0 ] && grep -q "own key" <<<"$out" && [ ! -e "$T/ownkey.msgpack" ] && ok rounding_under_the_inputs_key_refused ||
+    fail rounding_under_the_inputs_key_refused "$out"
+# a rounded file put in place of the release whose recipe has no rounding step
+mkdir -p "$T/relx" && cp -r "$REL/recipe" "$REL/vocab.msgpack" "$T/relx/" && cp "$T/relr/base.msgpack" "$T/relx/base.msgpack"
+out=$(RELEASE=$T/relx CONF=$REC bash scripts/base-release.sh check 2>&1)
+[ $? -ne 0 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'base.msgpack' <<<"$out" &&
+    ok rounded_file_in_unrounded_release_refused || fail rounded_file_in_unrounded_release_refused "$out"

@@ -533,6 +533,8 @@ static int cmd_round_bf16(int argc, char **argv) {
     art_file *a = art_open(in, "model");
     if (!a) die("%s", mc_error());
     if (val_get(a->meta, "rounded_from")) die("round-bf16: %s is rounded already (meta.rounded_from)", in);
+    if (!strcmp(key, a->key))
+        die("round-bf16: --key %s is %s's own key: the rounded model needs a key of its own (its rounding's)", key, in);
     mc_val *meta = val_clone(a->meta);
     val_set_str(meta, "rounded_from", a->key);
     val_set_str(meta, "rounding", "bf16");
@@ -551,7 +553,15 @@ static int cmd_round_bf16(int argc, char **argv) {
                 die("round-bf16: %s: tensor '%s' holds %g at element %ld: round a finite model", in, t->name,
                     f[bad], bad);
             }
-            for (int64_t j = 0; j < t->numel; j++) f[j] = hf_bf16_to_f32(hf_f32_to_bf16(f[j]));
+            for (int64_t j = 0; j < t->numel; j++) {
+                float r = hf_bf16_to_f32(hf_f32_to_bf16(f[j]));
+                if (isinf(r)) {
+                    art_writer_abort(w);
+                    die("round-bf16: %s: tensor '%s' holds %g at element %lld, beyond bfloat16's range: it would "
+                        "round to infinity", in, t->name, f[j], (long long)j);
+                }
+                f[j] = r;
+            }
             rounded += (long)t->numel;
         }
         if (art_writer_tensor(w, t->name, t->dtype, t->ndim, t->shape, x) < 0) {
@@ -634,6 +644,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "key")) return cmd_key(argc - 2, argv + 2);
     if (!strcmp(argv[1], "round-bf16")) return cmd_round_bf16(argc - 2, argv + 2);
     if (!strcmp(argv[1], "from-checkpoint")) return cmd_from_checkpoint(argc - 2, argv + 2);
-    die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm or export-hf (see art --help)",
+    die("unknown command '%s': show, verify, diff, corr, key, import-hf, import-spm, export-hf, export-jsonl, "
+        "from-checkpoint or round-bf16 (see art --help)",
         argv[1]);
 }

@@ -11,8 +11,9 @@
  *       (T rows, default 4096 = 32 x 128 tokens): forward x W^T, input
  *       gradient dy W, weight gradient dy^T x, for the attention projection
  *       and the feed-forward; each kernel forced in turn (float32:
- *       OpenBLAS, AVX2, AVX-512; bf16: AMX, AVX512_BF16); GFLOP/s and the
- *       ratio to OpenBLAS in the same run.
+ *       OpenBLAS, AVX2, AVX-512; bf16: AMX, AVX512_BF16, and AVX512_BF16
+ *       with every operand packed, "bf16-pack", bf16gemm_set_inplace(0));
+ *       GFLOP/s and the ratio to OpenBLAS in the same run.
  * Rates are wall-clock, best of R repetitions, on be_threads() threads;
  * --cpu: per CPU-second of the process instead (on a shared machine, with
  * MATS_THREADS=1, the kernel's own speed, whatever else runs). */
@@ -46,7 +47,7 @@ static const variant variants[] = {
     {"avx512", F32GEMM_AVX512, NULL, 0},
     {"amx", -1, "amx", 0},
     {"avx512bf16", -1, "avx512bf16", 0},
-    {"bf16-packed", -1, "avx512bf16", 1},
+    {"bf16-pack", -1, "avx512bf16", 1},
 };
 #define N_VARIANTS (int)(sizeof variants / sizeof *variants)
 
@@ -79,7 +80,7 @@ static double now(void) {
  * the machine falls on all of them alike */
 static void rates(int ta, int tb, int m, int n, int k, int reps, double *g) {
     float *A = filled((size_t)m * k, 7), *B = filled((size_t)k * n, 5), *C = filled((size_t)m * n, 3);
-    int was = f32gemm_kernel();
+    int was = f32gemm_kernel(), inplace = bf16gemm_set_inplace(1);
     for (int v = 0; v < N_VARIANTS; v++) g[v] = 0;
     for (int r = 0; r <= reps; r++) /* round 0 warms up */
         for (int v = 0; v < N_VARIANTS; v++) {
@@ -91,6 +92,7 @@ static void rates(int ta, int tb, int m, int n, int k, int reps, double *g) {
         }
     be_set_cpu_math(BE_MATH_FP32);
     f32gemm_set_kernel(was);
+    bf16gemm_set_inplace(inplace);
     free(A), free(B), free(C);
 }
 

@@ -619,20 +619,18 @@ static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
  * their panels from the float32 A: the same rounding, so the same bytes. */
 static int bf16_inplace = -1; /* MATS_GEMM_BF16_INPLACE=0: always pack (tests, bench) */
 
-static int bf16_inplace_on(void);
-
-int bf16gemm_set_inplace(int on) {
-    int was = bf16_inplace_on();
-    bf16_inplace = on ? 1 : 0;
-    return was;
-}
-
 static int bf16_inplace_on(void) {
     if (bf16_inplace < 0) {
         const char *e = getenv("MATS_GEMM_BF16_INPLACE");
         bf16_inplace = !(e && !strcmp(e, "0"));
     }
     return bf16_inplace;
+}
+
+int bf16gemm_set_inplace(int on) {
+    int was = bf16_inplace_on();
+    bf16_inplace = on ? 1 : 0;
+    return was;
 }
 
 typedef struct {
@@ -705,7 +703,8 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
      * 32 KiB 8-way L1 (2048^3 on a Zen 4: 1.02x OpenBLAS packed, 0.95x in
      * place) */
     if (kd->ukr_u && !ta && kd->kdiv == 1 && lda <= 512) j.ai = A, j.ldai = lda;
-    if (kd->ukr_u && !ta && kd->kdiv == 2 && k > 0 && k <= 1024 && bf16_inplace_on())
+    /* (converted only where a whole MR x NR block will read it: edge blocks pack) */
+    if (kd->ukr_u && !ta && kd->kdiv == 2 && k > 0 && k <= 1024 && m >= kd->mr && n >= kd->nr && bf16_inplace_on())
         j.ai = convert_rows(A, lda, m, k, serial), j.ldai = (k + 1) / 2;
     for (int pc = 0; pc < nk; pc++) {
         j.k0 = (long)pc * KC, j.kc = k - j.k0 < KC ? k - j.k0 : KC;

@@ -226,16 +226,17 @@ install_dir() {
     cp "$dir"/recipe/corpus.key "$dir"/recipe/vocab.key "$dir"/recipe/tokens.key "$rec/"
     cp "$dir/base.key" "$rec/base.key"
     cp "$dir/base.log" "$rec/base.log"
+    local base=$dir/base.msgpack
     if [ -n "$ROUND" ]; then # rounded first: a failure leaves the release as it was
         tmpdir
-        round_text "$dir/base.msgpack" > "$TMPD/round.key"
-        round_to "$dir/base.msgpack" "$TMPD/round.key" "$TMPD/rounded.msgpack"
+        round_text "$base" > "$TMPD/round.key"
+        round_to "$base" "$TMPD/round.key" "$TMPD/rounded.msgpack"
         cp "$TMPD/round.key" "$rec/round.key"
-        cp "$TMPD/rounded.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
+        base=$TMPD/rounded.msgpack
     else
         rm -f "$rec/round.key"
-        cp "$dir/base.msgpack" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
     fi
+    cp "$base" "$RELEASE/base.msgpack.tmp" && mv "$RELEASE/base.msgpack.tmp" "$RELEASE/base.msgpack"
     cp "$dir/vocab.msgpack" "$RELEASE/vocab.msgpack.tmp" && mv "$RELEASE/vocab.msgpack.tmp" "$RELEASE/vocab.msgpack"
     check
 }

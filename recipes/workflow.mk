@@ -625,8 +625,9 @@ wf-report: | $(WF_DIR)/
 	@build/bin/report --manifest $(WF_DIR)/report.tsv -o $(RESULTS_MD) \
 	  --title "$(EXP_NAME): every merge method, $(if $(filter 2,$(words $(or $(REPORT_MODES),ia3 full))),IA3 and full fine-tuning,$(or $(REPORT_MODES),ia3 full) only)"
 	@cat $(RESULTS_MD)
-	@# the default experiment's results are committed: docs/results.md and its plots
-	@$(if $(filter default,$(EXP_NAME)),cp $(RESULTS_MD) docs/results.md && for p in $(basename $(RESULTS_MD))-*.png; do [ ! -f "$$p" ] || cp "$$p" docs/; done && echo "results: docs/results.md")
+	@# the default experiment's results are committed: docs/results.md and its plots (by name: reports/
+	@# also holds other experiments' results-EXP-*.png)
+	@$(if $(filter default,$(EXP_NAME)),cp $(RESULTS_MD) docs/results.md && for p in $(foreach k,lambda tasks,$(foreach m,ia3 full,$(basename $(RESULTS_MD))-$(k)-$(m).png)); do [ ! -f "$$p" ] || cp "$$p" docs/; done && echo "results: docs/results.md")
 
 # ------------------------------------------------------------------ explain
 # The key text of each slot's last build is kept in $(CACHE)/slots/EXP/SLOT.key

@@ -109,10 +109,13 @@ const char *be_bf16_kernel_name(void);
 
 /* Thin SVD of the row-major m x n A (destroyed): A = U diag(S) Vt with
  * r = min(m, n), U m x r and Vt r x n row-major (orthonormal columns of U,
- * rows of Vt), S descending (LAPACK dgesdd, divide and conquer). Returns
- * 0, or LAPACK's info when it failed to converge. In backend_svd.c, a file
+ * rows of Vt), S descending (LAPACK dgesdd, divide and conquer; where
+ * that does not converge, dgesvd's QR iteration on the same A). Returns
+ * 0, or LAPACK's info when neither converged. In backend_svd.c, a file
  * of its own: only the binaries that call it link it, so the other
  * stages' bytes, and with them their cache keys, do not change. */
 int be_dgesdd(int m, int n, double *A, double *U, double *S, double *Vt);
+/* The same by dgesvd (QR iteration) alone: be_dgesdd's fallback. */
+int be_dgesvd(int m, int n, double *A, double *U, double *S, double *Vt);
 
 #endif

@@ -495,6 +495,59 @@ static void test_svd_helpers(void) {
     CHECK(worst < 1e-12, "polar of equal columns: %g", worst);
 }
 
+/* U S Vt against A0 (worst entry), and U^T U = I over the r columns. */
+static double svd_residual(int m, int n, const double *A0, const double *U, const double *S, const double *Vt,
+                           double *orth) {
+    int r = m < n ? m : n;
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int c = 0; c < n; c++) {
+            double x = 0;
+            for (int j = 0; j < r; j++) x += U[(size_t)i * r + j] * S[j] * Vt[(size_t)j * n + c];
+            worst = fmax(worst, fabs(x - A0[(size_t)i * n + c]));
+        }
+    *orth = 0;
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) {
+            double x = 0;
+            for (int i = 0; i < m; i++) x += U[(size_t)i * r + a] * U[(size_t)i * r + b];
+            *orth = fmax(*orth, fabs(x - (a == b)));
+        }
+    return worst;
+}
+
+/* be_dgesvd (QR iteration, be_dgesdd's fallback) agrees with dgesdd on a
+ * random matrix; and the iso_cts matrix of the fixture, from eight full
+ * t5-mini task models (decoder.block.1 self-attention k, 256 x 256), on
+ * which OpenBLAS's dgesdd returned info 1 (no convergence) and stopped the
+ * merge on two threads (on one it converged), now factors: U S Vt is the
+ * matrix, U orthonormal. */
+static void test_svd_fallback(void) {
+    enum { m = 9, n = 6 };
+    double A[m * n], B[m * n], A0[m * n], U[m * n], S[n], Vt[n * n], U2[m * n], S2[n], Vt2[n * n], orth;
+    for (int e = 0; e < m * n; e++) A0[e] = A[e] = B[e] = frand();
+    CHECK(be_dgesdd(m, n, A, U, S, Vt) == 0, "dgesdd");
+    CHECK(be_dgesvd(m, n, B, U2, S2, Vt2) == 0, "dgesvd");
+    for (int j = 0; j < n; j++) CHECK(fabs(S[j] - S2[j]) < 1e-12, "S[%d] %g vs %g", j, S[j], S2[j]);
+    double res = svd_residual(m, n, A0, U2, S2, Vt2, &orth);
+    CHECK(res < 1e-12 && orth < 1e-12, "dgesvd: U S Vt - A %g, U^T U - I %g", res, orth);
+    enum { N = 256 };
+    static double F[N * N], F0[N * N], FU[N * N], FS[N], FVt[N * N];
+    FILE *f = fopen("tests/fixtures/svd_gesdd_no_converge.f64", "rb");
+    CHECK(f != NULL, "cannot open tests/fixtures/svd_gesdd_no_converge.f64 (run from the repository root)");
+    if (!f) return;
+    size_t got = fread(F0, sizeof(double), (size_t)N * N, f);
+    fclose(f);
+    CHECK(got == (size_t)N * N, "fixture: %zu of %d doubles", got, N * N);
+    memcpy(F, F0, sizeof F);
+    be_init(2); /* the merge stage's threads: with one, dgesdd converged on it */
+    CHECK(be_dgesdd(N, N, F, FU, FS, FVt) == 0, "the fixture's SVD did not converge");
+    be_init(1);
+    for (int j = 1; j < N; j++) CHECK(FS[j - 1] >= FS[j], "descending at %d", j);
+    res = svd_residual(N, N, F0, FU, FS, FVt, &orth);
+    CHECK(res < 1e-12 * FS[0] * N && orth < 1e-10, "fixture: U S Vt - A %g (S0 %g), U^T U - I %g", res, FS[0], orth);
+}
+
 /* WUDI's system against the sums written out, and a zero task vector left out. */
 static void test_wudi_system(void) {
     enum { out = 4, in = 3 };
@@ -1399,6 +1452,7 @@ int main(void) {
     RUN(test_cg_scale_invariant);
     RUN(test_spd_ridge);
     RUN(test_svd_helpers);
+    RUN(test_svd_fallback);
     RUN(test_wudi_system);
     RUN(test_model_stock_ratio);
     RUN(test_slerp_hand);

@@ -450,30 +450,43 @@ static void test_spd_ridge(void) {
 /* mrg_svd reconstructs A; mrg_polar of a full-rank matrix is orthogonal and
  * keeps its singular vectors; of a rank-deficient one it is the sum over
  * the kept components (two equal columns: the polar factor of one, split). */
+/* The worst entry of U S Vt - A0 (U m x r, Vt r x n, r = min(m, n)). */
+static double svd_error(int m, int n, const double *A0, const double *U, const double *S, const double *Vt) {
+    int r = m < n ? m : n;
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int c = 0; c < n; c++) {
+            double x = 0;
+            for (int j = 0; j < r; j++) x += U[(size_t)i * r + j] * S[j] * Vt[(size_t)j * n + c];
+            worst = fmax(worst, fabs(x - A0[(size_t)i * n + c]));
+        }
+    return worst;
+}
+
+/* The worst entry of Q^T Q - I for the m x r row-major Q. */
+static double orth_error(int m, int r, const double *Q) {
+    double worst = 0;
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) {
+            double x = 0;
+            for (int i = 0; i < m; i++) x += Q[(size_t)i * r + a] * Q[(size_t)i * r + b];
+            worst = fmax(worst, fabs(x - (a == b)));
+        }
+    return worst;
+}
+
 static void test_svd_helpers(void) {
     enum { m = 7, n = 5 };
     double A[m * n], A0[m * n], U[m * n], S[n], Vt[n * n], R[m * n];
     for (int e = 0; e < m * n; e++) A0[e] = A[e] = frand();
     CHECK(mrg_svd(m, n, A, U, S, Vt) == n, "full rank kept");
     for (int j = 1; j < n; j++) CHECK(S[j - 1] >= S[j], "descending at %d", j);
-    double worst = 0;
-    for (int i = 0; i < m; i++)
-        for (int c = 0; c < n; c++) {
-            double x = 0;
-            for (int j = 0; j < n; j++) x += U[i * n + j] * S[j] * Vt[j * n + c];
-            worst = fmax(worst, fabs(x - A0[i * n + c]));
-        }
+    double worst = svd_error(m, n, A0, U, S, Vt);
     CHECK(worst < 1e-12, "U S Vt - A: %g", worst);
     /* polar: Q^T Q = I */
     memcpy(R, A0, sizeof R);
     CHECK(mrg_polar(m, n, R) == 0, "polar");
-    worst = 0;
-    for (int a = 0; a < n; a++)
-        for (int b = 0; b < n; b++) {
-            double x = 0;
-            for (int i = 0; i < m; i++) x += R[i * n + a] * R[i * n + b];
-            worst = fmax(worst, fabs(x - (a == b)));
-        }
+    worst = orth_error(m, n, R);
     CHECK(worst < 1e-12, "polar not orthonormal: %g", worst);
     /* a rank-1 matrix u v^T: one component kept, the others zero */
     double u[m], v[n];
@@ -495,27 +508,6 @@ static void test_svd_helpers(void) {
     CHECK(worst < 1e-12, "polar of equal columns: %g", worst);
 }
 
-/* U S Vt against A0 (worst entry), and U^T U = I over the r columns. */
-static double svd_residual(int m, int n, const double *A0, const double *U, const double *S, const double *Vt,
-                           double *orth) {
-    int r = m < n ? m : n;
-    double worst = 0;
-    for (int i = 0; i < m; i++)
-        for (int c = 0; c < n; c++) {
-            double x = 0;
-            for (int j = 0; j < r; j++) x += U[(size_t)i * r + j] * S[j] * Vt[(size_t)j * n + c];
-            worst = fmax(worst, fabs(x - A0[(size_t)i * n + c]));
-        }
-    *orth = 0;
-    for (int a = 0; a < r; a++)
-        for (int b = 0; b < r; b++) {
-            double x = 0;
-            for (int i = 0; i < m; i++) x += U[(size_t)i * r + a] * U[(size_t)i * r + b];
-            *orth = fmax(*orth, fabs(x - (a == b)));
-        }
-    return worst;
-}
-
 /* be_dgesvd (QR iteration, be_dgesdd's fallback) agrees with dgesdd on a
  * random matrix; and the iso_cts matrix of the fixture, from eight full
  * t5-mini task models (decoder.block.1 self-attention k, 256 x 256), on
@@ -529,7 +521,8 @@ static void test_svd_fallback(void) {
     CHECK(be_dgesdd(m, n, A, U, S, Vt) == 0, "dgesdd");
     CHECK(be_dgesvd(m, n, B, U2, S2, Vt2) == 0, "dgesvd");
     for (int j = 0; j < n; j++) CHECK(fabs(S[j] - S2[j]) < 1e-12, "S[%d] %g vs %g", j, S[j], S2[j]);
-    double res = svd_residual(m, n, A0, U2, S2, Vt2, &orth);
+    double res = svd_error(m, n, A0, U2, S2, Vt2);
+    orth = orth_error(m, n, U2);
     CHECK(res < 1e-12 && orth < 1e-12, "dgesvd: U S Vt - A %g, U^T U - I %g", res, orth);
     enum { N = 256 };
     static double F[N * N], F0[N * N], FU[N * N], FS[N], FVt[N * N];
@@ -544,7 +537,8 @@ static void test_svd_fallback(void) {
     CHECK(be_dgesdd(N, N, F, FU, FS, FVt) == 0, "the fixture's SVD did not converge");
     be_init(1);
     for (int j = 1; j < N; j++) CHECK(FS[j - 1] >= FS[j], "descending at %d", j);
-    res = svd_residual(N, N, F0, FU, FS, FVt, &orth);
+    res = svd_error(N, N, F0, FU, FS, FVt);
+    orth = orth_error(N, N, FU);
     CHECK(res < 1e-12 * FS[0] * N && orth < 1e-10, "fixture: U S Vt - A %g (S0 %g), U^T U - I %g", res, FS[0], orth);
 }
 

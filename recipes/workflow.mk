@@ -427,14 +427,19 @@ opts_of = $(filter-out none,$(call split_list,$(call mm_field,$(1),options)))
 # the merge.* entries that method $(1) reads, as name=value
 merge_sets = $(foreach o,$(MERGE_OPTS),$(if $(filter $(call opts_of,$(1)),$(firstword $(subst =, ,$(o)))),$(o)))
 merge_flags = $(foreach o,$(call merge_sets,$(1)),--$(subst _,-,$(firstword $(subst =, ,$(o)))) $(word 2,$(subst =, ,$(o))))
-# methods that ignore lambda are always run (and keyed) at 1
+# methods that ignore lambda are always run (and keyed) at 1. Those that
+# read it also get --vector-cache: the ones that scale one merged task
+# vector by lambda compute it on the first lambda of a sweep and read it on
+# the others (merge --help); no key changes, and cache-gc deletes the
+# vectors, which the next sweep writes again.
 lambda_for = $(if $(filter $(1),$(uses_lambda)),$(2),1)
 define merge_template
 # $(1) method $(2) lambda $(3) seed
 $(call slot,merge-$(MODE)-$(1)-l$(2)-s$(3),merge,,merge,merge.method=$(1) merge.lambda=$(2) $(addprefix merge.,$(call merge_sets,$(1))),\
   pretrained=$(BASE) $(foreach t,$(TASKS),model.$(t)=ft-$(MODE)-$(t)-s$(3) $(foreach st,$(call stats_of,$(1)),$(st).$(t)=$(call stat_slot,$(t),$(st),$(3)))),\
   build/bin/merge --method $(1) --lambda $(2) --pretrained {pretrained} --models {model.*} \
-    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) {$(st).*}) $(call merge_flags,$(1)))
+    $(foreach st,$(call stats_of,$(1)),$(call stat_flag,$(st)) {$(st).*}) $(call merge_flags,$(1)) \
+    $(if $(filter $(1),$(uses_lambda)),--vector-cache $(CACHE)/vectors))
 endef
 
 # Which merges this run defines (defining costs a key each: only what is asked):

@@ -58,7 +58,7 @@
 #define FISHER_MIN 1e-8f
 
 typedef struct {
-    const char *pretrained, *out, *init, *key, *precond, *rules;
+    const char *pretrained, *out, *init, *key, *precond, *rules, *vector_cache;
     char **models, **fishers, **grams, **data;
     int n, nf, ng, nd;
     double lambda, topk, init_lambda, cg_tol, drop_rate, bc_top, bc_bottom, csf;
@@ -705,21 +705,24 @@ static void model_roles(char (*role)[48]) {
 
 static const char *key_of(const art_file *a) { return a->key[0] ? a->key : "00000000000000000000000000000000"; }
 
+/* input `name` = the hex of file a's checksum */
+static void key_digest_input(mc_key *k, const char *name, const art_file *a) {
+    char hex[33];
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", a->digest[i]);
+    key_input(k, name, hex);
+}
+
 /* The run's key: the one --key gives, else computed as the workflow
  * computes it (recipes/workflow.mk): merge.method; merge.lambda, the value
  * as given for a method that reads it, else 1; merge.<option> for each
  * option the method reads that was given, as given (--init FILE: "file",
  * and the file as input "init"); the inputs pretrained, model.<role> and
  * <statistic role>.<role> (model_roles, mm_stat_role). */
-static void compute_key(char out[33]) {
-    if (O.key) { /* checked by its option row: 32 hex digits */
-        memcpy(out, O.key, 33);
-        return;
-    }
+static void key_with_lambda(char out[33], const char *lambda, int digests) {
     mc_key *k = key_new("merge");
     if (key_binary_file(k, "/proc/self/exe") < 0) die("%s", mc_error());
     key_config(k, "merge.method", METHOD->name);
-    key_config(k, "merge.lambda", METHOD->lambda ? opts_text(PROG, "--lambda") : "1");
+    key_config(k, "merge.lambda", lambda);
     for (int o = 0; o < MM_OPT_COUNT; o++) {
         if (!mm_reads(METHOD, (mm_opt)o)) continue;
         const opt_spec *row = option_row(mm_option_names[o]);
@@ -740,10 +743,34 @@ static void compute_key(char out[33]) {
     }
     free(role);
     if (INIT) key_input(k, "init", key_of(INIT));
+    if (digests) { /* the files' own checksums too: keys may be empty or repeated */
+        key_digest_input(k, "digest.pretrained", PRE);
+        for (int i = 0; i < O.n; i++) {
+            char name[40];
+            snprintf(name, sizeof name, "digest.model.%d", i);
+            key_digest_input(k, name, MODELS[i]);
+        }
+        if (INIT) key_digest_input(k, "digest.init", INIT);
+    }
     dev_key(k, NULL, "merge.device", DEV);
     key_digest(k, out);
     key_free(k);
 }
+
+static void compute_key(char out[33]) {
+    if (O.key) { /* checked by its option row: 32 hex digits */
+        memcpy(out, O.key, 33);
+        return;
+    }
+    key_with_lambda(out, METHOD->lambda ? opts_text(PROG, "--lambda") : "1", 0);
+}
+
+/* The key of the merged task vector that --vector-cache keeps: the run's
+ * key text with merge.lambda "vector", a text no --lambda has, and the
+ * checksums of the input files in --models order, so it names every run
+ * that differs from this one in lambda alone. (The vector methods read no
+ * statistics.) */
+static void vector_key(char out[33]) { key_with_lambda(out, "vector", 1); }
 
 /* ------------------------------------------------------------ output */
 
@@ -765,31 +792,32 @@ static void close_out(out_t *o) {
  * the first tensor and may add to the output's meta (for streaming methods
  * the output opens after it); `tensor` returns the merged values of one
  * tensor (caller frees). Streaming kernels read one tensor of each input at
- * a time; solver kernels record their CG results in SOLVE. */
+ * a time; solver kernels record their CG results in SOLVE.
+ *
+ * The methods that scale one merged task vector by lambda (pre + lambda *
+ * v: task_arithmetic, ties, dare_*, breadcrumbs, iso_c, iso_cts, tsv_m)
+ * give `vector` instead of `tensor`: v of one tensor, which lambda does not
+ * change, from the base's values `pre`; run_streaming scales and adds it,
+ * and with --vector-cache keeps every v (and what `begin` added to the
+ * meta) for the other lambdas of a sweep. */
 typedef struct {
     void (*begin)(mc_val *meta);
     float *(*tensor)(const art_tensor *t);
+    float *(*vector)(const art_tensor *t, const float *pre);
 } kernel;
 
 /* ---- average */
-static const kernel k_average = {NULL, mean_of_models};
+static const kernel k_average = {.tensor = mean_of_models};
 
-/* ---- task_arithmetic, dare_linear, breadcrumbs: pre + lambda * sum_i sp(tau_i) */
-static float *task_sum(const art_tensor *t, sparsify_fn sp) {
-    long n = t->numel;
-    float *pre = load_pre(t);
-    float *sum = sparse_sum(t, pre, sp);
-    float lam = lambda_of(t->name);
-    for (long e = 0; e < n; e++) pre[e] = pre[e] + lam * sum[e];
-    free(sum);
-    return pre;
+/* ---- task_arithmetic, dare_linear, breadcrumbs: v = sum_i sp(tau_i) */
+static float *task_arithmetic_vector(const art_tensor *t, const float *pre) { return sparse_sum(t, pre, NULL); }
+static float *dare_linear_vector(const art_tensor *t, const float *pre) { return sparse_sum(t, pre, sp_dare); }
+static float *breadcrumbs_vector(const art_tensor *t, const float *pre) {
+    return sparse_sum(t, pre, sp_breadcrumbs);
 }
-static float *task_arithmetic_tensor(const art_tensor *t) { return task_sum(t, NULL); }
-static float *dare_linear_tensor(const art_tensor *t) { return task_sum(t, sp_dare); }
-static float *breadcrumbs_tensor(const art_tensor *t) { return task_sum(t, sp_breadcrumbs); }
-static const kernel k_task_arithmetic = {NULL, task_arithmetic_tensor};
-static const kernel k_dare_linear = {NULL, dare_linear_tensor};
-static const kernel k_breadcrumbs = {NULL, breadcrumbs_tensor};
+static const kernel k_task_arithmetic = {.vector = task_arithmetic_vector};
+static const kernel k_dare_linear = {.vector = dare_linear_vector};
+static const kernel k_breadcrumbs = {.vector = breadcrumbs_vector};
 
 /* ---- ties, dare_ties */
 /* Global TIES thresholds, one per model (thr[i] = kth smallest |tau_i|; a
@@ -866,13 +894,12 @@ static void elect_signs(mc_val *meta, sparsify_fn sp) {
     val_set_int(meta, "majority_sign", TIES.majority);
 }
 
-/* The disjoint mean of the entries of sp(tau_i) that agree with the elected
- * sign, weighted (sum w_i x_i / sum w_i over them); pre + lambda * that. A
- * sign of 0 (all signs tied, majority tied) selects negatives, as
+/* v = the disjoint mean of the entries of sp(tau_i) that agree with the
+ * elected sign, weighted (sum w_i x_i / sum w_i over them). A sign of 0 (all
+ * signs tied, majority tied) selects negatives, as
  * torch.where(sign > 0, x > 0, x < 0) does. */
-static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
+static float *ties_merge(const art_tensor *t, const float *pre, sparsify_fn sp) {
     long n = t->numel;
-    float *pre = load_pre(t);
     float *acc = mallocCheck(sizeof(float) * (size_t)n); /* the elected sign, zeros resolved */
     for (long e = 0; e < n; e++) {
         int8_t sg = TIES.signs[TIES.off + e];
@@ -889,11 +916,9 @@ static float *ties_merge(const art_tensor *t, sparsify_fn sp) {
         }
         free(x);
     }
-    float lam = lambda_of(t->name);
-    for (long e = 0; e < n; e++) acc[e] = pre[e] + lam * (sum[e] / (ws[e] != 0 ? ws[e] : 1));
+    for (long e = 0; e < n; e++) acc[e] = sum[e] / (ws[e] != 0 ? ws[e] : 1);
     free(ws);
     free(sum);
-    free(pre);
     return acc;
 }
 
@@ -904,10 +929,10 @@ static void ties_begin(mc_val *meta) {
     elect_signs(meta, sp_ties);
 }
 static void dare_ties_begin(mc_val *meta) { elect_signs(meta, sp_dare); }
-static float *ties_tensor(const art_tensor *t) { return ties_merge(t, sp_ties); }
-static float *dare_ties_tensor(const art_tensor *t) { return ties_merge(t, sp_dare); }
-static const kernel k_ties = {ties_begin, ties_tensor};
-static const kernel k_dare_ties = {dare_ties_begin, dare_ties_tensor};
+static float *ties_vector(const art_tensor *t, const float *pre) { return ties_merge(t, pre, sp_ties); }
+static float *dare_ties_vector(const art_tensor *t, const float *pre) { return ties_merge(t, pre, sp_dare); }
+static const kernel k_ties = {.begin = ties_begin, .vector = ties_vector};
+static const kernel k_dare_ties = {.begin = dare_ties_begin, .vector = dare_ties_vector};
 
 /* ---- fisher, cg_fisher: the clamped Fishers' sum F and sum F theta */
 static void fisher_sums(const art_tensor *t, float *f_sum, float *ftheta_sum) {
@@ -934,7 +959,7 @@ static float *fisher_tensor(const art_tensor *t) {
     free(den);
     return acc;
 }
-static const kernel k_fisher = {NULL, fisher_tensor};
+static const kernel k_fisher = {.tensor = fisher_tensor};
 
 /* ------------------------------------------------------------ solver kernels */
 
@@ -1038,7 +1063,7 @@ static float *cg_average_tensor(const art_tensor *t) {
     free(b);
     return x;
 }
-static const kernel k_cg_average = {NULL, cg_average_tensor};
+static const kernel k_cg_average = {.tensor = cg_average_tensor};
 
 /* ---- cg_fisher */
 static float *cg_fisher_tensor(const art_tensor *t) {
@@ -1056,7 +1081,7 @@ static float *cg_fisher_tensor(const art_tensor *t) {
     free(b);
     return x;
 }
-static const kernel k_cg_fisher = {NULL, cg_fisher_tensor};
+static const kernel k_cg_fisher = {.tensor = cg_fisher_tensor};
 
 /* ---- regmean, cg_regmean, mats */
 
@@ -1184,7 +1209,7 @@ static float *solve_statistics(const art_tensor *t, int closed) {
 }
 static float *regmean_tensor(const art_tensor *t) { return solve_statistics(t, 1); }
 static float *cg_statistics_tensor(const art_tensor *t) { return solve_statistics(t, 0); }
-static const kernel k_regmean = {NULL, regmean_tensor};
+static const kernel k_regmean = {.tensor = regmean_tensor};
 
 /* ---- regmean_pp: the whole merge at begin (lib/merge_pp.h), then each
  * tensor from the merged model */
@@ -1212,9 +1237,9 @@ static float *regmean_pp_tensor(const art_tensor *t) {
     memcpy(r, x, sizeof(float) * (size_t)t->numel);
     return r;
 }
-static const kernel k_regmean_pp = {regmean_pp_begin, regmean_pp_tensor};
-static const kernel k_cg_regmean = {NULL, cg_statistics_tensor};
-static const kernel k_mats = {NULL, cg_statistics_tensor};
+static const kernel k_regmean_pp = {.begin = regmean_pp_begin, .tensor = regmean_pp_tensor};
+static const kernel k_cg_regmean = {.tensor = cg_statistics_tensor};
+static const kernel k_mats = {.tensor = cg_statistics_tensor};
 
 /* ------------------------------------------------------------ task-vector kernels
  *
@@ -1234,14 +1259,12 @@ static void free_vectors(float **v) {
     free(v);
 }
 
-/* ---- iso_c, iso_cts, tsv_m: pre + lambda * merged, merged from the SVDs
- * for a 2-d tensor other than relative_attention_bias, else the mean of
- * the task vectors */
+/* ---- iso_c, iso_cts, tsv_m: v merged from the SVDs for a 2-d tensor other
+ * than relative_attention_bias, else the mean of the task vectors */
 typedef int (*svd_method_fn)(int N, int m, int n, const float *const *tau, float *res);
 
-static float *svd_method_tensor(const art_tensor *t, svd_method_fn fn) {
+static float *svd_method_vector(const art_tensor *t, const float *pre, svd_method_fn fn) {
     long n = t->numel;
-    float *pre = load_pre(t);
     float **tau = task_vectors(t, pre);
     float *merged = callocCheck((size_t)n, sizeof(float));
     if (t->ndim == 2 && !strstr(t->name, "relative_attention_bias")) {
@@ -1253,20 +1276,19 @@ static float *svd_method_tensor(const art_tensor *t, svd_method_fn fn) {
             for (long e = 0; e < n; e++) merged[e] += tau[i][e] / O.n;
     }
     free_vectors(tau);
-    float lam = lambda_of(t->name);
-    for (long e = 0; e < n; e++) pre[e] += lam * merged[e];
-    free(merged);
-    return pre;
+    return merged;
 }
 static int iso_cts_fn(int N, int m, int n, const float *const *tau, float *res) {
     return mrg_iso_cts(N, m, n, tau, O.csf, res);
 }
-static float *iso_c_tensor(const art_tensor *t) { return svd_method_tensor(t, mrg_iso_c); }
-static float *iso_cts_tensor(const art_tensor *t) { return svd_method_tensor(t, iso_cts_fn); }
-static float *tsv_m_tensor(const art_tensor *t) { return svd_method_tensor(t, mrg_tsv_m); }
-static const kernel k_iso_c = {NULL, iso_c_tensor};
-static const kernel k_iso_cts = {NULL, iso_cts_tensor};
-static const kernel k_tsv_m = {NULL, tsv_m_tensor};
+static float *iso_c_vector(const art_tensor *t, const float *pre) { return svd_method_vector(t, pre, mrg_iso_c); }
+static float *iso_cts_vector(const art_tensor *t, const float *pre) {
+    return svd_method_vector(t, pre, iso_cts_fn);
+}
+static float *tsv_m_vector(const art_tensor *t, const float *pre) { return svd_method_vector(t, pre, mrg_tsv_m); }
+static const kernel k_iso_c = {.vector = iso_c_vector};
+static const kernel k_iso_cts = {.vector = iso_cts_vector};
+static const kernel k_tsv_m = {.vector = tsv_m_vector};
 
 /* ---- model_stock: pre + t * mean task vector, per tensor */
 static float *model_stock_tensor(const art_tensor *t) {
@@ -1282,7 +1304,7 @@ static float *model_stock_tensor(const art_tensor *t) {
     free_vectors(tau);
     return pre;
 }
-static const kernel k_model_stock = {NULL, model_stock_tensor};
+static const kernel k_model_stock = {.tensor = model_stock_tensor};
 
 /* ---- slerp: model 0 to model 1 at t = lambda */
 static float *slerp_tensor(const art_tensor *t) {
@@ -1291,7 +1313,7 @@ static float *slerp_tensor(const art_tensor *t) {
     free(b);
     return a;
 }
-static const kernel k_slerp = {NULL, slerp_tensor};
+static const kernel k_slerp = {.tensor = slerp_tensor};
 
 /* ---- wudi: per linear, CG on X S = B (mrg_wudi_system) for the merged
  * task vector X, from --init (task_arithmetic by default) less pre */
@@ -1320,7 +1342,7 @@ static float *wudi_tensor(const art_tensor *t) {
     free(pre);
     return x;
 }
-static const kernel k_wudi = {NULL, wudi_tensor};
+static const kernel k_wudi = {.tensor = wudi_tensor};
 
 /* Each row's kernel, in the table's order. */
 static const kernel *const KERNELS[] = {
@@ -1331,23 +1353,124 @@ static const kernel *const KERNELS[] = {
 
 /* ------------------------------------------------------------ running */
 
+/* --vector-cache DIR: a vector kernel's merged task vectors, kept in
+ * DIR/<vector_key>.msgpack, a `task_vector` artifact: one f32 tensor per
+ * tensor of the models, named and shaped as theirs, and meta.begin, what
+ * the kernel's begin added to the output's meta. The first run of a sweep
+ * writes it (FILE.tmp.<pid>, renamed when whole: two runs at once each
+ * write the same bytes); the others read it and skip the kernel. The cache
+ * enters no key, and an output made from it has the bytes of one made
+ * without it (tests/test_merge.sh). */
+typedef struct {
+    char key[33], *path;
+    art_file *hit;  /* the vectors, read */
+    art_writer *w;  /* or the vectors, being written (NULL once given up) */
+} vcache;
+
+static vcache VC; /* --vector-cache, opened before the merge starts */
+
+#define VC_FIX "(a --vector-cache file): delete it, and the next merge writes it again"
+
+/* The cache entry of this run, read and checked whole if it is there. */
+static void vcache_open(vcache *c) {
+    vector_key(c->key);
+    size_t len = strlen(O.vector_cache) + 48;
+    c->path = mallocCheck(len);
+    snprintf(c->path, len, "%s/%s.msgpack", O.vector_cache, c->key);
+    if (access(c->path, F_OK) != 0) {
+        if (mc_mkdir_parents(c->path) < 0) die("--vector-cache %s: %s", O.vector_cache, mc_error());
+        return;
+    }
+    if (!(c->hit = art_open(c->path, "task_vector"))) die("%s " VC_FIX, mc_error());
+    opt_input in = {"--vector-cache", c->path, 0};
+    if (opts_check_output("-o", O.out, 0, &in, 1) < 0) die("%s", mc_error());
+    const mc_val *b = val_get(c->hit->meta, "begin");
+    if (strcmp(c->hit->key, c->key) || !b || b->type != VAL_MAP || c->hit->n_tensors != MODELS[0]->n_tensors)
+        die("%s: not the task vectors of this merge (its key, meta.begin or tensor count) " VC_FIX, c->path);
+    for (size_t j = 0; j < MODELS[0]->n_tensors; j++) {
+        const art_tensor *t = &MODELS[0]->tensors[j], *v = art_find(c->hit, t->name);
+        if (!v || v->dtype != ART_F32 || v->ndim != t->ndim ||
+            memcmp(v->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim))
+            die("%s: no f32 tensor '%s' shaped as the models' " VC_FIX, c->path, t->name);
+        for (int64_t e = 0; e < v->numel; e++) {
+            float x;
+            memcpy(&x, v->data + sizeof(float) * (size_t)e, sizeof x);
+            if (!isfinite(x)) die("%s: tensor '%s' element %lld is not finite " VC_FIX, c->path, t->name, (long long)e);
+        }
+    }
+}
+
+/* v of tensor t from the cache (checked by vcache_open) */
+static float *vcache_tensor(const vcache *c, const art_tensor *t) {
+    const art_tensor *v = art_find(c->hit, t->name);
+    float *x = mallocCheck(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    memcpy(x, v->data, sizeof(float) * (size_t)t->numel);
+    return x;
+}
+
+/* a write of the cache failed: the merge goes on without it */
+static void vcache_give_up(vcache *c) {
+    fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c->path, mc_error());
+    art_writer_abort(c->w);
+    c->w = NULL;
+}
+
+/* pre + lambda * v of tensor t, v from the kernel or the cache (kept there
+ * when the cache is being written) */
+static float *scaled_vector(const kernel *kern, vcache *c, const art_tensor *t) {
+    float *pre = load_pre(t);
+    float *v = c->hit ? vcache_tensor(c, t) : kern->vector(t, pre);
+    if (c->w && art_writer_tensor(c->w, t->name, ART_F32, t->ndim, t->shape, v) < 0) vcache_give_up(c);
+    float lam = lambda_of(t->name);
+    for (int64_t e = 0; e < t->numel; e++) pre[e] = pre[e] + lam * v[e];
+    free(v);
+    return pre;
+}
+
 /* Streaming methods: the output opens after the kernel's begin, and each
  * tensor is written as soon as it is merged. */
 static void run_streaming(const kernel *kern, const char *key) {
     const art_file *m0 = MODELS[0];
     mc_val *meta = base_meta();
-    if (kern->begin) kern->begin(meta);
+    vcache c = VC;
+    if (kern->vector) {
+        /* begin's entries come last in the meta, from the cache or from begin */
+        mc_val *added = c.hit ? val_clone(val_get(c.hit->meta, "begin")) : val_map();
+        if (!c.hit && kern->begin) kern->begin(added);
+        for (size_t i = 0; i < added->v.c.n; i++) val_set(meta, added->v.c.keys[i], val_clone(added->v.c.items[i]));
+        if (O.vector_cache && !c.hit) {
+            mc_val *vm = val_map();
+            val_set_str(vm, "stage", "merge");
+            val_set_str(vm, "method", METHOD->name);
+            val_set(vm, "begin", added);
+            added = NULL;
+            if (!(c.w = art_writer_open(c.path, "task_vector", c.key, vm, m0->n_tensors)))
+                fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c.path, mc_error());
+            val_free(vm);
+        }
+        val_free(added);
+        if (c.hit) fprintf(stderr, "merge: the task vectors of every lambda, cached: %s\n", c.path);
+    } else if (kern->begin) {
+        kern->begin(meta);
+    }
     out_t o = open_out(meta, key);
     mc_progress pr;
     progress_init(&pr, METHOD->name, (int64_t)m0->n_tensors, "tensors");
     for (size_t j = 0; j < m0->n_tensors; j++) {
         const art_tensor *t = &m0->tensors[j];
-        float *x = kern->tensor(t);
+        float *x = kern->vector ? scaled_vector(kern, &c, t) : kern->tensor(t);
         out_tensor(&o, t, x);
         free(x);
         progress_update(&pr, (int64_t)j + 1, NULL);
     }
     progress_finish(&pr, NULL);
+    if (c.w && art_writer_close(c.w) < 0) {
+        fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c.path, mc_error());
+    } else if (c.w) {
+        fprintf(stderr, "merge: the task vectors kept for the other lambdas: %s\n", c.path);
+    }
+    if (c.hit) art_close(c.hit);
+    free(c.path);
     close_out(&o);
     free(TIES.thr);
     free(TIES.signs);
@@ -1582,6 +1705,10 @@ int main(int argc, char **argv) {
         {.name = "--rules", .kind = OPT_STR, .dst = &O.rules, .arg = "R[/R...]", .key = "merge.rules",
          .help = help_of("per-model and per-tensor values, mergekit's weights, layer gradients and filters: "
                          "R = PARAM[.MODEL][@FILTER]:V[,V...] (docs/merging.md)", MM_OPT_RULES)},
+        {.name = "--vector-cache", .kind = OPT_STR, .dst = &O.vector_cache, .arg = "DIR",
+         .help = "keep the merged task vector of task_arithmetic, ties, dare_*, breadcrumbs, iso_c, iso_cts or "
+                 "tsv_m in DIR, keyed without --lambda, and take it from there on the next lambda of a sweep; "
+                 "it enters no key and changes no byte; other methods ignore it"},
         {.name = "--threads", .kind = OPT_INT, .dst = &O.threads, .arg = "N", .lo = 0, .hi = 1024,
          .help = "threads (0: MATS_THREADS, else 2, as every stage)"},
         {.name = "--allow-mismatch", .kind = OPT_FLAG, .dst = &O.allow_mismatch,
@@ -1649,9 +1776,10 @@ int main(int argc, char **argv) {
     char key[33];
     compute_key(key);
 
+    const kernel *kern = KERNELS[METHOD - mm_methods];
+    if (kern->vector && O.vector_cache) vcache_open(&VC);
     double t0 = mc_now();
     fprintf(stderr, "merge: %s of %d %s artifacts -> %s\n", METHOD->name, O.n, MODELS[0]->kind, O.out);
-    const kernel *kern = KERNELS[METHOD - mm_methods];
     if (METHOD->run == MM_STREAM) run_streaming(kern, key);
     else run_solvers(kern, key);
     fprintf(stderr, "merge: done in %.2fs, peak RSS %.1f MiB, key %s\n", mc_now() - t0,

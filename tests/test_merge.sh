@@ -143,5 +143,79 @@ done
 [ "$(wc -l < "$T/list")" -ge 18 ] || same_threads+=" --list-methods gave too few methods;"
 [ -z "$same_threads" ] && ok "threads_same_bytes ($(wc -l < "$T/list") methods, 1 and 3 threads)" || fail threads_same_bytes "$same_threads"
 
+# --vector-cache: the methods that scale one merged task vector by lambda
+# keep it on the first lambda and read it on the next, and the bytes are
+# those of a merge without it on both lambdas (the eight t5-mini full and
+# IA3 models of the default report gave the same bytes as the binary before
+# the cache, on every such method); other methods write nothing there
+VC=$T/vectors
+vc=""
+for m in $(awk '/ lambda=yes run=streaming / {print $1}' "$T/list"); do
+    sets="A"; grep -q "^$m .* modes=ia3" "$T/list" && sets="A I"
+    for set in $sets; do
+        args=${!set}
+        [ $m = slerp ] && args="--pretrained $T/p.msgpack --models $T/a0.msgpack,$T/a1.msgpack"
+        rm -rf "$VC"
+        for l in 0.7 0.3; do
+            $B/merge --method $m --lambda $l $args -o "$T/vr$l.msgpack" 2>"$T/vc.log" >/dev/null &&
+            $B/merge --method $m --lambda $l $args --vector-cache "$VC" -o "$T/vc$l.msgpack" 2>"$T/vc$l.log" >/dev/null ||
+                { vc+=" $m $set: failed at $l ($(tail -1 "$T/vc.log") $(tail -1 "$T/vc$l.log"));"; continue 2; }
+            cmp -s "$T/vr$l.msgpack" "$T/vc$l.msgpack" || vc+=" $m $set: bytes differ at lambda $l;"
+        done
+        cmp -s "$T/vr0.7.msgpack" "$T/vr0.3.msgpack" && vc+=" $m $set: lambda 0.7 and 0.3 merged alike;"
+        n=$(ls "$VC" 2>/dev/null | wc -l)
+        if [ $m = slerp ]; then [ "$n" -eq 0 ] || vc+=" slerp: wrote $n files;"; continue; fi
+        [ "$n" -eq 1 ] || vc+=" $m $set: $n files kept, not 1;"
+        grep -q "task vectors kept" "$T/vc0.7.log" || vc+=" $m $set: lambda 0.7 kept nothing;"
+        grep -q "task vectors of every lambda, cached" "$T/vc0.3.log" || vc+=" $m $set: lambda 0.3 did not read the cache;"
+    done
+done
+rm -rf "$VC"
+$B/merge --method mats --lambda 0.9 $A $G --vector-cache "$VC" -o "$T/vcm.msgpack" 2>/dev/null >/dev/null &&
+    [ -z "$(ls "$VC" 2>/dev/null)" ] || vc+=" mats: failed, or wrote into the cache;"
+[ -z "$vc" ] && ok "vector_cache_same_bytes" || fail vector_cache_same_bytes "$vc"
+
+# other models (mkrandom's have no keys), or the same in another order, are
+# another entry: each merge keeps the bytes it has without the cache
+rm -rf "$VC"
+vo=""
+for ms in a0,a1,a2 a1,a2,a0 a0,a1,a1; do
+    mm="--pretrained $T/p.msgpack --models $T/${ms//,/.msgpack,$T/}.msgpack"
+    $B/merge --method ties --lambda 0.5 $mm -o "$T/vo.msgpack" 2>/dev/null >/dev/null &&
+    $B/merge --method ties --lambda 0.5 $mm --vector-cache "$VC" -o "$T/vo_c.msgpack" 2>/dev/null >/dev/null &&
+        cmp -s "$T/vo.msgpack" "$T/vo_c.msgpack" || vo+=" $ms: differs or failed;"
+done
+[ "$(ls "$VC" | wc -l)" -eq 3 ] || vo+=" $(ls "$VC" | wc -l) entries, not 3;"
+[ -z "$vo" ] && ok vector_cache_per_models || fail vector_cache_per_models "$vo"
+
+# the cache is read, and refused whole when it is not what its name says
+rm -rf "$VC"
+$B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$T/vt.msgpack" 2>/dev/null >/dev/null
+$B/merge --method task_arithmetic --lambda 0.3 $A --vector-cache "$VC" -o "$T/vta.msgpack" 2>/dev/null >/dev/null
+tv=$(for f in "$VC"/*.msgpack; do $B/art show "$f" | grep -q '"method": *"ties"' && echo "$f"; done)
+ta=$(for f in "$VC"/*.msgpack; do [ "$f" != "$tv" ] && echo "$f"; done)
+cp "$tv" "$T/tv.keep"
+if [ -n "$tv" ] && [ -n "$ta" ]; then
+    build/tests/test_loaders --poke "$T/tv.keep" "$tv" 'shared.weight[0]=1000'
+    $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$T/vt2.msgpack" 2>/dev/null >/dev/null
+    cmp -s "$T/vt.msgpack" "$T/vt2.msgpack" && fail vector_cache_read "an edited vector changed nothing" || ok vector_cache_read
+    W="--vector-cache|delete it"
+    for e in 'shared.weight:f64' '-shared.weight' 'meta.begin=1'; do
+        build/tests/test_loaders --poke "$T/tv.keep" "$tv" "$e"
+        expect "vector_cache_refuses_${e//[^a-z0-9]/_}" "$(basename "$tv")|$W" \
+            $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$T/out.msgpack"
+    done
+    head -c 1000 "$T/tv.keep" > "$tv"
+    expect vector_cache_refuses_truncated "$(basename "$tv")|$W" \
+        $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$T/out.msgpack"
+    cp "$ta" "$tv"
+    expect vector_cache_refuses_another_merge "$(basename "$tv")|not the task vectors of this merge" \
+        $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$T/out.msgpack"
+    cp "$T/tv.keep" "$tv"
+    expect vector_cache_output_is_the_cache "-o|$(basename "$tv")" \
+        $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$tv"
+    cmp -s "$T/tv.keep" "$tv" && ok vector_cache_left_alone || fail vector_cache_left_alone "the cache file changed"
+else fail vector_cache_files "ties and task_arithmetic did not each keep one file: $(ls "$VC")"; fi
+
 [ $fails -eq 0 ] || KEEP=1 # the files stay for a look
 exit $((fails > 0))

@@ -214,6 +214,31 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
     ok report_both_modes_partial_first
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
 
+# the report's sweeps computed each merged task vector once (merge
+# --vector-cache): of each method's lambdas, for a mode and seed, at most one
+# merge kept it and the others read it (an earlier run, a killed one among
+# them, may have kept it first)
+declare -A art_by_sum=()
+while read -r sum f; do art_by_sum[$sum]=${f%.key}; done < <(md5sum "$A"/merge/*.key)
+vbad="" vn=0
+for mode in ia3 full; do
+    for m in $(build/bin/merge --list-methods | awk -v mo=$mode '/ lambda=yes run=streaming / && $0 ~ "modes=([a-z0-9]+,)*" mo {print $1}'); do
+        [ $m = slerp ] && continue
+        for s in 1 2; do
+            kept=0 cached=0
+            for l in 0 0.5 1; do
+                a=${art_by_sum[$(md5sum < "$A/slots/wftest/merge-$mode-$m-l$l-s$s.key" | cut -d' ' -f1)]:-none}
+                grep -q "task vectors kept" "$a.log" 2>/dev/null && kept=$((kept + 1))
+                grep -q "task vectors of every lambda, cached" "$a.log" 2>/dev/null && cached=$((cached + 1))
+            done
+            vn=$((vn + 1))
+            [ $kept -le 1 ] && [ $((kept + cached)) -eq 3 ] || vbad+=" $mode $m s$s: kept $kept, read $cached;"
+        done
+    done
+done
+[ -z "$vbad" ] && [ $vn -eq 26 ] && ok "report_sweeps_share_task_vectors ($vn sweeps)" ||
+    fail report_sweeps_share_task_vectors "$vn sweeps:$vbad"
+
 # a report in parts (machines that share no cache): report-part per seed
 # keeps each mode and seed's numbers; report-join, on an empty cache, writes
 # the report make report wrote, to the byte, tables, plot data and PNGs

@@ -1408,10 +1408,11 @@ static float *vcache_tensor(const vcache *c, const art_tensor *t) {
     return x;
 }
 
-/* a write of the cache failed: the merge goes on without it */
+/* a write of the cache failed (mc_error() says why): the merge goes on
+ * without it */
 static void vcache_give_up(vcache *c) {
     fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c->path, mc_error());
-    art_writer_abort(c->w);
+    if (c->w) art_writer_abort(c->w);
     c->w = NULL;
 }
 
@@ -1432,24 +1433,23 @@ static float *scaled_vector(const kernel *kern, vcache *c, const art_tensor *t) 
 static void run_streaming(const kernel *kern, const char *key) {
     const art_file *m0 = MODELS[0];
     mc_val *meta = base_meta();
-    vcache c = VC;
+    vcache *c = &VC;
     if (kern->vector) {
         /* begin's entries come last in the meta, from the cache or from begin */
-        mc_val *added = c.hit ? val_clone(val_get(c.hit->meta, "begin")) : val_map();
-        if (!c.hit && kern->begin) kern->begin(added);
+        mc_val *added = c->hit ? val_clone(val_get(c->hit->meta, "begin")) : val_map();
+        if (!c->hit && kern->begin) kern->begin(added);
         for (size_t i = 0; i < added->v.c.n; i++) val_set(meta, added->v.c.keys[i], val_clone(added->v.c.items[i]));
-        if (O.vector_cache && !c.hit) {
+        if (O.vector_cache && !c->hit) {
             mc_val *vm = val_map();
             val_set_str(vm, "stage", "merge");
             val_set_str(vm, "method", METHOD->name);
             val_set(vm, "begin", added);
             added = NULL;
-            if (!(c.w = art_writer_open(c.path, "task_vector", c.key, vm, m0->n_tensors)))
-                fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c.path, mc_error());
+            if (!(c->w = art_writer_open(c->path, "task_vector", c->key, vm, m0->n_tensors))) vcache_give_up(c);
             val_free(vm);
         }
         val_free(added);
-        if (c.hit) fprintf(stderr, "merge: the task vectors of every lambda, cached: %s\n", c.path);
+        if (c->hit) fprintf(stderr, "merge: the task vectors of every lambda, cached: %s\n", c->path);
     } else if (kern->begin) {
         kern->begin(meta);
     }
@@ -1458,19 +1458,20 @@ static void run_streaming(const kernel *kern, const char *key) {
     progress_init(&pr, METHOD->name, (int64_t)m0->n_tensors, "tensors");
     for (size_t j = 0; j < m0->n_tensors; j++) {
         const art_tensor *t = &m0->tensors[j];
-        float *x = kern->vector ? scaled_vector(kern, &c, t) : kern->tensor(t);
+        float *x = kern->vector ? scaled_vector(kern, c, t) : kern->tensor(t);
         out_tensor(&o, t, x);
         free(x);
         progress_update(&pr, (int64_t)j + 1, NULL);
     }
     progress_finish(&pr, NULL);
-    if (c.w && art_writer_close(c.w) < 0) {
-        fprintf(stderr, "merge: warning: the task vectors are not kept in %s: %s\n", c.path, mc_error());
-    } else if (c.w) {
-        fprintf(stderr, "merge: the task vectors kept for the other lambdas: %s\n", c.path);
+    if (c->w) {
+        int rc = art_writer_close(c->w); /* frees the writer either way */
+        c->w = NULL;
+        if (rc < 0) vcache_give_up(c);
+        else fprintf(stderr, "merge: the task vectors kept for the other lambdas: %s\n", c->path);
     }
-    if (c.hit) art_close(c.hit);
-    free(c.path);
+    if (c->hit) art_close(c->hit);
+    free(c->path);
     close_out(&o);
     free(TIES.thr);
     free(TIES.signs);

@@ -69,9 +69,28 @@ DATA_DEPS_STAMP := build/.deps-data-ok
 $(DATA_DEPS_STAMP): scripts/install-deps.sh | build/
 	@bash scripts/install-deps.sh --data
 	@touch $@
-# The build before a workflow target runs on every core (the stages run one
-# at a time after it): a sub-make with -j, unless the user gave -j already.
-BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# The build before a workflow target runs on every core: a sub-make with
+# -j, unless the user gave -j already.
+CORES := $(shell nproc 2>/dev/null || echo 1)
+BUILD_JOBS ?= $(CORES)
+# Stages at once. The workflow targets that fan out (merge, sweep,
+# individual, multitask, report, report-part) run WF_JOBS stages at once
+# (default 2; 1 on one core), each on CORES / WF_JOBS threads
+# (MATS_THREADS), unless the user chose: `-jN` alone gives each stage
+# CORES / N threads (at least one; `-j` alone, one), MATS_THREADS=T alone
+# runs CORES / T stages at once, and both are taken as given. On 2 cores an
+# IA3 fine-tune gains little from a second thread, and a cold
+# `make merge METHOD=ties` took 11 min 26 s this way against 16 min 29 s one
+# stage at a time on both (docs/performance.md). Neither the number of stages
+# at once nor the threads change a byte (tests/test_workflow.sh). pretrain
+# (one long chain) keeps one stage at a time; EXECUTOR=slurm takes -j and
+# MATS_THREADS as given (its -j is the number of jobs in the queue).
+WF_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
+wf_posint = $(if $(shell [[ '$(1)' =~ ^[1-9][0-9]{0,5}$$ ]] && echo y),$(1))
+wf_div = $(shell echo $$(( $(1) / $(2) > 1 ? $(1) / $(2) : 1 )))
+wf_user_j = $(filter -j%,$(MAKEFLAGS))
+wf_executor = $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
+WF_PAR = $(if $(filter local,$(wf_executor)),$(if $(wf_user_j),$(if $(MATS_THREADS),,MATS_THREADS=$(if $(call wf_posint,$(patsubst -j%,%,$(wf_user_j))),$(call wf_div,$(CORES),$(patsubst -j%,%,$(wf_user_j))),1)),$(if $(MATS_THREADS),$(if $(call wf_posint,$(MATS_THREADS)),-j$(call wf_div,$(CORES),$(MATS_THREADS))),$(if $(call wf_posint,$(WF_JOBS)),-j$(WF_JOBS) MATS_THREADS=$(call wf_div,$(CORES),$(WF_JOBS)),$(error WF_JOBS '$(WF_JOBS)': use a whole number of stages at once, 1 or more)))))
 wf-build:
 	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(BUILD_JOBS)) all
 wf-data: wf-build wf-check
@@ -80,16 +99,16 @@ wf-data: wf-build wf-check
 
 ## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table (MULTITASK=1: with the multitask row)
 merge: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) wf-merge
+	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-merge
 ## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test
 sweep: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) wf-sweep
+	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-sweep
 ## individual     fine-tune every task model (every seed) and evaluate each on its task
 individual: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) wf-individual
+	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-individual
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) wf-multitask
+	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-multitask
 ## pretrain       build the experiment's base model (span corruption, then exp.base_phase if set) and print its path
 pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
@@ -124,13 +143,13 @@ REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(or $(shell build/bin/key --conf
 modes_upto = $(call modes_upto_,$(1),,$(REPORT_MODES))
 modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1)),$(call modes_upto_,$(1),$(2) $(firstword $(3)),$(wordlist 2,99,$(3)))))
 report: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
 ## report-part    make report for SEEDS= and REPORT_MODES= alone, each mode and seed's numbers kept in docs/results-parts/ (other EXP: reports/parts-EXP/) for report-join
 # (a report whose stages span machines that share no cache: each part
 # carries the numbers of its evaluations, not their artifacts; docs/usage.md)
 report-part: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-part && \
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-resolve &&) true
 ## report-join    the report from the parts report-part kept, every mode and seed of them; no stage runs
 report-join:

@@ -136,7 +136,11 @@ else
     rm -f "$base.log.before"
 fi
 start=$(date +%s.%N)
-printf '[%s] start %-28s %s/%s\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" >&2
+# (MATS_THREADS, where set, as the workflow sets it when it runs stages side
+# by side: recipes/workflow.mk's WF_PAR)
+thr=
+[ "$executor" = local ] && [ -n "${MATS_THREADS:-}" ] && thr=" (MATS_THREADS=$MATS_THREADS)"
+printf '[%s] start %-28s %s/%s%s\n' "$(date +%H:%M:%S)" "$slot" "$stage" "$(basename "$base")" "$thr" >&2
 set -o pipefail
 case "$executor" in
 local)

@@ -26,6 +26,7 @@ ran_slots() { cut -d' ' -f2 "$T/ran" | sort -u | tr '\n' ' '; }
 
 A=$T/a
 if run "$A" METHOD=ties; then
+    cp "$T/out" "$T/cold.out"
     st=$(ran_stages)
     sl=$(ran_slots)
     cold_mt=$(grep -c ' mt-' "$T/ran"); grep -q '^multitask row: not trained yet' "$T/out" && cold_hint=1 || cold_hint=0
@@ -116,14 +117,27 @@ cp "$T/exp.orig" "$EXPF"
 run "$A" METHOD=ties
 [ $RC -eq 0 ] && [ ! -s "$T/ran" ] && ok auxtask_revert_runs_nothing || fail auxtask_revert_runs_nothing "rc $RC; ran: $(ran_slots)"
 
-# -j2 in a fresh cache gives the same bytes as the -j1 cache
+# The default runs two stages at once on one thread each (WF_PAR; this
+# machine's cores permitting); -j1, one at a time on every core, in a fresh
+# cache gives the same bytes as the default's cache
+if [ "$(nproc)" -ge 2 ]; then
+    if grep -q '^\[[0-9:]*\] start .*(MATS_THREADS=1)$' "$T/cold.out" &&
+       ! grep '^\[[0-9:]*\] start ' "$T/cold.out" | grep -qv '(MATS_THREADS=1)$' &&
+       awk '/^\[[0-9:]*\] start /{n++; if (n > m) m = n} /^\[[0-9:]*\] done /{n--} END{exit !(m >= 2)}' "$T/cold.out"; then
+        ok default_runs_two_stages_at_once_on_a_thread_each
+    else fail default_runs_two_stages_at_once_on_a_thread_each "start lines: $(grep -c '] start ' "$T/cold.out"), with MATS_THREADS=1: $(grep -c 'start .*(MATS_THREADS=1)' "$T/cold.out")"; fi
+fi
 B=$T/b
-run "$B" METHOD=ties -j2 || { fail j2_same_bytes "make -j2 failed"; tail -20 "$T/out"; }
+run "$B" METHOD=ties -j1 || { fail j1_same_bytes "make -j1 failed"; tail -20 "$T/out"; }
+if grep -q '^\[[0-9:]*\] start .*(MATS_THREADS='"$(nproc)"')$' "$T/out" &&
+   awk '/^\[[0-9:]*\] start /{n++; if (n > m) m = n} /^\[[0-9:]*\] done /{n--} END{exit !(m == 1)}' "$T/out"; then
+    ok j1_runs_one_stage_at_a_time_on_every_core
+else fail j1_runs_one_stage_at_a_time_on_every_core "$(grep '] start ' "$T/out" | head -3)"; fi
 diffs=0 n=0
 for f in $(cd "$B" && ls */*.msgpack); do
     n=$((n + 1)); cmp -s "$A/$f" "$B/$f" || { diffs=$((diffs + 1)); echo "  differs or missing: $f"; }
 done
-[ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j2_same_bytes_as_j1 ($n artifacts)" || fail j2_same_bytes_as_j1 "$diffs of $n differ"
+[ $diffs -eq 0 ] && [ $n -gt 10 ] && ok "j1_same_bytes_as_default ($n artifacts)" || fail j1_same_bytes_as_default "$diffs of $n differ"
 
 # the benchmark's npm tarball, fetched by two makes at once into an empty
 # cache (npm slowed by a second so that both start the fetch): both

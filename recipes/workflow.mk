@@ -81,10 +81,10 @@ BUILD_JOBS ?= $(CORES)
 # runs CORES / T stages at once, and both are taken as given. On 2 cores an
 # IA3 fine-tune gains little from a second thread, and a cold
 # `make merge METHOD=ties` took 11 min 26 s this way against 16 min 29 s one
-# stage at a time on both (docs/performance.md). Neither the number of stages
-# at once nor the threads change a byte (tests/test_workflow.sh). pretrain
-# (one long chain) keeps one stage at a time; EXECUTOR=slurm takes -j and
-# MATS_THREADS as given (its -j is the number of jobs in the queue).
+# stage at a time on both (README). Neither the number of stages at once nor
+# the threads change a byte (tests/test_workflow.sh). pretrain (one long
+# chain) keeps one stage at a time on the stages' own threads; EXECUTOR=slurm
+# takes -j and MATS_THREADS as given (its -j is the number of jobs queued).
 WF_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
 wf_posint = $(if $(shell [[ '$(1)' =~ ^[1-9][0-9]{0,5}$$ ]] && echo y),$(1))
 wf_div = $(shell echo $$(( $(1) / $(2) > 1 ? $(1) / $(2) : 1 )))
@@ -545,7 +545,7 @@ wf-multitask: $(MULTITASK_EVALS) | $(WF_DIR)/
 MERGE_L := $(call lambdas_of,$(METHOD))
 merge_lines = $(foreach s,$(WF_SEEDS),$(MODE)	$(METHOD)	$(s)	test	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-test)$(nl)$(MODE)	$(METHOD)	$(s)	validation	$(MERGE_L)	$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-validation)$(nl))
 MERGE_EVALS = $(foreach s,$(WF_SEEDS),$(foreach sp,validation test,$(A_eval-merge-$(MODE)-$(METHOD)-l$(MERGE_L)-s$(s)-$(sp))))
-wf-merge: $(MERGE_EVALS) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
+wf-merge: $(SHOWN_MT_EVALS) $(MERGE_EVALS) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(merge_lines))"; } > $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv
 	@$(quiet_report) --manifest $(WF_DIR)/merge-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/merge-$(MODE)-$(METHOD).md --no-plots \
 	  --title "$(EXP_NAME): $(METHOD) merge of the $(MODE) models (lambda $(MERGE_L))"
@@ -606,10 +606,12 @@ best_lines = $(foreach b,$(BEST),$(MODE)	$(word 1,$(subst :, ,$(b)))	$(word 2,$(
 val_lines = $(foreach m,$(SWEEP_METHODS),$(foreach l,$(call lambdas_of,$(m)),$(foreach s,$(WF_SEEDS),$(MODE)	$(m)	$(s)	validation	$(l)	$(call val_eval,$(m),$(l),$(s))$(nl))))
 endif
 
-# The individual and multitask rows are asked for in the first phase too, so
-# that with -jN the multitask model (the longest single run) trains beside
-# the validation runs rather than after them (docs/cluster.md).
-wf-sweep: wf-best $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS)
+# The individual and multitask rows are asked for in the first phase too,
+# the multitask row first: make starts runs in the order it meets them, so
+# with stages side by side (WF_PAR, -jN) the multitask model (the longest
+# single run) trains beside the fine-tunes and the validation runs rather
+# than alone after them (docs/cluster.md).
+wf-sweep: $(SHOWN_MT_EVALS) wf-best $(INDIVIDUAL_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
@@ -622,7 +624,7 @@ wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 # ------------------------------------------------------------------ report
 # Per mode: every method's sweep, then the manifest part; wf-report joins the
 # parts of both modes into reports/results.md with plots.
-wf-report-part: wf-best $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS)
+wf-report-part: $(MULTITASK_EVALS) wf-best $(INDIVIDUAL_EVALS)
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv

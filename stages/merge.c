@@ -37,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -1357,29 +1359,67 @@ static const kernel *const KERNELS[] = {
  * DIR/<vector_key>.msgpack, a `task_vector` artifact: one f32 tensor per
  * tensor of the models, named and shaped as theirs, and meta.begin, what
  * the kernel's begin added to the output's meta. The first run of a sweep
- * writes it (FILE.tmp.<pid>, renamed when whole: two runs at once each
- * write the same bytes); the others read it and skip the kernel. The cache
- * enters no key, and an output made from it has the bytes of one made
- * without it (tests/test_merge.sh). */
+ * writes it (FILE.tmp.<pid>, renamed when whole), holding an flock on
+ * DIR/<vector_key>.lock meanwhile: a run that finds the entry missing and
+ * the lock held (two λ of a sweep side by side, make -j2) waits for it and
+ * then reads the entry rather than compute the same vectors at once. The
+ * others read it and skip the kernel. The cache enters no key, and an
+ * output made from it has the bytes of one made without it
+ * (tests/test_merge.sh). */
 typedef struct {
     char key[33], *path;
     art_file *hit;  /* the vectors, read */
     art_writer *w;  /* or the vectors, being written (NULL once given up) */
+    int lock;       /* the entry's lock while this run writes it, else -1 */
+    char *lock_path;
 } vcache;
 
-static vcache VC; /* --vector-cache, opened before the merge starts */
+static vcache VC = {.lock = -1}; /* --vector-cache, opened before the merge starts */
 
 #define VC_FIX "(a --vector-cache file): delete it, and the next merge writes it again"
+
+/* The entry's lock, taken when the entry is missing: 1 when the entry
+ * appeared while this run waited for another that held it (read it then),
+ * 0 when this run holds the lock (or could not open it: then it goes on
+ * without, as two runs at once each write the same bytes). */
+static int vcache_lock(vcache *c) {
+    size_t len = strlen(c->path) + 8;
+    c->lock_path = mallocCheck(len);
+    snprintf(c->lock_path, len, "%s/%s.lock", O.vector_cache, c->key);
+    c->lock = open(c->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->lock < 0) return 0;
+    if (flock(c->lock, LOCK_EX | LOCK_NB) < 0) {
+        fprintf(stderr, "merge: waiting for another merge that writes the task vectors %s\n", c->path);
+        while (flock(c->lock, LOCK_EX) < 0 && errno == EINTR) {}
+    }
+    if (access(c->path, F_OK) != 0) return 0;
+    close(c->lock);
+    c->lock = -1;
+    return 1;
+}
+
+/* done writing (or given up): the lock file goes, as run-stage.sh's do; a
+ * run that waits on it then finds the entry, or (given up) writes it */
+static void vcache_unlock(vcache *c) {
+    if (c->lock >= 0) {
+        unlink(c->lock_path);
+        close(c->lock);
+    }
+    c->lock = -1;
+    free(c->lock_path);
+    c->lock_path = NULL;
+}
 
 /* The cache entry of this run, read and checked whole if it is there. */
 static void vcache_open(vcache *c) {
     vector_key(c->key);
     size_t len = strlen(O.vector_cache) + 48;
     c->path = mallocCheck(len);
+    c->lock = -1;
     snprintf(c->path, len, "%s/%s.msgpack", O.vector_cache, c->key);
     if (access(c->path, F_OK) != 0) {
         if (mc_mkdir_parents(c->path) < 0) die("--vector-cache %s: %s", O.vector_cache, mc_error());
-        return;
+        if (!vcache_lock(c)) return;
     }
     if (!(c->hit = art_open(c->path, "task_vector"))) die("%s " VC_FIX, mc_error());
     opt_input in = {"--vector-cache", c->path, 0};
@@ -1470,6 +1510,7 @@ static void run_streaming(const kernel *kern, const char *key) {
         if (rc < 0) vcache_give_up(c);
         else fprintf(stderr, "merge: the task vectors kept for the other lambdas: %s\n", c->path);
     }
+    vcache_unlock(c);
     if (c->hit) art_close(c->hit);
     free(c->path);
     close_out(&o);

@@ -163,7 +163,7 @@ for m in $(awk '/ lambda=yes run=streaming / {print $1}' "$T/list"); do
             cmp -s "$T/vr$l.msgpack" "$T/vc$l.msgpack" || vc+=" $m $set: bytes differ at lambda $l;"
         done
         cmp -s "$T/vr0.7.msgpack" "$T/vr0.3.msgpack" && vc+=" $m $set: lambda 0.7 and 0.3 merged alike;"
-        n=$(ls "$VC" 2>/dev/null | wc -l)
+        n=$(ls "$VC"/*.msgpack 2>/dev/null | wc -l)
         if [ $m = slerp ]; then [ "$n" -eq 0 ] || vc+=" slerp: wrote $n files;"; continue; fi
         [ "$n" -eq 1 ] || vc+=" $m $set: $n files kept, not 1;"
         grep -q "task vectors kept" "$T/vc0.7.log" || vc+=" $m $set: lambda 0.7 kept nothing;"
@@ -185,7 +185,7 @@ for ms in a0,a1,a2 a1,a2,a0 a0,a1,a1; do
     $B/merge --method ties --lambda 0.5 $mm --vector-cache "$VC" -o "$T/vo_c.msgpack" 2>/dev/null >/dev/null &&
         cmp -s "$T/vo.msgpack" "$T/vo_c.msgpack" || vo+=" $ms: differs or failed;"
 done
-[ "$(ls "$VC" | wc -l)" -eq 3 ] || vo+=" $(ls "$VC" | wc -l) entries, not 3;"
+[ "$(ls "$VC"/*.msgpack | wc -l)" -eq 3 ] || vo+=" $(ls "$VC"/*.msgpack | wc -l) entries, not 3;"
 [ -z "$vo" ] && ok vector_cache_per_models || fail vector_cache_per_models "$vo"
 
 # the cache is read, and refused whole when it is not what its name says
@@ -215,6 +215,18 @@ if [ -n "$tv" ] && [ -n "$ta" ]; then
     expect vector_cache_output_is_the_cache "-o|$(basename "$tv")" \
         $B/merge --method ties --lambda 0.3 $A --vector-cache "$VC" -o "$tv"
     cmp -s "$T/tv.keep" "$tv" && ok vector_cache_left_alone || fail vector_cache_left_alone "the cache file changed"
+    # a merge that finds the entry missing and its lock held (another λ of
+    # the sweep writing it, side by side) waits, then reads what was written
+    rm -f "$tv" "$T/locked"
+    ( flock -x "${tv%.msgpack}.lock" -c "touch '$T/locked'; sleep 2; cp '$T/tv.keep' '$tv'" ) & lp=$!
+    for _ in $(seq 100); do [ -e "$T/locked" ] && break; sleep 0.1; done
+    $B/merge --method ties --lambda 0.7 $A --vector-cache "$VC" -o "$T/vw.msgpack" 2>"$T/vw.log" >/dev/null; rc=$?
+    wait $lp
+    $B/merge --method ties --lambda 0.7 $A -o "$T/vw_ref.msgpack" 2>/dev/null >/dev/null
+    if [ $rc -eq 0 ] && grep -q "waiting for another merge that writes the task vectors" "$T/vw.log" &&
+       grep -q "task vectors of every lambda, cached" "$T/vw.log" && cmp -s "$T/vw.msgpack" "$T/vw_ref.msgpack"; then
+        ok vector_cache_waits_for_the_writer
+    else fail vector_cache_waits_for_the_writer "rc $rc: $(tr '\n' ' ' < "$T/vw.log" | tail -c 300)"; fi
 else fail vector_cache_files "ties and task_arithmetic did not each keep one file: $(ls "$VC")"; fi
 
 [ $fails -eq 0 ] || KEEP=1 # the files stay for a look

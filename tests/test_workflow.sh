@@ -227,6 +227,12 @@ if MATS_CACHE=$A make --no-print-directory report EXP="$EXPF" > "$T/rep.out" 2>&
    [ "$(grep -c '^| mats |' reports/results-wftest.md)" -eq 2 ] && [ "$(grep -c '^| regmean |' reports/results-wftest.md)" -eq 1 ]; then
     ok report_both_modes_partial_first
 else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
+# the longest single runs, the multitask models, start as soon as make
+# comes back to the top of its goals (once their inputs are there), before
+# any merged model's evaluation, not after the sweeps' (make goes through a
+# goal's prerequisites in order, starting what it can)
+first=$(grep -E -o '\] start (mt-full|eval-merge-full)-[a-z0-9_.-]*' "$T/rep.out" | head -1)
+[[ $first == *"start mt-full-"* ]] && ok report_starts_multitask_early || fail report_starts_multitask_early "first of them: ${first:-none}"
 
 # the report's sweeps computed each merged task vector once (merge
 # --vector-cache): of each method's lambdas, for a mode and seed, at most one

@@ -80,7 +80,7 @@ BUILD_JOBS ?= $(CORES)
 # CORES / N threads (at least one; `-j` alone, one), MATS_THREADS=T alone
 # runs CORES / T stages at once, and both are taken as given. On 2 cores an
 # IA3 fine-tune gains little from a second thread, and a cold
-# `make merge METHOD=ties` took 11 min 26 s this way against 16 min 29 s one
+# `make merge METHOD=ties` took 12 min 15 s this way against 16 min 29 s one
 # stage at a time on both (README). Neither the number of stages at once nor
 # the threads change a byte (tests/test_workflow.sh). pretrain (one long
 # chain) keeps one stage at a time on the stages' own threads; EXECUTOR=slurm

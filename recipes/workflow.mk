@@ -97,7 +97,7 @@ wf-data: wf-build wf-check
 	@if [ "$(EXP_SOURCE)" = hf ]; then $(MAKE) hf-import EXP=$(EXP) MATS_CACHE=$(MATS_CACHE); \
 	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
-## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table (MULTITASK=1: with the multitask row)
+## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table (MULTITASK=1: with the multitask row); two stages at once (WF_JOBS, -jN, MATS_THREADS: docs/usage.md)
 merge: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-merge
 ## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test

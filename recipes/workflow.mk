@@ -40,8 +40,9 @@ $(if $(word 2,$(EXP)),$(error EXP '$(EXP)' contains white space, which make cann
 # it, and the experiment's slurm.* resources, when a stage runs; neither
 # enters a key (no stage's namespaces include exp or slurm), so local and
 # Slurm runs share their cache entries.
+exp_executor = $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
 ifneq ($(WF)$(DATA_KEYS),)
-MATS_EXECUTOR := $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
+MATS_EXECUTOR := $(exp_executor)
 export MATS_EXECUTOR
 export MATS_EXEC_CONF := $(EXP_CONF)
 export MATS_EXP := $(EXP_NAME)
@@ -89,8 +90,13 @@ WF_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
 wf_posint = $(if $(shell [[ '$(1)' =~ ^[1-9][0-9]{0,5}$$ ]] && echo y),$(1))
 wf_div = $(shell echo $$(( $(1) / $(2) > 1 ? $(1) / $(2) : 1 )))
 wf_user_j = $(filter -j%,$(MAKEFLAGS))
-wf_executor = $(or $(EXECUTOR),$(shell build/bin/key --config $(EXP_CONF) --get exp.executor 2>/dev/null),local)
-WF_PAR = $(if $(filter local,$(wf_executor)),$(if $(wf_user_j),$(if $(MATS_THREADS),,MATS_THREADS=$(if $(call wf_posint,$(patsubst -j%,%,$(wf_user_j))),$(call wf_div,$(CORES),$(patsubst -j%,%,$(wf_user_j))),1)),$(if $(MATS_THREADS),$(if $(call wf_posint,$(MATS_THREADS)),-j$(call wf_div,$(CORES),$(MATS_THREADS))),$(if $(call wf_posint,$(WF_JOBS)),-j$(WF_JOBS) MATS_THREADS=$(call wf_div,$(CORES),$(WF_JOBS)),$(error WF_JOBS '$(WF_JOBS)': use a whole number of stages at once, 1 or more)))))
+wf_user_n = $(patsubst -j%,%,$(wf_user_j))
+# the user gave -jN (or -j): the threads follow, unless given too
+wf_par_j = $(if $(MATS_THREADS),,MATS_THREADS=$(if $(call wf_posint,$(wf_user_n)),$(call wf_div,$(CORES),$(wf_user_n)),1))
+# the user gave MATS_THREADS alone: the stages at once follow
+wf_par_t = $(if $(call wf_posint,$(MATS_THREADS)),-j$(call wf_div,$(CORES),$(MATS_THREADS)))
+wf_par_default = $(if $(call wf_posint,$(WF_JOBS)),-j$(WF_JOBS) MATS_THREADS=$(call wf_div,$(CORES),$(WF_JOBS)),$(error WF_JOBS '$(WF_JOBS)': use a whole number of stages at once, 1 or more))
+WF_PAR = $(if $(filter local,$(exp_executor)),$(if $(wf_user_j),$(wf_par_j),$(if $(MATS_THREADS),$(wf_par_t),$(wf_par_default))))
 wf-build:
 	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(BUILD_JOBS)) all
 wf-data: wf-build wf-check

@@ -105,6 +105,7 @@ typedef void (*ukr_fn)(long kc, const float *a, const float *b, const float *src
 typedef struct {
     int mr, nr, mc, nc;
     int kc;   /* k per block (a multiple of kdiv) */
+    int kc_t; /* k per block when both operands are read in place (ukr_t) */
     int kdiv; /* k per step of a panel: 1 (float32), 2 (bf16 pairs) */
     ukr_fn ukr;
     /* the same micro-kernel reading op(A) = A's rows in place (row stride
@@ -187,14 +188,29 @@ typedef struct {
 
 /* and with op(A) = A^T, op(B) = B both in place (the weight gradients
  * dy^T x): row r of the block at a[q * lda + r], its columns at
- * b[q * ldb + ..]: again the same operations on the same values */
+ * b[q * ldb + ..]: again the same operations on the same values. Each
+ * step's operands lie a whole row of dy and of x from the last (1 KiB on
+ * t5-mini), so the step UKRT_AHEAD steps on is prefetched, both ends of
+ * each (cold operands, 2 threads, Zen 5: 1.03-1.05x) */
+#define UKRT_AHEAD 8
 #define UKRT(name, TGT, V, P, MR, W, STEP)                                                                      \
     __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
                                                      long ldb,                                                 \
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
         UKR_START(V, P, MR, W)                                                                                \
-        UKR_STEPS(V, P, MR, W, STEP, 1, lda, ldb, _loadu_ps)                                                  \
+        for (long q = 0; q < kc; q++, a += lda, b += ldb) {                                                   \
+            if (q + UKRT_AHEAD < kc) {                                                                        \
+                const char *pa = (const char *)(a + UKRT_AHEAD * lda), *pb = (const char *)(b + UKRT_AHEAD * ldb); \
+                _mm_prefetch(pa, _MM_HINT_T0), _mm_prefetch(pa + sizeof(float) * (MR - 1), _MM_HINT_T0);      \
+                _mm_prefetch(pb, _MM_HINT_T0), _mm_prefetch(pb + sizeof(float) * (2 * W - 1), _MM_HINT_T0);   \
+            }                                                                                                 \
+            V b0 = P##_loadu_ps(b), b1 = P##_loadu_ps(b + W);                                                 \
+            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
+                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
+                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
+            }                                                                                                 \
+        }                                                                                                     \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
@@ -311,10 +327,14 @@ TBF16 static void rows_bf16(const float *X, long ld, int k, long r0, long r1, fl
 
 /* (no ukr_t: the weight gradients read from pair-interleaved copies in
  * place ran at 0.55-0.8x packed on t5-mini's shapes, Zen 5) */
-static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 2, ukr_bf16, ukru_bf16, NULL, pack_rows_bf16, pack_cols_bf16};
+static const kdesc kd_bf16 = {12, 32, 96, 512, 1024, 1024, 2, ukr_bf16, ukru_bf16, NULL, pack_rows_bf16, pack_cols_bf16};
 
-static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 1, ukr_avx512, ukru_avx512, ukrt_avx512, pack_rows_avx512, pack_cols_avx512};
-static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 1, ukr_avx2, ukru_avx2, ukrt_avx2, NULL, NULL};
+/* kc_t 256: the weight gradients' operands, read in place a row of dy
+ * and of x apart, stream from L2 and beyond; shorter k-blocks keep the
+ * tile's slices there (t5-mini's dy^T x, cold operands, 2 threads, Zen 5:
+ * 1.29-1.31x against 768; the partial sums are C's few rows) */
+static const kdesc kd_avx512 = {12, 32, 96, 512, 768, 256, 1, ukr_avx512, ukru_avx512, ukrt_avx512, pack_rows_avx512, pack_cols_avx512};
+static const kdesc kd_avx2 = {6, 16, 72, 256, 512, 256, 1, ukr_avx2, ukru_avx2, ukrt_avx2, NULL, NULL};
 
 /* ---- packing ---- */
 
@@ -664,10 +684,8 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
     job j = {.kd = kd, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .A = A, .B = B, .ta = ta,
              .tb = tb, .lda = lda, .ldb = ldb, .C = C, .ldc = ldc};
     j.pm = (m + kd->mr - 1) / kd->mr, j.pn = (n + kd->nr - 1) / kd->nr;
-    long KC = kd->kc, kc_max = k < KC ? (k > 0 ? k : 1) : KC;
-    j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);
+    long KC = kd->kc;
     int nk = k > KC ? (k + KC - 1) / KC : 1;
-    j.part = nk > 1 && beta != 0.0f ? grow(&buf_part, (size_t)m * n) : NULL;
     /* tiles: the kernel's sizes, narrowed (nc, then mc, never below 2 panels)
      * until every thread has 4 or more; the bytes do not depend on them */
     int threads = local ? 1 : pool_threads(), want = 4 * threads;
@@ -698,6 +716,10 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
      * 0.86x -> 1.06x OpenBLAS); on larger products packed panels win
      * (t5-small's 2048 x 512 x 4096: 0.90x packed, 0.77x in place) */
     j.b_inplace = kd->ukr_t && ta && !tb && !pe && (long)m * n <= (1L << 17);
+    if (j.b_inplace) KC = kd->kc_t, nk = k > KC ? (int)((k + KC - 1) / KC) : 1; /* the bytes do not depend on KC */
+    long kc_max = k < KC ? (k > 0 ? k : 1) : KC;
+    if (!pe) j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);
+    j.part = nk > 1 && beta != 0.0f ? grow(&buf_part, (size_t)m * n) : NULL;
     /* A read in place: rows of at most 2 KiB (512 floats, or 512 bf16 pairs
      * converted first), where MR rows 8 KiB apart would share a set of a
      * 32 KiB 8-way L1 (2048^3 on a Zen 4: 1.02x OpenBLAS packed, 0.95x in

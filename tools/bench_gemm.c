@@ -14,6 +14,13 @@
  *       OpenBLAS, AVX2, AVX-512; bf16: AMX, AVX512_BF16, and AVX512_BF16
  *       with every operand packed, "bf16-pack", bf16gemm_set_inplace(0));
  *       GFLOP/s and the ratio to OpenBLAS in the same run.
+ *   bench_gemm attention [--batch B] [--reps R]
+ *       the attention's per-row products of t5-mini (4 heads of 64; the
+ *       encoder's 128 x 128, the decoder's 32 x 32 and 32 x 128 against the
+ *       encoder), run as the model runs them: B rows in parallel on the
+ *       pool, each row's heads on one thread (be_gemm_sbatched_local);
+ *       float32 (our kernel, and OpenBLAS one row at a time on every
+ *       thread) and bf16 where the CPU has it. GFLOP/s, best of R.
  * Rates are wall-clock, best of R repetitions, on be_threads() threads;
  * --cpu: per CPU-second of the process instead (on a shared machine, with
  * MATS_THREADS=1, the kernel's own speed, whatever else runs). */
@@ -28,6 +35,7 @@
 #include "common.h"
 #include "f32gemm.h"
 #include "opts.h"
+#include "pool.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -182,21 +190,109 @@ static void shapes(int T, int reps) {
     }
 }
 
+/* one attention product of every row: C_h = op(A_h) op(B_h) for the H
+ * heads of rows 0..B-1, row b's operands at b * row_a / row_b / row_c */
+typedef struct {
+    int ta, tb, m, n, k, H, lda, ldb, ldc;
+    long ha, hb, hc, row_a, row_b, row_c;
+    const float *A, *Bm;
+    float *C;
+} att_product;
+
+static void att_rows(void *p, long lo, long hi) {
+    const att_product *q = p;
+    for (long b = lo; b < hi; b++)
+        be_gemm_sbatched_local(q->ta, q->tb, q->m, q->n, q->k, 1.0f, q->A + b * q->row_a, q->lda, q->ha,
+                               q->Bm + b * q->row_b, q->ldb, q->hb, 0.0f, q->C + b * q->row_c, q->ldc, q->hc, q->H);
+}
+
+static void attention(int B, int reps) {
+    const int H = 4, K = 64, HK = H * K;
+    /* (name, Tq, Tk, product): scores S = Q K^T, context O = P V, dP = dO V^T,
+     * dV = P^T dO, dQ = dS K, dK = dS^T Q; Q, K, V, O rows of HK floats,
+     * P and S H blocks of Tq x Tk */
+    static const struct {
+        const char *name;
+        int Tq, Tk;
+    } at[] = {{"encoder self", 128, 128}, {"decoder self", 32, 32}, {"decoder cross", 32, 128}};
+    static const struct {
+        const char *name;
+        int ta, tb, which; /* which: 0 (Tq,Tk,K) from rows x rows, 1 (Tq,K,Tk) P x rows, 2 (Tk,K,Tq) P^T x rows */
+    } pr[] = {{"S = Q K^T", 0, 1, 0}, {"O = P V", 0, 0, 1},   {"dP = dO V^T", 0, 1, 0},
+              {"dV = P^T dO", 1, 0, 2}, {"dQ = dS K", 0, 0, 1}, {"dK = dS^T Q", 1, 0, 2}};
+    const int vs[] = {F32GEMM_OPENBLAS, F32GEMM_AVX512, -1};
+    printf("%-14s %-12s %14s %10s %10s %10s   GFLOP/s, %d rows x %d heads\n", "attention", "product", "m x n x k",
+           "openblas", "avx512", "avx512bf16", B, H);
+    for (size_t a = 0; a < sizeof at / sizeof *at; a++) {
+        int Tq = at[a].Tq, Tk = at[a].Tk;
+        long TT = (long)Tq * Tk, nq = (long)Tq * HK, nk = (long)Tk * HK;
+        float *rq = filled((size_t)B * nq, 7), *rk = filled((size_t)B * nk, 5), *P = filled((size_t)B * H * TT, 3);
+        float *C = filled((size_t)B * (H * TT > nq ? (H * TT > nk ? H * TT : nk) : (nq > nk ? nq : nk)), 11);
+        for (size_t q = 0; q < sizeof pr / sizeof *pr; q++) {
+            att_product p = {.ta = pr[q].ta, .tb = pr[q].tb, .H = H, .C = C};
+            if (pr[q].which == 0) { /* (Tq x K rows) x (Tk x K rows)^T -> Tq x Tk */
+                p.m = Tq, p.n = Tk, p.k = K, p.A = rq, p.lda = HK, p.ha = K, p.row_a = nq;
+                p.Bm = rk, p.ldb = HK, p.hb = K, p.row_b = nk, p.ldc = Tk, p.hc = TT, p.row_c = H * TT;
+            } else if (pr[q].which == 1) { /* (Tq x Tk) x (Tk x K rows) -> Tq x K rows */
+                p.m = Tq, p.n = K, p.k = Tk, p.A = P, p.lda = Tk, p.ha = TT, p.row_a = H * TT;
+                p.Bm = rk, p.ldb = HK, p.hb = K, p.row_b = nk, p.ldc = HK, p.hc = K, p.row_c = nq;
+            } else { /* (Tq x Tk)^T x (Tq x K rows) -> Tk x K rows */
+                p.m = Tk, p.n = K, p.k = Tq, p.A = P, p.lda = Tk, p.ha = TT, p.row_a = H * TT;
+                p.Bm = rq, p.ldb = HK, p.hb = K, p.row_b = nq, p.ldc = HK, p.hc = K, p.row_c = nk;
+            }
+            double g[3] = {0, 0, 0}, flop = 2.0 * p.m * p.n * (double)p.k * H * B;
+            int was = f32gemm_kernel();
+            for (int r = 0; r <= reps; r++)
+                for (int v = 0; v < 3; v++) {
+                    if (vs[v] < 0) {
+                        setenv("MATS_GEMM_BF16", amx_available() ? "amx" : "avx512bf16", 1);
+                        if (be_set_cpu_math(BE_MATH_BF16) != 0) continue;
+                    } else {
+                        be_set_cpu_math(BE_MATH_FP32);
+                        if (f32gemm_set_kernel(vs[v]) != 0) continue;
+                    }
+                    double t0 = now();
+                    if (be_gemm_local_parallel()) pool_parallel_for(B, 1, att_rows, &p);
+                    else
+                        for (int b = 0; b < B; b++)
+                            be_gemm_sbatched(p.ta, p.tb, p.m, p.n, p.k, 1.0f, p.A + b * p.row_a, p.lda, p.ha,
+                                             p.Bm + b * p.row_b, p.ldb, p.hb, 0.0f, p.C + b * p.row_c, p.ldc, p.hc, H);
+                    double x = flop / (now() - t0) * 1e-9;
+                    if (r > 0 && x > g[v]) g[v] = x;
+                }
+            be_set_cpu_math(BE_MATH_FP32);
+            f32gemm_set_kernel(was);
+            char dims[48];
+            snprintf(dims, sizeof dims, "%dx%dx%d", p.m, p.n, p.k);
+            printf("%-14s %-12s %14s", at[a].name, pr[q].name, dims);
+            for (int v = 0; v < 3; v++) {
+                if (g[v] > 0) printf(" %10.1f", g[v]);
+                else printf(" %10s", "-");
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+        free(rq), free(rk), free(P), free(C);
+    }
+}
+
 int main(int argc, char **argv) {
     mc_set_progname("bench_gemm");
     be_init_default(2);
     const char *cmd = argc > 1 ? argv[1] : "";
-    long size = 2048, reps = 3, tokens = 4096;
+    long size = 2048, reps = 3, tokens = 4096, batch = 32;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atol(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atol(argv[++i]);
         else if (!strcmp(argv[i], "--cpu")) per_cpu = 1;
-        else die("unknown option '%s' (bench_gemm machine|shapes [--size N] [--reps R] [--tokens T] [--cpu])", argv[i]);
+        else die("unknown option '%s' (bench_gemm machine|shapes|attention [--size N] [--reps R] [--tokens T] [--batch B] [--cpu])", argv[i]);
     }
-    if (size < 1 || reps < 1 || tokens < 1) die("--size, --reps and --tokens take positive numbers");
+    if (size < 1 || reps < 1 || tokens < 1 || batch < 1) die("--size, --reps, --tokens and --batch take positive numbers");
     if (!strcmp(cmd, "machine")) machine((int)size, (int)reps);
     else if (!strcmp(cmd, "shapes")) shapes((int)tokens, (int)reps);
-    else die("usage: bench_gemm machine|shapes [--size N] [--reps R] [--tokens T] [--cpu]");
+    else if (!strcmp(cmd, "attention")) attention((int)batch, (int)reps);
+    else die("usage: bench_gemm machine|shapes|attention [--size N] [--reps R] [--tokens T] [--batch B] [--cpu]");
     return 0;
 }

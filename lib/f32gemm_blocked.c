@@ -711,11 +711,15 @@ static void run(const kdesc *kd, int local, int upper, int ta, int tb, int m, in
     }
     int serial = local || (long)m * n * (k > 0 ? k : 1) < (1L << 18);
     pack_entry *pe = local ? NULL : frozen_panels(&j, KC, nk, serial);
-    /* in place only where C is small: there the packing of two operands
-     * long in k costs most (t5-mini's dy^T x, 256 x 256 x 4096, on a Zen 4:
-     * 0.86x -> 1.06x OpenBLAS); on larger products packed panels win
-     * (t5-small's 2048 x 512 x 4096: 0.90x packed, 0.77x in place) */
-    j.b_inplace = kd->ukr_t && ta && !tb && !pe && (long)m * n <= (1L << 17);
+    /* in place unless a row stride is a multiple of 4 KiB: there every
+     * step of that operand falls in one set of a 64-set L1 and packed
+     * panels win (t5-small's 2048 x 512 x 4096 on a Zen 4: 0.90x OpenBLAS
+     * packed, 0.77x in place; t5-base's 3072 x 768 x 4096 on a Zen 5:
+     * 0.79x); elsewhere in place wins, whatever the size of C (cold
+     * operands, 2 threads, Zen 5, against packed: t5-mini's dy^T x
+     * 1.2-1.5x, its lm_head 8000 x 256 x 1024 1.34x, 768 x 768 x 4096
+     * 1.21x, 32128 x 512 x 1024 1.08x) */
+    j.b_inplace = kd->ukr_t && ta && !tb && !pe && lda % 1024 != 0 && ldb % 1024 != 0;
     if (j.b_inplace) KC = kd->kc_t, nk = k > KC ? (int)((k + KC - 1) / KC) : 1; /* the bytes do not depend on KC */
     long kc_max = k < KC ? (k > 0 ? k : 1) : KC;
     if (!pe) j.pb = grow(&buf_b, (size_t)j.pn * kd->nr * kc_max);

@@ -50,7 +50,11 @@
  * full-length batches (train.batch_size x train.max_input_len inputs,
  * train.max_target_len targets), full and IA3, after one warm-up step, and
  * the sgemm peak; each figure (the step, its forward, backward and
- * optimizer) is the median over the timed steps; writes nothing.
+ * optimizer) is the median over the timed steps; and after each timed step
+ * two 2048^3 products of the same kind (4096^3 on a GPU): the step's
+ * fraction of the faster, the median of these pairs, is steady on a machine
+ * whose speed drifts (and the median step against the best of them);
+ * writes nothing.
  *
  * --device cpu|cuda (else DEVICE, else train.device, else cpu): where the
  * model runs. cuda needs a `make GPU=1` build and a GPU (one-line error
@@ -502,28 +506,47 @@ static double gemm_flops_step(const t5_config *c, double B, double Te, double Td
 /* the product's peak as the stage runs it, on its device: be_gemm's float32
  * kernel or bf16 on the CPU (1536^3); on cuda, cuBLAS in the precision in
  * use (4096^3), so that the step's fraction is of that device's peak */
-static double gemm_peak(const mc_ops *ops, int *n_out) {
-    int cpu = ops == dev_ops(MC_DEV_CPU), n = cpu ? 1536 : 4096;
+typedef struct {
+    const mc_ops *ops;
+    int n;
+    float *a, *b, *c;
+} gemm_probe;
+
+static void probe_open(gemm_probe *p, const mc_ops *ops, int n) {
     size_t bytes = sizeof(float) * (size_t)n * n;
     float *h = mallocCheck(bytes);
-    float *a = ops->alloc(bytes), *b = ops->alloc(bytes), *c = ops->alloc(bytes);
+    p->ops = ops, p->n = n;
+    p->a = ops->alloc(bytes), p->b = ops->alloc(bytes), p->c = ops->alloc(bytes);
     for (long i = 0; i < (long)n * n; i++) h[i] = (float)(i % 7) * 0.1f;
-    ops->upload(a, h, bytes);
+    ops->upload(p->a, h, bytes);
     for (long i = 0; i < (long)n * n; i++) h[i] = (float)(i % 5) * 0.1f;
-    ops->upload(b, h, bytes);
-    ops->gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    ops->sync();
+    ops->upload(p->b, h, bytes);
+    free(h);
+}
+
+/* one n^3 product, its GFLOP/s */
+static double probe_run(const gemm_probe *p) {
+    int n = p->n;
+    double t0 = mc_now();
+    p->ops->gemm(0, 0, n, n, n, 1.0f, p->a, n, p->b, n, 0.0f, p->c, n);
+    p->ops->sync();
+    return 2.0 * n * n * n / (mc_now() - t0) / 1e9;
+}
+
+static void probe_close(gemm_probe *p) { p->ops->release(p->a), p->ops->release(p->b), p->ops->release(p->c); }
+
+static double gemm_peak(const mc_ops *ops, int *n_out) {
+    int cpu = ops == dev_ops(MC_DEV_CPU);
+    gemm_probe p;
+    probe_open(&p, ops, cpu ? 1536 : 4096);
+    probe_run(&p);
     double best = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = mc_now();
-        ops->gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        ops->sync();
-        double g = 2.0 * n * n * n / (mc_now() - t0) / 1e9;
+        double g = probe_run(&p);
         if (g > best) best = g;
     }
-    ops->release(a), ops->release(b), ops->release(c);
-    free(h);
-    *n_out = n;
+    probe_close(&p);
+    *n_out = p.n;
     return best;
 }
 
@@ -585,6 +608,14 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
          * sum): the figures are their medians, steadier than means on a
          * shared machine */
         double *ts = mallocCheck(sizeof(double) * 5 * steps), loss = 0;
+        /* after each timed step, one product of the peak's kind at 2048^3 on
+         * the CPU (4096^3 on a GPU): the step's fraction of it, pair by pair,
+         * holds still when the machine's speed drifts between the peak's
+         * measurement and the steps (a shared machine's other load) */
+        gemm_probe probe;
+        probe_open(&probe, ops, cpu ? 2048 : 4096);
+        probe_run(&probe);
+        double *pr = mallocCheck(sizeof(double) * steps), *pg = mallocCheck(sizeof(double) * steps);
         for (long s = -1; s < steps; s++) { /* one warm-up step */
             double t0 = mc_now(), f = 0, b = 0, cm = 0;
             for (int a = 0; a < R; a++) {
@@ -613,8 +644,14 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
             if (s >= 0) {
                 double row[5] = {t3 - t0, f, b, t3 - t2, cm};
                 for (int q = 0; q < 5; q++) ts[q * steps + s] = row[q];
+                double g1 = probe_run(&probe), g2 = probe_run(&probe); /* the faster of two: warm caches */
+                pg[s] = g1 > g2 ? g1 : g2;
+                pr[s] = gemm_flops_step(c, B, Te, Td, mode == 1) / (t3 - t0) / 1e9 / (pg[s] * N);
             }
         }
+        probe_close(&probe);
+        double pair_frac = median(pr, steps), pair_gemm = median(pg, steps), best_gemm = pg[steps - 1];
+        free(pr), free(pg);
         double per = median(ts, steps), tf = median(ts + steps, steps), tb = median(ts + 2 * steps, steps);
         double to = median(ts + 3 * steps, steps), tc = median(ts + 4 * steps, steps);
         free(ts);
@@ -624,6 +661,10 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
                mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, steps, tf * 1e3,
                tb * 1e3, to * 1e3, flops / per / 1e9,
                100 * flops / per / 1e9 / (peak * N), peak_name, loss);
+        printf("bench-train: C %-4s%s step at %.0f%% of the %s measured after each step (%dx%dx%d, the faster of "
+               "two, median %.1f GFLOP/s; median of %ld pairs); at %.0f%% of the best of them (%.1f)\n",
+               mode ? "IA3" : "full", bf16 ? " bf16" : "", 100 * pair_frac, peak_name, probe.n, probe.n, probe.n,
+               pair_gemm, steps, 100 * flops / per / 1e9 / (best_gemm * N), best_gemm);
         if (K > 1 || N > 1)
             printf("bench-train: C %-4s: gradient sum%s %.1f ms/step\n", mode ? "IA3" : "full",
                    N > 1 ? " (gather, broadcast and the wait for the slowest rank)" : "", tc * 1e3);

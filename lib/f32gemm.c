@@ -127,19 +127,22 @@ typedef struct {
     const float *B; /* NULL: no next panel */
     int ldb, tb, k, j0, w, per_row;
     long lines, done;
+    int row, col; /* of line `done` */
 } ahead;
 
 static void ahead_set(ahead *h, const float *B, int ldb, int tb, int k, int j0, int w) {
-    h->B = B, h->ldb = ldb, h->tb = tb, h->k = k, h->j0 = j0, h->w = w, h->done = 0;
+    h->B = B, h->ldb = ldb, h->tb = tb, h->k = k, h->j0 = j0, h->w = w, h->done = 0, h->row = 0, h->col = 0;
     h->per_row = tb ? (k + 15) / 16 : (w + 15) / 16;
     h->lines = !B || k <= 0 ? 0 : (long)(tb ? w : k) * h->per_row;
 }
 
-TARGET static void ahead_fetch(ahead *h, long upto) {
-    for (; h->done < upto && h->done < h->lines; h->done++) {
-        long row = h->done / h->per_row, col = (h->done % h->per_row) * 16;
-        const float *x = h->tb ? h->B + (size_t)(h->j0 + row) * h->ldb + col : h->B + (size_t)row * h->ldb + h->j0 + col;
+TARGET static inline void ahead_fetch(ahead *h, long upto) {
+    if (upto > h->lines) upto = h->lines;
+    for (; h->done < upto; h->done++) {
+        const float *x = h->tb ? h->B + (size_t)(h->j0 + h->row) * h->ldb + 16 * h->col
+                               : h->B + (size_t)h->row * h->ldb + h->j0 + 16 * h->col;
         _mm_prefetch((const char *)x, _MM_HINT_T0);
+        if (++h->col == h->per_row) h->col = 0, h->row++;
     }
 }
 

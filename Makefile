@@ -168,11 +168,12 @@ fuzz: build/fuzz/fuzz_art build/fuzz/fuzz_loaders build/tests/test_art
 ## bench          every benchmark: bench-gemm, bench-train, bench-stats, bench-merge, bench-tokenize, bench-ranks
 bench: bench-gemm bench-train bench-stats bench-merge bench-tokenize bench-ranks
 
-## bench-gemm     the CPU and its products: our GEMM kernels (AVX-512, AVX2, AMX, AVX512_BF16) against OpenBLAS on t5-mini/small/base shapes
+## bench-gemm     the CPU and its products: our GEMM kernels (AVX-512, AVX2, AMX, AVX512_BF16) against OpenBLAS on t5-mini/small/base shapes, and the attention's per-row products
 BENCH_GEMM_THREADS ?= 2
 bench-gemm: build/bin/bench_gemm
 	@MATS_THREADS=$(BENCH_GEMM_THREADS) build/bin/bench_gemm machine
 	@MATS_THREADS=$(BENCH_GEMM_THREADS) build/bin/bench_gemm shapes
+	@MATS_THREADS=$(BENCH_GEMM_THREADS) build/bin/bench_gemm attention
 
 clean:
 	rm -rf build

@@ -503,9 +503,8 @@ static double gemm_flops_step(const t5_config *c, double B, double Te, double Td
     return 2 * lin - 3 * 2 * (Ne + Nd) * D * HK + 3 * att;
 }
 
-/* the product's peak as the stage runs it, on its device: be_gemm's float32
- * kernel or bf16 on the CPU (1536^3); on cuda, cuBLAS in the precision in
- * use (4096^3), so that the step's fraction is of that device's peak */
+/* an n^3 product as the stage runs it, on its device: be_gemm's float32
+ * kernel or bf16 on the CPU; on cuda, cuBLAS in the precision in use */
 typedef struct {
     const mc_ops *ops;
     int n;
@@ -535,6 +534,8 @@ static double probe_run(const gemm_probe *p) {
 
 static void probe_close(gemm_probe *p) { p->ops->release(p->a), p->ops->release(p->b), p->ops->release(p->c); }
 
+/* the product's peak (the best of 5): 1536^3 on the CPU, 4096^3 on cuda,
+ * so that the step's fraction is of that device's peak */
 static double gemm_peak(const mc_ops *ops, int *n_out) {
     int cpu = ops == dev_ops(MC_DEV_CPU);
     gemm_probe p;
@@ -608,10 +609,12 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
          * sum): the figures are their medians, steadier than means on a
          * shared machine */
         double *ts = mallocCheck(sizeof(double) * 5 * steps), loss = 0;
-        /* after each timed step, one product of the peak's kind at 2048^3 on
-         * the CPU (4096^3 on a GPU): the step's fraction of it, pair by pair,
-         * holds still when the machine's speed drifts between the peak's
-         * measurement and the steps (a shared machine's other load) */
+        /* after each timed step, two products of the peak's kind at 2048^3
+         * on the CPU (4096^3 on a GPU): the step's fraction of the faster,
+         * pair by pair, holds still when the machine's speed drifts between
+         * the peak's measurement and the steps (a shared machine's other
+         * load). The next step then starts with cold caches, as a step of
+         * real training does after the data's and the optimizer's passes. */
         gemm_probe probe;
         probe_open(&probe, ops, cpu ? 2048 : 4096);
         probe_run(&probe);

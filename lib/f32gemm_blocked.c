@@ -136,9 +136,12 @@ typedef struct {
     }
 /* ... over kc steps: row r of op(A) at a + r * RS, a and b moving by ASTEP
  * and BSTEP a step (packed panels: 1, MR, 2 W; A in place: lda, 1, 2 W;
- * both in place: 1, lda, ldb), b's two vectors read with P##LOAD */
-#define UKR_STEPS(V, P, MR, W, STEP, RS, ASTEP, BSTEP, LOAD)                                                 \
+ * both in place: 1, lda, ldb), b's two vectors read with P##LOAD; each step
+ * begins with AHEAD(MR, W), its prefetches (UKR_NO_AHEAD: none) */
+#define UKR_NO_AHEAD(MR, W)
+#define UKR_STEPS(V, P, MR, W, STEP, RS, ASTEP, BSTEP, LOAD, AHEAD)                                          \
     for (long q = 0; q < kc; q++, a += (ASTEP), b += (BSTEP)) {                                               \
+        AHEAD(MR, W)                                                                                          \
         V b0 = P##LOAD(b), b1 = P##LOAD(b + W);                                                               \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                               \
             c[r][0] = STEP(c[r][0], a + r * (RS), b0);                                                        \
@@ -171,7 +174,7 @@ typedef struct {
                                                      long lds, float *dst, long ldd, int final, float alpha,  \
                                                      float beta) {                                           \
         UKR_START(V, P, MR, W)                                                                                \
-        UKR_STEPS(V, P, MR, W, STEP, 1, MR, 2 * W, _load_ps)                                                  \
+        UKR_STEPS(V, P, MR, W, STEP, 1, MR, 2 * W, _load_ps, UKR_NO_AHEAD)                                    \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
@@ -182,22 +185,17 @@ typedef struct {
  * a tile's first panel of op(B) they still lie in memory (the linears'
  * forward and input gradients with cold operands, 2 threads, Zen 5:
  * 1.03-1.06x) */
+#define UKRU_AHEAD(MR, W)                                                                                     \
+    if (pf && (q & 15) == 0) {                                                                                \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                                 \
+            _mm_prefetch((const char *)(pf + r * lda + q), _MM_HINT_T0);                                      \
+    }
 #define UKRU(name, TGT, V, P, MR, W, STEP)                                                                      \
     __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta, const float *pf) {    \
         UKR_START(V, P, MR, W)                                                                                \
-        for (long q = 0; q < kc; q++, a += 1, b += 2 * W) {                                                   \
-            if (pf && (q & 15) == 0) {                                                                        \
-                _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                         \
-                    _mm_prefetch((const char *)(pf + r * lda + q), _MM_HINT_T0);                              \
-            }                                                                                                 \
-            V b0 = P##_load_ps(b), b1 = P##_load_ps(b + W);                                                   \
-            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                c[r][0] = STEP(c[r][0], a + r * lda, b0);                                                     \
-                c[r][1] = STEP(c[r][1], a + r * lda, b1);                                                     \
-            }                                                                                                 \
-        }                                                                                                     \
+        UKR_STEPS(V, P, MR, W, STEP, lda, 1, 2 * W, _load_ps, UKRU_AHEAD)                                     \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 
@@ -205,27 +203,22 @@ typedef struct {
  * dy^T x): row r of the block at a[q * lda + r], its columns at
  * b[q * ldb + ..]: again the same operations on the same values. Each
  * step's operands lie a whole row of dy and of x from the last (1 KiB on
- * t5-mini), so the step UKRT_AHEAD steps on is prefetched, both ends of
+ * t5-mini), so the step UKRT_STEPS_AHEAD steps on is prefetched, both ends of
  * each (cold operands, 2 threads, Zen 5: 1.03-1.05x) */
-#define UKRT_AHEAD 8
+#define UKRT_STEPS_AHEAD 8
+#define UKRT_AHEAD(MR, W)                                                                                     \
+    if (q + UKRT_STEPS_AHEAD < kc) {                                                                          \
+        const char *pa = (const char *)(a + UKRT_STEPS_AHEAD * lda), *pb = (const char *)(b + UKRT_STEPS_AHEAD * ldb); \
+        _mm_prefetch(pa, _MM_HINT_T0), _mm_prefetch(pa + sizeof(float) * ((MR) - 1), _MM_HINT_T0);            \
+        _mm_prefetch(pb, _MM_HINT_T0), _mm_prefetch(pb + sizeof(float) * (2 * (W) - 1), _MM_HINT_T0);         \
+    }
 #define UKRT(name, TGT, V, P, MR, W, STEP)                                                                      \
     __attribute__((target(TGT))) static void name(long kc, const float *a, long lda, const float *b,         \
                                                      long ldb,                                                 \
                                                      const float *src, long lds, float *dst, long ldd,         \
                                                      int final, float alpha, float beta) {                     \
         UKR_START(V, P, MR, W)                                                                                \
-        for (long q = 0; q < kc; q++, a += lda, b += ldb) {                                                   \
-            if (q + UKRT_AHEAD < kc) {                                                                        \
-                const char *pa = (const char *)(a + UKRT_AHEAD * lda), *pb = (const char *)(b + UKRT_AHEAD * ldb); \
-                _mm_prefetch(pa, _MM_HINT_T0), _mm_prefetch(pa + sizeof(float) * (MR - 1), _MM_HINT_T0);      \
-                _mm_prefetch(pb, _MM_HINT_T0), _mm_prefetch(pb + sizeof(float) * (2 * W - 1), _MM_HINT_T0);   \
-            }                                                                                                 \
-            V b0 = P##_loadu_ps(b), b1 = P##_loadu_ps(b + W);                                                 \
-            _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                           \
-                c[r][0] = STEP(c[r][0], a + r, b0);                                                           \
-                c[r][1] = STEP(c[r][1], a + r, b1);                                                           \
-            }                                                                                                 \
-        }                                                                                                     \
+        UKR_STEPS(V, P, MR, W, STEP, 1, lda, ldb, _loadu_ps, UKRT_AHEAD)                                      \
         UKR_FINISH(V, P, MR, W)                                                                               \
     }
 

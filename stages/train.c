@@ -619,6 +619,7 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         probe_open(&probe, ops, cpu ? 2048 : 4096);
         probe_run(&probe);
         double *pr = mallocCheck(sizeof(double) * steps), *pg = mallocCheck(sizeof(double) * steps);
+        double flops = gemm_flops_step(c, B, Te, Td, mode == 1);
         for (long s = -1; s < steps; s++) { /* one warm-up step */
             double t0 = mc_now(), f = 0, b = 0, cm = 0;
             for (int a = 0; a < R; a++) {
@@ -649,7 +650,7 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
                 for (int q = 0; q < 5; q++) ts[q * steps + s] = row[q];
                 double g1 = probe_run(&probe), g2 = probe_run(&probe); /* the faster of two: warm caches */
                 pg[s] = g1 > g2 ? g1 : g2;
-                pr[s] = gemm_flops_step(c, B, Te, Td, mode == 1) / (t3 - t0) / 1e9 / (pg[s] * N);
+                pr[s] = flops / (t3 - t0) / 1e9 / (pg[s] * N);
             }
         }
         probe_close(&probe);
@@ -658,7 +659,6 @@ static int bench(const t5_config *c, const train_opts *o, long steps, const mc_o
         double per = median(ts, steps), tf = median(ts + steps, steps), tb = median(ts + 2 * steps, steps);
         double to = median(ts + 3 * steps, steps), tc = median(ts + 4 * steps, steps);
         free(ts);
-        double flops = gemm_flops_step(c, B, Te, Td, mode == 1);
         printf("bench-train: C %-4s%s: %7.0f tokens/s (input+target), %7.1f ms/step (median of %ld; forward %.1f, backward %.1f, "
                "optimizer %.1f), %.1f GFLOP/s = %.0f%% of %s peak, loss %.3f\n",
                mode ? "IA3" : "full", bf16 ? " bf16" : "", B * (double)(Te + Td) / per, per * 1e3, steps, tf * 1e3,

@@ -18,9 +18,9 @@
  *       the attention's per-row products of t5-mini (4 heads of 64; the
  *       encoder's 128 x 128, the decoder's 32 x 32 and 32 x 128 against the
  *       encoder), run as the model runs them: B rows in parallel on the
- *       pool, each row's heads on one thread (be_gemm_sbatched_local);
- *       float32 (our kernel, and OpenBLAS one row at a time on every
- *       thread) and bf16 where the CPU has it. GFLOP/s, best of R.
+ *       pool, each row's heads on one thread (be_gemm_sbatched_local;
+ *       OpenBLAS one row at a time on every thread); each kernel forced in
+ *       turn, as for shapes. GFLOP/s, best of R.
  * Rates are wall-clock, best of R repetitions, on be_threads() threads;
  * --cpu: per CPU-second of the process instead (on a shared machine, with
  * MATS_THREADS=1, the kernel's own speed, whatever else runs). */
@@ -220,14 +220,16 @@ static void attention(int B, int reps) {
         int ta, tb, which; /* which: 0 (Tq,Tk,K) from rows x rows, 1 (Tq,K,Tk) P x rows, 2 (Tk,K,Tq) P^T x rows */
     } pr[] = {{"S = Q K^T", 0, 1, 0}, {"O = P V", 0, 0, 1},   {"dP = dO V^T", 0, 1, 0},
               {"dV = P^T dO", 1, 0, 2}, {"dQ = dS K", 0, 0, 1}, {"dK = dS^T Q", 1, 0, 2}};
-    const int vs[] = {F32GEMM_OPENBLAS, F32GEMM_AVX512, -1};
-    printf("%-14s %-12s %14s %10s %10s %10s   GFLOP/s, %d rows x %d heads\n", "attention", "product", "m x n x k",
-           "openblas", "avx512", "avx512bf16", B, H);
+    printf("%-14s %-12s %14s", "attention", "product", "m x n x k");
+    for (int v = 0; v < N_VARIANTS; v++) printf(" %10s", variants[v].name);
+    printf("   GFLOP/s, %d rows x %d heads\n", B, H);
     for (size_t a = 0; a < sizeof at / sizeof *at; a++) {
         int Tq = at[a].Tq, Tk = at[a].Tk;
-        long TT = (long)Tq * Tk, nq = (long)Tq * HK, nk = (long)Tk * HK;
+        long TT = (long)Tq * Tk, nq = (long)Tq * HK, nk = (long)Tk * HK, nc = H * TT;
+        if (nq > nc) nc = nq;
+        if (nk > nc) nc = nk;
         float *rq = filled((size_t)B * nq, 7), *rk = filled((size_t)B * nk, 5), *P = filled((size_t)B * H * TT, 3);
-        float *C = filled((size_t)B * (H * TT > nq ? (H * TT > nk ? H * TT : nk) : (nq > nk ? nq : nk)), 11);
+        float *C = filled((size_t)B * nc, 11);
         for (size_t q = 0; q < sizeof pr / sizeof *pr; q++) {
             att_product p = {.ta = pr[q].ta, .tb = pr[q].tb, .H = H, .C = C};
             if (pr[q].which == 0) { /* (Tq x K rows) x (Tk x K rows)^T -> Tq x Tk */
@@ -240,17 +242,12 @@ static void attention(int B, int reps) {
                 p.m = Tk, p.n = K, p.k = Tq, p.A = P, p.lda = Tk, p.ha = TT, p.row_a = H * TT;
                 p.Bm = rq, p.ldb = HK, p.hb = K, p.row_b = nq, p.ldc = HK, p.hc = K, p.row_c = nk;
             }
-            double g[3] = {0, 0, 0}, flop = 2.0 * p.m * p.n * (double)p.k * H * B;
-            int was = f32gemm_kernel();
-            for (int r = 0; r <= reps; r++)
-                for (int v = 0; v < 3; v++) {
-                    if (vs[v] < 0) {
-                        setenv("MATS_GEMM_BF16", amx_available() ? "amx" : "avx512bf16", 1);
-                        if (be_set_cpu_math(BE_MATH_BF16) != 0) continue;
-                    } else {
-                        be_set_cpu_math(BE_MATH_FP32);
-                        if (f32gemm_set_kernel(vs[v]) != 0) continue;
-                    }
+            double g[N_VARIANTS], flop = 2.0 * p.m * p.n * (double)p.k * H * B;
+            int was = f32gemm_kernel(), inplace = bf16gemm_set_inplace(1);
+            for (int v = 0; v < N_VARIANTS; v++) g[v] = 0;
+            for (int r = 0; r <= reps; r++) /* round 0 warms up; the variants take turns */
+                for (int v = 0; v < N_VARIANTS; v++) {
+                    if (variant_use(&variants[v]) != 0) continue;
                     double t0 = now();
                     if (be_gemm_local_parallel()) pool_parallel_for(B, 1, att_rows, &p);
                     else
@@ -262,10 +259,11 @@ static void attention(int B, int reps) {
                 }
             be_set_cpu_math(BE_MATH_FP32);
             f32gemm_set_kernel(was);
+            bf16gemm_set_inplace(inplace);
             char dims[48];
             snprintf(dims, sizeof dims, "%dx%dx%d", p.m, p.n, p.k);
             printf("%-14s %-12s %14s", at[a].name, pr[q].name, dims);
-            for (int v = 0; v < 3; v++) {
+            for (int v = 0; v < N_VARIANTS; v++) {
                 if (g[v] > 0) printf(" %10.1f", g[v]);
                 else printf(" %10s", "-");
             }

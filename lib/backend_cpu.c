@@ -7,6 +7,7 @@
 #include "amx.h"
 #include "f32gemm.h"
 #include "common.h"
+#include "lease.h"
 #include "pool.h"
 
 #include <cblas.h>
@@ -57,6 +58,7 @@ void be_init(int threads) {
     }
     if (threads > 0) openblas_set_num_threads(threads);
     pool_set_threads(be_threads()); /* the loops use as many threads as the BLAS */
+    lease_start(be_threads());      /* MATS_LEASE_DIR: borrow idle cores (lease.h) */
     f32gemm_kernel();               /* MATS_GEMM read (or refused) now, on this thread */
 }
 

@@ -21,17 +21,19 @@ void pool_flush_denormals(void) {
 }
 
 static struct {
-    int n;      /* threads including the caller; 0 = not started */
+    int n;      /* threads started, the caller included; 0 = not started */
     int wanted; /* pool_set_threads; 0 = unset */
+    int spare;  /* pool_set_spare: workers started beyond `wanted`, idle until lent */
+    int limit;  /* the threads a loop may use now (pool_set_limit), 1..n */
+    int act;    /* the threads of the loop in flight */
     pthread_mutex_t mu;
-    pthread_cond_t start, done;
+    pthread_cond_t start[POOL_MAX_THREADS], done;
     long gen;
     int pending;
     pool_range_fn fn;
     void *ctx;
     long items;
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
-          .done = PTHREAD_COND_INITIALIZER};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
 static void part(long n, int parts, int i, long *lo, long *hi) {
     *lo = (long)((__int128)n * i / parts);
@@ -50,21 +52,28 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* A worker waits on its own condition variable, so a loop on fewer threads
+ * than the pool has (pool_set_limit) wakes only the workers it uses: an idle
+ * worker sleeps through it, off the core another process now runs on. */
 static void *pool_worker(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = 0;
     pool_flush_denormals();
     for (;;) {
-        for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen; s++) cpu_relax();
+        for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen &&
+                        id < __atomic_load_n(&pool.limit, __ATOMIC_RELAXED);
+             s++)
+            cpu_relax();
         pthread_mutex_lock(&pool.mu);
-        while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);
+        while (pool.gen == seen || id >= pool.act) pthread_cond_wait(&pool.start[id], &pool.mu);
         seen = pool.gen;
         pool_range_fn fn = pool.fn;
         void *ctx = pool.ctx;
         long n = pool.items;
+        int act = pool.act;
         pthread_mutex_unlock(&pool.mu);
         long lo, hi;
-        part(n, pool.n, id, &lo, &hi);
+        part(n, act, id, &lo, &hi);
         if (lo < hi) fn(ctx, lo, hi);
         pthread_mutex_lock(&pool.mu);
         if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool.done);
@@ -74,6 +83,11 @@ static void *pool_worker(void *arg) {
 }
 
 void pool_set_threads(int n) { pool.wanted = n > 0 ? n : 0; }
+int pool_set_spare(int n) {
+    if (pool.n) return -1;
+    pool.spare = n > 0 ? n : 0;
+    return 0;
+}
 
 static void pool_start(void) {
     int n = pool.wanted;
@@ -82,11 +96,14 @@ static void pool_start(void) {
     if (e && *e) n = atoi(e);
     if (n < 1) n = 1;
     if (n > POOL_MAX_THREADS) n = POOL_MAX_THREADS;
-    pool.n = n;
-    for (int i = 1; i < n; i++) {
+    int total = n + pool.spare > POOL_MAX_THREADS ? POOL_MAX_THREADS : n + pool.spare;
+    pool.n = total, pool.limit = n;
+    for (int i = 0; i < total; i++) pthread_cond_init(&pool.start[i], NULL);
+    for (int i = 1; i < total; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, pool_worker, (void *)(intptr_t)i) != 0) {
             pool.n = i; /* run with what we have */
+            if (pool.limit > i) pool.limit = i;
             break;
         }
         pthread_detach(t);
@@ -95,23 +112,32 @@ static void pool_start(void) {
 
 int pool_threads(void) {
     if (!pool.n) pool_start();
-    return pool.n;
+    return __atomic_load_n(&pool.limit, __ATOMIC_RELAXED);
+}
+
+int pool_set_limit(int n) {
+    if (!pool.n) pool_start();
+    if (n < 1) n = 1;
+    if (n > pool.n) n = pool.n;
+    __atomic_store_n(&pool.limit, n, __ATOMIC_RELAXED);
+    return n;
 }
 
 void pool_parallel_for(long n, long grain, pool_range_fn fn, void *ctx) {
     if (n <= 0) return;
     if (!pool.n) pool_start();
-    if (pool.n == 1 || n < 2 * (grain > 0 ? grain : 1)) {
+    int act = __atomic_load_n(&pool.limit, __ATOMIC_RELAXED);
+    if (act == 1 || n < 2 * (grain > 0 ? grain : 1)) {
         fn(ctx, 0, n);
         return;
     }
     pthread_mutex_lock(&pool.mu);
-    pool.fn = fn, pool.ctx = ctx, pool.items = n, pool.pending = pool.n - 1;
+    pool.fn = fn, pool.ctx = ctx, pool.items = n, pool.pending = act - 1, pool.act = act;
     __atomic_add_fetch(&pool.gen, 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&pool.start);
+    for (int i = 1; i < act; i++) pthread_cond_signal(&pool.start[i]);
     pthread_mutex_unlock(&pool.mu);
     long lo, hi;
-    part(n, pool.n, 0, &lo, &hi);
+    part(n, act, 0, &lo, &hi);
     fn(ctx, lo, hi);
     for (int s = 0; s < POOL_SPINS && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; s++) cpu_relax();
     pthread_mutex_lock(&pool.mu);

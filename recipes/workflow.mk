@@ -96,7 +96,14 @@ wf_par_j = $(if $(MATS_THREADS),,MATS_THREADS=$(if $(call wf_posint,$(wf_user_n)
 # the user gave MATS_THREADS alone: the stages at once follow
 wf_par_t = $(if $(call wf_posint,$(MATS_THREADS)),-j$(call wf_div,$(CORES),$(MATS_THREADS)))
 wf_par_default = $(if $(call wf_posint,$(WF_JOBS)),-j$(WF_JOBS) MATS_THREADS=$(call wf_div,$(CORES),$(WF_JOBS)),$(error WF_JOBS '$(WF_JOBS)': use a whole number of stages at once, 1 or more))
-WF_PAR = $(if $(filter local,$(exp_executor)),$(if $(wf_user_j),$(wf_par_j),$(if $(MATS_THREADS),$(wf_par_t),$(wf_par_default))))
+# A stage that runs alone borrows the cores the others left idle, and hands
+# them back within 20 ms when make starts another (lib/lease.h): the lease
+# files are in $(CACHE)/.leases. Set when the stages at once times their
+# threads fill the cores (not when both -jN and MATS_THREADS are given);
+# CORE_LEASES=0 turns it off. No byte changes.
+CORE_LEASES ?= 1
+wf_leases = $(if $(filter 0,$(CORE_LEASES)),,MATS_LEASE_DIR=$(abspath $(CACHE))/.leases)
+WF_PAR = $(if $(filter local,$(exp_executor)),$(if $(wf_user_j),$(if $(MATS_THREADS),,$(wf_par_j) $(wf_leases)),$(if $(MATS_THREADS),$(wf_par_t) $(wf_leases),$(wf_par_default) $(wf_leases))))
 wf-build:
 	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(BUILD_JOBS)) all
 wf-data: wf-build wf-check

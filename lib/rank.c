@@ -40,8 +40,7 @@ static void rank_run(t5_model *m, const tok_set *s, const int64_t *order, int64_
             ne++;
         }
         tok_batch_fill(tb, ne, ins, nins, nd, outs, nouts, map, 0, 0);
-        t5_forward(m, &tb->b);
-        t5_row_logprob(m, row);
+        t5_score(m, &tb->b, row);
         for (int k = 0; k < nd; k++) scores[cid[k]] = row[k];
         for (int e = 0; e < ne; e++) {
             int64_t ex = order ? order[i + e] : i + e, a = s->ex_choices[ex], b = s->ex_choices[ex + 1];

@@ -565,8 +565,15 @@ static size_t acts_layout(const t5_model *m, t5_acts *A, float *base, int B, int
     for (int s = 0; s < 2; s++) {
         int L = s ? c->num_decoder_layers : c->num_layers;
         size_t N = s ? Nd : Ne, T = s ? Td : Te, Bs = s ? Bd : B;
+        t5_block_acts *blocks = s ? A->dec : A->enc;
         for (int l = 0; l < L; l++) {
-            t5_block_acts *b = &(s ? A->dec : A->enc)[l];
+            t5_block_acts *b = &blocks[l];
+            if (m->lean && l > 0) { /* block 0's buffers; the outputs alternate */
+                *b = blocks[0];
+                if (l == 1) b->out = take(&off, base, N * D);
+                else b->out = blocks[l - 2].out;
+                continue;
+            }
             memset(b, 0, sizeof *b);
             b->sa_lnx = take(&off, base, N * D);
             b->sa_rstd = take(&off, base, N);
@@ -603,10 +610,13 @@ static size_t acts_layout(const t5_model *m, t5_acts *A, float *base, int B, int
 }
 
 void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int with_grads) {
+    int lean = with_grads == T5_ACTS_SCORE;
+    if (lean) with_grads = 0;
     if (m->act_mem && maxB <= m->maxB && maxTe <= m->maxTe && maxBd <= m->maxBd &&
-        maxTd <= m->maxTd && (!with_grads || m->grad_mem))
+        maxTd <= m->maxTd && (!with_grads || m->grad_mem) && (lean || !m->lean))
         return;
     if (m->act_mem) { /* grow to cover both the old and new sizes */
+        lean &= m->lean;
         if (m->maxB > maxB) maxB = m->maxB;
         if (m->maxTe > maxTe) maxTe = m->maxTe;
         if (m->maxBd > maxBd) maxBd = m->maxBd;
@@ -623,6 +633,7 @@ void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int w
         m->da.dec = callocCheck(c->num_decoder_layers, sizeof(t5_block_acts));
     }
     m->maxB = maxB, m->maxTe = maxTe, m->maxBd = maxBd, m->maxTd = maxTd;
+    m->lean = lean;
     m->act_floats = acts_layout(m, &m->a, NULL, maxB, maxTe, maxBd, maxTd);
     m->act_mem = o->alloc(m->act_floats * sizeof(float));
     acts_layout(m, &m->a, m->act_mem, maxB, maxTe, maxBd, maxTd);
@@ -762,7 +773,7 @@ typedef struct {
 static fwd_ids forward_setup(t5_model *m, const t5_batch *b) {
     const t5_config *c = &m->c;
     if (!m->act_mem || b->B > m->maxB || b->Te > m->maxTe || b->Bd > m->maxBd || b->Td > m->maxTd)
-        t5_alloc_acts(m, b->B, b->Te, b->Bd, b->Td, 0);
+        t5_alloc_acts(m, b->B, b->Te, b->Bd, b->Td, m->lean ? T5_ACTS_SCORE : 0);
     int H = c->num_heads, Te = b->Te, Td = b->Td, Ne = b->B * Te, Nd = b->Bd * Td;
     /* re-derive the activation pointers for these dims: buffers are packed
      * for the current batch inside blocks sized for the largest one */
@@ -826,20 +837,38 @@ static void dec_block_forward(t5_model *m, const t5_batch *b, int l, const float
 }
 
 /* The decoder's final norm (scaled for a tied head), lm_head and the loss
- * from the last decoder block's output x. */
-static float head_forward(t5_model *m, const t5_batch *b, const float *x, const int *targets) {
+ * from the last decoder block's output x. scored_only (t5_score, on the
+ * host): lm_head and the loss only on the rows with a target, gathered to
+ * the front (a padded row's logits are never read there); each row's
+ * product and loss are computed as over every row, so the bytes are the
+ * same (the kernels' sums do not depend on the rows beside them). */
+static float head_forward(t5_model *m, const t5_batch *b, const float *x, const int *targets, int scored_only) {
     const t5_config *c = &m->c;
     int D = c->d_model, V = c->vocab_size, Nd = b->Bd * b->Td;
     t5_acts *a = &m->a;
     OPS->rmsnorm_forward(a->dec_out, a->dec_rstd, x, m->p.dec_ln, Nd, D, c->eps);
     if (c->tied) OPS->scale((long)Nd * D, t5_head_scale(c), a->dec_out);
-    OPS->linear_forward(a->logits, a->dec_out, c->tied ? m->p.shared : m->p.lm_head, Nd, D, V);
+    int nr = Nd, *rows = NULL, *tg = NULL;
+    if (scored_only && b->targets && t5_on_host(m)) {
+        rows = mallocCheck(sizeof(int) * (size_t)Nd * 2), tg = rows + Nd, nr = 0;
+        for (int n = 0; n < Nd; n++)
+            if (b->targets[n] > 0) {
+                if (nr != n) memcpy(a->dec_out + (size_t)nr * D, a->dec_out + (size_t)n * D, sizeof(float) * D);
+                tg[nr] = b->targets[n], rows[nr++] = n;
+            }
+        targets = tg;
+    }
+    OPS->linear_forward(a->logits, a->dec_out, c->tied ? m->p.shared : m->p.lm_head, nr, D, V);
 
     m->last_loss = 0;
     m->n_real_targets = 0;
     if (b->targets) {
-        OPS->crossentropy_forward(m->d_tok_loss, m->lse, a->logits, targets, Nd, V);
+        OPS->crossentropy_forward(m->d_tok_loss, m->lse, a->logits, targets, nr, V);
         if (!t5_on_host(m)) OPS->download(m->tok_loss, m->d_tok_loss, sizeof(float) * Nd);
+        if (rows) { /* back to each row's place, from the last (rows[i] >= i) */
+            for (int i = nr - 1, n = Nd - 1; n >= 0; n--)
+                m->tok_loss[n] = i >= 0 && rows[i] == n ? m->tok_loss[i--] : 0.0f;
+        }
         double s = 0;
         int cnt = 0;
         for (int n = 0; n < Nd; n++)
@@ -847,10 +876,11 @@ static float head_forward(t5_model *m, const t5_batch *b, const float *x, const 
         m->n_real_targets = cnt;
         m->last_loss = cnt ? (float)(s / cnt) : 0.0f;
     }
+    free(rows);
     return m->last_loss;
 }
 
-float t5_forward(t5_model *m, const t5_batch *b) {
+static float forward(t5_model *m, const t5_batch *b, int scored_only) {
     const t5_config *c = &m->c;
     int D = c->d_model, Ne = b->B * b->Te, Nd = b->Bd * b->Td;
     fwd_ids id = forward_setup(m, b);
@@ -868,13 +898,21 @@ float t5_forward(t5_model *m, const t5_batch *b) {
         dec_block_forward(m, b, l, x, a->enc_out);
         x = a->dec[l].out;
     }
-    return head_forward(m, b, x, id.targets);
+    return head_forward(m, b, x, id.targets, scored_only);
+}
+
+float t5_forward(t5_model *m, const t5_batch *b) { return forward(m, b, 0); }
+
+void t5_score(t5_model *m, const t5_batch *b, float *scores) {
+    forward(m, b, 1);
+    t5_row_logprob(m, scores);
 }
 
 void t5_forward_layer(t5_model *m, const t5_batch *b, int layer, const float *in, const float *enc, float *out) {
     const t5_config *c = &m->c;
     int D = c->d_model, L = c->num_layers, Ld = c->num_decoder_layers, Ne = b->B * b->Te, Nd = b->Bd * b->Td;
     if (layer < 0 || layer > L + Ld) die("t5_forward_layer: layer %d of %d", layer, L + Ld + 1);
+    if (m->lean) die("t5_forward_layer: the activations were sized for scoring only (T5_ACTS_SCORE)");
     fwd_ids id = forward_setup(m, b);
     t5_acts *a = &m->a;
     if (layer < L) {
@@ -893,7 +931,7 @@ void t5_forward_layer(t5_model *m, const t5_batch *b, int layer, const float *in
         if (out) OPS->copy(out, a->dec[layer - L].out, sizeof(float) * (size_t)Nd * D);
         return;
     }
-    head_forward(m, b, in, id.targets);
+    head_forward(m, b, in, id.targets, 0);
 }
 
 void t5_row_logprob(const t5_model *m, float *scores) {
@@ -985,6 +1023,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
     const t5_config *c = &m->c;
     if (b->dec_enc) die("t5_backward: decoder rows sharing encoder rows (dec_enc) are not supported");
     if (!b->targets) die("t5_backward: batch has no targets");
+    if (m->lean) die("t5_backward: the activations were sized for scoring only (T5_ACTS_SCORE)");
     if (!m->grad_mem) {
         die("t5_backward: activation gradients were not allocated before the forward pass "
             "(call t5_alloc_acts with with_grads=1)");
@@ -1091,6 +1130,7 @@ int t5_n_linears(const t5_model *m) {
 }
 
 int t5_linears(const t5_model *m, t5_linear *out) {
+    if (m->lean && out) die("t5_linears: the activations were sized for scoring only (T5_ACTS_SCORE)");
     int n = 0;
     const t5_config *c = &m->c;
     int D = c->d_model, HK = c->num_heads * c->d_kv, F = c->d_ff;

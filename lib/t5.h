@@ -258,6 +258,7 @@ typedef struct {
 
     /* activations (t5_alloc_acts) */
     int maxB, maxTe, maxBd, maxTd;
+    int lean;                   /* T5_ACTS_SCORE: the layers share their activations */
     float *act_mem, *grad_mem;
     size_t act_floats, grad_floats;
     t5_acts a, da;
@@ -314,7 +315,14 @@ void t5_host_view_free(const t5_model *m, t5_model *view);
 void t5_init_random(t5_model *m, uint64_t seed);
 
 /* Size activation blocks for batches up to these dims (grads only if the
- * model will run backward). Called again with larger dims it reallocates. */
+ * model will run backward). Called again with larger dims it reallocates.
+ * with_grads = T5_ACTS_SCORE: forward passes only, whose activations nobody
+ * reads but the next layer (eval's t5_score): every block of the encoder
+ * shares one set of buffers, and every block of the decoder another (the
+ * block outputs alternate between two), a layer's memory instead of all of
+ * them; t5_backward, t5_linears and t5_forward_layer refuse such a model.
+ * The same bytes: only where the activations live changes. */
+#define T5_ACTS_SCORE (-1)
 void t5_alloc_acts(t5_model *m, int maxB, int maxTe, int maxBd, int maxTd, int with_grads);
 
 /* Forward pass. Returns the mean loss over non-pad targets (0 if targets is
@@ -344,6 +352,11 @@ void t5_zero_grad(t5_model *m);
 /* Sum of log-probabilities of the targets of each decoder row of the last
  * forward: scores (Bd). */
 void t5_row_logprob(const t5_model *m, float *scores);
+/* t5_forward then t5_row_logprob, for rank classification: no backward may
+ * follow (on the host the head skips the rows without a target, whose
+ * logits it leaves unset; m->tok_loss and the scores are t5_forward's to
+ * the bit). */
+void t5_score(t5_model *m, const t5_batch *b, float *scores);
 
 /* Linear layers (see the top of this file). Returns the count; fills `out`
  * when non-NULL (capacity t5_n_linears(m)). */

@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     tok_batch_init(&tb, (int)bs, (int)max_in, (int)bc, (int)max_tgt);
     t5_to_device(m, ops);
     t5_freeze_params(m); /* the weights stay as loaded: their packed form is kept */
-    t5_alloc_acts(m, (int)bs, (int)max_in, (int)bc, (int)max_tgt, 0);
+    t5_alloc_acts(m, (int)bs, (int)max_in, (int)bc, (int)max_tgt, T5_ACTS_SCORE);
     float *scores = mallocCheck(sizeof(float) * (total_ch + 1));
     int *pred = mallocCheck(sizeof(int) * (total_ex + 1));
     double *acc = mallocCheck(sizeof(double) * nd);

@@ -348,9 +348,8 @@ static void test_linears_xg(void) {
     t5_free(m);
 }
 
-static void test_rank(void) {
-    t5_model *m = t5_new(&C, 0, 0);
-    fx_fill_model(F, m, 0);
+/* the fixture's rank-classification set; io, co, ec: its offsets */
+static tok_set rank_set(int64_t io[16], int64_t co[32], int64_t ec[16]) {
     tok_set s = {0};
     s.path = "fixture";
     fx_entry *e = fx_get(F, "rank/input_offsets");
@@ -358,13 +357,58 @@ static void test_rank(void) {
     s.input_ids = fx_i32(F, "rank/input_ids");
     s.choice_ids = fx_i32(F, "rank/choice_ids");
     s.label = fx_i32(F, "rank/label");
-    int64_t io[16], co[32], ec[16];
     for (int64_t i = 0; i <= s.n; i++) io[i] = fx_i32(F, "rank/input_offsets")[i];
     fx_entry *ce = fx_get(F, "rank/choice_offsets");
     s.n_choices = ce->numel - 1;
     for (int64_t i = 0; i <= s.n_choices; i++) co[i] = ((int *)ce->data)[i];
     for (int64_t i = 0; i <= s.n; i++) ec[i] = fx_i32(F, "rank/example_choices")[i];
     s.input_off = io, s.choice_off = co, s.ex_choices = ec;
+    return s;
+}
+
+/* t5_score (lm_head and the loss on the rows with a target only) on a model
+ * whose layers share their activations (T5_ACTS_SCORE) gives the scores of
+ * t5_forward and t5_row_logprob on a model that keeps every layer's, to the
+ * bit, on a batch with padded decoder rows */
+static void test_score_same_bytes(void) {
+    t5_model *m = t5_new(&C, 0, 0), *lean = t5_new(&C, 0, 0);
+    fx_fill_model(F, m, 0);
+    fx_fill_model(F, lean, 0);
+    int64_t io[16], co[32], ec[16];
+    tok_set s = rank_set(io, co, ec);
+    const int *ins[16], *outs[32];
+    int nins[16], nouts[32], map[32], nd = 0;
+    for (int64_t e = 0; e < s.n; e++) {
+        ins[e] = tok_input(&s, e), nins[e] = tok_input_len(&s, e);
+        for (int64_t c = ec[e]; c < ec[e + 1]; c++)
+            outs[nd] = tok_choice(&s, c), nouts[nd] = tok_choice_len(&s, c), map[nd++] = (int)e;
+    }
+    tok_batch tb;
+    tok_batch_init(&tb, 16, 64, 32, 16);
+    tok_batch_fill(&tb, (int)s.n, ins, nins, nd, outs, nouts, map, 0, 0);
+    int padded = 0;
+    for (int i = 0; i < nd * tb.b.Td; i++) padded += tb.b.targets[i] <= 0;
+    CHECK(padded > 0 && padded < nd * tb.b.Td, "%d of %d decoder positions padded", padded, nd * tb.b.Td);
+    t5_alloc_acts(m, 16, 64, 32, 16, 0);
+    t5_alloc_acts(lean, 16, 64, 32, 16, T5_ACTS_SCORE);
+    CHECK(lean->act_floats < m->act_floats, "scoring layout %zu floats, full %zu", lean->act_floats, m->act_floats);
+    float full[32], sc[32], sc2[32];
+    t5_forward(m, &tb.b);
+    t5_row_logprob(m, full);
+    t5_score(lean, &tb.b, sc);
+    t5_score(m, &tb.b, sc2);
+    CHECK(memcmp(full, sc, sizeof(float) * nd) == 0, "t5_score on the scoring layout differs from t5_forward");
+    CHECK(memcmp(full, sc2, sizeof(float) * nd) == 0, "t5_score differs from t5_forward on the same model");
+    tok_batch_free(&tb);
+    t5_free(m);
+    t5_free(lean);
+}
+
+static void test_rank(void) {
+    t5_model *m = t5_new(&C, 0, 0);
+    fx_fill_model(F, m, 0);
+    int64_t io[16], co[32], ec[16];
+    tok_set s = rank_set(io, co, ec);
     const float *ref = fx_f32(F, "rank/scores");
     /* two batch shapes: everything at once, and 4 decoder rows (splits) */
     for (int v = 0; v < 2; v++) {
@@ -575,6 +619,7 @@ int main(void) {
     RUN(test_finite_differences);
     RUN(test_linears_xg);
     RUN(test_rank);
+    RUN(test_score_same_bytes);
     RUN(test_span_corruption);
     RUN(test_batch_fill);
     RUN(test_bf16_products);

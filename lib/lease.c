@@ -107,7 +107,10 @@ static void *lease_thread(void *arg) {
     return NULL;
 }
 
-static void lease_report(void) {
+/* on a successful exit only: a failing stage's last line is its error */
+static void lease_report(int status, void *arg) {
+    (void)arg;
+    if (status != 0) return;
     double lent = L.lent_s + (L.lent ? now_s() - L.lent_since : 0);
     if (lent > 0)
         fprintf(stderr, "leases: %d idle core%s lent to this run for %.1f of its %.1f s, handed back %d time%s (%s)\n",
@@ -156,5 +159,5 @@ void lease_start(int base) {
     pthread_t t;
     if (pthread_create(&t, NULL, lease_thread, NULL) != 0) return;
     pthread_detach(t);
-    atexit(lease_report);
+    on_exit(lease_report, NULL);
 }

@@ -8,7 +8,8 @@
 set -u
 source "$(dirname "$0")/lib.sh" mats-wf
 EXPF=$T/wftest.conf
-echo "include $REPO/configs/experiments/smoke.conf" > "$EXPF"
+# sentiment, the second task, trains longest: its fine-tunes start first
+printf '%s\n' "include $REPO/configs/experiments/smoke.conf" "task.sentiment.train.steps = 24" > "$EXPF"
 
 # run CACHE ARGS...: make merge with the stage log in $T/ran
 run() {
@@ -126,6 +127,15 @@ if [ "$(nproc)" -ge 2 ]; then
        awk '/^\[[0-9:]*\] start /{n++; if (n > m) m = n} /^\[[0-9:]*\] done /{n--} END{exit !(m >= 2)}' "$T/cold.out"; then
         ok default_runs_two_stages_at_once_on_a_thread_each
     else fail default_runs_two_stages_at_once_on_a_thread_each "start lines: $(grep -c '] start ' "$T/cold.out"), with MATS_THREADS=1: $(grep -c 'start .*(MATS_THREADS=1)' "$T/cold.out")"; fi
+fi
+# the fine-tunes longest first (sentiment's 24 steps before topic's 20),
+# whatever the task order; a core lease per stage in the cache's .leases
+first_ft=$(grep -o '^\[[0-9:]*\] start ft-[a-z0-9-]*' "$T/cold.out" | head -1 | awk '{print $3}')
+if [ "$first_ft" = ft-ia3-sentiment-s1 ]; then ok fine_tunes_start_longest_first
+else fail fine_tunes_start_longest_first "first fine-tune started: ${first_ft:-none}"; fi
+if [ "$(nproc)" -ge 2 ]; then
+    [ -e "$A/.leases/core-0" ] && [ -e "$A/.leases/want" ] && ok default_stages_take_core_leases ||
+        fail default_stages_take_core_leases "no lease files in $A/.leases"
 fi
 B=$T/b
 run "$B" METHOD=ties -j1 || { fail j1_same_bytes "make -j1 failed"; tail -20 "$T/out"; }

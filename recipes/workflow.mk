@@ -111,17 +111,21 @@ wf-data: wf-build wf-check
 	 else $(MAKE) -q $(DATA_DEPS_STAMP) $(SPAM_TGZ) 2>/dev/null || $(MAKE) $(DATA_DEPS_STAMP) $(SPAM_TGZ); fi
 
 ## merge          merge the task models with METHOD (LAMBDA, MODE=ia3|full, EXP) and evaluate; prints the table (MULTITASK=1: with the multitask row); two stages at once (WF_JOBS, -jN, MATS_THREADS: docs/usage.md)
+# WF_INPUTS_FIRST: a sub-make that builds every fine-tune's and multitask
+# model's inputs (data, base) first, so that the next starts the runs in
+# the order its prerequisites list them (FT_LONGEST_FIRST below)
+WF_INPUTS_FIRST = $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-train-inputs &&
 merge: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-merge
+	@$(WF_INPUTS_FIRST) $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-merge
 ## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test
 sweep: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-sweep
+	@$(WF_INPUTS_FIRST) $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-sweep
 ## individual     fine-tune every task model (every seed) and evaluate each on its task
 individual: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-individual
+	@$(WF_INPUTS_FIRST) $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-individual
 ## multitask      train and evaluate the multitask model(s) of MODE
 multitask: wf-data
-	@$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-multitask
+	@$(WF_INPUTS_FIRST) $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-multitask
 ## pretrain       build the experiment's base model (span corruption, then exp.base_phase if set) and print its path
 pretrain: wf-data
 	@$(MAKE) WF=1 $(WF_VARS) wf-pretrain
@@ -156,13 +160,15 @@ REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(or $(shell build/bin/key --conf
 modes_upto = $(call modes_upto_,$(1),,$(REPORT_MODES))
 modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1)),$(call modes_upto_,$(1),$(2) $(firstword $(3)),$(wordlist 2,99,$(3)))))
 report: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-train-inputs && \
+	  $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
 ## report-part    make report for SEEDS= and REPORT_MODES= alone, each mode and seed's numbers kept in docs/results-parts/ (other EXP: reports/parts-EXP/) for report-join
 # (a report whose stages span machines that share no cache: each part
 # carries the numbers of its evaluations, not their artifacts; docs/usage.md)
 report-part: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
+	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-train-inputs && \
+	  $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-resolve &&) true
 ## report-join    the report from the parts report-part kept, every mode and seed of them; no stage runs
 report-join:
@@ -334,6 +340,9 @@ $(resolve)
 # paraphrase (3000 steps, 500 validation examples) took about 15 minutes on
 # one thread, the critical path of a cold make merge, and it started third,
 # after sentiment and spam. Keys do not change, only the order make visits.
+# (The order holds once the runs' inputs are built, by the sub-make of
+# wf-train-inputs before the target's: while they are being built, make
+# starts the fine-tunes in the order their inputs become ready.)
 FT_STEPS := $(or $(shell build/bin/key --config $(EXP_CONF) --config $(FT_CONF) --get train.steps 2>/dev/null),0)
 ft_steps = $(or $(lastword $(patsubst train.steps=%,%,$(filter train.steps=%,$(call task_sets,$(1))))),$(FT_STEPS))
 FT_ORDER := $(shell printf '%s\n' $(foreach t,$(TASKS),$(call ft_steps,$(t)):$(t)) | sort -s -t: -k1,1nr | cut -d: -f2)
@@ -538,6 +547,9 @@ $(WF_DIR)/:
 
 # build/bin/report with its progress lines kept back, shown only if it fails
 quiet_report = bash scripts/quiet.sh build/bin/report
+# the inputs of every fine-tune and multitask model (their edges' artifacts)
+TRAIN_INPUTS = $(sort $(foreach s,$(WF_SEEDS),$(foreach r,$(foreach t,$(TASKS),ft-$(MODE)-$(t)-s$(s)) mt-$(MODE)-s$(s),$(foreach p,$(PRE_$(r)),$(A_$(p))))))
+wf-train-inputs: $(TRAIN_INPUTS)
 wf-individual: $(FT_LONGEST_FIRST) $(INDIVIDUAL_EVALS) | $(WF_DIR)/
 	@printf '%s\n' "$(majority_line)" > $(WF_DIR)/individual-$(MODE).tsv
 	@printf '%b' "$(subst $(nl),\n,$(ind_lines))" >> $(WF_DIR)/individual-$(MODE).tsv
@@ -696,5 +708,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
+.PHONY: wf-train-inputs wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
 endif

@@ -107,12 +107,14 @@ static void *lease_thread(void *arg) {
     return NULL;
 }
 
-/* on a successful exit only: a failing stage's last line is its error */
+/* on a successful exit only (a failing stage's last line is its error), and
+ * for a second or more lent (a core lent between two stages for a moment is
+ * no news) */
 static void lease_report(int status, void *arg) {
     (void)arg;
     if (status != 0) return;
     double lent = L.lent_s + (L.lent ? now_s() - L.lent_since : 0);
-    if (lent > 0)
+    if (lent >= 1.0)
         fprintf(stderr, "leases: %d idle core%s lent to this run for %.1f of its %.1f s, handed back %d time%s (%s)\n",
                 L.lent_max, L.lent_max == 1 ? "" : "s", lent, now_s() - L.started, L.handed_back,
                 L.handed_back == 1 ? "" : "s", getenv("MATS_LEASE_DIR"));

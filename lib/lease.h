@@ -8,8 +8,9 @@
  * it was given, borrows the machine's other cores while no stage holds
  * them, and hands them back within 20 ms when a stage starts and needs
  * one. The bytes never change: the pool's split does, and no result
- * depends on it (pool.h). A stage that borrowed says so in one line on
- * stderr when it ends well (a failing stage's last line stays its error).
+ * depends on it (pool.h). A stage that borrowed for a second or more says
+ * so in one line on stderr when it ends well (a failing stage's last line
+ * stays its error).
  */
 #ifndef MC_LEASE_H
 #define MC_LEASE_H

@@ -34,9 +34,10 @@ if [ "$C" -lt 2 ]; then
     exit 0
 fi
 
-# 1. alone, a one-thread stage borrows the idle cores: same bytes
-tr_run 500 "$T/ref.msgpack" 2>/dev/null || fail lease_reference "train failed"
-if tr_run 500 "$T/lent.msgpack" MATS_LEASE_DIR="$L" 2>"$T/err1" &&
+# 1. alone, a one-thread stage borrows the idle cores: same bytes (a run
+# long enough to be lent them for a second, which its closing line needs)
+tr_run 2500 "$T/ref.msgpack" 2>/dev/null || fail lease_reference "train failed"
+if tr_run 2500 "$T/lent.msgpack" MATS_LEASE_DIR="$L" 2>"$T/err1" &&
    grep -qE "^leases: $((C - 1)) idle cores? lent to this run for [0-9.]+ of its [0-9.]+ s, handed back 0 times" "$T/err1" &&
    cmp -s "$T/ref.msgpack" "$T/lent.msgpack"; then
     ok "lease_borrows_idle_cores_same_bytes ($(grep -o 'for [0-9.]* of its [0-9.]* s' "$T/err1"))"
@@ -45,12 +46,12 @@ else fail lease_borrows_idle_cores_same_bytes "$(tail -2 "$T/err1" | tr '\n' '|'
 # 2. a stage that starts while another borrows gets its core back from it;
 # both keep their bytes
 tr_run 300 "$T/refb.msgpack" 2>/dev/null
-tr_run 3000 "$T/a.msgpack" MATS_LEASE_DIR="$L" 2>"$T/erra" & pa=$!
+tr_run 5000 "$T/a.msgpack" MATS_LEASE_DIR="$L" 2>"$T/erra" & pa=$!
 if wait_for 10 all_held; then
     tr_run 300 "$T/b.msgpack" MATS_LEASE_DIR="$L" 2>"$T/errb"; rb=$?
     alive=0; kill -0 $pa 2>/dev/null && alive=1
     wait $pa; ra=$?
-    tr_run 3000 "$T/refa.msgpack" 2>/dev/null
+    tr_run 5000 "$T/refa.msgpack" 2>/dev/null
     if [ $ra -eq 0 ] && [ $rb -eq 0 ] && [ $alive -eq 1 ] &&
        grep -qE '^leases: .* handed back [1-9][0-9]* times?' "$T/erra" &&
        cmp -s "$T/a.msgpack" "$T/refa.msgpack" && cmp -s "$T/b.msgpack" "$T/refb.msgpack"; then

@@ -103,7 +103,8 @@ wf_par_default = $(if $(call wf_posint,$(WF_JOBS)),-j$(WF_JOBS) MATS_THREADS=$(c
 # CORE_LEASES=0 turns it off. No byte changes.
 CORE_LEASES ?= 1
 wf_leases = $(if $(filter 0,$(CORE_LEASES)),,MATS_LEASE_DIR=$(abspath $(CACHE))/.leases)
-WF_PAR = $(if $(filter local,$(exp_executor)),$(if $(wf_user_j),$(if $(MATS_THREADS),,$(wf_par_j) $(wf_leases)),$(if $(MATS_THREADS),$(wf_par_t) $(wf_leases),$(wf_par_default) $(wf_leases))))
+wf_par_pick = $(if $(wf_user_j),$(wf_par_j),$(if $(MATS_THREADS),$(wf_par_t),$(wf_par_default)))
+WF_PAR = $(if $(filter local,$(exp_executor)),$(wf_par_pick) $(if $(and $(wf_user_j),$(MATS_THREADS)),,$(wf_leases)))
 wf-build:
 	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(BUILD_JOBS)) all
 wf-data: wf-build wf-check
@@ -114,7 +115,9 @@ wf-data: wf-build wf-check
 # WF_INPUTS_FIRST: a sub-make that builds every fine-tune's and multitask
 # model's inputs (data, base) first, so that the next starts the runs in
 # the order its prerequisites list them (FT_LONGEST_FIRST below)
-WF_INPUTS_FIRST = $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-train-inputs &&
+# ($(call wf_inputs_first,MODE) for another mode than MODE)
+wf_inputs_first = $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) $(if $(1),MODE=$(1)) wf-train-inputs &&
+WF_INPUTS_FIRST = $(call wf_inputs_first)
 merge: wf-data
 	@$(WF_INPUTS_FIRST) $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) wf-merge
 ## sweep          METHOD over the lambda grid on validation; the best lambda per seed evaluated on test
@@ -160,14 +163,14 @@ REPORT_MODES = $(if $(filter hf,$(EXP_SOURCE)),$(or $(shell build/bin/key --conf
 modes_upto = $(call modes_upto_,$(1),,$(REPORT_MODES))
 modes_upto_ = $(if $(3),$(if $(filter $(1),$(firstword $(3))),$(strip $(2) $(1)),$(call modes_upto_,$(1),$(2) $(firstword $(3)),$(wordlist 2,99,$(3)))))
 report: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-train-inputs && \
+	@$(foreach m,$(REPORT_MODES),$(call wf_inputs_first,$(m)) \
 	  $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(firstword $(REPORT_MODES)) REPORT_MODES="$(call modes_upto,$(m))" wf-report &&) true
 ## report-part    make report for SEEDS= and REPORT_MODES= alone, each mode and seed's numbers kept in docs/results-parts/ (other EXP: reports/parts-EXP/) for report-join
 # (a report whose stages span machines that share no cache: each part
 # carries the numbers of its evaluations, not their artifacts; docs/usage.md)
 report-part: wf-data
-	@$(foreach m,$(REPORT_MODES),$(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-train-inputs && \
+	@$(foreach m,$(REPORT_MODES),$(call wf_inputs_first,$(m)) \
 	  $(MAKE) WF=1 $(WF_VARS) $(WF_PAR) MODE=$(m) wf-report-part && \
 	  $(MAKE) WF=1 $(WF_VARS) MODE=$(m) wf-report-resolve &&) true
 ## report-join    the report from the parts report-part kept, every mode and seed of them; no stage runs
@@ -339,7 +342,10 @@ $(resolve)
 # does not start last and end alone. On 2 cores of an AMD EPYC Zen 4 IA3
 # paraphrase (3000 steps, 500 validation examples) took about 15 minutes on
 # one thread, the critical path of a cold make merge, and it started third,
-# after sentiment and spam. Keys do not change, only the order make visits.
+# after sentiment and spam; first, it saved 16-20 s of 18 minutes there
+# (the two cores' work was already about even), inside the noise: it is for
+# runs longer than the rest together. Keys do not change, only the order
+# make visits.
 # (The order holds once the runs' inputs are built, by the sub-make of
 # wf-train-inputs before the target's: while they are being built, make
 # starts the fine-tunes in the order their inputs become ready.)

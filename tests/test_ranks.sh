@@ -125,9 +125,10 @@ if ! mpi 2 build/bin/train --config "$T/exp.conf" --data "$T/missing.msgpack" -o
     ok ranks_bad_input_one_line_from_rank0
 else fail ranks_bad_input_one_line_from_rank0 "$(head -3 "$T/loge")"; fi
 # a train without MPI: the same stage object linked with lib/comm.c compiled
-# as MPI=0 builds it
-if cc -std=c11 -D_GNU_SOURCE -Ilib -c lib/comm.c -o "$T/comm0.o" 2>"$T/logc" &&
-   cc -o "$T/train0" build/obj/stages/train.o "$T/comm0.o" build/lib/libmats.a \
+# as MPI=0 builds it (with the build's compiler and flags: a sanitizer build,
+# make SAN=1 test, links its runtime)
+if ${CC:-cc} ${CFLAGS:-} -std=c11 -D_GNU_SOURCE -Ilib -c lib/comm.c -o "$T/comm0.o" 2>"$T/logc" &&
+   ${CC:-cc} ${CFLAGS:-} -o "$T/train0" build/obj/stages/train.o "$T/comm0.o" build/lib/libmats.a \
       -lopenblas -lmsgpackc -lxxhash -lz -llzma -lm -lpthread 2>>"$T/logc" &&
    ! ldd "$T/train0" | grep -q libmpi &&
    "$T/train0" --config "$T/exp.conf" --data "$T/train.msgpack" -o "$T/e3a.msgpack" 2>/dev/null &&

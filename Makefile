@@ -132,9 +132,17 @@ build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
 # -ffp-contract=off: the arithmetic of the normal build (gcc, ISO C mode), which
 # the SIMD-width and reference tests compare bit for bit; clang would fuse.
 SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -ffp-contract=off
+# `make SAN=thread test`: ThreadSanitizer on the tests that run the thread
+# pool, the core leases and the products on several threads (SAN_TESTS
+# names others); its reports go to build/san/reports too.
+TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -ffp-contract=off
+TSAN_TESTS := tests/test_leases.sh build/tests/test_kernels build/tests/test_t5 build/tests/test_t5_stats
 ifeq ($(SAN),1)
 test:
 	@SAN_CFLAGS='$(SAN_CFLAGS)' bash scripts/san-test.sh
+else ifeq ($(SAN),thread)
+test:
+	@SAN_CFLAGS='$(TSAN_CFLAGS)' SAN_TESTS='$(or $(SAN_TESTS),$(TSAN_TESTS))' bash scripts/san-test.sh
 else
 test: all $(TESTS)
 	@bash tests/run.sh $(TESTS) $(sort $(wildcard tests/test_*.sh))
@@ -183,7 +191,7 @@ help:
 
 ## all            build every stage and tool into build/bin/ (GPU=1 adds the CUDA backend and NCCL; MPI=0 leaves out MPI)
 ## deps           install the Debian packages the project needs (scripts/install-deps.sh)
-## test           build and run every test; closes with "N passed, N failed" (SAN=1: on an ASan + UBSan build, in build/san/)
+## test           build and run every test; closes with "N passed, N failed" (SAN=1: on an ASan + UBSan build, in build/san/; SAN=thread: the threaded tests under ThreadSanitizer)
 ## fuzz           fuzz the artifact reader and the loaders of every kind for FUZZ_SECONDS (default 60) each
 ## clean          remove build/
 

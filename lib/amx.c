@@ -39,10 +39,9 @@
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-int amx_available(void) {
-    static int state = -1;
-    if (state >= 0) return state;
-    state = 0;
+/* AMX usable here: 1 or 0 (the tile state requested of Linux, which
+ * grants it once per process) */
+static int amx_probe(void) {
 #ifdef MC_HAVE_AMX_CODE
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
@@ -52,11 +51,21 @@ int amx_available(void) {
     int avx512f = 0;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) avx512f = (b >> 16) & 1;
     if (!tile || !bf16 || !avx512bf16 || !avx512f) return 0;
-    /* Linux hands out the tile state only on request (once per process). */
     if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return 0;
-    state = 1;
+    return 1;
+#else
+    return 0;
 #endif
-    return state;
+}
+
+int amx_available(void) {
+    static int state = -1; /* published whole once known: no thread reads a provisional 0 */
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        s = amx_probe();
+        __atomic_store_n(&state, s, __ATOMIC_RELEASE);
+    }
+    return s;
 }
 
 const char *amx_unavailable_reason(void) {

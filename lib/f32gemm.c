@@ -24,12 +24,14 @@
 
 int f32gemm_available(void) {
 #ifdef MC_HAVE_F32GEMM_CODE
-    static int state = -1;
-    if (state < 0) {
+    static int state = -1; /* published whole: the pool's threads may ask first at once */
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (s < 0) {
         __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx512f") ? 1 : 0; /* checks the OS saves zmm too */
+        s = __builtin_cpu_supports("avx512f") ? 1 : 0; /* checks the OS saves zmm too */
+        __atomic_store_n(&state, s, __ATOMIC_RELEASE);
     }
-    return state;
+    return s;
 #else
     return 0;
 #endif

@@ -68,20 +68,23 @@ int f32gemm_kernel_supported(int kernel) {
 
 static int chosen = -1;
 
+/* `chosen` is published whole (atomics): the pool's threads may ask first
+ * at once, and each finds the same kernel */
 int f32gemm_kernel(void) {
-    if (chosen >= 0) return chosen;
+    int k0 = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (k0 >= 0) return k0;
     const char *s = getenv("MATS_GEMM");
     if (s && *s) {
-        int k = f32gemm_kernel_parse(s);
-        if (k < 0) die("MATS_GEMM '%s' is not one of openblas, avx2, avx512", s);
-        if (!f32gemm_kernel_supported(k)) die("MATS_GEMM %s: this CPU has no %s", s, k == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
-        chosen = k;
+        k0 = f32gemm_kernel_parse(s);
+        if (k0 < 0) die("MATS_GEMM '%s' is not one of openblas, avx2, avx512", s);
+        if (!f32gemm_kernel_supported(k0)) die("MATS_GEMM %s: this CPU has no %s", s, k0 == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
     } else {
-        chosen = f32gemm_kernel_supported(F32GEMM_AVX512) ? F32GEMM_AVX512
-                 : f32gemm_kernel_supported(F32GEMM_AVX2) ? F32GEMM_AVX2
-                                                          : F32GEMM_OPENBLAS;
+        k0 = f32gemm_kernel_supported(F32GEMM_AVX512) ? F32GEMM_AVX512
+             : f32gemm_kernel_supported(F32GEMM_AVX2) ? F32GEMM_AVX2
+                                                      : F32GEMM_OPENBLAS;
     }
-    return chosen;
+    __atomic_store_n(&chosen, k0, __ATOMIC_RELEASE);
+    return k0;
 }
 
 int f32gemm_set_kernel(int kernel) {
@@ -89,7 +92,7 @@ int f32gemm_set_kernel(int kernel) {
     if (!f32gemm_kernel_supported(kernel))
         return mc_fail("the %s GEMM kernel needs %s, which this CPU lacks", kernel_names[kernel],
                        kernel == F32GEMM_AVX2 ? "AVX2 + FMA" : "AVX-512F");
-    chosen = kernel;
+    __atomic_store_n(&chosen, kernel, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -649,17 +652,19 @@ static pack_entry *frozen_panels(job *j, long KC, int nk, int serial) {
  * their panels from the float32 A: the same rounding, so the same bytes. */
 static int bf16_inplace = -1; /* MATS_GEMM_BF16_INPLACE=0: always pack (tests, bench) */
 
-static int bf16_inplace_on(void) {
-    if (bf16_inplace < 0) {
+static int bf16_inplace_on(void) { /* published whole, as `chosen` */
+    int on = __atomic_load_n(&bf16_inplace, __ATOMIC_ACQUIRE);
+    if (on < 0) {
         const char *e = getenv("MATS_GEMM_BF16_INPLACE");
-        bf16_inplace = !(e && !strcmp(e, "0"));
+        on = !(e && !strcmp(e, "0"));
+        __atomic_store_n(&bf16_inplace, on, __ATOMIC_RELEASE);
     }
-    return bf16_inplace;
+    return on;
 }
 
 int bf16gemm_set_inplace(int on) {
     int was = bf16_inplace_on();
-    bf16_inplace = on ? 1 : 0;
+    __atomic_store_n(&bf16_inplace, on ? 1 : 0, __ATOMIC_RELEASE);
     return was;
 }
 

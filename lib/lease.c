@@ -40,7 +40,8 @@ static struct {
     char held[POOL_MAX_THREADS];
     double started, lent_since, lent_s; /* seconds lent, for the closing line */
     int lent_max, handed_back;
-} L = {.want = -1};
+    pthread_mutex_t mu; /* the lease thread's tick against the closing line's reads */
+} L = {.want = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static double now_s(void) {
     struct timespec t;
@@ -91,6 +92,7 @@ static void *lease_thread(void *arg) {
     if (nap > 1) flock(L.want, LOCK_UN);
     for (long tick = 1;; tick++) {
         nap_ms(LEASE_TICK_MS);
+        pthread_mutex_lock(&L.mu); /* no call below blocks: the locks are tried, never waited for */
         if (L.lent) {
             if (!lock_nb(L.want)) give_back_lent(), L.handed_back++; /* a stage waits for a core */
             else flock(L.want, LOCK_UN);
@@ -103,6 +105,7 @@ static void *lease_thread(void *arg) {
                 if (n - L.base > L.lent_max) L.lent_max = n - L.base;
             }
         }
+        pthread_mutex_unlock(&L.mu);
     }
     return NULL;
 }
@@ -113,11 +116,14 @@ static void *lease_thread(void *arg) {
 static void lease_report(int status, void *arg) {
     (void)arg;
     if (status != 0) return;
+    pthread_mutex_lock(&L.mu);
     double lent = L.lent_s + (L.lent ? now_s() - L.lent_since : 0);
+    int most = L.lent_max, back = L.handed_back;
+    pthread_mutex_unlock(&L.mu);
     if (lent >= 1.0)
         fprintf(stderr, "leases: %d idle core%s lent to this run for %.1f of its %.1f s, handed back %d time%s (%s)\n",
-                L.lent_max, L.lent_max == 1 ? "" : "s", lent, now_s() - L.started, L.handed_back,
-                L.handed_back == 1 ? "" : "s", getenv("MATS_LEASE_DIR"));
+                most, most == 1 ? "" : "s", lent, now_s() - L.started, back, back == 1 ? "" : "s",
+                getenv("MATS_LEASE_DIR"));
 }
 
 int lease_cores(void) {

@@ -70,22 +70,24 @@ DEFINE_EXP(AVX512, exp16, _mm512, __m512, __m512i, _mm512_castsi512_ps)
 static int simd_lanes; /* 16 with AVX-512, else 4 (or 1 without SSE2); 0 = not yet known */
 
 int ops_simd_lanes(void) {
-    if (!simd_lanes) {
+    int lanes = __atomic_load_n(&simd_lanes, __ATOMIC_ACQUIRE);
+    if (!lanes) { /* the pool's threads may ask first at once: each finds the same */
 #if VEXP16
         __builtin_cpu_init();
-        simd_lanes = __builtin_cpu_supports("avx512f") ? 16 : 4;
+        lanes = __builtin_cpu_supports("avx512f") ? 16 : 4;
 #else
-        simd_lanes = VEXP ? 4 : 1;
+        lanes = VEXP ? 4 : 1;
 #endif
+        __atomic_store_n(&simd_lanes, lanes, __ATOMIC_RELEASE);
     }
-    return simd_lanes;
+    return lanes;
 }
 
 int ops_set_simd_lanes(int lanes) {
     int have = ops_simd_lanes();
     if (lanes != 1 && lanes != 4 && lanes != 16) return -1;
     if (lanes > have || (lanes == 1) != (have == 1)) return -1;
-    simd_lanes = lanes;
+    __atomic_store_n(&simd_lanes, lanes, __ATOMIC_RELEASE);
     return 0;
 }
 

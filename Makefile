@@ -133,10 +133,12 @@ build/tests/%: build/obj/tests/%.o build/lib/libmats.a | build/tests/
 # the SIMD-width and reference tests compare bit for bit; clang would fuse.
 SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -ffp-contract=off
 # `make SAN=thread test`: ThreadSanitizer on the tests that run the thread
-# pool, the core leases and the products on several threads (SAN_TESTS
-# names others); its reports go to build/san/reports too.
+# pool, the core leases, the products, the stages and the merges on several
+# threads (SAN_TESTS names others); its reports go to build/san/reports too,
+# OpenBLAS's own threads suppressed (tests/tsan.supp).
 TSAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -ffp-contract=off
-TSAN_TESTS := tests/test_leases.sh build/tests/test_kernels build/tests/test_t5 build/tests/test_t5_stats
+TSAN_TESTS := tests/test_leases.sh build/tests/test_kernels build/tests/test_t5 build/tests/test_t5_stats \
+              tests/test_t5_stages.sh tests/test_merge.sh build/tests/test_merge
 ifeq ($(SAN),1)
 test:
 	@SAN_CFLAGS='$(SAN_CFLAGS)' bash scripts/san-test.sh

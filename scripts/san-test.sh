@@ -48,7 +48,8 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan"
 export MATS_SANITIZED=1
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$reports/ubsan"
 # make SAN=thread test: every race reported, each to a file
-export TSAN_OPTIONS="halt_on_error=0:log_path=$reports/tsan"
+# (OpenBLAS's own threads, uninstrumented, suppressed: tests/tsan.supp)
+export TSAN_OPTIONS="halt_on_error=0:log_path=$reports/tsan:suppressions=$root/tests/tsan.supp"
 echo "san-test: sources copied to $src; building with CC=$CC CFLAGS=$CFLAGS" >&2
 set +e
 if [ -n "${SAN_TESTS:-}" ]; then

@@ -122,8 +122,8 @@ typedef struct mc_ops {
     /* kv_index is a host array on every device */
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
                               const float *v, const float *bias, const uint8_t *key_mask,
-                              const int *kv_index, int causal, int B, int Tq, int Tk, int H,
-                              int K);
+                              const int *kv_index, int flags, int B, int Tq, int Tk, int H,
+                              int K); /* flags: ops.h ATT_* */
     void (*attention_backward)(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                                const float *dout, const float *q, const float *k, const float *v,
                                const float *probs, int B, int Tq, int Tk, int H, int K,

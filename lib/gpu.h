@@ -135,7 +135,7 @@ void gpu_relpos_bias_backward(float *dtable, const float *dbias, const int *buck
  * a host-side decision; everything else is on the device. */
 void gpu_attention_forward(float *out, float *probs, const float *q, const float *k,
                            const float *v, const float *bias, const uint8_t *key_mask,
-                           const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K);
+                           const int *kv_index, int flags, int B, int Tq, int Tk, int H, int K);
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                             const float *dout, const float *q, const float *k, const float *v,
                             const float *probs, int B, int Tq, int Tk, int H, int K, int acc);

@@ -693,14 +693,28 @@ typedef struct {
     const float *bias;
     const uint8_t *key_mask;
     const int *kv_index;
-    int causal, B, Tq, Tk, H, K;
+    int causal, pad_invariant, B, Tq, Tk, H, K;
     /* the products: inputs, outputs, beta of the gradient outputs */
     const float *q, *k, *v, *dout;
     float *out, *dq, *dk, *dv;
     float beta;
 } att_ctx;
 
-/* softmax of rows r in [lo,hi) of probs viewed as (B*H*Tq, Tk) */
+/* v where the keys a row sees, [0, jmax) less the masked ones, are the
+ * first v; -1 where a masked key comes before a visible one */
+static int visible_prefix(const uint8_t *mask, int jmax) {
+    int v = 0;
+    while (v < jmax && (!mask || mask[v])) v++;
+    for (int j = v; mask && j < jmax; j++)
+        if (mask[j]) return -1;
+    return v;
+}
+
+/* softmax of rows r in [lo,hi) of probs viewed as (B*H*Tq, Tk). A row
+ * with masked keys sums its exponentials one by one, an unmasked row in
+ * vexp's lanes; with pad_invariant (ATT_PAD_INVARIANT) a row whose visible
+ * keys are a prefix is summed as the unmasked row of that prefix, so that
+ * it does not depend on the padding the rest of its batch brought. */
 static void softmax_rows(void *p, long lo, long hi) {
     att_ctx *c = p;
     int Tq = c->Tq, Tk = c->Tk, H = c->H;
@@ -733,8 +747,13 @@ static void softmax_rows(void *p, long lo, long hi) {
             memset(row, 0, sizeof(float) * Tk);
             continue;
         }
-        float sum = vexp(row, row, jmax, mx, 1.0f);
-        if (any_masked) { /* masked entries were exponentiated too: zero them */
+        int v = any_masked && c->pad_invariant ? visible_prefix(mask, jmax) : -1;
+        float sum;
+        if (v >= 0) { /* the sum of an unpadded row of v keys */
+            sum = vexp(row, row, v, mx, 1.0f);
+            memset(row + v, 0, sizeof(float) * (size_t)(Tk - v));
+        } else sum = vexp(row, row, jmax, mx, 1.0f);
+        if (any_masked && v < 0) { /* masked entries were exponentiated too: zero them */
             sum = 0;
             for (int j = 0; j < Tk; j++) {
                 if (j >= jmax || (mask && !mask[j])) row[j] = 0;
@@ -800,9 +819,10 @@ static void att_context_row(const att_ctx *c, int b, sbatched_fn gemm) {
 
 void op_attention_forward(float *out, float *probs, const float *q, const float *k,
                           const float *v, const float *bias, const uint8_t *key_mask,
-                          const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K) {
+                          const int *kv_index, int flags, int B, int Tq, int Tk, int H, int K) {
     att_ctx c = {.probs = probs, .bias = bias, .key_mask = key_mask, .kv_index = kv_index,
-                 .causal = causal, .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
+                 .causal = (flags & ATT_CAUSAL) != 0, .pad_invariant = (flags & ATT_PAD_INVARIANT) != 0,
+                 .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
                  .v = v, .out = out};
     att_rows(&c, att_scores_row);
     pool_parallel_for((long)B * H * Tq, 8, softmax_rows, &c);

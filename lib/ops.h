@@ -92,13 +92,17 @@ void op_relpos_bias_backward(float *dtable, const float *dbias, const int *bucke
  *   probs (B,H,Tq,Tk) saved for backward
  *   bias (H,Tq,Tk) or NULL: added to every batch row's scores
  *   key_mask (Bk,Tk) or NULL: 0 = padding key, masked out (probability 0)
- *   causal: query i sees keys j <= i
+ *   flags: ATT_CAUSAL, query i sees keys j <= i; ATT_PAD_INVARIANT, a row
+ *     whose visible keys are its first v is computed as the unmasked row of
+ *     those v keys, to the bit, whatever padding its batch adds (rank
+ *     classification; training keeps the summation of its released bytes)
  *   kv_index (B) or NULL: query row b uses key/value row kv_index[b] (eval
  *     scores several choices against one encoded input); NULL = identity.
  * A row whose keys are all masked gets probabilities 0 and output 0. */
+enum { ATT_CAUSAL = 1, ATT_PAD_INVARIANT = 2 };
 void op_attention_forward(float *out, float *probs, const float *q, const float *k,
                           const float *v, const float *bias, const uint8_t *key_mask,
-                          const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K);
+                          const int *kv_index, int flags, int B, int Tq, int Tk, int H, int K);
 /* dq (B*Tq,H*K) (+)=, dk, dv (Bk*Tk,H*K) (+)=, dbias (H,Tq,Tk) += (NULL: skip).
  * scratch (B,H,Tq,Tk) is overwritten. kv_index must be NULL here (the
  * training path never shares encoder rows). */

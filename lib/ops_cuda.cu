@@ -373,8 +373,12 @@ __global__ static void softmax_rows_kernel(float *P, const float *bias, const ui
 
 void gpu_attention_forward(float *out, float *probs, const float *q, const float *k,
                            const float *v, const float *bias, const uint8_t *key_mask,
-                           const int *kv_index, int causal, int B, int Tq, int Tk, int H, int K) {
-    int HK = H * K;
+                           const int *kv_index, int flags, int B, int Tq, int Tk, int H, int K) {
+    /* ATT_PAD_INVARIANT needs nothing here: a warp sums a row's visible
+     * keys by their index, so the padded keys after them add nothing (the
+     * scores as a whole are not padding-invariant on a GPU: cuBLAS may
+     * choose its algorithm by the padded length) */
+    int HK = H * K, causal = (flags & ATT_CAUSAL) != 0;
     long TT = (long)Tq * Tk;
     const int warps = 8;
     int blocks = (int)(((long)H * Tq + warps - 1) / warps);

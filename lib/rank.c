@@ -1,6 +1,7 @@
 /* rank.c - rank classification (tokens.h tok_rank, rank.h tok_rank_order:
  * eval batches examples of similar input length together, which pads
- * little). */
+ * little). A choice's score is the same, to the bit on the CPU, in any
+ * batch and order (t5_batch.pad_invariant). */
 #include <stdlib.h>
 
 #include "common.h"
@@ -40,6 +41,7 @@ static void rank_run(t5_model *m, const tok_set *s, const int64_t *order, int64_
             ne++;
         }
         tok_batch_fill(tb, ne, ins, nins, nd, outs, nouts, map, 0, 0);
+        tb->b.pad_invariant = 1; /* a choice's score whatever its batch */
         t5_score(m, &tb->b, row);
         for (int k = 0; k < nd; k++) scores[cid[k]] = row[k];
         for (int e = 0; e < ne; e++) {

@@ -727,7 +727,7 @@ void t5_host_view_free(const t5_model *m, t5_model *view) {
 /* Self-attention + FFN part shared by encoder and decoder blocks. */
 static void self_attn_forward(t5_model *m, t5_block_acts *a, const t5_block_params *P,
                               const t5_block_ia3 *IA, const float *x, const float *bias,
-                              const uint8_t *mask, int causal, int B, int T) {
+                              const uint8_t *mask, int att_flags, int B, int T) {
     const t5_config *c = &m->c;
     int D = c->d_model, H = c->num_heads, K = c->d_kv, HK = H * K, N = B * T;
     OPS->rmsnorm_forward(a->sa_lnx, a->sa_rstd, x, P->sa_ln, N, D, c->eps);
@@ -738,7 +738,7 @@ static void self_attn_forward(t5_model *m, t5_block_acts *a, const t5_block_para
         OPS->ia3_forward(a->ks, a->k, IA->sa_k, N, HK);
         OPS->ia3_forward(a->vs, a->v, IA->sa_v, N, HK);
     }
-    OPS->attention_forward(a->att, a->probs, a->q, a->ks, a->vs, bias, mask, NULL, causal, B, T, T, H, K);
+    OPS->attention_forward(a->att, a->probs, a->q, a->ks, a->vs, bias, mask, NULL, att_flags, B, T, T, H, K);
     OPS->linear_forward(a->x1, a->att, P->sa_o, N, HK, D);
     OPS->add_inplace(a->x1, x, (long)N * D);
 }
@@ -803,11 +803,13 @@ static fwd_ids forward_setup(t5_model *m, const t5_batch *b) {
     return id;
 }
 
+static int att_pad(const t5_batch *b) { return b->pad_invariant ? ATT_PAD_INVARIANT : 0; }
+
 /* Encoder block l on x (B*Te rows); its output is a->enc[l].out. */
 static void enc_block_forward(t5_model *m, const t5_batch *b, int l, const float *x) {
     t5_block_acts *ba = &m->a.enc[l];
     const t5_block_ia3 *IA = m->ia3 ? &m->ia.enc[l] : NULL;
-    self_attn_forward(m, ba, &m->p.enc[l], IA, x, m->a.enc_bias, m->d_enc_mask, 0, b->B, b->Te);
+    self_attn_forward(m, ba, &m->p.enc[l], IA, x, m->a.enc_bias, m->d_enc_mask, att_pad(b), b->B, b->Te);
     ffn_forward(m, ba, &m->p.enc[l], IA, ba->x1, b->B * b->Te);
 }
 
@@ -820,7 +822,7 @@ static void dec_block_forward(t5_model *m, const t5_batch *b, int l, const float
     t5_block_acts *ba = &m->a.dec[l];
     const t5_block_params *P = &m->p.dec[l];
     const t5_block_ia3 *IA = m->ia3 ? &m->ia.dec[l] : NULL;
-    self_attn_forward(m, ba, P, IA, x, m->a.dec_bias, NULL, 1, b->Bd, b->Td);
+    self_attn_forward(m, ba, P, IA, x, m->a.dec_bias, NULL, ATT_CAUSAL | att_pad(b), b->Bd, b->Td);
     OPS->rmsnorm_forward(ba->ca_lnx, ba->ca_rstd, ba->x1, P->ca_ln, Nd, D, c->eps);
     OPS->linear_forward(ba->cq, ba->ca_lnx, P->ca_q, Nd, D, HK);
     OPS->linear_forward(ba->ck, enc, P->ca_k, Ne, D, HK);
@@ -829,7 +831,7 @@ static void dec_block_forward(t5_model *m, const t5_batch *b, int l, const float
         OPS->ia3_forward(ba->cks, ba->ck, IA->ca_k, Ne, HK);
         OPS->ia3_forward(ba->cvs, ba->cv, IA->ca_v, Ne, HK);
     }
-    OPS->attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->d_enc_mask, b->dec_enc, 0,
+    OPS->attention_forward(ba->catt, ba->cprobs, ba->cq, ba->cks, ba->cvs, NULL, m->d_enc_mask, b->dec_enc, att_pad(b),
                            b->Bd, b->Td, b->Te, H, K);
     OPS->linear_forward(ba->x2, ba->catt, P->ca_o, Nd, HK, D);
     OPS->add_inplace(ba->x2, ba->x1, (long)Nd * D);

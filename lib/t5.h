@@ -224,6 +224,10 @@ typedef struct {
     const int *dec_ids;         /* (Bd,Td) decoder input: target shifted right */
     const int *targets;         /* (Bd,Td) 0 = pad; NULL for no loss */
     const int *dec_enc;         /* (Bd) encoder row of each decoder row; NULL = identity */
+    int pad_invariant;          /* 1: each row's results as in a batch without padding, to
+                                   the bit on the CPU (ops.h ATT_PAD_INVARIANT; rank
+                                   classification sets it; training does not, its bytes
+                                   being those the released report was made with) */
 } t5_batch;
 
 enum { T5_LOSS_MEAN = 0, T5_LOSS_EXAMPLE_MEAN = 1 };

@@ -94,6 +94,7 @@
 #include "optim.h"
 #include "opts.h"
 #include "progress.h"
+#include "rank.h"
 #include "t5.h"
 #include "tokens.h"
 
@@ -342,7 +343,11 @@ static double validate(t5_model *m, tok_set **vs, int nv, const train_opts *o, t
         int64_t n = o->valid_examples > 0 && o->valid_examples < s->n ? o->valid_examples : s->n;
         float *scores = mallocCheck(sizeof(float) * (s->n_choices + 1));
         int *pred = mallocCheck(sizeof(int) * (n + 1));
-        tok_rank(m, s, 0, n, vtb, scores, pred);
+        /* in order of input length, as eval takes them: little padding, and
+         * the same scores as in any other order (rank.c) */
+        int64_t *order = tok_length_order_range(s, 0, n);
+        tok_rank_order(m, s, order, 0, n, vtb, scores, pred);
+        free(order);
         int64_t right = 0;
         for (int64_t i = 0; i < n; i++) right += pred[i] == s->label[i];
         acc += (double)right / n;

@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "ops.h"
 #include "optim.h"
+#include "rank.h"
 #include "t5.h"
 #include "test_t5_fixture.h"
 #include "tokens.h"
@@ -386,6 +387,7 @@ static void test_score_same_bytes(void) {
     tok_batch tb;
     tok_batch_init(&tb, 16, 64, 32, 16);
     tok_batch_fill(&tb, (int)s.n, ins, nins, nd, outs, nouts, map, 0, 0);
+    tb.b.pad_invariant = 1; /* as rank classification runs both */
     int padded = 0;
     for (int i = 0; i < nd * tb.b.Td; i++) padded += tb.b.targets[i] <= 0;
     CHECK(padded > 0 && padded < nd * tb.b.Td, "%d of %d decoder positions padded", padded, nd * tb.b.Td);
@@ -402,6 +404,76 @@ static void test_score_same_bytes(void) {
     tok_batch_free(&tb);
     t5_free(m);
     t5_free(lean);
+}
+
+/* the scores of examples [0, n) of s in batches of `group` examples taken
+ * in `order` (NULL: file order), pad_invariant as given, by choice id */
+static void scores_in_batches(t5_model *m, const tok_set *s, const int64_t *order, int group, int pad_invariant,
+                              float *out) {
+    tok_batch tb;
+    tok_batch_init(&tb, group, 64, 32, 16);
+    const int *ins[16], *outs[32];
+    int nins[16], nouts[32], map[32];
+    int64_t cid[32];
+    float row[32];
+    for (int64_t i = 0; i < s->n; i += group) {
+        int ne = 0, nd = 0;
+        for (; ne < group && i + ne < s->n; ne++) {
+            int64_t e = order ? order[i + ne] : i + ne;
+            ins[ne] = tok_input(s, e), nins[ne] = tok_input_len(s, e);
+            for (int64_t c = s->ex_choices[e]; c < s->ex_choices[e + 1]; c++)
+                outs[nd] = tok_choice(s, c), nouts[nd] = tok_choice_len(s, c), map[nd] = ne, cid[nd++] = c;
+        }
+        tok_batch_fill(&tb, ne, ins, nins, nd, outs, nouts, map, 0, 0);
+        tb.b.pad_invariant = pad_invariant;
+        t5_score(m, &tb.b, row);
+        for (int k = 0; k < nd; k++) out[cid[k]] = row[k];
+    }
+    tok_batch_free(&tb);
+}
+
+/* rank classification's scores do not depend on the batch: each example
+ * alone (no encoder padding), all at once, in threes, and in reverse order
+ * give the same bytes, and so do tok_rank and tok_rank_order; without
+ * pad_invariant (the training path's softmax) the same comparison differs,
+ * so the examples' lengths do exercise the padding */
+static void test_score_any_batch(void) {
+    t5_model *m = t5_new(&C, 0, 0);
+    fx_fill_model(F, m, 0);
+    t5_alloc_acts(m, 16, 64, 32, 16, T5_ACTS_SCORE);
+    int64_t io[16], co[32], ec[16];
+    tok_set s = rank_set(io, co, ec);
+    int lmin = 1 << 30, lmax = 0;
+    for (int64_t e = 0; e < s.n; e++) {
+        int l = tok_input_len(&s, e);
+        lmin = l < lmin ? l : lmin, lmax = l > lmax ? l : lmax;
+    }
+    CHECK(lmin < lmax, "the fixture's inputs all have %d tokens: nothing is padded", lmax);
+    int64_t rev[16];
+    for (int64_t e = 0; e < s.n; e++) rev[e] = s.n - 1 - e;
+    float alone[32], all[32], threes[32], back[32], ranked[32], ordered[32], raw_alone[32], raw_all[32];
+    scores_in_batches(m, &s, NULL, 1, 1, alone);
+    scores_in_batches(m, &s, NULL, 16, 1, all);
+    scores_in_batches(m, &s, NULL, 3, 1, threes);
+    scores_in_batches(m, &s, rev, 16, 1, back);
+    size_t bytes = sizeof(float) * (size_t)s.n_choices;
+    CHECK(memcmp(alone, all, bytes) == 0, "scores alone and in one batch differ");
+    CHECK(memcmp(alone, threes, bytes) == 0, "scores alone and in batches of three differ");
+    CHECK(memcmp(alone, back, bytes) == 0, "scores alone and in reverse order differ");
+    tok_batch tb;
+    int pred[16];
+    tok_batch_init(&tb, 5, 64, 32, 16);
+    tok_rank(m, &s, 0, s.n, &tb, ranked, pred);
+    int64_t *order = tok_length_order_range(&s, 0, s.n);
+    tok_rank_order(m, &s, order, 0, s.n, &tb, ordered, pred);
+    free(order);
+    tok_batch_free(&tb);
+    CHECK(memcmp(alone, ranked, bytes) == 0, "tok_rank's scores differ from each example's alone");
+    CHECK(memcmp(alone, ordered, bytes) == 0, "tok_rank_order's scores differ from each example's alone");
+    scores_in_batches(m, &s, NULL, 1, 0, raw_alone);
+    scores_in_batches(m, &s, NULL, 16, 0, raw_all);
+    CHECK(memcmp(raw_alone, raw_all, bytes) != 0, "without pad_invariant the batch did not change a score: no test");
+    t5_free(m);
 }
 
 static void test_rank(void) {
@@ -620,6 +692,7 @@ int main(void) {
     RUN(test_linears_xg);
     RUN(test_rank);
     RUN(test_score_same_bytes);
+    RUN(test_score_any_batch);
     RUN(test_span_corruption);
     RUN(test_batch_fill);
     RUN(test_bf16_products);

@@ -31,6 +31,13 @@ void ops_zero(float *x, long n);
  * (returns -1 for a width this CPU lacks). */
 int ops_simd_lanes(void);
 int ops_set_simd_lanes(int lanes);
+/* Where the attention's products run on one thread a batch row
+ * (be_gemm_local_parallel), each row goes from its scores through the
+ * softmax to its output at once, its probabilities still in cache (1);
+ * ops_set_attention_rows(0) makes each step a pass over the batch, as with
+ * OpenBLAS. The same bytes either way; tests compare. Returns the previous
+ * setting. */
+int ops_set_attention_rows(int on);
 
 /* out (N,D) = table[ids] ; table (V,D). */
 void op_embed_forward(float *out, const int *ids, const float *table, int N, int D);

@@ -396,6 +396,32 @@ static void simd_outputs(outputs *w, const float *in) {
     opt_free(o);
 }
 
+/* the attention a batch row at a time (scores, softmax, output on one
+ * thread) gives the bytes of three passes over the batch, forward and
+ * backward, with a key mask, causal, and without */
+static void test_attention_rows(void) {
+    if (!be_gemm_local_parallel()) T_SKIP("the attention's products are OpenBLAS's here: always in passes");
+    size_t nin = 1 << 17, nout = 1 << 18;
+    float *in = malloc(sizeof(float) * nin);
+    outputs by_row = {.out = calloc(nout, sizeof(float))}, passes = {.out = calloc(nout, sizeof(float))};
+    for (size_t i = 0; i < nin; i++) in[i] = 4.0f * urand();
+    simd_outputs(&by_row, in);
+    CHECK(ops_set_attention_rows(0) == 1, "the attention did not run a row at a time by default");
+    simd_outputs(&passes, in);
+    ops_set_attention_rows(1);
+    CHECK(by_row.o == passes.o && by_row.o <= nout, "outputs %zu %zu", by_row.o, passes.o);
+    int att = 0;
+    for (int sc = 0, i = 0; sc < by_row.n; sc++) {
+        att += strncmp(by_row.sec[sc], "attention", 9) == 0;
+        size_t first = by_row.end[sc];
+        for (; (size_t)i < by_row.end[sc]; i++)
+            if (first == by_row.end[sc] && memcmp(&by_row.out[i], &passes.out[i], 4)) first = (size_t)i;
+        CHECK(first == by_row.end[sc], "%s: a row at a time and in passes differ at output %zu", by_row.sec[sc], first);
+    }
+    CHECK(att == 4, "%d attention sections compared", att);
+    free(in), free(by_row.out), free(passes.out);
+}
+
 static void test_simd_widths(void) {
     if (ops_simd_lanes() != 16) T_SKIP("no AVX-512F: only one vector width here");
     size_t nin = 1 << 17, nout = 1 << 18;
@@ -522,6 +548,7 @@ int main(int argc, char **argv) {
     RUN(test_syrk);
     RUN(test_threads);
     RUN(test_simd_widths);
+    RUN(test_attention_rows);
     RUN(test_frozen);
     RUN(test_bf16_inplace);
     return t_done();

@@ -825,18 +825,24 @@ int ops_set_attention_rows(int on) {
 
 static int att_fused(void) { return __atomic_load_n(&att_by_row, __ATOMIC_ACQUIRE) && be_gemm_local_parallel(); }
 
-/* rows [lo, hi) of the batch, each on one thread from its scores to its
- * output: the same products and softmax rows as the three passes, so the
- * same bytes, with a row's H x Tq x Tk probabilities still in cache when
- * the softmax and the context read them (they stream from memory when every
- * row's scores are made first) */
-static void att_forward_rows(void *p, long lo, long hi) {
-    att_ctx *c = p;
-    long rows = (long)c->H * c->Tq;
+/* A batch row's three steps at once on one thread: a product, the row's
+ * softmax (or softmax-gradient) rows, a product. The same products and
+ * rows as three passes over the batch, so the same bytes, with the row's
+ * H x Tq x Tk probabilities still in cache when the second and third read
+ * them (they stream from memory when every row's first step runs first). */
+typedef struct {
+    att_ctx *c;
+    att_row_fn first, last;
+    void (*rows)(void *c, long lo, long hi);
+} att_steps;
+
+static void att_steps_range(void *p, long lo, long hi) {
+    const att_steps *s = p;
+    long rows = (long)s->c->H * s->c->Tq;
     for (long b = lo; b < hi; b++) {
-        att_scores_row(c, (int)b, be_gemm_sbatched_local);
-        softmax_rows(c, b * rows, (b + 1) * rows);
-        att_context_row(c, (int)b, be_gemm_sbatched_local);
+        s->first(s->c, (int)b, be_gemm_sbatched_local);
+        s->rows(s->c, b * rows, (b + 1) * rows);
+        s->last(s->c, (int)b, be_gemm_sbatched_local);
     }
 }
 
@@ -847,8 +853,9 @@ void op_attention_forward(float *out, float *probs, const float *q, const float 
                  .causal = (flags & ATT_CAUSAL) != 0, .pad_invariant = (flags & ATT_PAD_INVARIANT) != 0,
                  .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
                  .v = v, .out = out};
-    if (att_fused()) { /* each row's three steps at once: its probabilities stay in cache */
-        pool_parallel_for(B, 1, att_forward_rows, &c);
+    if (att_fused()) {
+        att_steps st = {&c, att_scores_row, att_context_row, softmax_rows};
+        pool_parallel_for(B, 1, att_steps_range, &st);
         return;
     }
     att_rows(&c, att_scores_row);
@@ -905,18 +912,6 @@ static void att_dqk_row(const att_ctx *c, int b, sbatched_fn gemm) {
     if (c->dk) gemm(1, 0, Tk, K, Tq, 1.0f, sb, Tk, TT, c->q + oq, HK, K, c->beta, c->dk + ok, HK, K, c->H);
 }
 
-/* rows [lo, hi) of the batch, each on one thread: dP and dV, dS, then dQ
- * and dK (the three passes' products and rows, in cache) */
-static void att_backward_rows(void *p, long lo, long hi) {
-    att_ctx *c = p;
-    long rows = (long)c->H * c->Tq;
-    for (long b = lo; b < hi; b++) {
-        att_dprobs_row(c, (int)b, be_gemm_sbatched_local);
-        dscore_rows(c, b * rows, (b + 1) * rows);
-        att_dqk_row(c, (int)b, be_gemm_sbatched_local);
-    }
-}
-
 void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
                            const float *dout, const float *q, const float *k, const float *v,
                            const float *probs, int B, int Tq, int Tk, int H, int K, int acc) {
@@ -924,8 +919,9 @@ void op_attention_backward(float *dq, float *dk, float *dv, float *dbias, float 
     att_ctx c = {.probs = (float *)probs, .scratch = scratch, .dbias = dbias, .B = B, .Tq = Tq,
                  .Tk = Tk, .H = H, .K = K, .q = q, .k = k, .v = v, .dout = dout, .dq = dq, .dk = dk,
                  .dv = dv, .beta = acc ? 1.0f : 0.0f};
-    if (att_fused()) { /* as the forward: a row's three steps at once */
-        pool_parallel_for(B, 1, att_backward_rows, &c);
+    if (att_fused()) { /* dP and dV, dS, then dQ and dK */
+        att_steps st = {&c, att_dprobs_row, att_dqk_row, dscore_rows};
+        pool_parallel_for(B, 1, att_steps_range, &st);
         if (dbias) pool_parallel_for((long)H * Tq * Tk, 1024, dbias_range, &c); /* reads dS, kept in scratch */
         return;
     }

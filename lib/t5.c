@@ -1039,10 +1039,11 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
 
     /* no zeroing of the activation-gradient block: the first op writing each
      * buffer overwrites it (ops.h); only the position-bias gradients, which
-     * every layer adds to, start at zero */
+     * every layer adds to, start at zero; only full fine-tuning trains the
+     * position-bias tables (IA3 skips their gradients: dbias NULL) */
     acts_layout(m, da, m->grad_mem, B, Te, Bd, Td);
-    FZERO(da->enc_bias, (long)H * Te * Te);
-    FZERO(da->dec_bias, (long)H * Td * Td);
+    float *denc_bias = full ? da->enc_bias : NULL, *ddec_bias = full ? da->dec_bias : NULL;
+    if (full) FZERO(da->enc_bias, (long)H * Te * Te), FZERO(da->dec_bias, (long)H * Td * Td);
     /* the batch's ids on the model's device (uploaded by t5_forward) */
     int host = t5_on_host(m);
     const int *enc_ids = host ? b->enc_ids : m->d_ids;
@@ -1102,7 +1103,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         /* self-attention */
         const float *x = l ? a->dec[l - 1].out : a->dec_emb;
         float *dx = l ? da->dec[l - 1].out : (full || m->all_act_grads ? da->dec_emb : NULL);
-        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, da->dec_bias, Bd, Td);
+        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, ddec_bias, Bd, Td);
     }
     if (full) {
         OPS->embed_backward(m->g.shared, da->dec_emb, dec_ids, Nd, D);
@@ -1116,7 +1117,7 @@ void t5_backward(t5_model *m, const t5_batch *b, int loss_mode, float scale) {
         ffn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, v.ba->x1, v.dba->x1, Ne);
         const float *x = l ? a->enc[l - 1].out : a->enc_emb;
         float *dx = l ? da->enc[l - 1].out : (full || m->all_act_grads ? da->enc_emb : NULL);
-        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, da->enc_bias, B, Te);
+        self_attn_backward(m, v.dba, v.ba, v.P, v.G, v.IA, v.IG, x, dx, denc_bias, B, Te);
     }
     if (full) {
         OPS->embed_backward(m->g.shared, da->enc_emb, enc_ids, Ne, D);

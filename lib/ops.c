@@ -700,14 +700,19 @@ typedef struct {
     float beta;
 } att_ctx;
 
-/* v where the keys a row sees, [0, jmax) less the masked ones, are the
- * first v; -1 where a masked key comes before a visible one */
-static int visible_prefix(const uint8_t *mask, int jmax) {
-    int v = 0;
-    while (v < jmax && (!mask || mask[v])) v++;
-    for (int j = v; mask && j < jmax; j++)
-        if (mask[j]) return -1;
-    return v;
+/* A key row's mask, once for all the query rows that read it: its first
+ * masked key (v0; Tk if none) and its first visible key after that (nv; Tk
+ * if none). The keys a row sees, [0, jmax) less the masked ones, are then
+ * its first min(v0, jmax) exactly when nv >= jmax. */
+typedef struct {
+    int bk, v0, nv; /* bk -1: not yet found */
+} key_prefix;
+
+static void key_prefix_of(key_prefix *kp, const uint8_t *mask, int bk, int Tk) {
+    int v = 0, n;
+    while (v < Tk && (!mask || mask[v])) v++;
+    for (n = v; n < Tk && mask && !mask[n]; n++) {}
+    kp->bk = bk, kp->v0 = v, kp->nv = n;
 }
 
 /* softmax of rows r in [lo,hi) of probs viewed as (B*H*Tq, Tk). A row
@@ -719,6 +724,7 @@ static void softmax_rows(void *p, long lo, long hi) {
     att_ctx *c = p;
     int Tq = c->Tq, Tk = c->Tk, H = c->H;
     long TT = (long)Tq * Tk;
+    key_prefix kp = {.bk = -1}; /* rows come batch row by batch row: found once for each */
     for (long r = lo; r < hi; r++) {
         int i = (int)(r % Tq);
         int h = (int)((r / Tq) % H);
@@ -747,7 +753,11 @@ static void softmax_rows(void *p, long lo, long hi) {
             memset(row, 0, sizeof(float) * Tk);
             continue;
         }
-        int v = any_masked && c->pad_invariant ? visible_prefix(mask, jmax) : -1;
+        int v = -1;
+        if (any_masked && c->pad_invariant) {
+            if (kp.bk != bk) key_prefix_of(&kp, mask, bk, Tk);
+            if (kp.nv >= jmax) v = kp.v0 < jmax ? kp.v0 : jmax;
+        }
         float sum;
         if (v >= 0) { /* the sum of an unpadded row of v keys */
             sum = vexp(row, row, v, mx, 1.0f);

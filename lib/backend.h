@@ -91,6 +91,16 @@ int be_cpu_math(void);
 void be_gemm_sbatched_local(int transA, int transB, int m, int n, int k, float alpha,
                             const float *A, int lda, long strideA, const float *B, int ldb,
                             long strideB, float beta, float *C, int ldc, long strideC, int batch);
+/* be_gemm_sbatched_local with the rows of A (transA must be 0) and of C in
+ * groups of `group` rows (f32gemm_local_groups): row r of A at A + (r /
+ * group) * gstrideA + (r % group) * lda when gstrideA != 0 (else r * lda),
+ * of C likewise with gstrideC. m is a multiple of group. One product with
+ * op(B) packed once on our AVX-512 float32 kernel; elsewhere one product
+ * per group. The bytes of one product per group either way. */
+void be_gemm_sbatched_local_groups(int transA, int transB, int m, int n, int k, float alpha, const float *A,
+                                   int lda, long strideA, long gstrideA, const float *B, int ldb, long strideB,
+                                   float beta, float *C, int ldc, long strideC, long gstrideC, int group,
+                                   int batch);
 /* be_gemm on the calling thread alone, with be_gemm's bytes: the blocked
  * kernels (f32gemm.h) or bf16's on one thread; callable from several
  * threads at once where be_gemm_local_parallel() (else it is the BLAS's

@@ -255,6 +255,24 @@ void be_gemm_local(int transA, int transB, int m, int n, int k, float alpha, con
     gemm_one(1, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void be_gemm_sbatched_local_groups(int transA, int transB, int m, int n, int k, float alpha, const float *A,
+                                   int lda, long strideA, long gstrideA, const float *B, int ldb, long strideB,
+                                   float beta, float *C, int ldc, long strideC, long gstrideC, int group,
+                                   int batch) {
+    if (group <= 0 || m % group != 0 || transA)
+        die("be_gemm_sbatched_local_groups: %d rows in groups of %d%s", m, group, transA ? " with op(A) = A^T" : "");
+    if (cpu_math != BE_MATH_BF16 && f32gemm_kernel() == F32GEMM_AVX512) {
+        f32gemm_local_groups(transA, transB, m, n, k, alpha, A, lda, strideA, gstrideA ? group : 0, gstrideA, B,
+                             ldb, strideB, beta, C, ldc, strideC, gstrideC ? group : 0, gstrideC, batch);
+        return;
+    }
+    for (int g = 0; g < m / group; g++)
+        be_gemm_sbatched_local(transA, transB, group, n, k, alpha,
+                               A + (gstrideA ? (size_t)g * gstrideA : (size_t)g * group * lda), lda, strideA, B,
+                               ldb, strideB, beta, C + (gstrideC ? (size_t)g * gstrideC : (size_t)g * group * ldc),
+                               ldc, strideC, batch);
+}
+
 int be_gemm_local_parallel(void) { return cpu_math == BE_MATH_BF16 || f32gemm_kernel() != F32GEMM_OPENBLAS; }
 
 /* Bt (nrhs x n row-major, leading dimension ldbt) is B (n x nrhs) in

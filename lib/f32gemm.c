@@ -92,7 +92,7 @@ TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, in
     }
 #define ROW_OUT(r)                                                       \
     if (r < rows) {                                                      \
-        float *cr = C + (size_t)(r) * ldc;                               \
+        float *cr = C[r];                                                \
         __m512 x0 = _mm512_mul_ps(va, c##r##0), x1 = _mm512_mul_ps(va, c##r##1); \
         if (beta != 0.0f) {                                              \
             x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), x0); \
@@ -102,10 +102,10 @@ TARGET static void pack_panel(const float *B, int ldb, int tb, int k, int j0, in
         _mm512_mask_storeu_ps(cr + 16, m1, x1);                          \
     }
 
-/* rows (<= MR) x w (<= NR) block of C at C; row r of op(A) starts at ar[r]
- * and steps by sk along k */
+/* rows (<= MR) x w (<= NR) block of C, its row r at C[r]; row r of op(A)
+ * starts at ar[r] and steps by sk along k */
 TARGET static void block(const float *const *ar, long sk, int k, const float *p, float alpha, float beta,
-                         float *C, int ldc, int rows, int w) {
+                         float *const *C, int rows, int w) {
     const float *p0 = ar[0], *p1 = ar[1], *p2 = ar[2], *p3 = ar[3], *p4 = ar[4], *p5 = ar[5], *p6 = ar[6], *p7 = ar[7];
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
@@ -148,12 +148,20 @@ TARGET static inline void ahead_fetch(ahead *h, long upto) {
     }
 }
 
-void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
-                   const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+/* row r of a matrix whose rows come in groups of g (g 0: one group), g
+ * rows ld apart, the groups gs apart */
+static inline size_t group_row(int r, int g, long ld, long gs) {
+    return g > 0 ? (size_t)(r / g) * gs + (size_t)(r % g) * ld : (size_t)r * ld;
+}
+
+void f32gemm_local_groups(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                          int ga, long gsa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                          long sc, int gc, long gsc, int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
     if (!f32gemm_available()) die("f32gemm_local called on a CPU without AVX-512F");
+    if (ta && ga > 0) die("f32gemm_local_groups: rows of op(A) in groups need transA = 0");
     float *p = panel_for(k);
-    long sk = ta ? lda : 1; /* op(A)[i][kk] = A[i * si + kk * sk] */
+    long sk = ta ? lda : 1; /* op(A)[i][kk] = A[row(i) + kk * sk] */
     long si = ta ? 1 : lda;
     int blocks = (m + MR - 1) / MR;
     for (int bi = 0; bi < batch; bi++) {
@@ -169,15 +177,33 @@ void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float
             for (int i0 = 0; i0 < m; i0 += MR) {
                 int rows = m - i0 < MR ? m - i0 : MR;
                 const float *a[MR];
-                for (int r = 0; r < MR; r++) a[r] = Ab + (i0 + (r < rows ? r : rows - 1)) * si;
+                float *c[MR];
+                for (int r = 0; r < MR; r++) {
+                    int i = i0 + (r < rows ? r : rows - 1);
+                    a[r] = Ab + group_row(i, ga, si, gsa);
+                    c[r] = Cb + group_row(i, gc, ldc, gsc) + j0;
+                }
                 ahead_fetch(&h, h.done + per);
-                block(a, sk, k, p, alpha, beta, Cb + (size_t)i0 * ldc + j0, ldc, rows, w);
+                block(a, sk, k, p, alpha, beta, c, rows, w);
             }
         }
     }
 }
 
+void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                   const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {
+    f32gemm_local_groups(ta, tb, m, n, k, alpha, A, lda, sa, 0, 0, B, ldb, sb, beta, C, ldc, sc, 0, 0, batch);
+}
+
 #else
+
+void f32gemm_local_groups(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
+                          int ga, long gsa, const float *B, int ldb, long sb, float beta, float *C, int ldc,
+                          long sc, int gc, long gsc, int batch) {
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)sa, (void)ga, (void)gsa;
+    (void)B, (void)ldb, (void)sb, (void)beta, (void)C, (void)ldc, (void)sc, (void)gc, (void)gsc, (void)batch;
+    die("f32gemm_local is not built for this architecture");
+}
 
 void f32gemm_local(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long sa,
                    const float *B, int ldb, long sb, float beta, float *C, int ldc, long sc, int batch) {

@@ -29,6 +29,16 @@ int f32gemm_available(void);
 void f32gemm_local(int transA, int transB, int m, int n, int k, float alpha, const float *A,
                    int lda, long strideA, const float *B, int ldb, long strideB, float beta,
                    float *C, int ldc, long strideC, int batch);
+/* f32gemm_local with the rows of op(A) (transA = 0) and of C in groups:
+ * row r of A at A + (r / groupA) * gstrideA + (r % groupA) * lda, and of C
+ * likewise (group 0: rows lda or ldc apart, as in f32gemm_local). One
+ * product over several batch rows' queries that read the same keys (eval's
+ * choices of one input), their outputs laid out row by row of the batch:
+ * op(B) is packed once for them all. The bytes of each row's own product. */
+void f32gemm_local_groups(int transA, int transB, int m, int n, int k, float alpha, const float *A,
+                          int lda, long strideA, int groupA, long gstrideA, const float *B, int ldb,
+                          long strideB, float beta, float *C, int ldc, long strideC, int groupC,
+                          long gstrideC, int batch);
 
 /* ---- the blocked products ------------------------------------------- */
 

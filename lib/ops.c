@@ -856,6 +856,32 @@ static void att_steps_range(void *p, long lo, long hi) {
     }
 }
 
+/* Runs of batch rows that read the same keys (kv_index: eval's choices of
+ * one input, rows side by side) take their three steps together: each
+ * product over all the run's queries at once (be_gemm_sbatched_local_groups),
+ * the keys and values packed once for the run instead of once per row. Each
+ * row's products and softmax rows are those of att_steps, so the bytes. */
+typedef struct {
+    att_ctx *c;
+    const int *start; /* run g: rows [start[g], start[g + 1]) */
+} att_runs;
+
+static void att_runs_range(void *p, long lo, long hi) {
+    const att_runs *r = p;
+    const att_ctx *c = r->c;
+    int H = c->H, K = c->K, HK = H * K, Tq = c->Tq, Tk = c->Tk;
+    long TT = (long)Tq * Tk, rows = (long)H * Tq;
+    for (long g = lo; g < hi; g++) {
+        int b0 = r->start[g], n = r->start[g + 1] - b0, bk = c->kv_index[b0];
+        float *pb = c->probs + (size_t)b0 * H * TT;
+        be_gemm_sbatched_local_groups(0, 1, n * Tq, Tk, K, 1.0f, c->q + (size_t)b0 * Tq * HK, HK, K, 0,
+                                      c->k + (size_t)bk * Tk * HK, HK, K, 0.0f, pb, Tk, TT, H * TT, Tq, H);
+        softmax_rows(r->c, b0 * rows, (b0 + n) * rows);
+        be_gemm_sbatched_local_groups(0, 0, n * Tq, K, Tk, 1.0f, pb, Tk, TT, H * TT, c->v + (size_t)bk * Tk * HK,
+                                      HK, K, 0.0f, c->out + (size_t)b0 * Tq * HK, HK, K, 0, Tq, H);
+    }
+}
+
 void op_attention_forward(float *out, float *probs, const float *q, const float *k,
                           const float *v, const float *bias, const uint8_t *key_mask,
                           const int *kv_index, int flags, int B, int Tq, int Tk, int H, int K) {
@@ -863,6 +889,16 @@ void op_attention_forward(float *out, float *probs, const float *q, const float 
                  .causal = (flags & ATT_CAUSAL) != 0, .pad_invariant = (flags & ATT_PAD_INVARIANT) != 0,
                  .B = B, .Tq = Tq, .Tk = Tk, .H = H, .K = K, .q = q, .k = k,
                  .v = v, .out = out};
+    if (att_fused() && kv_index) {
+        int *start = mallocCheck(sizeof(int) * ((size_t)B + 1)), runs = 0;
+        for (int b = 0; b < B; b++)
+            if (b == 0 || kv_index[b] != kv_index[b - 1]) start[runs++] = b;
+        start[runs] = B;
+        att_runs rr = {&c, start};
+        pool_parallel_for(runs, 1, att_runs_range, &rr);
+        free(start);
+        return;
+    }
     if (att_fused()) {
         att_steps st = {&c, att_scores_row, att_context_row, softmax_rows};
         pool_parallel_for(B, 1, att_steps_range, &st);

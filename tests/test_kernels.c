@@ -377,6 +377,16 @@ static void simd_outputs(outputs *w, const float *in) {
     float *ab = emit(w, "attention backward", 3 * nq + (size_t)SH * ST * ST + np);
     op_attention_backward(ab, ab + nq, ab + 2 * nq, ab + 3 * nq, ab + 3 * nq + (size_t)SH * ST * ST, dout, q, k, v,
                           probs, SB, ST, ST, SH, SK, 0);
+    /* the cross-attention of eval's choices: 7 decoder rows of 3 queries,
+     * runs of them reading the same encoder row (the last reads row 0
+     * again), keys padded at the end, summed as unpadded rows */
+    enum { XB = 7, XT = 3 };
+    const int kv[XB] = {0, 0, 0, 1, 2, 2, 0}, len[SB] = {ST, 40, 17};
+    uint8_t pre[SB * ST];
+    for (int i = 0; i < SB * ST; i++) pre[i] = i % ST < len[i / ST];
+    float *xa = emit(w, "attention (cross, choices)", (size_t)XB * XT * SH * SK + (size_t)XB * SH * XT * ST);
+    op_attention_forward(xa, xa + (size_t)XB * XT * SH * SK, q, k, v, NULL, pre, kv, ATT_PAD_INVARIANT, XB, XT, ST,
+                         SH, SK);
     const float *logits = dout + nq;
     int targets[CN] = {0, 17, 999, 150, 3, 512, 256};
     float cw[CN] = {1, 0.5f, 2, 1, 0.25f, 1, 3};
@@ -394,6 +404,48 @@ static void simd_outputs(outputs *w, const float *in) {
     for (int step = 0; step < 3; step++) opt_step(o, par, step == 1 ? h1 : d);
     memcpy(par + GN, o->state, sizeof(float) * 2 * GN);
     opt_free(o);
+}
+
+/* Products with the rows of A and of C in groups (the attention over eval's
+ * choices of one input: be_gemm_sbatched_local_groups) give, on every
+ * float32 kernel, the bytes of one f32gemm_local product per group, and
+ * write nothing between the groups. */
+static void test_local_groups(void) {
+    if (!f32gemm_available()) T_SKIP("no AVX-512F: no f32gemm_local to compare with");
+    const int shapes[][4] = {{3, 5, 53, 8}, {1, 7, 40, 17}, {5, 3, 8, 53}, {8, 4, 33, 64}, {13, 2, 70, 9}};
+    int kernels_run[2] = {F32GEMM_AVX512, F32GEMM_AVX2}, was = f32gemm_kernel(), cases = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int lay = 0; lay < 4; lay++) {
+                int g = shapes[s][0], ng = shapes[s][1], n = shapes[s][2], k = shapes[s][3], m = g * ng, batch = 2;
+                int ga = lay & 1, gc = lay >> 1, lda = k + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
+                long gsa = ga ? (long)g * lda + 11 : 0, gsc = gc ? (long)g * ldc + 7 : 0;
+                long sa = (ga ? ng * gsa : (long)m * lda) + 5, sb = (long)(tb ? n : k) * ldb + 3;
+                long sc = (gc ? ng * gsc : (long)m * ldc) + 9;
+                float beta = (s + lay) % 2 ? 0.5f : 0.0f;
+                float *A = rnd((size_t)sa * batch), *B = rnd((size_t)sb * batch), *C0 = rnd((size_t)sc * batch);
+                float *want = malloc(sizeof(float) * sc * batch), *got = malloc(sizeof(float) * sc * batch);
+                memcpy(want, C0, sizeof(float) * sc * batch);
+                for (int q = 0; q < ng; q++)
+                    f32gemm_local(0, tb, g, n, k, 0.75f, A + (ga ? q * gsa : (long)q * g * lda), lda, sa, B, ldb, sb,
+                                  beta, want + (gc ? q * gsc : (long)q * g * ldc), ldc, sc, batch);
+                for (int kr = 0; kr < 2; kr++) {
+                    if (!f32gemm_kernel_supported(kernels_run[kr])) continue;
+                    f32gemm_set_kernel(kernels_run[kr]);
+                    memcpy(got, C0, sizeof(float) * sc * batch);
+                    be_gemm_sbatched_local_groups(0, tb, m, n, k, 0.75f, A, lda, sa, gsa, B, ldb, sb, beta, got, ldc,
+                                                  sc, gsc, g, batch);
+                    size_t first = (size_t)sc * batch;
+                    for (size_t i = 0; i < (size_t)sc * batch && first == (size_t)sc * batch; i++)
+                        if (memcmp(&got[i], &want[i], 4)) first = i;
+                    CHECK(first == (size_t)sc * batch, "%s, groups %d x %d, n %d, k %d, tb %d, layout %d: differs at %zu",
+                          f32gemm_kernel_name(kernels_run[kr]), ng, g, n, k, tb, lay, first);
+                    cases++;
+                }
+                free(A), free(B), free(C0), free(want), free(got);
+            }
+    f32gemm_set_kernel(was);
+    CHECK(cases >= 80, "%d cases compared", cases);
 }
 
 /* the attention a batch row at a time (scores, softmax, output on one
@@ -418,7 +470,7 @@ static void test_attention_rows(void) {
             if (first == by_row.end[sc] && memcmp(&by_row.out[i], &passes.out[i], 4)) first = (size_t)i;
         CHECK(first == by_row.end[sc], "%s: a row at a time and in passes differ at output %zu", by_row.sec[sc], first);
     }
-    CHECK(att == 4, "%d attention sections compared", att);
+    CHECK(att == 5, "%d attention sections compared", att);
     free(in), free(by_row.out), free(passes.out);
 }
 
@@ -549,6 +601,7 @@ int main(int argc, char **argv) {
     RUN(test_threads);
     RUN(test_simd_widths);
     RUN(test_attention_rows);
+    RUN(test_local_groups);
     RUN(test_frozen);
     RUN(test_bf16_inplace);
     return t_done();

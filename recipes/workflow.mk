@@ -218,7 +218,7 @@ endif
 WF_SEEDS := 1
 TASKS := $(call split_list,$(HF_TASKS))
 else
-ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-report-part wf-report-best wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.seeds)),1)
 else
 WF_SEEDS   := $(or $(call split_list,$(SEEDS)),$(call split_list,$(call exp_get,exp.merge_seeds)),$(call split_list,$(call exp_get,exp.seeds)),1)
@@ -503,7 +503,7 @@ endef
 # Which merges this run defines (defining costs a key each: only what is asked):
 # the methods whose modes (the table's) include MODE.
 methods_for_mode = $(foreach m,$(1),$(if $(filter $(MODE),$(call split_list,$(call mm_field,$(m),modes))),$(m)))
-ifneq ($(filter wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-report-part wf-report-best wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 WF_METHODS := $(call methods_for_mode,$(or $(METHODS),$(METHOD)))
 else
 ifeq ($(call methods_for_mode,$(METHOD)),)
@@ -511,7 +511,7 @@ $(error METHOD=$(METHOD) does not merge $(MODE) models (its modes: $(call mm_fie
 endif
 WF_METHODS := $(METHOD)
 endif
-ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-best wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 # exp.lambda_grid.METHOD: that method's own grid (a costly method, or one
 # whose λ means something else), else exp.lambda_grid
 lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(or $(call split_list,$(call exp_get,exp.lambda_grid.$(1))),$(LAMBDA_GRID)),1)
@@ -653,7 +653,13 @@ endif
 # with stages side by side (WF_PAR, -jN) the multitask model (the longest
 # single run) trains beside the fine-tunes and the validation runs rather
 # than alone after them (docs/cluster.md).
-wf-sweep: $(SHOWN_MT_EVALS) $(FT_LONGEST_FIRST) wf-best $(INDIVIDUAL_EVALS)
+# (wf-best in a make of its own after the evaluations, not among them:
+# with .SECONDARY every artifact is an intermediate file, whose making make
+# puts off until it has made the goal's other prerequisites, so a phony
+# wf-best listed there ran its whole walk, the fine-tunes in task order,
+# before the multitask models and the longest fine-tunes listed first)
+wf-sweep: $(SHOWN_MT_EVALS) $(FT_LONGEST_FIRST) $(SWEEP_VAL_EVALS) $(INDIVIDUAL_EVALS)
+	@$(MAKE) WF=1 $(WF_VARS) wf-best
 	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
@@ -666,8 +672,11 @@ wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 # ------------------------------------------------------------------ report
 # Per mode: every method's sweep, then the manifest part; wf-report joins the
 # parts of both modes into reports/results.md with plots.
-wf-report-part: $(MULTITASK_EVALS) $(FT_LONGEST_FIRST) wf-best $(INDIVIDUAL_EVALS)
+wf-report-part: $(MULTITASK_EVALS) $(FT_LONGEST_FIRST) $(SWEEP_VAL_EVALS) $(INDIVIDUAL_EVALS)
+	@$(MAKE) WF=1 $(WF_VARS) wf-report-best
 	@$(MAKE) WF=1 $(WF_VARS) wf-report-final
+# wf-best with the report's methods and seeds (the goal names them)
+wf-report-best: wf-best
 wf-report-final: $(best_tests) $(INDIVIDUAL_EVALS) $(MULTITASK_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(mt_lines)$(best_lines)$(val_lines))"; } > $(WF_DIR)/report-$(MODE).tsv
 # a mode's manifest resolved (build/bin/report --resolve) and cut into one
@@ -714,5 +723,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-train-inputs wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
+.PHONY: wf-train-inputs wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-best wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
 endif

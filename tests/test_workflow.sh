@@ -246,7 +246,9 @@ else fail report_both_modes_partial_first "$(tail -5 "$T/rep.out")"; fi
 # comes back to the top of its goals (once their inputs are there), before
 # any merged model's evaluation, not after the sweeps' (make goes through a
 # goal's prerequisites in order, starting what it can)
-first=$(grep -E -o '\] start (mt-full|eval-merge-full)-[a-z0-9_.-]*' "$T/rep.out" | head -1)
+# and before the task fine-tunes of its mode (make puts off intermediate
+# files, every artifact under .SECONDARY, after a phony prerequisite's walk)
+first=$(grep -E -o '\] start (mt-full|ft-full|eval-merge-full)-[a-z0-9_.-]*' "$T/rep.out" | head -1)
 [[ $first == *"start mt-full-"* ]] && ok report_starts_multitask_early || fail report_starts_multitask_early "first of them: ${first:-none}"
 
 # the report's sweeps computed each merged task vector once (merge

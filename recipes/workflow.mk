@@ -511,7 +511,7 @@ $(error METHOD=$(METHOD) does not merge $(MODE) models (its modes: $(call mm_fie
 endif
 WF_METHODS := $(METHOD)
 endif
-ifneq ($(filter wf-sweep wf-sweep-final wf-best wf-report-part wf-report-best wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
+ifneq ($(filter wf-sweep wf-sweep-best wf-sweep-final wf-best wf-report-part wf-report-best wf-report-final wf-report cache-gc-list,$(MAKECMDGOALS)),)
 # exp.lambda_grid.METHOD: that method's own grid (a costly method, or one
 # whose λ means something else), else exp.lambda_grid
 lambdas_of = $(if $(filter $(1),$(uses_lambda)),$(or $(call split_list,$(call exp_get,exp.lambda_grid.$(1))),$(LAMBDA_GRID)),1)
@@ -659,8 +659,10 @@ endif
 # wf-best listed there ran its whole walk, the fine-tunes in task order,
 # before the multitask models and the longest fine-tunes listed first)
 wf-sweep: $(SHOWN_MT_EVALS) $(FT_LONGEST_FIRST) $(SWEEP_VAL_EVALS) $(INDIVIDUAL_EVALS)
-	@$(MAKE) WF=1 $(WF_VARS) wf-best
+	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-best
 	@$(MAKE) WF=1 $(WF_VARS) wf-sweep-final
+# wf-best with the sweep's METHOD, lambda grid and best-λ file (the goal names them)
+wf-sweep-best: wf-best
 wf-sweep-final: $(best_tests) $(INDIVIDUAL_EVALS) $(SHOWN_MT_EVALS) | $(WF_DIR)/
 	@{ printf '%s\n' "$(majority_line)"; printf '%b' "$(subst $(nl),\n,$(ind_lines)$(shown_mt_lines)$(val_lines)$(best_lines))"; } > $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv
 	@build/bin/report --manifest $(WF_DIR)/sweep-$(MODE)-$(METHOD).tsv -o $(WF_DIR)/sweep-$(MODE)-$(METHOD).md \
@@ -723,5 +725,5 @@ wf-explain:
 cache-gc-list:
 	@printf '%s\n' $(foreach s,$(SLOTS),$(A_$(s))) $(DATA_TOKENS_ALL) $(DATA_EXAMPLES_ALL) $(DATA_CORPUS) $(DATA_VOCAB) $(DATA_CORPUS_TOKENS)
 
-.PHONY: wf-train-inputs wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-final wf-report-part wf-report-best wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
+.PHONY: wf-train-inputs wf-optfisher-part wf-optfisher-compare wf-individual wf-multitask wf-merge wf-best wf-sweep wf-sweep-best wf-sweep-final wf-report-part wf-report-best wf-report-final wf-report-resolve wf-report wf-explain wf-pretrain-path cache-gc-list
 endif

@@ -318,7 +318,9 @@ printf 'include %s\nexp.lambda_grid.regmean_pp = 0.7\n' "$EXPF" > "$EXPG"
 : > "$T/ran"
 if MATS_RUN_LOG=$T/ran MATS_CACHE=$A make --no-print-directory sweep EXP="$EXPG" MODE=full METHOD=regmean_pp > "$T/grid.out" 2>&1; then
     merges=$(cut -d' ' -f2 "$T/ran" | grep '^merge-full-regmean_pp-l' | sed 's/-s[0-9]*$//' | sort -u | tr '\n' ' ')
-    [ "$merges" = "merge-full-regmean_pp-l0.7 " ] && ok lambda_grid_per_method || fail lambda_grid_per_method "merges run: '$merges'"
+    # (and the sweep's table has the method's row at its best lambda)
+    [ "$merges" = "merge-full-regmean_pp-l0.7 " ] && grep -q '^| regmean_pp | .* | 0.7 | ' "$T/grid.out" && ok lambda_grid_per_method ||
+        fail lambda_grid_per_method "merges run: '$merges'; row: $(grep -c '^| regmean_pp |' "$T/grid.out")"
 else fail lambda_grid_per_method "$(tail -3 "$T/grid.out")"; fi
 
 # A stage run by hand, without --key, keys itself as the workflow keyed it
